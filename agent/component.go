@@ -1,0 +1,116 @@
+package agent
+
+import (
+	"context"
+	"log/slog"
+	"time"
+)
+
+// AckFunc reports the fate of a batch read from a Source. The runner calls it
+// exactly once per batch: with nil once every record of the batch is durable in
+// the pipeline log (or was deliberately dropped by an operator), or with an error
+// to ask the source to redeliver (for MQTT: no PUBACK is sent). It may be called
+// from another goroutine than Read's, and after later batches were read.
+type AckFunc func(ctx context.Context, err error)
+
+// Source produces records. The runner calls Connect once, then Read in a loop
+// from one goroutine, then Close once after the last ack has been called.
+//
+// Read blocks until a batch is available or ctx is done; it returns ctx's error
+// in the latter case. The returned records belong to the runner until the batch
+// is acked: a source must not touch them until then. A source bounds how many
+// batches may be unacked at once; when it reaches the bound, Read blocks, which
+// is how backpressure reaches the origin. A source whose input is finite returns
+// io.EOF after its last batch.
+type Source interface {
+	Connect(ctx context.Context) error
+	Read(ctx context.Context) ([]Record, AckFunc, error)
+	Close(ctx context.Context) error
+}
+
+// Operator transforms batches. Process works on b in place: it may change,
+// remove, reorder or add records, and move a record it cannot handle to b.Dead
+// with a reason. The runner calls Process from one goroutine at a time. A
+// returned error fails the whole batch (it is counted, and its records go to the
+// dead-letter output); a panic is recovered and treated the same way.
+type Operator interface {
+	Process(ctx context.Context, b *Batch) error
+}
+
+// Sink delivers records to a destination. The runner calls Connect (retried with
+// backoff while it fails), then Write from one goroutine, then Close once.
+//
+// Write returns nil only once the destination has accepted every record
+// durably (Kafka acks, an HTTP 2xx, an MQTT PUBACK); the records are then
+// acknowledged in the log and never written again. Any other result makes the
+// runner retry the batch, unless the error is permanent (see Permanent and
+// RejectedError): permanently failed records go to the dead-letter log. Write
+// must not keep records after it returns.
+type Sink interface {
+	Connect(ctx context.Context) error
+	Write(ctx context.Context, records []Record) error
+	Close(ctx context.Context) error
+}
+
+// Flusher is implemented by sinks that buffer internally (files, consoles); the
+// runner calls Flush before Close on a clean shutdown.
+type Flusher interface {
+	Flush(ctx context.Context) error
+}
+
+// Batch is the unit the runner moves through the operator chain.
+type Batch struct {
+	// Records are the records still in the batch.
+	Records []Record
+	// Dead are records an operator rejected, with the reason, on their way to
+	// the dead-letter output.
+	Dead []Dead
+	// Now is the batch's processing time: the wall clock for a live pipeline,
+	// the virtual clock in `pspf-edge test`.
+	Now time.Time
+}
+
+// Reject moves r to the dead-letter list with the rejecting component's name
+// and the error that explains why.
+func (b *Batch) Reject(r Record, component string, err error) {
+	b.Dead = append(b.Dead, Dead{Record: r, Component: component, Err: err})
+}
+
+// Reset empties the batch for reuse, keeping its slices' capacity.
+func (b *Batch) Reset() {
+	b.Records = b.Records[:0]
+	b.Dead = b.Dead[:0]
+}
+
+// Dead is a record that could not be processed or delivered.
+type Dead struct {
+	Record    Record
+	Component string
+	Err       error
+}
+
+// Env is what a component's constructor gets from the runner: its name and
+// place, a logger and its counters. It holds no goroutines.
+type Env struct {
+	// Pipeline is the pipeline's name (its file name without extension).
+	Pipeline string
+	// Component is the component's place in the pipeline, like
+	// "operators[2].filter" or "sinks[0].kafka".
+	Component string
+	// Logger is the component's logger, already carrying pipeline and component.
+	Logger *slog.Logger
+	// Metrics counts what the component does.
+	Metrics *Metrics
+	// DataDir is a directory the component may keep files in; it survives restarts.
+	DataDir string
+	// AgentName identifies this agent in headers and client ids.
+	AgentName string
+	// Now returns the current time; the deterministic runner replaces it.
+	Now func() time.Time
+}
+
+// Counter returns the component's counter with the given name and labels
+// (pairs of label name and value), created on first use.
+func (e Env) Counter(name string, labels ...string) *Counter {
+	return e.Metrics.Counter(name, append([]string{"pipeline", e.Pipeline, "component", e.Component}, labels...)...)
+}

@@ -1,0 +1,455 @@
+package agent
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// AgentConfig is the agent's own file: where it keeps data, where it listens,
+// how it logs, and the defaults every pipeline starts from.
+type AgentConfig struct {
+	// Name identifies the agent upstream (Kafka headers, MQTT client ids). Default: the host name.
+	Name string `yaml:"name" doc:"identifies this agent upstream (headers, client ids); default: the host name"`
+	// DataDir holds pipeline logs, outboxes, state and checkpoints.
+	DataDir string `yaml:"data_dir" doc:"directory for logs, outboxes, state and checkpoints"`
+	// PipelinesDir holds one YAML file per pipeline.
+	PipelinesDir string `yaml:"pipelines_dir" doc:"directory with one YAML file per pipeline"`
+	// Admin is the admin HTTP server.
+	Admin AdminConfig `yaml:"admin"`
+	// Log configures the agent's log output.
+	Log LogConfig `yaml:"log"`
+	// ShutdownTimeout bounds a clean shutdown: draining sources, flushing and
+	// closing sinks. What is not delivered by then stays in the logs on disk.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout" doc:"how long a clean shutdown may take to drain and flush"`
+	// Defaults apply to every pipeline that does not set its own.
+	Defaults Defaults `yaml:"defaults"`
+}
+
+// AdminConfig is the admin HTTP server's config.
+type AdminConfig struct {
+	// Address to listen on; loopback by default so that it is not exposed. Empty disables it.
+	Address string `yaml:"address" doc:"listen address of the admin HTTP server; empty disables it"`
+}
+
+// LogConfig sets the log level and format.
+type LogConfig struct {
+	Level  string `yaml:"level" enum:"debug,info,warn,error" doc:"least severe level logged"`
+	Format string `yaml:"format" enum:"text,json" doc:"text (key=value) or json lines"`
+}
+
+// Defaults are the pipeline settings applied where a pipeline file is silent.
+type Defaults struct {
+	Buffer BufferConfig `yaml:"buffer"`
+}
+
+// DefaultAgentConfig returns the configuration used where the agent file is
+// silent, or when there is none.
+func DefaultAgentConfig() AgentConfig {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "pspf-edge"
+	}
+	return AgentConfig{
+		Name:            host,
+		DataDir:         "/var/lib/pspf-edge",
+		PipelinesDir:    "/etc/pspf-edge/pipelines",
+		Admin:           AdminConfig{Address: "127.0.0.1:8377"},
+		Log:             LogConfig{Level: "info", Format: "text"},
+		ShutdownTimeout: 15 * time.Second,
+		Defaults:        Defaults{Buffer: DefaultBufferConfig()},
+	}
+}
+
+// Validate checks the agent config's rules.
+func (c *AgentConfig) Validate(n Node) {
+	if c.DataDir == "" {
+		n.Field("data_dir").Errorf("must not be empty")
+	}
+	if c.ShutdownTimeout <= 0 {
+		n.Field("shutdown_timeout").Errorf("must be positive, got %q", n.Field("shutdown_timeout").Text())
+	}
+}
+
+// LoadAgentConfig reads the agent file at path over the defaults. An empty path
+// means no file: the defaults.
+func LoadAgentConfig(path string) (AgentConfig, error) {
+	cfg := DefaultAgentConfig()
+	if path == "" {
+		return cfg, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("config: %w", err)
+	}
+	root, doc := parseDocument(path, data, os.LookupEnv)
+	if root.Present() {
+		root.Decode(&cfg)
+	}
+	if len(doc.errs) > 0 {
+		return cfg, doc.errs
+	}
+	return cfg, nil
+}
+
+// BufferConfig configures a pipeline log: how much it may hold, what happens
+// when it is full, and how often it reaches the disk.
+type BufferConfig struct {
+	Kind         string        `yaml:"type" enum:"disk,memory" doc:"disk, or memory (spills to disk beyond memory_bytes)"`
+	MaxBytes     ByteSize      `yaml:"max_bytes" doc:"byte cap of the log on disk"`
+	MaxAge       time.Duration `yaml:"max_age" doc:"records older than this are dropped; 0 keeps them"`
+	Overflow     string        `yaml:"overflow" enum:"block,drop_oldest,drop_newest" doc:"what happens when the cap is reached"`
+	Sync         string        `yaml:"sync" enum:"batch,interval,none" doc:"fsync per batch, per interval, or never"`
+	SyncInterval time.Duration `yaml:"sync_interval" doc:"group commit interval for sync: interval"`
+	SegmentBytes ByteSize      `yaml:"segment_bytes" doc:"size at which a segment file is sealed"`
+	MemoryBytes  ByteSize      `yaml:"memory_bytes" doc:"memory budget of a type: memory log"`
+}
+
+// DefaultBufferConfig is the pipeline log config where nothing else is said.
+func DefaultBufferConfig() BufferConfig {
+	return BufferConfig{
+		Kind:         "disk",
+		MaxBytes:     256 << 20,
+		Overflow:     "block",
+		Sync:         "interval",
+		SyncInterval: 10 * time.Millisecond,
+		SegmentBytes: 16 << 20,
+		MemoryBytes:  4 << 20,
+	}
+}
+
+// Validate checks the buffer's limits.
+func (c *BufferConfig) Validate(n Node) {
+	if c.MaxBytes < 1<<20 && n.Field("max_bytes").Present() {
+		n.Field("max_bytes").Errorf("must be at least 1MiB, got %q", n.Field("max_bytes").Text())
+	}
+	if c.SegmentBytes < 64<<10 && n.Field("segment_bytes").Present() {
+		n.Field("segment_bytes").Errorf("must be at least 64KiB, got %q", n.Field("segment_bytes").Text())
+	}
+	if c.Sync == "interval" && c.SyncInterval <= 0 && n.Field("sync_interval").Present() {
+		n.Field("sync_interval").Errorf("must be positive with sync: interval, got %q", n.Field("sync_interval").Text())
+	}
+}
+
+// SinkOptions are the store-and-forward settings every sink entry may carry
+// next to its type key.
+type SinkOptions struct {
+	Retry RetryConfig `yaml:"retry"`
+	Drain DrainConfig `yaml:"drain"`
+	Batch BatchConfig `yaml:"batch"`
+}
+
+// RetryConfig is the exponential backoff with full jitter between attempts.
+type RetryConfig struct {
+	Initial time.Duration `yaml:"initial" doc:"first backoff"`
+	Max     time.Duration `yaml:"max" doc:"backoff cap"`
+}
+
+// DrainConfig limits how fast a backlog is sent and in which order.
+type DrainConfig struct {
+	Order          string   `yaml:"order" enum:"oldest_first,live_first" doc:"oldest_first keeps per-key order; live_first sends new data ahead of the backlog"`
+	RecordsPerSec  float64  `yaml:"records_per_second" doc:"drain rate limit in records/s; 0 is unlimited"`
+	BytesPerSecond ByteSize `yaml:"bytes_per_second" doc:"drain rate limit in bytes/s; 0 is unlimited"`
+}
+
+// BatchConfig bounds the batches handed to a sink's Write.
+type BatchConfig struct {
+	MaxRecords int      `yaml:"max_records" doc:"records per write"`
+	MaxBytes   ByteSize `yaml:"max_bytes" doc:"payload bytes per write"`
+}
+
+// DefaultSinkOptions are the sink settings where an entry is silent.
+func DefaultSinkOptions() SinkOptions {
+	return SinkOptions{
+		Retry: RetryConfig{Initial: 500 * time.Millisecond, Max: 30 * time.Second},
+		Drain: DrainConfig{Order: "oldest_first"},
+		Batch: BatchConfig{MaxRecords: 500, MaxBytes: 1 << 20},
+	}
+}
+
+// Validate checks the sink options.
+func (o *SinkOptions) Validate(n Node) {
+	if o.Retry.Initial <= 0 {
+		n.Field("retry").Field("initial").Errorf("must be positive")
+	}
+	if o.Retry.Max < o.Retry.Initial {
+		n.Field("retry").Field("max").Errorf("must be at least retry.initial (%s), got %q", o.Retry.Initial, n.Field("retry").Field("max").Text())
+	}
+	if o.Batch.MaxRecords <= 0 {
+		n.Field("batch").Field("max_records").Errorf("must be positive, got %q", n.Field("batch").Field("max_records").Text())
+	}
+	if o.Drain.RecordsPerSec < 0 {
+		n.Field("drain").Field("records_per_second").Errorf("must not be negative")
+	}
+}
+
+// ComponentSpec is one entry of a pipeline's sources, operators or sinks: the
+// type named by its key, its optional name, and its decoded config.
+type ComponentSpec struct {
+	// Type is the registered component type, the entry's key (`kafka`).
+	Type string
+	// Name is the entry's `name`, or "<list>[i].<type>" when it has none.
+	Name string
+	// Config is the decoded config, as returned by the factory's Config.
+	Config any
+	// Sink holds the store-and-forward options of a sink entry.
+	Sink SinkOptions
+	// Node is where the component's config came from.
+	Node Node
+	// Place is the entry's path in the file, like "sinks[0].kafka".
+	Place string
+}
+
+// PipelineSpec is a parsed and validated pipeline file.
+type PipelineSpec struct {
+	// Name is the pipeline's name: the file name without its extension.
+	Name string
+	// File is the path the pipeline was read from.
+	File string
+	// Hash is the SHA-256 of the file's bytes, in hex.
+	Hash string
+	// Description is the file's free text description.
+	Description string
+	// Sources, Operators and Sinks are the pipeline's components in file order.
+	Sources, Operators, Sinks []ComponentSpec
+	// DeadLetter, if set, is a sink that receives rejected records.
+	DeadLetter *ComponentSpec
+	// Buffer configures the pipeline log.
+	Buffer BufferConfig
+}
+
+// pipelineFile is the shape of a pipeline file.
+type pipelineFile struct {
+	Description string       `yaml:"description" doc:"free text shown by topology and status"`
+	Sources     []Node       `yaml:"sources" doc:"where events come from"`
+	Operators   []Node       `yaml:"operators" doc:"the chain of operators, in order"`
+	Sinks       []Node       `yaml:"sinks" doc:"where events go"`
+	DeadLetter  Node         `yaml:"dead_letter" doc:"a sink for records that cannot be processed or delivered"`
+	Buffer      BufferConfig `yaml:"buffer" doc:"the pipeline log"`
+}
+
+// PipelineName returns the pipeline name for a file: its base name without extension.
+func PipelineName(path string) string {
+	base := filepath.Base(path)
+	return strings.TrimSuffix(base, filepath.Ext(base))
+}
+
+// ParsePipeline parses and validates one pipeline file's bytes. defaults are
+// the agent's defaults. The error, if any, is a ConfigErrors listing every
+// problem found.
+func (r *Registry) ParsePipeline(file string, data []byte, defaults Defaults) (*PipelineSpec, error) {
+	return r.parsePipeline(file, data, defaults, os.LookupEnv)
+}
+
+func (r *Registry) parsePipeline(file string, data []byte, defaults Defaults, env func(string) (string, bool)) (*PipelineSpec, error) {
+	sum := sha256.Sum256(data)
+	spec := &PipelineSpec{Name: PipelineName(file), File: file, Hash: hex.EncodeToString(sum[:]), Buffer: defaults.Buffer}
+	root, doc := parseDocument(file, data, env)
+	if !root.Present() {
+		return nil, doc.errs
+	}
+	pf := pipelineFile{Buffer: defaults.Buffer}
+	root.Decode(&pf)
+	spec.Description = pf.Description
+	spec.Buffer = pf.Buffer
+	if !validName(spec.Name) {
+		doc.errs = append(doc.errs, &ConfigError{File: file, Msg: fmt.Sprintf("pipeline name %q (from the file name) must use only letters, digits, '-' and '_'", spec.Name)})
+	}
+	if len(pf.Sources) == 0 {
+		root.Field("sources").Errorf("must list at least one source")
+	}
+	if len(pf.Sinks) == 0 {
+		root.Field("sinks").Errorf("must list at least one sink")
+	}
+	spec.Sources = decodeList(root.Field("sources"), "source", r.Sources, false)
+	spec.Operators = decodeList(root.Field("operators"), "operator", r.Operators, false)
+	spec.Sinks = decodeList(root.Field("sinks"), "sink", r.Sinks, true)
+	if pf.DeadLetter.Present() {
+		if d := decodeComponent(pf.DeadLetter, "sink", r.Sinks, true, 0); d != nil {
+			spec.DeadLetter = d
+		}
+	}
+	checkUniqueNames(spec)
+	if stateful := firstStateful(spec, r); stateful >= 0 {
+		// Stateful operators need every stateless one before them; mixing is a
+		// later feature, so say so plainly.
+		for i := stateful; i < len(spec.Operators); i++ {
+			if f := r.Operators[spec.Operators[i].Type]; !f.Stateful {
+				spec.Operators[i].Node.Errorf("stateless operator %q after a stateful one is not supported yet: move it before %s", spec.Operators[i].Type, spec.Operators[stateful].Place)
+			}
+		}
+	}
+	if len(doc.errs) > 0 {
+		sort.SliceStable(doc.errs, func(i, j int) bool { return doc.errs[i].Line < doc.errs[j].Line })
+		return nil, doc.errs
+	}
+	return spec, nil
+}
+
+// StatefulIndex returns the index of the first stateful operator, or len(Operators).
+func (s *PipelineSpec) StatefulIndex(r *Registry) int {
+	if i := firstStateful(s, r); i >= 0 {
+		return i
+	}
+	return len(s.Operators)
+}
+
+func firstStateful(s *PipelineSpec, r *Registry) int {
+	for i, op := range s.Operators {
+		if r.Operators[op.Type].Stateful {
+			return i
+		}
+	}
+	return -1
+}
+
+func checkUniqueNames(s *PipelineSpec) {
+	seen := map[string]bool{}
+	for _, list := range [][]ComponentSpec{s.Sources, s.Operators, s.Sinks} {
+		for _, c := range list {
+			if seen[c.Name] {
+				c.Node.Errorf("name %q is used twice in this pipeline", c.Name)
+			}
+			seen[c.Name] = true
+		}
+	}
+}
+
+func validName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+func decodeList[T any](list Node, what string, reg map[string]Factory[T], sink bool) []ComponentSpec {
+	if !list.Present() {
+		return nil
+	}
+	var out []ComponentSpec
+	for i := range list.y.Content {
+		if c := decodeComponent(list.Index(i), what, reg, sink, i); c != nil {
+			out = append(out, *c)
+		}
+	}
+	return out
+}
+
+var commonKeys = []string{"name"}
+var sinkKeys = []string{"name", "retry", "drain", "batch"}
+
+// decodeComponent decodes an entry like `- kafka: {...}` with an optional name
+// (and, for sinks, store-and-forward options) beside the type key.
+func decodeComponent[T any](n Node, what string, reg map[string]Factory[T], sink bool, index int) *ComponentSpec {
+	if !n.IsMapping() {
+		n.Errorf("must be a mapping with one %s type as its key, like `%s: {...}`", what, names(reg)[0])
+		return nil
+	}
+	allowed := commonKeys
+	if sink {
+		allowed = sinkKeys
+	}
+	var types []string
+	for _, k := range n.Keys() {
+		if !slices.Contains(allowed, k) {
+			types = append(types, k)
+		}
+	}
+	if len(types) != 1 {
+		if len(types) == 0 {
+			n.Errorf("names no %s type; expected one of: %s", what, strings.Join(names(reg), ", "))
+		} else {
+			n.Errorf("names %d %s types (%s); an entry has exactly one", len(types), what, strings.Join(types, ", "))
+		}
+		return nil
+	}
+	typ := types[0]
+	cn := n.Field(typ)
+	f, ok := reg[typ]
+	if !ok {
+		keyLine := n.Line()
+		for i := 0; i+1 < len(n.y.Content); i += 2 {
+			if n.y.Content[i].Value == typ {
+				keyLine = n.y.Content[i].Line
+			}
+		}
+		bad := Node{path: cn.path, line: keyLine, doc: n.doc}
+		bad.Errorf("unknown %s type %q; expected one of: %s", what, typ, strings.Join(names(reg), ", "))
+		return nil
+	}
+	spec := &ComponentSpec{Type: typ, Node: cn, Place: cn.path, Config: f.Config(), Sink: DefaultSinkOptions()}
+	spec.Name = cn.path
+	if nn := n.Field("name"); nn.Present() {
+		nn.decode(reflectValue(&spec.Name), "")
+		if !validName(spec.Name) {
+			nn.Errorf("must use only letters, digits, '-', '_' and '.', got %q", nn.Text())
+		}
+	}
+	// An entry written as `- console:` with no body takes the defaults.
+	if cn.Present() && !(cn.y.Kind == yaml.ScalarNode && cn.y.Tag == "!!null") {
+		cn.Decode(spec.Config)
+	} else if v, ok := spec.Config.(Validator); ok {
+		v.Validate(cn)
+	}
+	if sink {
+		opts := Node{y: without(n.y, typ, "name"), path: n.path, doc: n.doc}
+		opts.Decode(&spec.Sink)
+	}
+	_ = index
+	return spec
+}
+
+// without returns a shallow copy of mapping y without the given keys.
+func without(y *yaml.Node, keys ...string) *yaml.Node {
+	c := *y
+	c.Content = nil
+	for i := 0; i+1 < len(y.Content); i += 2 {
+		if !slices.Contains(keys, y.Content[i].Value) {
+			c.Content = append(c.Content, y.Content[i], y.Content[i+1])
+		}
+	}
+	return &c
+}
+
+// LoadPipelineFile reads and parses one pipeline file.
+func (r *Registry) LoadPipelineFile(path string, defaults Defaults) (*PipelineSpec, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, ConfigErrors{{File: path, Msg: fmt.Sprintf("cannot read: %v", errors.Unwrap(err))}}
+	}
+	return r.ParsePipeline(path, data, defaults)
+}
+
+// PipelineFiles lists the pipeline files of dir: *.yaml and *.yml, not hidden,
+// in name order. Editors' temporary and backup files are ignored.
+func PipelineFiles(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("config: pipelines directory: %w", err)
+	}
+	var out []string
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasPrefix(name, ".") || e.IsDir() {
+			continue
+		}
+		if ext := filepath.Ext(name); ext == ".yaml" || ext == ".yml" {
+			out = append(out, filepath.Join(dir, name))
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,534 @@
+package agent
+
+import (
+	"fmt"
+	"os"
+	"reflect"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// ConfigError is one problem in a config file: where it is and which rule the
+// value breaks. Its text has the form `file:line: path: rule, got "value"`.
+type ConfigError struct {
+	File string
+	Line int
+	Path string
+	Msg  string
+}
+
+func (e *ConfigError) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	if e.Line > 0 {
+		b.WriteByte(':')
+		b.WriteString(strconv.Itoa(e.Line))
+	}
+	b.WriteString(": ")
+	if e.Path != "" {
+		b.WriteString(e.Path)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// ConfigErrors is every problem found in one or more config files, in file and
+// line order. Validation collects them all instead of stopping at the first.
+type ConfigErrors []*ConfigError
+
+func (es ConfigErrors) Error() string {
+	lines := make([]string, len(es))
+	for i, e := range es {
+		lines[i] = e.Error()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// ConfigDecoder is implemented by config types that decode themselves from a
+// node, like a component list entry whose only key names its type.
+type ConfigDecoder interface {
+	DecodeConfig(n Node)
+}
+
+// Validator is implemented by config types with rules beyond their types. It is
+// called after decoding with the node the value came from, so that it can report
+// a problem at the line of the offending key: n.Field("path").Errorf(...).
+type Validator interface {
+	Validate(n Node)
+}
+
+// ByteSize is a size in bytes, written in configs as a plain number or with a
+// unit: 512KiB, 64MiB, 1GiB, 10MB.
+type ByteSize int64
+
+// document is one parsed config file: its name, its errors so far, and the text
+// of every scalar as written before ${...} substitution, so that messages never
+// show a secret.
+type document struct {
+	file string
+	errs ConfigErrors
+	orig map[*yaml.Node]string
+}
+
+// Node is one YAML value in a config file together with its place: the file,
+// the line and the path from the document's root (`sinks[0].file.path`).
+// Problems found while decoding and validating are collected in the document.
+// The zero Node stands for a value that is absent.
+type Node struct {
+	y    *yaml.Node
+	path string
+	line int // line to report for an absent value: its parent's
+	doc  *document
+}
+
+// Path returns the node's path from the document root.
+func (n Node) Path() string { return n.path }
+
+// Line returns the node's line, or its parent's when the value is absent.
+func (n Node) Line() int {
+	if n.y != nil {
+		return n.y.Line
+	}
+	return n.line
+}
+
+// Present reports whether the value was written in the file.
+func (n Node) Present() bool { return n.y != nil }
+
+// File returns the name of the file the node came from.
+func (n Node) File() string {
+	if n.doc == nil {
+		return ""
+	}
+	return n.doc.file
+}
+
+// Text returns the scalar as written in the file, before ${...} substitution,
+// so that it can be quoted in messages without revealing a secret.
+func (n Node) Text() string {
+	if n.y == nil {
+		return ""
+	}
+	if s, ok := n.doc.orig[n.y]; ok {
+		return s
+	}
+	if n.y.Kind == yaml.ScalarNode {
+		return n.y.Value
+	}
+	return kindName(n.y)
+}
+
+// Errorf records a problem with this node's value.
+func (n Node) Errorf(format string, args ...any) {
+	if n.doc == nil {
+		return
+	}
+	n.doc.errs = append(n.doc.errs, &ConfigError{File: n.doc.file, Line: n.Line(), Path: n.path, Msg: fmt.Sprintf(format, args...)})
+}
+
+// Field returns the value of key in a mapping node; absent if there is none.
+func (n Node) Field(key string) Node {
+	c := Node{path: joinPath(n.path, key), line: n.Line(), doc: n.doc}
+	if n.y != nil && n.y.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(n.y.Content); i += 2 {
+			if n.y.Content[i].Value == key {
+				c.y = n.y.Content[i+1]
+				break
+			}
+		}
+	}
+	return c
+}
+
+// Index returns the i-th element of a sequence node.
+func (n Node) Index(i int) Node {
+	c := Node{path: n.path + "[" + strconv.Itoa(i) + "]", line: n.Line(), doc: n.doc}
+	if n.y != nil && n.y.Kind == yaml.SequenceNode && i < len(n.y.Content) {
+		c.y = n.y.Content[i]
+	}
+	return c
+}
+
+// Keys returns the keys of a mapping node in file order.
+func (n Node) Keys() []string {
+	if n.y == nil || n.y.Kind != yaml.MappingNode {
+		return nil
+	}
+	keys := make([]string, 0, len(n.y.Content)/2)
+	for i := 0; i+1 < len(n.y.Content); i += 2 {
+		keys = append(keys, n.y.Content[i].Value)
+	}
+	return keys
+}
+
+// IsMapping reports whether the node is a YAML mapping.
+func (n Node) IsMapping() bool { return n.y != nil && n.y.Kind == yaml.MappingNode }
+
+// Decode decodes the node into v, a pointer, strictly: unknown keys, wrong
+// types and values outside an `enum:"a,b"` tag are recorded as errors, and
+// decoding goes on so that every problem is found. Values that implement
+// Validator are validated after decoding. It reports whether no error was found.
+func (n Node) Decode(v any) bool {
+	before := len(n.doc.errs)
+	rv := reflect.ValueOf(v)
+	if rv.Kind() != reflect.Pointer || rv.IsNil() {
+		panic("agent: Node.Decode needs a non-nil pointer") // a programming error, never input
+	}
+	n.decode(rv.Elem(), "")
+	return len(n.doc.errs) == before
+}
+
+var (
+	durationType   = reflect.TypeOf(time.Duration(0))
+	byteSizeType   = reflect.TypeOf(ByteSize(0))
+	nodeType       = reflect.TypeOf(Node{})
+	decoderType    = reflect.TypeOf((*ConfigDecoder)(nil)).Elem()
+	validatorType  = reflect.TypeOf((*Validator)(nil)).Elem()
+	errNotAMapping = "must be a mapping of keys to values, got %s"
+)
+
+func (n Node) decode(v reflect.Value, enum string) {
+	if v.Type() == nodeType {
+		v.Set(reflect.ValueOf(n))
+		return
+	}
+	if n.y == nil {
+		return
+	}
+	if n.y.Kind == yaml.AliasNode {
+		n.y = n.y.Alias
+	}
+	if v.CanAddr() && v.Addr().Type().Implements(decoderType) {
+		v.Addr().Interface().(ConfigDecoder).DecodeConfig(n)
+		n.validate(v)
+		return
+	}
+	if n.y.Kind == yaml.ScalarNode && n.y.Tag == "!!null" && v.Kind() != reflect.String {
+		return
+	}
+	switch v.Type() {
+	case durationType:
+		d, err := time.ParseDuration(n.scalar())
+		if err != nil || d < 0 {
+			n.Errorf("must be a duration like 500ms, 10s or 5m, got %q", n.Text())
+			return
+		}
+		v.SetInt(int64(d))
+		return
+	case byteSizeType:
+		s, err := ParseByteSize(n.scalar())
+		if err != nil {
+			n.Errorf("must be a size like 512KiB, 64MiB or 1GiB, got %q", n.Text())
+			return
+		}
+		v.SetInt(int64(s))
+		return
+	}
+	switch v.Kind() {
+	case reflect.Pointer:
+		if v.IsNil() {
+			v.Set(reflect.New(v.Type().Elem()))
+		}
+		n.decode(v.Elem(), enum)
+		return
+	case reflect.Struct:
+		n.decodeStruct(v)
+	case reflect.Slice:
+		if v.Type().Elem().Kind() == reflect.Uint8 && n.y.Kind == yaml.ScalarNode {
+			v.SetBytes([]byte(n.y.Value))
+			return
+		}
+		if n.y.Kind != yaml.SequenceNode {
+			n.Errorf("must be a list, got %s", kindName(n.y))
+			return
+		}
+		s := reflect.MakeSlice(v.Type(), len(n.y.Content), len(n.y.Content))
+		for i := range n.y.Content {
+			n.Index(i).decode(s.Index(i), enum)
+		}
+		v.Set(s)
+	case reflect.Map:
+		if n.y.Kind != yaml.MappingNode {
+			n.Errorf(errNotAMapping, kindName(n.y))
+			return
+		}
+		if v.Type().Key().Kind() != reflect.String {
+			panic("agent: config maps must have string keys")
+		}
+		m := reflect.MakeMap(v.Type())
+		for _, k := range n.Keys() {
+			e := reflect.New(v.Type().Elem()).Elem()
+			n.Field(k).decode(e, enum)
+			m.SetMapIndex(reflect.ValueOf(k).Convert(v.Type().Key()), e)
+		}
+		v.Set(m)
+	case reflect.String:
+		if n.y.Kind != yaml.ScalarNode {
+			n.Errorf("must be a string, got %s", kindName(n.y))
+			return
+		}
+		if enum != "" && !slices.Contains(strings.Split(enum, ","), n.y.Value) {
+			n.Errorf("must be %s, got %q", orList(strings.Split(enum, ",")), n.Text())
+			return
+		}
+		v.SetString(n.y.Value)
+	case reflect.Bool:
+		b, err := strconv.ParseBool(n.scalar())
+		if err != nil {
+			n.Errorf("must be true or false, got %q", n.Text())
+			return
+		}
+		v.SetBool(b)
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		i, err := strconv.ParseInt(n.scalar(), 0, v.Type().Bits())
+		if err != nil {
+			n.Errorf("must be an integer, got %q", n.Text())
+			return
+		}
+		v.SetInt(i)
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		u, err := strconv.ParseUint(n.scalar(), 0, v.Type().Bits())
+		if err != nil {
+			n.Errorf("must be a non-negative integer, got %q", n.Text())
+			return
+		}
+		v.SetUint(u)
+	case reflect.Float32, reflect.Float64:
+		f, err := strconv.ParseFloat(n.scalar(), 64)
+		if err != nil {
+			n.Errorf("must be a number, got %q", n.Text())
+			return
+		}
+		v.SetFloat(f)
+	default:
+		panic("agent: unsupported config type " + v.Type().String())
+	}
+	n.validate(v)
+}
+
+func (n Node) validate(v reflect.Value) {
+	if v.CanAddr() && v.Addr().Type().Implements(validatorType) {
+		v.Addr().Interface().(Validator).Validate(n)
+	}
+}
+
+// scalar returns the scalar value, or a marker that no parser accepts.
+func (n Node) scalar() string {
+	if n.y.Kind != yaml.ScalarNode {
+		return "\x00" + kindName(n.y)
+	}
+	return n.y.Value
+}
+
+// structField is a config key and where it goes in the struct.
+type structField struct {
+	key   string
+	index []int
+	enum  string
+}
+
+func configFields(t reflect.Type) []structField {
+	var out []structField
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag := f.Tag.Get("yaml")
+		name, opts, _ := strings.Cut(tag, ",")
+		if name == "-" || !f.IsExported() {
+			continue
+		}
+		if opts == "inline" || (f.Anonymous && tag == "") {
+			for _, sf := range configFields(f.Type) {
+				sf.index = append([]int{i}, sf.index...)
+				out = append(out, sf)
+			}
+			continue
+		}
+		if name == "" {
+			name = strings.ToLower(f.Name)
+		}
+		out = append(out, structField{key: name, index: []int{i}, enum: f.Tag.Get("enum")})
+	}
+	return out
+}
+
+func (n Node) decodeStruct(v reflect.Value) {
+	if n.y.Kind != yaml.MappingNode {
+		n.Errorf(errNotAMapping, kindName(n.y))
+		return
+	}
+	fields := configFields(v.Type())
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(n.y.Content); i += 2 {
+		key := n.y.Content[i].Value
+		child := n.Field(key)
+		if seen[key] {
+			child.Errorf("key appears twice")
+			continue
+		}
+		seen[key] = true
+		idx := slices.IndexFunc(fields, func(f structField) bool { return f.key == key })
+		if idx < 0 {
+			child.line = n.y.Content[i].Line
+			child.y = nil
+			keys := make([]string, len(fields))
+			for j, f := range fields {
+				keys[j] = f.key
+			}
+			sort.Strings(keys)
+			child.Errorf("unknown key; expected one of: %s", strings.Join(keys, ", "))
+			continue
+		}
+		child.decode(v.FieldByIndex(fields[idx].index), fields[idx].enum)
+	}
+}
+
+func kindName(y *yaml.Node) string {
+	switch y.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		if y.Tag == "!!null" {
+			return "nothing"
+		}
+		return strconv.Quote(y.Value)
+	}
+	return "an alias"
+}
+
+func joinPath(parent, key string) string {
+	if parent == "" {
+		return key
+	}
+	return parent + "." + key
+}
+
+func orList(alts []string) string {
+	switch len(alts) {
+	case 1:
+		return alts[0]
+	case 2:
+		return alts[0] + " or " + alts[1]
+	}
+	return strings.Join(alts[:len(alts)-1], ", ") + " or " + alts[len(alts)-1]
+}
+
+// ParseByteSize parses a size in bytes: a plain number, or a number with one of
+// the units B, KB, MB, GB (powers of 1000) or KiB, MiB, GiB (powers of 1024).
+func ParseByteSize(s string) (ByteSize, error) {
+	s = strings.TrimSpace(s)
+	i := strings.IndexFunc(s, func(r rune) bool { return (r < '0' || r > '9') && r != '.' })
+	num, unit := s, ""
+	if i >= 0 {
+		num, unit = strings.TrimSpace(s[:i]), strings.TrimSpace(s[i:])
+	}
+	mult := map[string]float64{"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}[unit]
+	if mult == 0 || num == "" {
+		return 0, fmt.Errorf("config: bad size %q", s)
+	}
+	f, err := strconv.ParseFloat(num, 64)
+	if err != nil || f < 0 || f*mult > 1<<62 {
+		return 0, fmt.Errorf("config: bad size %q", s)
+	}
+	return ByteSize(f * mult), nil
+}
+
+// parseDocument parses YAML text into a document, substitutes ${ENV} and
+// ${file:/path} in its scalars, and returns its root node.
+func parseDocument(file string, data []byte, env func(string) (string, bool)) (Node, *document) {
+	doc := &document{file: file, orig: map[*yaml.Node]string{}}
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		line := 0
+		msg := strings.TrimPrefix(err.Error(), "yaml: ")
+		if rest, ok := strings.CutPrefix(msg, "line "); ok {
+			if l, tail, ok := strings.Cut(rest, ": "); ok {
+				line, _ = strconv.Atoi(l)
+				msg = tail
+			}
+		}
+		doc.errs = append(doc.errs, &ConfigError{File: file, Line: line, Msg: "invalid YAML: " + msg})
+		return Node{doc: doc}, doc
+	}
+	if len(root.Content) == 0 {
+		doc.errs = append(doc.errs, &ConfigError{File: file, Line: 1, Msg: "file is empty"})
+		return Node{doc: doc}, doc
+	}
+	n := Node{y: root.Content[0], doc: doc}
+	doc.substitute(n, env)
+	return n, doc
+}
+
+// substitute replaces ${NAME} by the environment variable and ${file:/path} by
+// the file's content (without its trailing newline) in every scalar; `$${` is a
+// literal `${`. The original text is kept for messages.
+func (d *document) substitute(n Node, env func(string) (string, bool)) {
+	y := n.y
+	switch y.Kind {
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(y.Content); i += 2 {
+			d.substitute(n.Field(y.Content[i].Value), env)
+		}
+	case yaml.SequenceNode:
+		for i := range y.Content {
+			d.substitute(n.Index(i), env)
+		}
+	case yaml.ScalarNode:
+		if !strings.Contains(y.Value, "${") {
+			return
+		}
+		out, err := expandSecrets(y.Value, env)
+		if err != nil {
+			n.Errorf("%v", err)
+			return
+		}
+		d.orig[y] = y.Value
+		y.Value = out
+	}
+}
+
+func expandSecrets(s string, env func(string) (string, bool)) (string, error) {
+	var b strings.Builder
+	for {
+		i := strings.Index(s, "${")
+		if i < 0 {
+			b.WriteString(s)
+			return b.String(), nil
+		}
+		if i > 0 && s[i-1] == '$' {
+			b.WriteString(s[:i-1])
+			b.WriteString("${")
+			s = s[i+2:]
+			continue
+		}
+		b.WriteString(s[:i])
+		end := strings.IndexByte(s[i:], '}')
+		if end < 0 {
+			return "", fmt.Errorf("unterminated ${ in %q", s)
+		}
+		ref := s[i+2 : i+end]
+		s = s[i+end+1:]
+		if path, ok := strings.CutPrefix(ref, "file:"); ok {
+			data, err := os.ReadFile(path)
+			if err != nil {
+				return "", fmt.Errorf("secret file %q: %w", path, err)
+			}
+			b.WriteString(strings.TrimRight(string(data), "\r\n"))
+			continue
+		}
+		v, ok := env(ref)
+		if !ok {
+			return "", fmt.Errorf("environment variable %s is not set", ref)
+		}
+		b.WriteString(v)
+	}
+}
+
+func reflectValue(p any) reflect.Value { return reflect.ValueOf(p).Elem() }

@@ -1,0 +1,51 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+)
+
+// ErrStopped is returned by components used after Close.
+var ErrStopped = errors.New("stopped")
+
+// permanentError marks an error that retrying cannot fix.
+type permanentError struct{ err error }
+
+func (e permanentError) Error() string { return e.err.Error() }
+func (e permanentError) Unwrap() error { return e.err }
+
+// Permanent marks err as not retryable: a sink's Write that returns it makes the
+// runner move the whole batch to the dead-letter log instead of retrying.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return permanentError{err}
+}
+
+// IsPermanent reports whether err, or an error it wraps, was marked Permanent
+// or is a RejectedError.
+func IsPermanent(err error) bool {
+	var p permanentError
+	var r *RejectedError
+	return errors.As(err, &p) || errors.As(err, &r)
+}
+
+// RejectedError is returned by a sink's Write when the destination accepted
+// some records of a batch and permanently refused others (too large, not
+// authorized). The accepted ones are done; the refused ones, by index into the
+// batch, go to the dead-letter log with their reason.
+type RejectedError struct {
+	Index []int
+	Errs  []error
+}
+
+func (e *RejectedError) Error() string {
+	if len(e.Errs) == 0 {
+		return "rejected: no records"
+	}
+	return fmt.Sprintf("rejected %d records, first: %v", len(e.Index), e.Errs[0])
+}
+
+// Unwrap returns the per-record errors.
+func (e *RejectedError) Unwrap() []error { return e.Errs }
