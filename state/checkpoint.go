@@ -1,0 +1,382 @@
+package state
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+	"unsafe"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// MaxMetaKeySize is the longest checkpoint metadata key.
+const MaxMetaKeySize = 1024
+
+// CheckpointStats describes one committed checkpoint.
+type CheckpointStats struct {
+	Seq          uint64        // sequence number of this checkpoint
+	Time         time.Time     // Options.Now when it was prepared
+	Written      int           // keys put
+	Deleted      int           // keys deleted by Delete
+	Expired      int           // keys deleted because their TTL had passed
+	BytesWritten int64         // bytes of pages the transaction wrote, meta page included
+	Prepare      time.Duration // time the cache lock was held to collect dirty entries
+	Commit       time.Duration // bbolt transaction, both fsyncs included
+}
+
+// Pending is a prepared checkpoint: the dirty entries of all tables as they
+// were at Prepare, plus the metadata. Exactly one of Commit or Abort must be
+// called; until then no other checkpoint can be prepared and Close waits.
+type Pending struct {
+	db      *DB
+	tables  []*pendTable
+	meta    map[string][]byte
+	seq     uint64
+	now     int64
+	prepDur time.Duration
+	done    bool
+}
+
+type pendTable struct {
+	t    *Table
+	ents []snap
+}
+
+// snap is a dirty entry as captured by Prepare. val is the entry's buffer,
+// pinned (never written into) until the commit ends; nil for a delete.
+type snap struct {
+	e   *entry
+	val []byte
+	ver uint32
+}
+
+// Checkpoint is Prepare followed by Commit: it writes every change made
+// since the last checkpoint, the due TTL expiries and meta in one bbolt
+// transaction. See Prepare and Commit.
+func (db *DB) Checkpoint(meta map[string][]byte) (CheckpointStats, error) {
+	p, err := db.Prepare(meta)
+	if err != nil {
+		return CheckpointStats{}, err
+	}
+	return p.Commit()
+}
+
+// Prepare captures a checkpoint: the current dirty entries of every table
+// and meta, which replaces the metadata of the previous checkpoint
+// entirely (nil means none). meta is copied. It waits for the previous
+// Pending to end and holds the cache lock only to collect the dirty entries
+// (no copy of keys or values), so the caller can pause its operators,
+// Prepare, resume them, then Commit: the checkpoint holds exactly the state
+// at Prepare. After Close it returns ErrClosed; after a failed commit,
+// ErrBroken.
+func (db *DB) Prepare(meta map[string][]byte) (*Pending, error) {
+	for k, v := range meta {
+		if len(k) == 0 || len(k) > MaxMetaKeySize {
+			return nil, fmt.Errorf("%w: checkpoint meta key %q: must be 1 to %d bytes", ErrKeySize, k, MaxMetaKeySize)
+		}
+		if len(v) > MaxValueSize {
+			return nil, fmt.Errorf("%w: checkpoint meta %q: value is %d bytes, limit %d", ErrValueSize, k, len(v), MaxValueSize)
+		}
+	}
+	mcopy := make(map[string][]byte, len(meta))
+	for k, v := range meta {
+		mcopy[k] = bytes.Clone(v)
+	}
+	db.ckpt <- struct{}{}
+	start := time.Now()
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.closed {
+		<-db.ckpt
+		return nil, ErrClosed
+	}
+	if db.broken != nil {
+		<-db.ckpt
+		return nil, fmt.Errorf("%w: %w", ErrBroken, db.broken)
+	}
+	p := &Pending{db: db, meta: mcopy, seq: db.last.Seq + 1, now: db.nowNanos()}
+	byTable := make(map[*Table]*pendTable)
+	for _, e := range db.dirty {
+		pt := byTable[e.t]
+		if pt == nil {
+			pt = &pendTable{t: e.t}
+			byTable[e.t] = pt
+			p.tables = append(p.tables, pt)
+		}
+		e.queued = false
+		e.pinned = e.val != nil
+		pt.ents = append(pt.ents, snap{e: e, val: e.val, ver: e.ver})
+	}
+	db.dirty = nil
+	p.prepDur = time.Since(start)
+	return p, nil
+}
+
+// Entries returns the number of changed keys the checkpoint will write.
+func (p *Pending) Entries() int {
+	n := 0
+	for _, pt := range p.tables {
+		n += len(pt.ents)
+	}
+	return n
+}
+
+// Abort drops the prepared checkpoint: its entries stay dirty for the next
+// one. Abort after Commit or Abort does nothing.
+func (p *Pending) Abort() {
+	if p.done {
+		return
+	}
+	p.done = true
+	db := p.db
+	db.mu.Lock()
+	p.requeue()
+	db.mu.Unlock()
+	<-db.ckpt
+}
+
+// requeue puts the captured entries back in the dirty queue. Requires db.mu.
+func (p *Pending) requeue() {
+	db := p.db
+	for _, pt := range p.tables {
+		for _, s := range pt.ents {
+			s.e.pinned = false
+			if !s.e.queued {
+				s.e.queued = true
+				db.dirty = append(db.dirty, s.e)
+			}
+		}
+	}
+}
+
+// Commit writes the prepared checkpoint in one bbolt transaction (data
+// fsync, then meta page fsync) and blocks until it is durable; operators
+// may keep using the tables meanwhile. On success the written entries that
+// were not changed again since Prepare become clean and evictable. On
+// failure nothing of the checkpoint is visible in the file, the entries stay
+// dirty, and the DB refuses further checkpoints (ErrBroken): a failed fsync
+// is never retried on the same data. Calling Commit twice returns an error.
+func (p *Pending) Commit() (CheckpointStats, error) {
+	if p.done {
+		return CheckpointStats{}, fmt.Errorf("state: checkpoint %d: already ended", p.seq)
+	}
+	p.done = true
+	db := p.db
+	defer func() { <-db.ckpt }()
+	st := CheckpointStats{Seq: p.seq, Time: time.Unix(0, p.now), Prepare: p.prepDur}
+	start := time.Now()
+	expired, err := p.write(&st)
+	st.Commit = time.Since(start)
+
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if err != nil {
+		p.requeue()
+		db.broken = err
+		db.log.Error("state: checkpoint failed; state stays at the previous checkpoint", "seq", p.seq, "err", err)
+		return st, fmt.Errorf("state: checkpoint %d: %w", p.seq, err)
+	}
+	for i, pt := range p.tables {
+		for _, s := range pt.ents {
+			e := s.e
+			e.pinned = false
+			e.disk = diskNo
+			if s.val != nil {
+				e.disk = diskYes
+			}
+			if e.ver == s.ver && !e.queued {
+				db.markClean(e)
+			}
+		}
+		for _, k := range expired[i] {
+			e := pt.t.m[k]
+			if e == nil {
+				continue
+			}
+			e.disk = diskNo
+			if !e.dirty && !e.absent() {
+				db.setVal(e, 0, 0, true)
+			}
+		}
+	}
+	db.last = CheckpointInfo{Seq: p.seq, Time: st.Time, Meta: p.meta}
+	db.warned = false
+	db.evict()
+	return st, nil
+}
+
+// write runs the bbolt transaction. It returns, per pending table, the keys
+// removed by TTL expiry. Tables with TTL but no dirty entry are expired too.
+func (p *Pending) write(st *CheckpointStats) ([][]string, error) {
+	db := p.db
+	// Every table with a TTL takes part, for its expiries.
+	db.mu.Lock()
+	for _, t := range db.tables {
+		if t.ttl > 0 && !slices.ContainsFunc(p.tables, func(pt *pendTable) bool { return pt.t == t }) {
+			p.tables = append(p.tables, &pendTable{t: t})
+		}
+	}
+	db.mu.Unlock()
+	for _, pt := range p.tables {
+		slices.SortFunc(pt.ents, func(a, b snap) int { return strings.Compare(a.e.key, b.e.key) })
+	}
+	tx, err := db.bolt.Begin(true)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = tx.Rollback() }()
+	expired := make([][]string, len(p.tables))
+	counts := make([]int, len(p.tables)) // change of each table's key count
+	for i, pt := range p.tables {
+		if counts[i], expired[i], err = p.writeTable(tx, pt, st); err != nil {
+			return nil, fmt.Errorf("table %q: %w", pt.t.name, err)
+		}
+	}
+	if err := p.writeMeta(tx); err != nil {
+		return nil, err
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, err
+	}
+	ts := tx.Stats()
+	st.BytesWritten = ts.GetPageAlloc() + int64(db.bolt.Info().PageSize)
+	db.mu.Lock()
+	for i, pt := range p.tables {
+		pt.t.diskCount += counts[i]
+	}
+	db.mu.Unlock()
+	return expired, nil
+}
+
+func (p *Pending) writeTable(tx *bolt.Tx, pt *pendTable, st *CheckpointStats) (int, []string, error) {
+	t := pt.t
+	b, err := tx.CreateBucketIfNotExists(t.data)
+	if err != nil {
+		return 0, nil, err
+	}
+	var idx *bolt.Bucket
+	var arena []byte // index keys stay referenced by bbolt until the commit
+	if t.ttl > 0 {
+		if idx, err = tx.CreateBucketIfNotExists(t.idx); err != nil {
+			return 0, nil, err
+		}
+		n := 0
+		for _, s := range pt.ents {
+			n += hdr + len(s.e.key)
+		}
+		arena = make([]byte, 0, n)
+	}
+	count := 0
+	var tmp []byte
+	for _, s := range pt.ents {
+		k := unsafe.Slice(unsafe.StringData(s.e.key), len(s.e.key))
+		old := b.Get(k)
+		had := old != nil
+		var oldT uint64
+		if had {
+			if len(old) < hdr {
+				return 0, nil, fmt.Errorf("key %x: stored value is %d bytes, shorter than its header", k, len(old))
+			}
+			oldT = binary.BigEndian.Uint64(old)
+		}
+		if idx != nil && had {
+			tmp = indexKey(tmp[:0], oldT, k)
+			if err := idx.Delete(tmp); err != nil {
+				return 0, nil, err
+			}
+		}
+		if s.val == nil {
+			if had {
+				if err := b.Delete(k); err != nil {
+					return 0, nil, err
+				}
+				count--
+			}
+			st.Deleted++
+			continue
+		}
+		if err := b.Put(k, s.val); err != nil {
+			return 0, nil, err
+		}
+		if !had {
+			count++
+		}
+		st.Written++
+		if idx != nil {
+			start := len(arena)
+			arena = indexKey(arena, binary.BigEndian.Uint64(s.val), k)
+			if err := idx.Put(arena[start:], nil); err != nil {
+				return 0, nil, err
+			}
+		}
+	}
+	if idx == nil {
+		return count, nil, nil
+	}
+	// Expire: the index is ordered by write time, so the due keys come first.
+	cutoff := p.now - t.ttl
+	var due [][]byte
+	c := idx.Cursor()
+	for ik, _ := c.First(); ik != nil; ik, _ = c.Next() {
+		if len(ik) < hdr || int64(binary.BigEndian.Uint64(ik)) > cutoff {
+			break
+		}
+		due = append(due, bytes.Clone(ik))
+	}
+	var expired []string
+	for _, ik := range due {
+		if err := idx.Delete(ik); err != nil {
+			return 0, nil, err
+		}
+		k := ik[hdr:]
+		v := b.Get(k)
+		if v == nil || len(v) < hdr || !bytes.Equal(v[:hdr], ik[:hdr]) {
+			continue // stale index entry
+		}
+		if err := b.Delete(k); err != nil {
+			return 0, nil, err
+		}
+		count--
+		st.Expired++
+		expired = append(expired, string(k))
+	}
+	return count, expired, nil
+}
+
+func (p *Pending) writeMeta(tx *bolt.Tx) error {
+	mb, err := tx.CreateBucketIfNotExists(bucketMeta)
+	if err != nil {
+		return err
+	}
+	var stale [][]byte
+	if err := mb.ForEach(func(k, _ []byte) error {
+		if _, ok := p.meta[string(k)]; !ok {
+			stale = append(stale, bytes.Clone(k))
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, k := range stale {
+		if err := mb.Delete(k); err != nil {
+			return err
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(p.meta)) {
+		if err := mb.Put([]byte(k), p.meta[k]); err != nil {
+			return err
+		}
+	}
+	cb, err := tx.CreateBucketIfNotExists(bucketCkpt)
+	if err != nil {
+		return err
+	}
+	if err := cb.Put(keySeq, binary.BigEndian.AppendUint64(nil, p.seq)); err != nil {
+		return err
+	}
+	return cb.Put(keyTime, binary.BigEndian.AppendUint64(nil, uint64(p.now)))
+}

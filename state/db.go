@@ -1,0 +1,292 @@
+package state
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Limits on keys and values, checked before anything is allocated.
+const (
+	// MaxKeySize is the longest key, in bytes. bbolt allows 32 KiB keys; the
+	// TTL index prefixes each key with its 8-byte write time.
+	MaxKeySize = bolt.MaxKeySize - 8
+
+	// MaxValueSize is the longest value, in bytes. State values are
+	// aggregates and window contents, not payload archives: one value larger
+	// than this would on its own blow the memory budget of a small gateway.
+	MaxValueSize = 16 << 20
+
+	// DefaultCacheBytes is the cache budget used when Options.CacheBytes is 0.
+	DefaultCacheBytes = 16 << 20
+
+	// DefaultLockTimeout is the wait for the file lock when
+	// Options.LockTimeout is 0.
+	DefaultLockTimeout = 5 * time.Second
+)
+
+// Bucket names. Tables live in "t/<name>", their TTL index in "x/<name>".
+var (
+	bucketCkpt = []byte("ckpt")      // seq, time of the last checkpoint
+	bucketMeta = []byte("ckpt.meta") // caller metadata of the last checkpoint
+	keySeq     = []byte("seq")
+	keyTime    = []byte("time")
+)
+
+// Options configures Open. The zero value is valid: every field has a default.
+type Options struct {
+	// CacheBytes is the budget of the write-back cache, shared by all the
+	// tables of the DB, in bytes (default DefaultCacheBytes). Dirty entries
+	// may exceed it until the next checkpoint; see the package doc.
+	CacheBytes int64
+
+	// LockTimeout bounds the wait for the file lock held by another process
+	// (default DefaultLockTimeout), so that a second agent on the same data
+	// directory fails instead of hanging.
+	LockTimeout time.Duration
+
+	// Logger receives warnings (dirty data over budget) and checkpoint
+	// failures. Nil discards them.
+	Logger *slog.Logger
+
+	// Now is the wall clock used for TTL write times and expiry (default
+	// time.Now). Tests and the deterministic runner inject a virtual clock.
+	Now func() time.Time
+}
+
+// DB is the state file of one pipeline plus its cache. Open it with Open;
+// it is safe for concurrent use.
+type DB struct {
+	bolt   *bolt.DB
+	opts   Options
+	log    *slog.Logger
+	budget int64
+
+	// ckpt is a one-slot semaphore held from Prepare until Commit or Abort,
+	// and by Close.
+	ckpt chan struct{}
+	// pressure is signalled (without blocking) when dirty bytes pass half of
+	// the budget.
+	pressure chan struct{}
+
+	mu       sync.Mutex
+	closed   bool
+	broken   error // sticky failure of a checkpoint commit
+	tables   map[string]*Table
+	lru      entry    // sentinel of the LRU list of clean entries; next is most recent
+	dirty    []*entry // dirty entries queued for the next checkpoint
+	used     int64    // charge of all cached entries
+	dirtyB   int64    // charge of dirty entries
+	nEntries int
+	nDirty   int
+	hits     uint64
+	misses   uint64
+	evicted  uint64
+	warned   bool // over-budget warning logged since the last checkpoint
+	last     CheckpointInfo
+}
+
+// CheckpointInfo describes the last committed checkpoint.
+type CheckpointInfo struct {
+	// Seq numbers checkpoints from 1; 0 means there has been none.
+	Seq uint64
+	// Time is the Options.Now time at which the checkpoint was prepared.
+	Time time.Time
+	// Meta is the metadata passed to that checkpoint. The map is the
+	// caller's own copy.
+	Meta map[string][]byte
+}
+
+// Open opens or creates the state file at path (mode 0600) and returns the
+// DB. It blocks up to Options.LockTimeout while another process holds the
+// file. bbolt always syncs: NoSync is never set. The freelist is rebuilt on
+// open rather than written by every commit, so that a checkpoint writes
+// pages in proportion to what changed.
+func Open(path string, opts Options) (*DB, error) {
+	if opts.CacheBytes < 0 {
+		return nil, fmt.Errorf("state: open %s: cache bytes must be >= 0, got %d", path, opts.CacheBytes)
+	}
+	if opts.CacheBytes == 0 {
+		opts.CacheBytes = DefaultCacheBytes
+	}
+	if opts.LockTimeout <= 0 {
+		opts.LockTimeout = DefaultLockTimeout
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	bdb, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:        opts.LockTimeout,
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("state: open %s: %w", path, err)
+	}
+	db := &DB{
+		bolt:     bdb,
+		opts:     opts,
+		log:      log,
+		budget:   opts.CacheBytes,
+		ckpt:     make(chan struct{}, 1),
+		pressure: make(chan struct{}, 1),
+		tables:   make(map[string]*Table),
+	}
+	db.lru.next, db.lru.prev = &db.lru, &db.lru
+	if err := bdb.View(func(tx *bolt.Tx) error {
+		info, err := readInfo(tx)
+		db.last = info
+		return err
+	}); err != nil {
+		_ = bdb.Close()
+		return nil, fmt.Errorf("state: open %s: %w", path, err)
+	}
+	return db, nil
+}
+
+func readInfo(tx *bolt.Tx) (CheckpointInfo, error) {
+	var info CheckpointInfo
+	if b := tx.Bucket(bucketCkpt); b != nil {
+		seq, ts := b.Get(keySeq), b.Get(keyTime)
+		if len(seq) != 8 || len(ts) != 8 {
+			return info, errors.New("checkpoint record is damaged")
+		}
+		info.Seq = binary.BigEndian.Uint64(seq)
+		info.Time = time.Unix(0, int64(binary.BigEndian.Uint64(ts)))
+	}
+	info.Meta = make(map[string][]byte)
+	if b := tx.Bucket(bucketMeta); b != nil {
+		_ = b.ForEach(func(k, v []byte) error {
+			info.Meta[string(k)] = append([]byte(nil), v...)
+			return nil
+		})
+	}
+	return info, nil
+}
+
+// LastCheckpoint returns the last committed checkpoint: after Open, the one
+// found in the file; later, the last one this DB committed. Seq is 0 when
+// there has been none. It does not block on a running checkpoint.
+func (db *DB) LastCheckpoint() (CheckpointInfo, error) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.closed {
+		return CheckpointInfo{}, ErrClosed
+	}
+	info := db.last
+	info.Meta = make(map[string][]byte, len(db.last.Meta))
+	for k, v := range db.last.Meta {
+		info.Meta[k] = append([]byte(nil), v...)
+	}
+	return info, nil
+}
+
+// Pressure returns a channel that receives a value when the dirty entries
+// pass half of the cache budget, so that the checkpoint manager can
+// checkpoint before memory grows further. The channel has one slot and is
+// never closed; signals coalesce.
+func (db *DB) Pressure() <-chan struct{} { return db.pressure }
+
+// Stats is a snapshot of the cache counters.
+type Stats struct {
+	Budget       int64  // Options.CacheBytes
+	CacheBytes   int64  // charge of all cached entries
+	DirtyBytes   int64  // charge of the dirty entries (not evictable)
+	Entries      int    // cached entries, including negative ones
+	DirtyEntries int    // entries changed since the last checkpoint
+	Hits         uint64 // Get served from the cache
+	Misses       uint64 // Get that read the file
+	Evictions    uint64 // clean entries dropped for the budget
+	OverBudget   bool   // CacheBytes > Budget: dirty data exceeds the budget
+}
+
+// Stats returns the cache counters. It works after Close.
+func (db *DB) Stats() Stats {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	return Stats{
+		Budget: db.budget, CacheBytes: db.used, DirtyBytes: db.dirtyB,
+		Entries: db.nEntries, DirtyEntries: db.nDirty,
+		Hits: db.hits, Misses: db.misses, Evictions: db.evicted,
+		OverBudget: db.used > db.budget,
+	}
+}
+
+// Check runs bbolt's consistency check over the whole file in a read
+// transaction and returns all the problems found, joined, or nil.
+func (db *DB) Check() error {
+	db.mu.Lock()
+	closed := db.closed
+	db.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	var errs []error
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		for e := range tx.Check() {
+			errs = append(errs, e)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("state: check: %w", err)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("state: check: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// Close waits for a running checkpoint to finish, then closes the file and
+// drops the cache. Dirty entries not yet checkpointed are discarded: call
+// Checkpoint first to keep them. Close is idempotent; later calls return nil.
+// Every other method returns ErrClosed after Close (Stats still works).
+func (db *DB) Close() error {
+	db.ckpt <- struct{}{}
+	defer func() { <-db.ckpt }()
+	db.mu.Lock()
+	if db.closed {
+		db.mu.Unlock()
+		return nil
+	}
+	db.closed = true
+	db.tables = nil
+	db.dirty = nil
+	db.lru.next, db.lru.prev = &db.lru, &db.lru
+	db.used, db.dirtyB, db.nEntries, db.nDirty = 0, 0, 0, 0
+	db.mu.Unlock()
+	if err := db.bolt.Close(); err != nil {
+		return fmt.Errorf("state: close: %w", err)
+	}
+	return nil
+}
+
+// nowNanos returns Options.Now as Unix nanoseconds, clamped to be >= 0.
+func (db *DB) nowNanos() int64 {
+	n := db.opts.Now().UnixNano()
+	if n < 0 {
+		return 0
+	}
+	return n
+}
+
+func ttlNanos(ttl time.Duration) int64 {
+	if ttl <= 0 {
+		return 0
+	}
+	if ttl > math.MaxInt64/2 {
+		return math.MaxInt64 / 2
+	}
+	return int64(ttl)
+}

@@ -1,0 +1,55 @@
+// Package state is the keyed operator state of one pipeline: one bbolt file
+// (conventionally state.db in the pipeline's data directory) holding one
+// table per stateful operator, fronted by an in-memory write-back cache under
+// a byte budget.
+//
+// # Write-back and checkpoints
+//
+// Put and Delete only change the cache: the entry becomes dirty and stays in
+// memory until a checkpoint. A checkpoint ([DB.Checkpoint], or
+// [DB.Prepare] followed by [Pending.Commit]) writes every dirty entry of every
+// table, the TTL expiries that are due, and the caller's metadata in ONE bbolt
+// transaction, so the file always holds the state as of exactly one
+// checkpoint: changes made after the last committed checkpoint never reach
+// the disk, whatever happens to the process. The bytes a checkpoint writes
+// grow with the number of changed keys, not with the number of keys.
+//
+// # Memory budget
+//
+// Options.CacheBytes bounds the cache. Every cached entry is charged its key,
+// the capacity of its value buffer and a fixed per-entry overhead
+// ([EntryOverhead]) that covers the map slot and bookkeeping, so the charge
+// tracks the real heap use. Clean entries (equal to the file) are evicted in
+// least-recently-used order when the charge is over the budget and are read
+// back from the file on demand. Dirty entries cannot be evicted: writing them
+// to the file outside a checkpoint would break the atomicity above. When the
+// dirty entries alone exceed half of the budget, [DB.Pressure] is signalled so
+// that the checkpoint manager checkpoints early; until that checkpoint has
+// committed, the cache may exceed the budget by the dirty bytes, and
+// [DB.Stats] reports it. Memory is therefore bounded by the budget plus what
+// the operators change between two checkpoints.
+//
+// # TTL
+//
+// A table opened with a TTL stores each key's last-write time (wall clock,
+// Options.Now) with its value. A key not written for the TTL is absent to
+// Get and Range at once, and is deleted from the file by the next checkpoint,
+// in the same transaction, through a time index kept beside the table.
+//
+// # Recovery contract
+//
+// The file is the truth. On restart: open the DB, load the last checkpoint's
+// metadata ([DB.LastCheckpoint]; package checkpoint decodes the log cursor and
+// the outbox end positions from it), cut each outbox back to its recorded end,
+// and replay the pipeline log from the recorded cursor through the stateful
+// operators. Since the state reflects exactly that checkpoint, every record
+// after the cursor is applied exactly once.
+//
+// # Concurrency
+//
+// A DB and its tables are safe for concurrent use; one mutex guards the cache,
+// so calls are short and serialised. Cache misses read the file while holding
+// it. A checkpoint holds the mutex only while it collects the dirty entries
+// (Prepare) and while it marks them clean after the commit; the bbolt commit
+// itself runs without it, so operators keep running during the fsync.
+package state

@@ -1,0 +1,29 @@
+package state
+
+import "errors"
+
+// Sentinel errors. Errors returned by this package wrap them (test with
+// errors.Is) and carry the table name and the offending value.
+var (
+	// ErrClosed is returned by every method called after DB.Close.
+	ErrClosed = errors.New("state: closed")
+
+	// ErrBroken is returned by Prepare and Checkpoint after a checkpoint
+	// commit has failed. A failed commit (typically a failed fsync) is final:
+	// it is never retried on the same data; reopen the DB, which recovers
+	// the last committed checkpoint, and replay from it.
+	ErrBroken = errors.New("state: an earlier checkpoint failed")
+
+	// ErrKeySize is returned for an empty key or one longer than MaxKeySize.
+	ErrKeySize = errors.New("state: key size out of range")
+
+	// ErrValueSize is returned for a value longer than MaxValueSize.
+	ErrValueSize = errors.New("state: value too large")
+
+	// ErrTableName is returned for an invalid table name.
+	ErrTableName = errors.New("state: invalid table name")
+
+	// ErrTableTTL is returned when a table is opened twice in one DB with
+	// different TTLs.
+	ErrTableTTL = errors.New("state: table reopened with a different ttl")
+)

@@ -1,0 +1,217 @@
+package state
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"pgregory.net/rapid"
+)
+
+// modelRec is the model of one key: its value, its write time and the serial
+// number of the operation that wrote it.
+type modelRec struct {
+	val    string
+	wt     int64
+	serial int
+}
+
+// TestModel runs random sequences of operations against a DB with a cache
+// budget of a few entries and against a plain map model, with checkpoints
+// (atomic and split around concurrent writes), aborts, reopens (which drop
+// what was not checkpointed) and a TTL table on a virtual clock.
+func TestModel(t *testing.T) {
+	dir := t.TempDir()
+	run := 0
+	rapid.Check(t, func(rt *rapid.T) {
+		run++
+		path := filepath.Join(dir, fmt.Sprintf("m%d.db", run))
+		defer os.Remove(path)
+		clk := newClock()
+		budget := int64(rapid.IntRange(EntryOverhead, 8*EntryOverhead).Draw(rt, "budget"))
+		ttls := map[string]time.Duration{"a": 0, "b": 10 * time.Second}
+		db, err := Open(path, Options{CacheBytes: budget, Now: clk.Now})
+		if err != nil {
+			rt.Fatal(err)
+		}
+		defer func() { _ = db.Close() }()
+		tables := map[string]*Table{}
+		openTables := func() {
+			for name, ttl := range ttls {
+				if tables[name], err = db.Table(name, ttl); err != nil {
+					rt.Fatal(err)
+				}
+			}
+		}
+		openTables()
+		cur := map[string]map[string]modelRec{"a": {}, "b": {}}
+		com := map[string]map[string]modelRec{"a": {}, "b": {}}
+		serial := 0
+		var pending *Pending
+		var snapCur map[string]map[string]modelRec // cur at Prepare
+		var snapNow int64
+
+		copyModel := func(m map[string]map[string]modelRec) map[string]map[string]modelRec {
+			c := map[string]map[string]modelRec{}
+			for tn, kv := range m {
+				c[tn] = map[string]modelRec{}
+				for k, r := range kv {
+					c[tn][k] = r
+				}
+			}
+			return c
+		}
+		live := func(tn string, r modelRec) bool {
+			ttl := int64(ttls[tn])
+			return ttl == 0 || r.wt > clk.ns.Load()-ttl
+		}
+		// commit applies a checkpoint of state snap prepared at time now.
+		commit := func(snap map[string]map[string]modelRec, now int64) {
+			com = copyModel(snap)
+			for tn, kv := range com {
+				ttl := int64(ttls[tn])
+				if ttl == 0 {
+					continue
+				}
+				for k, r := range kv {
+					if r.wt <= now-ttl {
+						delete(kv, k)
+						if c, ok := cur[tn][k]; ok && c.serial == r.serial {
+							delete(cur[tn], k)
+						}
+					}
+				}
+			}
+		}
+		keyGen := rapid.SampledFrom([]string{"k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7", "longer-key-8", "k9"})
+		tableGen := rapid.SampledFrom([]string{"a", "b"})
+
+		rt.Repeat(map[string]func(*rapid.T){
+			"put": func(rt *rapid.T) {
+				tn, k := tableGen.Draw(rt, "table"), keyGen.Draw(rt, "key")
+				v := rapid.StringN(0, 40, -1).Draw(rt, "val")
+				if err := tables[tn].Put([]byte(k), []byte(v)); err != nil {
+					rt.Fatal(err)
+				}
+				serial++
+				cur[tn][k] = modelRec{v, clk.ns.Load(), serial}
+			},
+			"delete": func(rt *rapid.T) {
+				tn, k := tableGen.Draw(rt, "table"), keyGen.Draw(rt, "key")
+				if err := tables[tn].Delete([]byte(k)); err != nil {
+					rt.Fatal(err)
+				}
+				delete(cur[tn], k)
+			},
+			"get": func(rt *rapid.T) {
+				tn, k := tableGen.Draw(rt, "table"), keyGen.Draw(rt, "key")
+				v, ok, err := tables[tn].Get([]byte(k), nil)
+				if err != nil {
+					rt.Fatal(err)
+				}
+				r, wok := cur[tn][k]
+				wok = wok && live(tn, r)
+				if ok != wok || (ok && string(v) != r.val) {
+					rt.Fatalf("Get(%s, %q) = %q, %v; want %q, %v", tn, k, v, ok, r.val, wok)
+				}
+			},
+			"advance": func(rt *rapid.T) {
+				clk.Advance(time.Duration(rapid.IntRange(0, 6).Draw(rt, "seconds")) * time.Second)
+			},
+			"checkpoint": func(rt *rapid.T) {
+				if pending != nil {
+					rt.Skip("pending")
+				}
+				if _, err := db.Checkpoint(map[string][]byte{"n": []byte(fmt.Sprint(serial))}); err != nil {
+					rt.Fatal(err)
+				}
+				commit(copyModel(cur), clk.ns.Load())
+			},
+			"prepare": func(rt *rapid.T) {
+				if pending != nil {
+					rt.Skip("pending")
+				}
+				if pending, err = db.Prepare(nil); err != nil {
+					rt.Fatal(err)
+				}
+				snapCur, snapNow = copyModel(cur), clk.ns.Load()
+			},
+			"commit": func(rt *rapid.T) {
+				if pending == nil {
+					rt.Skip("none pending")
+				}
+				if _, err := pending.Commit(); err != nil {
+					rt.Fatal(err)
+				}
+				pending = nil
+				commit(snapCur, snapNow)
+			},
+			"abort": func(rt *rapid.T) {
+				if pending == nil {
+					rt.Skip("none pending")
+				}
+				pending.Abort()
+				pending = nil
+			},
+			"reopen": func(rt *rapid.T) {
+				if pending != nil {
+					rt.Skip("pending")
+				}
+				if err := db.Close(); err != nil {
+					rt.Fatal(err)
+				}
+				if db, err = Open(path, Options{CacheBytes: budget, Now: clk.Now}); err != nil {
+					rt.Fatal(err)
+				}
+				openTables()
+				cur = copyModel(com)
+			},
+			"range": func(rt *rapid.T) {
+				tn := tableGen.Draw(rt, "table")
+				got := map[string]string{}
+				if err := tables[tn].Range(func(k, v []byte) bool {
+					got[string(k)] = string(v)
+					return true
+				}); err != nil {
+					rt.Fatal(err)
+				}
+				want := map[string]string{}
+				for k, r := range cur[tn] {
+					if live(tn, r) {
+						want[k] = r.val
+					}
+				}
+				if !mapsEqual(got, want) {
+					rt.Fatalf("Range(%s) = %v, want %v", tn, got, want)
+				}
+			},
+			"len": func(rt *rapid.T) {
+				if pending != nil {
+					rt.Skip("Len waits for the pending checkpoint")
+				}
+				tn := tableGen.Draw(rt, "table")
+				n, err := tables[tn].Len()
+				if err != nil {
+					rt.Fatal(err)
+				}
+				if n != len(cur[tn]) {
+					rt.Fatalf("Len(%s) = %d, want %d", tn, n, len(cur[tn]))
+				}
+			},
+			"": func(rt *rapid.T) {
+				st := db.Stats()
+				if st.DirtyEntries == 0 && st.CacheBytes > budget {
+					rt.Fatalf("no dirty entries but the cache holds %d bytes, budget %d", st.CacheBytes, budget)
+				}
+			},
+		})
+		if pending != nil {
+			pending.Abort()
+		}
+		if err := db.Check(); err != nil {
+			rt.Fatal(err)
+		}
+	})
+}

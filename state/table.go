@@ -1,0 +1,374 @@
+package state
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// MaxTableNameLen is the longest table name. Names are operator ids such as
+// "op3.window" and end up in bucket names, logs and metrics.
+const MaxTableNameLen = 128
+
+// Table is the keyed state of one operator. Keys and values are opaque byte
+// strings. Get it with DB.Table; it is safe for concurrent use.
+type Table struct {
+	db        *DB
+	name      string
+	data, idx []byte // bucket names
+	ttl       int64  // nanoseconds; 0: keys never expire
+	m         map[string]*entry
+	diskCount int // keys in the committed file
+}
+
+// Table returns the table called name, creating it if needed. A ttl > 0
+// expires keys not written for ttl (see the package doc); 0 keeps keys until
+// deleted. Calling Table again with the same name returns the same *Table;
+// with a different ttl it fails with ErrTableTTL. Opening an existing table
+// with a TTL for the first time indexes its keys by write time, which reads
+// the whole table once. Table runs a bbolt write transaction that only
+// creates buckets or derived index entries (never state changes), so it may
+// block behind a running checkpoint commit. Names are 1 to MaxTableNameLen
+// bytes of [A-Za-z0-9._-].
+func (db *DB) Table(name string, ttl time.Duration) (*Table, error) {
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	if ttl < 0 {
+		return nil, fmt.Errorf("state: table %q: ttl must be >= 0, got %s", name, ttl)
+	}
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.closed {
+		return nil, ErrClosed
+	}
+	if t, ok := db.tables[name]; ok {
+		if t.ttl != ttlNanos(ttl) {
+			return nil, fmt.Errorf("%w: table %q has ttl %s, got %s", ErrTableTTL, name, time.Duration(t.ttl), ttl)
+		}
+		return t, nil
+	}
+	t := &Table{
+		db: db, name: name, ttl: ttlNanos(ttl), m: make(map[string]*entry),
+		data: []byte("t/" + name), idx: []byte("x/" + name),
+	}
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(t.data)
+		if err != nil {
+			return err
+		}
+		t.diskCount = b.Stats().KeyN
+		ix := tx.Bucket(t.idx)
+		switch {
+		case t.ttl == 0 && ix != nil:
+			return tx.DeleteBucket(t.idx)
+		case t.ttl > 0 && ix == nil:
+			if ix, err = tx.CreateBucket(t.idx); err != nil {
+				return err
+			}
+			return b.ForEach(func(k, v []byte) error {
+				if len(v) < hdr {
+					return fmt.Errorf("key %x: stored value is %d bytes, shorter than its header", k, len(v))
+				}
+				return ix.Put(indexKey(nil, binary.BigEndian.Uint64(v), k), nil)
+			})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("state: table %q: %w", name, err)
+	}
+	db.tables[name] = t
+	return t, nil
+}
+
+func checkName(name string) error {
+	if len(name) == 0 || len(name) > MaxTableNameLen {
+		return fmt.Errorf("%w: %q: must be 1 to %d bytes", ErrTableName, name, MaxTableNameLen)
+	}
+	for _, c := range []byte(name) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("%w: %q: byte %q is not in [A-Za-z0-9._-]", ErrTableName, name, c)
+		}
+	}
+	return nil
+}
+
+// Name returns the table's name.
+func (t *Table) Name() string { return t.name }
+
+// TTL returns the table's TTL (0: none).
+func (t *Table) TTL() time.Duration { return time.Duration(t.ttl) }
+
+func (t *Table) checkKey(op string, key []byte) error {
+	if len(key) == 0 || len(key) > MaxKeySize {
+		return fmt.Errorf("%w: table %q: %s: key is %d bytes, want 1 to %d", ErrKeySize, t.name, op, len(key), MaxKeySize)
+	}
+	return nil
+}
+
+// expired reports whether a stored value (header included) has outlived the
+// table's TTL.
+func (t *Table) expired(stored []byte) bool {
+	return t.ttl > 0 && int64(binary.BigEndian.Uint64(stored)) <= t.db.nowNanos()-t.ttl
+}
+
+// Get appends the value of key to dst and returns the extended slice and
+// true, or dst and false when the key is absent or expired. The returned
+// slice is the caller's; key is not retained. A cache hit does not allocate
+// when dst has room. A miss reads the file (a short bbolt read transaction)
+// while holding the cache lock, and caches the result, present or absent.
+// After Close it returns ErrClosed.
+func (t *Table) Get(key, dst []byte) ([]byte, bool, error) {
+	if err := t.checkKey("get", key); err != nil {
+		return dst, false, err
+	}
+	db := t.db
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.closed {
+		return dst, false, ErrClosed
+	}
+	e := t.m[string(key)]
+	if e != nil {
+		db.hits++
+		db.touch(e)
+	} else {
+		db.misses++
+		var err error
+		if e, err = t.load(key); err != nil {
+			return dst, false, err
+		}
+		defer db.evict()
+	}
+	if e.absent() || t.expired(e.val) {
+		return dst, false, nil
+	}
+	return append(dst, e.val[hdr:]...), true, nil
+}
+
+// load reads key from the file into a new clean entry. Requires db.mu.
+func (t *Table) load(key []byte) (*entry, error) {
+	e := &entry{key: string(key), t: t, disk: diskNo}
+	err := t.db.bolt.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(t.data)
+		if b == nil {
+			return nil
+		}
+		v := b.Get(key)
+		if v == nil {
+			return nil
+		}
+		if len(v) < hdr {
+			return fmt.Errorf("stored value is %d bytes, shorter than its header", len(v))
+		}
+		e.val = append(make([]byte, 0, len(v)), v...)
+		e.disk = diskYes
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("state: table %q: get %x: %w", t.name, key, err)
+	}
+	t.db.insert(e)
+	return e, nil
+}
+
+// Put sets key to val in the cache; the change reaches the file with the
+// next checkpoint. Put copies key and val: the caller may reuse both. It
+// does not read the file, and does not allocate when the key is cached and
+// its buffer has room. It never blocks on the disk: over budget, it evicts
+// clean entries, and if dirty entries alone pass half of the budget it
+// signals Pressure. After Close it returns ErrClosed.
+func (t *Table) Put(key, val []byte) error {
+	if err := t.checkKey("put", key); err != nil {
+		return err
+	}
+	if len(val) > MaxValueSize {
+		return fmt.Errorf("%w: table %q: put %x: value is %d bytes, limit %d", ErrValueSize, t.name, key, len(val), MaxValueSize)
+	}
+	db := t.db
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.closed {
+		return ErrClosed
+	}
+	e := t.m[string(key)]
+	if e == nil {
+		e = &entry{key: string(key), t: t, disk: diskUnknown}
+		db.insert(e)
+	}
+	copy(db.setVal(e, db.nowNanos(), len(val), false), val)
+	db.markDirty(e)
+	db.evict()
+	return nil
+}
+
+// Delete removes key, in the cache at once and in the file with the next
+// checkpoint. Deleting an absent key is not an error. Delete does not read
+// the file and does not retain key. After Close it returns ErrClosed.
+func (t *Table) Delete(key []byte) error {
+	if err := t.checkKey("delete", key); err != nil {
+		return err
+	}
+	db := t.db
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.closed {
+		return ErrClosed
+	}
+	e := t.m[string(key)]
+	switch {
+	case e == nil:
+		e = &entry{key: string(key), t: t, disk: diskUnknown}
+		db.insert(e)
+	case e.absent() && (e.dirty || e.disk == diskNo):
+		return nil // already deleted
+	}
+	db.setVal(e, 0, 0, true)
+	db.markDirty(e)
+	db.evict()
+	return nil
+}
+
+// Range calls fn for every live, unexpired key of the table in byte order of
+// keys, with the cache and the file merged, until fn returns false. It sees
+// the table as it was when Range was called: changes made meanwhile,
+// including by fn, are not visited. k and v are valid only during the call
+// and must not be modified. fn may call Get, Put and Delete on any table,
+// but must not wait for a checkpoint: Range holds a bbolt read transaction,
+// which delays a checkpoint commit that has to grow the file. After Close it
+// returns ErrClosed.
+func (t *Table) Range(fn func(k, v []byte) bool) error {
+	db := t.db
+	var ovs []overlay
+	db.mu.Lock()
+	if db.closed {
+		db.mu.Unlock()
+		return ErrClosed
+	}
+	tx, err := db.bolt.Begin(false)
+	if err != nil {
+		db.mu.Unlock()
+		return fmt.Errorf("state: table %q: range: %w", t.name, err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	for _, e := range t.m {
+		if e.dirty {
+			ovs = append(ovs, overlay{[]byte(e.key), bytes.Clone(e.val)})
+		}
+	}
+	now := db.nowNanos()
+	db.mu.Unlock()
+	slices.SortFunc(ovs, func(a, b overlay) int { return bytes.Compare(a.k, b.k) })
+
+	live := func(v []byte) bool {
+		return v != nil && (t.ttl == 0 || int64(binary.BigEndian.Uint64(v)) > now-t.ttl)
+	}
+	var c *bolt.Cursor
+	var dk, dv []byte
+	if b := tx.Bucket(t.data); b != nil {
+		c = b.Cursor()
+		dk, dv = c.First()
+	}
+	for dk != nil || len(ovs) > 0 {
+		var k, v []byte
+		switch cmp := compareNext(dk, ovs); {
+		case cmp < 0: // file only
+			k, v = dk, dv
+			dk, dv = c.Next()
+		case cmp == 0: // overlay replaces the file
+			k, v = ovs[0].k, ovs[0].v
+			ovs = ovs[1:]
+			dk, dv = c.Next()
+		default: // overlay only
+			k, v = ovs[0].k, ovs[0].v
+			ovs = ovs[1:]
+		}
+		if v != nil && len(v) < hdr {
+			return fmt.Errorf("state: table %q: range: key %x: stored value is %d bytes, shorter than its header", t.name, k, len(v))
+		}
+		if live(v) && !fn(k, v[hdr:]) {
+			return nil
+		}
+	}
+	return nil
+}
+
+// overlay is a dirty entry copied for Range; v is nil for a deleted key.
+type overlay struct{ k, v []byte }
+
+// compareNext compares the next file key with the next overlay key; a
+// missing side sorts last.
+func compareNext(dk []byte, ovs []overlay) int {
+	switch {
+	case len(ovs) == 0:
+		return -1
+	case dk == nil:
+		return 1
+	}
+	return bytes.Compare(dk, ovs[0].k)
+}
+
+// Len returns the number of keys in the table, cache and file merged.
+// Keys whose TTL has passed count until the checkpoint that removes them.
+// It waits for a running checkpoint commit (so it must not be called by the
+// holder of a Pending) and may read the file for keys written blind. After
+// Close it returns ErrClosed.
+func (t *Table) Len() (int, error) {
+	db := t.db
+	db.ckpt <- struct{}{}
+	defer func() { <-db.ckpt }()
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.closed {
+		return 0, ErrClosed
+	}
+	n := t.diskCount
+	var unknown []*entry
+	for _, e := range t.m {
+		if !e.dirty {
+			continue
+		}
+		switch {
+		case e.disk == diskUnknown:
+			unknown = append(unknown, e)
+		case e.disk == diskYes && e.absent():
+			n--
+		case e.disk == diskNo && !e.absent():
+			n++
+		}
+	}
+	if len(unknown) == 0 {
+		return n, nil
+	}
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(t.data)
+		for _, e := range unknown {
+			e.disk = diskNo
+			if b != nil && b.Get([]byte(e.key)) != nil {
+				e.disk = diskYes
+			}
+			switch {
+			case e.disk == diskYes && e.absent():
+				n--
+			case e.disk == diskNo && !e.absent():
+				n++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("state: table %q: len: %w", t.name, err)
+	}
+	return n, nil
+}
+
+// indexKey appends the TTL index key of k written at wtime to dst.
+func indexKey(dst []byte, wtime uint64, k []byte) []byte {
+	dst = binary.BigEndian.AppendUint64(dst, wtime)
+	return append(dst, k...)
+}
