@@ -1,0 +1,304 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// sinkRun is the store-and-forward loop of one sink: it reads the log from
+// the sink's own cursor, writes batches, retries with backoff while the
+// destination is down, sends permanently refused records to the dead letters,
+// and advances the cursor only past what the destination accepted.
+type sinkRun struct {
+	p       *Pipeline
+	name    string
+	sink    Sink
+	reader  LogReader
+	src     Log
+	opts    SinkOptions
+	log     *slog.Logger
+	isDead  bool // this sink forwards the dead-letter log
+	records *Counter
+	bytes   *Counter
+	errs    *Counter
+	retries *Counter
+	dropped *Counter
+
+	limRecords *rate.Limiter
+	limBytes   *rate.Limiter
+
+	online       atomic.Bool
+	offlineSince atomic.Int64 // unix nanos; 0 while online
+	acked        atomic.Uint64
+	target       atomic.Uint64 // drain up to this sequence, once draining
+	draining     chan struct{}
+	wake         context.CancelFunc // cancels a Read that waits when draining starts
+	wakeMu       sync.Mutex
+	connected    bool
+}
+
+func newSinkRun(p *Pipeline, c ComponentSpec, s Sink, r LogReader, src Log, env Env, isDead bool) *sinkRun {
+	sr := &sinkRun{
+		p: p, name: c.Name, sink: s, reader: r, src: src, opts: c.Sink, log: env.Logger, isDead: isDead,
+		records:  env.Counter("pspf_sink_records_total"),
+		bytes:    env.Counter("pspf_sink_bytes_total"),
+		errs:     env.Counter("pspf_sink_errors_total"),
+		retries:  env.Counter("pspf_sink_retries_total"),
+		dropped:  env.Counter("pspf_dropped_total", "reason", "sink_rejected"),
+		draining: make(chan struct{}),
+	}
+	if r := c.Sink.Drain.RecordsPerSec; r > 0 {
+		sr.limRecords = rate.NewLimiter(rate.Limit(r), max(int(r), c.Sink.Batch.MaxRecords))
+	}
+	if b := c.Sink.Drain.BytesPerSecond; b > 0 {
+		sr.limBytes = rate.NewLimiter(rate.Limit(b), max(int(b), int(c.Sink.Batch.MaxBytes)))
+	}
+	return sr
+}
+
+// drain tells the loop to stop once everything up to target is delivered.
+func (s *sinkRun) drain(target uint64) {
+	s.target.Store(target)
+	close(s.draining)
+	s.wakeMu.Lock()
+	if s.wake != nil {
+		s.wake()
+	}
+	s.wakeMu.Unlock()
+}
+
+func (s *sinkRun) caughtUp() bool {
+	select {
+	case <-s.draining:
+		return s.acked.Load() >= s.target.Load()
+	default:
+		return false
+	}
+}
+
+func (s *sinkRun) run(ctx context.Context) {
+	bo := Backoff{Initial: s.opts.Retry.Initial, Max: s.opts.Retry.Max}
+	buf := make([]LogRecord, 0, s.opts.Batch.MaxRecords)
+	var recs []Record
+	for !s.caughtUp() {
+		if !s.connected {
+			if err := s.sink.Connect(ctx); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				s.fail(fmt.Errorf("connect: %w", err))
+				if !Sleep(ctx, bo.Next()) {
+					return
+				}
+				continue
+			}
+			s.connected = true
+			s.setOnline(true)
+			bo.Reset()
+		}
+		got, err := s.read(ctx, buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+				continue
+			}
+			s.fail(fmt.Errorf("read log: %w", err))
+			if !Sleep(ctx, bo.Next()) {
+				return
+			}
+			continue
+		}
+		recs, err = s.decode(got, recs)
+		if err != nil {
+			s.fail(err)
+		}
+		if !s.limit(ctx, got) {
+			return
+		}
+		if !s.deliver(ctx, recs, &bo) {
+			return
+		}
+		last := got[len(got)-1].Seq
+		if err := s.reader.Ack(last); err != nil {
+			s.fail(fmt.Errorf("ack cursor: %w", err))
+		}
+		s.acked.Store(last)
+	}
+}
+
+// read waits for records. Until draining starts it waits as long as it takes
+// (and drain wakes it); while draining, never long for records that will not come.
+func (s *sinkRun) read(ctx context.Context, buf []LogRecord) ([]LogRecord, error) {
+	var rctx context.Context
+	var cancel context.CancelFunc
+	select {
+	case <-s.draining:
+		rctx, cancel = context.WithTimeout(ctx, 50*time.Millisecond)
+	default:
+		rctx, cancel = context.WithCancel(ctx)
+		s.wakeMu.Lock()
+		s.wake = cancel
+		s.wakeMu.Unlock()
+		select {
+		case <-s.draining: // drain started before wake was set
+			cancel()
+		default:
+		}
+	}
+	defer cancel()
+	return s.reader.Read(rctx, buf, int(s.opts.Batch.MaxBytes))
+}
+
+// decode turns log payloads into records, reusing recs. A payload that does
+// not decode is dead-lettered with its sequence (it can only come from damage
+// that slipped past the CRC, or from a newer agent's format).
+func (s *sinkRun) decode(got []LogRecord, recs []Record) ([]Record, error) {
+	recs = recs[:0]
+	var bad []Dead
+	for _, lr := range got {
+		if cap(recs) > len(recs) {
+			recs = recs[:len(recs)+1]
+		} else {
+			recs = append(recs, Record{})
+		}
+		r := &recs[len(recs)-1]
+		fields := r.Fields[:0]
+		*r = Record{Fields: fields}
+		if _, err := r.UnmarshalMsg(lr.Payload); err != nil {
+			bad = append(bad, Dead{Record: Record{Raw: append([]byte(nil), lr.Payload...)}, Component: s.name, Err: fmt.Errorf("log record %d: %w", lr.Seq, err)})
+			recs = recs[:len(recs)-1]
+			continue
+		}
+		if r.ID == "" {
+			r.ID = s.p.spec.Name + ":" + strconv.FormatUint(lr.Seq, 10)
+		}
+	}
+	if len(bad) > 0 && !s.isDead {
+		s.p.deadLetter(context.Background(), bad)
+		return recs, fmt.Errorf("%d log records did not decode", len(bad))
+	}
+	return recs, nil
+}
+
+func (s *sinkRun) limit(ctx context.Context, got []LogRecord) bool {
+	if s.limRecords != nil && s.limRecords.WaitN(ctx, len(got)) != nil {
+		return false
+	}
+	if s.limBytes != nil {
+		n := 0
+		for _, r := range got {
+			n += len(r.Payload)
+		}
+		if s.limBytes.WaitN(ctx, min(n, s.limBytes.Burst())) != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// deliver writes recs until the destination accepts them or refuses them for
+// good; it reports false only when ctx ended first.
+func (s *sinkRun) deliver(ctx context.Context, recs []Record, bo *Backoff) bool {
+	if len(recs) == 0 {
+		return true
+	}
+	for {
+		err := s.sink.Write(ctx, recs)
+		if err == nil {
+			s.done(recs)
+			bo.Reset()
+			s.setOnline(true)
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		var rej *RejectedError
+		switch {
+		case errors.As(err, &rej):
+			s.reject(ctx, recs, rej)
+			s.setOnline(true)
+			return true
+		case IsPermanent(err):
+			s.reject(ctx, recs, nil, err)
+			s.setOnline(true)
+			return true
+		}
+		s.fail(fmt.Errorf("write: %w", err))
+		s.setOnline(false)
+		s.retries.Inc()
+		if !Sleep(ctx, bo.Next()) {
+			return false
+		}
+	}
+}
+
+func (s *sinkRun) done(recs []Record) {
+	s.records.Add(len(recs))
+}
+
+// reject dead-letters the refused records: those listed in rej, or all of
+// them with err.
+func (s *sinkRun) reject(ctx context.Context, recs []Record, rej *RejectedError, err ...error) {
+	var dead []Dead
+	if rej != nil {
+		for i, idx := range rej.Index {
+			if idx >= 0 && idx < len(recs) {
+				dead = append(dead, Dead{Record: recs[idx], Component: s.name, Err: rej.Errs[min(i, len(rej.Errs)-1)]})
+			}
+		}
+		s.records.Add(len(recs) - len(dead))
+	} else {
+		for _, r := range recs {
+			dead = append(dead, Dead{Record: r, Component: s.name, Err: err[0]})
+		}
+	}
+	s.dropped.Add(len(dead))
+	s.log.Warn("destination refused records for good; sent to dead letters", "records", len(dead), "err", dead[0].Err)
+	if s.isDead {
+		return // a dead-letter sink that refuses: the dead-letter log keeps them, counted
+	}
+	s.p.deadLetter(ctx, dead)
+}
+
+func (s *sinkRun) fail(err error) {
+	s.errs.Inc()
+	err = fmt.Errorf("%s: %w", s.name, err)
+	s.p.setErr(err)
+	s.log.Warn("sink error", "err", err)
+}
+
+func (s *sinkRun) setOnline(on bool) {
+	was := s.online.Swap(on)
+	if on {
+		if !was && s.offlineSince.Load() != 0 {
+			s.log.Info("sink online again", "offline_for", time.Since(time.Unix(0, s.offlineSince.Load())).Round(time.Millisecond))
+		}
+		s.offlineSince.Store(0)
+	} else if was || s.offlineSince.Load() == 0 {
+		s.offlineSince.Store(time.Now().UnixNano())
+	}
+}
+
+func (s *sinkRun) close(ctx context.Context) error {
+	var errs []error
+	if f, ok := s.sink.(Flusher); ok && s.connected {
+		if err := f.Flush(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("%s: flush: %w", s.name, err))
+		}
+	}
+	if err := s.sink.Close(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("%s: close: %w", s.name, err))
+	}
+	return errors.Join(errs...)
+}

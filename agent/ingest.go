@@ -1,0 +1,183 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+)
+
+// pending is a batch appended to the log, waiting for the fsync that makes it
+// durable before its source is acked.
+type pending struct {
+	last uint64
+	ack  AckFunc
+	n    int
+}
+
+// sourceRun drives one source: read, run the stateless chain, append to the
+// log, hand the ack to the committer.
+type sourceRun struct {
+	p       *Pipeline
+	name    string
+	src     Source
+	log     *slog.Logger
+	records *Counter
+	errors  *Counter
+	nacks   *Counter
+	batch   Batch
+	arena   []byte
+	offs    []int
+	pays    [][]byte
+}
+
+func newSourceRun(p *Pipeline, c ComponentSpec, s Source, env Env) *sourceRun {
+	return &sourceRun{
+		p: p, name: c.Name, src: s, log: env.Logger,
+		records: env.Counter("pspf_source_records_total"),
+		errors:  env.Counter("pspf_source_errors_total"),
+		nacks:   env.Counter("pspf_source_nacks_total"),
+	}
+}
+
+// run reads until ctx is done or the source ends. Once Read has returned a
+// batch, the batch is finished (appended and handed on, or nacked) even if ctx
+// ends meanwhile: the source stops, but nothing it handed over is abandoned.
+func (s *sourceRun) run(ctx context.Context, commits chan<- pending) {
+	bo := Backoff{Initial: 200 * time.Millisecond, Max: 30 * time.Second}
+	for {
+		err := s.src.Connect(ctx)
+		if err == nil {
+			break
+		}
+		s.errors.Inc()
+		s.p.setErr(fmt.Errorf("%s: connect: %w", s.name, err))
+		d := bo.Next()
+		s.log.Warn("source connect failed; retrying", "err", err, "in", d.Round(time.Millisecond))
+		if !Sleep(ctx, d) {
+			return
+		}
+	}
+	bo.Reset()
+	finish := context.WithoutCancel(ctx)
+	for ctx.Err() == nil {
+		recs, ack, err := s.src.Read(ctx)
+		if err != nil {
+			if errors.Is(err, io.EOF) || ctx.Err() != nil {
+				if len(recs) == 0 {
+					return
+				}
+			} else {
+				s.errors.Inc()
+				s.p.setErr(fmt.Errorf("%s: read: %w", s.name, err))
+				d := bo.Next()
+				s.log.Warn("source read failed", "err", err, "retry_in", d.Round(time.Millisecond))
+				if !Sleep(ctx, d) {
+					return
+				}
+				continue
+			}
+		}
+		bo.Reset()
+		s.records.Add(len(recs))
+		s.handle(finish, recs, ack, commits)
+		if err != nil { // io.EOF or ctx done with a last batch
+			return
+		}
+	}
+}
+
+func (s *sourceRun) handle(ctx context.Context, recs []Record, ack AckFunc, commits chan<- pending) {
+	b := &s.batch
+	b.Reset()
+	b.Records = append(b.Records, recs...)
+	b.Now = s.p.deps.Now()
+	s.p.process(ctx, b)
+	if len(b.Dead) > 0 {
+		s.p.deadLetter(ctx, b.Dead)
+	}
+	if len(b.Records) == 0 {
+		if ack != nil {
+			ack(ctx, nil)
+		}
+		return
+	}
+	pays, err := s.encode(b.Records)
+	if err != nil {
+		s.nack(ctx, ack, err)
+		return
+	}
+	last, err := s.p.plog.Append(ctx, pays)
+	if err != nil {
+		s.nack(ctx, ack, fmt.Errorf("append to log: %w", err))
+		return
+	}
+	commits <- pending{last: last, ack: ack, n: len(pays)}
+}
+
+func (s *sourceRun) nack(ctx context.Context, ack AckFunc, err error) {
+	s.nacks.Inc()
+	s.p.setErr(fmt.Errorf("%s: %w", s.name, err))
+	s.log.Warn("batch not accepted; the source will redeliver it", "err", err)
+	if ack != nil {
+		ack(ctx, err)
+	}
+}
+
+// encode marshals the records into one reused arena and returns a payload
+// slice per record; no allocation per record once the arena has grown.
+func (s *sourceRun) encode(recs []Record) ([][]byte, error) {
+	s.arena = s.arena[:0]
+	s.offs = s.offs[:0]
+	for i := range recs {
+		var err error
+		s.offs = append(s.offs, len(s.arena))
+		if s.arena, err = recs[i].MarshalMsg(s.arena); err != nil {
+			return nil, fmt.Errorf("encode record: %w", err)
+		}
+	}
+	s.pays = s.pays[:0]
+	for i, off := range s.offs {
+		end := len(s.arena)
+		if i+1 < len(s.offs) {
+			end = s.offs[i+1]
+		}
+		s.pays = append(s.pays, s.arena[off:end:end])
+	}
+	return s.pays, nil
+}
+
+// commit is the group commit: it collects every appended batch that is
+// waiting, makes the log durable up to the last one with one Sync, then acks
+// them all, in order. It ends when commits is closed and drained.
+func (p *Pipeline) commit(commits <-chan pending) {
+	ctx := context.Background()
+	var group []pending
+	for first := range commits {
+		group = append(group[:0], first)
+	more:
+		for {
+			select {
+			case pd, ok := <-commits:
+				if !ok {
+					break more
+				}
+				group = append(group, pd)
+			default:
+				break more
+			}
+		}
+		err := p.plog.Sync(ctx, group[len(group)-1].last)
+		if err != nil {
+			p.setErr(fmt.Errorf("log sync: %w", err))
+			p.log.Error("log sync failed; sources will redeliver", "err", err)
+		}
+		for _, pd := range group {
+			if pd.ack != nil {
+				pd.ack(ctx, err)
+			}
+		}
+	}
+}

@@ -1,0 +1,39 @@
+package agent
+
+import "context"
+
+// Log is the durable, append-only record log a pipeline writes after its
+// stateless operators and its sinks read from. The buffer package provides the
+// real one; cmd/pspf-edge adapts it. Payloads are msgp-encoded Records.
+type Log interface {
+	// Append copies payloads to the log and returns the sequence number of the
+	// last one. It may block while the log is full (overflow policy block).
+	Append(ctx context.Context, payloads [][]byte) (last uint64, err error)
+	// Sync returns once every record up to upto is durable.
+	Sync(ctx context.Context, upto uint64) error
+	// Reader returns the named, persistent reader cursor.
+	Reader(name string) (LogReader, error)
+	// NextSeq is the sequence number the next appended record will get.
+	NextSeq() uint64
+	// Close flushes and closes the log.
+	Close() error
+}
+
+// LogReader reads a Log from a persistent cursor.
+type LogReader interface {
+	// Read appends up to cap(buf) records (and at most about maxBytes of
+	// payload) to buf[:0] and returns it; it blocks until there is at least
+	// one or ctx is done. Payloads are valid until the next Read.
+	Read(ctx context.Context, buf []LogRecord, maxBytes int) ([]LogRecord, error)
+	// Ack records that everything up to seq has been processed.
+	Ack(seq uint64) error
+}
+
+// LogRecord is one record read from a Log.
+type LogRecord struct {
+	Seq     uint64
+	Payload []byte
+}
+
+// OpenLogFunc opens (creating if needed) the log kept in dir.
+type OpenLogFunc func(dir string, cfg BufferConfig) (Log, error)

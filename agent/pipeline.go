@@ -1,0 +1,325 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// PipelineDeps is what a pipeline needs from the agent around it.
+type PipelineDeps struct {
+	// Registry builds the components named in the spec.
+	Registry *Registry
+	// Logger is the agent's logger; the pipeline adds its name.
+	Logger *slog.Logger
+	// Metrics receives the pipeline's counters.
+	Metrics *Metrics
+	// DataDir is the pipeline's own directory (logs, component files).
+	DataDir string
+	// AgentName identifies the agent upstream.
+	AgentName string
+	// OpenLog opens the pipeline log and the dead-letter log.
+	OpenLog OpenLogFunc
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// ShutdownTimeout bounds the drain on shutdown.
+	ShutdownTimeout time.Duration
+	// Generation numbers the config this pipeline runs: 1 for the first load,
+	// one more for every reload.
+	Generation int
+}
+
+// Pipeline is one running pipeline: its sources feed the stateless operators,
+// whose output is appended to the pipeline log; every sink forwards from its own
+// cursor on that log. A Pipeline runs once.
+type Pipeline struct {
+	spec    *PipelineSpec
+	deps    PipelineDeps
+	log     *slog.Logger
+	sources []*sourceRun
+	ops     []opRun
+	sinks   []*sinkRun
+	dead    *sinkRun // forwards the dead-letter log, if a dead-letter sink is configured
+
+	plog    Log
+	deadLog Log
+	deadMu  sync.Mutex // serialises appends to deadLog
+
+	deadCount *Counter
+	startedAt time.Time
+	lastErr   atomic.Pointer[string]
+}
+
+type opRun struct {
+	name     string
+	op       Operator
+	in, out  *Counter
+	panics   *Counter
+	failures *Counter
+}
+
+// NewPipeline builds a pipeline's components and opens its logs. It starts no
+// goroutines; on error everything it opened is closed again.
+func NewPipeline(spec *PipelineSpec, deps PipelineDeps) (p *Pipeline, err error) {
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	if deps.ShutdownTimeout <= 0 {
+		deps.ShutdownTimeout = 15 * time.Second
+	}
+	if deps.Metrics == nil {
+		deps.Metrics = NewMetrics()
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	p = &Pipeline{spec: spec, deps: deps, log: deps.Logger.With("pipeline", spec.Name)}
+	p.deadCount = deps.Metrics.Counter("pspf_dead_letters_total", "pipeline", spec.Name)
+	defer func() {
+		if err != nil {
+			p.closeLogs()
+		}
+	}()
+	if err := os.MkdirAll(deps.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("pipeline %q: data dir: %w", spec.Name, err)
+	}
+	env := func(c ComponentSpec) Env {
+		dir := filepath.Join(deps.DataDir, "components", c.Name)
+		return Env{
+			Pipeline:  spec.Name,
+			Component: c.Name,
+			Logger:    p.log.With("component", c.Name),
+			Metrics:   deps.Metrics,
+			DataDir:   dir,
+			AgentName: deps.AgentName,
+			Now:       deps.Now,
+		}
+	}
+	reg := deps.Registry
+	for _, c := range spec.Sources {
+		s, err := reg.Sources[c.Type].New(c.Config, env(c))
+		if err != nil {
+			return nil, fmt.Errorf("pipeline %q: %s: %w", spec.Name, c.Place, err)
+		}
+		p.sources = append(p.sources, newSourceRun(p, c, s, env(c)))
+	}
+	for _, c := range spec.Operators {
+		o, err := reg.Operators[c.Type].New(c.Config, env(c))
+		if err != nil {
+			return nil, fmt.Errorf("pipeline %q: %s: %w", spec.Name, c.Place, err)
+		}
+		e := env(c)
+		p.ops = append(p.ops, opRun{
+			name: c.Name, op: o,
+			in:       e.Counter("pspf_operator_records_in_total"),
+			out:      e.Counter("pspf_operator_records_out_total"),
+			panics:   e.Counter("pspf_operator_panics_total"),
+			failures: e.Counter("pspf_operator_errors_total"),
+		})
+	}
+	if p.plog, err = deps.OpenLog(filepath.Join(deps.DataDir, "log"), spec.Buffer); err != nil {
+		return nil, fmt.Errorf("pipeline %q: open log: %w", spec.Name, err)
+	}
+	deadCfg := DefaultBufferConfig()
+	deadCfg.MaxBytes = 64 << 20
+	deadCfg.Overflow = "drop_oldest"
+	deadCfg.Sync = "batch"
+	if p.deadLog, err = deps.OpenLog(filepath.Join(deps.DataDir, "dead"), deadCfg); err != nil {
+		return nil, fmt.Errorf("pipeline %q: open dead-letter log: %w", spec.Name, err)
+	}
+	for _, c := range spec.Sinks {
+		s, err := reg.Sinks[c.Type].New(c.Config, env(c))
+		if err != nil {
+			return nil, fmt.Errorf("pipeline %q: %s: %w", spec.Name, c.Place, err)
+		}
+		r, err := p.plog.Reader("sink." + c.Name)
+		if err != nil {
+			return nil, fmt.Errorf("pipeline %q: %s: cursor: %w", spec.Name, c.Place, err)
+		}
+		p.sinks = append(p.sinks, newSinkRun(p, c, s, r, p.plog, env(c), false))
+	}
+	if c := spec.DeadLetter; c != nil {
+		s, err := reg.Sinks[c.Type].New(c.Config, env(*c))
+		if err != nil {
+			return nil, fmt.Errorf("pipeline %q: dead_letter: %w", spec.Name, err)
+		}
+		r, err := p.deadLog.Reader("sink." + c.Name)
+		if err != nil {
+			return nil, fmt.Errorf("pipeline %q: dead_letter: cursor: %w", spec.Name, err)
+		}
+		p.dead = newSinkRun(p, *c, s, r, p.deadLog, env(*c), true)
+	}
+	return p, nil
+}
+
+// Spec returns the spec the pipeline was built from.
+func (p *Pipeline) Spec() *PipelineSpec { return p.spec }
+
+// Run runs the pipeline until ctx is done or every source has ended (io.EOF),
+// then shuts down in two phases: sources stop and their in-flight batches are
+// appended and acked; then the sinks drain what the log holds, within the
+// shutdown timeout, and are flushed and closed. What they could not send stays
+// in the log for the next start. Run returns after every goroutine it started
+// has ended; the error reports what failed during shutdown.
+func (p *Pipeline) Run(ctx context.Context) error {
+	p.startedAt = p.deps.Now()
+	p.log.Info("pipeline starting", "generation", p.deps.Generation, "sources", len(p.sources), "operators", len(p.ops), "sinks", len(p.sinks))
+
+	sinkCtx, stopSinks := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSinks()
+	var sinksWG sync.WaitGroup
+	all := p.sinks
+	if p.dead != nil {
+		all = append(all[:len(all):len(all)], p.dead)
+	}
+	for _, s := range all {
+		sinksWG.Go(func() { s.run(sinkCtx) })
+	}
+
+	// Phase 0: ingest until ctx is done or all sources end.
+	commits := make(chan pending, 64)
+	var commitWG sync.WaitGroup
+	commitWG.Go(func() { p.commit(commits) })
+	var srcWG sync.WaitGroup
+	for _, s := range p.sources {
+		srcWG.Go(func() { s.run(ctx, commits) })
+	}
+	srcWG.Wait()
+	close(commits)
+	commitWG.Wait()
+
+	// Phase 1: sources are stopped and acked; close them.
+	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.deps.ShutdownTimeout)
+	defer cancel()
+	var errs []error
+	for _, s := range p.sources {
+		if err := s.src.Close(closeCtx); err != nil {
+			errs = append(errs, fmt.Errorf("%s: close: %w", s.name, err))
+		}
+	}
+
+	// Phase 2: sinks drain up to the end of the log, then flush and close.
+	p.log.Info("pipeline draining", "log_end", p.plog.NextSeq()-1)
+	for _, s := range p.sinks {
+		s.drain(p.plog.NextSeq() - 1)
+	}
+	if p.dead != nil {
+		p.dead.drain(p.deadLog.NextSeq() - 1)
+	}
+	done := make(chan struct{})
+	go func() { sinksWG.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-closeCtx.Done():
+		p.log.Warn("shutdown timeout: undelivered records stay in the log for the next start", "timeout", p.deps.ShutdownTimeout)
+		stopSinks()
+		<-done
+	}
+	for _, s := range all {
+		if err := s.close(closeCtx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := p.closeLogs(); err != nil {
+		errs = append(errs, err)
+	}
+	p.log.Info("pipeline stopped")
+	return errors.Join(errs...)
+}
+
+func (p *Pipeline) closeLogs() error {
+	var errs []error
+	if p.plog != nil {
+		errs = append(errs, p.plog.Close())
+	}
+	if p.deadLog != nil {
+		errs = append(errs, p.deadLog.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// setErr records the pipeline's last error for status.
+func (p *Pipeline) setErr(err error) {
+	s := err.Error()
+	p.lastErr.Store(&s)
+}
+
+// LastError returns the last error a component of the pipeline reported, or "".
+func (p *Pipeline) LastError() string {
+	if s := p.lastErr.Load(); s != nil {
+		return *s
+	}
+	return ""
+}
+
+// process runs the stateless operators over b. An operator's error or panic
+// moves the batch's records to the dead letters and ends the chain for it.
+func (p *Pipeline) process(ctx context.Context, b *Batch) {
+	for i := range p.ops {
+		o := &p.ops[i]
+		o.in.Add(len(b.Records))
+		if err := o.call(ctx, b); err != nil {
+			p.log.Warn("operator failed; batch sent to dead letters", "component", o.name, "err", err, "records", len(b.Records))
+			p.setErr(fmt.Errorf("%s: %w", o.name, err))
+			for _, r := range b.Records {
+				b.Reject(r, o.name, err)
+			}
+			b.Records = b.Records[:0]
+			return
+		}
+		o.out.Add(len(b.Records))
+		if len(b.Records) == 0 {
+			return
+		}
+	}
+}
+
+func (o *opRun) call(ctx context.Context, b *Batch) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			o.panics.Inc()
+			err = fmt.Errorf("panic: %v", r)
+		}
+	}()
+	if err := o.op.Process(ctx, b); err != nil {
+		o.failures.Inc()
+		return err
+	}
+	return nil
+}
+
+// deadLetter appends rejected records to the dead-letter log with their reason
+// in the fields `_error` and `_component`.
+func (p *Pipeline) deadLetter(ctx context.Context, dead []Dead) {
+	if len(dead) == 0 {
+		return
+	}
+	p.deadMu.Lock()
+	defer p.deadMu.Unlock()
+	payloads := make([][]byte, 0, len(dead))
+	for _, d := range dead {
+		r := d.Record
+		r.Fields = append(r.Fields[:len(r.Fields):len(r.Fields)], String("_error", d.Err.Error()), String("_component", d.Component))
+		b, err := r.MarshalMsg(nil)
+		if err != nil {
+			p.log.Error("dead letter cannot be encoded; dropped", "err", err)
+			continue
+		}
+		payloads = append(payloads, b)
+	}
+	p.deadCount.Add(len(payloads))
+	last, err := p.deadLog.Append(ctx, payloads)
+	if err == nil {
+		err = p.deadLog.Sync(ctx, last)
+	}
+	if err != nil {
+		p.log.Error("dead-letter log append failed", "records", len(payloads), "err", err)
+		p.setErr(fmt.Errorf("dead letters: %w", err))
+	}
+}

@@ -1,0 +1,204 @@
+package agent_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/agenttest"
+)
+
+type noConfig struct{}
+
+// harness builds a registry whose "script" source, "op" operator and "rec"
+// sink are the given instances.
+func harness(src agent.Source, op agent.Operator, sink agent.Sink) *agent.Registry {
+	reg := agent.NewRegistry()
+	none := func() *noConfig { return &noConfig{} }
+	reg.Sources["script"] = agent.Typed[agent.Source]("test", none, func(*noConfig, agent.Env) (agent.Source, error) { return src, nil })
+	reg.Operators["op"] = agent.Typed[agent.Operator]("test", none, func(*noConfig, agent.Env) (agent.Operator, error) { return op, nil })
+	reg.Sinks["rec"] = agent.Typed[agent.Sink]("test", none, func(*noConfig, agent.Env) (agent.Sink, error) { return sink, nil })
+	return reg
+}
+
+func batchOf(from, n int) []agent.Record {
+	out := make([]agent.Record, n)
+	for i := range out {
+		out[i] = agent.Record{Fields: []agent.Field{agent.Int("n", int64(from+i))}}
+	}
+	return out
+}
+
+func runPipeline(t *testing.T, reg *agent.Registry, yaml string, timeout time.Duration) (*agent.Metrics, error) {
+	t.Helper()
+	spec, err := reg.ParsePipeline("p.yaml", []byte(yaml), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+	if err != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	m := agent.NewMetrics()
+	p, err := agent.NewPipeline(spec, agent.PipelineDeps{Registry: reg, Metrics: m, DataDir: t.TempDir(), OpenLog: agenttest.Open(), ShutdownTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatalf("new pipeline: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return m, p.Run(ctx)
+}
+
+const oneOfEach = "sources: [{script: {}}]\noperators: [{op: {}}]\nsinks: [{rec: {}, retry: {initial: 1ms, max: 5ms}}]\n"
+
+func metric(m *agent.Metrics, name string) string {
+	var b strings.Builder
+	m.WritePrometheus(&b)
+	for _, l := range strings.Split(b.String(), "\n") {
+		if strings.HasPrefix(l, name) {
+			return l
+		}
+	}
+	return ""
+}
+
+func TestPipelineDeliversAndAcks(t *testing.T) {
+	src := agenttest.NewScriptSource(batchOf(0, 10), batchOf(10, 5), batchOf(15, 7))
+	sink := &agenttest.RecordingSink{}
+	double := agenttest.OperatorFunc(func(_ context.Context, b *agent.Batch) error {
+		keep := b.Records[:0]
+		for _, r := range b.Records {
+			if r.Fields[0].Int%2 == 0 { // drop odd numbers
+				keep = append(keep, r)
+			}
+		}
+		b.Records = keep
+		return nil
+	})
+	if _, err := runPipeline(t, harness(src, double, sink), oneOfEach, 10*time.Second); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	got := sink.Records()
+	if len(got) != 11 {
+		t.Fatalf("got %d records, want 11", len(got))
+	}
+	for i, r := range got {
+		if r.Fields[0].Int != int64(2*i) {
+			t.Errorf("record %d: got n=%d, want %d", i, r.Fields[0].Int, 2*i)
+		}
+		if want := fmt.Sprintf("p:%d", i+1); r.ID != want {
+			t.Errorf("record %d: got ID %q, want %q", i, r.ID, want)
+		}
+	}
+	acks := src.AckErrors()
+	if len(acks) != 3 {
+		t.Fatalf("got %d acks, want 3", len(acks))
+	}
+	for _, a := range acks {
+		if a != nil {
+			t.Errorf("got ack error %v, want nil", a)
+		}
+	}
+	if !src.Closed || !sink.Closed || !sink.Flushed {
+		t.Errorf("got closed source=%v sink=%v flushed=%v, want all true", src.Closed, sink.Closed, sink.Flushed)
+	}
+}
+
+func TestPipelineOperatorPanicIsCountedNotFatal(t *testing.T) {
+	src := agenttest.NewScriptSource(batchOf(0, 3), batchOf(3, 3), batchOf(6, 3))
+	sink := &agenttest.RecordingSink{}
+	calls := 0
+	boom := agenttest.OperatorFunc(func(_ context.Context, b *agent.Batch) error {
+		calls++
+		if calls == 2 {
+			var m map[string]int
+			m["x"] = 1 // a nil-map write: a real panic
+		}
+		return nil
+	})
+	m, err := runPipeline(t, harness(src, boom, sink), oneOfEach, 10*time.Second)
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if got := len(sink.Records()); got != 6 {
+		t.Errorf("got %d records delivered, want 6", got)
+	}
+	if got := metric(m, "pspf_operator_panics_total"); !strings.HasSuffix(got, " 1") {
+		t.Errorf("got %q, want a panic count of 1", got)
+	}
+	if got := metric(m, "pspf_dead_letters_total"); !strings.HasSuffix(got, " 3") {
+		t.Errorf("got %q, want 3 dead letters", got)
+	}
+}
+
+func TestPipelineRetriesThenDelivers(t *testing.T) {
+	src := agenttest.NewScriptSource(batchOf(0, 4))
+	sink := &agenttest.RecordingSink{Fail: func(attempt int, _ []agent.Record) error {
+		if attempt <= 3 {
+			return errors.New("uplink down")
+		}
+		return nil
+	}}
+	m, err := runPipeline(t, harness(src, agenttest.OperatorFunc(func(context.Context, *agent.Batch) error { return nil }), sink), oneOfEach, 10*time.Second)
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if got := len(sink.Records()); got != 4 {
+		t.Errorf("got %d records, want 4", got)
+	}
+	if got := metric(m, "pspf_sink_retries_total"); !strings.HasSuffix(got, " 3") {
+		t.Errorf("got %q, want 3 retries", got)
+	}
+}
+
+func TestPipelineRejectedRecordsGoToDeadLetters(t *testing.T) {
+	src := agenttest.NewScriptSource(batchOf(0, 5))
+	sink := &agenttest.RecordingSink{Fail: func(attempt int, recs []agent.Record) error {
+		if attempt == 1 {
+			return &agent.RejectedError{Index: []int{1, 3}, Errs: []error{errors.New("too large"), errors.New("too large")}}
+		}
+		return nil
+	}}
+	m, err := runPipeline(t, harness(src, agenttest.OperatorFunc(func(context.Context, *agent.Batch) error { return nil }), sink), oneOfEach, 10*time.Second)
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if got := len(sink.Records()); got != 3 {
+		t.Errorf("got %d records accepted, want 3", got)
+	}
+	if got := metric(m, "pspf_dead_letters_total"); !strings.HasSuffix(got, " 2") {
+		t.Errorf("got %q, want 2 dead letters", got)
+	}
+	if got := metric(m, "pspf_sink_records_total"); !strings.HasSuffix(got, " 3") {
+		t.Errorf("got %q, want 3 sink records", got)
+	}
+}
+
+func TestPipelineStopsOnCancelAndDrains(t *testing.T) {
+	batches := make([][]agent.Record, 200)
+	for i := range batches {
+		batches[i] = batchOf(i*10, 10)
+	}
+	src := agenttest.NewScriptSource(batches...)
+	sink := &agenttest.RecordingSink{}
+	slow := agenttest.OperatorFunc(func(ctx context.Context, b *agent.Batch) error {
+		time.Sleep(time.Millisecond)
+		return nil
+	})
+	_, err := runPipeline(t, harness(src, slow, sink), oneOfEach, 50*time.Millisecond)
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	acked := 0
+	for _, a := range src.AckErrors() {
+		if a == nil {
+			acked++
+		}
+	}
+	if got := len(sink.Records()); got != acked*10 {
+		t.Errorf("got %d records delivered, want every acked one: %d", got, acked*10)
+	}
+	if acked == 0 || acked == len(batches) {
+		t.Errorf("got %d acked batches, want a stop part-way through %d", acked, len(batches))
+	}
+}
