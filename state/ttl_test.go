@@ -26,7 +26,7 @@ func TestTTL(t *testing.T) {
 		_ = tb.Put([]byte(fmt.Sprintf("new%d", i)), []byte("y"))
 	}
 	_ = tb.Put([]byte("old0"), []byte("rewritten")) // refreshes its write time
-	clk.Advance(20 * time.Second)                    // old* are now 60 s old: expired
+	clk.Advance(20 * time.Second)                   // old* are now 60 s old: expired
 
 	if _, ok := get(t, tb, "old1"); ok {
 		t.Error("Get(old1) found a key past its TTL")
