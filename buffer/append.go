@@ -1,0 +1,307 @@
+package buffer
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"time"
+)
+
+// wbufLimit bounds the bytes encoded per write, so Append's buffer does not
+// grow with the batch size.
+const wbufLimit = 1 << 20
+
+// diskFullRetry is how often a blocked Append retries after ENOSPC when no
+// reader frees space meanwhile.
+const diskFullRetry = 100 * time.Millisecond
+
+// Append stores a batch of payloads under consecutive sequence numbers and
+// returns the sequence of the last one. Payloads are copied: the caller may
+// reuse them when Append returns. Records are visible to readers at once;
+// call Sync to wait until they are durable.
+//
+// A payload above Options.MaxRecordBytes fails the whole batch with a
+// *RecordTooLargeError before anything is stored.
+//
+// When the log is at Options.MaxBytes (or the disk is full) the policy
+// applies:
+//   - Block: Append waits until readers' acks free space (or, for a full
+//     disk, until writes succeed again; it retries every 100 ms). With no
+//     reader, space is freed only by MaxAge. If ctx ends first, it returns
+//     an *AppendError whose Err wraps ctx.Err().
+//   - DropOldest: whole oldest segments are deleted (their records counted
+//     as DropOverflowOldest, lagging cursors moved past them) and Append
+//     continues.
+//   - DropNewest: the records that do not fit are refused and counted
+//     (DropOverflowNewest, or DropDiskFull for ENOSPC); Append returns an
+//     *AppendError (errors.Is ErrFull) saying how many were stored.
+//
+// On any error, payloads[:Accepted] of the *AppendError were stored and last
+// is the sequence of the last of them (0 if none). After Close it returns
+// ErrClosed (in an *AppendError).
+func (l *Log) Append(ctx context.Context, payloads [][]byte) (last uint64, err error) {
+	for i, p := range payloads {
+		if len(p) > l.opts.MaxRecordBytes {
+			return 0, &RecordTooLargeError{Index: i, Size: len(p), Max: l.opts.MaxRecordBytes}
+		}
+	}
+	accepted := 0
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for accepted < len(payloads) {
+		if l.closed {
+			return last, &AppendError{Accepted: accepted, Err: ErrClosed}
+		}
+		// Reserve a header: the batch may need a new segment.
+		free := l.opts.MaxBytes - l.diskBytes - l.mem.live() - headerSize
+		j, size := accepted, 0
+		for j < len(payloads) {
+			fl := frameOverhead + len(payloads[j])
+			if int64(size+fl) > free || (size > 0 && size+fl > wbufLimit) {
+				break
+			}
+			size += fl
+			j++
+		}
+		if j == accepted {
+			if err := l.overflowLocked(ctx, nil); err != nil {
+				return last, l.refuseLocked(accepted, len(payloads), err)
+			}
+			continue
+		}
+		n, err := l.storeLocked(payloads[accepted:j], size)
+		if n > 0 {
+			accepted += n
+			last = l.next - 1
+			l.wakeReadersLocked()
+		}
+		if err != nil {
+			if !isNoSpace(err) {
+				l.lastErr = err
+				return last, &AppendError{Accepted: accepted, Err: err}
+			}
+			if err := l.overflowLocked(ctx, err); err != nil {
+				return last, l.refuseLocked(accepted, len(payloads), err)
+			}
+		}
+	}
+	return last, nil
+}
+
+// overflowErr carries the reason a full log refuses records.
+type overflowErr struct {
+	reason DropReason
+	cause  error
+}
+
+func (e *overflowErr) Error() string { return string(e.reason) }
+
+// overflowLocked applies the policy when the log is full (cause nil) or a
+// write hit ENOSPC. It returns nil when Append should try again, or the
+// error that ends it. It may release l.mu while it waits.
+func (l *Log) overflowLocked(ctx context.Context, cause error) error {
+	reason := DropOverflowNewest
+	if cause != nil {
+		reason = DropDiskFull
+	}
+	switch l.opts.Overflow {
+	case DropOldest:
+		if l.dropOldestLocked(DropOverflowOldest) {
+			return nil
+		}
+		return &overflowErr{reason, cause}
+	case DropNewest:
+		return &overflowErr{reason, cause}
+	}
+	if l.spaceWait == nil {
+		l.spaceWait = make(chan struct{})
+	}
+	ch := l.spaceWait
+	var retry <-chan time.Time
+	if cause != nil {
+		t := time.NewTimer(diskFullRetry)
+		defer t.Stop()
+		retry = t.C
+	}
+	l.mu.Unlock()
+	defer l.mu.Lock()
+	select {
+	case <-ch:
+		return nil
+	case <-retry:
+		return nil
+	case <-l.closing:
+		return ErrClosed
+	case <-ctx.Done():
+		return fmt.Errorf("buffer: append: waiting for space: %w", ctx.Err())
+	}
+}
+
+// refuseLocked turns the error that ended Append into an *AppendError,
+// counting dropped records.
+func (l *Log) refuseLocked(accepted, total int, err error) error {
+	oe, ok := err.(*overflowErr)
+	if !ok {
+		return &AppendError{Accepted: accepted, Err: err}
+	}
+	dropped := total - accepted
+	l.drops.add(oe.reason, uint64(dropped))
+	return &AppendError{Accepted: accepted, Dropped: dropped, Reason: oe.reason, Err: oe.cause}
+}
+
+// storeLocked stores payloads (size framed bytes, known to fit under the
+// cap). It returns how many were stored.
+func (l *Log) storeLocked(payloads [][]byte, size int) (int, error) {
+	if l.opts.Kind == Memory {
+		if l.mem.live()+int64(size) > l.opts.MemoryBytes {
+			keep := max(0, min(l.opts.MemoryBytes/2, l.opts.MemoryBytes-int64(size)))
+			if err := l.spillTo(keep); err != nil {
+				return 0, err
+			}
+		}
+		for _, p := range payloads {
+			l.mem.buf = appendFrame(l.mem.buf, l.next, p)
+			l.next++
+		}
+		return len(payloads), nil
+	}
+	l.wbuf = l.wbuf[:0]
+	seq := l.next
+	for _, p := range payloads {
+		l.wbuf = appendFrame(l.wbuf, seq, p)
+		seq++
+	}
+	n, err := l.writeFramesLocked(l.wbuf, l.next)
+	l.next += uint64(n)
+	if cap(l.wbuf) > 2*wbufLimit {
+		l.wbuf = nil
+	}
+	return n, err
+}
+
+// writeFramesLocked writes encoded frames, the first with sequence first,
+// to the active segment, rotating when it is full, broken or when first
+// does not follow the last record written. It returns how many frames were
+// written; on error the active file is cut back to its last good frame.
+func (l *Log) writeFramesLocked(frames []byte, first uint64) (int, error) {
+	written := 0
+	off := 0
+	seq := first
+	for off < len(frames) {
+		act := l.segs[len(l.segs)-1]
+		if l.activeBroken || act.failed != nil || seq != l.diskNext {
+			if err := l.rotateLocked(seq); err != nil {
+				return written, err
+			}
+			continue
+		}
+		room := l.opts.SegmentBytes - act.size
+		end, count := off, 0
+		for end < len(frames) {
+			fl := int64(frameOverhead + binary.LittleEndian.Uint32(frames[end:end+4]))
+			if int64(end-off)+fl > room {
+				break
+			}
+			end += int(fl)
+			count++
+		}
+		if count == 0 {
+			if err := l.rotateLocked(seq); err != nil {
+				return written, err
+			}
+			continue
+		}
+		if _, err := l.active.WriteAt(frames[off:end], act.size); err != nil {
+			if terr := l.active.Truncate(act.size); terr != nil {
+				l.activeBroken = true
+			}
+			return written, fmt.Errorf("buffer: write segment %d: %w", act.num, err)
+		}
+		act.size += int64(end - off)
+		l.diskBytes += int64(end - off)
+		l.activeDirty = true
+		off = end
+		seq += uint64(count)
+		l.diskNext = seq
+		written += count
+	}
+	return written, nil
+}
+
+// rotateLocked seals the active segment and starts a new one whose first
+// record will have sequence first. An active segment without records is
+// removed instead of sealed.
+func (l *Log) rotateLocked(first uint64) error {
+	old := l.segs[len(l.segs)-1]
+	var flags uint16
+	if first > l.diskNext && first > old.first {
+		flags |= flagDiscontinuity
+	}
+	s, f, err := l.createSegment(old.num+1, first, flags)
+	if err != nil {
+		return err
+	}
+	oldFile := l.active
+	l.active = f
+	l.activeBroken = false
+	l.activeDirty = true
+	l.dirDirty = true
+	l.diskBytes += s.size
+	l.diskNext = first
+	if old.size <= headerSize {
+		oldFile.Close()
+		os.Remove(l.segPath(old.num))
+		l.diskBytes -= old.size
+		l.segs[len(l.segs)-1] = s
+		return nil
+	}
+	l.segs = append(l.segs, s)
+	if old.failed != nil || l.opts.Sync == SyncNone {
+		oldFile.Close()
+	} else {
+		l.pending = append(l.pending, pendingFile{f: oldFile, seg: old})
+	}
+	return nil
+}
+
+// dropOldestLocked deletes the oldest sealed segment, counts its records
+// under reason and moves cursors past it. It reports false if there is no
+// sealed segment to drop.
+func (l *Log) dropOldestLocked(reason DropReason) bool {
+	if len(l.segs) < 2 {
+		return false
+	}
+	s := l.segs[0]
+	n := l.segs[1].first - s.first
+	if s.size <= headerSize {
+		n = 0
+	}
+	l.removeOldestLocked()
+	l.drops.add(reason, n)
+	l.log.Debug("buffer: dropped oldest segment", "segment", s.num, "records", n, "reason", reason)
+	first := l.firstLocked()
+	for _, r := range l.readers {
+		if r.next < first {
+			r.next = first
+			r.gen++
+		}
+		if r.acked+1 < first {
+			r.acked = first - 1
+		}
+	}
+	return true
+}
+
+// removeOldestLocked deletes the oldest segment's file.
+func (l *Log) removeOldestLocked() {
+	s := l.segs[0]
+	if err := os.Remove(l.segPath(s.num)); err != nil && !os.IsNotExist(err) {
+		l.log.Warn("buffer: remove segment", "segment", s.num, "err", err)
+	}
+	l.segs[0] = nil
+	l.segs = l.segs[1:]
+	l.diskBytes -= s.size
+	l.dirDirty = true
+	l.wakeWritersLocked()
+}

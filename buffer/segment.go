@@ -1,0 +1,120 @@
+package buffer
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// segment is the in-memory record of one segment file.
+type segment struct {
+	num     uint64
+	first   uint64 // sequence of its first record
+	created int64  // unix nanos from the header
+	flags   uint16
+	size    int64 // bytes of the file that hold valid data (header included)
+
+	// failed is set when an fsync of this segment failed: it is sealed and
+	// its records are never reported durable.
+	failed error
+	// lossCounted is set once the gap after this segment was counted.
+	lossCounted bool
+}
+
+func segName(num uint64) string { return fmt.Sprintf("%020d%s", num, segSuffix) }
+
+func (l *Log) segPath(num uint64) string { return filepath.Join(l.dir, segName(num)) }
+
+// listSegments returns the segment numbers found in dir, sorted.
+func listSegments(dir string) ([]uint64, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("buffer: list %s: %w", dir, err)
+	}
+	var nums []uint64
+	for _, e := range ents {
+		name := e.Name()
+		if !strings.HasSuffix(name, segSuffix) {
+			continue
+		}
+		n, err := strconv.ParseUint(strings.TrimSuffix(name, segSuffix), 10, 64)
+		if err != nil {
+			continue
+		}
+		nums = append(nums, n)
+	}
+	slices.Sort(nums)
+	return nums, nil
+}
+
+// readHeader reads and checks the header of a segment file.
+func readHeader(path string) (segHeader, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return segHeader{}, 0, fmt.Errorf("buffer: open segment: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return segHeader{}, 0, fmt.Errorf("buffer: stat segment: %w", err)
+	}
+	var b [headerSize]byte
+	n, err := io.ReadFull(f, b[:])
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return segHeader{}, 0, fmt.Errorf("buffer: read segment header: %w", err)
+	}
+	h, reason := decodeHeader(b[:n])
+	if reason != "" {
+		return h, fi.Size(), &CorruptError{Path: path, Offset: 0, Reason: reason}
+	}
+	return h, fi.Size(), nil
+}
+
+// syncDir fsyncs a directory so that creates, renames and removes in it
+// survive a power cut.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("buffer: open dir for fsync: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("buffer: fsync dir %s: %w", dir, err)
+	}
+	return nil
+}
+
+// isNoSpace reports a full disk (or quota).
+func isNoSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
+
+// isReadOnly reports a read-only file system or a permission refusal.
+func isReadOnly(err error) bool {
+	return errors.Is(err, syscall.EROFS) || errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM)
+}
+
+// createSegment writes a new segment file holding only its header, fsyncs
+// nothing (the caller's fsync round covers it: file, then directory).
+func (l *Log) createSegment(num, first uint64, flags uint16) (*segment, *os.File, error) {
+	path := l.segPath(num)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return nil, nil, fmt.Errorf("buffer: create segment: %w", err)
+	}
+	s := &segment{num: num, first: first, created: l.opts.Now().UnixNano(), flags: flags, size: headerSize}
+	var b [headerSize]byte
+	segHeader{Num: num, First: first, Created: s.created, Flags: flags}.encode(b[:])
+	if _, err := f.WriteAt(b[:], 0); err != nil {
+		f.Close()
+		os.Remove(path)
+		return nil, nil, fmt.Errorf("buffer: write segment header: %w", err)
+	}
+	return s, f, nil
+}

@@ -1,0 +1,143 @@
+package buffer
+
+import (
+	"context"
+	"fmt"
+)
+
+// Sync returns once every record with a sequence <= upto is durable
+// (fsynced, file and directory). How it gets there depends on the mode:
+//
+//   - batch: it fsyncs now; concurrent callers share one fsync (group
+//     commit): a caller arriving while an fsync runs waits for it and, if
+//     its records were not covered, one of the waiters runs the next one;
+//   - interval: it waits for the next periodic fsync (at most about
+//     Options.SyncInterval);
+//   - none: it returns at once.
+//
+// For the Memory kind, records still held in memory count as stored: Sync
+// waits only for the part of upto that was written to segments.
+//
+// If the fsync of a segment holding a record <= upto failed, Sync returns a
+// *SyncError (errors.Is ErrSyncFailed) now and on every later call for those
+// records: the fsync is never retried on the same data, the segment is
+// sealed and new records go to a new segment. Sync blocks until ctx is done
+// (returning ctx.Err wrapped) or the log is closed (ErrClosed).
+func (l *Log) Sync(ctx context.Context, upto uint64) error {
+	for {
+		l.mu.Lock()
+		if l.closed {
+			l.mu.Unlock()
+			return ErrClosed
+		}
+		if err := l.failedForLocked(upto); err != nil {
+			l.mu.Unlock()
+			return err
+		}
+		target := min(upto, l.diskNext-1)
+		if l.opts.Sync == SyncNone || l.durable >= target {
+			l.mu.Unlock()
+			return nil
+		}
+		done := l.syncDone
+		l.mu.Unlock()
+		if l.opts.Sync == SyncBatch && l.syncMu.TryLock() {
+			err := l.syncRoundLocked(true)
+			l.syncMu.Unlock()
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return fmt.Errorf("buffer: sync: %w", ctx.Err())
+		case <-l.closing:
+			return ErrClosed
+		}
+	}
+}
+
+// failedForLocked returns the *SyncError of the segment holding seq, if its
+// fsync failed.
+func (l *Log) failedForLocked(seq uint64) error {
+	// Check every segment up to seq: a record <= seq in a failed segment
+	// is not durable. There are few segments; failures are rarer still.
+	for i, s := range l.segs {
+		if s.first > seq {
+			break
+		}
+		if s.failed != nil {
+			last := l.segLastLocked(i)
+			if last < s.first {
+				continue
+			}
+			return &SyncError{Segment: s.num, First: s.first, Last: last, Err: s.failed}
+		}
+	}
+	return nil
+}
+
+// syncRoundLocked runs one fsync round; the caller holds syncMu. It fsyncs
+// sealed segments not yet fsynced (and closes them), the active segment if
+// withActive and written since the last round, then the directory if a
+// segment was created or removed. A failed fsync marks its segment failed
+// for good. The round ends by waking Sync waiters.
+func (l *Log) syncRoundLocked(withActive bool) error {
+	l.mu.Lock()
+	target := l.diskNext - 1
+	pend := l.pending
+	l.pending = nil
+	act, actSeg := l.active, l.segs[len(l.segs)-1]
+	doAct := withActive && act != nil && l.activeDirty && actSeg.failed == nil
+	if doAct {
+		l.activeDirty = false
+	}
+	dirDirty := l.dirDirty
+	l.dirDirty = false
+	l.mu.Unlock()
+
+	var firstErr error
+	fail := func(s *segment, err error) {
+		l.mu.Lock()
+		if s.failed == nil {
+			s.failed = err
+			l.lastErr = err
+			if len(l.segs) > 0 && l.segs[len(l.segs)-1] == s {
+				l.activeBroken = true
+			}
+		}
+		l.mu.Unlock()
+		l.log.Error("buffer: fsync failed; segment sealed, its records are not durable", "segment", s.num, "err", err)
+		if firstErr == nil {
+			firstErr = fmt.Errorf("buffer: fsync segment %d: %w", s.num, err)
+		}
+	}
+	for _, p := range pend {
+		if p.seg.failed == nil {
+			if err := p.f.Sync(); err != nil {
+				fail(p.seg, err)
+			}
+		}
+		p.f.Close()
+	}
+	if doAct {
+		if err := act.Sync(); err != nil {
+			fail(actSeg, err)
+		}
+	}
+	if dirDirty {
+		if err := syncDir(l.dir); err != nil {
+			fail(actSeg, err)
+		}
+	}
+	l.mu.Lock()
+	if withActive {
+		l.durable = max(l.durable, target)
+	}
+	close(l.syncDone)
+	l.syncDone = make(chan struct{})
+	l.mu.Unlock()
+	return firstErr
+}

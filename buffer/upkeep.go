@@ -1,0 +1,236 @@
+package buffer
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// upkeep runs until Close: the periodic fsync (interval mode), deletion of
+// segments every reader has passed, the age limit, and cursor persistence.
+func (l *Log) upkeep() {
+	defer l.wg.Done()
+	t := time.NewTicker(l.opts.SyncInterval)
+	defer t.Stop()
+	lastCursors := time.Now()
+	for {
+		select {
+		case <-l.closing:
+			return
+		case <-l.kick:
+			l.reclaim()
+			continue
+		case <-t.C:
+		}
+		if l.opts.Sync != SyncNone {
+			l.syncMu.Lock()
+			l.syncRoundLocked(l.opts.Sync == SyncInterval)
+			l.syncMu.Unlock()
+		}
+		l.reclaim()
+		if time.Since(lastCursors) >= l.opts.AckInterval {
+			lastCursors = time.Now()
+			if err := l.persistCursors(false); err != nil {
+				l.log.Error("buffer: persist cursors", "err", err)
+			}
+		}
+	}
+}
+
+// reclaim deletes segments every reader has acked, applies MaxAge and frees
+// acked in-memory records.
+func (l *Log) reclaim() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return
+	}
+	if len(l.readers) > 0 {
+		minAcked := ^uint64(0)
+		for _, r := range l.readers {
+			minAcked = min(minAcked, r.acked)
+		}
+		for len(l.segs) > 1 && l.segLastLocked(0) <= minAcked {
+			l.removeOldestLocked()
+		}
+		if l.opts.Kind == Memory {
+			l.releaseAckedLocked(minAcked)
+		}
+	}
+	if l.opts.MaxAge > 0 {
+		now := l.opts.Now()
+		cutoff := now.Add(-l.opts.MaxAge).UnixNano()
+		for len(l.segs) > 1 && l.segs[1].created <= cutoff {
+			l.dropOldestLocked(DropAge)
+		}
+		act := l.segs[len(l.segs)-1]
+		if act.size > headerSize && act.created <= now.Add(-l.opts.MaxAge/2).UnixNano() {
+			if err := l.rotateLocked(l.diskNext); err != nil {
+				l.log.Warn("buffer: seal aged segment", "err", err)
+			}
+		}
+	}
+}
+
+// Cursor file: magic "PCUR", version u16, reserved u16, acked u64,
+// CRC-32C of the preceding 16 bytes u32, reserved u32.
+const cursorSize = 24
+
+var cursorMagic = [4]byte{'P', 'C', 'U', 'R'}
+
+func encodeCursor(acked uint64) []byte {
+	b := make([]byte, cursorSize)
+	copy(b, cursorMagic[:])
+	binary.LittleEndian.PutUint16(b[4:6], formatVersion)
+	binary.LittleEndian.PutUint64(b[8:16], acked)
+	binary.LittleEndian.PutUint32(b[16:20], crc32.Checksum(b[:16], castagnoli))
+	return b
+}
+
+func decodeCursor(b []byte) (uint64, error) {
+	if len(b) != cursorSize || [4]byte(b[0:4]) != cursorMagic {
+		return 0, errors.New("bad cursor file")
+	}
+	if v := binary.LittleEndian.Uint16(b[4:6]); v != formatVersion {
+		return 0, fmt.Errorf("unsupported cursor version %d", v)
+	}
+	if crc32.Checksum(b[:16], castagnoli) != binary.LittleEndian.Uint32(b[16:20]) {
+		return 0, errors.New("cursor crc mismatch")
+	}
+	return binary.LittleEndian.Uint64(b[8:16]), nil
+}
+
+// readCursors returns the cursor files of dir; damaged ones are reported
+// through bad.
+func readCursors(dir string, bad func(name string, err error)) (map[string]uint64, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("buffer: list %s: %w", dir, err)
+	}
+	out := make(map[string]uint64)
+	for _, e := range ents {
+		name, ok := strings.CutSuffix(e.Name(), cursorSuffix)
+		if !ok || !validName(name) {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err == nil {
+			var acked uint64
+			if acked, err = decodeCursor(b); err == nil {
+				out[name] = acked
+				continue
+			}
+		}
+		bad(name, err)
+	}
+	return out, nil
+}
+
+func (l *Log) maxCursorFile() uint64 {
+	cs, _ := readCursors(l.dir, func(string, error) {})
+	var m uint64
+	for _, a := range cs {
+		m = max(m, a)
+	}
+	return m
+}
+
+// loadCursors creates a Reader for every cursor file, clamped to the
+// retained records.
+func (l *Log) loadCursors() error {
+	first := l.firstLocked()
+	cs, err := readCursors(l.dir, func(name string, err error) {
+		l.log.Warn("buffer: cursor file damaged; reader restarts at the oldest record", "reader", name, "err", err)
+		l.readers[name] = &Reader{l: l, name: name, next: first, acked: first - 1, saved: ^uint64(0)}
+	})
+	if err != nil {
+		return err
+	}
+	for name, acked := range cs {
+		saved := acked
+		if acked >= l.next {
+			l.log.Warn("buffer: cursor points past the data; clamped", "reader", name, "acked", acked, "last", l.next-1)
+			acked = l.next - 1
+			saved = ^uint64(0)
+		}
+		if acked+1 < first {
+			acked = first - 1
+		}
+		l.readers[name] = &Reader{l: l, name: name, next: acked + 1, acked: acked, saved: saved}
+	}
+	return nil
+}
+
+// persistCursors writes the cursors whose ack moved since they were last
+// written: tmp file, fsync, rename, fsync the directory.
+func (l *Log) persistCursors(all bool) error {
+	l.curMu.Lock()
+	defer l.curMu.Unlock()
+	type job struct {
+		r     *Reader
+		acked uint64
+	}
+	var jobs []job
+	l.mu.Lock()
+	for _, r := range l.readers {
+		if r.acked != r.saved || all && r.saved == ^uint64(0) {
+			jobs = append(jobs, job{r, r.acked})
+		}
+	}
+	l.mu.Unlock()
+	if len(jobs) == 0 {
+		return nil
+	}
+	var errs []error
+	for _, j := range jobs {
+		if err := writeFileSync(filepath.Join(l.dir, j.r.name+cursorSuffix), encodeCursor(j.acked)); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		l.mu.Lock()
+		j.r.saved = j.acked
+		l.mu.Unlock()
+	}
+	if err := syncDir(l.dir); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		err := fmt.Errorf("buffer: persist cursors: %w", errors.Join(errs...))
+		l.mu.Lock()
+		l.lastErr = err
+		l.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+// writeFileSync replaces path with b so that a power cut leaves the old or
+// the new content: write a temp file, fsync, rename (the caller fsyncs the
+// directory).
+func writeFileSync(path string, b []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("buffer: write %s: %w", filepath.Base(path), err)
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("buffer: write %s: %w", filepath.Base(path), err)
+	}
+	return nil
+}
