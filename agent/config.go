@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -197,7 +198,8 @@ func (o *SinkOptions) Validate(n Node) {
 type ComponentSpec struct {
 	// Type is the registered component type, the entry's key (`kafka`).
 	Type string
-	// Name is the entry's `name`, or "<list>[i].<type>" when it has none.
+	// Name is the entry's `name`; without one, its type ("console"), with a
+	// number for the second of a type ("console-2").
 	Name string
 	// Config is the decoded config, as returned by the factory's Config.
 	Config any
@@ -275,6 +277,9 @@ func (r *Registry) parsePipeline(file string, data []byte, defaults Defaults, en
 	spec.Sinks = decodeList(root.Field("sinks"), "sink", r.Sinks, true)
 	if pf.DeadLetter.Present() {
 		if d := decodeComponent(pf.DeadLetter, "sink", r.Sinks, true, 0); d != nil {
+			if d.Name == "" {
+				d.Name = "dead_letter"
+			}
 			spec.DeadLetter = d
 		}
 	}
@@ -346,6 +351,20 @@ func decodeList[T any](list Node, what string, reg map[string]Factory[T], sink b
 			out = append(out, *c)
 		}
 	}
+	// An entry without a name is named after its type: "console", then
+	// "console-2" for a second one. Names key cursors and files on disk, so
+	// they must stay put when unrelated entries are added after them.
+	count := map[string]int{}
+	for i := range out {
+		if out[i].Name != "" {
+			continue
+		}
+		count[out[i].Type]++
+		out[i].Name = out[i].Type
+		if n := count[out[i].Type]; n > 1 {
+			out[i].Name += "-" + strconv.Itoa(n)
+		}
+	}
 	return out
 }
 
@@ -392,7 +411,6 @@ func decodeComponent[T any](n Node, what string, reg map[string]Factory[T], sink
 		return nil
 	}
 	spec := &ComponentSpec{Type: typ, Node: cn, Place: cn.path, Config: f.Config(), Sink: DefaultSinkOptions()}
-	spec.Name = cn.path
 	if nn := n.Field("name"); nn.Present() {
 		nn.decode(reflectValue(&spec.Name), "")
 		if !validName(spec.Name) {

@@ -1,6 +1,10 @@
 package agent
 
-import "context"
+import (
+	"context"
+
+	"github.com/pspf/pspf-edge/buffer"
+)
 
 // Log is the durable, append-only record log a pipeline writes after its
 // stateless operators and its sinks read from. The buffer package provides the
@@ -29,11 +33,8 @@ type LogReader interface {
 	Ack(seq uint64) error
 }
 
-// LogRecord is one record read from a Log.
-type LogRecord struct {
-	Seq     uint64
-	Payload []byte
-}
+// LogRecord is one record read from a Log: its sequence and payload.
+type LogRecord = buffer.Record
 
 // OpenLogFunc opens (creating if needed) the log kept in dir.
 type OpenLogFunc func(dir string, cfg BufferConfig) (Log, error)

@@ -66,7 +66,7 @@ type opRun struct {
 
 // NewPipeline builds a pipeline's components and opens its logs. It starts no
 // goroutines; on error everything it opened is closed again.
-func NewPipeline(spec *PipelineSpec, deps PipelineDeps) (p *Pipeline, err error) {
+func NewPipeline(spec *PipelineSpec, deps PipelineDeps) (_ *Pipeline, err error) {
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
@@ -79,7 +79,7 @@ func NewPipeline(spec *PipelineSpec, deps PipelineDeps) (p *Pipeline, err error)
 	if deps.Logger == nil {
 		deps.Logger = slog.New(slog.DiscardHandler)
 	}
-	p = &Pipeline{spec: spec, deps: deps, log: deps.Logger.With("pipeline", spec.Name)}
+	p := &Pipeline{spec: spec, deps: deps, log: deps.Logger.With("pipeline", spec.Name)}
 	p.deadCount = deps.Metrics.Counter("pspf_dead_letters_total", "pipeline", spec.Name)
 	defer func() {
 		if err != nil {

@@ -1,0 +1,17 @@
+package main
+
+import (
+	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/sinks/console"
+	"github.com/pspf/pspf-edge/sinks/file"
+	"github.com/pspf/pspf-edge/sources/simulate"
+)
+
+// newRegistry returns the registry of every component this binary has.
+func newRegistry() *agent.Registry {
+	r := agent.NewRegistry()
+	r.Sources["simulate"] = simulate.Factory()
+	r.Sinks["console"] = console.Factory()
+	r.Sinks["file"] = file.Factory()
+	return r
+}
