@@ -32,7 +32,9 @@ func openT(t *testing.T, dir string, o Options) *Log {
 	return l
 }
 
-func payload(seq uint64) []byte { return fmt.Appendf(nil, "record-%08d-%s", seq, "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx") }
+func payload(seq uint64) []byte {
+	return fmt.Appendf(nil, "record-%08d-%s", seq, "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx")
+}
 
 // appendN appends n records in batches of batch, expecting seqs from first.
 func appendN(t *testing.T, l *Log, first uint64, n, batch int) uint64 {

@@ -30,7 +30,9 @@ func cmdSchema(args []string, stdout, stderr io.Writer) int {
 func cmdVersion(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("version", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprintln(stderr, "Usage: pspf-edge version\n\nPrints version, commit, Go version, OS and architecture.") }
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: pspf-edge version\n\nPrints version, commit, Go version, OS and architecture.")
+	}
 	if err := fs.Parse(args); err != nil {
 		return usageExit(err)
 	}
