@@ -1,0 +1,162 @@
+package buffer
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// mountTmpfs mounts a tmpfs of the given size (the tests run as root) and
+// unmounts it when the test ends.
+func mountTmpfs(t *testing.T, size string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size); err != nil {
+		t.Fatalf("mount tmpfs (tests must run as root): %v", err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	return dir
+}
+
+func TestFullDisk(t *testing.T) {
+	for _, policy := range []Policy{Block, DropNewest, DropOldest} {
+		t.Run(string(policy), func(t *testing.T) {
+			dir := filepath.Join(mountTmpfs(t, "192k"), "log")
+			// The cap is far above the disk: ENOSPC comes first.
+			o := Options{SegmentBytes: 16 << 10, MaxBytes: 64 << 20, Overflow: policy}
+			l := openT(t, dir, o)
+			r, _ := l.Reader("sink")
+			ctx := context.Background()
+			var stored uint64
+			var fullErr error
+			for i := 0; i < 5000 && fullErr == nil; i++ {
+				cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+				_, err := l.Append(cctx, [][]byte{payload(stored + 1)})
+				cancel()
+				switch {
+				case err == nil:
+					stored++
+				default:
+					fullErr = err
+				}
+			}
+			st := l.Stats()
+			switch policy {
+			case Block:
+				if !errors.Is(fullErr, context.DeadlineExceeded) {
+					t.Fatalf("full disk under block: got %v, want a wait ended by ctx", fullErr)
+				}
+				if st.Drops.Total() != 0 {
+					t.Fatalf("drops under block: %+v", st.Drops)
+				}
+			case DropNewest:
+				var ae *AppendError
+				if !errors.As(fullErr, &ae) || ae.Reason != DropDiskFull || !errors.Is(fullErr, ErrFull) || !errors.Is(fullErr, syscall.ENOSPC) {
+					t.Fatalf("full disk under drop_newest: got %v", fullErr)
+				}
+				for i := 0; i < 10; i++ {
+					l.Append(ctx, [][]byte{payload(stored + 1)})
+				}
+				if got := l.Stats().Drops.DiskFull; got != 11 {
+					t.Fatalf("disk_full drops: got %d, want 11", got)
+				}
+			case DropOldest:
+				if fullErr != nil {
+					t.Fatalf("drop_oldest should keep accepting: %v", fullErr)
+				}
+				if st.Drops.OverflowOldest == 0 {
+					t.Fatal("drop_oldest on a full disk dropped nothing")
+				}
+			}
+			if stored < 100 {
+				t.Fatalf("stored only %d records", stored)
+			}
+			// What is on disk is intact and readable.
+			first := l.Stats().FirstSeq
+			readN(t, r, first, int(stored-first+1))
+			if policy != DropOldest {
+				// Space returns once the reader acks: appends work again.
+				r.Ack(stored)
+				waitFor(t, func() bool { return l.Stats().Segments <= 1 })
+				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				defer cancel()
+				if _, err := l.Append(cctx, [][]byte{payload(stored + 1)}); err != nil {
+					t.Fatalf("Append after space returned: %v", err)
+				}
+				readN(t, r, stored+1, 1)
+			}
+			if err := l.Close(); err != nil && !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("Close: %v", err)
+			}
+			if vr, err := Verify(dir); err != nil || !vr.OK() {
+				t.Fatalf("Verify: %+v %v", vr.Problems, err)
+			}
+		})
+	}
+}
+
+func TestFullDiskBlockResumes(t *testing.T) {
+	mnt := mountTmpfs(t, "256k")
+	filler := filepath.Join(mnt, "filler")
+	if err := os.WriteFile(filler, make([]byte, 224<<10), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l := openT(t, filepath.Join(mnt, "log"), Options{SegmentBytes: 8 << 10, MaxBytes: 64 << 20})
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		for i := uint64(1); i <= 2000 && err == nil; i++ {
+			_, err = l.Append(context.Background(), [][]byte{payload(i)})
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("appends did not block on a full disk: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	os.Remove(filler)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("appends did not resume when space returned")
+	}
+	r, _ := l.Reader("r")
+	readN(t, r, 1, 2000)
+}
+
+func TestReadOnlyDir(t *testing.T) {
+	mnt := mountTmpfs(t, "1m")
+	dir := filepath.Join(mnt, "log")
+	l, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, l, 1, 10, 5)
+	l.Close()
+	if err := syscall.Mount("", mnt, "", syscall.MS_REMOUNT|syscall.MS_RDONLY, ""); err != nil {
+		t.Fatalf("remount read-only: %v", err)
+	}
+	for _, d := range []string{dir, filepath.Join(mnt, "new")} {
+		_, err := Open(d, Options{})
+		if !errors.Is(err, ErrReadOnly) || !strings.Contains(err.Error(), "read-only") {
+			t.Fatalf("Open(%s) on a read-only fs: got %v, want ErrReadOnly", d, err)
+		}
+	}
+	// The offline tools still work.
+	if rep, err := Inspect(dir); err != nil || rep.Records != 10 {
+		t.Fatalf("Inspect read-only: %+v %v", rep, err)
+	}
+}
