@@ -195,5 +195,5 @@ func runModel(t *rapid.T, kind Kind) {
 			}
 		},
 	})
-	
+
 }
