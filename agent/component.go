@@ -52,6 +52,18 @@ type Sink interface {
 	Close(ctx context.Context) error
 }
 
+// CursorOwner is implemented by sinks that keep their own cursor at the
+// destination, committed atomically with the records (the Kafka sink with
+// exactly_once commits it in the same transaction). After every successful
+// Connect the runner calls Cursor and, when ok, treats every log record with
+// a sequence <= seq as delivered: the sink's reader is moved past them.
+// Records handed to Write carry their log sequence in Record.Seq, which the
+// sink commits as its cursor. A CursorOwner is always drained oldest_first,
+// since its cursor can only say "everything up to here".
+type CursorOwner interface {
+	Cursor(ctx context.Context) (seq uint64, ok bool, err error)
+}
+
 // Flusher is implemented by sinks that buffer internally (files, consoles); the
 // runner calls Flush before Close on a clean shutdown.
 type Flusher interface {

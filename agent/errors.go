@@ -3,6 +3,7 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // ErrStopped is returned by components used after Close.
@@ -49,3 +50,32 @@ func (e *RejectedError) Error() string {
 
 // Unwrap returns the per-record errors.
 func (e *RejectedError) Unwrap() []error { return e.Errs }
+
+// retryAfterError carries the delay a destination asked for.
+type retryAfterError struct {
+	err   error
+	delay time.Duration
+}
+
+func (e retryAfterError) Error() string { return e.err.Error() }
+func (e retryAfterError) Unwrap() error { return e.err }
+
+// WithRetryAfter marks a retryable err with the delay the destination asked
+// for (an HTTP Retry-After): the runner waits at least that long, instead of
+// its own backoff, before the next attempt.
+func WithRetryAfter(err error, delay time.Duration) error {
+	if err == nil {
+		return nil
+	}
+	return retryAfterError{err: err, delay: delay}
+}
+
+// RetryAfter returns the delay set by WithRetryAfter on err or an error it
+// wraps.
+func RetryAfter(err error) (time.Duration, bool) {
+	var r retryAfterError
+	if errors.As(err, &r) {
+		return r.delay, true
+	}
+	return 0, false
+}

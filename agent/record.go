@@ -2,11 +2,19 @@ package agent
 
 //go:generate go run github.com/tinylib/msgp@v1.6.5 -file record.go -o record_gen.go -tests=false
 
+
 import (
 	"math"
 	"strconv"
 	"time"
 )
+
+// MaxFields is the most fields a record may have: decoding checks the count
+// before it allocates, so that a damaged payload cannot ask for gigabytes. The
+// msgp:limit directive below must say the same.
+const MaxFields = 4096
+
+//msgp:limit arrays:4096 maps:4096
 
 // Kind is the type of a Field's value.
 type Kind uint8
@@ -136,6 +144,10 @@ type Record struct {
 	RecvTime  int64   `msg:"rt"`
 	Fields    []Field `msg:"f"`
 	Raw       []byte  `msg:"raw"`
+	// Seq is the record's sequence in the log a sink reads it from, set by
+	// the runner before Write (0 elsewhere). It is not stored: it exists so
+	// that a sink that keeps its own cursor (CursorOwner) can commit it.
+	Seq uint64 `msg:"-"`
 }
 
 // Field returns the named field, or nil. The pointer is valid until the

@@ -6,6 +6,12 @@ import (
 	"github.com/tinylib/msgp/msgp"
 )
 
+// Size limits for msgp deserialization
+const (
+	z89264a71limitArrays = 4096
+	z89264a71limitMaps   = 4096
+)
+
 // DecodeMsg implements msgp.Decodable
 func (z *Kind) DecodeMsg(dc *msgp.Reader) (err error) {
 	{
@@ -66,6 +72,10 @@ func (z *Record) DecodeMsg(dc *msgp.Reader) (err error) {
 		err = msgp.WrapError(err)
 		return
 	}
+	if zb0001 > z89264a71limitArrays {
+		err = msgp.ErrLimitExceeded
+		return
+	}
 	if zb0001 != 7 {
 		err = msgp.ArrayError{Wanted: 7, Got: zb0001}
 		return
@@ -101,6 +111,10 @@ func (z *Record) DecodeMsg(dc *msgp.Reader) (err error) {
 		err = msgp.WrapError(err, "Fields")
 		return
 	}
+	if zb0002 > z89264a71limitArrays {
+		err = msgp.ErrLimitExceeded
+		return
+	}
 	if cap(z.Fields) >= int(zb0002) {
 		z.Fields = (z.Fields)[:zb0002]
 	} else {
@@ -113,7 +127,10 @@ func (z *Record) DecodeMsg(dc *msgp.Reader) (err error) {
 			return
 		}
 	}
-	z.Raw, err = dc.ReadBytes(z.Raw)
+	z.Raw, err = dc.ReadBytesLimit(z.Raw, z89264a71limitArrays)
+	if err == nil && z.Raw == nil {
+		z.Raw = []byte{}
+	}
 	if err != nil {
 		err = msgp.WrapError(err, "Raw")
 		return
@@ -238,6 +255,10 @@ func (z *Record) UnmarshalMsg(bts []byte) (o []byte, err error) {
 		err = msgp.WrapError(err, "Fields")
 		return
 	}
+	if zb0002 > z89264a71limitArrays {
+		err = msgp.ErrLimitExceeded
+		return
+	}
 	if cap(z.Fields) >= int(zb0002) {
 		z.Fields = (z.Fields)[:zb0002]
 	} else {
@@ -250,11 +271,27 @@ func (z *Record) UnmarshalMsg(bts []byte) (o []byte, err error) {
 			return
 		}
 	}
-	z.Raw, bts, err = msgp.ReadBytesBytes(bts, z.Raw)
+	var zb0003 uint32
+	zb0003, bts, err = msgp.ReadBytesHeader(bts)
 	if err != nil {
 		err = msgp.WrapError(err, "Raw")
 		return
 	}
+	if zb0003 > z89264a71limitArrays {
+		err = msgp.ErrLimitExceeded
+		return
+	}
+	if z.Raw == nil || uint32(cap(z.Raw)) < zb0003 {
+		z.Raw = make([]byte, zb0003)
+	} else {
+		z.Raw = z.Raw[:zb0003]
+	}
+	if uint32(len(bts)) < zb0003 {
+		err = msgp.ErrShortBytes
+		return
+	}
+	copy(z.Raw, bts[:zb0003])
+	bts = bts[zb0003:]
 	o = bts
 	return
 }

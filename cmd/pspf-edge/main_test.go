@@ -1,0 +1,164 @@
+package main
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+// run calls the CLI in-process and returns its exit code and output.
+func run(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := dispatch(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// TestValidateGolden checks the error messages for a set of bad configs: each
+// testdata/validate/NAME.yaml has its expected output in NAME.golden.
+func TestValidateGolden(t *testing.T) {
+	files, err := filepath.Glob("testdata/validate/*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no golden cases: %v", err)
+	}
+	t.Setenv("PSPF_TEST_SECRET", "hunter2")
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			code, _, stderr := run(t, "validate", f)
+			if code != exitProblem {
+				t.Errorf("got exit %d, want %d", code, exitProblem)
+			}
+			if strings.Contains(stderr, "hunter2") {
+				t.Errorf("a secret was printed:\n%s", stderr)
+			}
+			golden := strings.TrimSuffix(f, ".yaml") + ".golden"
+			if *update {
+				os.WriteFile(golden, []byte(stderr), 0o644)
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("read golden: %v", err)
+			}
+			if stderr != string(want) {
+				t.Errorf("got:\n%s\nwant:\n%s", stderr, want)
+			}
+		})
+	}
+}
+
+// TestExamplePipelinesValidate validates every file in pipelines/.
+func TestExamplePipelinesValidate(t *testing.T) {
+	files, err := filepath.Glob("../../pipelines/*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no example pipelines: %v", err)
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			code, _, stderr := run(t, "validate", f)
+			if code != exitOK {
+				t.Errorf("got exit %d, want 0:\n%s", code, stderr)
+			}
+		})
+	}
+}
+
+func TestUsageAndHelp(t *testing.T) {
+	tests := []struct {
+		args []string
+		code int
+		want string
+	}{
+		{nil, exitUsage, "Commands:"},
+		{[]string{"--help"}, exitOK, "Commands:"},
+		{[]string{"frobnicate"}, exitUsage, `unknown command "frobnicate"`},
+		{[]string{"run", "--help"}, exitOK, "Usage: pspf-edge run"},
+		{[]string{"validate", "--help"}, exitOK, "Usage: pspf-edge validate"},
+		{[]string{"topology", "--help"}, exitOK, "Usage: pspf-edge topology"},
+		{[]string{"schema", "--help"}, exitOK, "Usage: pspf-edge schema"},
+		{[]string{"version", "--help"}, exitOK, "Usage: pspf-edge version"},
+		{[]string{"buffer", "--help"}, exitOK, "Usage: pspf-edge buffer"},
+		{[]string{"validate"}, exitUsage, "Usage: pspf-edge validate"},
+		{[]string{"validate", "does-not-exist.yaml"}, exitProblem, "does-not-exist.yaml: cannot read"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			code, out, errb := run(t, tt.args...)
+			if code != tt.code {
+				t.Errorf("got exit %d, want %d", code, tt.code)
+			}
+			if !strings.Contains(out+errb, tt.want) {
+				t.Errorf("got output %q, want it to contain %q", out+errb, tt.want)
+			}
+		})
+	}
+}
+
+func TestVersion(t *testing.T) {
+	code, out, _ := run(t, "version")
+	if code != exitOK {
+		t.Fatalf("got exit %d", code)
+	}
+	for _, want := range []string{"pspf-edge dev", runtime.Version(), runtime.GOOS + "/" + runtime.GOARCH} {
+		if !strings.Contains(out, want) {
+			t.Errorf("got %q, want it to contain %q", out, want)
+		}
+	}
+}
+
+func TestTopologyFormats(t *testing.T) {
+	for format, want := range map[string]string{
+		"text":    "[sink] console | file",
+		"dot":     "digraph \"demo\"",
+		"mermaid": "flowchart LR",
+	} {
+		t.Run(format, func(t *testing.T) {
+			code, out, errb := run(t, "topology", "../../pipelines/demo.yaml", "--format", format)
+			if code != exitOK {
+				t.Fatalf("got exit %d: %s", code, errb)
+			}
+			if !strings.Contains(out, want) {
+				t.Errorf("got:\n%s\nwant it to contain %q", out, want)
+			}
+		})
+	}
+	if code, _, _ := run(t, "topology", "--format", "png", "../../pipelines/demo.yaml"); code != exitUsage {
+		t.Errorf("got exit %d for an unknown format, want %d", code, exitUsage)
+	}
+}
+
+func TestSchemaIsJSONWithEveryComponent(t *testing.T) {
+	code, out, _ := run(t, "schema")
+	if code != exitOK {
+		t.Fatalf("got exit %d", code)
+	}
+	reg := newRegistry()
+	for name := range reg.Sources {
+		if !strings.Contains(out, `"`+name+`"`) {
+			t.Errorf("schema lacks source %q", name)
+		}
+	}
+	for name := range reg.Operators {
+		if !strings.Contains(out, `"`+name+`"`) {
+			t.Errorf("schema lacks operator %q", name)
+		}
+	}
+	for name := range reg.Sinks {
+		if !strings.Contains(out, `"`+name+`"`) {
+			t.Errorf("schema lacks sink %q", name)
+		}
+	}
+	if _, err := exec.LookPath("python3"); err == nil {
+		cmd := exec.Command("python3", "-c", "import json,sys; json.load(sys.stdin)")
+		cmd.Stdin = strings.NewReader(out)
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("schema is not valid JSON: %v %s", err, b)
+		}
+	}
+}
