@@ -2,7 +2,6 @@ package agent
 
 //go:generate go run github.com/tinylib/msgp@v1.6.5 -file record.go -o record_gen.go -tests=false
 
-
 import (
 	"math"
 	"strconv"
