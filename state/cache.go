@@ -30,7 +30,8 @@ type entry struct {
 	dirty      bool   // differs from the file
 	queued     bool   // in db.dirty for the next checkpoint
 	pinned     bool   // val is referenced by a pending checkpoint: never write into it
-	disk       uint8
+	disk       uint8  // presence of the key in the file
+	diskT      int64  // write time of the file's version, when disk == diskYes
 }
 
 func (e *entry) absent() bool { return e.val == nil }

@@ -32,6 +32,12 @@ const (
 	DefaultLockTimeout = 5 * time.Second
 )
 
+// initialMmap is the address space bbolt maps up front. Growing the map
+// inside a commit re-reads every node the commit has touched and waits for
+// all readers; 64 MiB of address space (not memory) avoids that for the
+// state of most pipelines, even on 32-bit boards.
+const initialMmap = 64 << 20
+
 // Bucket names. Tables live in "t/<name>", their TTL index in "x/<name>".
 var (
 	bucketCkpt = []byte("ckpt")      // seq, time of the last checkpoint
@@ -127,9 +133,10 @@ func Open(path string, opts Options) (*DB, error) {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	bdb, err := bolt.Open(path, 0o600, &bolt.Options{
-		Timeout:        opts.LockTimeout,
-		NoFreelistSync: true,
-		FreelistType:   bolt.FreelistMapType,
+		Timeout:         opts.LockTimeout,
+		NoFreelistSync:  true,
+		FreelistType:    bolt.FreelistMapType,
+		InitialMmapSize: initialMmap,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("state: open %s: %w", path, err)

@@ -167,7 +167,7 @@ func (t *Table) load(key []byte) (*entry, error) {
 			return fmt.Errorf("stored value is %d bytes, shorter than its header", len(v))
 		}
 		e.val = append(make([]byte, 0, len(v)), v...)
-		e.disk = diskYes
+		e.disk, e.diskT = diskYes, e.writeTime()
 		return nil
 	})
 	if err != nil {
