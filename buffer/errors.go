@@ -59,6 +59,7 @@ type AppendError struct {
 	Err      error      // underlying cause, may be nil when Reason is set
 }
 
+// Error describes the failure; see the type's doc.
 func (e *AppendError) Error() string {
 	switch {
 	case e.Reason != "" && e.Err != nil:
@@ -90,6 +91,7 @@ type RecordTooLargeError struct {
 	Max   int // Options.MaxRecordBytes
 }
 
+// Error describes the failure; see the type's doc.
 func (e *RecordTooLargeError) Error() string {
 	return fmt.Sprintf("buffer: append: record %d is %d bytes, max is %d", e.Index, e.Size, e.Max)
 }
@@ -106,6 +108,7 @@ type SyncError struct {
 	Err         error
 }
 
+// Error describes the failure; see the type's doc.
 func (e *SyncError) Error() string {
 	return fmt.Sprintf("buffer: fsync segment %d (records %d-%d): %v", e.Segment, e.First, e.Last, e.Err)
 }
@@ -121,6 +124,7 @@ type CorruptError struct {
 	Reason string // what check failed
 }
 
+// Error describes the failure; see the type's doc.
 func (e *CorruptError) Error() string {
 	return fmt.Sprintf("buffer: %s: offset %d (seq %d): %s", e.Path, e.Offset, e.Seq, e.Reason)
 }
@@ -135,6 +139,7 @@ type RangeError struct {
 	First, Next uint64
 }
 
+// Error describes the failure; see the type's doc.
 func (e *RangeError) Error() string {
 	return fmt.Sprintf("buffer: %s %d: outside retained records %d..%d", e.Op, e.Seq, e.First, e.Next)
 }
@@ -149,6 +154,7 @@ type OptionError struct {
 	Rule  string
 }
 
+// Error describes the failure; see the type's doc.
 func (e *OptionError) Error() string {
 	return fmt.Sprintf("buffer: options: %s: %s, got %v", e.Field, e.Rule, e.Value)
 }

@@ -141,6 +141,7 @@ type Problem struct {
 	What   string
 }
 
+// String formats the problem as path: offset (seq): what.
 func (p Problem) String() string {
 	if p.Offset < 0 {
 		return fmt.Sprintf("%s: %s", p.Path, p.What)

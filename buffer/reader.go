@@ -173,10 +173,9 @@ func (r *Reader) Read(ctx context.Context, buf []Record, maxBytes int) ([]Record
 
 		var err error
 		out, err = r.readSegment(out, seg, end, limit, maxBytes)
-		var ce *CorruptError
 		switch {
 		case err == nil:
-		case errors.Is(err, io.EOF) || errors.As(err, &ce) || errors.Is(err, os.ErrNotExist):
+		case skippable(err):
 			if len(out) > 0 {
 				break // return what was read; the next Read meets the damage
 			}
@@ -208,6 +207,12 @@ func (r *Reader) Read(ctx context.Context, buf []Record, maxBytes int) ([]Record
 		l.mu.Unlock()
 		return out, nil
 	}
+}
+
+// skippable reports errors after which a reader moves to the next segment.
+func skippable(err error) bool {
+	var ce *CorruptError
+	return errors.Is(err, io.EOF) || errors.As(err, &ce) || errors.Is(err, os.ErrNotExist)
 }
 
 // readSegment reads records starting at r.next from seg, whose readable

@@ -445,3 +445,38 @@ func TestSecondOpenLocked(t *testing.T) {
 		t.Fatalf("second Open: got %v, want ErrLocked", err)
 	}
 }
+
+// TestHotPathNoAllocs holds Append and Read to no per-call allocation once
+// their buffers are warm.
+func TestHotPathNoAllocs(t *testing.T) {
+	kinds(t, func(t *testing.T, o Options) {
+		o.Sync = SyncNone
+		o.MaxBytes = 1 << 30
+		l := openT(t, t.TempDir(), o)
+		r, _ := l.Reader("a")
+		ps := make([][]byte, 50)
+		for i := range ps {
+			ps[i] = make([]byte, 200)
+		}
+		ctx := context.Background()
+		buf := make([]Record, 0, 50)
+		step := func() {
+			if _, err := l.Append(ctx, ps); err != nil {
+				t.Fatal(err)
+			}
+			for got := 0; got < len(ps); {
+				recs, err := r.Read(ctx, buf, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got += len(recs)
+			}
+		}
+		for i := 0; i < 50; i++ {
+			step() // warm the buffers
+		}
+		if n := testing.AllocsPerRun(100, step); n > 0.5 {
+			t.Fatalf("Append+Read of %d records: %.1f allocs, want 0", len(ps), n)
+		}
+	})
+}
