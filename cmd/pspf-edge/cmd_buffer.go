@@ -1,11 +1,166 @@
 package main
 
 import (
+	"bufio"
+	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/buffer"
 )
 
+func bufferUsage(w io.Writer) {
+	fmt.Fprintln(w, `Usage: pspf-edge buffer inspect|verify|dump DIR
+
+  inspect DIR [--json]                 segments, records, bytes, cursors, oldest record age
+  verify DIR                           full CRC scan; exit 1 on damage, saying what and where
+  dump DIR [--from SEQ] [--limit N]    records as NDJSON, each with its sequence in "_seq"
+
+DIR is a log directory, such as DATA_DIR/pipelines/NAME/log (the pipeline log)
+or DATA_DIR/pipelines/NAME/dead (its dead letters). Run them on a stopped agent
+or a copy; they only read.`)
+}
+
 func cmdBuffer(args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "Usage: pspf-edge buffer inspect|verify|dump DIR")
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
+		bufferUsage(stderr)
+		if len(args) == 0 {
+			return exitUsage
+		}
+		return exitOK
+	}
+	sub, rest := args[0], reorder(args[1:])
+	fs := flag.NewFlagSet("buffer "+sub, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { bufferUsage(stderr) }
+	asJSON := fs.Bool("json", false, "inspect: print JSON")
+	from := fs.Uint64("from", 0, "dump: first sequence to print (default: the oldest)")
+	limit := fs.Int("limit", 0, "dump: most records to print; 0 prints all")
+	if err := fs.Parse(rest); err != nil {
+		return usageExit(err)
+	}
+	if fs.NArg() != 1 {
+		bufferUsage(stderr)
+		return exitUsage
+	}
+	dir := fs.Arg(0)
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		fmt.Fprintf(stderr, "buffer: %s is not a directory\n", dir)
+		return exitProblem
+	}
+	if segs, _ := filepath.Glob(filepath.Join(dir, "*.seg")); len(segs) == 0 {
+		if st, err := os.Stat(filepath.Join(dir, "log")); err == nil && st.IsDir() {
+			fmt.Fprintf(stderr, "buffer: %s holds no segments; did you mean %s?\n", dir, filepath.Join(dir, "log"))
+		}
+	}
+	switch sub {
+	case "inspect":
+		return bufferInspect(dir, *asJSON, stdout, stderr)
+	case "verify":
+		return bufferVerify(dir, stdout, stderr)
+	case "dump":
+		return bufferDump(dir, *from, *limit, stdout, stderr)
+	}
+	fmt.Fprintf(stderr, "buffer: unknown subcommand %q\n", sub)
+	bufferUsage(stderr)
 	return exitUsage
+}
+
+func bufferInspect(dir string, asJSON bool, stdout, stderr io.Writer) int {
+	rep, err := buffer.Inspect(dir)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitProblem
+	}
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(rep)
+		return exitOK
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "directory\t%s\n", rep.Dir)
+	fmt.Fprintf(tw, "segments\t%d\n", len(rep.Segments))
+	fmt.Fprintf(tw, "records\t%d (sequences %d to %d)\n", rep.Records, rep.FirstSeq, int64(rep.NextSeq)-1)
+	fmt.Fprintf(tw, "bytes\t%d\n", rep.Bytes)
+	if !rep.OldestRecord.IsZero() {
+		fmt.Fprintf(tw, "oldest record\t%s (%s ago)\n", rep.OldestRecord.UTC().Format(time.RFC3339), time.Since(rep.OldestRecord).Round(time.Second))
+	}
+	for _, c := range rep.Cursors {
+		fmt.Fprintf(tw, "cursor %s\tacked %d, lag %d records\n", c.Name, c.Acked, c.Lag)
+	}
+	if len(rep.Missing) > 0 {
+		fmt.Fprintf(tw, "missing segments\t%v\n", rep.Missing)
+	}
+	for _, d := range rep.Damaged {
+		fmt.Fprintf(tw, "damaged\t%s\n", d)
+	}
+	tw.Flush()
+	if len(rep.Segments) > 0 {
+		fmt.Fprintln(stdout)
+		tw = tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "segment\tfirst seq\tbytes\tcreated\t")
+		for _, s := range rep.Segments {
+			fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t\n", s.Number, s.First, s.Bytes, s.Created.UTC().Format(time.RFC3339))
+		}
+		tw.Flush()
+	}
+	return exitOK
+}
+
+func bufferVerify(dir string, stdout, stderr io.Writer) int {
+	rep, err := buffer.Verify(dir)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitProblem
+	}
+	for _, p := range rep.Problems {
+		fmt.Fprintln(stdout, p.String())
+	}
+	fmt.Fprintf(stdout, "%d segments, %d intact records, %d bytes, %d records lost, %d problems\n", rep.Segments, rep.Records, rep.Bytes, rep.Lost, len(rep.Problems))
+	if !rep.OK() {
+		return exitProblem
+	}
+	return exitOK
+}
+
+func bufferDump(dir string, from uint64, limit int, stdout, stderr io.Writer) int {
+	w := bufio.NewWriter(stdout)
+	defer w.Flush()
+	var line []byte
+	var rec agent.Record
+	err := buffer.Dump(dir, from, limit, func(r buffer.Record) error {
+		line = append(line[:0], `{"_seq":`...)
+		line = strconv.AppendUint(line, r.Seq, 10)
+		rec = agent.Record{Fields: rec.Fields[:0]}
+		if _, err := rec.UnmarshalMsg(r.Payload); err != nil {
+			line = append(line, `,"_undecodable":true,"_payload_len":`...)
+			line = strconv.AppendInt(line, int64(len(r.Payload)), 10)
+			line = append(line, '}')
+		} else {
+			body := agent.AppendJSON(nil, &rec)
+			if len(body) > 2 {
+				line = append(line, ',')
+				line = append(line, body[1:]...)
+			} else {
+				line = append(line, '}')
+			}
+		}
+		line = append(line, '\n')
+		_, err := w.Write(line)
+		return err
+	})
+	if err != nil {
+		w.Flush()
+		fmt.Fprintln(stderr, err)
+		return exitProblem
+	}
+	return exitOK
 }
