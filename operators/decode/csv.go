@@ -1,0 +1,144 @@
+package decode
+
+import (
+	"bytes"
+	"fmt"
+	"strconv"
+
+	"github.com/pspf/pspf-edge/agent"
+)
+
+// csv reads one CSV line: RFC 4180 quoting ("" is a quote inside a quoted
+// cell), a trailing line break ignored, a line break elsewhere only inside
+// quotes. The cells are unquoted into d.buf; d.cells holds their ends.
+func (d *Decoder) csv(data []byte, r *agent.Record) error {
+	data = bytes.TrimSuffix(data, []byte("\n"))
+	data = bytes.TrimSuffix(data, []byte("\r"))
+	delim := d.cfg.CSV.Delimiter[0]
+	cols := d.cfg.CSV.Columns
+	buf, cells := d.buf[:0], d.cells[:0]
+	defer func() { d.buf, d.cells = buf[:0], cells[:0] }()
+	i := 0
+	for {
+		if len(cells) == len(cols) {
+			return fmt.Errorf("more than the %d cells of the columns", len(cols))
+		}
+		if i < len(data) && data[i] == '"' {
+			i++
+			for {
+				if i >= len(data) {
+					return fmt.Errorf("cell %d: unterminated quote", len(cells)+1)
+				}
+				c := data[i]
+				i++
+				if c == '"' {
+					if i < len(data) && data[i] == '"' {
+						buf = append(buf, '"')
+						i++
+						continue
+					}
+					break
+				}
+				buf = append(buf, c)
+			}
+			if i < len(data) && data[i] != delim {
+				return fmt.Errorf("cell %d: unexpected %q after a quoted cell", len(cells)+1, data[i])
+			}
+		} else {
+			for i < len(data) && data[i] != delim {
+				switch c := data[i]; c {
+				case '"':
+					return fmt.Errorf("cell %d: quote inside an unquoted cell", len(cells)+1)
+				case '\n', '\r':
+					return fmt.Errorf("cell %d: line break outside quotes: one line per payload", len(cells)+1)
+				}
+				buf = append(buf, data[i])
+				i++
+			}
+		}
+		cells = append(cells, len(buf))
+		if i >= len(data) {
+			break
+		}
+		i++ // the delimiter
+	}
+	if len(cells) != len(cols) {
+		return fmt.Errorf("got %d cells, want %d (one per column)", len(cells), len(cols))
+	}
+	cell := func(i int) []byte {
+		start := 0
+		if i > 0 {
+			start = cells[i-1]
+		}
+		return buf[start:cells[i]]
+	}
+	if d.cfg.CSV.SkipHeader {
+		header := true
+		for i, c := range cols {
+			if string(cell(i)) != c.Name {
+				header = false
+				break
+			}
+		}
+		if header {
+			return errHeader
+		}
+	}
+	for i, c := range cols {
+		f, ok, err := csvField(c, cell(i))
+		if err != nil {
+			return fmt.Errorf("column %s: %w", c.Name, err)
+		}
+		if ok {
+			if err := d.add(r, f); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// csvField converts one cell; ok is false for an empty cell of a non-string column.
+func csvField(c Column, cell []byte) (f agent.Field, ok bool, err error) {
+	f.Name = c.Name
+	if c.Type == "string" {
+		f.Kind, f.Str = agent.KindString, utf8String(cell)
+		return f, true, nil
+	}
+	t := bytes.TrimSpace(cell)
+	if len(t) == 0 {
+		return f, false, nil
+	}
+	s := view(t)
+	switch c.Type {
+	case "int":
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return f, false, fmt.Errorf("%q is not an int", t)
+		}
+		f.Kind, f.Int = agent.KindInt, v
+	case "float":
+		v, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return f, false, fmt.Errorf("%q is not a number", t)
+		}
+		f.Kind, f.Float = agent.KindFloat, v
+	case "bool":
+		v, err := strconv.ParseBool(s)
+		if err != nil {
+			return f, false, fmt.Errorf("%q is not true or false", t)
+		}
+		f = agent.Bool(c.Name, v)
+	default: // auto
+		if v, err := strconv.ParseInt(s, 10, 64); err == nil {
+			f.Kind, f.Int = agent.KindInt, v
+		} else if v, err := strconv.ParseFloat(s, 64); err == nil {
+			f.Kind, f.Float = agent.KindFloat, v
+		} else if s == "true" || s == "false" {
+			f = agent.Bool(c.Name, s == "true")
+		} else {
+			f.Kind, f.Str = agent.KindString, utf8String(cell)
+		}
+	}
+	return f, true, nil
+}
