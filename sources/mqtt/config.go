@@ -1,0 +1,183 @@
+package mqtt
+
+import (
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/pspf/pspf-edge/agent"
+)
+
+// Config is the MQTT source's config.
+type Config struct {
+	Brokers        []string       `yaml:"brokers" doc:"broker URLs, tried in order: tcp://host:1883, ssl://host:8883, ws://, wss://"`
+	ClientID       string         `yaml:"client_id" doc:"MQTT client id; it names the persistent session, so keep it stable; default: pspf-edge-<agent>-<pipeline>-<component>"`
+	CleanSession   bool           `yaml:"clean_session" doc:"start a fresh session on every connect; only allowed when every subscription is QoS 0"`
+	Username       string         `yaml:"username" doc:"user name; use ${ENV} or ${file:/path} for secrets"`
+	Password       string         `yaml:"password" doc:"password; use ${ENV} or ${file:/path}, it is never logged"`
+	Subscriptions  []Subscription `yaml:"subscriptions" doc:"topic filters to subscribe to, with their QoS"`
+	TLS            TLSConfig      `yaml:"tls" doc:"TLS for ssl:// and wss:// brokers"`
+	KeepAlive      time.Duration  `yaml:"keepalive" doc:"MQTT keepalive; the broker drops the session after 1.5 times this without traffic"`
+	ConnectTimeout time.Duration  `yaml:"connect_timeout" doc:"how long one connection attempt may take"`
+	MaxReconnect   time.Duration  `yaml:"max_reconnect_interval" doc:"cap of the exponential backoff between reconnects"`
+	MaxInFlight    int            `yaml:"max_in_flight" doc:"messages received but not yet acked (durable) before the source stops taking more: the broker then holds them"`
+	BatchSize      int            `yaml:"batch_size" doc:"most messages per batch"`
+	Linger         time.Duration  `yaml:"linger" doc:"how long a batch waits for more messages after its first one"`
+	MaxPayload     agent.ByteSize `yaml:"max_payload" doc:"larger payloads are dropped (acked to the broker) and counted"`
+	TopicTemplate  string         `yaml:"topic_template" doc:"topic levels to fields: sensors/{site}/{device}/temp; + skips a level, a trailing # the rest"`
+	Key            string         `yaml:"key" doc:"the record key, from template fields: {device} or {site}-{device}"`
+	TopicField     string         `yaml:"topic_field" doc:"name of a field holding the full topic; empty for none"`
+	Status         StatusConfig   `yaml:"status" doc:"birth and last-will messages announcing this agent online and offline"`
+}
+
+// Subscription is one topic filter and its QoS. A filter may hold the
+// wildcards + and #, and may be a shared subscription ($share/group/filter)
+// so that several agents split one stream.
+type Subscription struct {
+	Topic string `yaml:"topic" doc:"topic filter: sensors/+/+/temp, sensors/#, $share/group/sensors/#"`
+	QoS   int    `yaml:"qos" doc:"0 (at most once) or 1 (at least once; acked after the durable write); 2 is taken as 1 for acking"`
+}
+
+// TLSConfig is the TLS setup for ssl:// and wss:// brokers.
+type TLSConfig struct {
+	CAFile             string `yaml:"ca_file" doc:"PEM file of the CAs that sign the broker's certificate; default: the system pool"`
+	CertFile           string `yaml:"cert_file" doc:"PEM client certificate, for brokers that require one"`
+	KeyFile            string `yaml:"key_file" doc:"PEM key of the client certificate"`
+	ServerName         string `yaml:"server_name" doc:"name to verify the broker's certificate against; default: the URL's host"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify" doc:"do not verify the broker's certificate (tests only)"`
+}
+
+// StatusConfig announces the agent on a topic: the birth message after every
+// connect, the last will when the connection is lost without a goodbye, and
+// the offline message again on a clean shutdown. All are retained by default.
+type StatusConfig struct {
+	Topic   string `yaml:"topic" doc:"status topic; empty disables birth and will; {agent} is replaced by the agent name"`
+	Online  string `yaml:"online" doc:"birth payload"`
+	Offline string `yaml:"offline" doc:"last-will payload, also sent on a clean shutdown"`
+	QoS     int    `yaml:"qos" doc:"QoS of the status messages"`
+	Retain  bool   `yaml:"retain" doc:"retain the status messages"`
+}
+
+// Defaults returns the config's defaults.
+func Defaults() *Config {
+	return &Config{
+		KeepAlive:      30 * time.Second,
+		ConnectTimeout: 10 * time.Second,
+		MaxReconnect:   30 * time.Second,
+		MaxInFlight:    1000,
+		BatchSize:      500,
+		Linger:         5 * time.Millisecond,
+		MaxPayload:     256 << 10,
+		Status:         StatusConfig{Online: "online", Offline: "offline", QoS: 1, Retain: true},
+	}
+}
+
+// Validate checks the config. The limits keep one source's memory bounded:
+// max_in_flight × max_payload is the most payload it holds at once.
+func (c *Config) Validate(n agent.Node) {
+	if len(c.Brokers) == 0 {
+		n.Field("brokers").Errorf("must list at least one broker URL")
+	}
+	for i, b := range c.Brokers {
+		u, err := url.Parse(b)
+		if err != nil || u.Host == "" || !validScheme(u.Scheme) {
+			n.Field("brokers").Index(i).Errorf("must be a URL like tcp://host:1883 or ssl://host:8883, got %q", n.Field("brokers").Index(i).Text())
+		}
+	}
+	if len(c.Subscriptions) == 0 {
+		n.Field("subscriptions").Errorf("must list at least one topic filter")
+	}
+	maxQoS := 0
+	for i, s := range c.Subscriptions {
+		sn := n.Field("subscriptions").Index(i)
+		if msg := checkFilter(s.Topic); msg != "" {
+			sn.Field("topic").Errorf("%s, got %q", msg, sn.Field("topic").Text())
+		}
+		if s.QoS < 0 || s.QoS > 2 {
+			sn.Field("qos").Errorf("must be 0, 1 or 2, got %q", sn.Field("qos").Text())
+		}
+		maxQoS = max(maxQoS, s.QoS)
+	}
+	if c.CleanSession && maxQoS > 0 {
+		// A clean session forgets what the broker queued while the agent was
+		// away: QoS 1 would silently become "at most once" across restarts.
+		n.Field("clean_session").Errorf("must be false when a subscription has QoS 1 or 2 (the persistent session is what makes redelivery work)")
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		n.Field("tls").Errorf("cert_file and key_file go together")
+	}
+	if c.KeepAlive < time.Second {
+		n.Field("keepalive").Errorf("must be at least 1s, got %q", n.Field("keepalive").Text())
+	}
+	if c.ConnectTimeout <= 0 {
+		n.Field("connect_timeout").Errorf("must be positive, got %q", n.Field("connect_timeout").Text())
+	}
+	if c.MaxReconnect < time.Second {
+		n.Field("max_reconnect_interval").Errorf("must be at least 1s, got %q", n.Field("max_reconnect_interval").Text())
+	}
+	if c.MaxInFlight < 1 || c.MaxInFlight > 65535 {
+		// 65535 is the MQTT packet id space: more could never be unacked at once.
+		n.Field("max_in_flight").Errorf("must be between 1 and 65535, got %q", n.Field("max_in_flight").Text())
+	}
+	if c.BatchSize < 1 || c.BatchSize > 65536 {
+		n.Field("batch_size").Errorf("must be between 1 and 65536, got %q", n.Field("batch_size").Text())
+	}
+	if c.Linger > time.Second {
+		// A longer linger only delays acks; the group commit batches anyway.
+		n.Field("linger").Errorf("must be at most 1s, got %q", n.Field("linger").Text())
+	}
+	if c.MaxPayload < 1 || c.MaxPayload > 256<<20 {
+		// 256 MiB is MQTT's own maximum packet size.
+		n.Field("max_payload").Errorf("must be between 1B and 256MiB, got %q", n.Field("max_payload").Text())
+	}
+	tmpl, err := parseTemplate(c.TopicTemplate)
+	if err != nil {
+		n.Field("topic_template").Errorf("%v, got %q", err, n.Field("topic_template").Text())
+	} else if _, err := parseKey(c.Key, tmpl); err != nil {
+		n.Field("key").Errorf("%v, got %q", err, n.Field("key").Text())
+	}
+	if c.Status.QoS < 0 || c.Status.QoS > 2 {
+		n.Field("status").Field("qos").Errorf("must be 0, 1 or 2, got %q", n.Field("status").Field("qos").Text())
+	}
+	if strings.ContainsAny(c.Status.Topic, "+#") {
+		n.Field("status").Field("topic").Errorf("must not contain wildcards, got %q", n.Field("status").Field("topic").Text())
+	}
+}
+
+func validScheme(s string) bool {
+	switch s {
+	case "tcp", "mqtt", "ssl", "tls", "mqtts", "ws", "wss":
+		return true
+	}
+	return false
+}
+
+// checkFilter returns what is wrong with an MQTT topic filter, or "".
+func checkFilter(f string) string {
+	if f == "" {
+		return "must not be empty"
+	}
+	if rest, ok := strings.CutPrefix(f, "$share/"); ok {
+		group, filter, ok := strings.Cut(rest, "/")
+		if !ok || group == "" || strings.ContainsAny(group, "+#") || filter == "" {
+			return "a shared subscription must look like $share/group/filter"
+		}
+		f = filter
+	}
+	levels := strings.Split(f, "/")
+	for i, l := range levels {
+		if strings.Contains(l, "#") && (l != "#" || i != len(levels)-1) {
+			return "# must be a whole level and the last one"
+		}
+		if strings.Contains(l, "+") && l != "+" {
+			return "+ must be a whole level"
+		}
+	}
+	return ""
+}
+
+// Factory returns the registry entry of the MQTT source.
+func Factory() agent.Factory[agent.Source] {
+	return agent.Typed[agent.Source]("subscribes to MQTT topics; QoS 1 messages are acked to the broker only once durable",
+		Defaults, func(c *Config, env agent.Env) (agent.Source, error) { return New(*c, env) })
+}

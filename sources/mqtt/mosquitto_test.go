@@ -1,0 +1,367 @@
+package mqtt
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/internal/testbroker"
+)
+
+// publisher is a plain paho client the tests publish with.
+func publisher(t testing.TB, url string) paho.Client {
+	t.Helper()
+	o := paho.NewClientOptions().AddBroker(url).SetClientID(fmt.Sprintf("pub-%d", time.Now().UnixNano())).
+		SetAutoReconnect(true).SetMaxReconnectInterval(200 * time.Millisecond).SetConnectTimeout(2 * time.Second)
+	c := paho.NewClient(o)
+	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("publisher connect: %v", tok.Error())
+	}
+	t.Cleanup(func() { c.Disconnect(0) })
+	return c
+}
+
+// publishSure publishes until the broker has acknowledged the message: a
+// QoS 1 publisher that does not give up across broker restarts.
+func publishSure(t testing.TB, c paho.Client, topic string, qos byte, payload string) {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		tok := c.Publish(topic, qos, false, payload)
+		if tok.WaitTimeout(2*time.Second) && tok.Error() == nil {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Errorf("publish %s: not accepted within 30s", payload)
+}
+
+func realSource(t testing.TB, cfg Config) *Source {
+	t.Helper()
+	s, err := New(cfg, agent.Env{Pipeline: "p", Component: "mqtt", AgentName: "test"})
+	if err != nil {
+		t.Fatalf("new: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Connect(ctx); err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close(context.Background()) })
+	return s
+}
+
+// readN reads until n records arrived, acking each batch with nil.
+func readN(t testing.TB, s *Source, n int, timeout time.Duration) []agent.Record {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var out []agent.Record
+	for len(out) < n {
+		recs, ack, err := s.Read(ctx)
+		if err != nil {
+			t.Fatalf("read after %d of %d records: %v", len(out), n, err)
+		}
+		out = append(out, recs...)
+		ack(ctx, nil)
+	}
+	return out
+}
+
+func TestMosquittoDeliveryWildcardsTemplate(t *testing.T) {
+	mq := testbroker.Start(t, testbroker.Options{})
+	cfg := *Defaults()
+	cfg.Brokers = []string{mq.URL()}
+	cfg.ClientID = "t-delivery"
+	cfg.Subscriptions = []Subscription{{Topic: "sensors/+/+/temp", QoS: 1}, {Topic: "alarms/#", QoS: 0}}
+	cfg.TopicTemplate = "sensors/{site}/{device}/temp"
+	cfg.Key = "{device}"
+	cfg.TopicField = "topic"
+	s := realSource(t, cfg)
+	pub := publisher(t, mq.URL())
+	publishSure(t, pub, "sensors/plant1/d1/temp", 1, "21.5")
+	publishSure(t, pub, "sensors/plant1/d2/hum", 1, "not subscribed")
+	publishSure(t, pub, "alarms/plant1/door", 0, "open")
+	publishSure(t, pub, "sensors/plant2/d3/temp", 0, "\xff\xfe not utf-8")
+	recs := readN(t, s, 3, 10*time.Second)
+	got := map[string]agent.Record{}
+	for _, r := range recs {
+		got[r.Field("topic").Str] = r
+	}
+	if r := got["sensors/plant1/d1/temp"]; string(r.Raw) != "21.5" || r.Key != "d1" || r.Field("site").Str != "plant1" {
+		t.Errorf("got %+v, want raw 21.5, key d1, site plant1", r)
+	}
+	if r := got["alarms/plant1/door"]; string(r.Raw) != "open" || r.Key != "" {
+		t.Errorf("got %+v, want raw open without key", r)
+	}
+	if r := got["sensors/plant2/d3/temp"]; string(r.Raw) != "\xff\xfe not utf-8" || r.Key != "d3" {
+		t.Errorf("got %+v, want the non-UTF-8 payload as sent", r)
+	}
+	if _, ok := got["sensors/plant1/d2/hum"]; ok {
+		t.Errorf("got a message on a topic no filter matches")
+	}
+}
+
+// TestMosquittoUnackedIsRedelivered: a message read but never acked (the
+// agent stopped before it was durable) comes again in the next session.
+func TestMosquittoUnackedIsRedelivered(t *testing.T) {
+	mq := testbroker.Start(t, testbroker.Options{})
+	cfg := *Defaults()
+	cfg.Brokers = []string{mq.URL()}
+	cfg.ClientID = "t-redeliver"
+	cfg.Subscriptions = []Subscription{{Topic: "q/#", QoS: 1}}
+	s1 := realSource(t, cfg)
+	pub := publisher(t, mq.URL())
+	publishSure(t, pub, "q/1", 1, "m1")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	recs, ack, err := s1.Read(ctx)
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("got %d records, %v; want 1", len(recs), err)
+	}
+	ack(ctx, fmt.Errorf("not durable"))
+	_ = s1.Close(ctx)
+
+	s2 := realSource(t, cfg)
+	recs = readN(t, s2, 1, 10*time.Second)
+	if string(recs[0].Raw) != "m1" {
+		t.Errorf("got %q, want m1 again", recs[0].Raw)
+	}
+	_ = s2.Close(ctx)
+	s3 := realSource(t, cfg) // acked now: the broker has nothing more
+	publishSure(t, pub, "q/2", 1, "m2")
+	if recs = readN(t, s3, 1, 10*time.Second); string(recs[0].Raw) != "m2" {
+		t.Errorf("got %q, want m2 (m1 was acked)", recs[0].Raw)
+	}
+}
+
+func TestMosquittoSharedSubscriptionAndStatus(t *testing.T) {
+	mq := testbroker.Start(t, testbroker.Options{})
+	watcher := publisher(t, mq.URL())
+	statuses := make(chan string, 10)
+	watcher.Subscribe("agents/+/status", 1, func(_ paho.Client, m paho.Message) { statuses <- string(m.Payload()) }).Wait()
+	var srcs []*Source
+	for i := range 2 {
+		cfg := *Defaults()
+		cfg.Brokers = []string{mq.URL()}
+		cfg.ClientID = "t-shared-" + strconv.Itoa(i)
+		cfg.Subscriptions = []Subscription{{Topic: "$share/edge/jobs/#", QoS: 1}}
+		cfg.Status.Topic = "agents/{agent}-" + strconv.Itoa(i) + "/status"
+		cfg.Linger = 0
+		srcs = append(srcs, realSource(t, cfg))
+	}
+	for range 2 {
+		select {
+		case s := <-statuses:
+			if s != "online" {
+				t.Errorf("got status %q, want online", s)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("no birth message")
+		}
+	}
+	pub := publisher(t, mq.URL())
+	const n = 40
+	for i := range n {
+		publishSure(t, pub, "jobs/"+strconv.Itoa(i), 1, strconv.Itoa(i))
+	}
+	var mu sync.Mutex
+	seen := map[string]int{}
+	perSource := make([]int, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i, s := range srcs {
+		wg.Go(func() {
+			for {
+				mu.Lock()
+				done := len(seen) == n
+				mu.Unlock()
+				if done || ctx.Err() != nil {
+					return
+				}
+				rctx, rcancel := context.WithTimeout(ctx, 200*time.Millisecond)
+				recs, ack, err := s.Read(rctx)
+				rcancel()
+				if err != nil {
+					continue
+				}
+				mu.Lock()
+				for _, r := range recs {
+					seen[string(r.Raw)]++
+					perSource[i]++
+				}
+				mu.Unlock()
+				ack(ctx, nil)
+			}
+		})
+	}
+	wg.Wait()
+	if len(seen) != n {
+		t.Fatalf("got %d distinct messages, want %d", len(seen), n)
+	}
+	if perSource[0] == 0 || perSource[1] == 0 {
+		t.Errorf("got %v messages per source, want the shared subscription to split them", perSource)
+	}
+	_ = srcs[0].Close(ctx)
+	select {
+	case s := <-statuses:
+		if s != "offline" {
+			t.Errorf("got status %q after Close, want offline", s)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no offline message after Close")
+	}
+}
+
+func TestMosquittoTLSClientCert(t *testing.T) {
+	dir := t.TempDir()
+	pki := newTestPKI(t, dir)
+	mq := testbroker.Start(t, testbroker.Options{TLS: &testbroker.TLS{CAFile: pki.ca, CertFile: pki.serverCert, KeyFile: pki.serverKey, RequireClientCert: true}})
+	cfg := *Defaults()
+	cfg.Brokers = []string{mq.TLSURL()}
+	cfg.ClientID = "t-tls"
+	cfg.Subscriptions = []Subscription{{Topic: "secure/#", QoS: 1}}
+	cfg.TLS = TLSConfig{CAFile: pki.ca, CertFile: pki.clientCert, KeyFile: pki.clientKey}
+	s := realSource(t, cfg)
+	publishSure(t, publisher(t, mq.URL()), "secure/x", 1, "over tls")
+	if recs := readN(t, s, 1, 10*time.Second); string(recs[0].Raw) != "over tls" {
+		t.Errorf("got %q, want %q", recs[0].Raw, "over tls")
+	}
+
+	// Without the client certificate the broker refuses the handshake.
+	cfg.TLS = TLSConfig{CAFile: pki.ca}
+	cfg.ClientID = "t-tls-2"
+	bad, err := New(cfg, agent.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := bad.Connect(ctx); err == nil || !strings.HasPrefix(err.Error(), "mqtt source: connect") {
+		t.Errorf("got %v, want a connect error without a client certificate", err)
+	}
+	_ = bad.Close(ctx)
+}
+
+type testPKI struct{ ca, serverCert, serverKey, clientCert, clientKey string }
+
+// newTestPKI writes a CA, a server certificate for 127.0.0.1 and a client
+// certificate, all signed by the CA, as PEM files in dir.
+func newTestPKI(t *testing.T, dir string) testPKI {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "pspf test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	write := func(name, typ string, der []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	leaf := func(serial int64, cn string, usage x509.ExtKeyUsage, ips []net.IP) (string, string) {
+		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage}, IPAddresses: ips}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kder, _ := x509.MarshalECPrivateKey(key)
+		return write(cn+".crt", "CERTIFICATE", der), write(cn+".key", "EC PRIVATE KEY", kder)
+	}
+	var p testPKI
+	p.ca = write("ca.crt", "CERTIFICATE", caDER)
+	p.serverCert, p.serverKey = leaf(2, "server", x509.ExtKeyUsageServerAuth, []net.IP{net.ParseIP("127.0.0.1")})
+	p.clientCert, p.clientKey = leaf(3, "client", x509.ExtKeyUsageClientAuth, nil)
+	return p
+}
+
+// TestMosquittoRestartQoS1NoLoss stops and restarts the broker in the middle
+// of a QoS 1 stream; with the persistent session every message arrives.
+func TestMosquittoRestartQoS1NoLoss(t *testing.T) {
+	mq := testbroker.Start(t, testbroker.Options{})
+	cfg := *Defaults()
+	cfg.Brokers = []string{mq.URL()}
+	cfg.ClientID = "t-restart"
+	cfg.Subscriptions = []Subscription{{Topic: "stream/#", QoS: 1}}
+	cfg.MaxReconnect = time.Second
+	cfg.KeepAlive = 2 * time.Second
+	s := realSource(t, cfg)
+	const n = 3000
+	var mu sync.Mutex
+	seen := make([]int, n)
+	distinct := 0
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for ctx.Err() == nil {
+			recs, ack, err := s.Read(ctx)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			for _, r := range recs {
+				i, _ := strconv.Atoi(string(r.Raw))
+				if seen[i] == 0 {
+					distinct++
+				}
+				seen[i]++
+			}
+			done := distinct == n
+			mu.Unlock()
+			ack(ctx, nil)
+			if done {
+				cancel()
+			}
+		}
+	})
+	pub := publisher(t, mq.URL())
+	for i := range n {
+		if i == n/3 {
+			mq.Stop()
+			time.Sleep(300 * time.Millisecond)
+			mq.Restart()
+		}
+		publishSure(t, pub, "stream/"+strconv.Itoa(i%7), 1, strconv.Itoa(i))
+	}
+	wg.Wait()
+	lost, dups := 0, 0
+	for _, c := range seen {
+		if c == 0 {
+			lost++
+		}
+		if c > 1 {
+			dups += c - 1
+		}
+	}
+	t.Logf("broker restart at message %d of %d: lost %d, duplicates %d", n/3, n, lost, dups)
+	if lost != 0 {
+		t.Errorf("got %d messages lost, want 0", lost)
+	}
+}

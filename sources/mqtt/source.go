@@ -1,0 +1,375 @@
+// Package mqtt is a source that subscribes to topics on an MQTT broker. A
+// QoS 1 message is acknowledged to the broker (PUBACK) only once the batch it
+// arrived in is durable in the pipeline log; until then the broker keeps it in
+// the agent's persistent session and sends it again after a reconnect or a
+// restart. At most max_in_flight messages are held unacked: beyond that the
+// source stops taking messages and the broker holds the rest.
+package mqtt
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pspf/pspf-edge/agent"
+)
+
+// inbound is a received message and when it arrived.
+type inbound struct {
+	m  message
+	at int64
+}
+
+// Source is the MQTT source. Build it with New.
+type Source struct {
+	cfg      Config
+	env      agent.Env
+	log      *slog.Logger
+	dial     dialFunc
+	tmpl     *template
+	key      []keyPart
+	clientID string
+	filters  map[string]byte
+	anyQoS   bool // some subscription is QoS ≥ 1
+
+	b     broker        // the current client; only Read's goroutine and Close touch it
+	queue chan inbound  // received, not yet read; never fuller than slots
+	slots chan struct{} // one per message taken from the broker and not yet acked
+	done  chan struct{} // closed by Close: handlers stop waiting
+
+	closeOnce sync.Once
+	reconnect atomic.Bool // a nack asks Read to reconnect so that the broker redelivers
+	timer     *time.Timer
+
+	received, acked, nacked, lost0 *agent.Counter
+	oversize, mismatch, reconnects *agent.Counter
+}
+
+// New returns an MQTT source. It starts no goroutines: Connect does.
+func New(cfg Config, env agent.Env) (*Source, error) {
+	return newSource(cfg, env, dialPaho)
+}
+
+func newSource(cfg Config, env agent.Env, dial dialFunc) (*Source, error) {
+	if env.Now == nil {
+		env.Now = time.Now
+	}
+	if env.Logger == nil {
+		env.Logger = slog.New(slog.DiscardHandler)
+	}
+	if env.Metrics == nil {
+		env.Metrics = agent.NewMetrics()
+	}
+	tmpl, err := parseTemplate(cfg.TopicTemplate)
+	if err != nil {
+		return nil, fmt.Errorf("mqtt source: topic_template: %w", err)
+	}
+	key, err := parseKey(cfg.Key, tmpl)
+	if err != nil {
+		return nil, fmt.Errorf("mqtt source: key: %w", err)
+	}
+	s := &Source{
+		cfg: cfg, env: env, log: env.Logger, dial: dial, tmpl: tmpl, key: key,
+		clientID: cfg.ClientID, filters: map[string]byte{},
+		queue: make(chan inbound, cfg.MaxInFlight),
+		slots: make(chan struct{}, cfg.MaxInFlight),
+		done:  make(chan struct{}),
+	}
+	if s.clientID == "" {
+		s.clientID = "pspf-edge-" + env.AgentName + "-" + env.Pipeline + "-" + env.Component
+	}
+	s.cfg.Status.Topic = strings.ReplaceAll(cfg.Status.Topic, "{agent}", env.AgentName)
+	for _, sub := range cfg.Subscriptions {
+		q := byte(min(sub.QoS, 2))
+		s.filters[sub.Topic] = q
+		s.anyQoS = s.anyQoS || q > 0
+	}
+	s.received = env.Counter("pspf_mqtt_messages_total")
+	s.acked = env.Counter("pspf_mqtt_acked_total")
+	s.nacked = env.Counter("pspf_mqtt_nacked_total")
+	s.lost0 = env.Counter("pspf_mqtt_dropped_total", "reason", "qos0_nacked")
+	s.oversize = env.Counter("pspf_mqtt_dropped_total", "reason", "oversize")
+	s.mismatch = env.Counter("pspf_mqtt_template_mismatch_total")
+	s.reconnects = env.Counter("pspf_mqtt_reconnects_total")
+	env.Metrics.Gauge("pspf_mqtt_in_flight", func() float64 { return float64(len(s.slots)) },
+		"pipeline", env.Pipeline, "component", env.Component)
+	return s, nil
+}
+
+// Connect connects to the first broker that answers, subscribes and
+// announces the agent online. The client reconnects by itself after that,
+// with exponential backoff up to max_reconnect_interval, subscribing again
+// each time. A failure here is returned; the runner retries with backoff.
+func (s *Source) Connect(ctx context.Context) error {
+	b, err := s.connect(ctx)
+	if err != nil {
+		return err
+	}
+	s.b = b
+	s.log.Info("mqtt source connected", "client_id", s.clientID, "brokers", s.cfg.Brokers, "subscriptions", len(s.filters))
+	return nil
+}
+
+func (s *Source) connect(ctx context.Context) (broker, error) {
+	tc, err := tlsConfig(s.cfg.TLS)
+	if err != nil {
+		return nil, fmt.Errorf("mqtt source: %w", err)
+	}
+	var connects atomic.Int64
+	var b broker
+	b = s.dial(&s.cfg, s.clientID, tc, handlers{
+		message: s.onMessage,
+		connected: func() {
+			if connects.Add(1) == 1 {
+				return // the first connection is set up by connect itself
+			}
+			s.reconnects.Inc()
+			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ConnectTimeout)
+			defer cancel()
+			if err := s.setup(ctx, b); err != nil {
+				s.log.Error("mqtt source: subscribe after reconnect failed; disconnecting to retry", "err", err)
+				// Without subscriptions a clean-session client would get nothing.
+				go b.Disconnect(0)
+				return
+			}
+			s.log.Info("mqtt source reconnected", "client_id", s.clientID)
+		},
+		lost:      func(err error) { s.log.Warn("mqtt source: connection lost; reconnecting", "err", err) },
+		reconnect: func() { s.log.Debug("mqtt source: reconnecting") },
+	})
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.ConnectTimeout)
+	defer cancel()
+	if err := b.Connect(cctx); err != nil {
+		b.Disconnect(0)
+		return nil, fmt.Errorf("mqtt source: connect to %s: %w", strings.Join(s.cfg.Brokers, ", "), err)
+	}
+	if err := s.setup(cctx, b); err != nil {
+		b.Disconnect(0)
+		return nil, err
+	}
+	return b, nil
+}
+
+// setup subscribes and publishes the birth message.
+func (s *Source) setup(ctx context.Context, b broker) error {
+	if err := b.Subscribe(ctx, s.filters); err != nil {
+		return fmt.Errorf("mqtt source: subscribe: %w", err)
+	}
+	if st := s.cfg.Status; st.Topic != "" {
+		if err := b.Publish(ctx, st.Topic, byte(st.QoS), st.Retain, []byte(st.Online)); err != nil {
+			return fmt.Errorf("mqtt source: publish birth message: %w", err)
+		}
+	}
+	return nil
+}
+
+// onMessage runs on the client's goroutine for every message. It blocks while
+// max_in_flight messages are unacked: the client then stops reading the
+// socket, TCP flow control reaches the broker, and the broker queues the rest
+// in the session. A message that arrives while the source closes is left
+// unacked for the broker to send again.
+func (s *Source) onMessage(m message) {
+	if len(m.Payload()) > int(s.cfg.MaxPayload) {
+		// Dropped on purpose: acked, or the broker would send it forever.
+		s.oversize.Inc()
+		m.Ack()
+		return
+	}
+	select {
+	case s.slots <- struct{}{}:
+	case <-s.done:
+		return
+	}
+	s.received.Inc()
+	s.queue <- inbound{m: m, at: s.env.Now().UnixNano()} // never blocks: a slot is held
+}
+
+// Read waits for a message, then gathers more for up to linger or until
+// batch_size, and returns them as records: Raw is the payload, the topic
+// template's fields and the topic field come first. The ack PUBACKs every
+// message of the batch when called with nil. Called with an error, it sends
+// no PUBACK and makes the next Read reconnect, so that the broker sends the
+// unacked messages again (QoS 0 messages cannot be redelivered: they are
+// counted as dropped with reason qos0_nacked).
+func (s *Source) Read(ctx context.Context) ([]agent.Record, agent.AckFunc, error) {
+	if s.reconnect.CompareAndSwap(true, false) {
+		s.redeliver(ctx)
+	}
+	var batch []inbound
+	select {
+	case in := <-s.queue:
+		batch = make([]inbound, 1, min(s.cfg.BatchSize, 64))
+		batch[0] = in
+	case <-ctx.Done():
+		return nil, nil, ctx.Err()
+	case <-s.done:
+		return nil, nil, fmt.Errorf("mqtt source: %w", agent.ErrStopped)
+	}
+	batch = s.gather(ctx, batch)
+	return s.records(batch), s.ackFunc(batch), nil
+}
+
+func (s *Source) gather(ctx context.Context, batch []inbound) []inbound {
+	for len(batch) < s.cfg.BatchSize { // what is already queued, without waiting
+		select {
+		case in := <-s.queue:
+			batch = append(batch, in)
+			continue
+		default:
+		}
+		break
+	}
+	if len(batch) >= s.cfg.BatchSize || s.cfg.Linger <= 0 {
+		return batch
+	}
+	if s.timer == nil {
+		s.timer = time.NewTimer(s.cfg.Linger)
+	} else {
+		s.timer.Reset(s.cfg.Linger)
+	}
+	defer s.timer.Stop()
+	for len(batch) < s.cfg.BatchSize {
+		select {
+		case in := <-s.queue:
+			batch = append(batch, in)
+		case <-s.timer.C:
+			return batch
+		case <-ctx.Done():
+			return batch
+		}
+	}
+	return batch
+}
+
+// records turns messages into records; the fields of all records share one
+// allocation.
+func (s *Source) records(batch []inbound) []agent.Record {
+	recs := make([]agent.Record, len(batch))
+	nf := 0
+	if s.tmpl != nil {
+		nf = len(s.tmpl.names)
+	}
+	per := nf
+	if s.cfg.TopicField != "" {
+		per++
+	}
+	var fields []agent.Field
+	if per > 0 {
+		fields = make([]agent.Field, len(batch)*per)
+	}
+	var vals []string
+	if nf > 0 {
+		vals = make([]string, nf)
+	}
+	for i, in := range batch {
+		r := &recs[i]
+		r.Source = s.env.Component
+		r.RecvTime = in.at
+		r.Raw = in.m.Payload()
+		if per == 0 {
+			continue
+		}
+		f := fields[i*per : i*per : (i+1)*per]
+		topic := in.m.Topic()
+		if s.cfg.TopicField != "" {
+			f = append(f, agent.String(s.cfg.TopicField, topic))
+		}
+		if nf > 0 {
+			if s.tmpl.match(topic, vals) {
+				for j, name := range s.tmpl.names {
+					f = append(f, agent.String(name, vals[j]))
+				}
+				if s.key != nil {
+					r.Key = buildKey(s.key, vals)
+				}
+			} else {
+				s.mismatch.Inc()
+			}
+		}
+		r.Fields = f
+	}
+	return recs
+}
+
+func (s *Source) ackFunc(batch []inbound) agent.AckFunc {
+	var once sync.Once
+	return func(_ context.Context, err error) {
+		once.Do(func() {
+			if err == nil {
+				for _, in := range batch {
+					in.m.Ack()
+				}
+				s.acked.Add(len(batch))
+			} else {
+				s.nacked.Add(len(batch))
+				redeliverable := false
+				for _, in := range batch {
+					if in.m.Qos() == 0 {
+						s.lost0.Inc()
+					} else {
+						redeliverable = true
+					}
+				}
+				if redeliverable {
+					s.reconnect.Store(true)
+				}
+			}
+			for range batch {
+				<-s.slots
+			}
+		})
+	}
+}
+
+// redeliver drops the connection and makes a new one. The broker sends every
+// message it has not had a PUBACK for again on the new connection: the ones
+// that were nacked, and also any that are in flight right now (their acks go
+// nowhere: they arrive again as duplicates, which the records' IDs downstream
+// and at-least-once delivery allow).
+func (s *Source) redeliver(ctx context.Context) {
+	s.log.Warn("mqtt source: a batch was not accepted; reconnecting so that the broker redelivers it")
+	if s.b != nil {
+		s.b.Disconnect(0)
+		s.b = nil
+	}
+	bo := agent.Backoff{Initial: 100 * time.Millisecond, Max: s.cfg.MaxReconnect}
+	for ctx.Err() == nil {
+		b, err := s.connect(ctx)
+		if err == nil {
+			s.b = b
+			s.reconnects.Inc()
+			return
+		}
+		s.log.Warn("mqtt source: reconnect failed", "err", err)
+		agent.Sleep(ctx, bo.Next())
+	}
+}
+
+// Close announces the agent offline (when a status topic is set) and
+// disconnects. Messages read but not acked, and messages still queued, were
+// never PUBACKed: the broker sends them again to the next session with the
+// same client id. Close is idempotent.
+func (s *Source) Close(ctx context.Context) error {
+	s.closeOnce.Do(func() {
+		close(s.done)
+		if s.b == nil {
+			return
+		}
+		if st := s.cfg.Status; st.Topic != "" {
+			pctx, cancel := context.WithTimeout(ctx, time.Second)
+			if err := s.b.Publish(pctx, st.Topic, byte(st.QoS), st.Retain, []byte(st.Offline)); err != nil {
+				s.log.Warn("mqtt source: offline message not sent", "err", err)
+			}
+			cancel()
+		}
+		s.b.Disconnect(250 * time.Millisecond)
+		s.b = nil
+	})
+	return nil
+}
+
+var _ agent.Source = (*Source)(nil)

@@ -1,0 +1,248 @@
+package mqtt
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pspf/pspf-edge/agent"
+)
+
+type fakeMsg struct {
+	topic   string
+	payload []byte
+	qos     byte
+	acks    atomic.Int32
+}
+
+func (m *fakeMsg) Topic() string   { return m.topic }
+func (m *fakeMsg) Payload() []byte { return m.payload }
+func (m *fakeMsg) Qos() byte       { return m.qos }
+func (m *fakeMsg) Ack()            { m.acks.Add(1) }
+
+// fakeBroker records what the source asks of it; tests push messages
+// through its handlers.
+type fakeBroker struct {
+	h        handlers
+	mu       sync.Mutex
+	subs     map[string]byte
+	pubs     []string
+	disconns int
+}
+
+func (f *fakeBroker) Connect(context.Context) error { f.h.connected(); return nil }
+func (f *fakeBroker) Subscribe(_ context.Context, fl map[string]byte) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.subs = fl
+	return nil
+}
+func (f *fakeBroker) Publish(_ context.Context, topic string, _ byte, _ bool, p []byte) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.pubs = append(f.pubs, topic+"="+string(p))
+	return nil
+}
+func (f *fakeBroker) Disconnect(time.Duration) { f.mu.Lock(); f.disconns++; f.mu.Unlock() }
+
+type fakeDialer struct {
+	mu    sync.Mutex
+	dials []*fakeBroker
+}
+
+func (d *fakeDialer) dial(_ *Config, _ string, _ *tls.Config, h handlers) broker {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	b := &fakeBroker{h: h}
+	d.dials = append(d.dials, b)
+	return b
+}
+
+func (d *fakeDialer) last() *fakeBroker {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.dials[len(d.dials)-1]
+}
+
+func testConfig() Config {
+	c := *Defaults()
+	c.Brokers = []string{"tcp://127.0.0.1:1"}
+	c.Subscriptions = []Subscription{{Topic: "sensors/#", QoS: 1}}
+	return c
+}
+
+func newFake(t *testing.T, cfg Config) (*Source, *fakeDialer, *agent.Metrics) {
+	t.Helper()
+	d := &fakeDialer{}
+	m := agent.NewMetrics()
+	s, err := newSource(cfg, agent.Env{Pipeline: "p", Component: "mqtt", Metrics: m, AgentName: "a"}, d.dial)
+	if err != nil {
+		t.Fatalf("new: %v", err)
+	}
+	if err := s.Connect(context.Background()); err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close(context.Background()) })
+	return s, d, m
+}
+
+func metricLine(m *agent.Metrics, name string) string {
+	var b strings.Builder
+	m.WritePrometheus(&b)
+	for _, l := range strings.Split(b.String(), "\n") {
+		if strings.HasPrefix(l, name) {
+			return l
+		}
+	}
+	return ""
+}
+
+func TestFakeInFlightBoundAndAck(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxInFlight = 3
+	cfg.BatchSize = 2
+	cfg.Linger = 0
+	s, d, _ := newFake(t, cfg)
+	b := d.last()
+	msgs := make([]*fakeMsg, 5)
+	delivered := make(chan int, 5)
+	go func() {
+		for i := range msgs {
+			msgs[i] = &fakeMsg{topic: "sensors/x", payload: []byte{byte('0' + i)}, qos: 1}
+			b.h.message(msgs[i])
+			delivered <- i
+		}
+	}()
+	for range 3 {
+		<-delivered
+	}
+	select {
+	case i := <-delivered:
+		t.Fatalf("message %d was taken beyond max_in_flight=3", i)
+	case <-time.After(50 * time.Millisecond):
+	}
+	ctx := context.Background()
+	recs, ack, err := s.Read(ctx)
+	if err != nil || len(recs) != 2 {
+		t.Fatalf("got %d records, err %v; want 2, nil", len(recs), err)
+	}
+	if msgs[0].acks.Load() != 0 {
+		t.Fatalf("PUBACK before the batch was acked")
+	}
+	ack(ctx, nil)
+	ack(ctx, nil) // a second call is ignored
+	if msgs[0].acks.Load() != 1 || msgs[1].acks.Load() != 1 {
+		t.Fatalf("got acks %d,%d, want 1,1", msgs[0].acks.Load(), msgs[1].acks.Load())
+	}
+	for range 2 {
+		select {
+		case <-delivered:
+		case <-time.After(2 * time.Second):
+			t.Fatalf("handler still blocked after the ack freed slots")
+		}
+	}
+}
+
+func TestFakeNackReconnectsWithoutPuback(t *testing.T) {
+	cfg := testConfig()
+	cfg.Linger = 0
+	s, d, m := newFake(t, cfg)
+	msg := &fakeMsg{topic: "sensors/x", payload: []byte("v"), qos: 1}
+	d.last().h.message(msg)
+	ctx := context.Background()
+	_, ack, err := s.Read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ack(ctx, errors.New("disk full"))
+	if got := msg.acks.Load(); got != 0 {
+		t.Fatalf("got %d PUBACKs after a nack, want 0", got)
+	}
+	first := d.last()
+	go func() { // the next Read reconnects, then waits for a message
+		time.Sleep(50 * time.Millisecond)
+		for {
+			if b := d.last(); b != first {
+				b.h.message(&fakeMsg{topic: "sensors/x", payload: []byte("v"), qos: 1})
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, ack, err = s.Read(rctx); err != nil {
+		t.Fatalf("read after nack: %v", err)
+	}
+	ack(ctx, nil)
+	if first.disconns != 1 || len(d.dials) != 2 {
+		t.Errorf("got %d disconnects and %d dials, want 1 and 2", first.disconns, len(d.dials))
+	}
+	if l := metricLine(m, "pspf_mqtt_nacked_total"); !strings.HasSuffix(l, " 1") {
+		t.Errorf("got %q, want 1 nacked", l)
+	}
+}
+
+func TestFakeOversizeTemplateAndStatus(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxPayload = 4
+	cfg.TopicTemplate = "sensors/{site}/{device}/temp"
+	cfg.Key = "{site}/{device}"
+	cfg.TopicField = "topic"
+	cfg.Status.Topic = "agents/{agent}/status"
+	s, d, m := newFake(t, cfg)
+	b := d.last()
+	big := &fakeMsg{topic: "sensors/a/b/temp", payload: []byte("12345"), qos: 1}
+	b.h.message(big)
+	b.h.message(&fakeMsg{topic: "sensors/a/b/temp", payload: []byte("\xff\x00"), qos: 1})
+	b.h.message(&fakeMsg{topic: "other", payload: []byte("1"), qos: 0})
+	recs, ack, err := s.Read(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ack(context.Background(), nil)
+	if big.acks.Load() != 1 {
+		t.Errorf("oversize message: got %d acks, want 1 (dropped on purpose)", big.acks.Load())
+	}
+	if l := metricLine(m, `pspf_mqtt_dropped_total{pipeline="p",component="mqtt",reason="oversize"}`); !strings.HasSuffix(l, " 1") {
+		t.Errorf("got %q, want oversize 1", l)
+	}
+	if len(recs) != 2 {
+		t.Fatalf("got %d records, want 2", len(recs))
+	}
+	r := recs[0]
+	if r.Key != "a/b" || string(r.Raw) != "\xff\x00" || r.Field("site").Str != "a" || r.Field("device").Str != "b" || r.Field("topic").Str != "sensors/a/b/temp" {
+		t.Errorf("got %+v, want key a/b, raw payload and fields site, device, topic", r)
+	}
+	if r2 := recs[1]; r2.Key != "" || len(r2.Fields) != 1 || r2.Field("topic").Str != "other" {
+		t.Errorf("mismatching topic: got %+v, want only the topic field", r2)
+	}
+	if l := metricLine(m, "pspf_mqtt_template_mismatch_total"); !strings.HasSuffix(l, " 1") {
+		t.Errorf("got %q, want 1 mismatch", l)
+	}
+	_ = s.Close(context.Background())
+	if got := strings.Join(b.pubs, ","); got != "agents/a/status=online,agents/a/status=offline" {
+		t.Errorf("got status messages %q, want online then offline", got)
+	}
+}
+
+func TestFakeCloseUnblocksHandler(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxInFlight = 1
+	s, d, _ := newFake(t, cfg)
+	b := d.last()
+	b.h.message(&fakeMsg{topic: "sensors/1", qos: 1})
+	done := make(chan struct{})
+	go func() { b.h.message(&fakeMsg{topic: "sensors/2", qos: 1}); close(done) }()
+	_ = s.Close(context.Background())
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		t.Fatal("handler still blocked after Close")
+	}
+}
