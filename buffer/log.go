@@ -63,6 +63,10 @@ type Log struct {
 	kick    chan struct{}
 	closing chan struct{}
 	wg      sync.WaitGroup
+
+	// fsyncHook, when set (by tests, before any append), replaces the
+	// fsync of segment files.
+	fsyncHook func(*os.File) error
 }
 
 type pendingFile struct {
@@ -134,6 +138,14 @@ func (l *Log) recover() error {
 		if err != nil {
 			if isReadOnly(err) {
 				return fmt.Errorf("%w: %w", ErrReadOnly, err)
+			}
+			if num == nums[len(nums)-1] && size < headerSize {
+				// Torn creation of the newest segment: it held no record
+				// that was ever reported durable.
+				l.log.Warn("buffer: removing partly created last segment", "path", path, "bytes", size)
+				os.Remove(path)
+				l.dirDirty = true
+				continue
 			}
 			l.quarantine(path, err)
 			continue

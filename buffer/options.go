@@ -102,7 +102,8 @@ type Options struct {
 	// MaxRecordBytes is the largest payload (default 1 MiB, or what fits in
 	// a segment if smaller). Lengths read from disk are checked against it
 	// before any allocation, so a corrupt length cannot exhaust memory.
-	// At most 64 MiB.
+	// At most 64 MiB. Do not lower it below the size of records already
+	// stored: they would read as damaged.
 	MaxRecordBytes int
 	// MemoryBytes is the budget of records held in memory by the Memory
 	// kind (default 8 MiB); ignored for Disk.

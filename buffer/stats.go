@@ -3,6 +3,7 @@ package buffer
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"time"
 )
@@ -203,4 +204,34 @@ func (l *Log) restartLocked(next uint64) error {
 	l.mem.reset(next)
 	l.durable = min(l.durable, next-1)
 	return syncDir(l.dir)
+}
+
+// RemoveReader deletes the reader called name and its cursor file, so that
+// it no longer holds back segment deletion (for a sink removed from the
+// configuration). A *Reader for that name returned earlier must not be
+// used any more. Removing an unknown name is not an error.
+func (l *Log) RemoveReader(name string) error {
+	if !validName(name) {
+		return fmt.Errorf("%w: %q", ErrInvalidName, name)
+	}
+	l.curMu.Lock()
+	defer l.curMu.Unlock()
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return ErrClosed
+	}
+	delete(l.readers, name)
+	l.mu.Unlock()
+	err := os.Remove(filepath.Join(l.dir, name+cursorSuffix))
+	if err != nil && !os.IsNotExist(err) {
+		return fmt.Errorf("buffer: remove reader %q: %w", name, err)
+	}
+	if err == nil {
+		if err := syncDir(l.dir); err != nil {
+			return err
+		}
+	}
+	l.nudge()
+	return nil
 }

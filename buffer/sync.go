@@ -3,6 +3,7 @@ package buffer
 import (
 	"context"
 	"fmt"
+	"os"
 )
 
 // Sync returns once every record with a sequence <= upto is durable
@@ -18,10 +19,13 @@ import (
 // For the Memory kind, records still held in memory count as stored: Sync
 // waits only for the part of upto that was written to segments.
 //
-// If the fsync of a segment holding a record <= upto failed, Sync returns a
-// *SyncError (errors.Is ErrSyncFailed) now and on every later call for those
-// records: the fsync is never retried on the same data, the segment is
-// sealed and new records go to a new segment. Sync blocks until ctx is done
+// If the fsync of the segment holding upto failed, Sync returns a
+// *SyncError (errors.Is ErrSyncFailed) now and on every later call for a
+// record of that segment: the fsync is never retried on the same data, the
+// segment is sealed and new records go to a new segment, whose Syncs
+// succeed again. (Only an Append that waited for space in the middle of its
+// batch can straddle a failed segment and the next one; pass its first
+// sequence to Sync too if that matters.) Sync blocks until ctx is done
 // (returning ctx.Err wrapped) or the log is closed (ErrClosed).
 func (l *Log) Sync(ctx context.Context, upto uint64) error {
 	for {
@@ -42,11 +46,9 @@ func (l *Log) Sync(ctx context.Context, upto uint64) error {
 		done := l.syncDone
 		l.mu.Unlock()
 		if l.opts.Sync == SyncBatch && l.syncMu.TryLock() {
-			err := l.syncRoundLocked(true)
+			// A failure is recorded on its segment; the loop reports it.
+			l.syncRoundLocked(true)
 			l.syncMu.Unlock()
-			if err != nil {
-				return err
-			}
 			continue
 		}
 		select {
@@ -59,24 +61,16 @@ func (l *Log) Sync(ctx context.Context, upto uint64) error {
 	}
 }
 
-// failedForLocked returns the *SyncError of the segment holding seq, if its
-// fsync failed.
+// failedForLocked returns the *SyncError of the segment holding seq, if
+// its fsync failed. Only the segment holding seq is checked: a failure must
+// not fail every later Sync, or one bad fsync would stall the pipeline.
 func (l *Log) failedForLocked(seq uint64) error {
-	// Check every segment up to seq: a record <= seq in a failed segment
-	// is not durable. There are few segments; failures are rarer still.
-	for i, s := range l.segs {
-		if s.first > seq {
-			break
-		}
-		if s.failed != nil {
-			last := l.segLastLocked(i)
-			if last < s.first {
-				continue
-			}
-			return &SyncError{Segment: s.num, First: s.first, Last: last, Err: s.failed}
-		}
+	i := l.segIndexLocked(seq)
+	if i < 0 || l.segs[i].failed == nil || seq > l.segLastLocked(i) {
+		return nil
 	}
-	return nil
+	s := l.segs[i]
+	return &SyncError{Segment: s.num, First: s.first, Last: l.segLastLocked(i), Err: s.failed}
 }
 
 // syncRoundLocked runs one fsync round; the caller holds syncMu. It fsyncs
@@ -116,14 +110,14 @@ func (l *Log) syncRoundLocked(withActive bool) error {
 	}
 	for _, p := range pend {
 		if p.seg.failed == nil {
-			if err := p.f.Sync(); err != nil {
+			if err := l.fsync(p.f); err != nil {
 				fail(p.seg, err)
 			}
 		}
 		p.f.Close()
 	}
 	if doAct {
-		if err := act.Sync(); err != nil {
+		if err := l.fsync(act); err != nil {
 			fail(actSeg, err)
 		}
 	}
@@ -140,4 +134,13 @@ func (l *Log) syncRoundLocked(withActive bool) error {
 	l.syncDone = make(chan struct{})
 	l.mu.Unlock()
 	return firstErr
+}
+
+// fsync fsyncs a segment file; tests replace it through l.fsyncHook to
+// inject failures.
+func (l *Log) fsync(f *os.File) error {
+	if l.fsyncHook != nil {
+		return l.fsyncHook(f)
+	}
+	return f.Sync()
 }

@@ -1,0 +1,77 @@
+package buffer
+
+import (
+	"context"
+	"errors"
+	"os"
+	"sync/atomic"
+	"syscall"
+	"testing"
+)
+
+// TestFsyncFailureIsFinal injects one failed fsync: the records of that
+// segment are never reported durable, the fsync is not retried on them,
+// and new records go to a new segment that syncs normally.
+func TestFsyncFailureIsFinal(t *testing.T) {
+	for _, mode := range []SyncMode{SyncBatch, SyncInterval} {
+		t.Run(string(mode), func(t *testing.T) {
+			l := openT(t, t.TempDir(), Options{Sync: mode})
+			var calls, failed atomic.Int32
+			var failFile atomic.Pointer[os.File]
+			l.fsyncHook = func(f *os.File) error {
+				calls.Add(1)
+				if failed.Load() == 0 {
+					failed.Add(1)
+					failFile.Store(f)
+					return syscall.EIO
+				}
+				if f == failFile.Load() {
+					t.Errorf("fsync retried on the segment whose fsync failed")
+				}
+				return f.Sync()
+			}
+			ctx := context.Background()
+			last := appendN(t, l, 1, 10, 5)
+			err := l.Sync(ctx, last)
+			var se *SyncError
+			if !errors.As(err, &se) || !errors.Is(err, ErrSyncFailed) || !errors.Is(err, syscall.EIO) {
+				t.Fatalf("Sync after failed fsync: got %v, want *SyncError wrapping EIO", err)
+			}
+			if se.First != 1 || se.Last != 10 {
+				t.Fatalf("SyncError range: got %d-%d, want 1-10", se.First, se.Last)
+			}
+			if err := l.Sync(ctx, 3); !errors.Is(err, ErrSyncFailed) {
+				t.Fatalf("later Sync for the same records: got %v, want ErrSyncFailed", err)
+			}
+			last = appendN(t, l, 11, 10, 5)
+			if err := l.Sync(ctx, last); err != nil {
+				t.Fatalf("Sync of records in the new segment: %v", err)
+			}
+			if st := l.Stats(); st.Segments < 2 || st.LastError == nil {
+				t.Fatalf("after failure: %d segments, last error %v; want a new segment and the error", st.Segments, st.LastError)
+			}
+			if err := l.failedForLocked(11); err != nil && se.Segment == l.segs[len(l.segs)-1].num {
+				t.Fatalf("new records landed in the failed segment: %v", err)
+			}
+			r, _ := l.Reader("r")
+			readN(t, r, 1, 20)
+		})
+	}
+}
+
+func TestRemoveReader(t *testing.T) {
+	o := Options{SegmentBytes: 1 << 10, MaxBytes: 1 << 20}
+	l := openT(t, t.TempDir(), o)
+	a, _ := l.Reader("a")
+	l.Reader("stale")
+	last := appendN(t, l, 1, 100, 10)
+	readN(t, a, 1, 100)
+	a.Ack(last)
+	if err := l.RemoveReader("stale"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return l.Stats().Segments == 1 })
+	if n := len(l.Stats().Cursors); n != 1 {
+		t.Fatalf("cursors: got %d, want 1", n)
+	}
+}
