@@ -135,7 +135,7 @@ func (l *Log) overflowLocked(ctx context.Context, cause error) error {
 	case <-l.closing:
 		return ErrClosed
 	case <-ctx.Done():
-		return fmt.Errorf("buffer: append: waiting for space: %w", ctx.Err())
+		return fmt.Errorf("waiting for space: %w", ctx.Err())
 	}
 }
 
@@ -217,7 +217,7 @@ func (l *Log) writeFramesLocked(frames []byte, first uint64) (int, error) {
 			if terr := l.active.Truncate(act.size); terr != nil {
 				l.activeBroken = true
 			}
-			return written, fmt.Errorf("buffer: write segment %d: %w", act.num, err)
+			return written, fmt.Errorf("write segment %d: %w", act.num, err)
 		}
 		act.size += int64(end - off)
 		l.diskBytes += int64(end - off)

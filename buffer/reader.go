@@ -180,15 +180,14 @@ func (r *Reader) Read(ctx context.Context, buf []Record, maxBytes int) ([]Record
 				break // return what was read; the next Read meets the damage
 			}
 			l.mu.Lock()
-			if !l.hasSegmentLocked(seg) {
+			if !l.hasSegmentLocked(seg) || r.gen != gen || r.stale {
 				l.mu.Unlock()
-				continue // deleted meanwhile
+				r.closeFile()
+				continue // deleted, cut or moved meanwhile
 			}
 			l.damagedLocked(seg, r.next, after, gapLoss, err)
-			if r.gen == gen {
-				r.next = max(after, r.next)
-				r.gen++
-			}
+			r.next = max(after, r.next)
+			r.gen++
 			l.mu.Unlock()
 			r.closeFile()
 			continue
