@@ -29,6 +29,14 @@
 // [DB.Stats] reports it. Memory is therefore bounded by the budget plus what
 // the operators change between two checkpoints.
 //
+// A commit also needs transient memory outside the budget: bbolt copies on
+// write, so it holds one page buffer (4 KiB) per page it rewrites, about
+// one per changed key when the changed keys are scattered, far fewer when
+// they are clustered, until the commit ends (bbolt then keeps the buffers in
+// a sync.Pool until the next GC cycles). Size the budget with that in mind:
+// 2 MiB of budget lets about 7k small dirty keys accumulate, whose commit may
+// hold up to about 28 MiB of page buffers for a moment.
+//
 // # TTL
 //
 // A table opened with a TTL stores each key's last-write time (wall clock,

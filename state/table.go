@@ -239,9 +239,9 @@ func (t *Table) Delete(key []byte) error {
 // the table as it was when Range was called: changes made meanwhile,
 // including by fn, are not visited. k and v are valid only during the call
 // and must not be modified. fn may call Get, Put and Delete on any table,
-// but must not wait for a checkpoint: Range holds a bbolt read transaction,
-// which delays a checkpoint commit that has to grow the file. After Close it
-// returns ErrClosed.
+// but must not wait for a checkpoint nor call Close: Range holds a bbolt read
+// transaction, which delays a checkpoint commit that has to grow the file and
+// which Close waits for. After Close it returns ErrClosed.
 func (t *Table) Range(fn func(k, v []byte) bool) error {
 	db := t.db
 	var ovs []overlay
