@@ -85,7 +85,7 @@ func (d *Decoder) csv(data []byte, r *agent.Record) error {
 		}
 	}
 	for i, c := range cols {
-		f, ok, err := csvField(c, cell(i))
+		f, ok, err := d.csvField(c, cell(i))
 		if err != nil {
 			return fmt.Errorf("column %s: %w", c.Name, err)
 		}
@@ -99,10 +99,10 @@ func (d *Decoder) csv(data []byte, r *agent.Record) error {
 }
 
 // csvField converts one cell; ok is false for an empty cell of a non-string column.
-func csvField(c Column, cell []byte) (f agent.Field, ok bool, err error) {
+func (d *Decoder) csvField(c Column, cell []byte) (f agent.Field, ok bool, err error) {
 	f.Name = c.Name
 	if c.Type == "string" {
-		f.Kind, f.Str = agent.KindString, utf8String(cell)
+		f.Kind, f.Str = agent.KindString, d.str(cell)
 		return f, true, nil
 	}
 	t := bytes.TrimSpace(cell)
@@ -137,7 +137,7 @@ func csvField(c Column, cell []byte) (f agent.Field, ok bool, err error) {
 		} else if s == "true" || s == "false" {
 			f = agent.Bool(c.Name, s == "true")
 		} else {
-			f.Kind, f.Str = agent.KindString, utf8String(cell)
+			f.Kind, f.Str = agent.KindString, d.str(cell)
 		}
 	}
 	return f, true, nil

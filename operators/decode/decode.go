@@ -163,6 +163,7 @@ type Decoder struct {
 	failed    *agent.Counter
 	headers   *agent.Counter
 	names     names
+	values    names // short string values: sensor ids and states repeat
 	decode    func(d *Decoder, data []byte, r *agent.Record) error
 	hint      int // fields of the largest payload so far, to size Fields once
 
@@ -188,6 +189,7 @@ func New(c *Config, env agent.Env) (*Decoder, error) {
 		failed:    env.Counter("pspf_dropped_total", "reason", "decode_error"),
 		headers:   env.Counter("pspf_dropped_total", "reason", "csv_header"),
 		names:     newNames(4096),
+		values:    newNames(1024),
 	}
 	unit, ok := units[c.TimeFormat]
 	if !ok {
@@ -389,6 +391,25 @@ func (t *names) get(b []byte) string {
 		t.m[s] = s
 	}
 	return s
+}
+
+// maxInterned is the longest string value that is interned.
+const maxInterned = 32
+
+// str returns b as a string field value, interned when short, with invalid
+// UTF-8 replaced.
+func (d *Decoder) str(b []byte) string {
+	if len(b) <= maxInterned {
+		if s, ok := d.values.m[string(b)]; ok {
+			return s
+		}
+		s := utf8String(b)
+		if len(d.values.m) < d.values.max {
+			d.values.m[string(b)] = s
+		}
+		return s
+	}
+	return utf8String(b)
 }
 
 // view returns b as a string without copying, for parsers that do not keep

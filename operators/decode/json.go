@@ -134,7 +134,7 @@ func (s *jsonScanner) value(r *agent.Record, depth int) error {
 		if err != nil {
 			return err
 		}
-		return d.add(r, agent.String(d.names.get(d.name), utf8String(v)))
+		return d.add(r, agent.String(d.names.get(d.name), d.str(v)))
 	case c == 't' || c == 'f' || c == 'n':
 		for _, lit := range [...]string{"true", "false", "null"} {
 			if strings.HasPrefix(view(s.data[s.pos:]), lit) {

@@ -75,7 +75,7 @@ func (d *Decoder) msgpackValue(b []byte, r *agent.Record, depth int) ([]byte, er
 	case msgp.StrType:
 		var v []byte
 		if v, b, err = msgp.ReadStringZC(b); err == nil {
-			f = agent.Field{Kind: agent.KindString, Str: utf8String(v)}
+			f = agent.Field{Kind: agent.KindString, Str: d.str(v)}
 		}
 	case msgp.BinType:
 		var v []byte

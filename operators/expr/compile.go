@@ -21,6 +21,10 @@ type cnode struct {
 	typ   Type
 	konst bool
 	val   Value
+	// field is set for a bare field name, so that parents can look it up
+	// themselves and save a call.
+	field   string
+	missing *EvalError
 }
 
 // unsupportedError marks a node outside the compiled subset; Compile falls
@@ -162,7 +166,7 @@ func (c *compiler) ident(n *ast.IdentifierNode) cnode {
 	name := n.Value
 	missing := c.evalErr(n, "field %q is missing", name)
 	missing.Missing = true
-	return cnode{eval: func(r *agent.Record) (Value, error) {
+	return cnode{field: name, missing: missing, eval: func(r *agent.Record) (Value, error) {
 		v, ok := lookup(r, name)
 		if !ok {
 			return Value{}, missing
@@ -446,6 +450,23 @@ func (c *compiler) compare(n *ast.BinaryNode, l, r cnode) cnode {
 	if r.konst && r.val.Kind == agent.KindFloat || r.konst && r.val.Kind == agent.KindInt {
 		k := r.val
 		kf, _ := number(k)
+		if name := l.field; name != "" {
+			missing := l.missing
+			return cnode{typ: TypeBool, eval: func(rec *agent.Record) (Value, error) {
+				a, ok := lookup(rec, name)
+				if !ok {
+					return Value{}, missing
+				}
+				if a.Kind == agent.KindFloat {
+					return boolV(cmpFloat(op, a.Float, kf)), nil
+				}
+				res, ok := order(op, a, k)
+				if !ok {
+					return Value{}, bad
+				}
+				return boolV(res), nil
+			}}
+		}
 		return cnode{typ: TypeBool, eval: func(rec *agent.Record) (Value, error) {
 			a, err := le(rec)
 			if err != nil {
@@ -561,15 +582,31 @@ func (c *compiler) arith(n *ast.BinaryNode, l, r cnode) cnode {
 		}
 		return v, nil
 	}
-	if r.konst && r.val.Kind == agent.KindFloat {
+	if r.konst && (r.val.Kind == agent.KindFloat || r.val.Kind == agent.KindInt) {
+		// A float operand with a numeric constant: float arithmetic, whatever
+		// the constant is written as (temp * 1.8 + 32).
 		k := r.val
+		kf, _ := number(k)
+		if name := l.field; name != "" {
+			missing := l.missing
+			return cnode{typ: typ, eval: func(rec *agent.Record) (Value, error) {
+				a, ok := lookup(rec, name)
+				if !ok {
+					return Value{}, missing
+				}
+				if a.Kind == agent.KindFloat {
+					return floatV(arithFloat(op, a.Float, kf)), nil
+				}
+				return slow(a, k)
+			}}
+		}
 		return cnode{typ: typ, eval: func(rec *agent.Record) (Value, error) {
 			a, err := le(rec)
 			if err != nil {
 				return Value{}, err
 			}
 			if a.Kind == agent.KindFloat {
-				return floatV(arithFloat(op, a.Float, k.Float)), nil
+				return floatV(arithFloat(op, a.Float, kf)), nil
 			}
 			return slow(a, k)
 		}}
