@@ -42,6 +42,7 @@ type CheckpointStats struct {
 // Pending is a prepared checkpoint: the dirty entries of all tables as they
 // were at Prepare, plus the metadata. Exactly one of Commit or Abort must be
 // called; until then no other checkpoint can be prepared and Close waits.
+// A Pending is not safe for concurrent use.
 type Pending struct {
 	db      *DB
 	tables  []*pendTable

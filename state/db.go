@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -68,7 +70,9 @@ type Options struct {
 }
 
 // DB is the state file of one pipeline plus its cache. Open it with Open;
-// it is safe for concurrent use.
+// it is safe for concurrent use. The caller's file lock on the data
+// directory keeps other agents away; bbolt's own lock on the file is a
+// second line.
 type DB struct {
 	bolt   *bolt.DB
 	opts   Options
@@ -110,8 +114,8 @@ type CheckpointInfo struct {
 	Meta map[string][]byte
 }
 
-// Open opens or creates the state file at path (mode 0600) and returns the
-// DB. It blocks up to Options.LockTimeout while another process holds the
+// Open opens or creates the state file at path (mode 0600), fsyncs its
+// directory, and returns the DB. It blocks up to Options.LockTimeout while another process holds the
 // file. bbolt always syncs: NoSync is never set. The freelist is rebuilt on
 // open rather than written by every commit, so that a checkpoint writes
 // pages in proportion to what changed.
@@ -139,6 +143,12 @@ func Open(path string, opts Options) (*DB, error) {
 		InitialMmapSize: initialMmap,
 	})
 	if err != nil {
+		return nil, fmt.Errorf("state: open %s: %w", path, err)
+	}
+	// A new file's directory entry must be durable before any checkpoint in
+	// it is relied on.
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		_ = bdb.Close()
 		return nil, fmt.Errorf("state: open %s: %w", path, err)
 	}
 	db := &DB{
@@ -275,6 +285,21 @@ func (db *DB) Close() error {
 	db.mu.Unlock()
 	if err := db.bolt.Close(); err != nil {
 		return fmt.Errorf("state: close: %w", err)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
 	}
 	return nil
 }
