@@ -26,8 +26,9 @@ type message interface {
 // below is the real one; unit tests fake it.
 type broker interface {
 	// Connect makes the first connection; the client reconnects by itself
-	// after that, calling handlers.connected after every connection.
-	Connect(ctx context.Context) error
+	// after that, calling handlers.connected after every connection. It
+	// reports whether the broker still had the session.
+	Connect(ctx context.Context) (sessionPresent bool, err error)
 	// Subscribe subscribes to the filters and fails if the broker refuses one.
 	Subscribe(ctx context.Context, filters map[string]byte) error
 	// Publish sends one message and waits for the broker's acknowledgement.
@@ -96,7 +97,13 @@ func wait(ctx context.Context, t paho.Token) error {
 	}
 }
 
-func (p *pahoBroker) Connect(ctx context.Context) error { return wait(ctx, p.c.Connect()) }
+func (p *pahoBroker) Connect(ctx context.Context) (bool, error) {
+	t := p.c.Connect()
+	if err := wait(ctx, t); err != nil {
+		return false, err
+	}
+	return t.(*paho.ConnectToken).SessionPresent(), nil
+}
 
 func (p *pahoBroker) Subscribe(ctx context.Context, filters map[string]byte) error {
 	t := p.c.SubscribeMultiple(filters, nil)

@@ -41,6 +41,9 @@ type Source struct {
 	slots chan struct{} // one per message taken from the broker and not yet acked
 	done  chan struct{} // closed by Close: handlers stop waiting
 
+	bg        context.Context // ends with Close: bounds the background subscribe
+	stopBg    context.CancelFunc
+	wg        sync.WaitGroup // the background subscribe
 	closeOnce sync.Once
 	reconnect atomic.Bool // a nack asks Read to reconnect so that the broker redelivers
 	timer     *time.Timer
@@ -79,6 +82,7 @@ func newSource(cfg Config, env agent.Env, dial dialFunc) (*Source, error) {
 		slots: make(chan struct{}, cfg.MaxInFlight),
 		done:  make(chan struct{}),
 	}
+	s.bg, s.stopBg = context.WithCancel(context.Background())
 	if s.clientID == "" {
 		s.clientID = "pspf-edge-" + env.AgentName + "-" + env.Pipeline + "-" + env.Component
 	}
@@ -128,24 +132,34 @@ func (s *Source) connect(ctx context.Context) (broker, error) {
 				return // the first connection is set up by connect itself
 			}
 			s.reconnects.Inc()
-			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ConnectTimeout)
-			defer cancel()
-			if err := s.setup(ctx, b); err != nil {
-				s.log.Error("mqtt source: subscribe after reconnect failed; disconnecting to retry", "err", err)
-				// Without subscriptions a clean-session client would get nothing.
-				go b.Disconnect(0)
-				return
-			}
 			s.log.Info("mqtt source reconnected", "client_id", s.clientID)
+			// This runs on a goroutine of the client's own; it may wait as
+			// long as the backlog keeps the client from reading the SUBACK.
+			if err := s.setup(s.bg, b); err != nil && s.bg.Err() == nil {
+				s.log.Error("mqtt source: subscribe after reconnect failed", "err", err)
+			}
 		},
 		lost:      func(err error) { s.log.Warn("mqtt source: connection lost; reconnecting", "err", err) },
 		reconnect: func() { s.log.Debug("mqtt source: reconnecting") },
 	})
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.ConnectTimeout)
 	defer cancel()
-	if err := b.Connect(cctx); err != nil {
+	present, err := b.Connect(cctx)
+	if err != nil {
 		b.Disconnect(0)
 		return nil, fmt.Errorf("mqtt source: connect to %s: %w", strings.Join(s.cfg.Brokers, ", "), err)
+	}
+	if present {
+		// The broker kept the session, subscriptions included, and starts
+		// sending its backlog at once: more than max_in_flight of it blocks
+		// the client until Read runs, so the SUBACK (which refreshes the
+		// subscriptions in case the config changed) cannot be waited for here.
+		s.wg.Go(func() {
+			if err := s.setup(s.bg, b); err != nil && s.bg.Err() == nil {
+				s.log.Error("mqtt source: subscribe on the resumed session failed", "err", err)
+			}
+		})
+		return b, nil
 	}
 	if err := s.setup(cctx, b); err != nil {
 		b.Disconnect(0)
@@ -356,6 +370,8 @@ func (s *Source) redeliver(ctx context.Context) {
 func (s *Source) Close(ctx context.Context) error {
 	s.closeOnce.Do(func() {
 		close(s.done)
+		s.stopBg()
+		defer s.wg.Wait()
 		if s.b == nil {
 			return
 		}

@@ -35,7 +35,7 @@ type fakeBroker struct {
 	disconns int
 }
 
-func (f *fakeBroker) Connect(context.Context) error { f.h.connected(); return nil }
+func (f *fakeBroker) Connect(context.Context) (bool, error) { f.h.connected(); return false, nil }
 func (f *fakeBroker) Subscribe(_ context.Context, fl map[string]byte) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
