@@ -100,6 +100,16 @@ func (s *sinkRun) run(ctx context.Context) {
 				}
 				continue
 			}
+			if err := s.skipToCursor(ctx); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				s.fail(err)
+				if !Sleep(ctx, bo.Next()) {
+					return
+				}
+				continue
+			}
 			s.connected = true
 			s.setOnline(true)
 			bo.Reset()
@@ -182,6 +192,7 @@ func (s *sinkRun) decode(got []LogRecord, recs []Record) ([]Record, error) {
 		if r.ID == "" {
 			r.ID = s.p.spec.Name + ":" + strconv.FormatUint(lr.Seq, 10)
 		}
+		r.Seq = lr.Seq
 	}
 	if len(bad) > 0 && !s.isDead {
 		s.p.deadLetter(context.Background(), bad)
@@ -237,10 +248,51 @@ func (s *sinkRun) deliver(ctx context.Context, recs []Record, bo *Backoff) bool 
 		s.fail(fmt.Errorf("write: %w", err))
 		s.setOnline(false)
 		s.retries.Inc()
-		if !Sleep(ctx, bo.Next()) {
+		wait := bo.Next()
+		if d, ok := RetryAfter(err); ok {
+			// The destination said when to come back; a fleet that obeys it
+			// does not hammer a server that is shedding load.
+			wait = min(max(d, 0), maxRetryAfter)
+		}
+		if !Sleep(ctx, wait) {
 			return false
 		}
 	}
+}
+
+// maxRetryAfter caps a destination's Retry-After, so that a bogus value
+// cannot park a sink for days.
+const maxRetryAfter = 15 * time.Minute
+
+// skipToCursor asks a CursorOwner sink where the destination's cursor is and
+// moves the reader past what the destination already holds.
+func (s *sinkRun) skipToCursor(ctx context.Context) error {
+	co, ok := s.sink.(CursorOwner)
+	if !ok {
+		return nil
+	}
+	seq, ok, err := co.Cursor(ctx)
+	if err != nil {
+		return fmt.Errorf("load cursor: %w", err)
+	}
+	if !ok || seq <= s.acked.Load() {
+		return nil
+	}
+	if next := s.src.NextSeq(); seq >= next {
+		// The destination is ahead of this log (a log wiped or restored
+		// from an older copy): skip what exists, and say so.
+		s.log.Warn("destination cursor is past the end of the log", "cursor", seq, "log_next", next)
+		seq = next - 1
+		if seq == 0 {
+			return nil
+		}
+	}
+	if err := s.reader.Ack(seq); err != nil {
+		return fmt.Errorf("skip to cursor %d: %w", seq, err)
+	}
+	s.log.Info("resuming after the destination's cursor", "cursor", seq)
+	s.acked.Store(seq)
+	return nil
 }
 
 func (s *sinkRun) done(recs []Record) {

@@ -4,6 +4,7 @@ import (
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/sinks/console"
 	"github.com/pspf/pspf-edge/sinks/file"
+	"github.com/pspf/pspf-edge/sinks/kafka"
 	"github.com/pspf/pspf-edge/sources/simulate"
 )
 
@@ -13,5 +14,6 @@ func newRegistry() *agent.Registry {
 	r.Sources["simulate"] = simulate.Factory()
 	r.Sinks["console"] = console.Factory()
 	r.Sinks["file"] = file.Factory()
+	r.Sinks["kafka"] = kafka.Factory()
 	return r
 }

@@ -1,0 +1,79 @@
+package testbroker
+
+import (
+	"net"
+	"strconv"
+	"sync"
+	"testing"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+// Kafka is an in-process kfake cluster of one broker on a fixed loopback
+// port, persisting to a temporary directory, so that Stop and Start simulate
+// an outage of the uplink without losing what the cluster had accepted.
+type Kafka struct {
+	t    testing.TB
+	opts []kfake.Opt
+	port int
+	dir  string
+
+	mu sync.Mutex
+	c  *kfake.Cluster
+}
+
+// StartKafka starts a kfake cluster with opts (plus a port and a data
+// directory of its own). It is closed in t.Cleanup.
+func StartKafka(t testing.TB, opts ...kfake.Opt) *Kafka {
+	t.Helper()
+	k := &Kafka{t: t, opts: opts, dir: t.TempDir()}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("testbroker: listen: %v", err)
+	}
+	k.port = l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	k.Start()
+	t.Cleanup(k.Stop)
+	return k
+}
+
+// Addr returns the broker's host:port.
+func (k *Kafka) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(k.port)) }
+
+// Cluster returns the running cluster (for ControlKey), or nil while stopped.
+func (k *Kafka) Cluster() *kfake.Cluster {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.c
+}
+
+// Start starts the cluster again on the same port with the same data. It
+// does nothing while the cluster runs.
+func (k *Kafka) Start() {
+	k.t.Helper()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.c != nil {
+		return
+	}
+	opts := append([]kfake.Opt{kfake.NumBrokers(1), kfake.Ports(k.port), kfake.DataDir(k.dir)}, k.opts...)
+	var err error
+	for range 50 { // the port may linger for a moment after Stop
+		if k.c, err = kfake.NewCluster(opts...); err == nil {
+			return
+		}
+	}
+	k.t.Fatalf("testbroker: start kfake: %v", err)
+}
+
+// Stop closes the cluster: clients see their connections refused until
+// Start. It is idempotent.
+func (k *Kafka) Stop() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.c != nil {
+		k.c.Close()
+		k.c = nil
+	}
+}

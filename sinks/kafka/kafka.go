@@ -1,0 +1,470 @@
+// Package kafka is a sink that produces records to Kafka with franz-go:
+// at-least-once with the idempotent producer by default, or exactly-once with
+// transactions that commit the sink's cursor together with the records.
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
+
+	"github.com/pspf/pspf-edge/agent"
+)
+
+// Header names carried by every produced record.
+const (
+	HeaderID       = "pspf-id"       // the record's stable ID: a consumer de-duplicates on it
+	HeaderAgent    = "pspf-agent"    // the agent that sent it
+	HeaderPipeline = "pspf-pipeline" // the pipeline it came through
+	HeaderSource   = "pspf-source"   // the source that read it (absent if unknown)
+)
+
+// Factory returns the registry entry of the Kafka sink.
+func Factory() agent.Factory[agent.Sink] {
+	return agent.Typed[agent.Sink]("produces records to Kafka (idempotent, or exactly-once with transactions)", Defaults, func(c *Config, env agent.Env) (agent.Sink, error) {
+		return New(*c, env)
+	})
+}
+
+// Sink produces records to Kafka. Write blocks until Kafka has acknowledged
+// every record of the batch (acks: all waits for the in-sync replicas) or
+// failed one; it is called from one goroutine at a time.
+type Sink struct {
+	cfg      Config
+	env      agent.Env
+	log      *slog.Logger
+	topic    *agent.Template
+	static   string    // the topic when the template has no placeholders
+	opts     []kgo.Opt // the producer's
+	base     []kgo.Opt // connection only, for the cursor reader
+	agentB   []byte
+	pipeB    []byte
+	cursorID string // agent/pipeline/sink: the cursor record's key
+
+	mu     sync.Mutex // guards cl and closed
+	cl     *kgo.Client
+	closed bool
+
+	// Scratch reused by every Write; records are only referenced until
+	// Write returns.
+	buf   []byte
+	spans []span
+	krs   []kgo.Record
+	ptrs  []*kgo.Record
+	hdrs  []kgo.RecordHeader
+	index []int // krs[i] is recs[index[i]]
+	errs  []error
+	lastT string
+
+	eos *txnState // exactly_once only
+}
+
+type span struct{ topic, key, val, id, src [2]int }
+
+// New returns a Kafka sink; it connects in Connect.
+func New(cfg Config, env agent.Env) (*Sink, error) {
+	if env.Logger == nil {
+		env.Logger = slog.New(slog.DiscardHandler)
+	}
+	t, err := agent.ParseTemplate(cfg.Topic)
+	if err != nil {
+		return nil, fmt.Errorf("kafka sink: %w", err)
+	}
+	s := &Sink{
+		cfg: cfg, env: env, log: env.Logger, topic: t,
+		agentB:   []byte(env.AgentName),
+		pipeB:    []byte(env.Pipeline),
+		cursorID: env.AgentName + "/" + env.Pipeline + "/" + env.Component,
+	}
+	if t.Static() {
+		s.static = cfg.Topic
+	}
+	if s.opts, err = s.clientOpts(); err != nil {
+		return nil, fmt.Errorf("kafka sink: %w", err)
+	}
+	if cfg.Delivery == "exactly_once" {
+		s.eos = &txnState{}
+	}
+	return s, nil
+}
+
+func (s *Sink) clientOpts() ([]kgo.Opt, error) {
+	c := &s.cfg
+	id := c.ClientID
+	if id == "" {
+		id = "pspf-edge-" + s.env.AgentName
+	}
+	base := []kgo.Opt{
+		kgo.SeedBrokers(c.Brokers...),
+		kgo.ClientID(id),
+		kgo.DialTimeout(c.DialTimeout),
+		kgo.WithLogger(kgoLogger{s.log}),
+	}
+	tc, err := c.TLS.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	if tc != nil {
+		base = append(base, kgo.DialTLSConfig(tc))
+	}
+	switch c.SASL.Mechanism {
+	case "plain":
+		base = append(base, kgo.SASL(plain.Auth{User: c.SASL.Username, Pass: c.SASL.Password}.AsMechanism()))
+	case "scram-sha-256":
+		base = append(base, kgo.SASL(scram.Auth{User: c.SASL.Username, Pass: c.SASL.Password}.AsSha256Mechanism()))
+	case "scram-sha-512":
+		base = append(base, kgo.SASL(scram.Auth{User: c.SASL.Username, Pass: c.SASL.Password}.AsSha512Mechanism()))
+	}
+	s.base = base
+	opts := append(base[:len(base):len(base)],
+		kgo.ProduceRequestTimeout(c.RequestTimeout),
+		kgo.ProducerLinger(c.Linger),
+		kgo.ProducerBatchMaxBytes(int32(c.BatchBytes)),
+	)
+	switch c.Compression {
+	case "gzip":
+		opts = append(opts, kgo.ProducerBatchCompression(kgo.GzipCompression()))
+	case "snappy":
+		opts = append(opts, kgo.ProducerBatchCompression(kgo.SnappyCompression()))
+	case "lz4":
+		opts = append(opts, kgo.ProducerBatchCompression(kgo.Lz4Compression()))
+	case "zstd":
+		opts = append(opts, kgo.ProducerBatchCompression(kgo.ZstdCompression()))
+	default:
+		opts = append(opts, kgo.ProducerBatchCompression(kgo.NoCompression()))
+	}
+	switch c.Acks {
+	case "1":
+		opts = append(opts, kgo.RequiredAcks(kgo.LeaderAck()), kgo.DisableIdempotentWrite())
+	case "0":
+		opts = append(opts, kgo.RequiredAcks(kgo.NoAck()), kgo.DisableIdempotentWrite())
+	default:
+		opts = append(opts, kgo.RequiredAcks(kgo.AllISRAcks()))
+	}
+	if c.Partitioner == "round_robin" {
+		opts = append(opts, kgo.RecordPartitioner(kgo.RoundRobinPartitioner()))
+	} else {
+		opts = append(opts, kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)))
+	}
+	if c.AutoCreateTopics {
+		opts = append(opts, kgo.AllowAutoTopicCreation())
+	} else {
+		// Two metadata answers that agree the topic is missing are enough.
+		opts = append(opts, kgo.UnknownTopicRetries(2))
+	}
+	if c.Delivery == "exactly_once" {
+		tid := c.TransactionalID
+		if tid == "" {
+			tid = "pspf-" + s.env.AgentName + "-" + s.env.Pipeline + "-" + s.env.Component
+		}
+		opts = append(opts, kgo.TransactionalID(tid), kgo.TransactionTimeout(c.WriteTimeout))
+	}
+	return opts, nil
+}
+
+// Connect creates the client and checks that a broker answers (and, with
+// exactly_once, fences an earlier instance and loads the cursor). On error
+// nothing is left open.
+func (s *Sink) Connect(ctx context.Context) error {
+	_, err := s.client(ctx, true)
+	return err
+}
+
+// client returns the client, making one if there is none: after Connect
+// failed, or after a Write timed out and dropped the previous one. ping asks
+// a broker to answer first.
+func (s *Sink) client(ctx context.Context, ping bool) (*kgo.Client, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, fmt.Errorf("kafka sink: %w", agent.ErrStopped)
+	}
+	if s.cl != nil {
+		return s.cl, nil
+	}
+	cl, err := kgo.NewClient(s.opts...)
+	if err != nil {
+		return nil, fmt.Errorf("kafka sink: %w", err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout+s.cfg.RequestTimeout)
+	defer cancel()
+	if ping || s.eos != nil {
+		if err := cl.Ping(pctx); err != nil {
+			cl.Close()
+			return nil, fmt.Errorf("kafka sink: connect: %w", err)
+		}
+	}
+	if s.eos != nil {
+		if err := s.eos.connect(pctx, s, cl); err != nil {
+			cl.Close()
+			return nil, fmt.Errorf("kafka sink: %w", err)
+		}
+	}
+	s.cl = cl
+	return cl, nil
+}
+
+// drop closes cl, failing whatever it still buffers, so that the next Write
+// starts on a fresh client.
+func (s *Sink) drop(cl *kgo.Client) {
+	s.mu.Lock()
+	if s.cl == cl {
+		s.cl = nil
+	}
+	s.mu.Unlock()
+	cl.Close()
+}
+
+// produce sends ptrs and waits for every promise. If that takes longer than
+// write_timeout (a cluster that went away while requests were in flight,
+// which the idempotent producer cannot fail safely) or ctx ends, it drops
+// the client: every record then fails, the batch is retried with backoff on
+// a new client, and the sink shows as offline.
+func (s *Sink) produce(ctx context.Context, cl *kgo.Client, ptrs []*kgo.Record) ([]error, error) {
+	errs := s.errs[:0]
+	for range ptrs {
+		errs = append(errs, nil)
+	}
+	s.errs = errs
+	if len(ptrs) == 0 {
+		return errs, nil
+	}
+	var left atomic.Int64
+	left.Store(int64(len(ptrs)))
+	done := make(chan struct{})
+	wctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+	defer cancel()
+	for j, p := range ptrs {
+		cl.Produce(wctx, p, func(_ *kgo.Record, err error) {
+			errs[j] = err
+			if left.Add(-1) == 0 {
+				close(done)
+			}
+		})
+	}
+	select {
+	case <-done:
+		return errs, nil
+	case <-wctx.Done():
+	}
+	select {
+	case <-done: // the deadline failed what was safe to fail
+		return errs, nil
+	case <-time.After(100 * time.Millisecond):
+	}
+	s.drop(cl)
+	<-done
+	if ctx.Err() != nil {
+		return errs, fmt.Errorf("kafka sink: %w", ctx.Err())
+	}
+	return errs, fmt.Errorf("kafka sink: no acknowledgement within write_timeout (%s): reconnecting", s.cfg.WriteTimeout)
+}
+
+// Write produces recs and returns once Kafka acknowledged all of them: nil,
+// a *agent.RejectedError listing the records Kafka refused for good (too
+// large, not authorized, missing topic with auto_create_topics off) when the
+// others were accepted, or a retryable error when any record may be retried.
+// A retried batch produces its accepted records again: they carry the same
+// pspf-id header.
+func (s *Sink) Write(ctx context.Context, recs []agent.Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	cl, err := s.client(ctx, false)
+	if err != nil {
+		return err
+	}
+	if s.eos != nil {
+		return s.eos.write(ctx, s, cl, recs)
+	}
+	rej := s.build(recs)
+	errs, err := s.produce(ctx, cl, s.ptrs)
+	if err != nil {
+		return err
+	}
+	return s.classify(errs, rej)
+}
+
+// build turns recs into s.krs / s.ptrs. Records whose topic cannot be made
+// are returned as rejected.
+func (s *Sink) build(recs []agent.Record) *agent.RejectedError {
+	var rej *agent.RejectedError
+	b := s.buf[:0]
+	spans := s.spans[:0]
+	index := s.index[:0]
+	for i := range recs {
+		r := &recs[i]
+		var sp span
+		if s.static == "" {
+			start := len(b)
+			var err error
+			b, err = s.topic.Append(b, r)
+			if err != nil {
+				b = b[:start]
+				if rej == nil {
+					rej = &agent.RejectedError{}
+				}
+				rej.Index = append(rej.Index, i)
+				rej.Errs = append(rej.Errs, fmt.Errorf("kafka sink: topic: %w", err))
+				continue
+			}
+			sp.topic = [2]int{start, len(b)}
+		}
+		start := len(b)
+		b = append(b, r.Key...)
+		sp.key = [2]int{start, len(b)}
+		start = len(b)
+		b = s.appendValue(b, r)
+		sp.val = [2]int{start, len(b)}
+		start = len(b)
+		b = append(b, r.ID...)
+		sp.id = [2]int{start, len(b)}
+		start = len(b)
+		b = append(b, r.Source...)
+		sp.src = [2]int{start, len(b)}
+		spans = append(spans, sp)
+		index = append(index, i)
+	}
+	s.buf, s.spans, s.index = b, spans, index
+
+	n := len(spans)
+	if cap(s.krs) < n {
+		s.krs = make([]kgo.Record, n)
+		s.ptrs = make([]*kgo.Record, n)
+		s.hdrs = make([]kgo.RecordHeader, 4*n)
+	}
+	s.krs, s.ptrs, s.hdrs = s.krs[:n], s.ptrs[:n], s.hdrs[:4*n]
+	for j, sp := range spans {
+		r := &recs[index[j]]
+		topic := s.static
+		if topic == "" {
+			tb := b[sp.topic[0]:sp.topic[1]]
+			if string(tb) != s.lastT {
+				s.lastT = string(tb)
+			}
+			topic = s.lastT
+		}
+		h := s.hdrs[4*j : 4*j : 4*j+4]
+		h = append(h,
+			kgo.RecordHeader{Key: HeaderID, Value: b[sp.id[0]:sp.id[1]]},
+			kgo.RecordHeader{Key: HeaderAgent, Value: s.agentB},
+			kgo.RecordHeader{Key: HeaderPipeline, Value: s.pipeB})
+		if sp.src[1] > sp.src[0] {
+			h = append(h, kgo.RecordHeader{Key: HeaderSource, Value: b[sp.src[0]:sp.src[1]]})
+		}
+		kr := &s.krs[j]
+		*kr = kgo.Record{Topic: topic, Value: b[sp.val[0]:sp.val[1]], Headers: h}
+		if sp.key[1] > sp.key[0] {
+			kr.Key = b[sp.key[0]:sp.key[1]]
+		}
+		if r.EventTime != 0 {
+			kr.Timestamp = r.Time()
+		}
+		s.ptrs[j] = kr
+	}
+	return rej
+}
+
+func (s *Sink) appendValue(b []byte, r *agent.Record) []byte {
+	switch s.cfg.Encoding {
+	case "msgpack":
+		seq := r.Seq
+		r.Seq = 0
+		out, err := r.MarshalMsg(b)
+		r.Seq = seq
+		if err != nil { // only for values msgp cannot hold, which fields never are
+			return agent.AppendJSON(b, r)
+		}
+		return out
+	case "raw":
+		if len(r.Raw) > 0 || len(r.Fields) == 0 {
+			return append(b, r.Raw...)
+		}
+	}
+	return agent.AppendJSON(b, r)
+}
+
+// classify folds the per-record results into Write's result.
+func (s *Sink) classify(errs []error, rej *agent.RejectedError) error {
+	var retry error
+	for j, err := range errs {
+		if err == nil {
+			continue
+		}
+		topic := s.ptrs[j].Topic
+		if s.permanent(err) {
+			if rej == nil {
+				rej = &agent.RejectedError{}
+			}
+			rej.Index = append(rej.Index, s.index[j])
+			rej.Errs = append(rej.Errs, fmt.Errorf("kafka sink: topic %q: %w", topic, err))
+			continue
+		}
+		if retry == nil {
+			retry = fmt.Errorf("kafka sink: produce to %q: %w", topic, err)
+		}
+	}
+	if retry != nil {
+		return retry // the batch is retried; refused records are refused again
+	}
+	if rej != nil {
+		return rej
+	}
+	return nil
+}
+
+// permanent reports errors that retrying cannot fix: the record is too large,
+// the client is not authorized, or the topic does not exist and may not be
+// created.
+func (s *Sink) permanent(err error) bool {
+	switch {
+	case errors.Is(err, kerr.MessageTooLarge), errors.Is(err, kerr.RecordListTooLarge),
+		errors.Is(err, kerr.TopicAuthorizationFailed), errors.Is(err, kerr.ClusterAuthorizationFailed),
+		errors.Is(err, kerr.TransactionalIDAuthorizationFailed), errors.Is(err, kerr.InvalidTopicException),
+		errors.Is(err, kerr.InvalidRecord):
+		return true
+	case errors.Is(err, kerr.UnknownTopicOrPartition), errors.Is(err, kerr.UnknownTopicID):
+		return !s.cfg.AutoCreateTopics
+	}
+	return false
+}
+
+// Close flushes nothing (Write already waited) and closes the client; with
+// exactly_once an open transaction is aborted. It is idempotent.
+func (s *Sink) Close(ctx context.Context) error {
+	s.mu.Lock()
+	cl := s.cl
+	s.cl, s.closed = nil, true
+	s.mu.Unlock()
+	if cl == nil {
+		return nil
+	}
+	if s.eos != nil {
+		s.eos.close(ctx, cl)
+	}
+	cl.Close()
+	return nil
+}
+
+// kgoLogger forwards franz-go's warnings and errors to the component logger.
+type kgoLogger struct{ l *slog.Logger }
+
+func (k kgoLogger) Level() kgo.LogLevel { return kgo.LogLevelWarn }
+
+func (k kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
+	switch level {
+	case kgo.LogLevelError:
+		k.l.Error("kafka: "+msg, keyvals...)
+	case kgo.LogLevelWarn:
+		k.l.Warn("kafka: "+msg, keyvals...)
+	}
+}
