@@ -98,6 +98,11 @@ func (l *Log) spillLocked(all bool) error {
 		l.lost += l.next - l.mem.first
 		return err
 	}
+	if l.diskNext < l.next {
+		// The newest records were released unwritten: start an empty
+		// segment at next so that sequences never go back after a restart.
+		return l.rotateLocked(l.next)
+	}
 	return nil
 }
 

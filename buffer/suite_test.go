@@ -148,6 +148,7 @@ func TestSuiteAckRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 		r, _ := l.Reader("a")
+		l.Reader("b") // holds every record until it reads them
 		appendN(t, l, 1, 500, 10)
 		readN(t, r, 1, 300)
 		if err := r.Ack(250); err != nil {
