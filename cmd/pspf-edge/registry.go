@@ -4,6 +4,7 @@ import (
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/sinks/console"
 	"github.com/pspf/pspf-edge/sinks/file"
+	httpsink "github.com/pspf/pspf-edge/sinks/http"
 	"github.com/pspf/pspf-edge/sinks/kafka"
 	"github.com/pspf/pspf-edge/sources/simulate"
 )
@@ -15,5 +16,6 @@ func newRegistry() *agent.Registry {
 	r.Sinks["console"] = console.Factory()
 	r.Sinks["file"] = file.Factory()
 	r.Sinks["kafka"] = kafka.Factory()
+	r.Sinks["http"] = httpsink.Factory()
 	return r
 }
