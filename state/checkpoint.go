@@ -47,6 +47,7 @@ type Pending struct {
 	db      *DB
 	tables  []*pendTable
 	meta    map[string][]byte
+	drops   []string // tables to delete
 	seq     uint64
 	now     int64
 	prepDur time.Duration
@@ -182,9 +183,17 @@ func (db *DB) Prepare(meta map[string][]byte) (*Pending, error) {
 		return nil, fmt.Errorf("%w: %w", ErrBroken, db.broken)
 	}
 	p := &Pending{db: db, meta: mcopy, seq: db.last.Seq + 1, now: db.nowNanos()}
+	for name, held := range db.drops {
+		if !held {
+			db.drops[name] = true
+			p.drops = append(p.drops, name)
+		}
+	}
 	counts := make(map[*Table]int)
 	for _, e := range db.dirty {
-		counts[e.t]++
+		if !e.t.dropped {
+			counts[e.t]++
+		}
 	}
 	byTable := make(map[*Table]*pendTable, len(counts))
 	for t, n := range counts {
@@ -193,6 +202,9 @@ func (db *DB) Prepare(meta map[string][]byte) (*Pending, error) {
 		p.tables = append(p.tables, pt)
 	}
 	for _, e := range db.dirty {
+		if e.t.dropped {
+			continue
+		}
 		pt := byTable[e.t]
 		e.queued = false
 		e.pinned = e.val != nil
@@ -226,10 +238,17 @@ func (p *Pending) Abort() {
 	<-db.ckpt
 }
 
-// requeue puts the captured entries back in the dirty queue. Requires db.mu.
+// requeue puts the captured entries and drops back for the next
+// checkpoint. Requires db.mu.
 func (p *Pending) requeue() {
 	db := p.db
+	for _, name := range p.drops {
+		db.drops[name] = false
+	}
 	for _, pt := range p.tables {
+		if pt.t.dropped {
+			continue
+		}
 		for _, s := range pt.ents {
 			s.e.pinned = false
 			if !s.e.queued {
@@ -267,7 +286,13 @@ func (p *Pending) Commit() (CheckpointStats, error) {
 		db.log.Error("state: checkpoint failed; state stays at the previous checkpoint", "seq", p.seq, "err", err)
 		return st, fmt.Errorf("state: checkpoint %d: %w", p.seq, err)
 	}
+	for _, name := range p.drops {
+		delete(db.drops, name)
+	}
 	for i, pt := range p.tables {
+		if pt.t.dropped {
+			continue // its entries left the cache's accounts with the drop
+		}
 		for _, s := range pt.ents {
 			e := s.e
 			e.pinned = false
@@ -316,6 +341,16 @@ func (p *Pending) write(st *CheckpointStats) ([][]string, error) {
 		return nil, err
 	}
 	defer func() { _ = tx.Rollback() }()
+	for _, name := range p.drops {
+		for _, b := range [][]byte{[]byte("t/" + name), []byte("x/" + name)} {
+			if tx.Bucket(b) == nil {
+				continue
+			}
+			if err := tx.DeleteBucket(b); err != nil {
+				return nil, fmt.Errorf("drop table %q: %w", name, err)
+			}
+		}
+	}
 	expired := make([][]string, len(p.tables))
 	counts := make([]int, len(p.tables)) // change of each table's key count
 	for i, pt := range p.tables {

@@ -90,10 +90,11 @@ type DB struct {
 	closed   bool
 	broken   error // sticky failure of a checkpoint commit
 	tables   map[string]*Table
-	lru      entry    // sentinel of the LRU list of clean entries; next is most recent
-	dirty    []*entry // dirty entries queued for the next checkpoint
-	used     int64    // charge of all cached entries
-	dirtyB   int64    // charge of dirty entries
+	drops    map[string]bool // tables to delete: true once a pending checkpoint holds the drop
+	lru      entry           // sentinel of the LRU list of clean entries; next is most recent
+	dirty    []*entry        // dirty entries queued for the next checkpoint
+	used     int64           // charge of all cached entries
+	dirtyB   int64           // charge of dirty entries
 	nEntries int
 	nDirty   int
 	hits     uint64
@@ -159,6 +160,7 @@ func Open(path string, opts Options) (*DB, error) {
 		ckpt:     make(chan struct{}, 1),
 		pressure: make(chan struct{}, 1),
 		tables:   make(map[string]*Table),
+		drops:    make(map[string]bool),
 	}
 	db.lru.next, db.lru.prev = &db.lru, &db.lru
 	if err := bdb.View(func(tx *bolt.Tx) error {

@@ -26,4 +26,8 @@ var (
 	// ErrTableTTL is returned when a table is opened twice in one DB with
 	// different TTLs.
 	ErrTableTTL = errors.New("state: table reopened with a different ttl")
+
+	// ErrTableDropped is returned by the methods of a dropped table, and by
+	// DB.Table for its name until the checkpoint that deletes it commits.
+	ErrTableDropped = errors.New("state: table dropped")
 )

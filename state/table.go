@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -22,7 +23,8 @@ type Table struct {
 	data, idx []byte // bucket names
 	ttl       int64  // nanoseconds; 0: keys never expire
 	m         map[string]*entry
-	diskCount int // keys in the committed file
+	diskCount int  // keys in the committed file
+	dropped   bool // by DB.DropTable
 }
 
 // Table returns the table called name, creating it if needed. A ttl > 0
@@ -45,6 +47,9 @@ func (db *DB) Table(name string, ttl time.Duration) (*Table, error) {
 	defer db.mu.Unlock()
 	if db.closed {
 		return nil, ErrClosed
+	}
+	if _, ok := db.drops[name]; ok {
+		return nil, fmt.Errorf("%w: %q: until the next checkpoint commits", ErrTableDropped, name)
 	}
 	if t, ok := db.tables[name]; ok {
 		if t.ttl != ttlNanos(ttl) {
@@ -98,6 +103,86 @@ func checkName(name string) error {
 	return nil
 }
 
+// usable returns ErrClosed or ErrTableDropped, or nil. Requires db.mu.
+func (t *Table) usable() error {
+	switch {
+	case t.db.closed:
+		return ErrClosed
+	case t.dropped:
+		return fmt.Errorf("%w: %q", ErrTableDropped, t.name)
+	}
+	return nil
+}
+
+// DropTable deletes the table called name, for an operator removed or
+// changed by a reload. Its *Table, if open, fails from now on with
+// ErrTableDropped and its cached entries are released at once; its data is
+// deleted from the file by the next checkpoint, in the same transaction as
+// the rest of that checkpoint, so a crash before it leaves the table whole.
+// Until that checkpoint has committed, Table(name) fails with
+// ErrTableDropped. Dropping a table that does not exist is not an error.
+// After Close it returns ErrClosed.
+func (db *DB) DropTable(name string) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.closed {
+		return ErrClosed
+	}
+	if t := db.tables[name]; t != nil {
+		t.dropped = true
+		delete(db.tables, name)
+		for _, e := range t.m {
+			if e.dirty {
+				db.dirtyB -= e.charge()
+				db.nDirty--
+			} else {
+				db.lruUnlink(e)
+			}
+			db.used -= e.charge()
+			db.nEntries--
+		}
+		t.m = nil // queued entries stay in db.dirty until Prepare skips them
+	}
+	db.drops[name] = false
+	return nil
+}
+
+// Tables returns the names of the tables in the file and of those opened
+// since, sorted, without the dropped ones. After Close it returns ErrClosed.
+func (db *DB) Tables() ([]string, error) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.closed {
+		return nil, ErrClosed
+	}
+	names := make(map[string]bool)
+	for name := range db.tables {
+		names[name] = true
+	}
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		return tx.ForEach(func(b []byte, _ *bolt.Bucket) error {
+			if name, ok := strings.CutPrefix(string(b), "t/"); ok {
+				names[name] = true
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("state: tables: %w", err)
+	}
+	var out []string
+	for name := range names {
+		if _, dropped := db.drops[name]; !dropped {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
 // Name returns the table's name.
 func (t *Table) Name() string { return t.name }
 
@@ -130,8 +215,8 @@ func (t *Table) Get(key, dst []byte) ([]byte, bool, error) {
 	db := t.db
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	if db.closed {
-		return dst, false, ErrClosed
+	if err := t.usable(); err != nil {
+		return dst, false, err
 	}
 	e := t.m[string(key)]
 	if e != nil {
@@ -193,8 +278,8 @@ func (t *Table) Put(key, val []byte) error {
 	db := t.db
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	if db.closed {
-		return ErrClosed
+	if err := t.usable(); err != nil {
+		return err
 	}
 	e := t.m[string(key)]
 	if e == nil {
@@ -217,8 +302,8 @@ func (t *Table) Delete(key []byte) error {
 	db := t.db
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	if db.closed {
-		return ErrClosed
+	if err := t.usable(); err != nil {
+		return err
 	}
 	e := t.m[string(key)]
 	switch {
@@ -246,9 +331,9 @@ func (t *Table) Range(fn func(k, v []byte) bool) error {
 	db := t.db
 	var ovs []overlay
 	db.mu.Lock()
-	if db.closed {
+	if err := t.usable(); err != nil {
 		db.mu.Unlock()
-		return ErrClosed
+		return err
 	}
 	tx, err := db.bolt.Begin(false)
 	if err != nil {
@@ -324,8 +409,8 @@ func (t *Table) Len() (int, error) {
 	defer func() { <-db.ckpt }()
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	if db.closed {
-		return 0, ErrClosed
+	if err := t.usable(); err != nil {
+		return 0, err
 	}
 	n := t.diskCount
 	var unknown []*entry
