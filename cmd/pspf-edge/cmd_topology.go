@@ -101,7 +101,7 @@ func buildGraph(spec *agent.PipelineSpec, reg *agent.Registry) graph {
 }
 
 func label(c agent.ComponentSpec) string {
-	if c.Name != c.Place {
+	if c.Name != c.Type {
 		return c.Name + " (" + c.Type + ")"
 	}
 	return c.Type

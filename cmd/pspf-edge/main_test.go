@@ -6,12 +6,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
+
+var typeList = regexp.MustCompile(`((?:unknown|names no) (?:source|operator|sink) type.*expected one of:).*`)
 
 // run calls the CLI in-process and returns its exit code and output.
 func run(t *testing.T, args ...string) (int, string, string) {
@@ -32,6 +35,9 @@ func TestValidateGolden(t *testing.T) {
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
 			code, _, stderr := run(t, "validate", f)
+			// The lists of registered types grow with every connector; the
+			// golden files hold a placeholder so that they need not.
+			stderr = typeList.ReplaceAllString(stderr, "$1 <registered types>")
 			if code != exitProblem {
 				t.Errorf("got exit %d, want %d", code, exitProblem)
 			}
@@ -62,6 +68,9 @@ func TestExamplePipelinesValidate(t *testing.T) {
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
 			code, _, stderr := run(t, "validate", f)
+			// The lists of registered types grow with every connector; the
+			// golden files hold a placeholder so that they need not.
+			stderr = typeList.ReplaceAllString(stderr, "$1 <registered types>")
 			if code != exitOK {
 				t.Errorf("got exit %d, want 0:\n%s", code, stderr)
 			}

@@ -2,6 +2,11 @@ package main
 
 import (
 	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/operators/decode"
+	"github.com/pspf/pspf-edge/operators/fields"
+	"github.com/pspf/pspf-edge/operators/filter"
+	"github.com/pspf/pspf-edge/operators/keyby"
+	"github.com/pspf/pspf-edge/operators/mapop"
 	"github.com/pspf/pspf-edge/sinks/console"
 	"github.com/pspf/pspf-edge/sinks/file"
 	httpsink "github.com/pspf/pspf-edge/sinks/http"
@@ -13,6 +18,11 @@ import (
 func newRegistry() *agent.Registry {
 	r := agent.NewRegistry()
 	r.Sources["simulate"] = simulate.Factory()
+	r.Operators["decode"] = decode.Factory()
+	r.Operators["filter"] = filter.Factory()
+	r.Operators["map"] = mapop.Factory()
+	r.Operators["fields"] = fields.Factory()
+	r.Operators["key_by"] = keyby.Factory()
 	r.Sinks["console"] = console.Factory()
 	r.Sinks["file"] = file.Factory()
 	r.Sinks["kafka"] = kafka.Factory()
