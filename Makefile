@@ -5,7 +5,7 @@ RUN_DIR  := .run
 # -race on every test run; the timeout keeps a hung test from eating CI.
 TESTFLAGS ?= -race -timeout 20m
 
-.PHONY: build run test bench lint cross clean
+.PHONY: build run test bench lint cross clean hwlab
 
 build:
 	$(GO) build -o $(BIN) ./cmd/pspf-edge
@@ -28,6 +28,12 @@ lint:
 
 cross:
 	scripts/cross-build.sh
+
+# Hardware-in-the-loop lab: the cross-compiled agent in QEMU VMs (arm64 and
+# amd64, Debian's stock kernels) with a simulated GPIO chip and real 16550
+# UARTs. Installs QEMU if missing; caches under .cache/hwlab. See scripts/hwlab.
+hwlab:
+	scripts/hwlab/hwlab.sh
 
 clean:
 	rm -rf bin dist $(RUN_DIR)

@@ -1,0 +1,74 @@
+# shellcheck shell=bash
+# Sourced by hwlab.sh. Each check_<scenario> DIR ARCH reads what the guest left
+# in DIR/out and prints one line: "pass|fail RECORDS DETAIL". The host, not the
+# guest, decides: the guest only records facts.
+
+# json_field NAME: awk program fragment printing field NAME of each NDJSON line.
+# Good enough for the flat records the agent writes (no nested objects).
+json_field() {
+  awk -v k="\"$1\":" '{
+    i = index($0, k); if (i == 0) { print ""; next }
+    s = substr($0, i + length(k))
+    if (substr(s, 1, 1) == "\"") { s = substr(s, 2); print substr(s, 1, index(s, "\"") - 1) }
+    else { match(s, /^[^,}]*/); print substr(s, 1, RLENGTH) }
+  }'
+}
+
+# common_failures DIR: prints the guest's failures, if any, and fails.
+common_failures() {
+  local o=$1/out
+  if [ ! -f "$o/uptime.txt" ]; then
+    grep -q HWLAB-TIMEOUT "$1/console.log" 2>/dev/null && { echo "VM timed out"; return 1; }
+    echo "guest sent no output (see console.log)"
+    return 1
+  fi
+  if [ -s "$o/failures.txt" ]; then
+    paste -sd';' "$o/failures.txt"
+    return 1
+  fi
+  return 0
+}
+
+# lines FILE: number of lines, 0 if missing.
+lines() { if [ -f "$1" ]; then wc -l <"$1" | tr -d ' '; else echo 0; fi; }
+
+check_smoke() {
+  local d=$1 arch=$2 o=$1/out why n
+  why=$(common_failures "$d") || { echo "fail $(lines "$o/smoke.ndjson") $why"; return; }
+  n=$(lines "$o/smoke.ndjson")
+  grep -q "linux/$arch" "$o/version.txt" || { echo "fail $n version does not say linux/$arch: $(head -1 "$o/version.txt")"; return; }
+  [ "$(cat "$o/validate.rc")" = 0 ] || { echo "fail $n validate: $(head -1 "$o/validate.txt")"; return; }
+  grep -q hwlab-sim "$o/gpiochips.txt" || { echo "fail $n no gpio-sim chip"; return; }
+  grep -q 16550 "$o/serial.txt" || { echo "fail $n no 16550 UART"; return; }
+  [ "$(cat "$o/agent-exit.txt")" = 0 ] || { echo "fail $n agent exit $(cat "$o/agent-exit.txt")"; return; }
+  echo "pass $n version+validate ok, gpio-sim and 16550 present, clean SIGTERM exit"
+}
+
+check_kill_restart() {
+  local d=$1 o=$1/out why n before bad
+  why=$(common_failures "$d") || { echo "fail $(lines "$o/dump.ndjson") $why"; return; }
+  n=$(lines "$o/dump.ndjson")
+  before=$(lines "$o/before.ndjson")
+  [ "$(tail -1 "$o/verify-after-kill.txt")" = 0 ] || { echo "fail $n buffer verify after SIGKILL: $(head -1 "$o/verify-after-kill.txt")"; return; }
+  [ "$(tail -1 "$o/verify.txt")" = 0 ] || { echo "fail $n buffer verify after restart: $(head -1 "$o/verify.txt")"; return; }
+  # The log's sequences are 1..n without a gap.
+  bad=$(json_field _seq <"$o/dump.ndjson" | awk '$1 != NR { print NR ": " $1; exit }')
+  [ -z "$bad" ] || { echo "fail $n log sequence gap at $bad"; return; }
+  # Every record the sink had before the kill is in the log, unchanged.
+  bad=$(paste -d' ' <(json_field _seq <"$o/dump.ndjson") <(json_field _time <"$o/dump.ndjson") |
+    awk 'NR == FNR { t[$1] = $2; next } {
+      split($1, a, ":"); s = a[length(a)]
+      if (!(s in t)) { print "record " $1 " missing"; exit }
+      if (t[s] != $2) { print "record " $1 " changed"; exit }
+    }' - <(paste -d' ' <(json_field _id <"$o/before.ndjson") <(json_field _time <"$o/before.ndjson")))
+  [ -z "$bad" ] || { echo "fail $n $bad"; return; }
+  [ "$n" -gt "$before" ] || { echo "fail $n log did not grow after the restart ($before before)"; return; }
+  echo "pass $n $before delivered before SIGKILL all in the log; log 1..$n intact, verify clean"
+}
+
+# gen_serial_input DIR: writes DIR/serial-input.bin (what the host sends) and
+# DIR/serial-expected.ndjson (what must come out).
+gen_serial_input() {
+  : >"$1/serial-input.bin"
+  : >"$1/serial-expected.ndjson"
+}
