@@ -11,6 +11,7 @@ import (
 	"github.com/pspf/pspf-edge/sinks/file"
 	httpsink "github.com/pspf/pspf-edge/sinks/http"
 	"github.com/pspf/pspf-edge/sinks/kafka"
+	mqttsink "github.com/pspf/pspf-edge/sinks/mqtt"
 	"github.com/pspf/pspf-edge/sources/simulate"
 )
 
@@ -27,5 +28,6 @@ func newRegistry() *agent.Registry {
 	r.Sinks["file"] = file.Factory()
 	r.Sinks["kafka"] = kafka.Factory()
 	r.Sinks["http"] = httpsink.Factory()
+	r.Sinks["mqtt"] = mqttsink.Factory()
 	return r
 }

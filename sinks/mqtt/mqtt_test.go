@@ -1,0 +1,250 @@
+package mqtt
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/agenttest"
+	"github.com/pspf/pspf-edge/internal/testbroker"
+	"github.com/pspf/pspf-edge/sources/simulate"
+)
+
+func TestREADMESample(t *testing.T) {
+	reg := agent.NewRegistry()
+	reg.Sources["simulate"] = simulate.Factory()
+	reg.Sinks["mqtt"] = Factory()
+	os.Setenv("MQTT_PASSWORD", "pw")
+	specs := agenttest.CheckREADMESamples(t, "README.md", reg)
+	if len(specs) == 1 {
+		if c := specs[0].Sinks[0].Config.(*Config); c.Password != "pw" || c.QoS != 1 {
+			t.Errorf("got %+v, want the sample's values", c)
+		}
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	reg := agent.NewRegistry()
+	reg.Sources["simulate"] = simulate.Factory()
+	reg.Sinks["mqtt"] = Factory()
+	for _, tc := range []struct{ body, want string }{
+		{"{topic: t}", "broker: must be a URL"},
+		{"{broker: 'http://x:1', topic: t}", "scheme must be"},
+		{"{broker: 'tcp://x:1', topic: t, qos: 2}", `qos: must be 0 or 1, got "2"`},
+		{"{broker: 'tcp://x:1', topic: 'a/{b'}", "topic: template"},
+	} {
+		_, err := reg.ParsePipeline("p.yaml", []byte("sources: [{simulate: {}}]\nsinks: [{mqtt: "+tc.body+"}]\n"), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+		if err == nil || !contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want an error containing %q", tc.body, err, tc.want)
+		}
+	}
+}
+
+func contains(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return true
+		}
+	}
+	return false
+}
+
+// subscriber collects messages on filter, by _id.
+type subscriber struct {
+	mu   sync.Mutex
+	ids  map[string]int
+	msgs []paho.Message
+}
+
+func subscribe(t *testing.T, broker, filter string, tc *TLSConfig) *subscriber {
+	t.Helper()
+	s := &subscriber{ids: map[string]int{}}
+	// A persistent session on a persistent broker: messages published while
+	// the subscriber reconnects after a broker restart are queued for it.
+	o := paho.NewClientOptions().AddBroker(broker).SetClientID("sub-" + strconv.FormatInt(time.Now().UnixNano(), 36)).
+		SetCleanSession(false).SetAutoReconnect(true).SetMaxReconnectInterval(100 * time.Millisecond)
+	if tc != nil {
+		c, err := tc.load()
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.SetTLSConfig(c)
+	}
+	cl := paho.NewClient(o)
+	if tok := cl.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscriber connect: %v", tok.Error())
+	}
+	tok := cl.Subscribe(filter, 1, func(_ paho.Client, m paho.Message) {
+		var v map[string]any
+		_ = json.Unmarshal(m.Payload(), &v)
+		id, _ := v["_id"].(string)
+		s.mu.Lock()
+		s.ids[id]++
+		s.msgs = append(s.msgs, m)
+		s.mu.Unlock()
+	})
+	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	t.Cleanup(func() { cl.Disconnect(100) })
+	return s
+}
+
+func (s *subscriber) wait(t *testing.T, n int, d time.Duration) int {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		s.mu.Lock()
+		got := len(s.ids)
+		s.mu.Unlock()
+		if got >= n || time.Now().After(deadline) {
+			return got
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func records(from, n int) []agent.Record {
+	out := make([]agent.Record, n)
+	for j := range out {
+		i := from + j
+		out[j] = agent.Record{ID: "p:" + strconv.Itoa(i), Seq: uint64(i), Key: "k", Fields: []agent.Field{agent.Int("i", int64(i)), agent.String("site", "s"+strconv.Itoa(i%2))}}
+	}
+	return out
+}
+
+func newSink(t *testing.T, cfg Config) *Sink {
+	t.Helper()
+	s, err := New(cfg, agent.Env{AgentName: "gw1", Pipeline: "p", Component: "mqtt"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Connect(ctx); err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(func() { s.Close(context.Background()) })
+	return s
+}
+
+func TestPublishQoS(t *testing.T) {
+	m := testbroker.Start(t, testbroker.Options{})
+	for _, qos := range []int{0, 1} {
+		t.Run("qos"+strconv.Itoa(qos), func(t *testing.T) {
+			prefix := "q" + strconv.Itoa(qos)
+			sub := subscribe(t, m.URL(), prefix+"/#", nil)
+			cfg := *Defaults()
+			cfg.Broker, cfg.Topic, cfg.QoS = m.URL(), prefix+"/{site}/t", qos
+			s := newSink(t, cfg)
+			recs := records(1, 200)
+			recs[7].Fields = recs[7].Fields[:1] // no site: refused
+			err := s.Write(context.Background(), recs)
+			var rej *agent.RejectedError
+			if !errors.As(err, &rej) || len(rej.Index) != 1 || rej.Index[0] != 7 {
+				t.Fatalf("got %v, want record 7 rejected", err)
+			}
+			if got := sub.wait(t, 199, 10*time.Second); got != 199 {
+				t.Fatalf("got %d messages, want 199", got)
+			}
+			sub.mu.Lock()
+			defer sub.mu.Unlock()
+			for _, msg := range sub.msgs {
+				var v map[string]any
+				json.Unmarshal(msg.Payload(), &v)
+				if want := prefix + "/" + v["site"].(string) + "/t"; msg.Topic() != want {
+					t.Errorf("got topic %s, want %s", msg.Topic(), want)
+				}
+			}
+		})
+	}
+}
+
+func TestTLSClientCertificate(t *testing.T) {
+	certs := testbroker.NewCerts(t)
+	m := testbroker.Start(t, testbroker.Options{TLS: &testbroker.TLS{CAFile: certs.CAFile, CertFile: certs.ServerCert, KeyFile: certs.ServerKey, RequireClientCert: true}})
+	tc := TLSConfig{CAFile: certs.CAFile, CertFile: certs.ClientCert, KeyFile: certs.ClientKey}
+	sub := subscribe(t, m.TLSURL(), "tls/#", &tc)
+	cfg := *Defaults()
+	cfg.Broker, cfg.Topic, cfg.TLS = m.TLSURL(), "tls/x", tc
+	s := newSink(t, cfg)
+	if err := s.Write(context.Background(), records(1, 20)); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	if got := sub.wait(t, 20, 5*time.Second); got != 20 {
+		t.Errorf("got %d, want 20", got)
+	}
+	// Without the client certificate the broker refuses.
+	bad := cfg
+	bad.TLS.CertFile, bad.TLS.KeyFile = "", ""
+	bad.ConnectTimeout = 2 * time.Second
+	b, _ := New(bad, agent.Env{AgentName: "gw1", Pipeline: "p", Component: "bad"})
+	if err := b.Connect(context.Background()); err == nil {
+		b.Close(context.Background())
+		t.Errorf("connect without a client certificate: got nil, want an error")
+	}
+}
+
+// TestBrokerOutage stops mosquitto under a steady stream through a full
+// pipeline on the disk log, and starts it again: every record arrives.
+func TestBrokerOutage(t *testing.T) {
+	m := testbroker.Start(t, testbroker.Options{})
+	sub := subscribe(t, m.URL(), "out/#", nil)
+	const total = 2000
+	batches := make([][]agent.Record, total/20)
+	for b := range batches {
+		batches[b] = make([]agent.Record, 20)
+		for i := range batches[b] {
+			batches[b][i] = agent.Record{Key: "k", Fields: []agent.Field{agent.Int("i", int64(b*20+i))}}
+		}
+	}
+	src := &pacedSource{ScriptSource: agenttest.NewScriptSource(batches...), every: 2 * time.Millisecond}
+	reg := agent.NewRegistry()
+	reg.Sources["script"] = agent.Typed[agent.Source]("test", func() *struct{} { return &struct{}{} }, func(*struct{}, agent.Env) (agent.Source, error) { return src, nil })
+	reg.Sinks["mqtt"] = Factory()
+	yaml := "sources: [{script: {}}]\nsinks:\n  - mqtt: {broker: '" + m.URL() + "', topic: out/t, write_timeout: 2s, connect_timeout: 1s}\n    retry: {initial: 20ms, max: 200ms}\n"
+	spec, err := reg.ParsePipeline("p.yaml", []byte(yaml), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := agent.NewPipeline(spec, agent.PipelineDeps{Registry: reg, DataDir: t.TempDir(), AgentName: "gw1", OpenLog: agent.OpenDiskLog(testLogger()), ShutdownTimeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		m.Stop()
+		time.Sleep(time.Second)
+		m.Restart()
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	if err := p.Run(ctx); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if got := sub.wait(t, total, 10*time.Second); got != total {
+		t.Errorf("got %d distinct records, want %d", got, total)
+	}
+}
+
+// pacedSource slows a ScriptSource down to one batch per every.
+type pacedSource struct {
+	*agenttest.ScriptSource
+	every time.Duration
+}
+
+func (p *pacedSource) Read(ctx context.Context) ([]agent.Record, agent.AckFunc, error) {
+	agent.Sleep(ctx, p.every)
+	return p.ScriptSource.Read(ctx)
+}
+
+func testLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
