@@ -55,8 +55,9 @@ type Pending struct {
 }
 
 type pendTable struct {
-	t    *Table
-	ents []snap
+	t     *Table
+	ents  []snap
+	order []int32 // indexes into ents in key order, set by sort
 }
 
 // sort orders the entries by key: a radix sort on 8 key bytes taken after
@@ -64,7 +65,11 @@ type pendTable struct {
 // tie on those bytes. About 10x faster than a comparison sort of 100k keys.
 func (pt *pendTable) sort() {
 	ents := pt.ents
+	pt.order = make([]int32, len(ents))
 	if len(ents) < 2 {
+		for i := range pt.order {
+			pt.order[i] = int32(i)
+		}
 		return
 	}
 	lcp := len(ents[0].key)
@@ -73,11 +78,11 @@ func (pt *pendTable) sort() {
 	}
 	type item struct {
 		pfx uint64
-		i   int
+		i   int32
 	}
 	items := make([]item, len(ents))
 	for i := range ents {
-		items[i] = item{prefix(ents[i].key[lcp:]), i}
+		items[i] = item{prefix(ents[i].key[lcp:]), int32(i)}
 	}
 	tmp := make([]item, len(items))
 	for shift := 0; shift < 64; shift += 8 {
@@ -108,11 +113,9 @@ func (pt *pendTable) sort() {
 		}
 		lo = hi
 	}
-	sorted := make([]snap, len(ents))
 	for i, it := range items {
-		sorted[i] = ents[it.i]
+		pt.order[i] = it.i
 	}
-	pt.ents = sorted
 }
 
 func commonPrefix(a, b string) int {
@@ -398,7 +401,8 @@ func (p *Pending) writeTable(tx *bolt.Tx, pt *pendTable, st *CheckpointStats) (i
 	}
 	count := 0
 	var tmp []byte
-	for _, s := range pt.ents {
+	for _, i := range pt.order {
+		s := &pt.ents[i]
 		k := unsafe.Slice(unsafe.StringData(s.key), len(s.key))
 		// The file's version is known unless the key was written blind.
 		had, oldT := s.disk == diskYes, uint64(s.diskT)
