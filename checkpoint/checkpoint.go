@@ -111,7 +111,7 @@ func decode(m map[string][]byte) (Position, error) {
 		return Position{}, ErrNoMetadata
 	}
 	if len(v) != 1 || v[0] != formatVersion {
-		return Position{}, fmt.Errorf("%w: format version %x, want %d", ErrNoMetadata, v, formatVersion)
+		return Position{}, fmt.Errorf("format version %x, want %d: %w", v, formatVersion, ErrNoMetadata)
 	}
 	p := Position{Outboxes: make(map[string]uint64)}
 	for k, v := range m {

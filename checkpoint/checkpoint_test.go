@@ -204,3 +204,41 @@ func TestLoadForeignMeta(t *testing.T) {
 		t.Errorf("Load = %v, want ErrNoMetadata", err)
 	}
 }
+
+// TestRunSkipsFailedCapture: a failing Capture skips a checkpoint, Run goes
+// on; a failing commit (here: the DB closed under it) ends Run with the
+// error.
+func TestRunSkipsFailedCapture(t *testing.T) {
+	db := openDB(t, filepath.Join(t.TempDir(), "state.db"), 0)
+	var calls atomic.Int32
+	m, err := New(db, Options{Interval: MinInterval, Capture: func(ctx context.Context) (Position, func(), error) {
+		if calls.Add(1) <= 2 {
+			return Position{}, nil, errors.New("busy")
+		}
+		return Position{Log: uint64(calls.Load())}, nil, nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error)
+	go func() { done <- m.Run(context.Background()) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if cp, _, ok := m.Last(); ok && cp.Seq >= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no checkpoint after the capture recovered")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	_ = db.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, state.ErrClosed) {
+			t.Errorf("Run after Close = %v, want ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after the DB closed")
+	}
+}

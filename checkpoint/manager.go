@@ -102,7 +102,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		case err == nil:
 		case ctx.Err() != nil:
 			return nil
-		case errors.Is(err, errCapture):
+		case errors.As(err, new(captureError)):
 			m.log.Warn("checkpoint: skipped", "err", err)
 		default:
 			return err
@@ -110,7 +110,12 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 }
 
-var errCapture = errors.New("capture")
+// captureError marks a failure of Options.Capture, which skips one
+// checkpoint, apart from a failed commit, which is final.
+type captureError struct{ err error }
+
+func (e captureError) Error() string { return e.err.Error() }
+func (e captureError) Unwrap() error { return e.err }
 
 // Now makes a checkpoint at once and blocks until it is durable (or has
 // failed); it returns the committed checkpoint and its figures. When neither
@@ -122,7 +127,7 @@ func (m *Manager) Now(ctx context.Context) (Checkpoint, state.CheckpointStats, e
 	defer m.mu.Unlock()
 	pos, resume, err := m.opts.Capture(ctx)
 	if err != nil {
-		return Checkpoint{}, state.CheckpointStats{}, fmt.Errorf("checkpoint: %w: %w", errCapture, err)
+		return Checkpoint{}, state.CheckpointStats{}, fmt.Errorf("checkpoint: capture: %w", captureError{err})
 	}
 	meta, err := encode(pos)
 	var p *state.Pending

@@ -163,10 +163,10 @@ func (db *DB) Checkpoint(meta map[string][]byte) (CheckpointStats, error) {
 func (db *DB) Prepare(meta map[string][]byte) (*Pending, error) {
 	for k, v := range meta {
 		if len(k) == 0 || len(k) > MaxMetaKeySize {
-			return nil, fmt.Errorf("%w: checkpoint meta key %q: must be 1 to %d bytes", ErrKeySize, k, MaxMetaKeySize)
+			return nil, fmt.Errorf("state: checkpoint meta key %q: must be 1 to %d bytes: %w", k, MaxMetaKeySize, ErrKeySize)
 		}
 		if len(v) > MaxValueSize {
-			return nil, fmt.Errorf("%w: checkpoint meta %q: value is %d bytes, limit %d", ErrValueSize, k, len(v), MaxValueSize)
+			return nil, fmt.Errorf("state: checkpoint meta %q: value is %d bytes, limit %d: %w", k, len(v), MaxValueSize, ErrValueSize)
 		}
 	}
 	mcopy := make(map[string][]byte, len(meta))
@@ -183,7 +183,7 @@ func (db *DB) Prepare(meta map[string][]byte) (*Pending, error) {
 	}
 	if db.broken != nil {
 		<-db.ckpt
-		return nil, fmt.Errorf("%w: %w", ErrBroken, db.broken)
+		return nil, fmt.Errorf("%w (reopen to recover): %w", ErrBroken, db.broken)
 	}
 	p := &Pending{db: db, meta: mcopy, seq: db.last.Seq + 1, now: db.nowNanos()}
 	for name, held := range db.drops {
@@ -410,7 +410,7 @@ func (p *Pending) writeTable(tx *bolt.Tx, pt *pendTable, st *CheckpointStats) (i
 			old := b.Get(k)
 			if had = old != nil; had {
 				if len(old) < hdr {
-					return 0, nil, fmt.Errorf("key %x: stored value is %d bytes, shorter than its header", k, len(old))
+					return 0, nil, fmt.Errorf("key %s: stored value is %d bytes, shorter than its header", showKey(k), len(old))
 				}
 				oldT = binary.BigEndian.Uint64(old)
 			}

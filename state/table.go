@@ -49,11 +49,11 @@ func (db *DB) Table(name string, ttl time.Duration) (*Table, error) {
 		return nil, ErrClosed
 	}
 	if _, ok := db.drops[name]; ok {
-		return nil, fmt.Errorf("%w: %q: until the next checkpoint commits", ErrTableDropped, name)
+		return nil, fmt.Errorf("state: table %q: until the next checkpoint commits: %w", name, ErrTableDropped)
 	}
 	if t, ok := db.tables[name]; ok {
 		if t.ttl != ttlNanos(ttl) {
-			return nil, fmt.Errorf("%w: table %q has ttl %s, got %s", ErrTableTTL, name, time.Duration(t.ttl), ttl)
+			return nil, fmt.Errorf("state: table %q has ttl %s, got %s: %w", name, time.Duration(t.ttl), ttl, ErrTableTTL)
 		}
 		return t, nil
 	}
@@ -77,7 +77,7 @@ func (db *DB) Table(name string, ttl time.Duration) (*Table, error) {
 			}
 			return b.ForEach(func(k, v []byte) error {
 				if len(v) < hdr {
-					return fmt.Errorf("key %x: stored value is %d bytes, shorter than its header", k, len(v))
+					return fmt.Errorf("key %s: stored value is %d bytes, shorter than its header", showKey(k), len(v))
 				}
 				return ix.Put(indexKey(nil, binary.BigEndian.Uint64(v), k), nil)
 			})
@@ -93,11 +93,11 @@ func (db *DB) Table(name string, ttl time.Duration) (*Table, error) {
 
 func checkName(name string) error {
 	if len(name) == 0 || len(name) > MaxTableNameLen {
-		return fmt.Errorf("%w: %q: must be 1 to %d bytes", ErrTableName, name, MaxTableNameLen)
+		return fmt.Errorf("state: table name %q: must be 1 to %d bytes: %w", name, MaxTableNameLen, ErrTableName)
 	}
 	for _, c := range []byte(name) {
 		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return fmt.Errorf("%w: %q: byte %q is not in [A-Za-z0-9._-]", ErrTableName, name, c)
+			return fmt.Errorf("state: table name %q: byte %q is not in [A-Za-z0-9._-]: %w", name, c, ErrTableName)
 		}
 	}
 	return nil
@@ -109,7 +109,7 @@ func (t *Table) usable() error {
 	case t.db.closed:
 		return ErrClosed
 	case t.dropped:
-		return fmt.Errorf("%w: %q", ErrTableDropped, t.name)
+		return fmt.Errorf("state: table %q: %w", t.name, ErrTableDropped)
 	}
 	return nil
 }
@@ -191,7 +191,7 @@ func (t *Table) TTL() time.Duration { return time.Duration(t.ttl) }
 
 func (t *Table) checkKey(op string, key []byte) error {
 	if len(key) == 0 || len(key) > MaxKeySize {
-		return fmt.Errorf("%w: table %q: %s: key is %d bytes, want 1 to %d", ErrKeySize, t.name, op, len(key), MaxKeySize)
+		return fmt.Errorf("state: table %q: %s: key is %d bytes, want 1 to %d: %w", t.name, op, len(key), MaxKeySize, ErrKeySize)
 	}
 	return nil
 }
@@ -256,7 +256,7 @@ func (t *Table) load(key []byte) (*entry, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("state: table %q: get %x: %w", t.name, key, err)
+		return nil, fmt.Errorf("state: table %q: get %s: %w", t.name, showKey(key), err)
 	}
 	t.db.insert(e)
 	return e, nil
@@ -273,7 +273,7 @@ func (t *Table) Put(key, val []byte) error {
 		return err
 	}
 	if len(val) > MaxValueSize {
-		return fmt.Errorf("%w: table %q: put %x: value is %d bytes, limit %d", ErrValueSize, t.name, key, len(val), MaxValueSize)
+		return fmt.Errorf("state: table %q: put %s: value is %d bytes, limit %d: %w", t.name, showKey(key), len(val), MaxValueSize, ErrValueSize)
 	}
 	db := t.db
 	db.mu.Lock()
@@ -374,7 +374,7 @@ func (t *Table) Range(fn func(k, v []byte) bool) error {
 			ovs = ovs[1:]
 		}
 		if v != nil && len(v) < hdr {
-			return fmt.Errorf("state: table %q: range: key %x: stored value is %d bytes, shorter than its header", t.name, k, len(v))
+			return fmt.Errorf("state: table %q: range: key %s: stored value is %d bytes, shorter than its header", t.name, showKey(k), len(v))
 		}
 		if live(v) && !fn(k, v[hdr:]) {
 			return nil
@@ -456,4 +456,12 @@ func (t *Table) Len() (int, error) {
 func indexKey(dst []byte, wtime uint64, k []byte) []byte {
 	dst = binary.BigEndian.AppendUint64(dst, wtime)
 	return append(dst, k...)
+}
+
+// showKey formats a key for an error message, cut to 32 bytes.
+func showKey(k []byte) string {
+	if len(k) > 32 {
+		return fmt.Sprintf("%x...(%d bytes)", k[:32], len(k))
+	}
+	return fmt.Sprintf("%x", k)
 }
