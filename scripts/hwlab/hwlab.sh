@@ -218,6 +218,7 @@ cleanup() {
   for p in "${qemu_pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
 }
 trap cleanup EXIT
+trap 'exit 143' TERM INT
 
 # boot ARCH SCENARIO DIR: boots one VM, waits for it to power off (or kills it
 # after vm_timeout), extracts the guest's /out into DIR/out. Sets boot_s.
@@ -300,6 +301,7 @@ boot() {
 
 # -------------------------------------------------------------------- checks
 # Each check_<scenario> DIR prints "pass|fail RECORDS DETAIL" from DIR/out.
+# shellcheck source=checks.sh
 . "$here/checks.sh"
 
 # ---------------------------------------------------------------------- main
