@@ -12,6 +12,8 @@ import (
 	httpsink "github.com/pspf/pspf-edge/sinks/http"
 	"github.com/pspf/pspf-edge/sinks/kafka"
 	mqttsink "github.com/pspf/pspf-edge/sinks/mqtt"
+	"github.com/pspf/pspf-edge/sources/mqtt"
+	"github.com/pspf/pspf-edge/sources/serial"
 	"github.com/pspf/pspf-edge/sources/simulate"
 )
 
@@ -19,6 +21,8 @@ import (
 func newRegistry() *agent.Registry {
 	r := agent.NewRegistry()
 	r.Sources["simulate"] = simulate.Factory()
+	r.Sources["mqtt"] = mqtt.Factory()
+	r.Sources["serial"] = serial.Factory()
 	r.Operators["decode"] = decode.Factory()
 	r.Operators["filter"] = filter.Factory()
 	r.Operators["map"] = mapop.Factory()

@@ -1,0 +1,103 @@
+package serial
+
+import (
+	"time"
+
+	"github.com/pspf/pspf-edge/agent"
+)
+
+// Config is the serial source's config.
+type Config struct {
+	Device       string          `yaml:"device" doc:"device path; prefer a stable name like /dev/serial/by-id/... over /dev/ttyUSB0"`
+	Baud         int             `yaml:"baud" doc:"bits per second"`
+	DataBits     int             `yaml:"data_bits" doc:"5, 6, 7 or 8"`
+	Parity       string          `yaml:"parity" enum:"none,odd,even,mark,space" doc:"parity bit"`
+	StopBits     string          `yaml:"stop_bits" enum:"1,1.5,2" doc:"stop bits"`
+	Framing      string          `yaml:"framing" enum:"line,fixed,length_prefix" doc:"how the byte stream splits into frames"`
+	Delimiter    string          `yaml:"delimiter" doc:"line framing: the delimiter, e.g. \"\\n\" or \"\\r\\n\" (YAML double quotes)"`
+	TrimCR       bool            `yaml:"trim_cr" doc:"line framing: drop one trailing \\r from each frame"`
+	FrameSize    int             `yaml:"frame_size" doc:"fixed framing: bytes per frame"`
+	LengthBytes  int             `yaml:"length_bytes" doc:"length_prefix framing: 1, 2 or 4 byte prefix"`
+	LengthEndian string          `yaml:"length_endian" enum:"big,little" doc:"length_prefix framing: byte order of the prefix"`
+	MaxFrame     agent.ByteSize  `yaml:"max_frame" doc:"longer frames are dropped and counted; the framer's buffer is this big"`
+	Poll         PollConfig      `yaml:"poll" doc:"a command written at an interval, for request/response sensors"`
+	BatchSize    int             `yaml:"batch_size" doc:"most frames per batch"`
+	Linger       time.Duration   `yaml:"linger" doc:"how long a batch waits for more frames after its first"`
+	MaxUnacked   int             `yaml:"max_unacked" doc:"batches read but not yet durable before reading pauses"`
+	Reconnect    ReconnectConfig `yaml:"reconnect" doc:"backoff between attempts to reopen a device that went away"`
+}
+
+// PollConfig is a command written to the device at an interval.
+type PollConfig struct {
+	Command  string        `yaml:"command" doc:"bytes to write, e.g. \"READ\\r\\n\"; empty disables polling"`
+	Interval time.Duration `yaml:"interval" doc:"time between commands"`
+}
+
+// ReconnectConfig is the exponential backoff with jitter between reopen attempts.
+type ReconnectConfig struct {
+	Initial time.Duration `yaml:"initial" doc:"first wait"`
+	Max     time.Duration `yaml:"max" doc:"longest wait"`
+}
+
+// Defaults returns the config's defaults: 9600 8N1, newline-delimited lines.
+func Defaults() *Config {
+	return &Config{
+		Baud: 9600, DataBits: 8, Parity: "none", StopBits: "1",
+		Framing: "line", Delimiter: "\n", TrimCR: true, LengthBytes: 2, LengthEndian: "big",
+		MaxFrame: 1 << 10, Poll: PollConfig{Interval: time.Second},
+		BatchSize: 100, Linger: 20 * time.Millisecond, MaxUnacked: 8,
+		Reconnect: ReconnectConfig{Initial: 500 * time.Millisecond, Max: 10 * time.Second},
+	}
+}
+
+// Validate checks the config.
+func (c *Config) Validate(n agent.Node) {
+	if c.Device == "" {
+		n.Field("device").Errorf("must not be empty")
+	}
+	if c.Baud < 50 || c.Baud > 4_000_000 {
+		n.Field("baud").Errorf("must be between 50 and 4000000, got %q", n.Field("baud").Text())
+	}
+	if c.DataBits < 5 || c.DataBits > 8 {
+		n.Field("data_bits").Errorf("must be 5, 6, 7 or 8, got %q", n.Field("data_bits").Text())
+	}
+	// The framer's buffer is max_frame bytes, allocated once: the cap bounds memory.
+	if c.MaxFrame < 1 || c.MaxFrame > 1<<20 {
+		n.Field("max_frame").Errorf("must be between 1B and 1MiB, got %q", n.Field("max_frame").Text())
+	}
+	switch c.Framing {
+	case "line":
+		if c.Delimiter == "" || len(c.Delimiter) > 8 {
+			n.Field("delimiter").Errorf("must be 1 to 8 bytes, got %q", n.Field("delimiter").Text())
+		}
+	case "fixed":
+		if c.FrameSize < 1 || c.FrameSize > int(c.MaxFrame) {
+			n.Field("frame_size").Errorf("must be between 1 and max_frame (%d), got %q", c.MaxFrame, n.Field("frame_size").Text())
+		}
+	case "length_prefix":
+		if c.LengthBytes != 1 && c.LengthBytes != 2 && c.LengthBytes != 4 {
+			n.Field("length_bytes").Errorf("must be 1, 2 or 4, got %q", n.Field("length_bytes").Text())
+		}
+	}
+	if c.Poll.Command != "" && c.Poll.Interval < 10*time.Millisecond {
+		n.Field("poll").Field("interval").Errorf("must be at least 10ms, got %q", n.Field("poll").Field("interval").Text())
+	}
+	if c.BatchSize < 1 || c.BatchSize > 65536 {
+		n.Field("batch_size").Errorf("must be between 1 and 65536, got %q", n.Field("batch_size").Text())
+	}
+	if c.Linger > time.Second {
+		n.Field("linger").Errorf("must be at most 1s, got %q", n.Field("linger").Text())
+	}
+	if c.MaxUnacked < 1 || c.MaxUnacked > 1024 {
+		n.Field("max_unacked").Errorf("must be between 1 and 1024, got %q", n.Field("max_unacked").Text())
+	}
+	if c.Reconnect.Initial <= 0 || c.Reconnect.Max < c.Reconnect.Initial {
+		n.Field("reconnect").Errorf("needs 0 < initial <= max, got initial %s, max %s", c.Reconnect.Initial, c.Reconnect.Max)
+	}
+}
+
+// Factory returns the registry entry of the serial source.
+func Factory() agent.Factory[agent.Source] {
+	return agent.Typed[agent.Source]("reads frames from a serial port: lines, fixed size or length-prefixed; survives unplugging",
+		Defaults, func(c *Config, env agent.Env) (agent.Source, error) { return New(*c, env), nil })
+}

@@ -1,0 +1,241 @@
+package serial
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+
+	"github.com/pspf/pspf-edge/agent"
+)
+
+// fakeDevice is a pty pair behind a stable symlink, like the
+// /dev/serial/by-id/ name of a USB adapter: the source opens the link, the
+// test writes to the master side, and can unplug it (close) and plug a new
+// one in (a new pty, the link moved to it).
+type fakeDevice struct {
+	t             *testing.T
+	link          string
+	master, slave *os.File
+}
+
+func newDevice(t *testing.T) *fakeDevice {
+	d := &fakeDevice{t: t, link: filepath.Join(t.TempDir(), "usb-sensor")}
+	d.plug()
+	t.Cleanup(d.unplug)
+	return d
+}
+
+func (d *fakeDevice) plug() {
+	m, s, err := pty.Open()
+	if err != nil {
+		d.t.Fatalf("pty: %v", err)
+	}
+	d.master, d.slave = m, s
+	_ = os.Remove(d.link)
+	if err := os.Symlink(s.Name(), d.link); err != nil {
+		d.t.Fatal(err)
+	}
+}
+
+func (d *fakeDevice) unplug() {
+	if d.master != nil {
+		d.master.Close()
+		d.slave.Close()
+		d.master, d.slave = nil, nil
+	}
+	_ = os.Remove(d.link)
+}
+
+func (d *fakeDevice) write(b []byte) {
+	if _, err := d.master.Write(b); err != nil {
+		d.t.Fatalf("write to pty: %v", err)
+	}
+}
+
+func ptySource(t *testing.T, d *fakeDevice, edit func(*Config)) (*Source, *agent.Metrics) {
+	t.Helper()
+	cfg := *Defaults()
+	cfg.Device = d.link
+	cfg.Baud = 115200
+	cfg.Reconnect = ReconnectConfig{Initial: 20 * time.Millisecond, Max: 100 * time.Millisecond}
+	if edit != nil {
+		edit(&cfg)
+	}
+	m := agent.NewMetrics()
+	s := New(cfg, agent.Env{Pipeline: "p", Component: "serial", Metrics: m})
+	if err := s.Connect(context.Background()); err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close(context.Background()) })
+	return s, m
+}
+
+// readFrames reads until n frames arrived, acking each batch.
+func readFrames(t *testing.T, s *Source, n int) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var out []string
+	for len(out) < n {
+		recs, ack, err := s.Read(ctx)
+		if err != nil {
+			t.Fatalf("read after %q: %v", out, err)
+		}
+		for _, r := range recs {
+			if r.RecvTime == 0 {
+				t.Errorf("frame %q has no receive time", r.Raw)
+			}
+			out = append(out, string(r.Raw))
+		}
+		ack(ctx, nil)
+	}
+	return out
+}
+
+func counter(m *agent.Metrics, name string) string {
+	var b strings.Builder
+	m.WritePrometheus(&b)
+	for _, l := range strings.Split(b.String(), "\n") {
+		if strings.HasPrefix(l, name) {
+			return l[strings.LastIndexByte(l, ' ')+1:]
+		}
+	}
+	return ""
+}
+
+func TestPtyLineFramingBadInput(t *testing.T) {
+	d := newDevice(t)
+	s, m := ptySource(t, d, func(c *Config) { c.MaxFrame = 32 })
+	d.write([]byte("t1,21.5\r\n\x00\x00garbage\x01\n\xff\xfe\xc3(\n"))
+	d.write([]byte(strings.Repeat("overlong line ", 20) + "\nt2,22.0\n"))
+	got := readFrames(t, s, 4)
+	want := []string{"t1,21.5", "\x00\x00garbage\x01", "\xff\xfe\xc3(", "t2,22.0"}
+	if !slices.Equal(got, want) {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if c := counter(m, `pspf_serial_dropped_total{pipeline="p",component="serial",reason="oversize"}`); c != "1" {
+		t.Errorf("got oversize %q, want 1", c)
+	}
+}
+
+func TestPtyFixedAndLengthPrefix(t *testing.T) {
+	t.Run("fixed", func(t *testing.T) {
+		d := newDevice(t)
+		s, _ := ptySource(t, d, func(c *Config) { c.Framing, c.FrameSize = "fixed", 4 })
+		d.write([]byte("abcd\x00\x01\x02\x03wxyz"))
+		if got, want := readFrames(t, s, 3), []string{"abcd", "\x00\x01\x02\x03", "wxyz"}; !slices.Equal(got, want) {
+			t.Errorf("got %q, want %q", got, want)
+		}
+	})
+	t.Run("length_prefix", func(t *testing.T) {
+		d := newDevice(t)
+		s, m := ptySource(t, d, func(c *Config) {
+			c.Framing, c.LengthBytes, c.LengthEndian, c.MaxFrame = "length_prefix", 2, "little", 8
+		})
+		var in []byte
+		for _, body := range []string{"one", "much too long for max", "\xff\x00two"} {
+			in = binary.LittleEndian.AppendUint16(in, uint16(len(body)))
+			in = append(in, body...)
+		}
+		d.write(in)
+		if got, want := readFrames(t, s, 2), []string{"one", "\xff\x00two"}; !slices.Equal(got, want) {
+			t.Errorf("got %q, want %q", got, want)
+		}
+		if c := counter(m, `pspf_serial_dropped_total{pipeline="p",component="serial",reason="oversize"}`); c != "1" {
+			t.Errorf("got oversize %q, want 1", c)
+		}
+	})
+}
+
+// TestPtyUnplugAndReplug: the device disappears with a line half sent and a
+// new one appears under the same name; the source reopens it by itself.
+func TestPtyUnplugAndReplug(t *testing.T) {
+	d := newDevice(t)
+	s, m := ptySource(t, d, nil)
+	d.write([]byte("before\nno end"))
+	if got := readFrames(t, s, 1); got[0] != "before" {
+		t.Fatalf("got %q, want before", got)
+	}
+	d.unplug()
+	time.Sleep(100 * time.Millisecond)
+	d.plug()
+	// Write only once the source has the new device open in raw mode.
+	deadline := time.Now().Add(5 * time.Second)
+	got := make(chan []string, 1)
+	go func() { got <- readFrames(t, s, 1) }()
+	for counter(m, "pspf_serial_reconnects_total") != "1" {
+		if time.Now().After(deadline) {
+			t.Fatal("the source did not reopen the device")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	d.write([]byte("after\n"))
+	select {
+	case g := <-got:
+		if g[0] != "after" {
+			t.Errorf("got %q, want after", g)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no frame after replug")
+	}
+	if c := counter(m, "pspf_serial_device_lost_total"); c != "1" {
+		t.Errorf("got device lost %q, want 1", c)
+	}
+	if c := counter(m, `pspf_serial_dropped_total{pipeline="p",component="serial",reason="incomplete"}`); c != "1" {
+		t.Errorf("got incomplete %q, want 1 (the line with no end)", c)
+	}
+}
+
+func TestPtyPollCommand(t *testing.T) {
+	d := newDevice(t)
+	s, _ := ptySource(t, d, func(c *Config) { c.Poll = PollConfig{Command: "READ\r\n", Interval: 30 * time.Millisecond} })
+	go func() { // the sensor answers each command
+		buf := make([]byte, 64)
+		for i := 0; i < 3; i++ {
+			n, err := d.master.Read(buf)
+			if err != nil {
+				return
+			}
+			if string(buf[:n]) == "READ\r\n" {
+				_, _ = d.master.Write([]byte("21.5\r\n"))
+			}
+		}
+	}()
+	if got := readFrames(t, s, 2); got[0] != "21.5" || got[1] != "21.5" {
+		t.Errorf("got %q, want two answers", got)
+	}
+}
+
+func TestPtyNackRedelivers(t *testing.T) {
+	d := newDevice(t)
+	s, _ := ptySource(t, d, nil)
+	d.write([]byte("x\n"))
+	ctx := context.Background()
+	recs, ack, err := s.Read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ack(ctx, errors.New("log full"))
+	again, ack2, err := s.Read(ctx)
+	if err != nil || len(again) != len(recs) || string(again[0].Raw) != "x" {
+		t.Fatalf("got %v, %v; want the nacked batch again", again, err)
+	}
+	ack2(ctx, nil)
+}
+
+func TestMissingDeviceIsAConnectError(t *testing.T) {
+	cfg := *Defaults()
+	cfg.Device = filepath.Join(t.TempDir(), "nope")
+	err := New(cfg, agent.Env{}).Connect(context.Background())
+	if err == nil || !strings.HasPrefix(err.Error(), "serial source: open ") {
+		t.Errorf("got %v, want an open error", err)
+	}
+}
