@@ -43,6 +43,18 @@ type sinkRun struct {
 	wake         context.CancelFunc // cancels a Read that waits when draining starts
 	wakeMu       sync.Mutex
 	connected    bool
+
+	readRecords int // records per read: the batch size, or less under a rate limit
+	readBytes   int // payload bytes per read, likewise
+
+	// live_first (see livefirst.go): a second
+	// cursor that serves new records while the main one drains the backlog.
+	live       LogReader // nil unless drain.order is live_first
+	inLive     bool      // the backlog below liveStart is being drained behind live data
+	liveStart  uint64    // first sequence the live cursor serves
+	liveNext   uint64    // next sequence the live cursor will read
+	mainNext   uint64    // next sequence the main cursor will read; 0: unknown
+	wasOffline bool      // the destination was unreachable (or the agent restarted) since the last live_first decision
 }
 
 func newSinkRun(p *Pipeline, c ComponentSpec, s Sink, r LogReader, src Log, env Env, isDead bool) *sinkRun {
@@ -55,12 +67,25 @@ func newSinkRun(p *Pipeline, c ComponentSpec, s Sink, r LogReader, src Log, env 
 		dropped:  env.Counter("pspf_dropped_total", "reason", "sink_rejected"),
 		draining: make(chan struct{}),
 	}
+	// A rate limit is kept by reading batches of at most a tenth of a
+	// second's worth and waiting for each one's tokens; the buckets start
+	// empty, so that a reconnecting sink never sends a burst above the rate.
+	sr.readRecords, sr.readBytes = c.Sink.Batch.MaxRecords, int(c.Sink.Batch.MaxBytes)
+	now := time.Now()
 	if r := c.Sink.Drain.RecordsPerSec; r > 0 {
-		sr.limRecords = rate.NewLimiter(rate.Limit(r), max(int(r), c.Sink.Batch.MaxRecords))
+		sr.readRecords = max(1, min(sr.readRecords, int(r/10)))
+		sr.limRecords = rate.NewLimiter(rate.Limit(r), sr.readRecords)
+		sr.limRecords.AllowN(now, sr.readRecords)
 	}
 	if b := c.Sink.Drain.BytesPerSecond; b > 0 {
-		sr.limBytes = rate.NewLimiter(rate.Limit(b), max(int(b), int(c.Sink.Batch.MaxBytes)))
+		sr.readBytes = max(1, min(sr.readBytes, int(b/10)))
+		sr.limBytes = rate.NewLimiter(rate.Limit(b), sr.readBytes)
+		sr.limBytes.AllowN(now, sr.readBytes)
 	}
+	if c.Sink.Drain.Order == "live_first" {
+		sr.setupLive(c)
+	}
+	sr.wasOffline = true // a start is the end of an outage of unknown length
 	return sr
 }
 
@@ -86,7 +111,7 @@ func (s *sinkRun) caughtUp() bool {
 
 func (s *sinkRun) run(ctx context.Context) {
 	bo := Backoff{Initial: s.opts.Retry.Initial, Max: s.opts.Retry.Max}
-	buf := make([]LogRecord, 0, s.opts.Batch.MaxRecords)
+	buf := make([]LogRecord, 0, s.readRecords)
 	var recs []Record
 	for !s.caughtUp() {
 		if !s.connected {
@@ -114,7 +139,8 @@ func (s *sinkRun) run(ctx context.Context) {
 			s.setOnline(true)
 			bo.Reset()
 		}
-		got, err := s.read(ctx, buf)
+		r, live := s.pick()
+		got, err := s.read(ctx, r, buf, live)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -128,6 +154,18 @@ func (s *sinkRun) run(ctx context.Context) {
 			}
 			continue
 		}
+		if s.inLive && !live {
+			// The main cursor serves only the backlog below liveStart.
+			n := 0
+			for n < len(got) && got[n].Seq < s.liveStart {
+				n++
+			}
+			if n == 0 {
+				s.endLive()
+				continue
+			}
+			got = got[:n]
+		}
 		recs, err = s.decode(got, recs)
 		if err != nil {
 			s.fail(err)
@@ -139,16 +177,28 @@ func (s *sinkRun) run(ctx context.Context) {
 			return
 		}
 		last := got[len(got)-1].Seq
-		if err := s.reader.Ack(last); err != nil {
+		if err := r.Ack(last); err != nil {
 			s.fail(fmt.Errorf("ack cursor: %w", err))
 		}
+		if live {
+			s.liveNext = last + 1
+			continue
+		}
+		s.mainNext = last + 1
 		s.acked.Store(last)
+		s.followMain(last)
+		if s.inLive && s.mainNext >= s.liveStart {
+			s.endLive()
+		} else if !s.inLive {
+			s.maybeStartLive()
+		}
 	}
 }
 
-// read waits for records. Until draining starts it waits as long as it takes
-// (and drain wakes it); while draining, never long for records that will not come.
-func (s *sinkRun) read(ctx context.Context, buf []LogRecord) ([]LogRecord, error) {
+// read waits for records on r. Until draining starts it waits as long as it
+// takes (and drain wakes it); while draining, never long for records that
+// will not come.
+func (s *sinkRun) read(ctx context.Context, r LogReader, buf []LogRecord, live bool) ([]LogRecord, error) {
 	var rctx context.Context
 	var cancel context.CancelFunc
 	select {
@@ -166,7 +216,13 @@ func (s *sinkRun) read(ctx context.Context, buf []LogRecord) ([]LogRecord, error
 		}
 	}
 	defer cancel()
-	return s.reader.Read(rctx, buf, int(s.opts.Batch.MaxBytes))
+	buf = buf[:0:s.readRecords]
+	if s.inLive && !live && s.mainNext > 0 && s.liveStart > s.mainNext {
+		// Do not read far past the backlog: what lies beyond is the live
+		// cursor's.
+		buf = buf[:0:max(1, min(uint64(s.readRecords), s.liveStart-s.mainNext))]
+	}
+	return r.Read(rctx, buf, s.readBytes)
 }
 
 // decode turns log payloads into records, reusing recs. A payload that does
@@ -201,8 +257,13 @@ func (s *sinkRun) decode(got []LogRecord, recs []Record) ([]Record, error) {
 	return recs, nil
 }
 
+// limit waits for the batch's tokens: its records, and its payload bytes
+// (the records as stored in the log, the closest measure of what goes on the
+// wire that does not depend on the sink's encoding). A batch larger than a
+// bucket (one record above the byte burst) takes its tokens in bucket-sized
+// steps, so that it is still paid for in full.
 func (s *sinkRun) limit(ctx context.Context, got []LogRecord) bool {
-	if s.limRecords != nil && s.limRecords.WaitN(ctx, len(got)) != nil {
+	if s.limRecords != nil && !waitN(ctx, s.limRecords, len(got)) {
 		return false
 	}
 	if s.limBytes != nil {
@@ -210,9 +271,20 @@ func (s *sinkRun) limit(ctx context.Context, got []LogRecord) bool {
 		for _, r := range got {
 			n += len(r.Payload)
 		}
-		if s.limBytes.WaitN(ctx, min(n, s.limBytes.Burst())) != nil {
+		if !waitN(ctx, s.limBytes, n) {
 			return false
 		}
+	}
+	return true
+}
+
+func waitN(ctx context.Context, l *rate.Limiter, n int) bool {
+	for n > 0 {
+		step := min(n, l.Burst())
+		if l.WaitN(ctx, step) != nil {
+			return false
+		}
+		n -= step
 	}
 	return true
 }
@@ -247,6 +319,7 @@ func (s *sinkRun) deliver(ctx context.Context, recs []Record, bo *Backoff) bool 
 		}
 		s.fail(fmt.Errorf("write: %w", err))
 		s.setOnline(false)
+		s.wasOffline = true
 		s.retries.Inc()
 		wait := bo.Next()
 		if d, ok := RetryAfter(err); ok {
