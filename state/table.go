@@ -320,13 +320,14 @@ func (t *Table) Delete(key []byte) error {
 }
 
 // Range calls fn for every live, unexpired key of the table in byte order of
-// keys, with the cache and the file merged, until fn returns false. It sees
-// the table as it was when Range was called: changes made meanwhile,
-// including by fn, are not visited. k and v are valid only during the call
-// and must not be modified. fn may call Get, Put and Delete on any table,
-// but must not wait for a checkpoint nor call Close: Range holds a bbolt read
-// transaction, which delays a checkpoint commit that has to grow the file and
-// which Close waits for. After Close it returns ErrClosed.
+// keys, with the cache and the file merged, until fn returns false. Keys
+// changed before Range was called are seen as they were then; a key changed
+// while Range runs (by fn or anyone else) may be seen with its old or its new
+// value. k and v are valid only during the call and must not be modified.
+// fn may call any method of the DB and its tables except Close: Range reads
+// the file in chunks, each in a short read transaction, and holds nothing
+// while fn runs. Its memory is a copy of the table's dirty entries plus one
+// chunk. After Close it returns ErrClosed.
 func (t *Table) Range(fn func(k, v []byte) bool) error {
 	db := t.db
 	var ovs []overlay
@@ -335,12 +336,6 @@ func (t *Table) Range(fn func(k, v []byte) bool) error {
 		db.mu.Unlock()
 		return err
 	}
-	tx, err := db.bolt.Begin(false)
-	if err != nil {
-		db.mu.Unlock()
-		return fmt.Errorf("state: table %q: range: %w", t.name, err)
-	}
-	defer func() { _ = tx.Rollback() }()
 	for _, e := range t.m {
 		if e.dirty {
 			ovs = append(ovs, overlay{[]byte(e.key), bytes.Clone(e.val)})
@@ -353,22 +348,18 @@ func (t *Table) Range(fn func(k, v []byte) bool) error {
 	live := func(v []byte) bool {
 		return v != nil && (t.ttl == 0 || int64(binary.BigEndian.Uint64(v)) > now-t.ttl)
 	}
-	var c *bolt.Cursor
-	var dk, dv []byte
-	if b := tx.Bucket(t.data); b != nil {
-		c = b.Cursor()
-		dk, dv = c.First()
-	}
-	for dk != nil || len(ovs) > 0 {
+	fc := &fileChunks{t: t}
+	dk, dv, err := fc.peek()
+	for err == nil && (dk != nil || len(ovs) > 0) {
 		var k, v []byte
 		switch cmp := compareNext(dk, ovs); {
 		case cmp < 0: // file only
 			k, v = dk, dv
-			dk, dv = c.Next()
+			fc.pop()
 		case cmp == 0: // overlay replaces the file
 			k, v = ovs[0].k, ovs[0].v
 			ovs = ovs[1:]
-			dk, dv = c.Next()
+			fc.pop()
 		default: // overlay only
 			k, v = ovs[0].k, ovs[0].v
 			ovs = ovs[1:]
@@ -379,6 +370,73 @@ func (t *Table) Range(fn func(k, v []byte) bool) error {
 		if live(v) && !fn(k, v[hdr:]) {
 			return nil
 		}
+		dk, dv, err = fc.peek()
+	}
+	return err
+}
+
+// rangeChunk is the number of file entries Range copies per read
+// transaction.
+const rangeChunk = 256
+
+// fileChunks reads a table's entries from the file in key order, a chunk at
+// a time, each chunk copied in its own read transaction.
+type fileChunks struct {
+	t     *Table
+	buf   []overlay // rest of the current chunk
+	arena []byte    // backing store of buf, reused per chunk
+	last  []byte    // last key read
+	done  bool      // the file has no entries after last
+}
+
+// peek returns the next entry, or nil when there is none.
+func (f *fileChunks) peek() (k, v []byte, err error) {
+	if len(f.buf) == 0 && !f.done {
+		if err := f.fill(); err != nil {
+			return nil, nil, err
+		}
+	}
+	if len(f.buf) == 0 {
+		return nil, nil, nil
+	}
+	return f.buf[0].k, f.buf[0].v, nil
+}
+
+func (f *fileChunks) pop() { f.buf = f.buf[1:] }
+
+func (f *fileChunks) fill() error {
+	t, db := f.t, f.t.db
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if err := t.usable(); err != nil {
+		return err
+	}
+	f.buf, f.arena = f.buf[:0], f.arena[:0]
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(t.data)
+		if b == nil {
+			f.done = true
+			return nil
+		}
+		c := b.Cursor()
+		var k, v []byte
+		if f.last == nil {
+			k, v = c.First()
+		} else if k, v = c.Seek(f.last); k != nil && bytes.Equal(k, f.last) {
+			k, v = c.Next()
+		}
+		for ; k != nil && len(f.buf) < rangeChunk; k, v = c.Next() {
+			start := len(f.arena)
+			f.arena = append(append(f.arena, k...), v...)
+			kv := f.arena[start:]
+			f.buf = append(f.buf, overlay{kv[:len(k):len(k)], kv[len(k):]})
+			f.last = append(f.last[:0], k...)
+		}
+		f.done = k == nil
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("state: table %q: range: %w", t.name, err)
 	}
 	return nil
 }

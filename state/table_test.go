@@ -212,3 +212,53 @@ func TestErrors(t *testing.T) {
 		t.Errorf("Range after Close = %v, want ErrClosed", err)
 	}
 }
+
+// TestRangeCallsBack ranges over more keys than one chunk while fn reads
+// (missing the tiny cache), writes and deletes, and a checkpoint commits in
+// between: every key is visited once, in order, and the changes hold.
+func TestRangeCallsBack(t *testing.T) {
+	db := openDB(t, "", 2<<10, nil)
+	tb := mustTable(t, db, "timers", 0)
+	const n = 3*rangeChunk + 17
+	for i := range n {
+		_ = tb.Put([]byte(fmt.Sprintf("k%05d", i)), []byte("v"))
+	}
+	if _, err := db.Checkpoint(nil); err != nil {
+		t.Fatal(err)
+	}
+	_ = tb.Put([]byte("k00003"), []byte("dirty")) // overlay over the file
+	_ = tb.Delete([]byte("k00004"))
+	i := 0
+	if err := tb.Range(func(k, v []byte) bool {
+		if i == 4 {
+			i++ // k00004 was deleted before Range
+		}
+		if want := fmt.Sprintf("k%05d", i); string(k) != want {
+			t.Fatalf("Range visited %q, want %q", k, want)
+		}
+		if i == 3 && string(v) != "dirty" {
+			t.Errorf("Range: k00003 = %q, want the cached %q", v, "dirty")
+		}
+		if _, _, err := tb.Get([]byte(fmt.Sprintf("k%05d", n-1-i)), nil); err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			_ = tb.Delete(k)
+		}
+		if i == n/2 {
+			if _, err := db.Checkpoint(nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		i++
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if i != n {
+		t.Errorf("Range visited up to %d, want %d", i, n)
+	}
+	if got, _ := tb.Len(); got != n/2 {
+		t.Errorf("Len after deleting every even key = %d, want %d", got, n/2)
+	}
+}
