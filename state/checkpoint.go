@@ -213,7 +213,13 @@ func (db *DB) Prepare(meta map[string][]byte) (*Pending, error) {
 		e.pinned = e.val != nil
 		pt.ents = append(pt.ents, snap{key: e.key, val: e.val, e: e, diskT: e.diskT, ver: e.ver, disk: e.disk})
 	}
-	db.dirty = nil
+	// Reuse the queue's array unless a burst made it large.
+	if cap(db.dirty) <= 1<<16 {
+		clear(db.dirty)
+		db.dirty = db.dirty[:0]
+	} else {
+		db.dirty = nil
+	}
 	p.prepDur = time.Since(start)
 	return p, nil
 }
