@@ -166,17 +166,34 @@ func (s *sinkRun) run(ctx context.Context) {
 			}
 			got = got[:n]
 		}
-		recs, err = s.decode(got, recs)
+		recs, err = s.decode(got, recs[:0])
 		if err != nil {
 			s.fail(err)
 		}
-		if !s.limit(ctx, got) {
+		n, size := len(got), payloadBytes(got)
+		last := got[len(got)-1].Seq
+		if !s.inLive {
+			// A read returns what one pass over the files gave; while more
+			// is already waiting, top the batch up so that a backlog drains
+			// in full batches.
+			for n < s.readRecords && size < s.readBytes && s.src.NextSeq() > last+1 {
+				more, err := r.Read(ctx, buf[:0:s.readRecords-n], s.readBytes-size)
+				if err != nil || len(more) == 0 {
+					break
+				}
+				var derr error
+				if recs, derr = s.decode(more, recs); derr != nil {
+					s.fail(derr)
+				}
+				n, size, last = n+len(more), size+payloadBytes(more), more[len(more)-1].Seq
+			}
+		}
+		if !s.limit(ctx, n, size) {
 			return
 		}
 		if !s.deliver(ctx, recs, &bo) {
 			return
 		}
-		last := got[len(got)-1].Seq
 		if err := r.Ack(last); err != nil {
 			s.fail(fmt.Errorf("ack cursor: %w", err))
 		}
@@ -228,8 +245,8 @@ func (s *sinkRun) read(ctx context.Context, r LogReader, buf []LogRecord, live b
 // decode turns log payloads into records, reusing recs. A payload that does
 // not decode is dead-lettered with its sequence (it can only come from damage
 // that slipped past the CRC, or from a newer agent's format).
+// decode appends the decoded records of got to recs.
 func (s *sinkRun) decode(got []LogRecord, recs []Record) ([]Record, error) {
-	recs = recs[:0]
 	var bad []Dead
 	for _, lr := range got {
 		if cap(recs) > len(recs) {
@@ -238,8 +255,7 @@ func (s *sinkRun) decode(got []LogRecord, recs []Record) ([]Record, error) {
 			recs = append(recs, Record{})
 		}
 		r := &recs[len(recs)-1]
-		fields := r.Fields[:0]
-		*r = Record{Fields: fields}
+		*r = Record{Fields: r.Fields[:0], Raw: r.Raw[:0]}
 		if _, err := r.UnmarshalMsg(lr.Payload); err != nil {
 			bad = append(bad, Dead{Record: Record{Raw: append([]byte(nil), lr.Payload...)}, Component: s.name, Err: fmt.Errorf("log record %d: %w", lr.Seq, err)})
 			recs = recs[:len(recs)-1]
@@ -262,20 +278,22 @@ func (s *sinkRun) decode(got []LogRecord, recs []Record) ([]Record, error) {
 // wire that does not depend on the sink's encoding). A batch larger than a
 // bucket (one record above the byte burst) takes its tokens in bucket-sized
 // steps, so that it is still paid for in full.
-func (s *sinkRun) limit(ctx context.Context, got []LogRecord) bool {
-	if s.limRecords != nil && !waitN(ctx, s.limRecords, len(got)) {
+func (s *sinkRun) limit(ctx context.Context, records, bytes int) bool {
+	if s.limRecords != nil && !waitN(ctx, s.limRecords, records) {
 		return false
 	}
-	if s.limBytes != nil {
-		n := 0
-		for _, r := range got {
-			n += len(r.Payload)
-		}
-		if !waitN(ctx, s.limBytes, n) {
-			return false
-		}
+	if s.limBytes != nil && !waitN(ctx, s.limBytes, bytes) {
+		return false
 	}
 	return true
+}
+
+func payloadBytes(got []LogRecord) int {
+	n := 0
+	for _, r := range got {
+		n += len(r.Payload)
+	}
+	return n
 }
 
 func waitN(ctx context.Context, l *rate.Limiter, n int) bool {

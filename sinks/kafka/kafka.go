@@ -251,6 +251,10 @@ func (s *Sink) produce(ctx context.Context, cl *kgo.Client, ptrs []*kgo.Record) 
 			}
 		})
 	}
+	// A Write is a batch already: end the linger now rather than wait it
+	// out once per Write. Flush returns when the records are acknowledged
+	// or wctx ends.
+	_ = cl.Flush(wctx)
 	select {
 	case <-done:
 		return errs, nil
