@@ -12,6 +12,7 @@ import (
 	httpsink "github.com/pspf/pspf-edge/sinks/http"
 	"github.com/pspf/pspf-edge/sinks/kafka"
 	mqttsink "github.com/pspf/pspf-edge/sinks/mqtt"
+	"github.com/pspf/pspf-edge/sources/gpio"
 	"github.com/pspf/pspf-edge/sources/mqtt"
 	"github.com/pspf/pspf-edge/sources/serial"
 	"github.com/pspf/pspf-edge/sources/simulate"
@@ -23,6 +24,7 @@ func newRegistry() *agent.Registry {
 	r.Sources["simulate"] = simulate.Factory()
 	r.Sources["mqtt"] = mqtt.Factory()
 	r.Sources["serial"] = serial.Factory()
+	r.Sources["gpio"] = gpio.Factory()
 	r.Operators["decode"] = decode.Factory()
 	r.Operators["filter"] = filter.Factory()
 	r.Operators["map"] = mapop.Factory()
