@@ -19,8 +19,9 @@ const diskFullRetry = 100 * time.Millisecond
 // Append stores a batch of payloads under consecutive sequence numbers and
 // returns the sequence of the last one. Payloads are copied: the caller may
 // reuse them when Append returns. An empty batch returns 0, nil. Records
-// are visible to readers at once;
-// call Sync to wait until they are durable.
+// are visible to readers at once; call Sync to wait until they are durable
+// (a power cut can lose records that are not, and their sequence numbers
+// are then given to new records).
 //
 // A payload above Options.MaxRecordBytes fails the whole batch with a
 // *RecordTooLargeError before anything is stored.
