@@ -453,7 +453,7 @@ func (s *Sink) Close(ctx context.Context) error {
 		return nil
 	}
 	if s.eos != nil {
-		s.eos.close(ctx, cl)
+		s.eos.close(ctx, s, cl)
 	}
 	cl.Close()
 	return nil

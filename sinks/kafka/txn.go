@@ -144,7 +144,7 @@ func (t *txnState) commit(ctx context.Context, s *Sink, cl *kgo.Client, recs []a
 		err = fmt.Errorf("kafka sink: cursor topic %q: %w", s.cfg.CursorTopic, errs[len(errs)-1])
 	}
 	if err != nil {
-		t.abort(ctx, cl)
+		t.abort(ctx, s, cl)
 		var r *agent.RejectedError
 		if errors.As(err, &r) {
 			return r, nil
@@ -155,22 +155,25 @@ func (t *txnState) commit(ctx context.Context, s *Sink, cl *kgo.Client, recs []a
 		// The commit may or may not have happened: read the cursor back
 		// before the next transaction.
 		t.known = false
-		t.abort(ctx, cl)
+		t.abort(ctx, s, cl)
 		return nil, fmt.Errorf("kafka sink: commit transaction: %w", err)
 	}
 	t.cursor, t.have = last, true
 	return nil, nil
 }
 
-func (t *txnState) abort(ctx context.Context, cl *kgo.Client) {
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+// abort ends the open transaction, if any. It runs even when ctx is done
+// (shutdown), bounded by request_timeout: a transaction left open is
+// aborted by the broker's timeout or when the next instance fences it.
+func (t *txnState) abort(ctx context.Context, s *Sink, cl *kgo.Client) {
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RequestTimeout)
 	defer cancel()
 	_ = cl.AbortBufferedRecords(actx)
 	_ = cl.EndTransaction(actx, kgo.TryAbort)
 }
 
-func (t *txnState) close(ctx context.Context, cl *kgo.Client) {
-	t.abort(ctx, cl)
+func (t *txnState) close(ctx context.Context, s *Sink, cl *kgo.Client) {
+	t.abort(ctx, s, cl)
 }
 
 func contains(xs []int, x int) bool {
