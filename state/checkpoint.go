@@ -332,7 +332,8 @@ func (p *Pending) Commit() (CheckpointStats, error) {
 
 // write runs the bbolt transaction. It returns, per pending table, the keys
 // removed by TTL expiry. Tables with TTL but no dirty entry are expired too.
-func (p *Pending) write(st *CheckpointStats) ([][]string, error) {
+func (p *Pending) write(st *CheckpointStats) (expired [][]string, err error) {
+	defer guard(&err)()
 	db := p.db
 	// Every table with a TTL takes part, for its expiries.
 	db.mu.Lock()
@@ -360,7 +361,7 @@ func (p *Pending) write(st *CheckpointStats) ([][]string, error) {
 			}
 		}
 	}
-	expired := make([][]string, len(p.tables))
+	expired = make([][]string, len(p.tables))
 	counts := make([]int, len(p.tables)) // change of each table's key count
 	for i, pt := range p.tables {
 		if counts[i], expired[i], err = p.writeTable(tx, pt, st); err != nil {

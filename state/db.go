@@ -137,12 +137,7 @@ func Open(path string, opts Options) (*DB, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	bdb, err := bolt.Open(path, 0o600, &bolt.Options{
-		Timeout:         opts.LockTimeout,
-		NoFreelistSync:  true,
-		FreelistType:    bolt.FreelistMapType,
-		InitialMmapSize: initialMmap,
-	})
+	bdb, info, err := openBolt(path, opts.LockTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("state: open %s: %w", path, err)
 	}
@@ -163,15 +158,33 @@ func Open(path string, opts Options) (*DB, error) {
 		drops:    make(map[string]bool),
 	}
 	db.lru.next, db.lru.prev = &db.lru, &db.lru
-	if err := bdb.View(func(tx *bolt.Tx) error {
-		info, err := readInfo(tx)
-		db.last = info
-		return err
-	}); err != nil {
-		_ = bdb.Close()
-		return nil, fmt.Errorf("state: open %s: %w", path, err)
-	}
+	db.last = info
 	return db, nil
+}
+
+// openBolt opens the bbolt file and reads the last checkpoint's record,
+// guarded against a damaged file.
+func openBolt(path string, lockTimeout time.Duration) (bdb *bolt.DB, info CheckpointInfo, err error) {
+	defer func() { // runs after guard has turned a panic into err
+		if err != nil && bdb != nil {
+			_ = bdb.Close()
+			bdb = nil
+		}
+	}()
+	defer guard(&err)()
+	bdb, err = bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:         lockTimeout,
+		FreelistType:    bolt.FreelistMapType,
+		InitialMmapSize: initialMmap,
+	})
+	if err != nil {
+		return nil, info, err
+	}
+	err = bdb.View(func(tx *bolt.Tx) error {
+		info, err = readInfo(tx)
+		return err
+	})
+	return bdb, info, err
 }
 
 func readInfo(tx *bolt.Tx) (CheckpointInfo, error) {
@@ -252,7 +265,7 @@ func (db *DB) Check() error {
 		return ErrClosed
 	}
 	var errs []error
-	err := db.bolt.View(func(tx *bolt.Tx) error {
+	err := db.view(func(tx *bolt.Tx) error {
 		for e := range tx.Check() {
 			errs = append(errs, e)
 		}

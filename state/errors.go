@@ -14,6 +14,11 @@ var (
 	// the last committed checkpoint, and replay from it.
 	ErrBroken = errors.New("state: an earlier checkpoint failed")
 
+	// ErrCorrupt is returned when the file is damaged: bbolt met a page it
+	// could not read. The runner decides: move the file aside and recover
+	// from an empty state, or stop the pipeline and report.
+	ErrCorrupt = errors.New("state: file is damaged")
+
 	// ErrKeySize is returned for an empty key or one longer than MaxKeySize.
 	ErrKeySize = errors.New("state: key size out of range")
 

@@ -27,7 +27,7 @@ func TestCommitFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	var err error
-	db.bolt, err = bolt.Open(path, 0o600, &bolt.Options{MaxSize: 1 << 20, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+	db.bolt, err = bolt.Open(path, 0o600, &bolt.Options{MaxSize: 1 << 20, FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -61,7 +61,7 @@ func (db *DB) Table(name string, ttl time.Duration) (*Table, error) {
 		db: db, name: name, ttl: ttlNanos(ttl), m: make(map[string]*entry),
 		data: []byte("t/" + name), idx: []byte("x/" + name),
 	}
-	err := db.bolt.Update(func(tx *bolt.Tx) error {
+	err := db.update(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(t.data)
 		if err != nil {
 			return err
@@ -162,7 +162,7 @@ func (db *DB) Tables() ([]string, error) {
 	for name := range db.tables {
 		names[name] = true
 	}
-	err := db.bolt.View(func(tx *bolt.Tx) error {
+	err := db.view(func(tx *bolt.Tx) error {
 		return tx.ForEach(func(b []byte, _ *bolt.Bucket) error {
 			if name, ok := strings.CutPrefix(string(b), "t/"); ok {
 				names[name] = true
@@ -239,7 +239,7 @@ func (t *Table) Get(key, dst []byte) ([]byte, bool, error) {
 // load reads key from the file into a new clean entry. Requires db.mu.
 func (t *Table) load(key []byte) (*entry, error) {
 	e := &entry{key: string(key), t: t, disk: diskNo}
-	err := t.db.bolt.View(func(tx *bolt.Tx) error {
+	err := t.db.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(t.data)
 		if b == nil {
 			return nil
@@ -412,7 +412,7 @@ func (f *fileChunks) fill() error {
 		return err
 	}
 	f.buf, f.arena = f.buf[:0], f.arena[:0]
-	err := db.bolt.View(func(tx *bolt.Tx) error {
+	err := db.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(t.data)
 		if b == nil {
 			f.done = true
@@ -488,7 +488,7 @@ func (t *Table) Len() (int, error) {
 	if len(unknown) == 0 {
 		return n, nil
 	}
-	err := db.bolt.View(func(tx *bolt.Tx) error {
+	err := db.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(t.data)
 		for _, e := range unknown {
 			e.disk = diskNo
