@@ -32,6 +32,13 @@ type AgentConfig struct {
 	// ShutdownTimeout bounds a clean shutdown: draining sources, flushing and
 	// closing sinks. What is not delivered by then stays in the logs on disk.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout" doc:"how long a clean shutdown may take to drain and flush"`
+	// RemovedDrainTimeout bounds how long a pipeline whose file was removed
+	// may deliver its backlog before it stops. What remains stays on disk,
+	// reported by status, until `pspf-edge buffer drop NAME`.
+	RemovedDrainTimeout time.Duration `yaml:"removed_drain_timeout" doc:"how long a removed pipeline may drain its backlog before it stops"`
+	// ReloadDebounce is how long the pipelines directory must be quiet after
+	// a change before it is read: editors and tools save in several steps.
+	ReloadDebounce time.Duration `yaml:"reload_debounce" doc:"quiet time after a file change before pipelines are reloaded"`
 	// Defaults apply to every pipeline that does not set its own.
 	Defaults Defaults `yaml:"defaults"`
 }
@@ -61,13 +68,15 @@ func DefaultAgentConfig() AgentConfig {
 		host = "pspf-edge"
 	}
 	return AgentConfig{
-		Name:            host,
-		DataDir:         "/var/lib/pspf-edge",
-		PipelinesDir:    "/etc/pspf-edge/pipelines",
-		Admin:           AdminConfig{Address: "127.0.0.1:8377"},
-		Log:             LogConfig{Level: "info", Format: "text"},
-		ShutdownTimeout: 15 * time.Second,
-		Defaults:        Defaults{Buffer: DefaultBufferConfig()},
+		Name:                host,
+		DataDir:             "/var/lib/pspf-edge",
+		PipelinesDir:        "/etc/pspf-edge/pipelines",
+		Admin:               AdminConfig{Address: "127.0.0.1:8377"},
+		Log:                 LogConfig{Level: "info", Format: "text"},
+		ShutdownTimeout:     15 * time.Second,
+		RemovedDrainTimeout: 30 * time.Second,
+		ReloadDebounce:      200 * time.Millisecond,
+		Defaults:            Defaults{Buffer: DefaultBufferConfig()},
 	}
 }
 
@@ -78,6 +87,12 @@ func (c *AgentConfig) Validate(n Node) {
 	}
 	if c.ShutdownTimeout <= 0 {
 		n.Field("shutdown_timeout").Errorf("must be positive, got %q", n.Field("shutdown_timeout").Text())
+	}
+	if c.RemovedDrainTimeout < 0 {
+		n.Field("removed_drain_timeout").Errorf("must not be negative, got %q", n.Field("removed_drain_timeout").Text())
+	}
+	if c.ReloadDebounce < 0 || c.ReloadDebounce > time.Minute {
+		n.Field("reload_debounce").Errorf("must be between 0 and 1m, got %q", n.Field("reload_debounce").Text())
 	}
 }
 

@@ -54,6 +54,7 @@ type Pipeline struct {
 	deadCount *Counter
 	startedAt time.Time
 	lastErr   atomic.Pointer[string]
+	stopOpts  atomic.Pointer[StopOptions] // how Run ends; see SetStop
 }
 
 type opRun struct {
@@ -195,7 +196,8 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	commitWG.Wait()
 
 	// Phase 1: sources are stopped and acked; close them.
-	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.deps.ShutdownTimeout)
+	stop := p.stopOptions()
+	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stop.DrainTimeout)
 	defer cancel()
 	var errs []error
 	for _, s := range p.sources {
@@ -204,20 +206,25 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		}
 	}
 
-	// Phase 2: sinks drain up to the end of the log, then flush and close.
-	p.log.Info("pipeline draining", "log_end", p.plog.NextSeq()-1)
-	for _, s := range p.sinks {
-		s.drain(p.plog.NextSeq() - 1)
-	}
-	if p.dead != nil {
-		p.dead.drain(p.deadLog.NextSeq() - 1)
+	// Phase 2: sinks drain up to the end of the log (or, keeping the backlog
+	// for the next generation, stop now), then flush and close.
+	if stop.KeepBacklog {
+		stopSinks()
+	} else {
+		p.log.Info("pipeline draining", "log_end", p.plog.NextSeq()-1)
+		for _, s := range p.sinks {
+			s.drain(p.plog.NextSeq() - 1)
+		}
+		if p.dead != nil {
+			p.dead.drain(p.deadLog.NextSeq() - 1)
+		}
 	}
 	done := make(chan struct{})
 	go func() { sinksWG.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-closeCtx.Done():
-		p.log.Warn("shutdown timeout: undelivered records stay in the log for the next start", "timeout", p.deps.ShutdownTimeout)
+		p.log.Warn("shutdown timeout: undelivered records stay in the log for the next start", "timeout", stop.DrainTimeout)
 		stopSinks()
 		<-done
 	}

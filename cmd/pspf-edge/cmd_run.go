@@ -7,12 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
-	"sync"
 	"syscall"
 	"time"
 
@@ -34,30 +30,41 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return usageExit(err)
 	}
-	cfg, err := agent.LoadAgentConfig(*cfgPath)
+	load := func() (agent.AgentConfig, error) {
+		cfg, err := agent.LoadAgentConfig(*cfgPath)
+		if err != nil {
+			return cfg, err
+		}
+		if *pipes != "" {
+			cfg.PipelinesDir = *pipes
+		}
+		if *dataDir != "" {
+			cfg.DataDir = *dataDir
+		}
+		if *admin != "-" {
+			cfg.Admin.Address = *admin
+		}
+		if *level != "" {
+			cfg.Log.Level = *level
+		}
+		return cfg, nil
+	}
+	cfg, err := load()
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitProblem
 	}
-	if *pipes != "" {
-		cfg.PipelinesDir = *pipes
-	}
-	if *dataDir != "" {
-		cfg.DataDir = *dataDir
-	}
-	if *admin != "-" {
-		cfg.Admin.Address = *admin
-	}
-	if *level != "" {
-		cfg.Log.Level = *level
-	}
-	logger, err := newLogger(cfg.Log, stderr)
+	lv := new(slog.LevelVar)
+	logger, err := newLogger(cfg.Log, lv, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitUsage
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	go func() {
 		// A second signal after the first forces exit: the logs on disk are
 		// consistent at any moment, so nothing acknowledged is lost.
@@ -69,7 +76,8 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		logger.Error("second signal: exiting without a clean shutdown")
 		os.Exit(exitFailure)
 	}()
-	if err := runAgent(ctx, cfg, logger); err != nil {
+	err = runAgent(ctx, runOptions{Config: cfg, ConfigFile: *cfgPath, LoadConfig: load, Logger: logger, Level: lv, Hup: hup})
+	if err != nil {
 		logger.Error("agent failed", "err", err)
 		return exitFailure
 	}
@@ -83,11 +91,23 @@ func usageExit(err error) int {
 	return exitUsage
 }
 
-func newLogger(c agent.LogConfig, w io.Writer) (*slog.Logger, error) {
+// levelOf parses a log level name.
+func levelOf(name string) (slog.Level, error) {
 	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(c.Level)); err != nil {
-		return nil, fmt.Errorf("log level %q: must be debug, info, warn or error", c.Level)
+	if err := lv.UnmarshalText([]byte(name)); err != nil {
+		return lv, fmt.Errorf("log level %q: must be debug, info, warn or error", name)
 	}
+	return lv, nil
+}
+
+// newLogger returns the agent's logger; lv is set to the configured level
+// and may be changed later (a reload of the agent file).
+func newLogger(c agent.LogConfig, lv *slog.LevelVar, w io.Writer) (*slog.Logger, error) {
+	l, err := levelOf(c.Level)
+	if err != nil {
+		return nil, err
+	}
+	lv.Set(l)
 	opts := &slog.HandlerOptions{Level: lv}
 	if c.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
@@ -95,8 +115,31 @@ func newLogger(c agent.LogConfig, w io.Writer) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(w, opts)), nil
 }
 
-// runAgent runs every valid pipeline of the config until ctx is done.
-func runAgent(ctx context.Context, cfg agent.AgentConfig, logger *slog.Logger) error {
+// runOptions is what runAgent runs.
+type runOptions struct {
+	// Config is the agent config, command-line overrides applied.
+	Config agent.AgentConfig
+	// ConfigFile is the agent file, watched for changes; "" for none.
+	ConfigFile string
+	// LoadConfig re-reads it with the same overrides.
+	LoadConfig func() (agent.AgentConfig, error)
+	Logger     *slog.Logger
+	// Level is the logger's level, changed by a reload of the agent file.
+	Level *slog.LevelVar
+	// Hup receives SIGHUP: reload everything.
+	Hup <-chan os.Signal
+	// Registry builds the components; nil means every one this binary has.
+	Registry *agent.Registry
+	// Poll rescans the pipelines as a safety net; 0 means every 30s, <0 never.
+	Poll time.Duration
+	// Ready, if set, receives the supervisor once it runs (tests).
+	Ready func(*supervisor)
+}
+
+// runAgent locks the data directory, serves the admin API and runs the
+// supervisor until ctx is done.
+func runAgent(ctx context.Context, o runOptions) error {
+	cfg := o.Config
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
@@ -105,113 +148,33 @@ func runAgent(ctx context.Context, cfg agent.AgentConfig, logger *slog.Logger) e
 		return err
 	}
 	defer unlock()
-	reg := newRegistry()
+	if o.Registry == nil {
+		o.Registry = newRegistry()
+	}
+	if o.Level == nil {
+		o.Level = new(slog.LevelVar)
+	}
+	switch {
+	case o.Poll == 0:
+		o.Poll = 30 * time.Second
+	case o.Poll < 0:
+		o.Poll = 0
+	}
 	metrics := agent.NewMetrics()
-	specs, errs := loadPipelines(reg, cfg)
-	for _, e := range errs {
-		logger.Error("pipeline not started: invalid config", "err", e)
-	}
-	if len(specs) == 0 {
-		return fmt.Errorf("no valid pipeline in %s", cfg.PipelinesDir)
-	}
-	var pipelines []*agent.Pipeline
-	for _, spec := range specs {
-		p, err := agent.NewPipeline(spec, agent.PipelineDeps{
-			Registry:        reg,
-			Logger:          logger,
-			Metrics:         metrics,
-			DataDir:         filepath.Join(cfg.DataDir, "pipelines", spec.Name),
-			AgentName:       cfg.Name,
-			OpenLog:         agent.OpenDiskLog(logger),
-			ShutdownTimeout: cfg.ShutdownTimeout,
-			Generation:      1,
-		})
-		if err != nil {
-			logger.Error("pipeline not started", "pipeline", spec.Name, "err", err)
-			continue
-		}
-		pipelines = append(pipelines, p)
-	}
-	if len(pipelines) == 0 {
-		return errors.New("no pipeline could be started")
-	}
-	stopAdmin, err := startAdmin(cfg.Admin.Address, metrics, logger)
+	sup := newSupervisor(supervisorDeps{
+		Config: cfg, LoadConfig: o.LoadConfig, ConfigFile: o.ConfigFile,
+		Registry: o.Registry, Metrics: metrics, Logger: o.Logger, Level: o.Level, Poll: o.Poll,
+	})
+	stopAdmin, err := startAdmin(cfg.Admin.Address, adminHandler(sup, metrics), o.Logger)
 	if err != nil {
 		return err
 	}
 	defer stopAdmin()
-	logger.Info("agent running", "pipelines", len(pipelines), "data_dir", cfg.DataDir, "version", version)
-	var wg sync.WaitGroup
-	errc := make(chan error, len(pipelines))
-	for _, p := range pipelines {
-		wg.Go(func() {
-			if err := p.Run(ctx); err != nil {
-				errc <- fmt.Errorf("pipeline %q: %w", p.Spec().Name, err)
-			}
-		})
+	o.Logger.Info("agent running", "data_dir", cfg.DataDir, "pipelines", cfg.PipelinesDir, "version", version)
+	if o.Ready != nil {
+		o.Ready(sup)
 	}
-	wg.Wait()
-	close(errc)
-	var all []error
-	for e := range errc {
-		all = append(all, e)
-	}
-	logger.Info("agent stopped")
-	return errors.Join(all...)
-}
-
-// loadPipelines parses every pipeline file (or the one file) the config names.
-func loadPipelines(reg *agent.Registry, cfg agent.AgentConfig) ([]*agent.PipelineSpec, []error) {
-	files := []string{cfg.PipelinesDir}
-	if st, err := os.Stat(cfg.PipelinesDir); err != nil {
-		return nil, []error{fmt.Errorf("pipelines: %w", err)}
-	} else if st.IsDir() {
-		if files, err = agent.PipelineFiles(cfg.PipelinesDir); err != nil {
-			return nil, []error{err}
-		}
-	}
-	var specs []*agent.PipelineSpec
-	var errs []error
-	for _, f := range files {
-		spec, err := reg.LoadPipelineFile(f, cfg.Defaults)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		specs = append(specs, spec)
-	}
-	return specs, errs
-}
-
-// startAdmin serves health and metrics on addr; an empty addr disables it.
-func startAdmin(addr string, metrics *agent.Metrics, logger *slog.Logger) (func(), error) {
-	if addr == "" {
-		return func() {}, nil
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("admin: listen: %w", err)
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ready\n") })
-	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		metrics.WritePrometheus(w)
-	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			logger.Error("admin server failed", "err", err)
-		}
-	}()
-	logger.Info("admin listening", "address", ln.Addr().String())
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		<-done
-	}, nil
+	err = sup.Run(ctx, o.Hup)
+	o.Logger.Info("agent stopped")
+	return err
 }

@@ -1,0 +1,219 @@
+package agent
+
+import (
+	"strings"
+	"time"
+
+	"github.com/pspf/pspf-edge/buffer"
+)
+
+// Status is a snapshot of a pipeline's counters, its log and its sinks, for
+// the admin API. Counters count since the agent started (they carry over
+// reloads, because a pipeline's counters are keyed by its name); the rest is
+// the state at the moment of the call. It is safe to take while Run runs,
+// and after it has returned.
+type Status struct {
+	// Sources, Operators and Sinks are in file order.
+	Sources   []SourceStatus   `json:"sources"`
+	Operators []OperatorStatus `json:"operators"`
+	Sinks     []SinkStatus     `json:"sinks"`
+	// DeadLetter is the dead-letter sink, if one is configured.
+	DeadLetter *SinkStatus `json:"dead_letter,omitempty"`
+	// DeadLetters counts records sent to the dead-letter log.
+	DeadLetters uint64 `json:"dead_letters"`
+	// Log is the pipeline log.
+	Log LogStatus `json:"log"`
+	// Drops counts records dropped by operators and sinks by reason
+	// (pspf_dropped_total, like "filtered" or "sink_rejected"), since the
+	// agent started. The log's own drops are in Log.Drops.
+	Drops map[string]uint64 `json:"drops"`
+	// LastError is the last error a component reported, or "".
+	LastError string `json:"last_error,omitempty"`
+}
+
+// SourceStatus counts what one source did.
+type SourceStatus struct {
+	Name    string `json:"name"`
+	Type    string `json:"type"`
+	Records uint64 `json:"records"` // records read
+	Errors  uint64 `json:"errors"`  // failed connects and reads
+	Nacks   uint64 `json:"nacks"`   // batches handed back for redelivery
+}
+
+// OperatorStatus counts what one operator did.
+type OperatorStatus struct {
+	Name       string `json:"name"`
+	Type       string `json:"type"`
+	RecordsIn  uint64 `json:"records_in"`
+	RecordsOut uint64 `json:"records_out"`
+	Errors     uint64 `json:"errors"` // failed batches, panics included
+}
+
+// SinkStatus is one sink's delivery state.
+type SinkStatus struct {
+	Name    string `json:"name"`
+	Type    string `json:"type"`
+	Records uint64 `json:"records"` // records the destination accepted
+	Bytes   uint64 `json:"bytes"`
+	Errors  uint64 `json:"errors"`
+	Retries uint64 `json:"retries"`
+	// Rejected counts records the destination refused for good (dead-lettered).
+	Rejected uint64 `json:"rejected"`
+	// Online is false from a failed connect or write until the next success.
+	Online bool `json:"online"`
+	// OfflineSince is when the destination was first found unreachable in
+	// the current outage; zero while online.
+	OfflineSince time.Time `json:"offline_since,omitzero"`
+	// Acked is the last log sequence the destination accepted (everything
+	// up to it was delivered).
+	Acked uint64 `json:"acked"`
+	// Backlog is how many records of the log the sink has not delivered.
+	Backlog uint64 `json:"backlog"`
+}
+
+// LogStatus describes a pipeline log.
+type LogStatus struct {
+	Records    uint64    `json:"records"`    // records retained (delivered or not)
+	DiskBytes  int64     `json:"disk_bytes"` // bytes of the segment files
+	MaxBytes   int64     `json:"max_bytes"`  // the byte cap
+	FirstSeq   uint64    `json:"first_seq"`
+	NextSeq    uint64    `json:"next_seq"`
+	DurableSeq uint64    `json:"durable_seq"`
+	Oldest     time.Time `json:"oldest,omitzero"` // creation of the oldest segment
+	// Backlog is the largest sink backlog: the records not yet delivered to
+	// every sink.
+	Backlog uint64 `json:"backlog"`
+	// BacklogBytes estimates the bytes of Backlog from the average record
+	// size on disk.
+	BacklogBytes int64  `json:"backlog_bytes"`
+	Lost         uint64 `json:"lost"` // records found missing (damage)
+	// Drops counts the records the log dropped since it was opened (this
+	// generation), by reason: "overflow_oldest", "overflow_newest", "age",
+	// "disk_full".
+	Drops     map[string]uint64 `json:"drops,omitempty"`
+	LastError string            `json:"last_error,omitempty"`
+}
+
+// logStatter is implemented by logs that can describe themselves (DiskLog).
+type logStatter interface{ Stats() buffer.Stats }
+
+// Status returns a snapshot of the pipeline; see Status.
+func (p *Pipeline) Status() Status {
+	st := Status{LastError: p.LastError(), DeadLetters: p.deadCount.Get(), Drops: map[string]uint64{}}
+	for i, s := range p.sources {
+		st.Sources = append(st.Sources, SourceStatus{Name: s.name, Type: p.spec.Sources[i].Type,
+			Records: s.records.Get(), Errors: s.errors.Get(), Nacks: s.nacks.Get()})
+	}
+	for i := range p.ops {
+		o := &p.ops[i]
+		st.Operators = append(st.Operators, OperatorStatus{Name: o.name, Type: p.spec.Operators[i].Type,
+			RecordsIn: o.in.Get(), RecordsOut: o.out.Get(), Errors: o.failures.Get() + o.panics.Get()})
+	}
+	var cursors map[string]uint64
+	var avg float64 // bytes per record on disk
+	if ls, ok := p.plog.(logStatter); ok {
+		bs := ls.Stats()
+		st.Log = LogStatus{Records: bs.Records, DiskBytes: bs.DiskBytes, MaxBytes: int64(p.spec.Buffer.MaxBytes),
+			FirstSeq: bs.FirstSeq, NextSeq: bs.NextSeq, DurableSeq: bs.DurableSeq, Oldest: bs.OldestRecord, Lost: bs.Lost}
+		if bs.LastError != nil {
+			st.Log.LastError = bs.LastError.Error()
+		}
+		st.Log.Drops = map[string]uint64{}
+		addDrops(st.Log.Drops, bs.Drops)
+		cursors = map[string]uint64{}
+		for _, c := range bs.Cursors {
+			cursors[c.Name] = c.Lag
+		}
+		if bs.Records > 0 {
+			avg = float64(bs.DiskBytes) / float64(bs.Records)
+		}
+	}
+	for i, s := range p.sinks {
+		ss := s.status(p.spec.Sinks[i].Type, cursors)
+		st.Log.Backlog = max(st.Log.Backlog, ss.Backlog)
+		st.Sinks = append(st.Sinks, ss)
+	}
+	st.Log.BacklogBytes = int64(float64(st.Log.Backlog) * avg)
+	if p.dead != nil {
+		ss := p.dead.status(p.spec.DeadLetter.Type, nil)
+		st.DeadLetter = &ss
+	}
+	for reason, n := range p.deps.Metrics.sumByLabel("pspf_dropped_total", "pipeline", p.spec.Name, "reason") {
+		st.Drops[reason] += n
+	}
+	return st
+}
+
+func (s *sinkRun) status(typ string, lags map[string]uint64) SinkStatus {
+	ss := SinkStatus{Name: s.name, Type: typ, Records: s.records.Get(), Bytes: s.bytes.Get(),
+		Errors: s.errs.Get(), Retries: s.retries.Get(), Rejected: s.dropped.Get(),
+		Online: s.online.Load(), Acked: s.acked.Load()}
+	if since := s.offlineSince.Load(); since != 0 {
+		ss.OfflineSince = time.Unix(0, since)
+	}
+	if lags != nil {
+		ss.Backlog = lags["sink."+s.name]
+	} else if next := s.src.NextSeq(); next > ss.Acked+1 {
+		ss.Backlog = next - 1 - ss.Acked
+	}
+	return ss
+}
+
+func addDrops(m map[string]uint64, d buffer.DropCounts) {
+	for reason, n := range map[string]uint64{"overflow_oldest": d.OverflowOldest, "overflow_newest": d.OverflowNewest, "age": d.Age, "disk_full": d.DiskFull} {
+		if n > 0 {
+			m[reason] += n
+		}
+	}
+}
+
+// sumByLabel sums the counters called name whose labels include
+// match=value, grouped by the value of label by.
+func (m *Metrics) sumByLabel(name, match, value, by string) map[string]uint64 {
+	out := map[string]uint64{}
+	needle := match + "=" + quoteLabel(value)
+	for _, n := range m.set.ListMetricNames() {
+		if !strings.HasPrefix(n, name+"{") || !strings.Contains(n, needle) {
+			continue
+		}
+		key := labelValue(n, by)
+		out[key] += m.set.GetOrCreateCounter(n).Get()
+	}
+	return out
+}
+
+// labelValue returns the value of label in a metric name like
+// `name{a="x",b="y"}`, or "".
+func labelValue(metric, label string) string {
+	i := strings.Index(metric, label+`="`)
+	if i < 0 || (i > 0 && metric[i-1] != '{' && metric[i-1] != ',') {
+		return ""
+	}
+	rest := metric[i+len(label)+2:]
+	var b strings.Builder
+	for j := 0; j < len(rest); j++ {
+		switch rest[j] {
+		case '\\':
+			if j+1 < len(rest) {
+				j++
+				if rest[j] == 'n' {
+					b.WriteByte('\n')
+				} else {
+					b.WriteByte(rest[j])
+				}
+			}
+		case '"':
+			return b.String()
+		default:
+			b.WriteByte(rest[j])
+		}
+	}
+	return b.String()
+}
+
+// Remove removes the metric with the given name and labels (pairs of label
+// name and value), for example a gauge of a component a reload removed.
+// Removing a metric that does not exist does nothing.
+func (m *Metrics) Remove(name string, labels ...string) {
+	m.set.UnregisterMetric(metricName(name, labels))
+}

@@ -1,0 +1,306 @@
+package main
+
+import (
+	"maps"
+	"math"
+	"time"
+
+	"github.com/pspf/pspf-edge/agent"
+)
+
+// pipelineView is one pipeline as /api/v1/pipelines shows it.
+type pipelineView struct {
+	Name       string `json:"name"`
+	File       string `json:"file,omitempty"`
+	Hash       string `json:"hash,omitempty"` // SHA-256 of the running config's file
+	Generation int    `json:"generation"`
+	// State is running, failed (no valid config yet, or it could not start)
+	// or stopped (file removed, or its sources ended).
+	State string `json:"state"`
+	// LastReloadError is why the last change of the file was not applied;
+	// the generation shown keeps running.
+	LastReloadError string    `json:"last_reload_error,omitempty"`
+	ReloadFailures  uint64    `json:"reload_failures"`
+	StartedAt       time.Time `json:"started_at,omitzero"` // of the running generation
+	// Backlog is the largest sink backlog, in records and estimated bytes.
+	BacklogRecords uint64 `json:"backlog_records"`
+	BacklogBytes   int64  `json:"backlog_bytes"`
+	// OldestUnsentSeconds is the age of the oldest record not delivered to
+	// every sink; 0 with no backlog.
+	OldestUnsentSeconds float64 `json:"oldest_unsent_seconds"`
+	// SecondsToCap is how long until the log reaches its byte cap if the
+	// backlog keeps growing at its current rate; null while it does not grow.
+	SecondsToCap *float64 `json:"seconds_to_cap"`
+	// Drops counts dropped records by reason since the agent started:
+	// operators and sinks (filtered, sink_rejected, ...) and the log
+	// (overflow_oldest, overflow_newest, age, disk_full).
+	Drops     map[string]uint64      `json:"drops"`
+	Sources   []agent.SourceStatus   `json:"sources"`
+	Operators []agent.OperatorStatus `json:"operators"`
+	Sinks     []sinkView             `json:"sinks"`
+	Log       agent.LogStatus        `json:"log"`
+	// DeadLetters counts records sent to the dead-letter log.
+	DeadLetters uint64 `json:"dead_letters"`
+	LastError   string `json:"last_error,omitempty"`
+}
+
+// sinkView is a sink's status with its outage length.
+type sinkView struct {
+	agent.SinkStatus
+	// OfflineSeconds is how long the current outage has lasted; 0 online.
+	OfflineSeconds float64 `json:"offline_seconds"`
+}
+
+// backlogTracker turns backlog samples into a growth rate and the age of
+// the oldest unsent record. Its marks remember when the log reached a
+// sequence, at the sampling resolution.
+type backlogTracker struct {
+	marks   []mark
+	last    mark
+	backlog float64 // bytes at last
+	rate    float64 // backlog growth, bytes/s, smoothed
+	primed  bool
+}
+
+type mark struct {
+	at   time.Time
+	next uint64 // the log's NextSeq at that time
+}
+
+const maxMarks = 512
+
+func (t *backlogTracker) reset() { *t = backlogTracker{} }
+
+// update adds a sample: the log's next sequence, the oldest sequence not yet
+// delivered to every sink, and the backlog in bytes.
+func (t *backlogTracker) update(now time.Time, next, oldestUnsent uint64, backlogBytes float64) {
+	if len(t.marks) == 0 || t.marks[len(t.marks)-1].next != next {
+		t.marks = append(t.marks, mark{now, next})
+	}
+	// Marks at or below the oldest unsent record's predecessor are no
+	// longer needed, except the last one of them.
+	i := 0
+	for i+1 < len(t.marks) && t.marks[i+1].next <= oldestUnsent {
+		i++
+	}
+	t.marks = t.marks[i:]
+	if len(t.marks) > maxMarks { // coarsen: keep every other one
+		k := 0
+		for j := 0; j < len(t.marks); j += 2 {
+			t.marks[k] = t.marks[j]
+			k++
+		}
+		t.marks = t.marks[:k]
+	}
+	if t.primed {
+		if dt := now.Sub(t.last.at).Seconds(); dt > 0 {
+			r := (backlogBytes - t.backlog) / dt
+			t.rate = 0.5*t.rate + 0.5*r
+		}
+	}
+	t.primed = true
+	t.last = mark{now, next}
+	t.backlog = backlogBytes
+}
+
+// oldestAge is the age of record seq: it was appended after the last mark
+// whose next is <= seq. fallback is used for a record older than every mark.
+func (t *backlogTracker) oldestAge(now time.Time, seq uint64, fallback time.Time) float64 {
+	var at time.Time
+	for _, m := range t.marks {
+		if m.next > seq {
+			break
+		}
+		at = m.at
+	}
+	if at.IsZero() {
+		at = fallback
+	}
+	if at.IsZero() {
+		return 0
+	}
+	return max(0, now.Sub(at).Seconds())
+}
+
+// sample updates every running pipeline's tracker; the supervisor calls it
+// every SampleEvery.
+func (s *supervisor) sample() {
+	for _, n := range s.names() {
+		s.mu.Lock()
+		m := s.pipes[n]
+		s.mu.Unlock()
+		s.viewOf(m, true)
+	}
+}
+
+// views returns every pipeline's view, in name order.
+func (s *supervisor) views() []pipelineView {
+	var out []pipelineView
+	for _, n := range s.names() {
+		s.mu.Lock()
+		m := s.pipes[n]
+		s.mu.Unlock()
+		out = append(out, s.viewOf(m, false))
+	}
+	return out
+}
+
+// viewOf computes m's view; track also feeds the sample to its tracker.
+func (s *supervisor) viewOf(m *managed, track bool) pipelineView {
+	now := time.Now()
+	s.mu.Lock()
+	g, spec, final, removed := m.run, m.spec, m.final, m.removed
+	v := pipelineView{Name: m.name, File: m.file, Generation: m.gen, LastReloadError: m.reloadErr,
+		ReloadFailures: m.failures.Get(), Drops: maps.Clone(m.logDrops)}
+	s.mu.Unlock()
+	if spec != nil {
+		v.Hash = spec.Hash
+	}
+	var st agent.Status
+	switch {
+	case g != nil && g.alive():
+		v.State, v.StartedAt = stateRunning, g.started
+		st = g.p.Status()
+	case g != nil:
+		v.State = stateStopped
+		st = g.p.Status()
+	case final != nil:
+		v.State = stateStopped
+		st = *final
+	default:
+		v.State = stateFailed
+	}
+	if g == nil && final != nil && spec != nil && !removed {
+		v.State = stateFailed // a reload stopped it and no generation could start
+	}
+	for k, n := range st.Drops {
+		v.Drops[k] += n
+	}
+	if g != nil && g.alive() {
+		for k, n := range st.Log.Drops {
+			v.Drops[k] += n
+		}
+	}
+	v.Sources, v.Operators, v.Log, v.DeadLetters, v.LastError = st.Sources, st.Operators, st.Log, st.DeadLetters, st.LastError
+	v.BacklogRecords, v.BacklogBytes = st.Log.Backlog, st.Log.BacklogBytes
+	oldest := st.Log.NextSeq // oldest sequence not delivered to every sink
+	for _, sk := range st.Sinks {
+		sv := sinkView{SinkStatus: sk}
+		if !sk.OfflineSince.IsZero() {
+			sv.OfflineSeconds = now.Sub(sk.OfflineSince).Seconds()
+		}
+		v.Sinks = append(v.Sinks, sv)
+		if sk.Backlog > 0 {
+			oldest = min(oldest, sk.Acked+1)
+		}
+	}
+	s.mu.Lock()
+	if track && v.State == stateRunning {
+		m.track.update(now, st.Log.NextSeq, oldest, float64(st.Log.BacklogBytes))
+	}
+	if v.BacklogRecords > 0 {
+		v.OldestUnsentSeconds = m.track.oldestAge(now, oldest, st.Log.Oldest)
+	}
+	if r := m.track.rate; r > 0 && v.BacklogRecords > 0 && v.State == stateRunning && st.Log.MaxBytes > 0 {
+		secs := max(0, float64(st.Log.MaxBytes-st.Log.DiskBytes)) / r
+		v.SecondsToCap = &secs
+	}
+	s.mu.Unlock()
+	m.view.Store(&v)
+	return v
+}
+
+// cached returns m's last view, computing it if there is none or it is
+// older than the sampling interval (for the gauges).
+func (s *supervisor) cached(m *managed) *pipelineView {
+	if v := m.view.Load(); v != nil {
+		return v
+	}
+	v := s.viewOf(m, false)
+	return &v
+}
+
+// registerGauges registers m's pipeline-level gauges. They read m's last
+// view, so they follow every generation. Called with s.mu held.
+func (s *supervisor) registerGauges(m *managed) {
+	mt := s.d.Metrics
+	l := []string{"pipeline", m.name}
+	g := func(name string, f func(v *pipelineView) float64) {
+		mt.Gauge(name, func() float64 { return f(s.cached(m)) }, l...)
+	}
+	g("pspf_pipeline_generation", func(v *pipelineView) float64 { return float64(v.Generation) })
+	g("pspf_pipeline_up", func(v *pipelineView) float64 { return b2f(v.State == stateRunning) })
+	g("pspf_pipeline_reload_error", func(v *pipelineView) float64 { return b2f(v.LastReloadError != "") })
+	g("pspf_log_backlog_records", func(v *pipelineView) float64 { return float64(v.BacklogRecords) })
+	g("pspf_log_backlog_bytes", func(v *pipelineView) float64 { return float64(v.BacklogBytes) })
+	g("pspf_log_disk_bytes", func(v *pipelineView) float64 { return float64(v.Log.DiskBytes) })
+	g("pspf_log_max_bytes", func(v *pipelineView) float64 { return float64(v.Log.MaxBytes) })
+	g("pspf_log_records", func(v *pipelineView) float64 { return float64(v.Log.Records) })
+	g("pspf_log_oldest_unsent_seconds", func(v *pipelineView) float64 { return v.OldestUnsentSeconds })
+	g("pspf_log_seconds_to_cap", func(v *pipelineView) float64 {
+		if v.SecondsToCap == nil {
+			return math.Inf(1)
+		}
+		return *v.SecondsToCap
+	})
+	for _, reason := range []string{"overflow_oldest", "overflow_newest", "age", "disk_full"} {
+		mt.Gauge("pspf_log_dropped_total", func() float64 { return float64(s.cached(m).Drops[reason]) }, "pipeline", m.name, "reason", reason)
+	}
+}
+
+// registerSinkGauges registers the gauges of spec's sinks that m has none
+// for yet, and removes those of sinks no longer in spec. Called with s.mu held.
+func (s *supervisor) registerSinkGauges(m *managed, spec *agent.PipelineSpec) {
+	is := map[string]bool{}
+	for _, c := range spec.Sinks {
+		is[c.Name] = true
+		if m.sinkGauge[c.Name] {
+			continue
+		}
+		m.sinkGauge[c.Name] = true
+		name := c.Name
+		find := func() *sinkView {
+			v := s.cached(m)
+			for i := range v.Sinks {
+				if v.Sinks[i].Name == name {
+					return &v.Sinks[i]
+				}
+			}
+			return nil
+		}
+		l := []string{"pipeline", m.name, "component", name}
+		s.d.Metrics.Gauge("pspf_sink_online", func() float64 {
+			if sv := find(); sv != nil {
+				return b2f(sv.Online)
+			}
+			return 0
+		}, l...)
+		s.d.Metrics.Gauge("pspf_sink_offline_seconds", func() float64 {
+			if sv := find(); sv != nil {
+				return sv.OfflineSeconds
+			}
+			return 0
+		}, l...)
+		s.d.Metrics.Gauge("pspf_sink_backlog_records", func() float64 {
+			if sv := find(); sv != nil {
+				return float64(sv.Backlog)
+			}
+			return 0
+		}, l...)
+	}
+	for name := range m.sinkGauge {
+		if !is[name] {
+			delete(m.sinkGauge, name)
+			for _, g := range []string{"pspf_sink_online", "pspf_sink_offline_seconds", "pspf_sink_backlog_records"} {
+				s.d.Metrics.Remove(g, "pipeline", m.name, "component", name)
+			}
+		}
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

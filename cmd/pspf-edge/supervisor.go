@@ -1,0 +1,640 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pspf/pspf-edge/agent"
+)
+
+// Pipeline states shown by status.
+const (
+	stateRunning = "running"
+	stateFailed  = "failed"  // no valid config yet, or it could not start
+	stateStopped = "stopped" // its file was removed, or its sources ended
+)
+
+// supervisorDeps is what a supervisor is built from.
+type supervisorDeps struct {
+	// Config is the agent config at start (command-line overrides applied).
+	Config agent.AgentConfig
+	// LoadConfig re-reads the agent config with the same overrides; nil
+	// means the agent config never changes.
+	LoadConfig func() (agent.AgentConfig, error)
+	// ConfigFile is the agent file to watch; empty watches none.
+	ConfigFile string
+	Registry   *agent.Registry
+	Metrics    *agent.Metrics
+	Logger     *slog.Logger
+	// Level is the live log level, changed when the agent file's changes.
+	Level *slog.LevelVar
+	// OpenLog opens pipeline logs; nil means agent.OpenDiskLog.
+	OpenLog agent.OpenLogFunc
+	// Poll rescans the pipelines at this interval as a safety net for a
+	// lost file-system event; 0 disables it.
+	Poll time.Duration
+	// SampleEvery is how often backlogs are sampled for rates and ages; 0
+	// means one second.
+	SampleEvery time.Duration
+}
+
+// supervisor runs one pipeline per file of the pipelines directory and keeps
+// them in step with the files: a new file starts a pipeline, a changed one
+// reloads it (alone: the others never pause), a removed one drains and stops.
+// A file that does not validate never replaces a running generation.
+type supervisor struct {
+	d       supervisorDeps
+	dataDir string // fixed at start: it holds the lock
+	ready   atomic.Bool
+	wg      sync.WaitGroup // the pipelines' Run goroutines
+
+	agentFailures *agent.Counter
+
+	mu       sync.Mutex // guards what follows and every managed's fields
+	cfg      agent.AgentConfig
+	cfgHash  string
+	pipes    map[string]*managed
+	recheck  bool // a file went missing: look again after the debounce
+	sampleAt time.Time
+}
+
+// managed is one pipeline name's history: the generation running, the last
+// file content seen, the last reload error.
+type managed struct {
+	name      string
+	file      string
+	seen      string              // key of the last content read, valid or not
+	runKey    string              // key of the content running
+	spec      *agent.PipelineSpec // the config running (or that ran last)
+	gen       int
+	run       *generation
+	reloadErr string
+	missing   time.Time // when its file was first found missing
+	removed   bool
+	stopping  chan struct{}                // closed when a removal's drain ends
+	final     *agent.Status                // the last generation's status, once stopped
+	logDrops  map[string]uint64            // log drops of past generations
+	track     backlogTracker               // rates and ages of the log
+	failures  *agent.Counter               // pspf_reload_failures_total
+	reloads   *agent.Counter               // pspf_reloads_total
+	sinkGauge map[string]bool              // sinks with registered gauges
+	view      atomic.Pointer[pipelineView] // last computed view, for gauges
+}
+
+// generation is one run of a pipeline config.
+type generation struct {
+	p       *agent.Pipeline
+	gen     int
+	cancel  context.CancelFunc
+	done    chan struct{}
+	err     error // Run's result, set before done is closed
+	started time.Time
+}
+
+func (g *generation) alive() bool {
+	select {
+	case <-g.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// stop ends the generation as o says and waits for it.
+func (g *generation) stop(o agent.StopOptions) error {
+	g.p.SetStop(o)
+	g.cancel()
+	<-g.done
+	return g.err
+}
+
+func newSupervisor(d supervisorDeps) *supervisor {
+	if d.OpenLog == nil {
+		d.OpenLog = agent.OpenDiskLog(d.Logger)
+	}
+	if d.SampleEvery <= 0 {
+		d.SampleEvery = time.Second
+	}
+	s := &supervisor{d: d, dataDir: d.Config.DataDir, cfg: d.Config, pipes: map[string]*managed{}}
+	s.agentFailures = d.Metrics.Counter("pspf_agent_config_reload_failures_total")
+	if d.ConfigFile != "" {
+		if data, err := os.ReadFile(d.ConfigFile); err == nil {
+			s.cfgHash = hashBytes(data)
+		}
+	}
+	return s
+}
+
+func hashBytes(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// config returns the current agent config.
+func (s *supervisor) config() agent.AgentConfig {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg
+}
+
+// Run starts every pipeline, then follows the files, SIGHUP (hup) and the
+// agent file until ctx is done; then it stops every pipeline (draining within
+// the shutdown timeout) and returns once all have ended.
+func (s *supervisor) Run(ctx context.Context, hup <-chan os.Signal) error {
+	cfg := s.config()
+	dirs := []string{cfg.PipelinesDir}
+	if st, err := os.Stat(cfg.PipelinesDir); err != nil {
+		return fmt.Errorf("pipelines: %w", err)
+	} else if !st.IsDir() {
+		dirs = []string{filepath.Dir(cfg.PipelinesDir)}
+	}
+	if s.d.ConfigFile != "" {
+		dirs = append(dirs, filepath.Dir(s.d.ConfigFile))
+	}
+	w, err := newDirWatcher(cfg.ReloadDebounce, s.d.Logger, dirs...)
+	if err != nil {
+		return err
+	}
+	wctx, stopWatch := context.WithCancel(ctx)
+	var watchWG sync.WaitGroup
+	watchWG.Go(func() { w.run(wctx) })
+	defer func() { stopWatch(); watchWG.Wait() }()
+
+	s.sync(ctx, false)
+	s.ready.Store(true)
+	s.d.Logger.Info("supervisor watching", "pipelines", cfg.PipelinesDir, "agent_file", s.d.ConfigFile)
+
+	var poll <-chan time.Time
+	if s.d.Poll > 0 {
+		t := time.NewTicker(s.d.Poll)
+		defer t.Stop()
+		poll = t.C
+	}
+	sample := time.NewTicker(s.d.SampleEvery)
+	defer sample.Stop()
+	var recheck <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			s.ready.Store(false)
+			return s.stopAll()
+		case <-w.Changed():
+			s.reloadAgentConfig()
+			s.sync(ctx, false)
+		case <-hup:
+			s.d.Logger.Info("SIGHUP: reloading the agent config and every pipeline")
+			s.reloadAgentConfig()
+			s.sync(ctx, true)
+		case <-poll:
+			s.sync(ctx, false)
+		case <-recheck:
+			recheck = nil
+			s.sync(ctx, false)
+		case <-sample.C:
+			s.sample()
+		}
+		s.mu.Lock()
+		if s.recheck && recheck == nil {
+			recheck = time.After(max(s.cfg.ReloadDebounce, 50*time.Millisecond))
+		}
+		s.recheck = false
+		s.mu.Unlock()
+	}
+}
+
+// reloadAgentConfig re-reads the agent file if its content changed: the log
+// level and the timeouts change live; a change of anything else is logged as
+// needing a restart; a change of the pipeline defaults reloads the pipelines
+// (their key includes the defaults).
+func (s *supervisor) reloadAgentConfig() {
+	if s.d.ConfigFile == "" || s.d.LoadConfig == nil {
+		return
+	}
+	data, err := os.ReadFile(s.d.ConfigFile)
+	if err != nil {
+		s.agentFailures.Inc()
+		s.d.Logger.Error("agent config: cannot read; keeping the running config", "file", s.d.ConfigFile, "err", err)
+		return
+	}
+	h := hashBytes(data)
+	s.mu.Lock()
+	same := h == s.cfgHash
+	s.mu.Unlock()
+	if same {
+		return
+	}
+	next, err := s.d.LoadConfig()
+	if err == nil {
+		_, err = levelOf(next.Log.Level)
+	}
+	if err != nil {
+		s.agentFailures.Inc()
+		s.d.Logger.Error("agent config invalid; keeping the running config", "file", s.d.ConfigFile, "err", err)
+		return
+	}
+	s.mu.Lock()
+	prev := s.cfg
+	s.cfgHash = h
+	restart := restartNeeded(prev, next)
+	// What cannot change live keeps its running value.
+	next.DataDir, next.Admin, next.PipelinesDir, next.Name, next.Log.Format = prev.DataDir, prev.Admin, prev.PipelinesDir, prev.Name, prev.Log.Format
+	s.cfg = next
+	s.mu.Unlock()
+	if next.Log.Level != prev.Log.Level {
+		lv, _ := levelOf(next.Log.Level)
+		s.d.Level.Set(lv)
+	}
+	s.d.Logger.Info("agent config reloaded", "log_level", next.Log.Level, "shutdown_timeout", next.ShutdownTimeout,
+		"removed_drain_timeout", next.RemovedDrainTimeout, "reload_debounce", next.ReloadDebounce)
+	if len(restart) > 0 {
+		s.d.Logger.Warn("agent config: these settings change only on restart", "settings", strings.Join(restart, ", "))
+	}
+}
+
+// restartNeeded lists the settings that differ and cannot change live.
+func restartNeeded(a, b agent.AgentConfig) []string {
+	var out []string
+	if a.DataDir != b.DataDir {
+		out = append(out, "data_dir")
+	}
+	if a.Admin != b.Admin {
+		out = append(out, "admin.address")
+	}
+	if a.PipelinesDir != b.PipelinesDir {
+		out = append(out, "pipelines_dir")
+	}
+	if a.Name != b.Name {
+		out = append(out, "name")
+	}
+	if a.Log.Format != b.Log.Format {
+		out = append(out, "log.format")
+	}
+	if a.ReloadDebounce != b.ReloadDebounce {
+		out = append(out, "reload_debounce")
+	}
+	return out
+}
+
+// pipelineFiles lists the pipeline files named by path: the files of a
+// directory, or the one file.
+func pipelineFiles(path string) ([]string, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("pipelines: %w", err)
+	}
+	if !st.IsDir() {
+		return []string{path}, nil
+	}
+	return agent.PipelineFiles(path)
+}
+
+// sync brings the pipelines in step with the files. force restarts every
+// valid pipeline even if its file is unchanged (SIGHUP: a secret named by
+// ${file:...} may have changed).
+func (s *supervisor) sync(ctx context.Context, force bool) {
+	cfg := s.config()
+	files, err := pipelineFiles(cfg.PipelinesDir)
+	if err != nil {
+		// A directory being swapped or unreadable is not "every file was
+		// removed": keep everything running.
+		s.d.Logger.Error("pipelines: cannot list; keeping every pipeline running", "err", err)
+		return
+	}
+	defaultsKey := fmt.Sprintf("%+v", cfg.Defaults)
+	present := map[string]bool{}
+	for _, f := range files {
+		name := agent.PipelineName(f)
+		if present[name] {
+			s.d.Logger.Error("pipeline file ignored: another file has the same name", "file", f, "pipeline", name)
+			continue
+		}
+		data, err := os.ReadFile(f)
+		if errors.Is(err, os.ErrNotExist) {
+			continue // gone between the listing and the read: like missing
+		}
+		present[name] = true
+		s.apply(ctx, name, f, data, err, defaultsKey, cfg, force)
+	}
+	s.mu.Lock()
+	var gone []*managed
+	for name, m := range s.pipes {
+		if present[name] || m.removed {
+			continue
+		}
+		// Delete-and-create and directory swaps leave a file missing for a
+		// moment: remove a pipeline only when its file is still missing
+		// after the debounce time.
+		if m.missing.IsZero() {
+			m.missing = time.Now()
+			s.recheck = true
+			continue
+		}
+		if time.Since(m.missing) < cfg.ReloadDebounce {
+			s.recheck = true
+			continue
+		}
+		gone = append(gone, m)
+	}
+	s.mu.Unlock()
+	for _, m := range gone {
+		s.remove(m, cfg)
+	}
+}
+
+// apply handles one file's content.
+func (s *supervisor) apply(ctx context.Context, name, file string, data []byte, readErr error, defaultsKey string, cfg agent.AgentConfig, force bool) {
+	s.mu.Lock()
+	m := s.pipes[name]
+	if m == nil {
+		m = &managed{name: name, logDrops: map[string]uint64{}, sinkGauge: map[string]bool{},
+			failures: s.d.Metrics.Counter("pspf_reload_failures_total", "pipeline", name),
+			reloads:  s.d.Metrics.Counter("pspf_reloads_total", "pipeline", name)}
+		s.pipes[name] = m
+		s.registerGauges(m)
+	}
+	m.missing = time.Time{}
+	key := ""
+	if readErr == nil {
+		key = hashBytes(data) + "/" + hashBytes([]byte(defaultsKey))
+	}
+	running := m.run != nil && m.run.alive()
+	if key != "" && key == m.seen && !force {
+		s.mu.Unlock()
+		return // a save that changed nothing
+	}
+	m.seen = key
+	m.file = file
+	stopping := m.stopping
+	s.mu.Unlock()
+
+	var spec *agent.PipelineSpec
+	err := readErr
+	if err == nil {
+		spec, err = s.d.Registry.ParsePipeline(file, data, cfg.Defaults)
+	}
+	if err != nil {
+		s.fail(m, fmt.Errorf("pipeline %q: %w", name, err), "pipeline config invalid; the running generation stays")
+		return
+	}
+	if stopping != nil {
+		<-stopping // a removal of the same name must have closed its logs
+	}
+
+	s.mu.Lock()
+	if running && m.runKey == key && !force {
+		// Back to the running content after an invalid save.
+		m.reloadErr = ""
+		s.mu.Unlock()
+		return
+	}
+	old, oldRun := m.spec, m.run
+	s.mu.Unlock()
+
+	t0 := time.Now()
+	if oldRun != nil && oldRun.alive() {
+		if err := oldRun.stop(agent.StopOptions{KeepBacklog: true, DrainTimeout: cfg.ShutdownTimeout}); err != nil {
+			s.d.Logger.Warn("pipeline generation ended with errors", "pipeline", name, "generation", oldRun.gen, "err", err)
+		}
+	}
+	s.retire(m, oldRun)
+	s.mu.Lock()
+	gen := m.gen + 1
+	s.mu.Unlock()
+	g, err := s.start(ctx, m, spec, gen, cfg)
+	if err != nil {
+		err = fmt.Errorf("pipeline %q: start generation %d: %w", name, gen, err)
+		if old != nil && oldRun != nil && !m.removed {
+			// Roll back: the previous config runs again.
+			if g2, err2 := s.start(ctx, m, old, oldRun.gen, cfg); err2 == nil {
+				s.mu.Lock()
+				m.run = g2
+				s.mu.Unlock()
+				s.fail(m, err, "pipeline reload failed; the previous config runs again")
+				return
+			}
+		}
+		s.mu.Lock()
+		m.run = nil
+		s.mu.Unlock()
+		s.fail(m, err, "pipeline could not start")
+		return
+	}
+	s.mu.Lock()
+	wasRemoved := m.removed
+	m.run, m.spec, m.gen, m.runKey, m.reloadErr, m.removed, m.stopping, m.final = g, spec, gen, key, "", false, nil, nil
+	s.registerSinkGauges(m, spec)
+	s.mu.Unlock()
+	m.reloads.Inc()
+	switch {
+	case old == nil || wasRemoved:
+		s.d.Logger.Info("pipeline started", "pipeline", name, "generation", gen, "file", file, "hash", short(spec.Hash))
+	default:
+		ch := describeChanges(old, spec)
+		if ch == "" {
+			ch = "no component changed"
+		}
+		s.d.Logger.Info("pipeline reloaded", "pipeline", name, "generation", gen, "hash", short(spec.Hash), "changes", ch, "took", time.Since(t0).Round(time.Microsecond))
+	}
+}
+
+func short(h string) string { return h[:min(12, len(h))] }
+
+// fail records a reload error: the log, the metric and the status.
+func (s *supervisor) fail(m *managed, err error, msg string) {
+	m.failures.Inc()
+	s.mu.Lock()
+	m.reloadErr = err.Error()
+	gen := m.gen
+	s.mu.Unlock()
+	s.d.Logger.Error(msg, "pipeline", m.name, "generation", gen, "err", err)
+}
+
+// start builds and starts a generation.
+func (s *supervisor) start(ctx context.Context, m *managed, spec *agent.PipelineSpec, gen int, cfg agent.AgentConfig) (*generation, error) {
+	p, err := agent.NewPipeline(spec, agent.PipelineDeps{
+		Registry:        s.d.Registry,
+		Logger:          s.d.Logger,
+		Metrics:         s.d.Metrics,
+		DataDir:         filepath.Join(s.dataDir, "pipelines", spec.Name),
+		AgentName:       cfg.Name,
+		OpenLog:         s.d.OpenLog,
+		ShutdownTimeout: cfg.ShutdownTimeout,
+		Generation:      gen,
+	})
+	if err != nil {
+		return nil, err
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	g := &generation{p: p, gen: gen, cancel: cancel, done: make(chan struct{}), started: time.Now()}
+	s.wg.Go(func() {
+		defer cancel()
+		g.err = p.Run(rctx)
+		close(g.done)
+		if g.err != nil {
+			s.d.Logger.Warn("pipeline generation ended with errors", "pipeline", m.name, "generation", gen, "err", g.err)
+		}
+	})
+	return g, nil
+}
+
+// retire keeps what a stopped generation leaves behind for status: its final
+// snapshot and its log's drops (a log counts drops only while it is open).
+func (s *supervisor) retire(m *managed, g *generation) {
+	if g == nil {
+		return
+	}
+	st := g.p.Status()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, v := range st.Log.Drops {
+		m.logDrops[k] += v
+	}
+	m.final = &st
+	m.track.reset()
+}
+
+// remove stops a pipeline whose file is gone: its sinks deliver the backlog
+// for up to removed_drain_timeout; what remains stays on disk until
+// `pspf-edge buffer drop`. The drain runs in the background: the other
+// pipelines, and the supervisor, carry on.
+func (s *supervisor) remove(m *managed, cfg agent.AgentConfig) {
+	s.mu.Lock()
+	g := m.run
+	m.removed, m.seen, m.runKey, m.missing, m.reloadErr = true, "", "", time.Time{}, ""
+	done := make(chan struct{})
+	m.stopping = done
+	s.mu.Unlock()
+	s.d.Logger.Info("pipeline file removed: draining, then stopping", "pipeline", m.name, "drain_timeout", cfg.RemovedDrainTimeout)
+	s.wg.Go(func() {
+		defer close(done)
+		if g == nil {
+			return
+		}
+		if err := g.stop(agent.StopOptions{DrainTimeout: cfg.RemovedDrainTimeout}); err != nil {
+			s.d.Logger.Warn("removed pipeline stopped with errors", "pipeline", m.name, "err", err)
+		}
+		s.retire(m, g)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if m.run == g {
+			m.run = nil
+		}
+		if m.final != nil && m.final.Log.Backlog > 0 {
+			s.d.Logger.Warn("removed pipeline stopped with undelivered records; they stay on disk until `pspf-edge buffer drop`",
+				"pipeline", m.name, "records", m.final.Log.Backlog, "dir", filepath.Join(s.dataDir, "pipelines", m.name))
+		} else {
+			s.d.Logger.Info("removed pipeline stopped; its log is delivered", "pipeline", m.name)
+		}
+	})
+}
+
+// stopAll stops every pipeline (draining within the shutdown timeout: their
+// contexts are done) and waits for them and for removals in progress.
+func (s *supervisor) stopAll() error {
+	s.mu.Lock()
+	var runs []*generation
+	for _, m := range s.pipes {
+		if m.run != nil {
+			runs = append(runs, m.run)
+		}
+	}
+	s.mu.Unlock()
+	var errs []error
+	for _, g := range runs {
+		<-g.done
+		if g.err != nil {
+			errs = append(errs, fmt.Errorf("pipeline %q: %w", g.p.Spec().Name, g.err))
+		}
+	}
+	s.wg.Wait()
+	return errors.Join(errs...)
+}
+
+// describeChanges says which components a reload adds, removes or changes.
+func describeChanges(old, cur *agent.PipelineSpec) string {
+	var parts []string
+	for _, k := range []struct {
+		what     string
+		old, cur []agent.ComponentSpec
+	}{{"source", old.Sources, cur.Sources}, {"operator", old.Operators, cur.Operators}, {"sink", old.Sinks, cur.Sinks}} {
+		was := map[string]string{}
+		for _, c := range k.old {
+			was[c.Name] = c.Fingerprint()
+		}
+		is := map[string]bool{}
+		for _, c := range k.cur {
+			is[c.Name] = true
+			fp, ok := was[c.Name]
+			switch {
+			case !ok:
+				parts = append(parts, fmt.Sprintf("+%s %s (%s)", k.what, c.Name, c.Type))
+			case fp != c.Fingerprint():
+				parts = append(parts, fmt.Sprintf("~%s %s", k.what, c.Name))
+			}
+		}
+		for _, c := range k.old {
+			if !is[c.Name] {
+				parts = append(parts, fmt.Sprintf("-%s %s", k.what, c.Name))
+			}
+		}
+	}
+	var od, cd string
+	if old.DeadLetter != nil {
+		od = old.DeadLetter.Fingerprint()
+	}
+	if cur.DeadLetter != nil {
+		cd = cur.DeadLetter.Fingerprint()
+	}
+	if od != cd {
+		parts = append(parts, "~dead_letter")
+	}
+	if old.Buffer != cur.Buffer {
+		parts = append(parts, "~buffer")
+	}
+	if old.Description != cur.Description {
+		parts = append(parts, "~description")
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, ", ")
+}
+
+// names returns the pipeline names in order.
+func (s *supervisor) names() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.pipes))
+	for n := range s.pipes {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// isReady reports whether the first sync is done and every pipeline with a
+// valid config is running (or has ended on its own).
+func (s *supervisor) isReady() (bool, string) {
+	if !s.ready.Load() {
+		return false, "starting"
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, n := range slices.Sorted(maps.Keys(s.pipes)) {
+		m := s.pipes[n]
+		if m.spec != nil && !m.removed && m.run == nil {
+			return false, fmt.Sprintf("pipeline %q is not running: %s", n, m.reloadErr)
+		}
+	}
+	return true, ""
+}
