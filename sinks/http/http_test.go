@@ -4,12 +4,14 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"io"
 	"net"
 	nethttp "net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -228,5 +230,28 @@ func TestNDJSONUncompressed(t *testing.T) {
 	}
 	if want := "{\"_id\":\"p:1\",\"a\":1}\n{\"_id\":\"p:2\",\"a\":2}\n"; string(body) != want {
 		t.Errorf("got %q, want %q", body, want)
+	}
+}
+
+func TestTLS(t *testing.T) {
+	srv := httptest.NewTLSServer(nethttp.HandlerFunc(func(w nethttp.ResponseWriter, r *nethttp.Request) {}))
+	defer srv.Close()
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := agent.Env{AgentName: "gw1", Pipeline: "p"}
+	recs := []agent.Record{{ID: "p:1"}}
+	s, err := New(Config{URL: srv.URL, Format: "ndjson", Timeout: time.Second, TLS: TLSConfig{CAFile: ca}}, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Write(context.Background(), recs); err != nil {
+		t.Errorf("write with the server's CA: %v", err)
+	}
+	// Without the CA the certificate is not trusted: retryable, never sent.
+	s2, _ := New(Config{URL: srv.URL, Format: "ndjson", Timeout: time.Second}, env)
+	if err := s2.Write(context.Background(), recs); err == nil || agent.IsPermanent(err) {
+		t.Errorf("write without the CA: got %v, want a retryable TLS error", err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
@@ -78,12 +79,37 @@ func BenchmarkDrainAfterOutage(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		base := ms.HeapInuse
+		stop := make(chan struct{})
+		peak := make(chan uint64)
+		go func() { // sample the heap while draining
+			top := base
+			t := time.NewTicker(10 * time.Millisecond)
+			defer t.Stop()
+			for {
+				select {
+				case <-stop:
+					peak <- top
+					return
+				case <-t.C:
+					var ms runtime.MemStats
+					runtime.ReadMemStats(&ms)
+					top = max(top, ms.HeapInuse)
+				}
+			}
+		}()
 		b.ResetTimer()
 		start := time.Now()
 		if err := p.Run(context.Background()); err != nil {
 			b.Fatal(err)
 		}
 		el := time.Since(start)
+		close(stop)
+		b.ReportMetric(float64(<-peak-base)/1e6, "heap-growth-MB")
+		b.ReportMetric(float64(bytes)/1e6, "backlog-MB")
 		b.Logf("writes %d, in write %v of %v", ts.writes, ts.in, el)
 		b.ReportMetric(float64(bytes)/el.Seconds()/1e6, "MB/s")
 		b.ReportMetric(float64(total)/el.Seconds(), "records/s")

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -248,3 +250,24 @@ func (p *pacedSource) Read(ctx context.Context) ([]agent.Record, agent.AckFunc, 
 }
 
 func testLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+func TestUsernamePassword(t *testing.T) {
+	pw := filepath.Join(t.TempDir(), "passwd")
+	if out, err := exec.Command("mosquitto_passwd", "-c", "-b", pw, "gw", "s3cret").CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_passwd: %v: %s", err, out)
+	}
+	os.Chmod(pw, 0o600)
+	m := testbroker.Start(t, testbroker.Options{Extra: "allow_anonymous false\npassword_file " + pw + "\n"})
+	cfg := *Defaults()
+	cfg.Broker, cfg.Topic, cfg.Username, cfg.Password, cfg.ConnectTimeout = m.URL(), "auth/t", "gw", "s3cret", 2*time.Second
+	s := newSink(t, cfg)
+	if err := s.Write(context.Background(), records(1, 3)); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	cfg.Password = "wrong"
+	b, _ := New(cfg, agent.Env{AgentName: "gw1", Pipeline: "p", Component: "bad"})
+	if err := b.Connect(context.Background()); err == nil {
+		b.Close(context.Background())
+		t.Errorf("connect with a wrong password: got nil, want an error")
+	}
+}
