@@ -87,7 +87,8 @@ func TestClassify(t *testing.T) {
 
 // flaky answers request n with script[n] (then 200): "500", "429" (with
 // Retry-After: 1), "slow" (sleeps past the client timeout), "reset"
-// (closes the connection without answering), "400".
+// (closes the connection without answering), "200-reset" (takes the batch,
+// answers 200 and resets the connection mid-body), "400".
 type flaky struct {
 	t      *testing.T
 	script []string
@@ -136,6 +137,19 @@ func (f *flaky) ServeHTTP(w nethttp.ResponseWriter, r *nethttp.Request) {
 		conn, _, _ := w.(nethttp.Hijacker).Hijack()
 		conn.(*net.TCPConn).SetLinger(0)
 		conn.Close()
+	case "200-reset": // accept, then reset the connection mid-answer
+		f.mu.Lock()
+		for _, r := range recs {
+			f.got[r["_id"].(string)]++
+		}
+		f.mu.Unlock()
+		w.Header().Set("Content-Length", "100")
+		w.WriteHeader(200)
+		w.Write([]byte("partial..."))
+		w.(nethttp.Flusher).Flush()
+		conn, _, _ := w.(nethttp.Hijacker).Hijack()
+		conn.(*net.TCPConn).SetLinger(0)
+		conn.Close()
 	default:
 		f.mu.Lock()
 		for _, r := range recs {
@@ -146,7 +160,7 @@ func (f *flaky) ServeHTTP(w nethttp.ResponseWriter, r *nethttp.Request) {
 }
 
 func TestPipelineAgainstFlakyServer(t *testing.T) {
-	f := &flaky{t: t, script: []string{"500", "429", "slow", "200", "reset", "reset", "200", "400"}, got: map[string]int{}}
+	f := &flaky{t: t, script: []string{"500", "429", "slow", "200", "reset", "reset", "200-reset", "400"}, got: map[string]int{}}
 	srv := httptest.NewServer(f)
 	defer srv.Close()
 	batches := make([][]agent.Record, 5)
