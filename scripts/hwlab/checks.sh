@@ -72,9 +72,41 @@ check_kill_restart() {
   echo "pass $n $before delivered before SIGKILL all in the log; log 1..$n intact, verify clean; all $n delivered ($dups redelivered)"
 }
 
-# gen_serial_input DIR: writes DIR/serial-input.bin (what the host sends) and
-# DIR/serial-expected.ndjson (what must come out).
+# gen_serial_input DIR: writes DIR/serial-input.bin (the bytes the host sends
+# into the guest's tty), DIR/serial-expected.txt (the "_raw..." member of each
+# record that must come out, in order) and DIR/serial-drops (oversize frames).
+# Lines end in \n or \r\n (trim_cr); garbage is a frame of invalid UTF-8 (it
+# comes out base64-encoded); oversize frames exceed max_frame (64 B).
 gen_serial_input() {
-  : >"$1/serial-input.bin"
-  : >"$1/serial-expected.ndjson"
+  local d=$1 i line drops=0 long
+  long=$(printf '%0200d' 0 | tr 0 X)
+  {
+    for i in $(seq 1 300); do
+      line="T$((i % 4)),seq=$i,temp=$((200 + i * 37 % 100))e-1,rh=$((i * 13 % 60 + 20))"
+      if [ $((i % 5)) = 0 ]; then printf '%s\r\n' "$line"; else printf '%s\n' "$line"; fi
+      echo "\"_raw\":\"$line\"" >&3
+      if [ $((i % 25)) = 0 ]; then
+        printf '\xff\xfe\x01garbage-%d\x80\n' "$i"
+        echo "\"_raw_b64\":\"$(printf '\xff\xfe\x01garbage-%d\x80' "$i" | base64 -w0)\"" >&3
+      fi
+      if [ $((i % 40)) = 0 ]; then printf '%s\n' "$long"; drops=$((drops + 1)); fi
+      if [ $((i % 100)) = 0 ]; then printf '%s%s\n' "$long$long$long$long$long" "$long$long$long$long$long"; drops=$((drops + 1)); fi
+    done
+  } >"$d/serial-input.bin" 3>"$d/serial-expected.txt"
+  echo "$drops" >"$d/serial-drops"
+}
+
+check_serial() {
+  local d=$1 o=$1/out why n want drops got bad rss
+  why=$(common_failures "$d") || { echo "fail $(lines "$o/serial.ndjson") $why"; return; }
+  n=$(lines "$o/serial.ndjson")
+  want=$(lines "${rundir:?}/serial-expected.txt")
+  bad=$(sed 's/.*\("_raw[^}]*\)}$/\1/' "$o/serial.ndjson" | diff "$rundir/serial-expected.txt" - | head -4 | paste -sd' ')
+  [ -z "$bad" ] || { echo "fail $n records differ from the $want sent: $bad"; return; }
+  drops=$(cat "$rundir/serial-drops")
+  got=$(awk '/^pspf_serial_dropped_total/ && /reason="oversize"/ { s += $NF } END { print s + 0 }' "$o/metrics.txt")
+  [ "$got" = "$drops" ] || { echo "fail $n oversize drops: got $got, want $drops"; return; }
+  rss=$(awk '{ for (i = 1; i < NF; i++) if ($i == "VmRSS:" && $(i + 1) > m) m = $(i + 1) } END { print m + 0 }' "$o/rss-samples.txt")
+  echo "$rss" >"$d/rss-max-kb"
+  echo "pass $n all $want records match in order, $got oversize drops counted; agent VmRSS max ${rss} kB"
 }

@@ -12,6 +12,8 @@
 #   HWLAB_ARCHES   architectures to boot (default: "arm64 amd64")
 #   HWLAB_TIMEOUT  seconds one VM may run before it is killed (default: 120)
 #   HWLAB_REFRESH  1 = refresh the package index and take the newest kernel ABI
+#   HWLAB_DIST     use the pspf-edge-linux-<arch> binaries in this directory
+#                  instead of cross-building the work tree
 #
 # Everything downloaded or built lives under HWLAB_CACHE; the first run takes a
 # few minutes, later ones reuse it. The host's apt configuration is only read:
@@ -204,15 +206,14 @@ initramfs() {
   cp "$here/init" "$r/init"
   chmod 755 "$r/init"
   cp "$cache/kernel/$arch/configfs.ko" "$cache/kernel/$arch/gpio-sim.ko" "$r/lib/modules/"
-  cp "$cache/bin/pspf-edge-linux-$arch" "$r/usr/bin/pspf-edge"
+  cp "$dist/pspf-edge-linux-$arch" "$r/usr/bin/pspf-edge"
   cp -r "$here/pipelines" "$r/hwlab/"
-  cp "$rundir/serial-expected.ndjson" "$r/hwlab/" 2>/dev/null || true
   (cd "$r" && find . | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0) >"$out"
   rm -rf "$r"
 }
 
 # ---------------------------------------------------------------------- boot
-qemu_pids=()
+qemu_pids=() # QEMU and the FIFO helpers: killed by PID on any exit
 cleanup() {
   local p
   for p in "${qemu_pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
@@ -233,6 +234,7 @@ boot() {
   if [ "$scen" = serial ]; then
     rm -f "$d/data.in" "$d/data.out" && mkfifo "$d/data.in" "$d/data.out"
     data=(-chardev "pipe,id=data,path=$d/data")
+    cmdline+=" HWLAB_SERIAL_RECORDS=$(wc -l <"$rundir/serial-expected.txt")"
   fi
   case "$arch" in
     arm64)
@@ -260,15 +262,17 @@ boot() {
     # guest sends, and write the frames once the guest says the agent has
     # opened its tty (bytes sent before that can be lost).
     exec 7<>"$d/data.in" 8<>"$d/data.out"
+    # Each background job ends in exec, so that its PID is the process that
+    # holds the FIFO and killing it leaves nothing behind.
     (
       exec 8>&-
       until grep -q 'HWLAB-SERIAL-READY' "$d/console.log" 2>/dev/null; do sleep 0.05; done
-      cat "$rundir/serial-input.bin" >&7
-      exec 7>&-
+      exec cat "$rundir/serial-input.bin" >&7
     ) &
     writer=$!
-    (exec 7>&-; cat <&8 >/dev/null) &
+    (exec 7>&- && exec cat <&8 >/dev/null) &
     local drain=$!
+    qemu_pids+=("$writer" "$drain")
   fi
   "${q[@]}" </dev/null >"$d/qemu.log" 2>&1 7>&- 8>&- &
   local qpid=$!
@@ -301,7 +305,7 @@ boot() {
 
 # -------------------------------------------------------------------- checks
 # Each check_<scenario> DIR prints "pass|fail RECORDS DETAIL" from DIR/out.
-# shellcheck source=checks.sh
+# shellcheck source=scripts/hwlab/checks.sh
 . "$here/checks.sh"
 
 # ---------------------------------------------------------------------- main
@@ -319,10 +323,13 @@ for a in $arches; do
 done
 t_prep=$(elapsed "$t_start")
 
-log "cross-building pspf-edge for $arches"
-# shellcheck disable=SC2086 # arches is a word list
-(cd "$repo" && DIST="$cache/bin" scripts/cross-build.sh $arches) >"$cache/cross-build.log" 2>&1 ||
-  { cat "$cache/cross-build.log" >&2; die "scripts/cross-build.sh failed"; }
+dist=${HWLAB_DIST:-$cache/bin}
+if [ -z "${HWLAB_DIST:-}" ]; then
+  log "cross-building pspf-edge for $arches"
+  # shellcheck disable=SC2086 # arches is a word list
+  (cd "$repo" && DIST="$dist" scripts/cross-build.sh $arches) >"$cache/cross-build.log" 2>&1 ||
+    { cat "$cache/cross-build.log" >&2; die "scripts/cross-build.sh failed"; }
+fi
 
 rundir=$cache/run
 rm -rf "$rundir" && mkdir -p "$rundir"
