@@ -1,6 +1,7 @@
 package state
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -50,6 +51,7 @@ func TestModel(t *testing.T) {
 		com := map[string]map[string]modelRec{"a": {}, "b": {}}
 		serial := 0
 		var pending *Pending
+		dropA := 0                                 // table "a": 0 live, 1 dropped, 2 drop held by the pending checkpoint
 		var snapCur map[string]map[string]modelRec // cur at Prepare
 		var snapNow int64
 
@@ -85,6 +87,22 @@ func TestModel(t *testing.T) {
 				}
 			}
 		}
+		// droppedCall reports whether table tn is dropped, after checking
+		// that err says so.
+		droppedCall := func(rt *rapid.T, tn string, err error) bool {
+			if tn != "a" || dropA == 0 {
+				return false
+			}
+			if !errors.Is(err, ErrTableDropped) {
+				rt.Fatalf("call on dropped table: err %v, want ErrTableDropped", err)
+			}
+			return true
+		}
+		reopenA := func(rt *rapid.T) {
+			if tables["a"], err = db.Table("a", 0); err != nil {
+				rt.Fatal(err)
+			}
+		}
 		keyGen := rapid.SampledFrom([]string{"k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7", "longer-key-8", "k9"})
 		tableGen := rapid.SampledFrom([]string{"a", "b"})
 
@@ -92,7 +110,9 @@ func TestModel(t *testing.T) {
 			"put": func(rt *rapid.T) {
 				tn, k := tableGen.Draw(rt, "table"), keyGen.Draw(rt, "key")
 				v := rapid.StringN(0, 40, -1).Draw(rt, "val")
-				if err := tables[tn].Put([]byte(k), []byte(v)); err != nil {
+				if err := tables[tn].Put([]byte(k), []byte(v)); droppedCall(rt, tn, err) {
+					return
+				} else if err != nil {
 					rt.Fatal(err)
 				}
 				serial++
@@ -100,7 +120,9 @@ func TestModel(t *testing.T) {
 			},
 			"delete": func(rt *rapid.T) {
 				tn, k := tableGen.Draw(rt, "table"), keyGen.Draw(rt, "key")
-				if err := tables[tn].Delete([]byte(k)); err != nil {
+				if err := tables[tn].Delete([]byte(k)); droppedCall(rt, tn, err) {
+					return
+				} else if err != nil {
 					rt.Fatal(err)
 				}
 				delete(cur[tn], k)
@@ -108,7 +130,9 @@ func TestModel(t *testing.T) {
 			"get": func(rt *rapid.T) {
 				tn, k := tableGen.Draw(rt, "table"), keyGen.Draw(rt, "key")
 				v, ok, err := tables[tn].Get([]byte(k), nil)
-				if err != nil {
+				if droppedCall(rt, tn, err) {
+					return
+				} else if err != nil {
 					rt.Fatal(err)
 				}
 				r, wok := cur[tn][k]
@@ -128,6 +152,10 @@ func TestModel(t *testing.T) {
 					rt.Fatal(err)
 				}
 				commit(copyModel(cur), clk.ns.Load())
+				if dropA != 0 {
+					dropA = 0
+					reopenA(rt)
+				}
 			},
 			"prepare": func(rt *rapid.T) {
 				if pending != nil {
@@ -137,6 +165,9 @@ func TestModel(t *testing.T) {
 					rt.Fatal(err)
 				}
 				snapCur, snapNow = copyModel(cur), clk.ns.Load()
+				if dropA == 1 {
+					dropA = 2
+				}
 			},
 			"commit": func(rt *rapid.T) {
 				if pending == nil {
@@ -147,6 +178,10 @@ func TestModel(t *testing.T) {
 				}
 				pending = nil
 				commit(snapCur, snapNow)
+				if dropA == 2 {
+					dropA = 0
+					reopenA(rt)
+				}
 			},
 			"abort": func(rt *rapid.T) {
 				if pending == nil {
@@ -154,6 +189,21 @@ func TestModel(t *testing.T) {
 				}
 				pending.Abort()
 				pending = nil
+				if dropA == 2 {
+					dropA = 1
+				}
+			},
+			"drop": func(rt *rapid.T) {
+				if err := db.DropTable("a"); err != nil {
+					rt.Fatal(err)
+				}
+				if _, err := db.Table("a", 0); !errors.Is(err, ErrTableDropped) {
+					rt.Fatalf("Table(a) after DropTable = %v, want ErrTableDropped", err)
+				}
+				cur["a"] = map[string]modelRec{}
+				if dropA == 0 {
+					dropA = 1
+				}
 			},
 			"reopen": func(rt *rapid.T) {
 				if pending != nil {
@@ -167,6 +217,7 @@ func TestModel(t *testing.T) {
 				}
 				openTables()
 				cur = copyModel(com)
+				dropA = 0
 			},
 			"range": func(rt *rapid.T) {
 				tn := tableGen.Draw(rt, "table")
@@ -174,7 +225,9 @@ func TestModel(t *testing.T) {
 				if err := tables[tn].Range(func(k, v []byte) bool {
 					got[string(k)] = string(v)
 					return true
-				}); err != nil {
+				}); droppedCall(rt, tn, err) {
+					return
+				} else if err != nil {
 					rt.Fatal(err)
 				}
 				want := map[string]string{}
@@ -193,7 +246,9 @@ func TestModel(t *testing.T) {
 				}
 				tn := tableGen.Draw(rt, "table")
 				n, err := tables[tn].Len()
-				if err != nil {
+				if droppedCall(rt, tn, err) {
+					return
+				} else if err != nil {
 					rt.Fatal(err)
 				}
 				if n != len(cur[tn]) {

@@ -146,7 +146,9 @@ func (db *DB) DropTable(name string) error {
 		}
 		t.m = nil // queued entries stay in db.dirty until Prepare skips them
 	}
-	db.drops[name] = false
+	if _, ok := db.drops[name]; !ok {
+		db.drops[name] = false
+	}
 	return nil
 }
 
