@@ -73,24 +73,25 @@ type supervisor struct {
 // managed is one pipeline name's history: the generation running, the last
 // file content seen, the last reload error.
 type managed struct {
-	name      string
-	file      string
-	seen      string              // key of the last content read, valid or not
-	runKey    string              // key of the content running
-	spec      *agent.PipelineSpec // the config running (or that ran last)
-	gen       int
-	run       *generation
-	reloadErr string
-	missing   time.Time // when its file was first found missing
-	removed   bool
-	stopping  chan struct{}                // closed when a removal's drain ends
-	final     *agent.Status                // the last generation's status, once stopped
-	logDrops  map[string]uint64            // log drops of past generations
-	track     backlogTracker               // rates and ages of the log
-	failures  *agent.Counter               // pspf_reload_failures_total
-	reloads   *agent.Counter               // pspf_reloads_total
-	sinkGauge map[string]bool              // sinks with registered gauges
-	view      atomic.Pointer[pipelineView] // last computed view, for gauges
+	name       string
+	file       string
+	seen       string              // key of the last content read, valid or not
+	runKey     string              // key of the content running
+	invalidKey string              // invalid content waiting to be read again
+	spec       *agent.PipelineSpec // the config running (or that ran last)
+	gen        int
+	run        *generation
+	reloadErr  string
+	missing    time.Time // when its file was first found missing
+	removed    bool
+	stopping   chan struct{}                // closed when a removal's drain ends
+	final      *agent.Status                // the last generation's status, once stopped
+	logDrops   map[string]uint64            // log drops of past generations
+	track      backlogTracker               // rates and ages of the log
+	failures   *agent.Counter               // pspf_reload_failures_total
+	reloads    *agent.Counter               // pspf_reloads_total
+	sinkGauge  map[string]bool              // sinks with registered gauges
+	view       atomic.Pointer[pipelineView] // last computed view, for gauges
 }
 
 // generation is one run of a pipeline config.
@@ -385,7 +386,19 @@ func (s *supervisor) apply(ctx context.Context, name, file string, data []byte, 
 		spec, err = s.d.Registry.ParsePipeline(file, data, cfg.Defaults)
 	}
 	if err != nil {
-		s.fail(m, fmt.Errorf("pipeline %q: %w", name, err), "pipeline config invalid; the running generation stays")
+		s.mu.Lock()
+		settled := key == m.invalidKey
+		if !settled {
+			// A tool may be half-way through writing the file (an
+			// in-place save, delete and create): judge it only when the
+			// same content is read again after the debounce time.
+			m.invalidKey, m.seen = key, ""
+			s.recheck = true
+		}
+		s.mu.Unlock()
+		if settled {
+			s.fail(m, fmt.Errorf("pipeline %q: %w", name, err), "pipeline config invalid; the running generation stays")
+		}
 		return
 	}
 	if stopping != nil {
@@ -393,6 +406,7 @@ func (s *supervisor) apply(ctx context.Context, name, file string, data []byte, 
 	}
 
 	s.mu.Lock()
+	m.invalidKey = ""
 	if running && m.runKey == key && !force {
 		// Back to the running content after an invalid save.
 		m.reloadErr = ""
