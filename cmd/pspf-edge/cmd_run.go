@@ -109,6 +109,9 @@ func newLogger(c agent.LogConfig, lv *slog.LevelVar, w io.Writer) (*slog.Logger,
 	}
 	lv.Set(l)
 	opts := &slog.HandlerOptions{Level: lv}
+	if journalStream(w) { // under systemd: no timestamp, <N> priorities
+		return slog.New(newJournalHandler(w, c.Format == "json", opts)), nil
+	}
 	if c.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
@@ -174,6 +177,9 @@ func runAgent(ctx context.Context, o runOptions) error {
 	if o.Ready != nil {
 		o.Ready(sup)
 	}
+	// Under systemd: READY=1 after the first pass over the pipelines,
+	// watchdog pings, STOPPING=1 (systemd_linux.go).
+	defer runSystemd(ctx, sup.ready.Load)()
 	err = sup.Run(ctx, o.Hup)
 	o.Logger.Info("agent stopped")
 	return err

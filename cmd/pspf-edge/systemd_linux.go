@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 	"unsafe"
@@ -107,6 +108,42 @@ func runWatchdog(ctx context.Context) {
 			notifySystemd("WATCHDOG=1")
 		}
 	}
+}
+
+// runSystemd tells systemd how the agent is doing, if it runs under systemd
+// (NOTIFY_SOCKET set): READY=1 once ready() first reports true (the first
+// pass over the pipelines is done), WATCHDOG=1 pings all along, and
+// STOPPING=1 when ctx is done. The pings go on while the pipelines drain,
+// until the returned stop is called; stop waits for every goroutine started
+// here. Outside systemd it starts nothing.
+func runSystemd(ctx context.Context, ready func() bool) (stop func()) {
+	if os.Getenv("NOTIFY_SOCKET") == "" {
+		return func() {}
+	}
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Go(func() { runWatchdog(wctx) })
+	wg.Go(func() {
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for !ready() {
+			select {
+			case <-ctx.Done():
+				notifySystemd("STOPPING=1")
+				return
+			case <-wctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+		notifySystemd("READY=1")
+		select {
+		case <-ctx.Done():
+			notifySystemd("STOPPING=1")
+		case <-wctx.Done():
+		}
+	})
+	return func() { cancel(); wg.Wait() }
 }
 
 // journalStream reports whether w is the stream systemd connected to the

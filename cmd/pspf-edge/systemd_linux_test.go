@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -166,4 +167,32 @@ func TestJournalStream(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestRunSystemd(t *testing.T) {
+	conn, addr := listenNotify(t, false)
+	t.Setenv("NOTIFY_SOCKET", addr)
+	t.Setenv("WATCHDOG_USEC", "")
+	var ready atomic.Bool
+	ctx, cancel := context.WithCancel(t.Context())
+	stop := runSystemd(ctx, ready.Load)
+	conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if n, err := conn.Read(make([]byte, 64)); err == nil {
+		t.Fatalf("got a message of %d bytes before ready, want none", n)
+	}
+	ready.Store(true)
+	if got := readNotify(t, conn); got != "READY=1" {
+		t.Errorf("got %q, want READY=1", got)
+	}
+	cancel()
+	if got := readNotify(t, conn); got != "STOPPING=1" {
+		t.Errorf("got %q, want STOPPING=1", got)
+	}
+	stop()
+}
+
+func TestRunSystemdOutsideSystemd(t *testing.T) {
+	t.Setenv("NOTIFY_SOCKET", "")
+	stop := runSystemd(t.Context(), func() bool { return true })
+	stop()
 }
