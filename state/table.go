@@ -33,9 +33,10 @@ type Table struct {
 // with a different ttl it fails with ErrTableTTL. Opening an existing table
 // with a TTL for the first time indexes its keys by write time, which reads
 // the whole table once. Table runs a bbolt write transaction that only
-// creates buckets or derived index entries (never state changes), so it may
-// block behind a running checkpoint commit. Names are 1 to MaxTableNameLen
-// bytes of [A-Za-z0-9._-].
+// creates buckets or derived index entries (never state changes); it may
+// wait for a running checkpoint commit, holding the cache lock meanwhile, so
+// open tables when a pipeline starts, not on its hot path. Names are 1 to
+// MaxTableNameLen bytes of [A-Za-z0-9._-].
 func (db *DB) Table(name string, ttl time.Duration) (*Table, error) {
 	if err := checkName(name); err != nil {
 		return nil, err
