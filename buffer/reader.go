@@ -39,6 +39,11 @@ type Reader struct {
 	sc    scanner
 	scSeq uint64 // sequence at sc.off while f is open
 	mbuf  []byte // copy of memory frames returned by the last Read
+
+	// Guarded by l.mu: where sequence memSeq sits in the Memory kind's
+	// tail (a stream offset, see memTail.base), to avoid a walk per Read.
+	memSeq uint64
+	memPos int64
 }
 
 // Reader returns the reader called name, creating it if needed. The name
@@ -135,6 +140,7 @@ func (r *Reader) Read(ctx context.Context, buf []Record, maxBytes int) ([]Record
 		start, gen := r.next, r.gen
 		if r.stale {
 			r.stale = false
+			r.memSeq = 0
 			r.closeFile()
 		}
 		if l.opts.Kind == Memory && l.mem.live() > 0 && r.next >= l.mem.first {
@@ -262,7 +268,12 @@ func (r *Reader) readSegment(out []Record, seg *segment, end int64, limit, maxBy
 // readMemoryLocked copies frames from the Memory kind's tail.
 func (r *Reader) readMemoryLocked(out []Record, limit, maxBytes int) []Record {
 	m := &r.l.mem
-	i := m.offsetOf(r.next)
+	var i int
+	if p := r.memPos - m.base; r.memSeq == r.next && p >= int64(m.head) && p <= int64(len(m.buf)) {
+		i = int(p)
+	} else {
+		i = m.offsetOf(r.next)
+	}
 	j, count, bytes := i, 0, 0
 	for j < len(m.buf) && count < limit {
 		fl := m.frameLen(j)
@@ -280,6 +291,7 @@ func (r *Reader) readMemoryLocked(out []Record, limit, maxBytes int) []Record {
 		k += n
 	}
 	r.next += uint64(count)
+	r.memSeq, r.memPos = r.next, m.base+int64(j)
 	return out
 }
 
