@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -22,6 +23,10 @@ func bufferUsage(w io.Writer) {
   inspect DIR [--json]                 segments, records, bytes, cursors, oldest record age
   verify DIR                           full CRC scan; exit 1 on damage, saying what and where
   dump DIR [--from SEQ] [--limit N]    records as NDJSON, each with its sequence in "_seq"
+  drop NAME --yes [-c agent.yaml | --data-dir DIR]
+                                       delete a removed pipeline's data (log, dead
+                                       letters, state) for good; refused while an
+                                       agent runs on the data directory
 
 DIR is a log directory, such as DATA_DIR/pipelines/NAME/log (the pipeline log)
 or DATA_DIR/pipelines/NAME/dead (its dead letters). Run them on a stopped agent
@@ -35,6 +40,9 @@ func cmdBuffer(args []string, stdout, stderr io.Writer) int {
 			return exitUsage
 		}
 		return exitOK
+	}
+	if args[0] == "drop" {
+		return bufferDrop(args[1:], stdout, stderr)
 	}
 	sub, rest := args[0], reorder(args[1:])
 	fs := flag.NewFlagSet("buffer "+sub, flag.ContinueOnError)
@@ -162,5 +170,82 @@ func bufferDump(dir string, from uint64, limit int, stdout, stderr io.Writer) in
 		fmt.Fprintln(stderr, err)
 		return exitProblem
 	}
+	return exitOK
+}
+
+// bufferDrop deletes DATA_DIR/pipelines/NAME: what a removed pipeline left
+// undelivered. It takes the agent's data directory lock, so it never runs
+// under an agent.
+func bufferDrop(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("buffer drop", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { bufferUsage(stderr) }
+	cfgPath := fs.String("c", "", "agent config file, for its data_dir")
+	dataDir := fs.String("data-dir", "", "data directory (overrides the agent file)")
+	yes := fs.Bool("yes", false, "confirm: the records are deleted for good")
+	// Flags may follow the name; only -c and --data-dir take a value.
+	var flags, pos []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case (a == "-c" || a == "--c" || a == "-data-dir" || a == "--data-dir") && i+1 < len(args):
+			flags = append(flags, a, args[i+1])
+			i++
+		case strings.HasPrefix(a, "-"):
+			flags = append(flags, a)
+		default:
+			pos = append(pos, a)
+		}
+	}
+	if err := fs.Parse(append(flags, pos...)); err != nil {
+		return usageExit(err)
+	}
+	if fs.NArg() != 1 {
+		bufferUsage(stderr)
+		return exitUsage
+	}
+	name := fs.Arg(0)
+	if name == "" || name != filepath.Base(name) || strings.HasPrefix(name, ".") {
+		fmt.Fprintf(stderr, "buffer drop: %q is not a pipeline name\n", name)
+		return exitUsage
+	}
+	cfg, err := agent.LoadAgentConfig(*cfgPath)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitProblem
+	}
+	if *dataDir != "" {
+		cfg.DataDir = *dataDir
+	}
+	dir := filepath.Join(cfg.DataDir, "pipelines", name)
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		fmt.Fprintf(stderr, "buffer drop: no data for pipeline %q in %s\n", name, filepath.Join(cfg.DataDir, "pipelines"))
+		return exitProblem
+	}
+	unlock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		fmt.Fprintf(stderr, "buffer drop: refused while an agent runs: %v\n", err)
+		return exitProblem
+	}
+	defer unlock()
+	var records uint64
+	if rep, err := buffer.Inspect(filepath.Join(dir, "log")); err == nil {
+		for _, c := range rep.Cursors {
+			records = max(records, c.Lag)
+		}
+	}
+	if !*yes {
+		fmt.Fprintf(stderr, "buffer drop: would delete %s (%d undelivered records); run again with --yes to delete it for good\n", dir, records)
+		return exitProblem
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		fmt.Fprintf(stderr, "buffer drop: %v\n", err)
+		return exitFailure
+	}
+	if d, err := os.Open(filepath.Dir(dir)); err == nil {
+		d.Sync() // the removal survives a power cut
+		d.Close()
+	}
+	fmt.Fprintf(stdout, "dropped %s (%d undelivered records)\n", dir, records)
 	return exitOK
 }

@@ -39,7 +39,8 @@ func commands() []command {
 		{"validate", "check pipeline files (and the agent file) and list every error", cmdValidate},
 		{"topology", "draw a pipeline's chain as text, dot or mermaid", cmdTopology},
 		{"schema", "print the JSON Schema of the pipeline file format", cmdSchema},
-		{"buffer", "inspect, verify or dump a buffer directory", cmdBuffer},
+		{"buffer", "inspect, verify, dump or drop a buffer directory", cmdBuffer},
+		{"status", "show the running agent's pipelines (admin API)", cmdStatus},
 		{"version", "print version, commit, Go version and platform", cmdVersion},
 	}
 }

@@ -1,0 +1,182 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/pspf/pspf-edge/agent"
+)
+
+// cmdStatus prints the running agent's pipelines from its admin API.
+func cmdStatus(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("c", "", "agent config file, for its admin address")
+	addr := fs.String("admin", "", "admin address of the agent (default: the agent file's, else "+agent.DefaultAgentConfig().Admin.Address+")")
+	asJSON := fs.Bool("json", false, "print the API's JSON as it is")
+	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for the agent")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: pspf-edge status [--admin ADDR] [-c agent.yaml] [--json]\n\nShows every pipeline of the running agent: generation, state, backlog, drops, sinks.\n\nFlags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return usageExit(err)
+	}
+	if *addr == "" {
+		cfg, err := agent.LoadAgentConfig(*cfgPath)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return exitProblem
+		}
+		*addr = cfg.Admin.Address
+	}
+	if *addr == "" {
+		fmt.Fprintln(stderr, "status: the admin API is disabled (admin.address is empty)")
+		return exitProblem
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	body, err := fetchStatus(ctx, *addr)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitFailure
+	}
+	if *asJSON {
+		stdout.Write(body)
+		return exitOK
+	}
+	var resp struct {
+		Pipelines []pipelineView `json:"pipelines"`
+	}
+	if err := json.Unmarshal(body, &resp); err != nil {
+		fmt.Fprintf(stderr, "status: decode the agent's answer: %v\n", err)
+		return exitFailure
+	}
+	printStatus(stdout, resp.Pipelines)
+	for _, p := range resp.Pipelines {
+		if p.State == stateFailed || p.LastReloadError != "" {
+			return exitProblem
+		}
+	}
+	return exitOK
+}
+
+func fetchStatus(ctx context.Context, addr string) ([]byte, error) {
+	url := addr
+	if !strings.Contains(url, "://") {
+		url = "http://" + url
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(url, "/")+"/api/v1/pipelines", nil)
+	if err != nil {
+		return nil, fmt.Errorf("status: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("status: is the agent running? %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, fmt.Errorf("status: read: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("status: %s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	return body, nil
+}
+
+// printStatus writes one row per pipeline, one per sink under it, and the
+// reload errors at the end.
+func printStatus(w io.Writer, ps []pipelineView) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PIPELINE\tGEN\tSTATE\tIN\tBACKLOG\tOLDEST\tTO CAP\tDROPS\tDEAD\tLAST ERROR")
+	for _, p := range ps {
+		var in uint64
+		for _, s := range p.Sources {
+			in += s.Records
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d (%s)\t%s\t%s\t%s\t%d\t%s\n", p.Name, p.Generation, p.State, in,
+			p.BacklogRecords, humanBytes(p.BacklogBytes), humanSeconds(p.OldestUnsentSeconds, p.BacklogRecords > 0),
+			toCap(p.SecondsToCap), drops(p.Drops), p.DeadLetters, cut(p.LastError, 60))
+		for _, s := range p.Sinks {
+			state := "online"
+			if !s.Online {
+				state = "offline"
+				if s.OfflineSeconds > 0 {
+					state += " " + humanSeconds(s.OfflineSeconds, true)
+				}
+			}
+			fmt.Fprintf(tw, "  sink %s\t\t%s\t%d\t%d\t\t\tretries %d\t%d\t\n", s.Name, state, s.Records, s.Backlog, s.Retries, s.Rejected)
+		}
+	}
+	tw.Flush()
+	for _, p := range ps {
+		if p.LastReloadError != "" {
+			fmt.Fprintf(w, "\n%s: the last change was not applied (generation %d keeps running):\n  %s\n", p.Name, p.Generation, strings.ReplaceAll(p.LastReloadError, "\n", "\n  "))
+		}
+	}
+}
+
+func drops(m map[string]uint64) string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		if m[k] > 0 {
+			parts = append(parts, k+"="+strconv.FormatUint(m[k], 10))
+		}
+	}
+	if len(parts) == 0 {
+		return "0"
+	}
+	return strings.Join(parts, ",")
+}
+
+func toCap(s *float64) string {
+	if s == nil {
+		return "-"
+	}
+	return humanSeconds(*s, true)
+}
+
+func humanSeconds(s float64, show bool) string {
+	if !show {
+		return "-"
+	}
+	d := time.Duration(s * float64(time.Second))
+	switch {
+	case d < time.Minute:
+		return d.Round(100 * time.Millisecond).String()
+	case d < 48*time.Hour:
+		return d.Round(time.Second).String()
+	}
+	return fmt.Sprintf("%.1fd", d.Hours()/24)
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return strconv.FormatInt(n, 10) + "B"
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f%ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-1] + "…"
+}

@@ -1,0 +1,181 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pspf/pspf-edge/agent"
+)
+
+// metricValue returns the value of the sample named exactly line (name and
+// labels) in Prometheus text.
+func metricValue(t *testing.T, text, series string) float64 {
+	t.Helper()
+	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`)
+	m := re.FindStringSubmatch(text)
+	if m == nil {
+		t.Fatalf("no sample %s in /metrics", series)
+	}
+	v, err := strconv.ParseFloat(m[1], 64)
+	if err != nil {
+		t.Fatalf("sample %s: %v", series, err)
+	}
+	return v
+}
+
+// A known scenario: 400 readings, a filter drops every fourth one, the
+// destination is down for the first 1.5 s. Status, /metrics and the status
+// command must say so.
+func TestMetricsAndStatusKnownScenario(t *testing.T) {
+	rec := newRecorder()
+	rec.down.Store(true)
+	reg := testRegistry(map[string]*recorder{"m": rec})
+	const file = `sources:
+  - simulate: {sensors: 1, rate: 200, count: 400, format: fields, shape: steady}
+operators:
+  - filter: {expr: "seq % 4 != 0"}
+sinks:
+  - record: {id: m}
+    retry: {initial: 50ms, max: 100ms}
+`
+	h := startHarness(t, reg, map[string]string{"m.yaml": file}, nil)
+	srv := httptest.NewServer(adminHandler(h.sup, h.sup.d.Metrics))
+	defer srv.Close()
+	get := func(path string) string {
+		resp, err := srv.Client().Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var b bytes.Buffer
+		b.ReadFrom(resp.Body)
+		return b.String()
+	}
+
+	time.Sleep(1200 * time.Millisecond)
+	v := h.view("m")
+	if len(v.Sinks) != 1 || v.Sinks[0].Online || v.Sinks[0].OfflineSeconds < 1 || v.Sinks[0].OfflineSeconds > 1.5 {
+		t.Fatalf("during the outage: sinks %+v, want one offline for 1s to 1.5s", v.Sinks)
+	}
+	if v.BacklogRecords == 0 || v.OldestUnsentSeconds < 0.5 || v.Sinks[0].Retries == 0 {
+		t.Errorf("during the outage: backlog %d, oldest unsent %.2fs, retries %d; want > 0, >= 0.5s, > 0", v.BacklogRecords, v.OldestUnsentSeconds, v.Sinks[0].Retries)
+	}
+	text := get("/metrics")
+	if off := metricValue(t, text, `pspf_sink_offline_seconds{pipeline="m",component="record"}`); off < 1 {
+		t.Errorf("pspf_sink_offline_seconds = %v, want >= 1", off)
+	}
+	if on := metricValue(t, text, `pspf_sink_online{pipeline="m",component="record"}`); on != 0 {
+		t.Errorf("pspf_sink_online = %v during the outage, want 0", on)
+	}
+	for _, s := range []string{"go_goroutines", "process_open_fds", "process_resident_memory_bytes"} {
+		if !strings.Contains(text, "\n"+s+" ") {
+			t.Errorf("/metrics has no %s", s)
+		}
+	}
+	if ready := get("/readyz"); ready != "ready\n" {
+		t.Errorf("/readyz = %q, want ready", ready)
+	}
+
+	time.Sleep(300 * time.Millisecond)
+	rec.down.Store(false)
+	h.waitFor("300 records delivered", func() bool {
+		v := h.view("m")
+		return len(v.Sinks) == 1 && v.Sinks[0].Records == 300
+	})
+	v = h.view("m")
+	if v.Drops["filtered"] != 100 || !v.Sinks[0].Online || v.Sinks[0].OfflineSeconds != 0 || v.BacklogRecords != 0 {
+		t.Errorf("after the outage: drops %v, online %v, offline %.1fs, backlog %d; want filtered=100, online, 0, 0", v.Drops, v.Sinks[0].Online, v.Sinks[0].OfflineSeconds, v.BacklogRecords)
+	}
+	if len(v.Operators) != 1 || v.Operators[0].RecordsIn != 400 || v.Operators[0].RecordsOut != 300 {
+		t.Errorf("operators %+v, want filter 400 in, 300 out", v.Operators)
+	}
+	text = get("/metrics")
+	for series, want := range map[string]float64{
+		`pspf_dropped_total{pipeline="m",component="filter",reason="filtered"}`: 100,
+		`pspf_sink_records_total{pipeline="m",component="record"}`:              300,
+		`pspf_sink_online{pipeline="m",component="record"}`:                     1,
+		`pspf_pipeline_generation{pipeline="m"}`:                                1,
+		`pspf_log_backlog_records{pipeline="m"}`:                                0,
+	} {
+		if got := metricValue(t, text, series); got != want {
+			t.Errorf("%s = %v, want %v", series, got, want)
+		}
+	}
+
+	// An invalid save: counted, shown, and the status command says so.
+	writeFile(t, filepath.Join(h.dir, "m.yaml"), "sources: [\n")
+	h.waitFor("the reload failure", func() bool { return h.view("m").ReloadFailures == 1 })
+	if got := metricValue(t, get("/metrics"), `pspf_reload_failures_total{pipeline="m"}`); got != 1 {
+		t.Errorf("pspf_reload_failures_total = %v, want 1", got)
+	}
+	var out, errOut bytes.Buffer
+	if code := cmdStatus([]string{"--admin", srv.URL}, &out, &errOut); code != exitProblem {
+		t.Errorf("status exit %d, want %d (a reload failed)\n%s%s", code, exitProblem, out.String(), errOut.String())
+	}
+	for _, want := range []string{"PIPELINE", "m ", "filtered=100", "sink record", "online", "the last change was not applied", "invalid YAML"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("status output has no %q:\n%s", want, out.String())
+		}
+	}
+	out.Reset()
+	if code := cmdStatus([]string{"--admin", srv.URL, "--json"}, &out, &errOut); code != exitOK {
+		t.Errorf("status --json exit %d, want 0: %s", code, errOut.String())
+	}
+	var resp struct{ Pipelines []pipelineView }
+	if err := json.Unmarshal(out.Bytes(), &resp); err != nil || len(resp.Pipelines) != 1 || resp.Pipelines[0].Generation != 1 {
+		t.Errorf("status --json: %v, %+v", err, resp)
+	}
+	if err := h.stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A removed pipeline drains for removed_drain_timeout; what remains stays
+// on disk, reported, until `buffer drop`, which refuses under a running agent.
+func TestRemovedPipelineKeepsItsBacklogUntilDropped(t *testing.T) {
+	rec := newRecorder()
+	rec.down.Store(true)
+	reg := testRegistry(map[string]*recorder{"r": rec})
+	const file = "sources:\n  - simulate: {sensors: 1, rate: 200, format: fields}\nsinks:\n  - record: {id: r}\n    retry: {initial: 50ms, max: 100ms}\n"
+	h := startHarness(t, reg, map[string]string{"r.yaml": file}, func(c *agent.AgentConfig) { c.RemovedDrainTimeout = 300 * time.Millisecond })
+	h.waitFor("a backlog", func() bool { return h.view("r").BacklogRecords > 50 })
+	if err := os.Remove(filepath.Join(h.dir, "r.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor("the removal", func() bool { return h.view("r").State == stateStopped })
+	v := h.view("r")
+	if v.BacklogRecords == 0 {
+		t.Errorf("removed pipeline: backlog 0, want what the offline sink did not take")
+	}
+	if !strings.Contains(h.logs.String(), "stay on disk until `pspf-edge buffer drop`") {
+		t.Errorf("log does not report the records left on disk")
+	}
+	if ok, why := h.sup.isReady(); !ok {
+		t.Errorf("not ready after a removal: %s", why)
+	}
+	var out, errOut bytes.Buffer
+	if code := cmdBuffer([]string{"drop", "r", "--yes", "--data-dir", h.data}, &out, &errOut); code != exitProblem || !strings.Contains(errOut.String(), "refused while an agent runs") {
+		t.Errorf("drop under a running agent: exit %d, %q; want %d, refused", code, errOut.String(), exitProblem)
+	}
+	if err := h.stop(); err != nil {
+		t.Fatal(err)
+	}
+	errOut.Reset()
+	if code := cmdBuffer([]string{"drop", "r", "--data-dir", h.data}, &out, &errOut); code != exitProblem || !strings.Contains(errOut.String(), "--yes") {
+		t.Errorf("drop without --yes: exit %d, %q; want %d, asking for --yes", code, errOut.String(), exitProblem)
+	}
+	if code := cmdBuffer([]string{"drop", "r", "--yes", "--data-dir", h.data}, &out, &errOut); code != exitOK {
+		t.Fatalf("drop: exit %d: %s", code, errOut.String())
+	}
+	if _, err := os.Stat(filepath.Join(h.data, "pipelines", "r")); !os.IsNotExist(err) {
+		t.Errorf("after drop: %v, want the directory gone", err)
+	}
+}
