@@ -5,7 +5,7 @@ RUN_DIR  := .run
 # -race on every test run; the timeout keeps a hung test from eating CI.
 TESTFLAGS ?= -race -timeout 20m
 
-.PHONY: build run test bench lint cross clean hwlab
+.PHONY: build run test bench lint cross clean hwlab package
 
 build:
 	$(GO) build -o $(BIN) ./cmd/pspf-edge
@@ -28,6 +28,11 @@ lint:
 
 cross:
 	scripts/cross-build.sh
+
+# Debian packages (armhf with the armv6 binary, arm64, amd64) and tarballs
+# (armv6, armv7, arm64, amd64) in dist/, built with nfpm. See docs/install.md.
+package:
+	packaging/package.sh
 
 # Hardware-in-the-loop lab: the cross-compiled agent in QEMU VMs (arm64 and
 # amd64, Debian's stock kernels) with a simulated GPIO chip and real 16550
