@@ -12,6 +12,7 @@ import (
 	"math/big"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -364,4 +365,45 @@ func TestMosquittoRestartQoS1NoLoss(t *testing.T) {
 	if lost != 0 {
 		t.Errorf("got %d messages lost, want 0", lost)
 	}
+}
+
+// TestMosquittoPassword: the password comes from a ${file:...} secret; a
+// wrong one is a connect error that does not show it.
+func TestMosquittoPassword(t *testing.T) {
+	dir := t.TempDir()
+	pwfile := filepath.Join(dir, "passwd")
+	if out, err := exec.Command("mosquitto_passwd", "-b", "-c", pwfile, "gw-17", "s3cret").CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_passwd: %v: %s", err, out)
+	}
+	mq := testbroker.Start(t, testbroker.Options{Extra: "allow_anonymous false\npassword_file " + pwfile + "\n"})
+	secret := filepath.Join(dir, "mqtt.pass")
+	if err := os.WriteFile(secret, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reg := agent.NewRegistry()
+	reg.Sources["mqtt"] = Factory()
+	reg.Sinks["discard"] = agent.Typed[agent.Sink]("discard", func() *struct{} { return &struct{}{} },
+		func(*struct{}, agent.Env) (agent.Sink, error) { return discardSink{}, nil })
+	text := fmt.Sprintf("sources:\n  - mqtt:\n      brokers: [%q]\n      username: gw-17\n      password: ${file:%s}\n      subscriptions: [{topic: \"x/#\", qos: 1}]\nsinks: [{discard: {}}]\n", mq.URL(), secret)
+	spec, err := reg.ParsePipeline("pw.yaml", []byte(text), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := *spec.Sources[0].Config.(*Config)
+	cfg.ClientID = "t-password"
+	realSource(t, cfg) // connects and subscribes, or fails the test
+
+	cfg.Password = "wrong"
+	s, err := New(cfg, agent.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err = s.Connect(ctx)
+	if err == nil || strings.Contains(err.Error(), "wrong") {
+		t.Errorf("got %v, want a connect error without the password", err)
+	}
+	t.Logf("wrong password: %v", err)
+	_ = s.Close(ctx)
 }
