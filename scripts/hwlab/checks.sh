@@ -110,3 +110,57 @@ check_serial() {
   echo "$rss" >"$d/rss-max-kb"
   echo "pass $n all $want records match in order, $got oversize drops counted; agent VmRSS max ${rss} kB"
 }
+
+check_gpio_edge() {
+  local d=$1 o=$1/out why n got want drops cycles=3
+  why=$(common_failures "$d") || { echo "fail $(lines "$o/gpio-edge.ndjson") $why"; return; }
+  n=$(lines "$o/gpio-edge.ndjson")
+  got=$(paste -d/ <(json_field value <"$o/gpio-edge.ndjson") <(json_field edge <"$o/gpio-edge.ndjson") | paste -sd' ')
+  want=$(for _ in $(seq "$cycles"); do printf '1/rising 0/falling '; done)
+  [ "$got" = "${want% }" ] || { echo "fail $n records $got, want ${want% } (bursts: $(paste -sd, "$o/bursts.txt"))"; return; }
+  drops=$(awk '/^pspf_gpio_dropped_total/ && /reason="debounced"/ { s += $NF } END { print s + 0 }' "$o/metrics.txt")
+  [ "$drops" = $((cycles * 2)) ] || { echo "fail $n debounced drops: got $drops, want $((cycles * 2)) (one per glitch)"; return; }
+  echo "pass $n $((cycles * 2)) chattering changes gave one record each; $drops glitches dropped and counted (bursts $(awk '{ print $(NF-1) }' "$o/bursts.txt" | sort -n | tail -1) ms max)"
+}
+
+check_gpio_counter() {
+  local d=$1 o=$1/out why n counts want bad spread
+  why=$(common_failures "$d") || { echo "fail $(lines "$o/gpio-counter.ndjson") $why"; return; }
+  n=$(lines "$o/gpio-counter.ndjson")
+  counts=$(json_field count <"$o/gpio-counter.ndjson" | paste -sd' ')
+  want=$(awk '{ printf "%s%s", sep, $1; sep = "," }' "$o/bursts.txt")
+  # Each burst's pulses are in its records FIRST..LAST, exactly; every other
+  # record counts 0.
+  bad=$(json_field count <"$o/gpio-counter.ndjson" | awk -v bursts="$o/bursts.txt" '
+    BEGIN { while ((getline l < bursts) > 0) { split(l, f, " "); nb++; k[nb] = f[1]; lo[nb] = f[2]; hi[nb] = f[3] } }
+    { c[NR] = $1 }
+    END {
+      for (r = 1; r <= NR; r++) owner[r] = 0
+      for (b = 1; b <= nb; b++) { s = 0; for (r = lo[b]; r <= hi[b]; r++) { s += c[r]; owner[r] = b }
+        if (s != k[b]) printf "burst %d: %d pulses counted in records %d..%d, want %d; ", b, s, lo[b], hi[b], k[b] }
+      for (r = 1; r <= NR; r++) if (!owner[r] && c[r] != 0) printf "record %d: count %d outside any burst; ", r, c[r]
+    }')
+  [ -z "$bad" ] || { echo "fail $n ${bad}counts $counts (bursts $want)"; return; }
+  bad=$(paste -d' ' <(json_field count <"$o/gpio-counter.ndjson") <(json_field per_second <"$o/gpio-counter.ndjson") <(json_field interval_ms <"$o/gpio-counter.ndjson") |
+    awk '{ if ($3 < 500 || $3 > 3000) { print "interval_ms " $3; exit } if (($1 * 1000 / $3 - $2) ^ 2 > 0.01) { print "per_second " $2 " for " $1 "/" $3 "ms"; exit } }')
+  [ -z "$bad" ] || { echo "fail $n $bad"; return; }
+  spread=$(awk '$3 > $2 { n++ } END { print n + 0 }' "$o/bursts.txt")
+  echo "pass $n bursts of $want pulses counted exactly (counts $counts); $spread burst(s) spread over 2+ intervals by a slow host"
+}
+
+check_gpio_level() {
+  local d=$1 o=$1/out why n runs l
+  why=$(common_failures "$d") || { echo "fail $(lines "$o/gpio-level.ndjson") $why"; return; }
+  n=$(lines "$o/gpio-level.ndjson")
+  # The float switch's readings, runs collapsed: low, high, low.
+  runs=$(grep '"float_switch"' "$o/gpio-level.ndjson" | json_field value | uniq -c | awk '{ printf "%s%sx%s", sep, $2, $1; sep = " " }')
+  [[ "$runs" =~ ^0x[0-9]+\ 1x([3-9]|[1-9][0-9])\ 0x[0-9]+$ ]] || { echo "fail $n level readings $runs, want 0 then 1 (3+ readings) then 0"; return; }
+  for l in spare meter; do
+    grep -Eq "\($l +\|[^ )]+ *\) in " "$o/debugfs-running.txt" || { echo "fail $n line $l not held as an input while running: $(grep "($l" "$o/debugfs-running.txt")"; return; }
+    grep -Eq "\($l +\|" "$o/debugfs-stopped.txt" && { echo "fail $n line $l still held after SIGTERM"; return; }
+  done
+  for l in door alarm; do
+    grep -Eq "\($l +\|" "$o/debugfs-running.txt" && { echo "fail $n line $l held though not configured"; return; }
+  done
+  echo "pass $n level readings $runs follow the switch; spare+meter held as inputs, door+alarm untouched, all released on stop"
+}

@@ -25,7 +25,7 @@ repo=$(cd "$here/../.." && pwd)
 cache=${HWLAB_CACHE:-$repo/.cache/hwlab}
 arches=${HWLAB_ARCHES:-arm64 amd64}
 vm_timeout=${HWLAB_TIMEOUT:-120}
-all_scenarios=(smoke gpio-edge gpio-counter gpio-lines serial kill-restart)
+all_scenarios=(smoke gpio-edge gpio-counter gpio-level serial kill-restart)
 
 log() { printf 'hwlab: %s\n' "$*" >&2; }
 die() { printf 'hwlab: FAIL: %s\n' "$*" >&2; exit 1; }
