@@ -7,6 +7,16 @@
 //
 // Memory use does not depend on the backlog: readers stream from the files
 // through a fixed buffer.
+//
+// The contract in short: sequence numbers start at 1 and increase by one per
+// record. Append copies and stores a batch (blocking only under the Block
+// policy when full); Sync waits until a sequence is durable, and only then
+// may the source be acked. Each sink reads through its own Reader and Acks
+// what the destination accepted; delivery is at-least-once (records read
+// but not acked, or acked less than Options.AckInterval before a crash, are
+// delivered again). One Log per directory (a file lock). Every method is
+// safe for concurrent use; after Close every method but Stats returns
+// ErrClosed. Open starts one goroutine, which Close stops.
 package buffer
 
 import (
