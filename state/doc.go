@@ -43,6 +43,12 @@
 // Options.Now) with its value. A key not written for the TTL is absent to
 // Get and Range at once, and is deleted from the file by the next checkpoint,
 // in the same transaction, through a time index kept beside the table.
+// Write times must survive restarts, so they are wall-clock times: on a
+// board without an RTC whose clock jumps forward when NTP first syncs, keys
+// written before the jump look old and expire early (a dedup table then lets
+// a duplicate through, which stable IDs make recognisable downstream); a
+// backward jump makes keys live longer. Operators that need event-time
+// expiry keep the time in the value and delete keys themselves.
 //
 // # Recovery contract
 //
