@@ -130,7 +130,7 @@ func testRegistry(recs map[string]*recorder) *agent.Registry {
 
 // harness runs the agent on a temporary directory.
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	dir    string // pipelines
 	data   string
 	sup    *supervisor
@@ -140,7 +140,7 @@ type harness struct {
 	logs   *lockedBuffer
 }
 
-func startHarness(t *testing.T, reg *agent.Registry, files map[string]string, tune func(*agent.AgentConfig)) *harness {
+func startHarness(t testing.TB, reg *agent.Registry, files map[string]string, tune func(*agent.AgentConfig)) *harness {
 	t.Helper()
 	root := t.TempDir()
 	h := &harness{t: t, dir: filepath.Join(root, "pipelines"), data: filepath.Join(root, "data"), done: make(chan error, 1),
@@ -211,7 +211,7 @@ func (h *harness) waitFor(what string, ok func() bool) {
 	}
 }
 
-func writeFile(t *testing.T, path, body string) {
+func writeFile(t testing.TB, path, body string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
@@ -219,7 +219,7 @@ func writeFile(t *testing.T, path, body string) {
 }
 
 // The ways editors and tools save a file.
-type savePattern func(t *testing.T, dir, name, body string, step int)
+type savePattern func(t testing.TB, dir, name, body string, step int)
 
 var savePatterns = []struct {
 	name string
@@ -231,7 +231,7 @@ var savePatterns = []struct {
 	{"delete and create", saveDeleteCreate},
 }
 
-func saveInPlace(t *testing.T, dir, name, body string, step int) {
+func saveInPlace(t testing.TB, dir, name, body string, step int) {
 	if target, _ := os.Readlink(filepath.Join(dir, name)); target != "" {
 		// Writing through a config map's symlink is not something tools do:
 		// make it a plain file first.
@@ -251,7 +251,7 @@ func saveInPlace(t *testing.T, dir, name, body string, step int) {
 	f.Close()
 }
 
-func saveTempRename(t *testing.T, dir, name, body string, _ int) {
+func saveTempRename(t testing.TB, dir, name, body string, _ int) {
 	tmp := filepath.Join(dir, "."+name+".swp")
 	writeFile(t, tmp, body)
 	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
@@ -259,7 +259,7 @@ func saveTempRename(t *testing.T, dir, name, body string, _ int) {
 	}
 }
 
-func saveDeleteCreate(t *testing.T, dir, name, body string, _ int) {
+func saveDeleteCreate(t testing.TB, dir, name, body string, _ int) {
 	if err := os.Remove(filepath.Join(dir, name)); err != nil {
 		t.Fatal(err)
 	}
@@ -271,7 +271,7 @@ func saveDeleteCreate(t *testing.T, dir, name, body string, _ int) {
 // are in a timestamped directory, `..data` points to it, and name is a
 // symlink to ..data/name. An update writes a new directory and renames a
 // new `..data` symlink over the old one.
-func saveSymlinkSwap(t *testing.T, dir, name, body string, step int) {
+func saveSymlinkSwap(t testing.TB, dir, name, body string, step int) {
 	ts := fmt.Sprintf("..2026_11_28_%04d", step)
 	if err := os.Mkdir(filepath.Join(dir, ts), 0o755); err != nil {
 		t.Fatal(err)
@@ -298,7 +298,7 @@ func saveSymlinkSwap(t *testing.T, dir, name, body string, step int) {
 	}
 }
 
-func openFDs(t *testing.T) int {
+func openFDs(t testing.TB) int {
 	t.Helper()
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
