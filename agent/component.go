@@ -119,6 +119,9 @@ type Env struct {
 	AgentName string
 	// Now returns the current time; the deterministic runner replaces it.
 	Now func() time.Time
+	// State opens the component's state table; set by the runner for
+	// stateful operators only (see Stateful and StateTableOf).
+	State StateFunc
 }
 
 // Counter returns the component's counter with the given name and labels

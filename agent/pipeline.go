@@ -33,6 +33,12 @@ type PipelineDeps struct {
 	// Generation numbers the config this pipeline runs: 1 for the first load,
 	// one more for every reload.
 	Generation int
+	// CheckpointInterval is the period of the stateful stage's checkpoints;
+	// 0 means checkpoint.DefaultInterval. It bounds the replay after a crash.
+	CheckpointInterval time.Duration
+	// StateCacheBytes is the memory budget of the state file's cache; 0
+	// means state.DefaultCacheBytes.
+	StateCacheBytes int64
 }
 
 // Pipeline is one running pipeline: its sources feed the stateless operators,
@@ -45,7 +51,8 @@ type Pipeline struct {
 	sources []*sourceRun
 	ops     []opRun
 	sinks   []*sinkRun
-	dead    *sinkRun // forwards the dead-letter log, if a dead-letter sink is configured
+	dead    *sinkRun       // forwards the dead-letter log, if a dead-letter sink is configured
+	stage   *statefulStage // the stateful operators, if any; see stateful_stage.go
 
 	plog    Log
 	deadLog Log
@@ -110,7 +117,8 @@ func NewPipeline(spec *PipelineSpec, deps PipelineDeps) (_ *Pipeline, err error)
 		}
 		p.sources = append(p.sources, newSourceRun(p, c, s, env(c)))
 	}
-	for _, c := range spec.Operators {
+	stateful := spec.StatefulIndex(reg)
+	for _, c := range spec.Operators[:stateful] {
 		o, err := reg.Operators[c.Type].New(c.Config, env(c))
 		if err != nil {
 			return nil, fmt.Errorf("pipeline %q: %s: %w", spec.Name, c.Place, err)
@@ -134,16 +142,23 @@ func NewPipeline(spec *PipelineSpec, deps PipelineDeps) (_ *Pipeline, err error)
 	if p.deadLog, err = deps.OpenLog(filepath.Join(deps.DataDir, "dead"), deadCfg); err != nil {
 		return nil, fmt.Errorf("pipeline %q: open dead-letter log: %w", spec.Name, err)
 	}
+	sinkLog := p.plog
+	if stateful < len(spec.Operators) {
+		if p.stage, err = newStatefulStage(p, spec.Operators[stateful:], env); err != nil {
+			return nil, fmt.Errorf("pipeline %q: %w", spec.Name, err)
+		}
+		sinkLog = p.stage.outbox
+	}
 	for _, c := range spec.Sinks {
 		s, err := reg.Sinks[c.Type].New(c.Config, env(c))
 		if err != nil {
 			return nil, fmt.Errorf("pipeline %q: %s: %w", spec.Name, c.Place, err)
 		}
-		r, err := p.plog.Reader("sink." + c.Name)
+		r, err := sinkLog.Reader("sink." + c.Name)
 		if err != nil {
 			return nil, fmt.Errorf("pipeline %q: %s: cursor: %w", spec.Name, c.Place, err)
 		}
-		p.sinks = append(p.sinks, newSinkRun(p, c, s, r, p.plog, env(c), false))
+		p.sinks = append(p.sinks, newSinkRun(p, c, s, r, sinkLog, env(c), false))
 	}
 	if c := spec.DeadLetter; c != nil {
 		s, err := reg.Sinks[c.Type].New(c.Config, env(*c))
@@ -182,6 +197,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	for _, s := range all {
 		sinksWG.Go(func() { s.run(sinkCtx) })
 	}
+	stopStage := p.startStage(ctx)
 
 	// Phase 0: ingest until ctx is done or all sources end.
 	commits := make(chan pending, 64)
@@ -206,14 +222,20 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		}
 	}
 
+	// The stateful stage catches up with the log (unless the backlog is
+	// kept) and checkpoints.
+	if err := stopStage(closeCtx, stop.KeepBacklog); err != nil {
+		errs = append(errs, err)
+	}
+
 	// Phase 2: sinks drain up to the end of the log (or, keeping the backlog
 	// for the next generation, stop now), then flush and close.
 	if stop.KeepBacklog {
 		stopSinks()
 	} else {
-		p.log.Info("pipeline draining", "log_end", p.plog.NextSeq()-1)
+		p.log.Info("pipeline draining", "log_end", p.sinkLog().NextSeq()-1)
 		for _, s := range p.sinks {
-			s.drain(p.plog.NextSeq() - 1)
+			s.drain(p.sinkLog().NextSeq() - 1)
 		}
 		if p.dead != nil {
 			p.dead.drain(p.deadLog.NextSeq() - 1)
@@ -242,6 +264,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 
 func (p *Pipeline) closeLogs() error {
 	var errs []error
+	if p.stage != nil {
+		errs = append(errs, p.stage.close())
+	}
 	if p.plog != nil {
 		errs = append(errs, p.plog.Close())
 	}

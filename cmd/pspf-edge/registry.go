@@ -7,6 +7,7 @@ import (
 	"github.com/pspf/pspf-edge/operators/filter"
 	"github.com/pspf/pspf-edge/operators/keyby"
 	"github.com/pspf/pspf-edge/operators/mapop"
+	"github.com/pspf/pspf-edge/operators/window"
 	"github.com/pspf/pspf-edge/sinks/console"
 	"github.com/pspf/pspf-edge/sinks/file"
 	httpsink "github.com/pspf/pspf-edge/sinks/http"
@@ -30,6 +31,7 @@ func newRegistry() *agent.Registry {
 	r.Operators["map"] = mapop.Factory()
 	r.Operators["fields"] = fields.Factory()
 	r.Operators["key_by"] = keyby.Factory()
+	r.Operators["window"] = window.Factory()
 	r.Sinks["console"] = console.Factory()
 	r.Sinks["file"] = file.Factory()
 	r.Sinks["kafka"] = kafka.Factory()

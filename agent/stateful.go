@@ -1,0 +1,145 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"slices"
+	"sync"
+	"time"
+)
+
+// StateTable is the keyed state of one stateful operator: opaque byte keys
+// and values, kept in the pipeline's state file and cached in memory (package
+// state provides it; the runner hands it over through Env.State). Changes
+// reach the file only with the next checkpoint, atomically with the log
+// cursor they reflect, so after a crash the table is exactly as it was at the
+// last checkpoint and the records after it are replayed.
+//
+// Get appends the value to dst; neither Get nor Put retain their arguments.
+// Range visits the live keys in byte order until fn returns false; fn may
+// call the table's other methods.
+type StateTable interface {
+	Get(key, dst []byte) ([]byte, bool, error)
+	Put(key, val []byte) error
+	Delete(key []byte) error
+	Range(fn func(k, v []byte) bool) error
+}
+
+// StateFunc opens the calling component's state table. A ttl > 0 expires
+// keys not written for that long (by the wall clock; use it to collect
+// garbage, not for semantics). Calling it twice returns the same table.
+type StateFunc func(ttl time.Duration) (StateTable, error)
+
+// Stateful is an Operator that keeps per-key state: it runs after the
+// pipeline log, and its factory is registered with Stateful: true. It gets its
+// table from Env.State in its constructor, where it also restores whatever it
+// keeps in memory (the table holds the last checkpoint's state).
+//
+// The runner calls Process, OnTimer and Snapshot from one goroutine, never
+// concurrently.
+type Stateful interface {
+	Operator
+	// Snapshot writes what the operator keeps in memory only (hot per-key
+	// aggregates, watermarks, timers) to its table. The runner calls it
+	// right before each checkpoint, with the operator paused at a batch
+	// boundary; after it returns, the table alone must be enough to resume.
+	Snapshot(ctx context.Context) error
+	// OnTimer lets the operator act without input: fire processing-time
+	// windows, emit early results. The runner calls it at least every
+	// TimerInterval with an empty b whose Now is the batch clock (the wall
+	// clock with its monotonic reading, or the virtual clock of `pspf-edge
+	// test`); records the operator adds to b flow on through the chain.
+	// Operators measure time with b.Now.Sub, never with the wall value alone,
+	// so that a wall-clock jump neither fires nor freezes anything.
+	OnTimer(ctx context.Context, b *Batch) error
+}
+
+// EndOfInputer is implemented by stateful operators that hold results back
+// until time moves on (windows). The deterministic runner of `pspf-edge test`
+// calls EndOfInput once after the last input record, so that the operator
+// emits what it still holds (open windows, as if the watermark had passed
+// them). The live runner never calls it: there, state is checkpointed instead.
+type EndOfInputer interface {
+	EndOfInput(ctx context.Context, b *Batch) error
+}
+
+// TimerInterval is how often the runner calls Stateful.OnTimer when no input
+// arrives; it bounds how late a processing-time window fires.
+const TimerInterval = 100 * time.Millisecond
+
+// MemTable is a StateTable in memory, for tests and for constructing a
+// stateful operator outside a pipeline (Env.State nil). It is safe for
+// concurrent use.
+type MemTable struct {
+	mu sync.Mutex
+	m  map[string][]byte
+}
+
+// NewMemTable returns an empty MemTable.
+func NewMemTable() *MemTable { return &MemTable{m: map[string][]byte{}} }
+
+// Get appends key's value to dst.
+func (t *MemTable) Get(key, dst []byte) ([]byte, bool, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	v, ok := t.m[string(key)]
+	if !ok {
+		return dst, false, nil
+	}
+	return append(dst, v...), true, nil
+}
+
+// Put sets key to a copy of val.
+func (t *MemTable) Put(key, val []byte) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.m[string(key)] = bytes.Clone(val)
+	return nil
+}
+
+// Delete removes key.
+func (t *MemTable) Delete(key []byte) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.m, string(key))
+	return nil
+}
+
+// Range visits the keys in byte order; it works on a copy, so fn may change
+// the table.
+func (t *MemTable) Range(fn func(k, v []byte) bool) error {
+	t.mu.Lock()
+	keys := make([]string, 0, len(t.m))
+	for k := range t.m {
+		keys = append(keys, k)
+	}
+	vals := make(map[string][]byte, len(keys))
+	for _, k := range keys {
+		vals[k] = t.m[k]
+	}
+	t.mu.Unlock()
+	slices.Sort(keys)
+	for _, k := range keys {
+		if !fn([]byte(k), vals[k]) {
+			break
+		}
+	}
+	return nil
+}
+
+// Len returns the number of keys.
+func (t *MemTable) Len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.m)
+}
+
+// StateTableOf returns the component's state table: from env.State when the
+// runner provides one, else a new MemTable (an operator built outside a
+// pipeline, in a unit test).
+func StateTableOf(env Env, ttl time.Duration) (StateTable, error) {
+	if env.State == nil {
+		return NewMemTable(), nil
+	}
+	return env.State(ttl)
+}

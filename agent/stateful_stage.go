@@ -1,0 +1,467 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/pspf/pspf-edge/buffer"
+	"github.com/pspf/pspf-edge/checkpoint"
+	"github.com/pspf/pspf-edge/state"
+)
+
+// The stateful stage of a pipeline reads the pipeline log through the cursor
+// "stateful", runs the stateful operators with their state in state.db, and
+// appends their output to the outbox log, which the sinks read instead of
+// the pipeline log.
+//
+// There is one outbox shared by all the sinks, each with its own cursor on
+// it, rather than one outbox per sink: every output is then written and
+// fsynced once whatever the number of sinks, the checkpoint records one end
+// position, and recovery cuts one log. Sinks stay independent because each
+// keeps its own persistent cursor, exactly as they do on a pipeline log.
+//
+// A checkpoint (every PipelineDeps.CheckpointInterval, early when the state
+// cache is under pressure, on shutdown and on Pipeline.Checkpoint) pauses the
+// stage at a batch boundary, has every operator write its in-memory state to
+// its table (Stateful.Snapshot), fsyncs the outbox up to its end, and commits
+// in one bbolt transaction the state changes, the pipeline-log position
+// consumed and the outbox end. Only then is the "stateful" cursor acked, so
+// that the pipeline log keeps everything a recovery may replay. Recovery (in
+// newStatefulStage): load the checkpoint, cut the outbox back to its end,
+// move the cursor to its position; the records after it are processed again
+// into the same state and the same outputs with the same stable IDs.
+
+const (
+	statefulCursor = "stateful"
+	outboxName     = "outbox"
+)
+
+// seeker (livefirst.go) and truncater are what recovery needs from the logs
+// beyond Log and LogReader; the buffer package's log and reader have them.
+type truncater interface{ TruncateAfter(seq uint64) error }
+type stageLogStatter interface{ Stats() buffer.Stats }
+
+type statefulOp struct {
+	opRun
+	st Stateful
+}
+
+type statefulStage struct {
+	p      *Pipeline
+	log    *slog.Logger
+	ops    []statefulOp
+	db     *state.DB
+	mgr    *checkpoint.Manager
+	reader LogReader
+	outbox Log
+
+	mu      sync.Mutex // held while a batch or timer runs; capture takes it
+	next    uint64     // pipeline-log sequence of the next record to process
+	acked   uint64     // the cursor was acked up to here
+	failed  error      // a failed checkpoint commit: the stage stops
+	lastTmr time.Time
+
+	batch Batch
+	buf   []LogRecord
+	arena []byte
+	offs  []int
+	pays  [][]byte
+
+	ckpts     *Counter
+	ckptFails *Counter
+}
+
+// newStatefulStage opens state.db and the outbox in the pipeline's data dir,
+// builds the stateful operators over their tables, and recovers from the last
+// checkpoint. It starts no goroutines; on error it closes what it opened.
+func newStatefulStage(p *Pipeline, specs []ComponentSpec, env func(ComponentSpec) Env) (_ *statefulStage, err error) {
+	deps := p.deps
+	s := &statefulStage{p: p, log: p.log.With("stage", "stateful")}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	s.db, err = state.Open(filepath.Join(deps.DataDir, "state.db"), state.Options{
+		CacheBytes: deps.StateCacheBytes, Logger: s.log, Now: deps.Now,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open state: %w", err)
+	}
+	reg := deps.Registry
+	for _, c := range specs {
+		e := env(c)
+		table := "op." + c.Name
+		e.State = func(ttl time.Duration) (StateTable, error) { return s.db.Table(table, ttl) }
+		o, err := reg.Operators[c.Type].New(c.Config, e)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", c.Place, err)
+		}
+		st, ok := o.(Stateful)
+		if !ok {
+			return nil, fmt.Errorf("%s: operator %q is registered as stateful but has no Snapshot and OnTimer", c.Place, c.Type)
+		}
+		s.ops = append(s.ops, statefulOp{opRun: newOpRun(c.Name, o, e), st: st})
+	}
+	if s.outbox, err = deps.OpenLog(filepath.Join(deps.DataDir, outboxName), p.spec.Buffer); err != nil {
+		return nil, fmt.Errorf("open outbox: %w", err)
+	}
+	if s.reader, err = p.plog.Reader(statefulCursor); err != nil {
+		return nil, fmt.Errorf("cursor: %w", err)
+	}
+	if err := s.recover(); err != nil {
+		return nil, err
+	}
+	s.mgr, err = checkpoint.New(s.db, checkpoint.Options{Interval: deps.CheckpointInterval, Capture: s.capture, Logger: s.log})
+	if err != nil {
+		return nil, fmt.Errorf("checkpoints: %w", err)
+	}
+	s.ckpts = p.deps.Metrics.Counter("pspf_checkpoints_total", "pipeline", p.spec.Name)
+	s.ckptFails = p.deps.Metrics.Counter("pspf_checkpoint_errors_total", "pipeline", p.spec.Name)
+	return s, nil
+}
+
+func newOpRun(name string, o Operator, e Env) opRun {
+	return opRun{
+		name: name, op: o,
+		in:       e.Counter("pspf_operator_records_in_total"),
+		out:      e.Counter("pspf_operator_records_out_total"),
+		panics:   e.Counter("pspf_operator_panics_total"),
+		failures: e.Counter("pspf_operator_errors_total"),
+	}
+}
+
+// recover applies the recovery contract of package checkpoint.
+func (s *statefulStage) recover() error {
+	cp, ok, err := checkpoint.Load(s.db)
+	if err != nil {
+		return fmt.Errorf("load checkpoint: %w", err)
+	}
+	sk, ok1 := s.reader.(seeker)
+	tr, ok2 := s.outbox.(truncater)
+	if !ok1 || !ok2 {
+		return errors.New("stateful operators need a log that can seek and truncate (the buffer package's)")
+	}
+	if !ok {
+		// No checkpoint yet: empty state, resume the cursor where it is.
+		s.next = 1
+		if st, ok := s.p.plog.(stageLogStatter); ok {
+			stats := st.Stats()
+			s.next = max(stats.FirstSeq, 1)
+			for _, c := range stats.Cursors {
+				if c.Name == statefulCursor {
+					s.next = max(c.Next, s.next)
+				}
+			}
+		}
+	} else {
+		end := cp.Outboxes[outboxName]
+		if err := tr.TruncateAfter(end); err != nil {
+			return fmt.Errorf("cut outbox back to %d: %w", end, err)
+		}
+		s.next = cp.Log
+		s.log.Info("recovering from checkpoint", "checkpoint", cp.Seq, "log_next", cp.Log, "outbox_end", end)
+	}
+	if err := sk.Seek(s.next); err != nil {
+		var re *buffer.RangeError
+		if !errors.As(err, &re) {
+			return fmt.Errorf("seek cursor to %d: %w", s.next, err)
+		}
+		// The records to replay are gone (dropped by the overflow policy or
+		// by damage): resume at the nearest record that exists, and say so.
+		to := min(max(s.next, re.First), re.Next)
+		s.log.Warn("checkpoint position is no longer in the log; resuming at the nearest record", "position", s.next, "resume", to)
+		if err := sk.Seek(to); err != nil {
+			return fmt.Errorf("seek cursor to %d: %w", to, err)
+		}
+		s.next = to
+	}
+	s.acked = s.next - 1
+	return nil
+}
+
+// run processes the pipeline log until ctx is done, or, once drain is
+// closed, until it has caught up with the log.
+func (s *statefulStage) run(ctx context.Context, drain <-chan struct{}) {
+	s.buf = make([]LogRecord, 0, 512)
+	for ctx.Err() == nil {
+		draining := false
+		select {
+		case <-drain:
+			draining = true
+		default:
+		}
+		rctx, cancel := context.WithTimeout(ctx, TimerInterval)
+		if draining {
+			rctx, cancel = context.WithTimeout(ctx, 50*time.Millisecond)
+		}
+		got, err := s.reader.Read(rctx, s.buf[:0], 4<<20)
+		cancel()
+		if err != nil && ctx.Err() != nil {
+			return
+		}
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			s.p.setErr(fmt.Errorf("stateful: read log: %w", err))
+			s.log.Warn("stateful stage: read failed", "err", err)
+			if !Sleep(ctx, time.Second) {
+				return
+			}
+			continue
+		}
+		if err != nil && draining {
+			return // caught up
+		}
+		s.mu.Lock()
+		if s.failed != nil {
+			s.mu.Unlock()
+			return
+		}
+		now := s.p.deps.Now()
+		if len(got) > 0 {
+			s.step(ctx, got, now)
+		}
+		if len(got) == 0 || now.Sub(s.lastTmr) >= TimerInterval {
+			s.timers(ctx, now)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// step runs one batch of log records through the stateful chain and appends
+// the outputs to the outbox. The caller holds mu.
+func (s *statefulStage) step(ctx context.Context, got []LogRecord, now time.Time) {
+	b := &s.batch
+	b.Reset()
+	b.Now = now
+	s.decode(got, b)
+	s.chain(ctx, b, 0)
+	s.emit(ctx, b)
+	s.next = got[len(got)-1].Seq + 1
+}
+
+// timers calls every operator's OnTimer; what one emits flows through the
+// operators after it. The caller holds mu.
+func (s *statefulStage) timers(ctx context.Context, now time.Time) {
+	s.lastTmr = now
+	for i := range s.ops {
+		b := &s.batch
+		b.Reset()
+		b.Now = now
+		if err := s.ops[i].timer(ctx, b); err != nil {
+			s.log.Warn("operator timer failed", "component", s.ops[i].name, "err", err)
+			s.p.setErr(fmt.Errorf("%s: timer: %w", s.ops[i].name, err))
+			continue
+		}
+		if len(b.Records) > 0 {
+			s.chain(ctx, b, i+1)
+		}
+		s.emit(ctx, b)
+	}
+}
+
+// finish calls EndOfInput on the operators that have it (the test runner's
+// end of input), in order, each one's output flowing through the rest.
+func (s *statefulStage) finish(ctx context.Context, now time.Time) {
+	for i := range s.ops {
+		e, ok := s.ops[i].st.(EndOfInputer)
+		if !ok {
+			continue
+		}
+		b := &s.batch
+		b.Reset()
+		b.Now = now
+		if err := e.EndOfInput(ctx, b); err != nil {
+			s.p.setErr(fmt.Errorf("%s: end of input: %w", s.ops[i].name, err))
+			continue
+		}
+		s.chain(ctx, b, i+1)
+		s.emit(ctx, b)
+	}
+}
+
+func (o *statefulOp) timer(ctx context.Context, b *Batch) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			o.panics.Inc()
+			err = fmt.Errorf("panic: %v", r)
+		}
+	}()
+	return o.st.OnTimer(ctx, b)
+}
+
+// chain runs ops[from:] over b, as Pipeline.process does for the stateless
+// ones.
+func (s *statefulStage) chain(ctx context.Context, b *Batch, from int) {
+	for i := from; i < len(s.ops) && len(b.Records) > 0; i++ {
+		o := &s.ops[i].opRun
+		o.in.Add(len(b.Records))
+		if err := o.call(ctx, b); err != nil {
+			s.log.Warn("operator failed; batch sent to dead letters", "component", o.name, "err", err, "records", len(b.Records))
+			s.p.setErr(fmt.Errorf("%s: %w", o.name, err))
+			for _, r := range b.Records {
+				b.Reject(r, o.name, err)
+			}
+			b.Records = b.Records[:0]
+			return
+		}
+		o.out.Add(len(b.Records))
+	}
+}
+
+// decode turns log payloads into b.Records, giving each its stable ID.
+func (s *statefulStage) decode(got []LogRecord, b *Batch) {
+	for _, lr := range got {
+		if cap(b.Records) > len(b.Records) {
+			b.Records = b.Records[:len(b.Records)+1]
+		} else {
+			b.Records = append(b.Records, Record{})
+		}
+		r := &b.Records[len(b.Records)-1]
+		*r = Record{Fields: r.Fields[:0], Raw: r.Raw[:0]}
+		if _, err := r.UnmarshalMsg(lr.Payload); err != nil {
+			b.Records = b.Records[:len(b.Records)-1]
+			b.Reject(Record{Raw: append([]byte(nil), lr.Payload...)}, "stateful", fmt.Errorf("log record %d: %w", lr.Seq, err))
+			continue
+		}
+		if r.ID == "" {
+			r.ID = s.p.spec.Name + ":" + strconv.FormatUint(lr.Seq, 10)
+		}
+	}
+}
+
+// emit appends b's records to the outbox and its dead letters to the
+// dead-letter log. An append that fails is retried until ctx ends: the
+// outputs of a batch must not be lost, and the position does not move past
+// it meanwhile.
+func (s *statefulStage) emit(ctx context.Context, b *Batch) {
+	if len(b.Dead) > 0 {
+		s.p.deadLetter(ctx, b.Dead)
+		b.Dead = b.Dead[:0]
+	}
+	if len(b.Records) == 0 {
+		return
+	}
+	s.arena, s.offs, s.pays = s.arena[:0], s.offs[:0], s.pays[:0]
+	for i := range b.Records {
+		b.Records[i].Seq = 0
+		s.offs = append(s.offs, len(s.arena))
+		var err error
+		if s.arena, err = b.Records[i].MarshalMsg(s.arena); err != nil {
+			s.arena = s.arena[:s.offs[len(s.offs)-1]]
+			s.offs = s.offs[:len(s.offs)-1]
+			s.p.deadLetter(ctx, []Dead{{Record: b.Records[i], Component: "stateful", Err: fmt.Errorf("encode: %w", err)}})
+		}
+	}
+	for i, off := range s.offs {
+		end := len(s.arena)
+		if i+1 < len(s.offs) {
+			end = s.offs[i+1]
+		}
+		s.pays = append(s.pays, s.arena[off:end:end])
+	}
+	for {
+		_, err := s.outbox.Append(ctx, s.pays)
+		if err == nil {
+			return
+		}
+		var ae *buffer.AppendError
+		if errors.As(err, &ae) && ae.Accepted > 0 {
+			s.pays = s.pays[ae.Accepted:]
+		}
+		if errors.As(err, &ae) && ae.Reason != "" {
+			s.log.Warn("outbox full; outputs dropped by its overflow policy", "dropped", ae.Dropped)
+			return
+		}
+		s.p.setErr(fmt.Errorf("stateful: append to outbox: %w", err))
+		s.log.Warn("stateful stage: outbox append failed; retrying", "err", err)
+		if !Sleep(ctx, time.Second) {
+			return
+		}
+	}
+}
+
+// capture is the checkpoint.CaptureFunc: it pauses the stage, snapshots the
+// operators, makes the outbox durable and reports the position.
+func (s *statefulStage) capture(ctx context.Context) (checkpoint.Position, func(), error) {
+	s.mu.Lock()
+	for i := range s.ops {
+		if err := s.ops[i].st.Snapshot(ctx); err != nil {
+			s.mu.Unlock()
+			return checkpoint.Position{}, nil, fmt.Errorf("%s: snapshot: %w", s.ops[i].name, err)
+		}
+	}
+	end := s.outbox.NextSeq() - 1
+	if end > 0 {
+		if err := s.outbox.Sync(ctx, end); err != nil {
+			s.mu.Unlock()
+			return checkpoint.Position{}, nil, fmt.Errorf("sync outbox: %w", err)
+		}
+	}
+	return checkpoint.Position{Log: s.next, Outboxes: map[string]uint64{outboxName: end}}, s.mu.Unlock, nil
+}
+
+// checkpoint makes a checkpoint now and acks the pipeline log up to it.
+func (s *statefulStage) checkpoint(ctx context.Context) error {
+	cp, _, err := s.mgr.Now(ctx)
+	if err != nil {
+		s.ckptFails.Inc()
+		if errors.Is(err, state.ErrBroken) {
+			s.mu.Lock()
+			s.failed = err
+			s.mu.Unlock()
+		}
+		s.p.setErr(fmt.Errorf("checkpoint: %w", err))
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	s.ckpts.Inc()
+	if cp.Log > 1 && cp.Log-1 > s.acked {
+		if err := s.reader.Ack(cp.Log - 1); err != nil {
+			return fmt.Errorf("checkpoint: ack log cursor: %w", err)
+		}
+		s.acked = cp.Log - 1
+	}
+	return nil
+}
+
+// checkpoints checkpoints every interval and under state pressure until ctx
+// ends.
+func (s *statefulStage) checkpoints(ctx context.Context) {
+	every := s.p.deps.CheckpointInterval
+	if every <= 0 {
+		every = checkpoint.DefaultInterval
+	}
+	t := time.NewTicker(max(every, checkpoint.MinInterval))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-s.db.Pressure():
+		}
+		if err := s.checkpoint(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("checkpoint failed", "err", err)
+			if errors.Is(err, state.ErrBroken) {
+				return
+			}
+		}
+	}
+}
+
+// close closes the state file and the outbox (not the pipeline log).
+func (s *statefulStage) close() error {
+	var errs []error
+	if s.db != nil {
+		errs = append(errs, s.db.Close())
+	}
+	if s.outbox != nil {
+		errs = append(errs, s.outbox.Close())
+	}
+	return errors.Join(errs...)
+}

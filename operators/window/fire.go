@@ -1,0 +1,226 @@
+package window
+
+import (
+	"cmp"
+	"math"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/pspf/pspf-edge/agent"
+)
+
+// fire emits and closes every window whose end is at or before wm, in
+// memory and in the table, in a deterministic order: by window start, key
+// and ID.
+func (w *Window) fire(wm int64) {
+	if wm < w.nextFire && wm < w.spillMin {
+		return
+	}
+	from := len(w.out)
+	next := int64(never)
+	for _, ks := range w.keys {
+		if ks.minEnd <= wm {
+			w.fireWins(ks, wm)
+			w.touch(ks)
+			if len(ks.wins) == 0 && ks.seq == 0 {
+				w.release(ks)
+				continue
+			}
+		}
+		next = min(next, ks.minEnd)
+	}
+	w.nextFire = next
+	if w.spillMin <= wm {
+		w.fireSpilled(wm)
+	}
+	sortRecords(w.out[from:])
+}
+
+func sortRecords(rs []agent.Record) {
+	slices.SortFunc(rs, func(a, b agent.Record) int {
+		if c := cmp.Compare(a.EventTime, b.EventTime); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.Key, b.Key); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.ID, b.ID)
+	})
+}
+
+// fireWins emits and closes the key's windows that end at or before wm.
+func (w *Window) fireWins(ks *keyState, wm int64) {
+	for i := 0; i < len(ks.wins); {
+		if ks.wins[i].end <= wm {
+			w.emit(ks, &ks.wins[i], true)
+			w.closeWin(ks, i)
+			continue
+		}
+		i++
+	}
+	w.setMinEnd(ks)
+}
+
+func (w *Window) setMinEnd(ks *keyState) {
+	ks.minEnd = never
+	if w.kind == counting {
+		return
+	}
+	for i := range ks.wins {
+		ks.minEnd = min(ks.minEnd, ks.wins[i].end)
+	}
+}
+
+// closeWin removes window i, keeping its aggregate buffers for reuse.
+func (w *Window) closeWin(ks *keyState, i int) {
+	aggs := ks.wins[i].aggs
+	copy(ks.wins[i:], ks.wins[i+1:])
+	n := len(ks.wins) - 1
+	ks.wins[n] = win{aggs: aggs}
+	ks.wins = ks.wins[:n]
+}
+
+// release forgets a key that holds nothing any more.
+func (w *Window) release(ks *keyState) {
+	if ks.inTable {
+		w.kbuf = append(append(w.kbuf[:0], 'k'), ks.key...)
+		if err := w.table.Delete(w.kbuf); err != nil {
+			w.log.Warn("window: state delete failed", "key", ks.key, "err", err)
+		}
+	}
+	w.drop(ks)
+}
+
+// drop removes ks from memory and keeps the struct for reuse.
+func (w *Window) drop(ks *keyState) {
+	delete(w.keys, ks.key)
+	w.mem -= ks.cost
+	ks.cost, ks.dirty, ks.inTable, ks.key = 0, false, false, ""
+	if len(w.free) < 256 {
+		w.free = append(w.free, ks)
+	}
+}
+
+// emit appends the window's results as a record. An early (not final)
+// result gets its own ID, numbered, beside the window's.
+func (w *Window) emit(ks *keyState, cw *win, final bool) {
+	var id string
+	if w.kind == counting {
+		id = w.idPrefix + ks.key + ":#" + strconv.FormatInt(ks.seq, 10)
+	} else {
+		id = w.idPrefix + ks.key + ":" + strconv.FormatInt(cw.start, 10)
+	}
+	if !final {
+		id += ":early" + strconv.FormatInt(cw.early, 10)
+		cw.early++
+	}
+	fields := make([]agent.Field, 0, len(w.aggs)+3)
+	fields = append(fields, agent.String("window_start", fmtTime(cw.start)), agent.String("window_end", fmtTime(cw.end)))
+	for j := range w.aggs {
+		if f, ok := cw.aggs[j].result(w.aggs[j].fn, w.aggs[j].name); ok {
+			fields = append(fields, f)
+		}
+	}
+	if w.every > 0 {
+		fields = append(fields, agent.Bool("final", final))
+	}
+	w.out = append(w.out, agent.Record{ID: id, Key: ks.key, EventTime: cw.start, Fields: fields})
+}
+
+// emitEarly emits the current results of every open window in memory.
+func (w *Window) emitEarly() {
+	from := len(w.out)
+	for _, ks := range w.keys {
+		for i := range ks.wins {
+			if ks.wins[i].n > 0 {
+				w.emit(ks, &ks.wins[i], false)
+			}
+		}
+		if len(ks.wins) > 0 {
+			w.touch(ks)
+		}
+	}
+	sortRecords(w.out[from:])
+}
+
+// spill moves keys to the table while memory is over the budget.
+func (w *Window) spill() {
+	if w.mem <= w.budget {
+		return
+	}
+	target := w.budget / 4 * 3
+	for _, ks := range w.keys {
+		if w.mem <= target {
+			break
+		}
+		if len(ks.wins) == 0 && ks.seq == 0 {
+			w.release(ks)
+			continue
+		}
+		if ks.dirty || !ks.inTable {
+			w.writeKey(ks)
+		}
+		w.spillMin = min(w.spillMin, ks.minEnd)
+		w.drop(ks)
+	}
+}
+
+// fireSpilled fires the due windows of keys held only in the table.
+func (w *Window) fireSpilled(wm int64) {
+	newMin := int64(never)
+	var ks keyState
+	err := w.table.Range(func(k, v []byte) bool {
+		if len(k) == 0 || k[0] != 'k' {
+			return true
+		}
+		if _, ok := w.keys[string(k[1:])]; ok {
+			return true // the version in memory is newer
+		}
+		if err := w.decodeKey(&ks, v); err != nil {
+			w.log.Warn("window: state of key unreadable; skipped", "key", string(k[1:]), "err", err)
+			return true
+		}
+		if ks.minEnd > wm {
+			newMin = min(newMin, ks.minEnd)
+			return true
+		}
+		ks.key = string(k[1:])
+		w.fireWins(&ks, wm)
+		if len(ks.wins) == 0 && ks.seq == 0 {
+			if err := w.table.Delete(k); err != nil {
+				w.log.Warn("window: state delete failed", "key", ks.key, "err", err)
+			}
+			return true
+		}
+		w.vbuf = w.encodeKey(w.vbuf[:0], &ks)
+		if err := w.table.Put(k, w.vbuf); err != nil {
+			w.log.Warn("window: state write failed", "key", ks.key, "err", err)
+		}
+		newMin = min(newMin, ks.minEnd)
+		return true
+	})
+	if err != nil {
+		w.log.Warn("window: reading spilled state failed", "err", err)
+		return
+	}
+	w.spillMin = newMin
+}
+
+func floorTo(t, d int64) int64 {
+	r := t % d
+	if r < 0 {
+		r += d
+	}
+	return t - r
+}
+
+func fmtTime(t int64) string {
+	switch t {
+	case math.MinInt64:
+		return "-inf"
+	case never:
+		return "+inf"
+	}
+	return time.Unix(0, t).UTC().Format(time.RFC3339Nano)
+}
