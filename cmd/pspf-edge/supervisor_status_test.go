@@ -2,13 +2,16 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -178,4 +181,58 @@ func TestRemovedPipelineKeepsItsBacklogUntilDropped(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(h.data, "pipelines", "r")); !os.IsNotExist(err) {
 		t.Errorf("after drop: %v, want the directory gone", err)
 	}
+}
+
+// SIGHUP restarts every pipeline as a new generation; a change of the agent
+// file changes the log level live and says what needs a restart.
+func TestSIGHUPAndAgentFileReload(t *testing.T) {
+	rec := newRecorder()
+	reg := testRegistry(map[string]*recorder{"h": rec})
+	root := t.TempDir()
+	pdir, agentFile := filepath.Join(root, "pipelines"), filepath.Join(root, "etc", "agent.yaml")
+	os.MkdirAll(pdir, 0o755)
+	os.MkdirAll(filepath.Dir(agentFile), 0o755)
+	writeFile(t, filepath.Join(pdir, "h.yaml"), "sources:\n  - simulate: {format: fields, rate: 50}\nsinks:\n  - record: {id: h}\n")
+	agentBody := func(level, dataDir string) string {
+		return "data_dir: " + dataDir + "\npipelines_dir: " + pdir + "\nadmin: {address: \"\"}\nreload_debounce: 50ms\nlog: {level: " + level + "}\n"
+	}
+	writeFile(t, agentFile, agentBody("info", filepath.Join(root, "data")))
+	load := func() (agent.AgentConfig, error) { return agent.LoadAgentConfig(agentFile) }
+	cfg, err := load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &lockedBuffer{}
+	lv := new(slog.LevelVar)
+	logger, _ := newLogger(cfg.Log, lv, logs)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	hup := make(chan os.Signal, 1)
+	ready, done := make(chan *supervisor, 1), make(chan error, 1)
+	go func() {
+		done <- runAgent(ctx, runOptions{Config: cfg, ConfigFile: agentFile, LoadConfig: load, Logger: logger, Level: lv, Hup: hup,
+			Registry: reg, Poll: -1, Ready: func(s *supervisor) { ready <- s }})
+	}()
+	h := &harness{t: t, sup: <-ready, logs: logs}
+	h.waitFor("generation 1", func() bool { return h.view("h").Generation == 1 })
+
+	hup <- syscall.SIGHUP
+	h.waitFor("generation 2 after SIGHUP", func() bool { v := h.view("h"); return v.Generation == 2 && v.State == stateRunning })
+
+	writeFile(t, agentFile, agentBody("debug", filepath.Join(root, "elsewhere")))
+	h.waitFor("the debug level", func() bool { return lv.Level() == slog.LevelDebug })
+	h.waitFor("the restart notice", func() bool { return strings.Contains(logs.String(), "settings=data_dir") })
+	if got := h.sup.config().DataDir; got != filepath.Join(root, "data") {
+		t.Errorf("data_dir changed live to %s, want it kept until a restart", got)
+	}
+	writeFile(t, agentFile, "log: {level: loud}\n")
+	h.waitFor("the invalid agent file", func() bool { return strings.Contains(logs.String(), "agent config invalid") })
+	if lv.Level() != slog.LevelDebug {
+		t.Errorf("level %v after an invalid agent file, want debug kept", lv.Level())
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	rec.check(t, "h")
 }
