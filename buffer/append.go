@@ -222,7 +222,10 @@ func (l *Log) writeFramesLocked(frames []byte, first uint64) (int, error) {
 		}
 		act.size += int64(end - off)
 		l.diskBytes += int64(end - off)
-		l.activeDirty = true
+		if !l.activeDirty {
+			l.activeDirty = true
+			l.nudge() // wake an idle upkeep for the interval fsync
+		}
 		off = end
 		seq += uint64(count)
 		l.diskNext = seq
@@ -249,6 +252,7 @@ func (l *Log) rotateLocked(first uint64) error {
 	l.activeBroken = false
 	l.activeDirty = true
 	l.dirDirty = true
+	l.nudge()
 	l.diskBytes += s.size
 	l.diskNext = first
 	if old.size <= headerSize {

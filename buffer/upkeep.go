@@ -11,12 +11,18 @@ import (
 	"time"
 )
 
+// idleTick is how often upkeep wakes when no fsync is pending: for MaxAge
+// and cursor persistence. Writes and acks wake it at once, so an idle
+// gateway does not pay 100 wake-ups a second per log.
+const idleTick = time.Second
+
 // upkeep runs until Close: the periodic fsync (interval mode), deletion of
 // segments every reader has passed, the age limit, and cursor persistence.
 func (l *Log) upkeep() {
 	defer l.wg.Done()
-	t := time.NewTicker(l.opts.SyncInterval)
+	t := time.NewTimer(l.opts.SyncInterval)
 	defer t.Stop()
+	idle := false
 	lastCursors := time.Now()
 	for {
 		select {
@@ -24,6 +30,10 @@ func (l *Log) upkeep() {
 			return
 		case <-l.kick:
 			l.reclaim()
+			if idle {
+				idle = false
+				t.Reset(l.opts.SyncInterval)
+			}
 			continue
 		case <-t.C:
 		}
@@ -39,7 +49,26 @@ func (l *Log) upkeep() {
 				l.log.Error("buffer: persist cursors", "err", err)
 			}
 		}
+		idle = !l.fsyncPending()
+		if idle {
+			t.Reset(min(idleTick, l.opts.AckInterval))
+		} else {
+			t.Reset(l.opts.SyncInterval)
+		}
 	}
+}
+
+// fsyncPending reports work for the next upkeep fsync round.
+func (l *Log) fsyncPending() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch l.opts.Sync {
+	case SyncInterval:
+		return l.activeDirty || len(l.pending) > 0 || l.dirDirty
+	case SyncBatch:
+		return len(l.pending) > 0 || l.dirDirty
+	}
+	return false
 }
 
 // reclaim deletes segments every reader has acked, applies MaxAge and frees
