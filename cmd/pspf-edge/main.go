@@ -38,6 +38,7 @@ func commands() []command {
 		{"run", "run the agent and its pipelines", cmdRun},
 		{"validate", "check pipeline files (and the agent file) and list every error", cmdValidate},
 		{"topology", "draw a pipeline's chain as text, dot or mermaid", cmdTopology},
+		{"test", "run a pipeline over an input file with a virtual clock and compare with the expected output", cmdTest},
 		{"schema", "print the JSON Schema of the pipeline file format", cmdSchema},
 		{"buffer", "inspect, verify, dump or drop a buffer directory", cmdBuffer},
 		{"status", "show the running agent's pipelines (admin API)", cmdStatus},

@@ -15,7 +15,7 @@ import (
 // merges keep the bound.
 //
 // Error bound: with α = 1%, a reported quantile q is within 1% (relative) of
-// a value whose rank is exactly q·(n−1) — as long as the buckets were not
+// the value of rank ceil(q·n) (nearest rank) — as long as the buckets were not
 // collapsed. Each side holds at most maxBins contiguous buckets (8 KiB): a
 // range of γ^2048 ≈ 10^17.7 between the smallest and the largest magnitude.
 // Beyond that the lowest buckets are folded into one, and only quantiles that
@@ -124,13 +124,14 @@ func (s *sketch) count() int64 {
 	return n
 }
 
-// quantile returns the estimate of the q-quantile (0 <= q <= 1).
+// quantile returns the estimate of the q-quantile (0 <= q <= 1), by the
+// nearest-rank definition: the value of rank ceil(q·n) in ascending order.
 func (s *sketch) quantile(q float64) (float64, bool) {
 	n := s.count()
 	if n == 0 {
 		return 0, false
 	}
-	rank := int64(q * float64(n-1))
+	rank := max(int64(math.Ceil(q*float64(n)))-1, 0)
 	var seen int64
 	for j := len(s.neg.c) - 1; j >= 0; j-- {
 		seen += int64(s.neg.c[j])
