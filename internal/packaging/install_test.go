@@ -41,7 +41,7 @@ func TestDebianPackage(t *testing.T) {
 	purge(t) // a run that died half-way may have left it installed
 	t.Cleanup(func() {
 		purge(t)
-		os.Remove("/etc/pspf-edge/pipelines/zz-install-test.yaml")
+		os.Remove("/etc/pspf-edge/pipelines/demo.yaml")
 		if !hadGPIO && groupExists("gpio") {
 			exec.Command("groupdel", "gpio").Run()
 		}
@@ -371,7 +371,7 @@ func bumpVersion(t *testing.T, deb string) string {
 	control := filepath.Join(dir, "DEBIAN", "control")
 	writeFile(t, control, strings.Replace(readFile(t, control), "Version: 1.0.0\n", "Version: 1.0.1\n", 1))
 	out := filepath.Join(filepath.Dir(dir), "pspf-edge_1.0.1_amd64.deb")
-	run(t, "dpkg-deb", "--root-owner-group", "-b", dir, out)
+	run(t, "dpkg-deb", "--root-owner-group", "-Znone", "-b", dir, out) // no compression: seconds, not a minute
 	return out
 }
 

@@ -16,30 +16,20 @@ import (
 	"time"
 )
 
-const testPipeline = "/etc/pspf-edge/pipelines/zz-install-test.yaml"
-
 // checkRun starts the installed agent the way systemd would start the unit:
 // ExecStart's argv, the unit's User and groups and Environment, / as working
 // directory, a notify socket (which must get READY=1 and then WATCHDOG=1 from
-// the main process) and a journal stream on stderr. A pipeline copied into
-// the pipelines directory must write its output into the data directory as
-// the service user; SIGTERM must end it cleanly with STOPPING=1.
+// the main process) and a journal stream on stderr. Then it follows the
+// first-run steps of docs/install.md: with no pipeline yet the agent idles;
+// the shipped demo, copied to demo.yaml, must start writing into the data
+// directory as the service user. It must live through SIGHUP (systemctl
+// reload) and end cleanly, with STOPPING=1, on SIGTERM.
 func checkRun(t *testing.T) {
 	u := parseUnit(t, unitPath)
 	argv := u.execStart(t)
 	// The shipped admin address is a fixed port; on a shared machine another
 	// agent may hold it, so this run lets the kernel pick one.
 	argv = append(argv, "--admin", "127.0.0.1:0")
-
-	out := filepath.Join(dataDir, "install-test.ndjson")
-	writeFile(t, testPipeline, `sources:
-  - simulate: {sensors: 2, rate: 20, seed: 1}
-operators:
-  - decode: {format: json}
-sinks:
-  - file: {path: `+out+`}
-`)
-	defer os.Remove(testPipeline)
 
 	svc, err := user.Lookup(u.one(t, "Service", "User"))
 	if err != nil {
@@ -94,6 +84,13 @@ sinks:
 	defer func() {
 		cmd.Process.Kill()
 		<-exited
+		if t.Failed() {
+			select {
+			case lines := <-logs:
+				t.Logf("agent log:\n%s", strings.Join(lines, "\n"))
+			case <-time.After(5 * time.Second):
+			}
+		}
 	}()
 
 	pid := cmd.Process.Pid
@@ -102,19 +99,20 @@ sinks:
 	expectNotify(t, notify, pid, uid, "WATCHDOG=1", 5*time.Second)
 	expectNotify(t, notify, pid, uid, "WATCHDOG=1", 5*time.Second)
 
-	// Data flows into the data directory, written by the service user.
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		b, _ := os.ReadFile(out)
-		if strings.Count(string(b), "\n") >= 10 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: got %d bytes after 20s, want 10 records", out, len(b))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	// The first pipeline: the shipped demo, enabled as docs/install.md says.
+	// The agent sees the new file by itself.
+	demo := "/etc/pspf-edge/pipelines/demo.yaml"
+	writeFile(t, demo, readFile(t, demo+".example"))
+	defer os.Remove(demo)
+	out := filepath.Join(dataDir, "demo.ndjson")
+	waitLines(t, out, 4, 30*time.Second)
 	checkOwner(t, out, svc.Username, svc.Username, 0o640)
+
+	// systemctl reload: SIGHUP reloads; the agent goes on pinging and writing.
+	cmd.Process.Signal(syscall.SIGHUP)
+	expectNotify(t, notify, pid, uid, "WATCHDOG=1", 5*time.Second)
+	n := countLines(out)
+	waitLines(t, out, n+4, 30*time.Second)
 
 	cmd.Process.Signal(syscall.SIGTERM)
 	expectNotify(t, notify, pid, uid, "STOPPING=1", 10*time.Second)
@@ -141,6 +139,26 @@ sinks:
 	if !slices.ContainsFunc(lines, func(l string) bool { return strings.HasPrefix(l, "<6>level=INFO") }) {
 		t.Errorf("no <6> info line in:\n%s", strings.Join(lines, "\n"))
 	}
+	if !slices.ContainsFunc(lines, func(l string) bool { return strings.Contains(l, "SIGHUP") }) {
+		t.Errorf("no line about the SIGHUP reload in:\n%s", strings.Join(lines, "\n"))
+	}
+}
+
+// waitLines waits until path has at least n lines.
+func waitLines(t *testing.T, path string, n int, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for countLines(path) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: got %d lines after %v, want %d", path, countLines(path), within, n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func countLines(path string) int {
+	b, _ := os.ReadFile(path)
+	return strings.Count(string(b), "\n")
 }
 
 // listenNotify opens a notify socket that the service user may write to.
