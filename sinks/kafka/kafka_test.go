@@ -261,7 +261,7 @@ func TestInjectedProduceErrorsRetriedWithoutLoss(t *testing.T) {
 		c.KeepControl()
 		n++
 		switch {
-		case n > 20:
+		case n > 12:
 			c.DropControl()
 			return nil, nil, false
 		case n%4 == 1: // drop the connection mid-request
@@ -288,7 +288,7 @@ func TestInjectedProduceErrorsRetriedWithoutLoss(t *testing.T) {
 	pipelineWith(t, src, "{brokers: ["+k.Addr()+"], topic: t, linger: 1ms, write_timeout: 1s, request_timeout: 1s}", t.TempDir())
 	got := consume(t, k.Addr(), 3000, 20*time.Second, []string{"t"})
 	dups := checkDelivery(t, got, 3000)
-	t.Logf("%d injected failures, %d records, %d duplicates", min(n, 20)/2, len(got), dups)
+	t.Logf("%d injected failures, %d records, %d duplicates", min(n, 12)/2, len(got), dups)
 }
 
 func TestOutageEveryRecordArrivesInKeyOrder(t *testing.T) {
