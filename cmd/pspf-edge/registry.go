@@ -2,11 +2,15 @@ package main
 
 import (
 	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/operators/changes"
+	"github.com/pspf/pspf-edge/operators/deadband"
 	"github.com/pspf/pspf-edge/operators/decode"
+	"github.com/pspf/pspf-edge/operators/dedup"
 	"github.com/pspf/pspf-edge/operators/fields"
 	"github.com/pspf/pspf-edge/operators/filter"
 	"github.com/pspf/pspf-edge/operators/keyby"
 	"github.com/pspf/pspf-edge/operators/mapop"
+	"github.com/pspf/pspf-edge/operators/throttle"
 	"github.com/pspf/pspf-edge/operators/window"
 	"github.com/pspf/pspf-edge/sinks/console"
 	"github.com/pspf/pspf-edge/sinks/file"
@@ -32,6 +36,10 @@ func newRegistry() *agent.Registry {
 	r.Operators["fields"] = fields.Factory()
 	r.Operators["key_by"] = keyby.Factory()
 	r.Operators["window"] = window.Factory()
+	r.Operators["deadband"] = deadband.Factory()
+	r.Operators["dedup"] = dedup.Factory()
+	r.Operators["throttle"] = throttle.Factory()
+	r.Operators["changes"] = changes.Factory()
 	r.Sinks["console"] = console.Factory()
 	r.Sinks["file"] = file.Factory()
 	r.Sinks["kafka"] = kafka.Factory()
