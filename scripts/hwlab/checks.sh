@@ -119,8 +119,11 @@ check_gpio_edge() {
   want=$(for _ in $(seq "$cycles"); do printf '1/rising 0/falling '; done)
   [ "$got" = "${want% }" ] || { echo "fail $n records $got, want ${want% } (bursts: $(paste -sd, "$o/bursts.txt"))"; return; }
   drops=$(awk '/^pspf_gpio_dropped_total/ && /reason="debounced"/ { s += $NF } END { print s + 0 }' "$o/metrics.txt")
-  [ "$drops" = $((cycles * 2)) ] || { echo "fail $n debounced drops: got $drops, want $((cycles * 2)) (one per glitch)"; return; }
-  echo "pass $n $((cycles * 2)) chattering changes gave one record each; $drops glitches dropped and counted (bursts $(awk '{ print $(NF-1) }' "$o/bursts.txt" | sort -n | tail -1) ms max)"
+  # Each glitch is one drop. A chatter burst that the host stalls for longer
+  # than the debounce halfway is, to the agent, a glitch too: more drops are
+  # allowed, fewer are not.
+  [ "$drops" -ge $((cycles * 2)) ] || { echo "fail $n debounced drops: got $drops, want $((cycles * 2)) (one per glitch)"; return; }
+  echo "pass $n $((cycles * 2)) chattering changes gave one record each; $((cycles * 2)) glitches gave none, $drops debounced drops counted (bursts $(awk '{ print $(NF-1) }' "$o/bursts.txt" | sort -n | tail -1) ms max)"
 }
 
 check_gpio_counter() {

@@ -12,6 +12,7 @@
 #   HWLAB_ARCHES   architectures to boot (default: "arm64 amd64")
 #   HWLAB_TIMEOUT  seconds one VM may run before it is killed (default: 120)
 #   HWLAB_REFRESH  1 = refresh the package index and take the newest kernel ABI
+#   HWLAB_JOBS     1 = boot the architectures one after the other (default 2)
 #   HWLAB_DIST     use the pspf-edge-linux-<arch> binaries in this directory
 #                  instead of cross-building the work tree
 #
@@ -337,9 +338,10 @@ gen_serial_input "$rundir"
 for a in $arches; do initramfs "$a" "$rundir/initramfs-$a.cpio"; done
 t_build=$(elapsed "$t_start")
 
-results=()
-failed=0
-for a in $arches; do
+# run_arch ARCH: every scenario on one architecture, one VM each, in turn.
+# Rows go to $rundir/rows-ARCH, failure details to $rundir/failures-ARCH.
+run_arch() {
+  local a=$1 s d t0 verdict status records detail
   for s in "${scenarios[@]}"; do
     d=$rundir/$a-$s
     t0=$(now)
@@ -348,14 +350,38 @@ for a in $arches; do
     [ -n "$verdict" ] || verdict="fail 0 no verdict"
     read -r status records detail <<<"$verdict"
     if [ "$status" != pass ]; then
-      failed=$((failed + 1))
-      log "$a/$s failed: $detail (console: $d/console.log, guest output: $d/out)"
-      tail -n 30 "$d/console.log" >&2 || true
-      [ -f "$d/out/agent.log" ] && tail -n 20 "$d/out/agent.log" >&2
+      {
+        echo "hwlab: $a/$s failed: $detail (console: $d/console.log, guest output: $d/out)"
+        tail -n 30 "$d/console.log" || true
+        [ -f "$d/out/agent.log" ] && tail -n 20 "$d/out/agent.log"
+      } >>"$rundir/failures-$a" 2>&1
     fi
-    results+=("$(printf '%-6s %-13s %-5s %8s %7s %7s  %s' "$a" "$s" "$status" "$records" "$boot_s" "$(elapsed "$t0")" "$detail")")
+    printf '%-6s %-13s %-5s %8s %7s %7s  %s\n' "$a" "$s" "$status" "$records" "$boot_s" "$(elapsed "$t0")" "$detail" >>"$rundir/rows-$a"
   done
+}
+
+# The architectures run side by side (HWLAB_JOBS=1: one after the other):
+# the guests mostly wait on the scenarios' clocks, so two fit on two cores.
+# Each runner kills its own VMs on exit; this shell ends the runners.
+runners=()
+stop_runners() {
+  local p
+  for p in "${runners[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  cleanup
+}
+trap stop_runners EXIT
+for a in $arches; do
+  (trap cleanup EXIT; run_arch "$a") &
+  runners+=("$!")
+  [ "${HWLAB_JOBS:-2}" -gt 1 ] || wait "${runners[-1]}"
 done
+wait "${runners[@]}" || true
+runners=()
+cat "$rundir"/failures-* >&2 2>/dev/null || true
+results=()
+for a in $arches; do mapfile -t -O "${#results[@]}" results <"$rundir/rows-$a"; done
+failed=$(printf '%s\n' "${results[@]}" | awk '$3 != "pass"' | wc -l)
+[ "${#results[@]}" -eq $((${#scenarios[@]} * $(wc -w <<<"$arches"))) ] || failed=$((failed + 1))
 
 kver=""
 for a in $arches; do kver+=" $(cat "$cache/kernel/$a/release") ($(cat "$cache/kernel/$a/version"))"; done
