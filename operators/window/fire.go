@@ -21,12 +21,10 @@ func (w *Window) fire(wm int64) {
 	next := int64(never)
 	for _, ks := range w.keys {
 		if ks.minEnd <= wm {
+			// A key left without windows stays in memory, ready for its
+			// next window, until the next snapshot or spill releases it.
 			w.fireWins(ks, wm)
 			w.touch(ks)
-			if len(ks.wins) == 0 && ks.seq == 0 {
-				w.release(ks)
-				continue
-			}
 		}
 		next = min(next, ks.minEnd)
 	}
@@ -34,11 +32,22 @@ func (w *Window) fire(wm int64) {
 	if w.spillMin <= wm {
 		w.fireSpilled(wm)
 	}
-	sortRecords(w.out[from:])
+	w.sortRecords(w.out[from:])
 }
 
-func sortRecords(rs []agent.Record) {
-	slices.SortFunc(rs, func(a, b agent.Record) int {
+// sortRecords orders rs by window start, key and ID, whatever the order
+// of the map and of the table they came from. It sorts indices, not the
+// records themselves, which are large.
+func (w *Window) sortRecords(rs []agent.Record) {
+	if len(rs) < 2 {
+		return
+	}
+	idx := w.idx[:0]
+	for i := range rs {
+		idx = append(idx, int32(i))
+	}
+	slices.SortFunc(idx, func(i, j int32) int {
+		a, b := &rs[i], &rs[j]
 		if c := cmp.Compare(a.EventTime, b.EventTime); c != 0 {
 			return c
 		}
@@ -47,6 +56,12 @@ func sortRecords(rs []agent.Record) {
 		}
 		return cmp.Compare(a.ID, b.ID)
 	})
+	tmp := append(w.tmp[:0], rs...)
+	for i, j := range idx {
+		rs[i] = tmp[j]
+	}
+	clear(tmp)
+	w.idx, w.tmp = idx, tmp[:0]
 }
 
 // fireWins emits and closes the key's windows that end at or before wm.
@@ -116,7 +131,7 @@ func (w *Window) emit(ks *keyState, cw *win, final bool) {
 		cw.early++
 	}
 	fields := make([]agent.Field, 0, len(w.aggs)+3)
-	fields = append(fields, agent.String("window_start", fmtTime(cw.start)), agent.String("window_end", fmtTime(cw.end)))
+	fields = append(fields, agent.String("window_start", w.fmtCached(0, cw.start)), agent.String("window_end", w.fmtCached(1, cw.end)))
 	for j := range w.aggs {
 		if f, ok := cw.aggs[j].result(w.aggs[j].fn, w.aggs[j].name); ok {
 			fields = append(fields, f)
@@ -141,7 +156,7 @@ func (w *Window) emitEarly() {
 			w.touch(ks)
 		}
 	}
-	sortRecords(w.out[from:])
+	w.sortRecords(w.out[from:])
 }
 
 // spill moves keys to the table while memory is over the budget.
@@ -205,6 +220,15 @@ func (w *Window) fireSpilled(wm int64) {
 		return
 	}
 	w.spillMin = newMin
+}
+
+// fmtCached formats t, reusing the last string of slot i: the windows of
+// all keys close together and share their bounds.
+func (w *Window) fmtCached(i int, t int64) string {
+	if w.fmtT[i] != t || w.fmtS[i] == "" {
+		w.fmtT[i], w.fmtS[i] = t, fmtTime(t)
+	}
+	return w.fmtS[i]
 }
 
 func floorTo(t, d int64) int64 {

@@ -32,6 +32,9 @@ func (w *Window) Snapshot(context.Context) error {
 		if err := w.writeKey(ks); err != nil {
 			return err
 		}
+		if len(ks.wins) == 0 && ks.seq == 0 {
+			w.drop(ks) // nothing left to keep: written (deleted) and released
+		}
 	}
 	clear(w.dirty)
 	w.dirty = w.dirty[:0]

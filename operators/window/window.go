@@ -108,6 +108,10 @@ type Window struct {
 	lastEarly   int64
 
 	out  []agent.Record
+	idx  []int32
+	tmp  []agent.Record
+	fmtT [2]int64
+	fmtS [2]string
 	kbuf []byte
 	vbuf []byte
 }
