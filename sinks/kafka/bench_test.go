@@ -16,34 +16,43 @@ import (
 )
 
 // BenchmarkWriteLZ4 writes batches of 500 records of 200 bytes with lz4 and
-// acks: all to an in-process cluster that acknowledges without storing
-// (BlackholeProduce, so that the broker's own copying is not measured).
+// acks: all to an in-process cluster: one that acknowledges without storing
+// (blackhole: BlackholeProduce, so that the broker's own copying is not
+// measured) and one that stores (stored).
 //
 //	go test -run '^$' -bench WriteLZ4 -cpu 1 ./sinks/kafka
 func BenchmarkWriteLZ4(b *testing.B) {
-	k := testbroker.StartKafka(b, kfake.SeedTopics(4, "bench"), kfake.BlackholeProduce())
-	cfg := testConfig(k.Addr(), "bench")
-	cfg.Encoding = "raw"
-	cfg.Compression = "lz4"
-	s := connect(b, cfg)
-	payload := make([]byte, 200)
-	for i := range payload {
-		payload[i] = byte('a' + i%26)
+	for _, mode := range []string{"blackhole", "stored"} {
+		b.Run(mode, func(b *testing.B) {
+			opts := []kfake.Opt{kfake.SeedTopics(4, "bench")}
+			if mode == "blackhole" {
+				opts = append(opts, kfake.BlackholeProduce())
+			}
+			k := testbroker.StartKafka(b, opts...)
+			cfg := testConfig(k.Addr(), "bench")
+			cfg.Encoding = "raw"
+			cfg.Compression = "lz4"
+			s := connect(b, cfg)
+			payload := make([]byte, 200)
+			for i := range payload {
+				payload[i] = byte('a' + i%26)
+			}
+			recs := make([]agent.Record, 500)
+			for i := range recs {
+				recs[i] = agent.Record{ID: "p:" + string(rune('0'+i%10)), Key: "k" + string(rune('0'+i%8)), Source: "sim", Raw: payload}
+			}
+			ctx := context.Background()
+			b.SetBytes(int64(len(payload)))
+			b.ResetTimer()
+			start := time.Now()
+			for done := 0; done < b.N; done += len(recs) {
+				if err := s.Write(ctx, recs[:min(len(recs), b.N-done)]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "records/s")
+		})
 	}
-	recs := make([]agent.Record, 500)
-	for i := range recs {
-		recs[i] = agent.Record{ID: "p:" + string(rune('0'+i%10)), Key: "k" + string(rune('0'+i%8)), Source: "sim", Raw: payload}
-	}
-	ctx := context.Background()
-	b.SetBytes(int64(len(payload)))
-	b.ResetTimer()
-	start := time.Now()
-	for done := 0; done < b.N; done += len(recs) {
-		if err := s.Write(ctx, recs[:min(len(recs), b.N-done)]); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "records/s")
 }
 
 // BenchmarkDrainAfterOutage fills a disk log with a backlog of 200-byte
