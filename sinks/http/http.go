@@ -194,6 +194,7 @@ type StatusError struct {
 	Body string // the start of the answer's body
 }
 
+// Error says the status and the start of the answer.
 func (e *StatusError) Error() string {
 	return fmt.Sprintf("http sink: status %d: %s", e.Code, strings.TrimSpace(e.Body))
 }

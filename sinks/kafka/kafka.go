@@ -462,8 +462,10 @@ func (s *Sink) Close(ctx context.Context) error {
 // kgoLogger forwards franz-go's warnings and errors to the component logger.
 type kgoLogger struct{ l *slog.Logger }
 
+// Level passes on warnings and errors only.
 func (k kgoLogger) Level() kgo.LogLevel { return kgo.LogLevelWarn }
 
+// Log writes one franz-go log line to the component logger.
 func (k kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
 	switch level {
 	case kgo.LogLevelError:
