@@ -73,6 +73,11 @@ func TestDebianPackage(t *testing.T) {
 			t.Errorf("agent.yaml after upgrade: got %q, want the edit kept", tail(got))
 		}
 		checkInstalled(t)
+		// The maintainer script once more, as dpkg --configure would after
+		// an interrupted run: nothing changes.
+		run(t, "/var/lib/dpkg/info/pspf-edge.postinst", "configure", "1.0.1")
+		checkInstalled(t)
+		checkOwner(t, filepath.Join(dataDir, "keep-me"), "root", "root", 0o644)
 	})
 
 	t.Run("remove keeps config, data and user", func(t *testing.T) {
