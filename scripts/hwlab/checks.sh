@@ -97,7 +97,7 @@ gen_serial_input() {
 }
 
 check_serial() {
-  local d=$1 o=$1/out why n want drops got bad rss
+  local d=$1 o=$1/out why n want drops got bad rss hwm
   why=$(common_failures "$d") || { echo "fail $(lines "$o/serial.ndjson") $why"; return; }
   n=$(lines "$o/serial.ndjson")
   want=$(lines "${rundir:?}/serial-expected.txt")
@@ -107,8 +107,8 @@ check_serial() {
   got=$(awk '/^pspf_serial_dropped_total/ && /reason="oversize"/ { s += $NF } END { print s + 0 }' "$o/metrics.txt")
   [ "$got" = "$drops" ] || { echo "fail $n oversize drops: got $got, want $drops"; return; }
   rss=$(awk '{ for (i = 1; i < NF; i++) if ($i == "VmRSS:" && $(i + 1) > m) m = $(i + 1) } END { print m + 0 }' "$o/rss-samples.txt")
-  echo "$rss" >"$d/rss-max-kb"
-  echo "pass $n all $want records match in order, $got oversize drops counted; agent VmRSS max ${rss} kB"
+  hwm=$(awk '{ for (i = 1; i < NF; i++) if ($i == "VmHWM:") m = $(i + 1) } END { print m + 0 }' "$o/rss.txt")
+  echo "pass $n all $want records match in order, $got oversize drops counted; agent VmRSS ${rss} kB while streaming, VmHWM ${hwm} kB at stop"
 }
 
 check_gpio_edge() {
@@ -159,7 +159,7 @@ check_gpio_level() {
   runs=$(grep '"float_switch"' "$o/gpio-level.ndjson" | json_field value | uniq -c | awk '{ printf "%s%sx%s", sep, $2, $1; sep = " " }')
   [[ "$runs" =~ ^0x[0-9]+\ 1x([3-9]|[1-9][0-9])\ 0x[0-9]+$ ]] || { echo "fail $n level readings $runs, want 0 then 1 (3+ readings) then 0"; return; }
   for l in spare meter; do
-    grep -Eq "\($l +\|[^ )]+ *\) in " "$o/debugfs-running.txt" || { echo "fail $n line $l not held as an input while running: $(grep "($l" "$o/debugfs-running.txt")"; return; }
+    grep -Eq "\($l +\|pspf-edge[^ )]* *\) in " "$o/debugfs-running.txt" || { echo "fail $n line $l not held as an input while running: $(grep "($l" "$o/debugfs-running.txt")"; return; }
     grep -Eq "\($l +\|" "$o/debugfs-stopped.txt" && { echo "fail $n line $l still held after SIGTERM"; return; }
   done
   for l in door alarm; do

@@ -19,6 +19,7 @@
 # Everything downloaded or built lives under HWLAB_CACHE; the first run takes a
 # few minutes, later ones reuse it. The host's apt configuration is only read:
 # packages of the other architecture come through a private index in the cache.
+# shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -306,7 +307,7 @@ boot() {
 
 # -------------------------------------------------------------------- checks
 # Each check_<scenario> DIR prints "pass|fail RECORDS DETAIL" from DIR/out.
-# shellcheck source=scripts/hwlab/checks.sh
+# shellcheck source=checks.sh
 . "$here/checks.sh"
 
 # ---------------------------------------------------------------------- main
