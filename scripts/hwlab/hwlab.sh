@@ -37,7 +37,14 @@ elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 t_start=$(now)
 mkdir -p "$cache"
 exec 9>"$cache/lock"
-flock 9 || die "cannot lock $cache/lock"
+if ! flock -n 9; then
+  log "waiting for another hwlab run on $cache"
+  flock 9 || die "cannot lock $cache/lock"
+fi
+# The module builds use Debian's amd64 kbuild tools and an x86-64 cross
+# compiler for arm64: the host must be amd64 (as the project's machines are).
+host_arch=$(dpkg --print-architecture 2>/dev/null || uname -m)
+[ "$host_arch" = amd64 ] || die "hwlab runs on an amd64 Debian host; this one is $host_arch"
 
 # ---------------------------------------------------------------- host tools
 # command -> Debian package that provides it.
