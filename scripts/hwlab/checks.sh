@@ -37,11 +37,11 @@ check_smoke() {
   why=$(common_failures "$d") || { echo "fail $(lines "$o/smoke.ndjson") $why"; return; }
   n=$(lines "$o/smoke.ndjson")
   grep -q "linux/$arch" "$o/version.txt" || { echo "fail $n version does not say linux/$arch: $(head -1 "$o/version.txt")"; return; }
-  [ "$(cat "$o/validate.rc")" = 0 ] || { echo "fail $n validate: $(head -1 "$o/validate.txt")"; return; }
+  [ "$(cat "$o/validate.rc")" = 0 ] || { echo "fail $n validate: $(grep -v ': ok$' "$o/validate.txt" | head -2 | paste -sd' ')"; return; }
   grep -q hwlab-sim "$o/gpiochips.txt" || { echo "fail $n no gpio-sim chip"; return; }
   grep -q 16550 "$o/serial.txt" || { echo "fail $n no 16550 UART"; return; }
   [ "$(cat "$o/agent-exit.txt")" = 0 ] || { echo "fail $n agent exit $(cat "$o/agent-exit.txt")"; return; }
-  echo "pass $n version+validate ok, gpio-sim and 16550 present, clean SIGTERM exit"
+  echo "pass $n version ok, the lab's $(grep -c ': ok$' "$o/validate.txt") pipelines valid, gpio-sim and 16550 present, clean SIGTERM exit"
 }
 
 check_kill_restart() {
