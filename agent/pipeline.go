@@ -160,6 +160,7 @@ func NewPipeline(spec *PipelineSpec, deps PipelineDeps) (_ *Pipeline, err error)
 		}
 		p.sinks = append(p.sinks, newSinkRun(p, c, s, r, sinkLog, env(c), false))
 	}
+	seedSinkCursors(sinkLog, p.sinks)
 	if c := spec.DeadLetter; c != nil {
 		s, err := reg.Sinks[c.Type].New(c.Config, env(*c))
 		if err != nil {

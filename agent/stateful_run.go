@@ -59,3 +59,21 @@ func (p *Pipeline) Checkpoint(ctx context.Context) error {
 	}
 	return p.stage.checkpoint(ctx)
 }
+
+// seedSinkCursors starts each sink's delivered mark at its persisted
+// cursor, so that a drain on shutdown knows at once that a sink which had
+// already delivered everything before this start has caught up (rather
+// than waiting for the shutdown timeout for records that will not come).
+func seedSinkCursors(l Log, runs []*sinkRun) {
+	st, ok := l.(stageLogStatter)
+	if !ok {
+		return
+	}
+	for _, c := range st.Stats().Cursors {
+		for _, s := range runs {
+			if c.Name == "sink."+s.name {
+				s.acked.Store(c.Acked)
+			}
+		}
+	}
+}
