@@ -32,6 +32,9 @@ func (w *Window) fire(wm int64) {
 	if w.spillMin <= wm {
 		w.fireSpilled(wm)
 	}
+	// Every window that ends at or before wm has now been emitted, in
+	// memory or in the table.
+	w.firedUpTo = max(w.firedUpTo, wm)
 	w.sortRecords(w.out[from:])
 }
 
@@ -181,7 +184,11 @@ func (w *Window) spill() {
 	}
 }
 
-// fireSpilled fires the due windows of keys held only in the table.
+// fireSpilled emits the due windows of the keys held only in the table.
+// It writes nothing: the table entries keep their emitted windows until
+// the key is next read (decodeKey drops windows that end at or before
+// firedUpTo) or the entry expires, so firing a million spilled keys does not
+// make a million dirty entries between two checkpoints.
 func (w *Window) fireSpilled(wm int64) {
 	newMin := int64(never)
 	var ks keyState
@@ -201,18 +208,13 @@ func (w *Window) fireSpilled(wm int64) {
 			return true
 		}
 		ks.key = string(k[1:])
-		w.fireWins(&ks, wm)
-		if len(ks.wins) == 0 && ks.seq == 0 {
-			if err := w.table.Delete(k); err != nil {
-				w.log.Warn("window: state delete failed", "key", ks.key, "err", err)
+		for i := range ks.wins {
+			if ks.wins[i].end <= wm {
+				w.emit(&ks, &ks.wins[i], true)
+			} else {
+				newMin = min(newMin, ks.wins[i].end)
 			}
-			return true
 		}
-		w.vbuf = w.encodeKey(w.vbuf[:0], &ks)
-		if err := w.table.Put(k, w.vbuf); err != nil {
-			w.log.Warn("window: state write failed", "key", ks.key, "err", err)
-		}
-		newMin = min(newMin, ks.minEnd)
 		return true
 	})
 	if err != nil {

@@ -13,8 +13,8 @@ import (
 // aggregates, then per window start, end, records, early emissions and each
 // aggregate's state (agg.go). Metadata: version, whether an event time was
 // seen, the highest event time, the processing clock, the last early
-// emission, and the earliest window end of all keys (after a restart every
-// key is in the table).
+// emission, the earliest window end of all keys (after a restart every
+// key is in the table), and the end up to which windows were emitted.
 
 const stateVersion = 1
 
@@ -52,6 +52,7 @@ func (w *Window) Snapshot(context.Context) error {
 	m = binary.AppendVarint(m, proc)
 	m = binary.AppendVarint(m, w.lastEarly)
 	m = binary.AppendVarint(m, min(w.nextFire, w.spillMin))
+	m = binary.AppendVarint(m, w.firedUpTo)
 	w.vbuf = m
 	if err := w.table.Put(metaKey, m); err != nil {
 		return errorf("write state: %w", err)
@@ -140,6 +141,16 @@ func (w *Window) decodeKey(ks *keyState, v []byte) error {
 		ks.wins = ks.wins[:0]
 		return d.err
 	}
+	if w.kind != counting {
+		// Windows emitted by fireSpilled while the key was in the table.
+		for i := 0; i < len(ks.wins); {
+			if ks.wins[i].end <= w.firedUpTo {
+				w.closeWin(ks, i)
+				continue
+			}
+			i++
+		}
+	}
 	w.setMinEnd(ks)
 	return nil
 }
@@ -162,6 +173,7 @@ func (w *Window) restore() error {
 	w.procStored = d.varint()
 	w.lastEarly = d.varint()
 	w.spillMin = d.varint()
+	w.firedUpTo = d.varint()
 	if d.err != nil {
 		return errorf("read state: %w", d.err)
 	}
