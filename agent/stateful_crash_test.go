@@ -198,7 +198,7 @@ func TestStatefulCrash(t *testing.T) {
 				}
 				kills = 3 // finished before the kill
 				continue
-			case <-time.After(time.Duration(5+rng.IntN(150)) * time.Millisecond):
+			case <-time.After(time.Duration(2+rng.IntN(100)) * time.Millisecond):
 			}
 			cmd.Process.Kill() // SIGKILL
 			if err := <-done; err != nil {

@@ -214,8 +214,8 @@ func (s *statefulStage) run(ctx context.Context, drain <-chan struct{}) {
 			}
 			continue
 		}
-		if err != nil && draining {
-			return // caught up
+		if err != nil && draining && s.caughtUp() {
+			return
 		}
 		s.mu.Lock()
 		if s.failed != nil {
@@ -231,6 +231,13 @@ func (s *statefulStage) run(ctx context.Context, drain <-chan struct{}) {
 		}
 		s.mu.Unlock()
 	}
+}
+
+// caughtUp reports whether every record of the pipeline log was processed.
+func (s *statefulStage) caughtUp() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.next >= s.p.plog.NextSeq()
 }
 
 // step runs one batch of log records through the stateful chain and appends

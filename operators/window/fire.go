@@ -185,10 +185,13 @@ func (w *Window) spill() {
 }
 
 // fireSpilled emits the due windows of the keys held only in the table.
-// It writes nothing: the table entries keep their emitted windows until
-// the key is next read (decodeKey drops windows that end at or before
-// firedUpTo) or the entry expires, so firing a million spilled keys does not
-// make a million dirty entries between two checkpoints.
+// It does not rewrite them: the table entries keep their emitted windows
+// until the key is next read (decodeKey drops windows that end at or before
+// firedUpTo), so firing a million spilled keys does not make a million dirty
+// entries between two checkpoints. Entries left with nothing are deleted at
+// most maxSweep per call, which bounds the dirty entries a fire adds while
+// every stale entry is collected in the end. (A wall-clock TTL is not used:
+// a board whose clock jumps from 1970 at its first NTP sync would lose state.)
 func (w *Window) fireSpilled(wm int64) {
 	newMin := int64(never)
 	var ks keyState
@@ -208,12 +211,17 @@ func (w *Window) fireSpilled(wm int64) {
 			return true
 		}
 		ks.key = string(k[1:])
+		left := 0
 		for i := range ks.wins {
 			if ks.wins[i].end <= wm {
 				w.emit(&ks, &ks.wins[i], true)
 			} else {
 				newMin = min(newMin, ks.wins[i].end)
+				left++
 			}
+		}
+		if left == 0 && ks.seq == 0 && len(w.sweep) < maxSweep {
+			w.sweep = append(w.sweep, append([]byte(nil), k...))
 		}
 		return true
 	})
@@ -222,7 +230,17 @@ func (w *Window) fireSpilled(wm int64) {
 		return
 	}
 	w.spillMin = newMin
+	for _, k := range w.sweep {
+		if err := w.table.Delete(k); err != nil {
+			w.log.Warn("window: state delete failed", "err", err)
+		}
+	}
+	clear(w.sweep)
+	w.sweep = w.sweep[:0]
 }
+
+// maxSweep bounds the stale spilled entries one fire deletes.
+const maxSweep = 4096
 
 // fmtCached formats t, reusing the last string of slot i: the windows of
 // all keys close together and share their bounds.

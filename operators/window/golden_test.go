@@ -184,3 +184,9 @@ func write(out, dead *bytes.Buffer, b *agent.Batch) {
 		fmt.Fprintf(dead, "dead: %s\n", d.Err)
 	}
 }
+
+func TestREADMESample(t *testing.T) {
+	if ops := optest.Build(t, optest.READMESample(t, "README.md"), "window", Factory(), optest.Env()); len(ops) != 1 {
+		t.Fatalf("got %d operators, want 1", len(ops))
+	}
+}

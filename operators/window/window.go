@@ -93,9 +93,10 @@ type Window struct {
 	dirty     []dirtyRef
 	mem       int
 	budget    int
-	tableKeys bool  // the table may hold keys that are not in memory
-	spillMin  int64 // earliest window end among keys held only in the table
-	firedUpTo int64 // every window ending at or before it has been emitted
+	tableKeys bool     // the table may hold keys that are not in memory
+	spillMin  int64    // earliest window end among keys held only in the table
+	firedUpTo int64    // every window ending at or before it has been emitted
+	sweep     [][]byte // spilled entries left with nothing, deleted after a Range
 
 	hasT     bool
 	maxT     int64 // highest event time seen
@@ -194,20 +195,13 @@ func New(c *Config, env agent.Env) (*Window, error) {
 	if len(w.aggs) == 0 {
 		return nil, errorf("no aggregates")
 	}
-	if w.table, err = agent.StateTableOf(env, gcTTL(c)); err != nil {
+	if w.table, err = agent.StateTableOf(env, 0); err != nil {
 		return nil, errorf("state table: %w", err)
 	}
 	if err := w.restore(); err != nil {
 		return nil, err
 	}
 	return w, nil
-}
-
-// gcTTL is how long the state file keeps a key that is not written (by the
-// wall clock): it collects the entries of keys that went quiet after being
-// spilled. It is far longer than any window stays open.
-func gcTTL(c *Config) time.Duration {
-	return max(7*24*time.Hour, 10*(c.Size+c.Gap+c.Lateness))
 }
 
 // Process adds the batch's records to their windows and replaces them by
