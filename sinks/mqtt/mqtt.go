@@ -99,10 +99,10 @@ type Sink struct {
 	cl     paho.Client
 	closed bool
 
-	buf    []byte
-	spans  [][2]int
-	tbuf   []byte
-	tokens []paho.Token
+	lastSize int // payload bytes of the last Write, to size the next buffer
+	spans    [][2]int
+	tbuf     []byte
+	tokens   []paho.Token
 }
 
 // New returns an MQTT sink; it connects in Connect.
@@ -218,7 +218,10 @@ func (s *Sink) Write(ctx context.Context, recs []agent.Record) error {
 		return fmt.Errorf("mqtt sink: not connected to %s (reconnecting)", s.cfg.Broker)
 	}
 	var rej *agent.RejectedError
-	b := s.buf[:0]
+	// paho keeps each payload until it is written, and keeps it in its store
+	// for a resend after a reconnect even when the token already reported an
+	// error: payload bytes are therefore never reused across Writes.
+	b := make([]byte, 0, s.lastSize)
 	spans := s.spans[:0]
 	tb := s.tbuf[:0]
 	tspans := make([][2]int, 0, len(recs))
@@ -266,10 +269,10 @@ func (s *Sink) Write(ctx context.Context, recs []agent.Record) error {
 			failed = fmt.Errorf("no PUBACK within write_timeout (%s)", s.cfg.WriteTimeout)
 		}
 		// paho may still hold the payloads: give the next Write new buffers.
-		s.buf, s.spans, s.tokens = nil, nil, nil
+		s.spans, s.tokens = nil, nil
 		return fmt.Errorf("mqtt sink: publish: %w", failed)
 	}
-	s.buf, s.spans = b, spans
+	s.lastSize, s.spans = len(b), spans
 	if failed != nil {
 		return fmt.Errorf("mqtt sink: publish: %w", failed)
 	}
