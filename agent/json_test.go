@@ -72,3 +72,16 @@ func FuzzRecordUnmarshal(f *testing.F) {
 		r.UnmarshalMsg(data)
 	})
 }
+
+func TestRecordWithLargeRawRoundTrips(t *testing.T) {
+	r := agent.Record{Raw: make([]byte, 1<<20)}
+	r.Raw[12345] = 7
+	b, err := r.MarshalMsg(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got agent.Record
+	if _, err := got.UnmarshalMsg(b); err != nil || len(got.Raw) != 1<<20 || got.Raw[12345] != 7 {
+		t.Fatalf("got %d raw bytes, %v; want the 1 MiB payload back", len(got.Raw), err)
+	}
+}

@@ -10,7 +10,9 @@ import (
 
 // MaxFields is the most fields a record may have: decoding checks the count
 // before it allocates, so that a damaged payload cannot ask for gigabytes. The
-// msgp:limit directive below must say the same.
+// msgp:limit directive below must say the same. A raw payload is limited
+// separately, to 16 MiB (the `limit` in its msgp tag), above the largest
+// payload any decoder or log accepts.
 const MaxFields = 4096
 
 //msgp:limit arrays:4096 maps:4096
@@ -142,7 +144,7 @@ type Record struct {
 	EventTime int64   `msg:"et"`
 	RecvTime  int64   `msg:"rt"`
 	Fields    []Field `msg:"f"`
-	Raw       []byte  `msg:"raw"`
+	Raw       []byte  `msg:"raw,limit=16777216"`
 	// Seq is the record's sequence in the log a sink reads it from, set by
 	// the runner before Write (0 elsewhere). It is not stored: it exists so
 	// that a sink that keeps its own cursor (CursorOwner) can commit it.

@@ -127,7 +127,7 @@ func (z *Record) DecodeMsg(dc *msgp.Reader) (err error) {
 			return
 		}
 	}
-	z.Raw, err = dc.ReadBytesLimit(z.Raw, z89264a71limitArrays)
+	z.Raw, err = dc.ReadBytesLimit(z.Raw, 16777216)
 	if err == nil && z.Raw == nil {
 		z.Raw = []byte{}
 	}
@@ -277,7 +277,7 @@ func (z *Record) UnmarshalMsg(bts []byte) (o []byte, err error) {
 		err = msgp.WrapError(err, "Raw")
 		return
 	}
-	if zb0003 > z89264a71limitArrays {
+	if zb0003 > 16777216 {
 		err = msgp.ErrLimitExceeded
 		return
 	}
