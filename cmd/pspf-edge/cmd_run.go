@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -180,6 +181,13 @@ func runAgent(ctx context.Context, o runOptions) error {
 	// Under systemd: READY=1 after the first pass over the pipelines,
 	// watchdog pings, STOPPING=1 (systemd_linux.go).
 	defer runSystemd(ctx, sup.ready.Load)()
+	// Start-up touches much of the binary once; hand those pages back
+	// (pageout_linux.go).
+	var pages sync.WaitGroup
+	defer pages.Wait()
+	pagesCtx, stopPages := context.WithCancel(ctx)
+	defer stopPages()
+	pages.Go(func() { releaseStartupPages(pagesCtx, 10*time.Second, o.Logger) })
 	err = sup.Run(ctx, o.Hup)
 	o.Logger.Info("agent stopped")
 	return err
