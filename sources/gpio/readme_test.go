@@ -36,12 +36,6 @@ func TestReadmeSampleParses(t *testing.T) {
 	}
 }
 
-func TestExamplePipeline(t *testing.T) {
-	if _, err := registry().LoadPipelineFile("../../pipelines/gpio-counter.yaml", agent.Defaults{Buffer: agent.DefaultBufferConfig()}); err != nil {
-		t.Errorf("pipelines/gpio-counter.yaml: %v", err)
-	}
-}
-
 func TestConfigErrors(t *testing.T) {
 	text := `sources:
   - gpio:

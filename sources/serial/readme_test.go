@@ -38,12 +38,6 @@ func TestReadmeSampleParses(t *testing.T) {
 	}
 }
 
-func TestExamplePipeline(t *testing.T) {
-	if _, err := registry().LoadPipelineFile("../../pipelines/serial-sensor.yaml", agent.Defaults{Buffer: agent.DefaultBufferConfig()}); err != nil {
-		t.Errorf("pipelines/serial-sensor.yaml: %v", err)
-	}
-}
-
 func TestConfigErrors(t *testing.T) {
 	text := `sources:
   - serial:
