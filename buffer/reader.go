@@ -178,7 +178,7 @@ func (r *Reader) Read(ctx context.Context, buf []Record, maxBytes int) ([]Record
 		l.mu.Unlock()
 
 		var err error
-		out, err = r.readSegment(out, seg, end, limit, maxBytes)
+		out, err = r.readSegment(out, seg, start, end, limit, maxBytes)
 		switch {
 		case err == nil:
 		case skippable(err):
@@ -220,11 +220,11 @@ func skippable(err error) bool {
 	return errors.Is(err, io.EOF) || errors.As(err, &ce) || errors.Is(err, os.ErrNotExist)
 }
 
-// readSegment reads records starting at r.next from seg, whose readable
-// bytes end at end.
-func (r *Reader) readSegment(out []Record, seg *segment, end int64, limit, maxBytes int) ([]Record, error) {
+// readSegment reads records starting at from (r.next as read under l.mu;
+// r.next itself may move meanwhile) from seg, whose readable bytes end at end.
+func (r *Reader) readSegment(out []Record, seg *segment, from uint64, end int64, limit, maxBytes int) ([]Record, error) {
 	l := r.l
-	if r.f == nil || r.fnum != seg.num || r.scSeq != r.next {
+	if r.f == nil || r.fnum != seg.num || r.scSeq != from {
 		r.closeFile()
 		path := l.segPath(seg.num)
 		f, err := os.Open(path)
@@ -233,7 +233,7 @@ func (r *Reader) readSegment(out []Record, seg *segment, end int64, limit, maxBy
 		}
 		r.f, r.fnum = f, seg.num
 		r.sc.reset(f, path, headerSize, end, seg.first, l.opts.MaxRecordBytes)
-		for r.sc.next < r.next {
+		for r.sc.next < from {
 			if _, _, err := r.sc.scan(true); err != nil {
 				r.scSeq = r.sc.next
 				return out, err
