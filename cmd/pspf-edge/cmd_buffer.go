@@ -44,14 +44,14 @@ func cmdBuffer(args []string, stdout, stderr io.Writer) int {
 	if args[0] == "drop" {
 		return bufferDrop(args[1:], stdout, stderr)
 	}
-	sub, rest := args[0], reorder(args[1:])
+	sub := args[0]
 	fs := flag.NewFlagSet("buffer "+sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { bufferUsage(stderr) }
 	asJSON := fs.Bool("json", false, "inspect: print JSON")
 	from := fs.Uint64("from", 0, "dump: first sequence to print (default: the oldest)")
 	limit := fs.Int("limit", 0, "dump: most records to print; 0 prints all")
-	if err := fs.Parse(rest); err != nil {
+	if err := fs.Parse(reorder(fs, args[1:])); err != nil {
 		return usageExit(err)
 	}
 	if fs.NArg() != 1 {
@@ -183,21 +183,7 @@ func bufferDrop(args []string, stdout, stderr io.Writer) int {
 	cfgPath := fs.String("c", "", "agent config file, for its data_dir")
 	dataDir := fs.String("data-dir", "", "data directory (overrides the agent file)")
 	yes := fs.Bool("yes", false, "confirm: the records are deleted for good")
-	// Flags may follow the name; only -c and --data-dir take a value.
-	var flags, pos []string
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		switch {
-		case (a == "-c" || a == "--c" || a == "-data-dir" || a == "--data-dir") && i+1 < len(args):
-			flags = append(flags, a, args[i+1])
-			i++
-		case strings.HasPrefix(a, "-"):
-			flags = append(flags, a)
-		default:
-			pos = append(pos, a)
-		}
-	}
-	if err := fs.Parse(append(flags, pos...)); err != nil {
+	if err := fs.Parse(reorder(fs, args)); err != nil {
 		return usageExit(err)
 	}
 	if fs.NArg() != 1 {

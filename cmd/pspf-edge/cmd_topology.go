@@ -17,7 +17,7 @@ func cmdTopology(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "Usage: pspf-edge topology [--format text|dot|mermaid] FILE\n\nDraws the pipeline's chain: sources, operators, the log, sinks.\n\nFlags:")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(reorder(args)); err != nil {
+	if err := fs.Parse(reorder(fs, args)); err != nil {
 		return usageExit(err)
 	}
 	if fs.NArg() != 1 {
@@ -43,25 +43,6 @@ func cmdTopology(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	return exitOK
-}
-
-// reorder moves flags after positional arguments to the front, so that both
-// `topology FILE --format dot` and `topology --format dot FILE` work.
-func reorder(args []string) []string {
-	var flags, pos []string
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if strings.HasPrefix(a, "-") {
-			flags = append(flags, a)
-			if !strings.Contains(a, "=") && i+1 < len(args) && a != "-h" && a != "--help" {
-				flags = append(flags, args[i+1])
-				i++
-			}
-			continue
-		}
-		pos = append(pos, a)
-	}
-	return append(flags, pos...)
 }
 
 type node struct{ id, label, kind string }
