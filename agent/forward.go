@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,6 +47,11 @@ type sinkRun struct {
 
 	readRecords int // records per read: the batch size, or less under a rate limit
 	readBytes   int // payload bytes per read, likewise
+
+	// The batch being delivered: its records, reused from round to round,
+	// and the log payload size of each (for pspf_sink_bytes_total).
+	recs  []Record
+	sizes []int
 
 	// live_first (see livefirst.go): a second
 	// cursor that serves new records while the main one drains the backlog.
@@ -112,7 +118,6 @@ func (s *sinkRun) caughtUp() bool {
 func (s *sinkRun) run(ctx context.Context) {
 	bo := Backoff{Initial: s.opts.Retry.Initial, Max: s.opts.Retry.Max}
 	buf := make([]LogRecord, 0, s.readRecords)
-	var recs []Record
 	for !s.caughtUp() {
 		if !s.connected {
 			if err := s.sink.Connect(ctx); err != nil {
@@ -166,8 +171,8 @@ func (s *sinkRun) run(ctx context.Context) {
 			}
 			got = got[:n]
 		}
-		recs, err = s.decode(got, recs[:0])
-		if err != nil {
+		s.recs, s.sizes = s.recs[:0], s.sizes[:0]
+		if err := s.decode(got); err != nil {
 			s.fail(err)
 		}
 		n, size := len(got), payloadBytes(got)
@@ -186,9 +191,8 @@ func (s *sinkRun) run(ctx context.Context) {
 				if err != nil || len(more) == 0 {
 					break
 				}
-				var derr error
-				if recs, derr = s.decode(more, recs); derr != nil {
-					s.fail(derr)
+				if err := s.decode(more); err != nil {
+					s.fail(err)
 				}
 				n, size, last = n+len(more), size+payloadBytes(more), more[len(more)-1].Seq
 			}
@@ -196,7 +200,8 @@ func (s *sinkRun) run(ctx context.Context) {
 		if !s.limit(ctx, n, size) {
 			return
 		}
-		if !s.deliver(ctx, recs, &bo) {
+		assignIDs(s.p.spec.Name, s.recs)
+		if !s.deliver(ctx, s.recs, &bo) {
 			return
 		}
 		if err := r.Ack(last); err != nil {
@@ -247,35 +252,68 @@ func (s *sinkRun) read(ctx context.Context, r LogReader, buf []LogRecord, live b
 	return r.Read(rctx, buf, s.readBytes)
 }
 
-// decode turns log payloads into records, reusing recs. A payload that does
-// not decode is dead-lettered with its sequence (it can only come from damage
+// decode appends the records of got to s.recs, and their payload sizes to
+// s.sizes, reusing what earlier rounds left there. A payload that does not
+// decode is dead-lettered with its sequence (it can only come from damage
 // that slipped past the CRC, or from a newer agent's format).
-// decode appends the decoded records of got to recs.
-func (s *sinkRun) decode(got []LogRecord, recs []Record) ([]Record, error) {
+func (s *sinkRun) decode(got []LogRecord) error {
 	var bad []Dead
 	for _, lr := range got {
-		if cap(recs) > len(recs) {
-			recs = recs[:len(recs)+1]
+		if cap(s.recs) > len(s.recs) {
+			s.recs = s.recs[:len(s.recs)+1]
 		} else {
-			recs = append(recs, Record{})
+			s.recs = append(s.recs, Record{})
 		}
-		r := &recs[len(recs)-1]
+		r := &s.recs[len(s.recs)-1]
 		*r = Record{Fields: r.Fields[:0], Raw: r.Raw[:0]}
 		if _, err := r.UnmarshalMsg(lr.Payload); err != nil {
 			bad = append(bad, Dead{Record: Record{Raw: append([]byte(nil), lr.Payload...)}, Component: s.name, Err: fmt.Errorf("log record %d: %w", lr.Seq, err)})
-			recs = recs[:len(recs)-1]
+			s.recs = s.recs[:len(s.recs)-1]
 			continue
 		}
-		if r.ID == "" {
-			r.ID = s.p.spec.Name + ":" + strconv.FormatUint(lr.Seq, 10)
-		}
 		r.Seq = lr.Seq
+		s.sizes = append(s.sizes, len(lr.Payload))
 	}
 	if len(bad) > 0 && !s.isDead {
 		s.p.deadLetter(context.Background(), bad)
-		return recs, fmt.Errorf("%d log records did not decode", len(bad))
+		return fmt.Errorf("%d log records did not decode", len(bad))
 	}
-	return recs, nil
+	return nil
+}
+
+// assignIDs gives every record of recs that has no ID its stable ID,
+// "<pipeline>:<seq>". The IDs are slices of one string made for the whole
+// batch: one allocation per batch rather than one per record. A sink that
+// keeps an ID past Write keeps that string alive, which is why sinks copy
+// what they keep.
+func assignIDs(pipeline string, recs []Record) {
+	var num [20]byte
+	n := 0
+	for i := range recs {
+		if recs[i].ID == "" {
+			n += len(pipeline) + 1 + len(strconv.AppendUint(num[:0], recs[i].Seq, 10))
+		}
+	}
+	if n == 0 {
+		return
+	}
+	var b strings.Builder
+	b.Grow(n)
+	for i := range recs {
+		if recs[i].ID == "" {
+			b.WriteString(pipeline)
+			b.WriteByte(':')
+			b.Write(strconv.AppendUint(num[:0], recs[i].Seq, 10))
+		}
+	}
+	all, off := b.String(), 0
+	for i := range recs {
+		if recs[i].ID == "" {
+			end := off + len(pipeline) + 1 + len(strconv.AppendUint(num[:0], recs[i].Seq, 10))
+			recs[i].ID = all[off:end]
+			off = end
+		}
+	}
 }
 
 // limit waits for the batch's tokens: its records, and its payload bytes
@@ -391,8 +429,21 @@ func (s *sinkRun) skipToCursor(ctx context.Context) error {
 	return nil
 }
 
+// done counts a batch the destination accepted in full.
 func (s *sinkRun) done(recs []Record) {
 	s.records.Add(len(recs))
+	s.bytes.AddInt64(int64(s.batchBytes(len(recs))))
+}
+
+// batchBytes returns the log payload bytes of the first n records of the
+// batch being delivered: what pspf_sink_bytes_total counts, the same measure
+// as drain.bytes_per_second.
+func (s *sinkRun) batchBytes(n int) int {
+	t := 0
+	for _, sz := range s.sizes[:min(n, len(s.sizes))] {
+		t += sz
+	}
+	return t
 }
 
 // reject dead-letters the refused records: those listed in rej, or all of
@@ -400,12 +451,17 @@ func (s *sinkRun) done(recs []Record) {
 func (s *sinkRun) reject(ctx context.Context, recs []Record, rej *RejectedError, err ...error) {
 	var dead []Dead
 	if rej != nil {
+		accepted := s.batchBytes(len(recs))
 		for i, idx := range rej.Index {
 			if idx >= 0 && idx < len(recs) {
 				dead = append(dead, Dead{Record: recs[idx], Component: s.name, Err: rej.Errs[min(i, len(rej.Errs)-1)]})
+				if idx < len(s.sizes) {
+					accepted -= s.sizes[idx]
+				}
 			}
 		}
 		s.records.Add(len(recs) - len(dead))
+		s.bytes.AddInt64(int64(accepted))
 	} else {
 		for _, r := range recs {
 			dead = append(dead, Dead{Record: r, Component: s.name, Err: err[0]})

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -168,5 +170,53 @@ func BenchmarkDrainRateLimit(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestSinkBytesCountsAcceptedPayloads checks pspf_sink_bytes_total: the log
+// payload bytes of what the destination accepted, not of failed writes nor
+// of records it refused for good. It also checks the stable IDs the runner
+// gives the records it reads.
+func TestSinkBytesCountsAcceptedPayloads(t *testing.T) {
+	var bs [][]agent.Record
+	for i := range 6 {
+		b := batchOf(i*10, 10)
+		for j := range b {
+			b[j].Raw = make([]byte, i*37+j) // sizes differ record to record
+		}
+		bs = append(bs, b)
+	}
+	sink := &agenttest.RecordingSink{Fail: func(attempt int, recs []agent.Record) error {
+		switch attempt {
+		case 1:
+			return errors.New("uplink down") // retried: not counted
+		case 2:
+			return &agent.RejectedError{Index: []int{1}, Errs: []error{errors.New("too large")}}
+		}
+		return nil
+	}}
+	m, err := runPipeline(t, harness(agenttest.NewScriptSource(bs...), agenttest.OperatorFunc(func(context.Context, *agent.Batch) error { return nil }), sink), oneOfEach, 10*time.Second)
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	got := sink.Records()
+	if len(got) != 59 {
+		t.Fatalf("got %d records, want 59 (one refused)", len(got))
+	}
+	want := 0
+	for _, r := range got {
+		if r.ID != "p:"+strconv.FormatUint(r.Seq, 10) {
+			t.Errorf("got ID %q for sequence %d, want p:%d", r.ID, r.Seq, r.Seq)
+		}
+		r.ID = "" // as stored in the log
+		b, _ := r.MarshalMsg(nil)
+		want += len(b)
+	}
+	line := metric(m, "pspf_sink_bytes_total")
+	if !strings.HasSuffix(line, " "+strconv.Itoa(want)) {
+		t.Errorf("got %q, want %d bytes", line, want)
+	}
+	if line := metric(m, "pspf_sink_records_total"); !strings.HasSuffix(line, " 59") {
+		t.Errorf("got %q, want 59 records", line)
 	}
 }
