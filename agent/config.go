@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pspf/pspf-edge/buffer"
 	"gopkg.in/yaml.v3"
 )
 
@@ -143,8 +144,14 @@ func DefaultBufferConfig() BufferConfig {
 	}
 }
 
-// Validate checks the buffer's limits.
+// Validate checks the buffer's limits, then asks the buffer package whether
+// it would open a log with them (max_bytes at least twice segment_bytes, and
+// so on), so that what validates also starts. The buffer's rules are its
+// own; they are not repeated here.
 func (c *BufferConfig) Validate(n Node) {
+	if n.hasErrors() {
+		return // a value that did not decode was left at its default
+	}
 	if c.MaxBytes < 1<<20 && n.Field("max_bytes").Present() {
 		n.Field("max_bytes").Errorf("must be at least 1MiB, got %q", n.Field("max_bytes").Text())
 	}
@@ -154,6 +161,51 @@ func (c *BufferConfig) Validate(n Node) {
 	if c.Sync == "interval" && c.SyncInterval <= 0 && n.Field("sync_interval").Present() {
 		n.Field("sync_interval").Errorf("must be positive with sync: interval, got %q", n.Field("sync_interval").Text())
 	}
+	if n.hasErrors() {
+		return
+	}
+	var oe *buffer.OptionError
+	if err := BufferOptions(*c, nil).Validate(); errors.As(err, &oe) {
+		f := n.Field(oe.Field)
+		got := fmt.Sprintf("%v (from the defaults)", oe.Value)
+		if b, ok := oe.Value.(int64); ok {
+			got = sizeText(ByteSize(b)) + " (from the defaults)"
+		}
+		if f.Present() {
+			got = strconv.Quote(f.Text())
+		}
+		msg := fmt.Sprintf("%s, got %s", oe.Rule, got)
+		if oe.Field == "max_bytes" {
+			// The rule compares sizes that may come from the defaults.
+			msg += " with segment_bytes " + fieldSize(n, "segment_bytes", c.SegmentBytes)
+			if c.Kind == string(buffer.Memory) {
+				msg += " and memory_bytes " + fieldSize(n, "memory_bytes", c.MemoryBytes)
+			}
+		}
+		f.Errorf("%s", msg)
+	}
+}
+
+// fieldSize is a size as the file writes it, or where it comes from the
+// defaults, in the largest binary unit that divides it.
+func fieldSize(n Node, key string, v ByteSize) string {
+	if f := n.Field(key); f.Present() {
+		return strconv.Quote(f.Text())
+	}
+	return sizeText(v) + " (from the defaults)"
+}
+
+// sizeText writes v in the largest binary unit that divides it: 16MiB.
+func sizeText(v ByteSize) string {
+	for _, u := range []struct {
+		name string
+		size ByteSize
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if v != 0 && v%u.size == 0 {
+			return strconv.FormatInt(int64(v/u.size), 10) + u.name
+		}
+	}
+	return strconv.FormatInt(int64(v), 10) + "B"
 }
 
 // SinkOptions are the store-and-forward settings every sink entry may carry

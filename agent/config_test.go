@@ -3,11 +3,14 @@ package agent_test
 import (
 	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/buffer"
 	"github.com/pspf/pspf-edge/sinks/console"
 	"github.com/pspf/pspf-edge/sinks/file"
 	"github.com/pspf/pspf-edge/sources/simulate"
@@ -36,7 +39,7 @@ sinks:
   - file: {path: /tmp/x}
     name: archive
     retry: {initial: 1s, max: 10s}
-buffer: {max_bytes: 2MiB, overflow: drop_oldest}
+buffer: {max_bytes: 2MiB, segment_bytes: 1MiB, overflow: drop_oldest}
 `)
 	if err != nil {
 		t.Fatal(err)
@@ -90,6 +93,67 @@ func TestParsePipelineErrors(t *testing.T) {
 				t.Errorf("got:\n%v\nwant it to contain:\n%s", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestBufferValidationMatchesOpen checks that a pipeline's buffer validates
+// exactly when the buffer package would open a log with it, and that each
+// refusal is one error at the offending key.
+func TestBufferValidationMatchesOpen(t *testing.T) {
+	const head = "sources: [{simulate: {}}]\nsinks: [{console: {}}]\nbuffer:\n"
+	tests := []struct{ name, buffer, want string }{
+		{"defaults", "  overflow: block\n", ""},
+		{"cap twice the segment", "  max_bytes: 2MiB\n  segment_bytes: 1MiB\n", ""},
+		{"cap below twice the default segment", "  max_bytes: 8MiB\n",
+			`pipelines/x.yaml:4: buffer.max_bytes: must be at least 2×segment_bytes (+memory_bytes for memory kind), got "8MiB" with segment_bytes 16MiB (from the defaults)`},
+		{"cap below twice the segment", "  segment_bytes: 1MiB\n  max_bytes: 1.5MiB\n",
+			`pipelines/x.yaml:5: buffer.max_bytes: must be at least 2×segment_bytes (+memory_bytes for memory kind), got "1.5MiB" with segment_bytes "1MiB"`},
+		{"default cap below a large segment", "  segment_bytes: 200MiB\n",
+			`pipelines/x.yaml:4: buffer.max_bytes: must be at least 2×segment_bytes (+memory_bytes for memory kind), got 256MiB (from the defaults) with segment_bytes "200MiB"`},
+		{"memory counts for memory kind", "  type: memory\n  max_bytes: 3MiB\n  segment_bytes: 1MiB\n  memory_bytes: 2MiB\n",
+			`pipelines/x.yaml:5: buffer.max_bytes: must be at least 2×segment_bytes (+memory_bytes for memory kind), got "3MiB" with segment_bytes "1MiB" and memory_bytes "2MiB"`},
+		{"memory ignored for disk", "  max_bytes: 3MiB\n  segment_bytes: 1MiB\n  memory_bytes: 2MiB\n", ""},
+		{"segment too large", "  segment_bytes: 2GiB\n  max_bytes: 8GiB\n",
+			`pipelines/x.yaml:4: buffer.segment_bytes: must be between 1 KiB and 1 GiB, got "2GiB"`},
+		// One error a key: the agent's own rule, not the buffer's as well.
+		{"cap below 1MiB", "  max_bytes: 512KiB\n", `pipelines/x.yaml:4: buffer.max_bytes: must be at least 1MiB, got "512KiB"`},
+		// A value that did not decode stays at its default: no rule is
+		// checked against it.
+		{"cap undecodable", "  max_bytes: lots\n  segment_bytes: 200MiB\n", `pipelines/x.yaml:4: buffer.max_bytes: must be a size like 512KiB, 64MiB or 1GiB, got "lots"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			spec, err := parse(t, head+tt.buffer)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("got %v, want no error", err)
+				}
+				l, err := buffer.Open(t.TempDir(), agent.BufferOptions(spec.Buffer, nil))
+				if err != nil {
+					t.Fatalf("validated, but buffer.Open refused it: %v", err)
+				}
+				if err := l.Close(); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || err.Error() != tt.want {
+				t.Errorf("got:\n%v\nwant:\n%s", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestAgentDefaultsBufferValidated checks the buffer rule on the agent file's
+// defaults, which every pipeline starts from.
+func TestAgentDefaultsBufferValidated(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "agent.yaml")
+	if err := os.WriteFile(path, []byte("defaults:\n  buffer:\n    max_bytes: 4MiB\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := agent.LoadAgentConfig(path)
+	if want := path + `:3: defaults.buffer.max_bytes: must be at least 2×segment_bytes`; err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("got %v, want an error starting %q", err, want)
 	}
 }
 

@@ -132,6 +132,20 @@ func (n Node) Errorf(format string, args ...any) {
 	n.doc.errs = append(n.doc.errs, &ConfigError{File: n.doc.file, Line: n.Line(), Path: n.path, Msg: fmt.Sprintf(format, args...)})
 }
 
+// hasErrors reports whether a problem was recorded for this node or a value
+// below it.
+func (n Node) hasErrors() bool {
+	if n.doc == nil {
+		return false
+	}
+	for _, e := range n.doc.errs {
+		if e.Path == n.path || strings.HasPrefix(e.Path, n.path+".") || strings.HasPrefix(e.Path, n.path+"[") {
+			return true
+		}
+	}
+	return false
+}
+
 // Field returns the value of key in a mapping node; absent if there is none.
 func (n Node) Field(key string) Node {
 	c := Node{path: joinPath(n.path, key), line: n.Line(), doc: n.doc}

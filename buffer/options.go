@@ -115,6 +115,17 @@ type Options struct {
 	Now func() time.Time
 }
 
+// Validate reports whether Open would accept o, without touching a file: nil,
+// or an *OptionError (wrapping ErrInvalidOptions) naming the first option Open
+// would refuse and its rule. Zero fields are checked as the defaults Open
+// would put in their place. Config loaders call it so that a bad combination,
+// such as MaxBytes below twice SegmentBytes, is reported before the agent
+// starts.
+func (o Options) Validate() error {
+	_, err := o.withDefaults()
+	return err
+}
+
 // withDefaults validates o and fills in defaults, in one place.
 func (o Options) withDefaults() (Options, error) {
 	if o.Kind == "" {
