@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 )
 
@@ -168,13 +169,13 @@ func (l *Log) storeLocked(payloads [][]byte, size int) (int, error) {
 		}
 		return len(payloads), nil
 	}
-	l.wbuf = l.wbuf[:0]
+	l.wbuf = slices.Grow(l.wbuf[:0], size)
 	seq := l.next
 	for _, p := range payloads {
 		l.wbuf = appendFrame(l.wbuf, seq, p)
 		seq++
 	}
-	n, err := l.writeFramesLocked(l.wbuf, l.next)
+	n, err := l.writeFramesLocked(l.wbuf, l.next, len(payloads))
 	l.next += uint64(n)
 	if cap(l.wbuf) > 2*wbufLimit {
 		l.wbuf = nil
@@ -182,11 +183,12 @@ func (l *Log) storeLocked(payloads [][]byte, size int) (int, error) {
 	return n, err
 }
 
-// writeFramesLocked writes encoded frames, the first with sequence first,
-// to the active segment, rotating when it is full, broken or when first
-// does not follow the last record written. It returns how many frames were
-// written; on error the active file is cut back to its last good frame.
-func (l *Log) writeFramesLocked(frames []byte, first uint64) (int, error) {
+// writeFramesLocked writes total encoded frames, the first with sequence
+// first, to the active segment, rotating when it is full, broken or when
+// first does not follow the last record written. It returns how many
+// frames were written; on error the active file is cut back to its last
+// good frame.
+func (l *Log) writeFramesLocked(frames []byte, first uint64, total int) (int, error) {
 	written := 0
 	off := 0
 	seq := first
@@ -200,6 +202,9 @@ func (l *Log) writeFramesLocked(frames []byte, first uint64) (int, error) {
 		}
 		room := l.opts.SegmentBytes - act.size
 		end, count := off, 0
+		if int64(len(frames)-off) <= room {
+			end, count = len(frames), total-written // the common case: no walk
+		}
 		for end < len(frames) {
 			fl := int64(frameOverhead + binary.LittleEndian.Uint32(frames[end:end+4]))
 			if int64(end-off)+fl > room {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"slices"
 )
 
 // On-disk layout; see FORMAT.md.
@@ -75,17 +76,23 @@ func decodeHeader(b []byte) (segHeader, string) {
 // appendFrame appends one framed record to dst.
 func appendFrame(dst []byte, seq uint64, payload []byte) []byte {
 	n := len(dst)
-	dst = append(dst, make([]byte, frameOverhead)...)
-	dst = append(dst, payload...)
-	f := dst[n:]
-	// Lay length and sequence out side by side in the frame's first 12
-	// bytes so the CRC takes two calls, not three; then the real layout.
-	binary.LittleEndian.PutUint32(f[0:4], uint32(len(payload)))
-	binary.LittleEndian.PutUint64(f[4:12], seq)
-	c := crc32.Update(crc32.Update(0, castagnoli, f[0:12]), castagnoli, f[frameOverhead:])
-	binary.LittleEndian.PutUint64(f[8:16], seq)
-	binary.LittleEndian.PutUint32(f[4:8], c)
+	dst = slices.Grow(dst, frameOverhead+len(payload))[:n+frameOverhead+len(payload)]
+	putFrame(dst[n:], seq, payload)
 	return dst
+}
+
+// putFrame encodes one record into f, which is frameOverhead+len(payload)
+// bytes long. It first lays the length out just before the sequence, so
+// that length, sequence and payload are contiguous and the CRC takes one
+// pass over them; then it moves the length to its place and stores the CRC
+// where the length was.
+func putFrame(f []byte, seq uint64, payload []byte) {
+	_ = f[frameOverhead-1]
+	binary.LittleEndian.PutUint32(f[4:8], uint32(len(payload)))
+	binary.LittleEndian.PutUint64(f[8:16], seq)
+	copy(f[frameOverhead:], payload)
+	binary.LittleEndian.PutUint32(f[0:4], uint32(len(payload)))
+	binary.LittleEndian.PutUint32(f[4:8], crc32.Update(0, castagnoli, f[4:]))
 }
 
 // frameCRC is CRC-32C over length, sequence and payload.

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // TestFsyncFailureIsFinal injects one failed fsync: the records of that
@@ -73,5 +74,33 @@ func TestRemoveReader(t *testing.T) {
 	waitFor(t, func() bool { return l.Stats().Segments == 1 })
 	if n := len(l.Stats().Cursors); n != 1 {
 		t.Fatalf("cursors: got %d, want 1", n)
+	}
+}
+
+// TestIntervalFsyncRate checks the flash-wear promise of interval mode
+// under a steady stream of appends: fsync rounds start every SyncInterval
+// (start to start, so acks wait less), never more often.
+func TestIntervalFsyncRate(t *testing.T) {
+	const interval = 20 * time.Millisecond
+	l := openT(t, t.TempDir(), Options{Sync: SyncInterval, SyncInterval: interval})
+	var calls atomic.Int32
+	l.fsyncHook = func(f *os.File) error {
+		calls.Add(1)
+		return f.Sync()
+	}
+	start := time.Now()
+	var seq uint64 = 1
+	for time.Since(start) < 300*time.Millisecond {
+		appendN(t, l, seq, 10, 10)
+		seq += 10
+		time.Sleep(time.Millisecond)
+	}
+	if err := l.Sync(context.Background(), seq-1); err != nil {
+		t.Fatal(err)
+	}
+	elapsed := time.Since(start)
+	got, limit := int(calls.Load()), int(elapsed/interval)+2
+	if got < 1 || got > limit {
+		t.Fatalf("fsyncs in %v at interval %v: got %d, want 1..%d", elapsed, interval, got, limit)
 	}
 }

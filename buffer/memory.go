@@ -72,7 +72,7 @@ func (l *Log) spillTo(keep int64) error {
 			end += m.frameLen(end)
 			count++
 		}
-		n, err := l.writeFramesLocked(m.buf[m.head:end], m.first)
+		n, err := l.writeFramesLocked(m.buf[m.head:end], m.first, int(count))
 		if n > 0 {
 			i := m.head
 			for k := 0; k < n; k++ {

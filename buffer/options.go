@@ -92,7 +92,8 @@ type Options struct {
 	// SyncInterval is the fsync period in SyncInterval mode and the period
 	// of background upkeep in every mode (default 10 ms: an ack waits at
 	// most about that long, and at most 100 fsyncs/s reach the flash).
-	// Minimum 1 ms.
+	// Rounds start one period apart, start to start; a round that takes
+	// longer than the period is followed at once by the next. Minimum 1 ms.
 	SyncInterval time.Duration
 	// AckInterval is how often acked cursor positions are written to disk
 	// (default 1 s; they are also written on Close). A crash re-delivers at

@@ -37,6 +37,7 @@ func (l *Log) upkeep() {
 			continue
 		case <-t.C:
 		}
+		roundStart := time.Now()
 		if l.opts.Sync != SyncNone {
 			l.syncMu.Lock()
 			l.syncRoundLocked(l.opts.Sync == SyncInterval)
@@ -53,7 +54,7 @@ func (l *Log) upkeep() {
 		if idle {
 			t.Reset(min(idleTick, l.opts.AckInterval))
 		} else {
-			t.Reset(l.opts.SyncInterval)
+			t.Reset(max(0, l.opts.SyncInterval-time.Since(roundStart)))
 		}
 	}
 }
