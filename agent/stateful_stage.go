@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -94,10 +95,13 @@ func newStatefulStage(p *Pipeline, specs []ComponentSpec, env func(ComponentSpec
 	if err != nil {
 		return nil, fmt.Errorf("open state: %w", err)
 	}
+	if err := s.carryOver(specs); err != nil {
+		return nil, err
+	}
 	reg := deps.Registry
 	for _, c := range specs {
 		e := env(c)
-		table := "op." + c.Name
+		table := opTable(c)
 		e.State = func(ttl time.Duration) (StateTable, error) { return s.db.Table(table, ttl) }
 		o, err := reg.Operators[c.Type].New(c.Config, e)
 		if err != nil {
@@ -125,6 +129,50 @@ func newStatefulStage(p *Pipeline, specs []ComponentSpec, env func(ComponentSpec
 	s.ckpts = p.deps.Metrics.Counter("pspf_checkpoints_total", "pipeline", p.spec.Name)
 	s.ckptFails = p.deps.Metrics.Counter("pspf_checkpoint_errors_total", "pipeline", p.spec.Name)
 	return s, nil
+}
+
+// opTable names the state table of a stateful operator: its name and the
+// start of its fingerprint (type, name, place and parameters). A reload that
+// leaves the operator unchanged opens the same table, and so its state; one
+// that changes it opens a new, empty table.
+func opTable(c ComponentSpec) string {
+	return "op." + c.Name + "." + c.Fingerprint()[:16]
+}
+
+// carryOver applies the reload rule for operator state: an operator with the
+// same type, name, place and parameters as in the generation that wrote the
+// state file keeps its state (its table, opTable, is the same); the state of
+// one that changed or was removed is dropped, with one log line each. The
+// tables are deleted from the file by the next checkpoint.
+func (s *statefulStage) carryOver(specs []ComponentSpec) error {
+	tables, err := s.db.Tables()
+	if err != nil {
+		return fmt.Errorf("state tables: %w", err)
+	}
+	keep := map[string]bool{}
+	for _, c := range specs {
+		keep[opTable(c)] = true
+	}
+	for _, t := range tables {
+		if !strings.HasPrefix(t, "op.") || keep[t] {
+			continue
+		}
+		changed := ""
+		for _, c := range specs {
+			if t == "op."+c.Name || strings.HasPrefix(t, "op."+c.Name+".") && len(t) == len(opTable(c)) {
+				changed = c.Name
+			}
+		}
+		if err := s.db.DropTable(t); err != nil {
+			return fmt.Errorf("drop state table %q: %w", t, err)
+		}
+		if changed != "" {
+			s.log.Info("operator changed (type, place or parameters): its state is dropped and it starts fresh", "component", changed)
+		} else {
+			s.log.Info("operator removed: its state is dropped", "table", t)
+		}
+	}
+	return nil
 }
 
 func newOpRun(name string, o Operator, e Env) opRun {

@@ -21,8 +21,12 @@ type Status struct {
 	DeadLetter *SinkStatus `json:"dead_letter,omitempty"`
 	// DeadLetters counts records sent to the dead-letter log.
 	DeadLetters uint64 `json:"dead_letters"`
-	// Log is the pipeline log.
+	// Log is the log the sinks read: the pipeline log, or, with stateful
+	// operators, their outbox. Its Drops include those of Input.
 	Log LogStatus `json:"log"`
+	// Input is the pipeline log when the pipeline has stateful operators
+	// (they read it); its Backlog is what they have not processed yet.
+	Input *LogStatus `json:"input,omitempty"`
 	// Drops counts records dropped by operators and sinks by reason
 	// (pspf_dropped_total, like "filtered" or "sink_rejected"), since the
 	// agent started. The log's own drops are in Log.Drops.
@@ -111,21 +115,21 @@ func (p *Pipeline) Status() Status {
 	}
 	var cursors map[string]uint64
 	var avg float64 // bytes per record on disk
-	if ls, ok := p.plog.(logStatter); ok {
-		bs := ls.Stats()
-		st.Log = LogStatus{Records: bs.Records, DiskBytes: bs.DiskBytes, MaxBytes: int64(p.spec.Buffer.MaxBytes),
-			FirstSeq: bs.FirstSeq, NextSeq: bs.NextSeq, DurableSeq: bs.DurableSeq, Oldest: bs.OldestRecord, Lost: bs.Lost}
-		if bs.LastError != nil {
-			st.Log.LastError = bs.LastError.Error()
+	st.Log, cursors, avg = logStatus(p.sinkLog(), int64(p.spec.Buffer.MaxBytes))
+	if p.stage != nil {
+		for i := range p.stage.ops {
+			o := &p.stage.ops[i]
+			st.Operators = append(st.Operators, OperatorStatus{Name: o.name, Type: p.spec.Operators[len(p.ops)+i].Type,
+				RecordsIn: o.in.Get(), RecordsOut: o.out.Get(), Errors: o.failures.Get() + o.panics.Get()})
 		}
-		st.Log.Drops = map[string]uint64{}
-		addDrops(st.Log.Drops, bs.Drops)
-		cursors = map[string]uint64{}
-		for _, c := range bs.Cursors {
-			cursors[c.Name] = c.Lag
+		in, lags, _ := logStatus(p.plog, int64(p.spec.Buffer.MaxBytes))
+		in.Backlog = lags[statefulCursor]
+		st.Input = &in
+		if len(in.Drops) > 0 && st.Log.Drops == nil {
+			st.Log.Drops = map[string]uint64{}
 		}
-		if bs.Records > 0 {
-			avg = float64(bs.DiskBytes) / float64(bs.Records)
+		for k, n := range in.Drops {
+			st.Log.Drops[k] += n
 		}
 	}
 	for i, s := range p.sinks {
@@ -142,6 +146,31 @@ func (p *Pipeline) Status() Status {
 		st.Drops[reason] += n
 	}
 	return st
+}
+
+// logStatus describes l, if it can describe itself, with the lag of each of
+// its cursors and the average bytes per record on disk.
+func logStatus(l Log, maxBytes int64) (st LogStatus, lags map[string]uint64, avg float64) {
+	ls, ok := l.(logStatter)
+	if !ok {
+		return st, nil, 0
+	}
+	bs := ls.Stats()
+	st = LogStatus{Records: bs.Records, DiskBytes: bs.DiskBytes, MaxBytes: maxBytes,
+		FirstSeq: bs.FirstSeq, NextSeq: bs.NextSeq, DurableSeq: bs.DurableSeq, Oldest: bs.OldestRecord, Lost: bs.Lost}
+	if bs.LastError != nil {
+		st.LastError = bs.LastError.Error()
+	}
+	st.Drops = map[string]uint64{}
+	addDrops(st.Drops, bs.Drops)
+	lags = map[string]uint64{}
+	for _, c := range bs.Cursors {
+		lags[c.Name] = c.Lag
+	}
+	if bs.Records > 0 {
+		avg = float64(bs.DiskBytes) / float64(bs.Records)
+	}
+	return st, lags, avg
 }
 
 func (s *sinkRun) status(typ string, lags map[string]uint64) SinkStatus {

@@ -1,0 +1,177 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pspf/pspf-edge/agent"
+)
+
+// feedSource hands over the records put on its channel, one batch each; the
+// channel outlives the pipeline generations, as a device would.
+type feedSource struct{ in chan agent.Record }
+
+func (s feedSource) Connect(context.Context) error { return nil }
+func (s feedSource) Close(context.Context) error   { return nil }
+
+func (s feedSource) Read(ctx context.Context) ([]agent.Record, agent.AckFunc, error) {
+	select {
+	case r := <-s.in:
+		return []agent.Record{r}, func(context.Context, error) {}, nil
+	case <-ctx.Done():
+		return nil, nil, ctx.Err()
+	}
+}
+
+// collector keeps every record delivered to the "collect" sink by ID (a
+// record delivered twice, at-least-once, is kept once).
+type collector struct {
+	mu   sync.Mutex
+	byID map[string]agent.Record
+}
+
+type collectSink struct{ c *collector }
+
+func (s collectSink) Connect(context.Context) error { return nil }
+func (s collectSink) Close(context.Context) error   { return nil }
+
+func (s collectSink) Write(_ context.Context, recs []agent.Record) error {
+	s.c.mu.Lock()
+	defer s.c.mu.Unlock()
+	for _, r := range recs {
+		r.Fields = append([]agent.Field(nil), r.Fields...)
+		s.c.byID[r.ID] = r
+	}
+	return nil
+}
+
+// window returns the delivered window that starts at start, if any.
+func (c *collector) window(start time.Duration) (agent.Record, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, r := range c.byID {
+		if r.EventTime == int64(start) {
+			return r, true
+		}
+	}
+	return agent.Record{}, false
+}
+
+// feedRegistry is the binary's registry plus the "feed" source and the
+// "collect" sink.
+func feedRegistry(in chan agent.Record, c *collector) *agent.Registry {
+	reg := newRegistry()
+	type cfg struct {
+		ID string `yaml:"id" doc:"unused: one feed per test"`
+	}
+	reg.Sources["feed"] = agent.Typed[agent.Source]("test feed", func() *cfg { return &cfg{} }, func(*cfg, agent.Env) (agent.Source, error) {
+		return feedSource{in}, nil
+	})
+	reg.Sinks["collect"] = agent.Typed[agent.Sink]("test collector", func() *cfg { return &cfg{} }, func(*cfg, agent.Env) (agent.Sink, error) {
+		return collectSink{c}, nil
+	})
+	return reg
+}
+
+// windowPipeline is a pipeline with event-time tumbling windows of size,
+// after a filter with the given expression; retry is the sink's first retry
+// delay.
+func windowPipeline(filter string, size, retry time.Duration) string {
+	return fmt.Sprintf(`sources:
+  - feed: {}
+operators:
+  - filter: {expr: %q}
+  - window:
+      size: %s
+      aggregates:
+        - {fn: count}
+        - {fn: sum, field: v}
+sinks:
+  - collect: {}
+    retry: {initial: %s, max: 1s}
+`, filter, size, retry)
+}
+
+// A windowed pipeline reloaded with unrelated changes (the filter before it,
+// a sink option) keeps its open windows; reloaded with another window size,
+// it drops them and says so. Windows close on event time only, so the
+// outcome does not depend on timing.
+func TestReloadCarriesWindowStateOver(t *testing.T) {
+	in := make(chan agent.Record)
+	col := &collector{byID: map[string]agent.Record{}}
+	h := startHarness(t, feedRegistry(in, col), map[string]string{"w.yaml": windowPipeline("v >= 0", 10*time.Second, 50*time.Millisecond)}, nil)
+	fed := 0
+	feed := func(at time.Duration, v int64) {
+		t.Helper()
+		select {
+		case in <- agent.Record{EventTime: int64(at), Fields: []agent.Field{agent.Int("v", v)}}:
+			fed++
+		case <-time.After(10 * time.Second):
+			t.Fatalf("feed source did not read\n%s", h.logs.String())
+		}
+	}
+	// processed waits until the window has seen every record fed, so that a
+	// reload finds them in its state, not still in the log.
+	processed := func() {
+		t.Helper()
+		h.waitFor(fmt.Sprintf("the window to see %d records", fed), func() bool {
+			for _, o := range h.view("w").Operators {
+				if o.Name == "window" {
+					return o.RecordsIn == uint64(fed)
+				}
+			}
+			return false
+		})
+	}
+	reload := func(body string, gen int) {
+		t.Helper()
+		saveTempRename(t, h.dir, "w.yaml", body, gen)
+		h.waitFor(fmt.Sprintf("generation %d", gen), func() bool {
+			v := h.view("w")
+			return v.Generation == gen && v.State == stateRunning
+		})
+	}
+	const dropped = "its state is dropped and it starts fresh"
+
+	// Window [0s, 10s) is open with 1+2+3 when the pipeline reloads.
+	for i := range int64(3) {
+		feed(time.Duration(i+1)*time.Second, i+1)
+	}
+	processed()
+	reload(windowPipeline("v > -1", 10*time.Second, 60*time.Millisecond), 2)
+	if n := strings.Count(h.logs.String(), dropped); n != 0 {
+		t.Fatalf("an unrelated change dropped state (%d log lines)\n%s", n, h.logs.String())
+	}
+	feed(4*time.Second, 4)
+	feed(5*time.Second, 5)
+	feed(21*time.Second, 7)  // opens [20s, 30s)
+	feed(25*time.Second, 10) // the watermark passes 10s: [0s, 10s) closes
+	h.waitFor("window [0s, 10s)", func() bool { _, ok := col.window(0); return ok })
+	r, _ := col.window(0)
+	if c, s := r.Field("count"), r.Field("v_sum"); c == nil || s == nil || c.Int != 5 || s.Float != 15 {
+		t.Errorf("window [0s, 10s) = %v, want count 5 and v_sum 15 (the 3 records before the reload and 2 after)", r.Fields)
+	}
+
+	// [20s, 30s) holds 7+10; with 20s windows it would be [20s, 40s). The
+	// changed operator starts fresh: its first window holds only what
+	// comes after the reload.
+	processed()
+	reload(windowPipeline("v > -1", 20*time.Second, 60*time.Millisecond), 3)
+	if n := strings.Count(h.logs.String(), dropped); n != 1 || !strings.Contains(h.logs.String(), "component=window") {
+		t.Errorf("got %d log lines saying the window's state is dropped, want 1\n%s", n, h.logs.String())
+	}
+	feed(22*time.Second, 1000)
+	feed(100*time.Second, 0) // closes [20s, 40s)
+	h.waitFor("window [20s, 40s)", func() bool { _, ok := col.window(20 * time.Second); return ok })
+	r, _ = col.window(20 * time.Second)
+	if c, s := r.Field("count"), r.Field("v_sum"); c == nil || s == nil || c.Int != 1 || s.Float != 1000 {
+		t.Errorf("window [20s, 40s) = %v, want count 1 and v_sum 1000 (only the record after the reload)", r.Fields)
+	}
+	if err := h.stop(); err != nil {
+		t.Fatal(err)
+	}
+}
