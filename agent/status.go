@@ -244,5 +244,9 @@ func labelValue(metric, label string) string {
 // name and value), for example a gauge of a component a reload removed.
 // Removing a metric that does not exist does nothing.
 func (m *Metrics) Remove(name string, labels ...string) {
-	m.set.UnregisterMetric(metricName(name, labels))
+	n := metricName(name, labels)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.set.UnregisterMetric(n)
+	delete(m.gauges, n)
 }

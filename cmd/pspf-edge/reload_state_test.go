@@ -175,3 +175,39 @@ func TestReloadCarriesWindowStateOver(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A gauge registered by a component (like pspf_mqtt_in_flight) reads the
+// running generation's component after a reload, not the stopped one's.
+func TestReloadedGaugeReadsTheNewGeneration(t *testing.T) {
+	in := make(chan agent.Record)
+	col := &collector{byID: map[string]agent.Record{}}
+	reg := feedRegistry(in, col)
+	type cfg struct {
+		Value float64 `yaml:"value" doc:"what the gauge reads"`
+	}
+	reg.Sources["gauged"] = agent.Typed[agent.Source]("test source with a gauge", func() *cfg { return &cfg{} }, func(c *cfg, env agent.Env) (agent.Source, error) {
+		v := c.Value
+		env.Metrics.Gauge("pspf_test_gauge", func() float64 { return v }, "pipeline", env.Pipeline, "component", env.Component)
+		return feedSource{in}, nil
+	})
+	file := func(v int) string {
+		return fmt.Sprintf("sources:\n  - gauged: {value: %d}\nsinks:\n  - collect: {}\n", v)
+	}
+	h := startHarness(t, reg, map[string]string{"g.yaml": file(1)}, nil)
+	gauge := func() float64 {
+		var b strings.Builder
+		h.sup.d.Metrics.WritePrometheus(&b)
+		return metricValue(t, b.String(), `pspf_test_gauge{pipeline="g",component="gauged"}`)
+	}
+	if got := gauge(); got != 1 {
+		t.Errorf("generation 1: got %v, want 1", got)
+	}
+	saveTempRename(t, h.dir, "g.yaml", file(2), 0)
+	h.waitFor("generation 2", func() bool { v := h.view("g"); return v.Generation == 2 && v.State == stateRunning })
+	if got := gauge(); got != 2 {
+		t.Errorf("generation 2: got %v, want 2 (the gauge still reads generation 1)", got)
+	}
+	if err := h.stop(); err != nil {
+		t.Fatal(err)
+	}
+}
