@@ -37,12 +37,12 @@ type Source struct {
 	wg     sync.WaitGroup
 	timer  *time.Timer
 
-	slots     chan struct{}
-	mu        sync.Mutex
-	redo      [][]agent.Record
+	// unacked bounds the unacked batches: a pin cannot replay the past, so
+	// a nacked batch is kept in memory and handed out again by the next Read.
+	unacked   *agent.Unacked
 	closeOnce sync.Once
 
-	records, debounced, queueFull, nacked *agent.Counter
+	records, debounced, queueFull *agent.Counter
 }
 
 // New returns a GPIO source. It starts no goroutines: Connect does.
@@ -64,14 +64,13 @@ func newSource(cfg Config, env agent.Env, lookup lookupFunc) *Source {
 	}
 	return &Source{
 		cfg: cfg, env: env, log: env.Logger, lookup: lookup,
-		events: make(chan agent.Record, cfg.Queue),
-		done:   make(chan struct{}),
-		slots:  make(chan struct{}, cfg.MaxUnacked),
+		events:  make(chan agent.Record, cfg.Queue),
+		done:    make(chan struct{}),
+		unacked: agent.NewUnacked(cfg.MaxUnacked, env.Counter("pspf_gpio_redelivered_total")),
 
 		records:   env.Counter("pspf_gpio_records_total"),
 		debounced: env.Counter("pspf_gpio_dropped_total", "reason", "debounced"),
 		queueFull: env.Counter("pspf_gpio_dropped_total", "reason", "queue_full"),
-		nacked:    env.Counter("pspf_gpio_redelivered_total"),
 	}
 }
 
@@ -134,23 +133,18 @@ func (s *Source) emit(r agent.Record) {
 // batch_size. It blocks while max_unacked batches are unacked; meanwhile
 // records wait in the queue, and beyond it are dropped and counted.
 func (s *Source) Read(ctx context.Context) ([]agent.Record, agent.AckFunc, error) {
-	select {
-	case s.slots <- struct{}{}:
-	case <-ctx.Done():
-		return nil, nil, ctx.Err()
-	}
-	if b := s.popRedo(); b != nil {
-		return b, s.ackFunc(b), nil
+	if b, ack, err := s.unacked.Acquire(ctx); b != nil || err != nil {
+		return b, ack, err
 	}
 	var recs []agent.Record
 	select {
 	case r := <-s.events:
 		recs = append(recs, r)
 	case <-ctx.Done():
-		<-s.slots
+		s.unacked.Release()
 		return nil, nil, ctx.Err()
 	case <-s.done:
-		<-s.slots
+		s.unacked.Release()
 		return nil, nil, fmt.Errorf("gpio source: %w", agent.ErrStopped)
 	}
 	if s.timer == nil {
@@ -179,35 +173,7 @@ func (s *Source) Read(ctx context.Context) ([]agent.Record, agent.AckFunc, error
 		break
 	}
 	s.records.Add(len(recs))
-	return recs, s.ackFunc(recs), nil
-}
-
-func (s *Source) popRedo() []agent.Record {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.redo) == 0 {
-		return nil
-	}
-	b := s.redo[0]
-	s.redo = s.redo[1:]
-	return b
-}
-
-// ackFunc: a pin cannot replay the past, so a nacked batch is kept in memory
-// and handed out again by the next Read.
-func (s *Source) ackFunc(b []agent.Record) agent.AckFunc {
-	var once sync.Once
-	return func(_ context.Context, err error) {
-		once.Do(func() {
-			if err != nil {
-				s.mu.Lock()
-				s.redo = append(s.redo, b)
-				s.mu.Unlock()
-				s.nacked.Add(len(b))
-			}
-			<-s.slots
-		})
-	}
+	return recs, s.unacked.Ack(recs), nil
 }
 
 // Close stops the pin goroutines (Halt interrupts a pending edge wait) and

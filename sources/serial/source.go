@@ -58,12 +58,11 @@ type Source struct {
 	nextPoll time.Time
 	bo       agent.Backoff
 
-	slots  chan struct{} // one per unacked batch
-	mu     sync.Mutex
-	redo   [][]agent.Record
-	closed bool
+	unacked *agent.Unacked // one slot per unacked batch; nacked ones are handed out again
+	mu      sync.Mutex
+	closed  bool
 
-	frames, oversize, incomplete, reconnects, lost, nacked *agent.Counter
+	frames, oversize, incomplete, reconnects, lost *agent.Counter
 }
 
 // New returns a serial source; Connect opens the device. It starts no goroutines.
@@ -79,8 +78,9 @@ func newSource(cfg Config, env agent.Env, open openFunc) *Source {
 	if env.Metrics == nil {
 		env.Metrics = agent.NewMetrics()
 	}
-	s := &Source{cfg: cfg, env: env, log: env.Logger, open: open, slots: make(chan struct{}, cfg.MaxUnacked),
-		bo: agent.Backoff{Initial: cfg.Reconnect.Initial, Max: cfg.Reconnect.Max}}
+	s := &Source{cfg: cfg, env: env, log: env.Logger, open: open,
+		unacked: agent.NewUnacked(cfg.MaxUnacked, env.Counter("pspf_serial_redelivered_total")),
+		bo:      agent.Backoff{Initial: cfg.Reconnect.Initial, Max: cfg.Reconnect.Max}}
 	s.mode = bugserial.Mode{BaudRate: cfg.Baud, DataBits: cfg.DataBits}
 	s.mode.Parity = map[string]bugserial.Parity{"none": bugserial.NoParity, "odd": bugserial.OddParity,
 		"even": bugserial.EvenParity, "mark": bugserial.MarkParity, "space": bugserial.SpaceParity}[cfg.Parity]
@@ -91,7 +91,6 @@ func newSource(cfg Config, env agent.Env, open openFunc) *Source {
 	s.incomplete = env.Counter("pspf_serial_dropped_total", "reason", "incomplete")
 	s.lost = env.Counter("pspf_serial_device_lost_total")
 	s.reconnects = env.Counter("pspf_serial_reconnects_total")
-	s.nacked = env.Counter("pspf_serial_redelivered_total")
 	return s
 }
 
@@ -143,13 +142,8 @@ func (s *Source) newFramer(r io.Reader) Framer {
 // and are lost if it overflows). If the device goes away, Read logs it,
 // returns what it has, and reopens the device with backoff on the next calls.
 func (s *Source) Read(ctx context.Context) ([]agent.Record, agent.AckFunc, error) {
-	select {
-	case s.slots <- struct{}{}:
-	case <-ctx.Done():
-		return nil, nil, ctx.Err()
-	}
-	if b := s.popRedo(); b != nil {
-		return b, s.ackFunc(b), nil
+	if b, ack, err := s.unacked.Acquire(ctx); b != nil || err != nil {
+		return b, ack, err
 	}
 	var recs []agent.Record
 	var arena []byte
@@ -157,9 +151,9 @@ func (s *Source) Read(ctx context.Context) ([]agent.Record, agent.AckFunc, error
 	for {
 		if ctx.Err() != nil {
 			if len(recs) > 0 {
-				return recs, s.ackFunc(recs), nil
+				return recs, s.unacked.Ack(recs), nil
 			}
-			<-s.slots
+			s.unacked.Release()
 			return nil, nil, ctx.Err()
 		}
 		if s.p == nil {
@@ -186,7 +180,7 @@ func (s *Source) Read(ctx context.Context) ([]agent.Record, agent.AckFunc, error
 				deadline = now.Add(s.cfg.Linger)
 			}
 			if len(recs) >= s.cfg.BatchSize {
-				return recs, s.ackFunc(recs), nil
+				return recs, s.unacked.Ack(recs), nil
 			}
 		case errors.Is(err, ErrOversize):
 			s.oversize.Inc()
@@ -196,7 +190,7 @@ func (s *Source) Read(ctx context.Context) ([]agent.Record, agent.AckFunc, error
 			s.deviceLost(err)
 		}
 		if len(recs) > 0 && !now.Before(deadline) {
-			return recs, s.ackFunc(recs), nil
+			return recs, s.unacked.Ack(recs), nil
 		}
 	}
 }
@@ -240,32 +234,6 @@ func (s *Source) reopen(ctx context.Context) {
 	s.bo.Reset()
 	s.reconnects.Inc()
 	s.log.Info("serial source: device is back", "device", s.cfg.Device)
-}
-
-func (s *Source) popRedo() []agent.Record {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.redo) == 0 {
-		return nil
-	}
-	b := s.redo[0]
-	s.redo = s.redo[1:]
-	return b
-}
-
-func (s *Source) ackFunc(b []agent.Record) agent.AckFunc {
-	var once sync.Once
-	return func(_ context.Context, err error) {
-		once.Do(func() {
-			if err != nil {
-				s.mu.Lock()
-				s.redo = append(s.redo, b)
-				s.mu.Unlock()
-				s.nacked.Add(len(b))
-			}
-			<-s.slots
-		})
-	}
 }
 
 // Close closes the device. Batches nacked and not yet handed out again are

@@ -79,13 +79,11 @@ type Source struct {
 	walk  []float64
 	seq   int64 // readings produced so far
 	start time.Time
-	// slots bounds the unacked batches; a nacked batch is queued for redelivery.
-	slots  chan struct{}
-	mu     sync.Mutex
-	redo   [][]agent.Record
-	buf    []byte
-	nacked *agent.Counter
-	closed bool
+	// unacked bounds the unacked batches; a nacked batch is queued for redelivery.
+	unacked *agent.Unacked
+	buf     []byte
+	mu      sync.Mutex
+	closed  bool
 }
 
 // New returns a simulate source. It starts no goroutines.
@@ -94,13 +92,15 @@ func New(cfg Config, env agent.Env) *Source {
 		env.Now = time.Now
 	}
 	s := &Source{cfg: cfg, env: env, rng: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
-		walk: make([]float64, cfg.Sensors), slots: make(chan struct{}, cfg.MaxUnacked)}
+		walk: make([]float64, cfg.Sensors)}
 	for i := range s.walk {
 		s.walk[i] = cfg.Base
 	}
+	var redelivered *agent.Counter
 	if env.Metrics != nil {
-		s.nacked = env.Counter("pspf_simulate_redelivered_total")
+		redelivered = env.Counter("pspf_simulate_redelivered_total")
 	}
+	s.unacked = agent.NewUnacked(cfg.MaxUnacked, redelivered)
 	return s
 }
 
@@ -114,31 +114,19 @@ func (s *Source) Connect(context.Context) error {
 // It blocks while MaxUnacked batches are unacked. After Count readings it
 // returns io.EOF once every batch has been acked.
 func (s *Source) Read(ctx context.Context) ([]agent.Record, agent.AckFunc, error) {
-	select {
-	case s.slots <- struct{}{}:
-	case <-ctx.Done():
-		return nil, nil, ctx.Err()
-	}
-	if b := s.popRedo(); b != nil {
-		return b, s.ack(b), nil
+	if b, ack, err := s.unacked.Acquire(ctx); b != nil || err != nil {
+		return b, ack, err
 	}
 	total := float64(s.cfg.Sensors) * s.cfg.Rate
 	for {
 		if s.cfg.Count > 0 && s.seq >= s.cfg.Count {
-			<-s.slots
+			s.unacked.Release()
 			// Finite: wait for outstanding batches, redeliver nacked ones.
-			for {
-				if b := s.popRedo(); b != nil {
-					s.slots <- struct{}{}
-					return b, s.ack(b), nil
-				}
-				if len(s.slots) == 0 {
-					return nil, nil, io.EOF
-				}
-				if !agent.Sleep(ctx, 5*time.Millisecond) {
-					return nil, nil, ctx.Err()
-				}
+			b, ack, err := s.unacked.Drain(ctx)
+			if b == nil && err == nil {
+				err = io.EOF
 			}
+			return b, ack, err
 		}
 		due := int64(s.env.Now().Sub(s.start).Seconds()*total) + 1
 		if s.cfg.Count > 0 && due > s.cfg.Count {
@@ -146,42 +134,14 @@ func (s *Source) Read(ctx context.Context) ([]agent.Record, agent.AckFunc, error
 		}
 		if n := min(due-s.seq, int64(s.cfg.Batch)); n > 0 {
 			b := s.make(int(n))
-			return b, s.ack(b), nil
+			return b, s.unacked.Ack(b), nil
 		}
 		next := s.start.Add(time.Duration(float64(s.seq) / total * float64(time.Second)))
 		wait := next.Sub(s.env.Now())
 		if !agent.Sleep(ctx, max(wait, 100*time.Microsecond)) {
-			<-s.slots
+			s.unacked.Release()
 			return nil, nil, ctx.Err()
 		}
-	}
-}
-
-func (s *Source) popRedo() []agent.Record {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.redo) == 0 {
-		return nil
-	}
-	b := s.redo[0]
-	s.redo = s.redo[1:]
-	return b
-}
-
-func (s *Source) ack(b []agent.Record) agent.AckFunc {
-	var once sync.Once
-	return func(_ context.Context, err error) {
-		once.Do(func() {
-			if err != nil {
-				s.mu.Lock()
-				s.redo = append(s.redo, b)
-				s.mu.Unlock()
-				if s.nacked != nil {
-					s.nacked.Add(len(b))
-				}
-			}
-			<-s.slots
-		})
 	}
 }
 
