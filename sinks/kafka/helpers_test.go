@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -94,11 +95,16 @@ func header(r *kgo.Record, key string) string {
 }
 
 // steadySource emits batches of per records every interval until total
-// records were emitted, then io.EOF once all were acked. Record i has key
-// k(i%keys) and field i.
+// records were emitted, then io.EOF once all were acked (and hold, if set,
+// is closed). Record i has key k(i%keys) and field i; with pad > 0 also a
+// string field pad of that many bytes, and a raw payload {"i":i}: the
+// record takes pad bytes in the log, but the raw encoding sends only
+// {"i":i} to Kafka.
 type steadySource struct {
 	total, per, keys int
 	interval         time.Duration
+	pad              int
+	hold             <-chan struct{}
 
 	mu      sync.Mutex
 	next    int
@@ -119,7 +125,7 @@ func (s *steadySource) Read(ctx context.Context) ([]agent.Record, agent.AckFunc,
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for s.next >= s.total {
-		if s.unacked == 0 {
+		if s.unacked == 0 && s.released() {
 			return nil, nil, io.EOF
 		}
 		s.mu.Unlock()
@@ -131,9 +137,14 @@ func (s *steadySource) Read(ctx context.Context) ([]agent.Record, agent.AckFunc,
 	}
 	n := min(s.per, s.total-s.next)
 	recs := make([]agent.Record, n)
+	pad := strings.Repeat("x", s.pad)
 	for j := range recs {
 		i := s.next + j
 		recs[j] = agent.Record{Key: "k" + strconv.Itoa(i%s.keys), Source: "steady", Fields: []agent.Field{agent.Int("i", int64(i))}}
+		if s.pad > 0 {
+			recs[j].Raw = []byte(`{"i":` + strconv.Itoa(i) + `}`)
+			recs[j].Fields = append(recs[j].Fields, agent.String("pad", pad))
+		}
 	}
 	s.next += n
 	s.unacked++
@@ -145,6 +156,25 @@ func (s *steadySource) Read(ctx context.Context) ([]agent.Record, agent.AckFunc,
 		}
 		s.mu.Unlock()
 	}, nil
+}
+
+func (s *steadySource) released() bool {
+	if s.hold == nil {
+		return true
+	}
+	select {
+	case <-s.hold:
+		return true
+	default:
+		return false
+	}
+}
+
+// emitted returns how many records Read has returned so far.
+func (s *steadySource) emitted() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.next
 }
 
 func (s *steadySource) Close(context.Context) error { return nil }

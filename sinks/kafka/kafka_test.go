@@ -5,6 +5,10 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/metrics"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -227,14 +231,14 @@ func TestPermanentErrors(t *testing.T) {
 }
 
 // pipelineWith runs a pipeline of src into a kafka sink entry (yaml body
-// after "kafka:") over the real disk log, until the source ends and the log
-// is drained.
-func pipelineWith(t *testing.T, src agent.Source, sinkYAML string, dataDir string) *agent.Metrics {
+// after "kafka:") over the real disk log, with top (whole lines) at the head
+// of the pipeline file, until the source ends and the log is drained.
+func pipelineWith(t *testing.T, src agent.Source, sinkYAML, dataDir, top string) *agent.Metrics {
 	t.Helper()
 	reg := agent.NewRegistry()
 	reg.Sources["steady"] = agent.Typed[agent.Source]("test", func() *struct{} { return &struct{}{} }, func(*struct{}, agent.Env) (agent.Source, error) { return src, nil })
 	reg.Sinks["kafka"] = Factory()
-	text := "sources: [{steady: {}}]\nsinks:\n  - kafka: " + sinkYAML + "\n    retry: {initial: 20ms, max: 200ms}\n    batch: {max_records: 200}\n"
+	text := top + "sources: [{steady: {}}]\nsinks:\n  - kafka: " + sinkYAML + "\n    retry: {initial: 20ms, max: 200ms}\n    batch: {max_records: 200}\n"
 	spec, err := reg.ParsePipeline("p.yaml", []byte(text), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
 	if err != nil {
 		t.Fatalf("parse: %v", err)
@@ -285,41 +289,118 @@ func TestInjectedProduceErrorsRetriedWithoutLoss(t *testing.T) {
 		return nil, nil, false
 	})
 	src := &steadySource{total: 3000, per: 50, keys: 5, interval: time.Millisecond}
-	pipelineWith(t, src, "{brokers: ["+k.Addr()+"], topic: t, linger: 1ms, write_timeout: 1s, request_timeout: 1s}", t.TempDir())
+	pipelineWith(t, src, "{brokers: ["+k.Addr()+"], topic: t, linger: 1ms, write_timeout: 1s, request_timeout: 1s}", t.TempDir(), "")
 	got := consume(t, k.Addr(), 3000, 20*time.Second, []string{"t"})
 	dups := checkDelivery(t, got, 3000)
 	t.Logf("%d injected failures, %d records, %d duplicates", min(n, 12)/2, len(got), dups)
 }
 
+// TestOutageEveryRecordArrivesInKeyOrder takes the Kafka listener away under
+// a steady stream of 1 KiB records until tens of MB of backlog are on disk,
+// then brings it back. Every record must arrive, per key in order
+// (oldest_first); the heap must stay flat while the backlog grows, since the
+// backlog belongs on disk; and once drained, the log must be back to its
+// active segment. Everything is paced by record counts, not by time.
+//
+// The heap is measured during the outage only: once the cluster is back, the
+// in-process kfake holds what it received in the test's own heap.
 func TestOutageEveryRecordArrivesInKeyOrder(t *testing.T) {
+	const (
+		pad       = 1 << 10 // bytes of each record's pad field: what the log holds, not what Kafka gets
+		stopAt    = 2_000   // records emitted before the listener goes away
+		outage    = 40_000  // records emitted while it is away: ~42 MB of backlog
+		total     = stopAt + outage + 4_000
+		segment   = 1 << 20
+		heapSlack = 8 << 20 // live heap growth allowed during the outage: a fifth of the backlog
+	)
 	k := testbroker.StartKafka(t, kfake.SeedTopics(4, "t"))
-	src := &steadySource{total: 6000, per: 20, keys: 8, interval: time.Millisecond}
-	go func() {
-		time.Sleep(300 * time.Millisecond)
-		k.Stop()
-		time.Sleep(3 * time.Second)
-		k.Start()
-	}()
+	hold := make(chan struct{})
+	src := &steadySource{total: total, per: 200, keys: 8, interval: time.Millisecond, pad: pad, hold: hold}
 	dir := t.TempDir()
-	m := pipelineWith(t, src, "{brokers: ["+k.Addr()+"], topic: t, linger: 1ms, write_timeout: 2s, request_timeout: 1s, dial_timeout: 500ms}", dir)
-	got := consume(t, k.Addr(), 6000, 20*time.Second, []string{"t"})
-	dups := checkDelivery(t, got, 6000)
-	var b strings.Builder
-	m.WritePrometheus(&b)
-	retries := ""
-	for _, l := range strings.Split(b.String(), "\n") {
-		if strings.HasPrefix(l, "pspf_sink_retries_total") {
-			retries = l
+	logDir := filepath.Join(dir, "log")
+	var heap []uint64
+	var peakDisk, drainedDisk int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer close(hold)
+		waitEmitted(src, stopAt)
+		k.Stop()
+		for next := stopAt + 4_000; next <= stopAt+outage; next += 4_000 {
+			waitEmitted(src, next)
+			heap = append(heap, heapLive())
+			peakDisk = max(peakDisk, dirSize(t, logDir))
 		}
-	}
-	t.Logf("%d records, %d duplicates, %s", len(got), dups, retries)
+		k.Start()
+		// Drained: the log is back to at most its active segment (plus
+		// the one the stream may have just sealed) while the stream goes on.
+		deadline := time.Now().Add(60 * time.Second)
+		for drainedDisk = dirSize(t, logDir); drainedDisk > 2*segment && time.Now().Before(deadline); drainedDisk = dirSize(t, logDir) {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	m := pipelineWith(t, src, "{brokers: ["+k.Addr()+"], topic: t, encoding: raw, compression: none, linger: 1ms, write_timeout: 2s, request_timeout: 1s, dial_timeout: 500ms}", dir, "buffer: {segment_bytes: 1MiB}\n")
+	<-done
+	got := consume(t, k.Addr(), total, 30*time.Second, []string{"t"})
+	dups := checkDelivery(t, got, total)
+	retries := metricLine(m, "pspf_sink_retries_total")
+	t.Logf("%d records, %d duplicates, %s; disk peak %d MB, after the drain %d kB; live heap during the outage (MB): %v",
+		len(got), dups, retries, peakDisk>>20, drainedDisk>>10, mbs(heap))
 	if retries == "" || strings.HasSuffix(retries, " 0") {
 		t.Errorf("got %q, want retries during the outage", retries)
 	}
-	// Disk back to baseline: the drained log keeps at most its active segment.
-	if sz := dirSize(t, dir+"/log"); sz > 20<<20 {
-		t.Errorf("log holds %d bytes after the drain, want at most one segment", sz)
+	if peakDisk < 4*heapSlack {
+		t.Fatalf("got a backlog of %d bytes on disk, want at least %d for the heap check to mean something", peakDisk, 4*heapSlack)
 	}
+	// The first sample may still hold the cluster that was just stopped
+	// (kfake lives in this process); from the second on, the backlog grows
+	// by ~35 MB and the live heap must not follow it.
+	base := slices.Min(heap)
+	for i, h := range heap[1:] {
+		if h > base+heapSlack {
+			t.Errorf("live heap %d MB at sample %d, want at most %d MB (the lowest sample) + %d MB", h>>20, i+1, base>>20, heapSlack>>20)
+		}
+	}
+	if drainedDisk > 2*segment {
+		t.Errorf("log holds %d bytes after the drain, want at most %d (the active segment)", drainedDisk, 2*segment)
+	}
+	if sz := dirSize(t, logDir); sz > 2*segment {
+		t.Errorf("log holds %d bytes after the pipeline stopped, want at most %d", sz, 2*segment)
+	}
+}
+
+// waitEmitted waits until src has emitted at least n records.
+func waitEmitted(src *steadySource, n int) {
+	for src.emitted() < n {
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// heapLive returns the bytes of live heap objects after a full collection.
+func heapLive() uint64 {
+	runtime.GC()
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+func mbs(v []uint64) []uint64 {
+	out := make([]uint64, len(v))
+	for i, x := range v {
+		out[i] = x >> 20
+	}
+	return out
+}
+
+func metricLine(m *agent.Metrics, name string) string {
+	var b strings.Builder
+	m.WritePrometheus(&b)
+	for _, l := range strings.Split(b.String(), "\n") {
+		if strings.HasPrefix(l, name) {
+			return l
+		}
+	}
+	return ""
 }
 
 func dirSize(t *testing.T, dir string) int64 {
