@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	pgpio "periph.io/x/conn/v3/gpio"
 	"periph.io/x/conn/v3/gpio/gpiotest"
+	"periph.io/x/host/v3/gpioioctl"
 
 	"github.com/pspf/pspf-edge/agent"
 )
@@ -243,4 +245,51 @@ func TestMissingPinHost(t *testing.T) {
 	}
 	t.Logf("host lookup error: %v", err)
 	_ = s.Close(context.Background())
+}
+
+// TestPeriphEdgeAPIHasNoTimestamp is a tripwire for the README's Timing
+// section: periph's edge API (the PinIn interface, the gpioioctl driver's
+// line and line set, the gpiotest pin) reports that an edge came but not
+// when, so the source debounces by wake-up time. When an upgrade of periph
+// adds a method or result that carries the kernel's event time, this fails:
+// use it for debounce and event times, and update the README.
+func TestPeriphEdgeAPIHasNoTimestamp(t *testing.T) {
+	timeType := reflect.TypeFor[time.Time]()
+	carriesTime := func(ty reflect.Type) bool {
+		for ty.Kind() == reflect.Pointer {
+			ty = ty.Elem()
+		}
+		if ty == timeType {
+			return true
+		}
+		if ty.Kind() == reflect.Struct {
+			for f := range ty.Fields() {
+				if f.Type == timeType || strings.Contains(strings.ToLower(f.Name), "stamp") || strings.Contains(strings.ToLower(f.Name), "time") {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	for _, ty := range []reflect.Type{
+		reflect.TypeFor[pgpio.PinIn](),
+		reflect.TypeFor[*gpioioctl.GPIOLine](),
+		reflect.TypeFor[*gpioioctl.LineSet](),
+		reflect.TypeFor[*gpiotest.Pin](),
+	} {
+		if ty.NumMethod() == 0 {
+			t.Fatalf("%v has no methods: the check looks at nothing", ty)
+		}
+		for m := range ty.Methods() {
+			name := strings.ToLower(m.Name)
+			if strings.Contains(name, "stamp") || strings.Contains(name, "event") || strings.Contains(name, "time") {
+				t.Errorf("%v.%s: periph may now give edge times; use them (README, Timing)", ty, m.Name)
+			}
+			for out := range m.Type.Outs() {
+				if carriesTime(out) {
+					t.Errorf("%v.%s returns %v: periph may now give edge times; use them (README, Timing)", ty, m.Name, out)
+				}
+			}
+		}
+	}
 }

@@ -216,7 +216,8 @@ func (w *watcher) record(at time.Time, fields ...agent.Field) agent.Record {
 // edges makes a record per change. With a debounce, a change counts once
 // the line has had no edge for the debounce time, with the level it settled
 // at and the time of its first edge; bounces that end where they started are
-// dropped and counted (reason debounced).
+// dropped and counted (reason debounced). Times are when the goroutine woke
+// up: periph drops the kernel's event timestamp (README, Timing).
 func (w *watcher) edges() {
 	last := w.pin.Read()
 	want := edges[w.cfg.Edge]
@@ -265,6 +266,9 @@ func (w *watcher) levels() {
 
 // counter counts edges (debounced: an edge within debounce of the last
 // counted one is a bounce) and makes a record with the count every interval.
+// "Within" is judged by wake-up times, as periph gives no event timestamp:
+// edges queued while the goroutine was late are read back to back, and real
+// pulses among them count as bounces (README, Timing).
 func (w *watcher) counter() {
 	var count atomic.Int64
 	var wg sync.WaitGroup
