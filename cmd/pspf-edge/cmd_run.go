@@ -165,9 +165,13 @@ func runAgent(ctx context.Context, o runOptions) error {
 		o.Poll = 0
 	}
 	metrics := agent.NewMetrics()
+	// Under systemd: READY=1, RELOADING=1 around a SIGHUP, watchdog pings
+	// from the supervisor's loop, STOPPING=1 (systemd_linux.go).
+	notify, watchdog := systemdNotifier(o.Logger)
 	sup := newSupervisor(supervisorDeps{
 		Config: cfg, LoadConfig: o.LoadConfig, ConfigFile: o.ConfigFile,
 		Registry: o.Registry, Metrics: metrics, Logger: o.Logger, Level: o.Level, Poll: o.Poll,
+		Notify: notify, Watchdog: watchdog,
 	})
 	stopAdmin, err := startAdmin(cfg.Admin.Address, adminHandler(sup, metrics), o.Logger)
 	if err != nil {
@@ -178,9 +182,6 @@ func runAgent(ctx context.Context, o runOptions) error {
 	if o.Ready != nil {
 		o.Ready(sup)
 	}
-	// Under systemd: READY=1 after the first pass over the pipelines,
-	// watchdog pings, STOPPING=1 (systemd_linux.go).
-	defer runSystemd(ctx, sup.ready.Load)()
 	// Start-up touches much of the binary once; hand those pages back
 	// (pageout_linux.go).
 	var pages sync.WaitGroup

@@ -48,6 +48,14 @@ type supervisorDeps struct {
 	// SampleEvery is how often backlogs are sampled for rates and ages; 0
 	// means one second.
 	SampleEvery time.Duration
+	// Notify sends a state to the service manager (sd_notify: READY=1,
+	// RELOADING=1, WATCHDOG=1, STOPPING=1); nil sends nothing.
+	Notify func(state string)
+	// Watchdog is how often the supervisor's loop sends WATCHDOG=1 once
+	// ready; 0 sends none. The pings come from the loop itself, so that a
+	// supervisor stuck in a reload stops them and the service manager
+	// restarts the agent.
+	Watchdog time.Duration
 }
 
 // supervisor runs one pipeline per file of the pipelines directory and keeps
@@ -175,7 +183,15 @@ func (s *supervisor) Run(ctx context.Context, hup <-chan os.Signal) error {
 
 	s.sync(ctx, false)
 	s.ready.Store(true)
+	s.notify("READY=1")
 	s.d.Logger.Info("supervisor watching", "pipelines", cfg.PipelinesDir, "agent_file", s.d.ConfigFile)
+	var watchdog <-chan time.Time
+	if s.d.Watchdog > 0 {
+		s.notify("WATCHDOG=1")
+		t := time.NewTicker(s.d.Watchdog)
+		defer t.Stop()
+		watchdog = t.C
+	}
 
 	var poll <-chan time.Time
 	if s.d.Poll > 0 {
@@ -190,14 +206,21 @@ func (s *supervisor) Run(ctx context.Context, hup <-chan os.Signal) error {
 		select {
 		case <-ctx.Done():
 			s.ready.Store(false)
-			return s.stopAll()
+			s.notify("STOPPING=1")
+			return s.stopAll(watchdog)
+		case <-watchdog:
+			s.notify("WATCHDOG=1")
 		case <-w.Changed():
 			s.reloadAgentConfig()
 			s.sync(ctx, false)
 		case <-hup:
+			// RELOADING=1 (with MONOTONIC_USEC) ... READY=1 tells systemd
+			// when `systemctl reload` is done.
+			s.notify("RELOADING=1")
 			s.d.Logger.Info("SIGHUP: reloading the agent config and every pipeline")
 			s.reloadAgentConfig()
 			s.sync(ctx, true)
+			s.notify("READY=1")
 		case <-poll:
 			s.sync(ctx, false)
 		case <-recheck:
@@ -305,6 +328,11 @@ func pipelineFiles(path string) ([]string, error) {
 // valid pipeline even if its file is unchanged (SIGHUP: a secret named by
 // ${file:...} may have changed).
 func (s *supervisor) sync(ctx context.Context, force bool) {
+	if s.d.Watchdog > 0 && s.ready.Load() {
+		// A reload may block the loop for up to the shutdown timeout: the
+		// watchdog's clock starts now, not at the last tick.
+		s.notify("WATCHDOG=1")
+	}
 	cfg := s.config()
 	files, err := pipelineFiles(cfg.PipelinesDir)
 	if err != nil {
@@ -554,9 +582,30 @@ func (s *supervisor) remove(m *managed, cfg agent.AgentConfig) {
 	})
 }
 
+func (s *supervisor) notify(state string) {
+	if s.d.Notify != nil {
+		s.d.Notify(state)
+	}
+}
+
 // stopAll stops every pipeline (draining within the shutdown timeout: their
-// contexts are done) and waits for them and for removals in progress.
-func (s *supervisor) stopAll() error {
+// contexts are done) and waits for them and for removals in progress,
+// feeding the watchdog meanwhile.
+func (s *supervisor) stopAll(watchdog <-chan time.Time) error {
+	done := make(chan error, 1)
+	go func() { done <- s.waitAll() }()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-watchdog:
+			s.notify("WATCHDOG=1")
+		}
+	}
+}
+
+// waitAll waits for every pipeline and every removal in progress.
+func (s *supervisor) waitAll() error {
 	s.mu.Lock()
 	var runs []*generation
 	for _, m := range s.pipes {

@@ -3,11 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 	"unsafe"
@@ -18,14 +18,11 @@ import (
 // socket systemd names in NOTIFY_SOCKET. Outside systemd (NOTIFY_SOCKET unset)
 // every call is a no-op.
 
-// notifySystemd sends state ("READY=1", "STOPPING=1", "RELOADING=1",
-// "WATCHDOG=1", "STATUS=...") to the service manager. RELOADING=1 gets the
+// notifySocket sends state ("READY=1", "STOPPING=1", "RELOADING=1",
+// "WATCHDOG=1", "STATUS=...") to the service manager listening on addr (the
+// NOTIFY_SOCKET it gave); an empty addr sends nothing. RELOADING=1 gets the
 // MONOTONIC_USEC field that systemd 253 and later ask for. A failed send is
 // returned but is never a reason to stop the agent: callers may ignore it.
-func notifySystemd(state string) error {
-	return notifySocket(os.Getenv("NOTIFY_SOCKET"), state)
-}
-
 func notifySocket(addr, state string) error {
 	if addr == "" {
 		return nil
@@ -88,62 +85,26 @@ func watchdogInterval(usec, pid string, self int) time.Duration {
 	return time.Duration(n) * time.Microsecond / 2
 }
 
-// runWatchdog pings the systemd watchdog (WATCHDOG=1) every half
-// WATCHDOG_USEC until ctx is done, and returns at once if the unit has no
-// watchdog. If the agent stops calling it (the process hangs), systemd kills
-// and restarts the service.
-func runWatchdog(ctx context.Context) {
-	every := watchdogInterval(os.Getenv("WATCHDOG_USEC"), os.Getenv("WATCHDOG_PID"), os.Getpid())
-	if every <= 0 {
-		return
+// systemdNotifier returns what the supervisor needs to talk to systemd: a
+// function that sends a state, and how often to send WATCHDOG=1 (0: never).
+// Outside systemd (NOTIFY_SOCKET unset) it returns nil and 0. A failed send
+// is logged (a watchdog ping's at debug level: it repeats) and otherwise
+// ignored.
+func systemdNotifier(logger *slog.Logger) (notify func(state string), watchdog time.Duration) {
+	addr := os.Getenv("NOTIFY_SOCKET")
+	if addr == "" {
+		return nil, 0
 	}
-	notifySystemd("WATCHDOG=1")
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			notifySystemd("WATCHDOG=1")
-		}
-	}
-}
-
-// runSystemd tells systemd how the agent is doing, if it runs under systemd
-// (NOTIFY_SOCKET set): READY=1 once ready() first reports true (the first
-// pass over the pipelines is done), WATCHDOG=1 pings all along, and
-// STOPPING=1 when ctx is done. The pings go on while the pipelines drain,
-// until the returned stop is called; stop waits for every goroutine started
-// here. Outside systemd it starts nothing.
-func runSystemd(ctx context.Context, ready func() bool) (stop func()) {
-	if os.Getenv("NOTIFY_SOCKET") == "" {
-		return func() {}
-	}
-	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	var wg sync.WaitGroup
-	wg.Go(func() { runWatchdog(wctx) })
-	wg.Go(func() {
-		t := time.NewTicker(20 * time.Millisecond)
-		defer t.Stop()
-		for !ready() {
-			select {
-			case <-ctx.Done():
-				notifySystemd("STOPPING=1")
-				return
-			case <-wctx.Done():
-				return
-			case <-t.C:
+	watchdog = watchdogInterval(os.Getenv("WATCHDOG_USEC"), os.Getenv("WATCHDOG_PID"), os.Getpid())
+	return func(state string) {
+		if err := notifySocket(addr, state); err != nil {
+			level := slog.LevelWarn
+			if state == "WATCHDOG=1" {
+				level = slog.LevelDebug
 			}
+			logger.Log(context.Background(), level, "systemd notify failed", "err", err)
 		}
-		notifySystemd("READY=1")
-		select {
-		case <-ctx.Done():
-			notifySystemd("STOPPING=1")
-		case <-wctx.Done():
-		}
-	})
-	return func() { cancel(); wg.Wait() }
+	}, watchdog
 }
 
 // journalStream reports whether w is the stream systemd connected to the

@@ -1,17 +1,19 @@
 package main
 
 import (
-	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pspf/pspf-edge/agent"
 )
 
 // listenNotify listens like systemd does for sd_notify datagrams and returns
@@ -41,20 +43,19 @@ func readNotify(t *testing.T, conn *net.UnixConn) string {
 	return string(buf[:n])
 }
 
-func TestNotifySystemd(t *testing.T) {
+func TestNotifySocket(t *testing.T) {
 	for _, abstract := range []bool{false, true} {
 		t.Run(fmt.Sprintf("abstract=%v", abstract), func(t *testing.T) {
 			conn, addr := listenNotify(t, abstract)
-			t.Setenv("NOTIFY_SOCKET", addr)
 			for _, state := range []string{"READY=1", "STOPPING=1"} {
-				if err := notifySystemd(state); err != nil {
+				if err := notifySocket(addr, state); err != nil {
 					t.Fatal(err)
 				}
 				if got := readNotify(t, conn); got != state {
 					t.Errorf("got %q, want %q", got, state)
 				}
 			}
-			if err := notifySystemd("RELOADING=1"); err != nil {
+			if err := notifySocket(addr, "RELOADING=1"); err != nil {
 				t.Fatal(err)
 			}
 			got := readNotify(t, conn)
@@ -69,18 +70,20 @@ func TestNotifySystemd(t *testing.T) {
 	}
 }
 
-func TestNotifySystemdOutsideSystemd(t *testing.T) {
-	t.Setenv("NOTIFY_SOCKET", "")
-	if err := notifySystemd("READY=1"); err != nil {
-		t.Errorf("got %v, want nil without NOTIFY_SOCKET", err)
-	}
-	t.Setenv("NOTIFY_SOCKET", "vsock:2:1234")
-	if err := notifySystemd("READY=1"); err == nil {
-		t.Error("got nil, want an error for a vsock address")
-	}
-	t.Setenv("NOTIFY_SOCKET", filepath.Join(t.TempDir(), "nobody-listens"))
-	if err := notifySystemd("READY=1"); err == nil {
-		t.Error("got nil, want an error for a socket nobody listens on")
+func TestNotifySocketOutsideSystemd(t *testing.T) {
+	for _, tt := range []struct {
+		name, addr string
+		fails      bool
+	}{
+		{"no NOTIFY_SOCKET", "", false},
+		{"vsock address", "vsock:2:1234", true},
+		{"nobody listening", filepath.Join(t.TempDir(), "nobody-listens"), true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := notifySocket(tt.addr, "READY=1"); (err != nil) != tt.fails {
+				t.Errorf("got %v, want an error: %v", err, tt.fails)
+			}
+		})
 	}
 }
 
@@ -103,38 +106,6 @@ func TestWatchdogInterval(t *testing.T) {
 				t.Errorf("got %v, want %v", got, tt.want)
 			}
 		})
-	}
-}
-
-func TestRunWatchdog(t *testing.T) {
-	conn, addr := listenNotify(t, false)
-	t.Setenv("NOTIFY_SOCKET", addr)
-	t.Setenv("WATCHDOG_USEC", "40000") // a ping every 20ms
-	t.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan struct{})
-	go func() { defer close(done); runWatchdog(ctx) }()
-	for range 3 {
-		if got := readNotify(t, conn); got != "WATCHDOG=1" {
-			t.Errorf("got %q, want WATCHDOG=1", got)
-		}
-	}
-	cancel()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("runWatchdog did not return after cancel")
-	}
-}
-
-func TestRunWatchdogDisabled(t *testing.T) {
-	t.Setenv("WATCHDOG_USEC", "")
-	done := make(chan struct{})
-	go func() { defer close(done); runWatchdog(t.Context()) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("runWatchdog without WATCHDOG_USEC did not return at once")
 	}
 }
 
@@ -169,30 +140,149 @@ func TestJournalStream(t *testing.T) {
 	}
 }
 
-func TestRunSystemd(t *testing.T) {
-	conn, addr := listenNotify(t, false)
-	t.Setenv("NOTIFY_SOCKET", addr)
-	t.Setenv("WATCHDOG_USEC", "")
-	var ready atomic.Bool
-	ctx, cancel := context.WithCancel(t.Context())
-	stop := runSystemd(ctx, ready.Load)
-	conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
-	if n, err := conn.Read(make([]byte, 64)); err == nil {
-		t.Fatalf("got a message of %d bytes before ready, want none", n)
+func TestSystemdNotifierOutsideSystemd(t *testing.T) {
+	t.Setenv("NOTIFY_SOCKET", "")
+	t.Setenv("WATCHDOG_USEC", "30000000")
+	if notify, every := systemdNotifier(slog.New(slog.DiscardHandler)); notify != nil || every != 0 {
+		t.Errorf("got a notifier and %v, want nil and 0 without NOTIFY_SOCKET", every)
 	}
-	ready.Store(true)
-	if got := readNotify(t, conn); got != "READY=1" {
-		t.Errorf("got %q, want READY=1", got)
-	}
-	cancel()
-	if got := readNotify(t, conn); got != "STOPPING=1" {
-		t.Errorf("got %q, want STOPPING=1", got)
-	}
-	stop()
 }
 
-func TestRunSystemdOutsideSystemd(t *testing.T) {
-	t.Setenv("NOTIFY_SOCKET", "")
-	stop := runSystemd(t.Context(), func() bool { return true })
-	stop()
+// notifications reads every datagram sent to conn into a channel.
+func notifications(conn *net.UnixConn) <-chan string {
+	out := make(chan string, 4096)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				close(out)
+				return
+			}
+			out <- string(buf[:n])
+		}
+	}()
+	return out
+}
+
+// next returns the next notification other than WATCHDOG=1, counting the
+// pings it skips.
+func next(t *testing.T, msgs <-chan string, pings *int) string {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case m := <-msgs:
+			if m != "WATCHDOG=1" {
+				return m
+			}
+			*pings++
+		case <-deadline:
+			t.Fatal("no notification within 10s")
+			return ""
+		}
+	}
+}
+
+// Under systemd the agent says READY=1 once its pipelines run,
+// RELOADING=1 (with MONOTONIC_USEC) then READY=1 around a SIGHUP reload,
+// pings the watchdog all along, and says STOPPING=1 on shutdown.
+func TestAgentTalksToSystemd(t *testing.T) {
+	conn, addr := listenNotify(t, false)
+	t.Setenv("NOTIFY_SOCKET", addr)
+	t.Setenv("WATCHDOG_USEC", "40000") // a ping every 20ms
+	t.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
+	msgs := notifications(conn)
+	rec := newRecorder()
+	h := startHarness(t, testRegistry(map[string]*recorder{"s": rec}),
+		map[string]string{"s.yaml": "sources:\n  - simulate: {format: fields, rate: 50}\nsinks:\n  - record: {id: s}\n"}, nil)
+	pings := 0
+	if got := next(t, msgs, &pings); got != "READY=1" {
+		t.Fatalf("got %q first, want READY=1", got)
+	}
+	h.hup <- syscall.SIGHUP
+	got := next(t, msgs, &pings)
+	if usec, ok := strings.CutPrefix(got, "RELOADING=1\nMONOTONIC_USEC="); !ok {
+		t.Errorf("got %q after SIGHUP, want RELOADING=1 with MONOTONIC_USEC", got)
+	} else if n, err := strconv.ParseInt(usec, 10, 64); err != nil || n <= 0 {
+		t.Errorf("got MONOTONIC_USEC %q, want a positive number", usec)
+	}
+	if got := next(t, msgs, &pings); got != "READY=1" {
+		t.Errorf("got %q after the reload, want READY=1", got)
+	}
+	if v := h.view("s"); v.Generation != 2 {
+		t.Errorf("READY=1 came before the reload was done: generation %d, want 2", v.Generation)
+	}
+	for range 3 {
+		select {
+		case got := <-msgs:
+			if got != "WATCHDOG=1" {
+				t.Fatalf("got %q, want only watchdog pings", got)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("no watchdog ping within 10s")
+		}
+	}
+	if err := h.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got := next(t, msgs, &pings); got != "STOPPING=1" {
+		t.Errorf("got %q on shutdown, want STOPPING=1", got)
+	}
+}
+
+// The watchdog pings come from the supervisor's loop: while it is stuck
+// (here: in a component's constructor during a reload) they stop, so that
+// systemd would restart a hung agent; they resume once it is free.
+func TestWatchdogStopsWhileTheSupervisorIsStuck(t *testing.T) {
+	conn, addr := listenNotify(t, false)
+	t.Setenv("NOTIFY_SOCKET", addr)
+	t.Setenv("WATCHDOG_USEC", "40000") // a ping every 20ms
+	t.Setenv("WATCHDOG_PID", "")
+	msgs := notifications(conn)
+	rec := newRecorder()
+	reg := testRegistry(map[string]*recorder{"s": rec})
+	entered, release := make(chan struct{}), make(chan struct{})
+	type cfg struct{}
+	reg.Sources["stuck"] = agent.Typed[agent.Source]("a source whose constructor blocks", func() *cfg { return &cfg{} }, func(*cfg, agent.Env) (agent.Source, error) {
+		close(entered)
+		<-release
+		return nil, errors.New("stuck source: released")
+	})
+	h := startHarness(t, reg, map[string]string{"s.yaml": "sources:\n  - simulate: {format: fields, rate: 50}\nsinks:\n  - record: {id: s}\n"}, nil)
+	pings := 0
+	if got := next(t, msgs, &pings); got != "READY=1" {
+		t.Fatalf("got %q first, want READY=1", got)
+	}
+	writeFile(t, filepath.Join(h.dir, "stuck.yaml"), "sources:\n  - stuck: {}\nsinks:\n  - record: {id: s}\n")
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the supervisor did not start the stuck pipeline")
+	}
+	// Pings sent before it got stuck may still be on their way from the
+	// socket: take them until none has come for a while.
+	for quiet := false; !quiet; {
+		select {
+		case <-msgs:
+		case <-time.After(200 * time.Millisecond):
+			quiet = true
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // 15 ping intervals
+	if n := len(msgs); n != 0 {
+		t.Errorf("got %d notifications while the supervisor was stuck, want none: first %q", n, <-msgs)
+	}
+	close(release)
+	select {
+	case got := <-msgs:
+		if got != "WATCHDOG=1" {
+			t.Errorf("got %q once free, want WATCHDOG=1", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("no watchdog ping after the supervisor was free again")
+	}
+	if err := h.stop(); err != nil {
+		t.Fatal(err)
+	}
 }
