@@ -95,6 +95,9 @@ func TestUsageAndHelp(t *testing.T) {
 		{[]string{"buffer", "--help"}, exitOK, "Usage: pspf-edge buffer"},
 		{[]string{"validate"}, exitUsage, "Usage: pspf-edge validate"},
 		{[]string{"validate", "does-not-exist.yaml"}, exitProblem, "does-not-exist.yaml: cannot read"},
+		// -c may follow the files; its value is not taken for a file.
+		{[]string{"validate", "../../pipelines/demo.yaml", "-c", "does-not-exist.yaml"}, exitProblem, "config: open does-not-exist.yaml"},
+		{[]string{"validate", "../../pipelines/demo.yaml", "-c", "../../packaging/agent.yaml"}, exitOK, "demo.yaml: ok"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
