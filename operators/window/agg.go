@@ -207,16 +207,88 @@ func appendF64(dst []byte, v float64) []byte {
 	return binary.LittleEndian.AppendUint64(dst, math.Float64bits(v))
 }
 
-func (a *aggState) appendTo(dst []byte) []byte {
+// Parts of an aggState that a key entry stores: the compact encoding
+// (keyVersion 2) keeps only what the function's result, its later updates
+// and session merges read, so a mean stores one float, not nine.
+const (
+	partSum uint16 = 1 << iota
+	partMin
+	partMax
+	partMean
+	partM2
+	partFirst // first and firstT
+	partLast  // last and lastT
+	partPrev
+	partInc
+	partSpan // firstT and lastT (rate)
+	partAll  = 1<<iota - 1
+)
+
+// parts returns the parts of the state f needs.
+func (f fn) parts() uint16 {
+	switch f {
+	case fnSum:
+		return partSum
+	case fnMin:
+		return partMin
+	case fnMax:
+		return partMax
+	case fnMean:
+		return partMean
+	case fnStddev:
+		return partMean | partM2
+	case fnFirst:
+		return partFirst
+	case fnLast:
+		return partLast
+	case fnDelta: // merges read first; first follows firstT
+		return partFirst | partPrev | partInc
+	case fnRate:
+		return partFirst | partPrev | partInc | partSpan
+	}
+	return 0 // count and the quantiles (their sketch is stored apart)
+}
+
+// appendTo appends the parts of the state that f needs (keyVersion 2).
+func (a *aggState) appendTo(dst []byte, f fn) []byte {
 	dst = binary.AppendVarint(dst, a.n)
 	if a.n == 0 {
 		return dst
 	}
-	for _, v := range [...]float64{a.sum, a.min, a.max, a.mean, a.m2, a.first, a.last, a.prev, a.inc} {
-		dst = appendF64(dst, v)
+	p := f.parts()
+	if p&partSum != 0 {
+		dst = appendF64(dst, a.sum)
 	}
-	dst = binary.AppendVarint(dst, a.firstT)
-	dst = binary.AppendVarint(dst, a.lastT)
+	if p&partMin != 0 {
+		dst = appendF64(dst, a.min)
+	}
+	if p&partMax != 0 {
+		dst = appendF64(dst, a.max)
+	}
+	if p&partMean != 0 {
+		dst = appendF64(dst, a.mean)
+	}
+	if p&partM2 != 0 {
+		dst = appendF64(dst, a.m2)
+	}
+	if p&partFirst != 0 {
+		dst = appendF64(dst, a.first)
+	}
+	if p&partLast != 0 {
+		dst = appendF64(dst, a.last)
+	}
+	if p&partPrev != 0 {
+		dst = appendF64(dst, a.prev)
+	}
+	if p&partInc != 0 {
+		dst = appendF64(dst, a.inc)
+	}
+	if p&(partFirst|partSpan) != 0 {
+		dst = binary.AppendVarint(dst, a.firstT)
+	}
+	if p&(partLast|partSpan) != 0 {
+		dst = binary.AppendVarint(dst, a.lastT)
+	}
 	if a.sk == nil {
 		return append(dst, 0)
 	}
@@ -226,17 +298,37 @@ func (a *aggState) appendTo(dst []byte) []byte {
 	return a.sk.neg.appendTo(dst)
 }
 
-func (a *aggState) read(d *decoder) {
+// read reads a state written by appendTo for f, or, with version 1, the
+// full state every aggregate used to store.
+func (a *aggState) read(d *decoder, f fn, version byte) {
 	a.reset()
 	a.n = d.varint()
 	if a.n == 0 {
 		return
 	}
-	for _, p := range [...]*float64{&a.sum, &a.min, &a.max, &a.mean, &a.m2, &a.first, &a.last, &a.prev, &a.inc} {
-		*p = d.f64()
+	p := f.parts()
+	if version < 2 {
+		p = partAll
+		for _, v := range [...]*float64{&a.sum, &a.min, &a.max, &a.mean, &a.m2, &a.first, &a.last, &a.prev, &a.inc} {
+			*v = d.f64()
+		}
+	} else {
+		for _, x := range [...]struct {
+			part uint16
+			v    *float64
+		}{{partSum, &a.sum}, {partMin, &a.min}, {partMax, &a.max}, {partMean, &a.mean}, {partM2, &a.m2},
+			{partFirst, &a.first}, {partLast, &a.last}, {partPrev, &a.prev}, {partInc, &a.inc}} {
+			if p&x.part != 0 {
+				*x.v = d.f64()
+			}
+		}
 	}
-	a.firstT = d.varint()
-	a.lastT = d.varint()
+	if p&(partFirst|partSpan) != 0 {
+		a.firstT = d.varint()
+	}
+	if p&(partLast|partSpan) != 0 {
+		a.lastT = d.varint()
+	}
 	if d.byte() == 1 {
 		if a.sk == nil {
 			a.sk = &sketch{}

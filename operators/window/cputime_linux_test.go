@@ -22,3 +22,13 @@ func lockThread() func() {
 	runtime.LockOSThread()
 	return runtime.UnlockOSThread
 }
+
+// processCPU returns the CPU time of the whole process (all threads, the
+// garbage collector's included).
+func processCPU() (time.Duration, bool) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0, false
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), true
+}

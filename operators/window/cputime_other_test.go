@@ -7,3 +7,5 @@ import "time"
 func threadCPU() (time.Duration, bool) { return 0, false }
 
 func lockThread() func() { return func() {} }
+
+func processCPU() (time.Duration, bool) { return 0, false }

@@ -149,6 +149,9 @@ func (w *Window) emit(ks *keyState, cw *win, final bool) {
 // emitEarly emits the current results of every open window in memory.
 func (w *Window) emitEarly() {
 	from := len(w.out)
+	if w.earlyScan {
+		w.loadOpen()
+	}
 	for _, ks := range w.keys {
 		for i := range ks.wins {
 			if ks.wins[i].n > 0 {
@@ -160,6 +163,38 @@ func (w *Window) emitEarly() {
 		}
 	}
 	w.sortRecords(w.out[from:])
+}
+
+// loadOpen reads back the keys held only in the table (after a restart or a
+// spill) that have open windows, so that early results cover them too; spill
+// moves them out again if they do not fit the budget.
+func (w *Window) loadOpen() {
+	w.earlyScan = false
+	var ks keyState
+	var open []string
+	err := w.table.Range(func(k, v []byte) bool {
+		if len(k) == 0 || k[0] != 'k' {
+			return true
+		}
+		if _, ok := w.keys[string(k[1:])]; ok {
+			return true
+		}
+		if err := w.decodeKey(&ks, v); err != nil {
+			return true // lookup logs it if the key comes back
+		}
+		if slices.ContainsFunc(ks.wins, func(cw win) bool { return cw.n > 0 }) {
+			open = append(open, string(k[1:]))
+		}
+		return true
+	})
+	if err != nil {
+		w.log.Warn("window: reading spilled state failed", "err", err)
+		w.earlyScan = true
+		return
+	}
+	for _, key := range open {
+		w.lookup(key)
+	}
 }
 
 // spill moves keys to the table while memory is over the budget.
@@ -180,6 +215,7 @@ func (w *Window) spill() {
 			w.writeKey(ks)
 		}
 		w.spillMin = min(w.spillMin, ks.minEnd)
+		w.earlyScan = w.every > 0
 		w.drop(ks)
 	}
 }

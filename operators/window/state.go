@@ -16,7 +16,14 @@ import (
 // emission, the earliest window end of all keys (after a restart every
 // key is in the table), and the end up to which windows were emitted.
 
-const stateVersion = 1
+// metaVersion is the version of the metadata entry. keyVersion is that of
+// key entries: 2 stores of each aggregate only what its function needs
+// (aggState.appendTo); version 1 entries, which stored every aggregate's full
+// state, are still read.
+const (
+	metaVersion = 1
+	keyVersion  = 2
+)
 
 var metaKey = []byte("m")
 
@@ -24,10 +31,11 @@ var metaKey = []byte("m")
 // watermark and timers, to the table. The runner calls it before each
 // checkpoint; the bytes written grow with the changed keys, not with all keys.
 func (w *Window) Snapshot(context.Context) error {
-	for _, d := range w.dirty {
-		ks := d.ks
-		if w.keys[d.key] != ks || !ks.dirty {
-			continue // released, evicted or already written
+	for _, ks := range w.dirty {
+		// drop clears dirty, so a released or evicted key is skipped; a
+		// struct reused for another key is written under its current key.
+		if !ks.dirty {
+			continue
 		}
 		if err := w.writeKey(ks); err != nil {
 			return err
@@ -38,7 +46,7 @@ func (w *Window) Snapshot(context.Context) error {
 	}
 	clear(w.dirty)
 	w.dirty = w.dirty[:0]
-	m := append(w.vbuf[:0], stateVersion)
+	m := append(w.vbuf[:0], metaVersion)
 	if w.hasT {
 		m = append(m, 1)
 	} else {
@@ -83,11 +91,12 @@ func (w *Window) writeKey(ks *keyState) error {
 	}
 	ks.inTable = true
 	w.tableKeys = true
+	w.earlyScan = w.every > 0
 	return nil
 }
 
 func (w *Window) encodeKey(dst []byte, ks *keyState) []byte {
-	dst = append(dst, stateVersion)
+	dst = append(dst, keyVersion)
 	dst = binary.AppendVarint(dst, ks.seq)
 	dst = binary.AppendUvarint(dst, uint64(len(ks.wins)))
 	dst = binary.AppendUvarint(dst, uint64(len(w.aggs)))
@@ -98,7 +107,7 @@ func (w *Window) encodeKey(dst []byte, ks *keyState) []byte {
 		dst = binary.AppendVarint(dst, cw.n)
 		dst = binary.AppendVarint(dst, cw.early)
 		for j := range cw.aggs {
-			dst = cw.aggs[j].appendTo(dst)
+			dst = cw.aggs[j].appendTo(dst, w.aggs[j].fn)
 		}
 	}
 	return dst
@@ -107,8 +116,9 @@ func (w *Window) encodeKey(dst []byte, ks *keyState) []byte {
 // decodeKey reads a key entry into ks (its key is left as it is).
 func (w *Window) decodeKey(ks *keyState, v []byte) error {
 	d := decoder{b: v}
-	if d.byte() != stateVersion {
-		return errorf("state version %d not supported", v[0])
+	version := d.byte()
+	if version != 1 && version != keyVersion {
+		return errorf("state version %d not supported", version)
 	}
 	ks.seq = d.varint()
 	nwin := d.uvarint()
@@ -134,7 +144,7 @@ func (w *Window) decodeKey(ks *keyState, v []byte) error {
 		}
 		cw.aggs = aggs[:len(w.aggs)]
 		for j := range cw.aggs {
-			cw.aggs[j].read(&d)
+			cw.aggs[j].read(&d, w.aggs[j].fn, version)
 		}
 	}
 	if d.err != nil {
@@ -165,7 +175,7 @@ func (w *Window) restore() error {
 		return nil
 	}
 	d := decoder{b: v}
-	if d.byte() != stateVersion {
+	if d.byte() != metaVersion {
 		return errorf("state version %d not supported", v[0])
 	}
 	w.hasT = d.byte() == 1
@@ -181,5 +191,6 @@ func (w *Window) restore() error {
 		w.maxT = math.MinInt64
 	}
 	w.tableKeys = true
+	w.earlyScan = w.every > 0
 	return nil
 }

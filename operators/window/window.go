@@ -57,11 +57,6 @@ type keyState struct {
 	cost    int   // bytes charged against the memory budget
 }
 
-type dirtyRef struct {
-	ks  *keyState
-	key string
-}
-
 // Window is the window operator. It is not safe for concurrent use; the
 // runner never calls it concurrently.
 type Window struct {
@@ -90,10 +85,11 @@ type Window struct {
 	table     agent.StateTable
 	keys      map[string]*keyState
 	free      []*keyState
-	dirty     []dirtyRef
+	dirty     []*keyState // keys touched since the last snapshot; a dropped struct may be listed again once reused
 	mem       int
 	budget    int
 	tableKeys bool     // the table may hold keys that are not in memory
+	earlyScan bool     // with early results: the table may hold open windows of keys not in memory
 	spillMin  int64    // earliest window end among keys held only in the table
 	firedUpTo int64    // every window ending at or before it has been emitted
 	sweep     [][]byte // spilled entries left with nothing, deleted after a Range
@@ -255,6 +251,7 @@ func (w *Window) OnTimer(_ context.Context, b *agent.Batch) error {
 		if p-w.lastEarly >= w.every {
 			w.lastEarly = p
 			w.emitEarly()
+			w.spill() // keys emitEarly read back from the table
 		}
 	}
 	b.Records = append(b.Records, w.out...)
@@ -366,7 +363,7 @@ func (w *Window) lookup(key string) *keyState {
 func (w *Window) touch(ks *keyState) {
 	if !ks.dirty {
 		ks.dirty = true
-		w.dirty = append(w.dirty, dirtyRef{ks, ks.key})
+		w.dirty = append(w.dirty, ks)
 	}
 }
 
