@@ -137,8 +137,10 @@ func (db *DB) Prepare(meta map[string][]byte) (*Pending, error) {
 		e.pinned = e.val != nil
 		pt.ents = append(pt.ents, snap{key: e.key, val: e.val, e: e, diskT: e.diskT, ver: e.ver, disk: e.disk})
 	}
-	// Reuse the queue's array unless a burst made it large.
-	if cap(db.dirty) <= 1<<16 {
+	// Reuse the queue's array unless a burst made it much larger than this
+	// checkpoint needed: a steady 100k changed keys per checkpoint keeps its
+	// array instead of growing a new one every time.
+	if cap(db.dirty) <= max(1<<16, 2*len(db.dirty)) {
 		clear(db.dirty)
 		db.dirty = db.dirty[:0]
 	} else {
