@@ -58,7 +58,8 @@ type LogConfig struct {
 
 // Defaults are the pipeline settings applied where a pipeline file is silent.
 type Defaults struct {
-	Buffer BufferConfig `yaml:"buffer"`
+	Buffer     BufferConfig     `yaml:"buffer"`
+	Checkpoint CheckpointConfig `yaml:"checkpoint"`
 }
 
 // DefaultAgentConfig returns the configuration used where the agent file is
@@ -208,6 +209,32 @@ func sizeText(v ByteSize) string {
 	return strconv.FormatInt(int64(v), 10) + "B"
 }
 
+// Limits on CheckpointConfig.Interval.
+const (
+	// MinCheckpointInterval: every checkpoint costs two fsyncs of the state
+	// file plus one of the outbox; more often than this wears the flash of a
+	// small board and takes disk time from the pipeline log for little gain.
+	MinCheckpointInterval = 100 * time.Millisecond
+	// MaxCheckpointInterval: the pipeline log keeps every record since the
+	// last checkpoint, and a crash replays them all; beyond an hour the
+	// replay and the log's share of the disk grow large.
+	MaxCheckpointInterval = time.Hour
+)
+
+// CheckpointConfig sets when the stateful operators of a pipeline take a
+// checkpoint. A zero Interval leaves the choice to the agent
+// (PipelineDeps.CheckpointInterval, or checkpoint.DefaultInterval).
+type CheckpointConfig struct {
+	Interval time.Duration `yaml:"interval" doc:"time between checkpoints of the stateful operators (100ms to 1h, default 10s); it bounds the replay after a crash"`
+}
+
+// Validate checks the interval's bounds when it is written.
+func (c *CheckpointConfig) Validate(n Node) {
+	if f := n.Field("interval"); f.Present() && (c.Interval < MinCheckpointInterval || c.Interval > MaxCheckpointInterval) {
+		f.Errorf("must be between %s and %s, got %q", MinCheckpointInterval, MaxCheckpointInterval, f.Text())
+	}
+}
+
 // SinkOptions are the store-and-forward settings every sink entry may carry
 // next to its type key.
 type SinkOptions struct {
@@ -294,16 +321,20 @@ type PipelineSpec struct {
 	DeadLetter *ComponentSpec
 	// Buffer configures the pipeline log.
 	Buffer BufferConfig
+	// Checkpoint configures the stateful operators' checkpoints: the
+	// file's `checkpoint:` over the agent's defaults.
+	Checkpoint CheckpointConfig
 }
 
 // pipelineFile is the shape of a pipeline file.
 type pipelineFile struct {
-	Description string       `yaml:"description" doc:"free text shown by topology and status"`
-	Sources     []Node       `yaml:"sources" doc:"where events come from"`
-	Operators   []Node       `yaml:"operators" doc:"the chain of operators, in order"`
-	Sinks       []Node       `yaml:"sinks" doc:"where events go"`
-	DeadLetter  Node         `yaml:"dead_letter" doc:"a sink for records that cannot be processed or delivered"`
-	Buffer      BufferConfig `yaml:"buffer" doc:"the pipeline log"`
+	Description string           `yaml:"description" doc:"free text shown by topology and status"`
+	Sources     []Node           `yaml:"sources" doc:"where events come from"`
+	Operators   []Node           `yaml:"operators" doc:"the chain of operators, in order"`
+	Sinks       []Node           `yaml:"sinks" doc:"where events go"`
+	DeadLetter  Node             `yaml:"dead_letter" doc:"a sink for records that cannot be processed or delivered"`
+	Buffer      BufferConfig     `yaml:"buffer" doc:"the pipeline log"`
+	Checkpoint  CheckpointConfig `yaml:"checkpoint" doc:"checkpoints of the stateful operators (windows, dedup, ...)"`
 }
 
 // PipelineName returns the pipeline name for a file: its base name without extension.
@@ -321,15 +352,16 @@ func (r *Registry) ParsePipeline(file string, data []byte, defaults Defaults) (*
 
 func (r *Registry) parsePipeline(file string, data []byte, defaults Defaults, env func(string) (string, bool)) (*PipelineSpec, error) {
 	sum := sha256.Sum256(data)
-	spec := &PipelineSpec{Name: PipelineName(file), File: file, Hash: hex.EncodeToString(sum[:]), Buffer: defaults.Buffer}
+	spec := &PipelineSpec{Name: PipelineName(file), File: file, Hash: hex.EncodeToString(sum[:]), Buffer: defaults.Buffer, Checkpoint: defaults.Checkpoint}
 	root, doc := parseDocument(file, data, env)
 	if !root.Present() {
 		return nil, doc.errs
 	}
-	pf := pipelineFile{Buffer: defaults.Buffer}
+	pf := pipelineFile{Buffer: defaults.Buffer, Checkpoint: defaults.Checkpoint}
 	root.Decode(&pf)
 	spec.Description = pf.Description
 	spec.Buffer = pf.Buffer
+	spec.Checkpoint = pf.Checkpoint
 	if !validName(spec.Name) {
 		doc.errs = append(doc.errs, &ConfigError{File: file, Msg: fmt.Sprintf("pipeline name %q (from the file name) must use only letters, digits, '-' and '_'", spec.Name)})
 	}

@@ -144,6 +144,52 @@ func TestBufferValidationMatchesOpen(t *testing.T) {
 	}
 }
 
+func TestParseCheckpoint(t *testing.T) {
+	const body = "sources: [{simulate: {}}]\nsinks: [{console: {}}]\n"
+	defaults := agent.Defaults{Buffer: agent.DefaultBufferConfig(), Checkpoint: agent.CheckpointConfig{Interval: 30 * time.Second}}
+	tests := []struct {
+		name, text string
+		want       time.Duration
+	}{
+		{"unset takes the agent default", body, 30 * time.Second},
+		{"file overrides", body + "checkpoint: {interval: 5s}\n", 5 * time.Second},
+		{"lowest", body + "checkpoint:\n  interval: 100ms\n", 100 * time.Millisecond},
+		{"highest", body + "checkpoint: {interval: 1h}\n", time.Hour},
+		{"empty block", body + "checkpoint: {}\n", 30 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			spec, err := testRegistry().ParsePipeline("pipelines/x.yaml", []byte(tt.text), defaults)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if spec.Checkpoint.Interval != tt.want {
+				t.Errorf("got interval %s, want %s", spec.Checkpoint.Interval, tt.want)
+			}
+		})
+	}
+	errs := []struct{ name, text, want string }{
+		{"zero", body + "checkpoint:\n  interval: 0s\n", `pipelines/x.yaml:4: checkpoint.interval: must be between 100ms and 1h0m0s, got "0s"`},
+		{"too short", body + "checkpoint: {interval: 10ms}\n", `pipelines/x.yaml:3: checkpoint.interval: must be between 100ms and 1h0m0s, got "10ms"`},
+		{"too long", body + "checkpoint: {interval: 2h}\n", `pipelines/x.yaml:3: checkpoint.interval: must be between 100ms and 1h0m0s, got "2h"`},
+		{"negative", body + "checkpoint: {interval: -5s}\n", `pipelines/x.yaml:3: checkpoint.interval: must be a duration like 500ms, 10s or 5m, got "-5s"`},
+		{"not a duration", body + "checkpoint: {interval: often}\n", `checkpoint.interval: must be a duration like 500ms, 10s or 5m, got "often"`},
+		{"unknown key", body + "checkpoint: {every: 5s}\n", `pipelines/x.yaml:3: checkpoint.every: unknown key; expected one of: interval`},
+	}
+	for _, tt := range errs {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := testRegistry().ParsePipeline("pipelines/x.yaml", []byte(tt.text), defaults)
+			var ces agent.ConfigErrors
+			if !errors.As(err, &ces) {
+				t.Fatalf("got %v, want ConfigErrors", err)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("got:\n%v\nwant it to contain:\n%s", err, tt.want)
+			}
+		})
+	}
+}
+
 // TestAgentDefaultsBufferValidated checks the buffer rule on the agent file's
 // defaults, which every pipeline starts from.
 func TestAgentDefaultsBufferValidated(t *testing.T) {
@@ -193,7 +239,7 @@ func TestSchemaMentionsEveryComponent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`"simulate"`, `"console"`, `"file"`, `"overflow"`, `"drop_oldest"`} {
+	for _, want := range []string{`"simulate"`, `"console"`, `"file"`, `"overflow"`, `"drop_oldest"`, `"checkpoint"`, `"interval"`} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("schema lacks %s", want)
 		}

@@ -33,8 +33,9 @@ type PipelineDeps struct {
 	// Generation numbers the config this pipeline runs: 1 for the first load,
 	// one more for every reload.
 	Generation int
-	// CheckpointInterval is the period of the stateful stage's checkpoints;
-	// 0 means checkpoint.DefaultInterval. It bounds the replay after a crash.
+	// CheckpointInterval is the period of the stateful stage's checkpoints
+	// when the pipeline spec sets none (PipelineSpec.Checkpoint); 0 means
+	// checkpoint.DefaultInterval. It bounds the replay after a crash.
 	CheckpointInterval time.Duration
 	// StateCacheBytes is the memory budget of the state file's cache; 0
 	// means state.DefaultCacheBytes.

@@ -27,8 +27,8 @@ import (
 // position, and recovery cuts one log. Sinks stay independent because each
 // keeps its own persistent cursor, exactly as they do on a pipeline log.
 //
-// A checkpoint (every PipelineDeps.CheckpointInterval, early when the state
-// cache is under pressure, on shutdown and on Pipeline.Checkpoint) pauses the
+// A checkpoint (every interval(), early when the state cache is under
+// pressure, on shutdown and on Pipeline.Checkpoint) pauses the
 // stage at a batch boundary, has every operator write its in-memory state to
 // its table (Stateful.Snapshot), fsyncs the outbox up to its end, and commits
 // in one bbolt transaction the state changes, the pipeline-log position
@@ -122,7 +122,7 @@ func newStatefulStage(p *Pipeline, specs []ComponentSpec, env func(ComponentSpec
 	if err := s.recover(); err != nil {
 		return nil, err
 	}
-	s.mgr, err = checkpoint.New(s.db, checkpoint.Options{Interval: deps.CheckpointInterval, Capture: s.capture, Logger: s.log})
+	s.mgr, err = checkpoint.New(s.db, checkpoint.Options{Interval: s.interval(), Capture: s.capture, Logger: s.log})
 	if err != nil {
 		return nil, fmt.Errorf("checkpoints: %w", err)
 	}
@@ -484,14 +484,23 @@ func (s *statefulStage) checkpoint(ctx context.Context) error {
 	return nil
 }
 
+// interval is the checkpoint period: the pipeline file's `checkpoint.interval`
+// (over the agent's defaults), else PipelineDeps.CheckpointInterval, else
+// checkpoint.DefaultInterval.
+func (s *statefulStage) interval() time.Duration {
+	switch {
+	case s.p.spec.Checkpoint.Interval > 0:
+		return s.p.spec.Checkpoint.Interval
+	case s.p.deps.CheckpointInterval > 0:
+		return s.p.deps.CheckpointInterval
+	}
+	return checkpoint.DefaultInterval
+}
+
 // checkpoints checkpoints every interval and under state pressure until ctx
 // ends.
 func (s *statefulStage) checkpoints(ctx context.Context) {
-	every := s.p.deps.CheckpointInterval
-	if every <= 0 {
-		every = checkpoint.DefaultInterval
-	}
-	t := time.NewTicker(max(every, checkpoint.MinInterval))
+	t := time.NewTicker(max(s.interval(), checkpoint.MinInterval))
 	defer t.Stop()
 	for {
 		select {
