@@ -5,7 +5,7 @@ RUN_DIR  := .run
 # -race on every test run; the timeout keeps a hung test from eating CI.
 TESTFLAGS ?= -race -timeout 20m
 
-.PHONY: build run test bench lint cross clean hwlab package
+.PHONY: build run test bench bench-e2e lint cross clean hwlab package
 
 build:
 	$(GO) build -o $(BIN) ./cmd/pspf-edge
@@ -21,6 +21,16 @@ test: lint
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./agent/... ./operators/... ./buffer/... ./state/... ./checkpoint/... ./sinks/... ./sources/...
+
+# End to end: mosquitto -> agent (pipelines/bench) -> Kafka-protocol broker,
+# against the mosquitto -> bare subscriber ceiling, plus a Kafka outage.
+# A few minutes; prints a table, writes bench-results/. Flags for the harness
+# go in E2EFLAGS, e.g. E2EFLAGS="-agent 'other=/path/agent --mqtt {mqtt} --kafka {kafka}'".
+E2EFLAGS ?=
+bench-e2e: build
+	$(GO) build -o bin/kfake-broker ./internal/kafkatest/cmd/kfake-broker
+	$(GO) build -o bin/e2ebench ./internal/e2ebench/cmd/e2ebench
+	bin/e2ebench -out bench-results $(E2EFLAGS)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -1,0 +1,51 @@
+package e2ebench
+
+import (
+	"os"
+	"testing"
+)
+
+func TestParseStatCPU(t *testing.T) {
+	for _, tc := range []struct {
+		name, in string
+		want     int64
+		ok       bool
+	}{
+		{"plain", "1234 (pspf-edge) S 1 1234 1234 0 -1 4194560 900 0 0 0 250 75 0 0 20 0 8 0 100 0 0", 3_250_000, true},
+		{"name with spaces and parens", "77 (a b) (c)) R 1 77 77 0 -1 0 0 0 0 0 3 4 0 0 20 0 1 0 5 0 0", 70_000, true},
+		{"short", "77 (x) R 1 2 3", 0, false},
+		{"no name", "77 x R", 0, false},
+		{"not numbers", "77 (x) R 1 77 77 0 -1 0 0 0 0 0 a b 0 0 20 0 1 0 5 0 0", 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parseStatCPU([]byte(tc.in))
+			if (err == nil) != tc.ok || got != tc.want {
+				t.Errorf("got %d, %v; want %d, ok %v", got, err, tc.want, tc.ok)
+			}
+		})
+	}
+}
+
+func TestParseStatusMem(t *testing.T) {
+	in := "Name:\tpspf-edge\nVmPeak:\t 1262140 kB\nVmHWM:\t   12040 kB\nVmRSS:\t    5800 kB\nThreads:\t8\n"
+	rss, hwm := parseStatusMem([]byte(in))
+	if rss != 5800*1024 || hwm != 12040*1024 {
+		t.Errorf("got rss %d hwm %d, want %d and %d", rss, hwm, 5800*1024, 12040*1024)
+	}
+	if rss, hwm := parseStatusMem([]byte("Name:\tkthreadd\n")); rss != 0 || hwm != 0 {
+		t.Errorf("a kernel thread: got rss %d hwm %d, want 0 and 0", rss, hwm)
+	}
+}
+
+func TestReadProcSelf(t *testing.T) {
+	s, err := ReadProc(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.RSS <= 0 || s.HWM < s.RSS || s.CPU < 0 {
+		t.Errorf("got %+v, want RSS > 0, HWM >= RSS, CPU >= 0", s)
+	}
+	if _, err := ReadProc(-1); err == nil {
+		t.Error("ReadProc(-1): no error")
+	}
+}
