@@ -166,8 +166,9 @@ func (b *bench) fail(err error) {
 	b.res.Errors = append(b.res.Errors, err.Error())
 }
 
-// Run measures the ceiling, then every agent: a passthrough session (max
-// rate QoS 0 and 1, fixed rates, the outage) and a window session. It
+// Run measures the ceiling, then every agent: a passthrough session (idle
+// memory, max rate QoS 0 and 1, fixed rates), an outage session and a
+// window session, each with fresh brokers and a fresh agent. It
 // returns what it measured even when a part failed; the error joins the
 // failures.
 func Run(ctx context.Context, cfg Config) (*Results, error) {
@@ -201,11 +202,18 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		b.fail(err)
 	}
 	for _, a := range cfg.Agents {
-		if err := b.session(ctx, a, "passthrough", filepath.Join(work, a.Name+"-passthrough")); err != nil {
+		if err := b.session(ctx, a, "passthrough", filepath.Join(work, a.Name+"-passthrough"), false); err != nil {
 			b.fail(err)
 		}
+		// The outage runs in an agent of its own, so that its memory
+		// figures owe nothing to the max-rate runs before it.
+		if cfg.Outage.Duration > 0 {
+			if err := b.session(ctx, a, "passthrough", filepath.Join(work, a.Name+"-outage"), true); err != nil {
+				b.fail(err)
+			}
+		}
 		if cfg.WindowMessages > 0 {
-			if err := b.session(ctx, a, "window", filepath.Join(work, a.Name+"-window")); err != nil {
+			if err := b.session(ctx, a, "window", filepath.Join(work, a.Name+"-window"), false); err != nil {
 				b.fail(err)
 			}
 		}
@@ -254,8 +262,9 @@ func (b *bench) maxN(qos byte) uint64 {
 	return b.cfg.MaxQoS1
 }
 
-// session runs one agent on one pipeline with fresh brokers.
-func (b *bench) session(ctx context.Context, spec AgentSpec, kind, dir string) error {
+// session runs one agent on one pipeline with fresh brokers: the load runs,
+// or with outage only the outage run.
+func (b *bench) session(ctx context.Context, spec AgentSpec, kind, dir string, outage bool) error {
 	topic := "telemetry"
 	if kind == "window" {
 		topic = "telemetry-1s"
@@ -286,6 +295,21 @@ func (b *bench) session(ctx context.Context, spec AgentSpec, kind, dir string) e
 	defer ag.stop(15 * time.Second)
 	if err := b.warmUp(ctx, ag, mq, counter); err != nil {
 		return fmt.Errorf("e2ebench: %s %s: %w", spec.Name, kind, err)
+	}
+	if outage {
+		if err := sleepCtx(ctx, b.cfg.Pause); err != nil {
+			return err
+		}
+		o, err := b.outage(ctx, spec.Name, ag, mq, kb, counter)
+		if err != nil {
+			return err
+		}
+		b.res.Outages = append(b.res.Outages, o)
+		b.logOutage(o)
+		if ag.exited() {
+			return fmt.Errorf("e2ebench: %s exited during the outage run (see %s)", spec.Name, ag.log.Name())
+		}
+		return nil
 	}
 	if wait := time.Until(ag.started.Add(b.cfg.IdleWait)); wait > 0 {
 		b.logf("%s %s: ready; waiting %s for the idle reading", spec.Name, kind, wait.Round(time.Second))
@@ -327,17 +351,6 @@ func (b *bench) session(ctx context.Context, spec AgentSpec, kind, dir string) e
 			b.res.Runs = append(b.res.Runs, r)
 			b.logRun(r)
 		}
-	}
-	if kind == "passthrough" && b.cfg.Outage.Duration > 0 {
-		if err := sleepCtx(ctx, b.cfg.Pause); err != nil {
-			return err
-		}
-		o, err := b.outage(ctx, spec.Name, ag, mq, kb, counter)
-		if err != nil {
-			return err
-		}
-		b.res.Outages = append(b.res.Outages, o)
-		b.logOutage(o)
 	}
 	if ag.exited() {
 		return fmt.Errorf("e2ebench: %s exited during the runs (see %s)", spec.Name, ag.log.Name())
