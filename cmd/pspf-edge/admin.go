@@ -22,6 +22,7 @@ import (
 //	/readyz            200 once every pipeline with a valid config runs, 503 before
 //	/metrics           Prometheus text: the agent's metrics, then process ones
 //	/api/v1/pipelines  JSON: every pipeline's view (see pipelineView)
+//	/debug/pprof/      profiles, only in binaries built with -tags pprof
 func adminHandler(sup *supervisor, metrics *agent.Metrics) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
@@ -46,6 +47,7 @@ func adminHandler(sup *supervisor, metrics *agent.Metrics) http.Handler {
 			Pipelines []pipelineView `json:"pipelines"`
 		}{sup.views()})
 	})
+	addProfiling(mux)
 	return mux
 }
 
