@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pspf/pspf-edge/buffer"
@@ -62,10 +63,11 @@ type statefulStage struct {
 	reader LogReader
 	outbox Log
 
-	mu      sync.Mutex // held while a batch or timer runs; capture takes it
-	next    uint64     // pipeline-log sequence of the next record to process
-	acked   uint64     // the cursor was acked up to here
-	failed  error      // a failed checkpoint commit: the stage stops
+	mu      sync.Mutex    // held while a batch or timer runs; capture takes it
+	next    uint64        // pipeline-log sequence of the next record to process
+	nextPub atomic.Uint64 // next, for status (which must not wait for mu)
+	acked   uint64        // the cursor was acked up to here
+	failed  error         // a failed checkpoint commit: the stage stops
 	lastTmr time.Time
 
 	batch Batch
@@ -231,6 +233,7 @@ func (s *statefulStage) recover() error {
 		s.next = to
 	}
 	s.acked = s.next - 1
+	s.nextPub.Store(s.next)
 	return nil
 }
 
@@ -298,6 +301,7 @@ func (s *statefulStage) step(ctx context.Context, got []LogRecord, now time.Time
 	s.chain(ctx, b, 0)
 	s.emit(ctx, b)
 	s.next = got[len(got)-1].Seq + 1
+	s.nextPub.Store(s.next)
 }
 
 // timers calls every operator's OnTimer; what one emits flows through the

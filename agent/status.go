@@ -25,7 +25,8 @@ type Status struct {
 	// operators, their outbox. Its Drops include those of Input.
 	Log LogStatus `json:"log"`
 	// Input is the pipeline log when the pipeline has stateful operators
-	// (they read it); its Backlog is what they have not processed yet.
+	// (they read it); its Backlog is the records they have not processed
+	// yet.
 	Input *LogStatus `json:"input,omitempty"`
 	// Drops counts records dropped by operators and sinks by reason
 	// (pspf_dropped_total, like "filtered" or "sink_rejected"), since the
@@ -122,8 +123,10 @@ func (p *Pipeline) Status() Status {
 			st.Operators = append(st.Operators, OperatorStatus{Name: o.name, Type: p.spec.Operators[len(p.ops)+i].Type,
 				RecordsIn: o.in.Get(), RecordsOut: o.out.Get(), Errors: o.failures.Get() + o.panics.Get()})
 		}
-		in, lags, _ := logStatus(p.plog, int64(p.spec.Buffer.MaxBytes))
-		in.Backlog = lags[statefulCursor]
+		in, _, _ := logStatus(p.plog, int64(p.spec.Buffer.MaxBytes))
+		if next := p.stage.nextPub.Load(); in.NextSeq > next {
+			in.Backlog = in.NextSeq - next
+		}
 		st.Input = &in
 		if len(in.Drops) > 0 && st.Log.Drops == nil {
 			st.Log.Drops = map[string]uint64{}

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,6 +34,7 @@ func (s feedSource) Read(ctx context.Context) ([]agent.Record, agent.AckFunc, er
 type collector struct {
 	mu   sync.Mutex
 	byID map[string]agent.Record
+	down atomic.Bool // Write fails while set
 }
 
 type collectSink struct{ c *collector }
@@ -40,6 +43,9 @@ func (s collectSink) Connect(context.Context) error { return nil }
 func (s collectSink) Close(context.Context) error   { return nil }
 
 func (s collectSink) Write(_ context.Context, recs []agent.Record) error {
+	if s.c.down.Load() {
+		return errors.New("collect sink: destination down")
+	}
 	s.c.mu.Lock()
 	defer s.c.mu.Unlock()
 	for _, r := range recs {
@@ -207,6 +213,48 @@ func TestReloadedGaugeReadsTheNewGeneration(t *testing.T) {
 	if got := gauge(); got != 2 {
 		t.Errorf("generation 2: got %v, want 2 (the gauge still reads generation 1)", got)
 	}
+	if err := h.stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Status of a pipeline with stateful operators: they are listed with the
+// others, and the backlog is that of the outbox the sinks read (5 window
+// results the offline sink has not taken), not of the pipeline log.
+func TestStatefulPipelineStatus(t *testing.T) {
+	in := make(chan agent.Record)
+	col := &collector{byID: map[string]agent.Record{}}
+	col.down.Store(true)
+	h := startHarness(t, feedRegistry(in, col), map[string]string{"s.yaml": windowPipeline("v >= 0", 10*time.Second, 50*time.Millisecond)}, nil)
+	for i := range 6 { // at 1s, 11s, ... 51s: closes the windows at 0s, 10s, ... 40s
+		select {
+		case in <- agent.Record{EventTime: int64(time.Duration(10*i+1) * time.Second), Fields: []agent.Field{agent.Int("v", 1)}}:
+		case <-time.After(10 * time.Second):
+			t.Fatal("feed source did not read")
+		}
+	}
+	window := func(v pipelineView) agent.OperatorStatus {
+		for _, o := range v.Operators {
+			if o.Name == "window" {
+				return o
+			}
+		}
+		return agent.OperatorStatus{}
+	}
+	h.waitFor("5 window results", func() bool { return window(h.view("s")).RecordsOut == 5 })
+	h.waitFor("the sink offline", func() bool { v := h.view("s"); return len(v.Sinks) == 1 && !v.Sinks[0].Online })
+	v := h.view("s")
+	if len(v.Operators) != 2 || window(v).RecordsIn != 6 {
+		t.Errorf("operators %+v, want filter and window, the window with 6 records in", v.Operators)
+	}
+	if v.BacklogRecords != 5 || v.Sinks[0].Backlog != 5 || v.BacklogBytes <= 0 {
+		t.Errorf("backlog %d (%d bytes), sink backlog %d; want 5, > 0 bytes, 5", v.BacklogRecords, v.BacklogBytes, v.Sinks[0].Backlog)
+	}
+	if v.Log.NextSeq != 6 || v.Input == nil || v.Input.NextSeq != 7 || v.Input.Backlog != 0 {
+		t.Errorf("log next %d, input %+v; want the outbox (next 6) and the pipeline log (next 7, nothing unprocessed)", v.Log.NextSeq, v.Input)
+	}
+	col.down.Store(false)
+	h.waitFor("the backlog delivered", func() bool { v := h.view("s"); return v.Sinks[0].Records == 5 && v.BacklogRecords == 0 })
 	if err := h.stop(); err != nil {
 		t.Fatal(err)
 	}

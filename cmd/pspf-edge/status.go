@@ -38,7 +38,10 @@ type pipelineView struct {
 	Sources   []agent.SourceStatus   `json:"sources"`
 	Operators []agent.OperatorStatus `json:"operators"`
 	Sinks     []sinkView             `json:"sinks"`
-	Log       agent.LogStatus        `json:"log"`
+	// Log is the log the sinks read: the pipeline log, or the stateful
+	// operators' outbox; Input is then the pipeline log they read.
+	Log   agent.LogStatus  `json:"log"`
+	Input *agent.LogStatus `json:"input,omitempty"`
 	// DeadLetters counts records sent to the dead-letter log.
 	DeadLetters uint64 `json:"dead_letters"`
 	LastError   string `json:"last_error,omitempty"`
@@ -181,7 +184,7 @@ func (s *supervisor) viewOf(m *managed, track bool) pipelineView {
 			v.Drops[k] += n
 		}
 	}
-	v.Sources, v.Operators, v.Log, v.DeadLetters, v.LastError = st.Sources, st.Operators, st.Log, st.DeadLetters, st.LastError
+	v.Sources, v.Operators, v.Log, v.Input, v.DeadLetters, v.LastError = st.Sources, st.Operators, st.Log, st.Input, st.DeadLetters, st.LastError
 	v.BacklogRecords, v.BacklogBytes = st.Log.Backlog, st.Log.BacklogBytes
 	oldest := st.Log.NextSeq // oldest sequence not delivered to every sink
 	for _, sk := range st.Sinks {

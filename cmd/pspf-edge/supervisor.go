@@ -280,11 +280,38 @@ func (s *supervisor) reloadAgentConfig() {
 		lv, _ := levelOf(next.Log.Level)
 		s.d.Level.Set(lv)
 	}
-	s.d.Logger.Info("agent config reloaded", "log_level", next.Log.Level, "shutdown_timeout", next.ShutdownTimeout,
-		"removed_drain_timeout", next.RemovedDrainTimeout, "reload_debounce", next.ReloadDebounce)
-	if len(restart) > 0 {
-		s.d.Logger.Warn("agent config: these settings change only on restart", "settings", strings.Join(restart, ", "))
+	// One line says what changed: what took effect, and what waits for a
+	// restart.
+	live := liveChanges(prev, next)
+	if len(live) == 0 {
+		live = []string{"nothing that applies live"}
 	}
+	attrs := []any{"file", s.d.ConfigFile, "changed", strings.Join(live, ", ")}
+	if len(restart) > 0 {
+		attrs = append(attrs, "restart_needed", strings.Join(restart, ", "))
+		s.d.Logger.Warn("agent config reloaded; some settings change only on restart", attrs...)
+		return
+	}
+	s.d.Logger.Info("agent config reloaded", attrs...)
+}
+
+// liveChanges lists the settings that differ and change live, with their
+// new values.
+func liveChanges(a, b agent.AgentConfig) []string {
+	var out []string
+	if a.Log.Level != b.Log.Level {
+		out = append(out, "log.level="+b.Log.Level)
+	}
+	if a.ShutdownTimeout != b.ShutdownTimeout {
+		out = append(out, "shutdown_timeout="+b.ShutdownTimeout.String())
+	}
+	if a.RemovedDrainTimeout != b.RemovedDrainTimeout {
+		out = append(out, "removed_drain_timeout="+b.RemovedDrainTimeout.String())
+	}
+	if fmt.Sprintf("%+v", a.Defaults) != fmt.Sprintf("%+v", b.Defaults) {
+		out = append(out, "defaults (the pipelines they apply to reload)")
+	}
+	return out
 }
 
 // restartNeeded lists the settings that differ and cannot change live.
@@ -573,9 +600,16 @@ func (s *supervisor) remove(m *managed, cfg agent.AgentConfig) {
 		if m.run == g {
 			m.run = nil
 		}
-		if m.final != nil && m.final.Log.Backlog > 0 {
+		var left uint64
+		if m.final != nil {
+			left = m.final.Log.Backlog
+			if in := m.final.Input; in != nil {
+				left += in.Backlog // not yet through the stateful operators
+			}
+		}
+		if left > 0 {
 			s.d.Logger.Warn("removed pipeline stopped with undelivered records; they stay on disk until `pspf-edge buffer drop`",
-				"pipeline", m.name, "records", m.final.Log.Backlog, "dir", filepath.Join(s.dataDir, "pipelines", m.name))
+				"pipeline", m.name, "records", left, "dir", filepath.Join(s.dataDir, "pipelines", m.name))
 		} else {
 			s.d.Logger.Info("removed pipeline stopped; its log is delivered", "pipeline", m.name)
 		}

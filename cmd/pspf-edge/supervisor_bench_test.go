@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,15 +11,26 @@ import (
 
 // BenchmarkReloadLatency measures a reload from the save (a write to a
 // temporary file and a rename, as editors do) to the new generation running,
-// for a pipeline with at least 10k records in flight: appended to its log and
-// not delivered, because its destination is down. The debounce is the
-// default 200ms and is part of the figure. Budget: 1s.
+// for a pipeline with at least 10k records in flight: appended to its log (or,
+// with a window, to its outbox) and not delivered, because its destination
+// is down. The debounce is the default 200ms and is part of the figure.
+// Budget: 1s. The "stateful" pipeline's window keeps its state over every
+// reload (only the map before it changes), so each reload also checkpoints.
 func BenchmarkReloadLatency(b *testing.B) {
+	for _, bc := range []struct{ name, window string }{
+		{"stateless", ""},
+		{"stateful", "  - window: {type: count, count: 1, aggregates: [{fn: count}]}\n"},
+	} {
+		b.Run(bc.name, func(b *testing.B) { benchReload(b, bc.window) })
+	}
+}
+
+func benchReload(b *testing.B, window string) {
 	rec := newRecorder()
 	rec.down.Store(true)
 	reg := testRegistry(map[string]*recorder{"a": rec})
 	body := func(i int) string {
-		return fmt.Sprintf("sources:\n  - simulate: {sensors: 4, rate: 2500, format: fields, shape: steady, max_unacked: 64}\noperators:\n  - map: {set: {cfg: \"%d\"}}\nsinks:\n  - record: {id: a}\n    retry: {initial: 100ms, max: 1s}\n", i)
+		return fmt.Sprintf("sources:\n  - simulate: {sensors: 4, rate: 2500, format: fields, shape: steady, max_unacked: 64}\noperators:\n  - map: {set: {cfg: \"%d\"}}\n%ssinks:\n  - record: {id: a}\n    retry: {initial: 100ms, max: 1s}\n", i, window)
 	}
 	h := startHarness(b, reg, map[string]string{"a.yaml": body(0)}, func(c *agent.AgentConfig) { c.ReloadDebounce = 200 * time.Millisecond; c.ShutdownTimeout = time.Second })
 	defer h.stop()
@@ -46,5 +58,8 @@ func BenchmarkReloadLatency(b *testing.B) {
 	b.ReportMetric(float64(inFlight), "in-flight")
 	if worst > time.Second {
 		b.Errorf("worst reload took %v with %d records in flight, budget 1s", worst, inFlight)
+	}
+	if strings.Contains(h.logs.String(), "its state is dropped") {
+		b.Errorf("a reload that changed only the map dropped the window's state")
 	}
 }

@@ -221,7 +221,9 @@ func TestSIGHUPAndAgentFileReload(t *testing.T) {
 
 	writeFile(t, agentFile, agentBody("debug", filepath.Join(root, "elsewhere")))
 	h.waitFor("the debug level", func() bool { return lv.Level() == slog.LevelDebug })
-	h.waitFor("the restart notice", func() bool { return strings.Contains(logs.String(), "settings=data_dir") })
+	h.waitFor("the restart notice", func() bool {
+		return strings.Contains(logs.String(), `changed="log.level=debug" restart_needed=data_dir`)
+	})
 	if got := h.sup.config().DataDir; got != filepath.Join(root, "data") {
 		t.Errorf("data_dir changed live to %s, want it kept until a restart", got)
 	}
