@@ -259,3 +259,31 @@ func TestStatefulPipelineStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The reload's log line names what changed.
+func TestDescribeChanges(t *testing.T) {
+	reg := newRegistry()
+	const base = "sources:\n  - simulate: {format: fields}\noperators:\n  - window: {size: 1s, aggregates: [{fn: count}]}\nsinks:\n  - console: {}\n"
+	parse := func(body string) *agent.PipelineSpec {
+		t.Helper()
+		spec, err := reg.ParsePipeline("p.yaml", []byte(body), agent.DefaultAgentConfig().Defaults)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, body)
+		}
+		return spec
+	}
+	for _, tt := range []struct{ name, body, want string }{
+		{"nothing", base, ""},
+		{"comment only", "# a comment\n" + base, ""},
+		{"sink option", base + "    retry: {initial: 2s}\n", "~sink console"},
+		{"window size", strings.Replace(base, "size: 1s", "size: 2s", 1), "~operator window"},
+		{"operator added", strings.Replace(base, "operators:\n", "operators:\n  - filter: {expr: \"true\"}\n", 1), "+operator filter (filter), ~operator window"},
+		{"checkpoint", base + "checkpoint: {interval: 1s}\n", "~checkpoint"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := describeChanges(parse(base), parse(tt.body)); got != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}

@@ -700,6 +700,9 @@ func describeChanges(old, cur *agent.PipelineSpec) string {
 	if old.Buffer != cur.Buffer {
 		parts = append(parts, "~buffer")
 	}
+	if old.Checkpoint != cur.Checkpoint {
+		parts = append(parts, "~checkpoint")
+	}
 	if old.Description != cur.Description {
 		parts = append(parts, "~description")
 	}
