@@ -2,6 +2,9 @@ package agent
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -133,12 +136,19 @@ func newStatefulStage(p *Pipeline, specs []ComponentSpec, env func(ComponentSpec
 	return s, nil
 }
 
-// opTable names the state table of a stateful operator: its name and the
-// start of its fingerprint (type, name, place and parameters). A reload that
-// leaves the operator unchanged opens the same table, and so its state; one
-// that changes it opens a new, empty table.
+// opTable names the state table of a stateful operator: its name and a hash
+// of its type, name, place and decoded parameters. A reload that leaves the
+// operator unchanged opens the same table, and so its state; one that
+// changes it opens a new, empty table. The parameters are compared decoded,
+// so that writing them differently (key order, 1s for 1000ms, a default
+// written out) is not a change.
 func opTable(c ComponentSpec) string {
-	return "op." + c.Name + "." + c.Fingerprint()[:16]
+	fp := c.Fingerprint()
+	if cfg, err := json.Marshal(c.Config); err == nil {
+		sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%s\x00%s", c.Type, c.Name, c.Place, cfg))
+		fp = hex.EncodeToString(sum[:])
+	}
+	return "op." + c.Name + "." + fp[:16]
 }
 
 // carryOver applies the reload rule for operator state: an operator with the
