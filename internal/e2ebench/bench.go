@@ -241,6 +241,9 @@ func (b *bench) ceiling(ctx context.Context, dir string) error {
 	}
 	defer sub.close()
 	for _, q := range []byte{0, 1} {
+		if b.maxN(q) == 0 {
+			continue
+		}
 		for rep := 1; rep <= b.cfg.Repeats; rep++ {
 			// The bare subscriber filters nothing: every message counts.
 			r := b.loadRun(ctx, sub.set, 0, mq.addr(), q, 0, b.maxN(q), false, Mix{})
@@ -339,6 +342,9 @@ func (b *bench) session(ctx context.Context, spec AgentSpec, kind, dir string, o
 		}
 	}
 	for _, p := range plans {
+		if p.n == 0 {
+			continue
+		}
 		for rep := 1; rep <= b.cfg.Repeats; rep++ {
 			if ag.exited() {
 				return fmt.Errorf("e2ebench: %s exited (see %s)", spec.Name, ag.log.Name())

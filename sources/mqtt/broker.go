@@ -78,6 +78,7 @@ func dialPaho(cfg *Config, clientID string, tlsCfg *tls.Config, h handlers) brok
 	if tlsCfg != nil {
 		o.SetTLSConfig(tlsCfg)
 	}
+	o.SetCustomOpenConnectionFn(openConn)
 	if st := cfg.Status; st.Topic != "" {
 		o.SetWill(st.Topic, st.Offline, byte(st.QoS), st.Retain)
 	}
