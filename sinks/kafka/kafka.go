@@ -136,7 +136,7 @@ func (s *Sink) clientOpts() ([]kgo.Opt, error) {
 	case "snappy":
 		opts = append(opts, kgo.ProducerBatchCompression(kgo.SnappyCompression()))
 	case "lz4":
-		opts = append(opts, kgo.ProducerBatchCompression(kgo.Lz4Compression()))
+		opts = append(opts, kgo.WithCompressor(newLZ4Compressor()))
 	case "zstd":
 		opts = append(opts, kgo.ProducerBatchCompression(kgo.ZstdCompression()))
 	default:
