@@ -68,7 +68,8 @@ type Log struct {
 	readWait     chan struct{} // closed on append; nil when nobody waits
 	spaceWait    chan struct{} // closed when space is freed; nil when nobody waits
 	syncDone     chan struct{} // closed after each fsync round
-	closeErr     error
+	closeErr     error         // written before closeDone is closed
+	closeDone    chan struct{} // closed when the first Close has finished
 
 	kick    chan struct{}
 	closing chan struct{}
@@ -106,14 +107,15 @@ func Open(dir string, opts Options) (*Log, error) {
 		return nil, err
 	}
 	l := &Log{
-		dir:      dir,
-		opts:     o,
-		log:      o.Logger.With("buffer", dir),
-		lock:     lock,
-		readers:  make(map[string]*Reader),
-		syncDone: make(chan struct{}),
-		kick:     make(chan struct{}, 1),
-		closing:  make(chan struct{}),
+		dir:       dir,
+		opts:      o,
+		log:       o.Logger.With("buffer", dir),
+		lock:      lock,
+		readers:   make(map[string]*Reader),
+		syncDone:  make(chan struct{}),
+		kick:      make(chan struct{}, 1),
+		closing:   make(chan struct{}),
+		closeDone: make(chan struct{}),
 	}
 	if err := l.recover(); err != nil {
 		l.closeFiles()
@@ -338,14 +340,14 @@ func (l *Log) nudge() {
 // ErrClosed), writes the Memory kind's records to segments, fsyncs what
 // was written (except segments whose fsync already failed), persists every
 // cursor and releases the directory lock. It is idempotent: later calls
-// return the first call's result. After Close every method but Stats
-// returns ErrClosed.
+// (also concurrent ones) wait for the first to finish and return its
+// result. After Close every method but Stats returns ErrClosed.
 func (l *Log) Close() error {
 	l.mu.Lock()
 	if l.closed {
-		err := l.closeErr
 		l.mu.Unlock()
-		return err
+		<-l.closeDone
+		return l.closeErr
 	}
 	l.closed = true
 	close(l.closing)
@@ -383,9 +385,8 @@ func (l *Log) Close() error {
 	if len(errs) > 0 {
 		err = fmt.Errorf("buffer: close: %w", errors.Join(errs...))
 	}
-	l.mu.Lock()
 	l.closeErr = err
-	l.mu.Unlock()
+	close(l.closeDone)
 	return err
 }
 

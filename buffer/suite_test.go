@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"testing"
 	"time"
 )
@@ -444,6 +445,42 @@ func TestSecondOpenLocked(t *testing.T) {
 	openT(t, dir, Options{})
 	if _, err := Open(dir, Options{}); !errors.Is(err, ErrLocked) {
 		t.Fatalf("second Open: got %v, want ErrLocked", err)
+	}
+}
+
+// TestConcurrentCloseWaits: a Close that finds the log already closing
+// returns only once the first Close has finished, so the directory is
+// unlocked and its files are complete when it returns.
+func TestConcurrentCloseWaits(t *testing.T) {
+	dir := t.TempDir()
+	l := openT(t, dir, Options{Sync: SyncBatch})
+	entered, release := make(chan struct{}), make(chan struct{})
+	l.fsyncHook = func(f *os.File) error {
+		close(entered) // only Close's round fsyncs the active segment
+		<-release
+		return f.Sync()
+	}
+	appendN(t, l, 1, 1, 1)
+	first := make(chan error, 1)
+	go func() { first <- l.Close() }()
+	<-entered
+	second := make(chan error, 1)
+	go func() { second <- l.Close() }()
+	select {
+	case err := <-second:
+		t.Fatalf("second Close returned %v while the first was still running", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatalf("first Close: %v", err)
+	}
+	if err := <-second; err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	l2 := openT(t, dir, Options{})
+	if st := l2.Stats(); st.NextSeq != 2 {
+		t.Fatalf("after reopen: next sequence %d, want 2", st.NextSeq)
 	}
 }
 
