@@ -26,7 +26,8 @@ type StateTable interface {
 }
 
 // StateFunc opens the calling component's state table. A ttl > 0 expires
-// keys not written for that long (by the wall clock; use it to collect
+// keys not written for that long on the state clock, which counts the
+// agent's running time and ignores wall-clock jumps (use it to collect
 // garbage, not for semantics). Calling it twice returns the same table.
 type StateFunc func(ttl time.Duration) (StateTable, error)
 

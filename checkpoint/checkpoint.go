@@ -66,7 +66,7 @@ func (p Position) Equal(o Position) bool {
 // Checkpoint is a committed checkpoint.
 type Checkpoint struct {
 	Seq  uint64    // from 1, incremented by every committed checkpoint
-	Time time.Time // state.Options.Now when it was captured
+	Time time.Time // the state clock when it was captured (see package state, TTL)
 	Position
 }
 

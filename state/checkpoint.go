@@ -22,7 +22,7 @@ const fillPercent = 0.9
 // CheckpointStats describes one committed checkpoint.
 type CheckpointStats struct {
 	Seq          uint64        // sequence number of this checkpoint
-	Time         time.Time     // Options.Now when it was prepared
+	Time         time.Time     // the state clock when it was prepared (package doc, TTL)
 	Written      int           // keys put
 	Deleted      int           // keys deleted by Delete
 	Expired      int           // keys deleted because their TTL had passed

@@ -64,10 +64,22 @@ func crashOps(seed, cycle uint64) []crashOp {
 // crashChild continues the cycles from the last checkpoint of the file and
 // prints "seq N" after checkpoint N has committed, forever.
 func crashChild(path string, seed uint64) error {
+	// The clock of cycle c is crashBase + c seconds; it starts at that of
+	// the file's last checkpoint, where the state clock resumes.
 	var now atomic.Int64
+	now.Store(crashBase.UnixNano())
 	db, err := Open(path, Options{CacheBytes: crashBudget, Now: func() time.Time { return time.Unix(0, now.Load()) }})
 	if err != nil {
 		return err
+	}
+	if last, err := db.LastCheckpoint(); err != nil {
+		return err
+	} else if last.Seq > 0 {
+		_ = db.Close()
+		now.Store(crashBase.Add(time.Duration(last.Seq) * time.Second).UnixNano())
+		if db, err = Open(path, Options{CacheBytes: crashBudget, Now: func() time.Time { return time.Unix(0, now.Load()) }}); err != nil {
+			return err
+		}
 	}
 	a, err := db.Table("a", 0)
 	if err != nil {
@@ -172,7 +184,10 @@ func TestCrash(t *testing.T) {
 				for ; applied < info.Seq; applied++ {
 					model.apply(seed, applied+1)
 				}
-				db.opts.Now = func() time.Time { return crashBase.Add(time.Duration(info.Seq) * time.Second) }
+				// The state clock resumed at the checkpoint's: crashBase + seq s.
+				if want := crashBase.Add(time.Duration(info.Seq) * time.Second); info.Seq > 0 && db.nowNanos() != want.UnixNano() {
+					t.Fatalf("round %d: state clock %d, want %d (checkpoint %d)", round, db.nowNanos(), want.UnixNano(), info.Seq)
+				}
 				for _, name := range []string{"a", "b"} {
 					ttl := time.Duration(0)
 					if name == "b" {

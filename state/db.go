@@ -64,8 +64,9 @@ type Options struct {
 	// failures. Nil discards them.
 	Logger *slog.Logger
 
-	// Now is the wall clock used for TTL write times and expiry (default
-	// time.Now). Tests and the deterministic runner inject a virtual clock.
+	// Now is the clock behind the state clock (default time.Now); see the
+	// package doc, "TTL". Tests and the deterministic runner inject a
+	// virtual clock.
 	Now func() time.Time
 }
 
@@ -102,13 +103,19 @@ type DB struct {
 	evicted  uint64
 	warned   bool // over-budget warning logged since the last checkpoint
 	last     CheckpointInfo
+
+	// The state clock (nowNanos): clockBase when Open read clockStart from
+	// Options.Now. Both are set by Open and never change.
+	clockBase  int64
+	clockStart time.Time
 }
 
 // CheckpointInfo describes the last committed checkpoint.
 type CheckpointInfo struct {
 	// Seq numbers checkpoints from 1; 0 means there has been none.
 	Seq uint64
-	// Time is the Options.Now time at which the checkpoint was prepared.
+	// Time is the state clock (package doc, TTL) when the checkpoint was
+	// prepared; it ignores wall-clock jumps and the time the DB was closed.
 	Time time.Time
 	// Meta is the metadata passed to that checkpoint. The map is the
 	// caller's own copy.
@@ -116,10 +123,11 @@ type CheckpointInfo struct {
 }
 
 // Open opens or creates the state file at path (mode 0600), fsyncs its
-// directory, and returns the DB. It blocks up to Options.LockTimeout while another process holds the
-// file. bbolt always syncs: NoSync is never set. The freelist is rebuilt on
-// open rather than written by every commit, so that a checkpoint writes
-// pages in proportion to what changed.
+// directory, and returns the DB. It blocks up to Options.LockTimeout while
+// another process holds the file. bbolt always syncs: NoSync is never set.
+// The freelist is synced by every commit (NoFreelistSync is not set):
+// rebuilding it on open would walk the tree in a goroutine of bbolt's, where
+// a damaged page's panic cannot be turned into ErrCorrupt (guard.go).
 func Open(path string, opts Options) (*DB, error) {
 	if opts.CacheBytes < 0 {
 		return nil, fmt.Errorf("state: open %s: cache bytes must be >= 0, got %d", path, opts.CacheBytes)
@@ -159,6 +167,13 @@ func Open(path string, opts Options) (*DB, error) {
 	}
 	db.lru.next, db.lru.prev = &db.lru, &db.lru
 	db.last = info
+	db.clockStart = opts.Now()
+	db.clockBase = db.clockStart.UnixNano()
+	if info.Seq > 0 {
+		// Resume the state clock where the last checkpoint left it, whatever
+		// the wall clock says now.
+		db.clockBase = info.Time.UnixNano()
+	}
 	return db, nil
 }
 
@@ -319,9 +334,14 @@ func syncDir(dir string) error {
 	return nil
 }
 
-// nowNanos returns Options.Now as Unix nanoseconds, clamped to be >= 0.
+// nowNanos returns the state clock in Unix nanoseconds, clamped to be >= 0:
+// the time of the last checkpoint found at Open (Options.Now for a new
+// file), advanced by Options.Now's progress since Open. time.Now's values
+// carry monotonic readings, which Time.Sub uses, so a jump of the wall clock
+// while the DB is open does not move the state clock; neither does one
+// across a restart.
 func (db *DB) nowNanos() int64 {
-	n := db.opts.Now().UnixNano()
+	n := db.clockBase + int64(db.opts.Now().Sub(db.clockStart))
 	if n < 0 {
 		return 0
 	}

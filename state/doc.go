@@ -39,16 +39,20 @@
 //
 // # TTL
 //
-// A table opened with a TTL stores each key's last-write time (wall clock,
-// Options.Now) with its value. A key not written for the TTL is absent to
-// Get and Range at once, and is deleted from the file by the next checkpoint,
-// in the same transaction, through a time index kept beside the table.
-// Write times must survive restarts, so they are wall-clock times: on a
-// board without an RTC whose clock jumps forward when NTP first syncs, keys
-// written before the jump look old and expire early (a dedup table then lets
-// a duplicate through, which stable IDs make recognisable downstream); a
-// backward jump makes keys live longer. Operators that need event-time
-// expiry keep the time in the value and delete keys themselves.
+// A table opened with a TTL stores each key's last-write time on the state
+// clock with its value. A key not written for the TTL is absent to Get and
+// Range at once, and is deleted from the file by the next checkpoint, in the
+// same transaction, through a time index kept beside the table.
+//
+// The state clock counts the time the DB has been open: it starts at the
+// time of the last checkpoint in the file (the wall clock, for a new file)
+// and advances with the monotonic clock (Options.Now's Time.Sub), and each
+// checkpoint records it. A wall clock that jumps, as on a board without an
+// RTC when NTP first syncs, moves it neither while the DB is open nor across
+// a restart, so keys never expire early; time while the agent is stopped does
+// not count, so keys may outlive their TTL by that time. TTL is for garbage
+// collection: operators that need event-time expiry keep the time in the
+// value and compare it themselves.
 //
 // # Recovery contract
 //

@@ -55,6 +55,11 @@ func TestModel(t *testing.T) {
 		var snapCur map[string]map[string]modelRec // cur at Prepare
 		var snapNow int64
 
+		// The state clock is the virtual clock plus off: a reopen resumes
+		// it from the last committed checkpoint, whatever the clock says.
+		var off, ckptNow int64
+		ckpted := false
+		stateNow := func() int64 { return clk.ns.Load() + off }
 		copyModel := func(m map[string]map[string]modelRec) map[string]map[string]modelRec {
 			c := map[string]map[string]modelRec{}
 			for tn, kv := range m {
@@ -67,10 +72,11 @@ func TestModel(t *testing.T) {
 		}
 		live := func(tn string, r modelRec) bool {
 			ttl := int64(ttls[tn])
-			return ttl == 0 || r.wt > clk.ns.Load()-ttl
+			return ttl == 0 || r.wt > stateNow()-ttl
 		}
 		// commit applies a checkpoint of state snap prepared at time now.
 		commit := func(snap map[string]map[string]modelRec, now int64) {
+			ckptNow, ckpted = now, true
 			com = copyModel(snap)
 			for tn, kv := range com {
 				ttl := int64(ttls[tn])
@@ -116,7 +122,7 @@ func TestModel(t *testing.T) {
 					rt.Fatal(err)
 				}
 				serial++
-				cur[tn][k] = modelRec{v, clk.ns.Load(), serial}
+				cur[tn][k] = modelRec{v, stateNow(), serial}
 			},
 			"delete": func(rt *rapid.T) {
 				tn, k := tableGen.Draw(rt, "table"), keyGen.Draw(rt, "key")
@@ -151,7 +157,7 @@ func TestModel(t *testing.T) {
 				if _, err := db.Checkpoint(map[string][]byte{"n": []byte(fmt.Sprint(serial))}); err != nil {
 					rt.Fatal(err)
 				}
-				commit(copyModel(cur), clk.ns.Load())
+				commit(copyModel(cur), stateNow())
 				if dropA != 0 {
 					dropA = 0
 					reopenA(rt)
@@ -164,7 +170,7 @@ func TestModel(t *testing.T) {
 				if pending, err = db.Prepare(nil); err != nil {
 					rt.Fatal(err)
 				}
-				snapCur, snapNow = copyModel(cur), clk.ns.Load()
+				snapCur, snapNow = copyModel(cur), stateNow()
 				if dropA == 1 {
 					dropA = 2
 				}
@@ -212,8 +218,15 @@ func TestModel(t *testing.T) {
 				if err := db.Close(); err != nil {
 					rt.Fatal(err)
 				}
+				// The wall clock moves on while the DB is closed, by up to a
+				// day: the state clock does not.
+				clk.Advance(time.Duration(rapid.IntRange(0, 86400).Draw(rt, "closed seconds")) * time.Second)
 				if db, err = Open(path, Options{CacheBytes: budget, Now: clk.Now}); err != nil {
 					rt.Fatal(err)
+				}
+				off = 0
+				if ckpted {
+					off = ckptNow - clk.ns.Load()
 				}
 				openTables()
 				cur = copyModel(com)

@@ -100,3 +100,49 @@ func TestTTLAdded(t *testing.T) {
 		t.Errorf("Range = %v, want b:2", got)
 	}
 }
+
+// TestTTLStateClock checks that the TTL clock counts the time the DB is
+// open: reopening a day later by the wall clock (NTP setting a board's
+// clock while it was down) or a day earlier expires nothing early and
+// keeps nothing late.
+func TestTTLStateClock(t *testing.T) {
+	for _, jump := range []time.Duration{24 * time.Hour, -24 * time.Hour} {
+		t.Run(jump.String(), func(t *testing.T) {
+			clk := newClock()
+			path := filepath.Join(t.TempDir(), "state.db")
+			db, err := Open(path, Options{Now: clk.Now})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tb := mustTable(t, db, "op.dedup", time.Minute)
+			_ = tb.Put([]byte("k"), []byte("v"))
+			clk.Advance(10 * time.Second)
+			st, err := db.Checkpoint(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = db.Close()
+
+			clk.Advance(jump)
+			db = openDB(t, path, 1<<20, clk.Now)
+			if info, _ := db.LastCheckpoint(); !info.Time.Equal(st.Time) {
+				t.Errorf("checkpoint time: got %v, want %v", info.Time, st.Time)
+			}
+			tb = mustTable(t, db, "op.dedup", time.Minute)
+			clk.Advance(49 * time.Second) // 59 s on the state clock since the write
+			if _, ok := get(t, tb, "k"); !ok {
+				t.Fatal("Get(k) 59 s after its write, wall clock jumped: absent, want present")
+			}
+			if st, err := db.Checkpoint(nil); err != nil || st.Expired != 0 {
+				t.Fatalf("checkpoint: %d expired, err %v; want 0", st.Expired, err)
+			}
+			clk.Advance(time.Second)
+			if _, ok := get(t, tb, "k"); ok {
+				t.Error("Get(k) 60 s after its write: present, want expired")
+			}
+			if st, err := db.Checkpoint(nil); err != nil || st.Expired != 1 {
+				t.Errorf("checkpoint: %d expired, err %v; want 1", st.Expired, err)
+			}
+		})
+	}
+}

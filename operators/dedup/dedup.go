@@ -5,7 +5,9 @@
 // less than ttl before it, measured on the records' event times (receive time
 // without one), so that a replay decides the same way. Identities are kept in
 // the operator's state table, checkpointed with the log position; the table
-// forgets them by the wall clock some time after ttl (garbage collection only).
+// forgets them gcSlack after ttl on the state clock (garbage collection
+// only), which counts the agent's running time and ignores wall-clock jumps,
+// so an NTP step never drops an identity early.
 package dedup
 
 import (
@@ -59,8 +61,8 @@ type Dedup struct {
 	val    []byte
 }
 
-// gcSlack is how much longer than ttl the table keeps an identity, by the
-// wall clock: enough for a restart or a slow replay.
+// gcSlack is how much longer than ttl the table keeps an identity, on the
+// state clock: enough for a slow replay.
 const gcSlack = time.Hour
 
 // New returns the dedup operator for c.

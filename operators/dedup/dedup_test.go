@@ -2,11 +2,13 @@ package dedup
 
 import (
 	"context"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/operators/internal/optest"
+	"github.com/pspf/pspf-edge/state"
 )
 
 func TestDedup(t *testing.T) {
@@ -64,5 +66,52 @@ func TestDedup(t *testing.T) {
 func TestREADMESample(t *testing.T) {
 	if ops := optest.Build(t, optest.READMESample(t, "README.md"), "dedup", Factory(), optest.Env()); len(ops) != 1 {
 		t.Fatalf("got %d operators, want 1", len(ops))
+	}
+}
+
+// TestWallClockJump remembers identities across a restart whose wall clock
+// is a day later (a board without an RTC whose clock NTP set while it was
+// down): the state clock resumes from the checkpoint, so the table's TTL
+// (ttl + gcSlack) does not expire them, and a duplicate within ttl by event
+// time is still dropped.
+func TestWallClockJump(t *testing.T) {
+	wall := time.Date(1970, 1, 2, 0, 0, 0, 0, time.UTC) // the clock before NTP
+	now := func() time.Time { return wall }
+	path := filepath.Join(t.TempDir(), "state.db")
+	event := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	rec := func(id string, sec int) agent.Record {
+		return agent.Record{ID: id, EventTime: event.Add(time.Duration(sec) * time.Second).UnixNano()}
+	}
+	run := func(recs ...agent.Record) (out []string, dups uint64) {
+		db, err := state.Open(path, state.Options{Now: now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		env := optest.Env()
+		env.State = func(ttl time.Duration) (agent.StateTable, error) { return db.Table("op.dedup", ttl) }
+		d, err := New(&Config{TTL: 10 * time.Minute}, env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := &agent.Batch{Records: recs}
+		if err := d.Process(context.Background(), b); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Checkpoint(nil); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range b.Records {
+			out = append(out, r.ID)
+		}
+		return out, optest.Dropped(env, "duplicate")
+	}
+	if out, _ := run(rec("a", 0), rec("b", 1)); len(out) != 2 {
+		t.Fatalf("first run: got %v, want [a b]", out)
+	}
+	wall = wall.Add(24 * time.Hour)
+	out, dups := run(rec("a", 60), rec("b", 700), rec("c", 61))
+	if len(out) != 2 || out[0] != "b" || out[1] != "c" || dups != 1 {
+		t.Errorf("after a +1 day wall-clock jump: got %v with %d duplicates, want [b c] with 1 (a is within 10m of its first time)", out, dups)
 	}
 }
