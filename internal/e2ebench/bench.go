@@ -135,16 +135,21 @@ type RunResult struct {
 	// delivered record (per valid reading for the window pipeline), µs.
 	CPUPerRecord float64 `json:"cpu_us_per_record,omitempty"`
 	// PeakRSS is the agent's VmHWM over the run, bytes.
-	PeakRSS int64  `json:"peak_rss_bytes,omitempty"`
-	Error   string `json:"error,omitempty"`
+	PeakRSS int64 `json:"peak_rss_bytes,omitempty"`
+	// PeakAnon is the largest RssAnon sampled every 100 ms in the run: the
+	// part of PeakRSS that is not the executable's pages.
+	PeakAnon int64  `json:"peak_anon_bytes,omitempty"`
+	Error    string `json:"error,omitempty"`
 }
 
 // Session is one agent process running one pipeline.
 type Session struct {
 	Agent    string `json:"agent"`
 	Pipeline string `json:"pipeline"`
-	// IdleRSS is VmRSS IdleWait after the start, before any load.
-	IdleRSS int64 `json:"idle_rss_bytes"`
+	// IdleRSS is VmRSS IdleWait after the start, before any load;
+	// IdleAnon its RssAnon.
+	IdleRSS  int64 `json:"idle_rss_bytes"`
+	IdleAnon int64 `json:"idle_anon_bytes"`
 	// StartHWM is VmHWM at that moment (the start-up peak).
 	StartHWM int64 `json:"start_hwm_bytes"`
 }
@@ -324,7 +329,7 @@ func (b *bench) session(ctx context.Context, spec AgentSpec, kind, dir string, o
 	if err != nil {
 		return err
 	}
-	b.res.Sessions = append(b.res.Sessions, Session{Agent: spec.Name, Pipeline: kind, IdleRSS: ps.RSS, StartHWM: ps.HWM})
+	b.res.Sessions = append(b.res.Sessions, Session{Agent: spec.Name, Pipeline: kind, IdleRSS: ps.RSS, IdleAnon: ps.Anon, StartHWM: ps.HWM})
 	b.logf("%s %s: idle RSS %.1f MB (start-up peak %.1f MB)", spec.Name, kind, mb(ps.RSS), mb(ps.HWM))
 
 	type plan struct {
@@ -401,8 +406,8 @@ func (b *bench) flushWindows(ctx context.Context, addr string) error {
 // receiving end should see as valid (Mix{} for the bare subscriber, which
 // filters nothing). set installs the run's accounter where records arrive;
 // pid is the agent's (0 for the ceiling).
-func (b *bench) loadRun(ctx context.Context, set func(Accounter), pid int, addr string, qos byte, rate float64, n uint64, window bool, mix Mix) RunResult {
-	r := RunResult{QoS: int(qos), Rate: rate, Published: n}
+func (b *bench) loadRun(ctx context.Context, set func(Accounter), pid int, addr string, qos byte, rate float64, n uint64, window bool, mix Mix) (r RunResult) {
+	r = RunResult{QoS: int(qos), Rate: rate, Published: n}
 	var (
 		tr   *Tracker
 		wt   *WindowTally
@@ -425,6 +430,10 @@ func (b *bench) loadRun(ctx context.Context, set func(Accounter), pid int, addr 
 			r.Error = err.Error()
 		}
 		cpu0, _ = ReadProc(pid)
+		stop := make(chan struct{})
+		sampled := make(chan int64)
+		go func() { sampled <- peakAnon(pid, stop) }()
+		defer func() { close(stop); r.PeakAnon = <-sampled }()
 	}
 	load := NewLoad(LoadConfig{Addr: addr, QoS: qos, Messages: n, Rate: rate, Conns: b.cfg.Conns, Sensors: b.cfg.Sensors, Size: b.cfg.Size, Mix: b.cfg.Mix})
 	start := time.Now()
@@ -463,6 +472,24 @@ func (b *bench) loadRun(ctx context.Context, set func(Accounter), pid int, addr 
 		}
 	}
 	return r
+}
+
+// peakAnon samples the RssAnon of pid every 100 ms until stop is closed
+// and returns the largest.
+func peakAnon(pid int, stop <-chan struct{}) int64 {
+	var peak int64
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if ps, err := ReadProc(pid); err == nil {
+			peak = max(peak, ps.Anon)
+		}
+		select {
+		case <-stop:
+			return peak
+		case <-t.C:
+		}
+	}
 }
 
 // waitArrivals returns once done() reaches want, or when it has not moved

@@ -20,6 +20,7 @@ type Sample struct {
 	BacklogBytes   int64 `json:"backlog_bytes"`
 	BacklogRecords int64 `json:"backlog_records"`
 	RSS            int64 `json:"rss_bytes"`
+	Anon           int64 `json:"anon_bytes"`
 }
 
 // OutageResult is the outage run.
@@ -46,11 +47,13 @@ type OutageResult struct {
 	PeakBacklogRecords int64 `json:"peak_backlog_records"`
 	// OutageRSS is the largest VmRSS sampled from DownAt to the end of the
 	// drain; PeakRSS the VmHWM of the whole run.
-	OutageRSS int64    `json:"outage_rss_bytes"`
-	PeakRSS   int64    `json:"peak_rss_bytes"`
-	Latency   Latency  `json:"latency"`
-	Samples   []Sample `json:"samples"`
-	Error     string   `json:"error,omitempty"`
+	OutageRSS int64 `json:"outage_rss_bytes"`
+	// OutageAnon is the largest RssAnon sampled in the same time.
+	OutageAnon int64    `json:"outage_anon_bytes"`
+	PeakRSS    int64    `json:"peak_rss_bytes"`
+	Latency    Latency  `json:"latency"`
+	Samples    []Sample `json:"samples"`
+	Error      string   `json:"error,omitempty"`
 }
 
 // outage runs the steady stream, stops the Kafka broker at Start for Down,
@@ -164,11 +167,12 @@ func (b *bench) outage(ctx context.Context, name string, ag *agentProc, mq *mosq
 			s.BacklogBytes, s.BacklogRecords = bb, int64(br)
 		}
 		if ps, err := ReadProc(ag.pid()); err == nil {
-			s.RSS = ps.RSS
+			s.RSS, s.Anon = ps.RSS, ps.Anon
 		}
 		mu.Lock()
 		if !downAt.IsZero() && drainEnd.IsZero() {
 			res.OutageRSS = max(res.OutageRSS, s.RSS)
+			res.OutageAnon = max(res.OutageAnon, s.Anon)
 		}
 		mu.Unlock()
 		res.PeakBacklogBytes = max(res.PeakBacklogBytes, s.BacklogBytes)

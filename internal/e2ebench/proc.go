@@ -17,6 +17,9 @@ type ProcSample struct {
 	CPU int64
 	// RSS and HWM are VmRSS and VmHWM (peak RSS), in bytes.
 	RSS, HWM int64
+	// Anon is RssAnon: the resident memory not backed by a file (heap,
+	// stacks). RSS also counts the pages of the executable in use.
+	Anon int64
 }
 
 // ReadProc samples process pid from /proc (Linux).
@@ -33,8 +36,8 @@ func ReadProc(pid int) (ProcSample, error) {
 	if err != nil {
 		return ProcSample{}, fmt.Errorf("e2ebench: proc: %w", err)
 	}
-	rss, hwm := parseStatusMem(status)
-	return ProcSample{CPU: cpu, RSS: rss, HWM: hwm}, nil
+	rss, hwm, anon := parseStatusMem(status)
+	return ProcSample{CPU: cpu, RSS: rss, HWM: hwm, Anon: anon}, nil
 }
 
 // ResetPeak resets the peak resident set size (VmHWM) of pid to its current
@@ -67,9 +70,9 @@ func parseStatCPU(stat []byte) (int64, error) {
 	return (ut + st) * (1_000_000 / clockTicks), nil
 }
 
-// parseStatusMem returns VmRSS and VmHWM in bytes from the text of
-// /proc/PID/status (0 where a line is missing).
-func parseStatusMem(status []byte) (rss, hwm int64) {
+// parseStatusMem returns VmRSS, VmHWM and RssAnon in bytes from the text
+// of /proc/PID/status (0 where a line is missing).
+func parseStatusMem(status []byte) (rss, hwm, anon int64) {
 	for line := range bytes.SplitSeq(status, []byte("\n")) {
 		k, v, ok := bytes.Cut(line, []byte(":"))
 		if !ok {
@@ -81,6 +84,8 @@ func parseStatusMem(status []byte) (rss, hwm int64) {
 			dst = &rss
 		case "VmHWM":
 			dst = &hwm
+		case "RssAnon":
+			dst = &anon
 		default:
 			continue
 		}
@@ -97,5 +102,5 @@ func parseStatusMem(status []byte) (rss, hwm int64) {
 		}
 		*dst = n
 	}
-	return rss, hwm
+	return rss, hwm, anon
 }

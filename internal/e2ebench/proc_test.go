@@ -27,13 +27,13 @@ func TestParseStatCPU(t *testing.T) {
 }
 
 func TestParseStatusMem(t *testing.T) {
-	in := "Name:\tpspf-edge\nVmPeak:\t 1262140 kB\nVmHWM:\t   12040 kB\nVmRSS:\t    5800 kB\nThreads:\t8\n"
-	rss, hwm := parseStatusMem([]byte(in))
-	if rss != 5800*1024 || hwm != 12040*1024 {
-		t.Errorf("got rss %d hwm %d, want %d and %d", rss, hwm, 5800*1024, 12040*1024)
+	in := "Name:\tpspf-edge\nVmPeak:\t 1262140 kB\nVmHWM:\t   12040 kB\nVmRSS:\t    5800 kB\nRssAnon:\t    2100 kB\nRssFile:\t    3700 kB\nThreads:\t8\n"
+	rss, hwm, anon := parseStatusMem([]byte(in))
+	if rss != 5800*1024 || hwm != 12040*1024 || anon != 2100*1024 {
+		t.Errorf("got rss %d hwm %d anon %d, want %d, %d and %d", rss, hwm, anon, 5800*1024, 12040*1024, 2100*1024)
 	}
-	if rss, hwm := parseStatusMem([]byte("Name:\tkthreadd\n")); rss != 0 || hwm != 0 {
-		t.Errorf("a kernel thread: got rss %d hwm %d, want 0 and 0", rss, hwm)
+	if rss, hwm, anon := parseStatusMem([]byte("Name:\tkthreadd\n")); rss != 0 || hwm != 0 || anon != 0 {
+		t.Errorf("a kernel thread: got rss %d hwm %d anon %d, want 0", rss, hwm, anon)
 	}
 }
 
@@ -42,8 +42,8 @@ func TestReadProcSelf(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.RSS <= 0 || s.HWM < s.RSS || s.CPU < 0 {
-		t.Errorf("got %+v, want RSS > 0, HWM >= RSS, CPU >= 0", s)
+	if s.RSS <= 0 || s.HWM < s.RSS || s.Anon <= 0 || s.Anon > s.RSS || s.CPU < 0 {
+		t.Errorf("got %+v, want RSS > 0, HWM >= RSS, 0 < Anon <= RSS, CPU >= 0", s)
 	}
 	if _, err := ReadProc(-1); err == nil {
 		t.Error("ReadProc(-1): no error")

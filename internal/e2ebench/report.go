@@ -38,7 +38,7 @@ func errText(e string) string {
 // WriteTable prints the results as the table `make bench-e2e` shows.
 func WriteTable(w io.Writer, res *Results) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "agent\tpipeline\tqos\trate\t#\tpublished\texpected\tdelivered\tlost\tdup\trec/s\tmsg/s in\tvs ceiling\tp50 ms\tp90 ms\tp99 ms\tmax ms\tcpu µs/rec\tpeak RSS MB\t")
+	fmt.Fprintln(tw, "agent\tpipeline\tqos\trate\t#\tpublished\texpected\tdelivered\tlost\tdup\trec/s\tmsg/s in\tvs ceiling\tp50 ms\tp90 ms\tp99 ms\tmax ms\tcpu µs/rec\tpeak RSS MB\tpeak anon MB\t")
 	row := func(r RunResult) {
 		ratio, lat := "-", []string{"-", "-", "-", "-"}
 		if r.Ratio > 0 {
@@ -48,16 +48,19 @@ func WriteTable(w io.Writer, res *Results) {
 			l := r.Latency
 			lat = []string{f1(l.P50), f1(l.P90), f1(l.P99), f1(l.Max)}
 		}
-		cpu, rss := "-", "-"
+		cpu, rss, anon := "-", "-", "-"
 		if r.CPUPerRecord > 0 {
 			cpu = fmt.Sprintf("%.2f", r.CPUPerRecord)
 		}
 		if r.PeakRSS > 0 {
 			rss = f1(mb(r.PeakRSS))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%.0f\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+		if r.PeakAnon > 0 {
+			anon = f1(mb(r.PeakAnon))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%.0f\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
 			r.Agent, r.Pipeline, r.QoS, rateText(r.Rate), r.Repeat, r.Published, r.Expected, r.Delivered, r.Lost, r.Duplicates,
-			r.Throughput, r.InputRate, ratio, lat[0], lat[1], lat[2], lat[3], cpu, rss)
+			r.Throughput, r.InputRate, ratio, lat[0], lat[1], lat[2], lat[3], cpu, rss, anon)
 	}
 	for _, r := range res.Ceiling {
 		row(r)
@@ -69,24 +72,24 @@ func WriteTable(w io.Writer, res *Results) {
 	if len(res.Sessions) > 0 {
 		fmt.Fprintln(w)
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "agent\tpipeline\tidle RSS MB\tstart-up peak MB\t")
+		fmt.Fprintln(tw, "agent\tpipeline\tidle RSS MB\tidle anon MB\tstart-up peak MB\t")
 		for _, s := range res.Sessions {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\n", s.Agent, s.Pipeline, f1(mb(s.IdleRSS)), f1(mb(s.StartHWM)))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t\n", s.Agent, s.Pipeline, f1(mb(s.IdleRSS)), f1(mb(s.IdleAnon)), f1(mb(s.StartHWM)))
 		}
 		tw.Flush()
 	}
 	if len(res.Outages) > 0 {
 		fmt.Fprintln(w)
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "outage\trate\tdown s\tup s\tpublished\texpected\tdelivered\tlost\tdup\tpeak backlog KB\tRSS in outage MB\tpeak RSS MB\tresume s\tdrain s\tdrain rec/s\tdrain/live\tp99 ms\tmax ms\t")
+		fmt.Fprintln(tw, "outage\trate\tdown s\tup s\tpublished\texpected\tdelivered\tlost\tdup\tpeak backlog KB\tRSS in outage MB\tanon in outage MB\tpeak RSS MB\tresume s\tdrain s\tdrain rec/s\tdrain/live\tp99 ms\tmax ms\t")
 		for _, o := range res.Outages {
 			backlog := "-"
 			if o.PeakBacklogBytes >= 0 {
 				backlog = fmt.Sprintf("%.0f", float64(o.PeakBacklogBytes)/1024)
 			}
-			fmt.Fprintf(tw, "%s\t%.0f/s\t%.1f\t%.1f\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%.2f\t%.2f\t%.0f\t%.1fx\t%s\t%s\t\n",
+			fmt.Fprintf(tw, "%s\t%.0f/s\t%.1f\t%.1f\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%.2f\t%.2f\t%.0f\t%.1fx\t%s\t%s\t\n",
 				o.Agent, o.Rate, o.DownAt, o.UpAt, o.Published, o.Expected, o.Delivered, o.Lost, o.Duplicates, backlog,
-				f1(mb(o.OutageRSS)), f1(mb(o.PeakRSS)), o.ResumeSeconds, o.DrainSeconds, o.DrainRate, o.DrainRatio, f1(o.Latency.P99), f1(o.Latency.Max))
+				f1(mb(o.OutageRSS)), f1(mb(o.OutageAnon)), f1(mb(o.PeakRSS)), o.ResumeSeconds, o.DrainSeconds, o.DrainRate, o.DrainRatio, f1(o.Latency.P99), f1(o.Latency.Max))
 		}
 		tw.Flush()
 	}

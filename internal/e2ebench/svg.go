@@ -99,7 +99,7 @@ func stackedPlot(title, xlabel string, xmax float64, panels []panel, bands []ban
 // OutagePlot draws the outage run: throughput, backlog and memory over time,
 // the broker's down time and the drain shaded.
 func OutagePlot(o OutageResult) []byte {
-	var t, tp, pub, bl, rss []float64
+	var t, tp, pub, bl, rss, anon []float64
 	var prevT float64
 	var prevPub uint64
 	for i, s := range o.Samples {
@@ -113,6 +113,7 @@ func OutagePlot(o OutageResult) []byte {
 		prevT, prevPub = s.T, s.Published
 		bl = append(bl, math.Max(0, float64(s.BacklogBytes))/1024)
 		rss = append(rss, mb(s.RSS))
+		anon = append(anon, mb(s.Anon))
 	}
 	xmax := 0.0
 	if len(t) > 0 {
@@ -121,7 +122,7 @@ func OutagePlot(o OutageResult) []byte {
 	panels := []panel{
 		{title: "records/s", lines: []series{{"published", "#999999", t, pub}, {"delivered to Kafka", "#1f77b4", t, tp}}},
 		{title: "agent backlog (KiB)", lines: []series{{"backlog", "#d62728", t, bl}}},
-		{title: "agent resident memory (MiB)", lines: []series{{"VmRSS", "#2ca02c", t, rss}}},
+		{title: "agent resident memory (MiB)", lines: []series{{"VmRSS", "#2ca02c", t, rss}, {"RssAnon (heap, stacks)", "#9467bd", t, anon}}},
 	}
 	bands := []band{{o.DownAt, o.UpAt, "Kafka down", "#fde0dd"}}
 	if o.DrainSeconds > 0 {

@@ -44,12 +44,12 @@ func TestOutagePlot(t *testing.T) {
 	for i := range 200 {
 		ts := float64(i) * 0.25
 		o.Samples = append(o.Samples, Sample{T: ts, Published: uint64(i * 500), Delivered: uint64(i * 480),
-			Throughput: 1900, BacklogBytes: int64(i) * 1000, BacklogRecords: int64(i), RSS: 9 << 20})
+			Throughput: 1900, BacklogBytes: int64(i) * 1000, BacklogRecords: int64(i), RSS: 9 << 20, Anon: 4 << 20})
 	}
 	doc := OutagePlot(o)
 	elems := parseSVG(t, doc)
-	if elems["polyline"] != 4 {
-		t.Errorf("got %d polylines, want 4 (published, delivered, backlog, memory)", elems["polyline"])
+	if elems["polyline"] != 5 {
+		t.Errorf("got %d polylines, want 5 (published, delivered, backlog, RSS, anon)", elems["polyline"])
 	}
 	if !strings.Contains(string(doc), "a&lt;b &amp;") {
 		t.Error("the agent's name is not escaped")
