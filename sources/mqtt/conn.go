@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"sync"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -18,7 +19,8 @@ const connReadBuffer = 16 << 10
 
 // openConn opens the connection to the broker as paho itself does (tcp and
 // mqtt through a proxy from the environment, ssl/tls/mqtts with the TLS
-// config, ws and wss with paho's websocket), and buffers its reads. paho
+// config, ws and wss with paho's websocket), buffers its reads and gathers
+// its writes (see bufConn). paho
 // reads a packet's fixed header a byte at a time and then its body: on a bare
 // connection that is three or more read system calls per message, a fifth
 // of the agent's CPU at 40k messages/s.
@@ -50,14 +52,114 @@ func openConn(uri *url.URL, o paho.ClientOptions) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &bufConn{Conn: c, r: bufio.NewReaderSize(c, connReadBuffer)}, nil
+	bc := &bufConn{Conn: c, r: bufio.NewReaderSize(c, connReadBuffer),
+		kick: make(chan struct{}, 1), done: make(chan struct{}), ended: make(chan struct{})}
+	go bc.sender()
+	return bc, nil
 }
 
-// bufConn is a connection whose reads go through a buffer.
+// writeDelay is how long written packets may wait to be sent together.
+// paho writes every PUBACK on its own; the acks of a durable batch come
+// within microseconds of each other, and one system call per batch instead
+// of one per message saves a tenth of the agent's CPU at QoS 1.
+const writeDelay = 200 * time.Microsecond
+
+// bufConn is a connection whose reads go through a buffer and whose writes
+// are gathered for up to writeDelay and sent by one goroutine, which ends
+// with Close. Write never blocks on the network: it returns the first error
+// of an earlier send, and Close sends what is pending before it closes.
 type bufConn struct {
 	net.Conn
 	r *bufio.Reader
+
+	mu      sync.Mutex
+	pending []byte // written, not yet sent
+	spare   []byte // the previous send's buffer, for reuse
+	err     error  // first send error
+
+	kick      chan struct{} // capacity 1: something is pending
+	done      chan struct{} // closed by Close
+	ended     chan struct{} // closed when the sender has returned
+	closeOnce sync.Once
 }
 
 // Read reads from the buffer, refilling it from the connection.
 func (c *bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// Write queues p for the sender; after Close it fails with net.ErrClosed.
+func (c *bufConn) Write(p []byte) (int, error) {
+	select {
+	case <-c.done:
+		return 0, net.ErrClosed
+	default:
+	}
+	c.mu.Lock()
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		return 0, err
+	}
+	c.pending = append(c.pending, p...)
+	c.mu.Unlock()
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+	return len(p), nil
+}
+
+// sender sends what is written, writeDelay after the first pending write.
+func (c *bufConn) sender() {
+	defer close(c.ended)
+	t := time.NewTimer(writeDelay)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.kick:
+		case <-c.done:
+			c.send()
+			return
+		}
+		t.Reset(writeDelay)
+		select {
+		case <-t.C:
+		case <-c.done:
+		}
+		c.send()
+	}
+}
+
+// send writes the pending bytes to the connection.
+func (c *bufConn) send() {
+	c.mu.Lock()
+	if len(c.pending) == 0 {
+		c.mu.Unlock()
+		return
+	}
+	// buf is the sender's alone until it is handed back as spare.
+	buf := c.pending
+	c.pending, c.spare = c.spare[:0], nil
+	c.mu.Unlock()
+	_, err := c.Conn.Write(buf)
+	c.mu.Lock()
+	if cap(buf) <= 64<<10 { // keep a modest buffer, drop a huge one
+		c.spare = buf[:0]
+	}
+	if err != nil && c.err == nil {
+		c.err = fmt.Errorf("mqtt: send: %w", err)
+	}
+	c.mu.Unlock()
+}
+
+// Close sends what is pending (paho's DISCONNECT; within a second, a peer
+// that does not read cannot hold it up), stops the sender and closes the
+// connection. A second Close returns the connection's error, as net.Conn's
+// does.
+func (c *bufConn) Close() error {
+	c.closeOnce.Do(func() {
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+		close(c.done)
+	})
+	<-c.ended
+	return c.Conn.Close()
+}

@@ -1,0 +1,103 @@
+package mqtt
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"net/url"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+)
+
+// dialTest opens a bufConn to a fresh loopback listener and returns it
+// with the accepted server side.
+func dialTest(t *testing.T) (net.Conn, net.Conn) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			close(accepted)
+			return
+		}
+		accepted <- c
+	}()
+	u, _ := url.Parse("tcp://" + l.Addr().String())
+	c, err := openConn(u, *paho.NewClientOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, ok := <-accepted
+	if !ok {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { c.Close(); srv.Close() })
+	return c, srv
+}
+
+// TestBufConnWrites checks that gathered writes arrive complete and in
+// order, that Close sends what is pending, and that reads pass through.
+func TestBufConnWrites(t *testing.T) {
+	c, srv := dialTest(t)
+	var want bytes.Buffer
+	for i := range 5000 {
+		p := []byte{0x40, 0x02, byte(i >> 8), byte(i)} // PUBACKs
+		want.Write(p)
+		if n, err := c.Write(p); n != 4 || err != nil {
+			t.Fatalf("write %d: %d, %v", i, n, err)
+		}
+		if i == 2500 {
+			time.Sleep(time.Millisecond) // let one send happen in between
+		}
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	got, err := io.ReadAll(srv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want.Bytes()) {
+		t.Fatalf("got %d bytes, want the %d written, in order", len(got), want.Len())
+	}
+	if _, err := c.Write([]byte{1}); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("write after close: %v, want net.ErrClosed", err)
+	}
+}
+
+func TestBufConnReads(t *testing.T) {
+	c, srv := dialTest(t)
+	msg := bytes.Repeat([]byte("0123456789"), 5000)
+	go func() { srv.Write(msg); srv.Close() }()
+	got, err := io.ReadAll(c)
+	if err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("got %d bytes, %v; want the %d sent", len(got), err, len(msg))
+	}
+}
+
+// TestBufConnCloseStuckPeer checks that Close returns when the peer reads
+// nothing and the pending bytes cannot be sent.
+func TestBufConnCloseStuckPeer(t *testing.T) {
+	c, _ := dialTest(t)
+	chunk := make([]byte, 1<<20)
+	for range 16 { // more than the socket buffers hold
+		if _, err := c.Write(chunk); err != nil {
+			break
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Close() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return with a peer that reads nothing")
+	}
+}
