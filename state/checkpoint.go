@@ -122,9 +122,17 @@ func (db *DB) Prepare(meta map[string][]byte) (*Pending, error) {
 			counts[e.t]++
 		}
 	}
+	total := 0
+	for _, n := range counts {
+		total += n
+	}
+	// The pending tables' entries share the scratch array (db.ckpt is held).
+	db.scratch.snaps = grow(db.scratch.snaps, total)
 	byTable := make(map[*Table]*pendTable, len(counts))
+	off := 0
 	for t, n := range counts {
-		pt := &pendTable{t: t, ents: make([]snap, 0, n)}
+		pt := &pendTable{t: t, ents: db.scratch.snaps[off : off : off+n]}
+		off += n
 		byTable[t] = pt
 		p.tables = append(p.tables, pt)
 	}
@@ -170,6 +178,7 @@ func (p *Pending) Abort() {
 	db.mu.Lock()
 	p.requeue()
 	db.mu.Unlock()
+	db.scratch.release(p.Entries())
 	<-db.ckpt
 }
 
@@ -208,6 +217,7 @@ func (p *Pending) Commit() (CheckpointStats, error) {
 	p.done = true
 	db := p.db
 	defer func() { <-db.ckpt }()
+	defer db.scratch.release(p.Entries()) // runs before the semaphore is released
 	st := CheckpointStats{Seq: p.seq, Time: time.Unix(0, p.now), Prepare: p.prepDur}
 	start := time.Now()
 	expired, err := p.write(&st)
@@ -269,8 +279,11 @@ func (p *Pending) write(st *CheckpointStats) (expired [][]string, err error) {
 		}
 	}
 	db.mu.Unlock()
+	db.scratch.order = grow(db.scratch.order, p.Entries())
+	off := 0
 	for _, pt := range p.tables {
-		pt.sort()
+		pt.sort(&db.scratch, off)
+		off += len(pt.ents)
 	}
 	tx, err := db.bolt.Begin(true)
 	if err != nil {

@@ -86,6 +86,8 @@ type DB struct {
 	// pressure is signalled (without blocking) when dirty bytes pass half of
 	// the budget.
 	pressure chan struct{}
+	// scratch is used by the holder of ckpt.
+	scratch scratch
 
 	mu       sync.Mutex
 	closed   bool
