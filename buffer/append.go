@@ -169,11 +169,12 @@ func (l *Log) storeLocked(payloads [][]byte, size int) (int, error) {
 		}
 		return len(payloads), nil
 	}
-	l.wbuf = slices.Grow(l.wbuf[:0], size)
-	seq := l.next
-	for _, p := range payloads {
-		l.wbuf = appendFrame(l.wbuf, seq, p)
-		seq++
+	l.wbuf = slices.Grow(l.wbuf[:0], size)[:size]
+	off := 0
+	for i, p := range payloads {
+		end := off + frameOverhead + len(p)
+		putFrame(l.wbuf[off:end], l.next+uint64(i), p)
+		off = end
 	}
 	n, err := l.writeFramesLocked(l.wbuf, l.next, len(payloads))
 	l.next += uint64(n)
