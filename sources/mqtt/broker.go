@@ -69,7 +69,12 @@ func dialPaho(cfg *Config, clientID string, tlsCfg *tls.Config, h handlers) brok
 	// handler blocked on the in-flight bound stops paho reading the socket.
 	o.SetOrderMatters(true)
 	o.SetKeepAlive(cfg.KeepAlive)
-	o.SetPingTimeout(min(cfg.KeepAlive, 10*time.Second))
+	// A PINGRESP waits behind every message the broker has queued for us:
+	// while a QoS 0 flood is taken in slower than it comes, that can be many
+	// seconds, and giving up on it drops the connection and the flood's QoS 0
+	// messages with it. Wait a whole keepalive (a dead TCP connection is
+	// noticed anyway; this only bounds a silent one).
+	o.SetPingTimeout(cfg.KeepAlive)
 	o.SetConnectTimeout(cfg.ConnectTimeout)
 	o.SetAutoReconnect(true)
 	o.SetMaxReconnectInterval(cfg.MaxReconnect)
