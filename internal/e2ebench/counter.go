@@ -108,7 +108,6 @@ type Counter struct {
 	mu    sync.Mutex
 	acc   Accounter
 	warm  chan struct{} // closed at the first warm-up record
-	stray atomic.Uint64 // records that arrived with no accounter set
 	total atomic.Uint64
 }
 
@@ -161,10 +160,8 @@ func (c *Counter) Run(ctx context.Context) error {
 			if acc != nil {
 				warm = acc.AddValue(r.Value, now)
 			} else {
+				// Between runs: stragglers of the last one are dropped.
 				warm = isWarm(r.Value)
-				if !warm {
-					c.stray.Add(1)
-				}
 			}
 			if warm && !warmed {
 				warmed = true

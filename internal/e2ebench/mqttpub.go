@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -329,6 +328,3 @@ func PublishOne(ctx context.Context, addr, clientID, topic string, payload []byt
 	}
 	return p.close()
 }
-
-// hostPort strips a tcp:// scheme.
-func hostPort(url string) string { return strings.TrimPrefix(url, "tcp://") }
