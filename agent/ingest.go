@@ -28,9 +28,14 @@ type sourceRun struct {
 	errors  *Counter
 	nacks   *Counter
 	batch   Batch
-	arena   []byte
-	offs    []int
-	pays    [][]byte
+	// fields is the batch's field storage, reused batch after batch (see
+	// presize); perRecord is the most fields a record has had after the
+	// stateless chain, which sizes it.
+	fields    []Field
+	perRecord int
+	arena     []byte
+	offs      []int
+	pays      [][]byte
 }
 
 func newSourceRun(p *Pipeline, c ComponentSpec, s Source, env Env) *sourceRun {
@@ -93,8 +98,13 @@ func (s *sourceRun) handle(ctx context.Context, recs []Record, ack AckFunc, comm
 	b := &s.batch
 	b.Reset()
 	b.Records = append(b.Records, recs...)
+	used := s.presize(b.Records)
+	defer clear(s.fields[:used]) // let go of the strings until the next batch
 	b.Now = s.p.deps.Now()
 	s.p.process(ctx, b)
+	for i := range b.Records {
+		s.perRecord = max(s.perRecord, len(b.Records[i].Fields))
+	}
 	if len(b.Dead) > 0 {
 		s.p.deadLetter(ctx, b.Dead)
 	}
@@ -115,6 +125,38 @@ func (s *sourceRun) handle(ctx context.Context, recs []Record, ack AckFunc, comm
 		return
 	}
 	commits <- pending{last: last, ack: ack, n: len(pays)}
+}
+
+// maxPresized bounds the reused field storage of a source (in fields, 80
+// bytes each): a batch that would need more gets none, and its operators
+// allocate as they did before.
+const maxPresized = 1 << 16
+
+// presize moves the records' fields into the runner's reused storage, each
+// with room for as many fields as a record has had after the stateless chain,
+// plus two: a decoder then fills it instead of allocating a slice per record.
+// It returns how much of the storage is in use. The storage is the batch's
+// until handle returns: operators do not keep records (or their Fields)
+// across Process calls, the log append and the dead-letter encoding copy
+// them, and the source's own records are left as they were.
+func (s *sourceRun) presize(recs []Record) int {
+	if s.perRecord == 0 {
+		return 0 // the first batch shows how many fields a record gets
+	}
+	per := s.perRecord + 2
+	need := len(recs) * per
+	if need > maxPresized {
+		return 0
+	}
+	if cap(s.fields) < need {
+		s.fields = make([]Field, need)
+	}
+	for i := range recs {
+		r := &recs[i]
+		f := s.fields[i*per : i*per : (i+1)*per]
+		r.Fields = append(f, r.Fields...)
+	}
+	return need
 }
 
 func (s *sourceRun) nack(ctx context.Context, ack AckFunc, err error) {

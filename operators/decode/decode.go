@@ -260,9 +260,11 @@ func (d *Decoder) Record(r *agent.Record) error {
 		return fmt.Errorf("decode: payload of %d bytes is larger than max_bytes (%d)", len(data), d.cfg.MaxBytes)
 	}
 	n0 := len(r.Fields)
-	if want := n0 + d.hint + 2; cap(r.Fields) < want {
-		// One allocation per record, with room for what a map operator adds.
-		fs := make([]agent.Field, n0, want)
+	if cap(r.Fields) < n0+d.hint {
+		// One allocation per record, with room for what a map operator
+		// adds. The agent's runner usually hands records over with room
+		// enough (it learns how many fields they get), and this is skipped.
+		fs := make([]agent.Field, n0, n0+d.hint+2)
 		copy(fs, r.Fields)
 		r.Fields = fs
 	}
