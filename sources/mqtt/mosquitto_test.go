@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -79,7 +80,10 @@ func readN(t testing.TB, s *Source, n int, timeout time.Duration) []agent.Record
 		if err != nil {
 			t.Fatalf("read after %d of %d records: %v", len(out), n, err)
 		}
-		out = append(out, recs...)
+		for _, r := range recs { // the source reuses a batch's slices once it is acked
+			r.Fields = slices.Clone(r.Fields)
+			out = append(out, r)
+		}
 		ack(ctx, nil)
 	}
 	return out

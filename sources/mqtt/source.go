@@ -24,6 +24,19 @@ type inbound struct {
 	at int64
 }
 
+// batchBufs are the slices of one batch: its messages, its records and their
+// fields. They go back to the source's free list when the batch is acked (the
+// runner owns the records until then) and serve a later batch.
+type batchBufs struct {
+	in     []inbound
+	recs   []agent.Record
+	fields []agent.Field
+}
+
+// freeBatches is how many acked batches' slices the source keeps for reuse:
+// enough for the batches of one group commit.
+const freeBatches = 4
+
 // Source is the MQTT source. Build it with New.
 type Source struct {
 	cfg      Config
@@ -36,10 +49,12 @@ type Source struct {
 	filters  map[string]byte
 	anyQoS   bool // some subscription is QoS ≥ 1
 
-	b     broker        // the current client; only Read's goroutine and Close touch it
-	queue chan inbound  // received, not yet read; never fuller than slots
-	slots chan struct{} // one per message taken from the broker and not yet acked
-	done  chan struct{} // closed by Close: handlers stop waiting
+	b     broker          // the current client; only Read's goroutine and Close touch it
+	queue chan inbound    // received, not yet read; never fuller than slots
+	slots chan struct{}   // one per message taken from the broker and not yet acked
+	done  chan struct{}   // closed by Close: handlers stop waiting
+	free  chan *batchBufs // acked batches' slices, for reuse
+	vals  []string        // topic template values; Read's goroutine only
 
 	bg        context.Context // ends with Close: bounds the background subscribe
 	stopBg    context.CancelFunc
@@ -81,6 +96,7 @@ func newSource(cfg Config, env agent.Env, dial dialFunc) (*Source, error) {
 		queue: make(chan inbound, cfg.MaxInFlight),
 		slots: make(chan struct{}, cfg.MaxInFlight),
 		done:  make(chan struct{}),
+		free:  make(chan *batchBufs, freeBatches),
 	}
 	s.bg, s.stopBg = context.WithCancel(context.Background())
 	if s.clientID == "" {
@@ -213,18 +229,22 @@ func (s *Source) Read(ctx context.Context) ([]agent.Record, agent.AckFunc, error
 	if s.reconnect.CompareAndSwap(true, false) {
 		s.redeliver(ctx)
 	}
-	var batch []inbound
+	var bb *batchBufs
 	select {
 	case in := <-s.queue:
-		batch = make([]inbound, 1, min(s.cfg.BatchSize, 64))
-		batch[0] = in
+		select {
+		case bb = <-s.free:
+		default:
+			bb = &batchBufs{in: make([]inbound, 0, s.cfg.BatchSize)}
+		}
+		bb.in = append(bb.in[:0], in)
 	case <-ctx.Done():
 		return nil, nil, ctx.Err()
 	case <-s.done:
 		return nil, nil, fmt.Errorf("mqtt source: %w", agent.ErrStopped)
 	}
-	batch = s.gather(ctx, batch)
-	return s.records(batch), s.ackFunc(batch), nil
+	bb.in = s.gather(ctx, bb.in)
+	return s.records(bb), s.ackFunc(bb), nil
 }
 
 func (s *Source) gather(ctx context.Context, batch []inbound) []inbound {
@@ -259,10 +279,14 @@ func (s *Source) gather(ctx context.Context, batch []inbound) []inbound {
 	return batch
 }
 
-// records turns messages into records; the fields of all records share one
-// allocation.
-func (s *Source) records(batch []inbound) []agent.Record {
-	recs := make([]agent.Record, len(batch))
+// records turns the batch's messages into its records; the fields of all
+// records share one slice.
+func (s *Source) records(bb *batchBufs) []agent.Record {
+	batch := bb.in
+	if cap(bb.recs) < len(batch) {
+		bb.recs = make([]agent.Record, len(batch), cap(batch))
+	}
+	recs := bb.recs[:len(batch)]
 	nf := 0
 	if s.tmpl != nil {
 		nf = len(s.tmpl.names)
@@ -273,12 +297,15 @@ func (s *Source) records(batch []inbound) []agent.Record {
 	}
 	var fields []agent.Field
 	if per > 0 {
-		fields = make([]agent.Field, len(batch)*per)
+		if cap(bb.fields) < len(batch)*per {
+			bb.fields = make([]agent.Field, cap(batch)*per)
+		}
+		fields = bb.fields
 	}
-	var vals []string
-	if nf > 0 {
-		vals = make([]string, nf)
+	if len(s.vals) < nf {
+		s.vals = make([]string, nf)
 	}
+	vals := s.vals[:nf]
 	for i, in := range batch {
 		r := &recs[i]
 		r.Source = s.env.Component
@@ -309,7 +336,8 @@ func (s *Source) records(batch []inbound) []agent.Record {
 	return recs
 }
 
-func (s *Source) ackFunc(batch []inbound) agent.AckFunc {
+func (s *Source) ackFunc(bb *batchBufs) agent.AckFunc {
+	batch := bb.in
 	var once sync.Once
 	return func(_ context.Context, err error) {
 		once.Do(func() {
@@ -335,7 +363,21 @@ func (s *Source) ackFunc(batch []inbound) agent.AckFunc {
 			for range batch {
 				<-s.slots
 			}
+			s.release(bb)
 		})
+	}
+}
+
+// release clears an acked batch's slices, so that they hold on to no
+// message or string, and keeps them for a later batch if there is room.
+func (s *Source) release(bb *batchBufs) {
+	clear(bb.in)
+	bb.in = bb.in[:0]
+	clear(bb.recs[:cap(bb.recs)])
+	clear(bb.fields)
+	select {
+	case s.free <- bb:
+	default:
 	}
 }
 

@@ -246,3 +246,47 @@ func TestFakeCloseUnblocksHandler(t *testing.T) {
 		t.Fatal("handler still blocked after Close")
 	}
 }
+
+// TestFakeBatchReuse: once a batch is acked its slices serve the next batch,
+// cleared of the old messages, and each record gets its own template fields.
+func TestFakeBatchReuse(t *testing.T) {
+	cfg := testConfig()
+	cfg.BatchSize = 2
+	cfg.Linger = 0
+	cfg.TopicTemplate = "sensors/{device}"
+	cfg.Key = "{device}"
+	s, d, _ := newFake(t, cfg)
+	b := d.last()
+	ctx := context.Background()
+	read := func(devices ...string) ([]agent.Record, agent.AckFunc) {
+		t.Helper()
+		for _, dev := range devices {
+			b.h.message(&fakeMsg{topic: "sensors/" + dev, payload: []byte(dev), qos: 1})
+		}
+		recs, ack, err := s.Read(ctx)
+		if err != nil || len(recs) != len(devices) {
+			t.Fatalf("got %d records, err %v; want %d, nil", len(recs), err, len(devices))
+		}
+		for i, r := range recs {
+			if r.Key != devices[i] || string(r.Raw) != devices[i] || len(r.Fields) != 1 || r.Fields[0].Str != devices[i] {
+				t.Errorf("record %d: got key %q raw %q fields %+v, want device %s", i, r.Key, r.Raw, r.Fields, devices[i])
+			}
+		}
+		return recs, ack
+	}
+	first, ack := read("a", "b")
+	ack(ctx, nil)
+	if first[0].Key != "" || first[0].Raw != nil || first[0].Fields != nil {
+		t.Errorf("acked record not cleared: got %+v", first[0])
+	}
+	second, ack2 := read("c")
+	if &second[0] != &first[0] {
+		t.Errorf("the acked batch's records were not reused")
+	}
+	third, ack3 := read("d", "e") // the second batch is not acked: fresh slices
+	if &third[0] == &second[0] {
+		t.Errorf("an unacked batch's records were reused")
+	}
+	ack2(ctx, nil)
+	ack3(ctx, nil)
+}
