@@ -168,7 +168,11 @@ type Decoder struct {
 	hint      int // fields of the largest payload so far, to size Fields once
 
 	// Scratch space, reused across records.
-	name  []byte
+	name []byte
+	// last are the field names of the last payload by position: a sensor's
+	// payloads name the same fields in the same order, and comparing with
+	// the name in the same place is cheaper than a map look-up.
+	last  []string
 	buf   []byte
 	cells []int
 	depth int
@@ -396,6 +400,23 @@ func (t *names) get(b []byte) string {
 }
 
 // maxInterned is the longest string value that is interned.
+// fieldName returns d.name, the current field's name, as an interned
+// string. d.count is the field's position in the payload (it has not been
+// added yet).
+func (d *Decoder) fieldName() string {
+	i := d.count
+	if i < len(d.last) && d.last[i] == string(d.name) {
+		return d.last[i]
+	}
+	s := d.names.get(d.name)
+	if i < len(d.last) {
+		d.last[i] = s
+	} else if i == len(d.last) && i < 64 {
+		d.last = append(d.last, s)
+	}
+	return s
+}
+
 const maxInterned = 32
 
 // str returns b as a string field value, interned when short, with invalid

@@ -1,6 +1,7 @@
 package decode
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
@@ -128,13 +129,13 @@ func (s *jsonScanner) value(r *agent.Record, depth int) error {
 		if d.cfg.Arrays == "reject" {
 			return fmt.Errorf("offset %d: field %s is an array (arrays: reject)", start, d.name)
 		}
-		return d.add(r, agent.Bytes(d.names.get(d.name), append([]byte(nil), s.data[start:s.pos]...)))
+		return d.add(r, agent.Bytes(d.fieldName(), append([]byte(nil), s.data[start:s.pos]...)))
 	case c == '"':
 		v, err := s.str()
 		if err != nil {
 			return err
 		}
-		return d.add(r, agent.String(d.names.get(d.name), d.str(v)))
+		return d.add(r, agent.String(d.fieldName(), d.str(v)))
 	case c == 't' || c == 'f' || c == 'n':
 		for _, lit := range [...]string{"true", "false", "null"} {
 			if strings.HasPrefix(view(s.data[s.pos:]), lit) {
@@ -142,7 +143,7 @@ func (s *jsonScanner) value(r *agent.Record, depth int) error {
 				if lit == "null" {
 					return nil
 				}
-				return d.add(r, agent.Bool(d.names.get(d.name), lit == "true"))
+				return d.add(r, agent.Bool(d.fieldName(), lit == "true"))
 			}
 		}
 		return s.unexpected()
@@ -151,7 +152,7 @@ func (s *jsonScanner) value(r *agent.Record, depth int) error {
 		if err != nil {
 			return err
 		}
-		f.Name = d.names.get(d.name)
+		f.Name = d.fieldName()
 		return d.add(r, f)
 	}
 	return s.unexpected()
@@ -238,7 +239,11 @@ func (s *jsonScanner) str() ([]byte, error) {
 	start := s.pos
 	data := s.data
 	for i := start; i < len(data); i++ {
-		switch c := data[i]; {
+		c := data[i]
+		if !strSpecial[c] {
+			continue
+		}
+		switch {
 		case c == '"':
 			s.pos = i + 1
 			return data[start:i], nil
@@ -410,9 +415,25 @@ func (s *jsonScanner) skip(depth int) error {
 	return s.unexpected()
 }
 
+// strSpecial marks the bytes that end the plain run of a JSON string: the
+// quote, the backslash and the control characters.
+var strSpecial = func() (t [256]bool) {
+	for c := range 0x20 {
+		t[c] = true
+	}
+	t['"'], t['\\'] = true, true
+	return t
+}()
+
 // utf8String copies b into a string, replacing invalid UTF-8 by U+FFFD.
 func utf8String(b []byte) string {
-	for _, c := range b {
+	i := 0
+	for ; i+8 <= len(b); i += 8 { // ASCII eight bytes at a time
+		if binary.LittleEndian.Uint64(b[i:])&0x8080808080808080 != 0 {
+			break
+		}
+	}
+	for _, c := range b[i:] {
 		if c >= utf8.RuneSelf {
 			if !utf8.Valid(b) {
 				return strings.ToValidUTF8(string(b), "\uFFFD")
