@@ -344,3 +344,28 @@ func TestREADMESample(t *testing.T) {
 		t.Errorf("csv: got %s, want %s", got, want)
 	}
 }
+
+// TestJSONOneDecoder decodes payloads one after another with the same
+// decoder, as a pipeline does: names change place, nest, repeat, and long
+// strings and non-ASCII text follow plain ones.
+func TestJSONOneDecoder(t *testing.T) {
+	d, _ := decoder(t, nil)
+	long := strings.Repeat("x", 40)
+	for _, tt := range []struct{ in, want string }{
+		{`{"a":1,"b":2}`, "a=int:1 b=int:2"},
+		{`{"b":3,"a":4}`, "b=int:3 a=int:4"},
+		{`{"a":1,"ab":2,"a":5}`, "a=int:5 ab=int:2"},
+		{`{"a":{"b":1},"c":"` + long + `"}`, "a.b=int:1 c=string:" + long},
+		{`{"a":null,"b":"` + long + `é"}`, "b=string:" + long + "é"},
+		{"{\"b\":\"" + long + "\xff\"}", "b=string:" + long + "\uFFFD"},
+		{`{"a":1,"b":2}`, "a=int:1 b=int:2"},
+	} {
+		r := agent.Record{Raw: []byte(tt.in)}
+		if err := d.Record(&r); err != nil {
+			t.Fatalf("%s: got error %v", tt.in, err)
+		}
+		if got := show(&r); got != tt.want {
+			t.Errorf("%s: got %s, want %s", tt.in, got, tt.want)
+		}
+	}
+}
