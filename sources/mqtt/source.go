@@ -50,7 +50,7 @@ type Source struct {
 	anyQoS   bool // some subscription is QoS ≥ 1
 
 	b     broker          // the current client; only Read's goroutine and Close touch it
-	queue chan inbound    // received, not yet read; never fuller than slots
+	queue inQueue         // received, not yet read; never longer than slots
 	slots chan struct{}   // one per message taken from the broker and not yet acked
 	done  chan struct{}   // closed by Close: handlers stop waiting
 	free  chan *batchBufs // acked batches' slices, for reuse
@@ -93,7 +93,7 @@ func newSource(cfg Config, env agent.Env, dial dialFunc) (*Source, error) {
 	s := &Source{
 		cfg: cfg, env: env, log: env.Logger, dial: dial, tmpl: tmpl, key: key,
 		clientID: cfg.ClientID, filters: map[string]byte{},
-		queue: make(chan inbound, cfg.MaxInFlight),
+		queue: inQueue{wake: make(chan struct{}, 1)},
 		slots: make(chan struct{}, cfg.MaxInFlight),
 		done:  make(chan struct{}),
 		free:  make(chan *batchBufs, freeBatches),
@@ -215,7 +215,53 @@ func (s *Source) onMessage(m message) {
 		return
 	}
 	s.received.Inc()
-	s.queue <- inbound{m: m, at: s.env.Now().UnixNano()} // never blocks: a slot is held
+	s.queue.push(inbound{m: m, at: s.env.Now().UnixNano()})
+}
+
+// inQueue holds received messages until Read takes them. It wakes a waiting
+// Read once, when as many messages as that Read asked for are queued, rather
+// than once per message: while a batch lingers, the client's goroutine
+// appends without handing over to Read's goroutine every time.
+type inQueue struct {
+	mu   sync.Mutex
+	in   []inbound
+	need int           // messages a waiting Read wants; 0: none waits
+	wake chan struct{} // capacity 1: need was reached
+}
+
+// push queues a message, waking Read if it now has what it waits for.
+func (q *inQueue) push(in inbound) {
+	q.mu.Lock()
+	q.in = append(q.in, in)
+	wake := q.need > 0 && len(q.in) >= q.need
+	if wake {
+		q.need = 0
+	}
+	q.mu.Unlock()
+	if wake {
+		select {
+		case q.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// take moves up to max-len(batch) queued messages to batch. When batch is
+// still shorter than want, it asks to be woken when the rest is queued; a
+// stale wake-up is harmless, the caller takes again.
+func (q *inQueue) take(batch []inbound, max, want int) []inbound {
+	q.mu.Lock()
+	n := min(len(q.in), max-len(batch))
+	batch = append(batch, q.in[:n]...)
+	rest := copy(q.in, q.in[n:])
+	clear(q.in[rest:])
+	q.in = q.in[:rest]
+	q.need = 0
+	if len(batch) < want {
+		q.need = want - len(batch) // rest is 0: all was taken
+	}
+	q.mu.Unlock()
+	return batch
 }
 
 // Read waits for a message, then gathers more for up to linger or until
@@ -231,32 +277,34 @@ func (s *Source) Read(ctx context.Context) ([]agent.Record, agent.AckFunc, error
 	}
 	var bb *batchBufs
 	select {
-	case in := <-s.queue:
-		select {
-		case bb = <-s.free:
-		default:
-			bb = &batchBufs{in: make([]inbound, 0, s.cfg.BatchSize)}
+	case bb = <-s.free:
+	default:
+		bb = &batchBufs{in: make([]inbound, 0, s.cfg.BatchSize)}
+	}
+	for {
+		bb.in = s.queue.take(bb.in[:0], s.cfg.BatchSize, 1)
+		if len(bb.in) > 0 {
+			break
 		}
-		bb.in = append(bb.in[:0], in)
-	case <-ctx.Done():
-		return nil, nil, ctx.Err()
-	case <-s.done:
+		select {
+		case <-s.queue.wake:
+			continue
+		case <-ctx.Done():
+		case <-s.done:
+		}
+		s.queue.take(nil, 0, 0) // no longer waiting
+		s.release(bb)
+		if ctx.Err() != nil {
+			return nil, nil, ctx.Err()
+		}
 		return nil, nil, fmt.Errorf("mqtt source: %w", agent.ErrStopped)
 	}
 	bb.in = s.gather(ctx, bb.in)
 	return s.records(bb), s.ackFunc(bb), nil
 }
 
+// gather adds queued messages to batch, waiting up to linger for batch_size.
 func (s *Source) gather(ctx context.Context, batch []inbound) []inbound {
-	for len(batch) < s.cfg.BatchSize { // what is already queued, without waiting
-		select {
-		case in := <-s.queue:
-			batch = append(batch, in)
-			continue
-		default:
-		}
-		break
-	}
 	if len(batch) >= s.cfg.BatchSize || s.cfg.Linger <= 0 {
 		return batch
 	}
@@ -267,14 +315,17 @@ func (s *Source) gather(ctx context.Context, batch []inbound) []inbound {
 	}
 	defer s.timer.Stop()
 	for len(batch) < s.cfg.BatchSize {
-		select {
-		case in := <-s.queue:
-			batch = append(batch, in)
-		case <-s.timer.C:
-			return batch
-		case <-ctx.Done():
-			return batch
+		batch = s.queue.take(batch, s.cfg.BatchSize, s.cfg.BatchSize)
+		if len(batch) >= s.cfg.BatchSize {
+			break
 		}
+		select {
+		case <-s.queue.wake:
+			continue
+		case <-s.timer.C:
+		case <-ctx.Done():
+		}
+		return s.queue.take(batch, s.cfg.BatchSize, 0)
 	}
 	return batch
 }

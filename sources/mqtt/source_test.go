@@ -290,3 +290,56 @@ func TestFakeBatchReuse(t *testing.T) {
 	ack2(ctx, nil)
 	ack3(ctx, nil)
 }
+
+// TestFakeBatchFillsBeforeLinger: a batch that reaches batch_size is
+// returned at once, not after linger; a short one after linger, with what
+// came meanwhile.
+func TestFakeBatchFillsBeforeLinger(t *testing.T) {
+	cfg := testConfig()
+	cfg.BatchSize = 3
+	cfg.Linger = 300 * time.Millisecond
+	s, d, _ := newFake(t, cfg)
+	b := d.last()
+	ctx := context.Background()
+	send := func(n int) {
+		for range n {
+			b.h.message(&fakeMsg{topic: "sensors/x", payload: []byte("1"), qos: 1})
+		}
+	}
+	type result struct {
+		n   int
+		ack agent.AckFunc
+		err error
+	}
+	read := func() <-chan result {
+		ch := make(chan result, 1)
+		go func() {
+			recs, ack, err := s.Read(ctx)
+			ch <- result{len(recs), ack, err}
+		}()
+		return ch
+	}
+	ch := read()
+	send(1)
+	time.Sleep(20 * time.Millisecond) // Read holds the first and lingers
+	start := time.Now()
+	send(2)
+	r := <-ch
+	if r.err != nil || r.n != 3 {
+		t.Fatalf("got %d records, err %v; want 3, nil", r.n, r.err)
+	}
+	if el := time.Since(start); el > 200*time.Millisecond {
+		t.Errorf("full batch returned after %v, want well before linger (300ms)", el)
+	}
+	r.ack(ctx, nil)
+	send(2)
+	start = time.Now()
+	r = <-read()
+	if r.err != nil || r.n != 2 {
+		t.Fatalf("got %d records, err %v; want 2, nil", r.n, r.err)
+	}
+	if el := time.Since(start); el < 250*time.Millisecond {
+		t.Errorf("short batch returned after %v, want after linger (300ms)", el)
+	}
+	r.ack(ctx, nil)
+}
