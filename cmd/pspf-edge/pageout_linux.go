@@ -19,8 +19,9 @@ const madvPageout = 21
 // binary while it starts (package initialisation, the first pipelines'
 // construction), and those clean, file-backed pages otherwise stay resident
 // for the life of the process: about half of the demo's resident memory. The
-// code the agent keeps running faults back in on its next use. Kernels
-// without MADV_PAGEOUT refuse the advice, which is harmless. It returns at
+// code the agent keeps running faults back in on its next use, one page at a
+// time (MADV_RANDOM). Kernels without MADV_PAGEOUT refuse the advice, which
+// is harmless. It returns at
 // once when ctx ends first.
 func releaseStartupPages(ctx context.Context, delay time.Duration, logger *slog.Logger) {
 	if os.Getenv("PSPF_KEEP_STARTUP_PAGES") != "" {
@@ -59,6 +60,12 @@ func releaseStartupPages(ctx context.Context, delay time.Duration, logger *slog.
 		if err1 != nil || err2 != nil || b <= a {
 			continue
 		}
+		// MADV_RANDOM first: a page that faults back in is read alone
+		// instead of with the 128 KiB of read-around (and the 64 KiB of
+		// fault-around it then maps), most of which the running agent
+		// never executes. Under load that is the difference between about
+		// 13 MB and 6 MB of the binary resident, for no measurable CPU.
+		syscall.Syscall(syscall.SYS_MADVISE, uintptr(a), uintptr(b-a), syscall.MADV_RANDOM)
 		if _, _, errno := syscall.Syscall(syscall.SYS_MADVISE, uintptr(a), uintptr(b-a), madvPageout); errno == 0 {
 			released += uintptr(b - a)
 		}

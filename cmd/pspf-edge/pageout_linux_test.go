@@ -1,0 +1,54 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+)
+
+// TestReleaseStartupPagesAdvisesRandom checks that the read-only mappings of
+// the executable (here the test binary) carry the random-access advice
+// after the release, so that pages fault back in one at a time.
+func TestReleaseStartupPagesAdvisesRandom(t *testing.T) {
+	t.Setenv("PSPF_KEEP_STARTUP_PAGES", "")
+	releaseStartupPages(context.Background(), 0, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	exe, err := os.Readlink("/proc/self/exe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open("/proc/self/smaps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var mapping string
+	checked := 0
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		fields := strings.Fields(line)
+		if len(fields) >= 5 && strings.Contains(fields[0], "-") && !strings.HasSuffix(fields[0], ":") {
+			mapping = ""
+			if len(fields) >= 6 && fields[5] == exe && !strings.Contains(fields[1], "w") {
+				mapping = line
+			}
+			continue
+		}
+		if mapping != "" && fields[0] == "VmFlags:" {
+			checked++
+			if !strings.Contains(" "+strings.Join(fields[1:], " ")+" ", " rr ") {
+				t.Errorf("mapping %q: VmFlags %v, want rr (random read)", mapping, fields[1:])
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if checked == 0 {
+		t.Fatalf("got no read-only mapping of %s in /proc/self/smaps, want at least one", exe)
+	}
+}
