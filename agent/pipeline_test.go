@@ -202,3 +202,26 @@ func TestPipelineStopsOnCancelAndDrains(t *testing.T) {
 		t.Errorf("got %d acked batches, want a stop part-way through %d", acked, len(batches))
 	}
 }
+
+// TestPipelineSomeRejectedAtIngest: an operator rejects one record of each
+// batch; the others go to the log and the sink, the rejected ones to the
+// dead letters.
+func TestPipelineSomeRejectedAtIngest(t *testing.T) {
+	src := agenttest.NewScriptSource(batchOf(0, 4), batchOf(4, 4), batchOf(8, 4))
+	sink := &agenttest.RecordingSink{}
+	rejectFirst := agenttest.OperatorFunc(func(_ context.Context, b *agent.Batch) error {
+		b.Reject(b.Records[0], "picky", errors.New("first of its batch"))
+		b.Records = b.Records[1:]
+		return nil
+	})
+	m, err := runPipeline(t, harness(src, rejectFirst, sink), oneOfEach, 10*time.Second)
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if got := len(sink.Records()); got != 9 {
+		t.Errorf("got %d records delivered, want 9", got)
+	}
+	if got := metric(m, "pspf_dead_letters_total"); !strings.HasSuffix(got, " 3") {
+		t.Errorf("got %q, want 3 dead letters", got)
+	}
+}
