@@ -50,8 +50,7 @@ type Source struct {
 	anyQoS   bool // some subscription is QoS ≥ 1
 
 	b     broker          // the current client; only Read's goroutine and Close touch it
-	queue inQueue         // received, not yet read; never longer than slots
-	slots chan struct{}   // one per message taken from the broker and not yet acked
+	queue inQueue         // received, not yet read, and the count of those not yet acked
 	done  chan struct{}   // closed by Close: handlers stop waiting
 	free  chan *batchBufs // acked batches' slices, for reuse
 	vals  []string        // topic template values; Read's goroutine only
@@ -93,8 +92,7 @@ func newSource(cfg Config, env agent.Env, dial dialFunc) (*Source, error) {
 	s := &Source{
 		cfg: cfg, env: env, log: env.Logger, dial: dial, tmpl: tmpl, key: key,
 		clientID: cfg.ClientID, filters: map[string]byte{},
-		queue: inQueue{wake: make(chan struct{}, 1)},
-		slots: make(chan struct{}, cfg.MaxInFlight),
+		queue: inQueue{wake: make(chan struct{}, 1), space: make(chan struct{}, 1), max: cfg.MaxInFlight},
 		done:  make(chan struct{}),
 		free:  make(chan *batchBufs, freeBatches),
 	}
@@ -115,7 +113,7 @@ func newSource(cfg Config, env agent.Env, dial dialFunc) (*Source, error) {
 	s.oversize = env.Counter("pspf_mqtt_dropped_total", "reason", "oversize")
 	s.mismatch = env.Counter("pspf_mqtt_template_mismatch_total")
 	s.reconnects = env.Counter("pspf_mqtt_reconnects_total")
-	env.Metrics.Gauge("pspf_mqtt_in_flight", func() float64 { return float64(len(s.slots)) },
+	env.Metrics.Gauge("pspf_mqtt_in_flight", func() float64 { return float64(s.queue.inFlight()) },
 		"pipeline", env.Pipeline, "component", env.Component)
 	return s, nil
 }
@@ -209,9 +207,7 @@ func (s *Source) onMessage(m message) {
 		m.Ack()
 		return
 	}
-	select {
-	case s.slots <- struct{}{}:
-	case <-s.done:
+	if !s.queue.acquire(s.done) {
 		return
 	}
 	s.received.Inc()
@@ -227,6 +223,55 @@ type inQueue struct {
 	in   []inbound
 	need int           // messages a waiting Read wants; 0: none waits
 	wake chan struct{} // capacity 1: need was reached
+
+	held  int           // messages taken from the broker and not yet acked
+	max   int           // max_in_flight
+	space chan struct{} // capacity 1: release made room
+}
+
+// acquire counts a message in flight, waiting while max_in_flight are; it
+// reports false, counting nothing, if done is closed first.
+func (q *inQueue) acquire(done <-chan struct{}) bool {
+	waited := false
+	q.mu.Lock()
+	for q.held >= q.max {
+		q.mu.Unlock()
+		select {
+		case <-q.space:
+		case <-done:
+			return false
+		}
+		waited = true
+		q.mu.Lock()
+	}
+	q.held++
+	room := q.held < q.max
+	q.mu.Unlock()
+	if waited && room { // pass the wake-up on to another waiting handler, if any
+		select {
+		case q.space <- struct{}{}:
+		default:
+		}
+	}
+	return true
+}
+
+// release counts n acked messages out of flight.
+func (q *inQueue) release(n int) {
+	q.mu.Lock()
+	q.held -= n
+	q.mu.Unlock()
+	select {
+	case q.space <- struct{}{}:
+	default:
+	}
+}
+
+// inFlight returns the count of messages in flight.
+func (q *inQueue) inFlight() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.held
 }
 
 // push queues a message, waking Read if it now has what it waits for.
@@ -411,9 +456,7 @@ func (s *Source) ackFunc(bb *batchBufs) agent.AckFunc {
 					s.reconnect.Store(true)
 				}
 			}
-			for range batch {
-				<-s.slots
-			}
+			s.queue.release(len(batch))
 			s.release(bb)
 		})
 	}

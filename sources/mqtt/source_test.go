@@ -343,3 +343,44 @@ func TestFakeBatchFillsBeforeLinger(t *testing.T) {
 	}
 	r.ack(ctx, nil)
 }
+
+// BenchmarkFakeReadAck is the source's own cost per message, without a
+// broker: a goroutine hands messages to the handler as paho's router does,
+// Read takes them in batches and the ack releases them.
+//
+//	go test -run '^$' -bench FakeReadAck -benchmem ./sources/mqtt
+func BenchmarkFakeReadAck(b *testing.B) {
+	cfg := testConfig()
+	cfg.TopicTemplate = "sensors/{device}/temp"
+	cfg.Key = "{device}"
+	d := &fakeDialer{}
+	s, err := newSource(cfg, agent.Env{Pipeline: "p", Component: "mqtt", Metrics: agent.NewMetrics(), AgentName: "a"}, d.dial)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := s.Connect(ctx); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = s.Close(ctx) }()
+	h := d.last().h
+	msgs := make([]fakeMsg, 100)
+	for i := range msgs {
+		msgs[i] = fakeMsg{topic: "sensors/d" + strings.Repeat("x", i%7) + "/temp", payload: []byte(`{"temp":21.5}`), qos: 1}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	go func() {
+		for i := range b.N {
+			h.message(&msgs[i%len(msgs)])
+		}
+	}()
+	for n := 0; n < b.N; {
+		recs, ack, err := s.Read(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n += len(recs)
+		ack(ctx, nil)
+	}
+}
