@@ -262,3 +262,42 @@ func FuzzParsePipeline(f *testing.F) {
 		}
 	})
 }
+
+func TestAgentMemorySettings(t *testing.T) {
+	tests := []struct {
+		name, yaml string
+		limit      agent.ByteSize
+		gc         int
+		err        string
+	}{
+		{name: "defaults", yaml: "name: a\n", limit: agent.DefaultMemoryLimit, gc: agent.DefaultGCPercent},
+		{name: "set", yaml: "memory_limit: 24MiB\ngc_percent: 50\n", limit: 24 << 20, gc: 50},
+		{name: "no limit", yaml: "memory_limit: 0\n", limit: 0, gc: agent.DefaultGCPercent},
+		{name: "only the limit", yaml: "memory_limit: 16MiB\ngc_percent: -1\n", limit: 16 << 20, gc: -1},
+		{name: "limit too small", yaml: "memory_limit: 1MiB\n", err: `:1: memory_limit: must be 0 (none) or at least 4MiB, got "1MiB"`},
+		{name: "gc zero", yaml: "gc_percent: 0\n", err: `:1: gc_percent: must be -1 (off) or between 1 and 1000, got "0"`},
+		{name: "gc off without limit", yaml: "memory_limit: 0\ngc_percent: -1\n", err: `:2: gc_percent: -1 needs a memory_limit`},
+		{name: "unknown key", yaml: "memory_limits: 1MiB\n", err: `:1: memory_limits`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "agent.yaml")
+			if err := os.WriteFile(path, []byte(tt.yaml), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := agent.LoadAgentConfig(path)
+			if tt.err != "" {
+				if err == nil || !strings.HasPrefix(err.Error(), path+tt.err) {
+					t.Fatalf("got %v, want an error starting %q", err, path+tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.MemoryLimit != tt.limit || cfg.GCPercent != tt.gc {
+				t.Errorf("got memory_limit %d gc_percent %d, want %d and %d", cfg.MemoryLimit, cfg.GCPercent, tt.limit, tt.gc)
+			}
+		})
+	}
+}

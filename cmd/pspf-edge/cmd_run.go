@@ -164,6 +164,8 @@ func runAgent(ctx context.Context, o runOptions) error {
 	case o.Poll < 0:
 		o.Poll = 0
 	}
+	limit, gcPercent := applyMemorySettings(cfg, os.Getenv)
+	o.Logger.Debug("go runtime memory", "memory_limit", limit, "gc_percent", gcPercent)
 	metrics := agent.NewMetrics()
 	// Under systemd: READY=1, RELOADING=1 around a SIGHUP, watchdog pings
 	// from the supervisor's loop, STOPPING=1 (systemd_linux.go).

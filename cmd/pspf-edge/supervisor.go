@@ -274,6 +274,7 @@ func (s *supervisor) reloadAgentConfig() {
 	restart := restartNeeded(prev, next)
 	// What cannot change live keeps its running value.
 	next.DataDir, next.Admin, next.PipelinesDir, next.Name, next.Log.Format = prev.DataDir, prev.Admin, prev.PipelinesDir, prev.Name, prev.Log.Format
+	next.MemoryLimit, next.GCPercent = prev.MemoryLimit, prev.GCPercent
 	s.cfg = next
 	s.mu.Unlock()
 	if next.Log.Level != prev.Log.Level {
@@ -334,6 +335,12 @@ func restartNeeded(a, b agent.AgentConfig) []string {
 	}
 	if a.ReloadDebounce != b.ReloadDebounce {
 		out = append(out, "reload_debounce")
+	}
+	if a.MemoryLimit != b.MemoryLimit {
+		out = append(out, "memory_limit")
+	}
+	if a.GCPercent != b.GCPercent {
+		out = append(out, "gc_percent")
 	}
 	return out
 }
