@@ -20,20 +20,34 @@ const madvPageout = 21
 // construction), and those clean, file-backed pages otherwise stay resident
 // for the life of the process: about half of the demo's resident memory. The
 // code the agent keeps running faults back in on its next use, one page at a
-// time (MADV_RANDOM). Kernels without MADV_PAGEOUT refuse the advice, which
-// is harmless. It returns at
-// once when ctx ends first.
-func releaseStartupPages(ctx context.Context, delay time.Duration, logger *slog.Logger) {
+// time (MADV_RANDOM). With every > 0 it does so again every that long: code
+// run once in a while (a Kafka outage's retries, a reload, a burst's error
+// paths) otherwise accumulates; each release costs the faults that bring the
+// working set back, a few thousand pages. Kernels without MADV_PAGEOUT refuse
+// the advice, which is harmless. It returns when ctx ends.
+func releaseStartupPages(ctx context.Context, delay, every time.Duration, logger *slog.Logger) {
 	if os.Getenv("PSPF_KEEP_STARTUP_PAGES") != "" {
 		return
 	}
 	t := time.NewTimer(delay)
 	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return
-	case <-t.C:
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		releaseExecutablePages(logger)
+		if every <= 0 {
+			return
+		}
+		t.Reset(every)
 	}
+}
+
+// releaseExecutablePages advises MADV_RANDOM and MADV_PAGEOUT on the
+// read-only mappings of the running executable.
+func releaseExecutablePages(logger *slog.Logger) {
 	exe, err := os.Readlink("/proc/self/exe")
 	if err != nil {
 		return

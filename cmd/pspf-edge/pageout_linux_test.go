@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestReleaseStartupPagesAdvisesRandom checks that the read-only mappings of
@@ -15,7 +16,7 @@ import (
 // after the release, so that pages fault back in one at a time.
 func TestReleaseStartupPagesAdvisesRandom(t *testing.T) {
 	t.Setenv("PSPF_KEEP_STARTUP_PAGES", "")
-	releaseStartupPages(context.Background(), 0, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	releaseStartupPages(context.Background(), 0, 0, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	exe, err := os.Readlink("/proc/self/exe")
 	if err != nil {
 		t.Fatal(err)
@@ -50,5 +51,24 @@ func TestReleaseStartupPagesAdvisesRandom(t *testing.T) {
 	}
 	if checked == 0 {
 		t.Fatalf("got no read-only mapping of %s in /proc/self/smaps, want at least one", exe)
+	}
+}
+
+// TestReleaseStartupPagesPeriodicEndsWithContext runs the periodic release
+// several times and checks that it returns once its context ends.
+func TestReleaseStartupPagesPeriodicEndsWithContext(t *testing.T) {
+	t.Setenv("PSPF_KEEP_STARTUP_PAGES", "")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		releaseStartupPages(ctx, 0, 5*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}()
+	time.Sleep(30 * time.Millisecond)
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("got no return 5 s after the context ended, want a prompt return")
 	}
 }
