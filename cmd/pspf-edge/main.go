@@ -47,6 +47,7 @@ func commands() []command {
 }
 
 func main() {
+	disableMemProfile()
 	os.Exit(dispatch(os.Args[1:], os.Stdout, os.Stderr))
 }
 
