@@ -28,6 +28,19 @@ type Source interface {
 	Close(ctx context.Context) error
 }
 
+// Appender is implemented by sources that can let go of part of a batch
+// before it is durable. Once the batch most recently returned by Read is
+// appended to the pipeline log, and before that batch is acked, the runner
+// calls Appended from Read's goroutine: the runner no longer touches the
+// batch's records (the log holds copies), so the source may reuse their
+// memory and stop counting against its in-flight bound the messages that its
+// origin would never send again anyway (MQTT QoS 0). The ack still follows,
+// once the batch is durable. A batch that is not appended (everything
+// filtered, or the append failed) gets no Appended call, only its ack.
+type Appender interface {
+	Appended()
+}
+
 // Operator transforms batches. Process works on b in place: it may change,
 // remove, reorder or add records, and move a record it cannot handle to b.Dead
 // with a reason. The runner calls Process from one goroutine at a time. A

@@ -124,6 +124,9 @@ func (s *sourceRun) handle(ctx context.Context, recs []Record, ack AckFunc, comm
 		s.nack(ctx, ack, fmt.Errorf("append to log: %w", err))
 		return
 	}
+	if a, ok := s.src.(Appender); ok {
+		a.Appended() // before the send: it may wait behind earlier fsyncs
+	}
 	commits <- pending{last: last, ack: ack, n: len(pays)}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -223,5 +224,86 @@ func TestPipelineSomeRejectedAtIngest(t *testing.T) {
 	}
 	if got := metric(m, "pspf_dead_letters_total"); !strings.HasSuffix(got, " 3") {
 		t.Errorf("got %q, want 3 dead letters", got)
+	}
+}
+
+// appenderSource is a ScriptSource that also implements agent.Appender and
+// records, for each batch, whether Appended came before its ack.
+type appenderSource struct {
+	*agenttest.ScriptSource
+	mu       sync.Mutex
+	reads    int
+	last     int          // the batch Read returned last, -1 once Appended
+	appended map[int]bool // batch -> Appended was called for it
+	atAck    map[int]bool // batch -> Appended had been called when acked
+}
+
+func (s *appenderSource) Read(ctx context.Context) ([]agent.Record, agent.AckFunc, error) {
+	recs, ack, err := s.ScriptSource.Read(ctx)
+	if ack == nil {
+		return recs, ack, err
+	}
+	s.mu.Lock()
+	n := s.reads
+	s.reads++
+	s.last = n
+	s.mu.Unlock()
+	return recs, func(ctx context.Context, err error) {
+		s.mu.Lock()
+		s.atAck[n] = s.appended[n]
+		s.mu.Unlock()
+		ack(ctx, err)
+	}, err
+}
+
+func (s *appenderSource) Appended() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.last < 0 {
+		s.appended[-1] = true // called twice for one batch
+		return
+	}
+	s.appended[s.last] = true
+	s.last = -1
+}
+
+// TestPipelineCallsAppendedBeforeAck checks the agent.Appender contract: a
+// batch that reaches the log gets Appended after its append and before its
+// ack; a batch whose records were all filtered out gets only its ack.
+func TestPipelineCallsAppendedBeforeAck(t *testing.T) {
+	src := &appenderSource{
+		ScriptSource: agenttest.NewScriptSource(batchOf(0, 4), batchOf(100, 3), batchOf(4, 5)),
+		last:         -1, appended: map[int]bool{}, atAck: map[int]bool{},
+	}
+	sink := &agenttest.RecordingSink{}
+	below100 := agenttest.OperatorFunc(func(_ context.Context, b *agent.Batch) error {
+		keep := b.Records[:0]
+		for _, r := range b.Records {
+			if r.Fields[0].Int < 100 {
+				keep = append(keep, r)
+			}
+		}
+		b.Records = keep
+		return nil
+	})
+	if _, err := runPipeline(t, harness(src, below100, sink), oneOfEach, 10*time.Second); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if got := len(sink.Records()); got != 9 {
+		t.Fatalf("got %d records, want 9", got)
+	}
+	src.mu.Lock()
+	defer src.mu.Unlock()
+	want := map[int]bool{0: true, 1: false, 2: true}
+	if len(src.atAck) != 3 {
+		t.Fatalf("got acks for batches %v, want 3", src.atAck)
+	}
+	for b, w := range want {
+		if src.atAck[b] != w || src.appended[b] != w {
+			t.Errorf("batch %d: Appended before ack %v, Appended at all %v; want %v", b, src.atAck[b], src.appended[b], w)
+		}
+	}
+	if src.appended[-1] {
+		t.Error("Appended was called twice for one batch")
 	}
 }

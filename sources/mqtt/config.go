@@ -20,7 +20,7 @@ type Config struct {
 	KeepAlive      time.Duration  `yaml:"keepalive" doc:"MQTT keepalive; the broker drops the session after 1.5 times this without traffic"`
 	ConnectTimeout time.Duration  `yaml:"connect_timeout" doc:"how long one connection attempt may take"`
 	MaxReconnect   time.Duration  `yaml:"max_reconnect_interval" doc:"cap of the exponential backoff between reconnects"`
-	MaxInFlight    int            `yaml:"max_in_flight" doc:"messages received but not yet acked (durable) before the source stops taking more: the broker then holds them"`
+	MaxInFlight    int            `yaml:"max_in_flight" doc:"messages received but not yet acked (QoS 1: durable; QoS 0: in the log) before the source stops taking more: the broker then holds them"`
 	BatchSize      int            `yaml:"batch_size" doc:"most messages per batch"`
 	Linger         time.Duration  `yaml:"linger" doc:"how long a batch waits for more messages after its first one"`
 	MaxPayload     agent.ByteSize `yaml:"max_payload" doc:"larger payloads are dropped (acked to the broker) and counted"`

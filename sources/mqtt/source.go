@@ -33,6 +33,18 @@ type batchBufs struct {
 	fields []agent.Field
 }
 
+// flight is a batch between Read and its ack. Until Appended, bb holds it
+// whole; Appended gives bb back and keeps in only the messages that still
+// need their PUBACK.
+type flight struct {
+	bb    *batchBufs
+	in    []inbound // messages to ack; QoS 0 ones leave at Appended
+	total int       // messages in the batch
+	held  int       // messages still counted against max_in_flight
+	lost0 int       // QoS 0 messages already let go, dropped if nacked
+	once  sync.Once
+}
+
 // freeBatches is how many acked batches' slices the source keeps for reuse:
 // enough for the batches of one group commit.
 const freeBatches = 4
@@ -54,6 +66,7 @@ type Source struct {
 	done  chan struct{}   // closed by Close: handlers stop waiting
 	free  chan *batchBufs // acked batches' slices, for reuse
 	vals  []string        // topic template values; Read's goroutine only
+	last  *flight         // the batch Read returned last, until Appended
 
 	bg        context.Context // ends with Close: bounds the background subscribe
 	stopBg    context.CancelFunc
@@ -345,7 +358,45 @@ func (s *Source) Read(ctx context.Context) ([]agent.Record, agent.AckFunc, error
 		return nil, nil, fmt.Errorf("mqtt source: %w", agent.ErrStopped)
 	}
 	bb.in = s.gather(ctx, bb.in)
-	return s.records(bb), s.ackFunc(bb), nil
+	f := &flight{bb: bb, in: bb.in, total: len(bb.in), held: len(bb.in)}
+	s.last = f
+	return s.records(bb), s.ackFunc(f), nil
+}
+
+// Appended is called by the runner once the batch Read returned last is in
+// the log (see agent.Appender). Its QoS 0 messages stop counting against
+// max_in_flight: the broker never sends them again, so holding them until
+// the fsync would only slow a QoS 0 flood down to max_in_flight per fsync
+// interval. Their memory is let go too; the QoS 1 messages stay until the
+// ack, which PUBACKs them.
+func (s *Source) Appended() {
+	f := s.last
+	s.last = nil
+	if f == nil || f.bb == nil {
+		return
+	}
+	n0 := 0
+	for _, in := range f.in {
+		if in.m.Qos() == 0 {
+			n0++
+		}
+	}
+	if n0 == 0 {
+		return // all QoS 1: the batch stays whole until its ack
+	}
+	var keep []inbound
+	if n0 < len(f.in) {
+		keep = make([]inbound, 0, len(f.in)-n0)
+		for _, in := range f.in {
+			if in.m.Qos() != 0 {
+				keep = append(keep, in)
+			}
+		}
+	}
+	f.in, f.held, f.lost0 = keep, f.held-n0, n0
+	s.release(f.bb)
+	f.bb = nil
+	s.queue.release(n0)
 }
 
 // gather adds queued messages to batch, waiting up to linger for batch_size.
@@ -432,20 +483,19 @@ func (s *Source) records(bb *batchBufs) []agent.Record {
 	return recs
 }
 
-func (s *Source) ackFunc(bb *batchBufs) agent.AckFunc {
-	batch := bb.in
-	var once sync.Once
+func (s *Source) ackFunc(f *flight) agent.AckFunc {
 	return func(_ context.Context, err error) {
-		once.Do(func() {
+		f.once.Do(func() {
 			if err == nil {
-				for _, in := range batch {
+				for _, in := range f.in {
 					in.m.Ack()
 				}
-				s.acked.Add(len(batch))
+				s.acked.Add(f.total)
 			} else {
-				s.nacked.Add(len(batch))
+				s.nacked.Add(f.total)
+				s.lost0.Add(f.lost0)
 				redeliverable := false
-				for _, in := range batch {
+				for _, in := range f.in {
 					if in.m.Qos() == 0 {
 						s.lost0.Inc()
 					} else {
@@ -456,8 +506,10 @@ func (s *Source) ackFunc(bb *batchBufs) agent.AckFunc {
 					s.reconnect.Store(true)
 				}
 			}
-			s.queue.release(len(batch))
-			s.release(bb)
+			s.queue.release(f.held)
+			if f.bb != nil {
+				s.release(f.bb)
+			}
 		})
 	}
 }

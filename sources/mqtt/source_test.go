@@ -148,6 +148,81 @@ func TestFakeInFlightBoundAndAck(t *testing.T) {
 	}
 }
 
+// TestFakeAppendedReleasesQoS0 checks that once the runner has appended a
+// batch, its QoS 0 messages leave max_in_flight (the broker never sends them
+// again) while its QoS 1 messages stay counted until the ack PUBACKs them;
+// a nack after that counts the QoS 0 ones as dropped and reconnects for the
+// QoS 1 ones.
+func TestFakeAppendedReleasesQoS0(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxInFlight = 4
+	cfg.BatchSize = 4
+	cfg.Linger = 0
+	s, d, m := newFake(t, cfg)
+	b := d.last()
+	ctx := context.Background()
+	inFlight := func() string { return strings.Fields(metricLine(m, "pspf_mqtt_in_flight"))[1] }
+
+	// A mixed batch: two QoS 0, one QoS 1, one QoS 0.
+	qos := []byte{0, 0, 1, 0}
+	msgs := make([]*fakeMsg, len(qos))
+	for i, q := range qos {
+		msgs[i] = &fakeMsg{topic: "sensors/x", payload: []byte{byte('a' + i)}, qos: q}
+		b.h.message(msgs[i])
+	}
+	recs, ack, err := s.Read(ctx)
+	if err != nil || len(recs) != 4 {
+		t.Fatalf("got %d records, err %v; want 4, nil", len(recs), err)
+	}
+	if got := inFlight(); got != "4" {
+		t.Fatalf("in flight before Appended: %s, want 4", got)
+	}
+	s.Appended()
+	if got := inFlight(); got != "1" {
+		t.Fatalf("in flight after Appended: %s, want 1 (the QoS 1 message)", got)
+	}
+	// Three slots are free again: three more messages are taken at once.
+	more := make(chan struct{})
+	go func() {
+		for range 3 {
+			b.h.message(&fakeMsg{topic: "sensors/y", payload: []byte("z"), qos: 0})
+		}
+		close(more)
+	}()
+	select {
+	case <-more:
+	case <-time.After(2 * time.Second):
+		t.Fatal("handler blocked although Appended freed three slots")
+	}
+	ack(ctx, nil)
+	if got := msgs[2].acks.Load(); got != 1 {
+		t.Fatalf("QoS 1 message got %d PUBACKs, want 1", got)
+	}
+	if l := metricLine(m, "pspf_mqtt_acked_total"); !strings.HasSuffix(l, " 4") {
+		t.Errorf("got %q, want 4 acked", l)
+	}
+	if got := inFlight(); got != "3" {
+		t.Fatalf("in flight after the ack: %s, want 3 (the queued ones)", got)
+	}
+
+	// The queued QoS 0 batch, appended, then nacked: 3 dropped, no reconnect.
+	_, ack, err = s.Read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Appended()
+	ack(ctx, errors.New("fsync failed"))
+	if l := metricLine(m, `pspf_mqtt_dropped_total{pipeline="p",component="mqtt",reason="qos0_nacked"}`); !strings.HasSuffix(l, " 3") {
+		t.Errorf("got %q, want 3 QoS 0 messages dropped", l)
+	}
+	if s.reconnect.Load() {
+		t.Error("a nack of QoS 0 messages only asked for a reconnect")
+	}
+	if got := inFlight(); got != "0" {
+		t.Fatalf("in flight at the end: %s, want 0", got)
+	}
+}
+
 func TestFakeNackReconnectsWithoutPuback(t *testing.T) {
 	cfg := testConfig()
 	cfg.Linger = 0
