@@ -12,7 +12,8 @@ import (
 // pending is a batch appended to the log, waiting for the fsync that makes it
 // durable before its source is acked.
 type pending struct {
-	last uint64
+	last uint64 // in the pipeline log; 0: nothing appended there
+	dead uint64 // in the dead-letter log; 0: nothing appended there
 	ack  AckFunc
 	n    int
 }
@@ -105,11 +106,13 @@ func (s *sourceRun) handle(ctx context.Context, recs []Record, ack AckFunc, comm
 	for i := range b.Records {
 		s.perRecord = max(s.perRecord, len(b.Records[i].Fields))
 	}
-	if len(b.Dead) > 0 {
-		s.p.deadLetter(ctx, b.Dead)
-	}
+	// Dead letters are appended here and made durable by the committer,
+	// with the batch: an fsync per batch on this goroutine stalled intake.
+	dead := s.p.appendDead(ctx, b.Dead)
 	if len(b.Records) == 0 {
-		if ack != nil {
+		if dead > 0 {
+			commits <- pending{dead: dead, ack: ack}
+		} else if ack != nil {
 			ack(ctx, nil)
 		}
 		return
@@ -127,7 +130,7 @@ func (s *sourceRun) handle(ctx context.Context, recs []Record, ack AckFunc, comm
 	if a, ok := s.src.(Appender); ok {
 		a.Appended() // before the send: it may wait behind earlier fsyncs
 	}
-	commits <- pending{last: last, ack: ack, n: len(pays)}
+	commits <- pending{last: last, dead: dead, ack: ack, n: len(pays)}
 }
 
 // maxPresized bounds the reused field storage of a source (in fields, 80
@@ -214,10 +217,24 @@ func (p *Pipeline) commit(commits <-chan pending) {
 				break more
 			}
 		}
-		err := p.plog.Sync(ctx, group[len(group)-1].last)
-		if err != nil {
-			p.setErr(fmt.Errorf("log sync: %w", err))
-			p.log.Error("log sync failed; sources will redeliver", "err", err)
+		var last, dead uint64
+		for _, pd := range group {
+			last, dead = max(last, pd.last), max(dead, pd.dead)
+		}
+		var err error
+		if last > 0 {
+			if err = p.plog.Sync(ctx, last); err != nil {
+				p.setErr(fmt.Errorf("log sync: %w", err))
+				p.log.Error("log sync failed; sources will redeliver", "err", err)
+			}
+		}
+		// A failed dead-letter fsync does not nack: redelivery would only
+		// bring the same bad records back. It is logged and in the status.
+		if dead > 0 {
+			if derr := p.deadLog.Sync(ctx, dead); derr != nil {
+				p.setErr(fmt.Errorf("dead letters: %w", derr))
+				p.log.Error("dead-letter log sync failed", "err", derr)
+			}
 		}
 		for _, pd := range group {
 			if pd.ack != nil {

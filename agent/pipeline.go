@@ -331,8 +331,22 @@ func (o *opRun) call(ctx context.Context, b *Batch) (err error) {
 // deadLetter appends rejected records to the dead-letter log with their reason
 // in the fields `_error` and `_component`.
 func (p *Pipeline) deadLetter(ctx context.Context, dead []Dead) {
-	if len(dead) == 0 {
+	last := p.appendDead(ctx, dead)
+	if last == 0 {
 		return
+	}
+	if err := p.deadLog.Sync(ctx, last); err != nil {
+		p.log.Error("dead-letter log sync failed", "records", len(dead), "err", err)
+		p.setErr(fmt.Errorf("dead letters: %w", err))
+	}
+}
+
+// appendDead appends dead records to the dead-letter log without waiting
+// for their fsync, and returns the sequence of the last one (0 if none was
+// appended: a failure is logged and shows in the pipeline's status).
+func (p *Pipeline) appendDead(ctx context.Context, dead []Dead) uint64 {
+	if len(dead) == 0 {
+		return 0
 	}
 	p.deadMu.Lock()
 	defer p.deadMu.Unlock()
@@ -347,13 +361,15 @@ func (p *Pipeline) deadLetter(ctx context.Context, dead []Dead) {
 		}
 		payloads = append(payloads, b)
 	}
+	if len(payloads) == 0 {
+		return 0
+	}
 	p.deadCount.Add(len(payloads))
 	last, err := p.deadLog.Append(ctx, payloads)
-	if err == nil {
-		err = p.deadLog.Sync(ctx, last)
-	}
 	if err != nil {
 		p.log.Error("dead-letter log append failed", "records", len(payloads), "err", err)
 		p.setErr(fmt.Errorf("dead letters: %w", err))
+		return 0
 	}
+	return last
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -305,5 +306,112 @@ func TestPipelineCallsAppendedBeforeAck(t *testing.T) {
 	}
 	if src.appended[-1] {
 		t.Error("Appended was called twice for one batch")
+	}
+}
+
+// syncedLog is a MemLog that remembers up to where it was synced.
+type syncedLog struct {
+	*agenttest.MemLog
+	mu     sync.Mutex
+	synced uint64
+}
+
+func (l *syncedLog) Sync(ctx context.Context, upto uint64) error {
+	l.mu.Lock()
+	l.synced = max(l.synced, upto)
+	l.mu.Unlock()
+	return l.MemLog.Sync(ctx, upto)
+}
+
+func (l *syncedLog) upto() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.synced
+}
+
+// ackCheckSource wraps a ScriptSource and runs check before each ack.
+type ackCheckSource struct {
+	*agenttest.ScriptSource
+	check func(batch int)
+	reads int
+}
+
+func (s *ackCheckSource) Read(ctx context.Context) ([]agent.Record, agent.AckFunc, error) {
+	recs, ack, err := s.ScriptSource.Read(ctx)
+	if ack == nil {
+		return recs, ack, err
+	}
+	n := s.reads
+	s.reads++
+	return recs, func(ctx context.Context, err error) { s.check(n); ack(ctx, err) }, err
+}
+
+// TestPipelineDeadLettersDurableBeforeAck checks that a batch's dead letters
+// are synced in the dead-letter log before the batch is acked, also when
+// every record of the batch was rejected, and that they are synced by the
+// committer (one fsync for a group) rather than one per batch on intake.
+func TestPipelineDeadLettersDurableBeforeAck(t *testing.T) {
+	var dead *syncedLog
+	open := agenttest.Open()
+	openLog := func(dir string, cfg agent.BufferConfig) (agent.Log, error) {
+		l, err := open(dir, cfg)
+		if err != nil || filepath.Base(dir) != "dead" {
+			return l, err
+		}
+		dead = &syncedLog{MemLog: l.(*agenttest.MemLog)}
+		return dead, nil
+	}
+	// Batch k has k+1 records; records >= 100 are rejected. Batch 2 is all
+	// rejected.
+	batches := [][]agent.Record{batchOf(0, 1), append(batchOf(1, 1), batchOf(100, 1)...), batchOf(200, 3), append(batchOf(2, 2), batchOf(300, 2)...)}
+	cumDead := []uint64{0, 1, 4, 6}
+	var bad []string
+	src := &ackCheckSource{ScriptSource: agenttest.NewScriptSource(batches...)}
+	src.check = func(b int) {
+		if got := dead.upto(); got < cumDead[b] {
+			bad = append(bad, fmt.Sprintf("batch %d acked with dead letters synced up to %d, want >= %d", b, got, cumDead[b]))
+		}
+	}
+	sink := &agenttest.RecordingSink{}
+	reject := agenttest.OperatorFunc(func(_ context.Context, b *agent.Batch) error {
+		keep := b.Records[:0]
+		for _, r := range b.Records {
+			if r.Fields[0].Int >= 100 {
+				b.Reject(r, "picky", errors.New("too big"))
+			} else {
+				keep = append(keep, r)
+			}
+		}
+		b.Records = keep
+		return nil
+	})
+	spec, err := harness(src, reject, sink).ParsePipeline("p.yaml", []byte(oneOfEach), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := agent.NewMetrics()
+	p, err := agent.NewPipeline(spec, agent.PipelineDeps{Registry: harness(src, reject, sink), Metrics: m, DataDir: t.TempDir(), OpenLog: openLog, ShutdownTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.Run(ctx); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	for _, b := range bad {
+		t.Error(b)
+	}
+	if got := len(src.AckErrors()); got != 4 {
+		t.Fatalf("got %d acks, want 4", got)
+	}
+	if got := len(sink.Records()); got != 4 {
+		t.Errorf("got %d records delivered, want 4", got)
+	}
+	if got := metric(m, "pspf_dead_letters_total"); !strings.HasSuffix(got, " 6") {
+		t.Errorf("got %q, want 6 dead letters", got)
+	}
+	if dead.Syncs > 3 {
+		t.Errorf("dead-letter log synced %d times for 3 batches with dead letters, want at most 3", dead.Syncs)
 	}
 }
