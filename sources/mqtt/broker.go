@@ -84,6 +84,7 @@ func dialPaho(cfg *Config, clientID string, tlsCfg *tls.Config, h handlers) brok
 		o.SetTLSConfig(tlsCfg)
 	}
 	o.SetCustomOpenConnectionFn(openConn)
+	o.SetStore(newStore())
 	if st := cfg.Status; st.Topic != "" {
 		o.SetWill(st.Topic, st.Offline, byte(st.QoS), st.Retain)
 	}
