@@ -80,11 +80,35 @@ func appendJSONValue(dst []byte, f *Field) []byte {
 
 const hexDigits = "0123456789abcdef"
 
+// plain8 reports whether none of the 8 bytes of s is a control character,
+// '"', '\\' or outside ASCII, testing all eight at once (the "has a byte
+// less than n" and "has a zero byte" word tricks: exact about whether any
+// byte matches, which is all this needs).
+func plain8(s string) bool {
+	const lsb, msb = 0x0101010101010101, 0x8080808080808080
+	x := uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+	ctl := (x - lsb*0x20) &^ x
+	q := x ^ (lsb * '"')
+	quote := (q - lsb) &^ q
+	b := x ^ (lsb * '\\')
+	bslash := (b - lsb) &^ b
+	return (ctl|quote|bslash|x)&msb == 0
+}
+
 // appendJSONString appends s as a JSON string; invalid UTF-8 becomes U+FFFD.
 func appendJSONString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {
+		// Eight bytes at a time while none needs a second look: most
+		// strings are plain ASCII (sensor names, padding, IDs).
+		for i+8 <= len(s) && plain8(s[i:i+8]) {
+			i += 8
+		}
+		if i >= len(s) {
+			break
+		}
 		c := s[i]
 		if c < utf8.RuneSelf {
 			if c >= 0x20 && c != '"' && c != '\\' {
