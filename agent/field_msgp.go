@@ -34,6 +34,12 @@ func (f *Field) MarshalMsg(b []byte) ([]byte, error) {
 // UnmarshalMsg decodes a field from the front of b and returns the rest.
 // The field's strings and bytes are copies: they do not alias b.
 func (f *Field) UnmarshalMsg(b []byte) ([]byte, error) {
+	return f.unmarshal(b, nil)
+}
+
+// unmarshal decodes a field like UnmarshalMsg; with an arena, its strings
+// are cut from it rather than allocated one by one.
+func (f *Field) unmarshal(b []byte, a *strArena) ([]byte, error) {
 	n, b, err := msgp.ReadArrayHeaderBytes(b)
 	if err != nil {
 		return b, err
@@ -41,7 +47,7 @@ func (f *Field) UnmarshalMsg(b []byte) ([]byte, error) {
 	if n != 3 {
 		return b, msgp.ArrayError{Wanted: 3, Got: n}
 	}
-	if f.Name, b, err = msgp.ReadStringBytes(b); err != nil {
+	if f.Name, b, err = a.read(b); err != nil {
 		return b, err
 	}
 	var k uint8
@@ -62,7 +68,7 @@ func (f *Field) UnmarshalMsg(b []byte) ([]byte, error) {
 			f.Int = 1
 		}
 	case KindString:
-		f.Str, b, err = msgp.ReadStringBytes(b)
+		f.Str, b, err = a.read(b)
 	case KindBytes:
 		f.Bytes, b, err = msgp.ReadBytesBytes(b, nil)
 	default:

@@ -258,6 +258,7 @@ func (s *sinkRun) read(ctx context.Context, r LogReader, buf []LogRecord, live b
 // that slipped past the CRC, or from a newer agent's format).
 func (s *sinkRun) decode(got []LogRecord) error {
 	var bad []Dead
+	a := newStrArena(payloadBytes(got))
 	for _, lr := range got {
 		if cap(s.recs) > len(s.recs) {
 			s.recs = s.recs[:len(s.recs)+1]
@@ -266,7 +267,7 @@ func (s *sinkRun) decode(got []LogRecord) error {
 		}
 		r := &s.recs[len(s.recs)-1]
 		*r = Record{Fields: r.Fields[:0], Raw: r.Raw[:0]}
-		if _, err := r.UnmarshalMsg(lr.Payload); err != nil {
+		if _, err := r.unmarshalShared(lr.Payload, a); err != nil {
 			bad = append(bad, Dead{Record: Record{Raw: append([]byte(nil), lr.Payload...)}, Component: s.name, Err: fmt.Errorf("log record %d: %w", lr.Seq, err)})
 			s.recs = s.recs[:len(s.recs)-1]
 			continue
