@@ -8,7 +8,7 @@ TESTFLAGS ?= -race -timeout 20m
 .PHONY: build run test bench bench-e2e lint cross clean hwlab package
 
 # Static (CGO off) like the release builds: no libc or loader pages in the
-# resident set (about 1.5 MB less RSS than a cgo build, idle and under load).
+# resident set (1.3 MB of them under load; e2e idle RSS 7.3 -> 5.7 MB).
 build:
 	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/pspf-edge
 
