@@ -121,6 +121,7 @@ func NewCounter(addr, topic string) (*Counter, error) {
 		// Come back quickly when the broker restarts (the outage run).
 		kgo.RetryBackoffFn(func(int) time.Duration { return 100 * time.Millisecond }),
 		kgo.FetchMaxBytes(16<<20),
+		kgo.DisableClientMetrics(), // no KIP-714 pushes competing for the CPU
 	)
 	if err != nil {
 		return nil, fmt.Errorf("e2ebench: counter: %w", err)

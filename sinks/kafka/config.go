@@ -25,9 +25,14 @@ type Config struct {
 	ClientID string `yaml:"client_id" doc:"client id shown in broker logs and quotas; default pspf-edge-<agent>"`
 	// AutoCreateTopics lets a produce to a missing topic create it; without it
 	// such records are not retryable and go to the dead letters.
-	AutoCreateTopics bool          `yaml:"auto_create_topics" doc:"let the broker create missing topics; off: records for a missing topic go to the dead letters"`
-	DialTimeout      time.Duration `yaml:"dial_timeout" doc:"connection timeout"`
-	RequestTimeout   time.Duration `yaml:"request_timeout" doc:"how long the broker may take to answer a produce (acks: all waits for replicas)"`
+	AutoCreateTopics bool `yaml:"auto_create_topics" doc:"let the broker create missing topics; off: records for a missing topic go to the dead letters"`
+	// ClientMetrics lets the client push its own metrics to brokers that ask
+	// for them (KIP-714). Off by default: franz-go compresses each push with
+	// lz4 in 4 MiB blocks, an 8 MiB heap spike per push interval on an agent
+	// that otherwise runs in under 20 MB, and the pushes cost uplink bytes.
+	ClientMetrics  bool          `yaml:"client_metrics" doc:"push the client's own metrics to brokers that ask for them (KIP-714); off: each push briefly takes 8 MiB of heap"`
+	DialTimeout    time.Duration `yaml:"dial_timeout" doc:"connection timeout"`
+	RequestTimeout time.Duration `yaml:"request_timeout" doc:"how long the broker may take to answer a produce (acks: all waits for replicas)"`
 	// WriteTimeout bounds one Write: records not acknowledged by then are
 	// failed and retried by the sink's backoff, so an unreachable cluster
 	// shows as offline instead of hanging.

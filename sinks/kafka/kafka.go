@@ -109,6 +109,9 @@ func (s *Sink) clientOpts() ([]kgo.Opt, error) {
 		kgo.DialTimeout(c.DialTimeout),
 		kgo.WithLogger(kgoLogger{s.log}),
 	}
+	if !c.ClientMetrics {
+		base = append(base, kgo.DisableClientMetrics())
+	}
 	tc, err := c.TLS.tlsConfig()
 	if err != nil {
 		return nil, err

@@ -10,11 +10,13 @@ import (
 	"runtime/metrics"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/pspf/pspf-edge/agent"
@@ -412,4 +414,41 @@ func dirSize(t *testing.T, dir string) int64 {
 		}
 	}
 	return n
+}
+
+// TestClientMetricsOffByDefault checks that the client asks the broker for a
+// KIP-714 metrics subscription only with client_metrics on: franz-go's
+// metrics push takes 8 MiB of heap each time.
+func TestClientMetricsOffByDefault(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		k := testbroker.StartKafka(t, kfake.SeedTopics(1, "t"))
+		var asked atomic.Int32
+		k.Cluster().ControlKey(int16(kmsg.GetTelemetrySubscriptions), func(kmsg.Request) (kmsg.Response, error, bool) {
+			k.Cluster().KeepControl()
+			asked.Add(1)
+			return nil, nil, false
+		})
+		cfg := testConfig(k.Addr(), "t")
+		cfg.ClientMetrics = on
+		s := connect(t, cfg)
+		if err := s.Write(context.Background(), makeRecords(0, 10, 2)); err != nil {
+			t.Fatalf("client_metrics %v: write: %v", on, err)
+		}
+		// The reading client must not ask either.
+		if got := consume(t, k.Addr(), 10, 10*time.Second, []string{"t"}, kgo.DisableClientMetrics()); len(got) != 10 {
+			t.Fatalf("client_metrics %v: %d records arrived, want 10", on, len(got))
+		}
+		if on {
+			deadline := time.Now().Add(10 * time.Second)
+			for asked.Load() == 0 && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if asked.Load() == 0 {
+				t.Errorf("client_metrics on: the client never asked for a metrics subscription")
+			}
+		} else if n := asked.Load(); n != 0 {
+			t.Errorf("client_metrics off: the client asked for a metrics subscription %d times", n)
+		}
+		s.Close(context.Background())
+	}
 }
