@@ -17,13 +17,12 @@ import (
 // sensor messages per system call.
 const connReadBuffer = 16 << 10
 
-// openConn opens the connection to the broker as paho itself does (tcp and
-// mqtt through a proxy from the environment, ssl/tls/mqtts with the TLS
+// openConn opens the connection to the broker as paho's client does (tcp
+// and mqtt through a proxy from the environment, ssl/tls/mqtts with the TLS
 // config, ws and wss with paho's websocket), buffers its reads and gathers
-// its writes (see bufConn). paho
-// reads a packet's fixed header a byte at a time and then its body: on a bare
-// connection that is three or more read system calls per message, a fifth
-// of the agent's CPU at 40k messages/s.
+// its writes (see bufConn). A packet's fixed header is read a byte at a time
+// and then its body: on a bare connection that would be three or more read
+// system calls per message.
 func openConn(uri *url.URL, o paho.ClientOptions) (net.Conn, error) {
 	d := o.Dialer
 	if d == nil {
@@ -59,7 +58,7 @@ func openConn(uri *url.URL, o paho.ClientOptions) (net.Conn, error) {
 }
 
 // writeDelay is how long written packets may wait to be sent together.
-// paho writes every PUBACK on its own; the acks of a durable batch come
+// Every PUBACK is written on its own; the acks of a durable batch come
 // within microseconds of each other, and one system call per batch instead
 // of one per message saves a tenth of the agent's CPU at QoS 1.
 const writeDelay = 200 * time.Microsecond
@@ -151,7 +150,7 @@ func (c *bufConn) send() {
 	c.mu.Unlock()
 }
 
-// Close sends what is pending (paho's DISCONNECT; within a second, a peer
+// Close sends what is pending (the DISCONNECT; within a second, a peer
 // that does not read cannot hold it up), stops the sender and closes the
 // connection. A second Close returns the connection's error, as net.Conn's
 // does.

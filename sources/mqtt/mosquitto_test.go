@@ -125,34 +125,40 @@ func TestMosquittoDeliveryWildcardsTemplate(t *testing.T) {
 
 // TestMosquittoUnackedIsRedelivered: a message read but never acked (the
 // agent stopped before it was durable) comes again in the next session.
+// TestMosquittoUnackedIsRedelivered checks, at QoS 1 and 2, that a nacked
+// message comes again and an acked one does not.
 func TestMosquittoUnackedIsRedelivered(t *testing.T) {
-	mq := testbroker.Start(t, testbroker.Options{})
-	cfg := *Defaults()
-	cfg.Brokers = []string{mq.URL()}
-	cfg.ClientID = "t-redeliver"
-	cfg.Subscriptions = []Subscription{{Topic: "q/#", QoS: 1}}
-	s1 := realSource(t, cfg)
-	pub := publisher(t, mq.URL())
-	publishSure(t, pub, "q/1", 1, "m1")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	recs, ack, err := s1.Read(ctx)
-	if err != nil || len(recs) != 1 {
-		t.Fatalf("got %d records, %v; want 1", len(recs), err)
-	}
-	ack(ctx, fmt.Errorf("not durable"))
-	_ = s1.Close(ctx)
+	for _, qos := range []int{1, 2} {
+		t.Run("qos"+strconv.Itoa(qos), func(t *testing.T) {
+			mq := testbroker.Start(t, testbroker.Options{})
+			cfg := *Defaults()
+			cfg.Brokers = []string{mq.URL()}
+			cfg.ClientID = "t-redeliver"
+			cfg.Subscriptions = []Subscription{{Topic: "q/#", QoS: qos}}
+			s1 := realSource(t, cfg)
+			pub := publisher(t, mq.URL())
+			publishSure(t, pub, "q/1", byte(qos), "m1")
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			recs, ack, err := s1.Read(ctx)
+			if err != nil || len(recs) != 1 {
+				t.Fatalf("got %d records, %v; want 1", len(recs), err)
+			}
+			ack(ctx, fmt.Errorf("not durable"))
+			_ = s1.Close(ctx)
 
-	s2 := realSource(t, cfg)
-	recs = readN(t, s2, 1, 10*time.Second)
-	if string(recs[0].Raw) != "m1" {
-		t.Errorf("got %q, want m1 again", recs[0].Raw)
-	}
-	_ = s2.Close(ctx)
-	s3 := realSource(t, cfg) // acked now: the broker has nothing more
-	publishSure(t, pub, "q/2", 1, "m2")
-	if recs = readN(t, s3, 1, 10*time.Second); string(recs[0].Raw) != "m2" {
-		t.Errorf("got %q, want m2 (m1 was acked)", recs[0].Raw)
+			s2 := realSource(t, cfg)
+			recs = readN(t, s2, 1, 10*time.Second)
+			if string(recs[0].Raw) != "m1" {
+				t.Errorf("got %q, want m1 again", recs[0].Raw)
+			}
+			_ = s2.Close(ctx)
+			s3 := realSource(t, cfg) // acked now: the broker has nothing more
+			publishSure(t, pub, "q/2", byte(qos), "m2")
+			if recs = readN(t, s3, 1, 10*time.Second); string(recs[0].Raw) != "m2" {
+				t.Errorf("got %q, want m2 (m1 was acked)", recs[0].Raw)
+			}
+		})
 	}
 }
 

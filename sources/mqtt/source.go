@@ -81,7 +81,7 @@ type Source struct {
 
 // New returns an MQTT source. It starts no goroutines: Connect does.
 func New(cfg Config, env agent.Env) (*Source, error) {
-	return newSource(cfg, env, dialPaho)
+	return newSource(cfg, env, dialClient)
 }
 
 func newSource(cfg Config, env agent.Env, dial dialFunc) (*Source, error) {
@@ -153,7 +153,8 @@ func (s *Source) connect(ctx context.Context) (broker, error) {
 	var connects atomic.Int64
 	var b broker
 	b = s.dial(&s.cfg, s.clientID, tc, handlers{
-		message: s.onMessage,
+		message:  s.onMessage,
+		oversize: s.oversize.Inc,
 		connected: func() {
 			if connects.Add(1) == 1 {
 				return // the first connection is set up by connect itself

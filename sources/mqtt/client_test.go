@@ -1,0 +1,390 @@
+package mqtt
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.mqtt.golang/packets"
+)
+
+// netBroker is a scripted broker on a loopback socket: it answers each
+// CONNECT with a CONNACK and hands the connection to serve.
+type netBroker struct {
+	l     net.Listener
+	conns atomic.Int32
+}
+
+func startNetBroker(t *testing.T, serve func(n int, c net.Conn, r *bufio.Reader)) *netBroker {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fb := &netBroker{l: l}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			n := int(fb.conns.Add(1))
+			go func() {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				typ, _, _, _, err := readPacket(r, 1<<20)
+				if err != nil || typ != packets.Connect {
+					return
+				}
+				if _, err := c.Write([]byte{packets.Connack << 4, 2, 0, 0}); err != nil {
+					return
+				}
+				serve(n, c, r)
+			}()
+		}
+	}()
+	return fb
+}
+
+func (fb *netBroker) url() string { return "tcp://" + fb.l.Addr().String() }
+
+// recorder collects the client's handler calls.
+type recorder struct {
+	msgs      chan message
+	oversize  atomic.Int32
+	connected atomic.Int32
+	lost      chan error
+}
+
+func newRecorder() *recorder {
+	return &recorder{msgs: make(chan message, 100), lost: make(chan error, 10)}
+}
+
+func (r *recorder) handlers() handlers {
+	return handlers{
+		message:   func(m message) { r.msgs <- m },
+		oversize:  func() { r.oversize.Add(1) },
+		connected: func() { r.connected.Add(1) },
+		lost:      func(err error) { r.lost <- err },
+		reconnect: func() {},
+	}
+}
+
+func testClient(t *testing.T, url string, keepalive time.Duration, r *recorder) *client {
+	t.Helper()
+	cfg := *Defaults()
+	cfg.Brokers = []string{url}
+	cfg.KeepAlive = keepalive
+	cfg.MaxPayload = 1024 // read limit 66 KiB: the test sends one larger message
+	cfg.ConnectTimeout = 2 * time.Second
+	cfg.MaxReconnect = time.Second
+	c := dialClient(&cfg, "t-client", nil, r.handlers()).(*client)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := c.Connect(ctx); err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(func() { c.Disconnect(0) })
+	return c
+}
+
+// TestClientKeepalive checks that a quiet connection is kept alive with
+// PINGREQs while the broker answers them, and is ended and reconnected
+// once the broker falls silent.
+func TestClientKeepalive(t *testing.T) {
+	const keepalive = 200 * time.Millisecond
+	var pings atomic.Int32
+	fb := startNetBroker(t, func(n int, c net.Conn, r *bufio.Reader) {
+		for {
+			typ, _, _, _, err := readPacket(r, 1<<20)
+			if err != nil {
+				return
+			}
+			if typ != packets.Pingreq {
+				continue
+			}
+			// The first connection answers five pings, then falls silent.
+			if pings.Add(1) <= 5 || n > 1 {
+				if _, err := c.Write([]byte{packets.Pingresp << 4, 0}); err != nil {
+					return
+				}
+			}
+		}
+	})
+	r := newRecorder()
+	testClient(t, fb.url(), keepalive, r)
+	select {
+	case err := <-r.lost:
+		if p := pings.Load(); p < 6 {
+			t.Errorf("connection ended after %d pings, want 5 answered and the 6th not: %v", p, err)
+		}
+		if !strings.Contains(err.Error(), "after a PINGREQ") {
+			t.Errorf("lost: %v, want the keepalive failure", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the silent connection was not ended (%d pings)", pings.Load())
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for r.connected.Load() < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := r.connected.Load(); got != 2 {
+		t.Errorf("connected called %d times, want 2 (the reconnect)", got)
+	}
+	if got := fb.conns.Load(); got != 2 {
+		t.Errorf("%d connections, want 2", got)
+	}
+}
+
+// TestClientReceiveAckAndRequests checks the packets the client sends: a
+// PUBACK for a message far over max_payload, dropped unread; a PUBACK or
+// PUBREC for an acked message (none for QoS 0, none after its
+// connection has ended), a PUBCOMP for a PUBREL, a SUBSCRIBE whose refused
+// filter fails Subscribe, and a QoS 1 publish that waits for its PUBACK.
+func TestClientReceiveAckAndRequests(t *testing.T) {
+	got := make(chan []byte, 100)
+	fb := startNetBroker(t, func(n int, c net.Conn, r *bufio.Reader) {
+		if n > 1 {
+			return
+		}
+		pub := func(qos byte, id uint16, topic, payload string) {
+			var b bytes.Buffer
+			p := packets.NewControlPacket(packets.Publish).(*packets.PublishPacket)
+			p.Qos, p.MessageID, p.TopicName, p.Payload = qos, id, topic, []byte(payload)
+			_ = p.Write(&b)
+			_, _ = c.Write(b.Bytes())
+		}
+		pub(1, 5, "big", strings.Repeat("x", 100000)) // over the read limit
+		pub(0, 0, "a/0", "zero")
+		pub(1, 7, "a/1", "one")
+		pub(2, 9, "a/2", "two")
+		_, _ = c.Write([]byte{packets.Pubrel<<4 | 2, 2, 0, 9})
+		for {
+			typ, flags, _, body, err := readPacket(r, 1<<20)
+			if err != nil {
+				return
+			}
+			got <- append([]byte{typ<<4 | flags}, body...)
+			switch typ {
+			case packets.Subscribe:
+				id := body[:2]
+				_, _ = c.Write([]byte{packets.Suback << 4, 4, id[0], id[1], 1, 0x80})
+			case packets.Publish:
+				_, id, _, _, _ := parsePublish(flags, body)
+				_, _ = c.Write([]byte{packets.Puback << 4, 2, byte(id >> 8), byte(id)})
+			}
+		}
+	})
+	r := newRecorder()
+	c := testClient(t, fb.url(), 30*time.Second, r)
+	for _, want := range []string{"a/0 zero 0", "a/1 one 1", "a/2 two 2"} {
+		select {
+		case m := <-r.msgs:
+			if s := m.Topic() + " " + string(m.Payload()) + " " + string('0'+m.Qos()); s != want {
+				t.Fatalf("got message %q, want %q", s, want)
+			}
+			m.Ack()
+		case <-time.After(5 * time.Second):
+			t.Fatalf("message %q did not arrive", want)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := c.Subscribe(ctx, map[string]byte{"x/#": 1, "y/#": 0})
+	if err == nil || !strings.Contains(err.Error(), `"y/#"`) || strings.Contains(err.Error(), `"x/#"`) {
+		t.Errorf("subscribe: %v, want y/# refused", err)
+	}
+	if err := c.Publish(ctx, "s", 1, true, []byte("online")); err != nil {
+		t.Errorf("publish: %v", err)
+	}
+	var sent []string
+	for len(sent) < 6 {
+		select {
+		case p := <-got:
+			sent = append(sent, string(p[:1])+string(p[1:min(len(p), 3)]))
+		case <-time.After(5 * time.Second):
+			t.Fatalf("client sent only %q", sent)
+		}
+	}
+	if n := r.oversize.Load(); n != 1 {
+		t.Errorf("oversize called %d times, want 1", n)
+	}
+	want := []string{
+		string([]byte{pktPuback, 0, 5}), string([]byte{pktPuback, 0, 7}), string([]byte{pktPubrec, 0, 9}), string([]byte{pktPubcomp, 0, 9}),
+		string([]byte{packets.Subscribe<<4 | 2, 0, 1}), string([]byte{packets.Publish<<4 | 3, 0, 1}),
+	}
+	// The PUBCOMP may overtake the acks: it is sent by the reader.
+	for _, w := range want {
+		found := false
+		for _, s := range sent {
+			found = found || s == w
+		}
+		if !found {
+			t.Errorf("client sent %q, want among them %q", sent, w)
+		}
+	}
+}
+
+// TestClientDisconnect checks that Disconnect fails a waiting request,
+// stops reconnecting, and that Ack after it sends nothing and does not
+// block.
+func TestClientDisconnect(t *testing.T) {
+	fb := startNetBroker(t, func(n int, c net.Conn, r *bufio.Reader) {
+		var b bytes.Buffer
+		p := packets.NewControlPacket(packets.Publish).(*packets.PublishPacket)
+		p.Qos, p.MessageID, p.TopicName = 1, 3, "t"
+		_ = p.Write(&b)
+		_, _ = c.Write(b.Bytes())
+		_, _ = io.Copy(io.Discard, r) // never answers
+	})
+	r := newRecorder()
+	c := testClient(t, fb.url(), 30*time.Second, r)
+	m := <-r.msgs
+	errc := make(chan error, 1)
+	go func() { errc <- c.Publish(context.Background(), "s", 1, false, nil) }()
+	time.Sleep(50 * time.Millisecond)
+	c.Disconnect(0)
+	select {
+	case err := <-errc:
+		if !errors.Is(err, errDisconnected) {
+			t.Errorf("publish: %v, want it failed by the disconnect", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("publish still waits after Disconnect")
+	}
+	m.Ack()
+	if err := c.Publish(context.Background(), "s", 1, false, nil); !errors.Is(err, errNotConnected) {
+		t.Errorf("publish after Disconnect: %v, want errNotConnected", err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := fb.conns.Load(); n != 1 {
+		t.Errorf("%d connections, want 1 (no reconnect after Disconnect)", n)
+	}
+	select {
+	case err := <-r.lost:
+		t.Errorf("lost called after Disconnect: %v", err)
+	default:
+	}
+}
+
+// TestClientConnectRefused checks that a CONNACK refusal is an error that
+// names the reason.
+func TestClientConnectRefused(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		if typ, _, _, _, err := readPacket(bufio.NewReader(c), 1<<20); err == nil && typ == packets.Connect {
+			_, _ = c.Write([]byte{packets.Connack << 4, 2, 0, packets.ErrRefusedBadUsernameOrPassword})
+		}
+		_, _ = io.Copy(io.Discard, c)
+	}()
+	cfg := *Defaults()
+	cfg.Brokers = []string{"tcp://" + l.Addr().String()}
+	c := dialClient(&cfg, "t", nil, newRecorder().handlers())
+	_, err = c.Connect(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "bad user name or password") {
+		t.Errorf("connect: %v, want the refusal", err)
+	}
+	c.Disconnect(0)
+}
+
+// TestReadPacket checks the decoder on good and malformed packets.
+func TestReadPacket(t *testing.T) {
+	for _, tc := range []struct {
+		name, in string
+		topic    string
+		payload  string
+		id       uint16
+		err      string
+	}{
+		{name: "qos0", in: "\x30\x07\x00\x03a/bhi", topic: "a/b", payload: "hi"},
+		{name: "qos1", in: "\x32\x09\x00\x03a/b\x01\x02hi", topic: "a/b", id: 0x102, payload: "hi"},
+		{name: "qos1 empty payload", in: "\x32\x07\x00\x03a/b\x00\x05", topic: "a/b", id: 5},
+		{name: "qos3", in: "\x36\x05\x00\x03a/b", err: "QoS 3"},
+		{name: "short topic", in: "\x30\x03\x00\x05a", err: "topic of 5"},
+		{name: "no id", in: "\x32\x05\x00\x03a/b", err: "topic of 3"},
+		{name: "empty", in: "\x30\x00", err: "PUBLISH of 0 bytes"},
+		{name: "truncated", in: "\x30\x07\x00\x03a", err: "unexpected EOF"},
+		{name: "long length", in: "\x30\xff\xff\xff\xff\x01", err: "malformed remaining length"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			typ, flags, _, body, err := readPacket(bufio.NewReader(strings.NewReader(tc.in)), 1<<20)
+			var topic string
+			var id uint16
+			var payload []byte
+			if err == nil {
+				if typ != packets.Publish {
+					t.Fatalf("type %d, want PUBLISH", typ)
+				}
+				topic, id, payload, _, err = parsePublish(flags, body)
+			}
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Errorf("err %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil || topic != tc.topic || id != tc.id || string(payload) != tc.payload {
+				t.Errorf("got %q %d %q %v, want %q %d %q", topic, id, payload, err, tc.topic, tc.id, tc.payload)
+			}
+		})
+	}
+}
+
+// FuzzReadPacket feeds the decoder arbitrary bytes: it must not panic, and
+// a parsed PUBLISH must account for every byte of its body.
+func FuzzReadPacket(f *testing.F) {
+	f.Add([]byte("\x30\x07\x00\x03a/bhi\x32\x09\x00\x03a/b\x01\x02hi"))
+	f.Add([]byte("\x90\x03\x00\x01\x80\xd0\x00"))
+	f.Add([]byte("\x30\xff\xff\xff\x7f"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		r := bufio.NewReader(bytes.NewReader(in))
+		for {
+			typ, flags, n, body, err := readPacket(r, 64)
+			if err != nil {
+				return
+			}
+			if typ != packets.Publish {
+				if n > 64 {
+					return // the client drops the connection
+				}
+				continue
+			}
+			if n > 64 {
+				if _, qos, err := skipPublish(r, flags, n); err != nil {
+					return
+				} else if qos > 2 {
+					t.Fatalf("skipped PUBLISH with qos %d", qos)
+				}
+				continue
+			}
+			topic, _, payload, qos, err := parsePublish(flags, body)
+			if err != nil {
+				continue
+			}
+			parsed := 2 + len(topic) + len(payload)
+			if qos > 0 {
+				parsed += 2
+			}
+			if parsed != n || n != len(body) || qos > 2 {
+				t.Fatalf("PUBLISH of %d bytes parsed as topic %d, payload %d, qos %d", len(body), len(topic), len(payload), qos)
+			}
+		}
+	})
+}
