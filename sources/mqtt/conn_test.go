@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"slices"
 	"testing"
 	"time"
 
@@ -100,4 +101,44 @@ func TestBufConnCloseStuckPeer(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Close did not return with a peer that reads nothing")
 	}
+}
+
+// TestGatherReaderWaitsAfterSmallReads checks that a read waits readGather
+// only after a read that filled less than half of its buffer.
+func TestGatherReaderWaitsAfterSmallReads(t *testing.T) {
+	var slept []time.Duration
+	src := &chunkReader{chunks: []int{10, 100, 60, 0}}
+	g := &gatherReader{c: src, sleep: func(d time.Duration) { slept = append(slept, d) }}
+	buf := make([]byte, 100)
+	var waits []bool
+	for {
+		before := len(slept)
+		_, err := g.Read(buf)
+		waits = append(waits, len(slept) > before)
+		if err != nil {
+			break
+		}
+	}
+	// 10 of 100 is small: the second read waits; 100 is full: the third
+	// does not; 60 is over half: the fourth does not.
+	if want := []bool{false, true, false, false}; !slices.Equal(waits, want) {
+		t.Errorf("waited before reads %v, want %v", waits, want)
+	}
+	for _, d := range slept {
+		if d != readGather {
+			t.Errorf("waited %v, want %v", d, readGather)
+		}
+	}
+}
+
+// chunkReader returns reads of the given sizes, then io.EOF.
+type chunkReader struct{ chunks []int }
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	if len(c.chunks) == 0 || c.chunks[0] == 0 {
+		return 0, io.EOF
+	}
+	n := min(c.chunks[0], len(p))
+	c.chunks = c.chunks[1:]
+	return n, nil
 }
