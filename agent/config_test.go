@@ -268,6 +268,7 @@ func TestAgentMemorySettings(t *testing.T) {
 		name, yaml string
 		limit      agent.ByteSize
 		gc         int
+		procs      int // 0 in a case without it means the default
 		err        string
 	}{
 		{name: "defaults", yaml: "name: a\n", limit: agent.DefaultMemoryLimit, gc: agent.DefaultGCPercent},
@@ -277,6 +278,9 @@ func TestAgentMemorySettings(t *testing.T) {
 		{name: "limit too small", yaml: "memory_limit: 1MiB\n", err: `:1: memory_limit: must be 0 (none) or at least 4MiB, got "1MiB"`},
 		{name: "gc zero", yaml: "gc_percent: 0\n", err: `:1: gc_percent: must be -1 (off) or between 1 and 1000, got "0"`},
 		{name: "gc off without limit", yaml: "memory_limit: 0\ngc_percent: -1\n", err: `:2: gc_percent: -1 needs a memory_limit`},
+		{name: "procs", yaml: "max_procs: 4\n", limit: agent.DefaultMemoryLimit, gc: agent.DefaultGCPercent, procs: 4},
+		{name: "all procs", yaml: "max_procs: 0\n", limit: agent.DefaultMemoryLimit, gc: agent.DefaultGCPercent, procs: 0},
+		{name: "procs negative", yaml: "max_procs: -1\n", err: `:1: max_procs: must be 0 (all CPUs) or between 1 and 1024, got "-1"`},
 		{name: "unknown key", yaml: "memory_limits: 1MiB\n", err: `:1: memory_limits`},
 	}
 	for _, tt := range tests {
@@ -297,6 +301,13 @@ func TestAgentMemorySettings(t *testing.T) {
 			}
 			if cfg.MemoryLimit != tt.limit || cfg.GCPercent != tt.gc {
 				t.Errorf("got memory_limit %d gc_percent %d, want %d and %d", cfg.MemoryLimit, cfg.GCPercent, tt.limit, tt.gc)
+			}
+			wantProcs := tt.procs
+			if !strings.Contains(tt.yaml, "max_procs") {
+				wantProcs = agent.DefaultMaxProcs
+			}
+			if cfg.MaxProcs != wantProcs {
+				t.Errorf("got max_procs %d, want %d", cfg.MaxProcs, wantProcs)
 			}
 		})
 	}

@@ -172,7 +172,8 @@ func runAgent(ctx context.Context, o runOptions) error {
 		o.Poll = 0
 	}
 	limit, gcPercent := applyMemorySettings(cfg, os.Getenv)
-	o.Logger.Debug("go runtime memory", "memory_limit", limit, "gc_percent", gcPercent)
+	procs := applyMaxProcs(cfg, os.Getenv)
+	o.Logger.Debug("go runtime", "memory_limit", limit, "gc_percent", gcPercent, "max_procs", procs)
 	metrics := agent.NewMetrics()
 	// Under systemd: READY=1, RELOADING=1 around a SIGHUP, watchdog pings
 	// from the supervisor's loop, STOPPING=1 (systemd_linux.go).

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"runtime"
 	"runtime/debug"
 
 	"github.com/pspf/pspf-edge/agent"
@@ -26,4 +27,18 @@ func applyMemorySettings(cfg agent.AgentConfig, getenv func(string) string) (lim
 	gcPercent = debug.SetGCPercent(-1)
 	debug.SetGCPercent(gcPercent)
 	return limit, gcPercent
+}
+
+// applyMaxProcs sets how many CPUs run the agent's Go code at once from the
+// agent file's max_procs (0: all), unless the GOMAXPROCS environment
+// variable is set. It returns the setting in force.
+func applyMaxProcs(cfg agent.AgentConfig, getenv func(string) string) int {
+	if getenv("GOMAXPROCS") == "" {
+		n := cfg.MaxProcs
+		if n == 0 {
+			n = runtime.NumCPU()
+		}
+		runtime.GOMAXPROCS(n)
+	}
+	return runtime.GOMAXPROCS(0)
 }

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"os"
+	"runtime"
 	"runtime/debug"
+	"strconv"
 	"testing"
 
 	"github.com/pspf/pspf-edge/agent"
@@ -43,4 +46,39 @@ func TestApplyMemorySettings(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestApplyMaxProcs(t *testing.T) {
+	prev := runtime.GOMAXPROCS(0)
+	t.Cleanup(func() { runtime.GOMAXPROCS(prev) })
+	tests := []struct {
+		name  string
+		procs int
+		env   map[string]string
+		want  int
+	}{
+		{name: "from the file", procs: 1, want: 1},
+		{name: "all", procs: 0, want: runtime.NumCPU()},
+		{name: "environment wins", procs: 1, env: map[string]string{"GOMAXPROCS": "3"}, want: 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			runtime.GOMAXPROCS(3) // what the runtime would have read from the environment
+			cfg := agent.DefaultAgentConfig()
+			cfg.MaxProcs = tt.procs
+			if got := applyMaxProcs(cfg, func(k string) string { return tt.env[k] }); got != tt.want {
+				t.Errorf("got %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestMain keeps the agents that tests run in this process from changing
+// the test binary's GOMAXPROCS (max_procs defaults to 1): the environment
+// wins over the agent file.
+func TestMain(m *testing.M) {
+	if os.Getenv("GOMAXPROCS") == "" {
+		os.Setenv("GOMAXPROCS", strconv.Itoa(runtime.GOMAXPROCS(0)))
+	}
+	os.Exit(m.Run())
 }
