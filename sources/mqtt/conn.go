@@ -52,7 +52,7 @@ func openConn(uri *url.URL, o paho.ClientOptions) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	bc := &bufConn{Conn: c, r: bufio.NewReaderSize(&gatherReader{c: c, sleep: time.Sleep}, connReadBuffer),
+	bc := &bufConn{Conn: c, r: bufio.NewReaderSize(&gatherReader{c: c, sleep: time.Sleep, now: time.Now}, connReadBuffer),
 		kick: make(chan struct{}, 1), done: make(chan struct{}), ended: make(chan struct{})}
 	go bc.sender()
 	return bc, nil
@@ -67,19 +67,24 @@ func openConn(uri *url.URL, o paho.ClientOptions) (net.Conn, error) {
 const readGather = 200 * time.Microsecond
 
 // gatherReader reads the connection, waiting readGather before a read when
-// the previous one filled less than half of its buffer.
+// the previous one filled less than half of its buffer without having had
+// to wait readGather for its data: a stream that sparse (a few thousand
+// messages/s) gathers nothing in the wait, which would only add a timer
+// wake-up per message.
 type gatherReader struct {
 	c     io.Reader
 	small bool
 	sleep func(time.Duration) // time.Sleep; tests record it
+	now   func() time.Time    // time.Now; tests set it
 }
 
 func (g *gatherReader) Read(p []byte) (int, error) {
 	if g.small {
 		g.sleep(readGather)
 	}
+	start := g.now()
 	n, err := g.c.Read(p)
-	g.small = n > 0 && n < len(p)/2
+	g.small = n > 0 && n < len(p)/2 && g.now().Sub(start) < readGather
 	return n, err
 }
 

@@ -104,11 +104,14 @@ func TestBufConnCloseStuckPeer(t *testing.T) {
 }
 
 // TestGatherReaderWaitsAfterSmallReads checks that a read waits readGather
-// only after a read that filled less than half of its buffer.
+// only after a read that filled less than half of its buffer and found its
+// data within readGather.
 func TestGatherReaderWaitsAfterSmallReads(t *testing.T) {
 	var slept []time.Duration
-	src := &chunkReader{chunks: []int{10, 100, 60, 0}}
-	g := &gatherReader{c: src, sleep: func(d time.Duration) { slept = append(slept, d) }}
+	var clock time.Time
+	// The read of 5 bytes takes a millisecond: its data came late.
+	src := &chunkReader{chunks: []int{10, 100, 60, 5, 10, 0}, took: map[int]time.Duration{5: time.Millisecond}, clock: &clock}
+	g := &gatherReader{c: src, sleep: func(d time.Duration) { slept = append(slept, d) }, now: func() time.Time { return clock }}
 	buf := make([]byte, 100)
 	var waits []bool
 	for {
@@ -120,8 +123,9 @@ func TestGatherReaderWaitsAfterSmallReads(t *testing.T) {
 		}
 	}
 	// 10 of 100 is small: the second read waits; 100 is full: the third
-	// does not; 60 is over half: the fourth does not.
-	if want := []bool{false, true, false, false}; !slices.Equal(waits, want) {
+	// does not; 60 is over half: the fourth does not; 5 is small but came
+	// late: the fifth does not; 10 is small and quick: the sixth waits.
+	if want := []bool{false, true, false, false, false, true}; !slices.Equal(waits, want) {
 		t.Errorf("waited before reads %v, want %v", waits, want)
 	}
 	for _, d := range slept {
@@ -131,14 +135,20 @@ func TestGatherReaderWaitsAfterSmallReads(t *testing.T) {
 	}
 }
 
-// chunkReader returns reads of the given sizes, then io.EOF.
-type chunkReader struct{ chunks []int }
+// chunkReader returns reads of the given sizes, then io.EOF; a read of a
+// size in took advances clock by that much.
+type chunkReader struct {
+	chunks []int
+	took   map[int]time.Duration
+	clock  *time.Time
+}
 
 func (c *chunkReader) Read(p []byte) (int, error) {
 	if len(c.chunks) == 0 || c.chunks[0] == 0 {
 		return 0, io.EOF
 	}
 	n := min(c.chunks[0], len(p))
+	*c.clock = c.clock.Add(c.took[n])
 	c.chunks = c.chunks[1:]
 	return n, nil
 }
