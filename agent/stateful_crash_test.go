@@ -73,6 +73,15 @@ func TestStatefulCrashChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A kill can tear the last line: end it, or the next line would be
+	// read as its continuation.
+	if prev, err := os.ReadFile(filepath.Join(dir, "out")); err != nil {
+		t.Fatal(err)
+	} else if len(prev) > 0 && prev[len(prev)-1] != '\n' {
+		if _, err := f.Write([]byte{'\n'}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	reg := agent.NewRegistry()
 	none := func() *struct{} { return &struct{}{} }
 	reg.Sources["eof"] = agent.Typed[agent.Source]("test", none, func(*struct{}, agent.Env) (agent.Source, error) { return eofSource{}, nil })

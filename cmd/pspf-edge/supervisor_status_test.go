@@ -158,9 +158,10 @@ func TestRemovedPipelineKeepsItsBacklogUntilDropped(t *testing.T) {
 	if v.BacklogRecords == 0 {
 		t.Errorf("removed pipeline: backlog 0, want what the offline sink did not take")
 	}
-	if !strings.Contains(h.logs.String(), "stay on disk until `pspf-edge buffer drop`") {
-		t.Errorf("log does not report the records left on disk")
-	}
+	// The warning follows the stop: the state can show stopped first.
+	h.waitFor("the warning about the records left on disk", func() bool {
+		return strings.Contains(h.logs.String(), "stay on disk until `pspf-edge buffer drop`")
+	})
 	if ok, why := h.sup.isReady(); !ok {
 		t.Errorf("not ready after a removal: %s", why)
 	}
