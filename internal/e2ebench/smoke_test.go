@@ -25,16 +25,18 @@ func TestHarnessSmoke(t *testing.T) {
 	}
 	var log strings.Builder
 	cfg := Config{
-		Agents:         []AgentSpec{{Name: "pspf-edge", Cmd: filepath.Join(dir, "pspf-edge") + " run -p {pipeline} --data-dir {data} --admin {admin} --log-level warn"}},
-		PipelinesDir:   "../../pipelines/bench",
-		KafkaBroker:    filepath.Join(dir, "kfake-broker"),
-		OutDir:         filepath.Join(dir, "out"),
-		Repeats:        1,
-		MaxQoS0:        2000,
-		MaxQoS1:        2000,
+		Agents:       []AgentSpec{{Name: "pspf-edge", Cmd: filepath.Join(dir, "pspf-edge") + " run -p {pipeline} --data-dir {data} --admin {admin} --log-level warn"}},
+		PipelinesDir: "../../pipelines/bench",
+		KafkaBroker:  filepath.Join(dir, "kfake-broker"),
+		OutDir:       filepath.Join(dir, "out"),
+		Repeats:      1,
+		// Enough messages that each run takes several of the kernel's 10 ms
+		// CPU ticks at 4-6 µs per record: CPU per record must be > 0.
+		MaxQoS0:        8000,
+		MaxQoS1:        6000,
 		Rates:          []float64{1000},
 		RateDuration:   time.Second,
-		WindowMessages: 1000,
+		WindowMessages: 6000,
 		Conns:          2,
 		Sensors:        10,
 		Size:           120,
