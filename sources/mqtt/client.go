@@ -201,6 +201,10 @@ func (c *client) dialOne(ctx context.Context, u *url.URL) (*session, bool, error
 		bc.Close()
 		return nil, false, err
 	}
+	if !stop() { // ctx ended just now: the deadline may be in the past
+		bc.Close()
+		return nil, false, ctx.Err()
+	}
 	_ = bc.SetDeadline(time.Time{})
 	s := &session{c: c, bc: bc, ops: map[uint16]*op{}, dead: make(chan struct{})}
 	return s, body[0]&1 == 1, nil

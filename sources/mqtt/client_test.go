@@ -388,3 +388,38 @@ func FuzzReadPacket(f *testing.F) {
 		}
 	})
 }
+
+// TestClientConnectCancelled checks that Connect to a broker that never
+// answers returns when its context ends, well before connect_timeout.
+func TestClientConnectCancelled(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_, _ = io.Copy(io.Discard, c) // never sends a CONNACK
+	}()
+	cfg := *Defaults()
+	cfg.Brokers = []string{"tcp://" + l.Addr().String()}
+	cfg.ConnectTimeout = time.Minute
+	c := dialClient(&cfg, "t", nil, newRecorder().handlers())
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { _, err := c.Connect(ctx); done <- err }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("connect: %v, want the context's deadline", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("connect did not return when its context ended")
+	}
+	c.Disconnect(0)
+}
