@@ -417,3 +417,39 @@ func TestMosquittoPassword(t *testing.T) {
 	t.Logf("wrong password: %v", err)
 	_ = s.Close(ctx)
 }
+
+// TestMosquittoWebsocket checks the source over a ws:// listener: the
+// client reads MQTT through paho's websocket connection like through TCP.
+func TestMosquittoWebsocket(t *testing.T) {
+	wsPort := testbroker.FreePort(t)
+	mq := testbroker.Start(t, testbroker.Options{Extra: fmt.Sprintf("listener %d 127.0.0.1\nprotocol websockets\n", wsPort)})
+	// Start waits for the plain listener; the websockets one comes up after it.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", wsPort), time.Second)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("websockets listener: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cfg := *Defaults()
+	cfg.Brokers = []string{fmt.Sprintf("ws://127.0.0.1:%d", wsPort)}
+	cfg.ClientID = "t-ws"
+	cfg.Subscriptions = []Subscription{{Topic: "ws/#", QoS: 1}}
+	s := realSource(t, cfg)
+	pub := publisher(t, mq.URL())
+	const n = 50
+	for i := range n {
+		publishSure(t, pub, "ws/"+strconv.Itoa(i), 1, strconv.Itoa(i))
+	}
+	recs := readN(t, s, n, 10*time.Second)
+	for i, r := range recs {
+		if string(r.Raw) != strconv.Itoa(i) {
+			t.Fatalf("record %d: %q, want %d in order", i, r.Raw, i)
+		}
+	}
+}
