@@ -40,7 +40,7 @@ type broker interface {
 // goroutines; message may block, which stops the client reading the socket.
 type handlers struct {
 	message   func(message)
-	oversize  func() // a message far over max_payload was acked and dropped unread
+	oversize  func() // a message over max_payload was acked and dropped
 	connected func()
 	lost      func(error)
 	reconnect func()

@@ -464,10 +464,13 @@ func (s *session) read() {
 	s.c.lost(s, s.err) // the first reason: a keepalive failure closes the connection too
 }
 
+// readLoop reads packets and answers them. A PUBLISH over max_payload is
+// dropped and acked (or the broker would send it forever) and counted
+// through handlers.oversize; one whose packet is longer than any PUBLISH
+// within max_payload can be is skipped on the socket, never read into memory.
 func (s *session) readLoop() error {
-	// The largest packet read whole: a PUBLISH with the longest topic and a
-	// payload one byte over max_payload, which the source drops and counts.
-	limit := int(s.c.cfg.MaxPayload) + 1 + 2 + 65535 + 2
+	maxPayload := int(s.c.cfg.MaxPayload)
+	limit := 2 + 65535 + 2 + maxPayload // the longest topic, an id, the payload
 	for {
 		typ, flags, n, body, err := readPacket(s.bc.r, limit)
 		if err != nil {
@@ -478,14 +481,11 @@ func (s *session) readLoop() error {
 			if typ != packets.Publish {
 				return fmt.Errorf("mqtt: packet type %d of %d bytes from the broker", typ, n)
 			}
-			// Far over max_payload: dropped without reading it into
-			// memory, and acked like any oversize message.
 			id, qos, err := skipPublish(s.bc.r, flags, n)
 			if err != nil {
 				return err
 			}
-			s.c.h.oversize()
-			(&inMsg{s: s, id: id, qos: qos}).Ack()
+			s.dropOversize(id, qos)
 			continue
 		}
 		switch typ {
@@ -493,6 +493,10 @@ func (s *session) readLoop() error {
 			topic, id, payload, qos, err := parsePublish(flags, body)
 			if err != nil {
 				return err
+			}
+			if len(payload) > maxPayload {
+				s.dropOversize(id, qos)
+				continue
 			}
 			s.c.h.message(&inMsg{s: s, topic: topic, payload: payload, id: id, qos: qos})
 		case packets.Puback, packets.Pubcomp:
@@ -516,6 +520,12 @@ func (s *session) readLoop() error {
 			return fmt.Errorf("mqtt: unexpected packet type %d from the broker", typ)
 		}
 	}
+}
+
+// dropOversize acks and counts a PUBLISH over max_payload.
+func (s *session) dropOversize(id uint16, qos byte) {
+	s.c.h.oversize()
+	(&inMsg{s: s, id: id, qos: qos}).Ack()
 }
 
 // ping keeps the connection alive: every half keepalive in which nothing

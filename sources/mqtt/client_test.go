@@ -145,7 +145,8 @@ func TestClientKeepalive(t *testing.T) {
 }
 
 // TestClientReceiveAckAndRequests checks the packets the client sends: a
-// PUBACK for a message far over max_payload, dropped unread; a PUBACK or
+// PUBACK for a message over max_payload, dropped and counted (one so far
+// over that it is skipped unread, one read whole); a PUBACK or
 // PUBREC for an acked message (none for QoS 0, none after its
 // connection has ended), a PUBCOMP for a PUBREL, a SUBSCRIBE whose refused
 // filter fails Subscribe, and a QoS 1 publish that waits for its PUBACK.
@@ -162,7 +163,8 @@ func TestClientReceiveAckAndRequests(t *testing.T) {
 			_ = p.Write(&b)
 			_, _ = c.Write(b.Bytes())
 		}
-		pub(1, 5, "big", strings.Repeat("x", 100000)) // over the read limit
+		pub(1, 5, "big", strings.Repeat("x", 100000)) // over the read limit: skipped
+		pub(1, 6, "big", strings.Repeat("x", 1025))   // over max_payload: read, dropped
 		pub(0, 0, "a/0", "zero")
 		pub(1, 7, "a/1", "one")
 		pub(2, 9, "a/2", "two")
@@ -206,7 +208,7 @@ func TestClientReceiveAckAndRequests(t *testing.T) {
 		t.Errorf("publish: %v", err)
 	}
 	var sent []string
-	for len(sent) < 6 {
+	for len(sent) < 7 {
 		select {
 		case p := <-got:
 			sent = append(sent, string(p[:1])+string(p[1:min(len(p), 3)]))
@@ -214,11 +216,11 @@ func TestClientReceiveAckAndRequests(t *testing.T) {
 			t.Fatalf("client sent only %q", sent)
 		}
 	}
-	if n := r.oversize.Load(); n != 1 {
-		t.Errorf("oversize called %d times, want 1", n)
+	if n := r.oversize.Load(); n != 2 {
+		t.Errorf("oversize called %d times, want 2", n)
 	}
 	want := []string{
-		string([]byte{pktPuback, 0, 5}), string([]byte{pktPuback, 0, 7}), string([]byte{pktPubrec, 0, 9}), string([]byte{pktPubcomp, 0, 9}),
+		string([]byte{pktPuback, 0, 5}), string([]byte{pktPuback, 0, 6}), string([]byte{pktPuback, 0, 7}), string([]byte{pktPubrec, 0, 9}), string([]byte{pktPubcomp, 0, 9}),
 		string([]byte{packets.Subscribe<<4 | 2, 0, 1}), string([]byte{packets.Publish<<4 | 3, 0, 1}),
 	}
 	// The PUBCOMP may overtake the acks: it is sent by the reader.

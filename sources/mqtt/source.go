@@ -214,13 +214,8 @@ func (s *Source) setup(ctx context.Context, b broker) error {
 // socket, TCP flow control reaches the broker, and the broker queues the rest
 // in the session. A message that arrives while the source closes is left
 // unacked for the broker to send again.
+// Messages over max_payload never get here: the client drops them.
 func (s *Source) onMessage(m message) {
-	if len(m.Payload()) > int(s.cfg.MaxPayload) {
-		// Dropped on purpose: acked, or the broker would send it forever.
-		s.oversize.Inc()
-		m.Ack()
-		return
-	}
 	if !s.queue.acquire(s.done) {
 		return
 	}
