@@ -6,14 +6,12 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/pspf/pspf-edge/agent"
@@ -37,14 +35,17 @@ type client struct {
 	h        handlers
 
 	mu      sync.Mutex
-	cur     *session       // the current connection; nil while there is none
-	stopped bool           // Disconnect was called
-	stop    chan struct{}  // closed by Disconnect
+	cur     *session        // the current connection; nil while there is none
+	stopped bool            // Disconnect was called
+	bg      context.Context // ends with Disconnect: bounds reconnecting
+	stop    context.CancelFunc
 	loops   sync.WaitGroup // pingers and the reconnect loop
 }
 
 func dialClient(cfg *Config, clientID string, tlsCfg *tls.Config, h handlers) broker {
-	return &client{cfg: cfg, clientID: clientID, tls: tlsCfg, h: h, stop: make(chan struct{})}
+	c := &client{cfg: cfg, clientID: clientID, tls: tlsCfg, h: h}
+	c.bg, c.stop = context.WithCancel(context.Background())
+	return c
 }
 
 // session is one network connection and the requests waiting on it.
@@ -146,17 +147,10 @@ func (c *client) dial(ctx context.Context) (*session, bool, error) {
 
 // dialOne connects to one broker and waits for its CONNACK.
 func (c *client) dialOne(ctx context.Context, u *url.URL) (*session, bool, error) {
-	o := paho.NewClientOptions()
-	o.SetConnectTimeout(c.cfg.ConnectTimeout)
-	o.Dialer = &net.Dialer{Timeout: c.cfg.ConnectTimeout}
-	if c.tls != nil {
-		o.SetTLSConfig(c.tls)
-	}
-	nc, err := openConn(u, *o)
+	bc, err := openConn(u, c.tls, c.cfg.ConnectTimeout)
 	if err != nil {
 		return nil, false, err
 	}
-	bc := nc.(*bufConn)
 	// The handshake ends by the connect timeout, or earlier with ctx.
 	_ = bc.SetDeadline(time.Now().Add(c.cfg.ConnectTimeout))
 	stop := context.AfterFunc(ctx, func() { _ = bc.SetDeadline(time.Unix(1, 0)) })
@@ -263,24 +257,15 @@ const reconnectDelay = 250 * time.Millisecond
 // reconnect connects again with exponential backoff up to
 // max_reconnect_interval, until it succeeds or Disconnect is called.
 func (c *client) reconnect() {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-c.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	bo := agent.Backoff{Initial: time.Second, Max: c.cfg.MaxReconnect}
 	wait := reconnectDelay
 	for {
-		agent.Sleep(ctx, wait)
-		if ctx.Err() != nil {
+		agent.Sleep(c.bg, wait)
+		if c.bg.Err() != nil {
 			return
 		}
 		c.h.reconnect()
-		s, _, err := c.dial(ctx)
+		s, _, err := c.dial(c.bg)
 		if err != nil {
 			wait = bo.Next()
 			continue
@@ -333,7 +318,7 @@ func (c *client) Disconnect(time.Duration) {
 		return
 	}
 	c.stopped = true
-	close(c.stop)
+	c.stop()
 	s := c.cur
 	c.cur = nil
 	c.mu.Unlock()
@@ -499,23 +484,22 @@ func (s *session) readLoop() error {
 				continue
 			}
 			s.c.h.message(&inMsg{s: s, topic: topic, payload: payload, id: id, qos: qos})
-		case packets.Puback, packets.Pubcomp:
-			if len(body) >= 2 {
-				s.finish(uint16(body[0])<<8|uint16(body[1]), nil)
-			}
-		case packets.Pubrec: // our QoS 2 publish: release it
-			if len(body) >= 2 {
-				s.writeID(pktPubrel, uint16(body[0])<<8|uint16(body[1]))
-			}
-		case packets.Pubrel: // a QoS 2 message we PUBRECed: complete it
-			if len(body) >= 2 {
-				s.writeID(pktPubcomp, uint16(body[0])<<8|uint16(body[1]))
-			}
-		case packets.Suback:
-			if len(body) >= 2 {
-				s.suback(uint16(body[0])<<8|uint16(body[1]), body[2:])
-			}
 		case packets.Pingresp, packets.Unsuback:
+		case packets.Puback, packets.Pubcomp, packets.Pubrec, packets.Pubrel, packets.Suback:
+			if len(body) < 2 {
+				return fmt.Errorf("mqtt: packet type %d without a packet id from the broker", typ)
+			}
+			id := uint16(body[0])<<8 | uint16(body[1])
+			switch typ {
+			case packets.Puback, packets.Pubcomp:
+				s.finish(id, nil)
+			case packets.Pubrec: // our QoS 2 publish: release it
+				s.writeID(pktPubrel, id)
+			case packets.Pubrel: // a QoS 2 message we PUBRECed: complete it
+				s.writeID(pktPubcomp, id)
+			case packets.Suback:
+				s.suback(id, body[2:])
+			}
 		default:
 			return fmt.Errorf("mqtt: unexpected packet type %d from the broker", typ)
 		}

@@ -277,33 +277,103 @@ func TestClientDisconnect(t *testing.T) {
 	}
 }
 
-// TestClientConnectRefused checks that a CONNACK refusal is an error that
-// names the reason.
-func TestClientConnectRefused(t *testing.T) {
+// listenOnce accepts one loopback connection and hands it to serve; it
+// returns the broker's URL.
+func listenOnce(t *testing.T, serve func(c net.Conn)) string {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	t.Cleanup(func() { l.Close() })
 	go func() {
 		c, err := l.Accept()
 		if err != nil {
 			return
 		}
 		defer c.Close()
+		serve(c)
+	}()
+	return "tcp://" + l.Addr().String()
+}
+
+// TestClientConnectRefused checks that a CONNACK refusal is an error that
+// names the reason.
+func TestClientConnectRefused(t *testing.T) {
+	url := listenOnce(t, func(c net.Conn) {
 		if typ, _, _, _, err := readPacket(bufio.NewReader(c), 1<<20); err == nil && typ == packets.Connect {
 			_, _ = c.Write([]byte{packets.Connack << 4, 2, 0, packets.ErrRefusedBadUsernameOrPassword})
 		}
 		_, _ = io.Copy(io.Discard, c)
-	}()
+	})
 	cfg := *Defaults()
-	cfg.Brokers = []string{"tcp://" + l.Addr().String()}
+	cfg.Brokers = []string{url}
 	c := dialClient(&cfg, "t", nil, newRecorder().handlers())
-	_, err = c.Connect(context.Background())
+	_, err := c.Connect(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "bad user name or password") {
 		t.Errorf("connect: %v, want the refusal", err)
 	}
 	c.Disconnect(0)
+}
+
+// TestClientConnectCancelled checks that Connect to a broker that never
+// answers returns when its context ends, well before connect_timeout.
+func TestClientConnectCancelled(t *testing.T) {
+	url := listenOnce(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) }) // never sends a CONNACK
+	cfg := *Defaults()
+	cfg.Brokers = []string{url}
+	cfg.ConnectTimeout = time.Minute
+	c := dialClient(&cfg, "t", nil, newRecorder().handlers())
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { _, err := c.Connect(ctx); done <- err }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("connect: %v, want the context's deadline", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("connect did not return when its context ended")
+	}
+	c.Disconnect(0)
+}
+
+// TestClientPublishQoS2 checks a QoS 2 publish (a status message may be
+// one): the PUBREC is answered with a PUBREL of the same id, and Publish
+// returns at the PUBCOMP.
+func TestClientPublishQoS2(t *testing.T) {
+	rels := make(chan []byte, 1)
+	fb := startNetBroker(t, func(n int, c net.Conn, r *bufio.Reader) {
+		for {
+			typ, flags, _, body, err := readPacket(r, 1<<20)
+			if err != nil {
+				return
+			}
+			switch typ {
+			case packets.Publish:
+				_, id, _, _, _ := parsePublish(flags, body)
+				_, _ = c.Write([]byte{packets.Pubrec << 4, 2, byte(id >> 8), byte(id)})
+			case packets.Pubrel:
+				rels <- append([]byte{typ<<4 | flags}, body...)
+				_, _ = c.Write(append([]byte{packets.Pubcomp << 4, 2}, body...))
+			}
+		}
+	})
+	c := testClient(t, fb.url(), 30*time.Second, newRecorder())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.Publish(ctx, "agents/a/status", 2, true, []byte("online")); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	select {
+	case rel := <-rels:
+		if want := []byte{pktPubrel, 0, 1}; !bytes.Equal(rel, want) {
+			t.Errorf("PUBREL %x, want %x", rel, want)
+		}
+	default:
+		t.Error("Publish returned without a PUBREL sent")
+	}
 }
 
 // TestReadPacket checks the decoder on good and malformed packets.
@@ -389,39 +459,4 @@ func FuzzReadPacket(f *testing.F) {
 			}
 		}
 	})
-}
-
-// TestClientConnectCancelled checks that Connect to a broker that never
-// answers returns when its context ends, well before connect_timeout.
-func TestClientConnectCancelled(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		_, _ = io.Copy(io.Discard, c) // never sends a CONNACK
-	}()
-	cfg := *Defaults()
-	cfg.Brokers = []string{"tcp://" + l.Addr().String()}
-	cfg.ConnectTimeout = time.Minute
-	c := dialClient(&cfg, "t", nil, newRecorder().handlers())
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { _, err := c.Connect(ctx); done <- err }()
-	select {
-	case err := <-done:
-		if !errors.Is(err, context.DeadlineExceeded) {
-			t.Errorf("connect: %v, want the context's deadline", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("connect did not return when its context ended")
-	}
-	c.Disconnect(0)
 }

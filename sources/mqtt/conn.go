@@ -19,16 +19,13 @@ import (
 const connReadBuffer = 16 << 10
 
 // openConn opens the connection to the broker as paho's client does (tcp
-// and mqtt through a proxy from the environment, ssl/tls/mqtts with the TLS
-// config, ws and wss with paho's websocket), buffers its reads and gathers
-// its writes (see bufConn). A packet's fixed header is read a byte at a time
-// and then its body: on a bare connection that would be three or more read
-// system calls per message.
-func openConn(uri *url.URL, o paho.ClientOptions) (net.Conn, error) {
-	d := o.Dialer
-	if d == nil {
-		d = &net.Dialer{Timeout: 30 * time.Second}
-	}
+// and mqtt through a proxy from the environment, ssl/tls/mqtts with tc, ws
+// and wss with paho's websocket), each step bounded by timeout, buffers its
+// reads and gathers its writes (see bufConn). A packet's fixed header is
+// read a byte at a time and then its body: on a bare connection that would
+// be three or more read system calls per message.
+func openConn(uri *url.URL, tc *tls.Config, timeout time.Duration) (*bufConn, error) {
+	d := &net.Dialer{Timeout: timeout}
 	var (
 		c   net.Conn
 		err error
@@ -37,15 +34,14 @@ func openConn(uri *url.URL, o paho.ClientOptions) (net.Conn, error) {
 	case "mqtt", "tcp":
 		c, err = proxy.FromEnvironmentUsing(d).Dial("tcp", uri.Host)
 	case "ssl", "tls", "mqtts", "mqtt+ssl", "tcps":
-		c, err = tls.DialWithDialer(d, "tcp", uri.Host, o.TLSConfig)
+		c, err = tls.DialWithDialer(d, "tcp", uri.Host, tc)
 	case "ws", "wss":
 		u := *uri // the websocket dialer refuses URLs with user info
 		u.User = nil
-		var tc *tls.Config
-		if uri.Scheme == "wss" {
-			tc = o.TLSConfig
+		if uri.Scheme == "ws" {
+			tc = nil
 		}
-		c, err = paho.NewWebsocket(u.String(), tc, o.ConnectTimeout, o.HTTPHeaders, o.WebsocketOptions)
+		c, err = paho.NewWebsocket(u.String(), tc, timeout, nil, nil)
 	default:
 		return nil, fmt.Errorf("mqtt: broker %s: unknown scheme %q", uri.Redacted(), uri.Scheme)
 	}

@@ -9,8 +9,6 @@ import (
 	"slices"
 	"testing"
 	"time"
-
-	paho "github.com/eclipse/paho.mqtt.golang"
 )
 
 // dialTest opens a bufConn to a fresh loopback listener and returns it
@@ -32,7 +30,7 @@ func dialTest(t *testing.T) (net.Conn, net.Conn) {
 		accepted <- c
 	}()
 	u, _ := url.Parse("tcp://" + l.Addr().String())
-	c, err := openConn(u, *paho.NewClientOptions())
+	c, err := openConn(u, nil, 30*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
