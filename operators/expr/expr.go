@@ -22,6 +22,14 @@
 // string). Anything else is run by expr's virtual machine with an environment
 // reused across records; that is slower and allocates, but behaves the same.
 //
+// Compile refuses what would fail on every record, so that a config with it
+// never loads (nor replaces a running one on reload): a syntax error, a call
+// of an unknown function or of a method on a field (records hold numbers,
+// strings and booleans, nothing callable), a builtin with the wrong number or
+// types of arguments, an operation on constants of the wrong types, and a
+// result no field can hold (a list, a map, a date, a duration). Field names
+// cannot be checked: which fields a record has is known only when it comes.
+//
 // At run time a missing field or an operand of the wrong type is an error, an
 // *EvalError, never a panic.
 package expr
@@ -106,8 +114,9 @@ func (t Type) String() string {
 	return "unknown"
 }
 
-// CompileError is an expression that cannot be compiled: a syntax error, a
-// type error the checker finds, or a constant part that fails (1 % 0).
+// CompileError is an expression that cannot be compiled: a syntax error, an
+// unknown function, a type error the checker finds, a result no field can
+// hold, or a constant part that fails (1 % 0).
 type CompileError struct {
 	// Line is the 1-based line in the expression (most are one line).
 	Line int
@@ -162,28 +171,48 @@ func Compile(src string) (*Program, error) {
 	if err != nil {
 		return nil, compileError(src, err)
 	}
-	// Every bare name is a field. Declaring them as variables of unknown type
-	// keeps the checker from taking a field called count or max for the
-	// builtin of that name.
+	// A call that is not a builtin can never succeed: records hold no
+	// functions. The checker takes such a name for a field of unknown type
+	// and lets it through, and every record would then fail at run time.
+	if err := checkCalls(src, tree.Node); err != nil {
+		return nil, err
+	}
+	// Every bare name is a field, except the names that let binds.
+	// Declaring fields as variables of unknown type keeps the checker from
+	// taking a field called count or max for the builtin of that name.
 	ast.Walk(&tree.Node, dottedNames{})
+	bound := map[string]bool{}
+	ast.Walk(&tree.Node, visitFunc(func(n *ast.Node) {
+		if v, ok := (*n).(*ast.VariableDeclaratorNode); ok {
+			bound[v.Name] = true
+		}
+	}))
 	env := types.Map{}
 	ast.Walk(&tree.Node, visitFunc(func(n *ast.Node) {
-		if id, ok := (*n).(*ast.IdentifierNode); ok && id.Value != "$env" {
+		if id, ok := (*n).(*ast.IdentifierNode); ok && id.Value != "$env" && !bound[id.Value] {
 			env[id.Value] = types.Any
 		}
 	}))
 	cfg.WithEnv(env)
 	cfg.Strict = false
-	if _, err := checker.Check(tree, cfg); err != nil {
+	rt, err := checker.Check(tree, cfg)
+	if err != nil {
 		return nil, compileError(src, err)
 	}
-	p := &Program{src: src, notBool: &EvalError{Column: 1, Msg: "result is not true or false"}}
+	typ, err := resultType(rt)
+	if err != nil {
+		return nil, err
+	}
+	p := &Program{src: src, typ: typ, notBool: &EvalError{Column: 1, Msg: "result is not true or false"}}
 	c := &compiler{src: src}
 	n, err := c.compile(tree.Node)
 	var unsup *unsupportedError
 	switch {
 	case err == nil:
-		p.eval, p.typ = n.eval, n.typ
+		p.eval = n.eval
+		if n.typ != TypeUnknown {
+			p.typ = n.typ
+		}
 		return p, nil
 	case !errors.As(err, &unsup):
 		return nil, err

@@ -67,6 +67,8 @@ func TestEval(t *testing.T) {
 		{"device == 1", "false", true},
 		{"split(device, \"-\")[1]", `"1"`, false},
 		{"count in 1..10", "true", false},
+		{"let c = count * 2; c + 1", "15", false},
+		{"toJSON(count)", `"7"`, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.src, func(t *testing.T) {
@@ -101,6 +103,19 @@ func TestCompileErrors(t *testing.T) {
 		{"", "column 1: expression is empty"},
 		{"(temp", "column 5: unexpected token EOF"},
 		{"temp >\n  >", "line 2, column 3:"},
+		// Calls that can never succeed are refused before any record.
+		{"nosuchfunc(temp) > 1", "column 1: unknown function nosuchfunc"},
+		{"temp > 1 && rond(temp) > 2", "column 13: unknown function rond (did you mean round?)"},
+		{"temp.round() > 1", "column 6: unknown function round: field values"},
+		{"$env(temp)", "column 1: unknown function $env"},
+		// Wrong arity and argument types the checker knows.
+		{"abs(temp, 2)", "column 1: invalid number of arguments (expected 1, got 2)"},
+		{"upper(5)", "column 7: cannot use int as argument (type string) to call upper"},
+		{"1 + \"a\"", "column 3: invalid operation: + (mismatched types int and string)"},
+		// Results no field can hold.
+		{"split(device, \"-\")", "column 1: result is a list"},
+		{"now()", "column 1: result is a date"},
+		{"now() - now()", "column 1: result is a duration"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.src, func(t *testing.T) {

@@ -91,6 +91,9 @@ func TestConfigErrors(t *testing.T) {
 		{"operators:\n  - filter: {}\n", `test.yaml:2: operators[0].filter.expr: must not be empty`},
 		{"operators:\n  - filter:\n      exp: a > 1\n", `test.yaml:3: operators[0].filter.exp: unknown key; expected one of: expr`},
 		{"operators:\n  - filter:\n      expr: 'a == \"x\" && b > > 1'\n", `column 17: unexpected token`},
+		// Known before any record: every record would fail.
+		{"operators:\n  - filter:\n      expr: nosuchfunc(temp) > 1\n", `test.yaml:3: operators[0].filter.expr: invalid expression: column 1: unknown function nosuchfunc, got "nosuchfunc(temp) > 1"`},
+		{"operators:\n  - filter:\n      expr: 'split(device, \"-\")[1]'\n", `test.yaml:3: operators[0].filter.expr: must be a condition (true or false), not a string`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.want, func(t *testing.T) {

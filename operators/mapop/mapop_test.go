@@ -101,6 +101,8 @@ func TestConfigErrors(t *testing.T) {
 		{"operators:\n  - map: {}\n", `test.yaml:2: operators[0].map: must have at least one of set, key or event_time`},
 		{"operators:\n  - map:\n      event_time: ts\n      time_format: ms\n", `test.yaml:4: operators[0].map.time_format: must be unix_s, unix_ms, unix_us or unix_ns, got "ms"`},
 		{"operators:\n  - map:\n      set:\n        a: 1 % 0\n", `test.yaml:4: operators[0].map.set.a: invalid expression: column 3: integer modulo by zero`},
+		{"operators:\n  - map:\n      set:\n        a: celsius(temp)\n", `test.yaml:4: operators[0].map.set.a: invalid expression: column 1: unknown function celsius`},
+		{"operators:\n  - map:\n      key: 'split(site, \"/\")'\n", `test.yaml:3: operators[0].map.key: invalid expression: column 1: result is a list`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.want, func(t *testing.T) {
