@@ -252,6 +252,7 @@ func FuzzParsePipeline(f *testing.F) {
 	f.Add([]byte("sources: [{simulate: {}}]\nsinks: [{console: {}}]\n"))
 	f.Add([]byte("sources:\n  - simulate: {sensors: 3, rate: 2.5, period: 1m}\noperators: []\nsinks:\n  - file: {path: x, max_bytes: 1MiB}\n    retry: {initial: 1s}\nbuffer: {max_bytes: 2MiB}\n"))
 	f.Add([]byte("a: &x [*x]\n"))
+	f.Add([]byte("sinks: &s [{console: {}}]\nsources: *s\n"))
 	f.Add([]byte("sources: [{simulate: ${X}}]"))
 	f.Add([]byte("{{{"))
 	reg := testRegistry()

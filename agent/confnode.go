@@ -215,9 +215,6 @@ func (n Node) decode(v reflect.Value, enum string) {
 	if n.y == nil {
 		return
 	}
-	if n.y.Kind == yaml.AliasNode {
-		n.y = n.y.Alias
-	}
 	if v.CanAddr() && v.Addr().Type().Implements(decoderType) {
 		v.Addr().Interface().(ConfigDecoder).DecodeConfig(n)
 		n.validate(v)
@@ -473,6 +470,10 @@ func parseDocument(file string, data []byte, env func(string) (string, bool)) (N
 	}
 	if len(root.Content) == 0 {
 		doc.errs = append(doc.errs, &ConfigError{File: file, Line: 1, Msg: "file is empty"})
+		return Node{doc: doc}, doc
+	}
+	if err := expandAliases(file, root.Content[0]); err != nil {
+		doc.errs = append(doc.errs, err)
 		return Node{doc: doc}, doc
 	}
 	n := Node{y: root.Content[0], doc: doc}

@@ -59,11 +59,8 @@ func (c ComponentSpec) Fingerprint() string {
 }
 
 // writeCanonical writes the content of y, without comments or positions.
+// The tree has no aliases left: parseDocument expanded them, within a bound.
 func writeCanonical(w io.Writer, y *yaml.Node) {
-	if y.Kind == yaml.AliasNode && y.Alias != nil {
-		writeCanonical(w, y.Alias)
-		return
-	}
 	fmt.Fprintf(w, "%d:%s:%q[", y.Kind, y.Tag, y.Value)
 	for _, c := range y.Content {
 		writeCanonical(w, c)
