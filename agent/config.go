@@ -406,6 +406,7 @@ func (r *Registry) parsePipeline(file string, data []byte, defaults Defaults, en
 	sum := sha256.Sum256(data)
 	spec := &PipelineSpec{Name: PipelineName(file), File: file, Hash: hex.EncodeToString(sum[:]), Buffer: defaults.Buffer, Checkpoint: defaults.Checkpoint}
 	root, doc := parseDocument(file, data, env)
+	doc.readFile = r.ReadFile
 	if !root.Present() {
 		return nil, doc.errs
 	}

@@ -71,9 +71,10 @@ type ByteSize int64
 // of every scalar as written before ${...} substitution, so that messages never
 // show a secret.
 type document struct {
-	file string
-	errs ConfigErrors
-	orig map[*yaml.Node]string
+	file     string
+	errs     ConfigErrors
+	orig     map[*yaml.Node]string
+	readFile func(string) ([]byte, error) // nil: os.ReadFile
 }
 
 // Node is one YAML value in a config file together with its place: the file,
@@ -122,6 +123,15 @@ func (n Node) Text() string {
 		return n.y.Value
 	}
 	return kindName(n.y)
+}
+
+// ReadFile reads a file the config names, for a Validator that checks it
+// (a CA certificate that must parse), through Registry.ReadFile.
+func (n Node) ReadFile(name string) ([]byte, error) {
+	if n.doc != nil && n.doc.readFile != nil {
+		return n.doc.readFile(name)
+	}
+	return os.ReadFile(name)
 }
 
 // Errorf records a problem with this node's value.

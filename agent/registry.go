@@ -27,6 +27,11 @@ type Registry struct {
 	Sources   map[string]Factory[Source]
 	Operators map[string]Factory[Operator]
 	Sinks     map[string]Factory[Sink]
+	// ReadFile reads the files a pipeline file names (TLS certificates and
+	// keys) while it is validated: see Node.ReadFile. Nil means os.ReadFile;
+	// tests of documentation samples, whose paths exist only on a gateway,
+	// replace it.
+	ReadFile func(name string) ([]byte, error)
 }
 
 // NewRegistry returns an empty registry.

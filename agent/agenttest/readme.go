@@ -1,9 +1,17 @@
 package agenttest
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pspf/pspf-edge/agent"
 )
@@ -38,12 +46,16 @@ func READMESamples(t testing.TB, path string) []string {
 }
 
 // CheckREADMESamples parses every yaml sample of a README as a whole pipeline
-// file with reg and fails the test on any error.
+// file with reg and fails the test on any error. The files a sample names
+// (a CA, a client certificate, /etc/pspf-edge/...) exist only on a gateway:
+// every one reads as a valid PEM bundle of a certificate and its key.
 func CheckREADMESamples(t testing.TB, path string, reg *agent.Registry) []*agent.PipelineSpec {
 	t.Helper()
+	sample := *reg
+	sample.ReadFile = SampleReadFile(t)
 	var specs []*agent.PipelineSpec
 	for i, s := range READMESamples(t, path) {
-		spec, err := reg.ParsePipeline("sample.yaml", []byte(s), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+		spec, err := sample.ParsePipeline("sample.yaml", []byte(s), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
 		if err != nil {
 			t.Errorf("%s sample %d: %v", path, i+1, err)
 			continue
@@ -51,4 +63,35 @@ func CheckREADMESamples(t testing.TB, path string, reg *agent.Registry) []*agent
 		specs = append(specs, spec)
 	}
 	return specs
+}
+
+// SampleReadFile returns a Registry.ReadFile for documentation samples: every
+// name reads as the same PEM bundle of a self-signed certificate and its
+// key, which loads as a CA file, as a certificate and as a key.
+func SampleReadFile(t testing.TB) func(name string) ([]byte, error) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatalf("agenttest: key: %v", err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "pspf readme sample"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatalf("agenttest: certificate: %v", err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatalf("agenttest: key: %v", err)
+	}
+	bundle := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	bundle = append(bundle, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})...)
+	return func(string) ([]byte, error) { return bundle, nil }
 }

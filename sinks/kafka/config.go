@@ -2,9 +2,6 @@ package kafka
 
 import (
 	"crypto/tls"
-	"crypto/x509"
-	"fmt"
-	"os"
 	"strings"
 	"time"
 
@@ -114,9 +111,7 @@ func (c *Config) Validate(n agent.Node) {
 	if c.WriteTimeout > 0 && c.RequestTimeout > c.WriteTimeout {
 		n.Field("write_timeout").Errorf("must be at least request_timeout (%s), got %q", c.RequestTimeout, n.Field("write_timeout").Text())
 	}
-	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
-		n.Field("tls").Errorf("cert_file and key_file go together")
-	}
+	c.TLS.files().Check(n.Field("tls"))
 	if c.SASL.Mechanism != "" && c.SASL.Username == "" {
 		n.Field("sasl").Field("username").Errorf("must not be empty with a SASL mechanism")
 	}
@@ -130,29 +125,19 @@ func (c *Config) Validate(n agent.Node) {
 	}
 }
 
+// files returns the PEM files the settings name.
+func (c *TLSConfig) files() agent.TLSFiles {
+	return agent.TLSFiles{CAFile: c.CAFile, CertFile: c.CertFile, KeyFile: c.KeyFile}
+}
+
 // tlsConfig loads the certificates; nil when TLS is off.
 func (c *TLSConfig) tlsConfig() (*tls.Config, error) {
 	if !c.Enabled {
 		return nil, nil
 	}
 	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.ServerName, InsecureSkipVerify: c.InsecureSkipVerify} //nolint:gosec // opt-in, documented as tests only
-	if c.CAFile != "" {
-		pem, err := os.ReadFile(c.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls ca_file %s: no PEM certificates", c.CAFile)
-		}
-		tc.RootCAs = pool
-	}
-	if c.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls client certificate: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
+	if err := c.files().Apply(tc); err != nil {
+		return nil, err
 	}
 	return tc, nil
 }

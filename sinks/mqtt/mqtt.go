@@ -6,12 +6,10 @@ package mqtt
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
-	"os"
 	"sync"
 	"time"
 
@@ -73,9 +71,7 @@ func (c *Config) Validate(n agent.Node) {
 			n.Field(key).Errorf("must be positive, got %q", n.Field(key).Text())
 		}
 	}
-	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
-		n.Field("tls").Errorf("cert_file and key_file go together")
-	}
+	c.TLS.files().Check(n.Field("tls"))
 }
 
 // Factory returns the registry entry of the MQTT sink.
@@ -146,25 +142,15 @@ func New(cfg Config, env agent.Env) (*Sink, error) {
 	return s, nil
 }
 
+// files returns the PEM files the settings name.
+func (c *TLSConfig) files() agent.TLSFiles {
+	return agent.TLSFiles{CAFile: c.CAFile, CertFile: c.CertFile, KeyFile: c.KeyFile}
+}
+
 func (c *TLSConfig) load() (*tls.Config, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.ServerName, InsecureSkipVerify: c.InsecureSkipVerify} //nolint:gosec // opt-in, documented as tests only
-	if c.CAFile != "" {
-		pem, err := os.ReadFile(c.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls ca_file %s: no PEM certificates", c.CAFile)
-		}
-		tc.RootCAs = pool
-	}
-	if c.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls client certificate: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
+	if err := c.files().Apply(tc); err != nil {
+		return nil, err
 	}
 	return tc, nil
 }

@@ -103,9 +103,7 @@ func (c *Config) Validate(n agent.Node) {
 		// away: QoS 1 would silently become "at most once" across restarts.
 		n.Field("clean_session").Errorf("must be false when a subscription has QoS 1 or 2 (the persistent session is what makes redelivery work)")
 	}
-	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
-		n.Field("tls").Errorf("cert_file and key_file go together")
-	}
+	agent.TLSFiles{CAFile: c.TLS.CAFile, CertFile: c.TLS.CertFile, KeyFile: c.TLS.KeyFile}.Check(n.Field("tls"))
 	if c.KeepAlive < time.Second {
 		n.Field("keepalive").Errorf("must be at least 1s, got %q", n.Field("keepalive").Text())
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/agenttest"
 	"github.com/pspf/pspf-edge/sinks/console"
 )
 
@@ -32,6 +33,7 @@ func TestReadmeSampleParses(t *testing.T) {
 	reg := agent.NewRegistry()
 	reg.Sources["mqtt"] = Factory()
 	reg.Sinks["console"] = console.Factory()
+	reg.ReadFile = agenttest.SampleReadFile(t) // the TLS files exist on a gateway
 	spec, err := reg.ParsePipeline("readme.yaml", []byte(sample+"sinks:\n  - console: {}\n"), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
 	if err != nil {
 		t.Fatalf("README sample: %v", err)
