@@ -124,6 +124,7 @@ func (s *sinkRun) run(ctx context.Context) {
 				if ctx.Err() != nil {
 					return
 				}
+				s.p.connectFailed(err)
 				s.fail(fmt.Errorf("connect: %w", err))
 				if !Sleep(ctx, bo.Next()) {
 					return
@@ -141,6 +142,7 @@ func (s *sinkRun) run(ctx context.Context) {
 				continue
 			}
 			s.connected = true
+			s.p.connected(s)
 			s.setOnline(true)
 			bo.Reset()
 		}

@@ -56,8 +56,10 @@ func (s *sourceRun) run(ctx context.Context, commits chan<- pending) {
 	for {
 		err := s.src.Connect(ctx)
 		if err == nil {
+			s.p.connected(s)
 			break
 		}
+		s.p.connectFailed(err)
 		s.errors.Inc()
 		s.p.setErr(fmt.Errorf("%s: connect: %w", s.name, err))
 		d := bo.Next()

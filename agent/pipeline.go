@@ -63,6 +63,7 @@ type Pipeline struct {
 	startedAt time.Time
 	lastErr   atomic.Pointer[string]
 	stopOpts  atomic.Pointer[StopOptions] // how Run ends; see SetStop
+	setup     startup                     // first connections; see Started
 }
 
 type opRun struct {

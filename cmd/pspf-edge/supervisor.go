@@ -70,6 +70,10 @@ type supervisor struct {
 
 	agentFailures *agent.Counter
 
+	// setupFailed receives a pipeline whose generation on probation failed
+	// to set up; the loop rolls it back.
+	setupFailed chan *managed
+
 	mu       sync.Mutex // guards what follows and every managed's fields
 	cfg      agent.AgentConfig
 	cfgHash  string
@@ -100,6 +104,17 @@ type managed struct {
 	reloads    *agent.Counter               // pspf_reloads_total
 	sinkGauge  map[string]bool              // sinks with registered gauges
 	view       atomic.Pointer[pipelineView] // last computed view, for gauges
+	probation  *probation                   // a reloaded generation not proven yet
+}
+
+// probation is a reloaded generation that has not connected yet: a setup
+// error of one of its components (agent.Pipeline.Started) rolls it back to
+// the config that ran before it.
+type probation struct {
+	g    *generation
+	spec *agent.PipelineSpec // the config to go back to
+	gen  int
+	key  string
 }
 
 // generation is one run of a pipeline config.
@@ -136,7 +151,7 @@ func newSupervisor(d supervisorDeps) *supervisor {
 	if d.SampleEvery <= 0 {
 		d.SampleEvery = time.Second
 	}
-	s := &supervisor{d: d, dataDir: d.Config.DataDir, cfg: d.Config, pipes: map[string]*managed{}}
+	s := &supervisor{d: d, dataDir: d.Config.DataDir, cfg: d.Config, pipes: map[string]*managed{}, setupFailed: make(chan *managed)}
 	s.agentFailures = d.Metrics.Counter("pspf_agent_config_reload_failures_total")
 	if d.ConfigFile != "" {
 		if data, err := os.ReadFile(d.ConfigFile); err == nil {
@@ -226,6 +241,8 @@ func (s *supervisor) Run(ctx context.Context, hup <-chan os.Signal) error {
 		case <-recheck:
 			recheck = nil
 			s.sync(ctx, false)
+		case m := <-s.setupFailed:
+			s.rollback(ctx, m)
 		case <-sample.C:
 			s.sample()
 		}
@@ -475,7 +492,8 @@ func (s *supervisor) apply(ctx context.Context, name, file string, data []byte, 
 		s.mu.Unlock()
 		return
 	}
-	old, oldRun := m.spec, m.run
+	old, oldRun, oldKey := m.spec, m.run, m.runKey
+	m.probation = nil // superseded: this reload has its own
 	s.mu.Unlock()
 
 	t0 := time.Now()
@@ -510,6 +528,10 @@ func (s *supervisor) apply(ctx context.Context, name, file string, data []byte, 
 	s.mu.Lock()
 	wasRemoved := m.removed
 	m.run, m.spec, m.gen, m.runKey, m.reloadErr, m.removed, m.stopping, m.final = g, spec, gen, key, "", false, nil, nil
+	if old != nil && oldRun != nil && !wasRemoved {
+		m.probation = &probation{g: g, spec: old, gen: oldRun.gen, key: oldKey}
+		s.watchSetup(m, g)
+	}
 	s.registerSinkGauges(m, spec)
 	s.mu.Unlock()
 	m.reloads.Inc()
@@ -588,7 +610,7 @@ func (s *supervisor) retire(m *managed, g *generation) {
 func (s *supervisor) remove(m *managed, cfg agent.AgentConfig) {
 	s.mu.Lock()
 	g := m.run
-	m.removed, m.seen, m.runKey, m.missing, m.reloadErr = true, "", "", time.Time{}, ""
+	m.removed, m.seen, m.runKey, m.missing, m.reloadErr, m.probation = true, "", "", time.Time{}, "", nil
 	done := make(chan struct{})
 	m.stopping = done
 	s.mu.Unlock()

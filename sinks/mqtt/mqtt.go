@@ -14,6 +14,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/pspf/pspf-edge/agent"
 )
@@ -170,10 +171,29 @@ func (s *Sink) Connect(ctx context.Context) error {
 	tok := cl.Connect()
 	if err := wait(ctx, tok, s.cfg.ConnectTimeout); err != nil {
 		cl.Disconnect(0)
-		return fmt.Errorf("mqtt sink: connect %s: %w", s.cfg.Broker, err)
+		err = fmt.Errorf("mqtt sink: connect %s: %w", s.cfg.Broker, err)
+		if refusedSetup(err) {
+			// Retried like any connect error, but a reload to a config the
+			// broker refuses is rolled back (see agent.Pipeline.Started).
+			return agent.Permanent(err)
+		}
+		return err
 	}
 	s.cl = cl
 	return nil
+}
+
+// refusedSetup reports whether the broker refused the connection for
+// something in the config (credentials, authorization, the client id, the
+// protocol version) rather than for being unavailable.
+func refusedSetup(err error) bool {
+	for _, e := range []error{packets.ErrorRefusedBadUsernameOrPassword, packets.ErrorRefusedNotAuthorised,
+		packets.ErrorRefusedIDRejected, packets.ErrorRefusedBadProtocolVersion} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 func wait(ctx context.Context, tok paho.Token, d time.Duration) error {

@@ -264,10 +264,19 @@ func TestUsernamePassword(t *testing.T) {
 	if err := s.Write(context.Background(), records(1, 3)); err != nil {
 		t.Fatalf("write: %v", err)
 	}
-	cfg.Password = "wrong"
-	b, _ := New(cfg, agent.Env{AgentName: "gw1", Pipeline: "p", Component: "bad"})
-	if err := b.Connect(context.Background()); err == nil {
+	// A refusal is a setup error (a reload to it is rolled back); the
+	// broker being away is an outage.
+	wrong := cfg
+	wrong.Password = "wrong"
+	b, _ := New(wrong, agent.Env{AgentName: "gw1", Pipeline: "p", Component: "bad"})
+	if err := b.Connect(context.Background()); err == nil || !agent.IsPermanent(err) {
 		b.Close(context.Background())
-		t.Errorf("connect with a wrong password: got nil, want an error")
+		t.Errorf("connect with a wrong password: got %v, want a permanent error", err)
+	}
+	m.Stop()
+	d, _ := New(cfg, agent.Env{AgentName: "gw1", Pipeline: "p", Component: "down"})
+	if err := d.Connect(context.Background()); err == nil || agent.IsPermanent(err) {
+		d.Close(context.Background())
+		t.Errorf("connect to a stopped broker: got %v, want a retryable error", err)
 	}
 }

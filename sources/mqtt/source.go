@@ -148,7 +148,9 @@ func (s *Source) Connect(ctx context.Context) error {
 func (s *Source) connect(ctx context.Context) (broker, error) {
 	tc, err := tlsConfig(s.cfg.TLS)
 	if err != nil {
-		return nil, fmt.Errorf("mqtt source: %w", err)
+		// Validation read the same files: one gone or damaged since is a
+		// setup error, not an outage (a new generation is rolled back).
+		return nil, agent.Permanent(fmt.Errorf("mqtt source: %w", err))
 	}
 	var connects atomic.Int64
 	var b broker
