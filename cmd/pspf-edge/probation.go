@@ -65,7 +65,7 @@ func (s *supervisor) rollback(ctx context.Context, m *managed) {
 	cfg := s.cfg
 	s.mu.Unlock()
 	cause := fmt.Errorf("pipeline %q: generation %d cannot start: %w", m.name, failedGen, pr.g.p.SetupErr())
-	if err := pr.g.stop(agent.StopOptions{KeepBacklog: true, DrainTimeout: cfg.ShutdownTimeout}); err != nil {
+	if err := s.stop(pr.g, agent.StopOptions{KeepBacklog: true, DrainTimeout: cfg.ShutdownTimeout}); err != nil {
 		s.d.Logger.Warn("pipeline generation ended with errors", "pipeline", m.name, "generation", failedGen, "err", err)
 	}
 	s.retire(m, pr.g)

@@ -54,7 +54,10 @@ type supervisorDeps struct {
 	// Watchdog is how often the supervisor's loop sends WATCHDOG=1 once
 	// ready; 0 sends none. The pings come from the loop itself, so that a
 	// supervisor stuck in a reload stops them and the service manager
-	// restarts the agent.
+	// restarts the agent. While the loop waits for a generation to stop,
+	// which may rightly take up to the drain timeout, it keeps pinging up
+	// to that bound (watchdog.go), so a watchdog shorter than
+	// shutdown_timeout is fine.
 	Watchdog time.Duration
 }
 
@@ -498,7 +501,7 @@ func (s *supervisor) apply(ctx context.Context, name, file string, data []byte, 
 
 	t0 := time.Now()
 	if oldRun != nil && oldRun.alive() {
-		if err := oldRun.stop(agent.StopOptions{KeepBacklog: true, DrainTimeout: cfg.ShutdownTimeout}); err != nil {
+		if err := s.stop(oldRun, agent.StopOptions{KeepBacklog: true, DrainTimeout: cfg.ShutdownTimeout}); err != nil {
 			s.d.Logger.Warn("pipeline generation ended with errors", "pipeline", name, "generation", oldRun.gen, "err", err)
 		}
 	}
