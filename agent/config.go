@@ -613,13 +613,19 @@ func PipelineFiles(dir string) ([]string, error) {
 	}
 	var out []string
 	for _, e := range entries {
-		name := e.Name()
-		if strings.HasPrefix(name, ".") || e.IsDir() {
-			continue
-		}
-		if ext := filepath.Ext(name); ext == ".yaml" || ext == ".yml" {
-			out = append(out, filepath.Join(dir, name))
+		if IsPipelineFile(e.Name()) && !e.IsDir() {
+			out = append(out, filepath.Join(dir, e.Name()))
 		}
 	}
 	return out, nil
+}
+
+// IsPipelineFile reports whether a directory entry's name is one of a
+// pipeline file: *.yaml or *.yml, not hidden.
+func IsPipelineFile(name string) bool {
+	if strings.HasPrefix(name, ".") {
+		return false
+	}
+	ext := filepath.Ext(name)
+	return ext == ".yaml" || ext == ".yml"
 }

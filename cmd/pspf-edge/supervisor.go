@@ -182,7 +182,8 @@ func (s *supervisor) config() agent.AgentConfig {
 func (s *supervisor) Run(ctx context.Context, hup <-chan os.Signal) error {
 	cfg := s.config()
 	dirs := []string{cfg.PipelinesDir}
-	if st, err := os.Stat(cfg.PipelinesDir); err != nil {
+	st, err := os.Stat(cfg.PipelinesDir)
+	if err != nil {
 		return fmt.Errorf("pipelines: %w", err)
 	} else if !st.IsDir() {
 		dirs = []string{filepath.Dir(cfg.PipelinesDir)}
@@ -190,7 +191,7 @@ func (s *supervisor) Run(ctx context.Context, hup <-chan os.Signal) error {
 	if s.d.ConfigFile != "" {
 		dirs = append(dirs, filepath.Dir(s.d.ConfigFile))
 	}
-	w, err := newDirWatcher(cfg.ReloadDebounce, s.d.Logger, dirs...)
+	w, err := newDirWatcher(cfg.ReloadDebounce, s.d.Logger, configPaths(cfg.PipelinesDir, st.IsDir(), s.d.ConfigFile), dirs...)
 	if err != nil {
 		return err
 	}
