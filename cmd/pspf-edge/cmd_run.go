@@ -66,23 +66,44 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	go func() {
-		// A second signal after the first forces exit: the logs on disk are
-		// consistent at any moment, so nothing acknowledged is lost.
-		<-ctx.Done()
-		stop()
-		again := make(chan os.Signal, 1)
-		signal.Notify(again, os.Interrupt, syscall.SIGTERM)
-		<-again
-		logger.Error("second signal: exiting without a clean shutdown")
-		os.Exit(exitFailure)
-	}()
+	done := make(chan struct{})
+	var sigs sync.WaitGroup
+	sigs.Go(func() {
+		exitOnSecondSignal(ctx, stop, done, func() {
+			logger.Error("second signal: exiting without a clean shutdown")
+			os.Exit(exitFailure)
+		})
+	})
+	defer func() { close(done); sigs.Wait() }()
 	err = runAgent(ctx, runOptions{Config: cfg, ConfigFile: *cfgPath, LoadConfig: load, Logger: logger, Level: lv, Hup: hup})
 	if err != nil {
 		logger.Error("agent failed", "err", err)
 		return exitFailure
 	}
 	return exitOK
+}
+
+// exitOnSecondSignal waits for the first SIGINT or SIGTERM (ctx done: a
+// clean shutdown begins), then calls exit on a second one: the logs on disk
+// are consistent at any moment, so nothing acknowledged is lost by not
+// waiting. It returns, its signal handler removed, once done is closed.
+func exitOnSecondSignal(ctx context.Context, stop context.CancelFunc, done <-chan struct{}, exit func()) {
+	select {
+	case <-ctx.Done():
+	case <-done:
+		return
+	}
+	// Catch the second signal before letting go of the first handler, so
+	// that no signal in between gets the default action.
+	again := make(chan os.Signal, 1)
+	signal.Notify(again, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(again)
+	stop()
+	select {
+	case <-again:
+		exit()
+	case <-done:
+	}
 }
 
 func usageExit(err error) int {
