@@ -135,6 +135,11 @@ type Env struct {
 	// State opens the component's state table; set by the runner for
 	// stateful operators only (see Stateful and StateTableOf).
 	State StateFunc
+	// ReportError, when set, records an error the component met on a
+	// goroutine of its own (a connection lost and made again in the
+	// background) as the pipeline's last error, for the status API. It is
+	// safe for concurrent use; the runner sets it.
+	ReportError func(error)
 }
 
 // Counter returns the component's counter with the given name and labels

@@ -109,6 +109,9 @@ func NewPipeline(spec *PipelineSpec, deps PipelineDeps) (_ *Pipeline, err error)
 			DataDir:   dir,
 			AgentName: deps.AgentName,
 			Now:       deps.Now,
+			ReportError: func(err error) {
+				p.setErr(fmt.Errorf("%s: %w", c.Name, err))
+			},
 		}
 	}
 	reg := deps.Registry

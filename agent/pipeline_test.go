@@ -415,3 +415,31 @@ func TestPipelineDeadLettersDurableBeforeAck(t *testing.T) {
 		t.Errorf("dead-letter log synced %d times for 3 batches with dead letters, want at most 3", dead.Syncs)
 	}
 }
+
+// TestPipelineReportErrorIsLastError checks that an error a component
+// reports from a goroutine of its own (Env.ReportError) becomes the
+// pipeline's last error, named by the component.
+func TestPipelineReportErrorIsLastError(t *testing.T) {
+	var env agent.Env
+	reg := harness(nil, agenttest.OperatorFunc(func(context.Context, *agent.Batch) error { return nil }), &agenttest.RecordingSink{})
+	reg.Sources["script"] = agent.Typed[agent.Source]("test", func() *noConfig { return &noConfig{} },
+		func(_ *noConfig, e agent.Env) (agent.Source, error) {
+			env = e
+			return agenttest.NewScriptSource(), nil
+		})
+	spec, err := reg.ParsePipeline("p.yaml", []byte(oneOfEach), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+	if err != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	p, err := agent.NewPipeline(spec, agent.PipelineDeps{Registry: reg, DataDir: t.TempDir(), OpenLog: agenttest.Open()})
+	if err != nil {
+		t.Fatalf("new pipeline: %v", err)
+	}
+	if env.ReportError == nil {
+		t.Fatal("the source's Env has no ReportError")
+	}
+	env.ReportError(errors.New("session taken over"))
+	if got, want := p.Status().LastError, env.Component+": session taken over"; got != want {
+		t.Errorf("last error %q, want %q", got, want)
+	}
+}

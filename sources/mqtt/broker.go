@@ -3,6 +3,7 @@ package mqtt
 import (
 	"context"
 	"crypto/tls"
+	"log/slog"
 	"time"
 
 	"github.com/pspf/pspf-edge/agent"
@@ -36,13 +37,17 @@ type broker interface {
 }
 
 // handlers are the broker's calls into the source. They run on the client's
-// goroutines; message may block, which stops the client reading the socket.
+// goroutines; message may block, which stops the client reading the socket,
+// but must return once stop is closed (by Disconnect, which waits for it).
 type handlers struct {
-	message   func(message)
+	message   func(m message, stop <-chan struct{})
 	oversize  func() // a message over max_payload was acked and dropped
-	connected func()
-	lost      func(error)
-	reconnect func()
+	connected func() // after every connection, the first included
+	// lost counts a connection that ended, with its cause (see lossCause:
+	// the label of pspf_mqtt_connections_lost_total) and error.
+	lost func(cause string, err error)
+	// log is where the client logs its episodes of lost connections.
+	log *slog.Logger
 }
 
 // dialFunc builds a broker client; it starts nothing until Connect.

@@ -6,6 +6,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/url"
 	"slices"
 	"sync"
@@ -28,30 +30,51 @@ import (
 // store lookup and a fmt.Sprintf per message, and about 24 allocations per
 // message. Here a message costs its packet's bytes, its topic string and its
 // message value, and its PUBACK is four bytes appended to the write buffer.
+//
+// When a connection ends the client reconnects with a backoff that starts
+// over only after a connection lived a keepalive (see backoff and
+// stableMin), names why the connection ended (see lossCause), and logs a
+// run of losses as one episode. Disconnect returns only after every
+// goroutine of the client has ended, readers included.
 type client struct {
 	cfg      *Config
 	clientID string
 	tls      *tls.Config
 	h        handlers
+	now      func() time.Time                          // time.Now; tests set it
+	sleep    func(context.Context, time.Duration) bool // agent.Sleep; tests set it
 
 	mu      sync.Mutex
 	cur     *session        // the current connection; nil while there is none
 	stopped bool            // Disconnect was called
-	bg      context.Context // ends with Disconnect: bounds reconnecting
+	bg      context.Context // ends with Disconnect: bounds reconnecting and handlers.message
 	stop    context.CancelFunc
-	loops   sync.WaitGroup // pingers and the reconnect loop
+	loops   sync.WaitGroup // readers, pingers and the reconnect loop
+
+	rmu sync.Mutex // guards bo and ep
+	bo  backoff
+	ep  episode
 }
 
 func dialClient(cfg *Config, clientID string, tlsCfg *tls.Config, h handlers) broker {
-	c := &client{cfg: cfg, clientID: clientID, tls: tlsCfg, h: h}
+	if h.log == nil {
+		h.log = slog.New(slog.DiscardHandler)
+	}
+	c := &client{cfg: cfg, clientID: clientID, tls: tlsCfg, h: h, now: time.Now, sleep: agent.Sleep,
+		bo: backoff{max: cfg.MaxReconnect}, ep: episode{log: h.log, clientID: clientID}}
 	c.bg, c.stop = context.WithCancel(context.Background())
 	return c
 }
 
+// stableAfter is how long a connection must live for the reconnect
+// backoff to start over: a keepalive, at least stableMin.
+func (c *client) stableAfter() time.Duration { return max(c.cfg.KeepAlive, stableMin) }
+
 // session is one network connection and the requests waiting on it.
 type session struct {
-	c  *client
-	bc *bufConn
+	c      *client
+	bc     *bufConn
+	broker string // the broker's URL
 
 	mu     sync.Mutex
 	ops    map[uint16]*op // our SUBSCRIBEs and QoS ≥ 1 PUBLISHes awaiting their ack
@@ -59,7 +82,8 @@ type session struct {
 
 	dead    chan struct{} // closed by end
 	endOnce sync.Once
-	err     error // why it ended; set before dead is closed
+	err     error     // why it ended; set before dead is closed
+	start   time.Time // when it was adopted, on the client's clock
 
 	sent, recvd atomic.Uint64 // packets, for the keepalive
 }
@@ -106,6 +130,8 @@ const (
 var (
 	errNotConnected = errors.New("mqtt: not connected")
 	errDisconnected = errors.New("mqtt: disconnected")
+	// errConnEnded fails a request whose connection ended before its answer.
+	errConnEnded = errors.New("mqtt: connection ended")
 )
 
 // Connect connects to the first broker that answers. From then on the
@@ -200,7 +226,7 @@ func (c *client) dialOne(ctx context.Context, u *url.URL) (*session, bool, error
 		return nil, false, ctx.Err()
 	}
 	_ = bc.SetDeadline(time.Time{})
-	s := &session{c: c, bc: bc, ops: map[uint16]*op{}, dead: make(chan struct{})}
+	s := &session{c: c, bc: bc, broker: u.String(), ops: map[uint16]*op{}, dead: make(chan struct{})}
 	return s, body[0]&1 == 1, nil
 }
 
@@ -214,14 +240,18 @@ func (c *client) adopt(s *session) bool {
 		return false
 	}
 	c.cur = s
-	c.loops.Add(1)
+	s.start = c.now()
+	c.loops.Add(2)
 	go func() {
 		defer c.loops.Done()
 		s.ping()
 	}()
-	// The reader is not waited for: it may be inside handlers.message,
-	// which returns once the source closes.
-	go s.read()
+	// The reader may wait inside handlers.message: Disconnect ends that
+	// wait (bg) before it waits for the reader.
+	go func() {
+		defer c.loops.Done()
+		s.read()
+	}()
 	return true
 }
 
@@ -231,8 +261,8 @@ func (c *client) current() *session {
 	return c.cur
 }
 
-// lost is called once when s ends without Disconnect: it reports the loss
-// and reconnects in the background.
+// lost is called once when s ends without Disconnect: it reconnects in the
+// background.
 func (c *client) lost(s *session, err error) {
 	c.mu.Lock()
 	if c.cur != s || c.stopped {
@@ -242,37 +272,76 @@ func (c *client) lost(s *session, err error) {
 	c.cur = nil
 	c.loops.Add(1)
 	c.mu.Unlock()
-	c.h.lost(err)
+	at := c.now()
 	go func() {
 		defer c.loops.Done()
-		c.reconnect()
+		c.reconnect(s, err, at)
 	}()
 }
 
-// reconnectDelay is the wait before the first reconnect attempt: a broker
-// that closes every new connection at once (another client with the same
-// id, say) is not hammered.
-const reconnectDelay = 250 * time.Millisecond
+// stable is called once a connection has lived stableAfter: the backoff
+// starts over and the episode of losses, if any, ends.
+func (c *client) stable() {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	c.bo.reset()
+	c.ep.onStable(c.now())
+}
 
-// reconnect connects again with exponential backoff up to
-// max_reconnect_interval, until it succeeds or Disconnect is called.
-func (c *client) reconnect() {
-	bo := agent.Backoff{Initial: time.Second, Max: c.cfg.MaxReconnect}
-	wait := reconnectDelay
-	for {
-		agent.Sleep(c.bg, wait)
-		if c.bg.Err() != nil {
+// report counts and logs a connection lost at at.
+func (c *client) report(at time.Time, cause string, err error, lived time.Duration) {
+	c.h.lost(cause, err)
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	c.ep.onLost(at, cause, err, lived)
+}
+
+// reconnect reports the loss of old, ended by err at at, and connects
+// again, waiting the backoff before every attempt, until it succeeds or
+// Disconnect is called. A connection the broker closed without a word is
+// reported once the first attempt tells a takeover (the same broker
+// accepted it) from a broker going away (it failed, or another broker of
+// the list answered).
+func (c *client) reconnect(old *session, err error, at time.Time) {
+	lived := at.Sub(old.start)
+	if lived >= c.stableAfter() {
+		c.stable()
+	}
+	cause := lossCause(err)
+	if cause != causeClosed {
+		c.report(at, cause, err, lived)
+	}
+	for first := true; ; first = false {
+		c.rmu.Lock()
+		wait := c.bo.next()
+		c.rmu.Unlock()
+		if !c.sleep(c.bg, wait) || c.bg.Err() != nil {
 			return
 		}
-		c.h.reconnect()
-		s, _, err := c.dial(c.bg)
-		if err != nil {
-			wait = bo.Next()
+		s, _, derr := c.dial(c.bg)
+		if first && cause == causeClosed {
+			if derr == nil && s.broker == old.broker {
+				c.report(at, causeTakeover, takeover(c.clientID), lived)
+			} else if c.bg.Err() == nil {
+				c.report(at, causeClosed, err, lived)
+			}
+		}
+		if derr != nil {
+			if c.bg.Err() != nil {
+				return
+			}
+			c.rmu.Lock()
+			c.ep.onFailed(c.now(), derr)
+			c.rmu.Unlock()
 			continue
 		}
-		if c.adopt(s) {
-			c.h.connected()
+		if !c.adopt(s) {
+			return
 		}
+		c.rmu.Lock()
+		c.ep.onReconnected(c.now())
+		c.rmu.Unlock()
+		c.h.connected()
 		return
 	}
 }
@@ -309,12 +378,16 @@ func (c *client) Publish(ctx context.Context, topic string, qos byte, retain boo
 }
 
 // Disconnect sends DISCONNECT, closes the connection (what is pending is
-// sent first) and stops reconnecting. Unacked messages stay with the broker.
-// Nothing else is in progress to wait for, so quiesce is not needed.
+// sent first), stops reconnecting, and returns once every goroutine of the
+// client has ended: a reader waiting in handlers.message is released
+// through the stop channel the handler was given. Unacked messages stay
+// with the broker. Nothing else is in progress to wait for, so quiesce is
+// not needed.
 func (c *client) Disconnect(time.Duration) {
 	c.mu.Lock()
 	if c.stopped {
 		c.mu.Unlock()
+		c.loops.Wait()
 		return
 	}
 	c.stopped = true
@@ -335,7 +408,7 @@ func (s *session) request(ctx context.Context, p packets.ControlPacket, o *op) e
 	s.mu.Lock()
 	if s.ops == nil {
 		s.mu.Unlock()
-		return fmt.Errorf("mqtt: connection ended: %w", s.err)
+		return fmt.Errorf("%w: %w", errConnEnded, s.err)
 	}
 	id := s.freeIDLocked()
 	s.ops[id] = o
@@ -348,7 +421,7 @@ func (s *session) request(ctx context.Context, p packets.ControlPacket, o *op) e
 	}
 	if err := s.writePacket(p); err != nil {
 		s.finish(id, nil)
-		return err
+		return fmt.Errorf("%w: %w", errConnEnded, err)
 	}
 	select {
 	case err := <-o.done:
@@ -436,14 +509,14 @@ func (s *session) end(err error) {
 		s.ops = nil
 		s.mu.Unlock()
 		for _, o := range ops {
-			o.done <- fmt.Errorf("mqtt: connection ended: %w", err)
+			o.done <- fmt.Errorf("%w: %w", errConnEnded, err)
 		}
 		close(s.dead)
 	})
 }
 
-// read reads packets until the connection ends, then reports the loss
-// unless Disconnect ended it.
+// read reads packets until the connection ends, then has the client
+// reconnect unless Disconnect ended it.
 func (s *session) read() {
 	s.end(s.readLoop())
 	s.c.lost(s, s.err) // the first reason: a keepalive failure closes the connection too
@@ -453,18 +526,27 @@ func (s *session) read() {
 // dropped and acked (or the broker would send it forever) and counted
 // through handlers.oversize; one whose packet is longer than any PUBLISH
 // within max_payload can be is skipped on the socket, never read into memory.
+// It ends with errBrokerClosed when the broker closes the connection
+// between packets, and with a protocolError on a packet that breaks MQTT.
 func (s *session) readLoop() error {
 	maxPayload := int(s.c.cfg.MaxPayload)
 	limit := 2 + 65535 + 2 + maxPayload // the longest topic, an id, the payload
+	stop := s.c.bg.Done()
 	for {
 		typ, flags, n, body, err := readPacket(s.bc.r, limit)
-		if err != nil {
+		var pe *protocolError
+		switch {
+		case err == io.EOF:
+			return errBrokerClosed
+		case errors.As(err, &pe):
+			return err
+		case err != nil:
 			return fmt.Errorf("mqtt: read: %w", err)
 		}
 		s.recvd.Add(1)
 		if n > limit {
 			if typ != packets.Publish {
-				return fmt.Errorf("mqtt: packet type %d of %d bytes from the broker", typ, n)
+				return violation("%s of %d bytes", packetName(typ), n)
 			}
 			id, qos, err := skipPublish(s.bc.r, flags, n)
 			if err != nil {
@@ -483,12 +565,14 @@ func (s *session) readLoop() error {
 				s.dropOversize(id, qos)
 				continue
 			}
-			s.c.h.message(&inMsg{s: s, topic: topic, payload: payload, id: id, qos: qos})
-		case packets.Pingresp, packets.Unsuback:
+			s.c.h.message(&inMsg{s: s, topic: topic, payload: payload, id: id, qos: qos}, stop)
+			continue
+		}
+		if err := checkPacket(typ, flags, body); err != nil {
+			return err
+		}
+		switch typ {
 		case packets.Puback, packets.Pubcomp, packets.Pubrec, packets.Pubrel, packets.Suback:
-			if len(body) < 2 {
-				return fmt.Errorf("mqtt: packet type %d without a packet id from the broker", typ)
-			}
 			id := uint16(body[0])<<8 | uint16(body[1])
 			switch typ {
 			case packets.Puback, packets.Pubcomp:
@@ -500,8 +584,6 @@ func (s *session) readLoop() error {
 			case packets.Suback:
 				s.suback(id, body[2:])
 			}
-		default:
-			return fmt.Errorf("mqtt: unexpected packet type %d from the broker", typ)
 		}
 	}
 }
@@ -516,7 +598,8 @@ func (s *session) dropOversize(id uint16, qos byte) {
 // was sent or nothing was received, it sends a PINGREQ; when nothing at all
 // has been received for a keepalive after one, the connection is taken for
 // dead and ended. (Anything received counts: a PINGRESP queues behind every
-// message the broker has for us.)
+// message the broker has for us.) It also tells the client when the
+// connection has lived long enough to count as stable.
 func (s *session) ping() {
 	tick := max(s.c.cfg.KeepAlive/2, 100*time.Millisecond)
 	t := time.NewTicker(tick)
@@ -524,17 +607,22 @@ func (s *session) ping() {
 	sent, recvd := s.sent.Load(), s.recvd.Load()
 	var pingAt time.Time // when the outstanding PINGREQ went out
 	var pingRecvd uint64 // recvd then
+	stable := false
 	for {
 		select {
 		case <-s.dead:
 			return
 		case now := <-t.C:
+			if !stable && s.c.now().Sub(s.start) >= s.c.stableAfter() {
+				stable = true
+				s.c.stable()
+			}
 			nsent, nrecvd := s.sent.Load(), s.recvd.Load()
 			if !pingAt.IsZero() {
 				if nrecvd != pingRecvd {
 					pingAt = time.Time{}
 				} else if now.Sub(pingAt) >= s.c.cfg.KeepAlive {
-					s.end(fmt.Errorf("mqtt: nothing received for %s after a PINGREQ", now.Sub(pingAt).Round(time.Second)))
+					s.end(fmt.Errorf("%w: nothing received for %s after a PINGREQ", errKeepalive, now.Sub(pingAt).Round(time.Second)))
 					return
 				}
 			}

@@ -48,7 +48,11 @@ func openConn(uri *url.URL, tc *tls.Config, timeout time.Duration) (*bufConn, er
 	if err != nil {
 		return nil, err
 	}
-	bc := &bufConn{Conn: c, r: bufio.NewReaderSize(&gatherReader{c: c, sleep: time.Sleep, now: time.Now}, connReadBuffer),
+	raw := c
+	if nc, ok := c.(interface{ NetConn() net.Conn }); ok { // TLS, websocket
+		raw = nc.NetConn()
+	}
+	bc := &bufConn{Conn: c, raw: raw, r: bufio.NewReaderSize(&gatherReader{c: c, sleep: time.Sleep, now: time.Now}, connReadBuffer),
 		kick: make(chan struct{}, 1), done: make(chan struct{}), ended: make(chan struct{})}
 	go bc.sender()
 	return bc, nil
@@ -94,9 +98,15 @@ const writeDelay = 200 * time.Microsecond
 // are gathered for up to writeDelay and sent by one goroutine, which ends
 // with Close. Write never blocks on the network: it returns the first error
 // of an earlier send, and Close sends what is pending before it closes.
+//
+// Its deadlines are set on the network connection itself (under TLS or a
+// websocket), which allows that during a write and makes a write in
+// progress end: a websocket's own deadlines do neither, and only the
+// sender touches them.
 type bufConn struct {
 	net.Conn
-	r *bufio.Reader
+	raw net.Conn // the network connection under Conn (Conn itself for TCP)
+	r   *bufio.Reader
 
 	mu      sync.Mutex
 	pending []byte // written, not yet sent
@@ -107,10 +117,20 @@ type bufConn struct {
 	done      chan struct{} // closed by Close
 	ended     chan struct{} // closed when the sender has returned
 	closeOnce sync.Once
+	lastSend  time.Time // set by Close before done: the deadline of the last send
 }
 
 // Read reads from the buffer, refilling it from the connection.
 func (c *bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// SetDeadline sets the network connection's read and write deadlines.
+func (c *bufConn) SetDeadline(t time.Time) error { return c.raw.SetDeadline(t) }
+
+// SetReadDeadline sets the network connection's read deadline.
+func (c *bufConn) SetReadDeadline(t time.Time) error { return c.raw.SetReadDeadline(t) }
+
+// SetWriteDeadline sets the network connection's write deadline.
+func (c *bufConn) SetWriteDeadline(t time.Time) error { return c.raw.SetWriteDeadline(t) }
 
 // Write queues p for the sender; after Close it fails with net.ErrClosed.
 func (c *bufConn) Write(p []byte) (int, error) {
@@ -143,16 +163,26 @@ func (c *bufConn) sender() {
 		select {
 		case <-c.kick:
 		case <-c.done:
-			c.send()
+			c.sendLast()
 			return
 		}
 		t.Reset(writeDelay)
 		select {
 		case <-t.C:
 		case <-c.done:
+			c.sendLast()
+			return
 		}
 		c.send()
 	}
+}
+
+// sendLast sends what is pending at Close, by Close's deadline: set here
+// on Conn too, since a websocket's frame writes replace the network
+// connection's write deadline with their own.
+func (c *bufConn) sendLast() {
+	_ = c.Conn.SetWriteDeadline(c.lastSend)
+	c.send()
 }
 
 // send writes the pending bytes to the connection.
@@ -183,7 +213,8 @@ func (c *bufConn) send() {
 // does.
 func (c *bufConn) Close() error {
 	c.closeOnce.Do(func() {
-		_ = c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+		c.lastSend = time.Now().Add(time.Second)
+		_ = c.raw.SetWriteDeadline(c.lastSend) // ends a send in progress to a stuck peer
 		close(c.done)
 	})
 	<-c.ended

@@ -5,10 +5,16 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 )
 
 // dialTest opens a bufConn to a fresh loopback listener and returns it
@@ -149,4 +155,45 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 	*c.clock = c.clock.Add(c.took[n])
 	c.chunks = c.chunks[1:]
 	return n, nil
+}
+
+// TestBufConnCloseWhileSendingWebsocket closes websocket connections while
+// their sender writes: Close must not touch the websocket's write state
+// concurrently with a write (the race detector watches), and must return.
+func TestBufConnCloseWhileSendingWebsocket(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		up := websocket.Upgrader{Subprotocols: []string{"mqtt"}}
+		c, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		for {
+			if _, _, err := c.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}))
+	defer srv.Close()
+	u, _ := url.Parse("ws" + strings.TrimPrefix(srv.URL, "http"))
+	for i := range 100 {
+		c, err := openConn(u, nil, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		writing := make(chan struct{})
+		go func() {
+			defer close(writing)
+			p := make([]byte, 512)
+			for {
+				if _, err := c.Write(p); err != nil {
+					return
+				}
+				runtime.Gosched()
+			}
+		}()
+		time.Sleep(time.Duration(i%10) * 100 * time.Microsecond) // close at varying points of the sends
+		_ = c.Close()
+		<-writing
+	}
 }

@@ -2,16 +2,44 @@ package mqtt
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"io"
+
+	"github.com/eclipse/paho.mqtt.golang/packets"
 )
+
+// protocolError is a packet from the broker that breaks MQTT 3.1.1. The
+// client closes the connection on it (§4.8) and names it.
+type protocolError struct {
+	what string
+	err  error // the underlying error, if any
+}
+
+func (e *protocolError) Error() string { return "mqtt: protocol violation by the broker: " + e.what }
+func (e *protocolError) Unwrap() error { return e.err }
+
+func violation(format string, args ...any) error {
+	return &protocolError{what: fmt.Sprintf(format, args...)}
+}
+
+// errTruncated is a connection that ended inside a packet.
+var errTruncated = &protocolError{what: "truncated packet (the connection ended inside it)", err: io.ErrUnexpectedEOF}
+
+// packetName names a packet type for errors.
+func packetName(typ byte) string {
+	if name, ok := packets.PacketNames[typ]; ok {
+		return name
+	}
+	return fmt.Sprintf("packet type %d", typ)
+}
 
 // readPacket reads one MQTT control packet: its type, the flags of its
 // first byte, the length of its body (the variable header and payload) and,
 // when that length is at most limit, the body itself, freshly allocated so
 // that a message may keep it. A longer body is left unread for the caller
 // (see skipPublish): limit bounds the memory a broker can make us take.
+// The stream ending before a packet is io.EOF; inside one, or a remaining
+// length of more than four bytes, is a protocolError.
 func readPacket(r *bufio.Reader, limit int) (typ, flags byte, n int, body []byte, err error) {
 	first, err := r.ReadByte()
 	if err != nil {
@@ -27,7 +55,7 @@ func readPacket(r *bufio.Reader, limit int) (typ, flags byte, n int, body []byte
 			break
 		}
 		if i == 3 {
-			return 0, 0, 0, nil, errors.New("malformed remaining length")
+			return 0, 0, 0, nil, violation("malformed remaining length (more than 4 bytes)")
 		}
 	}
 	typ, flags = first>>4, first&0x0f
@@ -41,43 +69,97 @@ func readPacket(r *bufio.Reader, limit int) (typ, flags byte, n int, body []byte
 	return typ, flags, n, body, nil
 }
 
-// noEOF turns an end of stream inside a packet into io.ErrUnexpectedEOF.
+// noEOF turns an end of stream inside a packet into errTruncated.
 func noEOF(err error) error {
-	if err == io.EOF {
-		return io.ErrUnexpectedEOF
+	if err == io.EOF || err == io.ErrUnexpectedEOF {
+		return errTruncated
 	}
 	return err
 }
 
-// parsePublish splits a PUBLISH body. The payload aliases body.
+// checkPacket checks a packet other than PUBLISH as a client may receive
+// it under MQTT 3.1.1 once connected: a type the server sends (CONNACK only
+// answers the CONNECT), the fixed flags of its first byte (§2.2.2), its
+// length, and a non-zero packet id where it has one (§2.3.1).
+func checkPacket(typ, flags byte, body []byte) error {
+	var wantFlags byte
+	switch typ {
+	case packets.Puback, packets.Pubrec, packets.Pubcomp, packets.Unsuback, packets.Suback, packets.Pingresp:
+	case packets.Pubrel:
+		wantFlags = 2
+	case packets.Connect, packets.Connack, packets.Publish, packets.Subscribe, packets.Unsubscribe, packets.Pingreq, packets.Disconnect:
+		return violation("unexpected %s from the broker", packetName(typ))
+	default:
+		return violation("unknown packet type %d", typ)
+	}
+	if flags != wantFlags {
+		return violation("%s with flags %#x, want %#x (§2.2.2)", packetName(typ), flags, wantFlags)
+	}
+	switch typ {
+	case packets.Pingresp:
+		if len(body) != 0 {
+			return violation("PINGRESP of %d bytes, want 0", len(body))
+		}
+		return nil
+	case packets.Suback:
+		if len(body) < 3 {
+			return violation("SUBACK of %d bytes, want at least 3", len(body))
+		}
+		for _, code := range body[2:] {
+			if code > 2 && code != 0x80 {
+				return violation("SUBACK with return code %#x", code)
+			}
+		}
+	default:
+		if len(body) != 2 {
+			return violation("%s of %d bytes, want 2", packetName(typ), len(body))
+		}
+	}
+	if body[0] == 0 && body[1] == 0 {
+		return violation("%s with packet id 0 (§2.3.1)", packetName(typ))
+	}
+	return nil
+}
+
+// parsePublish splits a PUBLISH body. The payload aliases body. A QoS of 3,
+// a topic longer than the packet or empty (§4.7.3), or a packet id of 0 on
+// QoS 1 or 2 (§2.3.1) is a protocolError.
 func parsePublish(flags byte, body []byte) (topic string, id uint16, payload []byte, qos byte, err error) {
 	qos = flags >> 1 & 3
 	if qos == 3 {
-		return "", 0, nil, 0, errors.New("mqtt: PUBLISH with QoS 3")
+		return "", 0, nil, 0, violation("PUBLISH with QoS 3")
 	}
 	if len(body) < 2 {
-		return "", 0, nil, 0, fmt.Errorf("mqtt: PUBLISH of %d bytes", len(body))
+		return "", 0, nil, 0, violation("PUBLISH of %d bytes", len(body))
 	}
-	end := 2 + (int(body[0])<<8 | int(body[1])) // where the topic ends
+	n := int(body[0])<<8 | int(body[1])
+	end := 2 + n // where the topic ends
+	head := end
 	if qos > 0 {
-		if len(body) < end+2 {
-			return "", 0, nil, 0, fmt.Errorf("mqtt: PUBLISH of %d bytes with a topic of %d", len(body), end-2)
+		head += 2
+	}
+	if len(body) < head {
+		return "", 0, nil, 0, violation("PUBLISH of %d bytes with a topic of %d bytes", len(body), n)
+	}
+	if n == 0 {
+		return "", 0, nil, 0, violation("PUBLISH with an empty topic")
+	}
+	if qos > 0 {
+		id = uint16(body[end])<<8 | uint16(body[end+1])
+		if id == 0 {
+			return "", 0, nil, 0, violation("PUBLISH QoS %d with packet id 0 (§2.3.1)", qos)
 		}
-		return string(body[2:end]), uint16(body[end])<<8 | uint16(body[end+1]), body[end+2:], qos, nil
 	}
-	if len(body) < end {
-		return "", 0, nil, 0, fmt.Errorf("mqtt: PUBLISH of %d bytes with a topic of %d", len(body), end-2)
-	}
-	return string(body[2:end]), 0, body[end:], qos, nil
+	return string(body[2:end]), id, body[head:], qos, nil
 }
 
 // skipPublish reads past the n-byte body of a PUBLISH that readPacket left
 // unread, keeping only its packet id and QoS, so that it can be acked and
-// dropped.
+// dropped. It checks what it reads as parsePublish does.
 func skipPublish(r *bufio.Reader, flags byte, n int) (id uint16, qos byte, err error) {
 	qos = flags >> 1 & 3
 	if qos == 3 {
-		return 0, 0, errors.New("mqtt: PUBLISH with QoS 3")
+		return 0, 0, violation("PUBLISH with QoS 3")
 	}
 	var hdr [2]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
@@ -89,7 +171,10 @@ func skipPublish(r *bufio.Reader, flags byte, n int) (id uint16, qos byte, err e
 		head += 2
 	}
 	if n < head {
-		return 0, 0, fmt.Errorf("mqtt: PUBLISH of %d bytes with a topic of %d", n, skip)
+		return 0, 0, violation("PUBLISH of %d bytes with a topic of %d bytes", n, skip)
+	}
+	if skip == 0 {
+		return 0, 0, violation("PUBLISH with an empty topic")
 	}
 	if _, err := r.Discard(skip); err != nil {
 		return 0, 0, noEOF(err)
@@ -99,6 +184,9 @@ func skipPublish(r *bufio.Reader, flags byte, n int) (id uint16, qos byte, err e
 			return 0, 0, noEOF(err)
 		}
 		id = uint16(hdr[0])<<8 | uint16(hdr[1])
+		if id == 0 {
+			return 0, 0, violation("PUBLISH QoS %d with packet id 0 (§2.3.1)", qos)
+		}
 	}
 	if _, err := r.Discard(n - head); err != nil {
 		return 0, 0, noEOF(err)

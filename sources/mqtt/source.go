@@ -8,6 +8,7 @@ package mqtt
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -162,15 +163,20 @@ func (s *Source) connect(ctx context.Context) (broker, error) {
 				return // the first connection is set up by connect itself
 			}
 			s.reconnects.Inc()
-			s.log.Info("mqtt source reconnected", "client_id", s.clientID)
 			// This runs on a goroutine of the client's own; it may wait as
 			// long as the backlog keeps the client from reading the SUBACK.
-			if err := s.setup(s.bg, b); err != nil && s.bg.Err() == nil {
+			// A connection that ends meanwhile is the client's to report.
+			if err := s.setup(s.bg, b); err != nil && s.bg.Err() == nil && !errors.Is(err, errConnEnded) {
 				s.log.Error("mqtt source: subscribe after reconnect failed", "err", err)
 			}
 		},
-		lost:      func(err error) { s.log.Warn("mqtt source: connection lost; reconnecting", "err", err) },
-		reconnect: func() { s.log.Debug("mqtt source: reconnecting") },
+		lost: func(cause string, err error) {
+			s.env.Counter("pspf_mqtt_connections_lost_total", "cause", cause).Inc()
+			if s.env.ReportError != nil {
+				s.env.ReportError(fmt.Errorf("mqtt source: connection lost (%s): %w", cause, err))
+			}
+		},
+		log: s.log,
 	})
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.ConnectTimeout)
 	defer cancel()
@@ -214,11 +220,11 @@ func (s *Source) setup(ctx context.Context, b broker) error {
 // onMessage runs on the client's goroutine for every message. It blocks while
 // max_in_flight messages are unacked: the client then stops reading the
 // socket, TCP flow control reaches the broker, and the broker queues the rest
-// in the session. A message that arrives while the source closes is left
-// unacked for the broker to send again.
-// Messages over max_payload never get here: the client drops them.
-func (s *Source) onMessage(m message) {
-	if !s.queue.acquire(s.done) {
+// in the session. A message that arrives while the source closes, or while
+// its client disconnects (stop), is left unacked for the broker to send
+// again. Messages over max_payload never get here: the client drops them.
+func (s *Source) onMessage(m message, stop <-chan struct{}) {
+	if !s.queue.acquire(s.done, stop) {
 		return
 	}
 	s.received.Inc()
@@ -241,8 +247,8 @@ type inQueue struct {
 }
 
 // acquire counts a message in flight, waiting while max_in_flight are; it
-// reports false, counting nothing, if done is closed first.
-func (q *inQueue) acquire(done <-chan struct{}) bool {
+// reports false, counting nothing, if done or stop is closed first.
+func (q *inQueue) acquire(done, stop <-chan struct{}) bool {
 	waited := false
 	q.mu.Lock()
 	for q.held >= q.max {
@@ -250,6 +256,8 @@ func (q *inQueue) acquire(done <-chan struct{}) bool {
 		select {
 		case <-q.space:
 		case <-done:
+			return false
+		case <-stop:
 			return false
 		}
 		waited = true

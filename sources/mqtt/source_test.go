@@ -114,7 +114,7 @@ func TestFakeInFlightBoundAndAck(t *testing.T) {
 	go func() {
 		for i := range msgs {
 			msgs[i] = &fakeMsg{topic: "sensors/x", payload: []byte{byte('0' + i)}, qos: 1}
-			b.h.message(msgs[i])
+			b.h.message(msgs[i], nil)
 			delivered <- i
 		}
 	}()
@@ -168,7 +168,7 @@ func TestFakeAppendedReleasesQoS0(t *testing.T) {
 	msgs := make([]*fakeMsg, len(qos))
 	for i, q := range qos {
 		msgs[i] = &fakeMsg{topic: "sensors/x", payload: []byte{byte('a' + i)}, qos: q}
-		b.h.message(msgs[i])
+		b.h.message(msgs[i], nil)
 	}
 	recs, ack, err := s.Read(ctx)
 	if err != nil || len(recs) != 4 {
@@ -185,7 +185,7 @@ func TestFakeAppendedReleasesQoS0(t *testing.T) {
 	more := make(chan struct{})
 	go func() {
 		for range 3 {
-			b.h.message(&fakeMsg{topic: "sensors/y", payload: []byte("z"), qos: 0})
+			b.h.message(&fakeMsg{topic: "sensors/y", payload: []byte("z"), qos: 0}, nil)
 		}
 		close(more)
 	}()
@@ -228,7 +228,7 @@ func TestFakeNackReconnectsWithoutPuback(t *testing.T) {
 	cfg.Linger = 0
 	s, d, m := newFake(t, cfg)
 	msg := &fakeMsg{topic: "sensors/x", payload: []byte("v"), qos: 1}
-	d.last().h.message(msg)
+	d.last().h.message(msg, nil)
 	ctx := context.Background()
 	_, ack, err := s.Read(ctx)
 	if err != nil {
@@ -243,7 +243,7 @@ func TestFakeNackReconnectsWithoutPuback(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 		for {
 			if b := d.last(); b != first {
-				b.h.message(&fakeMsg{topic: "sensors/x", payload: []byte("v"), qos: 1})
+				b.h.message(&fakeMsg{topic: "sensors/x", payload: []byte("v"), qos: 1}, nil)
 				return
 			}
 			time.Sleep(5 * time.Millisecond)
@@ -273,8 +273,8 @@ func TestFakeOversizeTemplateAndStatus(t *testing.T) {
 	s, d, m := newFake(t, cfg)
 	b := d.last()
 	b.h.oversize() // the client dropped one (see TestClientReceiveAckAndRequests)
-	b.h.message(&fakeMsg{topic: "sensors/a/b/temp", payload: []byte("\xff\x00"), qos: 1})
-	b.h.message(&fakeMsg{topic: "other", payload: []byte("1"), qos: 0})
+	b.h.message(&fakeMsg{topic: "sensors/a/b/temp", payload: []byte("\xff\x00"), qos: 1}, nil)
+	b.h.message(&fakeMsg{topic: "other", payload: []byte("1"), qos: 0}, nil)
 	recs, ack, err := s.Read(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -307,9 +307,9 @@ func TestFakeCloseUnblocksHandler(t *testing.T) {
 	cfg.MaxInFlight = 1
 	s, d, _ := newFake(t, cfg)
 	b := d.last()
-	b.h.message(&fakeMsg{topic: "sensors/1", qos: 1})
+	b.h.message(&fakeMsg{topic: "sensors/1", qos: 1}, nil)
 	done := make(chan struct{})
-	go func() { b.h.message(&fakeMsg{topic: "sensors/2", qos: 1}); close(done) }()
+	go func() { b.h.message(&fakeMsg{topic: "sensors/2", qos: 1}, nil); close(done) }()
 	_ = s.Close(context.Background())
 	select {
 	case <-done:
@@ -332,7 +332,7 @@ func TestFakeBatchReuse(t *testing.T) {
 	read := func(devices ...string) ([]agent.Record, agent.AckFunc) {
 		t.Helper()
 		for _, dev := range devices {
-			b.h.message(&fakeMsg{topic: "sensors/" + dev, payload: []byte(dev), qos: 1})
+			b.h.message(&fakeMsg{topic: "sensors/" + dev, payload: []byte(dev), qos: 1}, nil)
 		}
 		recs, ack, err := s.Read(ctx)
 		if err != nil || len(recs) != len(devices) {
@@ -374,7 +374,7 @@ func TestFakeBatchFillsBeforeLinger(t *testing.T) {
 	ctx := context.Background()
 	send := func(n int) {
 		for range n {
-			b.h.message(&fakeMsg{topic: "sensors/x", payload: []byte("1"), qos: 1})
+			b.h.message(&fakeMsg{topic: "sensors/x", payload: []byte("1"), qos: 1}, nil)
 		}
 	}
 	type result struct {
@@ -443,7 +443,7 @@ func BenchmarkFakeReadAck(b *testing.B) {
 	b.ResetTimer()
 	go func() {
 		for i := range b.N {
-			h.message(&msgs[i%len(msgs)])
+			h.message(&msgs[i%len(msgs)], nil)
 		}
 	}()
 	for n := 0; n < b.N; {
