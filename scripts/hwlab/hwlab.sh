@@ -47,33 +47,11 @@ host_arch=$(dpkg --print-architecture 2>/dev/null || uname -m)
 [ "$host_arch" = amd64 ] || die "hwlab runs on an amd64 Debian host; this one is $host_arch"
 
 # ---------------------------------------------------------------- host tools
-# command -> Debian package that provides it.
-declare -A host_pkgs=(
-  [qemu-system-aarch64]=qemu-system-arm
-  [qemu-system-x86_64]=qemu-system-x86
-  [aarch64-linux-gnu-gcc-12]=gcc-12-aarch64-linux-gnu
-  [gcc-12]=gcc-12
-  [make]=make
-  [cpio]=cpio
-  [xz]=xz-utils
-)
+# QEMU, the cross compiler, kbuild's libraries: scripts/deps.sh hwlab checks
+# them and installs the missing ones as root with apt-get (make test has run
+# it already); elsewhere it fails and names them.
 install_host_tools() {
-  local missing=() cmd lib
-  for cmd in "${!host_pkgs[@]}"; do
-    command -v "$cmd" >/dev/null || missing+=("${host_pkgs[$cmd]}")
-  done
-  # Libraries the prebuilt kbuild tools link against.
-  for lib in libelf1 libssl3; do
-    dpkg-query -W -f='${Status}' "$lib" 2>/dev/null | grep -q 'ok installed' || missing+=("$lib")
-  done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  command -v apt-get >/dev/null || die "missing ${missing[*]} and no apt-get to install them"
-  [ "$(id -u)" = 0 ] || die "missing ${missing[*]}; run as root (or install them) so hwlab can apt-get install them"
-  log "installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q >"$cache/apt-host.log" 2>&1 || { cat "$cache/apt-host.log" >&2; die "apt-get update failed"; }
-  apt-get install -y -q --no-install-recommends "${missing[@]}" >>"$cache/apt-host.log" 2>&1 ||
-    { tail -20 "$cache/apt-host.log" >&2; die "apt-get install ${missing[*]} failed"; }
+  "$repo/scripts/deps.sh" hwlab >"$cache/apt-host.log" 2>&1 || { cat "$cache/apt-host.log" >&2; die "host tools missing"; }
 }
 
 # ------------------------------------------------- private apt index and debs
