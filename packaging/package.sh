@@ -59,9 +59,71 @@ for t in "${targets[@]}"; do
 done
 DIST=$out scripts/cross-build.sh "${targets[@]}" >/dev/null
 
+# The files every package and tarball carries besides the binary, staged once.
+stage_common=$(mktemp -d)
+trap 'rm -rf "$stage_common"' EXIT
+# The examples, but not pipelines/demo.yaml: it writes to .run/ (make run's
+# directory), which the unit's read-only sandbox refuses; the packaged demo
+# is /etc/pspf-edge/pipelines/demo.yaml.example, writing to the data directory.
+mkdir -p "$stage_common/examples"
+for f in pipelines/*.yaml; do
+	[ "$(basename "$f")" = demo.yaml ] || install -m 0644 "$f" "$stage_common/examples/"
+done
+# changelog.gz, in Debian's format: one entry for this version, with the
+# commits since the previous tag (every commit when there is none).
+{
+	printf 'pspf-edge (%s) unstable; urgency=medium\n\n' "$pkg_version"
+	range=HEAD
+	if prev=$(git describe --tags --abbrev=0 HEAD^ 2>/dev/null); then range=$prev..HEAD; fi
+	if subjects=$(git log --no-merges --format='%s' "$range" 2>/dev/null) && [ -n "$subjects" ]; then
+		printf '%s\n' "$subjects" | sed 's/^/  * /'
+	else
+		printf '  * Built from a tree without git history.\n'
+	fi
+	when=$(git log -1 --format=%cD 2>/dev/null || date -R)
+	printf '\n -- pspf-edge maintainers <pspf-edge@users.noreply.github.com>  %s\n' "$when"
+} | gzip -9n >"$stage_common/changelog.gz"
+
+# copyright DIR TARGET: the package's copyright file. The binary is static:
+# it carries the Go standard library and every module it imports, so their
+# licenses go in with it (what `go list -deps` says that target links).
+copyright() {
+	local goarch goarm path version dir lic
+	case "$2" in
+	armv6) goarch=arm goarm=6 ;;
+	armv7) goarch=arm goarm=7 ;;
+	*) goarch=$2 goarm= ;;
+	esac
+	{
+		cat <<-'EOF'
+		pspf-edge: the edge stream-processing agent
+		Upstream: https://github.com/pspf/pspf-edge
+		Copyright: the pspf-edge authors
+
+		/usr/bin/pspf-edge is a static Go binary. Besides pspf-edge's own code it
+		contains the Go standard library and the Go modules below, each under the
+		license reproduced here from its source.
+		EOF
+		printf '\n==== Go %s (the standard library) ====\n\n' "$(go env GOVERSION)"
+		cat "$(go env GOROOT)/LICENSE"
+		CGO_ENABLED=0 GOOS=linux GOARCH=$goarch GOARM=$goarm \
+			go list -deps -f '{{with .Module}}{{if not .Main}}{{.Path}} {{.Version}} {{.Dir}}{{end}}{{end}}' ./cmd/pspf-edge |
+			sort -u | while read -r path version dir; do
+				lic=$(find "$dir" -maxdepth 1 -type f \( -iname 'LICENSE*' -o -iname 'LICENCE*' -o -iname 'COPYING*' \) | sort | head -1)
+				[ -n "$lic" ] || { echo "package: no license file in $path $version ($dir)" >&2; exit 1; }
+				printf '\n==== %s %s ====\n\n' "$path" "$version"
+				cat "$lic"
+			done
+	} >"$1/copyright"
+}
+
 built=()
 for t in "${targets[@]}"; do
 	bin=$out/pspf-edge-linux-$t
+	doc=$stage_common/doc-$t
+	mkdir -p "$doc"
+	copyright "$doc" "$t"
+	cp "$stage_common/changelog.gz" "$doc/"
 	deb_arch=""
 	case "$t" in
 	armv6) deb_arch=armhf ;;
@@ -72,7 +134,8 @@ for t in "${targets[@]}"; do
 		rm -f "$deb"
 		# nfpm expands variables only in some fields: fill in the config.
 		conf=$(mktemp)
-		sed -e "s|\${PKG_ARCH}|$deb_arch|" -e "s|\${PKG_VERSION}|$pkg_version|" -e "s|\${PKG_BINARY}|$bin|" packaging/nfpm.yaml >"$conf"
+		sed -e "s|\${PKG_ARCH}|$deb_arch|" -e "s|\${PKG_VERSION}|$pkg_version|" -e "s|\${PKG_BINARY}|$bin|" \
+			-e "s|\${PKG_DOC}|$doc|" -e "s|\${PKG_EXAMPLES}|$stage_common/examples|" packaging/nfpm.yaml >"$conf"
 		if ! "$nfpm" package --config "$conf" --packager deb --target "$deb" >"$conf.log" 2>&1; then
 			cat "$conf.log" >&2
 			rm -f "$conf" "$conf.log"
@@ -90,7 +153,8 @@ for t in "${targets[@]}"; do
 	install -m 0755 "$bin" "$stage/$name/pspf-edge"
 	install -m 0644 packaging/agent.yaml packaging/pspf-edge.service packaging/60-pspf-edge-gpio.rules docs/install.md "$stage/$name/"
 	install -m 0644 packaging/demo.yaml.example "$stage/$name/pipelines/"
-	install -m 0644 pipelines/*.yaml "$stage/$name/examples/"
+	install -m 0644 "$stage_common"/examples/*.yaml "$stage/$name/examples/"
+	install -m 0644 "$doc/copyright" "$doc/changelog.gz" "$stage/$name/"
 	tar -C "$stage" --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -czf "$out/$name.tar.gz" "$name"
 	rm -rf "$stage"
 	built+=("$out/$name.tar.gz")

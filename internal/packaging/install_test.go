@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -22,30 +23,23 @@ const (
 	wantsDir = "/etc/systemd/system/multi-user.target.wants"
 )
 
-// TestDebianPackage builds the packages, installs the amd64 one on this
-// machine (a throw-away machine on which the test runs as root), checks what
-// dpkg put where, runs the agent as the unit would, upgrades, removes and
-// purges it. The machine is left as it was found, gpio group included.
+// TestDebianPackage builds the packages and checks the ARM ones with
+// dpkg-deb and qemu here; then it runs itself again in a private root (see
+// sandbox_test.go) where it installs the amd64 package, checks what dpkg put
+// where, runs the agent as the unit would, upgrades, removes and purges it.
+// Nothing is installed on this machine: its packages, users and units are
+// the same before and after, which the test checks too.
 func TestDebianPackage(t *testing.T) {
+	if inSandbox() {
+		installRemovePurge(t, os.Getenv(debEnv), os.Getenv(upgradeEnv))
+		return
+	}
 	requireTools(t, "dpkg", "dpkg-deb", "dpkg-query", "systemd-analyze", "useradd", "qemu-arm-static", "qemu-aarch64-static")
 	if os.Geteuid() != 0 {
-		t.Fatal("the install test runs dpkg -i and needs root (it does on the CI machine)")
+		t.Fatal("the install test mounts a private root in namespaces of its own and needs root (scripts/deps.sh says so first)")
 	}
-	unlock := lockMachine(t)
-	defer unlock()
-
 	dist := t.TempDir()
 	debs := buildPackages(t, dist)
-
-	hadGPIO := groupExists("gpio")
-	purge(t) // a run that died half-way may have left it installed
-	t.Cleanup(func() {
-		purge(t)
-		os.Remove("/etc/pspf-edge/pipelines/demo.yaml")
-		if !hadGPIO && groupExists("gpio") {
-			exec.Command("groupdel", "gpio").Run()
-		}
-	})
 
 	t.Run("arm packages", func(t *testing.T) {
 		checkDebInfo(t, debs["armhf"], "armhf", "arm", "6", "qemu-arm-static")
@@ -55,20 +49,35 @@ func TestDebianPackage(t *testing.T) {
 		}
 	})
 	checkDebInfo(t, debs["amd64"], "amd64", "amd64", "", "")
+	upgrade := bumpVersion(t, debs["amd64"], dist)
 
-	dpkg(t, "-i", debs["amd64"])
+	before := hostState(t)
+	runSandbox(t, dist, debs["amd64"], upgrade)
+	if after := hostState(t); after != before {
+		t.Errorf("this machine changed under the install test:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+// installRemovePurge is the part of TestDebianPackage that runs in the
+// sandbox: install, check, run, upgrade, remove, purge.
+func installRemovePurge(t *testing.T, deb, upgrade string) {
+	// The private root shows this machine's files: if it has the package
+	// installed (a gateway), start from a clean slate, in the sandbox only.
+	purge(t)
+	dpkg(t, "-i", deb)
 	if t.Failed() {
 		t.FailNow()
 	}
 	t.Run("installed", checkInstalled)
 	t.Run("unit", checkUnit)
+	t.Run("doc", checkDoc)
 	t.Run("validate shipped config", checkValidate)
 	t.Run("run as the unit does", checkRun)
 
 	t.Run("upgrade keeps edits and data", func(t *testing.T) {
 		appendFile(t, "/etc/pspf-edge/agent.yaml", "# edited by the install test\n")
 		writeFile(t, filepath.Join(dataDir, "keep-me"), "data\n")
-		dpkg(t, "-i", "--force-confdef", "--force-confold", bumpVersion(t, debs["amd64"]))
+		dpkg(t, "-i", "--force-confdef", "--force-confold", upgrade)
 		if got := readFile(t, "/etc/pspf-edge/agent.yaml"); !strings.HasSuffix(got, "# edited by the install test\n") {
 			t.Errorf("agent.yaml after upgrade: got %q, want the edit kept", tail(got))
 		}
@@ -115,6 +124,34 @@ func TestDebianPackage(t *testing.T) {
 	})
 }
 
+// hostState sums up what an install would change on this machine: the
+// package's dpkg status, the users and groups it creates, its files and its
+// unit's enablement.
+func hostState(t *testing.T) string {
+	t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "dpkg status: %q\n", dpkgStatus(t))
+	for _, f := range []string{"/etc/passwd", "/etc/group"} {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if strings.HasPrefix(line, pkg+":") || strings.HasPrefix(line, "gpio:") {
+				fmt.Fprintf(&b, "%s: %s\n", f, line)
+			}
+		}
+	}
+	for _, p := range []string{"/usr/bin/pspf-edge", "/etc/pspf-edge", dataDir, unitPath, filepath.Join(wantsDir, "pspf-edge.service"), "/var/lib/dpkg/info/pspf-edge.list"} {
+		if fi, err := os.Lstat(p); err == nil {
+			fmt.Fprintf(&b, "%s: %v %s\n", p, fi.Mode(), fi.ModTime().Format(time.RFC3339Nano))
+		} else {
+			fmt.Fprintf(&b, "%s: absent\n", p)
+		}
+	}
+	return b.String()
+}
+
 // checkInstalled checks the files, owners, modes, conffiles, user and groups
 // of an installed package.
 func checkInstalled(t *testing.T) {
@@ -134,7 +171,9 @@ func checkInstalled(t *testing.T) {
 		{unitPath, "root", 0o644},
 		{"/lib/udev/rules.d/60-pspf-edge-gpio.rules", "root", 0o644},
 		{"/usr/share/doc/pspf-edge/install.md", "root", 0o644},
-		{"/usr/share/doc/pspf-edge/examples/demo.yaml", "root", 0o644},
+		{"/usr/share/doc/pspf-edge/copyright", "root", 0o644},
+		{"/usr/share/doc/pspf-edge/changelog.gz", "root", 0o644},
+		{"/usr/share/doc/pspf-edge/examples/window-mean.yaml", "root", 0o644},
 		{"/usr/share/doc/pspf-edge/examples/serial-sensor.yaml", "root", 0o644},
 		{dataDir, pkg, 0o750 | os.ModeDir},
 	} {
@@ -257,28 +296,48 @@ func checkValidate(t *testing.T) {
 	}
 }
 
+// checkDoc checks the files Debian's policy asks of every package, and that
+// every pipeline the package ships writes inside the data directory: the
+// unit's sandbox (ProtectSystem=strict) lets the agent write nowhere else,
+// and a relative path would resolve against the unit's working directory, /.
+func checkDoc(t *testing.T) {
+	changelog := run(t, "sh", "-c", "zcat /usr/share/doc/pspf-edge/changelog.gz")
+	lines := strings.Split(strings.TrimSpace(changelog), "\n")
+	if len(lines) < 5 || lines[0] != "pspf-edge (1.0.0) unstable; urgency=medium" || !strings.HasPrefix(lines[2], "  * ") ||
+		!regexp.MustCompile(`^ -- .+ <.+>  \w{3}, \d{1,2} \w{3} \d{4} \d\d:\d\d:\d\d [+-]\d{4}$`).MatchString(lines[len(lines)-1]) {
+		t.Errorf("changelog.gz: not a Debian changelog entry for 1.0.0:\n%s", changelog)
+	}
+	copyright := readFile(t, "/usr/share/doc/pspf-edge/copyright")
+	for _, want := range []string{"pspf-edge", "==== Go go1.", "==== gopkg.in/yaml.v3 ", "==== go.etcd.io/bbolt "} {
+		if !strings.Contains(copyright, want) {
+			t.Errorf("copyright: no %q in it", want)
+		}
+	}
+	shipped, _ := filepath.Glob("/usr/share/doc/pspf-edge/examples/*.yaml")
+	shipped = append(shipped, "/etc/pspf-edge/pipelines/demo.yaml.example")
+	filePath := regexp.MustCompile(`(?m)\bfile:\s*(?:\{\s*|\n\s+)path:\s*"?([^",}\s]+)`)
+	found := 0
+	for _, f := range shipped {
+		for _, m := range filePath.FindAllStringSubmatch(readFile(t, f), -1) {
+			found++
+			if !strings.HasPrefix(m[1], dataDir+"/") {
+				t.Errorf("%s: a file sink writes to %q, outside %s where the unit lets the agent write", f, m[1], dataDir)
+			}
+		}
+	}
+	if found == 0 {
+		t.Errorf("no file sink in %q; the demo has one", shipped)
+	}
+}
+
 // requireTools fails the test (it must not skip) if a tool is missing.
 func requireTools(t *testing.T, tools ...string) {
 	t.Helper()
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is needed for the install test: %v (.ci/run installs it)", tool, err)
+			t.Fatalf("%s is needed for the install test: %v (scripts/deps.sh installs it)", tool, err)
 		}
 	}
-}
-
-// lockMachine keeps two checkouts of the repository from installing the
-// package at the same time on this machine.
-func lockMachine(t *testing.T) func() {
-	t.Helper()
-	f, err := os.OpenFile("/run/lock/pspf-edge-install-test.lock", os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		t.Fatal(err)
-	}
-	return func() { f.Close() }
 }
 
 // buildPackages runs packaging/package.sh for amd64, armv6 (armhf) and arm64
@@ -304,10 +363,13 @@ func buildPackages(t *testing.T, dist string) map[string]string {
 	}
 	tgz := filepath.Join(dist, "pspf-edge-1.0.0-linux-armv6.tar.gz")
 	list := run(t, "tar", "-tzf", tgz)
-	for _, want := range []string{"/pspf-edge", "/agent.yaml", "/pspf-edge.service", "/pipelines/demo.yaml.example", "/install.md"} {
+	for _, want := range []string{"/pspf-edge", "/agent.yaml", "/pspf-edge.service", "/pipelines/demo.yaml.example", "/install.md", "/copyright", "/changelog.gz", "/examples/serial-sensor.yaml"} {
 		if !strings.Contains(list, "pspf-edge-1.0.0-linux-armv6"+want+"\n") {
 			t.Errorf("%s: no %s in\n%s", tgz, want, list)
 		}
+	}
+	if strings.Contains(list, "/examples/demo.yaml") {
+		t.Errorf("%s: ships examples/demo.yaml, which writes to a relative path:\n%s", tgz, list)
 	}
 	return debs
 }
@@ -368,34 +430,28 @@ func debPaths(t *testing.T, deb string) []string {
 	return paths
 }
 
-// bumpVersion repacks deb as version 1.0.1, for an upgrade of the same files.
-func bumpVersion(t *testing.T, deb string) string {
+// bumpVersion repacks deb as version 1.0.1 into dist, for an upgrade of the
+// same files.
+func bumpVersion(t *testing.T, deb, dist string) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "pkg")
 	run(t, "dpkg-deb", "-R", deb, dir)
 	control := filepath.Join(dir, "DEBIAN", "control")
 	writeFile(t, control, strings.Replace(readFile(t, control), "Version: 1.0.0\n", "Version: 1.0.1\n", 1))
-	out := filepath.Join(filepath.Dir(dir), "pspf-edge_1.0.1_amd64.deb")
+	out := filepath.Join(dist, "pspf-edge_1.0.1_amd64.deb")
 	run(t, "dpkg-deb", "--root-owner-group", "-Znone", "-b", dir, out) // no compression: seconds, not a minute
 	return out
 }
 
-// dpkg runs dpkg, waiting while another dpkg (an apt-get on this machine)
-// holds its lock.
+// dpkg runs dpkg, only ever in the sandbox (where no other dpkg runs).
 func dpkg(t *testing.T, args ...string) {
 	t.Helper()
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
-		cmd := exec.Command("dpkg", args...)
-		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
-		out, err := cmd.CombinedOutput()
-		if err == nil {
-			return
-		}
-		if bytes.Contains(out, []byte("lock")) && time.Now().Before(deadline) {
-			time.Sleep(2 * time.Second)
-			continue
-		}
+	if !inSandbox() {
+		t.Fatalf("dpkg %s outside the sandbox: refused", strings.Join(args, " "))
+	}
+	cmd := exec.Command("dpkg", args...)
+	cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("dpkg %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 }

@@ -16,7 +16,8 @@ import (
 	"time"
 )
 
-// checkRun starts the installed agent the way systemd would start the unit:
+// checkRun starts the installed agent the way systemd would start the unit,
+// in the sandbox with its root read-only but for the unit's ReadWritePaths:
 // ExecStart's argv, the unit's User and groups and Environment, / as working
 // directory, a notify socket (which must get READY=1 and then WATCHDOG=1 from
 // the main process) and a journal stream on stderr. Then it follows the
@@ -25,6 +26,11 @@ import (
 // directory as the service user. It must live through SIGHUP (systemctl
 // reload) and end cleanly, with STOPPING=1, on SIGTERM.
 func checkRun(t *testing.T) {
+	// ProtectSystem=strict: the agent may write only in the data directory
+	// (and /tmp, a tmpfs of the sandbox's own as with PrivateTmp). The
+	// pipelines directory stays writable for the test, not for the agent,
+	// whose user may not write there anyway.
+	defer readOnlyRoot(t, dataDir, "/etc/pspf-edge/pipelines")()
 	u := parseUnit(t, unitPath)
 	argv := u.execStart(t)
 	// The shipped admin address is a fixed port; on a shared machine another
