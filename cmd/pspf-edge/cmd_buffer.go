@@ -51,7 +51,7 @@ func cmdBuffer(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "inspect: print JSON")
 	from := fs.Uint64("from", 0, "dump: first sequence to print (default: the oldest)")
 	limit := fs.Int("limit", 0, "dump: most records to print; 0 prints all")
-	if err := fs.Parse(reorder(fs, args[1:])); err != nil {
+	if err := parseFlags(fs, args[1:]); err != nil {
 		return usageExit(err)
 	}
 	if fs.NArg() != 1 {
@@ -183,7 +183,7 @@ func bufferDrop(args []string, stdout, stderr io.Writer) int {
 	cfgPath := fs.String("c", "", "agent config file, for its data_dir")
 	dataDir := fs.String("data-dir", "", "data directory (overrides the agent file)")
 	yes := fs.Bool("yes", false, "confirm: the records are deleted for good")
-	if err := fs.Parse(reorder(fs, args)); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return usageExit(err)
 	}
 	if fs.NArg() != 1 {

@@ -36,19 +36,33 @@ Exit 0 on a match, 1 with a diff on a mismatch, 2 on wrong usage.
 Flags:`)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return usageExit(err)
 	}
 	rest := fs.Args()
-	if len(rest) > 0 {
-		// Flags may follow the pipeline file too.
-		if err := fs.Parse(rest[1:]); err != nil {
-			return usageExit(err)
-		}
-		rest = append(rest[:1], fs.Args()...)
-	}
-	if len(rest) != 1 || *input == "" || *expect == "" {
+	if len(rest) == 0 && *input == "" && *expect == "" {
 		fs.Usage()
+		return exitUsage
+	}
+	// Say what is missing rather than the whole usage again.
+	var missing []string
+	if len(rest) == 0 {
+		missing = append(missing, "the PIPELINE file")
+	}
+	if *input == "" {
+		missing = append(missing, "--input FILE (the events to run)")
+	}
+	if *expect == "" {
+		missing = append(missing, "--expect FILE (the expected output; with --update, the file to write)")
+	}
+	if len(missing) > 0 || len(rest) > 1 {
+		if len(missing) > 0 {
+			fmt.Fprintf(stderr, "pspf-edge test: missing %s\n", strings.Join(missing, " and "))
+		}
+		if len(rest) > 1 {
+			fmt.Fprintf(stderr, "pspf-edge test: one PIPELINE file, got %d: %s\n", len(rest), strings.Join(rest, " "))
+		}
+		fmt.Fprintln(stderr, "Usage: pspf-edge test PIPELINE --input events.ndjson --expect expected.ndjson [--update] (--help for more)")
 		return exitUsage
 	}
 	got, err := runTestCase(rest[0], *input, *format)

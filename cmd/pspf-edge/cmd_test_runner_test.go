@@ -69,3 +69,36 @@ func TestTestCommandUsage(t *testing.T) {
 		t.Errorf("exit %d, want %d", code, exitUsage)
 	}
 }
+
+// TestTestCommandNamesWhatIsMissing: `test PIPELINE` without its flags is a
+// usage error that names each missing one.
+func TestTestCommandNamesWhatIsMissing(t *testing.T) {
+	p := "../../pipelines/demo.yaml"
+	for _, tt := range []struct {
+		args []string
+		want []string
+		not  []string
+	}{
+		{[]string{"test", p}, []string{"missing --input FILE", "--expect FILE"}, []string{"PIPELINE file"}},
+		{[]string{"test", p, "--input", "in.ndjson"}, []string{"missing --expect FILE"}, []string{"--input FILE"}},
+		{[]string{"test", "--input", "in.ndjson", "--expect", "out.ndjson"}, []string{"missing the PIPELINE file"}, []string{"--input FILE"}},
+		{[]string{"test", p, p, "--input", "a", "--expect", "b"}, []string{"one PIPELINE file, got 2"}, []string{"missing"}},
+	} {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			code, out, errb := run(t, tt.args...)
+			if code != exitUsage {
+				t.Errorf("got exit %d, want %d", code, exitUsage)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(errb, w) {
+					t.Errorf("got %q, want it to say %q", errb, w)
+				}
+			}
+			for _, n := range tt.not {
+				if strings.Contains(out+errb, n) {
+					t.Errorf("got %q, want no %q", out+errb, n)
+				}
+			}
+		})
+	}
+}

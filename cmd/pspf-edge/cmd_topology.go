@@ -17,7 +17,7 @@ func cmdTopology(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "Usage: pspf-edge topology [--format text|dot|mermaid] FILE\n\nDraws the pipeline's chain: sources, operators, the log, sinks.\n\nFlags:")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(reorder(fs, args)); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return usageExit(err)
 	}
 	if fs.NArg() != 1 {

@@ -18,7 +18,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "Usage: pspf-edge validate [-c agent.yaml] FILE|DIR ...\n\nChecks pipeline files and lists every error as file:line: path: rule.\nExit 0 if all are valid, 1 if any is not.\n\nFlags:")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(reorder(fs, args)); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return usageExit(err)
 	}
 	if fs.NArg() == 0 && *cfgPath == "" {

@@ -5,13 +5,16 @@ import (
 	"strings"
 )
 
-// reorder moves the flags in args in front of the positional arguments, so
-// that both `topology FILE --format dot` and `topology --format dot FILE`
-// parse. A flag takes the next argument as its value unless it is written
-// -name=value, fs defines it as a boolean (its Value has IsBoolFlag), or fs
-// does not define it (Parse then reports it). Everything after "--", and a
-// lone "-", stays positional, in order.
-func reorder(fs *flag.FlagSet, args []string) []string {
+// parseFlags parses args with fs, flags and positional arguments in any
+// order, so that both `topology FILE --format dot` and
+// `topology --format dot FILE` work; fs.Args() are then the positional
+// arguments. A flag takes the next argument as its value unless it is
+// written -name=value, fs defines it as a boolean (its Value has
+// IsBoolFlag), or fs does not define it (Parse then reports it). A valued
+// flag at the end of args is an error, `flag needs an argument`, as with
+// fs.Parse. Everything after "--", and a lone "-", stays positional, in
+// order.
+func parseFlags(fs *flag.FlagSet, args []string) error {
 	var flags, pos []string
 	for i := 0; i < len(args); i++ {
 		a := args[i]
@@ -38,7 +41,12 @@ func reorder(fs *flag.FlagSet, args []string) []string {
 		flags = append(flags, args[i+1])
 		i++
 	}
-	// "--" keeps a positional argument that starts with "-" from being
-	// taken for a flag.
-	return append(append(flags, "--"), pos...)
+	// The flags alone first: a valued flag left without its value is then
+	// the last argument, which Parse reports.
+	if err := fs.Parse(flags); err != nil {
+		return err
+	}
+	// Then the positional arguments, behind "--" so that one starting with
+	// "-" is not taken for a flag.
+	return fs.Parse(append([]string{"--"}, pos...))
 }

@@ -8,7 +8,7 @@ import (
 	"testing"
 )
 
-func TestReorder(t *testing.T) {
+func TestParseFlags(t *testing.T) {
 	tests := []struct {
 		args  []string
 		json  bool
@@ -35,8 +35,8 @@ func TestReorder(t *testing.T) {
 			fs.SetOutput(io.Discard)
 			asJSON := fs.Bool("json", false, "")
 			limit := fs.Int("limit", 0, "")
-			if err := fs.Parse(reorder(fs, tt.args)); err != nil {
-				t.Fatalf("parse %q: %v", reorder(fs, tt.args), err)
+			if err := parseFlags(fs, tt.args); err != nil {
+				t.Fatalf("parse %q: %v", tt.args, err)
 			}
 			if *asJSON != tt.json || *limit != tt.limit || !slices.Equal(fs.Args(), tt.pos) {
 				t.Errorf("got json=%v limit=%d args=%q, want json=%v limit=%d args=%q", *asJSON, *limit, fs.Args(), tt.json, tt.limit, tt.pos)
@@ -46,10 +46,45 @@ func TestReorder(t *testing.T) {
 	t.Run("unknown flag", func(t *testing.T) {
 		fs := flag.NewFlagSet("t", flag.ContinueOnError)
 		fs.SetOutput(io.Discard)
-		if err := fs.Parse(reorder(fs, []string{"DIR", "--nope"})); err == nil {
+		if err := parseFlags(fs, []string{"DIR", "--nope"}); err == nil {
 			t.Error("got no error for an undefined flag, want one")
 		}
 	})
+	// A valued flag at the end has no value: the internal "--" must not
+	// become it.
+	for _, args := range [][]string{{"DIR", "--limit"}, {"--json", "DIR", "-limit"}, {"--limit"}} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			fs := flag.NewFlagSet("t", flag.ContinueOnError)
+			fs.SetOutput(io.Discard)
+			fs.Bool("json", false, "")
+			fs.Int("limit", 0, "")
+			if err := parseFlags(fs, args); err == nil || !strings.Contains(err.Error(), "flag needs an argument") {
+				t.Errorf("got %v, want flag needs an argument", err)
+			}
+		})
+	}
+}
+
+// TestValuedFlagAtEnd runs the commands the issue names with a valued flag
+// last: each is a usage error (exit 2) that says the flag needs a value,
+// never a value "--" taken from the parser's own separator.
+func TestValuedFlagAtEnd(t *testing.T) {
+	dir := writeLog(t, 3)
+	for _, args := range [][]string{
+		{"topology", "../../pipelines/demo.yaml", "--format"},
+		{"buffer", "dump", dir, "--limit"},
+		{"buffer", "dump", dir, "--from"},
+		{"validate", "../../pipelines/demo.yaml", "-c"},
+		{"test", "../../pipelines/demo.yaml", "--input"},
+		{"buffer", "drop", "demo", "--data-dir"},
+	} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			code, out, errb := run(t, args...)
+			if code != exitUsage || !strings.Contains(errb, "flag needs an argument: -"+strings.TrimLeft(args[len(args)-1], "-")) || strings.Contains(out+errb, `"--"`) {
+				t.Errorf("got exit %d, want %d and flag needs an argument:\n%s%s", code, exitUsage, out, errb)
+			}
+		})
+	}
 }
 
 // TestBufferFlagsAfterBoolFlag runs `buffer dump` with the boolean --json

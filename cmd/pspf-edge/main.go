@@ -21,7 +21,8 @@ const (
 	exitFailure = 3
 )
 
-// Version information, stamped by scripts/cross-build.sh with -ldflags -X.
+// Version information, stamped with -ldflags -X by make build and
+// scripts/cross-build.sh (from git describe and git rev-parse).
 var (
 	version = "dev"
 	commit  = "unknown"
@@ -52,12 +53,17 @@ func main() {
 }
 
 func dispatch(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
+		// Wrong usage: the usage goes with the error output.
+		usage(stderr)
+		return exitUsage
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
 		usage(stdout)
-		if len(args) == 0 {
-			return exitUsage
-		}
 		return exitOK
+	case "-v", "-version", "--version":
+		return cmdVersion(args[1:], stdout, stderr)
 	}
 	for _, c := range commands() {
 		if c.name == args[0] {
@@ -75,6 +81,6 @@ func usage(w io.Writer) {
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintln(w, "\nRun 'pspf-edge COMMAND --help' for a command's flags.")
+	fmt.Fprintln(w, "\nRun 'pspf-edge COMMAND --help' for a command's flags; 'pspf-edge --version' (-v) is 'pspf-edge version'.")
 	fmt.Fprintln(w, "Exit codes: 0 ok, 1 problem found, 2 usage error, 3 failure.")
 }

@@ -84,7 +84,6 @@ func TestUsageAndHelp(t *testing.T) {
 		code int
 		want string
 	}{
-		{nil, exitUsage, "Commands:"},
 		{[]string{"--help"}, exitOK, "Commands:"},
 		{[]string{"frobnicate"}, exitUsage, `unknown command "frobnicate"`},
 		{[]string{"run", "--help"}, exitOK, "Usage: pspf-edge run"},
@@ -112,15 +111,58 @@ func TestUsageAndHelp(t *testing.T) {
 	}
 }
 
-func TestVersion(t *testing.T) {
-	code, out, _ := run(t, "version")
-	if code != exitOK {
-		t.Fatalf("got exit %d", code)
+// TestNoArguments: no command at all is wrong usage: the usage goes to
+// stderr, nothing to stdout, exit 2. --help asks for it: stdout, exit 0.
+func TestNoArguments(t *testing.T) {
+	code, out, errb := run(t)
+	if code != exitUsage || out != "" || !strings.Contains(errb, "Commands:") {
+		t.Errorf("got exit %d, stdout %q, stderr %q; want %d, nothing, the usage", code, out, errb, exitUsage)
 	}
-	for _, want := range []string{"pspf-edge dev", runtime.Version(), runtime.GOOS + "/" + runtime.GOARCH} {
-		if !strings.Contains(out, want) {
-			t.Errorf("got %q, want it to contain %q", out, want)
+	code, out, errb = run(t, "--help")
+	if code != exitOK || errb != "" || !strings.Contains(out, "Commands:") {
+		t.Errorf("--help: got exit %d, stdout %q, stderr %q; want 0, the usage, nothing", code, out, errb)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	for _, arg := range []string{"version", "--version", "-v", "-version"} {
+		t.Run(arg, func(t *testing.T) {
+			code, out, errb := run(t, arg)
+			if code != exitOK {
+				t.Fatalf("got exit %d: %s", code, errb)
+			}
+			for _, want := range []string{"pspf-edge dev", runtime.Version(), runtime.GOOS + "/" + runtime.GOARCH} {
+				if !strings.Contains(out, want) {
+					t.Errorf("got %q, want it to contain %q", out, want)
+				}
+			}
+		})
+	}
+}
+
+// TestMakeBuildStampsVersion runs `make build` into a temporary file: the
+// binary must say the tree's git describe and commit, not dev / unknown.
+func TestMakeBuildStampsVersion(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "pspf-edge")
+	cmd := exec.Command("make", "-s", "-C", "../..", "build", "BIN="+bin)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("make build: %v\n%s", err, out)
+	}
+	git := func(args ...string) string {
+		out, err := exec.Command("git", append([]string{"-C", "../.."}, args...)...).Output()
+		if err != nil {
+			t.Fatalf("git %s: %v", strings.Join(args, " "), err)
 		}
+		return strings.TrimSpace(string(out))
+	}
+	describe := git("describe", "--tags", "--always", "--dirty")
+	commit := git("rev-parse", "--short=12", "HEAD")
+	out, err := exec.Command(bin, "--version").CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s --version: %v\n%s", bin, err, out)
+	}
+	if want := "pspf-edge " + describe + "\ncommit " + commit + "\n"; !strings.HasPrefix(string(out), want) {
+		t.Errorf("got %q, want it to start with %q", out, want)
 	}
 }
 
