@@ -51,15 +51,16 @@ func adminHandler(sup *supervisor, metrics *agent.Metrics) http.Handler {
 	return mux
 }
 
-// startAdmin serves h on addr; an empty addr disables it. The returned
-// function stops the server and waits for it.
-func startAdmin(addr string, h http.Handler, logger *slog.Logger) (func(), error) {
+// startAdmin serves h on addr; an empty addr disables it. It returns the
+// address it listens on (the port chosen for ":0"; "" when disabled) and the
+// function that stops the server and waits for it.
+func startAdmin(addr string, h http.Handler, logger *slog.Logger) (func(), string, error) {
 	if addr == "" {
-		return func() {}, nil
+		return func() {}, "", nil
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("admin: listen: %w", err)
+		return nil, "", fmt.Errorf("admin: listen: %w", err)
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan struct{})
@@ -75,5 +76,5 @@ func startAdmin(addr string, h http.Handler, logger *slog.Logger) (func(), error
 		defer cancel()
 		srv.Shutdown(ctx)
 		<-done
-	}, nil
+	}, ln.Addr().String(), nil
 }

@@ -22,7 +22,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	cfgPath := fs.String("c", "", "agent config file (default: built-in defaults)")
 	pipes := fs.String("p", "", "pipelines directory, or one pipeline file (default: the agent file's pipelines_dir)")
 	dataDir := fs.String("data-dir", "", "data directory (overrides the agent file)")
-	admin := fs.String("admin", "-", "admin HTTP address (overrides the agent file; empty disables it)")
+	admin := fs.String("admin", "", "admin HTTP address, host:port (overrides the agent file; an empty value disables it)")
 	level := fs.String("log-level", "", "log level: debug, info, warn, error (overrides the agent file)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: pspf-edge run [-c agent.yaml] [-p pipelines/] [flags]\n\nRuns the agent until SIGINT or SIGTERM; a second signal forces exit.\n\nFlags:")
@@ -31,6 +31,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return usageExit(err)
 	}
+	// --admin "" disables the API, so only a --admin given at all overrides.
+	adminSet := false
+	fs.Visit(func(f *flag.Flag) { adminSet = adminSet || f.Name == "admin" })
 	load := func() (agent.AgentConfig, error) {
 		cfg, err := agent.LoadAgentConfig(*cfgPath)
 		if err != nil {
@@ -42,7 +45,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		if *dataDir != "" {
 			cfg.DataDir = *dataDir
 		}
-		if *admin != "-" {
+		if adminSet {
 			cfg.Admin.Address = *admin
 		}
 		if *level != "" {
@@ -75,7 +78,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		})
 	})
 	defer func() { close(done); sigs.Wait() }()
-	err = runAgent(ctx, runOptions{Config: cfg, ConfigFile: *cfgPath, LoadConfig: load, Logger: logger, Level: lv, Hup: hup})
+	err = runAgent(ctx, runOptions{Config: cfg, ConfigFile: *cfgPath, LoadConfig: load, Logger: logger, Level: lv, Hup: hup, AgentsDir: agentsDir()})
 	if err != nil {
 		logger.Error("agent failed", "err", err)
 		return exitFailure
@@ -159,6 +162,9 @@ type runOptions struct {
 	Poll time.Duration
 	// Ready, if set, receives the supervisor once it runs (tests).
 	Ready func(*supervisor)
+	// AgentsDir is where the admin address is published for status besides
+	// the data directory (adminaddr.go); "" for the data directory only.
+	AgentsDir string
 }
 
 // pageReleaseInterval is how often the executable's pages are released again
@@ -172,6 +178,11 @@ const pageReleaseInterval = 30 * time.Second
 // supervisor until ctx is done.
 func runAgent(ctx context.Context, o runOptions) error {
 	cfg := o.Config
+	// Before anything starts: an agent that logs "running" and "stopped"
+	// first hides why it could not run.
+	if _, err := os.Stat(cfg.PipelinesDir); err != nil {
+		return fmt.Errorf("pipelines: %w", err)
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
@@ -204,11 +215,19 @@ func runAgent(ctx context.Context, o runOptions) error {
 		Registry: o.Registry, Metrics: metrics, Logger: o.Logger, Level: o.Level, Poll: o.Poll,
 		Notify: notify, Watchdog: watchdog,
 	})
-	stopAdmin, err := startAdmin(cfg.Admin.Address, adminHandler(sup, metrics), o.Logger)
+	stopAdmin, adminAddr, err := startAdmin(cfg.Admin.Address, adminHandler(sup, metrics), o.Logger)
 	if err != nil {
 		return err
 	}
 	defer stopAdmin()
+	if adminAddr != "" {
+		// For pspf-edge status without flags (adminaddr.go).
+		unpublish, err := publishAdminAddr(cfg.DataDir, o.AgentsDir, adminAddr)
+		if err != nil {
+			o.Logger.Warn("status will need --admin", "err", err)
+		}
+		defer unpublish()
+	}
 	o.Logger.Info("agent running", "data_dir", cfg.DataDir, "pipelines", cfg.PipelinesDir, "version", version)
 	if o.Ready != nil {
 		o.Ready(sup)

@@ -22,30 +22,34 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("c", "", "agent config file, for its admin address")
-	addr := fs.String("admin", "", "admin address of the agent (default: the agent file's, else "+agent.DefaultAgentConfig().Admin.Address+")")
+	addr := fs.String("admin", "", "admin address of the agent (default: the one the running agent published, see below)")
 	asJSON := fs.Bool("json", false, "print the API's JSON as it is")
 	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for the agent")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: pspf-edge status [--admin ADDR] [-c agent.yaml] [--json]\n\nShows every pipeline of the running agent: generation, state, backlog, drops, sinks.\n\nFlags:")
+		fmt.Fprintln(stderr, "Usage: pspf-edge status [--admin ADDR] [-c agent.yaml] [--json]\n\nShows every pipeline of the running agent: generation, state, backlog, drops, sinks.\n\nWithout --admin it finds the agent by the address the agent publishes when it\nstarts (also for --admin 127.0.0.1:0): with -c, in that file's data_dir;\nwithout, among the agents this user started and the one on "+agent.DefaultAgentConfig().DataDir+",\nelse at "+agent.DefaultAgentConfig().Admin.Address+".\n\nFlags:")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		return usageExit(err)
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
 	if *addr == "" {
 		cfg, err := agent.LoadAgentConfig(*cfgPath)
 		if err != nil {
 			fmt.Fprintln(stderr, err)
 			return exitProblem
 		}
-		*addr = cfg.Admin.Address
+		// The address the running agent published (adminaddr.go).
+		if *addr, err = discoverAdmin(ctx, *cfgPath, cfg.DataDir, cfg.Admin.Address); err != nil {
+			fmt.Fprintln(stderr, err)
+			return exitUsage
+		}
 	}
 	if *addr == "" {
 		fmt.Fprintln(stderr, "status: the admin API is disabled (admin.address is empty)")
 		return exitProblem
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
-	defer cancel()
 	body, err := fetchStatus(ctx, *addr)
 	if err != nil {
 		fmt.Fprintln(stderr, err)

@@ -16,6 +16,9 @@ import (
 // the result files are written, not any speed.
 func TestHarnessSmoke(t *testing.T) {
 	dir := t.TempDir()
+	// The agents publish their admin address for pspf-edge status in the
+	// user's runtime directory: here, the test's own.
+	t.Setenv("XDG_RUNTIME_DIR", t.TempDir())
 	for _, pkg := range []string{"./cmd/pspf-edge", "./internal/kafkatest/cmd/kfake-broker"} {
 		cmd := exec.Command("go", "build", "-o", dir, pkg)
 		cmd.Dir = "../.."
