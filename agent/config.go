@@ -248,12 +248,18 @@ func fieldSize(n Node, key string, v ByteSize) string {
 	return sizeText(v) + " (from the defaults)"
 }
 
-// sizeText writes v in the largest binary unit that divides it: 16MiB.
+// String writes the size as a config file would: in the largest binary unit
+// that divides it (256MiB), else the largest decimal one (100MB), else in
+// bytes (1500B). ParseByteSize reads it back to the same value.
+func (v ByteSize) String() string { return sizeText(v) }
+
+// sizeText writes v in the largest binary unit that divides it: 16MiB; else
+// in the largest decimal one: 100MB; else in bytes.
 func sizeText(v ByteSize) string {
 	for _, u := range []struct {
 		name string
 		size ByteSize
-	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}} {
 		if v != 0 && v%u.size == 0 {
 			return strconv.FormatInt(int64(v/u.size), 10) + u.name
 		}

@@ -96,6 +96,19 @@ func TestParsePipelineErrors(t *testing.T) {
 	}
 }
 
+// TestUnsetVariableIsOneError: a value whose ${VAR} is not set gets that
+// error alone, not also the rule its unsubstituted text breaks.
+func TestUnsetVariableIsOneError(t *testing.T) {
+	_, err := parse(t, "sources: [{simulate: {}}]\nsinks:\n  - console:\n      format: \"${PSPF_NOPE_NOT_SET}\"\n")
+	var ces agent.ConfigErrors
+	if !errors.As(err, &ces) {
+		t.Fatalf("got %v, want ConfigErrors", err)
+	}
+	if len(ces) != 1 || !strings.Contains(ces[0].Error(), "sinks[0].console.format: environment variable PSPF_NOPE_NOT_SET is not set") {
+		t.Errorf("got %d errors:\n%v\nwant only: environment variable PSPF_NOPE_NOT_SET is not set", len(ces), err)
+	}
+}
+
 // TestBufferValidationMatchesOpen checks that a pipeline's buffer validates
 // exactly when the buffer package would open a log with it, and that each
 // refusal is one error at the offending key.
@@ -217,6 +230,19 @@ func TestSecretsSubstitutedButNeverPrinted(t *testing.T) {
 	_, err = parse(t, "sources: [{simulate: {sensors: \"${PSPF_SENSORS}\"}}]\nsinks: [{console: {}}]\n")
 	if err == nil || strings.Contains(err.Error(), "lots-of-secret") || !strings.Contains(err.Error(), "${PSPF_SENSORS}") {
 		t.Errorf("got %v, want an error quoting ${PSPF_SENSORS}, not its value", err)
+	}
+}
+
+// TestByteSizeString writes sizes as a config file would, and
+// ParseByteSize reads them back.
+func TestByteSizeString(t *testing.T) {
+	for v, want := range map[agent.ByteSize]string{256 << 20: "256MiB", 1 << 30: "1GiB", 3 << 19: "1536KiB", 100e6: "100MB", 2000: "2KB", 1500: "1500B", 0: "0B", 4096: "4KiB"} {
+		if got := v.String(); got != want {
+			t.Errorf("ByteSize(%d).String() = %q, want %q", int64(v), got, want)
+		}
+		if back, err := agent.ParseByteSize(v.String()); err != nil || back != v {
+			t.Errorf("ParseByteSize(%q) = %d, %v; want %d", v.String(), back, err, int64(v))
+		}
 	}
 }
 

@@ -75,6 +75,9 @@ type document struct {
 	errs     ConfigErrors
 	orig     map[*yaml.Node]string
 	readFile func(string) ([]byte, error) // nil: os.ReadFile
+	// unresolved holds the scalars whose ${...} could not be substituted:
+	// that error is theirs; a rule their raw text breaks is not reported.
+	unresolved map[*yaml.Node]bool
 }
 
 // Node is one YAML value in a config file together with its place: the file,
@@ -136,7 +139,7 @@ func (n Node) ReadFile(name string) ([]byte, error) {
 
 // Errorf records a problem with this node's value.
 func (n Node) Errorf(format string, args ...any) {
-	if n.doc == nil {
+	if n.doc == nil || n.y != nil && n.doc.unresolved[n.y] {
 		return
 	}
 	n.doc.errs = append(n.doc.errs, &ConfigError{File: n.doc.file, Line: n.Line(), Path: n.path, Msg: fmt.Sprintf(format, args...)})
@@ -512,6 +515,10 @@ func (d *document) substitute(n Node, env func(string) (string, bool)) {
 		out, err := expandSecrets(y.Value, env)
 		if err != nil {
 			n.Errorf("%v", err)
+			if d.unresolved == nil {
+				d.unresolved = map[*yaml.Node]bool{}
+			}
+			d.unresolved[y] = true
 			return
 		}
 		d.orig[y] = y.Value

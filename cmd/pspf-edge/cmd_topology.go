@@ -63,12 +63,12 @@ func buildGraph(spec *agent.PipelineSpec, reg *agent.Registry) graph {
 	split := spec.StatefulIndex(reg)
 	for i, o := range spec.Operators {
 		if i == split {
-			g.stages = append(g.stages, []node{{"log", "pipeline log (" + spec.Buffer.Kind + ", " + fmt.Sprint(spec.Buffer.MaxBytes) + " bytes, " + spec.Buffer.Overflow + ")", "log"}})
+			g.stages = append(g.stages, []node{{"log", logLabel(spec), "log"}})
 		}
 		g.stages = append(g.stages, []node{{fmt.Sprintf("op%d", i), label(o), "operator"}})
 	}
 	if split == len(spec.Operators) {
-		g.stages = append(g.stages, []node{{"log", "pipeline log (" + spec.Buffer.Kind + ", " + fmt.Sprint(spec.Buffer.MaxBytes) + " bytes, " + spec.Buffer.Overflow + ")", "log"}})
+		g.stages = append(g.stages, []node{{"log", logLabel(spec), "log"}})
 	}
 	col = nil
 	for i, s := range spec.Sinks {
@@ -79,6 +79,12 @@ func buildGraph(spec *agent.PipelineSpec, reg *agent.Registry) graph {
 		g.deadLtr = &node{"dead", "dead letters → " + label(*spec.DeadLetter), "sink"}
 	}
 	return g
+}
+
+// logLabel describes the pipeline log, its cap in the units a config file
+// uses (256MiB), as written.
+func logLabel(spec *agent.PipelineSpec) string {
+	return "pipeline log (" + spec.Buffer.Kind + ", " + spec.Buffer.MaxBytes.String() + ", " + spec.Buffer.Overflow + ")"
 }
 
 func label(c agent.ComponentSpec) string {

@@ -182,6 +182,16 @@ func TestTopologyFormats(t *testing.T) {
 			}
 		})
 	}
+	// The log's cap as a config file writes it, the demo's default and one
+	// written in decimal units.
+	if code, out, errb := run(t, "topology", "../../pipelines/demo.yaml"); code != exitOK || !strings.Contains(out, "[log] pipeline log (disk, 256MiB, block)") {
+		t.Errorf("got exit %d:\n%s%s\nwant the log as (disk, 256MiB, block)", code, out, errb)
+	}
+	p := filepath.Join(t.TempDir(), "p.yaml")
+	os.WriteFile(p, []byte("sources: [{simulate: {}}]\nsinks: [{console: {}}]\nbuffer: {max_bytes: 100MB, overflow: drop_oldest}\n"), 0o644)
+	if code, out, errb := run(t, "topology", p, "--format", "dot"); code != exitOK || !strings.Contains(out, "pipeline log (disk, 100MB, drop_oldest)") {
+		t.Errorf("got exit %d:\n%s%s\nwant the log as (disk, 100MB, drop_oldest)", code, out, errb)
+	}
 	if code, _, _ := run(t, "topology", "--format", "png", "../../pipelines/demo.yaml"); code != exitUsage {
 		t.Errorf("got exit %d for an unknown format, want %d", code, exitUsage)
 	}
