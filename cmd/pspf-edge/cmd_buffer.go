@@ -19,6 +19,7 @@ import (
 
 func bufferUsage(w io.Writer) {
 	fmt.Fprintln(w, `Usage: pspf-edge buffer inspect|verify|dump DIR
+       pspf-edge buffer drop NAME --yes
 
   inspect DIR [--json]                 segments, records, bytes, cursors, oldest record age
   verify DIR                           full CRC scan; exit 1 on damage, saying what and where
@@ -29,8 +30,9 @@ func bufferUsage(w io.Writer) {
                                        agent runs on the data directory
 
 DIR is a log directory, such as DATA_DIR/pipelines/NAME/log (the pipeline log)
-or DATA_DIR/pipelines/NAME/dead (its dead letters). Run them on a stopped agent
-or a copy; they only read.`)
+or DATA_DIR/pipelines/NAME/dead (its dead letters). inspect, verify and dump
+only read: run them on a stopped agent or a copy. --json uses the admin API's
+names (first_seq, next_seq, disk_bytes, acked, backlog).`)
 }
 
 func cmdBuffer(args []string, stdout, stderr io.Writer) int {
@@ -59,14 +61,14 @@ func cmdBuffer(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	dir := fs.Arg(0)
-	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-		fmt.Fprintf(stderr, "buffer: %s is not a directory\n", dir)
-		return exitProblem
+	if sub != "inspect" && sub != "verify" && sub != "dump" {
+		fmt.Fprintf(stderr, "buffer: unknown subcommand %q\n", sub)
+		bufferUsage(stderr)
+		return exitUsage
 	}
-	if segs, _ := filepath.Glob(filepath.Join(dir, "*.seg")); len(segs) == 0 {
-		if st, err := os.Stat(filepath.Join(dir, "log")); err == nil && st.IsDir() {
-			fmt.Fprintf(stderr, "buffer: %s holds no segments; did you mean %s?\n", dir, filepath.Join(dir, "log"))
-		}
+	if err := checkLogDir(dir); err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitProblem
 	}
 	switch sub {
 	case "inspect":
@@ -90,15 +92,23 @@ func bufferInspect(dir string, asJSON bool, stdout, stderr io.Writer) int {
 	if asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		enc.Encode(rep)
+		if err := enc.Encode(newInspectView(rep)); err != nil {
+			fmt.Fprintln(stderr, err)
+			return exitFailure
+		}
 		return exitOK
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "directory\t%s\n", rep.Dir)
 	fmt.Fprintf(tw, "segments\t%d\n", len(rep.Segments))
-	fmt.Fprintf(tw, "records\t%d (sequences %d to %d)\n", rep.Records, rep.FirstSeq, int64(rep.NextSeq)-1)
+	if rep.Records == 0 {
+		// No range and no oldest record: there is none.
+		fmt.Fprintf(tw, "records\t0 (the next is sequence %d)\n", max(rep.NextSeq, 1))
+	} else {
+		fmt.Fprintf(tw, "records\t%d (sequences %d to %d)\n", rep.Records, rep.FirstSeq, rep.NextSeq-1)
+	}
 	fmt.Fprintf(tw, "bytes\t%d\n", rep.Bytes)
-	if !rep.OldestRecord.IsZero() {
+	if rep.Records > 0 && !rep.OldestRecord.IsZero() {
 		fmt.Fprintf(tw, "oldest record\t%s (%s ago)\n", rep.OldestRecord.UTC().Format(time.RFC3339), time.Since(rep.OldestRecord).Round(time.Second))
 	}
 	for _, c := range rep.Cursors {

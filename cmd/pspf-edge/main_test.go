@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"flag"
 	"os"
 	"os/exec"
@@ -218,11 +219,7 @@ func TestSchemaIsJSONWithEveryComponent(t *testing.T) {
 			t.Errorf("schema lacks sink %q", name)
 		}
 	}
-	if _, err := exec.LookPath("python3"); err == nil {
-		cmd := exec.Command("python3", "-c", "import json,sys; json.load(sys.stdin)")
-		cmd.Stdin = strings.NewReader(out)
-		if b, err := cmd.CombinedOutput(); err != nil {
-			t.Errorf("schema is not valid JSON: %v %s", err, b)
-		}
+	if !json.Valid([]byte(out)) {
+		t.Error("schema is not valid JSON")
 	}
 }
