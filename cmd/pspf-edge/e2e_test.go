@@ -146,7 +146,7 @@ func TestCrossBuiltBinariesUnderQEMU(t *testing.T) {
 		t.Run(tc.goarch+tc.goarm, func(t *testing.T) {
 			qemu, err := exec.LookPath(tc.qemu)
 			if err != nil {
-				t.Fatalf("%s not found: install Debian's qemu-user-static (.ci/run does)", tc.qemu)
+				t.Fatalf("%s not found: install Debian's qemu-user-static (scripts/deps.sh does)", tc.qemu)
 			}
 			bin := buildBinary(t, dir, tc.goarch, tc.goarm)
 			out, err := exec.Command(qemu, bin, "validate", "../../pipelines/demo.yaml").CombinedOutput()
