@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -74,6 +75,25 @@ func TestStatusFindsAgentWithoutFlags(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("no admin address published after 30s:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Until the demo runs, status shows it as not started (exit 1): wait
+	// for readiness.
+	addr, err := os.ReadFile(filepath.Join(data, adminAddrFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		resp, err := http.Get("http://" + strings.TrimSpace(string(addr)) + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("agent not ready after 30s:\n%s", logs.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
