@@ -739,3 +739,39 @@ func TestReadVersion1(t *testing.T) {
 		t.Fatalf("lost %d, records %d; want 0, 16", st.Lost, st.Records)
 	}
 }
+
+// TestCrashRecoveryQuietWhenEmpty: a log that holds nothing and lost
+// nothing (a dead-letter log, usually) reports its crash recovery at DEBUG,
+// so that one crash gives one INFO line per pipeline, not one per log.
+func TestCrashRecoveryQuietWhenEmpty(t *testing.T) {
+	dir := t.TempDir()
+	l := openT(t, dir, Options{})
+	appendN(t, l, 1, 3, 3)
+	crash := filepath.Join(t.TempDir(), "crash")
+	copyDir(t, dir, crash)
+	var logs logCapture
+	l2, err := Open(crash, Options{Logger: logs.logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2.Close()
+	if infos := logs.lines(t, "recovered after a crash"); len(infos) != 1 || infos[0]["level"] != "INFO" {
+		t.Fatalf("a log holding records: got %v, want one INFO line", infos)
+	}
+
+	empty := filepath.Join(t.TempDir(), "empty")
+	e := openT(t, empty, Options{})
+	e.Reader("dead.sink")
+	waitFor(t, func() bool { _, err := os.Stat(filepath.Join(empty, "dead.sink"+cursorSuffix)); return err == nil })
+	crash = filepath.Join(t.TempDir(), "crash2")
+	copyDir(t, empty, crash)
+	var elogs logCapture
+	l3, err := Open(crash, Options{Logger: elogs.logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l3.Close()
+	if infos := elogs.lines(t, "recovered after a crash"); len(infos) != 1 || infos[0]["level"] != "DEBUG" {
+		t.Fatalf("an empty log: got %v, want one DEBUG line", infos)
+	}
+}

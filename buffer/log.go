@@ -25,6 +25,7 @@
 package buffer
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -485,7 +486,8 @@ func (l *Log) releaseLocked() error {
 }
 
 // logCrashRecovery logs the one INFO line of a recovery after a crash:
-// what was cut, where sequences resume and where each reader resumes.
+// what was cut, where sequences resume and where each reader resumes. A
+// log that holds nothing and lost nothing says it at DEBUG.
 func (l *Log) logCrashRecovery(rep *recovery, resume uint64) {
 	names := make([]string, 0, len(l.readers))
 	for n := range l.readers {
@@ -507,7 +509,11 @@ func (l *Log) logCrashRecovery(rep *recovery, resume uint64) {
 	if rep.cutPath != "" {
 		cutAt = fmt.Sprintf("%s offset %d", rep.cutPath, rep.cutOff)
 	}
-	l.log.Info("buffer: recovered after a crash",
+	level := slog.LevelInfo
+	if rep.cutBytes == 0 && rep.cutRecords+rep.skipped == 0 && l.heldLocked(l.firstLocked(), l.next) == 0 {
+		level = slog.LevelDebug // nothing held, nothing cut (an empty dead-letter log)
+	}
+	l.log.Log(context.Background(), level, "buffer: recovered after a crash",
 		"last_seq", l.diskNext-1, "resume_seq", resume,
 		"cut_bytes", rep.cutBytes, "cut_at", cutAt, "lost", rep.cutRecords+rep.skipped,
 		"readers", b.String())
