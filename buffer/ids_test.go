@@ -361,6 +361,9 @@ func TestKill9FlippedByteIDs(t *testing.T) {
 			if lost > flips {
 				t.Fatalf("%d acknowledged records lost to %d flipped bytes, want at most one per flip", lost, flips)
 			}
+			if uint64(lost) > lostCounted {
+				t.Fatalf("%d acknowledged records lost, %d counted: every loss must be counted", lost, lostCounted)
+			}
 			if d := book.dups(); d != 0 {
 				t.Fatalf("%d payloads under two IDs; each was appended once", d)
 			}
