@@ -39,5 +39,6 @@ type DiskLog struct{ *buffer.Log }
 // Reader returns the named cursor.
 func (d *DiskLog) Reader(name string) (LogReader, error) { return d.Log.Reader(name) }
 
-// NextSeq returns the sequence the next appended record gets.
+// NextSeq returns the sequence after the last record appended (after a
+// crash, the next record appended may get a higher one; see Log.NextSeq).
 func (d *DiskLog) NextSeq() uint64 { return d.Log.Stats().NextSeq }

@@ -17,7 +17,10 @@ type Log interface {
 	Sync(ctx context.Context, upto uint64) error
 	// Reader returns the named, persistent reader cursor.
 	Reader(name string) (LogReader, error)
-	// NextSeq is the sequence number the next appended record will get.
+	// NextSeq is the sequence number after the last record appended: the
+	// next appended record gets it, or a higher one. Sequences only grow,
+	// but may skip (records lost to damage, or sequences a crash left
+	// unused: the buffer package never gives one to two records).
 	NextSeq() uint64
 	// Close flushes and closes the log.
 	Close() error

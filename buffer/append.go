@@ -21,8 +21,9 @@ const diskFullRetry = 100 * time.Millisecond
 // returns the sequence of the last one. Payloads are copied: the caller may
 // reuse them when Append returns. An empty batch returns 0, nil. Records
 // are visible to readers at once; call Sync to wait until they are durable
-// (a power cut can lose records that are not, and their sequence numbers
-// are then given to new records).
+// (a power cut can lose records that are not; their sequence numbers are
+// never given to other records: after a crash the first Append resumes
+// past every sequence issued before, see FORMAT.md).
 //
 // A payload above Options.MaxRecordBytes fails the whole batch with a
 // *RecordTooLargeError before anything is stored.
@@ -156,6 +157,23 @@ func (l *Log) refuseLocked(accepted, total int, err error) error {
 // storeLocked stores payloads (size framed bytes, known to fit under the
 // cap). It returns how many were stored.
 func (l *Log) storeLocked(payloads [][]byte, size int) (int, error) {
+	start := max(l.next, l.resume)
+	if end := start + uint64(len(payloads)); end > l.reserved {
+		// The reservation is durable before any sequence of the new
+		// block is stored or visible.
+		if err := l.reserveLocked(end); err != nil {
+			return 0, err
+		}
+	}
+	if start > l.next {
+		// The first records after a crash resume past every sequence the
+		// log may have issued before it (the Memory kind's tail is empty).
+		if l.mem.live() == 0 {
+			l.mem.reset(start)
+		}
+		l.next = start
+	}
+	l.resume = 0
 	if l.opts.Kind == Memory {
 		if l.mem.live()+int64(size) > l.opts.MemoryBytes {
 			keep := max(0, min(l.opts.MemoryBytes/2, l.opts.MemoryBytes-int64(size)))
@@ -164,7 +182,7 @@ func (l *Log) storeLocked(payloads [][]byte, size int) (int, error) {
 			}
 		}
 		for _, p := range payloads {
-			l.mem.buf = appendFrame(l.mem.buf, l.next, p)
+			l.mem.buf = appendFrame(l.mem.buf, l.next, p, l.salt)
 			l.next++
 		}
 		return len(payloads), nil
@@ -173,7 +191,7 @@ func (l *Log) storeLocked(payloads [][]byte, size int) (int, error) {
 	off := 0
 	for i, p := range payloads {
 		end := off + frameOverhead + len(p)
-		putFrame(l.wbuf[off:end], l.next+uint64(i), p)
+		putFrame(l.wbuf[off:end], l.next+uint64(i), p, l.salt)
 		off = end
 	}
 	n, err := l.writeFramesLocked(l.wbuf, l.next, len(payloads))
@@ -195,7 +213,7 @@ func (l *Log) writeFramesLocked(frames []byte, first uint64, total int) (int, er
 	seq := first
 	for off < len(frames) {
 		act := l.segs[len(l.segs)-1]
-		if l.activeBroken || act.failed != nil || seq != l.diskNext {
+		if l.activeBroken || act.failed != nil || seq != l.diskNext || act.salt != l.salt || act.version != formatVersion {
 			if err := l.rotateLocked(seq); err != nil {
 				return written, err
 			}
@@ -242,14 +260,17 @@ func (l *Log) writeFramesLocked(frames []byte, first uint64, total int) (int, er
 
 // rotateLocked seals the active segment and starts a new one whose first
 // record will have sequence first. An active segment without records is
-// removed instead of sealed.
+// removed instead of sealed. When first does not follow the last record
+// written (records released from memory unwritten, or the resume point
+// after a crash), the new header records the gap, so that it is not
+// counted as loss.
 func (l *Log) rotateLocked(first uint64) error {
 	old := l.segs[len(l.segs)-1]
-	var flags uint16
-	if first > l.diskNext && first > old.first {
-		flags |= flagDiscontinuity
+	gap := min(first, l.diskNext)
+	if !old.hasData() {
+		gap = min(gap, old.gap) // old is removed: its gap carries over
 	}
-	s, f, err := l.createSegment(old.num+1, first, flags)
+	s, f, err := l.createSegment(old.num+1, first, gap)
 	if err != nil {
 		return err
 	}
@@ -261,7 +282,7 @@ func (l *Log) rotateLocked(first uint64) error {
 	l.nudge()
 	l.diskBytes += s.size
 	l.diskNext = first
-	if old.size <= headerSize {
+	if !old.hasData() {
 		oldFile.Close()
 		os.Remove(l.segPath(old.num))
 		l.diskBytes -= old.size
@@ -285,9 +306,9 @@ func (l *Log) dropOldestLocked(reason DropReason) bool {
 		return false
 	}
 	s := l.segs[0]
-	n := l.segs[1].first - s.first
-	if s.size <= headerSize {
-		n = 0
+	var n uint64
+	if s.hasData() {
+		n = l.segLastLocked(0) + 1 - s.first
 	}
 	l.removeOldestLocked()
 	l.drops.add(reason, n)

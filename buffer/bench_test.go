@@ -105,7 +105,7 @@ func appendPlain(b *testing.B, n int, framed bool) time.Duration {
 	var chunk []byte
 	for i, p := range benchPayloads() {
 		if framed {
-			chunk = appendFrame(chunk, uint64(i+1), p)
+			chunk = appendFrame(chunk, uint64(i+1), p, 0)
 		} else {
 			chunk = append(chunk, p...)
 		}

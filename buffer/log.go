@@ -9,7 +9,12 @@
 // through a fixed buffer.
 //
 // The contract in short: sequence numbers start at 1 and increase by one per
-// record. Append copies and stores a batch (blocking only under the Block
+// record, except that after a crash (or damage) the log resumes past every
+// sequence it may have issued: a sequence, and so a record ID, is never
+// given to a second record (FORMAT.md, "Sequence reservation"). Damage
+// costs only the damaged records: readers and recovery resynchronise at the
+// next valid record, and every record lost is counted (Stats.Lost) and
+// logged. Append copies and stores a batch (blocking only under the Block
 // policy when full); Sync waits until a sequence is durable, and only then
 // may the source be acked. Each sink reads through its own Reader and Acks
 // what the destination accepted; delivery is at-least-once (records read
@@ -20,6 +25,9 @@
 package buffer
 
 import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -53,7 +61,11 @@ type Log struct {
 	activeDirty  bool       // written since the last fsync
 	pending      []pendingFile
 	dirDirty     bool
-	next         uint64 // sequence of the next record appended
+	next         uint64 // sequence after the last record appended (Stats.NextSeq)
+	resume       uint64 // after a crash: the next Append starts here (0: at next)
+	reserved     uint64 // no sequence >= reserved may be issued yet (reserve.go)
+	res          *reserveFile
+	salt         uint32 // seeds the frame CRCs of the segments this Log creates
 	diskNext     uint64 // sequence after the last record written to a file
 	durable      uint64 // every record <= durable is fsynced (or failed)
 	diskBytes    int64
@@ -62,6 +74,7 @@ type Log struct {
 	readers      map[string]*Reader
 	drops        DropCounts
 	lost         uint64
+	lostGap      uint64 // the part of lost whose sequences lie in recorded gaps
 	missing      int
 	damaged      int
 	lastErr      error
@@ -127,18 +140,37 @@ func Open(dir string, opts Options) (*Log, error) {
 	return l, nil
 }
 
-// recover loads the segment headers, scans and cuts the tail, opens the
-// active segment and loads the cursors.
+// recovery collects what recover found, for its summary.
+type recovery struct {
+	skipped    uint64 // damaged records skipped inside the tail
+	cutRecords uint64 // damaged records cut from the end of the tail
+	cutBytes   int64
+	cutPath    string
+	cutOff     int64
+	gone       string // the last segment was removed or quarantined: why
+}
+
+// recover loads the segment headers, scans and cuts the tail, works out
+// where sequences resume (the reservation), opens the active segment, loads
+// the cursors and makes a new reservation durable.
 func (l *Log) recover() error {
 	if err := l.removeTemps(); err != nil {
+		return err
+	}
+	res, rstate, err := readReservation(l.dir)
+	if err != nil {
+		if isReadOnly(err) {
+			return fmt.Errorf("%w: %w", ErrReadOnly, err)
+		}
 		return err
 	}
 	nums, err := listSegments(l.dir)
 	if err != nil {
 		return err
 	}
+	var rep recovery
 	var prevNum uint64
-	for _, num := range nums {
+	for i, num := range nums {
 		path := l.segPath(num)
 		h, size, err := readHeader(path)
 		if err == nil && h.Num != num {
@@ -151,10 +183,15 @@ func (l *Log) recover() error {
 			if isReadOnly(err) {
 				return fmt.Errorf("%w: %w", ErrReadOnly, err)
 			}
-			if num == nums[len(nums)-1] && size < headerSize {
-				// Torn creation of the newest segment: it held no record
-				// that was ever reported durable.
-				l.log.Warn("buffer: removing partly created last segment", "path", path, "bytes", size)
+			if i == len(nums)-1 {
+				rep.gone = fmt.Sprintf("segment %d: %v", num, err)
+			}
+			if i == len(nums)-1 && size < headerSize {
+				// Cut while it was created (it then held no durable
+				// record) or emptied by damage: nothing in it to keep.
+				// Its sequences are not reused.
+				l.log.Warn("buffer: last segment has no complete header (cut while created, or damaged): removed",
+					"path", path, "bytes", size)
 				os.Remove(path)
 				l.dirDirty = true
 				continue
@@ -162,83 +199,220 @@ func (l *Log) recover() error {
 			l.quarantine(path, err)
 			continue
 		}
+		if h.Repaired {
+			l.log.Warn("buffer: segment header damaged; its second copy is used", "path", path)
+		}
 		if prevNum != 0 && num != prevNum+1 {
 			l.missing += int(num - prevNum - 1)
 			l.log.Warn("buffer: segments missing, skipped", "after", prevNum, "before", num, "count", num-prevNum-1)
 		}
 		prevNum = num
-		l.segs = append(l.segs, &segment{num: num, first: h.First, created: h.Created, flags: h.Flags, size: size})
+		l.segs = append(l.segs, &segment{num: num, first: h.First, gap: h.Gap, created: h.Created, flags: h.Flags,
+			version: h.Version, salt: h.Salt, data: h.dataOffset(), size: size})
 	}
-	if err := l.recoverTail(); err != nil {
+	if err := l.newSalt(); err != nil {
 		return err
+	}
+	if len(l.segs) > 0 {
+		if t := l.segs[len(l.segs)-1]; t.version == formatVersion {
+			l.salt = t.salt // keep appending to it
+		}
+		if err := l.recoverTail(&rep); err != nil {
+			return err
+		}
+	}
+	cursors, _ := readCursors(l.dir, func(string, error) {})
+	var maxAcked uint64
+	minAcked := ^uint64(0)
+	for _, a := range cursors {
+		maxAcked, minAcked = max(maxAcked, a), min(minAcked, a)
+	}
+	nonEmpty := len(nums) > 0 || len(cursors) > 0 || l.damaged > 0 || hasDamagedFiles(l.dir)
+	evidence := max(l.diskNext, maxAcked+1, 1)
+	resume := evidence
+	clean := false
+	switch rstate {
+	case reserveOK:
+		resume = max(resume, res.Limit)
+		clean = res.Clean
+	case reserveDamaged:
+		resume = max(resume, res.Limit+reserveOneSlot)
+		l.log.Warn("buffer: sequence reservation: one slot damaged; resuming past what the other allows",
+			"resume_seq", resume)
+	case reserveLost:
+		resume = evidence + reserveJump
+		l.log.Warn("buffer: sequence reservation damaged; skipping far ahead so that no sequence is reused",
+			"highest_seen", evidence-1, "resume_seq", resume)
+	case reserveMissing:
+		switch {
+		case !nonEmpty:
+		case l.allVersion1():
+			l.log.Info("buffer: log written by an older version; sequence reservation starts now", "resume_seq", resume)
+		default:
+			resume = evidence + reserveJump
+			l.log.Warn("buffer: sequence reservation missing; skipping far ahead so that no sequence is reused",
+				"highest_seen", evidence-1, "resume_seq", resume)
+		}
+	}
+	l.accountTail(&rep, clean, res, minAcked)
+	if len(l.segs) == 0 {
+		if err := l.createFirst(resume); err != nil {
+			return err
+		}
 	}
 	for _, s := range l.segs {
 		l.diskBytes += s.size
 	}
 	l.durable = l.diskNext - 1
 	l.next = l.diskNext
+	if resume > l.next {
+		l.resume = resume
+	}
 	l.mem.reset(l.next)
-	return l.loadCursors()
+	if err := l.loadCursors(); err != nil {
+		return err
+	}
+	if err := l.reserveAtOpen(rstate, res, max(resume, l.next)); err != nil {
+		return err
+	}
+	if nonEmpty && !clean && !(rstate == reserveMissing && l.allVersion1()) {
+		l.logCrashRecovery(&rep, max(resume, l.next))
+	}
+	return nil
 }
 
-// recoverTail scans the last segment, cuts it at the first bad record and
-// opens it for appending; with no segment it creates the first one.
-func (l *Log) recoverTail() error {
-	for len(l.segs) > 0 {
-		tail := l.segs[len(l.segs)-1]
-		path := l.segPath(tail.num)
-		f, err := os.OpenFile(path, os.O_RDWR, 0)
-		if err != nil {
-			if isReadOnly(err) {
-				return fmt.Errorf("%w: open %s: %w", ErrReadOnly, path, err)
-			}
-			return fmt.Errorf("buffer: open tail segment: %w", err)
+// newSalt draws the salt of the segments this Log creates.
+func (l *Log) newSalt() error {
+	var b [4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return fmt.Errorf("buffer: salt: %w", err)
+	}
+	l.salt = binary.LittleEndian.Uint32(b[:])
+	return nil
+}
+
+// allVersion1 reports whether every segment is in the format of version
+// 1, which had no sequence reservation.
+func (l *Log) allVersion1() bool {
+	for _, s := range l.segs {
+		if s.version != 1 {
+			return false
 		}
-		var sc scanner
-		sc.reset(f, path, headerSize, tail.size, tail.first, l.opts.MaxRecordBytes)
-		next := tail.first
-		var bad error
-		for {
-			seq, _, err := sc.scan(true)
-			if err != nil {
-				if !errors.Is(err, io.EOF) {
-					bad = err
-				}
-				break
-			}
-			next = seq + 1
+	}
+	return len(l.segs) > 0
+}
+
+func hasDamagedFiles(dir string) bool {
+	m, _ := filepath.Glob(filepath.Join(dir, "*.damaged"))
+	return len(m) > 0
+}
+
+// accountTail counts the records found missing at the end of the log. After
+// a clean close the reservation says exactly where the log ended, so every
+// record between the last one found and that end is lost (segments cut,
+// emptied or deleted since). After a crash only damaged records whose bytes
+// remain are counted: a record torn by the crash was never durable (it was
+// not acknowledged, its source sends it again) and a segment that is gone
+// leaves no count.
+func (l *Log) accountTail(rep *recovery, clean bool, res reservation, minAcked uint64) {
+	if !clean {
+		if rep.cutRecords > 0 {
+			l.lost += rep.cutRecords
+			l.lostGap += rep.cutRecords
+			l.log.Warn("buffer: records lost: damaged records cut from the end of the last segment",
+				"path", rep.cutPath, "offset", rep.cutOff, "bytes", rep.cutBytes, "lost", rep.cutRecords)
 		}
-		if bad != nil {
-			if _, ok := bad.(*CorruptError); !ok {
-				f.Close()
-				return fmt.Errorf("buffer: scan tail segment: %w", bad)
-			}
-			l.log.Warn("buffer: tail segment cut at first bad record", "segment", tail.num,
-				"offset", sc.off, "bytes_cut", tail.size-sc.off, "reason", bad)
-			if err := f.Truncate(sc.off); err != nil {
-				f.Close()
-				return fmt.Errorf("buffer: cut tail segment: %w", err)
-			}
-			tail.size = sc.off
+		if rep.gone != "" {
+			l.log.Warn("buffer: the last segment was unreadable: the records it held, if any were durable, are lost; their number is unknown",
+				"cause", rep.gone)
 		}
-		// The records may be only in the page cache after a process crash.
-		if err := f.Sync(); err != nil {
+		return
+	}
+	from := max(l.diskNext, res.Run)
+	if len(l.segs) == 0 {
+		// Every segment is gone: what was held starts at the oldest
+		// reader's position at the latest (no reader: unknown).
+		if minAcked == ^uint64(0) {
+			return
+		}
+		from = max(res.Run, minAcked+1)
+	}
+	if res.Limit <= from {
+		return
+	}
+	n := res.Limit - from
+	l.lost += n
+	l.lostGap += n
+	rep.cutRecords = n
+	l.log.Warn("buffer: records lost since the last clean close: the newest segments were cut, emptied or deleted",
+		"from_seq", from, "lost", n, "path", rep.cutPath, "offset", rep.cutOff, "bytes_cut", rep.cutBytes, "cause", rep.gone)
+}
+
+// recoverTail scans the last segment, resynchronising over damage (each
+// damaged stretch counted and logged), cuts it after its last valid record
+// and opens it for appending.
+func (l *Log) recoverTail(rep *recovery) error {
+	tail := l.segs[len(l.segs)-1]
+	path := l.segPath(tail.num)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		if isReadOnly(err) {
+			return fmt.Errorf("%w: open %s: %w", ErrReadOnly, path, err)
+		}
+		return fmt.Errorf("buffer: open tail segment: %w", err)
+	}
+	var sc scanner
+	sc.reset(f, path, tail.data, tail.size, tail.first, tail.salt, l.opts.MaxRecordBytes)
+	sc.onSkip = func(sk skip) {
+		rep.skipped += l.countSkipLocked(tail, path, sk)
+	}
+	var bad error
+	for {
+		if _, _, err := sc.scan(true); err != nil {
+			if !errors.Is(err, io.EOF) {
+				bad = err
+			}
+			break
+		}
+	}
+	if bad != nil {
+		if _, ok := bad.(*CorruptError); !ok {
 			f.Close()
-			return fmt.Errorf("buffer: fsync tail segment: %w", err)
+			return fmt.Errorf("buffer: scan tail segment: %w", bad)
 		}
-		l.active = f
-		l.diskNext = next
-		return nil
+		n, err := sc.countCut()
+		if err != nil {
+			f.Close()
+			return fmt.Errorf("buffer: scan tail segment: %w", err)
+		}
+		rep.cutRecords, rep.cutBytes, rep.cutPath, rep.cutOff = n, tail.size-sc.off, path, sc.off
+		if err := f.Truncate(sc.off); err != nil {
+			f.Close()
+			return fmt.Errorf("buffer: cut tail segment: %w", err)
+		}
+		tail.size = sc.off
 	}
-	first := uint64(1)
-	if c := l.maxCursorFile(); c+1 > first {
-		first = c + 1
+	// The records may be only in the page cache after a process crash.
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("buffer: fsync tail segment: %w", err)
 	}
+	l.active = f
+	l.diskNext = sc.next
+	// A tail with damage inside is sealed at the next write, so that the
+	// next Open does not count it again.
+	l.activeBroken = rep.skipped > 0
+	return nil
+}
+
+// createFirst creates the first segment of a log that has none, starting
+// at first.
+func (l *Log) createFirst(first uint64) error {
 	var num uint64 = 1
 	if nums, _ := listSegments(l.dir); len(nums) > 0 {
 		num = nums[len(nums)-1] + 1
 	}
-	s, f, err := l.createSegment(num, first, 0)
+	s, f, err := l.createSegment(num, first, first)
 	if err != nil {
 		if isReadOnly(err) {
 			return fmt.Errorf("%w: %w", ErrReadOnly, err)
@@ -257,6 +431,107 @@ func (l *Log) recoverTail() error {
 	l.active = f
 	l.diskNext = first
 	return nil
+}
+
+// reserveAtOpen makes a new reservation durable before any sequence is
+// issued: one block from resume on, not clean (a crash from now on must
+// resume past it). cur is the current slot read at Open.
+func (l *Log) reserveAtOpen(rstate reserveState, cur reservation, resume uint64) error {
+	limit := resume + reserveBlock
+	var err error
+	if rstate == reserveMissing || rstate == reserveLost {
+		if l.res, err = createReservation(l.dir, reservation{Limit: limit}); err == nil {
+			err = syncDir(l.dir)
+		}
+	} else if l.res, err = openReservation(l.dir, cur); err == nil {
+		err = l.res.write(limit, false, 0)
+	}
+	if err != nil {
+		if isReadOnly(err) {
+			return fmt.Errorf("%w: %w", ErrReadOnly, err)
+		}
+		return err
+	}
+	l.reserved = limit
+	return nil
+}
+
+// reserveLocked extends the reservation so that the sequences below need
+// may be issued: one fsync per reserveBlock sequences.
+func (l *Log) reserveLocked(need uint64) error {
+	limit := max(l.reserved, need) + reserveBlock
+	if err := l.res.write(limit, false, 0); err != nil {
+		return err
+	}
+	l.reserved = limit
+	return nil
+}
+
+// release writes the clean reservation on Close: the log ends at next, so
+// a clean restart stays contiguous and can tell what went missing since.
+func (l *Log) releaseLocked() error {
+	limit := max(l.next, l.resume)
+	var run uint64
+	if l.resume > l.next {
+		run = l.resume
+	} else {
+		for i := len(l.segs) - 1; i >= 0; i-- {
+			if s := l.segs[i]; s.gap < s.first {
+				run = s.first
+				break
+			}
+		}
+	}
+	return l.res.write(limit, true, run)
+}
+
+// logCrashRecovery logs the one INFO line of a recovery after a crash:
+// what was cut, where sequences resume and where each reader resumes. A
+// log that holds nothing and lost nothing says it at DEBUG.
+func (l *Log) logCrashRecovery(rep *recovery, resume uint64) {
+	names := make([]string, 0, len(l.readers))
+	for n := range l.readers {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	for i, n := range names {
+		r := l.readers[n]
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "%s resumes at %d (up to %d records may be sent again)", n, r.next, l.heldLocked(r.acked+1, l.next))
+	}
+	if len(names) == 0 {
+		b.WriteString("none")
+	}
+	cutAt := ""
+	if rep.cutPath != "" {
+		cutAt = fmt.Sprintf("%s offset %d", rep.cutPath, rep.cutOff)
+	}
+	level := slog.LevelInfo
+	if rep.cutBytes == 0 && rep.cutRecords+rep.skipped == 0 && l.heldLocked(l.firstLocked(), l.next) == 0 {
+		level = slog.LevelDebug // nothing held, nothing cut (an empty dead-letter log)
+	}
+	l.log.Log(context.Background(), level, "buffer: recovered after a crash",
+		"last_seq", l.diskNext-1, "resume_seq", resume,
+		"cut_bytes", rep.cutBytes, "cut_at", cutAt, "lost", rep.cutRecords+rep.skipped,
+		"readers", b.String())
+}
+
+// countSkipLocked counts (once) and logs the records of a damaged stretch of
+// segment s that a scanner resynchronised over. It returns how many were
+// newly counted. The caller holds l.mu, or is recover.
+func (l *Log) countSkipLocked(s *segment, path string, sk skip) uint64 {
+	n := s.countOnce(seqSpan{sk.From, sk.Next})
+	if n == 0 {
+		return 0
+	}
+	l.lost += n
+	l.lastErr = &CorruptError{Path: path, Offset: sk.Off, Seq: sk.From, Reason: sk.Reason}
+	l.log.Warn("buffer: records lost: damaged records skipped", "path", path, "offset", sk.Off,
+		"bytes", sk.To-sk.Off, "from_seq", sk.From, "lost", n, "reason", sk.Reason)
+	return n
 }
 
 // quarantine renames a segment with a damaged header out of the way so it
@@ -289,7 +564,7 @@ func (l *Log) removeTemps() error {
 // firstLocked is the sequence of the oldest retained record.
 func (l *Log) firstLocked() uint64 {
 	for _, s := range l.segs {
-		if s.size > headerSize {
+		if s.hasData() {
 			return s.first
 		}
 	}
@@ -310,7 +585,28 @@ func (l *Log) segLastLocked(i int) uint64 {
 	if i == len(l.segs)-1 {
 		return l.diskNext - 1
 	}
-	return l.segs[i+1].first - 1
+	return l.segs[i+1].gap - 1
+}
+
+// heldLocked counts the sequences in from..to-1 that the log holds: those
+// inside a segment's range or the Memory kind's tail, not in a recorded gap.
+func (l *Log) heldLocked(from, to uint64) uint64 {
+	var n uint64
+	add := func(lo, hi uint64) {
+		lo, hi = max(lo, from), min(hi, to)
+		if lo < hi {
+			n += hi - lo
+		}
+	}
+	for i, s := range l.segs {
+		if s.hasData() {
+			add(s.first, l.segLastLocked(i)+1)
+		}
+	}
+	if l.mem.live() > 0 {
+		add(l.mem.first, l.next)
+	}
+	return n
 }
 
 // wakeReadersLocked wakes Read calls waiting for records.
@@ -379,6 +675,15 @@ func (l *Log) Close() error {
 	if err := l.persistCursors(true); err != nil {
 		errs = append(errs, err)
 	}
+	if len(errs) == 0 {
+		// Everything is durable: release the unused reservation.
+		l.mu.Lock()
+		err := l.releaseLocked()
+		l.mu.Unlock()
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
 	l.closeFiles()
 	unlockDir(l.lock)
 	var err error
@@ -391,6 +696,7 @@ func (l *Log) Close() error {
 }
 
 func (l *Log) closeFiles() {
+	l.res.close()
 	for _, p := range l.pending {
 		p.f.Close()
 	}

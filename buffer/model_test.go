@@ -74,13 +74,11 @@ func runModel(t *rapid.T, kind Kind) {
 	for _, n := range names {
 		m.acked[n] = 0
 	}
-	// flipped holds the bits "corrupt" flipped: flipping one again would
-	// repair the record the model counts as lost, so it is a no-op.
-	type bitPos struct {
-		seg uint64
-		bit int
-	}
-	flipped := map[bitPos]bool{}
+	// damaged holds, per segment, the offset of the frame "corrupt"
+	// damaged: frame boundaries are found by walking lengths, which a
+	// damaged length would mislead, so a segment is damaged once (until
+	// recovery cuts that frame off).
+	damaged := map[uint64]int{}
 	openReaders()
 	reopen := func() {
 		if err := l.Close(); err != nil {
@@ -163,43 +161,33 @@ func runModel(t *rapid.T, kind Kind) {
 			b, _ := os.ReadFile(path)
 			h, _ := decodeHeader(b)
 			var offs []int
-			for off := headerSize; off+frameOverhead <= len(b); off += frameOverhead + int(binary.LittleEndian.Uint32(b[off:])) {
+			for off := int(h.dataOffset()); off+frameOverhead <= len(b); off += frameOverhead + int(binary.LittleEndian.Uint32(b[off:])) {
 				offs = append(offs, off)
 			}
-			if len(offs) > 0 {
+			if _, ok := damaged[nums[i]]; !ok && len(offs) > 0 {
 				k := rapid.IntRange(0, len(offs)-1).Draw(t, "frame")
 				end := len(b)
 				if k+1 < len(offs) {
 					end = offs[k+1]
 				}
 				bit := rapid.IntRange(0, (end-offs[k])*8-1).Draw(t, "bit")
-				pos := bitPos{nums[i], offs[k]*8 + bit}
-				if !flipped[pos] {
-					flipped[pos] = true
-					b[offs[k]+bit/8] ^= 1 << (bit % 8)
-					os.WriteFile(path, b, 0o644)
-					bad := h.First + uint64(k)
-					lostTo := m.next // tail: cut there
-					if i+1 < len(nums) {
-						nh, _, _ := readHeader(filepath.Join(dir, segName(nums[i+1])))
-						lostTo = nh.First
-					}
-					for s := bad; s < lostTo; s++ {
-						delete(m.recs, s)
-					}
-					if i+1 == len(nums) {
-						m.next = bad
-						// Open cuts the tail there; new records reuse the bytes.
-						for p := range flipped {
-							if p.seg == nums[i] && p.bit >= offs[k]*8 {
-								delete(flipped, p)
-							}
-						}
-					}
-				}
+				b[offs[k]+bit/8] ^= 1 << (bit % 8)
+				os.WriteFile(path, b, 0o644)
+				damaged[nums[i]] = offs[k]
+				// Only the damaged record is lost (the log was closed
+				// cleanly, so even a cut at the tail is known and its
+				// sequences are not given again).
+				delete(m.recs, h.First+uint64(k))
 			}
 			if l, err = Open(dir, o); err != nil {
 				t.Fatalf("reopen after corruption: %v", err)
+			}
+			// A damaged frame recovery cut from the tail is gone: the
+			// segment can be damaged again.
+			if fi, err := os.Stat(path); err == nil {
+				if off, ok := damaged[nums[i]]; ok && fi.Size() <= int64(off) {
+					delete(damaged, nums[i])
+				}
 			}
 			for _, n := range names {
 				if m.acked[n] >= m.next {
@@ -207,8 +195,8 @@ func runModel(t *rapid.T, kind Kind) {
 				}
 			}
 			openReaders()
-			if st := l.Stats(); st.NextSeq != m.next {
-				t.Fatalf("next after corruption: got %d, want %d", st.NextSeq, m.next)
+			if st := l.Stats(); st.NextSeq > m.next {
+				t.Fatalf("next after corruption: got %d, want at most %d", st.NextSeq, m.next)
 			}
 		},
 	})

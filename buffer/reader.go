@@ -39,6 +39,11 @@ type Reader struct {
 	sc    scanner
 	scSeq uint64 // sequence at sc.off while f is open
 	mbuf  []byte // copy of memory frames returned by the last Read
+	// scSeg and scGen are the segment being read and r.gen when the Read
+	// began, for onSkip.
+	scSeg  *segment
+	scGen  uint64
+	onSkip func(skip) // counts damage the scanner skipped; made once
 
 	// Guarded by l.mu: where sequence memSeq sits in the Memory kind's
 	// tail (a stream offset, see memTail.base), to avoid a walk per Read.
@@ -67,9 +72,23 @@ func (l *Log) Reader(name string) (*Reader, error) {
 		return r, nil
 	}
 	first := l.firstLocked()
-	r := &Reader{l: l, name: name, next: first, acked: first - 1, saved: ^uint64(0)}
+	r := l.newReader(name, first, first-1, ^uint64(0))
 	l.readers[name] = r
 	return r, nil
+}
+
+func (l *Log) newReader(name string, next, acked, saved uint64) *Reader {
+	r := &Reader{l: l, name: name, next: next, acked: acked, saved: saved}
+	r.onSkip = func(sk skip) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		// Bytes cut or rewritten under a Read (TruncateAfter, a drop) are
+		// not damage: the Read starts over.
+		if l.hasSegmentLocked(r.scSeg) && r.gen == r.scGen && !r.stale {
+			l.countSkipLocked(r.scSeg, r.sc.path, sk)
+		}
+	}
+	return r
 }
 
 func validName(name string) bool {
@@ -97,9 +116,12 @@ func (r *Reader) Name() string { return r.name }
 // Payloads alias the reader's buffer: they are valid until the next Read,
 // Seek or Close. Read advances the position but not the ack: records not
 // acked are delivered again after a restart. It never returns a record
-// that fails its CRC: a damaged segment is read up to the bad record, the
-// rest skipped and the loss counted (Stats.Lost) and logged. Memory use is
-// independent of the backlog: records are streamed from the files.
+// that fails its CRC: a damaged record is skipped, reading goes on at the
+// next valid record of the segment (a segment whose end is damaged is read
+// up to the damage), and the records skipped are counted once (Stats.Lost)
+// and logged with file and offset. Sequences may skip ahead where records
+// were lost or after a crash. Memory use is independent of the backlog:
+// records are streamed from the files.
 func (r *Reader) Read(ctx context.Context, buf []Record, maxBytes int) ([]Record, error) {
 	l := r.l
 	r.mu.Lock()
@@ -154,7 +176,8 @@ func (r *Reader) Read(ctx context.Context, buf []Record, maxBytes int) ([]Record
 			end     int64
 			last    uint64
 			after   uint64 // where records continue after this segment
-			gapLoss bool   // a jump to after loses records
+			lossEnd uint64 // the records of this segment end before it
+			gapLoss bool   // a jump to after loses records up to lossEnd
 		)
 		if i >= 0 {
 			seg, end, last = l.segs[i], l.segs[i].size, l.segLastLocked(i)
@@ -162,11 +185,11 @@ func (r *Reader) Read(ctx context.Context, buf []Record, maxBytes int) ([]Record
 		switch {
 		case i+1 < len(l.segs):
 			after = l.segs[i+1].first
-			gapLoss = l.segs[i+1].flags&flagDiscontinuity == 0
+			lossEnd, gapLoss = l.segs[i+1].lossEnd()
 		case l.opts.Kind == Memory:
-			after = l.mem.first
+			after, lossEnd, gapLoss = max(l.mem.first, l.diskNext), l.diskNext, true
 		default:
-			after = l.next
+			after, lossEnd, gapLoss = l.next, l.diskNext, true
 		}
 		if i < 0 || r.next > last {
 			// Nothing of this segment left at r.next: move on.
@@ -178,7 +201,8 @@ func (r *Reader) Read(ctx context.Context, buf []Record, maxBytes int) ([]Record
 		l.mu.Unlock()
 
 		var err error
-		out, err = r.readSegment(out, seg, start, end, limit, maxBytes)
+		r.scSeg, r.scGen = seg, gen
+		out, err = r.readSegment(out, seg, start, end, last, limit, maxBytes)
 		switch {
 		case err == nil:
 		case skippable(err):
@@ -191,7 +215,7 @@ func (r *Reader) Read(ctx context.Context, buf []Record, maxBytes int) ([]Record
 				r.closeFile()
 				continue // deleted, cut or moved meanwhile
 			}
-			l.damagedLocked(seg, r.next, after, gapLoss, err)
+			l.damagedLocked(seg, r.next, lossEnd, gapLoss, err)
 			r.next = max(after, r.next)
 			r.gen++
 			l.mu.Unlock()
@@ -221,8 +245,9 @@ func skippable(err error) bool {
 }
 
 // readSegment reads records starting at from (r.next as read under l.mu;
-// r.next itself may move meanwhile) from seg, whose readable bytes end at end.
-func (r *Reader) readSegment(out []Record, seg *segment, from uint64, end int64, limit, maxBytes int) ([]Record, error) {
+// r.next itself may move meanwhile) from seg, whose readable bytes end at
+// end and whose records end at last at the latest.
+func (r *Reader) readSegment(out []Record, seg *segment, from uint64, end int64, last uint64, limit, maxBytes int) ([]Record, error) {
 	l := r.l
 	if r.f == nil || r.fnum != seg.num || r.scSeq != from {
 		r.closeFile()
@@ -232,16 +257,25 @@ func (r *Reader) readSegment(out []Record, seg *segment, from uint64, end int64,
 			return out, fmt.Errorf("buffer: open segment: %w", err)
 		}
 		r.f, r.fnum = f, seg.num
-		r.sc.reset(f, path, headerSize, end, seg.first, l.opts.MaxRecordBytes)
+		r.sc.reset(f, path, seg.data, end, seg.first, seg.salt, l.opts.MaxRecordBytes)
+		r.sc.onSkip = r.onSkip
 		for r.sc.next < from {
-			if _, _, err := r.sc.scan(true); err != nil {
+			seq, p, err := r.sc.scan(true)
+			if err != nil {
 				r.scSeq = r.sc.next
 				return out, err
+			}
+			if seq >= from {
+				// The scanner resynchronised over damage past from: keep
+				// that record for the loop below.
+				r.sc.off -= int64(frameOverhead + len(p))
+				r.sc.next = seq
+				break
 			}
 		}
 		r.scSeq = r.sc.next
 	}
-	r.sc.end = end
+	r.sc.end, r.sc.last = end, last
 	bytes := 0
 	for len(out) < limit {
 		off, next := r.sc.off, r.sc.next
@@ -286,7 +320,7 @@ func (r *Reader) readMemoryLocked(out []Record, limit, maxBytes int) []Record {
 	}
 	r.mbuf = append(r.mbuf[:0], m.buf[i:j]...)
 	for k := 0; k < len(r.mbuf); {
-		seq, payload, n, _, _ := parseFrame(r.mbuf[k:], r.l.opts.MaxRecordBytes, 0)
+		seq, payload, n, _, _ := parseFrame(r.mbuf[k:], r.l.opts.MaxRecordBytes, 0, r.l.salt)
 		out = append(out, Record{Seq: seq, Payload: payload})
 		k += n
 	}
@@ -313,26 +347,28 @@ func (l *Log) hasSegmentLocked(s *segment) bool {
 	return false
 }
 
-// damagedLocked reports records from..after-1 of s as unreadable (counted
-// once per segment).
-func (l *Log) damagedLocked(s *segment, from, after uint64, gapLoss bool, cause error) {
-	if s.lossCounted {
-		return
-	}
-	s.lossCounted = true
+// damagedLocked reports records from..lossEnd-1 of s as unreadable: the
+// segment ends early or its end is damaged with no valid record after it.
+// Each record is counted once, whichever reader meets it first.
+func (l *Log) damagedLocked(s *segment, from, lossEnd uint64, gapLoss bool, cause error) {
 	var n uint64
-	if gapLoss && after > from {
-		n = after - from
+	if gapLoss {
+		n = s.countOnce(seqSpan{from, lossEnd})
 	}
-	if n == 0 && errors.Is(cause, io.EOF) {
-		return
-	}
-	l.lost += n
 	if !errors.Is(cause, io.EOF) {
 		l.lastErr = cause
 	}
-	l.log.Warn("buffer: records lost: segment damaged or cut short, rest skipped",
-		"segment", s.num, "from_seq", from, "lost", n, "cause", cause)
+	if n == 0 {
+		return
+	}
+	l.lost += n
+	path, off := l.segPath(s.num), s.size
+	var ce *CorruptError
+	if errors.As(cause, &ce) {
+		path, off = ce.Path, ce.Offset
+	}
+	l.log.Warn("buffer: records lost: the end of a segment is damaged or cut short",
+		"path", path, "offset", off, "from_seq", from, "lost", n, "cause", cause)
 }
 
 // Ack marks every record with a sequence <= seq as processed. Acks only move

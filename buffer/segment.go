@@ -1,6 +1,7 @@
 package buffer
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -16,15 +17,60 @@ import (
 type segment struct {
 	num     uint64
 	first   uint64 // sequence of its first record
+	gap     uint64 // header Gap: gap..first-1 are not loss; the previous segment ends before gap
 	created int64  // unix nanos from the header
 	flags   uint16
-	size    int64 // bytes of the file that hold valid data (header included)
+	version uint16
+	salt    uint32 // seeds its frames' CRC
+	data    int64  // offset of its first record (the header's size)
+	size    int64  // bytes of the file that hold valid data (header included)
 
 	// failed is set when an fsync of this segment failed: it is sealed and
 	// its records are never reported durable.
 	failed error
-	// lossCounted is set once the gap after this segment was counted.
-	lossCounted bool
+	// counted holds the sequence ranges of its damage already counted in
+	// Log.lost, so that every reader crossing the same damage (and the
+	// recovery scan) counts it once.
+	counted []seqSpan
+}
+
+// seqSpan is the sequences From..To-1.
+type seqSpan struct{ From, To uint64 }
+
+// countOnce adds r to s.counted and returns how many of its sequences were
+// not counted before. s.counted stays sorted and disjoint.
+func (s *segment) countOnce(r seqSpan) uint64 {
+	if r.To <= r.From {
+		return 0
+	}
+	n := r.To - r.From
+	merged := r
+	out := s.counted[:0:0]
+	for _, c := range s.counted {
+		if c.To < merged.From || c.From > merged.To {
+			out = append(out, c)
+			continue
+		}
+		lo, hi := max(c.From, r.From), min(c.To, r.To)
+		if lo < hi {
+			n -= hi - lo
+		}
+		merged = seqSpan{min(merged.From, c.From), max(merged.To, c.To)}
+	}
+	out = append(out, merged)
+	slices.SortFunc(out, func(a, b seqSpan) int { return cmp.Compare(a.From, b.From) })
+	s.counted = out
+	return n
+}
+
+// hasData reports whether the segment holds at least one record's bytes.
+func (s *segment) hasData() bool { return s.size > s.data }
+
+// lossEnd is the sequence before which the records of the segment before
+// s end, and whether loss may be counted up to it (not for a version 1
+// segment marked as a discontinuity: its gap is not recorded).
+func (s *segment) lossEnd() (uint64, bool) {
+	return s.gap, s.flags&flagDiscontinuity == 0
 }
 
 func segName(num uint64) string { return fmt.Sprintf("%020d%s", num, segSuffix) }
@@ -100,17 +146,20 @@ func isReadOnly(err error) bool {
 	return errors.Is(err, syscall.EROFS) || errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM)
 }
 
-// createSegment writes a new segment file holding only its header, fsyncs
-// nothing (the caller's fsync round covers it: file, then directory).
-func (l *Log) createSegment(num, first uint64, flags uint16) (*segment, *os.File, error) {
+// createSegment writes a new segment file holding only its header (with
+// the log's salt; gap <= first, see segHeader.Gap), fsyncs nothing (the
+// caller's fsync round covers it: file, then directory).
+func (l *Log) createSegment(num, first, gap uint64) (*segment, *os.File, error) {
 	path := l.segPath(num)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return nil, nil, fmt.Errorf("buffer: create segment: %w", err)
 	}
-	s := &segment{num: num, first: first, created: l.opts.Now().UnixNano(), flags: flags, size: headerSize}
+	gap = min(gap, first)
+	s := &segment{num: num, first: first, gap: gap, created: l.opts.Now().UnixNano(), version: formatVersion,
+		salt: l.salt, data: headerSize, size: headerSize}
 	var b [headerSize]byte
-	segHeader{Num: num, First: first, Created: s.created, Flags: flags}.encode(b[:])
+	segHeader{Num: num, First: first, Created: s.created, Gap: gap, Salt: l.salt}.encode(b[:])
 	if _, err := f.WriteAt(b[:], 0); err != nil {
 		f.Close()
 		os.Remove(path)

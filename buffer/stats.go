@@ -37,18 +37,18 @@ type CursorStats struct {
 	Name  string
 	Acked uint64 // every record <= Acked was acked
 	Next  uint64 // next sequence Read returns
-	Lag   uint64 // records appended and not yet acked
+	Lag   uint64 // records held and not yet acked
 }
 
 // Stats is a snapshot of a Log.
 type Stats struct {
 	Kind            Kind
 	Segments        int
-	Records         uint64    // retained records: sequence range minus known loss
+	Records         uint64    // retained records: sequence range minus gaps and known loss
 	DiskBytes       int64     // bytes of the segment files
 	MemoryBytes     int64     // bytes of records held in memory (Memory kind)
 	FirstSeq        uint64    // oldest retained record (== NextSeq when empty)
-	NextSeq         uint64    // sequence the next Append gets
+	NextSeq         uint64    // sequence after the last record appended: the next Append gets it (after a crash, a higher one)
 	DurableSeq      uint64    // every record <= DurableSeq is fsynced
 	OldestRecord    time.Time // no record is older (the oldest segment's creation)
 	Drops           DropCounts
@@ -78,14 +78,16 @@ func (l *Log) Stats() Stats {
 		DamagedSegments: l.damaged,
 		LastError:       l.lastErr,
 	}
-	if n := l.next - first; n > l.lost {
-		s.Records = n - l.lost
+	// Records held, less the damage readers found inside them (the loss
+	// counted at recovery lies in recorded gaps, outside what is held).
+	if n, lost := l.heldLocked(first, l.next), l.lost-l.lostGap; n > lost {
+		s.Records = n - lost
 	}
 	if len(l.segs) > 0 {
 		s.OldestRecord = time.Unix(0, l.segs[0].created)
 	}
 	for _, r := range l.readers {
-		s.Cursors = append(s.Cursors, CursorStats{Name: r.name, Acked: r.acked, Next: r.next, Lag: l.next - 1 - r.acked})
+		s.Cursors = append(s.Cursors, CursorStats{Name: r.name, Acked: r.acked, Next: r.next, Lag: l.heldLocked(r.acked+1, l.next)})
 	}
 	sort.Slice(s.Cursors, func(i, j int) bool { return s.Cursors[i].Name < s.Cursors[j].Name })
 	return s
@@ -112,6 +114,7 @@ func (l *Log) TruncateAfter(seq uint64) error {
 	}
 	oldNext := l.next
 	l.next = seq + 1
+	l.resume = 0 // the explicit reuse TruncateAfter is for
 	for _, r := range l.readers {
 		r.stale = true
 		if r.next > l.next {
@@ -152,7 +155,7 @@ func (l *Log) TruncateAfter(seq uint64) error {
 		return l.restartLocked(seq + 1)
 	}
 	var sc scanner
-	sc.reset(f, path, headerSize, s.size, s.first, l.opts.MaxRecordBytes)
+	sc.reset(f, path, s.data, s.size, s.first, s.salt, l.opts.MaxRecordBytes)
 	for sc.next <= seq {
 		if _, _, err := sc.scan(true); err != nil {
 			break
@@ -180,7 +183,7 @@ func (l *Log) TruncateAfter(seq uint64) error {
 // restartLocked removes every segment and starts an empty one at next.
 func (l *Log) restartLocked(next uint64) error {
 	last := l.segs[len(l.segs)-1].num
-	s, f, err := l.createSegment(last+1, next, 0)
+	s, f, err := l.createSegment(last+1, next, next)
 	if err == nil {
 		if err = f.Sync(); err != nil {
 			f.Close()

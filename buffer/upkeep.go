@@ -99,7 +99,7 @@ func (l *Log) reclaim() {
 			l.dropOldestLocked(DropAge)
 		}
 		act := l.segs[len(l.segs)-1]
-		if act.size > headerSize && act.created <= now.Add(-l.opts.MaxAge/2).UnixNano() {
+		if act.hasData() && act.created <= now.Add(-l.opts.MaxAge/2).UnixNano() {
 			if err := l.rotateLocked(l.diskNext); err != nil {
 				l.log.Warn("buffer: seal aged segment", "err", err)
 			}
@@ -109,14 +109,17 @@ func (l *Log) reclaim() {
 
 // Cursor file: magic "PCUR", version u16, reserved u16, acked u64,
 // CRC-32C of the preceding 16 bytes u32, reserved u32.
-const cursorSize = 24
+const (
+	cursorSize    = 24
+	cursorVersion = 1
+)
 
 var cursorMagic = [4]byte{'P', 'C', 'U', 'R'}
 
 func encodeCursor(acked uint64) []byte {
 	b := make([]byte, cursorSize)
 	copy(b, cursorMagic[:])
-	binary.LittleEndian.PutUint16(b[4:6], formatVersion)
+	binary.LittleEndian.PutUint16(b[4:6], cursorVersion)
 	binary.LittleEndian.PutUint64(b[8:16], acked)
 	binary.LittleEndian.PutUint32(b[16:20], crc32.Checksum(b[:16], castagnoli))
 	return b
@@ -126,7 +129,7 @@ func decodeCursor(b []byte) (uint64, error) {
 	if len(b) != cursorSize || [4]byte(b[0:4]) != cursorMagic {
 		return 0, errors.New("bad cursor file")
 	}
-	if v := binary.LittleEndian.Uint16(b[4:6]); v != formatVersion {
+	if v := binary.LittleEndian.Uint16(b[4:6]); v != cursorVersion {
 		return 0, fmt.Errorf("unsupported cursor version %d", v)
 	}
 	if crc32.Checksum(b[:16], castagnoli) != binary.LittleEndian.Uint32(b[16:20]) {
@@ -161,22 +164,13 @@ func readCursors(dir string, bad func(name string, err error)) (map[string]uint6
 	return out, nil
 }
 
-func (l *Log) maxCursorFile() uint64 {
-	cs, _ := readCursors(l.dir, func(string, error) {})
-	var m uint64
-	for _, a := range cs {
-		m = max(m, a)
-	}
-	return m
-}
-
 // loadCursors creates a Reader for every cursor file, clamped to the
 // retained records.
 func (l *Log) loadCursors() error {
 	first := l.firstLocked()
 	cs, err := readCursors(l.dir, func(name string, err error) {
 		l.log.Warn("buffer: cursor file damaged; reader restarts at the oldest record", "reader", name, "err", err)
-		l.readers[name] = &Reader{l: l, name: name, next: first, acked: first - 1, saved: ^uint64(0)}
+		l.readers[name] = l.newReader(name, first, first-1, ^uint64(0))
 	})
 	if err != nil {
 		return err
@@ -191,7 +185,7 @@ func (l *Log) loadCursors() error {
 		if acked+1 < first {
 			acked = first - 1
 		}
-		l.readers[name] = &Reader{l: l, name: name, next: acked + 1, acked: acked, saved: saved}
+		l.readers[name] = l.newReader(name, acked+1, acked, saved)
 	}
 	return nil
 }

@@ -105,11 +105,23 @@ func bufferInspect(dir string, asJSON bool, stdout, stderr io.Writer) int {
 		// No range and no oldest record: there is none.
 		fmt.Fprintf(tw, "records\t0 (the next is sequence %d)\n", max(rep.NextSeq, 1))
 	} else {
-		fmt.Fprintf(tw, "records\t%d (sequences %d to %d)\n", rep.Records, rep.FirstSeq, rep.NextSeq-1)
+		gaps := ""
+		if rep.NextSeq > rep.FirstSeq && rep.Records != rep.NextSeq-rep.FirstSeq {
+			gaps = ", less unused sequences"
+		}
+		fmt.Fprintf(tw, "records\t%d (sequences %d to %d%s)\n", rep.Records, rep.FirstSeq, rep.NextSeq-1, gaps)
 	}
 	fmt.Fprintf(tw, "bytes\t%d\n", rep.Bytes)
 	if rep.Records > 0 && !rep.OldestRecord.IsZero() {
 		fmt.Fprintf(tw, "oldest record\t%s (%s ago)\n", rep.OldestRecord.UTC().Format(time.RFC3339), time.Since(rep.OldestRecord).Round(time.Second))
+	}
+	switch r := rep.Reservation; {
+	case r.State == "missing":
+		fmt.Fprintf(tw, "sequence reservation\tnone\n")
+	case r.Clean:
+		fmt.Fprintf(tw, "sequence reservation\t%s: closed cleanly, next sequence %d\n", r.State, r.Limit)
+	default:
+		fmt.Fprintf(tw, "sequence reservation\t%s: sequences below %d may have been issued (open, or not closed cleanly)\n", r.State, r.Limit)
 	}
 	for _, c := range rep.Cursors {
 		fmt.Fprintf(tw, "cursor %s\tacked %d, lag %d records\n", c.Name, c.Acked, c.Lag)
@@ -124,9 +136,13 @@ func bufferInspect(dir string, asJSON bool, stdout, stderr io.Writer) int {
 	if len(rep.Segments) > 0 {
 		fmt.Fprintln(stdout)
 		tw = tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "segment\tfirst seq\tbytes\tcreated\t")
+		fmt.Fprintln(tw, "segment\tversion\tfirst seq\tunused before\tbytes\tcreated\t")
 		for _, s := range rep.Segments {
-			fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t\n", s.Number, s.First, s.Bytes, s.Created.UTC().Format(time.RFC3339))
+			gap := "-"
+			if s.Gap < s.First {
+				gap = fmt.Sprintf("%d-%d", s.Gap, s.First-1)
+			}
+			fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%d\t%s\t\n", s.Number, s.Version, s.First, gap, s.Bytes, s.Created.UTC().Format(time.RFC3339))
 		}
 		tw.Flush()
 	}

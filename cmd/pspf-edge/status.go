@@ -239,6 +239,13 @@ func (s *supervisor) registerGauges(m *managed) {
 	g("pspf_log_disk_bytes", func(v *pipelineView) float64 { return float64(v.Log.DiskBytes) })
 	g("pspf_log_max_bytes", func(v *pipelineView) float64 { return float64(v.Log.MaxBytes) })
 	g("pspf_log_records", func(v *pipelineView) float64 { return float64(v.Log.Records) })
+	g("pspf_log_lost_total", func(v *pipelineView) float64 {
+		n := v.Log.Lost
+		if v.Input != nil {
+			n += v.Input.Lost
+		}
+		return float64(n)
+	})
 	g("pspf_log_oldest_unsent_seconds", func(v *pipelineView) float64 { return v.OldestUnsentSeconds })
 	g("pspf_log_seconds_to_cap", func(v *pipelineView) float64 {
 		if v.SecondsToCap == nil {
