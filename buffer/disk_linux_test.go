@@ -3,6 +3,7 @@ package buffer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -158,5 +159,52 @@ func TestReadOnlyDir(t *testing.T) {
 	// The offline tools still work.
 	if rep, err := Inspect(dir); err != nil || rep.Records != 10 {
 		t.Fatalf("Inspect read-only: %+v %v", rep, err)
+	}
+}
+
+// Under drop_oldest on a full disk, deleting a segment frees its space at
+// once — also when the segment waits for its fsync round, or lagging
+// readers hold it open — so the log drops one segment per full disk and
+// never refuses a record.
+func TestFullDiskDropOldestFreesAtOnce(t *testing.T) {
+	mnt := mountTmpfs(t, "128k")
+	dir := filepath.Join(mnt, "log")
+	// A long fsync interval: sealed segments wait long for their round.
+	o := Options{SegmentBytes: 16 << 10, MaxBytes: 64 << 20, Overflow: DropOldest, SyncInterval: time.Second}
+	l := openT(t, dir, o)
+	last := appendN(t, l, 1, 1000, 1)
+	// Three lagging readers, each holding one of the first segments open.
+	for i, upto := range []int{1, 300, 600} {
+		r, _ := l.Reader(fmt.Sprintf("lag%d", i))
+		readN(t, r, 1, upto)
+	}
+	ctx := context.Background()
+	most := 0 // segments when the disk is full
+	for n := 0; n < 3000; n++ {
+		before := l.Stats()
+		most = max(most, before.Segments)
+		last++
+		if _, err := l.Append(ctx, [][]byte{payload(last)}); err != nil {
+			t.Fatalf("Append %d on a full disk: %v (segments %d, at most %d)", last, err, l.Stats().Segments, most)
+		}
+		after := l.Stats()
+		if gone := before.Segments - after.Segments; gone > 1 {
+			t.Fatalf("Append %d dropped %d segments (%d left, at most %d), want at most 1", last, gone, after.Segments, most)
+		}
+	}
+	st := l.Stats()
+	if st.Drops.OverflowOldest == 0 {
+		t.Fatalf("the disk never filled: %+v", st)
+	}
+	if st.Segments < most-1 {
+		t.Fatalf("segments: %d left, %d when the disk filled", st.Segments, most)
+	}
+	r, _ := l.Reader("lag2")
+	readN(t, r, st.FirstSeq, int(last-st.FirstSeq+1))
+	if err := l.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if vr, err := Verify(dir); err != nil || !vr.OK() {
+		t.Fatalf("Verify: %+v %v", vr.Problems, err)
 	}
 }

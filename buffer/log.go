@@ -52,6 +52,7 @@ type Log struct {
 	activeBroken bool       // a write or fsync failed: seal it at the next write
 	activeDirty  bool       // written since the last fsync
 	pending      []pendingFile
+	syncing      []*segment // sealed segments an fsync round holds open now
 	dirDirty     bool
 	next         uint64 // sequence of the next record appended
 	diskNext     uint64 // sequence after the last record written to a file
@@ -376,7 +377,7 @@ func (l *Log) Close() error {
 		r.closeFile()
 		r.mu.Unlock()
 	}
-	if err := l.persistCursors(true); err != nil {
+	if err := l.saveCursors(true); err != nil {
 		errs = append(errs, err)
 	}
 	l.closeFiles()

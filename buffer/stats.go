@@ -38,6 +38,9 @@ type CursorStats struct {
 	Acked uint64 // every record <= Acked was acked
 	Next  uint64 // next sequence Read returns
 	Lag   uint64 // records appended and not yet acked
+	// Dropped counts the records the overflow policy or MaxAge deleted
+	// before this reader read them, since Open.
+	Dropped uint64
 }
 
 // Stats is a snapshot of a Log.
@@ -85,7 +88,7 @@ func (l *Log) Stats() Stats {
 		s.OldestRecord = time.Unix(0, l.segs[0].created)
 	}
 	for _, r := range l.readers {
-		s.Cursors = append(s.Cursors, CursorStats{Name: r.name, Acked: r.acked, Next: r.next, Lag: l.next - 1 - r.acked})
+		s.Cursors = append(s.Cursors, CursorStats{Name: r.name, Acked: r.acked, Next: r.next, Lag: l.next - 1 - r.acked, Dropped: r.dropped})
 	}
 	sort.Slice(s.Cursors, func(i, j int) bool { return s.Cursors[i].Name < s.Cursors[j].Name })
 	return s

@@ -24,6 +24,7 @@ func (l *Log) upkeep() {
 	defer t.Stop()
 	idle := false
 	lastCursors := time.Now()
+	cursorsFailing := false
 	for {
 		select {
 		case <-l.closing:
@@ -46,9 +47,15 @@ func (l *Log) upkeep() {
 		l.reclaim()
 		if time.Since(lastCursors) >= l.opts.AckInterval {
 			lastCursors = time.Now()
-			if err := l.persistCursors(false); err != nil {
-				l.log.Error("buffer: persist cursors", "err", err)
+			// One line when persisting begins to fail (a full disk
+			// retries every AckInterval) and one when it works again.
+			err := l.saveCursors(false)
+			if err != nil && !cursorsFailing {
+				l.log.Error("buffer: persist cursors; retrying, readers may resend more after a crash", "err", err)
+			} else if err == nil && cursorsFailing {
+				l.log.Info("buffer: cursors persisted again")
 			}
+			cursorsFailing = err != nil
 		}
 		idle = !l.fsyncPending()
 		if idle {
@@ -194,6 +201,25 @@ func (l *Log) loadCursors() error {
 		l.readers[name] = &Reader{l: l, name: name, next: acked + 1, acked: acked, saved: saved}
 	}
 	return nil
+}
+
+// saveCursors is persistCursors on a disk that may be full. Under
+// DropOldest a log fills the disk to the last block, and a cursor file is
+// written to a new file before it replaces the old one: then the oldest
+// segment is dropped (as the policy would for a record) and the write
+// tried once more.
+func (l *Log) saveCursors(all bool) error {
+	err := l.persistCursors(all)
+	if err == nil || !isNoSpace(err) || l.opts.Overflow != DropOldest {
+		return err
+	}
+	l.mu.Lock()
+	_, ok := l.dropOldestLocked(DropOverflowOldest)
+	l.mu.Unlock()
+	if !ok {
+		return err
+	}
+	return l.persistCursors(all)
 }
 
 // persistCursors writes the cursors whose ack moved since they were last
