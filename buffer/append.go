@@ -44,6 +44,9 @@ const diskFullRetry = 100 * time.Millisecond
 //     (DropOverflowNewest, or DropDiskFull for ENOSPC); Append returns an
 //     *AppendError (errors.Is ErrFull) saying how many were stored.
 //
+// Each full episode is logged once when it begins (WARN) and once when it
+// ends (INFO), and shows in Stats.Full meanwhile; see FullStats.
+//
 // On any error, payloads[:Accepted] of the *AppendError were stored and last
 // is the sequence of the last of them (0 if none). After Close it returns
 // ErrClosed (in an *AppendError).
@@ -106,7 +109,8 @@ func (e *overflowErr) Error() string { return string(e.reason) }
 
 // overflowLocked applies the policy when the log is full (cause nil) or a
 // write hit ENOSPC. It returns nil when Append should try again, or the
-// error that ends it. It may release l.mu while it waits.
+// error that ends it. It may release l.mu while it waits. Every call is
+// an overflow of the current full episode (full.go).
 func (l *Log) overflowLocked(ctx context.Context, cause error) error {
 	reason := DropOverflowNewest
 	if cause != nil {
@@ -114,13 +118,17 @@ func (l *Log) overflowLocked(ctx context.Context, cause error) error {
 	}
 	switch l.opts.Overflow {
 	case DropOldest:
-		if _, ok := l.dropOldestLocked(DropOverflowOldest); ok {
+		if n, ok := l.dropOldestLocked(DropOverflowOldest); ok {
+			l.full.dropped += n
+			l.full.segments++
+			l.fullLocked(cause, "dropped", n)
 			return nil
 		}
 		return &overflowErr{reason, cause}
 	case DropNewest:
 		return &overflowErr{reason, cause}
 	}
+	l.fullLocked(cause, "", 0)
 	if l.spaceWait == nil {
 		l.spaceWait = make(chan struct{})
 	}
@@ -131,8 +139,12 @@ func (l *Log) overflowLocked(ctx context.Context, cause error) error {
 		defer t.Stop()
 		retry = t.C
 	}
+	l.waitLocked()
 	l.mu.Unlock()
-	defer l.mu.Lock()
+	defer func() {
+		l.mu.Lock()
+		l.unwaitLocked()
+	}()
 	select {
 	case <-ch:
 		return nil
@@ -154,6 +166,8 @@ func (l *Log) refuseLocked(accepted, total int, err error) error {
 	}
 	dropped := total - accepted
 	l.drops.add(oe.reason, uint64(dropped))
+	l.full.refused += uint64(dropped)
+	l.fullLocked(oe.cause, "refused", uint64(dropped))
 	return &AppendError{Accepted: accepted, Dropped: dropped, Reason: oe.reason, Err: oe.cause}
 }
 

@@ -29,6 +29,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Log is an append-only log of records in a directory. Its methods are safe
@@ -66,6 +67,10 @@ type Log struct {
 	missing      int
 	damaged      int
 	lastErr      error
+	full         episode       // the current full episode (full.go)
+	fullQuiet    time.Duration // fullQuiet, shorter in tests
+	diskFree     int64         // bytes free on the file system, -1 unknown
+	freeAt       time.Time     // when diskFree was read
 	readWait     chan struct{} // closed on append; nil when nobody waits
 	spaceWait    chan struct{} // closed when space is freed; nil when nobody waits
 	syncDone     chan struct{} // closed after each fsync round
@@ -117,6 +122,9 @@ func Open(dir string, opts Options) (*Log, error) {
 		kick:      make(chan struct{}, 1),
 		closing:   make(chan struct{}),
 		closeDone: make(chan struct{}),
+		fullQuiet: fullQuiet,
+		diskFree:  diskFree(dir),
+		freeAt:    time.Now(),
 	}
 	if err := l.recover(); err != nil {
 		l.closeFiles()

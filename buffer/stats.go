@@ -59,7 +59,16 @@ type Stats struct {
 	MissingSegments int    // segment files missing at Open
 	DamagedSegments int    // segment files with a bad header at Open (renamed *.damaged)
 	Cursors         []CursorStats
-	LastError       error // last I/O or damage error, nil if none
+	// LastError is the last I/O or damage error, nil if none. A full disk's
+	// error stays here while the log is full and is cleared when the
+	// episode ends.
+	LastError error
+	// Full is the current full episode (max_bytes reached or the disk
+	// full); its Since is zero when the log is not full.
+	Full FullStats
+	// DiskFree is what the file system holding the log still has for it
+	// (statfs, refreshed about once a second), -1 if unknown.
+	DiskFree int64
 }
 
 // Stats returns a snapshot. It does not block on I/O and works after Close.
@@ -80,6 +89,8 @@ func (l *Log) Stats() Stats {
 		MissingSegments: l.missing,
 		DamagedSegments: l.damaged,
 		LastError:       l.lastErr,
+		Full:            l.fullStatsLocked(),
+		DiskFree:        l.diskFree,
 	}
 	if n := l.next - first; n > l.lost {
 		s.Records = n - l.lost

@@ -30,6 +30,7 @@ func (l *Log) upkeep() {
 		case <-l.closing:
 			return
 		case <-l.kick:
+			l.refreshFree()
 			l.reclaim()
 			if idle {
 				idle = false
@@ -44,6 +45,7 @@ func (l *Log) upkeep() {
 			l.syncRoundLocked(l.opts.Sync == SyncInterval)
 			l.syncMu.Unlock()
 		}
+		l.refreshFree()
 		l.reclaim()
 		if time.Since(lastCursors) >= l.opts.AckInterval {
 			lastCursors = time.Now()
@@ -79,8 +81,8 @@ func (l *Log) fsyncPending() bool {
 	return false
 }
 
-// reclaim deletes segments every reader has acked, applies MaxAge and frees
-// acked in-memory records.
+// reclaim deletes segments every reader has acked, applies MaxAge, frees
+// acked in-memory records and ends a full episode that is over.
 func (l *Log) reclaim() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -112,6 +114,7 @@ func (l *Log) reclaim() {
 			}
 		}
 	}
+	l.checkFullLocked()
 }
 
 // Cursor file: magic "PCUR", version u16, reserved u16, acked u64,
@@ -214,7 +217,12 @@ func (l *Log) saveCursors(all bool) error {
 		return err
 	}
 	l.mu.Lock()
-	_, ok := l.dropOldestLocked(DropOverflowOldest)
+	n, ok := l.dropOldestLocked(DropOverflowOldest)
+	if ok {
+		l.full.dropped += n
+		l.full.segments++
+		l.fullLocked(err, "dropped", n)
+	}
 	l.mu.Unlock()
 	if !ok {
 		return err
