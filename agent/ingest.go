@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"time"
+
+	"github.com/pspf/pspf-edge/buffer"
 )
 
 // pending is a batch appended to the log, waiting for the fsync that makes it
@@ -125,6 +127,21 @@ func (s *sourceRun) handle(ctx context.Context, recs []Record, ack AckFunc, comm
 		return
 	}
 	last, err := s.p.plog.Append(ctx, pays)
+	if ae := (*buffer.AppendError)(nil); errors.As(err, &ae) && ae.Reason != "" {
+		// The log is full and its policy (drop_newest, or a full disk)
+		// dropped the rest of the batch: counted and logged there. The
+		// source is acked for them too, or it would send them again, to
+		// be refused and counted again. last covers the part stored.
+		err = nil
+		if last == 0 {
+			if dead > 0 {
+				commits <- pending{dead: dead, ack: ack}
+			} else if ack != nil {
+				ack(ctx, nil)
+			}
+			return
+		}
+	}
 	if err != nil {
 		s.nack(ctx, ack, fmt.Errorf("append to log: %w", err))
 		return

@@ -444,7 +444,8 @@ func (s *statefulStage) emit(ctx context.Context, b *Batch) {
 			s.pays = s.pays[ae.Accepted:]
 		}
 		if errors.As(err, &ae) && ae.Reason != "" {
-			s.log.Warn("outbox full; outputs dropped by its overflow policy", "dropped", ae.Dropped)
+			// The outbox logs one WARN per full episode; not one per batch.
+			s.log.Debug("outbox full; outputs dropped by its overflow policy", "dropped", ae.Dropped)
 			return
 		}
 		s.p.setErr(fmt.Errorf("stateful: append to outbox: %w", err))

@@ -74,6 +74,11 @@ type SinkStatus struct {
 	Acked uint64 `json:"acked"`
 	// Backlog is how many records of the log the sink has not delivered.
 	Backlog uint64 `json:"backlog"`
+	// LogDropped counts the records the log's overflow policy (or max_age)
+	// deleted before this sink read them, since the log was opened. With
+	// several sinks it can exceed the log's own drop count, which counts
+	// only records no sink had read.
+	LogDropped uint64 `json:"log_dropped"`
 }
 
 // LogStatus describes a pipeline log.
@@ -95,8 +100,30 @@ type LogStatus struct {
 	// Drops counts the records the log dropped since it was opened (this
 	// generation), by reason: "overflow_oldest", "overflow_newest", "age",
 	// "disk_full".
-	Drops     map[string]uint64 `json:"drops,omitempty"`
-	LastError string            `json:"last_error,omitempty"`
+	Drops map[string]uint64 `json:"drops,omitempty"`
+	// Overflow is the policy at the cap: block, drop_oldest, drop_newest.
+	Overflow string `json:"overflow,omitempty"`
+	// FullSince is when the log became full in the current episode: it
+	// reached MaxBytes, or a write found the disk full. Absent when it is
+	// not full. The episode ends once the log has room again (1.5
+	// segments under the cap, two segments free on the disk) and nothing
+	// overflowed for 5 s. FullReason is "max_bytes" or "disk_full".
+	FullSince  time.Time `json:"full_since,omitzero"`
+	FullReason string    `json:"full_reason,omitempty"`
+	// BlockedSince is FullSince while appends wait for space (overflow:
+	// block): sources are not acked meanwhile. BlockedReason is
+	// FullReason then.
+	BlockedSince  time.Time `json:"blocked_since,omitzero"`
+	BlockedReason string    `json:"blocked_reason,omitempty"`
+	// FullDropped counts the records dropped or refused in the current
+	// episode.
+	FullDropped uint64 `json:"full_dropped,omitempty"`
+	// DiskFree is what the file system holding the log still has for it
+	// (statfs, read about once a second); -1 if unknown.
+	DiskFree int64 `json:"disk_free"`
+	// LastError is the log's last I/O or damage error; a full disk's error
+	// stays here while the disk is full.
+	LastError string `json:"last_error,omitempty"`
 }
 
 // logStatter is implemented by logs that can describe themselves (DiskLog).
@@ -114,16 +141,16 @@ func (p *Pipeline) Status() Status {
 		st.Operators = append(st.Operators, OperatorStatus{Name: o.name, Type: p.spec.Operators[i].Type,
 			RecordsIn: o.in.Get(), RecordsOut: o.out.Get(), Errors: o.failures.Get() + o.panics.Get()})
 	}
-	var cursors map[string]uint64
+	var cursors map[string]buffer.CursorStats
 	var avg float64 // bytes per record on disk
-	st.Log, cursors, avg = logStatus(p.sinkLog(), int64(p.spec.Buffer.MaxBytes))
+	st.Log, cursors, avg = logStatus(p.sinkLog(), p.spec.Buffer)
 	if p.stage != nil {
 		for i := range p.stage.ops {
 			o := &p.stage.ops[i]
 			st.Operators = append(st.Operators, OperatorStatus{Name: o.name, Type: p.spec.Operators[len(p.ops)+i].Type,
 				RecordsIn: o.in.Get(), RecordsOut: o.out.Get(), Errors: o.failures.Get() + o.panics.Get()})
 		}
-		in, _, _ := logStatus(p.plog, int64(p.spec.Buffer.MaxBytes))
+		in, _, _ := logStatus(p.plog, p.spec.Buffer)
 		if next := p.stage.nextPub.Load(); in.NextSeq > next {
 			in.Backlog = in.NextSeq - next
 		}
@@ -148,43 +175,56 @@ func (p *Pipeline) Status() Status {
 	for reason, n := range p.deps.Metrics.sumByLabel("pspf_dropped_total", "pipeline", p.spec.Name, "reason") {
 		st.Drops[reason] += n
 	}
+	// While a disk is full, its error is the pipeline's: nothing else may
+	// fail meanwhile (a blocked append is not an error), and it must show.
+	for _, ls := range []*LogStatus{st.Input, &st.Log} {
+		if ls != nil && ls.FullReason == string(buffer.FullDiskFull) && ls.LastError != "" {
+			st.LastError = ls.LastError
+			break
+		}
+	}
 	return st
 }
 
-// logStatus describes l, if it can describe itself, with the lag of each of
-// its cursors and the average bytes per record on disk.
-func logStatus(l Log, maxBytes int64) (st LogStatus, lags map[string]uint64, avg float64) {
+// logStatus describes l, if it can describe itself, with its cursors by
+// name and the average bytes per record on disk.
+func logStatus(l Log, c BufferConfig) (st LogStatus, cursors map[string]buffer.CursorStats, avg float64) {
 	ls, ok := l.(logStatter)
 	if !ok {
 		return st, nil, 0
 	}
 	bs := ls.Stats()
-	st = LogStatus{Records: bs.Records, DiskBytes: bs.DiskBytes, MaxBytes: maxBytes,
-		FirstSeq: bs.FirstSeq, NextSeq: bs.NextSeq, DurableSeq: bs.DurableSeq, Oldest: bs.OldestRecord, Lost: bs.Lost}
+	st = LogStatus{Records: bs.Records, DiskBytes: bs.DiskBytes, MaxBytes: int64(c.MaxBytes), Overflow: c.Overflow,
+		FirstSeq: bs.FirstSeq, NextSeq: bs.NextSeq, DurableSeq: bs.DurableSeq, Oldest: bs.OldestRecord, Lost: bs.Lost,
+		FullSince: bs.Full.Since, FullReason: string(bs.Full.Reason), FullDropped: bs.Full.Dropped, DiskFree: bs.DiskFree}
+	if bs.Full.Blocked {
+		st.BlockedSince, st.BlockedReason = st.FullSince, st.FullReason
+	}
 	if bs.LastError != nil {
 		st.LastError = bs.LastError.Error()
 	}
 	st.Drops = map[string]uint64{}
 	addDrops(st.Drops, bs.Drops)
-	lags = map[string]uint64{}
+	cursors = map[string]buffer.CursorStats{}
 	for _, c := range bs.Cursors {
-		lags[c.Name] = c.Lag
+		cursors[c.Name] = c
 	}
 	if bs.Records > 0 {
 		avg = float64(bs.DiskBytes) / float64(bs.Records)
 	}
-	return st, lags, avg
+	return st, cursors, avg
 }
 
-func (s *sinkRun) status(typ string, lags map[string]uint64) SinkStatus {
+func (s *sinkRun) status(typ string, cursors map[string]buffer.CursorStats) SinkStatus {
 	ss := SinkStatus{Name: s.name, Type: typ, Records: s.records.Get(), Bytes: s.bytes.Get(),
 		Errors: s.errs.Get(), Retries: s.retries.Get(), Rejected: s.dropped.Get(),
 		Online: s.online.Load(), Acked: s.acked.Load()}
 	if since := s.offlineSince.Load(); since != 0 {
 		ss.OfflineSince = time.Unix(0, since)
 	}
-	if lags != nil {
-		ss.Backlog = lags["sink."+s.name]
+	if cursors != nil {
+		c := cursors["sink."+s.name]
+		ss.Backlog, ss.LogDropped = c.Lag, c.Dropped
 	} else if next := s.src.NextSeq(); next > ss.Acked+1 {
 		ss.Backlog = next - 1 - ss.Acked
 	}

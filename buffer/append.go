@@ -34,12 +34,19 @@ const diskFullRetry = 100 * time.Millisecond
 //     disk, until writes succeed again; it retries every 100 ms). With no
 //     reader, space is freed only by MaxAge. If ctx ends first, it returns
 //     an *AppendError whose Err wraps ctx.Err().
-//   - DropOldest: whole oldest segments are deleted (their records counted
-//     as DropOverflowOldest, lagging cursors moved past them) and Append
-//     continues.
+//   - DropOldest: whole oldest segments are deleted, one at a time until
+//     the batch fits, and Append continues. Their records no reader had
+//     read are counted as DropOverflowOldest (a record a reader has read
+//     is its sink's to deliver); lagging cursors are moved past them. A
+//     deleted segment's blocks are freed at once, also when a reader holds
+//     it open, so that on a full disk one deletion makes room. With
+//     nothing left to delete the records are refused, as below.
 //   - DropNewest: the records that do not fit are refused and counted
 //     (DropOverflowNewest, or DropDiskFull for ENOSPC); Append returns an
 //     *AppendError (errors.Is ErrFull) saying how many were stored.
+//
+// Each full episode is logged once when it begins (WARN) and once when it
+// ends (INFO), and shows in Stats.Full meanwhile; see FullStats.
 //
 // On any error, payloads[:Accepted] of the *AppendError were stored and last
 // is the sequence of the last of them (0 if none). After Close it returns
@@ -103,7 +110,8 @@ func (e *overflowErr) Error() string { return string(e.reason) }
 
 // overflowLocked applies the policy when the log is full (cause nil) or a
 // write hit ENOSPC. It returns nil when Append should try again, or the
-// error that ends it. It may release l.mu while it waits.
+// error that ends it. It may release l.mu while it waits. Every call is
+// an overflow of the current full episode (full.go).
 func (l *Log) overflowLocked(ctx context.Context, cause error) error {
 	reason := DropOverflowNewest
 	if cause != nil {
@@ -111,13 +119,17 @@ func (l *Log) overflowLocked(ctx context.Context, cause error) error {
 	}
 	switch l.opts.Overflow {
 	case DropOldest:
-		if l.dropOldestLocked(DropOverflowOldest) {
+		if n, ok := l.dropOldestLocked(DropOverflowOldest); ok {
+			l.full.dropped += n
+			l.full.segments++
+			l.fullLocked(cause, "dropped", n)
 			return nil
 		}
 		return &overflowErr{reason, cause}
 	case DropNewest:
 		return &overflowErr{reason, cause}
 	}
+	l.fullLocked(cause, "", 0)
 	if l.spaceWait == nil {
 		l.spaceWait = make(chan struct{})
 	}
@@ -128,8 +140,12 @@ func (l *Log) overflowLocked(ctx context.Context, cause error) error {
 		defer t.Stop()
 		retry = t.C
 	}
+	l.waitLocked()
 	l.mu.Unlock()
-	defer l.mu.Lock()
+	defer func() {
+		l.mu.Lock()
+		l.unwaitLocked()
+	}()
 	select {
 	case <-ch:
 		return nil
@@ -151,6 +167,8 @@ func (l *Log) refuseLocked(accepted, total int, err error) error {
 	}
 	dropped := total - accepted
 	l.drops.add(oe.reason, uint64(dropped))
+	l.full.refused += uint64(dropped)
+	l.fullLocked(oe.cause, "refused", uint64(dropped))
 	return &AppendError{Accepted: accepted, Dropped: dropped, Reason: oe.reason, Err: oe.cause}
 }
 
@@ -298,21 +316,36 @@ func (l *Log) rotateLocked(first uint64) error {
 	return nil
 }
 
-// dropOldestLocked deletes the oldest sealed segment, counts its records
-// under reason and moves cursors past it. It reports false if there is no
-// sealed segment to drop.
-func (l *Log) dropOldestLocked(reason DropReason) bool {
+// dropOldestLocked deletes the oldest sealed segment and moves cursors
+// past it. It reports false if there is no sealed segment to drop, else
+// how many records it counted as dropped under reason: those no reader had
+// read. A record a reader has read is its sink's to deliver (the sink
+// holds it until the destination accepts it), so it is not counted; with
+// no reader, every record of the segment is. Each reader also counts the
+// records it lost (CursorStats.Dropped).
+func (l *Log) dropOldestLocked(reason DropReason) (uint64, bool) {
 	if len(l.segs) < 2 {
-		return false
+		return 0, false
 	}
 	s := l.segs[0]
-	var n uint64
+	end := s.first // the segment holds s.first..end-1
 	if s.hasData() {
-		n = l.segLastLocked(0) + 1 - s.first
+		end = l.segLastLocked(0) + 1
+	}
+	from := s.first
+	for _, r := range l.readers {
+		from = max(from, r.next)
+		if r.next < end {
+			r.dropped += end - max(r.next, s.first)
+		}
+	}
+	var n uint64
+	if end > from {
+		n = end - from
 	}
 	l.removeOldestLocked()
 	l.drops.add(reason, n)
-	l.log.Debug("buffer: dropped oldest segment", "segment", s.num, "records", n, "reason", reason)
+	l.log.Debug("buffer: dropped oldest segment", "segment", s.num, "records", end-s.first, "unread", n, "reason", reason)
 	first := l.firstLocked()
 	for _, r := range l.readers {
 		if r.next < first {
@@ -323,18 +356,52 @@ func (l *Log) dropOldestLocked(reason DropReason) bool {
 			r.acked = first - 1
 		}
 	}
-	return true
+	return n, true
 }
 
-// removeOldestLocked deletes the oldest segment's file.
+// removeOldestLocked deletes the oldest segment's file and frees its
+// blocks at once, whoever holds it open: a sealed file still waiting for
+// its fsync round is closed (its records are gone: nothing to fsync), and
+// a file an fsync round or a reader holds open is cut to zero after the
+// unlink (the reader then finds it deleted and moves on). Otherwise the
+// space would return only when the last descriptor closes, and on a full
+// disk drop_oldest would drop segment after segment for nothing.
 func (l *Log) removeOldestLocked() {
 	s := l.segs[0]
-	if err := os.Remove(l.segPath(s.num)); err != nil && !os.IsNotExist(err) {
+	path := l.segPath(s.num)
+	l.pending = slices.DeleteFunc(l.pending, func(p pendingFile) bool {
+		if p.seg == s {
+			p.f.Close()
+			return true
+		}
+		return false
+	})
+	var held *os.File
+	if slices.Contains(l.syncing, s) || l.readerHoldsLocked(s.num) {
+		held, _ = os.OpenFile(path, os.O_WRONLY, 0)
+	}
+	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
 		l.log.Warn("buffer: remove segment", "segment", s.num, "err", err)
+	}
+	if held != nil {
+		if err := held.Truncate(0); err != nil {
+			l.log.Warn("buffer: free removed segment", "segment", s.num, "err", err)
+		}
+		held.Close()
 	}
 	l.segs[0] = nil
 	l.segs = l.segs[1:]
 	l.diskBytes -= s.size
 	l.dirDirty = true
 	l.wakeWritersLocked()
+}
+
+// readerHoldsLocked reports whether a reader has segment num open.
+func (l *Log) readerHoldsLocked(num uint64) bool {
+	for _, r := range l.readers {
+		if r.held.Load() == num {
+			return true
+		}
+	}
+	return false
 }

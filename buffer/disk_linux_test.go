@@ -3,6 +3,7 @@ package buffer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -158,5 +159,124 @@ func TestReadOnlyDir(t *testing.T) {
 	// The offline tools still work.
 	if rep, err := Inspect(dir); err != nil || rep.Records != 10 {
 		t.Fatalf("Inspect read-only: %+v %v", rep, err)
+	}
+}
+
+// A full disk is not silent: one WARN when appends begin to wait, the
+// episode and the disk error in Stats while it lasts, one INFO when it is
+// over, and the error cleared.
+func TestFullDiskEpisode(t *testing.T) {
+	mnt := mountTmpfs(t, "128k")
+	o := Options{SegmentBytes: 16 << 10, MaxBytes: 64 << 20, AckInterval: 20 * time.Millisecond}
+	lines := withLogLines(&o)
+	l := openT(t, filepath.Join(mnt, "log"), o)
+	setFullQuiet(l, 200*time.Millisecond)
+	r, _ := l.Reader("sink")
+	// Three times what the disk holds.
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		for i := uint64(1); i <= 6000 && err == nil; i++ {
+			_, err = l.Append(context.Background(), [][]byte{payload(i)})
+		}
+		done <- err
+	}()
+	waitFor(t, func() bool { return l.Stats().Full.Blocked })
+	st := l.Stats()
+	if st.Full.Reason != FullDiskFull || !errors.Is(st.Full.Err, syscall.ENOSPC) {
+		t.Fatalf("full episode: got %+v, want disk_full with ENOSPC", st.Full)
+	}
+	if !errors.Is(st.LastError, syscall.ENOSPC) {
+		t.Fatalf("last error while the disk is full: got %v, want ENOSPC", st.LastError)
+	}
+	// It stays blocked (retrying every 100 ms), and says so once. The
+	// free space is read about once a second: some retries happened.
+	waitFor(t, func() bool { return l.Stats().DiskFree < 2*o.SegmentBytes })
+	if n := lines.count(warnFull, "reason=disk_full", "policy=block", "no space left on device"); n != 1 {
+		t.Fatalf("WARN lines for the full disk: got %d, want 1\n%s", n, lines)
+	}
+	if n := lines.count(infoEnded); n != 0 {
+		t.Fatalf("episode ended while blocked:\n%s", lines)
+	}
+
+	// The sink reads and acks: space returns, the appends go on, the
+	// episode ends and the error is cleared.
+	ctx := context.Background()
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, func() bool { return l.Stats().Full.Since.IsZero() })
+			if n := lines.count(infoEnded, "reason=disk_full", "blocked="); n != 1 {
+				t.Fatalf("INFO lines for the end of the episode: got %d, want 1\n%s", n, lines)
+			}
+			if err := l.Stats().LastError; err != nil {
+				t.Fatalf("last error after the episode: %v", err)
+			}
+			if n := lines.count(warnFull); n != 1 {
+				t.Fatalf("WARN lines: got %d, want 1\n%s", n, lines)
+			}
+			return
+		default:
+		}
+		rctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+		recs, err := r.Read(rctx, nil, 0)
+		cancel()
+		if errors.Is(err, context.DeadlineExceeded) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Ack(recs[len(recs)-1].Seq)
+	}
+}
+
+// Under drop_oldest on a full disk, deleting a segment frees its space at
+// once — also when the segment waits for its fsync round, or lagging
+// readers hold it open — so the log drops one segment per full disk and
+// never refuses a record.
+func TestFullDiskDropOldestFreesAtOnce(t *testing.T) {
+	mnt := mountTmpfs(t, "128k")
+	dir := filepath.Join(mnt, "log")
+	// A long fsync interval: sealed segments wait long for their round.
+	o := Options{SegmentBytes: 16 << 10, MaxBytes: 64 << 20, Overflow: DropOldest, SyncInterval: time.Second}
+	l := openT(t, dir, o)
+	last := appendN(t, l, 1, 1000, 1)
+	// Three lagging readers, each holding one of the first segments open.
+	for i, upto := range []int{1, 300, 600} {
+		r, _ := l.Reader(fmt.Sprintf("lag%d", i))
+		readN(t, r, 1, upto)
+	}
+	ctx := context.Background()
+	most := 0 // segments when the disk is full
+	for n := 0; n < 3000; n++ {
+		before := l.Stats()
+		most = max(most, before.Segments)
+		last++
+		if _, err := l.Append(ctx, [][]byte{payload(last)}); err != nil {
+			t.Fatalf("Append %d on a full disk: %v (segments %d, at most %d)", last, err, l.Stats().Segments, most)
+		}
+		after := l.Stats()
+		if gone := before.Segments - after.Segments; gone > 1 {
+			t.Fatalf("Append %d dropped %d segments (%d left, at most %d), want at most 1", last, gone, after.Segments, most)
+		}
+	}
+	st := l.Stats()
+	if st.Drops.OverflowOldest == 0 || st.Full.Reason != FullDiskFull {
+		t.Fatalf("the disk never filled: %+v", st)
+	}
+	if st.Segments < most-1 {
+		t.Fatalf("segments: %d left, %d when the disk filled", st.Segments, most)
+	}
+	r, _ := l.Reader("lag2")
+	readN(t, r, st.FirstSeq, int(last-st.FirstSeq+1))
+	if err := l.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if vr, err := Verify(dir); err != nil || !vr.OK() {
+		t.Fatalf("Verify: %+v %v", vr.Problems, err)
 	}
 }

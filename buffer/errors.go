@@ -37,11 +37,13 @@ type DropReason string
 
 // Drop reasons.
 const (
-	// DropOverflowOldest: whole oldest segments dropped under drop_oldest.
+	// DropOverflowOldest: whole oldest segments dropped under drop_oldest;
+	// their records that no reader had read are counted.
 	DropOverflowOldest DropReason = "overflow_oldest"
 	// DropOverflowNewest: new records refused under drop_newest.
 	DropOverflowNewest DropReason = "overflow_newest"
-	// DropAge: segments older than Options.MaxAge dropped.
+	// DropAge: segments older than Options.MaxAge dropped; their records
+	// that no reader had read are counted.
 	DropAge DropReason = "age"
 	// DropDiskFull: new records refused because the disk was full (ENOSPC)
 	// and the policy is not block.

@@ -37,6 +37,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Log is an append-only log of records in a directory. Its methods are safe
@@ -60,6 +61,7 @@ type Log struct {
 	activeBroken bool       // a write or fsync failed: seal it at the next write
 	activeDirty  bool       // written since the last fsync
 	pending      []pendingFile
+	syncing      []*segment // sealed segments an fsync round holds open now
 	dirDirty     bool
 	next         uint64 // sequence after the last record appended (Stats.NextSeq)
 	resume       uint64 // after a crash: the next Append starts here (0: at next)
@@ -78,6 +80,11 @@ type Log struct {
 	missing      int
 	damaged      int
 	lastErr      error
+	cursorErr    error         // the last failure to persist the cursors; see persistCursors
+	full         episode       // the current full episode (full.go)
+	fullQuiet    time.Duration // fullQuiet, shorter in tests
+	diskFree     int64         // bytes free on the file system, -1 unknown
+	freeAt       time.Time     // when diskFree was read
 	readWait     chan struct{} // closed on append; nil when nobody waits
 	spaceWait    chan struct{} // closed when space is freed; nil when nobody waits
 	syncDone     chan struct{} // closed after each fsync round
@@ -129,6 +136,9 @@ func Open(dir string, opts Options) (*Log, error) {
 		kick:      make(chan struct{}, 1),
 		closing:   make(chan struct{}),
 		closeDone: make(chan struct{}),
+		fullQuiet: fullQuiet,
+		diskFree:  diskFree(dir),
+		freeAt:    time.Now(),
 	}
 	if err := l.recover(); err != nil {
 		l.closeFiles()
@@ -672,7 +682,7 @@ func (l *Log) Close() error {
 		r.closeFile()
 		r.mu.Unlock()
 	}
-	if err := l.persistCursors(true); err != nil {
+	if err := l.saveCursors(true); err != nil {
 		errs = append(errs, err)
 	}
 	if len(errs) == 0 {

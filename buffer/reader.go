@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 )
 
 // Record is one record returned by Reader.Read.
@@ -32,6 +33,13 @@ type Reader struct {
 	saved uint64 // acked as last persisted
 	gen   uint64 // bumped when the log moves next (drop, seek, truncate)
 	stale bool   // files were cut: drop the buffered bytes
+	// dropped counts records the overflow policy or MaxAge deleted before
+	// this reader read them.
+	dropped uint64
+
+	// held is the number of the segment whose file f is (0: none), for
+	// the log to free a deleted segment's blocks at once.
+	held atomic.Uint64
 
 	mu    sync.Mutex // serialises Read and Seek; guards the fields below
 	f     *os.File
@@ -257,6 +265,7 @@ func (r *Reader) readSegment(out []Record, seg *segment, from uint64, end int64,
 			return out, fmt.Errorf("buffer: open segment: %w", err)
 		}
 		r.f, r.fnum = f, seg.num
+		r.held.Store(seg.num)
 		r.sc.reset(f, path, seg.data, end, seg.first, seg.salt, l.opts.MaxRecordBytes)
 		r.sc.onSkip = r.onSkip
 		for r.sc.next < from {
@@ -333,6 +342,7 @@ func (r *Reader) closeFile() {
 	if r.f != nil {
 		r.f.Close()
 		r.f = nil
+		r.held.Store(0)
 	}
 }
 

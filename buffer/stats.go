@@ -38,6 +38,9 @@ type CursorStats struct {
 	Acked uint64 // every record <= Acked was acked
 	Next  uint64 // next sequence Read returns
 	Lag   uint64 // records held and not yet acked
+	// Dropped counts the records the overflow policy or MaxAge deleted
+	// before this reader read them, since Open.
+	Dropped uint64
 }
 
 // Stats is a snapshot of a Log.
@@ -56,7 +59,16 @@ type Stats struct {
 	MissingSegments int    // segment files missing at Open
 	DamagedSegments int    // segment files with a bad header at Open (renamed *.damaged)
 	Cursors         []CursorStats
-	LastError       error // last I/O or damage error, nil if none
+	// LastError is the last I/O or damage error, nil if none. A full disk's
+	// error stays here while the log is full and is cleared when the
+	// episode ends.
+	LastError error
+	// Full is the current full episode (max_bytes reached or the disk
+	// full); its Since is zero when the log is not full.
+	Full FullStats
+	// DiskFree is what the file system holding the log still has for it
+	// (statfs, refreshed about once a second), -1 if unknown.
+	DiskFree int64
 }
 
 // Stats returns a snapshot. It does not block on I/O and works after Close.
@@ -77,6 +89,8 @@ func (l *Log) Stats() Stats {
 		MissingSegments: l.missing,
 		DamagedSegments: l.damaged,
 		LastError:       l.lastErr,
+		Full:            l.fullStatsLocked(),
+		DiskFree:        l.diskFree,
 	}
 	// Records held, less the damage readers found inside them (the loss
 	// counted at recovery lies in recorded gaps, outside what is held).
@@ -87,7 +101,7 @@ func (l *Log) Stats() Stats {
 		s.OldestRecord = time.Unix(0, l.segs[0].created)
 	}
 	for _, r := range l.readers {
-		s.Cursors = append(s.Cursors, CursorStats{Name: r.name, Acked: r.acked, Next: r.next, Lag: l.heldLocked(r.acked+1, l.next)})
+		s.Cursors = append(s.Cursors, CursorStats{Name: r.name, Acked: r.acked, Next: r.next, Lag: l.heldLocked(r.acked+1, l.next), Dropped: r.dropped})
 	}
 	sort.Slice(s.Cursors, func(i, j int) bool { return s.Cursors[i].Name < s.Cursors[j].Name })
 	return s

@@ -83,6 +83,9 @@ func (l *Log) syncRoundLocked(withActive bool) error {
 	target := l.diskNext - 1
 	pend := l.pending
 	l.pending = nil
+	for _, p := range pend {
+		l.syncing = append(l.syncing, p.seg)
+	}
 	act, actSeg := l.active, l.segs[len(l.segs)-1]
 	doAct := withActive && act != nil && l.activeDirty && actSeg.failed == nil
 	if doAct {
@@ -127,6 +130,8 @@ func (l *Log) syncRoundLocked(withActive bool) error {
 		}
 	}
 	l.mu.Lock()
+	clear(l.syncing)
+	l.syncing = l.syncing[:0]
 	if withActive {
 		l.durable = max(l.durable, target)
 	}

@@ -24,11 +24,13 @@ func (l *Log) upkeep() {
 	defer t.Stop()
 	idle := false
 	lastCursors := time.Now()
+	cursorsFailing := false
 	for {
 		select {
 		case <-l.closing:
 			return
 		case <-l.kick:
+			l.refreshFree()
 			l.reclaim()
 			if idle {
 				idle = false
@@ -43,12 +45,19 @@ func (l *Log) upkeep() {
 			l.syncRoundLocked(l.opts.Sync == SyncInterval)
 			l.syncMu.Unlock()
 		}
+		l.refreshFree()
 		l.reclaim()
 		if time.Since(lastCursors) >= l.opts.AckInterval {
 			lastCursors = time.Now()
-			if err := l.persistCursors(false); err != nil {
-				l.log.Error("buffer: persist cursors", "err", err)
+			// One line when persisting begins to fail (a full disk
+			// retries every AckInterval) and one when it works again.
+			err := l.saveCursors(false)
+			if err != nil && !cursorsFailing {
+				l.log.Error("buffer: persist cursors; retrying, readers may resend more after a crash", "err", err)
+			} else if err == nil && cursorsFailing {
+				l.log.Info("buffer: cursors persisted again")
 			}
+			cursorsFailing = err != nil
 		}
 		idle = !l.fsyncPending()
 		if idle {
@@ -72,8 +81,8 @@ func (l *Log) fsyncPending() bool {
 	return false
 }
 
-// reclaim deletes segments every reader has acked, applies MaxAge and frees
-// acked in-memory records.
+// reclaim deletes segments every reader has acked, applies MaxAge, frees
+// acked in-memory records and ends a full episode that is over.
 func (l *Log) reclaim() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -105,6 +114,7 @@ func (l *Log) reclaim() {
 			}
 		}
 	}
+	l.checkFullLocked()
 }
 
 // Cursor file: magic "PCUR", version u16, reserved u16, acked u64,
@@ -190,6 +200,30 @@ func (l *Log) loadCursors() error {
 	return nil
 }
 
+// saveCursors is persistCursors on a disk that may be full. Under
+// DropOldest a log fills the disk to the last block, and a cursor file is
+// written to a new file before it replaces the old one: then the oldest
+// segment is dropped (as the policy would for a record) and the write
+// tried once more.
+func (l *Log) saveCursors(all bool) error {
+	err := l.persistCursors(all)
+	if err == nil || !isNoSpace(err) || l.opts.Overflow != DropOldest {
+		return err
+	}
+	l.mu.Lock()
+	n, ok := l.dropOldestLocked(DropOverflowOldest)
+	if ok {
+		l.full.dropped += n
+		l.full.segments++
+		l.fullLocked(err, "dropped", n)
+	}
+	l.mu.Unlock()
+	if !ok {
+		return err
+	}
+	return l.persistCursors(all)
+}
+
 // persistCursors writes the cursors whose ack moved since they were last
 // written: tmp file, fsync, rename, fsync the directory.
 func (l *Log) persistCursors(all bool) error {
@@ -211,6 +245,15 @@ func (l *Log) persistCursors(all bool) error {
 		return nil
 	}
 	var errs []error
+	defer func() {
+		// A failure stays the log's last error until a later write of
+		// the cursors succeeds, and no longer.
+		l.mu.Lock()
+		if len(errs) == 0 && l.cursorErr != nil && l.lastErr == l.cursorErr {
+			l.lastErr = nil
+		}
+		l.mu.Unlock()
+	}()
 	for _, j := range jobs {
 		if err := writeFileSync(filepath.Join(l.dir, j.r.name+cursorSuffix), encodeCursor(j.acked)); err != nil {
 			errs = append(errs, err)
@@ -226,7 +269,7 @@ func (l *Log) persistCursors(all bool) error {
 	if len(errs) > 0 {
 		err := fmt.Errorf("buffer: persist cursors: %w", errors.Join(errs...))
 		l.mu.Lock()
-		l.lastErr = err
+		l.lastErr, l.cursorErr = err, err
 		l.mu.Unlock()
 		return err
 	}

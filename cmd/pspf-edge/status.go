@@ -28,9 +28,17 @@ type pipelineView struct {
 	// OldestUnsentSeconds is the age of the oldest record not delivered to
 	// every sink; 0 with no backlog.
 	OldestUnsentSeconds float64 `json:"oldest_unsent_seconds"`
-	// SecondsToCap is how long until the log reaches its byte cap if the
-	// backlog keeps growing at its current rate; null while it does not grow.
+	// SecondsToCap is how long until the log is full — at its byte cap or
+	// out of disk, whichever comes first — if the backlog keeps growing at
+	// its current rate; 0 while it is full (or blocked), null while it
+	// does not grow.
 	SecondsToCap *float64 `json:"seconds_to_cap"`
+	// BlockedSince is when appends to the pipeline's logs began to wait
+	// for space (overflow: block, the log at max_bytes or the disk full):
+	// sources are not acked meanwhile. Absent when nothing waits.
+	// BlockedReason is "max_bytes" or "disk_full".
+	BlockedSince  time.Time `json:"blocked_since,omitzero"`
+	BlockedReason string    `json:"blocked_reason,omitempty"`
 	// Drops counts dropped records by reason since the agent started:
 	// operators and sinks (filtered, sink_rejected, ...) and the log
 	// (overflow_oldest, overflow_newest, age, disk_full).
@@ -204,13 +212,42 @@ func (s *supervisor) viewOf(m *managed, track bool) pipelineView {
 	if v.BacklogRecords > 0 {
 		v.OldestUnsentSeconds = m.track.oldestAge(now, oldest, st.Log.Oldest)
 	}
-	if r := m.track.rate; r > 0 && v.BacklogRecords > 0 && v.State == stateRunning && st.Log.MaxBytes > 0 {
-		secs := max(0, float64(st.Log.MaxBytes-st.Log.DiskBytes)) / r
-		v.SecondsToCap = &secs
+	for _, ls := range []*agent.LogStatus{st.Input, &st.Log} {
+		if ls != nil && !ls.BlockedSince.IsZero() && (v.BlockedSince.IsZero() || ls.BlockedSince.Before(v.BlockedSince)) {
+			v.BlockedSince, v.BlockedReason = ls.BlockedSince, ls.BlockedReason
+		}
+	}
+	if v.State == stateRunning {
+		v.SecondsToCap = secondsToCap(st, m.track.rate)
 	}
 	s.mu.Unlock()
 	m.view.Store(&v)
 	return v
+}
+
+// secondsToCap is how long until the sinks' log is full at rate (backlog
+// growth, bytes/s): the room is what is left under its cap or on its file
+// system, whichever is less. It is 0 while either log of the pipeline is
+// full (blocked or dropping) or no room is left, nil while the backlog
+// does not grow or the log cannot describe itself.
+func secondsToCap(st agent.Status, rate float64) *float64 {
+	if st.Log.MaxBytes <= 0 {
+		return nil
+	}
+	room := max(0, st.Log.MaxBytes-st.Log.DiskBytes)
+	if st.Log.DiskFree >= 0 {
+		room = min(room, st.Log.DiskFree)
+	}
+	full := !st.Log.FullSince.IsZero() || st.Input != nil && !st.Input.FullSince.IsZero()
+	var secs float64
+	switch {
+	case full || room == 0:
+	case rate > 0 && st.Log.Backlog > 0:
+		secs = float64(room) / rate
+	default:
+		return nil
+	}
+	return &secs
 }
 
 // cached returns m's last view, computing it if there is none or it is
@@ -255,6 +292,20 @@ func (s *supervisor) registerGauges(m *managed) {
 	})
 	for _, reason := range []string{"overflow_oldest", "overflow_newest", "age", "disk_full"} {
 		mt.Gauge("pspf_log_dropped_total", func() float64 { return float64(s.cached(m).Drops[reason]) }, "pipeline", m.name, "reason", reason)
+	}
+	g("pspf_log_blocked", func(v *pipelineView) float64 { return b2f(!v.BlockedSince.IsZero()) })
+	g("pspf_log_blocked_since_seconds", func(v *pipelineView) float64 {
+		if v.BlockedSince.IsZero() {
+			return 0
+		}
+		return float64(v.BlockedSince.UnixNano()) / 1e9
+	})
+	g("pspf_log_disk_free_bytes", func(v *pipelineView) float64 { return float64(v.Log.DiskFree) })
+	for _, reason := range []string{"max_bytes", "disk_full"} {
+		mt.Gauge("pspf_log_full", func() float64 {
+			v := s.cached(m)
+			return b2f(v.Log.FullReason == reason || v.Input != nil && v.Input.FullReason == reason)
+		}, "pipeline", m.name, "reason", reason)
 	}
 }
 

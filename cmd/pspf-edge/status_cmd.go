@@ -102,6 +102,7 @@ func fetchStatus(ctx context.Context, addr string) ([]byte, error) {
 // printStatus writes one row per pipeline, one per sink under it, and the
 // reload errors at the end.
 func printStatus(w io.Writer, ps []pipelineView) {
+	now := time.Now()
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PIPELINE\tGEN\tSTATE\tIN\tBACKLOG\tOLDEST\tTO CAP\tDROPS\tDEAD\tLAST ERROR")
 	for _, p := range ps {
@@ -111,7 +112,7 @@ func printStatus(w io.Writer, ps []pipelineView) {
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d (%s)\t%s\t%s\t%s\t%d\t%s\n", p.Name, p.Generation, p.State, in,
 			p.BacklogRecords, humanBytes(p.BacklogBytes), humanSeconds(p.OldestUnsentSeconds, p.BacklogRecords > 0),
-			toCap(p.SecondsToCap), drops(p.Drops), p.DeadLetters, cut(p.LastError, 60))
+			toCap(p, now), drops(p.Drops), p.DeadLetters, cut(p.LastError, 60))
 		for _, s := range p.Sinks {
 			state := "online"
 			if !s.Online {
@@ -144,11 +145,22 @@ func drops(m map[string]uint64) string {
 	return strings.Join(parts, ",")
 }
 
-func toCap(s *float64) string {
-	if s == nil {
+// toCap is the TO CAP column: the time until the log is full, or, while
+// it is, for how long and why: "blocked 31s disk_full" (appends wait),
+// "full 5m0s max_bytes" (the policy drops).
+func toCap(p pipelineView, now time.Time) string {
+	if !p.BlockedSince.IsZero() {
+		return "blocked " + humanSeconds(now.Sub(p.BlockedSince).Seconds(), true) + " " + p.BlockedReason
+	}
+	for _, ls := range []*agent.LogStatus{p.Input, &p.Log} {
+		if ls != nil && !ls.FullSince.IsZero() {
+			return "full " + humanSeconds(now.Sub(ls.FullSince).Seconds(), true) + " " + ls.FullReason
+		}
+	}
+	if p.SecondsToCap == nil {
 		return "-"
 	}
-	return humanSeconds(*s, true)
+	return humanSeconds(*p.SecondsToCap, true)
 }
 
 func humanSeconds(s float64, show bool) string {

@@ -1,0 +1,166 @@
+package buffer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// logLines collects what a Log logs, for tests that count its lines.
+type logLines struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (w *logLines) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+// count returns how many lines contain every one of parts.
+func (w *logLines) count(parts ...string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for line := range strings.Lines(w.b.String()) {
+		all := true
+		for _, p := range parts {
+			all = all && strings.Contains(line, p)
+		}
+		if all {
+			n++
+		}
+	}
+	return n
+}
+
+func (w *logLines) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
+
+// withLogLines sets o.Logger to a text logger writing into the returned
+// lines.
+func withLogLines(o *Options) *logLines {
+	w := &logLines{}
+	o.Logger = slog.New(slog.NewTextHandler(w, nil))
+	return w
+}
+
+// setFullQuiet shortens how long a full episode must be quiet to end.
+func setFullQuiet(l *Log, d time.Duration) {
+	l.mu.Lock()
+	l.fullQuiet = d
+	l.mu.Unlock()
+}
+
+const (
+	warnFull  = `level=WARN msg="buffer: log full`
+	infoEnded = `level=INFO msg="buffer: log no longer full"`
+)
+
+// A log at its cap says so once per episode, whatever the policy, shows
+// the episode in Stats, and says when it is over.
+func TestFullEpisodeAtCap(t *testing.T) {
+	for _, policy := range []Policy{Block, DropOldest, DropNewest} {
+		t.Run(string(policy), func(t *testing.T) {
+			kinds(t, func(t *testing.T, o Options) {
+				o.SegmentBytes = 2 << 10
+				o.MaxBytes = 8 << 10
+				o.MemoryBytes = 2 << 10
+				o.Overflow = policy
+				o.AckInterval = 20 * time.Millisecond // upkeep's idle tick: the end is seen soon
+				lines := withLogLines(&o)
+				l := openT(t, t.TempDir(), o)
+				// Long enough for the drain below to be one episode (the
+				// log fills and empties many times), not so long that the
+				// test waits.
+				setFullQuiet(l, 500*time.Millisecond)
+				r, _ := l.Reader("sink")
+				ctx := context.Background()
+
+				// 600 records, far more than the cap holds: one episode.
+				done := make(chan error, 1)
+				go func() {
+					var err error
+					for i := uint64(1); i <= 600; i++ {
+						_, aerr := l.Append(ctx, [][]byte{payload(i)})
+						if aerr != nil && !errors.Is(aerr, ErrFull) {
+							err = aerr
+							break
+						}
+					}
+					done <- err
+				}()
+				if policy == Block {
+					waitFor(t, func() bool { return l.Stats().Full.Blocked })
+				} else if err := <-done; err != nil {
+					t.Fatal(err)
+				}
+				st := l.Stats()
+				if st.Full.Since.IsZero() || st.Full.Reason != FullMaxBytes || st.Full.Err != nil {
+					t.Fatalf("full episode: got %+v, want one since a moment ago, reason max_bytes", st.Full)
+				}
+				if time.Since(st.Full.Since) > time.Minute {
+					t.Fatalf("full since %v, want a moment ago", st.Full.Since)
+				}
+				if got := st.Full.Blocked; got != (policy == Block) {
+					t.Fatalf("blocked: got %v, want %v", got, policy == Block)
+				}
+				if got, want := st.Full.Dropped, st.Drops.Total(); got != want || (policy != Block) != (got > 0) {
+					t.Fatalf("dropped in the episode: got %d, log drops %d (policy %s)", got, want, policy)
+				}
+				if n := lines.count(warnFull, "reason=max_bytes", "policy="+string(policy)); n != 1 {
+					t.Fatalf("WARN lines for the full log: got %d, want 1\n%s", n, lines)
+				}
+				if n := lines.count(infoEnded); n != 0 {
+					t.Fatalf("episode ended while full:\n%s", lines)
+				}
+
+				// The reader drains everything: the episode ends, once.
+				finished := policy != Block
+				for {
+					if !finished {
+						select {
+						case err := <-done:
+							if err != nil {
+								t.Fatal(err)
+							}
+							finished = true
+						default:
+						}
+					}
+					if st := l.Stats(); finished && st.Cursors[0].Next >= st.NextSeq {
+						break
+					}
+					rctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+					recs, err := r.Read(rctx, make([]Record, 0, 256), 0)
+					cancel()
+					if errors.Is(err, context.DeadlineExceeded) {
+						continue
+					}
+					if err != nil {
+						t.Fatal(err)
+					}
+					if err := r.Ack(recs[len(recs)-1].Seq); err != nil {
+						t.Fatal(err)
+					}
+				}
+				waitFor(t, func() bool { return l.Stats().Full.Since.IsZero() })
+				if n := lines.count(infoEnded, "reason=max_bytes", "duration="); n != 1 {
+					t.Fatalf("INFO lines for the end of the episode: got %d, want 1\n%s", n, lines)
+				}
+				if n := lines.count(warnFull); n != 1 {
+					t.Fatalf("WARN lines after the episode: got %d, want 1\n%s", n, lines)
+				}
+			})
+		})
+	}
+}

@@ -1,0 +1,151 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pspf/pspf-edge/agent"
+)
+
+// mountTmpfs mounts a tmpfs of the given size (the tests run as root, like
+// the buffer package's full-disk tests) and unmounts it when the test ends.
+func mountTmpfs(t *testing.T, size string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size); err != nil {
+		t.Fatalf("mount tmpfs (tests must run as root): %v", err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	return dir
+}
+
+// A log that blocks — at max_bytes, or on a full disk (a 1 MiB tmpfs) — is
+// not silent: one WARN, blocked_since and blocked_reason in the API and the
+// status command, seconds_to_cap 0, the pspf_log_blocked and pspf_log_full
+// gauges, the disk error in last_error while it lasts; and when the
+// destination returns, the log drains, unblocks and says the episode ended.
+func TestBlockedLogIsVisible(t *testing.T) {
+	for _, tc := range []struct {
+		reason string
+		buffer string
+		tmpfs  bool
+	}{
+		{"max_bytes", "{max_bytes: 1MiB, segment_bytes: 64KiB}", false},
+		{"disk_full", "{max_bytes: 64MiB, segment_bytes: 64KiB}", true},
+	} {
+		t.Run(tc.reason, func(t *testing.T) {
+			rec := newRecorder()
+			rec.down.Store(true)
+			reg := testRegistry(map[string]*recorder{"m": rec})
+			file := `sources:
+  - simulate: {sensors: 4, rate: 2000, format: fields, shape: steady}
+sinks:
+  - record: {id: m}
+    retry: {initial: 20ms, max: 50ms}
+buffer: ` + tc.buffer + "\n"
+			var tune func(*agent.AgentConfig)
+			if tc.tmpfs {
+				mnt := mountTmpfs(t, "1m")
+				tune = func(c *agent.AgentConfig) { c.DataDir = filepath.Join(mnt, "data") }
+			}
+			h := startHarness(t, reg, map[string]string{"m.yaml": file}, tune)
+			srv := httptest.NewServer(adminHandler(h.sup, h.sup.d.Metrics))
+			defer srv.Close()
+
+			h.waitFor("the log to block", func() bool { return !h.view("m").BlockedSince.IsZero() })
+			if tc.tmpfs {
+				// The free space is read once a second: by then the
+				// blocked appends retried many times.
+				h.waitFor("the free space", func() bool { return h.view("m").Log.DiskFree < 128<<10 })
+			}
+			var out bytes.Buffer
+			if code := cmdStatus([]string{"--admin", srv.URL, "--json"}, &out, &out); code != exitOK {
+				t.Fatalf("status --json: exit %d\n%s", code, out.String())
+			}
+			var resp struct{ Pipelines []map[string]any }
+			if err := json.Unmarshal(out.Bytes(), &resp); err != nil || len(resp.Pipelines) != 1 {
+				t.Fatalf("status --json: %v\n%s", err, out.String())
+			}
+			api := resp.Pipelines[0]
+			log, _ := api["log"].(map[string]any)
+			if api["blocked_reason"] != tc.reason || log["blocked_reason"] != tc.reason || log["full_reason"] != tc.reason {
+				t.Errorf("API: blocked_reason %v, log.blocked_reason %v, log.full_reason %v, want %s", api["blocked_reason"], log["blocked_reason"], log["full_reason"], tc.reason)
+			}
+			since, _ := api["blocked_since"].(string)
+			if at, err := time.Parse(time.RFC3339Nano, since); err != nil || time.Since(at) > time.Minute {
+				t.Errorf("API: blocked_since %q, want a moment ago", since)
+			}
+			if s, ok := api["seconds_to_cap"].(float64); !ok || s != 0 {
+				t.Errorf("API: seconds_to_cap %v, want 0 while blocked", api["seconds_to_cap"])
+			}
+			if tc.reason == "disk_full" {
+				for _, e := range []any{api["last_error"], log["last_error"]} {
+					if s, _ := e.(string); !strings.Contains(s, "no space left on device") {
+						t.Errorf("API: last_error %q, want the disk-full error", s)
+					}
+				}
+			}
+			text := metricsText(t, srv.URL)
+			if got := metricValue(t, text, `pspf_log_blocked{pipeline="m"}`); got != 1 {
+				t.Errorf("pspf_log_blocked = %v, want 1", got)
+			}
+			if got := metricValue(t, text, `pspf_log_full{pipeline="m",reason="`+tc.reason+`"}`); got != 1 {
+				t.Errorf("pspf_log_full{reason=%s} = %v, want 1", tc.reason, got)
+			}
+			if got := metricValue(t, text, `pspf_log_blocked_since_seconds{pipeline="m"}`); time.Since(time.Unix(int64(got), 0)) > time.Minute {
+				t.Errorf("pspf_log_blocked_since_seconds = %v, want a moment ago", got)
+			}
+			if got := metricValue(t, text, `pspf_log_seconds_to_cap{pipeline="m"}`); got != 0 {
+				t.Errorf("pspf_log_seconds_to_cap = %v, want 0", got)
+			}
+			out.Reset()
+			cmdStatus([]string{"--admin", srv.URL}, &out, &out)
+			if want := "blocked "; !strings.Contains(out.String(), want) || !strings.Contains(out.String(), tc.reason) {
+				t.Errorf("status output has no %q ... %s:\n%s", want, tc.reason, out.String())
+			}
+			warn := `level=WARN msg="buffer: log full; appends wait until readers free space"`
+			if n := strings.Count(h.logs.String(), warn); n != 1 || !strings.Contains(h.logs.String(), "reason="+tc.reason) {
+				t.Errorf("got %d WARN lines for the full log, want 1 with reason=%s\n%s", n, tc.reason, h.logs.String())
+			}
+
+			rec.down.Store(false)
+			h.waitFor("the log to unblock", func() bool { return h.view("m").BlockedSince.IsZero() })
+			h.waitFor("the end of the episode", func() bool { return h.view("m").Log.FullSince.IsZero() })
+			v := h.view("m")
+			if v.Log.LastError != "" || v.SecondsToCap != nil && *v.SecondsToCap == 0 {
+				t.Errorf("after the episode: log last_error %q, seconds_to_cap 0; want none, not 0", v.Log.LastError)
+			}
+			logs := h.logs.String()
+			if n := strings.Count(logs, `msg="buffer: log no longer full"`); n != 1 || strings.Count(logs, warn) != 1 {
+				t.Errorf("got %d INFO lines for the end and %d WARN, want 1 and 1\n%s", n, strings.Count(logs, warn), logs)
+			}
+			if err := h.stop(); err != nil {
+				t.Fatal(err)
+			}
+			rec.check(t, tc.reason)
+		})
+	}
+}
+
+func metricsText(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	b.ReadFrom(resp.Body)
+	return b.String()
+}

@@ -1,0 +1,45 @@
+package main
+
+import (
+	"testing"
+	"time"
+
+	"github.com/pspf/pspf-edge/agent"
+)
+
+// seconds_to_cap counts with the room left under the cap or on the disk,
+// whichever is less, and is 0 at the cap or while a log is full.
+func TestSecondsToCap(t *testing.T) {
+	const mib = 1 << 20
+	now := time.Now()
+	log := func(disk, free int64) agent.LogStatus {
+		return agent.LogStatus{MaxBytes: 256 * mib, DiskBytes: disk, DiskFree: free, Backlog: 1000}
+	}
+	full := func(ls agent.LogStatus) agent.LogStatus { ls.FullSince, ls.FullReason = now, "max_bytes"; return ls }
+	for _, tc := range []struct {
+		name string
+		st   agent.Status
+		rate float64
+		want float64 // -1: null
+	}{
+		{"cap nearer", agent.Status{Log: log(200*mib, 1000*mib)}, mib, 56},
+		{"disk nearer", agent.Status{Log: log(10*mib, 20*mib)}, mib, 20},
+		{"free space unknown", agent.Status{Log: log(10*mib, -1)}, mib, 246},
+		{"at the cap", agent.Status{Log: log(256*mib, 1000*mib)}, mib, 0},
+		{"99.99% of the cap, blocked", agent.Status{Log: full(log(256*mib-26000, 1000*mib))}, 0.01, 0},
+		{"disk full, blocked", agent.Status{Log: full(log(10*mib, 0))}, 0.01, 0},
+		{"no room on disk", agent.Status{Log: log(10*mib, 0)}, mib, 0},
+		{"input log full", agent.Status{Log: log(10*mib, 1000*mib), Input: &agent.LogStatus{FullSince: now}}, mib, 0},
+		{"not growing", agent.Status{Log: log(10*mib, 1000*mib)}, 0, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := secondsToCap(tc.st, tc.rate)
+			switch {
+			case tc.want < 0 && got != nil:
+				t.Fatalf("got %v s, want null", *got)
+			case tc.want >= 0 && (got == nil || *got != tc.want):
+				t.Fatalf("got %v, want %v s", got, tc.want)
+			}
+		})
+	}
+}
