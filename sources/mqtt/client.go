@@ -171,6 +171,19 @@ func (c *client) dial(ctx context.Context) (*session, bool, error) {
 	return nil, false, errors.Join(errs...)
 }
 
+// refusedSetup reports whether err holds a CONNACK refusal that retrying
+// the same config cannot cure: credentials, authorisation, client id or
+// protocol version (a broker that is down or busy is an outage instead).
+func refusedSetup(err error) bool {
+	for _, e := range []error{packets.ErrorRefusedBadUsernameOrPassword, packets.ErrorRefusedNotAuthorised,
+		packets.ErrorRefusedIDRejected, packets.ErrorRefusedBadProtocolVersion} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
 // dialOne connects to one broker and waits for its CONNACK.
 func (c *client) dialOne(ctx context.Context, u *url.URL) (*session, bool, error) {
 	bc, err := openConn(u, c.tls, c.cfg.ConnectTimeout)

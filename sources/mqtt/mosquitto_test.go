@@ -414,7 +414,21 @@ func TestMosquittoPassword(t *testing.T) {
 	if err == nil || strings.Contains(err.Error(), "wrong") {
 		t.Errorf("got %v, want a connect error without the password", err)
 	}
+	// A refused password is a setup error (a reload to it is rolled back),
+	// a stopped broker an outage.
+	if !agent.IsPermanent(err) {
+		t.Errorf("got %v, want a permanent (setup) error", err)
+	}
 	t.Logf("wrong password: %v", err)
+	down, err := New(Config{Brokers: []string{"tcp://127.0.0.1:" + strconv.Itoa(testbroker.FreePort(t))},
+		ClientID: "t-down", Subscriptions: cfg.Subscriptions}, agent.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := down.Connect(ctx); err == nil || agent.IsPermanent(err) {
+		t.Errorf("broker down: got %v, want a retryable error", err)
+	}
+	_ = down.Close(ctx)
 	_ = s.Close(ctx)
 }
 

@@ -183,7 +183,13 @@ func (s *Source) connect(ctx context.Context) (broker, error) {
 	present, err := b.Connect(cctx)
 	if err != nil {
 		b.Disconnect(0)
-		return nil, fmt.Errorf("mqtt source: connect to %s: %w", strings.Join(s.cfg.Brokers, ", "), err)
+		err = fmt.Errorf("mqtt source: connect to %s: %w", strings.Join(s.cfg.Brokers, ", "), err)
+		if refusedSetup(err) {
+			// Retried like any connect error, but a reload to a config the
+			// broker refuses is rolled back (see agent.Pipeline.Started).
+			return nil, agent.Permanent(err)
+		}
+		return nil, err
 	}
 	if present {
 		// The broker kept the session, subscriptions included, and starts
