@@ -30,8 +30,9 @@ import (
 //     id and type in its header, span in range, referenced once, not also
 //     free; every element inside its page; keys non-empty, at most
 //     bolt.MaxKeySize, strictly increasing in each page and within the
-//     range their parent's branch keys give them; leaf flags known; bucket
-//     values well formed, inline pages included.
+//     range their parent's branch keys give them; keys and values one
+//     after the other, never overlapping; leaf flags known; bucket values
+//     well formed, inline pages included (with no bucket inside them).
 //
 // That is the structure every bbolt tree walk relies on. It cannot see a
 // flipped byte inside a value: bbolt keeps no checksum of its data.
@@ -332,6 +333,10 @@ func (v *verifier) tree(root uint64) error {
 			return corruptf("%s: %d elements do not fit", where, count)
 		}
 		keys = keys[:0]
+		// bbolt writes the elements' keys and values one after the other,
+		// after the element array: no two overlap. That also bounds the
+		// work on inline pages by the bytes of their parent.
+		end := uint64(pageHeaderSize + elemSize*count)
 		for i := range count {
 			e := pageHeaderSize + elemSize*i
 			var pos, ksize, vsize uint64
@@ -347,6 +352,10 @@ func (v *verifier) tree(root uint64) error {
 			if ksize == 0 || ksize > bolt.MaxKeySize || uint64(e)+pos+ksize+vsize > uint64(len(p)) {
 				return corruptf("%s: element %d: key of %d and value of %d bytes at +%d do not fit", where, i, ksize, vsize, pos)
 			}
+			if uint64(e)+pos < end {
+				return corruptf("%s: element %d: its data overlaps what comes before it", where, i)
+			}
+			end = uint64(e) + pos + ksize + vsize
 			k := p[uint64(e)+pos : uint64(e)+pos+ksize]
 			switch {
 			case i > 0 && bytes.Compare(keys[i-1], k) >= 0:
@@ -357,6 +366,10 @@ func (v *verifier) tree(root uint64) error {
 			keys = append(keys, k)
 			if branch || native.Uint32(p[e:])&flagBucket == 0 {
 				continue
+			}
+			if n.inline != nil {
+				// bbolt inlines only buckets without buckets in them.
+				return corruptf("%s: element %d: a bucket inside an inline bucket", where, i)
 			}
 			val := p[uint64(e)+pos+ksize : uint64(e)+pos+ksize+vsize]
 			if len(val) < bucketHdrSize {
