@@ -116,6 +116,9 @@ func (s *supervisor) restartDue(ctx context.Context) {
 		m.restart = nil
 		old, cfg := m.run, s.cfg
 		s.mu.Unlock()
+		if old != nil && old.alive() {
+			continue // a reload or a rollback started one meanwhile
+		}
 		if old != nil {
 			s.retire(m, old)
 		}
