@@ -64,6 +64,8 @@ type Pipeline struct {
 	lastErr   atomic.Pointer[string]
 	stopOpts  atomic.Pointer[StopOptions] // how Run ends; see SetStop
 	setup     startup                     // first connections; see Started
+	cancelRun atomic.Pointer[context.CancelFunc]
+	aborted   atomic.Pointer[error] // why Run ended on its own; see abort
 }
 
 type opRun struct {
@@ -189,7 +191,20 @@ func (p *Pipeline) Spec() *PipelineSpec { return p.spec }
 // shutdown timeout, and are flushed and closed. What they could not send stays
 // in the log for the next start. Run returns after every goroutine it started
 // has ended; the error reports what failed during shutdown.
+//
+// Run also ends on its own when the pipeline cannot go on: its stateful
+// operators' state file turned out damaged, or a checkpoint failed to
+// commit. It then stops as for a reload (the backlog stays for the next
+// start) and returns an error wrapping the cause; started again, the
+// pipeline recovers (stateful_reset.go). The supervisor does that, with
+// backoff.
 func (p *Pipeline) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	p.cancelRun.Store(&cancel)
+	if p.aborted.Load() != nil {
+		cancel()
+	}
 	p.startedAt = p.deps.Now()
 	p.log.Info("pipeline starting", "generation", p.deps.Generation, "sources", len(p.sources), "operators", len(p.ops), "sinks", len(p.sinks))
 
@@ -264,8 +279,26 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	if err := p.closeLogs(); err != nil {
 		errs = append(errs, err)
 	}
+	if a := p.aborted.Load(); a != nil {
+		p.log.Info("pipeline stopped", "err", *a)
+		return fmt.Errorf("pipeline %q stopped: %w", p.spec.Name, errors.Join(append([]error{*a}, errs...)...))
+	}
 	p.log.Info("pipeline stopped")
 	return errors.Join(errs...)
+}
+
+// abort ends Run from inside, once: a component found that the pipeline
+// cannot go on. Run stops as for a reload, keeping the backlog, and returns
+// an error wrapping err.
+func (p *Pipeline) abort(err error) {
+	if !p.aborted.CompareAndSwap(nil, &err) {
+		return
+	}
+	p.log.Error("pipeline stopping: it cannot go on; started again, it recovers", "err", err)
+	p.SetStop(StopOptions{KeepBacklog: true, DrainTimeout: p.stopOptions().DrainTimeout})
+	if c := p.cancelRun.Load(); c != nil {
+		(*c)()
+	}
 }
 
 func (p *Pipeline) closeLogs() error {

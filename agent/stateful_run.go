@@ -43,6 +43,14 @@ func (p *Pipeline) startStage(ctx context.Context) (stop func(ctx context.Contex
 		cancelRun()
 		cancelCkpt()
 		ckWG.Wait()
+		s.mu.Lock()
+		failed := s.failed
+		s.mu.Unlock()
+		if failed != nil {
+			// Nothing more may be committed from this state; Run reports
+			// the failure (Pipeline.abort).
+			return nil
+		}
 		return s.checkpoint(context.WithoutCancel(ctx))
 	}
 }

@@ -40,7 +40,9 @@ import (
 // that the pipeline log keeps everything a recovery may replay. Recovery (in
 // newStatefulStage): load the checkpoint, cut the outbox back to its end,
 // move the cursor to its position; the records after it are processed again
-// into the same state and the same outputs with the same stable IDs.
+// into the same state and the same outputs with the same stable IDs. A state
+// file that is damaged, or missing or empty though a checkpoint had been
+// committed, is reset instead: stateful_reset.go.
 
 const (
 	statefulCursor = "stateful"
@@ -70,8 +72,14 @@ type statefulStage struct {
 	next    uint64        // pipeline-log sequence of the next record to process
 	nextPub atomic.Uint64 // next, for status (which must not wait for mu)
 	acked   uint64        // the cursor was acked up to here
-	failed  error         // a failed checkpoint commit: the stage stops
+	failed  error         // damaged state or a failed checkpoint commit: the stage stops
 	lastTmr time.Time
+	// quiet is the last pipeline-log record whose outputs are already in
+	// the outbox while the state is being rebuilt after a reset: outputs of
+	// records up to it are dropped. 0 once the replay has passed it.
+	quiet  uint64
+	reset  *stateReset // why the state started empty, if it did (stateful_reset.go)
+	marked atomic.Bool // markerName is written
 
 	batch Batch
 	buf   []LogRecord
@@ -81,6 +89,7 @@ type statefulStage struct {
 
 	ckpts     *Counter
 	ckptFails *Counter
+	resets    *Counter
 }
 
 // newStatefulStage opens state.db and the outbox in the pipeline's data dir,
@@ -94,9 +103,16 @@ func newStatefulStage(p *Pipeline, specs []ComponentSpec, env func(ComponentSpec
 			s.close()
 		}
 	}()
-	s.db, err = state.Open(filepath.Join(deps.DataDir, "state.db"), state.Options{
-		CacheBytes: deps.StateCacheBytes, Logger: s.log, Now: deps.Now,
-	})
+	s.ckpts = p.deps.Metrics.Counter("pspf_checkpoints_total", "pipeline", p.spec.Name)
+	s.ckptFails = p.deps.Metrics.Counter("pspf_checkpoint_errors_total", "pipeline", p.spec.Name)
+	s.resets = p.deps.Metrics.Counter("pspf_state_resets_total", "pipeline", p.spec.Name)
+	if s.outbox, err = deps.OpenLog(filepath.Join(deps.DataDir, outboxName), p.spec.Buffer); err != nil {
+		return nil, fmt.Errorf("open outbox: %w", err)
+	}
+	if s.reader, err = p.plog.Reader(statefulCursor); err != nil {
+		return nil, fmt.Errorf("cursor: %w", err)
+	}
+	cp, ok, err := s.openState(filepath.Join(deps.DataDir, "state.db"))
 	if err != nil {
 		return nil, fmt.Errorf("open state: %w", err)
 	}
@@ -118,21 +134,21 @@ func newStatefulStage(p *Pipeline, specs []ComponentSpec, env func(ComponentSpec
 		}
 		s.ops = append(s.ops, statefulOp{opRun: newOpRun(c.Name, o, e), st: st})
 	}
-	if s.outbox, err = deps.OpenLog(filepath.Join(deps.DataDir, outboxName), p.spec.Buffer); err != nil {
-		return nil, fmt.Errorf("open outbox: %w", err)
-	}
-	if s.reader, err = p.plog.Reader(statefulCursor); err != nil {
-		return nil, fmt.Errorf("cursor: %w", err)
-	}
-	if err := s.recover(); err != nil {
+	if err := s.recover(cp, ok); err != nil {
 		return nil, err
 	}
 	s.mgr, err = checkpoint.New(s.db, checkpoint.Options{Interval: s.interval(), Capture: s.capture, Logger: s.log})
 	if err != nil {
 		return nil, fmt.Errorf("checkpoints: %w", err)
 	}
-	s.ckpts = p.deps.Metrics.Counter("pspf_checkpoints_total", "pipeline", p.spec.Name)
-	s.ckptFails = p.deps.Metrics.Counter("pspf_checkpoint_errors_total", "pipeline", p.spec.Name)
+	if s.reset != nil {
+		s.announceReset()
+		// The replay's start and the outputs to drop become the
+		// checkpoint at once: a crash during the replay resumes it.
+		if err := s.checkpoint(context.Background()); err != nil {
+			return nil, fmt.Errorf("state reset: %w", err)
+		}
+	}
 	return s, nil
 }
 
@@ -197,28 +213,23 @@ func newOpRun(name string, o Operator, e Env) opRun {
 	}
 }
 
-// recover applies the recovery contract of package checkpoint.
-func (s *statefulStage) recover() error {
-	cp, ok, err := checkpoint.Load(s.db)
-	if err != nil {
-		return fmt.Errorf("load checkpoint: %w", err)
-	}
+// recover applies the recovery contract of package checkpoint to the
+// checkpoint openState loaded (ok false: none).
+func (s *statefulStage) recover(cp checkpoint.Checkpoint, ok bool) error {
 	sk, ok1 := s.reader.(seeker)
 	tr, ok2 := s.outbox.(truncater)
 	if !ok1 || !ok2 {
 		return errors.New("stateful operators need a log that can seek and truncate (the buffer package's)")
 	}
 	if !ok {
-		// No checkpoint yet: empty state, resume the cursor where it is.
-		s.next = 1
-		if st, ok := s.p.plog.(stageLogStatter); ok {
-			stats := st.Stats()
-			s.next = max(stats.FirstSeq, 1)
-			for _, c := range stats.Cursors {
-				if c.Name == statefulCursor {
-					s.next = max(c.Next, s.next)
-				}
-			}
+		// No checkpoint: empty state, rebuilt from the oldest retained
+		// record. A new stage's cursor has acked nothing in the log; one
+		// that has (the state was lost: stateful_reset.go) has put the
+		// outputs of the records up to its ack in the outbox already.
+		first, acked, _ := s.statefulCursor()
+		s.next = first
+		if acked >= first {
+			s.quiet = acked
 		}
 	} else {
 		end := cp.Outboxes[outboxName]
@@ -226,6 +237,9 @@ func (s *statefulStage) recover() error {
 			return fmt.Errorf("cut outbox back to %d: %w", end, err)
 		}
 		s.next = cp.Log
+		if cp.Emitted >= cp.Log {
+			s.quiet = cp.Emitted
+		}
 		s.log.Info("recovering from checkpoint", "checkpoint", cp.Seq, "log_next", cp.Log, "outbox_end", end)
 	}
 	if err := sk.Seek(s.next); err != nil {
@@ -287,7 +301,7 @@ func (s *statefulStage) run(ctx context.Context, drain <-chan struct{}) {
 		if len(got) > 0 {
 			s.step(ctx, got, now)
 		}
-		if len(got) == 0 || now.Sub(s.lastTmr) >= TimerInterval {
+		if s.failed == nil && (len(got) == 0 || now.Sub(s.lastTmr) >= TimerInterval) {
 			s.timers(ctx, now)
 		}
 		s.mu.Unlock()
@@ -303,15 +317,43 @@ func (s *statefulStage) caughtUp() bool {
 
 // step runs one batch of log records through the stateful chain and appends
 // the outputs to the outbox. The caller holds mu.
+//
+// During the replay after a state reset (s.quiet), a batch never straddles
+// the last record whose outputs are already in the outbox, and the outputs
+// of the records up to it are dropped. If the state file turned out
+// damaged meanwhile, the batch's outputs are dropped too, the position
+// stays, and the stage fails (stateful_reset.go).
 func (s *statefulStage) step(ctx context.Context, got []LogRecord, now time.Time) {
+	if q := s.quiet; q > 0 && got[0].Seq <= q && got[len(got)-1].Seq > q {
+		k := 0
+		for got[k].Seq <= q {
+			k++
+		}
+		s.step(ctx, got[:k], now)
+		if s.failed == nil {
+			s.step(ctx, got[k:], now)
+		}
+		return
+	}
 	b := &s.batch
 	b.Reset()
 	b.Now = now
 	s.decode(got, b)
 	s.chain(ctx, b, 0)
+	if s.damaged() {
+		return
+	}
+	last := got[len(got)-1].Seq
+	if last <= s.quiet {
+		b.Records, b.Dead = b.Records[:0], b.Dead[:0]
+	}
 	s.emit(ctx, b)
-	s.next = got[len(got)-1].Seq + 1
+	s.next = last + 1
 	s.nextPub.Store(s.next)
+	if s.quiet > 0 && s.next > s.quiet {
+		s.log.Info("replay after the state reset has passed the records whose outputs were sent before it; outputs flow again", "log_next", s.next)
+		s.quiet = 0
+	}
 }
 
 // timers calls every operator's OnTimer; what one emits flows through the
@@ -330,8 +372,42 @@ func (s *statefulStage) timers(ctx context.Context, now time.Time) {
 		if len(b.Records) > 0 {
 			s.chain(ctx, b, i+1)
 		}
+		if s.damaged() {
+			return
+		}
+		if s.quiet >= s.next {
+			b.Records, b.Dead = b.Records[:0], b.Dead[:0]
+		}
 		s.emit(ctx, b)
 	}
+}
+
+// damaged reports whether the state file has met damage; the first time,
+// it fails the stage. The caller holds mu.
+func (s *statefulStage) damaged() bool {
+	if s.failed != nil {
+		return true
+	}
+	err := s.db.Damaged()
+	if err == nil {
+		return false
+	}
+	s.fail(fmt.Errorf("state file damaged while in use: %w", err))
+	return true
+}
+
+// fail stops the stage for this generation: its state can no longer be
+// trusted (damage) or committed (a failed commit). The pipeline ends
+// (Pipeline.abort) so that it is started again, which reopens the state
+// file: a reset if it is damaged, else the recovery from the last
+// checkpoint. The caller holds mu.
+func (s *statefulStage) fail(err error) {
+	if s.failed != nil {
+		return
+	}
+	s.failed = err
+	s.p.setErr(fmt.Errorf("stateful: %w", err))
+	s.p.abort(fmt.Errorf("stateful: %w", err))
 }
 
 // finish calls EndOfInput on the operators that have it (the test runner's
@@ -473,7 +549,11 @@ func (s *statefulStage) capture(ctx context.Context) (checkpoint.Position, func(
 			return checkpoint.Position{}, nil, fmt.Errorf("sync outbox: %w", err)
 		}
 	}
-	return checkpoint.Position{Log: s.next, Outboxes: map[string]uint64{outboxName: end}}, s.mu.Unlock, nil
+	pos := checkpoint.Position{Log: s.next, Outboxes: map[string]uint64{outboxName: end}}
+	if s.quiet >= s.next {
+		pos.Emitted = s.quiet
+	}
+	return pos, s.mu.Unlock, nil
 }
 
 // checkpoint makes a checkpoint now and acks the pipeline log up to it.
@@ -481,15 +561,16 @@ func (s *statefulStage) checkpoint(ctx context.Context) error {
 	cp, _, err := s.mgr.Now(ctx)
 	if err != nil {
 		s.ckptFails.Inc()
-		if errors.Is(err, state.ErrBroken) {
+		s.p.setErr(fmt.Errorf("checkpoint: %w", err))
+		if errors.Is(err, state.ErrBroken) || errors.Is(err, state.ErrCorrupt) {
 			s.mu.Lock()
-			s.failed = err
+			s.fail(fmt.Errorf("checkpoint: %w", err))
 			s.mu.Unlock()
 		}
-		s.p.setErr(fmt.Errorf("checkpoint: %w", err))
 		return fmt.Errorf("checkpoint: %w", err)
 	}
 	s.ckpts.Inc()
+	s.writeMarker()
 	if cp.Log > 1 && cp.Log-1 > s.acked {
 		if err := s.reader.Ack(cp.Log - 1); err != nil {
 			return fmt.Errorf("checkpoint: ack log cursor: %w", err)
@@ -526,7 +607,7 @@ func (s *statefulStage) checkpoints(ctx context.Context) {
 		}
 		if err := s.checkpoint(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("checkpoint failed", "err", err)
-			if errors.Is(err, state.ErrBroken) {
+			if errors.Is(err, state.ErrBroken) || errors.Is(err, state.ErrCorrupt) {
 				return
 			}
 		}

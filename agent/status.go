@@ -32,6 +32,11 @@ type Status struct {
 	// (pspf_dropped_total, like "filtered" or "sink_rejected"), since the
 	// agent started. The log's own drops are in Log.Drops.
 	Drops map[string]uint64 `json:"drops"`
+	// StateResets counts the times the stateful operators' state file was
+	// found damaged, or missing though a checkpoint had been committed, and
+	// the state started empty and was rebuilt from the pipeline log, since
+	// the agent started (pspf_state_resets_total).
+	StateResets uint64 `json:"state_resets"`
 	// LastError is the last error a component reported, or "".
 	LastError string `json:"last_error,omitempty"`
 }
@@ -155,6 +160,7 @@ func (p *Pipeline) Status() Status {
 			in.Backlog = in.NextSeq - next
 		}
 		st.Input = &in
+		st.StateResets = p.stage.resets.Get()
 		if len(in.Drops) > 0 && st.Log.Drops == nil {
 			st.Log.Drops = map[string]uint64{}
 		}

@@ -23,6 +23,18 @@
 // The state reflects exactly the loaded checkpoint, so each record after
 // the cursor is applied once (exactly-once state); outputs produced again
 // carry the same stable IDs (at-least-once delivery).
+//
+// # After a state reset
+//
+// When the state file was damaged (Load or state.Open fail with an error
+// wrapping state.ErrCorrupt) or is missing or empty although a checkpoint
+// had been committed, the runner moves it aside, starts from empty state
+// and replays the log from its oldest retained record. The outboxes are
+// not cut: they hold real outputs, some delivered already. Position.Emitted
+// records how far the log had been processed before the reset (the runner's
+// persisted log cursor), and the outputs of the records up to it are dropped
+// during the replay: they are in the outboxes already. The runner commits
+// that position at once, so that a crash during the replay resumes it.
 package checkpoint
 
 import (
@@ -40,6 +52,7 @@ import (
 const (
 	metaVersion   = "checkpoint.v"
 	metaLog       = "checkpoint.log"
+	metaEmitted   = "checkpoint.emitted"
 	metaOutboxPfx = "checkpoint.outbox/"
 	formatVersion = 1
 )
@@ -56,11 +69,16 @@ type Position struct {
 	// Outboxes maps each outbox (by sink name) to its end position: the
 	// position after the last record written into it from the state.
 	Outboxes map[string]uint64
+	// Emitted, when at least Log, is the last pipeline-log sequence whose
+	// outputs are already in the outboxes although the state does not
+	// reflect it (a state reset: see the package doc): the outputs of the
+	// records from Log to Emitted are to be dropped. 0 otherwise.
+	Emitted uint64
 }
 
 // Equal reports whether p and o are the same position.
 func (p Position) Equal(o Position) bool {
-	return p.Log == o.Log && maps.Equal(p.Outboxes, o.Outboxes)
+	return p.Log == o.Log && p.Emitted == o.Emitted && maps.Equal(p.Outboxes, o.Outboxes)
 }
 
 // Checkpoint is a committed checkpoint.
@@ -76,7 +94,8 @@ var ErrNoMetadata = errors.New("checkpoint: no checkpoint metadata")
 
 // Load returns the last committed checkpoint of db, with ok false when there
 // is none. It reads only the DB's record of its last commit; it does not
-// block on a running checkpoint. The Outboxes map is the caller's.
+// block on a running checkpoint. The Outboxes map is the caller's. A record
+// that does not decode is damage: the error wraps state.ErrCorrupt.
 func Load(db *state.DB) (cp Checkpoint, ok bool, err error) {
 	info, err := db.LastCheckpoint()
 	if err != nil {
@@ -86,6 +105,11 @@ func Load(db *state.DB) (cp Checkpoint, ok bool, err error) {
 		return Checkpoint{}, false, nil
 	}
 	pos, err := decode(info.Meta)
+	if err != nil && !errors.Is(err, ErrNoMetadata) {
+		// The file says a checkpoint committed, but its record does not
+		// decode: damage.
+		err = fmt.Errorf("%w: %w", err, state.ErrCorrupt)
+	}
 	if err != nil {
 		return Checkpoint{}, false, fmt.Errorf("checkpoint: load %d: %w", info.Seq, err)
 	}
@@ -96,6 +120,9 @@ func encode(p Position) (map[string][]byte, error) {
 	m := make(map[string][]byte, len(p.Outboxes)+2)
 	m[metaVersion] = []byte{formatVersion}
 	m[metaLog] = binary.BigEndian.AppendUint64(nil, p.Log)
+	if p.Emitted > 0 {
+		m[metaEmitted] = binary.BigEndian.AppendUint64(nil, p.Emitted)
+	}
 	for name, end := range p.Outboxes {
 		if name == "" || len(name) > MaxOutboxNameLen {
 			return nil, fmt.Errorf("outbox name %q: must be 1 to %d bytes", name, MaxOutboxNameLen)
@@ -115,16 +142,19 @@ func decode(m map[string][]byte) (Position, error) {
 	}
 	p := Position{Outboxes: make(map[string]uint64)}
 	for k, v := range m {
-		isLog, isOutbox := k == metaLog, strings.HasPrefix(k, metaOutboxPfx)
-		if !isLog && !isOutbox {
+		isLog, isEmitted, isOutbox := k == metaLog, k == metaEmitted, strings.HasPrefix(k, metaOutboxPfx)
+		if !isLog && !isEmitted && !isOutbox {
 			continue // the version, or written by someone else
 		}
 		if len(v) != 8 {
 			return Position{}, fmt.Errorf("meta %q: %d bytes, want 8", k, len(v))
 		}
-		if isLog {
+		switch {
+		case isLog:
 			p.Log = binary.BigEndian.Uint64(v)
-		} else {
+		case isEmitted:
+			p.Emitted = binary.BigEndian.Uint64(v)
+		default:
 			p.Outboxes[k[len(metaOutboxPfx):]] = binary.BigEndian.Uint64(v)
 		}
 	}

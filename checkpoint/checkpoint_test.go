@@ -242,3 +242,40 @@ func TestRunSkipsFailedCapture(t *testing.T) {
 		t.Fatal("Run did not return after the DB closed")
 	}
 }
+
+// TestEmittedRoundTrip: the position of a replay after a state reset keeps
+// its Emitted mark across a reopen; a normal one has none.
+func TestEmittedRoundTrip(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	db := openDB(t, path, 0)
+	pos := Position{Log: 40, Emitted: 95, Outboxes: map[string]uint64{"outbox": 12}}
+	m, err := New(db, Options{Capture: func(context.Context) (Position, func(), error) { return pos, nil, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := m.Now(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	pos.Emitted = 0 // the replay passed it: the next position is a normal one
+	pos.Log = 96
+	if cp, st, err := m.Now(context.Background()); err != nil || st.Seq != 2 || cp.Emitted != 0 {
+		t.Fatalf("second checkpoint: %+v seq %d, %v; want seq 2 without Emitted", cp, st.Seq, err)
+	}
+	db.Close()
+	db = openDB(t, path, 0)
+	cp, ok, err := Load(db)
+	if err != nil || !ok || !cp.Position.Equal(pos) {
+		t.Errorf("Load = %+v, %v, %v; want %+v", cp, ok, err, pos)
+	}
+}
+
+// TestLoadDamagedMeta: a checkpoint record that does not decode is damage.
+func TestLoadDamagedMeta(t *testing.T) {
+	db := openDB(t, filepath.Join(t.TempDir(), "state.db"), 0)
+	if _, err := db.Checkpoint(map[string][]byte{metaVersion: {formatVersion}, metaLog: {1, 2, 3}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := Load(db); !errors.Is(err, state.ErrCorrupt) {
+		t.Errorf("Load = %v, want state.ErrCorrupt", err)
+	}
+}

@@ -171,7 +171,7 @@ func (m *Manager) lastCopy() Checkpoint {
 }
 
 func clonePos(p Position) Position {
-	o := Position{Log: p.Log, Outboxes: make(map[string]uint64, len(p.Outboxes))}
+	o := Position{Log: p.Log, Emitted: p.Emitted, Outboxes: make(map[string]uint64, len(p.Outboxes))}
 	for k, v := range p.Outboxes {
 		o.Outboxes[k] = v
 	}

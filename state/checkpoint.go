@@ -83,7 +83,8 @@ func (db *DB) Checkpoint(meta map[string][]byte) (CheckpointStats, error) {
 // (no copy of keys or values), so the caller can pause its operators,
 // Prepare, resume them, then Commit: the checkpoint holds exactly the state
 // at Prepare. After Close it returns ErrClosed; after a failed commit,
-// ErrBroken.
+// ErrBroken; once the DB has met damage (DB.Damaged), that error, which
+// wraps ErrCorrupt.
 func (db *DB) Prepare(meta map[string][]byte) (*Pending, error) {
 	for k, v := range meta {
 		if len(k) == 0 || len(k) > MaxMetaKeySize {
@@ -108,6 +109,10 @@ func (db *DB) Prepare(meta map[string][]byte) (*Pending, error) {
 	if db.broken != nil {
 		<-db.ckpt
 		return nil, fmt.Errorf("%w (reopen to recover): %w", ErrBroken, db.broken)
+	}
+	if dmg := db.Damaged(); dmg != nil {
+		<-db.ckpt
+		return nil, fmt.Errorf("state: no checkpoint from a damaged file: %w", dmg)
 	}
 	p := &Pending{db: db, meta: mcopy, seq: db.last.Seq + 1, now: db.nowNanos()}
 	for name, held := range db.drops {
@@ -222,6 +227,7 @@ func (p *Pending) Commit() (CheckpointStats, error) {
 	start := time.Now()
 	expired, err := p.write(&st)
 	st.Commit = time.Since(start)
+	db.noteDamage(&err)
 
 	db.mu.Lock()
 	defer db.mu.Unlock()

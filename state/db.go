@@ -10,9 +10,11 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // Limits on keys and values, checked before anything is allocated.
@@ -76,9 +78,14 @@ type Options struct {
 // second line.
 type DB struct {
 	bolt   *bolt.DB
+	path   string
 	opts   Options
 	log    *slog.Logger
 	budget int64
+
+	// damaged is the first error wrapping ErrCorrupt that a call into bbolt
+	// returned; see Damaged.
+	damaged atomic.Pointer[error]
 
 	// ckpt is a one-slot semaphore held from Prepare until Commit or Abort,
 	// and by Close.
@@ -130,6 +137,15 @@ type CheckpointInfo struct {
 // The freelist is synced by every commit (NoFreelistSync is not set):
 // rebuilding it on open would walk the tree in a goroutine of bbolt's, where
 // a damaged page's panic cannot be turned into ErrCorrupt (guard.go).
+//
+// Before bbolt maps the file, Open reads it through once and checks its
+// structure (verify.go): a damaged file, one found damaged while in use
+// (see Close), and one bbolt cannot open or read return an error wrapping
+// ErrCorrupt, never a panic or a hang. Move it aside with MoveAside and
+// Open again to start from an empty file. A missing or empty file is a new,
+// empty state (LastCheckpoint's Seq is 0). A file with one invalid meta
+// page (a commit torn by a power cut, or damage) opens at the other one,
+// which may be the previous checkpoint, and a warning says so.
 func Open(path string, opts Options) (*DB, error) {
 	if opts.CacheBytes < 0 {
 		return nil, fmt.Errorf("state: open %s: cache bytes must be >= 0, got %d", path, opts.CacheBytes)
@@ -147,6 +163,14 @@ func Open(path string, opts Options) (*DB, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	rep, err := checkFile(path, opts.LockTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("state: open %s: %w", path, err)
+	}
+	if rep.badMeta != nil {
+		log.Warn("state: one of the file's two meta pages is invalid (a commit torn by a power cut, or damage); opening at the other",
+			"path", path, "transaction", rep.txid, "err", rep.badMeta)
+	}
 	bdb, info, err := openBolt(path, opts.LockTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("state: open %s: %w", path, err)
@@ -159,6 +183,7 @@ func Open(path string, opts Options) (*DB, error) {
 	}
 	db := &DB{
 		bolt:     bdb,
+		path:     path,
 		opts:     opts,
 		log:      log,
 		budget:   opts.CacheBytes,
@@ -194,6 +219,9 @@ func openBolt(path string, lockTimeout time.Duration) (bdb *bolt.DB, info Checkp
 		FreelistType:    bolt.FreelistMapType,
 		InitialMmapSize: initialMmap,
 	})
+	if errors.Is(err, berrors.ErrInvalid) || errors.Is(err, berrors.ErrVersionMismatch) || errors.Is(err, berrors.ErrChecksum) {
+		err = fmt.Errorf("bbolt: %w: %w", err, ErrCorrupt)
+	}
 	if err != nil {
 		return nil, info, err
 	}
@@ -209,7 +237,7 @@ func readInfo(tx *bolt.Tx) (CheckpointInfo, error) {
 	if b := tx.Bucket(bucketCkpt); b != nil {
 		seq, ts := b.Get(keySeq), b.Get(keyTime)
 		if len(seq) != 8 || len(ts) != 8 {
-			return info, errors.New("checkpoint record is damaged")
+			return info, fmt.Errorf("checkpoint record is damaged: %w", ErrCorrupt)
 		}
 		info.Seq = binary.BigEndian.Uint64(seq)
 		info.Time = time.Unix(0, int64(binary.BigEndian.Uint64(ts)))
@@ -272,14 +300,21 @@ func (db *DB) Stats() Stats {
 	}
 }
 
-// Check runs bbolt's consistency check over the whole file in a read
-// transaction and returns all the problems found, joined, or nil.
+// Check checks the file: first its structure, read through from the file
+// as Open does (verify.go), then, if that holds, with bbolt's own
+// consistency check in a read transaction. It waits for a running
+// checkpoint and holds the cache lock meanwhile. It returns all the
+// problems found, joined and wrapping ErrCorrupt, or nil.
 func (db *DB) Check() error {
+	db.ckpt <- struct{}{}
+	defer func() { <-db.ckpt }()
 	db.mu.Lock()
-	closed := db.closed
-	db.mu.Unlock()
-	if closed {
+	defer db.mu.Unlock()
+	if db.closed {
 		return ErrClosed
+	}
+	if _, err := verifyFile(db.path); err != nil {
+		return fmt.Errorf("state: check: %w", err)
 	}
 	var errs []error
 	err := db.view(func(tx *bolt.Tx) error {
@@ -292,15 +327,31 @@ func (db *DB) Check() error {
 		return fmt.Errorf("state: check: %w", err)
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("state: check: %w", errors.Join(errs...))
+		return fmt.Errorf("state: check: %w: %w", errors.Join(errs...), ErrCorrupt)
+	}
+	return nil
+}
+
+// Damaged returns the first error wrapping ErrCorrupt that the DB met in
+// the file since Open (a page bbolt could not read, a fault on the mapped
+// file), or nil. Once damage is seen the DB refuses checkpoints (Prepare
+// returns an error wrapping ErrCorrupt): state read from a damaged file
+// must not be committed as if it were whole. It works after Close.
+func (db *DB) Damaged() error {
+	if e := db.damaged.Load(); e != nil {
+		return *e
 	}
 	return nil
 }
 
 // Close waits for a running checkpoint to finish, then closes the file and
 // drops the cache. Dirty entries not yet checkpointed are discarded: call
-// Checkpoint first to keep them. Close is idempotent; later calls return nil.
-// Every other method returns ErrClosed after Close (Stats still works).
+// Checkpoint first to keep them. When the DB met damage (Damaged), Close
+// also leaves a note beside the file (its name plus ".suspect", written
+// durably), so that the next Open reports the file as damaged even if its
+// structure checks out. Close is idempotent; later calls return nil.
+// Every other method returns ErrClosed after Close (Stats and Damaged
+// still work).
 func (db *DB) Close() error {
 	db.ckpt <- struct{}{}
 	defer func() { <-db.ckpt }()
@@ -315,10 +366,16 @@ func (db *DB) Close() error {
 	db.lru.next, db.lru.prev = &db.lru, &db.lru
 	db.used, db.dirtyB, db.nEntries, db.nDirty = 0, 0, 0, 0
 	db.mu.Unlock()
-	if err := db.bolt.Close(); err != nil {
-		return fmt.Errorf("state: close: %w", err)
+	err := db.bolt.Close()
+	if err != nil {
+		err = fmt.Errorf("state: close: %w", err)
 	}
-	return nil
+	if dmg := db.Damaged(); dmg != nil {
+		if nerr := writeNote(db.path, dmg); nerr != nil {
+			err = errors.Join(err, fmt.Errorf("state: close: %w", nerr))
+		}
+	}
+	return err
 }
 
 func syncDir(dir string) error {

@@ -63,6 +63,18 @@
 // operators. Since the state reflects exactly that checkpoint, every record
 // after the cursor is applied exactly once.
 //
+// # Damage
+//
+// Open reads the file through once and checks its structure before bbolt
+// maps it (verify.go), so that a damaged file makes Open fail with
+// ErrCorrupt rather than panic, crash the process or hang it; a call that
+// meets damage later, while the file is in use, fails with ErrCorrupt too,
+// the DB refuses to checkpoint from then on, and Close leaves a note so
+// that the next Open fails the same way. The caller then moves the file
+// aside (MoveAside keeps the MaxAside newest copies) and starts from an
+// empty one. bbolt keeps no checksum of its data: a flipped byte inside a
+// value, whose page still parses, is not detected here.
+//
 // # Concurrency
 //
 // A DB and its tables are safe for concurrent use; one mutex guards the cache,

@@ -14,9 +14,12 @@ var (
 	// the last committed checkpoint, and replay from it.
 	ErrBroken = errors.New("state: an earlier checkpoint failed")
 
-	// ErrCorrupt is returned when the file is damaged: bbolt met a page it
-	// could not read. The runner decides: move the file aside and recover
-	// from an empty state, or stop the pipeline and report.
+	// ErrCorrupt is returned when the file is damaged: by Open when the
+	// file's structure does not check out, bbolt cannot open it, or Close
+	// left a note that it was found damaged in use; by any other call when
+	// bbolt met a page it could not read (DB.Damaged then reports it). The
+	// runner moves the file aside (MoveAside) and recovers from an empty
+	// state.
 	ErrCorrupt = errors.New("state: file is damaged")
 
 	// ErrKeySize is returned for an empty key or one longer than MaxKeySize.

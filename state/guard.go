@@ -1,6 +1,7 @@
 package state
 
 import (
+	"errors"
 	"fmt"
 	"runtime/debug"
 
@@ -30,12 +31,23 @@ func guard(err *error) func() {
 
 // view runs fn in a guarded bbolt read transaction.
 func (db *DB) view(fn func(*bolt.Tx) error) (err error) {
+	defer db.noteDamage(&err)
 	defer guard(&err)()
 	return db.bolt.View(fn)
 }
 
 // update runs fn in a guarded bbolt write transaction.
 func (db *DB) update(fn func(*bolt.Tx) error) (err error) {
+	defer db.noteDamage(&err)
 	defer guard(&err)()
 	return db.bolt.Update(fn)
+}
+
+// noteDamage records the first error wrapping ErrCorrupt as the DB's
+// damage (see DB.Damaged). It takes no lock: callers may hold db.mu.
+func (db *DB) noteDamage(err *error) {
+	if *err != nil && errors.Is(*err, ErrCorrupt) {
+		e := *err
+		db.damaged.CompareAndSwap(nil, &e)
+	}
 }

@@ -74,7 +74,9 @@ func (s *supervisor) rollback(ctx context.Context, m *managed) {
 		s.mu.Lock()
 		m.run = nil
 		s.mu.Unlock()
-		s.fail(m, fmt.Errorf("%w; the previous config cannot start either: %w", cause, err), "pipeline could not start")
+		err = fmt.Errorf("%w; the previous config cannot start either: %w", cause, err)
+		s.fail(m, err, "pipeline could not start")
+		s.scheduleRestart(m, pr.spec, pr.gen, pr.key, err, false)
 		return
 	}
 	s.mu.Lock()

@@ -14,9 +14,15 @@ type pipelineView struct {
 	File       string `json:"file,omitempty"`
 	Hash       string `json:"hash,omitempty"` // SHA-256 of the running config's file
 	Generation int    `json:"generation"`
-	// State is running, failed (no valid config yet, or it could not start)
+	// State is running, failed (no valid config yet, or it could not
+	// start), restarting (it failed and is started again after a backoff)
 	// or stopped (file removed, or its sources ended).
 	State string `json:"state"`
+	// Restarts counts the starts after a failure since the agent started.
+	Restarts uint64 `json:"restarts"`
+	// StateResets counts the times the stateful operators' state file was
+	// found damaged (or missing) and their state rebuilt from the log.
+	StateResets uint64 `json:"state_resets"`
 	// LastReloadError is why the last change of the file was not applied;
 	// the generation shown keeps running.
 	LastReloadError string    `json:"last_reload_error,omitempty"`
@@ -160,9 +166,9 @@ func (s *supervisor) views() []pipelineView {
 func (s *supervisor) viewOf(m *managed, track bool) pipelineView {
 	now := time.Now()
 	s.mu.Lock()
-	g, spec, final, removed := m.run, m.spec, m.final, m.removed
+	g, spec, final, removed, restarting := m.run, m.spec, m.final, m.removed, m.restart != nil
 	v := pipelineView{Name: m.name, File: m.file, Generation: m.gen, LastReloadError: m.reloadErr,
-		ReloadFailures: m.failures.Get(), Drops: maps.Clone(m.logDrops)}
+		ReloadFailures: m.failures.Get(), Restarts: m.restarts.Get(), Drops: maps.Clone(m.logDrops)}
 	s.mu.Unlock()
 	if spec != nil {
 		v.Hash = spec.Hash
@@ -184,6 +190,9 @@ func (s *supervisor) viewOf(m *managed, track bool) pipelineView {
 	if g == nil && final != nil && spec != nil && !removed {
 		v.State = stateFailed // a reload stopped it and no generation could start
 	}
+	if restarting {
+		v.State = stateRestarting
+	}
 	for k, n := range st.Drops {
 		v.Drops[k] += n
 	}
@@ -193,6 +202,7 @@ func (s *supervisor) viewOf(m *managed, track bool) pipelineView {
 		}
 	}
 	v.Sources, v.Operators, v.Log, v.Input, v.DeadLetters, v.LastError = st.Sources, st.Operators, st.Log, st.Input, st.DeadLetters, st.LastError
+	v.StateResets = st.StateResets
 	v.BacklogRecords, v.BacklogBytes = st.Log.Backlog, st.Log.BacklogBytes
 	oldest := st.Log.NextSeq // oldest sequence not delivered to every sink
 	for _, sk := range st.Sinks {

@@ -68,7 +68,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	}
 	printStatus(stdout, resp.Pipelines)
 	for _, p := range resp.Pipelines {
-		if p.State == stateFailed || p.LastReloadError != "" {
+		if p.State == stateFailed || p.State == stateRestarting || p.LastReloadError != "" {
 			return exitProblem
 		}
 	}

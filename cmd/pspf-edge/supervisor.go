@@ -21,9 +21,10 @@ import (
 
 // Pipeline states shown by status.
 const (
-	stateRunning = "running"
-	stateFailed  = "failed"  // no valid config yet, or it could not start
-	stateStopped = "stopped" // its file was removed, or its sources ended
+	stateRunning    = "running"
+	stateFailed     = "failed"     // no valid config yet, or it could not start
+	stateRestarting = "restarting" // it failed; it is started again after a backoff (restart.go)
+	stateStopped    = "stopped"    // its file was removed, or its sources ended
 )
 
 // supervisorDeps is what a supervisor is built from.
@@ -76,6 +77,10 @@ type supervisor struct {
 	// setupFailed receives a pipeline whose generation on probation failed
 	// to set up; the loop rolls it back.
 	setupFailed chan *managed
+	// restartWake wakes the loop when a restart is scheduled (restart.go);
+	// restartT fires when the earliest is due (loop only).
+	restartWake chan struct{}
+	restartT    *time.Timer
 
 	mu       sync.Mutex // guards what follows and every managed's fields
 	cfg      agent.AgentConfig
@@ -108,6 +113,9 @@ type managed struct {
 	sinkGauge  map[string]bool              // sinks with registered gauges
 	view       atomic.Pointer[pipelineView] // last computed view, for gauges
 	probation  *probation                   // a reloaded generation not proven yet
+	restart    *restart                     // a pending start after a failure (restart.go)
+	restartBO  agent.Backoff                // delays between restarts
+	restarts   *agent.Counter               // pspf_pipeline_restarts_total
 }
 
 // probation is a reloaded generation that has not connected yet: a setup
@@ -154,7 +162,8 @@ func newSupervisor(d supervisorDeps) *supervisor {
 	if d.SampleEvery <= 0 {
 		d.SampleEvery = time.Second
 	}
-	s := &supervisor{d: d, dataDir: d.Config.DataDir, cfg: d.Config, pipes: map[string]*managed{}, setupFailed: make(chan *managed)}
+	s := &supervisor{d: d, dataDir: d.Config.DataDir, cfg: d.Config, pipes: map[string]*managed{}, setupFailed: make(chan *managed),
+		restartWake: make(chan struct{}, 1)}
 	s.agentFailures = d.Metrics.Counter("pspf_agent_config_reload_failures_total")
 	if d.ConfigFile != "" {
 		if data, err := os.ReadFile(d.ConfigFile); err == nil {
@@ -221,6 +230,7 @@ func (s *supervisor) Run(ctx context.Context, hup <-chan os.Signal) error {
 	sample := time.NewTicker(s.d.SampleEvery)
 	defer sample.Stop()
 	var recheck <-chan time.Time
+	restartC := s.restartTimer()
 	for {
 		select {
 		case <-ctx.Done():
@@ -247,6 +257,9 @@ func (s *supervisor) Run(ctx context.Context, hup <-chan os.Signal) error {
 			s.sync(ctx, false)
 		case m := <-s.setupFailed:
 			s.rollback(ctx, m)
+		case <-s.restartWake:
+		case <-restartC:
+			s.restartDue(ctx)
 		case <-sample.C:
 			s.sample()
 		}
@@ -256,6 +269,7 @@ func (s *supervisor) Run(ctx context.Context, hup <-chan os.Signal) error {
 		}
 		s.recheck = false
 		s.mu.Unlock()
+		restartC = s.restartTimer()
 	}
 }
 
@@ -443,8 +457,10 @@ func (s *supervisor) apply(ctx context.Context, name, file string, data []byte, 
 	m := s.pipes[name]
 	if m == nil {
 		m = &managed{name: name, logDrops: map[string]uint64{}, sinkGauge: map[string]bool{},
-			failures: s.d.Metrics.Counter("pspf_reload_failures_total", "pipeline", name),
-			reloads:  s.d.Metrics.Counter("pspf_reloads_total", "pipeline", name)}
+			failures:  s.d.Metrics.Counter("pspf_reload_failures_total", "pipeline", name),
+			reloads:   s.d.Metrics.Counter("pspf_reloads_total", "pipeline", name),
+			restarts:  s.d.Metrics.Counter("pspf_pipeline_restarts_total", "pipeline", name),
+			restartBO: agent.Backoff{Initial: restartInitial, Max: restartMax}}
 		s.pipes[name] = m
 		s.registerGauges(m)
 	}
@@ -527,11 +543,13 @@ func (s *supervisor) apply(ctx context.Context, name, file string, data []byte, 
 		m.run = nil
 		s.mu.Unlock()
 		s.fail(m, err, "pipeline could not start")
+		s.scheduleRestart(m, spec, gen, key, err, true)
 		return
 	}
 	s.mu.Lock()
 	wasRemoved := m.removed
 	m.run, m.spec, m.gen, m.runKey, m.reloadErr, m.removed, m.stopping, m.final = g, spec, gen, key, "", false, nil, nil
+	m.restart = nil
 	if old != nil && oldRun != nil && !wasRemoved {
 		m.probation = &probation{g: g, spec: old, gen: oldRun.gen, key: oldKey}
 		s.watchSetup(m, g)
@@ -583,7 +601,12 @@ func (s *supervisor) start(ctx context.Context, m *managed, spec *agent.Pipeline
 	s.wg.Go(func() {
 		defer cancel()
 		g.err = p.Run(rctx)
+		asked := rctx.Err() != nil // stopped by the supervisor, or its shutdown
 		close(g.done)
+		if !asked {
+			s.ended(m, g) // restart.go
+			return
+		}
 		if g.err != nil {
 			s.d.Logger.Warn("pipeline generation ended with errors", "pipeline", m.name, "generation", gen, "err", g.err)
 		}
@@ -614,7 +637,7 @@ func (s *supervisor) retire(m *managed, g *generation) {
 func (s *supervisor) remove(m *managed, cfg agent.AgentConfig) {
 	s.mu.Lock()
 	g := m.run
-	m.removed, m.seen, m.runKey, m.missing, m.reloadErr, m.probation = true, "", "", time.Time{}, "", nil
+	m.removed, m.seen, m.runKey, m.missing, m.reloadErr, m.probation, m.restart = true, "", "", time.Time{}, "", nil, nil
 	done := make(chan struct{})
 	m.stopping = done
 	s.mu.Unlock()
@@ -756,7 +779,8 @@ func (s *supervisor) names() []string {
 }
 
 // isReady reports whether the first sync is done and every pipeline with a
-// valid config is running (or has ended on its own).
+// valid config is running (or has ended on its own, its sources done); if
+// not, why, naming the first pipeline that is down.
 func (s *supervisor) isReady() (bool, string) {
 	if !s.ready.Load() {
 		return false, "starting"
@@ -764,9 +788,8 @@ func (s *supervisor) isReady() (bool, string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, n := range slices.Sorted(maps.Keys(s.pipes)) {
-		m := s.pipes[n]
-		if m.spec != nil && !m.removed && m.run == nil {
-			return false, fmt.Sprintf("pipeline %q is not running: %s", n, m.reloadErr)
+		if down, why := s.pipes[n].down(); down {
+			return false, fmt.Sprintf("pipeline %q is not running: %s", n, why)
 		}
 	}
 	return true, ""
