@@ -71,7 +71,8 @@ type statefulStage struct {
 	mu      sync.Mutex    // held while a batch or timer runs; capture takes it
 	next    uint64        // pipeline-log sequence of the next record to process
 	nextPub atomic.Uint64 // next, for status (which must not wait for mu)
-	acked   uint64        // the cursor was acked up to here
+	ackMu   sync.Mutex    // serialises the cursor ack of checkpoints that run at once (timer, reload, shutdown)
+	acked   uint64        // the cursor was acked up to here; under ackMu once the stage runs
 	failed  error         // damaged state or a failed checkpoint commit: the stage stops
 	lastTmr time.Time
 	// quiet is the last pipeline-log record whose outputs are already in
@@ -571,6 +572,8 @@ func (s *statefulStage) checkpoint(ctx context.Context) error {
 	}
 	s.ckpts.Inc()
 	s.writeMarker()
+	s.ackMu.Lock()
+	defer s.ackMu.Unlock()
 	if cp.Log > 1 && cp.Log-1 > s.acked {
 		if err := s.reader.Ack(cp.Log - 1); err != nil {
 			return fmt.Errorf("checkpoint: ack log cursor: %w", err)
