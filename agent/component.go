@@ -140,6 +140,14 @@ type Env struct {
 	// background) as the pipeline's last error, for the status API. It is
 	// safe for concurrent use; the runner sets it.
 	ReportError func(error)
+	// Unreachable lets a sink say, while a Write still waits, that its
+	// destination has stopped answering, and why (err): the runner shows
+	// the sink offline from then on, with err as its last error, until a
+	// Write succeeds. The Write itself goes on (a produce that keeps
+	// retrying, a slow answer). A sink calls it only while a Write is in
+	// progress, from any goroutine, and returns from Write after its last
+	// call. Set by the runner for sinks only; nil elsewhere.
+	Unreachable func(err error)
 }
 
 // Counter returns the component's counter with the given name and labels

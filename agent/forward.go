@@ -36,8 +36,12 @@ type sinkRun struct {
 	limRecords *rate.Limiter
 	limBytes   *rate.Limiter
 
+	// Health, for status: the sink's own goroutine and the sink's
+	// Unreachable reports change it under hmu; status reads it.
+	hmu          sync.Mutex
 	online       atomic.Bool
 	offlineSince atomic.Int64 // unix nanos; 0 while online
+	lastErr      string       // why it is offline; "" once it delivers again
 	acked        atomic.Uint64
 	target       atomic.Uint64 // drain up to this sequence, once draining
 	draining     chan struct{}
@@ -125,7 +129,7 @@ func (s *sinkRun) run(ctx context.Context) {
 					return
 				}
 				s.p.connectFailed(err)
-				s.fail(fmt.Errorf("connect: %w", err))
+				s.failDest(fmt.Errorf("connect: %w", err))
 				if !Sleep(ctx, bo.Next()) {
 					return
 				}
@@ -135,7 +139,7 @@ func (s *sinkRun) run(ctx context.Context) {
 				if ctx.Err() != nil {
 					return
 				}
-				s.fail(err)
+				s.failDest(err)
 				if !Sleep(ctx, bo.Next()) {
 					return
 				}
@@ -143,7 +147,7 @@ func (s *sinkRun) run(ctx context.Context) {
 			}
 			s.connected = true
 			s.p.connected(s)
-			s.setOnline(true)
+			s.setOnline()
 			bo.Reset()
 		}
 		r, live := s.pick()
@@ -364,7 +368,10 @@ func (s *sinkRun) deliver(ctx context.Context, recs []Record, bo *Backoff) bool 
 		if err == nil {
 			s.done(recs)
 			bo.Reset()
-			s.setOnline(true)
+			if !s.online.Load() {
+				s.wasOffline = true // the sink reported an outage during the Write
+			}
+			s.setOnline()
 			return true
 		}
 		if ctx.Err() != nil {
@@ -374,15 +381,14 @@ func (s *sinkRun) deliver(ctx context.Context, recs []Record, bo *Backoff) bool 
 		switch {
 		case errors.As(err, &rej):
 			s.reject(ctx, recs, rej)
-			s.setOnline(true)
+			s.setOnline()
 			return true
 		case IsPermanent(err):
 			s.reject(ctx, recs, nil, err)
-			s.setOnline(true)
+			s.setOnline()
 			return true
 		}
-		s.fail(fmt.Errorf("write: %w", err))
-		s.setOnline(false)
+		s.failDest(fmt.Errorf("write: %w", err))
 		s.wasOffline = true
 		s.retries.Inc()
 		wait := bo.Next()
@@ -478,24 +484,61 @@ func (s *sinkRun) reject(ctx context.Context, recs []Record, rej *RejectedError,
 	s.p.deadLetter(ctx, dead)
 }
 
+// fail counts and reports an error of the sink's own work (reading the
+// log, moving its cursor): the pipeline's last error until the sink
+// delivers again.
 func (s *sinkRun) fail(err error) {
 	s.errs.Inc()
 	err = fmt.Errorf("%s: %w", s.name, err)
-	s.p.setErr(err)
+	s.p.setErrOf(s.owner(), err)
 	s.log.Warn("sink error", "err", err)
 }
 
-func (s *sinkRun) setOnline(on bool) {
-	was := s.online.Swap(on)
-	if on {
-		if !was && s.offlineSince.Load() != 0 {
-			s.log.Info("sink online again", "offline_for", time.Since(time.Unix(0, s.offlineSince.Load())).Round(time.Millisecond))
-		}
-		s.offlineSince.Store(0)
-	} else if was || s.offlineSince.Load() == 0 {
+// failDest counts a failed connect or write: the destination is offline.
+func (s *sinkRun) failDest(err error) {
+	s.errs.Inc()
+	s.offline(err)
+}
+
+// offline marks the destination unreachable, or refusing for now, with err
+// as the reason. The first call of an outage stamps offline_since and logs
+// one WARN; later ones only replace last_error (and log at DEBUG), so that
+// an outage of hours logs one line, not one per retry. It is safe from any
+// goroutine: a sink's Unreachable calls it while a Write waits.
+func (s *sinkRun) offline(err error) {
+	err = fmt.Errorf("%s: %w", s.name, err)
+	s.hmu.Lock()
+	first := s.online.Load() || s.offlineSince.Load() == 0
+	s.online.Store(false)
+	if first {
 		s.offlineSince.Store(time.Now().UnixNano())
 	}
+	s.lastErr = err.Error()
+	s.hmu.Unlock()
+	s.p.setErrOf(s.owner(), err)
+	if first {
+		s.log.Warn("sink offline; retrying with backoff until it accepts again", "err", err)
+	} else {
+		s.log.Debug("sink still offline", "err", err)
+	}
 }
+
+// setOnline marks the destination as answering: it clears offline_since
+// and the sink's last error, in the sink's status and as the pipeline's.
+func (s *sinkRun) setOnline() {
+	s.hmu.Lock()
+	was := s.online.Swap(true)
+	since := s.offlineSince.Swap(0)
+	s.lastErr = ""
+	s.hmu.Unlock()
+	s.p.clearErrOf(s.owner())
+	if !was && since != 0 {
+		s.log.Info("sink online again", "offline_for", time.Since(time.Unix(0, since)).Round(time.Millisecond))
+	}
+}
+
+// owner names the sink as the source of the pipeline's last error.
+func (s *sinkRun) owner() string { return "sink " + s.name }
 
 func (s *sinkRun) close(ctx context.Context) error {
 	var errs []error

@@ -61,7 +61,7 @@ type Pipeline struct {
 
 	deadCount *Counter
 	startedAt time.Time
-	lastErr   atomic.Pointer[string]
+	lastErr   atomic.Pointer[lastError]
 	stopOpts  atomic.Pointer[StopOptions] // how Run ends; see SetStop
 	setup     startup                     // first connections; see Started
 	cancelRun atomic.Pointer[context.CancelFunc]
@@ -156,8 +156,16 @@ func NewPipeline(spec *PipelineSpec, deps PipelineDeps) (_ *Pipeline, err error)
 		}
 		sinkLog = p.stage.outbox
 	}
+	// A sink's Unreachable reports to its runner, which exists only once
+	// the sink does; it is called from Write, after Run started.
+	sinkEnv := func(c ComponentSpec, sr **sinkRun) Env {
+		e := env(c)
+		e.Unreachable = func(err error) { (*sr).offline(err) }
+		return e
+	}
 	for _, c := range spec.Sinks {
-		s, err := reg.Sinks[c.Type].New(c.Config, env(c))
+		var sr *sinkRun
+		s, err := reg.Sinks[c.Type].New(c.Config, sinkEnv(c, &sr))
 		if err != nil {
 			return nil, fmt.Errorf("pipeline %q: %s: %w", spec.Name, c.Place, err)
 		}
@@ -165,11 +173,13 @@ func NewPipeline(spec *PipelineSpec, deps PipelineDeps) (_ *Pipeline, err error)
 		if err != nil {
 			return nil, fmt.Errorf("pipeline %q: %s: cursor: %w", spec.Name, c.Place, err)
 		}
-		p.sinks = append(p.sinks, newSinkRun(p, c, s, r, sinkLog, env(c), false))
+		sr = newSinkRun(p, c, s, r, sinkLog, env(c), false)
+		p.sinks = append(p.sinks, sr)
 	}
 	seedSinkCursors(sinkLog, p.sinks)
 	if c := spec.DeadLetter; c != nil {
-		s, err := reg.Sinks[c.Type].New(c.Config, env(*c))
+		var sr *sinkRun
+		s, err := reg.Sinks[c.Type].New(c.Config, sinkEnv(*c, &sr))
 		if err != nil {
 			return nil, fmt.Errorf("pipeline %q: dead_letter: %w", spec.Name, err)
 		}
@@ -177,7 +187,8 @@ func NewPipeline(spec *PipelineSpec, deps PipelineDeps) (_ *Pipeline, err error)
 		if err != nil {
 			return nil, fmt.Errorf("pipeline %q: dead_letter: cursor: %w", spec.Name, err)
 		}
-		p.dead = newSinkRun(p, *c, s, r, p.deadLog, env(*c), true)
+		sr = newSinkRun(p, *c, s, r, p.deadLog, env(*c), true)
+		p.dead = sr
 	}
 	return p, nil
 }
@@ -315,16 +326,39 @@ func (p *Pipeline) closeLogs() error {
 	return errors.Join(errs...)
 }
 
+// lastError is the pipeline's last error and the component it came from
+// ("" for errors no recovery clears).
+type lastError struct{ owner, msg string }
+
 // setErr records the pipeline's last error for status.
 func (p *Pipeline) setErr(err error) {
-	s := err.Error()
-	p.lastErr.Store(&s)
+	p.lastErr.Store(&lastError{msg: err.Error()})
 }
 
-// LastError returns the last error a component of the pipeline reported, or "".
+// setErrOf records err as the pipeline's last error, coming from owner:
+// clearErrOf(owner) clears it once owner has recovered.
+func (p *Pipeline) setErrOf(owner string, err error) {
+	p.lastErr.Store(&lastError{owner: owner, msg: err.Error()})
+}
+
+// clearErrOf clears the pipeline's last error if owner reported it.
+func (p *Pipeline) clearErrOf(owner string) {
+	for {
+		cur := p.lastErr.Load()
+		if cur == nil || cur.owner != owner {
+			return
+		}
+		if p.lastErr.CompareAndSwap(cur, nil) {
+			return
+		}
+	}
+}
+
+// LastError returns the last error a component of the pipeline reported,
+// or "": a sink's error is cleared once the sink delivers again.
 func (p *Pipeline) LastError() string {
-	if s := p.lastErr.Load(); s != nil {
-		return *s
+	if e := p.lastErr.Load(); e != nil {
+		return e.msg
 	}
 	return ""
 }

@@ -69,7 +69,9 @@ type SinkStatus struct {
 	Retries uint64 `json:"retries"`
 	// Rejected counts records the destination refused for good (dead-lettered).
 	Rejected uint64 `json:"rejected"`
-	// Online is false from a failed connect or write until the next success.
+	// Online is false from a failed connect or write (or the sink's report
+	// that the destination stopped answering while a write waits) until the
+	// next success.
 	Online bool `json:"online"`
 	// OfflineSince is when the destination was first found unreachable in
 	// the current outage; zero while online.
@@ -84,6 +86,9 @@ type SinkStatus struct {
 	// several sinks it can exceed the log's own drop count, which counts
 	// only records no sink had read.
 	LogDropped uint64 `json:"log_dropped"`
+	// LastError is why the sink is offline (or why its last attempt failed);
+	// "" once the destination accepted a batch again.
+	LastError string `json:"last_error,omitempty"`
 }
 
 // LogStatus describes a pipeline log.
@@ -224,10 +229,13 @@ func logStatus(l Log, c BufferConfig) (st LogStatus, cursors map[string]buffer.C
 func (s *sinkRun) status(typ string, cursors map[string]buffer.CursorStats) SinkStatus {
 	ss := SinkStatus{Name: s.name, Type: typ, Records: s.records.Get(), Bytes: s.bytes.Get(),
 		Errors: s.errs.Get(), Retries: s.retries.Get(), Rejected: s.dropped.Get(),
-		Online: s.online.Load(), Acked: s.acked.Load()}
+		Acked: s.acked.Load()}
+	s.hmu.Lock()
+	ss.Online, ss.LastError = s.online.Load(), s.lastErr
 	if since := s.offlineSince.Load(); since != 0 {
 		ss.OfflineSince = time.Unix(0, since)
 	}
+	s.hmu.Unlock()
 	if cursors != nil {
 		c := cursors["sink."+s.name]
 		ss.Backlog, ss.LogDropped = c.Lag, c.Dropped

@@ -121,7 +121,7 @@ func printStatus(w io.Writer, ps []pipelineView) {
 					state += " " + humanSeconds(s.OfflineSeconds, true)
 				}
 			}
-			fmt.Fprintf(tw, "  sink %s\t\t%s\t%d\t%d\t\t\tretries %d\t%d\t\n", s.Name, state, s.Records, s.Backlog, s.Retries, s.Rejected)
+			fmt.Fprintf(tw, "  sink %s\t\t%s\t%d\t%d\t\t\tretries %d\t%d\t%s\n", s.Name, state, s.Records, s.Backlog, s.Retries, s.Rejected, cut(s.LastError, 60))
 		}
 	}
 	tw.Flush()

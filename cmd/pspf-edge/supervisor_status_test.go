@@ -86,6 +86,15 @@ sinks:
 	if ready := get("/readyz"); ready != "ready\n" {
 		t.Errorf("/readyz = %q, want ready", ready)
 	}
+	const why = "record: write: record sink: destination down"
+	if v.Sinks[0].LastError != why || v.LastError != why {
+		t.Errorf("during the outage: sink last_error %q, pipeline last_error %q, want %q", v.Sinks[0].LastError, v.LastError, why)
+	}
+	var table, tableErr bytes.Buffer
+	cmdStatus([]string{"--admin", srv.URL}, &table, &tableErr)
+	if !strings.Contains(table.String(), "offline") || strings.Count(table.String(), "destination down") != 2 {
+		t.Errorf("status during the outage: want the sink offline and the error on the pipeline and sink rows:\n%s", table.String())
+	}
 
 	time.Sleep(300 * time.Millisecond)
 	rec.down.Store(false)
@@ -96,6 +105,9 @@ sinks:
 	v = h.view("m")
 	if v.Drops["filtered"] != 100 || !v.Sinks[0].Online || v.Sinks[0].OfflineSeconds != 0 || v.BacklogRecords != 0 {
 		t.Errorf("after the outage: drops %v, online %v, offline %.1fs, backlog %d; want filtered=100, online, 0, 0", v.Drops, v.Sinks[0].Online, v.Sinks[0].OfflineSeconds, v.BacklogRecords)
+	}
+	if v.LastError != "" || v.Sinks[0].LastError != "" || !v.Sinks[0].OfflineSince.IsZero() {
+		t.Errorf("after the outage: last_error %q, sink last_error %q, offline_since %v; want all cleared", v.LastError, v.Sinks[0].LastError, v.Sinks[0].OfflineSince)
 	}
 	if len(v.Operators) != 1 || v.Operators[0].RecordsIn != 400 || v.Operators[0].RecordsOut != 300 {
 		t.Errorf("operators %+v, want filter 400 in, 300 out", v.Operators)
