@@ -20,9 +20,19 @@ type Config struct {
 	BatchBytes  agent.ByteSize `yaml:"batch_bytes" doc:"maximum bytes of one producer batch; must not exceed the broker's message.max.bytes"`
 	// ClientID defaults to pspf-edge-<agent>.
 	ClientID string `yaml:"client_id" doc:"client id shown in broker logs and quotas; default pspf-edge-<agent>"`
-	// AutoCreateTopics lets a produce to a missing topic create it; without it
-	// such records are not retryable and go to the dead letters.
-	AutoCreateTopics bool `yaml:"auto_create_topics" doc:"let the broker create missing topics; off: records for a missing topic go to the dead letters"`
+	// AutoCreateTopics lets a produce to a missing topic create it; without
+	// it such records wait (missing_topic: retry) or go to the dead letters.
+	AutoCreateTopics bool `yaml:"auto_create_topics" doc:"let the broker create missing topics; off: records for a missing topic follow missing_topic"`
+	// MissingTopic says what a produce to a topic that does not exist does:
+	// retry (the default: the sink shows offline, with the topic in
+	// last_error, until the topic is created) or dead_letter (the records
+	// go to the dead letters, for topic templates that may name topics that
+	// will never exist).
+	MissingTopic string `yaml:"missing_topic" enum:"retry,dead_letter" doc:"a topic that does not exist: retry until it is created (the sink shows offline), or send its records to the dead letters"`
+	// Unauthorized says what a produce the cluster refuses for want of an
+	// ACL (topic, cluster or transactional id) does: retry (the default:
+	// the sink shows offline until the ACL is granted) or dead_letter.
+	Unauthorized string `yaml:"unauthorized" enum:"retry,dead_letter" doc:"a produce refused by the cluster's ACLs: retry until they allow it (the sink shows offline), or send the records to the dead letters"`
 	// ClientMetrics lets the client push its own metrics to brokers that ask
 	// for them (KIP-714). Off by default: franz-go compresses each push with
 	// lz4 in 4 MiB blocks, an 8 MiB heap spike per push interval on an agent
@@ -31,11 +41,18 @@ type Config struct {
 	DialTimeout    time.Duration `yaml:"dial_timeout" doc:"connection timeout"`
 	RequestTimeout time.Duration `yaml:"request_timeout" doc:"how long the broker may take to answer a produce (acks: all waits for replicas)"`
 	// WriteTimeout bounds one Write: records not acknowledged by then are
-	// failed and retried by the sink's backoff, so an unreachable cluster
-	// shows as offline instead of hanging.
-	WriteTimeout time.Duration `yaml:"write_timeout" doc:"how long one batch may take to be acknowledged before it is retried with backoff"`
-	TLS          TLSConfig     `yaml:"tls"`
-	SASL         SASLConfig    `yaml:"sasl"`
+	// failed and retried by the sink's backoff on a new connection.
+	WriteTimeout time.Duration `yaml:"write_timeout" doc:"how long one batch may take to be acknowledged before it is retried with backoff on a new connection"`
+	// UnreachableAfter is how long a batch may wait on silent brokers
+	// before the sink shows as offline: nothing read from any broker for
+	// that long, and either connections failing (refused, reset) or a
+	// request left unanswered with nothing more to write. The batch keeps
+	// waiting (and franz-go retrying) until write_timeout. A slow uplink
+	// still moves bytes and a healthy broker answers in milliseconds: only
+	// a cluster that is gone, or hangs, stays silent this long.
+	UnreachableAfter time.Duration `yaml:"unreachable_after" doc:"how long a batch may wait on silent brokers (connections refused or reset, requests unanswered) before the sink shows offline; the batch keeps waiting until write_timeout"`
+	TLS              TLSConfig     `yaml:"tls"`
+	SASL             SASLConfig    `yaml:"sasl"`
 	// Delivery is at_least_once (default) or exactly_once.
 	Delivery string `yaml:"delivery" enum:"at_least_once,exactly_once" doc:"at_least_once: duplicates after a crash carry the same pspf-id; exactly_once: transactions that commit the sink's cursor to Kafka"`
 	// TransactionalID defaults to pspf-<agent>-<pipeline>-<sink>; it must be
@@ -44,6 +61,10 @@ type Config struct {
 	// CursorTopic holds one compacted record per agent, pipeline and sink.
 	CursorTopic string `yaml:"cursor_topic" doc:"exactly_once: compacted topic that holds the sink's cursor, created if missing"`
 }
+
+// deadLetter is the missing_topic / unauthorized value that makes those
+// errors permanent.
+const deadLetter = "dead_letter"
 
 // TLSConfig is the client side of TLS.
 type TLSConfig struct {
@@ -63,7 +84,8 @@ type SASLConfig struct {
 }
 
 // Defaults returns the defaults: JSON values, lz4, acks all with the
-// idempotent producer, key partitioning, 5ms linger, at-least-once.
+// idempotent producer, key partitioning, 5ms linger, at-least-once, and a
+// missing topic or ACL retried.
 func Defaults() *Config {
 	return &Config{
 		Encoding:       "json",
@@ -75,8 +97,13 @@ func Defaults() *Config {
 		DialTimeout:    10 * time.Second,
 		RequestTimeout: 10 * time.Second,
 		WriteTimeout:   30 * time.Second,
-		Delivery:       "at_least_once",
-		CursorTopic:    "__pspf_cursors",
+		// Offline within 5s of the cluster going away, with the tick's
+		// granularity to spare.
+		UnreachableAfter: 3 * time.Second,
+		MissingTopic:     "retry",
+		Unauthorized:     "retry",
+		Delivery:         "at_least_once",
+		CursorTopic:      "__pspf_cursors",
 	}
 }
 
@@ -103,13 +130,19 @@ func (c *Config) Validate(n agent.Node) {
 	if c.Linger < 0 || c.Linger > time.Minute {
 		n.Field("linger").Errorf("must be between 0 and 1m, got %q", n.Field("linger").Text())
 	}
-	for key, d := range map[string]time.Duration{"dial_timeout": c.DialTimeout, "request_timeout": c.RequestTimeout, "write_timeout": c.WriteTimeout} {
+	for key, d := range map[string]time.Duration{"dial_timeout": c.DialTimeout, "request_timeout": c.RequestTimeout, "write_timeout": c.WriteTimeout, "unreachable_after": c.UnreachableAfter} {
 		if d <= 0 {
 			n.Field(key).Errorf("must be positive, got %q", n.Field(key).Text())
 		}
 	}
 	if c.WriteTimeout > 0 && c.RequestTimeout > c.WriteTimeout {
 		n.Field("write_timeout").Errorf("must be at least request_timeout (%s), got %q", c.RequestTimeout, n.Field("write_timeout").Text())
+	}
+	// Under 100ms a healthy round trip over a mobile uplink would count as
+	// an outage; beyond write_timeout the batch has been retried already
+	// (left unset, it is at most write_timeout).
+	if f := n.Field("unreachable_after"); f.Present() && c.UnreachableAfter > 0 && (c.UnreachableAfter < 100*time.Millisecond || c.UnreachableAfter > c.WriteTimeout) {
+		n.Field("unreachable_after").Errorf("must be between 100ms and write_timeout (%s), got %q", c.WriteTimeout, n.Field("unreachable_after").Text())
 	}
 	c.TLS.files().Check(n.Field("tls"))
 	if c.SASL.Mechanism != "" && c.SASL.Username == "" {

@@ -54,6 +54,9 @@ type Sink struct {
 	cl     *kgo.Client
 	closed bool
 
+	live liveness // traffic with the brokers, for the unreachable report
+	logs *dedupe  // franz-go's warnings, once each per outage
+
 	// Scratch reused by every Write; records are only referenced until
 	// Write returns.
 	buf   []byte
@@ -65,6 +68,11 @@ type Sink struct {
 	errs  []error
 	lastT string
 
+	// accepted holds the IDs of records Kafka accepted in the attempts at
+	// a batch that failed: they are not sent again when it is retried.
+	// At most one batch's worth; emptied when a batch is done.
+	accepted map[string]struct{}
+
 	eos *txnState // exactly_once only
 }
 
@@ -75,12 +83,13 @@ func New(cfg Config, env agent.Env) (*Sink, error) {
 	if env.Logger == nil {
 		env.Logger = slog.New(slog.DiscardHandler)
 	}
+	cfg.UnreachableAfter = min(cfg.UnreachableAfter, cfg.WriteTimeout)
 	t, err := agent.ParseTemplate(cfg.Topic)
 	if err != nil {
 		return nil, fmt.Errorf("kafka sink: %w", err)
 	}
 	s := &Sink{
-		cfg: cfg, env: env, log: env.Logger, topic: t,
+		cfg: cfg, env: env, log: env.Logger, topic: t, logs: &dedupe{seen: map[string]bool{}},
 		agentB:   []byte(env.AgentName),
 		pipeB:    []byte(env.Pipeline),
 		cursorID: env.AgentName + "/" + env.Pipeline + "/" + env.Component,
@@ -103,21 +112,18 @@ func (s *Sink) clientOpts() ([]kgo.Opt, error) {
 	if id == "" {
 		id = "pspf-edge-" + s.env.AgentName
 	}
-	base := []kgo.Opt{
-		kgo.SeedBrokers(c.Brokers...),
-		kgo.ClientID(id),
-		kgo.DialTimeout(c.DialTimeout),
-		kgo.WithLogger(kgoLogger{s.log}),
-	}
-	if !c.ClientMetrics {
-		base = append(base, kgo.DisableClientMetrics())
-	}
 	tc, err := c.TLS.tlsConfig()
 	if err != nil {
 		return nil, err
 	}
-	if tc != nil {
-		base = append(base, kgo.DialTLSConfig(tc))
+	base := []kgo.Opt{
+		kgo.SeedBrokers(c.Brokers...),
+		kgo.ClientID(id),
+		kgo.Dialer(s.live.dialer(c.DialTimeout, tc)),
+		kgo.WithLogger(kgoLogger{s.log, s.logs}),
+	}
+	if !c.ClientMetrics {
+		base = append(base, kgo.DisableClientMetrics())
 	}
 	switch c.SASL.Mechanism {
 	case "plain":
@@ -231,7 +237,13 @@ func (s *Sink) drop(cl *kgo.Client) {
 // write_timeout (a cluster that went away while requests were in flight,
 // which the idempotent producer cannot fail safely) or ctx ends, it drops
 // the client: every record then fails, the batch is retried with backoff on
-// a new client, and the sink shows as offline.
+// a new client.
+//
+// Long before that, once the brokers have been silent for unreachable_after
+// while records wait (connections refused or reset, requests unanswered),
+// it reports the cluster unreachable: the sink shows as offline, with the
+// reason, while the produce goes on retrying. Nothing is failed or sent
+// twice for it.
 func (s *Sink) produce(ctx context.Context, cl *kgo.Client, ptrs []*kgo.Record) ([]error, error) {
 	errs := s.errs[:0]
 	for range ptrs {
@@ -245,7 +257,15 @@ func (s *Sink) produce(ctx context.Context, cl *kgo.Client, ptrs []*kgo.Record) 
 	left.Store(int64(len(ptrs)))
 	done := make(chan struct{})
 	wctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
-	defer cancel()
+	// A Write is a batch already: end the linger now rather than wait it
+	// out once per Write. Flush returns when the records are acknowledged
+	// or wctx ends; it runs beside the watch, which must see the wait.
+	flushed := make(chan struct{})
+	defer func() {
+		cancel()
+		<-flushed
+	}()
+	start := time.Now()
 	for j, p := range ptrs {
 		cl.Produce(wctx, p, func(_ *kgo.Record, err error) {
 			errs[j] = err
@@ -254,14 +274,12 @@ func (s *Sink) produce(ctx context.Context, cl *kgo.Client, ptrs []*kgo.Record) 
 			}
 		})
 	}
-	// A Write is a batch already: end the linger now rather than wait it
-	// out once per Write. Flush returns when the records are acknowledged
-	// or wctx ends.
-	_ = cl.Flush(wctx)
-	select {
-	case <-done:
+	go func() {
+		defer close(flushed)
+		_ = cl.Flush(wctx)
+	}()
+	if s.watch(wctx, done, start, len(ptrs)) {
 		return errs, nil
-	case <-wctx.Done():
 	}
 	select {
 	case <-done: // the deadline failed what was safe to fail
@@ -273,13 +291,55 @@ func (s *Sink) produce(ctx context.Context, cl *kgo.Client, ptrs []*kgo.Record) 
 	if ctx.Err() != nil {
 		return errs, fmt.Errorf("kafka sink: %w", ctx.Err())
 	}
+	if err := s.live.lastErr(); err != nil {
+		return errs, fmt.Errorf("kafka sink: no acknowledgement within write_timeout (%s), reconnecting: %w", s.cfg.WriteTimeout, err)
+	}
 	return errs, fmt.Errorf("kafka sink: no acknowledgement within write_timeout (%s): reconnecting", s.cfg.WriteTimeout)
+}
+
+// watch waits for done (true) or the end of wctx (false). Meanwhile, once
+// the brokers have been silent for unreachable_after (see
+// liveness.unreachable), it reports the cluster unreachable, once per wait.
+func (s *Sink) watch(wctx context.Context, done <-chan struct{}, start time.Time, n int) bool {
+	if s.env.Unreachable == nil || s.cfg.UnreachableAfter <= 0 {
+		select {
+		case <-done:
+			return true
+		case <-wctx.Done():
+			return false
+		}
+	}
+	tick := time.NewTicker(max(s.cfg.UnreachableAfter/8, 10*time.Millisecond))
+	defer tick.Stop()
+	for reported := false; ; {
+		select {
+		case <-done:
+			return true
+		case <-wctx.Done():
+			return false
+		case <-tick.C:
+		}
+		if reported {
+			continue
+		}
+		gone, cause := s.live.unreachable(start, s.cfg.UnreachableAfter)
+		if !gone {
+			continue
+		}
+		reported = true
+		err := fmt.Errorf("kafka sink: no answer from the brokers for %s, %d records waiting (retrying until write_timeout)", s.cfg.UnreachableAfter, n)
+		if cause != nil {
+			err = fmt.Errorf("kafka sink: no answer from the brokers for %s, %d records waiting (retrying until write_timeout): %w", s.cfg.UnreachableAfter, n, cause)
+		}
+		s.env.Unreachable(err)
+	}
 }
 
 // Write produces recs and returns once Kafka acknowledged all of them: nil,
 // a *agent.RejectedError listing the records Kafka refused for good (too
-// large, not authorized, missing topic with auto_create_topics off) when the
-// others were accepted, or a retryable error when any record may be retried.
+// large, an invalid topic name; a missing topic or a missing ACL only with
+// missing_topic or unauthorized set to dead_letter) when the others were
+// accepted, or a retryable error when any record may be retried.
 // A retried batch produces its accepted records again: they carry the same
 // pspf-id header.
 func (s *Sink) Write(ctx context.Context, recs []agent.Record) error {
@@ -291,14 +351,61 @@ func (s *Sink) Write(ctx context.Context, recs []agent.Record) error {
 		return err
 	}
 	if s.eos != nil {
-		return s.eos.write(ctx, s, cl, recs)
+		return s.answered(s.eos.write(ctx, s, cl, recs))
 	}
 	rej := s.build(recs)
+	s.skipAccepted()
 	errs, err := s.produce(ctx, cl, s.ptrs)
-	if err != nil {
-		return err
+	if err == nil {
+		err = s.classify(errs, rej)
 	}
-	return s.classify(errs, rej)
+	if err != nil && !agent.IsPermanent(err) {
+		s.remember(errs)
+	} else {
+		clear(s.accepted)
+	}
+	return s.answered(err)
+}
+
+// skipAccepted drops from s.ptrs the records Kafka accepted in an earlier
+// attempt at the batch: a batch held back by a few records (a topic not
+// created yet, a leader away) is not sent again in full on every retry.
+// An ID names one record only, so a record with a remembered ID is in Kafka.
+func (s *Sink) skipAccepted() {
+	if len(s.accepted) == 0 {
+		return
+	}
+	keep := 0
+	for j, p := range s.ptrs {
+		if _, ok := s.accepted[string(p.Headers[0].Value)]; ok {
+			continue
+		}
+		s.ptrs[keep], s.index[keep] = p, s.index[j]
+		keep++
+	}
+	s.ptrs, s.index = s.ptrs[:keep], s.index[:keep]
+}
+
+// remember keeps the IDs of the records of a failed attempt that Kafka
+// accepted, for skipAccepted.
+func (s *Sink) remember(errs []error) {
+	if s.accepted == nil {
+		s.accepted = map[string]struct{}{}
+	}
+	for j, err := range errs {
+		if id := s.ptrs[j].Headers[0].Value; err == nil && len(id) > 0 {
+			s.accepted[string(id)] = struct{}{}
+		}
+	}
+}
+
+// answered passes err on; when the cluster took the batch (all of it, or
+// all but records refused for good), franz-go's warnings start afresh.
+func (s *Sink) answered(err error) error {
+	if err == nil || agent.IsPermanent(err) {
+		s.logs.reset()
+	}
+	return err
 }
 
 // build turns recs into s.krs / s.ptrs. Records whose topic cannot be made
@@ -429,18 +536,21 @@ func (s *Sink) classify(errs []error, rej *agent.RejectedError) error {
 	return nil
 }
 
-// permanent reports errors that retrying cannot fix: the record is too large,
-// the client is not authorized, or the topic does not exist and may not be
-// created.
+// permanent reports errors that retrying cannot fix: the record is too
+// large, or the topic name is invalid. A missing topic and a missing ACL
+// are fixed by the cluster's operators, often after the agent started (a
+// topic created late, an ACL granted after a deployment): they are retried
+// unless missing_topic or unauthorized say dead_letter.
 func (s *Sink) permanent(err error) bool {
 	switch {
 	case errors.Is(err, kerr.MessageTooLarge), errors.Is(err, kerr.RecordListTooLarge),
-		errors.Is(err, kerr.TopicAuthorizationFailed), errors.Is(err, kerr.ClusterAuthorizationFailed),
-		errors.Is(err, kerr.TransactionalIDAuthorizationFailed), errors.Is(err, kerr.InvalidTopicException),
-		errors.Is(err, kerr.InvalidRecord):
+		errors.Is(err, kerr.InvalidTopicException), errors.Is(err, kerr.InvalidRecord):
 		return true
+	case errors.Is(err, kerr.TopicAuthorizationFailed), errors.Is(err, kerr.ClusterAuthorizationFailed),
+		errors.Is(err, kerr.TransactionalIDAuthorizationFailed):
+		return s.cfg.Unauthorized == deadLetter
 	case errors.Is(err, kerr.UnknownTopicOrPartition), errors.Is(err, kerr.UnknownTopicID):
-		return !s.cfg.AutoCreateTopics
+		return s.cfg.MissingTopic == deadLetter && !s.cfg.AutoCreateTopics
 	}
 	return false
 }
@@ -462,18 +572,59 @@ func (s *Sink) Close(ctx context.Context) error {
 	return nil
 }
 
-// kgoLogger forwards franz-go's warnings and errors to the component logger.
-type kgoLogger struct{ l *slog.Logger }
+// kgoLogger forwards franz-go's warnings and errors to the component
+// logger, each distinct message once until a Write succeeds again: a
+// cluster that is away for an hour makes franz-go warn on every dial, and
+// the runner already says once that the sink is offline, and why. The
+// repeats go to DEBUG.
+type kgoLogger struct {
+	l *slog.Logger
+	d *dedupe
+}
 
 // Level passes on warnings and errors only.
 func (k kgoLogger) Level() kgo.LogLevel { return kgo.LogLevelWarn }
 
 // Log writes one franz-go log line to the component logger.
 func (k kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
+	if !k.d.first(msg) {
+		k.l.Debug("kafka: "+msg, keyvals...)
+		return
+	}
 	switch level {
 	case kgo.LogLevelError:
 		k.l.Error("kafka: "+msg, keyvals...)
 	case kgo.LogLevelWarn:
 		k.l.Warn("kafka: "+msg, keyvals...)
 	}
+}
+
+// dedupe remembers the messages logged since the last successful Write.
+type dedupe struct {
+	mu   sync.Mutex
+	seen map[string]bool
+}
+
+// maxDedupe bounds the messages remembered; franz-go's are constant strings,
+// a few dozen in all.
+const maxDedupe = 256
+
+// first reports whether msg was not logged since the last reset.
+func (d *dedupe) first(msg string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.seen[msg] {
+		return false
+	}
+	if len(d.seen) < maxDedupe {
+		d.seen[msg] = true
+	}
+	return true
+}
+
+// reset starts a new episode: a Write succeeded.
+func (d *dedupe) reset() {
+	d.mu.Lock()
+	clear(d.seen)
+	d.mu.Unlock()
 }

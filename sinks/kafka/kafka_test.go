@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -50,6 +51,10 @@ func TestConfigErrors(t *testing.T) {
 		{"{brokers: [a:1], topic: t, acks: al}", `acks: must be all, 1 or 0, got "al"`},
 		{"{brokers: [a:1], topic: t, delivery: exactly_once, acks: '1'}", "must be all with delivery: exactly_once"},
 		{"{brokers: [a:1], topic: t, tls: {cert_file: x}}", "cert_file and key_file go together"},
+		{"{brokers: [a:1], topic: t, unreachable_after: 50ms}", "unreachable_after: must be between 100ms and write_timeout (30s)"},
+		{"{brokers: [a:1], topic: t, write_timeout: 10s, unreachable_after: 20s}", "unreachable_after: must be between 100ms and write_timeout (10s)"},
+		{"{brokers: [a:1], topic: t, missing_topic: drop}", `missing_topic: must be retry or dead_letter, got "drop"`},
+		{"{brokers: [a:1], topic: t, unauthorized: ignore}", `unauthorized: must be retry or dead_letter, got "ignore"`},
 	} {
 		_, err := reg.ParsePipeline("p.yaml", []byte("sources: [{simulate: {}}]\nsinks: [{kafka: "+tc.body+"}]\n"), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -208,28 +213,46 @@ func TestPermanentErrors(t *testing.T) {
 			t.Errorf("got retryable, want permanent")
 		}
 	})
-	t.Run("unknown-topic", func(t *testing.T) {
-		s := connect(t, testConfig(k.Addr(), "missing"))
-		err := s.Write(context.Background(), makeRecords(1, 3, 1))
-		var rej *agent.RejectedError
-		if !errors.As(err, &rej) || len(rej.Index) != 3 || !errors.Is(err, kerr.UnknownTopicOrPartition) {
-			t.Fatalf("got %v, want all 3 rejected for the unknown topic", err)
-		}
-	})
-	t.Run("not-authorized", func(t *testing.T) {
-		ka := testbroker.StartKafka(t, kfake.EnableSASL(), kfake.EnableACLs(), kfake.SeedTopics(1, "t"),
-			kfake.Superuser("PLAIN", "admin", "admin"),
-			kfake.User("PLAIN", "gw", "pw",
-				kfake.ACL{Resource: kmsg.ACLResourceTypeCluster, Name: "kafka-cluster", Pattern: kmsg.ACLResourcePatternTypeLiteral, Operation: kmsg.ACLOperationAll, Allow: true},
-				kfake.ACL{Resource: kmsg.ACLResourceTypeTopic, Name: "t", Pattern: kmsg.ACLResourcePatternTypeLiteral, Operation: kmsg.ACLOperationDescribe, Allow: true}))
-		cfg := testConfig(ka.Addr(), "t")
-		cfg.SASL = SASLConfig{Mechanism: "plain", Username: "gw", Password: "pw"}
-		s := connect(t, cfg)
-		err := s.Write(context.Background(), makeRecords(1, 3, 1))
-		if !agent.IsPermanent(err) || !errors.Is(err, kerr.TopicAuthorizationFailed) {
-			t.Fatalf("got %v, want a permanent authorization failure", err)
-		}
-	})
+	// A missing topic and a missing ACL are retried by default (the
+	// cluster's operators fix them); dead_letter makes them permanent.
+	ka := testbroker.StartKafka(t, kfake.EnableSASL(), kfake.EnableACLs(), kfake.SeedTopics(1, "t"),
+		kfake.Superuser("PLAIN", "admin", "admin"),
+		kfake.User("PLAIN", "gw", "pw",
+			kfake.ACL{Resource: kmsg.ACLResourceTypeCluster, Name: "kafka-cluster", Pattern: kmsg.ACLResourcePatternTypeLiteral, Operation: kmsg.ACLOperationAll, Allow: true},
+			kfake.ACL{Resource: kmsg.ACLResourceTypeTopic, Name: "t", Pattern: kmsg.ACLResourcePatternTypeLiteral, Operation: kmsg.ACLOperationDescribe, Allow: true}))
+	for _, tc := range []struct {
+		name, setting string
+		want          error
+	}{
+		{"unknown-topic", "", kerr.UnknownTopicOrPartition},
+		{"unknown-topic", "dead_letter", kerr.UnknownTopicOrPartition},
+		{"not-authorized", "", kerr.TopicAuthorizationFailed},
+		{"not-authorized", "dead_letter", kerr.TopicAuthorizationFailed},
+	} {
+		t.Run(tc.name+"/"+cmp.Or(tc.setting, "default"), func(t *testing.T) {
+			var cfg Config
+			if tc.name == "unknown-topic" {
+				cfg = testConfig(k.Addr(), "missing")
+				cfg.MissingTopic = cmp.Or(tc.setting, cfg.MissingTopic)
+			} else {
+				cfg = testConfig(ka.Addr(), "t")
+				cfg.SASL = SASLConfig{Mechanism: "plain", Username: "gw", Password: "pw"}
+				cfg.Unauthorized = cmp.Or(tc.setting, cfg.Unauthorized)
+			}
+			s := connect(t, cfg)
+			err := s.Write(context.Background(), makeRecords(1, 3, 1))
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+			var rej *agent.RejectedError
+			switch {
+			case tc.setting == "dead_letter" && (!errors.As(err, &rej) || len(rej.Index) != 3):
+				t.Errorf("got %v, want all 3 records refused for good", err)
+			case tc.setting == "" && agent.IsPermanent(err):
+				t.Errorf("got a permanent error %v, want a retryable one", err)
+			}
+		})
+	}
 }
 
 // pipelineWith runs a pipeline of src into a kafka sink entry (yaml body

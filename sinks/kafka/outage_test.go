@@ -1,0 +1,269 @@
+package kafka
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/internal/testbroker"
+)
+
+// running is a pipeline started in the background by startPipeline.
+type running struct {
+	p    *agent.Pipeline
+	m    *agent.Metrics
+	done chan error
+}
+
+// startPipeline starts a pipeline of src into a kafka sink entry (yaml body
+// after "kafka:", with the default write_timeout unless it says otherwise)
+// over the real disk log. wait returns once src has ended and the log is
+// drained.
+func startPipeline(t *testing.T, src agent.Source, sinkYAML, dataDir string, logger *slog.Logger) *running {
+	t.Helper()
+	reg := agent.NewRegistry()
+	reg.Sources["steady"] = agent.Typed[agent.Source]("test", func() *struct{} { return &struct{}{} }, func(*struct{}, agent.Env) (agent.Source, error) { return src, nil })
+	reg.Sinks["kafka"] = Factory()
+	text := "sources: [{steady: {}}]\nsinks:\n  - kafka: " + sinkYAML + "\n    retry: {initial: 20ms, max: 500ms}\n    batch: {max_records: 200}\n"
+	spec, err := reg.ParsePipeline("p.yaml", []byte(text), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+	if err != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	m := agent.NewMetrics()
+	p, err := agent.NewPipeline(spec, agent.PipelineDeps{Registry: reg, Metrics: m, DataDir: dataDir, AgentName: "gw1", OpenLog: agent.OpenDiskLog(logger), Logger: logger, ShutdownTimeout: 60 * time.Second})
+	if err != nil {
+		t.Fatalf("new pipeline: %v", err)
+	}
+	r := &running{p: p, m: m, done: make(chan error, 1)}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	go func() {
+		defer cancel()
+		r.done <- p.Run(ctx)
+	}()
+	return r
+}
+
+func (r *running) wait(t *testing.T) {
+	t.Helper()
+	if err := <-r.done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+}
+
+func (r *running) sink() agent.SinkStatus { return r.p.Status().Sinks[0] }
+
+// waitFor polls cond until it holds or d passed, and returns how long it
+// took and whether it held.
+func waitFor(d time.Duration, cond func() bool) (time.Duration, bool) {
+	start := time.Now()
+	for {
+		if cond() {
+			return time.Since(start), true
+		}
+		if time.Since(start) > d {
+			return time.Since(start), false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// logBuf collects a text log, for tests that count its lines.
+type logBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuf) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+// lines returns the lines that contain sub.
+func (l *logBuf) lines(sub string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, line := range strings.Split(l.b.String(), "\n") {
+		if strings.Contains(line, sub) {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// freezer is a listener whose connections can be frozen: while frozen,
+// nothing is read from or written to any of them and new ones are accepted
+// but served nothing, like a broker that hangs or a route that black-holes
+// packets (the client sees timeouts, not refusals).
+type freezer struct {
+	net.Listener
+	mu     sync.Mutex
+	frozen chan struct{} // closed while thawed; open while frozen
+}
+
+func newFreezer(l net.Listener) *freezer {
+	f := &freezer{Listener: l, frozen: make(chan struct{})}
+	close(f.frozen)
+	return f
+}
+
+func (f *freezer) Accept() (net.Conn, error) {
+	c, err := f.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &frozenConn{Conn: c, f: f}, nil
+}
+
+// freeze stops every connection until thaw.
+func (f *freezer) freeze() {
+	f.mu.Lock()
+	f.frozen = make(chan struct{})
+	f.mu.Unlock()
+}
+
+func (f *freezer) thaw() {
+	f.mu.Lock()
+	select {
+	case <-f.frozen:
+	default:
+		close(f.frozen)
+	}
+	f.mu.Unlock()
+}
+
+func (f *freezer) gate() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.frozen
+}
+
+type frozenConn struct {
+	net.Conn
+	f *freezer
+}
+
+func (c *frozenConn) Read(b []byte) (int, error) {
+	<-c.f.gate()
+	n, err := c.Conn.Read(b)
+	<-c.f.gate() // what arrived while frozen is held back
+	return n, err
+}
+
+func (c *frozenConn) Write(b []byte) (int, error) {
+	<-c.f.gate()
+	return c.Conn.Write(b)
+}
+
+// TestOfflineWithinFiveSeconds takes the cluster away under a steady stream,
+// once by closing it (connections refused) and once by freezing its
+// connections (requests time out), with the sink's default write_timeout
+// (30s). The sink must show as offline, with the reason in its last_error,
+// within 5s; and once the cluster is back and the backlog drained, online
+// again with last_error and offline_since cleared, and every record
+// delivered.
+func TestOfflineWithinFiveSeconds(t *testing.T) {
+	const bound = 5 * time.Second // the promise: offline within 5s
+	for _, mode := range []string{"refused", "timeout"} {
+		t.Run(mode, func(t *testing.T) {
+			var fr *freezer
+			opts := []kfake.Opt{kfake.SeedTopics(2, "t")}
+			if mode == "timeout" {
+				opts = append(opts, kfake.ListenFn(func(network, addr string) (net.Listener, error) {
+					l, err := net.Listen(network, addr)
+					if err != nil {
+						return nil, err
+					}
+					fr = newFreezer(l)
+					return fr, nil
+				}))
+			}
+			k := testbroker.StartKafka(t, opts...)
+			const total = 20_000
+			hold := make(chan struct{})
+			src := &steadySource{total: total, per: 10, keys: 4, interval: 2 * time.Millisecond, hold: hold}
+			logs := &logBuf{}
+			r := startPipeline(t, src, "{brokers: ["+k.Addr()+"], topic: t, dial_timeout: 2s}", t.TempDir(), logs.logger())
+			if _, ok := waitFor(30*time.Second, func() bool { return r.sink().Records >= 500 }); !ok {
+				t.Fatalf("got %d records delivered, want 500 before the outage", r.sink().Records)
+			}
+			if st := r.sink(); !st.Online {
+				t.Fatalf("got offline before the outage: %+v", st)
+			}
+			start := time.Now()
+			switch mode {
+			case "refused":
+				k.Stop()
+			case "timeout":
+				fr.freeze()
+			}
+			took, ok := waitFor(bound+5*time.Second, func() bool { return !r.sink().Online })
+			st := r.sink()
+			t.Logf("%s: offline after %s, last_error %q", mode, took.Round(10*time.Millisecond), st.LastError)
+			if !ok || took > bound {
+				t.Errorf("got offline after %s (online %v), want within %s", took, st.Online, bound)
+			}
+			if st.LastError == "" || st.OfflineSince.IsZero() || st.OfflineSince.Before(start.Add(-time.Second)) {
+				t.Errorf("got last_error %q, offline_since %v, want the reason and a time after the outage began (%v)", st.LastError, st.OfflineSince, start)
+			}
+			waitEmitted(src, min(total, src.emitted()+500)) // records pile up on disk meanwhile
+			switch mode {
+			case "refused":
+				k.Start()
+			case "timeout":
+				fr.thaw()
+			}
+			close(hold)
+			if _, ok := waitFor(60*time.Second, func() bool {
+				st := r.sink()
+				return st.Online && st.Backlog == 0 && st.Acked > 0 && st.LastError == ""
+			}); !ok {
+				t.Errorf("after the outage: got %+v, want online, drained and no last_error", r.sink())
+			}
+			r.wait(t)
+			st = r.sink()
+			ps := r.p.Status()
+			if !st.Online || st.LastError != "" || !st.OfflineSince.IsZero() || ps.LastError != "" {
+				t.Errorf("after the drain: got online %v, last_error %q, offline_since %v, pipeline last_error %q; want online and both errors cleared",
+					st.Online, st.LastError, st.OfflineSince, ps.LastError)
+			}
+			got := consume(t, k.Addr(), total, 30*time.Second, []string{"t"})
+			dups := checkDelivery(t, got, total)
+			t.Logf("%d records delivered, %d duplicates", len(got), dups)
+			// One WARN says the sink went offline, one INFO that it came
+			// back; franz-go's own warnings appear once each.
+			warns := logs.lines("level=WARN")
+			t.Logf("WARN lines:\n%s", strings.Join(warns, "\n"))
+			if n := len(logs.lines("sink offline")); n != 1 {
+				t.Errorf("got %d 'sink offline' lines, want 1 for the outage", n)
+			}
+			if n := len(logs.lines("sink online again")); n != 1 {
+				t.Errorf("got %d 'sink online again' lines, want 1", n)
+			}
+			seen := map[string]bool{}
+			for _, l := range warns {
+				msg := l[strings.Index(l, "msg="):]
+				msg = msg[:strings.IndexAny(msg+" ", " ")]
+				if seen[msg] {
+					t.Errorf("WARN %s logged more than once in the outage", msg)
+				}
+				seen[msg] = true
+			}
+		})
+	}
+}
