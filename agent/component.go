@@ -72,9 +72,24 @@ type Sink interface {
 // a sequence <= seq as delivered: the sink's reader is moved past them.
 // Records handed to Write carry their log sequence in Record.Seq, which the
 // sink commits as its cursor. A CursorOwner is always drained oldest_first,
-// since its cursor can only say "everything up to here".
+// since its cursor can only say "everything up to here". A sink type that
+// keeps such a cursor only in some configs (the Kafka sink, with
+// exactly_once) also has a method OwnsCursor() bool: an instance for which
+// it returns false is an ordinary sink.
 type CursorOwner interface {
 	Cursor(ctx context.Context) (seq uint64, ok bool, err error)
+}
+
+// ownCursor returns s as a CursorOwner if it keeps its own cursor.
+func ownCursor(s Sink) (CursorOwner, bool) {
+	co, ok := s.(CursorOwner)
+	if !ok {
+		return nil, false
+	}
+	if o, ok := s.(interface{ OwnsCursor() bool }); ok && !o.OwnsCursor() {
+		return nil, false
+	}
+	return co, true
 }
 
 // Flusher is implemented by sinks that buffer internally (files, consoles); the

@@ -410,7 +410,7 @@ const maxRetryAfter = 15 * time.Minute
 // skipToCursor asks a CursorOwner sink where the destination's cursor is and
 // moves the reader past what the destination already holds.
 func (s *sinkRun) skipToCursor(ctx context.Context) error {
-	co, ok := s.sink.(CursorOwner)
+	co, ok := ownCursor(s.sink)
 	if !ok {
 		return nil
 	}

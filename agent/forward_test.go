@@ -52,8 +52,9 @@ func runDisk(t testing.TB, src agent.Source, sink agent.Sink, sinkOpts string) {
 // rate limit keeps the backlog around long enough for new records to
 // overtake it however fast the machine is.
 func TestDrainOrder(t *testing.T) {
-	for _, order := range []string{"oldest_first", "live_first"} {
-		t.Run(order, func(t *testing.T) {
+	for _, name := range []string{"oldest_first", "live_first", "live_first/cursor_type"} {
+		order, cursorType, _ := strings.Cut(name, "/")
+		t.Run(name, func(t *testing.T) {
 			const batches, per = 200, 10
 			bs := make([][]agent.Record, batches)
 			for i := range bs {
@@ -68,7 +69,13 @@ func TestDrainOrder(t *testing.T) {
 				return nil
 			}}
 			time.AfterFunc(250*time.Millisecond, func() { down.Store(false) })
-			runDisk(t, paced{agenttest.NewScriptSource(bs...), 2 * time.Millisecond}, sink, "retry: {initial: 5ms, max: 20ms}, batch: {max_records: 50}, drain: {order: "+order+", records_per_second: 8000}")
+			var as agent.Sink = sink
+			if cursorType != "" {
+				// A sink type that keeps a cursor only in some configs
+				// (Kafka with exactly_once), in a config without one.
+				as = notOwningCursor{sink}
+			}
+			runDisk(t, paced{agenttest.NewScriptSource(bs...), 2 * time.Millisecond}, as, "retry: {initial: 5ms, max: 20ms}, batch: {max_records: 50}, drain: {order: "+order+", records_per_second: 8000}")
 			got := sink.Records()
 			seen := map[uint64]bool{}
 			inversions := 0
@@ -92,10 +99,18 @@ func TestDrainOrder(t *testing.T) {
 			case order == "live_first" && inversions == 0:
 				t.Errorf("got log order, want new records ahead of the backlog")
 			}
-			t.Logf("%s: %d records, %d delivered behind newer ones", order, len(got), inversions)
+			t.Logf("%s: %d records, %d delivered behind newer ones", name, len(got), inversions)
 		})
 	}
 }
+
+// notOwningCursor is a CursorOwner whose OwnsCursor says it keeps none.
+type notOwningCursor struct{ *agenttest.RecordingSink }
+
+func (notOwningCursor) Cursor(context.Context) (uint64, bool, error) {
+	return 0, false, errors.New("no cursor: OwnsCursor is false")
+}
+func (notOwningCursor) OwnsCursor() bool { return false }
 
 // countingSink counts delivered records and bytes with the time of the
 // first and last write.

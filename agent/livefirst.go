@@ -39,7 +39,7 @@ type seeker interface {
 }
 
 func (s *sinkRun) setupLive(c ComponentSpec) {
-	if _, ok := s.sink.(CursorOwner); ok {
+	if _, ok := ownCursor(s.sink); ok {
 		s.log.Warn("drain.order live_first is not possible for a sink that keeps its own cursor; using oldest_first")
 		return
 	}

@@ -28,6 +28,11 @@ type txnState struct {
 
 var _ agent.CursorOwner = (*Sink)(nil)
 
+// OwnsCursor reports whether the sink keeps its cursor in Kafka: with
+// exactly_once only. Otherwise the runner treats it as an ordinary sink
+// (live_first is possible, and so is a redrive through it).
+func (s *Sink) OwnsCursor() bool { return s.eos != nil }
+
 // Cursor returns the log sequence up to which Kafka holds every record of
 // this sink, as loaded by Connect (ok is false when Kafka holds none). The
 // runner skips the log up to it.
