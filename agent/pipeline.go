@@ -142,11 +142,7 @@ func NewPipeline(spec *PipelineSpec, deps PipelineDeps) (_ *Pipeline, err error)
 	if p.plog, err = deps.OpenLog(filepath.Join(deps.DataDir, "log"), spec.Buffer); err != nil {
 		return nil, fmt.Errorf("pipeline %q: open log: %w", spec.Name, err)
 	}
-	deadCfg := DefaultBufferConfig()
-	deadCfg.MaxBytes = 64 << 20
-	deadCfg.Overflow = "drop_oldest"
-	deadCfg.Sync = "batch"
-	if p.deadLog, err = deps.OpenLog(filepath.Join(deps.DataDir, "dead"), deadCfg); err != nil {
+	if p.deadLog, err = deps.OpenLog(filepath.Join(deps.DataDir, "dead"), DeadLetterBufferConfig()); err != nil {
 		return nil, fmt.Errorf("pipeline %q: open dead-letter log: %w", spec.Name, err)
 	}
 	sinkLog := p.plog
@@ -423,9 +419,7 @@ func (p *Pipeline) appendDead(ctx context.Context, dead []Dead) uint64 {
 	defer p.deadMu.Unlock()
 	payloads := make([][]byte, 0, len(dead))
 	for _, d := range dead {
-		r := d.Record
-		r.Fields = append(r.Fields[:len(r.Fields):len(r.Fields)], String("_error", d.Err.Error()), String("_component", d.Component))
-		b, err := r.MarshalMsg(nil)
+		b, err := deadPayload(d)
 		if err != nil {
 			p.log.Error("dead letter cannot be encoded; dropped", "err", err)
 			continue

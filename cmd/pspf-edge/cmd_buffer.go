@@ -20,6 +20,7 @@ import (
 func bufferUsage(w io.Writer) {
 	fmt.Fprintln(w, `Usage: pspf-edge buffer inspect|verify|dump DIR
        pspf-edge buffer drop NAME --yes
+       pspf-edge buffer redrive NAME --sink SINK
 
   inspect DIR [--json]                 segments, records, bytes, cursors, oldest record age
   verify DIR                           full CRC scan; exit 1 on damage, saying what and where
@@ -28,6 +29,16 @@ func bufferUsage(w io.Writer) {
                                        delete a removed pipeline's data (log, dead
                                        letters, state) for good; refused while an
                                        agent runs on the data directory
+  redrive NAME --sink SINK [--all] [-c agent.yaml] [--data-dir DIR] [-p DIR]
+          [--timeout 10m] [--progress 2s]
+                                       send pipeline NAME's dead letters (those SINK
+                                       refused; --all: every one) through its sink
+                                       SINK, oldest first, with their IDs; refused
+                                       while an agent runs on the data directory.
+                                       Idempotent: a cursor in the dead-letter log
+                                       remembers what went through, and a dead letter
+                                       is acked (and its segment freed) only once the
+                                       sink accepted it; refused again, it is kept
 
 DIR is a log directory, such as DATA_DIR/pipelines/NAME/log (the pipeline log)
 or DATA_DIR/pipelines/NAME/dead (its dead letters). inspect, verify and dump
@@ -43,8 +54,11 @@ func cmdBuffer(args []string, stdout, stderr io.Writer) int {
 		}
 		return exitOK
 	}
-	if args[0] == "drop" {
+	switch args[0] {
+	case "drop":
 		return bufferDrop(args[1:], stdout, stderr)
+	case "redrive":
+		return bufferRedrive(args[1:], stdout, stderr)
 	}
 	sub := args[0]
 	fs := flag.NewFlagSet("buffer "+sub, flag.ContinueOnError)
