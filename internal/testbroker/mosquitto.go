@@ -144,6 +144,23 @@ func (m *Mosquitto) Stop() { m.signal(syscall.SIGTERM) }
 // Kill ends mosquitto with SIGKILL: what it had not saved is lost.
 func (m *Mosquitto) Kill() { m.signal(syscall.SIGKILL) }
 
+// Pause freezes mosquitto with SIGSTOP: its connections stay open and
+// nothing is answered, as with a broker that hangs or a route that
+// black-holes packets (clients see timeouts, not refusals). Resume thaws it;
+// a test that pauses must resume before it ends.
+func (m *Mosquitto) Pause() { m.send(syscall.SIGSTOP) }
+
+// Resume continues a paused mosquitto (SIGCONT).
+func (m *Mosquitto) Resume() { m.send(syscall.SIGCONT) }
+
+func (m *Mosquitto) send(sig syscall.Signal) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cmd != nil {
+		_ = m.cmd.Process.Signal(sig)
+	}
+}
+
 func (m *Mosquitto) signal(sig syscall.Signal) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

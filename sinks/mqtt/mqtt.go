@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -32,7 +33,11 @@ type Config struct {
 	KeepAlive      time.Duration `yaml:"keep_alive" doc:"MQTT keep-alive interval"`
 	ConnectTimeout time.Duration `yaml:"connect_timeout" doc:"how long a connection attempt may take"`
 	WriteTimeout   time.Duration `yaml:"write_timeout" doc:"how long a batch may wait for its PUBACKs before it is retried"`
-	TLS            TLSConfig     `yaml:"tls"`
+	// UnreachableAfter is how long a batch may wait without a PUBACK before
+	// the sink shows as offline; the batch keeps waiting until
+	// write_timeout. A lost connection shows at once.
+	UnreachableAfter time.Duration `yaml:"unreachable_after" doc:"how long a batch may wait without any PUBACK before the sink shows offline (a lost connection shows at once); the batch keeps waiting until write_timeout"`
+	TLS              TLSConfig     `yaml:"tls"`
 }
 
 // TLSConfig is the client side of TLS for ssl:// and wss:// brokers.
@@ -46,7 +51,7 @@ type TLSConfig struct {
 
 // Defaults returns the defaults: QoS 1, JSON payloads, 30s keep-alive.
 func Defaults() *Config {
-	return &Config{QoS: 1, Encoding: "json", KeepAlive: 30 * time.Second, ConnectTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
+	return &Config{QoS: 1, Encoding: "json", KeepAlive: 30 * time.Second, ConnectTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, UnreachableAfter: 3 * time.Second}
 }
 
 // Validate checks the config.
@@ -72,6 +77,12 @@ func (c *Config) Validate(n agent.Node) {
 			n.Field(key).Errorf("must be positive, got %q", n.Field(key).Text())
 		}
 	}
+	// Under 100ms a healthy round trip over a mobile uplink would count as
+	// an outage; beyond write_timeout the batch has been retried already
+	// (left unset, it is at most write_timeout).
+	if f := n.Field("unreachable_after"); f.Present() && (c.UnreachableAfter < 100*time.Millisecond || c.UnreachableAfter > c.WriteTimeout) {
+		f.Errorf("must be between 100ms and write_timeout (%s), got %q", c.WriteTimeout, f.Text())
+	}
 	c.TLS.files().Check(n.Field("tls"))
 }
 
@@ -96,6 +107,8 @@ type Sink struct {
 	cl     paho.Client
 	closed bool
 
+	lost chan error // connection losses, for a Write that waits
+
 	lastSize int // payload bytes of the last Write, to size the next buffer
 	spans    [][2]int
 	tbuf     []byte
@@ -111,7 +124,8 @@ func New(cfg Config, env agent.Env) (*Sink, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mqtt sink: %w", err)
 	}
-	s := &Sink{cfg: cfg, env: env, log: env.Logger, topic: t}
+	cfg.UnreachableAfter = min(cfg.UnreachableAfter, cfg.WriteTimeout)
+	s := &Sink{cfg: cfg, env: env, log: env.Logger, topic: t, lost: make(chan error, 1)}
 	id := cfg.ClientID
 	if id == "" {
 		id = "pspf-" + env.AgentName + "-" + env.Pipeline + "-" + env.Component
@@ -130,7 +144,13 @@ func New(cfg Config, env agent.Env) (*Sink, error) {
 		SetConnectRetry(false).
 		SetOrderMatters(true).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
-			env.Logger.Warn("mqtt sink: connection lost; reconnecting", "err", err)
+			// The runner logs the outage (WARN) once it sees it: with the
+			// next Write, or now through Unreachable if one waits.
+			env.Logger.Info("mqtt sink: connection lost; reconnecting", "err", err)
+			select {
+			case s.lost <- err:
+			default:
+			}
 		})
 	if u, _ := url.Parse(cfg.Broker); u != nil && (u.Scheme == "ssl" || u.Scheme == "tls" || u.Scheme == "mqtts" || u.Scheme == "wss") {
 		tc, err := cfg.TLS.load()
@@ -220,6 +240,10 @@ func (s *Sink) Write(ctx context.Context, recs []agent.Record) error {
 	if cl == nil {
 		return fmt.Errorf("mqtt sink: not connected")
 	}
+	select {
+	case <-s.lost: // lost before this Write: IsConnectionOpen tells the rest
+	default:
+	}
 	if !cl.IsConnectionOpen() {
 		return fmt.Errorf("mqtt sink: not connected to %s (reconnecting)", s.cfg.Broker)
 	}
@@ -253,10 +277,13 @@ func (s *Sink) Write(ctx context.Context, recs []agent.Record) error {
 		idx = append(idx, i)
 	}
 	s.tbuf = tb
+	w := s.watch(len(spans))
+	defer w.stop()
 	tokens := s.tokens[:0]
 	for j := range spans {
 		payload := b[spans[j][0]:spans[j][1]]
 		tokens = append(tokens, cl.Publish(string(tb[tspans[j][0]:tspans[j][1]]), byte(s.cfg.QoS), s.cfg.Retain, payload))
+		w.progress(false)
 	}
 	s.tokens = tokens
 	deadline := time.NewTimer(s.cfg.WriteTimeout)
@@ -268,6 +295,7 @@ func (s *Sink) Write(ctx context.Context, recs []agent.Record) error {
 			if err := tok.Error(); err != nil && failed == nil {
 				failed = err
 			}
+			w.progress(true)
 			continue
 		case <-ctx.Done():
 			failed = ctx.Err()
@@ -286,6 +314,68 @@ func (s *Sink) Write(ctx context.Context, recs []agent.Record) error {
 		return rej
 	}
 	return nil
+}
+
+// writeWatch tells the runner, once per Write, that the connection was
+// lost or the broker went silent while the Write waits: on a goroutine of
+// its own, since a Write can wait inside paho's Publish too (for the
+// connection's writer, up to write_timeout) as well as for PUBACKs. stop
+// ends it before Write returns.
+type writeWatch struct {
+	s    *Sink
+	last atomic.Int64 // unix nanos: the Write began, or paho took a message, or a PUBACK came
+	left atomic.Int64 // messages not yet acknowledged
+	n    int
+	done chan struct{}
+	wg   sync.WaitGroup
+}
+
+// watch starts the watch of a Write of n messages.
+func (s *Sink) watch(n int) *writeWatch {
+	w := &writeWatch{s: s, n: n, done: make(chan struct{})}
+	w.last.Store(time.Now().UnixNano())
+	w.left.Store(int64(n))
+	if s.env.Unreachable == nil || s.cfg.UnreachableAfter <= 0 {
+		return w
+	}
+	w.wg.Go(w.run)
+	return w
+}
+
+func (w *writeWatch) run() {
+	s := w.s
+	tick := time.NewTicker(max(s.cfg.UnreachableAfter/8, 10*time.Millisecond))
+	defer tick.Stop()
+	for {
+		var err error
+		select {
+		case <-w.done:
+			return
+		case cause := <-s.lost:
+			err = fmt.Errorf("mqtt sink: connection to %s lost, %d of %d messages waiting for their PUBACK (retrying until write_timeout): %w", s.cfg.Broker, w.left.Load(), w.n, cause)
+		case <-tick.C:
+			if time.Since(time.Unix(0, w.last.Load())) < s.cfg.UnreachableAfter {
+				continue
+			}
+			err = fmt.Errorf("mqtt sink: no PUBACK from %s for %s, %d of %d messages waiting (retrying until write_timeout)", s.cfg.Broker, s.cfg.UnreachableAfter, w.left.Load(), w.n)
+		}
+		s.env.Unreachable(err)
+		return // once per Write
+	}
+}
+
+// progress records that paho took a message (acked: and that it was
+// acknowledged).
+func (w *writeWatch) progress(acked bool) {
+	w.last.Store(time.Now().UnixNano())
+	if acked {
+		w.left.Add(-1)
+	}
+}
+
+func (w *writeWatch) stop() {
+	close(w.done)
+	w.wg.Wait()
 }
 
 func (s *Sink) appendPayload(b []byte, r *agent.Record) []byte {

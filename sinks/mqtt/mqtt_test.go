@@ -43,6 +43,8 @@ func TestConfigErrors(t *testing.T) {
 		{"{broker: 'http://x:1', topic: t}", "scheme must be"},
 		{"{broker: 'tcp://x:1', topic: t, qos: 2}", `qos: must be 0 or 1, got "2"`},
 		{"{broker: 'tcp://x:1', topic: 'a/{b'}", "topic: template"},
+		{"{broker: 'tcp://x:1', topic: t, unreachable_after: 10ms}", "unreachable_after: must be between 100ms and write_timeout (30s)"},
+		{"{broker: 'tcp://x:1', topic: t, write_timeout: 5s, unreachable_after: 6s}", "unreachable_after: must be between 100ms and write_timeout (5s)"},
 	} {
 		_, err := reg.ParsePipeline("p.yaml", []byte("sources: [{simulate: {}}]\nsinks: [{mqtt: "+tc.body+"}]\n"), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
 		if err == nil || !contains(err.Error(), tc.want) {

@@ -1,0 +1,122 @@
+package mqtt
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/agenttest"
+	"github.com/pspf/pspf-edge/internal/testbroker"
+)
+
+// logBuf collects a text log, for tests that count its lines.
+type logBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuf) count(sub string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Count(l.b.String(), sub)
+}
+
+// TestOfflineWithinFiveSeconds takes the broker away under a steady stream,
+// once by stopping it (the connection drops, reconnects are refused) and
+// once by freezing it (SIGSTOP: nothing answered), with the default
+// write_timeout (30s). The sink must show as offline, with the reason, within
+// 5s, and once the broker is back, online with last_error cleared; every
+// record arrives.
+func TestOfflineWithinFiveSeconds(t *testing.T) {
+	const bound = 5 * time.Second
+	for _, mode := range []string{"refused", "timeout"} {
+		t.Run(mode, func(t *testing.T) {
+			m := testbroker.Start(t, testbroker.Options{})
+			sub := subscribe(t, m.URL(), "out/#", nil)
+			const total = 6000
+			batches := make([][]agent.Record, total/10)
+			for b := range batches {
+				batches[b] = make([]agent.Record, 10)
+				for i := range batches[b] {
+					batches[b][i] = agent.Record{Key: "k", Fields: []agent.Field{agent.Int("i", int64(b*10+i))}}
+				}
+			}
+			src := &pacedSource{ScriptSource: agenttest.NewScriptSource(batches...), every: 5 * time.Millisecond}
+			reg := agent.NewRegistry()
+			reg.Sources["script"] = agent.Typed[agent.Source]("test", func() *struct{} { return &struct{}{} }, func(*struct{}, agent.Env) (agent.Source, error) { return src, nil })
+			reg.Sinks["mqtt"] = Factory()
+			yaml := "sources: [{script: {}}]\nsinks:\n  - mqtt: {broker: '" + m.URL() + "', topic: out/t, connect_timeout: 1s}\n    retry: {initial: 20ms, max: 200ms}\n"
+			spec, err := reg.ParsePipeline("p.yaml", []byte(yaml), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			logs := &logBuf{}
+			logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+			p, err := agent.NewPipeline(spec, agent.PipelineDeps{Registry: reg, DataDir: t.TempDir(), AgentName: "gw1", OpenLog: agent.OpenDiskLog(logger), Logger: logger, ShutdownTimeout: 60 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			go func() { done <- p.Run(ctx) }()
+			sink := func() agent.SinkStatus { return p.Status().Sinks[0] }
+			waitFor := func(d time.Duration, cond func() bool) (time.Duration, bool) {
+				start := time.Now()
+				for !cond() {
+					if time.Since(start) > d {
+						return time.Since(start), false
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+				return time.Since(start), true
+			}
+			if _, ok := waitFor(30*time.Second, func() bool { return sink().Records >= 300 }); !ok {
+				t.Fatalf("got %+v, want 300 records delivered before the outage", sink())
+			}
+			switch mode {
+			case "refused":
+				m.Stop()
+			case "timeout":
+				m.Pause()
+			}
+			took, ok := waitFor(bound+5*time.Second, func() bool { return !sink().Online })
+			st := sink()
+			t.Logf("%s: offline after %s, last_error %q", mode, took.Round(10*time.Millisecond), st.LastError)
+			if !ok || took > bound || st.LastError == "" {
+				t.Errorf("got offline %v after %s, last_error %q; want offline within %s, with the reason", !st.Online, took, st.LastError, bound)
+			}
+			switch mode {
+			case "refused":
+				m.Restart()
+			case "timeout":
+				m.Resume()
+			}
+			if _, ok := waitFor(60*time.Second, func() bool { st := sink(); return st.Online && st.LastError == "" && st.Records > 0 }); !ok {
+				t.Errorf("after the outage: got %+v, want online with no last_error", sink())
+			}
+			if err := <-done; err != nil {
+				t.Fatalf("run: %v", err)
+			}
+			if st := sink(); !st.Online || st.LastError != "" || !st.OfflineSince.IsZero() || p.Status().LastError != "" {
+				t.Errorf("after the drain: got %+v, pipeline last_error %q; want online, all cleared", st, p.Status().LastError)
+			}
+			if got := sub.wait(t, total, 20*time.Second); got != total {
+				t.Errorf("got %d distinct records, want %d", got, total)
+			}
+			if n := logs.count("level=WARN"); n > 2 {
+				t.Errorf("got %d WARN lines for one outage, want at most 2:\n%s", n, logs.b.String())
+			}
+		})
+	}
+}
