@@ -14,9 +14,12 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pspf/pspf-edge/agent"
@@ -30,7 +33,11 @@ type Config struct {
 	Headers     map[string]string `yaml:"headers" doc:"extra request headers"`
 	BearerToken string            `yaml:"bearer_token" doc:"sent as Authorization: Bearer; use ${ENV} or ${file:/path}"`
 	Timeout     time.Duration     `yaml:"timeout" doc:"how long one POST may take, answer included"`
-	TLS         TLSConfig         `yaml:"tls"`
+	// UnreachableAfter is how long a POST may go without a connection, or
+	// without the first byte of the answer once the request is sent, before
+	// the sink shows as offline; the POST keeps waiting until timeout.
+	UnreachableAfter time.Duration `yaml:"unreachable_after" doc:"how long a POST may wait for a connection, or for the answer once sent, before the sink shows offline; the POST keeps waiting until timeout"`
+	TLS              TLSConfig     `yaml:"tls"`
 }
 
 // TLSConfig is the client side of TLS for https URLs.
@@ -42,9 +49,10 @@ type TLSConfig struct {
 	InsecureSkipVerify bool   `yaml:"insecure_skip_verify" doc:"do not verify the server's certificate (tests only)"`
 }
 
-// Defaults returns the defaults: a JSON array per batch, gzip, 10s timeout.
+// Defaults returns the defaults: a JSON array per batch, gzip, 10s timeout,
+// offline after 3s without a connection or an answer.
 func Defaults() *Config {
-	return &Config{Format: "json_array", Gzip: true, Timeout: 10 * time.Second}
+	return &Config{Format: "json_array", Gzip: true, Timeout: 10 * time.Second, UnreachableAfter: 3 * time.Second}
 }
 
 // Validate checks the config.
@@ -55,6 +63,12 @@ func (c *Config) Validate(n agent.Node) {
 	}
 	if c.Timeout <= 0 {
 		n.Field("timeout").Errorf("must be positive, got %q", n.Field("timeout").Text())
+	}
+	// Under 100ms a healthy round trip over a mobile uplink would count as
+	// an outage; beyond timeout the POST has failed already (left unset, it
+	// is at most timeout).
+	if f := n.Field("unreachable_after"); f.Present() && (c.UnreachableAfter < 100*time.Millisecond || c.UnreachableAfter > c.Timeout) {
+		f.Errorf("must be between 100ms and timeout (%s), got %q", c.Timeout, f.Text())
 	}
 	for k := range c.Headers {
 		if k == "" || strings.ContainsAny(k, " :\r\n") {
@@ -98,6 +112,7 @@ func New(cfg Config, env agent.Env) (*Sink, error) {
 		return nil, fmt.Errorf("http sink: %w", err)
 	}
 	tr.TLSClientConfig = tc
+	cfg.UnreachableAfter = min(cfg.UnreachableAfter, cfg.Timeout)
 	return &Sink{cfg: cfg, env: env, log: env.Logger, client: &http.Client{Transport: tr, Timeout: cfg.Timeout}}, nil
 }
 
@@ -162,7 +177,10 @@ func (s *Sink) Write(ctx context.Context, recs []agent.Record) error {
 	if s.cfg.BearerToken != "" {
 		req.Header.Set("Authorization", "Bearer "+s.cfg.BearerToken)
 	}
+	w := s.watch(len(recs))
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), w.trace()))
 	resp, err := s.client.Do(req)
+	w.stop()
 	if err != nil {
 		return fmt.Errorf("http sink: post: %w", err)
 	}
@@ -172,6 +190,81 @@ func (s *Sink) Write(ctx context.Context, recs []agent.Record) error {
 	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
 	return classify(resp, snippet, time.Now())
+}
+
+// postWatch tells the runner, once per POST, that the endpoint went silent
+// while the POST waits: no connection for unreachable_after (a dial or TLS
+// handshake that hangs), or no first byte of the answer for
+// unreachable_after once the request was sent (a server that hangs,
+// packets black-holed). It runs on a goroutine of its own, joined by stop
+// before Write returns. A slow upload is not silence: the clock starts once
+// the whole request is sent.
+type postWatch struct {
+	s     *Sink
+	n     int
+	start time.Time
+	conn  atomic.Int64 // unix nanos: a connection was got
+	sent  atomic.Int64 // unix nanos: the request was written
+	got   atomic.Bool  // the first byte of the answer came
+	done  chan struct{}
+	wg    sync.WaitGroup
+}
+
+func (s *Sink) watch(n int) *postWatch {
+	w := &postWatch{s: s, n: n, start: time.Now(), done: make(chan struct{})}
+	if s.env.Unreachable != nil && s.cfg.UnreachableAfter > 0 {
+		w.wg.Go(w.run)
+	}
+	return w
+}
+
+func (w *postWatch) trace() *httptrace.ClientTrace {
+	return &httptrace.ClientTrace{
+		GotConn:              func(httptrace.GotConnInfo) { w.conn.Store(time.Now().UnixNano()) },
+		WroteRequest:         func(httptrace.WroteRequestInfo) { w.sent.Store(time.Now().UnixNano()) },
+		GotFirstResponseByte: func() { w.got.Store(true) },
+	}
+}
+
+func (w *postWatch) run() {
+	s := w.s
+	after := s.cfg.UnreachableAfter
+	tick := time.NewTicker(max(after/8, 10*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-w.done:
+			return
+		case <-tick.C:
+		}
+		if w.got.Load() {
+			return
+		}
+		var err error
+		switch sent := w.sent.Load(); {
+		case w.conn.Load() == 0 && time.Since(w.start) >= after:
+			err = fmt.Errorf("http sink: no connection to %s for %s, %d records waiting (retrying until timeout)", s.host(), after, w.n)
+		case sent != 0 && time.Since(time.Unix(0, sent)) >= after:
+			err = fmt.Errorf("http sink: no answer from %s for %s after the request was sent, %d records waiting (retrying until timeout)", s.host(), after, w.n)
+		default:
+			continue
+		}
+		s.env.Unreachable(err)
+		return // once per POST
+	}
+}
+
+func (w *postWatch) stop() {
+	close(w.done)
+	w.wg.Wait()
+}
+
+// host is the endpoint's host:port, for messages (the URL may carry secrets).
+func (s *Sink) host() string {
+	if u, err := url.Parse(s.cfg.URL); err == nil {
+		return u.Host
+	}
+	return "the endpoint"
 }
 
 // StatusError is a non-2xx answer.

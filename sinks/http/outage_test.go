@@ -1,0 +1,301 @@
+package http
+
+import (
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	nethttp "net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/agenttest"
+)
+
+// endpoint is an HTTP receiver on a fixed loopback port that can be taken
+// away (connections refused) or made to hang (requests read, never
+// answered), and brought back.
+type endpoint struct {
+	t    *testing.T
+	addr string
+
+	mu   sync.Mutex
+	srv  *nethttp.Server
+	hang chan struct{} // open while requests hang
+	got  map[int]int   // records received, by their field i
+}
+
+func newEndpoint(t *testing.T) *endpoint {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &endpoint{t: t, addr: l.Addr().String(), got: map[int]int{}}
+	e.serve(l)
+	t.Cleanup(func() { e.thaw(); e.stop() })
+	return e
+}
+
+func (e *endpoint) serve(l net.Listener) {
+	srv := &nethttp.Server{Handler: nethttp.HandlerFunc(e.handle)}
+	e.mu.Lock()
+	e.srv = srv
+	e.mu.Unlock()
+	go srv.Serve(l)
+}
+
+func (e *endpoint) handle(w nethttp.ResponseWriter, r *nethttp.Request) {
+	e.mu.Lock()
+	hang := e.hang
+	e.mu.Unlock()
+	if hang != nil {
+		<-hang
+	}
+	var in io.Reader = r.Body
+	if r.Header.Get("Content-Encoding") == "gzip" {
+		zr, err := gzip.NewReader(r.Body)
+		if err != nil {
+			w.WriteHeader(nethttp.StatusBadRequest)
+			return
+		}
+		in = zr
+	}
+	body, err := io.ReadAll(in)
+	var recs []map[string]any
+	if err == nil {
+		err = json.Unmarshal(body, &recs)
+	}
+	if err != nil {
+		w.WriteHeader(nethttp.StatusBadRequest)
+		return
+	}
+	e.mu.Lock()
+	for _, rec := range recs {
+		e.got[int(rec["i"].(float64))]++
+	}
+	e.mu.Unlock()
+}
+
+// stop closes the listener and every connection: connections are refused.
+func (e *endpoint) stop() {
+	e.mu.Lock()
+	srv := e.srv
+	e.srv = nil
+	e.mu.Unlock()
+	if srv != nil {
+		srv.Close()
+	}
+}
+
+func (e *endpoint) start() {
+	var l net.Listener
+	var err error
+	for range 100 { // the port may linger for a moment
+		if l, err = net.Listen("tcp", e.addr); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		e.t.Fatalf("listen again: %v", err)
+	}
+	e.serve(l)
+}
+
+func (e *endpoint) freeze() {
+	e.mu.Lock()
+	e.hang = make(chan struct{})
+	e.mu.Unlock()
+}
+
+func (e *endpoint) thaw() {
+	e.mu.Lock()
+	if e.hang != nil {
+		close(e.hang)
+		e.hang = nil
+	}
+	e.mu.Unlock()
+}
+
+func (e *endpoint) distinct() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.got)
+}
+
+// TestOfflineWithinFiveSeconds takes the endpoint away under a steady
+// stream, once by closing it (connections refused) and once by making it
+// hang (requests unanswered), with the default timeout (10s). The sink must
+// show as offline, with the reason, within 5s, and once the endpoint is
+// back, online with last_error cleared; every record arrives.
+func TestOfflineWithinFiveSeconds(t *testing.T) {
+	const bound = 5 * time.Second
+	for _, mode := range []string{"refused", "timeout"} {
+		t.Run(mode, func(t *testing.T) {
+			e := newEndpoint(t)
+			const total = 4000
+			batches := make([][]agent.Record, total/10)
+			for b := range batches {
+				batches[b] = make([]agent.Record, 10)
+				for i := range batches[b] {
+					batches[b][i] = agent.Record{Key: "k", Fields: []agent.Field{agent.Int("i", int64(b*10+i))}}
+				}
+			}
+			src := &paced{ScriptSource: agenttest.NewScriptSource(batches...), every: 5 * time.Millisecond}
+			reg := agent.NewRegistry()
+			reg.Sources["script"] = agent.Typed[agent.Source]("test", func() *struct{} { return &struct{}{} }, func(*struct{}, agent.Env) (agent.Source, error) { return src, nil })
+			reg.Sinks["http"] = Factory()
+			yaml := "sources: [{script: {}}]\nsinks:\n  - http: {url: 'http://" + e.addr + "/in'}\n    retry: {initial: 20ms, max: 200ms}\n"
+			spec, err := reg.ParsePipeline("p.yaml", []byte(yaml), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			logger := slog.New(slog.DiscardHandler)
+			p, err := agent.NewPipeline(spec, agent.PipelineDeps{Registry: reg, DataDir: t.TempDir(), AgentName: "gw1", OpenLog: agent.OpenDiskLog(logger), Logger: logger, ShutdownTimeout: 60 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			go func() { done <- p.Run(ctx) }()
+			sink := func() agent.SinkStatus { return p.Status().Sinks[0] }
+			waitFor := func(d time.Duration, cond func() bool) (time.Duration, bool) {
+				start := time.Now()
+				for !cond() {
+					if time.Since(start) > d {
+						return time.Since(start), false
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+				return time.Since(start), true
+			}
+			if _, ok := waitFor(30*time.Second, func() bool { return sink().Records >= 300 }); !ok {
+				t.Fatalf("got %+v, want 300 records delivered before the outage", sink())
+			}
+			switch mode {
+			case "refused":
+				e.stop()
+			case "timeout":
+				e.freeze()
+			}
+			took, ok := waitFor(bound+5*time.Second, func() bool { return !sink().Online })
+			st := sink()
+			t.Logf("%s: offline after %s, last_error %q", mode, took.Round(10*time.Millisecond), st.LastError)
+			if !ok || took > bound || st.LastError == "" {
+				t.Errorf("got offline %v after %s, last_error %q; want offline within %s, with the reason", !st.Online, took, st.LastError, bound)
+			}
+			switch mode {
+			case "refused":
+				e.start()
+			case "timeout":
+				e.thaw()
+			}
+			if err := <-done; err != nil {
+				t.Fatalf("run: %v", err)
+			}
+			if st := sink(); !st.Online || st.LastError != "" || !st.OfflineSince.IsZero() || p.Status().LastError != "" {
+				t.Errorf("after the drain: got %+v, pipeline last_error %q; want online, all cleared", st, p.Status().LastError)
+			}
+			if got := e.distinct(); got != total {
+				t.Errorf("got %d distinct records, want %d", got, total)
+			}
+		})
+	}
+}
+
+// paced slows a ScriptSource down to one batch per every.
+type paced struct {
+	*agenttest.ScriptSource
+	every time.Duration
+}
+
+func (p *paced) Read(ctx context.Context) ([]agent.Record, agent.AckFunc, error) {
+	agent.Sleep(ctx, p.every)
+	return p.ScriptSource.Read(ctx)
+}
+
+// TestUnreachableWithoutConnection points the sink at a server that
+// accepts TCP connections and never completes the TLS handshake: the POST
+// has no connection, and the sink must say so within unreachable_after,
+// while the Write itself waits until timeout.
+func TestUnreachableWithoutConnection(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		for _, c := range held {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	cfg := *Defaults()
+	cfg.URL = "https://" + l.Addr().String() + "/in"
+	cfg.Timeout = 4 * time.Second
+	cfg.UnreachableAfter = time.Second
+	type report struct {
+		err error
+		at  time.Duration
+	}
+	reports := make(chan report, 4)
+	start := time.Now()
+	env := agent.Env{Pipeline: "p", Component: "http", AgentName: "gw1",
+		Unreachable: func(err error) { reports <- report{err, time.Since(start)} }}
+	s, err := New(cfg, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Write(context.Background(), []agent.Record{{ID: "p:1", Fields: []agent.Field{agent.Int("i", 1)}}})
+	took := time.Since(start)
+	if err == nil || agent.IsPermanent(err) {
+		t.Errorf("write: got %v, want a retryable error after the timeout", err)
+	}
+	close(reports)
+	var got []report
+	for r := range reports {
+		got = append(got, r)
+	}
+	if len(got) != 1 || !strings.Contains(got[0].err.Error(), "no connection to "+l.Addr().String()) || got[0].at > 3*time.Second {
+		t.Fatalf("got reports %v, want one saying there is no connection, after about 1s", got)
+	}
+	if took < 3*time.Second {
+		t.Errorf("write returned after %s, want it to wait for the timeout (4s)", took)
+	}
+	t.Logf("reported after %s: %v; write returned after %s: %v", got[0].at.Round(10*time.Millisecond), got[0].err, took.Round(10*time.Millisecond), err)
+}
+
+func TestUnreachableAfterBounds(t *testing.T) {
+	reg := agent.NewRegistry()
+	reg.Sources["script"] = agent.Typed[agent.Source]("test", func() *struct{} { return &struct{}{} }, func(*struct{}, agent.Env) (agent.Source, error) { return nil, nil })
+	reg.Sinks["http"] = Factory()
+	for _, tc := range []struct{ body, want string }{
+		{"{url: 'http://x:1/', unreachable_after: 10ms}", "unreachable_after: must be between 100ms and timeout (10s)"},
+		{"{url: 'http://x:1/', timeout: 2s, unreachable_after: 3s}", "unreachable_after: must be between 100ms and timeout (2s)"},
+	} {
+		_, err := reg.ParsePipeline("p.yaml", []byte("sources: [{script: {}}]\nsinks: [{http: "+tc.body+"}]\n"), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want an error containing %q", tc.body, err, tc.want)
+		}
+	}
+}
