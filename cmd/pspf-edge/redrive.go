@@ -37,6 +37,7 @@ func bufferRedrive(args []string, stdout, stderr io.Writer) int {
 		return usageExit(err)
 	}
 	if fs.NArg() != 1 || *sinkName == "" {
+		fmt.Fprintln(stderr, "buffer redrive: needs a pipeline name and --sink SINK")
 		bufferUsage(stderr)
 		return exitUsage
 	}
