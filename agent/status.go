@@ -37,7 +37,8 @@ type Status struct {
 	// the state started empty and was rebuilt from the pipeline log, since
 	// the agent started (pspf_state_resets_total).
 	StateResets uint64 `json:"state_resets"`
-	// LastError is the last error a component reported, or "".
+	// LastError is the last error a component reported, or ""; a sink's
+	// is cleared once that sink delivers again.
 	LastError string `json:"last_error,omitempty"`
 }
 
