@@ -169,7 +169,7 @@ func TestBufferHelpListsEverySubcommand(t *testing.T) {
 		t.Errorf("got exit %d", code)
 	}
 	first := strings.SplitN(help, "\n\n", 2)[0]
-	for _, sub := range []string{"inspect", "verify", "dump", "drop"} {
+	for _, sub := range []string{"inspect", "verify", "dump", "drop", "redrive"} {
 		if !strings.Contains(help, "\n  "+sub+" ") || !strings.Contains(first, sub) {
 			t.Errorf("buffer --help: no %q in the usage lines and the list:\n%s", sub, help)
 		}
