@@ -43,7 +43,9 @@ type Appender interface {
 
 // Operator transforms batches. Process works on b in place: it may change,
 // remove, reorder or add records, and move a record it cannot handle to b.Dead
-// with a reason. The runner calls Process from one goroutine at a time. A
+// with a reason. The runner calls an instance's Process from one goroutine
+// at a time: an operator before the log (stateless) is built once per
+// source, from the same config, and each source runs its own instances. A
 // returned error fails the whole batch (it is counted, and its records go to the
 // dead-letter output); a panic is recovered and treated the same way.
 type Operator interface {

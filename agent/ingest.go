@@ -30,6 +30,7 @@ type sourceRun struct {
 	records *Counter
 	errors  *Counter
 	nacks   *Counter
+	ops     []opRun // the stateless operators; this source's own instances
 	batch   Batch
 	// fields is the batch's field storage, reused batch after batch (see
 	// presize); perRecord is the most fields a record has had after the
@@ -106,7 +107,7 @@ func (s *sourceRun) handle(ctx context.Context, recs []Record, ack AckFunc, comm
 	used := s.presize(b.Records)
 	defer clear(s.fields[:used]) // let go of the strings until the next batch
 	b.Now = s.p.deps.Now()
-	s.p.process(ctx, b)
+	s.p.process(ctx, s.ops, b)
 	for i := range b.Records {
 		s.perRecord = max(s.perRecord, len(b.Records[i].Fields))
 	}

@@ -50,7 +50,7 @@ type Pipeline struct {
 	deps    PipelineDeps
 	log     *slog.Logger
 	sources []*sourceRun
-	ops     []opRun
+	ops     []opRun // the stateless operators of the first source (or a chain of their own without one): its counters are every chain's
 	sinks   []*sinkRun
 	dead    *sinkRun       // forwards the dead-letter log, if a dead-letter sink is configured
 	stage   *statefulStage // the stateful operators, if any; see stateful_stage.go
@@ -74,6 +74,22 @@ type opRun struct {
 	in, out  *Counter
 	panics   *Counter
 	failures *Counter
+}
+
+// newChain builds the stateless operators of specs, in order. Its counters
+// are the component's, shared by every chain built from the same spec: an
+// operator's figures add up over the sources that run it.
+func (p *Pipeline) newChain(specs []ComponentSpec, env func(ComponentSpec) Env) ([]opRun, error) {
+	ops := make([]opRun, 0, len(specs))
+	for _, c := range specs {
+		e := env(c)
+		o, err := p.deps.Registry.Operators[c.Type].New(c.Config, e)
+		if err != nil {
+			return nil, fmt.Errorf("pipeline %q: %s: %w", p.spec.Name, c.Place, err)
+		}
+		ops = append(ops, newOpRun(c.Name, o, e))
+	}
+	return ops, nil
 }
 
 // NewPipeline builds a pipeline's components and opens its logs. It starts no
@@ -117,27 +133,25 @@ func NewPipeline(spec *PipelineSpec, deps PipelineDeps) (_ *Pipeline, err error)
 		}
 	}
 	reg := deps.Registry
+	stateful := spec.StatefulIndex(reg)
 	for _, c := range spec.Sources {
 		s, err := reg.Sources[c.Type].New(c.Config, env(c))
 		if err != nil {
 			return nil, fmt.Errorf("pipeline %q: %s: %w", spec.Name, c.Place, err)
 		}
-		p.sources = append(p.sources, newSourceRun(p, c, s, env(c)))
-	}
-	stateful := spec.StatefulIndex(reg)
-	for _, c := range spec.Operators[:stateful] {
-		o, err := reg.Operators[c.Type].New(c.Config, env(c))
-		if err != nil {
-			return nil, fmt.Errorf("pipeline %q: %s: %w", spec.Name, c.Place, err)
+		sr := newSourceRun(p, c, s, env(c))
+		// Each source runs the stateless operators on its own goroutine,
+		// and an operator's Process runs on one goroutine at a time: every
+		// source gets instances of its own, built from the same spec.
+		if sr.ops, err = p.newChain(spec.Operators[:stateful], env); err != nil {
+			return nil, err
 		}
-		e := env(c)
-		p.ops = append(p.ops, opRun{
-			name: c.Name, op: o,
-			in:       e.Counter("pspf_operator_records_in_total"),
-			out:      e.Counter("pspf_operator_records_out_total"),
-			panics:   e.Counter("pspf_operator_panics_total"),
-			failures: e.Counter("pspf_operator_errors_total"),
-		})
+		p.sources = append(p.sources, sr)
+	}
+	if len(p.sources) > 0 {
+		p.ops = p.sources[0].ops
+	} else if p.ops, err = p.newChain(spec.Operators[:stateful], env); err != nil {
+		return nil, err
 	}
 	if p.plog, err = deps.OpenLog(filepath.Join(deps.DataDir, "log"), spec.Buffer); err != nil {
 		return nil, fmt.Errorf("pipeline %q: open log: %w", spec.Name, err)
@@ -359,11 +373,12 @@ func (p *Pipeline) LastError() string {
 	return ""
 }
 
-// process runs the stateless operators over b. An operator's error or panic
-// moves the batch's records to the dead letters and ends the chain for it.
-func (p *Pipeline) process(ctx context.Context, b *Batch) {
-	for i := range p.ops {
-		o := &p.ops[i]
+// process runs the stateless operators ops (a chain no other goroutine
+// runs meanwhile) over b. An operator's error or panic moves the batch's
+// records to the dead letters and ends the chain for it.
+func (p *Pipeline) process(ctx context.Context, ops []opRun, b *Batch) {
+	for i := range ops {
+		o := &ops[i]
 		o.in.Add(len(b.Records))
 		if err := o.call(ctx, b); err != nil {
 			p.log.Warn("operator failed; batch sent to dead letters", "component", o.name, "err", err, "records", len(b.Records))

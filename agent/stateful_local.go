@@ -64,7 +64,7 @@ func RunLocal(ctx context.Context, spec *PipelineSpec, reg *Registry, dir string
 		r.RecvTime = clock.UnixNano()
 		b.Records = append(b.Records, r)
 		b.Now = clock
-		p.process(ctx, b)
+		p.process(ctx, p.ops, b)
 		if len(b.Dead) > 0 {
 			p.deadLetter(ctx, b.Dead)
 		}
