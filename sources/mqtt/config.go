@@ -21,13 +21,17 @@ type Config struct {
 	ConnectTimeout time.Duration  `yaml:"connect_timeout" doc:"how long one connection attempt may take"`
 	MaxReconnect   time.Duration  `yaml:"max_reconnect_interval" doc:"cap of the exponential backoff between reconnects"`
 	MaxInFlight    int            `yaml:"max_in_flight" doc:"messages received but not yet acked (QoS 1: durable; QoS 0: in the log) before the source stops taking more: the broker then holds them"`
-	BatchSize      int            `yaml:"batch_size" doc:"most messages per batch"`
-	Linger         time.Duration  `yaml:"linger" doc:"how long a batch waits for more messages after its first one"`
-	MaxPayload     agent.ByteSize `yaml:"max_payload" doc:"larger payloads are dropped (acked to the broker) and counted"`
-	TopicTemplate  string         `yaml:"topic_template" doc:"topic levels to fields: sensors/{site}/{device}/temp; + skips a level, a trailing # the rest"`
-	Key            string         `yaml:"key" doc:"the record key, from template fields: {device} or {site}-{device}"`
-	TopicField     string         `yaml:"topic_field" doc:"name of a field holding the full topic; empty for none"`
-	Status         StatusConfig   `yaml:"status" doc:"birth and last-will messages announcing this agent online and offline"`
+	// MaxInFlightBytes bounds the same messages in bytes (payload and
+	// topic): it is what bounds the source's memory when messages are
+	// large, max_in_flight when they are small.
+	MaxInFlightBytes agent.ByteSize `yaml:"max_in_flight_bytes" doc:"bytes of the messages received but not yet acked (payload and topic) before the source stops taking more; a larger message is taken alone"`
+	BatchSize        int            `yaml:"batch_size" doc:"most messages per batch"`
+	Linger           time.Duration  `yaml:"linger" doc:"how long a batch waits for more messages after its first one"`
+	MaxPayload       agent.ByteSize `yaml:"max_payload" doc:"larger payloads are dropped (acked to the broker) and counted"`
+	TopicTemplate    string         `yaml:"topic_template" doc:"topic levels to fields: sensors/{site}/{device}/temp; + skips a level, a trailing # the rest"`
+	Key              string         `yaml:"key" doc:"the record key, from template fields: {device} or {site}-{device}"`
+	TopicField       string         `yaml:"topic_field" doc:"name of a field holding the full topic; empty for none"`
+	Status           StatusConfig   `yaml:"status" doc:"birth and last-will messages announcing this agent online and offline"`
 }
 
 // Subscription is one topic filter and its QoS. A filter may hold the
@@ -65,15 +69,22 @@ func Defaults() *Config {
 		ConnectTimeout: 10 * time.Second,
 		MaxReconnect:   30 * time.Second,
 		MaxInFlight:    1000,
-		BatchSize:      500,
-		Linger:         5 * time.Millisecond,
-		MaxPayload:     256 << 10,
-		Status:         StatusConfig{Online: "online", Offline: "offline", QoS: 1, Retain: true},
+		// 2 MiB holds max_in_flight messages of up to 2 KiB; larger ones
+		// are bounded by bytes. It is the largest share of the agent's
+		// memory under a flood of large messages (README: memory), and
+		// still lets 2 MiB through per group commit (10 ms): at QoS 1 far
+		// more than a gateway's flash takes.
+		MaxInFlightBytes: 2 << 20,
+		BatchSize:        500,
+		Linger:           5 * time.Millisecond,
+		MaxPayload:       256 << 10,
+		Status:           StatusConfig{Online: "online", Offline: "offline", QoS: 1, Retain: true},
 	}
 }
 
 // Validate checks the config. The limits keep one source's memory bounded:
-// max_in_flight × max_payload is the most payload it holds at once.
+// max_in_flight_bytes (or one message up to max_payload, when it is larger)
+// is the most payload it holds at once.
 func (c *Config) Validate(n agent.Node) {
 	if len(c.Brokers) == 0 {
 		n.Field("brokers").Errorf("must list at least one broker URL")
@@ -116,6 +127,11 @@ func (c *Config) Validate(n agent.Node) {
 	if c.MaxInFlight < 1 || c.MaxInFlight > 65535 {
 		// 65535 is the MQTT packet id space: more could never be unacked at once.
 		n.Field("max_in_flight").Errorf("must be between 1 and 65535, got %q", n.Field("max_in_flight").Text())
+	}
+	if c.MaxInFlightBytes < 64<<10 || c.MaxInFlightBytes > 1<<30 {
+		// Below 64 KiB every few messages wait for an fsync; 1 GiB is far
+		// beyond the memory of the boards the agent runs on.
+		n.Field("max_in_flight_bytes").Errorf("must be between 64KiB and 1GiB, got %q", n.Field("max_in_flight_bytes").Text())
 	}
 	if c.BatchSize < 1 || c.BatchSize > 65536 {
 		n.Field("batch_size").Errorf("must be between 1 and 65536, got %q", n.Field("batch_size").Text())

@@ -2,8 +2,9 @@
 // QoS 1 message is acknowledged to the broker (PUBACK) only once the batch it
 // arrived in is durable in the pipeline log; until then the broker keeps it in
 // the agent's persistent session and sends it again after a reconnect or a
-// restart. At most max_in_flight messages are held unacked: beyond that the
-// source stops taking messages and the broker holds the rest.
+// restart. At most max_in_flight messages, and at most max_in_flight_bytes
+// of them, are held unacked: beyond either the source stops taking messages
+// and the broker holds the rest.
 package mqtt
 
 import (
@@ -42,9 +43,14 @@ type flight struct {
 	in    []inbound // messages to ack; QoS 0 ones leave at Appended
 	total int       // messages in the batch
 	held  int       // messages still counted against max_in_flight
+	bytes int64     // their bytes, counted against max_in_flight_bytes
 	lost0 int       // QoS 0 messages already let go, dropped if nacked
 	once  sync.Once
 }
+
+// size is what a message counts against max_in_flight_bytes: its payload
+// and topic, the memory the source holds for it.
+func size(m message) int64 { return int64(len(m.Payload()) + len(m.Topic())) }
 
 // freeBatches is how many acked batches' slices the source keeps for reuse:
 // enough for the batches of one group commit.
@@ -106,7 +112,7 @@ func newSource(cfg Config, env agent.Env, dial dialFunc) (*Source, error) {
 	s := &Source{
 		cfg: cfg, env: env, log: env.Logger, dial: dial, tmpl: tmpl, key: key,
 		clientID: cfg.ClientID, filters: map[string]byte{},
-		queue: inQueue{wake: make(chan struct{}, 1), space: make(chan struct{}, 1), max: cfg.MaxInFlight},
+		queue: inQueue{wake: make(chan struct{}, 1), space: make(chan struct{}, 1), max: cfg.MaxInFlight, maxBytes: int64(cfg.MaxInFlightBytes)},
 		done:  make(chan struct{}),
 		free:  make(chan *batchBufs, freeBatches),
 	}
@@ -127,7 +133,14 @@ func newSource(cfg Config, env agent.Env, dial dialFunc) (*Source, error) {
 	s.oversize = env.Counter("pspf_mqtt_dropped_total", "reason", "oversize")
 	s.mismatch = env.Counter("pspf_mqtt_template_mismatch_total")
 	s.reconnects = env.Counter("pspf_mqtt_reconnects_total")
-	env.Metrics.Gauge("pspf_mqtt_in_flight", func() float64 { return float64(s.queue.inFlight()) },
+	s.queue.full = [2]*agent.Counter{
+		env.Counter("pspf_mqtt_in_flight_full_total", "bound", "messages"),
+		env.Counter("pspf_mqtt_in_flight_full_total", "bound", "bytes"),
+	}
+	s.queue.log = s.log
+	env.Metrics.Gauge("pspf_mqtt_in_flight", func() float64 { n, _ := s.queue.inFlight(); return float64(n) },
+		"pipeline", env.Pipeline, "component", env.Component)
+	env.Metrics.Gauge("pspf_mqtt_in_flight_bytes", func() float64 { _, b := s.queue.inFlight(); return float64(b) },
 		"pipeline", env.Pipeline, "component", env.Component)
 	return s, nil
 }
@@ -224,13 +237,14 @@ func (s *Source) setup(ctx context.Context, b broker) error {
 }
 
 // onMessage runs on the client's goroutine for every message. It blocks while
-// max_in_flight messages are unacked: the client then stops reading the
-// socket, TCP flow control reaches the broker, and the broker queues the rest
-// in the session. A message that arrives while the source closes, or while
-// its client disconnects (stop), is left unacked for the broker to send
-// again. Messages over max_payload never get here: the client drops them.
+// max_in_flight messages, or max_in_flight_bytes of them, are unacked: the
+// client then stops reading the socket, TCP flow control reaches the broker,
+// and the broker queues the rest in the session. A message that arrives
+// while the source closes, or while its client disconnects (stop), is left
+// unacked for the broker to send again. Messages over max_payload never get
+// here: the client drops them.
 func (s *Source) onMessage(m message, stop <-chan struct{}) {
-	if !s.queue.acquire(s.done, stop) {
+	if !s.queue.acquire(size(m), s.done, stop) {
 		return
 	}
 	s.received.Inc()
@@ -247,17 +261,47 @@ type inQueue struct {
 	need int           // messages a waiting Read wants; 0: none waits
 	wake chan struct{} // capacity 1: need was reached
 
-	held  int           // messages taken from the broker and not yet acked
-	max   int           // max_in_flight
-	space chan struct{} // capacity 1: release made room
+	held     int           // messages taken from the broker and not yet acked
+	bytes    int64         // their sizes (see size)
+	max      int           // max_in_flight
+	maxBytes int64         // max_in_flight_bytes
+	space    chan struct{} // capacity 1: release made room
+
+	// An episode of waiting for room lasts from the first message that
+	// waits to the first that does not: it is counted once in full (by
+	// the bound that stopped it) and noted once in the debug log.
+	waiting bool
+	full    [2]*agent.Counter // by bound: messages, bytes
+	log     *slog.Logger
 }
 
-// acquire counts a message in flight, waiting while max_in_flight are; it
-// reports false, counting nothing, if done or stop is closed first.
-func (q *inQueue) acquire(done, stop <-chan struct{}) bool {
+// acquire counts a message of n bytes in flight, waiting while
+// max_in_flight messages are, or while it would take the bytes in flight
+// past max_in_flight_bytes (a message larger than the budget waits until
+// it is alone); it reports false, counting nothing, if done or stop is
+// closed first.
+func (q *inQueue) acquire(n int64, done, stop <-chan struct{}) bool {
 	waited := false
 	q.mu.Lock()
-	for q.held >= q.max {
+	for {
+		byCount := q.held >= q.max
+		if !byCount && (q.held == 0 || q.bytes+n <= q.maxBytes) {
+			break
+		}
+		if !q.waiting {
+			q.waiting = true
+			bound, b := "bytes", 1
+			if byCount {
+				bound, b = "messages", 0
+			}
+			if q.full[b] != nil {
+				q.full[b].Inc()
+			}
+			if q.log != nil {
+				q.log.Debug("mqtt source: in-flight bound reached; the broker holds further messages until earlier ones are acked",
+					"bound", bound, "messages", q.held, "bytes", q.bytes, "max_in_flight", q.max, "max_in_flight_bytes", q.maxBytes)
+			}
+		}
 		q.mu.Unlock()
 		select {
 		case <-q.space:
@@ -269,8 +313,12 @@ func (q *inQueue) acquire(done, stop <-chan struct{}) bool {
 		waited = true
 		q.mu.Lock()
 	}
+	if !waited {
+		q.waiting = false
+	}
 	q.held++
-	room := q.held < q.max
+	q.bytes += n
+	room := q.held < q.max && q.bytes < q.maxBytes
 	q.mu.Unlock()
 	if waited && room { // pass the wake-up on to another waiting handler, if any
 		select {
@@ -281,10 +329,11 @@ func (q *inQueue) acquire(done, stop <-chan struct{}) bool {
 	return true
 }
 
-// release counts n acked messages out of flight.
-func (q *inQueue) release(n int) {
+// release counts n acked messages of the given bytes out of flight.
+func (q *inQueue) release(n int, bytes int64) {
 	q.mu.Lock()
 	q.held -= n
+	q.bytes -= bytes
 	q.mu.Unlock()
 	select {
 	case q.space <- struct{}{}:
@@ -292,11 +341,11 @@ func (q *inQueue) release(n int) {
 	}
 }
 
-// inFlight returns the count of messages in flight.
-func (q *inQueue) inFlight() int {
+// inFlight returns the count of messages in flight and their bytes.
+func (q *inQueue) inFlight() (int, int64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.held
+	return q.held, q.bytes
 }
 
 // push queues a message, waking Read if it now has what it waits for.
@@ -371,26 +420,30 @@ func (s *Source) Read(ctx context.Context) ([]agent.Record, agent.AckFunc, error
 	}
 	bb.in = s.gather(ctx, bb.in)
 	f := &flight{bb: bb, in: bb.in, total: len(bb.in), held: len(bb.in)}
+	for _, in := range bb.in {
+		f.bytes += size(in.m)
+	}
 	s.last = f
 	return s.records(bb), s.ackFunc(f), nil
 }
 
 // Appended is called by the runner once the batch Read returned last is in
 // the log (see agent.Appender). Its QoS 0 messages stop counting against
-// max_in_flight: the broker never sends them again, so holding them until
-// the fsync would only slow a QoS 0 flood down to max_in_flight per fsync
-// interval. Their memory is let go too; the QoS 1 messages stay until the
-// ack, which PUBACKs them.
+// max_in_flight and max_in_flight_bytes: the broker never sends them again,
+// so holding them until the fsync would only slow a QoS 0 flood down to
+// max_in_flight per fsync interval. Their memory is let go too; the QoS 1
+// messages stay until the ack, which PUBACKs them.
 func (s *Source) Appended() {
 	f := s.last
 	s.last = nil
 	if f == nil || f.bb == nil {
 		return
 	}
-	n0 := 0
+	n0, b0 := 0, int64(0)
 	for _, in := range f.in {
 		if in.m.Qos() == 0 {
 			n0++
+			b0 += size(in.m)
 		}
 	}
 	if n0 == 0 {
@@ -405,10 +458,10 @@ func (s *Source) Appended() {
 			}
 		}
 	}
-	f.in, f.held, f.lost0 = keep, f.held-n0, n0
+	f.in, f.held, f.bytes, f.lost0 = keep, f.held-n0, f.bytes-b0, n0
 	s.release(f.bb)
 	f.bb = nil
-	s.queue.release(n0)
+	s.queue.release(n0, b0)
 }
 
 // gather adds queued messages to batch, waiting up to linger for batch_size.
@@ -518,10 +571,13 @@ func (s *Source) ackFunc(f *flight) agent.AckFunc {
 					s.reconnect.Store(true)
 				}
 			}
-			s.queue.release(f.held)
+			s.queue.release(f.held, f.bytes)
 			if f.bb != nil {
 				s.release(f.bb)
 			}
+			// The runner may hold this func a while after the call (the
+			// committer's group): it must not hold the messages too.
+			f.in, f.bb = nil, nil
 		})
 	}
 }

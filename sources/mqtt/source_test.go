@@ -455,3 +455,83 @@ func BenchmarkFakeReadAck(b *testing.B) {
 		ack(ctx, nil)
 	}
 }
+
+// TestFakeInFlightByteBudget checks max_in_flight_bytes: messages are taken
+// while their payloads and topics fit the budget, the handler blocks on the
+// one that would pass it until an ack frees room, the episode is counted
+// once however many messages wait in it, and a message larger than the
+// whole budget is taken alone.
+func TestFakeInFlightByteBudget(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxInFlight = 100
+	cfg.MaxInFlightBytes = 1000
+	cfg.BatchSize = 100
+	cfg.Linger = 0
+	s, d, m := newFake(t, cfg)
+	b := d.last()
+	ctx := context.Background()
+	gauge := func(name string) string { return strings.Fields(metricLine(m, name))[1] }
+
+	// Topic "t" (1 byte) and 299 payload bytes: 300 each, three fit.
+	sizes := []int{299, 299, 299, 299, 1999}
+	delivered := make(chan int, len(sizes))
+	go func() {
+		for i, n := range sizes {
+			b.h.message(&fakeMsg{topic: "t", payload: make([]byte, n), qos: 1}, nil)
+			delivered <- i
+		}
+	}()
+	for range 3 {
+		<-delivered
+	}
+	select {
+	case i := <-delivered:
+		t.Fatalf("message %d was taken beyond max_in_flight_bytes=1000", i)
+	case <-time.After(50 * time.Millisecond):
+	}
+	if got := gauge("pspf_mqtt_in_flight_bytes"); got != "900" {
+		t.Errorf("pspf_mqtt_in_flight_bytes = %s, want 900", got)
+	}
+	if got := metricLine(m, `pspf_mqtt_in_flight_full_total{pipeline="p",component="mqtt",bound="bytes"}`); !strings.HasSuffix(got, " 1") {
+		t.Errorf("got %q, want one bytes episode", got)
+	}
+	recs, ack, err := s.Read(ctx)
+	if err != nil || len(recs) != 3 {
+		t.Fatalf("got %d records, err %v; want 3, nil", len(recs), err)
+	}
+	ack(ctx, nil)
+	if i := <-delivered; i != 3 {
+		t.Fatalf("got message %d, want 3", i)
+	}
+	// 2000 bytes: more than the budget; it waits until it is alone.
+	select {
+	case i := <-delivered:
+		t.Fatalf("message %d was taken while 300 bytes were in flight", i)
+	case <-time.After(50 * time.Millisecond):
+	}
+	recs, ack, err = s.Read(ctx)
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("got %d records, err %v; want 1, nil", len(recs), err)
+	}
+	ack(ctx, nil)
+	select {
+	case <-delivered:
+	case <-time.After(2 * time.Second):
+		t.Fatal("a message larger than the budget was never taken alone")
+	}
+	if got := gauge("pspf_mqtt_in_flight_bytes"); got != "2000" {
+		t.Errorf("pspf_mqtt_in_flight_bytes = %s, want 2000", got)
+	}
+	recs, ack, err = s.Read(ctx)
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("got %d records, err %v; want 1, nil", len(recs), err)
+	}
+	ack(ctx, nil)
+	if got := gauge("pspf_mqtt_in_flight_bytes"); got != "0" {
+		t.Errorf("pspf_mqtt_in_flight_bytes after the last ack = %s, want 0", got)
+	}
+	// Every message since the first that waited had to wait: one episode.
+	if got := metricLine(m, `pspf_mqtt_in_flight_full_total{pipeline="p",component="mqtt",bound="bytes"}`); !strings.HasSuffix(got, " 1") {
+		t.Errorf("got %q, want still one bytes episode", got)
+	}
+}
