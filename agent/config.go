@@ -317,7 +317,7 @@ type DrainConfig struct {
 // BatchConfig bounds the batches handed to a sink's Write.
 type BatchConfig struct {
 	MaxRecords int      `yaml:"max_records" doc:"records per write"`
-	MaxBytes   ByteSize `yaml:"max_bytes" doc:"payload bytes per write"`
+	MaxBytes   ByteSize `yaml:"max_bytes" doc:"payload bytes per write (a record larger than it goes alone): the memory budget of the sink's batches"`
 }
 
 // DefaultSinkOptions are the sink settings where an entry is silent.
@@ -339,6 +339,12 @@ func (o *SinkOptions) Validate(n Node) {
 	}
 	if o.Batch.MaxRecords <= 0 {
 		n.Field("batch").Field("max_records").Errorf("must be positive, got %q", n.Field("batch").Field("max_records").Text())
+	}
+	// max_bytes is the memory budget between the log and the sink: the sink
+	// holds a batch (and its encoding) at a time. 64 MiB is more than a
+	// gateway should spend on one write; below 1 KiB a batch is one record.
+	if o.Batch.MaxBytes < 1<<10 || o.Batch.MaxBytes > 64<<20 {
+		n.Field("batch").Field("max_bytes").Errorf("must be between 1KiB and 64MiB, got %q", n.Field("batch").Field("max_bytes").Text())
 	}
 	if o.Drain.RecordsPerSec < 0 {
 		n.Field("drain").Field("records_per_second").Errorf("must not be negative")

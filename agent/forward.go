@@ -210,6 +210,7 @@ func (s *sinkRun) run(ctx context.Context) {
 		if !s.deliver(ctx, s.recs, &bo) {
 			return
 		}
+		s.clean()
 		if err := r.Ack(last); err != nil {
 			s.fail(fmt.Errorf("ack cursor: %w", err))
 		}
@@ -286,6 +287,28 @@ func (s *sinkRun) decode(got []LogRecord) error {
 		return fmt.Errorf("%d log records did not decode", len(bad))
 	}
 	return nil
+}
+
+// keepRaw is the largest raw payload buffer a delivered record keeps for
+// the next batch; a larger one is let go.
+const keepRaw = 4 << 10
+
+// clean lets go of what the batch just delivered held: the records' strings
+// (cut from the batch's arena: one left behind keeps the whole arena) and
+// raw payload buffers above keepRaw. The records' field slices stay for the
+// next batch. A batch is at most batch.max_bytes of payload plus one record,
+// so that is what a sink holds between the log and its Write; after a burst
+// of large records nothing of them stays.
+func (s *sinkRun) clean() {
+	for i := range s.recs {
+		r := &s.recs[i]
+		clear(r.Fields)
+		raw := r.Raw[:0]
+		if cap(raw) > keepRaw {
+			raw = nil
+		}
+		*r = Record{Fields: r.Fields[:0], Raw: raw}
+	}
 }
 
 // assignIDs gives every record of recs that has no ID its stable ID,

@@ -100,21 +100,25 @@ func (s *sourceRun) run(ctx context.Context, commits chan<- pending) {
 	}
 }
 
+// handle runs a batch the source read through the stateless chain and into
+// the log, a chunk of at most about ingestChunkBytes at a time, and hands
+// its ack to the committer (or acks or nacks it here when nothing of it
+// reached the log). The batch is acked once, as a whole.
 func (s *sourceRun) handle(ctx context.Context, recs []Record, ack AckFunc, commits chan<- pending) {
-	b := &s.batch
-	b.Reset()
-	b.Records = append(b.Records, recs...)
-	used := s.presize(b.Records)
-	defer clear(s.fields[:used]) // let go of the strings until the next batch
-	b.Now = s.p.deps.Now()
-	s.p.process(ctx, s.ops, b)
-	for i := range b.Records {
-		s.perRecord = max(s.perRecord, len(b.Records[i].Fields))
+	now := s.p.deps.Now()
+	var last, dead uint64
+	n := 0
+	for len(recs) > 0 {
+		k := chunkLen(recs, ingestChunkBytes)
+		l, d, m, err := s.chunk(ctx, recs[:k], now)
+		dead = max(dead, d)
+		if err != nil {
+			s.nack(ctx, ack, err)
+			return
+		}
+		last, n, recs = max(last, l), n+m, recs[k:]
 	}
-	// Dead letters are appended here and made durable by the committer,
-	// with the batch: an fsync per batch on this goroutine stalled intake.
-	dead := s.p.appendDead(ctx, b.Dead)
-	if len(b.Records) == 0 {
+	if n == 0 {
 		if dead > 0 {
 			commits <- pending{dead: dead, ack: ack}
 		} else if ack != nil {
@@ -122,35 +126,105 @@ func (s *sourceRun) handle(ctx context.Context, recs []Record, ack AckFunc, comm
 		}
 		return
 	}
-	pays, err := s.encode(b.Records)
-	if err != nil {
-		s.nack(ctx, ack, err)
-		return
-	}
-	last, err := s.p.plog.Append(ctx, pays)
-	if ae := (*buffer.AppendError)(nil); errors.As(err, &ae) && ae.Reason != "" {
-		// The log is full and its policy (drop_newest, or a full disk)
-		// dropped the rest of the batch: counted and logged there. The
-		// source is acked for them too, or it would send them again, to
-		// be refused and counted again. last covers the part stored.
-		err = nil
-		if last == 0 {
-			if dead > 0 {
-				commits <- pending{dead: dead, ack: ack}
-			} else if ack != nil {
-				ack(ctx, nil)
-			}
-			return
-		}
-	}
-	if err != nil {
-		s.nack(ctx, ack, fmt.Errorf("append to log: %w", err))
-		return
-	}
 	if a, ok := s.src.(Appender); ok {
 		a.Appended() // before the send: it may wait behind earlier fsyncs
 	}
-	commits <- pending{last: last, dead: dead, ack: ack, n: len(pays)}
+	commits <- pending{last: last, dead: dead, ack: ack, n: n}
+}
+
+// ingestChunkBytes is about the most record bytes (see recordBytes) that go
+// through the stateless chain and into the log at once. The chain's output
+// (decoded fields, copies of the payloads' strings) and its encoding for the
+// log are copies of what the source holds: chunking bounds them whatever
+// the size of the source's batch, while a batch of small messages is one
+// chunk.
+const ingestChunkBytes = 512 << 10
+
+// keepBytes is the largest encoding buffer a source keeps for its next
+// batch: one a chunk of large records grew beyond it is dropped, so that a
+// burst of large payloads leaves no memory behind.
+const keepBytes = 256 << 10
+
+// chunkLen returns how many records from the front of recs make a chunk:
+// at least one, and no more than fit in max bytes.
+func chunkLen(recs []Record, max int) int {
+	size := 0
+	for i := range recs {
+		size += recordBytes(&recs[i])
+		if size > max && i > 0 {
+			return i
+		}
+	}
+	return len(recs)
+}
+
+// recordBytes estimates the memory a record's data takes: its strings and
+// bytes, and a word or two per field.
+func recordBytes(r *Record) int {
+	n := len(r.Raw) + len(r.ID) + len(r.Key) + len(r.Source)
+	for i := range r.Fields {
+		f := &r.Fields[i]
+		n += 16 + len(f.Name) + len(f.Str) + len(f.Bytes)
+	}
+	return n
+}
+
+// chunk runs recs through the stateless chain, appends the dead letters and
+// the output to the logs, and returns the last sequences appended there (0:
+// none) and the count of records appended to the pipeline log (records the
+// log's overflow policy dropped are not an error: they were counted there).
+// It lets go of every copy it made before it returns.
+func (s *sourceRun) chunk(ctx context.Context, recs []Record, now time.Time) (last, dead uint64, n int, err error) {
+	b := &s.batch
+	b.Reset()
+	b.Records = append(b.Records, recs...)
+	used := s.presize(b.Records)
+	defer s.clean(used, b.Records) // operators may shrink, grow or replace b.Records
+	b.Now = now
+	s.p.process(ctx, s.ops, b)
+	for i := range b.Records {
+		s.perRecord = max(s.perRecord, len(b.Records[i].Fields))
+	}
+	// Dead letters are appended here and made durable by the committer,
+	// with the batch: an fsync per batch on this goroutine stalled intake.
+	dead = s.p.appendDead(ctx, b.Dead)
+	if len(b.Records) == 0 {
+		return 0, dead, 0, nil
+	}
+	pays, err := s.encode(b.Records)
+	if err != nil {
+		return 0, dead, 0, err
+	}
+	last, err = s.p.plog.Append(ctx, pays)
+	if ae := (*buffer.AppendError)(nil); errors.As(err, &ae) && ae.Reason != "" {
+		// The log is full and its policy (drop_newest, or a full disk)
+		// dropped the rest of the chunk: counted and logged there. The
+		// source is acked for them too, or it would send them again, to
+		// be refused and counted again. last covers the part stored.
+		return last, dead, ae.Accepted, nil
+	}
+	if err != nil {
+		return 0, dead, 0, fmt.Errorf("append to log: %w", err)
+	}
+	return last, dead, len(pays), nil
+}
+
+// clean lets go of what the chunk just handled: the records (in, as they
+// went into the chain, and what came out of it), dead letters
+// and payload slices left in the reused slices (their strings and payloads
+// would otherwise stay reachable until a later batch overwrote them), the
+// first used fields of the presized storage, and an encoding buffer grown
+// beyond keepBytes.
+func (s *sourceRun) clean(used int, in []Record) {
+	b := &s.batch
+	clear(s.fields[:used])
+	clear(in)
+	clear(b.Records)
+	clear(b.Dead)
+	clear(s.pays)
+	if cap(s.arena) > keepBytes {
+		s.arena = nil
+	}
 }
 
 // maxPresized bounds the reused field storage of a source (in fields, 80
@@ -261,5 +335,8 @@ func (p *Pipeline) commit(commits <-chan pending) {
 				pd.ack(ctx, err)
 			}
 		}
+		// The acks hold their batches (the source's messages) until they
+		// are overwritten: an idle pipeline must not keep its last ones.
+		clear(group)
 	}
 }
