@@ -18,6 +18,12 @@ type Config struct {
 	Partitioner string         `yaml:"partitioner" enum:"key,round_robin" doc:"key: records with the same key go to the same partition (keyless ones are spread); round_robin: ignore keys"`
 	Linger      time.Duration  `yaml:"linger" doc:"how long a partition's batch waits for more records before it is sent"`
 	BatchBytes  agent.ByteSize `yaml:"batch_bytes" doc:"maximum bytes of one producer batch; must not exceed the broker's message.max.bytes"`
+	// MaxBufferedBytes bounds the records (keys, values, headers) the
+	// producer holds at once, sent or not; a Write larger than it is sent
+	// in parts, each waiting for room. The sink's batches (the pipeline's
+	// batch.max_bytes) are what bound its memory first; this keeps the
+	// producer's own buffers (requests, compression) within a budget too.
+	MaxBufferedBytes agent.ByteSize `yaml:"max_buffered_bytes" doc:"most record bytes the producer holds at once; a larger write waits for room; 0: twice batch_bytes"`
 	// ClientID defaults to pspf-edge-<agent>.
 	ClientID string `yaml:"client_id" doc:"client id shown in broker logs and quotas; default pspf-edge-<agent>"`
 	// AutoCreateTopics lets a produce to a missing topic create it; without
@@ -126,6 +132,11 @@ func (c *Config) Validate(n agent.Node) {
 	// the broker's default message.max.bytes (1MiB + overhead) every batch fails.
 	if c.BatchBytes < 1<<10 || c.BatchBytes > 64<<20 {
 		n.Field("batch_bytes").Errorf("must be between 1KiB and 64MiB, got %q", n.Field("batch_bytes").Text())
+	}
+	// A record larger than the producer's buffer could never be sent; one
+	// larger than batch_bytes cannot be sent anyway.
+	if c.MaxBufferedBytes != 0 && (c.MaxBufferedBytes < c.BatchBytes || c.MaxBufferedBytes > 1<<30) {
+		n.Field("max_buffered_bytes").Errorf("must be 0 (twice batch_bytes) or between batch_bytes (%d bytes) and 1GiB, got %q", int64(c.BatchBytes), n.Field("max_buffered_bytes").Text())
 	}
 	if c.Linger < 0 || c.Linger > time.Minute {
 		n.Field("linger").Errorf("must be between 0 and 1m, got %q", n.Field("linger").Text())

@@ -73,6 +73,9 @@ type Sink struct {
 	// At most one batch's worth; emptied when a batch is done.
 	accepted map[string]struct{}
 
+	maxBuffered int64          // the producer's max buffered bytes
+	full        *agent.Counter // Writes larger than maxBuffered
+
 	eos *txnState // exactly_once only
 }
 
@@ -96,6 +99,13 @@ func New(cfg Config, env agent.Env) (*Sink, error) {
 	}
 	if t.Static() {
 		s.static = cfg.Topic
+	}
+	s.maxBuffered = int64(cfg.MaxBufferedBytes)
+	if s.maxBuffered == 0 {
+		s.maxBuffered = 2 * int64(cfg.BatchBytes)
+	}
+	if env.Metrics != nil {
+		s.full = env.Counter("pspf_kafka_buffer_full_total")
 	}
 	if s.opts, err = s.clientOpts(); err != nil {
 		return nil, fmt.Errorf("kafka sink: %w", err)
@@ -138,6 +148,7 @@ func (s *Sink) clientOpts() ([]kgo.Opt, error) {
 		kgo.ProduceRequestTimeout(c.RequestTimeout),
 		kgo.ProducerLinger(c.Linger),
 		kgo.ProducerBatchMaxBytes(int32(c.BatchBytes)),
+		kgo.MaxBufferedBytes(int(s.maxBuffered)),
 	)
 	switch c.Compression {
 	case "gzip":
@@ -253,6 +264,7 @@ func (s *Sink) produce(ctx context.Context, cl *kgo.Client, ptrs []*kgo.Record) 
 	if len(ptrs) == 0 {
 		return errs, nil
 	}
+	s.checkBuffered(ptrs)
 	var left atomic.Int64
 	left.Store(int64(len(ptrs)))
 	done := make(chan struct{})
@@ -350,6 +362,7 @@ func (s *Sink) Write(ctx context.Context, recs []agent.Record) error {
 	if err != nil {
 		return err
 	}
+	defer s.forget()
 	if s.eos != nil {
 		return s.answered(s.eos.write(ctx, s, cl, recs))
 	}
@@ -406,6 +419,41 @@ func (s *Sink) answered(err error) error {
 		s.logs.reset()
 	}
 	return err
+}
+
+// keepBuf is the largest encoding buffer the sink keeps between Writes: a
+// batch of large records leaves nothing of itself behind.
+const keepBuf = 256 << 10
+
+// forget lets go of the batch's encoding once Write is done with it, when
+// it grew beyond keepBuf: the buffer and the records that point into it.
+func (s *Sink) forget() {
+	if cap(s.buf) <= keepBuf {
+		return
+	}
+	s.buf = nil
+	clear(s.krs[:cap(s.krs)])
+	clear(s.hdrs[:cap(s.hdrs)])
+}
+
+// checkBuffered counts and notes (at debug level) a Write whose records
+// are more than the producer may hold at once (max_buffered_bytes): it is
+// sent in parts, each Produce waiting for the acks that make room.
+func (s *Sink) checkBuffered(ptrs []*kgo.Record) {
+	var n int64
+	for _, r := range ptrs {
+		n += int64(len(r.Key) + len(r.Value))
+		for _, h := range r.Headers {
+			n += int64(len(h.Key) + len(h.Value))
+		}
+	}
+	if n <= s.maxBuffered {
+		return
+	}
+	if s.full != nil {
+		s.full.Inc()
+	}
+	s.log.Debug("kafka sink: batch larger than max_buffered_bytes; sending it in parts", "bytes", n, "max_buffered_bytes", s.maxBuffered, "records", len(ptrs))
 }
 
 // build turns recs into s.krs / s.ptrs. Records whose topic cannot be made
