@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
@@ -239,6 +240,13 @@ func runAgent(ctx context.Context, o runOptions) error {
 	pagesCtx, stopPages := context.WithCancel(ctx)
 	defer stopPages()
 	pages.Go(func() { releaseStartupPages(pagesCtx, 10*time.Second, pageReleaseInterval, o.Logger) })
+	// A burst's memory goes back to the system once it is over (memory.go).
+	bursts := &burstReleaser{read: heapAllocs, log: o.Logger, free: func() {
+		debug.FreeOSMemory()
+		// The code the burst ran is resident too (pageout_linux.go).
+		releaseExecutablePages(o.Logger)
+	}}
+	pages.Go(func() { bursts.run(pagesCtx, burstCheckInterval) })
 	err = sup.Run(ctx, o.Hup)
 	o.Logger.Info("agent stopped")
 	return err

@@ -1,8 +1,12 @@
 package main
 
 import (
+	"context"
+	"log/slog"
 	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
+	"time"
 
 	"github.com/pspf/pspf-edge/agent"
 )
@@ -41,4 +45,82 @@ func applyMaxProcs(cfg agent.AgentConfig, getenv func(string) string) int {
 		runtime.GOMAXPROCS(n)
 	}
 	return runtime.GOMAXPROCS(0)
+}
+
+// burstCheckInterval is how often the agent looks for memory a burst left
+// behind (see burstReleaser).
+const burstCheckInterval = 5 * time.Second
+
+// burstReleaser gives back to the system the memory a burst left behind,
+// once the agent is quiet again. The collector runs only as the heap grows,
+// and the runtime keeps freed pages for reuse up to its heap goal, which a
+// burst raised; the code the burst ran stays resident too. After a flood of
+// large payloads an idle agent otherwise kept 10-15 MB more resident than
+// before it, for as long as it stayed idle. Each check reads the runtime's
+// metrics (no stop of the world): an interval in which the agent allocated
+// quietBytes or more is busy; the first quiet one after a busy one ends the
+// burst, and free runs once (debug.FreeOSMemory, a collection and the
+// release of every free page, a few milliseconds for the agent's heap; and
+// the executable's pages). A steady load, busy or quiet, releases nothing.
+type burstReleaser struct {
+	read      func() uint64 // bytes allocated since the start; heapAllocs outside tests
+	free      func()
+	log       *slog.Logger
+	lastAlloc uint64
+	started   bool
+	busy      bool // the last interval was busy
+}
+
+// quietBytes is what the agent may allocate in one check interval and
+// still count as quiet: idle, it allocates a few KB per second; a burst of
+// large payloads, tens of MB (three copies of every payload on its way).
+const quietBytes = 8 << 20
+
+// check looks once; it reports whether it released.
+func (r *burstReleaser) check() bool {
+	allocs := r.read()
+	allocated := allocs - r.lastAlloc
+	r.lastAlloc = allocs
+	if !r.started {
+		r.started = true
+		return false
+	}
+	if allocated >= quietBytes {
+		r.busy = true
+		return false
+	}
+	if !r.busy {
+		return false
+	}
+	r.busy = false
+	r.free()
+	r.log.Debug("burst over: its memory given back to the system")
+	// The collection's own allocations are not load.
+	r.lastAlloc = r.read()
+	return true
+}
+
+// run checks every interval until ctx ends.
+func (r *burstReleaser) run(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		r.check()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// heapAllocs returns the bytes the runtime has allocated since the start
+// (runtime/metrics, without stopping the world).
+func heapAllocs() uint64 {
+	s := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return s[0].Value.Uint64()
 }

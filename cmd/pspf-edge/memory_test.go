@@ -1,6 +1,7 @@
 package main
 
 import (
+	"log/slog"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -81,4 +82,35 @@ func TestMain(m *testing.M) {
 		os.Setenv("GOMAXPROCS", strconv.Itoa(runtime.GOMAXPROCS(0)))
 	}
 	os.Exit(m.Run())
+}
+
+// TestBurstReleaser feeds the releaser allocation counts: it releases once
+// at the first quiet interval after a busy one, never during a burst, never
+// twice for one burst, and never under a steady quiet load.
+func TestBurstReleaser(t *testing.T) {
+	var allocs uint64
+	released := 0
+	r := &burstReleaser{read: func() uint64 { return allocs }, free: func() { released++ }, log: slog.New(slog.DiscardHandler)}
+	steps := []struct {
+		name     string
+		alloc    uint64 // allocated during the interval before the check
+		released int    // releases so far
+	}{
+		{"start", 0, 0},
+		{"idle", 10 << 10, 0},
+		{"steady quiet load", quietBytes - 1, 0},
+		{"burst", 200 << 20, 0},
+		{"burst goes on", 100 << 20, 0},
+		{"quiet again: released", 1 << 20, 1},
+		{"still quiet", 1 << 20, 1},
+		{"another burst", 50 << 20, 1},
+		{"over", 0, 2},
+	}
+	for _, s := range steps {
+		allocs += s.alloc
+		r.check()
+		if released != s.released {
+			t.Fatalf("%s: %d releases, want %d", s.name, released, s.released)
+		}
+	}
 }
