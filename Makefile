@@ -9,7 +9,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 COMMIT   ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: build run test deps bench bench-e2e lint cross clean hwlab package
+.PHONY: build run test deps bench bench-e2e bench-flood lint cross clean hwlab package
 
 # Static (CGO off) like the release builds: no libc or loader pages in the
 # resident set (1.3 MB of them under load; e2e idle RSS 7.3 -> 5.7 MB).
@@ -43,6 +43,15 @@ bench-e2e: build
 	$(GO) build -o bin/kfake-broker ./internal/kafkatest/cmd/kfake-broker
 	$(GO) build -o bin/e2ebench ./internal/e2ebench/cmd/e2ebench
 	bin/e2ebench -out bench-results $(E2EFLAGS)
+
+# Memory under a flood: 1,000 MQTT messages of 250 KB at QoS 1 with Kafka
+# up, then down (into the log) and the drain, then a mixed flood; the agent's
+# peak RSS and heap and what it gives back after each burst. About two
+# minutes; prints a table, writes bench-results/flood.json.
+bench-flood: build
+	$(GO) build -o bin/kfake-broker ./internal/kafkatest/cmd/kfake-broker
+	$(GO) build -o bin/e2ebench ./internal/e2ebench/cmd/e2ebench
+	bin/e2ebench -flood -out bench-results $(E2EFLAGS)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

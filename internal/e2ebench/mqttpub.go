@@ -198,8 +198,11 @@ type LoadConfig struct {
 	Addr string
 	// QoS is 0 or 1.
 	QoS byte
-	// Messages is how many to publish (sequence numbers 0..Messages-1).
+	// Messages is how many to publish (sequence numbers First..First+Messages-1).
 	Messages uint64
+	// First is the first sequence number: loads with disjoint ranges can
+	// run side by side (a mixed flood) and be counted by one Tracker.
+	First uint64
 	// Rate is the total messages per second; 0 publishes as fast as possible.
 	Rate float64
 	// Conns is the number of connections, each publishing every Conns-th
@@ -214,6 +217,9 @@ type LoadConfig struct {
 	Mix Mix
 	// Window is the QoS 1 messages awaiting a PUBACK per connection.
 	Window int
+	// Noise pads with incompressible letters instead of x: what the agent
+	// holds and sends then is not shrunk by the sink's compression.
+	Noise bool
 }
 
 // Load publishes cfg.Messages messages and returns when all are written
@@ -237,7 +243,7 @@ func NewLoad(cfg LoadConfig) *Load {
 	}
 	l := &Load{cfg: cfg, next: make([]atomic.Uint64, cfg.Conns)}
 	for i := range l.next {
-		l.next[i].Store(uint64(i))
+		l.next[i].Store(cfg.First + uint64(i))
 	}
 	return l
 }
@@ -245,7 +251,7 @@ func NewLoad(cfg LoadConfig) *Load {
 // Progress returns the lowest sequence number some connection has yet to
 // send: all below it are sent.
 func (l *Load) Progress() uint64 {
-	p := l.cfg.Messages
+	p := l.cfg.First + l.cfg.Messages
 	for i := range l.next {
 		p = min(p, l.next[i].Load())
 	}
@@ -281,6 +287,7 @@ func (l *Load) runConn(ctx context.Context, c int, clientID string, topics [][]b
 		return err
 	}
 	step := uint64(l.cfg.Conns)
+	end := l.cfg.First + l.cfg.Messages
 	var interval time.Duration
 	if l.cfg.Rate > 0 {
 		interval = time.Duration(float64(time.Second) * float64(l.cfg.Conns) / l.cfg.Rate)
@@ -288,7 +295,7 @@ func (l *Load) runConn(ctx context.Context, c int, clientID string, topics [][]b
 	start := time.Now()
 	var buf []byte
 	var sent int64
-	for seq := uint64(c); seq < l.cfg.Messages; seq += step {
+	for seq := l.cfg.First + uint64(c); seq < end; seq += step {
 		if interval > 0 {
 			due := start.Add(time.Duration(sent) * interval)
 			if d := time.Until(due); d > time.Millisecond {
@@ -304,7 +311,11 @@ func (l *Load) runConn(ctx context.Context, c int, clientID string, topics [][]b
 				}
 			}
 		}
-		buf = AppendPayload(buf[:0], seq, time.Now().UnixMicro(), l.cfg.Mix.KindOf(seq), l.cfg.Size)
+		if l.cfg.Noise {
+			buf = AppendNoisyPayload(buf[:0], seq, time.Now().UnixMicro(), l.cfg.Mix.KindOf(seq), l.cfg.Size)
+		} else {
+			buf = AppendPayload(buf[:0], seq, time.Now().UnixMicro(), l.cfg.Mix.KindOf(seq), l.cfg.Size)
+		}
 		if err := p.publish(ctx, topics[seq%uint64(len(topics))], buf); err != nil {
 			p.close()
 			return err

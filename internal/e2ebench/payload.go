@@ -84,11 +84,37 @@ func AppendPayload(dst []byte, seq uint64, sentUS int64, kind Kind, size int) []
 	for n := len(dst) - start + 2; n < size; n++ {
 		dst = append(dst, 'x')
 	}
+	return closePayload(dst, kind)
+}
+
+func closePayload(dst []byte, kind Kind) []byte {
 	dst = append(dst, '"')
 	if kind != KindInvalid {
 		dst = append(dst, '}')
 	}
 	return dst
+}
+
+// AppendNoisyPayload is AppendPayload with a pad of pseudo-random letters
+// (a function of seq) instead of x: lz4 cannot shrink it, as it cannot
+// shrink most real payloads of that size (images, compressed blobs), so a
+// benchmark's memory and bytes are what such payloads cost.
+func AppendNoisyPayload(dst []byte, seq uint64, sentUS int64, kind Kind, size int) []byte {
+	start := len(dst)
+	dst = AppendPayload(dst, seq, sentUS, kind, 0)
+	dst = dst[:len(dst)-1] // the closing quote (and brace) come again below
+	if kind != KindInvalid {
+		dst = dst[:len(dst)-1]
+	}
+	x := splitmix(seq)
+	for n := len(dst) - start + 2; n < size; n++ {
+		if n%12 == 0 {
+			x = splitmix(x)
+		}
+		dst = append(dst, 'a'+byte(x%26))
+		x /= 26
+	}
+	return closePayload(dst, kind)
 }
 
 // ParseValue finds the sequence number and send time in a record that

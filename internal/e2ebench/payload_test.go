@@ -94,3 +94,27 @@ func TestMixKindOf(t *testing.T) {
 		t.Errorf("Mix{}.Expected(1000) = %d, want 1000", got)
 	}
 }
+
+// TestAppendNoisyPayload checks the incompressible variant: the size, the
+// seq and send time where the counter looks for them, valid JSON (or cut
+// before the brace), and a pad that differs from one seq to the next.
+func TestAppendNoisyPayload(t *testing.T) {
+	for _, kind := range []Kind{KindValid, KindFiltered, KindInvalid} {
+		p := AppendNoisyPayload(nil, 42, 1_700_000_000_123_456, kind, 4000)
+		if len(p) < 3999 {
+			t.Errorf("kind %d: %d bytes, want at least 3999", kind, len(p))
+		}
+		if got := json.Valid(p); got != (kind != KindInvalid) {
+			t.Errorf("kind %d: json.Valid = %v", kind, got)
+		}
+		seq, sent, ok := ParseValue(p)
+		if !ok || seq != 42 || sent != 1_700_000_000_123_456 {
+			t.Errorf("kind %d: ParseValue = %d, %d, %v", kind, seq, sent, ok)
+		}
+	}
+	a := AppendNoisyPayload(nil, 1, 0, KindValid, 4000)
+	b := AppendNoisyPayload(nil, 2, 0, KindValid, 4000)
+	if string(a[len(a)-100:]) == string(b[len(b)-100:]) {
+		t.Error("two seqs have the same pad")
+	}
+}

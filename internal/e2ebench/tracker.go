@@ -13,6 +13,7 @@ type Tracker struct {
 	mix Mix
 
 	mu         sync.Mutex
+	from       uint64 // the first sequence number accounted for
 	n          uint64
 	seen       []uint8 // arrivals per sequence number, saturating at 255
 	delivered  uint64  // distinct expected sequence numbers seen
@@ -25,13 +26,26 @@ type Tracker struct {
 }
 
 // NewTracker returns a tracker for sequence numbers [0, n) published with mix.
-func NewTracker(n uint64, mix Mix) *Tracker {
-	return &Tracker{mix: mix, n: n, seen: make([]uint8, n), lat: make([]int64, 0, n)}
+func NewTracker(n uint64, mix Mix) *Tracker { return NewRangeTracker(0, n, mix) }
+
+// NewRangeTracker returns a tracker for sequence numbers [first, end)
+// published with mix.
+func NewRangeTracker(first, end uint64, mix Mix) *Tracker {
+	n := end - min(first, end)
+	return &Tracker{mix: mix, from: first, n: n, seen: make([]uint8, n), lat: make([]int64, 0, n)}
 }
 
-// Expected returns how many of the n sequence numbers should arrive: the
+// Expected returns how many of the sequence numbers should arrive: the
 // valid ones.
-func (t *Tracker) Expected() uint64 { return t.mix.Expected(t.n) }
+func (t *Tracker) Expected() uint64 {
+	var e uint64
+	for s := t.from; s < t.from+t.n; s++ {
+		if t.mix.KindOf(s) == KindValid {
+			e++
+		}
+	}
+	return e
+}
 
 // Add records the arrival of seq at now, sent at sentUS (Unix µs).
 func (t *Tracker) Add(seq uint64, sentUS int64, now time.Time) {
@@ -41,18 +55,19 @@ func (t *Tracker) Add(seq uint64, sentUS int64, now time.Time) {
 		t.first = now
 	}
 	t.last = now
-	if seq >= t.n || t.mix.KindOf(seq) != KindValid {
+	if seq < t.from || seq-t.from >= t.n || t.mix.KindOf(seq) != KindValid {
 		t.unexpected++
 		return
 	}
-	if c := t.seen[seq]; c > 0 {
+	i := seq - t.from
+	if c := t.seen[i]; c > 0 {
 		t.dups++
 		if c < 255 {
-			t.seen[seq]++
+			t.seen[i]++
 		}
 		return
 	}
-	t.seen[seq] = 1
+	t.seen[i] = 1
 	t.delivered++
 	t.lat = append(t.lat, now.UnixMicro()-sentUS)
 }
@@ -69,8 +84,8 @@ func (t *Tracker) AddUnexpected() {
 func (t *Tracker) AllBelow(limit uint64) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	limit = min(limit, t.n)
-	for t.prefix < limit && (t.seen[t.prefix] > 0 || t.mix.KindOf(t.prefix) != KindValid) {
+	limit = min(limit-min(limit, t.from), t.n)
+	for t.prefix < limit && (t.seen[t.prefix] > 0 || t.mix.KindOf(t.from+t.prefix) != KindValid) {
 		t.prefix++
 	}
 	return t.prefix >= limit

@@ -122,3 +122,33 @@ func TestWindowTally(t *testing.T) {
 		t.Errorf("got %+v, want 10 delivered, 2 duplicates", c)
 	}
 }
+
+// TestRangeTracker checks a tracker of [100, 120): its expected count is
+// that range's valid sequence numbers, numbers outside it are unexpected,
+// and AllBelow works on absolute numbers.
+func TestRangeTracker(t *testing.T) {
+	mix := Mix{Filtered: 0.3, Invalid: 0.2}
+	var valid []uint64
+	for s := uint64(100); s < 120; s++ {
+		if mix.KindOf(s) == KindValid {
+			valid = append(valid, s)
+		}
+	}
+	tr := NewRangeTracker(100, 120, mix)
+	if got := tr.Expected(); got != uint64(len(valid)) {
+		t.Fatalf("Expected() = %d, want %d", got, len(valid))
+	}
+	now := time.Now()
+	for _, s := range valid {
+		tr.Add(s, now.UnixMicro(), now)
+	}
+	tr.Add(5, now.UnixMicro(), now)
+	tr.Add(120, now.UnixMicro(), now)
+	if !tr.AllBelow(120) || !tr.AllBelow(50) {
+		t.Errorf("AllBelow(120), AllBelow(50) = %v, %v; want true, true", tr.AllBelow(120), tr.AllBelow(50))
+	}
+	c, _, _, _ := tr.Result()
+	if want := (Counts{Expected: uint64(len(valid)), Delivered: uint64(len(valid)), Unexpected: 2}); c != want {
+		t.Errorf("got %+v, want %+v", c, want)
+	}
+}

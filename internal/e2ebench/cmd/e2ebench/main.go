@@ -1,10 +1,14 @@
 // Command e2ebench is the end-to-end benchmark (`make bench-e2e`): MQTT in,
 // agent, Kafka out, through real brokers (mosquitto and kfake-broker)
 // started on free loopback ports. It prints a table and writes
-// results.json, table.txt and outage.svg to -out. A development tool, not
-// part of the shipped binary.
+// results.json, table.txt and outage.svg to -out. With -flood it runs the
+// memory benchmark of large payloads instead (make bench-flood): bursts of
+// 250 KB messages with Kafka up and down, the agent's peak RSS and heap,
+// and what it gives back after each burst; it writes flood.json. A
+// development tool, not part of the shipped binary.
 //
 //	go run ./internal/e2ebench/cmd/e2ebench -out bench-results
+//	go run ./internal/e2ebench/cmd/e2ebench -flood -out bench-results
 //	go run ./internal/e2ebench/cmd/e2ebench -agent 'other=/opt/other/agent --conf /etc/other/{kind}.toml --mqtt {mqtt} --kafka {kafka}'
 package main
 
@@ -70,6 +74,10 @@ func run() int {
 	flag.DurationVar(&cfg.Outage.Start, "outage-start", cfg.Outage.Start, "when the Kafka broker stops")
 	flag.DurationVar(&cfg.Outage.Down, "outage-down", cfg.Outage.Down, "how long it stays down")
 	docs := flag.String("docs", "", "also copy results.json and outage.svg here (the committed example)")
+	flood := flag.Bool("flood", false, "run the flood (memory) benchmark instead: -flood-messages of -flood-size bytes, Kafka up, down, mixed")
+	fcfg := e2ebench.DefaultFloodConfig()
+	flag.Uint64Var(&fcfg.Messages, "flood-messages", fcfg.Messages, "messages of one flood")
+	flag.IntVar(&fcfg.Size, "flood-size", fcfg.Size, "payload bytes of the flood's messages")
 	flag.Parse()
 	if len(agents) > 0 {
 		cfg.Agents = agents
@@ -90,6 +98,13 @@ func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	start := time.Now()
+	if *flood {
+		fcfg.Agent = cfg.Agents[0]
+		fcfg.PipelinesDir, fcfg.KafkaBroker, fcfg.Log = cfg.PipelinesDir, cfg.KafkaBroker, os.Stderr
+		fcfg.Dir = filepath.Join(cfg.OutDir, "flood")
+		os.RemoveAll(fcfg.Dir)
+		return runFlood(ctx, fcfg, cfg.OutDir, start)
+	}
 	res, err := e2ebench.Run(ctx, cfg)
 	fmt.Println()
 	e2ebench.WriteTable(os.Stdout, res)
@@ -106,6 +121,22 @@ func run() int {
 		os.Remove(filepath.Join(*docs, "table.txt"))
 	}
 	fmt.Printf("\nresults in %s (results.json, table.txt, outage.svg); took %s\n", cfg.OutDir, time.Since(start).Round(time.Second))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+func runFlood(ctx context.Context, cfg e2ebench.FloodConfig, out string, start time.Time) int {
+	res, err := e2ebench.Flood(ctx, cfg)
+	fmt.Println()
+	e2ebench.WriteFloodTable(os.Stdout, res)
+	if werr := e2ebench.WriteFloodFile(filepath.Join(out, "flood.json"), res); werr != nil {
+		fmt.Fprintln(os.Stderr, werr)
+		return 1
+	}
+	fmt.Printf("\nresults in %s (flood.json); took %s\n", out, time.Since(start).Round(time.Second))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
