@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/pspf/pspf-edge/buffer"
@@ -272,6 +273,15 @@ func (s *sourceRun) nack(ctx context.Context, ack AckFunc, err error) {
 // slice per record; no allocation per record once the arena has grown.
 func (s *sourceRun) encode(recs []Record) ([][]byte, error) {
 	s.arena = s.arena[:0]
+	if cap(s.arena) < keepBytes {
+		// Sized once for the chunk: an arena clean let go of is not grown
+		// again by doubling, a copy at each step.
+		n := 0
+		for i := range recs {
+			n += 32 + recordBytes(&recs[i])
+		}
+		s.arena = slices.Grow(s.arena, n)
+	}
 	s.offs = s.offs[:0]
 	for i := range recs {
 		var err error

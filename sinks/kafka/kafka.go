@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -436,6 +437,21 @@ func (s *Sink) forget() {
 	clear(s.hdrs[:cap(s.hdrs)])
 }
 
+// encodedSize estimates the bytes build appends for recs: each record's
+// strings and raw payload, and a few bytes of JSON or msgpack per field.
+func encodedSize(recs []agent.Record) int {
+	n := 0
+	for i := range recs {
+		r := &recs[i]
+		n += 64 + len(r.Key) + len(r.ID) + len(r.Source) + len(r.Raw)
+		for j := range r.Fields {
+			f := &r.Fields[j]
+			n += 24 + len(f.Name) + len(f.Str) + len(f.Bytes)
+		}
+	}
+	return n
+}
+
 // checkBuffered counts and notes (at debug level) a Write whose records
 // are more than the producer may hold at once (max_buffered_bytes): it is
 // sent in parts, each Produce waiting for the acks that make room.
@@ -461,6 +477,11 @@ func (s *Sink) checkBuffered(ptrs []*kgo.Record) {
 func (s *Sink) build(recs []agent.Record) *agent.RejectedError {
 	var rej *agent.RejectedError
 	b := s.buf[:0]
+	if cap(b) < keepBuf {
+		// Sized once for the batch: a buffer forget let go of is not
+		// grown again by doubling, a copy at each step.
+		b = slices.Grow(b, encodedSize(recs))
+	}
 	spans := s.spans[:0]
 	index := s.index[:0]
 	for i := range recs {
