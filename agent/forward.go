@@ -290,21 +290,23 @@ func (s *sinkRun) decode(got []LogRecord) error {
 }
 
 // keepRaw is the largest raw payload buffer a delivered record keeps for
-// the next batch; a larger one is let go.
+// the next batch in any case; a larger one only if this batch used at least
+// half of it.
 const keepRaw = 4 << 10
 
 // clean lets go of what the batch just delivered held: the records' strings
 // (cut from the batch's arena: one left behind keeps the whole arena) and
-// raw payload buffers above keepRaw. The records' field slices stay for the
-// next batch. A batch is at most batch.max_bytes of payload plus one record,
-// so that is what a sink holds between the log and its Write; after a burst
-// of large records nothing of them stays.
+// the raw payload buffers this batch did not fill (see keepRaw), so that
+// the buffers kept add up to at most about twice a batch: batch.max_bytes
+// of payload plus one record is what a sink holds between the log and its
+// Write, and a burst of large records does not stay behind in buffers that
+// later batches of small ones reuse. The records' field slices stay.
 func (s *sinkRun) clean() {
 	for i := range s.recs {
 		r := &s.recs[i]
 		clear(r.Fields)
 		raw := r.Raw[:0]
-		if cap(raw) > keepRaw {
+		if c := cap(raw); c > keepRaw && c > 2*len(r.Raw) {
 			raw = nil
 		}
 		*r = Record{Fields: r.Fields[:0], Raw: raw}

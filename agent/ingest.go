@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/pspf/pspf-edge/buffer"
@@ -38,7 +39,8 @@ type sourceRun struct {
 	// stateless chain, which sizes it.
 	fields    []Field
 	perRecord int
-	arena     []byte
+	arena     []byte    // the chunk's encoding; nil between chunks
+	arenas    sync.Pool // of *[]byte: arena between chunks (see clean)
 	offs      []int
 	pays      [][]byte
 }
@@ -141,11 +143,6 @@ func (s *sourceRun) handle(ctx context.Context, recs []Record, ack AckFunc, comm
 // chunk.
 const ingestChunkBytes = 512 << 10
 
-// keepBytes is the largest encoding buffer a source keeps for its next
-// batch: one a chunk of large records grew beyond it is dropped, so that a
-// burst of large payloads leaves no memory behind.
-const keepBytes = 256 << 10
-
 // chunkLen returns how many records from the front of recs make a chunk:
 // at least one, and no more than fit in max bytes.
 func chunkLen(recs []Record, max int) int {
@@ -211,11 +208,13 @@ func (s *sourceRun) chunk(ctx context.Context, recs []Record, now time.Time) (la
 }
 
 // clean lets go of what the chunk just handled: the records (in, as they
-// went into the chain, and what came out of it), dead letters
-// and payload slices left in the reused slices (their strings and payloads
-// would otherwise stay reachable until a later batch overwrote them), the
-// first used fields of the presized storage, and an encoding buffer grown
-// beyond keepBytes.
+// went into the chain, and what came out of it), dead letters and payload
+// slices left in the reused slices (their strings and payloads would
+// otherwise stay reachable until a later batch overwrote them), and the
+// first used fields of the presized storage. The encoding buffer goes back
+// to the source's pool: the next chunk takes it under load, and the
+// collector frees it once the source has been idle for two collections, so
+// a burst of large payloads leaves no memory behind.
 func (s *sourceRun) clean(used int, in []Record) {
 	b := &s.batch
 	clear(s.fields[:used])
@@ -223,8 +222,10 @@ func (s *sourceRun) clean(used int, in []Record) {
 	clear(b.Records)
 	clear(b.Dead)
 	clear(s.pays)
-	if cap(s.arena) > keepBytes {
+	if s.arena != nil {
+		a := s.arena[:0]
 		s.arena = nil
+		s.arenas.Put(&a)
 	}
 }
 
@@ -272,16 +273,19 @@ func (s *sourceRun) nack(ctx context.Context, ack AckFunc, err error) {
 // encode marshals the records into one reused arena and returns a payload
 // slice per record; no allocation per record once the arena has grown.
 func (s *sourceRun) encode(recs []Record) ([][]byte, error) {
-	s.arena = s.arena[:0]
-	if cap(s.arena) < keepBytes {
-		// Sized once for the chunk: an arena clean let go of is not grown
-		// again by doubling, a copy at each step.
+	if s.arena == nil {
+		if p, ok := s.arenas.Get().(*[]byte); ok {
+			s.arena = *p
+		}
+		// Sized once for the chunk, not grown by doubling, a copy at each
+		// step.
 		n := 0
 		for i := range recs {
 			n += 32 + recordBytes(&recs[i])
 		}
 		s.arena = slices.Grow(s.arena, n)
 	}
+	s.arena = s.arena[:0]
 	s.offs = s.offs[:0]
 	for i := range recs {
 		var err error

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"syscall"
@@ -242,6 +243,10 @@ func runAgent(ctx context.Context, o runOptions) error {
 	pages.Go(func() { releaseStartupPages(pagesCtx, 10*time.Second, pageReleaseInterval, o.Logger) })
 	// A burst's memory goes back to the system once it is over (memory.go).
 	bursts := &burstReleaser{read: heapAllocs, log: o.Logger, free: func() {
+		// Two collections: the first moves what the pipelines' buffer
+		// pools hold to their victim caches, the second (inside
+		// FreeOSMemory, which then releases every free page) frees it.
+		runtime.GC()
 		debug.FreeOSMemory()
 		// The code the burst ran is resident too (pageout_linux.go).
 		releaseExecutablePages(o.Logger)

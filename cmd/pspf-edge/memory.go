@@ -59,9 +59,10 @@ const burstCheckInterval = 5 * time.Second
 // before it, for as long as it stayed idle. Each check reads the runtime's
 // metrics (no stop of the world): an interval in which the agent allocated
 // quietBytes or more is busy; the first quiet one after a busy one ends the
-// burst, and free runs once (debug.FreeOSMemory, a collection and the
-// release of every free page, a few milliseconds for the agent's heap; and
-// the executable's pages). A steady load, busy or quiet, releases nothing.
+// burst, and free runs once (two collections, the second of which frees
+// what the pipelines' buffer pools held, and the release of every free
+// page: a few milliseconds for the agent's heap; and the executable's
+// pages). A steady load, busy or quiet, releases nothing.
 type burstReleaser struct {
 	read      func() uint64 // bytes allocated since the start; heapAllocs outside tests
 	free      func()

@@ -68,6 +68,7 @@ type Sink struct {
 	index []int // krs[i] is recs[index[i]]
 	errs  []error
 	lastT string
+	bufs  sync.Pool // of *[]byte: encodings between Writes (see forget)
 
 	// accepted holds the IDs of records Kafka accepted in the attempts at
 	// a batch that failed: they are not sent again when it is retried.
@@ -422,19 +423,20 @@ func (s *Sink) answered(err error) error {
 	return err
 }
 
-// keepBuf is the largest encoding buffer the sink keeps between Writes: a
-// batch of large records leaves nothing of itself behind.
-const keepBuf = 256 << 10
-
-// forget lets go of the batch's encoding once Write is done with it, when
-// it grew beyond keepBuf: the buffer and the records that point into it.
+// forget lets go of the batch's encoding once Write is done with it: the
+// records that point into it are cleared and the buffer goes back to the
+// sink's pool, where the next Write finds it under load and the collector
+// frees it once the sink has been idle for two collections. So a batch of
+// large records leaves nothing of itself behind.
 func (s *Sink) forget() {
-	if cap(s.buf) <= keepBuf {
+	if s.buf == nil {
 		return
 	}
+	clear(s.krs)
+	clear(s.hdrs)
+	b := s.buf[:0]
 	s.buf = nil
-	clear(s.krs[:cap(s.krs)])
-	clear(s.hdrs[:cap(s.hdrs)])
+	s.bufs.Put(&b)
 }
 
 // encodedSize estimates the bytes build appends for recs: each record's
@@ -454,15 +456,12 @@ func encodedSize(recs []agent.Record) int {
 
 // checkBuffered counts and notes (at debug level) a Write whose records
 // are more than the producer may hold at once (max_buffered_bytes): it is
-// sent in parts, each Produce waiting for the acks that make room.
+// sent in parts, each Produce waiting for the acks that make room. The
+// records' keys, values and IDs are in s.buf; the other headers are the
+// same for every record.
 func (s *Sink) checkBuffered(ptrs []*kgo.Record) {
-	var n int64
-	for _, r := range ptrs {
-		n += int64(len(r.Key) + len(r.Value))
-		for _, h := range r.Headers {
-			n += int64(len(h.Key) + len(h.Value))
-		}
-	}
+	perRecord := len(HeaderID) + len(HeaderAgent) + len(HeaderPipeline) + len(HeaderSource) + len(s.agentB) + len(s.pipeB)
+	n := int64(len(s.buf)) + int64(len(ptrs))*int64(perRecord)
 	if n <= s.maxBuffered {
 		return
 	}
@@ -477,9 +476,12 @@ func (s *Sink) checkBuffered(ptrs []*kgo.Record) {
 func (s *Sink) build(recs []agent.Record) *agent.RejectedError {
 	var rej *agent.RejectedError
 	b := s.buf[:0]
-	if cap(b) < keepBuf {
-		// Sized once for the batch: a buffer forget let go of is not
-		// grown again by doubling, a copy at each step.
+	if b == nil {
+		if p, ok := s.bufs.Get().(*[]byte); ok {
+			b = *p
+		}
+		// Sized once for the batch, not grown by doubling, a copy at each
+		// step.
 		b = slices.Grow(b, encodedSize(recs))
 	}
 	spans := s.spans[:0]
