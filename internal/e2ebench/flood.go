@@ -137,6 +137,9 @@ func Flood(ctx context.Context, cfg FloodConfig) (*FloodResult, error) {
 		cfg.Slack = def.Slack
 	}
 	res := &FloodResult{Config: cfg}
+	if !strings.Contains(cfg.Agent.Cmd, "{admin}") {
+		return res, fmt.Errorf("e2ebench: flood: agent %q: the command needs {admin}", cfg.Agent.Name)
+	}
 	f := &flood{cfg: cfg, res: res, bench: &bench{cfg: Config{Size: 200, Log: cfg.Log}}}
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return res, fmt.Errorf("e2ebench: %w", err)
@@ -160,9 +163,6 @@ func Flood(ctx context.Context, cfg FloodConfig) (*FloodResult, error) {
 	go func() { counter.Run(cctx); close(cdone) }()
 	defer func() { cancel(); <-cdone }()
 
-	if !strings.Contains(cfg.Agent.Cmd, "{admin}") {
-		return res, fmt.Errorf("e2ebench: flood: agent %q: the command needs {admin}", cfg.Agent.Name)
-	}
 	ag, err := startAgent(ctx, cfg.Agent, "passthrough", cfg.PipelinesDir, cfg.Dir, mq, kb, "telemetry")
 	if err != nil {
 		return res, err
