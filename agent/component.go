@@ -155,7 +155,9 @@ type Env struct {
 	// ReportError, when set, records an error the component met on a
 	// goroutine of its own (a connection lost and made again in the
 	// background) as the pipeline's last error, for the status API. It is
-	// safe for concurrent use; the runner sets it.
+	// safe for concurrent use; the runner sets it. ReportError(nil) says
+	// the component has recovered: the error it reported is cleared (if
+	// nothing else was reported since).
 	ReportError func(error)
 	// Unreachable lets a sink say, while a Write still waits, that its
 	// destination has stopped answering, and why (err): the runner shows

@@ -74,6 +74,12 @@ func (l *lockedBuf) Write(p []byte) (int, error) {
 	return l.b.Write(p)
 }
 
+func (l *lockedBuf) string() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 func (l *lockedBuf) count(sub string) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -32,8 +32,13 @@ type sourceRun struct {
 	records *Counter
 	errors  *Counter
 	nacks   *Counter
-	ops     []opRun // the stateless operators; this source's own instances
-	batch   Batch
+	// failingSince is when the current episode of failed connects or reads
+	// began (zero: none); failures counts its attempts. Only run's
+	// goroutine touches them.
+	failingSince time.Time
+	failures     int
+	ops          []opRun // the stateless operators; this source's own instances
+	batch        Batch
 	// fields is the batch's field storage, reused batch after batch (see
 	// presize); perRecord is the most fields a record has had after the
 	// stateless chain, which sizes it.
@@ -63,13 +68,12 @@ func (s *sourceRun) run(ctx context.Context, commits chan<- pending) {
 		err := s.src.Connect(ctx)
 		if err == nil {
 			s.p.connected(s)
+			s.recovered("connected")
 			break
 		}
 		s.p.connectFailed(err)
-		s.errors.Inc()
-		s.p.setErr(fmt.Errorf("%s: connect: %w", s.name, err))
 		d := bo.Next()
-		s.log.Warn("source connect failed; retrying", "err", err, "in", d.Round(time.Millisecond))
+		s.failed(fmt.Errorf("%s: connect: %w", s.name, err), "source connect failed; retrying with backoff", d)
 		if !Sleep(ctx, d) {
 			return
 		}
@@ -84,10 +88,8 @@ func (s *sourceRun) run(ctx context.Context, commits chan<- pending) {
 					return
 				}
 			} else {
-				s.errors.Inc()
-				s.p.setErr(fmt.Errorf("%s: read: %w", s.name, err))
 				d := bo.Next()
-				s.log.Warn("source read failed", "err", err, "retry_in", d.Round(time.Millisecond))
+				s.failed(fmt.Errorf("%s: read: %w", s.name, err), "source read failed; retrying with backoff", d)
 				if !Sleep(ctx, d) {
 					return
 				}
@@ -95,6 +97,7 @@ func (s *sourceRun) run(ctx context.Context, commits chan<- pending) {
 			}
 		}
 		bo.Reset()
+		s.recovered("reading again")
 		s.records.Add(len(recs))
 		s.handle(finish, recs, ack, commits)
 		if err != nil { // io.EOF or ctx done with a last batch
@@ -102,6 +105,36 @@ func (s *sourceRun) run(ctx context.Context, commits chan<- pending) {
 		}
 	}
 }
+
+// failed counts a failed connect or read and makes err the pipeline's last
+// error. The first failure of an episode logs one WARN; the retries after
+// it log at DEBUG, so that a source down for hours writes one line, not one
+// per attempt (recovered ends the episode).
+func (s *sourceRun) failed(err error, msg string, retryIn time.Duration) {
+	s.errors.Inc()
+	s.p.setErrOf(s.owner(), err)
+	if s.failingSince.IsZero() {
+		s.failingSince = time.Now()
+		s.log.Warn(msg, "err", err, "retry_in", retryIn.Round(time.Millisecond))
+	} else {
+		s.log.Debug(msg, "err", err, "retry_in", retryIn.Round(time.Millisecond))
+	}
+	s.failures++
+}
+
+// recovered ends a failure episode: one INFO line with its length and the
+// attempts it took, and the pipeline's last error cleared if it was ours.
+func (s *sourceRun) recovered(what string) {
+	if s.failingSince.IsZero() {
+		return
+	}
+	s.log.Info("source "+what+" after failures", "failed_for", time.Since(s.failingSince).Round(time.Millisecond), "attempts", s.failures)
+	s.failingSince, s.failures = time.Time{}, 0
+	s.p.clearErrOf(s.owner())
+}
+
+// owner names the source as the origin of the pipeline's last error.
+func (s *sourceRun) owner() string { return "source " + s.name }
 
 // handle runs a batch the source read through the stateless chain and into
 // the log, a chunk of at most about ingestChunkBytes at a time, and hands

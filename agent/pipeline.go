@@ -128,7 +128,12 @@ func NewPipeline(spec *PipelineSpec, deps PipelineDeps) (_ *Pipeline, err error)
 			AgentName: deps.AgentName,
 			Now:       deps.Now,
 			ReportError: func(err error) {
-				p.setErr(fmt.Errorf("%s: %w", c.Name, err))
+				owner := "reported by " + c.Place
+				if err == nil {
+					p.clearErrOf(owner)
+					return
+				}
+				p.setErrOf(owner, fmt.Errorf("%s: %w", c.Name, err))
 			},
 		}
 	}

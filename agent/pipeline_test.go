@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -442,4 +444,67 @@ func TestPipelineReportErrorIsLastError(t *testing.T) {
 	if got, want := p.Status().LastError, env.Component+": session taken over"; got != want {
 		t.Errorf("last error %q, want %q", got, want)
 	}
+	// Recovered: the error it reported goes.
+	env.ReportError(nil)
+	if got := p.Status().LastError; got != "" {
+		t.Errorf("last error after ReportError(nil): %q, want none", got)
+	}
+}
+
+// TestSourceFailuresAreAnEpisode: a source that keeps failing to connect
+// logs one WARN, not one per attempt, has the failure as the pipeline's
+// last error meanwhile, and once connected logs one INFO and clears it.
+func TestSourceFailuresAreAnEpisode(t *testing.T) {
+	src := &flakySource{fails: 5, ScriptSource: agenttest.NewScriptSource([]agent.Record{{Raw: []byte("x")}})}
+	reg := harness(src, agenttest.OperatorFunc(func(context.Context, *agent.Batch) error { return nil }), &agenttest.RecordingSink{})
+	spec, err := reg.ParsePipeline("p.yaml", []byte(oneOfEach), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+	if err != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	var logs lockedBuf
+	p, err := agent.NewPipeline(spec, agent.PipelineDeps{Registry: reg, DataDir: t.TempDir(), OpenLog: agenttest.Open(),
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	if err != nil {
+		t.Fatalf("new pipeline: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	for src.attempts.Load() < 3 {
+		if ctx.Err() != nil {
+			t.Fatal("the source was not retried")
+		}
+		time.Sleep(5 * time.Millisecond) // polling, not synchronising: the loop checks the count
+	}
+	if got := p.Status().LastError; !strings.Contains(got, "no broker yet") {
+		t.Errorf("last error while failing: %q, want the connect error", got)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	out := logs.string()
+	if n := strings.Count(out, "source connect failed"); n != 1 {
+		t.Errorf("got %d WARN lines for 5 failed connects, want 1:\n%s", n, out)
+	}
+	if !strings.Contains(out, "source connected after failures") || !strings.Contains(out, "attempts=5") {
+		t.Errorf("no INFO line for the end of the episode:\n%s", out)
+	}
+	if got := p.Status().LastError; got != "" {
+		t.Errorf("last error after connecting: %q, want none", got)
+	}
+}
+
+// flakySource fails its first fails connects.
+type flakySource struct {
+	*agenttest.ScriptSource
+	fails    int64
+	attempts atomic.Int64
+}
+
+func (s *flakySource) Connect(ctx context.Context) error {
+	if s.attempts.Add(1) <= s.fails {
+		return errors.New("no broker yet")
+	}
+	return s.ScriptSource.Connect(ctx)
 }

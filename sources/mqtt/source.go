@@ -176,6 +176,9 @@ func (s *Source) connect(ctx context.Context) (broker, error) {
 				return // the first connection is set up by connect itself
 			}
 			s.reconnects.Inc()
+			if s.env.ReportError != nil {
+				s.env.ReportError(nil) // connected again: the loss is no longer the last error
+			}
 			// This runs on a goroutine of the client's own; it may wait as
 			// long as the backlog keeps the client from reading the SUBACK.
 			// A connection that ends meanwhile is the client's to report.

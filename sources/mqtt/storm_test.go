@@ -95,6 +95,9 @@ type errRecorder struct {
 }
 
 func (e *errRecorder) report(err error) {
+	if err == nil {
+		return // recovered: nothing to record
+	}
 	e.mu.Lock()
 	e.errs = append(e.errs, err.Error())
 	e.mu.Unlock()
