@@ -6,21 +6,22 @@ import (
 	"github.com/tinylib/msgp/msgp"
 )
 
-// strArena cuts strings out of one allocation: decoding a batch of records
-// from the log then costs one allocation for all their strings (names, keys,
-// values) instead of one per string. The bytes behind a string handed out
-// are never written again, and a new arena gets a new allocation, so a
-// string stays valid as long as anything holds it; holding one keeps its
-// whole batch's strings alive, which is why sinks copy what they keep.
-// The nil arena allocates each string on its own.
-type strArena struct{ buf []byte }
+// StringArena cuts strings out of one allocation: decoding a batch of
+// records (Record.UnmarshalShared) then costs one allocation for all their
+// strings (names, keys, values) instead of one per string. The runner
+// decodes what it reads from a log this way. The bytes behind a string
+// handed out are never written again, and a new arena gets a new
+// allocation, so a string stays valid as long as anything holds it; holding
+// one keeps its whole batch's strings alive, which is why sinks copy what
+// they keep (see Sink). The nil arena allocates each string on its own.
+type StringArena struct{ buf []byte }
 
-// newStrArena returns an arena for up to n bytes of strings; strings beyond
-// that are allocated on their own.
-func newStrArena(n int) *strArena { return &strArena{buf: make([]byte, 0, n)} }
+// NewStringArena returns an arena for up to n bytes of strings; strings
+// beyond that are allocated on their own.
+func NewStringArena(n int) *StringArena { return &StringArena{buf: make([]byte, 0, n)} }
 
 // read reads a msgpack string from the front of b.
-func (a *strArena) read(b []byte) (string, []byte, error) {
+func (a *StringArena) read(b []byte) (string, []byte, error) {
 	if a == nil {
 		return msgp.ReadStringBytes(b)
 	}
@@ -36,10 +37,12 @@ func (a *strArena) read(b []byte) (string, []byte, error) {
 	return unsafe.String(&a.buf[start], len(v)), rest, nil
 }
 
-// unmarshalShared decodes a record like UnmarshalMsg (the msgp tuple of
-// record_gen.go: ID, Key, Source, EventTime, RecvTime, Fields, Raw), with
-// its strings cut from a. Fields and Raw reuse z's slices.
-func (z *Record) unmarshalShared(b []byte, a *strArena) ([]byte, error) {
+// UnmarshalShared decodes a record from the front of b like UnmarshalMsg
+// (the msgp tuple of record_gen.go: ID, Key, Source, EventTime, RecvTime,
+// Fields, Raw) and returns the rest, with its strings cut from a rather
+// than allocated one by one. Fields and Raw reuse z's slices; nothing of
+// the result aliases b. It accepts exactly what UnmarshalMsg accepts.
+func (z *Record) UnmarshalShared(b []byte, a *StringArena) ([]byte, error) {
 	n, b, err := msgp.ReadArrayHeaderBytes(b)
 	if err != nil {
 		return b, err

@@ -12,16 +12,16 @@ func sampleRecord() Record {
 		Raw: []byte(`{"temp":21.5}`)}
 }
 
-// sameDecode checks that unmarshalShared, with an arena of size n, accepts
+// sameDecode checks that UnmarshalShared, with an arena of size n, accepts
 // exactly what UnmarshalMsg accepts and decodes it to the same record.
 func sameDecode(t *testing.T, data []byte, n int) {
 	t.Helper()
 	var want Record
 	wrest, werr := want.UnmarshalMsg(data)
 	got := Record{Fields: make([]Field, 0, 2), Raw: make([]byte, 0, 4)} // reused slices, as the sink's
-	grest, gerr := got.unmarshalShared(data, newStrArena(n))
+	grest, gerr := got.UnmarshalShared(data, NewStringArena(n))
 	if (werr == nil) != (gerr == nil) {
-		t.Fatalf("UnmarshalMsg error %v, unmarshalShared error %v", werr, gerr)
+		t.Fatalf("UnmarshalMsg error %v, UnmarshalShared error %v", werr, gerr)
 	}
 	if werr != nil {
 		return
@@ -33,7 +33,7 @@ func sameDecode(t *testing.T, data []byte, n int) {
 		want.Fields, got.Fields = nil, nil
 	}
 	if !reflect.DeepEqual(want, got) {
-		t.Fatalf("decoded differently:\n UnmarshalMsg   %+v\n unmarshalShared %+v", want, got)
+		t.Fatalf("decoded differently:\n UnmarshalMsg   %+v\n UnmarshalShared %+v", want, got)
 	}
 }
 
@@ -59,10 +59,10 @@ func TestArenaStringsOutliveTheirBatch(t *testing.T) {
 	b1, _ := r1.MarshalMsg(nil)
 	b2, _ := r2.MarshalMsg(nil)
 	var got1, got2 Record
-	if _, err := got1.unmarshalShared(b1, newStrArena(len(b1))); err != nil {
+	if _, err := got1.UnmarshalShared(b1, NewStringArena(len(b1))); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := got2.unmarshalShared(b2, newStrArena(len(b2))); err != nil {
+	if _, err := got2.UnmarshalShared(b2, NewStringArena(len(b2))); err != nil {
 		t.Fatal(err)
 	}
 	clear(b1) // the log's buffer is reused: the strings do not alias it
@@ -87,17 +87,17 @@ func FuzzUnmarshalShared(f *testing.F) {
 func BenchmarkSinkDecode(b *testing.B) {
 	r := sampleRecord()
 	p, _ := r.MarshalMsg(nil)
-	got := make([]LogRecord, 500)
+	got := make([][]byte, 500) // the payloads of one read from the log
 	for i := range got {
-		got[i] = LogRecord{Seq: uint64(i + 1), Payload: p}
+		got[i] = p
 	}
 	recs := make([]Record, len(got))
 	b.ReportAllocs()
 	for b.Loop() {
-		a := newStrArena(payloadBytes(got))
+		a := NewStringArena(len(got) * len(p))
 		for i := range got {
 			recs[i] = Record{Fields: recs[i].Fields[:0], Raw: recs[i].Raw[:0]}
-			if _, err := recs[i].unmarshalShared(got[i].Payload, a); err != nil {
+			if _, err := recs[i].UnmarshalShared(got[i], a); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -82,18 +82,6 @@ type CursorOwner interface {
 	Cursor(ctx context.Context) (seq uint64, ok bool, err error)
 }
 
-// ownCursor returns s as a CursorOwner if it keeps its own cursor.
-func ownCursor(s Sink) (CursorOwner, bool) {
-	co, ok := s.(CursorOwner)
-	if !ok {
-		return nil, false
-	}
-	if o, ok := s.(interface{ OwnsCursor() bool }); ok && !o.OwnsCursor() {
-		return nil, false
-	}
-	return co, true
-}
-
 // Flusher is implemented by sinks that buffer internally (files, consoles); the
 // runner calls Flush before Close on a clean shutdown.
 type Flusher interface {
@@ -141,8 +129,9 @@ type Env struct {
 	Component string
 	// Logger is the component's logger, already carrying pipeline and component.
 	Logger *slog.Logger
-	// Metrics counts what the component does.
-	Metrics *Metrics
+	// Metrics counts what the component does; nil outside a pipeline (a
+	// unit test), where Counter and Gauge count nowhere.
+	Metrics Metrics
 	// DataDir is a directory the component may keep files in; it survives restarts.
 	DataDir string
 	// AgentName identifies this agent in headers and client ids.
@@ -170,7 +159,25 @@ type Env struct {
 }
 
 // Counter returns the component's counter with the given name and labels
-// (pairs of label name and value), created on first use.
+// (pairs of label name and value), created on first use: the labels
+// pipeline and component come first. Without Metrics it returns a new
+// counter that no one reads.
 func (e Env) Counter(name string, labels ...string) *Counter {
-	return e.Metrics.Counter(name, append([]string{"pipeline", e.Pipeline, "component", e.Component}, labels...)...)
+	if e.Metrics == nil {
+		return new(Counter)
+	}
+	return e.Metrics.Counter(name, e.labels(labels)...)
+}
+
+// Gauge registers f as the component's gauge with the given name and labels,
+// after the labels pipeline and component (see Metrics.Gauge). Without
+// Metrics it does nothing.
+func (e Env) Gauge(name string, f func() float64, labels ...string) {
+	if e.Metrics != nil {
+		e.Metrics.Gauge(name, f, e.labels(labels)...)
+	}
+}
+
+func (e Env) labels(extra []string) []string {
+	return append([]string{"pipeline", e.Pipeline, "component", e.Component}, extra...)
 }

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"reflect"
 	"slices"
@@ -129,7 +130,8 @@ func (n Node) Text() string {
 }
 
 // ReadFile reads a file the config names, for a Validator that checks it
-// (a CA certificate that must parse), through Registry.ReadFile.
+// (a CA certificate that must parse), with the function given to
+// ParseConfig (the runner's Registry.ReadFile).
 func (n Node) ReadFile(name string) ([]byte, error) {
 	if n.doc != nil && n.doc.readFile != nil {
 		return n.doc.readFile(name)
@@ -145,9 +147,19 @@ func (n Node) Errorf(format string, args ...any) {
 	n.doc.errs = append(n.doc.errs, &ConfigError{File: n.doc.file, Line: n.Line(), Path: n.path, Msg: fmt.Sprintf(format, args...)})
 }
 
-// hasErrors reports whether a problem was recorded for this node or a value
-// below it.
-func (n Node) hasErrors() bool {
+// Errors returns every problem recorded so far in the node's file, in the
+// order they were found; nil if there is none.
+func (n Node) Errors() ConfigErrors {
+	if n.doc == nil || len(n.doc.errs) == 0 {
+		return nil
+	}
+	return slices.Clone(n.doc.errs)
+}
+
+// HasErrors reports whether a problem was recorded for this node or a value
+// below it: a Validator can skip the rules that compare values one of which
+// did not decode (it was left at its default).
+func (n Node) HasErrors() bool {
 	if n.doc == nil {
 		return false
 	}
@@ -182,6 +194,40 @@ func (n Node) Index(i int) Node {
 	return c
 }
 
+// Key returns a node for key itself in a mapping, rather than its value, to
+// report a problem with the key (a name nobody knows): it is absent, with
+// the value's path and the key's line. Without the key, it is Field(key).
+func (n Node) Key(key string) Node {
+	c := n.Field(key)
+	if n.y != nil && n.y.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(n.y.Content); i += 2 {
+			if n.y.Content[i].Value == key {
+				c.line, c.y = n.y.Content[i].Line, nil
+				break
+			}
+		}
+	}
+	return c
+}
+
+// Without returns a mapping node like n but without the given keys, at n's
+// place: for decoding the rest of a mapping some of whose keys are read
+// apart. Any other node is returned as it is.
+func (n Node) Without(keys ...string) Node {
+	if n.y == nil || n.y.Kind != yaml.MappingNode {
+		return n
+	}
+	c := *n.y
+	c.Content = nil
+	for i := 0; i+1 < len(n.y.Content); i += 2 {
+		if !slices.Contains(keys, n.y.Content[i].Value) {
+			c.Content = append(c.Content, n.y.Content[i], n.y.Content[i+1])
+		}
+	}
+	n.y = &c
+	return n
+}
+
 // Keys returns the keys of a mapping node in file order.
 func (n Node) Keys() []string {
 	if n.y == nil || n.y.Kind != yaml.MappingNode {
@@ -196,6 +242,34 @@ func (n Node) Keys() []string {
 
 // IsMapping reports whether the node is a YAML mapping.
 func (n Node) IsMapping() bool { return n.y != nil && n.y.Kind == yaml.MappingNode }
+
+// IsNull reports whether the value is written as nothing (`key:`, `key: ~`,
+// `key: null`). Decode leaves its target as it is for such a value, and
+// does not validate it.
+func (n Node) IsNull() bool { return n.y != nil && isNull(n.y) }
+
+func isNull(y *yaml.Node) bool { return y.Kind == yaml.ScalarNode && y.Tag == "!!null" }
+
+// WriteCanonical writes the node's value to w without comments, layout or
+// positions: two nodes write the same bytes exactly when they hold the same
+// YAML values. What it writes is after ${...} substitution and may hold a
+// secret: it is for hashing (a component's fingerprint), never for a log.
+// An absent node writes nothing.
+func (n Node) WriteCanonical(w io.Writer) {
+	if n.y != nil {
+		writeCanonical(w, n.y)
+	}
+}
+
+// writeCanonical writes the content of y, without comments or positions.
+// The tree has no aliases left: ParseConfig expanded them, within a bound.
+func writeCanonical(w io.Writer, y *yaml.Node) {
+	fmt.Fprintf(w, "%d:%s:%q[", y.Kind, y.Tag, y.Value)
+	for _, c := range y.Content {
+		writeCanonical(w, c)
+	}
+	io.WriteString(w, "]")
+}
 
 // Decode decodes the node into v, a pointer, strictly: unknown keys, wrong
 // types and values outside an `enum:"a,b"` tag are recorded as errors, and
@@ -233,7 +307,7 @@ func (n Node) decode(v reflect.Value, enum string) {
 		n.validate(v)
 		return
 	}
-	if n.y.Kind == yaml.ScalarNode && n.y.Tag == "!!null" && v.Kind() != reflect.String {
+	if isNull(n.y) && v.Kind() != reflect.String {
 		return
 	}
 	switch v.Type() {
@@ -398,8 +472,7 @@ func (n Node) decodeStruct(v reflect.Value) {
 		seen[key] = true
 		idx := slices.IndexFunc(fields, func(f structField) bool { return f.key == key })
 		if idx < 0 {
-			child.line = n.y.Content[i].Line
-			child.y = nil
+			child = n.Key(key)
 			keys := make([]string, len(fields))
 			for j, f := range fields {
 				keys[j] = f.key
@@ -444,6 +517,21 @@ func orList(alts []string) string {
 	return strings.Join(alts[:len(alts)-1], ", ") + " or " + alts[len(alts)-1]
 }
 
+// String writes the size as a config file would: in the largest binary unit
+// that divides it (256MiB), else the largest decimal one (100MB), else in
+// bytes (1500B). ParseByteSize reads it back to the same value.
+func (v ByteSize) String() string {
+	for _, u := range []struct {
+		name string
+		size ByteSize
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}} {
+		if v != 0 && v%u.size == 0 {
+			return strconv.FormatInt(int64(v/u.size), 10) + u.name
+		}
+	}
+	return strconv.FormatInt(int64(v), 10) + "B"
+}
+
 // ParseByteSize parses a size in bytes: a plain number, or a number with one of
 // the units B, KB, MB, GB (powers of 1000) or KiB, MiB, GiB (powers of 1024).
 func ParseByteSize(s string) (ByteSize, error) {
@@ -462,6 +550,24 @@ func ParseByteSize(s string) (ByteSize, error) {
 		return 0, fmt.Errorf("config: bad size %q", s)
 	}
 	return ByteSize(f * mult), nil
+}
+
+// ParseConfig parses the YAML text of a config file and returns its root
+// node. Aliases are expanded first, within a bound (a file that would expand
+// beyond it, an "alias bomb", is refused); then, in every scalar, ${NAME}
+// is replaced by the environment variable (lookupEnv; nil means
+// os.LookupEnv) and ${file:/path} by the file's content. A problem found
+// (invalid YAML, an empty file, a variable not set) is recorded like those
+// found later while decoding and validating: see Node.Errors. The root is
+// absent when the file could not be parsed. readFile is what Node.ReadFile
+// reads with; nil means os.ReadFile.
+func ParseConfig(file string, data []byte, lookupEnv func(string) (string, bool), readFile func(string) ([]byte, error)) Node {
+	if lookupEnv == nil {
+		lookupEnv = os.LookupEnv
+	}
+	root, _ := parseDocument(file, data, lookupEnv)
+	root.doc.readFile = readFile
+	return root
 }
 
 // parseDocument parses YAML text into a document, substitutes ${ENV} and
@@ -562,5 +668,3 @@ func expandSecrets(s string, env func(string) (string, bool)) (string, error) {
 		b.WriteString(v)
 	}
 }
-
-func reflectValue(p any) reflect.Value { return reflect.ValueOf(p).Elem() }

@@ -39,7 +39,7 @@ func (f *Field) UnmarshalMsg(b []byte) ([]byte, error) {
 
 // unmarshal decodes a field like UnmarshalMsg; with an arena, its strings
 // are cut from it rather than allocated one by one.
-func (f *Field) unmarshal(b []byte, a *strArena) ([]byte, error) {
+func (f *Field) unmarshal(b []byte, a *StringArena) ([]byte, error) {
 	n, b, err := msgp.ReadArrayHeaderBytes(b)
 	if err != nil {
 		return b, err

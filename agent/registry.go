@@ -1,13 +1,12 @@
 package agent
 
-import (
-	"fmt"
-	"sort"
-)
+import "fmt"
 
 // Factory builds one kind of component (T is Source, Operator or Sink) from
-// its decoded config. Registries hold factories; they are filled explicitly in
-// cmd/pspf-edge, never by package init functions.
+// its decoded config. The runner's registry (runner.Registry) holds the
+// factories a pipeline file may name; it is filled explicitly in
+// cmd/pspf-edge, never by package init functions. A connector package
+// exports one function that returns its factory.
 type Factory[T any] struct {
 	// Doc is one line that says what the component does, shown by `schema`.
 	Doc string
@@ -20,27 +19,6 @@ type Factory[T any] struct {
 	// Stateful marks operators that keep per-key state (windows, dedup...):
 	// they run after the pipeline log.
 	Stateful bool
-}
-
-// Registry knows the components a pipeline file may name.
-type Registry struct {
-	Sources   map[string]Factory[Source]
-	Operators map[string]Factory[Operator]
-	Sinks     map[string]Factory[Sink]
-	// ReadFile reads the files a pipeline file names (TLS certificates and
-	// keys) while it is validated: see Node.ReadFile. Nil means os.ReadFile;
-	// tests of documentation samples, whose paths exist only on a gateway,
-	// replace it.
-	ReadFile func(name string) ([]byte, error)
-}
-
-// NewRegistry returns an empty registry.
-func NewRegistry() *Registry {
-	return &Registry{
-		Sources:   map[string]Factory[Source]{},
-		Operators: map[string]Factory[Operator]{},
-		Sinks:     map[string]Factory[Sink]{},
-	}
 }
 
 // Typed adapts a constructor over a concrete config type to a Factory: the
@@ -58,13 +36,4 @@ func Typed[T any, C any](doc string, defaults func() *C, build func(cfg *C, env 
 			return build(c, env)
 		},
 	}
-}
-
-func names[T any](m map[string]Factory[T]) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

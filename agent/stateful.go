@@ -47,9 +47,10 @@ type Stateful interface {
 	Snapshot(ctx context.Context) error
 	// OnTimer lets the operator act without input: fire processing-time
 	// windows, emit early results. The runner calls it at least every
-	// TimerInterval with an empty b whose Now is the batch clock (the wall
-	// clock with its monotonic reading, or the virtual clock of `pspf-edge
-	// test`); records the operator adds to b flow on through the chain.
+	// 100ms (runner.TimerInterval) with an empty b whose Now is the batch
+	// clock (the wall clock with its monotonic reading, or the virtual
+	// clock of `pspf-edge test`); records the operator adds to b flow on
+	// through the chain.
 	// Operators measure time with b.Now.Sub, never with the wall value alone,
 	// so that a wall-clock jump neither fires nor freezes anything.
 	OnTimer(ctx context.Context, b *Batch) error
@@ -64,23 +65,18 @@ type EndOfInputer interface {
 	EndOfInput(ctx context.Context, b *Batch) error
 }
 
-// TimerInterval is how often the runner calls Stateful.OnTimer when no input
-// arrives; it bounds how late a processing-time window fires.
-const TimerInterval = 100 * time.Millisecond
-
-// MemTable is a StateTable in memory, for tests and for constructing a
-// stateful operator outside a pipeline (Env.State nil). It is safe for
+// memTable is a StateTable in memory, for constructing a stateful operator
+// outside a pipeline (Env.State nil): a unit test. It is safe for
 // concurrent use.
-type MemTable struct {
+type memTable struct {
 	mu sync.Mutex
 	m  map[string][]byte
 }
 
-// NewMemTable returns an empty MemTable.
-func NewMemTable() *MemTable { return &MemTable{m: map[string][]byte{}} }
+func newMemTable() *memTable { return &memTable{m: map[string][]byte{}} }
 
 // Get appends key's value to dst.
-func (t *MemTable) Get(key, dst []byte) ([]byte, bool, error) {
+func (t *memTable) Get(key, dst []byte) ([]byte, bool, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	v, ok := t.m[string(key)]
@@ -91,7 +87,7 @@ func (t *MemTable) Get(key, dst []byte) ([]byte, bool, error) {
 }
 
 // Put sets key to a copy of val.
-func (t *MemTable) Put(key, val []byte) error {
+func (t *memTable) Put(key, val []byte) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.m[string(key)] = bytes.Clone(val)
@@ -99,7 +95,7 @@ func (t *MemTable) Put(key, val []byte) error {
 }
 
 // Delete removes key.
-func (t *MemTable) Delete(key []byte) error {
+func (t *memTable) Delete(key []byte) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	delete(t.m, string(key))
@@ -108,7 +104,7 @@ func (t *MemTable) Delete(key []byte) error {
 
 // Range visits the keys in byte order; it works on a copy, so fn may change
 // the table.
-func (t *MemTable) Range(fn func(k, v []byte) bool) error {
+func (t *memTable) Range(fn func(k, v []byte) bool) error {
 	t.mu.Lock()
 	keys := make([]string, 0, len(t.m))
 	for k := range t.m {
@@ -128,19 +124,12 @@ func (t *MemTable) Range(fn func(k, v []byte) bool) error {
 	return nil
 }
 
-// Len returns the number of keys.
-func (t *MemTable) Len() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return len(t.m)
-}
-
 // StateTableOf returns the component's state table: from env.State when the
-// runner provides one, else a new MemTable (an operator built outside a
-// pipeline, in a unit test).
+// runner provides one, else a new table in memory (an operator built
+// outside a pipeline, in a unit test).
 func StateTableOf(env Env, ttl time.Duration) (StateTable, error) {
 	if env.State == nil {
-		return NewMemTable(), nil
+		return newMemTable(), nil
 	}
 	return env.State(ttl)
 }

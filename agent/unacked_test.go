@@ -57,8 +57,8 @@ func TestUnackedBoundsBatches(t *testing.T) {
 }
 
 func TestUnackedRedeliversNackedInOrder(t *testing.T) {
-	m := agent.NewMetrics()
-	u := agent.NewUnacked(3, m.Counter("redelivered"))
+	redelivered := new(agent.Counter)
+	u := agent.NewUnacked(3, redelivered)
 	ctx := context.Background()
 	var acks []agent.AckFunc
 	for id := range int64(3) {
@@ -78,7 +78,7 @@ func TestUnackedRedeliversNackedInOrder(t *testing.T) {
 	}
 	acquireNew(t, u)
 	u.Release()
-	if got := m.Counter("redelivered").Get(); got != 4 {
+	if got := redelivered.Get(); got != 4 {
 		t.Errorf("got %d records counted as redelivered, want 4", got)
 	}
 }

@@ -16,9 +16,9 @@ import (
 	"testing"
 
 	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/agenttest"
 	"github.com/pspf/pspf-edge/operators/decode"
 	"github.com/pspf/pspf-edge/operators/filter"
-	"github.com/pspf/pspf-edge/operators/internal/optest"
 	"github.com/pspf/pspf-edge/operators/mapop"
 )
 
@@ -87,7 +87,7 @@ func BenchmarkFilterMap(b *testing.B) {
 	for i := range tmpl {
 		tmpl[i] = decoded(i)
 	}
-	run(b, chain(b, optest.Env()), func(recs []agent.Record, first int) {
+	run(b, chain(b, agenttest.Env()), func(recs []agent.Record, first int) {
 		// Records from the decoder: the same fields again, in the slots' own arrays.
 		for i := range recs {
 			recs[i].Fields = append(recs[i].Fields[:0], tmpl[i]...)
@@ -101,7 +101,7 @@ func BenchmarkJSONDecodeFilterMap(b *testing.B) {
 		payloads[i] = fmt.Appendf(nil, `{"sensor":"s-%d","temp":%.1f,"hum":40.5,"ts":%d,"seq":%d,"gps":{"lat":52.52,"lon":13.40}}`,
 			i%64, float64(i%200)-60.5, 1700000000125+int64(i), i)
 	}
-	env := optest.Env()
+	env := agenttest.Env()
 	c := decode.DefaultConfig()
 	c.KeyField, c.TimeField = "sensor", "ts"
 	d, err := decode.New(c, env)

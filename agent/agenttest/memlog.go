@@ -1,5 +1,8 @@
 // Package agenttest has what tests of pipelines and connectors share: an
-// in-memory Log, a scripted source, a recording sink.
+// in-memory runner.Log, a scripted source, a recording sink, the checks of
+// a connector README's samples, an Env and parsing helpers for operator
+// tests, a log buffer and a polling wait. Only tests import it: it depends
+// on the runtime (agent/runner), which plugins themselves never import.
 package agenttest
 
 import (
@@ -8,9 +11,10 @@ import (
 	"sync"
 
 	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/runner"
 )
 
-// MemLog is an in-memory agent.Log for tests: unbounded, never durable.
+// MemLog is an in-memory runner.Log for tests: unbounded, never durable.
 // Readers block on a channel that is replaced on every append.
 type MemLog struct {
 	mu      sync.Mutex
@@ -27,12 +31,12 @@ func NewMemLog() *MemLog {
 	return &MemLog{first: 1, cursors: map[string]uint64{}, grew: make(chan struct{})}
 }
 
-// Open returns an agent.OpenLogFunc that hands out a fresh MemLog per directory
+// Open returns an runner.OpenLogFunc that hands out a fresh MemLog per directory
 // and the same one again for a directory it has seen.
-func Open() agent.OpenLogFunc {
+func Open() runner.OpenLogFunc {
 	var mu sync.Mutex
 	logs := map[string]*MemLog{}
-	return func(dir string, _ agent.BufferConfig) (agent.Log, error) {
+	return func(dir string, _ runner.BufferConfig) (runner.Log, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		l, ok := logs[dir]
@@ -119,7 +123,7 @@ func (l *MemLog) Close() error {
 }
 
 // Reader returns the named cursor.
-func (l *MemLog) Reader(name string) (agent.LogReader, error) {
+func (l *MemLog) Reader(name string) (runner.LogReader, error) {
 	return &memReader{l: l, name: name}, nil
 }
 
@@ -128,7 +132,7 @@ type memReader struct {
 	name string
 }
 
-func (r *memReader) Read(ctx context.Context, buf []agent.LogRecord, maxBytes int) ([]agent.LogRecord, error) {
+func (r *memReader) Read(ctx context.Context, buf []runner.LogRecord, maxBytes int) ([]runner.LogRecord, error) {
 	for {
 		r.l.mu.Lock()
 		next := r.l.cursors[r.name] + 1
@@ -143,7 +147,7 @@ func (r *memReader) Read(ctx context.Context, buf []agent.LogRecord, maxBytes in
 				break
 			}
 			size += len(p)
-			buf = append(buf, agent.LogRecord{Seq: seq, Payload: p})
+			buf = append(buf, runner.LogRecord{Seq: seq, Payload: p})
 		}
 		if len(buf) == 0 && cap(buf) == 0 {
 			r.l.mu.Unlock()

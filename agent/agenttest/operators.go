@@ -1,25 +1,23 @@
-// Package optest holds the test helpers the operator packages share: an Env
-// with its own metrics, and parsing a README's sample config through the
-// pipeline parser. It is imported by tests only.
-package optest
+package agenttest
 
 import (
-	"bytes"
 	"log/slog"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/runner"
 )
 
-// Env returns an Env with a fresh metrics set and a discarding logger.
+// Env returns an Env for a component built outside a pipeline, with a fresh
+// metrics registry (so that its counters can be read) and a discarding
+// logger.
 func Env() agent.Env {
 	return agent.Env{
 		Pipeline:  "test",
 		Component: "operators[0]",
 		Logger:    slog.New(slog.DiscardHandler),
-		Metrics:   agent.NewMetrics(),
+		Metrics:   runner.NewMetrics(),
 		Now:       time.Now,
 	}
 }
@@ -32,37 +30,26 @@ func Dropped(env agent.Env, reason string) uint64 {
 // READMESample returns the body of the first ```yaml block of the file at path.
 func READMESample(t testing.TB, path string) string {
 	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read %s: %v", path, err)
-	}
-	_, rest, ok := bytes.Cut(data, []byte("```yaml\n"))
-	if !ok {
-		t.Fatalf("%s: no ```yaml block", path)
-	}
-	body, _, ok := bytes.Cut(rest, []byte("```"))
-	if !ok {
-		t.Fatalf("%s: unterminated ```yaml block", path)
-	}
-	return string(body)
+	return READMESamples(t, path)[0]
 }
 
-// Parse parses a pipeline file made of text (its operators: section) plus a
-// stub source and sink, with the operator factory registered as typ. Line
-// numbers in errors are those of text.
-func Parse(text, typ string, f agent.Factory[agent.Operator]) (*agent.PipelineSpec, error) {
-	r := agent.NewRegistry()
+// ParseOperators parses a pipeline file made of text (its operators:
+// section) plus a stub source and sink, with the operator factory registered
+// as typ. Line numbers in errors are those of text.
+func ParseOperators(text, typ string, f agent.Factory[agent.Operator]) (*runner.PipelineSpec, error) {
+	r := runner.NewRegistry()
 	stub := func() any { return &struct{}{} }
 	r.Sources["in"] = agent.Factory[agent.Source]{Config: stub}
 	r.Sinks["out"] = agent.Factory[agent.Sink]{Config: stub}
 	r.Operators[typ] = f
-	return r.ParsePipeline("test.yaml", []byte(text+"\nsources:\n  - in: {}\nsinks:\n  - out: {}\n"), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+	return r.ParsePipeline("test.yaml", []byte(text+"\nsources:\n  - in: {}\nsinks:\n  - out: {}\n"), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
 }
 
-// Build parses text as Parse does and builds every operator in it.
-func Build(t testing.TB, text, typ string, f agent.Factory[agent.Operator], env agent.Env) []agent.Operator {
+// BuildOperators parses text as ParseOperators does and builds every
+// operator in it.
+func BuildOperators(t testing.TB, text, typ string, f agent.Factory[agent.Operator], env agent.Env) []agent.Operator {
 	t.Helper()
-	spec, err := Parse(text, typ, f)
+	spec, err := ParseOperators(text, typ, f)
 	if err != nil {
 		t.Fatalf("parse: %v", err)
 	}

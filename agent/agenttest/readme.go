@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/runner"
 )
 
 // READMESamples returns the ```yaml blocks of a README, in order. It fails
@@ -49,13 +49,13 @@ func READMESamples(t testing.TB, path string) []string {
 // file with reg and fails the test on any error. The files a sample names
 // (a CA, a client certificate, /etc/pspf-edge/...) exist only on a gateway:
 // every one reads as a valid PEM bundle of a certificate and its key.
-func CheckREADMESamples(t testing.TB, path string, reg *agent.Registry) []*agent.PipelineSpec {
+func CheckREADMESamples(t testing.TB, path string, reg *runner.Registry) []*runner.PipelineSpec {
 	t.Helper()
 	sample := *reg
 	sample.ReadFile = SampleReadFile(t)
-	var specs []*agent.PipelineSpec
+	var specs []*runner.PipelineSpec
 	for i, s := range READMESamples(t, path) {
-		spec, err := sample.ParsePipeline("sample.yaml", []byte(s), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+		spec, err := sample.ParsePipeline("sample.yaml", []byte(s), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
 		if err != nil {
 			t.Errorf("%s sample %d: %v", path, i+1, err)
 			continue
@@ -65,9 +65,10 @@ func CheckREADMESamples(t testing.TB, path string, reg *agent.Registry) []*agent
 	return specs
 }
 
-// SampleReadFile returns a Registry.ReadFile for documentation samples: every
-// name reads as the same PEM bundle of a self-signed certificate and its
-// key, which loads as a CA file, as a certificate and as a key.
+// SampleReadFile returns a runner.Registry.ReadFile for documentation
+// samples: every name reads as the same PEM bundle of a self-signed
+// certificate and its key, which loads as a CA file, as a certificate and
+// as a key.
 func SampleReadFile(t testing.TB) func(name string) ([]byte, error) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

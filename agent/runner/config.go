@@ -1,10 +1,13 @@
-package agent
+package runner
 
 import (
+	"github.com/pspf/pspf-edge/agent"
+
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,7 +17,6 @@ import (
 	"time"
 
 	"github.com/pspf/pspf-edge/buffer"
-	"gopkg.in/yaml.v3"
 )
 
 // AgentConfig is the agent's own file: where it keeps data, where it listens,
@@ -46,7 +48,7 @@ type AgentConfig struct {
 	// for resident memory. It is soft: a live heap above it is not an
 	// error, the collector only works harder. 0 means no limit. The
 	// GOMEMLIMIT environment variable, when set, wins.
-	MemoryLimit ByteSize `yaml:"memory_limit" doc:"soft limit of the Go runtime's memory (heap, stacks); 0 is none; GOMEMLIMIT wins"`
+	MemoryLimit agent.ByteSize `yaml:"memory_limit" doc:"soft limit of the Go runtime's memory (heap, stacks); 0 is none; GOMEMLIMIT wins"`
 	// GCPercent is the garbage collector's target (runtime/debug.SetGCPercent,
 	// GOGC): the heap may grow by this percentage of the live heap before a
 	// collection. Lower means less memory and more CPU; -1 collects only
@@ -72,8 +74,8 @@ type AgentConfig struct {
 // 12 MiB, x5 at 10 MiB) without lowering the peak resident memory, so the
 // default only caps a burst: it does not bind at the benchmark's loads.
 const (
-	DefaultMemoryLimit ByteSize = 24 << 20
-	DefaultGCPercent            = 100
+	DefaultMemoryLimit agent.ByteSize = 24 << 20
+	DefaultGCPercent                  = 100
 )
 
 // DefaultMaxProcs is the default of max_procs (see AgentConfig.MaxProcs).
@@ -89,6 +91,15 @@ type AdminConfig struct {
 type LogConfig struct {
 	Level  string `yaml:"level" enum:"debug,info,warn,error" doc:"least severe level logged"`
 	Format string `yaml:"format" enum:"text,json" doc:"text (key=value) or json lines"`
+}
+
+// SlogLevel returns Level as a slog.Level.
+func (c LogConfig) SlogLevel() (slog.Level, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(c.Level)); err != nil {
+		return lv, fmt.Errorf("log level %q: must be debug, info, warn or error", c.Level)
+	}
+	return lv, nil
 }
 
 // Defaults are the pipeline settings applied where a pipeline file is silent.
@@ -121,7 +132,7 @@ func DefaultAgentConfig() AgentConfig {
 }
 
 // Validate checks the agent config's rules.
-func (c *AgentConfig) Validate(n Node) {
+func (c *AgentConfig) Validate(n agent.Node) {
 	if c.DataDir == "" {
 		n.Field("data_dir").Errorf("must not be empty")
 	}
@@ -161,12 +172,12 @@ func LoadAgentConfig(path string) (AgentConfig, error) {
 	if err != nil {
 		return cfg, fmt.Errorf("config: %w", err)
 	}
-	root, doc := parseDocument(path, data, os.LookupEnv)
+	root := agent.ParseConfig(path, data, os.LookupEnv, nil)
 	if root.Present() {
 		root.Decode(&cfg)
 	}
-	if len(doc.errs) > 0 {
-		return cfg, doc.errs
+	if errs := root.Errors(); errs != nil {
+		return cfg, errs
 	}
 	return cfg, nil
 }
@@ -174,14 +185,14 @@ func LoadAgentConfig(path string) (AgentConfig, error) {
 // BufferConfig configures a pipeline log: how much it may hold, what happens
 // when it is full, and how often it reaches the disk.
 type BufferConfig struct {
-	Kind         string        `yaml:"type" enum:"disk,memory" doc:"disk, or memory (spills to disk beyond memory_bytes)"`
-	MaxBytes     ByteSize      `yaml:"max_bytes" doc:"byte cap of the log on disk"`
-	MaxAge       time.Duration `yaml:"max_age" doc:"records older than this are dropped; 0 keeps them"`
-	Overflow     string        `yaml:"overflow" enum:"block,drop_oldest,drop_newest" doc:"what happens when the cap is reached"`
-	Sync         string        `yaml:"sync" enum:"batch,interval,none" doc:"fsync per batch, per interval, or never"`
-	SyncInterval time.Duration `yaml:"sync_interval" doc:"group commit interval for sync: interval"`
-	SegmentBytes ByteSize      `yaml:"segment_bytes" doc:"size at which a segment file is sealed"`
-	MemoryBytes  ByteSize      `yaml:"memory_bytes" doc:"memory budget of a type: memory log"`
+	Kind         string         `yaml:"type" enum:"disk,memory" doc:"disk, or memory (spills to disk beyond memory_bytes)"`
+	MaxBytes     agent.ByteSize `yaml:"max_bytes" doc:"byte cap of the log on disk"`
+	MaxAge       time.Duration  `yaml:"max_age" doc:"records older than this are dropped; 0 keeps them"`
+	Overflow     string         `yaml:"overflow" enum:"block,drop_oldest,drop_newest" doc:"what happens when the cap is reached"`
+	Sync         string         `yaml:"sync" enum:"batch,interval,none" doc:"fsync per batch, per interval, or never"`
+	SyncInterval time.Duration  `yaml:"sync_interval" doc:"group commit interval for sync: interval"`
+	SegmentBytes agent.ByteSize `yaml:"segment_bytes" doc:"size at which a segment file is sealed"`
+	MemoryBytes  agent.ByteSize `yaml:"memory_bytes" doc:"memory budget of a type: memory log"`
 }
 
 // DefaultBufferConfig is the pipeline log config where nothing else is said.
@@ -201,8 +212,8 @@ func DefaultBufferConfig() BufferConfig {
 // it would open a log with them (max_bytes at least twice segment_bytes, and
 // so on), so that what validates also starts. The buffer's rules are its
 // own; they are not repeated here.
-func (c *BufferConfig) Validate(n Node) {
-	if n.hasErrors() {
+func (c *BufferConfig) Validate(n agent.Node) {
+	if n.HasErrors() {
 		return // a value that did not decode was left at its default
 	}
 	if c.MaxBytes < 1<<20 && n.Field("max_bytes").Present() {
@@ -214,7 +225,7 @@ func (c *BufferConfig) Validate(n Node) {
 	if c.Sync == "interval" && c.SyncInterval <= 0 && n.Field("sync_interval").Present() {
 		n.Field("sync_interval").Errorf("must be positive with sync: interval, got %q", n.Field("sync_interval").Text())
 	}
-	if n.hasErrors() {
+	if n.HasErrors() {
 		return
 	}
 	var oe *buffer.OptionError
@@ -222,7 +233,7 @@ func (c *BufferConfig) Validate(n Node) {
 		f := n.Field(oe.Field)
 		got := fmt.Sprintf("%v (from the defaults)", oe.Value)
 		if b, ok := oe.Value.(int64); ok {
-			got = sizeText(ByteSize(b)) + " (from the defaults)"
+			got = agent.ByteSize(b).String() + " (from the defaults)"
 		}
 		if f.Present() {
 			got = strconv.Quote(f.Text())
@@ -241,30 +252,11 @@ func (c *BufferConfig) Validate(n Node) {
 
 // fieldSize is a size as the file writes it, or where it comes from the
 // defaults, in the largest binary unit that divides it.
-func fieldSize(n Node, key string, v ByteSize) string {
+func fieldSize(n agent.Node, key string, v agent.ByteSize) string {
 	if f := n.Field(key); f.Present() {
 		return strconv.Quote(f.Text())
 	}
-	return sizeText(v) + " (from the defaults)"
-}
-
-// String writes the size as a config file would: in the largest binary unit
-// that divides it (256MiB), else the largest decimal one (100MB), else in
-// bytes (1500B). ParseByteSize reads it back to the same value.
-func (v ByteSize) String() string { return sizeText(v) }
-
-// sizeText writes v in the largest binary unit that divides it: 16MiB; else
-// in the largest decimal one: 100MB; else in bytes.
-func sizeText(v ByteSize) string {
-	for _, u := range []struct {
-		name string
-		size ByteSize
-	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}} {
-		if v != 0 && v%u.size == 0 {
-			return strconv.FormatInt(int64(v/u.size), 10) + u.name
-		}
-	}
-	return strconv.FormatInt(int64(v), 10) + "B"
+	return v.String() + " (from the defaults)"
 }
 
 // Limits on CheckpointConfig.Interval.
@@ -287,7 +279,7 @@ type CheckpointConfig struct {
 }
 
 // Validate checks the interval's bounds when it is written.
-func (c *CheckpointConfig) Validate(n Node) {
+func (c *CheckpointConfig) Validate(n agent.Node) {
 	if f := n.Field("interval"); f.Present() && (c.Interval < MinCheckpointInterval || c.Interval > MaxCheckpointInterval) {
 		f.Errorf("must be between %s and %s, got %q", MinCheckpointInterval, MaxCheckpointInterval, f.Text())
 	}
@@ -309,15 +301,15 @@ type RetryConfig struct {
 
 // DrainConfig limits how fast a backlog is sent and in which order.
 type DrainConfig struct {
-	Order          string   `yaml:"order" enum:"oldest_first,live_first" doc:"oldest_first keeps per-key order; live_first sends new data ahead of the backlog"`
-	RecordsPerSec  float64  `yaml:"records_per_second" doc:"drain rate limit in records/s; 0 is unlimited"`
-	BytesPerSecond ByteSize `yaml:"bytes_per_second" doc:"drain rate limit in bytes/s; 0 is unlimited"`
+	Order          string         `yaml:"order" enum:"oldest_first,live_first" doc:"oldest_first keeps per-key order; live_first sends new data ahead of the backlog"`
+	RecordsPerSec  float64        `yaml:"records_per_second" doc:"drain rate limit in records/s; 0 is unlimited"`
+	BytesPerSecond agent.ByteSize `yaml:"bytes_per_second" doc:"drain rate limit in bytes/s; 0 is unlimited"`
 }
 
 // BatchConfig bounds the batches handed to a sink's Write.
 type BatchConfig struct {
-	MaxRecords int      `yaml:"max_records" doc:"records per write"`
-	MaxBytes   ByteSize `yaml:"max_bytes" doc:"payload bytes per write (a record larger than it goes alone): the memory budget of the sink's batches"`
+	MaxRecords int            `yaml:"max_records" doc:"records per write"`
+	MaxBytes   agent.ByteSize `yaml:"max_bytes" doc:"payload bytes per write (a record larger than it goes alone): the memory budget of the sink's batches"`
 }
 
 // DefaultSinkOptions are the sink settings where an entry is silent.
@@ -330,7 +322,7 @@ func DefaultSinkOptions() SinkOptions {
 }
 
 // Validate checks the sink options.
-func (o *SinkOptions) Validate(n Node) {
+func (o *SinkOptions) Validate(n agent.Node) {
 	if o.Retry.Initial <= 0 {
 		n.Field("retry").Field("initial").Errorf("must be positive")
 	}
@@ -364,7 +356,7 @@ type ComponentSpec struct {
 	// Sink holds the store-and-forward options of a sink entry.
 	Sink SinkOptions
 	// Node is where the component's config came from.
-	Node Node
+	Node agent.Node
 	// Place is the entry's path in the file, like "sinks[0].kafka".
 	Place string
 }
@@ -393,10 +385,10 @@ type PipelineSpec struct {
 // pipelineFile is the shape of a pipeline file.
 type pipelineFile struct {
 	Description string           `yaml:"description" doc:"free text shown by topology and status"`
-	Sources     []Node           `yaml:"sources" doc:"where events come from"`
-	Operators   []Node           `yaml:"operators" doc:"the chain of operators, in order"`
-	Sinks       []Node           `yaml:"sinks" doc:"where events go"`
-	DeadLetter  Node             `yaml:"dead_letter" doc:"a sink for records that cannot be processed or delivered"`
+	Sources     []agent.Node     `yaml:"sources" doc:"where events come from"`
+	Operators   []agent.Node     `yaml:"operators" doc:"the chain of operators, in order"`
+	Sinks       []agent.Node     `yaml:"sinks" doc:"where events go"`
+	DeadLetter  agent.Node       `yaml:"dead_letter" doc:"a sink for records that cannot be processed or delivered"`
 	Buffer      BufferConfig     `yaml:"buffer" doc:"the pipeline log"`
 	Checkpoint  CheckpointConfig `yaml:"checkpoint" doc:"checkpoints of the stateful operators (windows, dedup, ...)"`
 }
@@ -417,18 +409,18 @@ func (r *Registry) ParsePipeline(file string, data []byte, defaults Defaults) (*
 func (r *Registry) parsePipeline(file string, data []byte, defaults Defaults, env func(string) (string, bool)) (*PipelineSpec, error) {
 	sum := sha256.Sum256(data)
 	spec := &PipelineSpec{Name: PipelineName(file), File: file, Hash: hex.EncodeToString(sum[:]), Buffer: defaults.Buffer, Checkpoint: defaults.Checkpoint}
-	root, doc := parseDocument(file, data, env)
-	doc.readFile = r.ReadFile
+	root := agent.ParseConfig(file, data, env, r.ReadFile)
 	if !root.Present() {
-		return nil, doc.errs
+		return nil, root.Errors()
 	}
 	pf := pipelineFile{Buffer: defaults.Buffer, Checkpoint: defaults.Checkpoint}
 	root.Decode(&pf)
 	spec.Description = pf.Description
 	spec.Buffer = pf.Buffer
 	spec.Checkpoint = pf.Checkpoint
+	var errs agent.ConfigErrors
 	if !validName(spec.Name) {
-		doc.errs = append(doc.errs, &ConfigError{File: file, Msg: fmt.Sprintf("pipeline name %q (from the file name) must use only letters, digits, '-' and '_'", spec.Name)})
+		errs = append(errs, &agent.ConfigError{File: file, Msg: fmt.Sprintf("pipeline name %q (from the file name) must use only letters, digits, '-' and '_'", spec.Name)})
 	}
 	if len(pf.Sources) == 0 {
 		root.Field("sources").Errorf("must list at least one source")
@@ -436,9 +428,9 @@ func (r *Registry) parsePipeline(file string, data []byte, defaults Defaults, en
 	if len(pf.Sinks) == 0 {
 		root.Field("sinks").Errorf("must list at least one sink")
 	}
-	spec.Sources = decodeList(root.Field("sources"), "source", r.Sources, false)
-	spec.Operators = decodeList(root.Field("operators"), "operator", r.Operators, false)
-	spec.Sinks = decodeList(root.Field("sinks"), "sink", r.Sinks, true)
+	spec.Sources = decodeList(pf.Sources, "source", r.Sources, false)
+	spec.Operators = decodeList(pf.Operators, "operator", r.Operators, false)
+	spec.Sinks = decodeList(pf.Sinks, "sink", r.Sinks, true)
 	if pf.DeadLetter.Present() {
 		if d := decodeComponent(pf.DeadLetter, "sink", r.Sinks, true, 0); d != nil {
 			if d.Name == "" {
@@ -457,9 +449,9 @@ func (r *Registry) parsePipeline(file string, data []byte, defaults Defaults, en
 			}
 		}
 	}
-	if len(doc.errs) > 0 {
-		sort.SliceStable(doc.errs, func(i, j int) bool { return doc.errs[i].Line < doc.errs[j].Line })
-		return nil, doc.errs
+	if errs = append(errs, root.Errors()...); len(errs) > 0 {
+		sort.SliceStable(errs, func(i, j int) bool { return errs[i].Line < errs[j].Line })
+		return nil, errs
 	}
 	return spec, nil
 }
@@ -505,13 +497,12 @@ func validName(s string) bool {
 	return true
 }
 
-func decodeList[T any](list Node, what string, reg map[string]Factory[T], sink bool) []ComponentSpec {
-	if !list.Present() {
-		return nil
-	}
+// decodeList decodes the entries of a list of components (nil when the
+// list is absent, or not a list: that is an error of its own).
+func decodeList[T any](list []agent.Node, what string, reg map[string]agent.Factory[T], sink bool) []ComponentSpec {
 	var out []ComponentSpec
-	for i := range list.y.Content {
-		if c := decodeComponent(list.Index(i), what, reg, sink, i); c != nil {
+	for i, n := range list {
+		if c := decodeComponent(n, what, reg, sink, i); c != nil {
 			out = append(out, *c)
 		}
 	}
@@ -537,7 +528,7 @@ var sinkKeys = []string{"name", "retry", "drain", "batch"}
 
 // decodeComponent decodes an entry like `- kafka: {...}` with an optional name
 // (and, for sinks, store-and-forward options) beside the type key.
-func decodeComponent[T any](n Node, what string, reg map[string]Factory[T], sink bool, index int) *ComponentSpec {
+func decodeComponent[T any](n agent.Node, what string, reg map[string]agent.Factory[T], sink bool, index int) *ComponentSpec {
 	if !n.IsMapping() {
 		n.Errorf("must be a mapping with one %s type as its key, like `%s: {...}`", what, names(reg)[0])
 		return nil
@@ -564,54 +555,34 @@ func decodeComponent[T any](n Node, what string, reg map[string]Factory[T], sink
 	cn := n.Field(typ)
 	f, ok := reg[typ]
 	if !ok {
-		keyLine := n.Line()
-		for i := 0; i+1 < len(n.y.Content); i += 2 {
-			if n.y.Content[i].Value == typ {
-				keyLine = n.y.Content[i].Line
-			}
-		}
-		bad := Node{path: cn.path, line: keyLine, doc: n.doc}
-		bad.Errorf("unknown %s type %q; expected one of: %s", what, typ, strings.Join(names(reg), ", "))
+		n.Key(typ).Errorf("unknown %s type %q; expected one of: %s", what, typ, strings.Join(names(reg), ", "))
 		return nil
 	}
-	spec := &ComponentSpec{Type: typ, Node: cn, Place: cn.path, Config: f.Config(), Sink: DefaultSinkOptions()}
+	spec := &ComponentSpec{Type: typ, Node: cn, Place: cn.Path(), Config: f.Config(), Sink: DefaultSinkOptions()}
 	if nn := n.Field("name"); nn.Present() {
-		nn.decode(reflectValue(&spec.Name), "")
+		nn.Decode(&spec.Name)
 		if !validName(spec.Name) {
 			nn.Errorf("must use only letters, digits, '-', '_' and '.', got %q", nn.Text())
 		}
 	}
 	// An entry written as `- console:` with no body takes the defaults.
-	if cn.Present() && !(cn.y.Kind == yaml.ScalarNode && cn.y.Tag == "!!null") {
+	if cn.Present() && !cn.IsNull() {
 		cn.Decode(spec.Config)
-	} else if v, ok := spec.Config.(Validator); ok {
+	} else if v, ok := spec.Config.(agent.Validator); ok {
 		v.Validate(cn)
 	}
 	if sink {
-		opts := Node{y: without(n.y, typ, "name"), path: n.path, doc: n.doc}
-		opts.Decode(&spec.Sink)
+		n.Without(typ, "name").Decode(&spec.Sink)
 	}
 	_ = index
 	return spec
-}
-
-// without returns a shallow copy of mapping y without the given keys.
-func without(y *yaml.Node, keys ...string) *yaml.Node {
-	c := *y
-	c.Content = nil
-	for i := 0; i+1 < len(y.Content); i += 2 {
-		if !slices.Contains(keys, y.Content[i].Value) {
-			c.Content = append(c.Content, y.Content[i], y.Content[i+1])
-		}
-	}
-	return &c
 }
 
 // LoadPipelineFile reads and parses one pipeline file.
 func (r *Registry) LoadPipelineFile(path string, defaults Defaults) (*PipelineSpec, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, ConfigErrors{{File: path, Msg: fmt.Sprintf("cannot read: %v", errors.Unwrap(err))}}
+		return nil, agent.ConfigErrors{{File: path, Msg: fmt.Sprintf("cannot read: %v", errors.Unwrap(err))}}
 	}
 	return r.ParsePipeline(path, data, defaults)
 }

@@ -1,4 +1,4 @@
-package agent_test
+package runner_test
 
 import (
 	"encoding/json"
@@ -10,23 +10,24 @@ import (
 	"time"
 
 	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/runner"
 	"github.com/pspf/pspf-edge/buffer"
 	"github.com/pspf/pspf-edge/sinks/console"
 	"github.com/pspf/pspf-edge/sinks/file"
 	"github.com/pspf/pspf-edge/sources/simulate"
 )
 
-func testRegistry() *agent.Registry {
-	r := agent.NewRegistry()
+func testRegistry() *runner.Registry {
+	r := runner.NewRegistry()
 	r.Sources["simulate"] = simulate.Factory()
 	r.Sinks["console"] = console.Factory()
 	r.Sinks["file"] = file.Factory()
 	return r
 }
 
-func parse(t *testing.T, text string) (*agent.PipelineSpec, error) {
+func parse(t *testing.T, text string) (*runner.PipelineSpec, error) {
 	t.Helper()
-	return testRegistry().ParsePipeline("pipelines/x.yaml", []byte(text), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+	return testRegistry().ParsePipeline("pipelines/x.yaml", []byte(text), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
 }
 
 func TestParsePipelineDefaultsAndNames(t *testing.T) {
@@ -109,6 +110,20 @@ func TestUnsetVariableIsOneError(t *testing.T) {
 	}
 }
 
+// TestListExpectedIsOneError: a mapping where a list of components is
+// expected gets that error (and the missing list's), not also one for each
+// of its keys and values as if they were list entries.
+func TestListExpectedIsOneError(t *testing.T) {
+	_, err := parse(t, "sources: {simulate: {}}\nsinks: [{console: {}}]\n")
+	var ces agent.ConfigErrors
+	if !errors.As(err, &ces) {
+		t.Fatalf("got %v, want ConfigErrors", err)
+	}
+	if strings.Contains(err.Error(), "sources[") || !strings.Contains(err.Error(), "sources: must be a list, got a mapping") {
+		t.Errorf("got:\n%v\nwant `sources: must be a list, got a mapping` and no error about sources[0] or sources[1]", err)
+	}
+}
+
 // TestBufferValidationMatchesOpen checks that a pipeline's buffer validates
 // exactly when the buffer package would open a log with it, and that each
 // refusal is one error at the offending key.
@@ -141,7 +156,7 @@ func TestBufferValidationMatchesOpen(t *testing.T) {
 				if err != nil {
 					t.Fatalf("got %v, want no error", err)
 				}
-				l, err := buffer.Open(t.TempDir(), agent.BufferOptions(spec.Buffer, nil))
+				l, err := buffer.Open(t.TempDir(), runner.BufferOptions(spec.Buffer, nil))
 				if err != nil {
 					t.Fatalf("validated, but buffer.Open refused it: %v", err)
 				}
@@ -159,7 +174,7 @@ func TestBufferValidationMatchesOpen(t *testing.T) {
 
 func TestParseCheckpoint(t *testing.T) {
 	const body = "sources: [{simulate: {}}]\nsinks: [{console: {}}]\n"
-	defaults := agent.Defaults{Buffer: agent.DefaultBufferConfig(), Checkpoint: agent.CheckpointConfig{Interval: 30 * time.Second}}
+	defaults := runner.Defaults{Buffer: runner.DefaultBufferConfig(), Checkpoint: runner.CheckpointConfig{Interval: 30 * time.Second}}
 	tests := []struct {
 		name, text string
 		want       time.Duration
@@ -210,7 +225,7 @@ func TestAgentDefaultsBufferValidated(t *testing.T) {
 	if err := os.WriteFile(path, []byte("defaults:\n  buffer:\n    max_bytes: 4MiB\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err := agent.LoadAgentConfig(path)
+	_, err := runner.LoadAgentConfig(path)
 	if want := path + `:3: defaults.buffer.max_bytes: must be at least 2×segment_bytes`; err == nil || !strings.HasPrefix(err.Error(), want) {
 		t.Errorf("got %v, want an error starting %q", err, want)
 	}
@@ -283,7 +298,7 @@ func FuzzParsePipeline(f *testing.F) {
 	f.Add([]byte("{{{"))
 	reg := testRegistry()
 	f.Fuzz(func(t *testing.T, data []byte) {
-		spec, err := reg.ParsePipeline("f.yaml", data, agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+		spec, err := reg.ParsePipeline("f.yaml", data, runner.Defaults{Buffer: runner.DefaultBufferConfig()})
 		if err == nil && (spec == nil || len(spec.Sources) == 0 || len(spec.Sinks) == 0) {
 			t.Fatalf("no error but spec %+v", spec)
 		}
@@ -298,15 +313,15 @@ func TestAgentMemorySettings(t *testing.T) {
 		procs      int // 0 in a case without it means the default
 		err        string
 	}{
-		{name: "defaults", yaml: "name: a\n", limit: agent.DefaultMemoryLimit, gc: agent.DefaultGCPercent},
+		{name: "defaults", yaml: "name: a\n", limit: runner.DefaultMemoryLimit, gc: runner.DefaultGCPercent},
 		{name: "set", yaml: "memory_limit: 24MiB\ngc_percent: 50\n", limit: 24 << 20, gc: 50},
-		{name: "no limit", yaml: "memory_limit: 0\n", limit: 0, gc: agent.DefaultGCPercent},
+		{name: "no limit", yaml: "memory_limit: 0\n", limit: 0, gc: runner.DefaultGCPercent},
 		{name: "only the limit", yaml: "memory_limit: 16MiB\ngc_percent: -1\n", limit: 16 << 20, gc: -1},
 		{name: "limit too small", yaml: "memory_limit: 1MiB\n", err: `:1: memory_limit: must be 0 (none) or at least 4MiB, got "1MiB"`},
 		{name: "gc zero", yaml: "gc_percent: 0\n", err: `:1: gc_percent: must be -1 (off) or between 1 and 1000, got "0"`},
 		{name: "gc off without limit", yaml: "memory_limit: 0\ngc_percent: -1\n", err: `:2: gc_percent: -1 needs a memory_limit`},
-		{name: "procs", yaml: "max_procs: 4\n", limit: agent.DefaultMemoryLimit, gc: agent.DefaultGCPercent, procs: 4},
-		{name: "all procs", yaml: "max_procs: 0\n", limit: agent.DefaultMemoryLimit, gc: agent.DefaultGCPercent, procs: 0},
+		{name: "procs", yaml: "max_procs: 4\n", limit: runner.DefaultMemoryLimit, gc: runner.DefaultGCPercent, procs: 4},
+		{name: "all procs", yaml: "max_procs: 0\n", limit: runner.DefaultMemoryLimit, gc: runner.DefaultGCPercent, procs: 0},
 		{name: "procs negative", yaml: "max_procs: -1\n", err: `:1: max_procs: must be 0 (all CPUs) or between 1 and 1024, got "-1"`},
 		{name: "unknown key", yaml: "memory_limits: 1MiB\n", err: `:1: memory_limits`},
 	}
@@ -316,7 +331,7 @@ func TestAgentMemorySettings(t *testing.T) {
 			if err := os.WriteFile(path, []byte(tt.yaml), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			cfg, err := agent.LoadAgentConfig(path)
+			cfg, err := runner.LoadAgentConfig(path)
 			if tt.err != "" {
 				if err == nil || !strings.HasPrefix(err.Error(), path+tt.err) {
 					t.Fatalf("got %v, want an error starting %q", err, path+tt.err)
@@ -331,7 +346,7 @@ func TestAgentMemorySettings(t *testing.T) {
 			}
 			wantProcs := tt.procs
 			if !strings.Contains(tt.yaml, "max_procs") {
-				wantProcs = agent.DefaultMaxProcs
+				wantProcs = runner.DefaultMaxProcs
 			}
 			if cfg.MaxProcs != wantProcs {
 				t.Errorf("got max_procs %d, want %d", cfg.MaxProcs, wantProcs)

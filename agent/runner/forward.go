@@ -1,6 +1,8 @@
-package agent
+package runner
 
 import (
+	"github.com/pspf/pspf-edge/agent"
+
 	"context"
 	"errors"
 	"fmt"
@@ -21,17 +23,17 @@ import (
 type sinkRun struct {
 	p       *Pipeline
 	name    string
-	sink    Sink
+	sink    agent.Sink
 	reader  LogReader
 	src     Log
 	opts    SinkOptions
 	log     *slog.Logger
 	isDead  bool // this sink forwards the dead-letter log
-	records *Counter
-	bytes   *Counter
-	errs    *Counter
-	retries *Counter
-	dropped *Counter
+	records *agent.Counter
+	bytes   *agent.Counter
+	errs    *agent.Counter
+	retries *agent.Counter
+	dropped *agent.Counter
 
 	limRecords *rate.Limiter
 	limBytes   *rate.Limiter
@@ -54,7 +56,7 @@ type sinkRun struct {
 
 	// The batch being delivered: its records, reused from round to round,
 	// and the log payload size of each (for pspf_sink_bytes_total).
-	recs  []Record
+	recs  []agent.Record
 	sizes []int
 
 	// live_first (see livefirst.go): a second
@@ -67,7 +69,7 @@ type sinkRun struct {
 	wasOffline bool      // the destination was unreachable (or the agent restarted) since the last live_first decision
 }
 
-func newSinkRun(p *Pipeline, c ComponentSpec, s Sink, r LogReader, src Log, env Env, isDead bool) *sinkRun {
+func newSinkRun(p *Pipeline, c ComponentSpec, s agent.Sink, r LogReader, src Log, env agent.Env, isDead bool) *sinkRun {
 	sr := &sinkRun{
 		p: p, name: c.Name, sink: s, reader: r, src: src, opts: c.Sink, log: env.Logger, isDead: isDead,
 		records:  env.Counter("pspf_sink_records_total"),
@@ -120,7 +122,7 @@ func (s *sinkRun) caughtUp() bool {
 }
 
 func (s *sinkRun) run(ctx context.Context) {
-	bo := Backoff{Initial: s.opts.Retry.Initial, Max: s.opts.Retry.Max}
+	bo := agent.Backoff{Initial: s.opts.Retry.Initial, Max: s.opts.Retry.Max}
 	buf := make([]LogRecord, 0, s.readRecords)
 	for !s.caughtUp() {
 		if !s.connected {
@@ -130,7 +132,7 @@ func (s *sinkRun) run(ctx context.Context) {
 				}
 				s.p.connectFailed(err)
 				s.failDest(fmt.Errorf("connect: %w", err))
-				if !Sleep(ctx, bo.Next()) {
+				if !agent.Sleep(ctx, bo.Next()) {
 					return
 				}
 				continue
@@ -140,7 +142,7 @@ func (s *sinkRun) run(ctx context.Context) {
 					return
 				}
 				s.failDest(err)
-				if !Sleep(ctx, bo.Next()) {
+				if !agent.Sleep(ctx, bo.Next()) {
 					return
 				}
 				continue
@@ -160,7 +162,7 @@ func (s *sinkRun) run(ctx context.Context) {
 				continue
 			}
 			s.fail(fmt.Errorf("read log: %w", err))
-			if !Sleep(ctx, bo.Next()) {
+			if !agent.Sleep(ctx, bo.Next()) {
 				return
 			}
 			continue
@@ -264,18 +266,18 @@ func (s *sinkRun) read(ctx context.Context, r LogReader, buf []LogRecord, live b
 // decode is dead-lettered with its sequence (it can only come from damage
 // that slipped past the CRC, or from a newer agent's format).
 func (s *sinkRun) decode(got []LogRecord) error {
-	var bad []Dead
-	a := newStrArena(payloadBytes(got))
+	var bad []agent.Dead
+	a := agent.NewStringArena(payloadBytes(got))
 	for _, lr := range got {
 		if cap(s.recs) > len(s.recs) {
 			s.recs = s.recs[:len(s.recs)+1]
 		} else {
-			s.recs = append(s.recs, Record{})
+			s.recs = append(s.recs, agent.Record{})
 		}
 		r := &s.recs[len(s.recs)-1]
-		*r = Record{Fields: r.Fields[:0], Raw: r.Raw[:0]}
-		if _, err := r.unmarshalShared(lr.Payload, a); err != nil {
-			bad = append(bad, Dead{Record: Record{Raw: append([]byte(nil), lr.Payload...)}, Component: s.name, Err: fmt.Errorf("log record %d: %w", lr.Seq, err)})
+		*r = agent.Record{Fields: r.Fields[:0], Raw: r.Raw[:0]}
+		if _, err := r.UnmarshalShared(lr.Payload, a); err != nil {
+			bad = append(bad, agent.Dead{Record: agent.Record{Raw: append([]byte(nil), lr.Payload...)}, Component: s.name, Err: fmt.Errorf("log record %d: %w", lr.Seq, err)})
 			s.recs = s.recs[:len(s.recs)-1]
 			continue
 		}
@@ -309,7 +311,7 @@ func (s *sinkRun) clean() {
 		if c := cap(raw); c > keepRaw && c > 2*len(r.Raw) {
 			raw = nil
 		}
-		*r = Record{Fields: r.Fields[:0], Raw: raw}
+		*r = agent.Record{Fields: r.Fields[:0], Raw: raw}
 	}
 }
 
@@ -318,7 +320,7 @@ func (s *sinkRun) clean() {
 // batch: one allocation per batch rather than one per record. A sink that
 // keeps an ID past Write keeps that string alive, which is why sinks copy
 // what they keep.
-func assignIDs(pipeline string, recs []Record) {
+func assignIDs(pipeline string, recs []agent.Record) {
 	var num [20]byte
 	n := 0
 	for i := range recs {
@@ -384,7 +386,7 @@ func waitN(ctx context.Context, l *rate.Limiter, n int) bool {
 
 // deliver writes recs until the destination accepts them or refuses them for
 // good; it reports false only when ctx ended first.
-func (s *sinkRun) deliver(ctx context.Context, recs []Record, bo *Backoff) bool {
+func (s *sinkRun) deliver(ctx context.Context, recs []agent.Record, bo *agent.Backoff) bool {
 	if len(recs) == 0 {
 		return true
 	}
@@ -402,13 +404,13 @@ func (s *sinkRun) deliver(ctx context.Context, recs []Record, bo *Backoff) bool 
 		if ctx.Err() != nil {
 			return false
 		}
-		var rej *RejectedError
+		var rej *agent.RejectedError
 		switch {
 		case errors.As(err, &rej):
 			s.reject(ctx, recs, rej)
 			s.setOnline()
 			return true
-		case IsPermanent(err):
+		case agent.IsPermanent(err):
 			s.reject(ctx, recs, nil, err)
 			s.setOnline()
 			return true
@@ -417,12 +419,12 @@ func (s *sinkRun) deliver(ctx context.Context, recs []Record, bo *Backoff) bool 
 		s.wasOffline = true
 		s.retries.Inc()
 		wait := bo.Next()
-		if d, ok := RetryAfter(err); ok {
+		if d, ok := agent.RetryAfter(err); ok {
 			// The destination said when to come back; a fleet that obeys it
 			// does not hammer a server that is shedding load.
 			wait = min(max(d, 0), maxRetryAfter)
 		}
-		if !Sleep(ctx, wait) {
+		if !agent.Sleep(ctx, wait) {
 			return false
 		}
 	}
@@ -431,6 +433,18 @@ func (s *sinkRun) deliver(ctx context.Context, recs []Record, bo *Backoff) bool 
 // maxRetryAfter caps a destination's Retry-After, so that a bogus value
 // cannot park a sink for days.
 const maxRetryAfter = 15 * time.Minute
+
+// ownCursor returns s as an agent.CursorOwner if it keeps its own cursor.
+func ownCursor(s agent.Sink) (agent.CursorOwner, bool) {
+	co, ok := s.(agent.CursorOwner)
+	if !ok {
+		return nil, false
+	}
+	if o, ok := s.(interface{ OwnsCursor() bool }); ok && !o.OwnsCursor() {
+		return nil, false
+	}
+	return co, true
+}
 
 // skipToCursor asks a CursorOwner sink where the destination's cursor is and
 // moves the reader past what the destination already holds.
@@ -464,7 +478,7 @@ func (s *sinkRun) skipToCursor(ctx context.Context) error {
 }
 
 // done counts a batch the destination accepted in full.
-func (s *sinkRun) done(recs []Record) {
+func (s *sinkRun) done(recs []agent.Record) {
 	s.records.Add(len(recs))
 	s.bytes.AddInt64(int64(s.batchBytes(len(recs))))
 }
@@ -482,13 +496,13 @@ func (s *sinkRun) batchBytes(n int) int {
 
 // reject dead-letters the refused records: those listed in rej, or all of
 // them with err.
-func (s *sinkRun) reject(ctx context.Context, recs []Record, rej *RejectedError, err ...error) {
-	var dead []Dead
+func (s *sinkRun) reject(ctx context.Context, recs []agent.Record, rej *agent.RejectedError, err ...error) {
+	var dead []agent.Dead
 	if rej != nil {
 		accepted := s.batchBytes(len(recs))
 		for i, idx := range rej.Index {
 			if idx >= 0 && idx < len(recs) {
-				dead = append(dead, Dead{Record: recs[idx], Component: s.name, Err: rej.Errs[min(i, len(rej.Errs)-1)]})
+				dead = append(dead, agent.Dead{Record: recs[idx], Component: s.name, Err: rej.Errs[min(i, len(rej.Errs)-1)]})
 				if idx < len(s.sizes) {
 					accepted -= s.sizes[idx]
 				}
@@ -498,7 +512,7 @@ func (s *sinkRun) reject(ctx context.Context, recs []Record, rej *RejectedError,
 		s.bytes.AddInt64(int64(accepted))
 	} else {
 		for _, r := range recs {
-			dead = append(dead, Dead{Record: r, Component: s.name, Err: err[0]})
+			dead = append(dead, agent.Dead{Record: r, Component: s.name, Err: err[0]})
 		}
 	}
 	s.dropped.Add(len(dead))
@@ -567,7 +581,7 @@ func (s *sinkRun) owner() string { return "sink " + s.name }
 
 func (s *sinkRun) close(ctx context.Context) error {
 	var errs []error
-	if f, ok := s.sink.(Flusher); ok && s.connected {
+	if f, ok := s.sink.(agent.Flusher); ok && s.connected {
 		if err := f.Flush(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("%s: flush: %w", s.name, err))
 		}

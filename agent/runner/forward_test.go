@@ -1,4 +1,4 @@
-package agent_test
+package runner_test
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/agenttest"
+	"github.com/pspf/pspf-edge/agent/runner"
 )
 
 // paced slows a source down to one batch per every.
@@ -30,12 +31,12 @@ func runDisk(t testing.TB, src agent.Source, sink agent.Sink, sinkOpts string) {
 	t.Helper()
 	reg := harness(src, agenttest.OperatorFunc(func(context.Context, *agent.Batch) error { return nil }), sink)
 	yaml := "sources: [{script: {}}]\nsinks: [{rec: {}, " + sinkOpts + "}]\n"
-	spec, err := reg.ParsePipeline("p.yaml", []byte(yaml), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+	spec, err := reg.ParsePipeline("p.yaml", []byte(yaml), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
 	if err != nil {
 		t.Fatalf("parse: %v", err)
 	}
 	logger := slog.New(slog.DiscardHandler)
-	p, err := agent.NewPipeline(spec, agent.PipelineDeps{Registry: reg, DataDir: t.TempDir(), OpenLog: agent.OpenDiskLog(logger), Logger: logger, ShutdownTimeout: 30 * time.Second})
+	p, err := runner.NewPipeline(spec, runner.PipelineDeps{Registry: reg, DataDir: t.TempDir(), OpenLog: runner.OpenDiskLog(logger), Logger: logger, ShutdownTimeout: 30 * time.Second})
 	if err != nil {
 		t.Fatalf("new pipeline: %v", err)
 	}

@@ -1,4 +1,4 @@
-package agent_test
+package runner_test
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/agenttest"
+	"github.com/pspf/pspf-edge/agent/runner"
 )
 
 // healthSink fails its first writes, then, in the next one, reports the
@@ -62,30 +63,6 @@ func (s *healthSink) isWaiting() bool {
 	return s.waiting
 }
 
-// lockedBuf is a log destination safe for concurrent writes.
-type lockedBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) string() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *lockedBuf) count(sub string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Count(l.b.String(), sub)
-}
-
 // TestSinkHealth checks the sink status through an outage: failed writes
 // make the sink offline with the last failure as its last error (and the
 // pipeline's), logged once; a sink's Unreachable report while a write waits
@@ -93,7 +70,7 @@ func (l *lockedBuf) count(sub string) int {
 // offline_since and both last errors, and logs the end of the outage once.
 func TestSinkHealth(t *testing.T) {
 	sink := &healthSink{fails: 3, release: make(chan struct{})}
-	reg := agent.NewRegistry()
+	reg := runner.NewRegistry()
 	none := func() *noConfig { return &noConfig{} }
 	src := agenttest.NewScriptSource(batchOf(0, 10), batchOf(10, 10))
 	reg.Sources["script"] = agent.Typed[agent.Source]("test", none, func(*noConfig, agent.Env) (agent.Source, error) { return src, nil })
@@ -104,13 +81,13 @@ func TestSinkHealth(t *testing.T) {
 		sink.env = env
 		return sink, nil
 	})
-	spec, err := reg.ParsePipeline("p.yaml", []byte("sources: [{script: {}}]\nsinks: [{rec: {}, retry: {initial: 5ms, max: 10ms}}]\n"), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+	spec, err := reg.ParsePipeline("p.yaml", []byte("sources: [{script: {}}]\nsinks: [{rec: {}, retry: {initial: 5ms, max: 10ms}}]\n"), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
 	if err != nil {
 		t.Fatalf("parse: %v", err)
 	}
-	logs := &lockedBuf{}
+	logs := &agenttest.LogBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	p, err := agent.NewPipeline(spec, agent.PipelineDeps{Registry: reg, DataDir: t.TempDir(), OpenLog: agenttest.Open(), Logger: logger, ShutdownTimeout: 30 * time.Second})
+	p, err := runner.NewPipeline(spec, runner.PipelineDeps{Registry: reg, DataDir: t.TempDir(), OpenLog: agenttest.Open(), Logger: logger, ShutdownTimeout: 30 * time.Second})
 	if err != nil {
 		t.Fatalf("new pipeline: %v", err)
 	}
@@ -146,13 +123,13 @@ func TestSinkHealth(t *testing.T) {
 	if sink.got != 20 {
 		t.Errorf("got %d records delivered, want 20", sink.got)
 	}
-	if n := logs.count("sink offline"); n != 1 {
+	if n := strings.Count(logs.String(), "sink offline"); n != 1 {
 		t.Errorf("got %d 'sink offline' lines, want 1 for one outage of 4 failures", n)
 	}
-	if n := logs.count("sink online again"); n != 1 {
+	if n := strings.Count(logs.String(), "sink online again"); n != 1 {
 		t.Errorf("got %d 'sink online again' lines, want 1", n)
 	}
-	if n := logs.count("level=WARN"); n != 1 {
-		t.Errorf("got %d WARN lines, want 1:\n%s", n, logs.b.String())
+	if n := strings.Count(logs.String(), "level=WARN"); n != 1 {
+		t.Errorf("got %d WARN lines, want 1:\n%s", n, logs.String())
 	}
 }

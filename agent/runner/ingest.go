@@ -1,6 +1,8 @@
-package agent
+package runner
 
 import (
+	"github.com/pspf/pspf-edge/agent"
+
 	"context"
 	"errors"
 	"fmt"
@@ -18,7 +20,7 @@ import (
 type pending struct {
 	last uint64 // in the pipeline log; 0: nothing appended there
 	dead uint64 // in the dead-letter log; 0: nothing appended there
-	ack  AckFunc
+	ack  agent.AckFunc
 	n    int
 }
 
@@ -27,22 +29,22 @@ type pending struct {
 type sourceRun struct {
 	p       *Pipeline
 	name    string
-	src     Source
+	src     agent.Source
 	log     *slog.Logger
-	records *Counter
-	errors  *Counter
-	nacks   *Counter
+	records *agent.Counter
+	errors  *agent.Counter
+	nacks   *agent.Counter
 	// failingSince is when the current episode of failed connects or reads
 	// began (zero: none); failures counts its attempts. Only run's
 	// goroutine touches them.
 	failingSince time.Time
 	failures     int
 	ops          []opRun // the stateless operators; this source's own instances
-	batch        Batch
+	batch        agent.Batch
 	// fields is the batch's field storage, reused batch after batch (see
 	// presize); perRecord is the most fields a record has had after the
 	// stateless chain, which sizes it.
-	fields    []Field
+	fields    []agent.Field
 	perRecord int
 	arena     []byte    // the chunk's encoding; nil between chunks
 	arenas    sync.Pool // of *[]byte: arena between chunks (see clean)
@@ -50,7 +52,7 @@ type sourceRun struct {
 	pays      [][]byte
 }
 
-func newSourceRun(p *Pipeline, c ComponentSpec, s Source, env Env) *sourceRun {
+func newSourceRun(p *Pipeline, c ComponentSpec, s agent.Source, env agent.Env) *sourceRun {
 	return &sourceRun{
 		p: p, name: c.Name, src: s, log: env.Logger,
 		records: env.Counter("pspf_source_records_total"),
@@ -63,7 +65,7 @@ func newSourceRun(p *Pipeline, c ComponentSpec, s Source, env Env) *sourceRun {
 // batch, the batch is finished (appended and handed on, or nacked) even if ctx
 // ends meanwhile: the source stops, but nothing it handed over is abandoned.
 func (s *sourceRun) run(ctx context.Context, commits chan<- pending) {
-	bo := Backoff{Initial: 200 * time.Millisecond, Max: 30 * time.Second}
+	bo := agent.Backoff{Initial: 200 * time.Millisecond, Max: 30 * time.Second}
 	for {
 		err := s.src.Connect(ctx)
 		if err == nil {
@@ -74,7 +76,7 @@ func (s *sourceRun) run(ctx context.Context, commits chan<- pending) {
 		s.p.connectFailed(err)
 		d := bo.Next()
 		s.failed(fmt.Errorf("%s: connect: %w", s.name, err), "source connect failed; retrying with backoff", d)
-		if !Sleep(ctx, d) {
+		if !agent.Sleep(ctx, d) {
 			return
 		}
 	}
@@ -90,7 +92,7 @@ func (s *sourceRun) run(ctx context.Context, commits chan<- pending) {
 			} else {
 				d := bo.Next()
 				s.failed(fmt.Errorf("%s: read: %w", s.name, err), "source read failed; retrying with backoff", d)
-				if !Sleep(ctx, d) {
+				if !agent.Sleep(ctx, d) {
 					return
 				}
 				continue
@@ -140,7 +142,7 @@ func (s *sourceRun) owner() string { return "source " + s.name }
 // the log, a chunk of at most about ingestChunkBytes at a time, and hands
 // its ack to the committer (or acks or nacks it here when nothing of it
 // reached the log). The batch is acked once, as a whole.
-func (s *sourceRun) handle(ctx context.Context, recs []Record, ack AckFunc, commits chan<- pending) {
+func (s *sourceRun) handle(ctx context.Context, recs []agent.Record, ack agent.AckFunc, commits chan<- pending) {
 	now := s.p.deps.Now()
 	var last, dead uint64
 	n := 0
@@ -162,7 +164,7 @@ func (s *sourceRun) handle(ctx context.Context, recs []Record, ack AckFunc, comm
 		}
 		return
 	}
-	if a, ok := s.src.(Appender); ok {
+	if a, ok := s.src.(agent.Appender); ok {
 		a.Appended() // before the send: it may wait behind earlier fsyncs
 	}
 	commits <- pending{last: last, dead: dead, ack: ack, n: n}
@@ -178,7 +180,7 @@ const ingestChunkBytes = 512 << 10
 
 // chunkLen returns how many records from the front of recs make a chunk:
 // at least one, and no more than fit in max bytes.
-func chunkLen(recs []Record, max int) int {
+func chunkLen(recs []agent.Record, max int) int {
 	size := 0
 	for i := range recs {
 		size += recordBytes(&recs[i])
@@ -191,7 +193,7 @@ func chunkLen(recs []Record, max int) int {
 
 // recordBytes estimates the memory a record's data takes: its strings and
 // bytes, and a word or two per field.
-func recordBytes(r *Record) int {
+func recordBytes(r *agent.Record) int {
 	n := len(r.Raw) + len(r.ID) + len(r.Key) + len(r.Source)
 	for i := range r.Fields {
 		f := &r.Fields[i]
@@ -205,7 +207,7 @@ func recordBytes(r *Record) int {
 // none) and the count of records appended to the pipeline log (records the
 // log's overflow policy dropped are not an error: they were counted there).
 // It lets go of every copy it made before it returns.
-func (s *sourceRun) chunk(ctx context.Context, recs []Record, now time.Time) (last, dead uint64, n int, err error) {
+func (s *sourceRun) chunk(ctx context.Context, recs []agent.Record, now time.Time) (last, dead uint64, n int, err error) {
 	b := &s.batch
 	b.Reset()
 	b.Records = append(b.Records, recs...)
@@ -248,7 +250,7 @@ func (s *sourceRun) chunk(ctx context.Context, recs []Record, now time.Time) (la
 // to the source's pool: the next chunk takes it under load, and the
 // collector frees it once the source has been idle for two collections, so
 // a burst of large payloads leaves no memory behind.
-func (s *sourceRun) clean(used int, in []Record) {
+func (s *sourceRun) clean(used int, in []agent.Record) {
 	b := &s.batch
 	clear(s.fields[:used])
 	clear(in)
@@ -274,7 +276,7 @@ const maxPresized = 1 << 16
 // until handle returns: operators do not keep records (or their Fields)
 // across Process calls, the log append and the dead-letter encoding copy
 // them, and the source's own records are left as they were.
-func (s *sourceRun) presize(recs []Record) int {
+func (s *sourceRun) presize(recs []agent.Record) int {
 	if s.perRecord == 0 {
 		return 0 // the first batch shows how many fields a record gets
 	}
@@ -284,7 +286,7 @@ func (s *sourceRun) presize(recs []Record) int {
 		return 0
 	}
 	if cap(s.fields) < need {
-		s.fields = make([]Field, need)
+		s.fields = make([]agent.Field, need)
 	}
 	for i := range recs {
 		r := &recs[i]
@@ -294,7 +296,7 @@ func (s *sourceRun) presize(recs []Record) int {
 	return need
 }
 
-func (s *sourceRun) nack(ctx context.Context, ack AckFunc, err error) {
+func (s *sourceRun) nack(ctx context.Context, ack agent.AckFunc, err error) {
 	s.nacks.Inc()
 	s.p.setErr(fmt.Errorf("%s: %w", s.name, err))
 	s.log.Warn("batch not accepted; the source will redeliver it", "err", err)
@@ -305,7 +307,7 @@ func (s *sourceRun) nack(ctx context.Context, ack AckFunc, err error) {
 
 // encode marshals the records into one reused arena and returns a payload
 // slice per record; no allocation per record once the arena has grown.
-func (s *sourceRun) encode(recs []Record) ([][]byte, error) {
+func (s *sourceRun) encode(recs []agent.Record) ([][]byte, error) {
 	if s.arena == nil {
 		if p, ok := s.arenas.Get().(*[]byte); ok {
 			s.arena = *p

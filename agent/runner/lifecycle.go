@@ -1,13 +1,10 @@
-package agent
+package runner
 
 import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"time"
-
-	"gopkg.in/yaml.v3"
 )
 
 // StopOptions say how Run ends once the context given to it is done. The
@@ -52,18 +49,6 @@ func (p *Pipeline) stopOptions() StopOptions {
 func (c ComponentSpec) Fingerprint() string {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%+v\x00", c.Type, c.Name, c.Place, c.Sink)
-	if c.Node.y != nil {
-		writeCanonical(h, c.Node.y)
-	}
+	c.Node.WriteCanonical(h)
 	return hex.EncodeToString(h.Sum(nil))
-}
-
-// writeCanonical writes the content of y, without comments or positions.
-// The tree has no aliases left: parseDocument expanded them, within a bound.
-func writeCanonical(w io.Writer, y *yaml.Node) {
-	fmt.Fprintf(w, "%d:%s:%q[", y.Kind, y.Tag, y.Value)
-	for _, c := range y.Content {
-		writeCanonical(w, c)
-	}
-	io.WriteString(w, "]")
 }

@@ -1,6 +1,8 @@
-package agent
+package runner
 
 import (
+	"github.com/pspf/pspf-edge/agent"
+
 	"errors"
 	"fmt"
 )
@@ -70,7 +72,7 @@ func (s *sinkRun) followMain(last uint64) {
 	if s.live == nil || s.inLive {
 		return
 	}
-	if err := s.live.Ack(last); err != nil && !errors.Is(err, ErrStopped) {
+	if err := s.live.Ack(last); err != nil && !errors.Is(err, agent.ErrStopped) {
 		s.log.Debug("live cursor: follow main", "err", err)
 	}
 }

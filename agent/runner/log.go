@@ -1,4 +1,4 @@
-package agent
+package runner
 
 import (
 	"context"
@@ -8,7 +8,8 @@ import (
 
 // Log is the durable, append-only record log a pipeline writes after its
 // stateless operators and its sinks read from. The buffer package provides the
-// real one; cmd/pspf-edge adapts it. Payloads are msgp-encoded Records.
+// real one, adapted by DiskLog (OpenDiskLog). Payloads are msgp-encoded
+// agent.Records.
 type Log interface {
 	// Append copies payloads to the log and returns the sequence number of the
 	// last one. It may block while the log is full (overflow policy block).

@@ -1,6 +1,8 @@
-package agent
+package runner
 
 import (
+	"github.com/pspf/pspf-edge/agent"
+
 	"io"
 	"strings"
 	"sync"
@@ -8,11 +10,6 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 )
-
-// Counter is a monotonically increasing count, safe for concurrent use. Inc and
-// Add are a single atomic add: cheap enough for the hot path once the counter is
-// looked up (look it up at construction, not per record).
-type Counter = metrics.Counter
 
 // Metrics holds the counters and gauges of one agent or one pipeline, and writes
 // them in the Prometheus text format. It is not global: each agent makes its own.
@@ -30,7 +27,7 @@ func NewMetrics() *Metrics {
 
 // Counter returns the counter with the given name and labels, given as pairs of
 // label name and value, created on first use.
-func (m *Metrics) Counter(name string, labels ...string) *Counter {
+func (m *Metrics) Counter(name string, labels ...string) *agent.Counter {
 	return m.set.GetOrCreateCounter(metricName(name, labels))
 }
 

@@ -1,4 +1,4 @@
-package agent_test
+package runner_test
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/agenttest"
+	"github.com/pspf/pspf-edge/agent/runner"
 )
 
 // Under drop_newest, what a full log refuses is dropped for good and
@@ -32,15 +33,15 @@ func TestDropNewestDropsAndAcks(t *testing.T) {
 		return nil
 	}}
 	reg := harness(src, agenttest.OperatorFunc(func(context.Context, *agent.Batch) error { return nil }), sink)
-	buf := agent.DefaultBufferConfig()
+	buf := runner.DefaultBufferConfig()
 	buf.MaxBytes, buf.SegmentBytes, buf.Overflow = 16<<10, 4<<10, "drop_newest"
-	spec, err := reg.ParsePipeline("p.yaml", []byte(oneOfEach), agent.Defaults{Buffer: buf})
+	spec, err := reg.ParsePipeline("p.yaml", []byte(oneOfEach), runner.Defaults{Buffer: buf})
 	if err != nil {
 		t.Fatalf("parse: %v", err)
 	}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	p, err := agent.NewPipeline(spec, agent.PipelineDeps{Registry: reg, Metrics: agent.NewMetrics(), Logger: logger,
-		DataDir: t.TempDir(), OpenLog: agent.OpenDiskLog(logger), ShutdownTimeout: 5 * time.Second})
+	p, err := runner.NewPipeline(spec, runner.PipelineDeps{Registry: reg, Metrics: runner.NewMetrics(), Logger: logger,
+		DataDir: t.TempDir(), OpenLog: runner.OpenDiskLog(logger), ShutdownTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatalf("new pipeline: %v", err)
 	}

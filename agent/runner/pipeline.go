@@ -1,6 +1,8 @@
-package agent
+package runner
 
 import (
+	"github.com/pspf/pspf-edge/agent"
+
 	"context"
 	"errors"
 	"fmt"
@@ -59,7 +61,7 @@ type Pipeline struct {
 	deadLog Log
 	deadMu  sync.Mutex // serialises appends to deadLog
 
-	deadCount *Counter
+	deadCount *agent.Counter
 	startedAt time.Time
 	lastErr   atomic.Pointer[lastError]
 	stopOpts  atomic.Pointer[StopOptions] // how Run ends; see SetStop
@@ -70,16 +72,16 @@ type Pipeline struct {
 
 type opRun struct {
 	name     string
-	op       Operator
-	in, out  *Counter
-	panics   *Counter
-	failures *Counter
+	op       agent.Operator
+	in, out  *agent.Counter
+	panics   *agent.Counter
+	failures *agent.Counter
 }
 
 // newChain builds the stateless operators of specs, in order. Its counters
 // are the component's, shared by every chain built from the same spec: an
 // operator's figures add up over the sources that run it.
-func (p *Pipeline) newChain(specs []ComponentSpec, env func(ComponentSpec) Env) ([]opRun, error) {
+func (p *Pipeline) newChain(specs []ComponentSpec, env func(ComponentSpec) agent.Env) ([]opRun, error) {
 	ops := make([]opRun, 0, len(specs))
 	for _, c := range specs {
 		e := env(c)
@@ -117,9 +119,9 @@ func NewPipeline(spec *PipelineSpec, deps PipelineDeps) (_ *Pipeline, err error)
 	if err := os.MkdirAll(deps.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("pipeline %q: data dir: %w", spec.Name, err)
 	}
-	env := func(c ComponentSpec) Env {
+	env := func(c ComponentSpec) agent.Env {
 		dir := filepath.Join(deps.DataDir, "components", c.Name)
-		return Env{
+		return agent.Env{
 			Pipeline:  spec.Name,
 			Component: c.Name,
 			Logger:    p.log.With("component", c.Name),
@@ -173,7 +175,7 @@ func NewPipeline(spec *PipelineSpec, deps PipelineDeps) (_ *Pipeline, err error)
 	}
 	// A sink's Unreachable reports to its runner, which exists only once
 	// the sink does; it is called from Write, after Run started.
-	sinkEnv := func(c ComponentSpec, sr **sinkRun) Env {
+	sinkEnv := func(c ComponentSpec, sr **sinkRun) agent.Env {
 		e := env(c)
 		e.Unreachable = func(err error) { (*sr).offline(err) }
 		return e
@@ -381,7 +383,7 @@ func (p *Pipeline) LastError() string {
 // process runs the stateless operators ops (a chain no other goroutine
 // runs meanwhile) over b. An operator's error or panic moves the batch's
 // records to the dead letters and ends the chain for it.
-func (p *Pipeline) process(ctx context.Context, ops []opRun, b *Batch) {
+func (p *Pipeline) process(ctx context.Context, ops []opRun, b *agent.Batch) {
 	for i := range ops {
 		o := &ops[i]
 		o.in.Add(len(b.Records))
@@ -401,7 +403,7 @@ func (p *Pipeline) process(ctx context.Context, ops []opRun, b *Batch) {
 	}
 }
 
-func (o *opRun) call(ctx context.Context, b *Batch) (err error) {
+func (o *opRun) call(ctx context.Context, b *agent.Batch) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			o.panics.Inc()
@@ -417,7 +419,7 @@ func (o *opRun) call(ctx context.Context, b *Batch) (err error) {
 
 // deadLetter appends rejected records to the dead-letter log with their reason
 // in the fields `_error` and `_component`.
-func (p *Pipeline) deadLetter(ctx context.Context, dead []Dead) {
+func (p *Pipeline) deadLetter(ctx context.Context, dead []agent.Dead) {
 	last := p.appendDead(ctx, dead)
 	if last == 0 {
 		return
@@ -431,7 +433,7 @@ func (p *Pipeline) deadLetter(ctx context.Context, dead []Dead) {
 // appendDead appends dead records to the dead-letter log without waiting
 // for their fsync, and returns the sequence of the last one (0 if none was
 // appended: a failure is logged and shows in the pipeline's status).
-func (p *Pipeline) appendDead(ctx context.Context, dead []Dead) uint64 {
+func (p *Pipeline) appendDead(ctx context.Context, dead []agent.Dead) uint64 {
 	if len(dead) == 0 {
 		return 0
 	}

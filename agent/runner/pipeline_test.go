@@ -1,4 +1,4 @@
-package agent_test
+package runner_test
 
 import (
 	"context"
@@ -14,14 +14,15 @@ import (
 
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/agenttest"
+	"github.com/pspf/pspf-edge/agent/runner"
 )
 
 type noConfig struct{}
 
 // harness builds a registry whose "script" source, "op" operator and "rec"
 // sink are the given instances.
-func harness(src agent.Source, op agent.Operator, sink agent.Sink) *agent.Registry {
-	reg := agent.NewRegistry()
+func harness(src agent.Source, op agent.Operator, sink agent.Sink) *runner.Registry {
+	reg := runner.NewRegistry()
 	none := func() *noConfig { return &noConfig{} }
 	reg.Sources["script"] = agent.Typed[agent.Source]("test", none, func(*noConfig, agent.Env) (agent.Source, error) { return src, nil })
 	reg.Operators["op"] = agent.Typed[agent.Operator]("test", none, func(*noConfig, agent.Env) (agent.Operator, error) { return op, nil })
@@ -37,14 +38,14 @@ func batchOf(from, n int) []agent.Record {
 	return out
 }
 
-func runPipeline(t *testing.T, reg *agent.Registry, yaml string, timeout time.Duration) (*agent.Metrics, error) {
+func runPipeline(t *testing.T, reg *runner.Registry, yaml string, timeout time.Duration) (*runner.Metrics, error) {
 	t.Helper()
-	spec, err := reg.ParsePipeline("p.yaml", []byte(yaml), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+	spec, err := reg.ParsePipeline("p.yaml", []byte(yaml), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
 	if err != nil {
 		t.Fatalf("parse: %v", err)
 	}
-	m := agent.NewMetrics()
-	p, err := agent.NewPipeline(spec, agent.PipelineDeps{Registry: reg, Metrics: m, DataDir: t.TempDir(), OpenLog: agenttest.Open(), ShutdownTimeout: 5 * time.Second})
+	m := runner.NewMetrics()
+	p, err := runner.NewPipeline(spec, runner.PipelineDeps{Registry: reg, Metrics: m, DataDir: t.TempDir(), OpenLog: agenttest.Open(), ShutdownTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatalf("new pipeline: %v", err)
 	}
@@ -55,7 +56,7 @@ func runPipeline(t *testing.T, reg *agent.Registry, yaml string, timeout time.Du
 
 const oneOfEach = "sources: [{script: {}}]\noperators: [{op: {}}]\nsinks: [{rec: {}, retry: {initial: 1ms, max: 5ms}}]\n"
 
-func metric(m *agent.Metrics, name string) string {
+func metric(m *runner.Metrics, name string) string {
 	var b strings.Builder
 	m.WritePrometheus(&b)
 	for _, l := range strings.Split(b.String(), "\n") {
@@ -355,7 +356,7 @@ func (s *ackCheckSource) Read(ctx context.Context) ([]agent.Record, agent.AckFun
 func TestPipelineDeadLettersDurableBeforeAck(t *testing.T) {
 	var dead *syncedLog
 	open := agenttest.Open()
-	openLog := func(dir string, cfg agent.BufferConfig) (agent.Log, error) {
+	openLog := func(dir string, cfg runner.BufferConfig) (runner.Log, error) {
 		l, err := open(dir, cfg)
 		if err != nil || filepath.Base(dir) != "dead" {
 			return l, err
@@ -387,12 +388,12 @@ func TestPipelineDeadLettersDurableBeforeAck(t *testing.T) {
 		b.Records = keep
 		return nil
 	})
-	spec, err := harness(src, reject, sink).ParsePipeline("p.yaml", []byte(oneOfEach), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+	spec, err := harness(src, reject, sink).ParsePipeline("p.yaml", []byte(oneOfEach), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := agent.NewMetrics()
-	p, err := agent.NewPipeline(spec, agent.PipelineDeps{Registry: harness(src, reject, sink), Metrics: m, DataDir: t.TempDir(), OpenLog: openLog, ShutdownTimeout: 5 * time.Second})
+	m := runner.NewMetrics()
+	p, err := runner.NewPipeline(spec, runner.PipelineDeps{Registry: harness(src, reject, sink), Metrics: m, DataDir: t.TempDir(), OpenLog: openLog, ShutdownTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -429,11 +430,11 @@ func TestPipelineReportErrorIsLastError(t *testing.T) {
 			env = e
 			return agenttest.NewScriptSource(), nil
 		})
-	spec, err := reg.ParsePipeline("p.yaml", []byte(oneOfEach), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+	spec, err := reg.ParsePipeline("p.yaml", []byte(oneOfEach), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
 	if err != nil {
 		t.Fatalf("parse: %v", err)
 	}
-	p, err := agent.NewPipeline(spec, agent.PipelineDeps{Registry: reg, DataDir: t.TempDir(), OpenLog: agenttest.Open()})
+	p, err := runner.NewPipeline(spec, runner.PipelineDeps{Registry: reg, DataDir: t.TempDir(), OpenLog: agenttest.Open()})
 	if err != nil {
 		t.Fatalf("new pipeline: %v", err)
 	}
@@ -457,12 +458,12 @@ func TestPipelineReportErrorIsLastError(t *testing.T) {
 func TestSourceFailuresAreAnEpisode(t *testing.T) {
 	src := &flakySource{fails: 5, ScriptSource: agenttest.NewScriptSource([]agent.Record{{Raw: []byte("x")}})}
 	reg := harness(src, agenttest.OperatorFunc(func(context.Context, *agent.Batch) error { return nil }), &agenttest.RecordingSink{})
-	spec, err := reg.ParsePipeline("p.yaml", []byte(oneOfEach), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+	spec, err := reg.ParsePipeline("p.yaml", []byte(oneOfEach), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
 	if err != nil {
 		t.Fatalf("parse: %v", err)
 	}
-	var logs lockedBuf
-	p, err := agent.NewPipeline(spec, agent.PipelineDeps{Registry: reg, DataDir: t.TempDir(), OpenLog: agenttest.Open(),
+	var logs agenttest.LogBuffer
+	p, err := runner.NewPipeline(spec, runner.PipelineDeps{Registry: reg, DataDir: t.TempDir(), OpenLog: agenttest.Open(),
 		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))})
 	if err != nil {
 		t.Fatalf("new pipeline: %v", err)
@@ -483,7 +484,7 @@ func TestSourceFailuresAreAnEpisode(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("run: %v", err)
 	}
-	out := logs.string()
+	out := logs.String()
 	if n := strings.Count(out, "source connect failed"); n != 1 {
 		t.Errorf("got %d WARN lines for 5 failed connects, want 1:\n%s", n, out)
 	}

@@ -1,6 +1,8 @@
-package agent
+package runner
 
 import (
+	"github.com/pspf/pspf-edge/agent"
+
 	"context"
 	"errors"
 	"fmt"
@@ -29,17 +31,17 @@ func DeadLetterBufferConfig() BufferConfig {
 // DecodeDead decodes a dead-letter log payload into r, without the fields
 // the dead-letter log added, and returns the component that refused the
 // record and why.
-func DecodeDead(payload []byte, r *Record) (component, reason string, err error) {
-	*r = Record{Fields: r.Fields[:0]}
+func DecodeDead(payload []byte, r *agent.Record) (component, reason string, err error) {
+	*r = agent.Record{Fields: r.Fields[:0]}
 	if _, err := r.UnmarshalMsg(payload); err != nil {
 		return "", "", err
 	}
 	keep := r.Fields[:0]
 	for _, f := range r.Fields {
 		switch {
-		case f.Name == DeadComponentField && f.Kind == KindString:
+		case f.Name == DeadComponentField && f.Kind == agent.KindString:
 			component = f.Str
-		case f.Name == DeadErrorField && f.Kind == KindString:
+		case f.Name == DeadErrorField && f.Kind == agent.KindString:
 			reason = f.Str
 		default:
 			keep = append(keep, f)
@@ -110,7 +112,7 @@ func RedriveCursor(sink string, all bool) string {
 // not the log's.
 //
 // The caller owns dead, sink and their lifetimes; Redrive calls Connect.
-func Redrive(ctx context.Context, dead Log, sink Sink, o RedriveOptions) (RedriveProgress, error) {
+func Redrive(ctx context.Context, dead Log, sink agent.Sink, o RedriveOptions) (RedriveProgress, error) {
 	var pr RedriveProgress
 	if _, ok := ownCursor(sink); ok {
 		return pr, fmt.Errorf("redrive: sink %q keeps its own cursor at the destination (exactly_once): redrive through an at-least-once sink entry", o.Sink)
@@ -129,7 +131,7 @@ func Redrive(ctx context.Context, dead Log, sink Sink, o RedriveOptions) (Redriv
 	if err != nil {
 		return pr, fmt.Errorf("redrive: cursor: %w", err)
 	}
-	bo := Backoff{Initial: o.Retry.Initial, Max: o.Retry.Max}
+	bo := agent.Backoff{Initial: o.Retry.Initial, Max: o.Retry.Max}
 	rd := redriver{o: o, dead: dead, sink: sink, bo: &bo}
 	for {
 		err := sink.Connect(ctx)
@@ -141,7 +143,7 @@ func Redrive(ctx context.Context, dead Log, sink Sink, o RedriveOptions) (Redriv
 			return pr, fmt.Errorf("redrive: connect: %w", err)
 		}
 		rd.down(err)
-		if !Sleep(ctx, bo.Next()) {
+		if !agent.Sleep(ctx, bo.Next()) {
 			return pr, fmt.Errorf("redrive: connect: %w", err)
 		}
 	}
@@ -189,9 +191,9 @@ func Redrive(ctx context.Context, dead Log, sink Sink, o RedriveOptions) (Redriv
 type redriver struct {
 	o       RedriveOptions
 	dead    Log
-	sink    Sink
-	bo      *Backoff
-	recs    []Record
+	sink    agent.Sink
+	bo      *agent.Backoff
+	recs    []agent.Record
 	offline bool // the destination is down: WARN logged
 	// refusedOnce: a batch was refused again (WARN logged; later ones at DEBUG)
 	refusedOnce bool
@@ -222,7 +224,7 @@ func (rd *redriver) batch(ctx context.Context, got []LogRecord, pr *RedriveProgr
 		if cap(recs) > len(recs) {
 			recs = recs[:len(recs)+1]
 		} else {
-			recs = append(recs, Record{})
+			recs = append(recs, agent.Record{})
 		}
 		rec := &recs[len(recs)-1]
 		comp, _, err := DecodeDead(lr.Payload, rec)
@@ -258,32 +260,32 @@ func (rd *redriver) batch(ctx context.Context, got []LogRecord, pr *RedriveProgr
 		if ctx.Err() != nil {
 			return fmt.Errorf("redrive: %w", ctx.Err())
 		}
-		var rej *RejectedError
+		var rej *agent.RejectedError
 		switch {
 		case errors.As(err, &rej):
-			dead := make([]Dead, 0, len(rej.Index))
+			dead := make([]agent.Dead, 0, len(rej.Index))
 			for i, idx := range rej.Index {
 				if idx >= 0 && idx < len(recs) {
-					dead = append(dead, Dead{Record: recs[idx], Component: rd.o.Sink, Err: rej.Errs[min(i, len(rej.Errs)-1)]})
+					dead = append(dead, agent.Dead{Record: recs[idx], Component: rd.o.Sink, Err: rej.Errs[min(i, len(rej.Errs)-1)]})
 				}
 			}
 			pr.Sent += uint64(len(recs) - len(dead))
 			rd.online()
 			return rd.refused(ctx, dead, pr)
-		case IsPermanent(err):
-			dead := make([]Dead, 0, len(recs))
+		case agent.IsPermanent(err):
+			dead := make([]agent.Dead, 0, len(recs))
 			for _, r := range recs {
-				dead = append(dead, Dead{Record: r, Component: rd.o.Sink, Err: err})
+				dead = append(dead, agent.Dead{Record: r, Component: rd.o.Sink, Err: err})
 			}
 			rd.online()
 			return rd.refused(ctx, dead, pr)
 		}
 		rd.down(err)
 		wait := rd.bo.Next()
-		if d, ok := RetryAfter(err); ok {
+		if d, ok := agent.RetryAfter(err); ok {
 			wait = min(max(d, 0), maxRetryAfter)
 		}
-		if !Sleep(ctx, wait) {
+		if !agent.Sleep(ctx, wait) {
 			return fmt.Errorf("redrive: stopped while the destination was unavailable: %w", err)
 		}
 	}
@@ -309,7 +311,7 @@ func (rd *redriver) online() {
 
 // refused appends what the sink refused again to the dead-letter log, with
 // the new reason, and waits for it to be durable.
-func (rd *redriver) refused(ctx context.Context, dead []Dead, pr *RedriveProgress) error {
+func (rd *redriver) refused(ctx context.Context, dead []agent.Dead, pr *RedriveProgress) error {
 	if len(dead) == 0 {
 		return nil
 	}
@@ -339,8 +341,8 @@ func (rd *redriver) refused(ctx context.Context, dead []Dead, pr *RedriveProgres
 }
 
 // deadPayload encodes a dead letter as the dead-letter log stores it.
-func deadPayload(d Dead) ([]byte, error) {
+func deadPayload(d agent.Dead) ([]byte, error) {
 	r := d.Record
-	r.Fields = append(r.Fields[:len(r.Fields):len(r.Fields)], String(DeadErrorField, d.Err.Error()), String(DeadComponentField, d.Component))
+	r.Fields = append(r.Fields[:len(r.Fields):len(r.Fields)], agent.String(DeadErrorField, d.Err.Error()), agent.String(DeadComponentField, d.Component))
 	return r.MarshalMsg(nil)
 }

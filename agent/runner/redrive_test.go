@@ -1,4 +1,4 @@
-package agent_test
+package runner_test
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/agenttest"
+	"github.com/pspf/pspf-edge/agent/runner"
 )
 
 // redriveSink fails its first Write, then refuses for good the records
@@ -37,7 +38,7 @@ func (s *redriveSink) Write(_ context.Context, recs []agent.Record) error {
 			rej.Errs = append(rej.Errs, errors.New("still too large"))
 			continue
 		}
-		if r.Field(agent.DeadErrorField) != nil || r.Field(agent.DeadComponentField) != nil {
+		if r.Field(runner.DeadErrorField) != nil || r.Field(runner.DeadComponentField) != nil {
 			return errors.New("a dead letter's own fields were sent")
 		}
 		s.ids = append(s.ids, r.ID)
@@ -54,7 +55,7 @@ func (cursorSink) Cursor(context.Context) (uint64, bool, error) { return 0, fals
 
 func deadLetter(t *testing.T, r agent.Record, component string) []byte {
 	t.Helper()
-	r.Fields = append(r.Fields, agent.String(agent.DeadErrorField, "topic missing"), agent.String(agent.DeadComponentField, component))
+	r.Fields = append(r.Fields, agent.String(runner.DeadErrorField, "topic missing"), agent.String(runner.DeadComponentField, component))
 	b, err := r.MarshalMsg(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -82,10 +83,10 @@ func TestRedrive(t *testing.T) {
 	if _, err := dead.Append(ctx, payloads); err != nil {
 		t.Fatal(err)
 	}
-	opts := agent.RedriveOptions{Pipeline: "p", Sink: "up", Retry: agent.RetryConfig{Initial: time.Millisecond, Max: 2 * time.Millisecond}}
+	opts := runner.RedriveOptions{Pipeline: "p", Sink: "up", Retry: runner.RetryConfig{Initial: time.Millisecond, Max: 2 * time.Millisecond}}
 	sink := &redriveSink{refuse: true}
-	pr, err := agent.Redrive(ctx, dead, sink, opts)
-	want := agent.RedriveProgress{Total: 6, Seen: 6, Sent: 3, Skipped: 1, Refused: 1, Undecodable: 1}
+	pr, err := runner.Redrive(ctx, dead, sink, opts)
+	want := runner.RedriveProgress{Total: 6, Seen: 6, Sent: 3, Skipped: 1, Refused: 1, Undecodable: 1}
 	if err != nil || pr != want {
 		t.Fatalf("first run: got %+v, %v; want %+v", pr, err, want)
 	}
@@ -97,34 +98,34 @@ func TestRedrive(t *testing.T) {
 		t.Fatalf("dead-letter log next %d, want 8 (one record appended)", next)
 	}
 	r, _ := dead.Reader("check")
-	got, err := r.Read(ctx, make([]agent.LogRecord, 0, 10), 1<<20)
+	got, err := r.Read(ctx, make([]runner.LogRecord, 0, 10), 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var rec agent.Record
-	comp, reason, err := agent.DecodeDead(got[len(got)-1].Payload, &rec)
+	comp, reason, err := runner.DecodeDead(got[len(got)-1].Payload, &rec)
 	if err != nil || comp != "up" || !strings.Contains(reason, "still too large") || rec.ID != "p:4" {
 		t.Errorf("re-appended dead letter: %q %q %q %v, want p:4 refused by up, still too large", rec.ID, comp, reason, err)
 	}
 
 	sink.refuse, sink.ids = false, nil
-	pr, err = agent.Redrive(ctx, dead, sink, opts)
-	if want := (agent.RedriveProgress{Total: 1, Seen: 1, Sent: 1}); err != nil || pr != want || !slices.Equal(sink.ids, []string{"p:4"}) {
+	pr, err = runner.Redrive(ctx, dead, sink, opts)
+	if want := (runner.RedriveProgress{Total: 1, Seen: 1, Sent: 1}); err != nil || pr != want || !slices.Equal(sink.ids, []string{"p:4"}) {
 		t.Errorf("second run: got %+v, %v, sent %v; want %+v and p:4", pr, err, sink.ids, want)
 	}
 	sink.ids = nil
-	if pr, err = agent.Redrive(ctx, dead, sink, opts); err != nil || pr.Seen != 0 || len(sink.ids) != 0 {
+	if pr, err = runner.Redrive(ctx, dead, sink, opts); err != nil || pr.Seen != 0 || len(sink.ids) != 0 {
 		t.Errorf("third run: got %+v, %v, sent %v; want nothing", pr, err, sink.ids)
 	}
 
 	opts.All = true
 	sink.ids = nil
-	pr, err = agent.Redrive(ctx, dead, sink, opts)
+	pr, err = runner.Redrive(ctx, dead, sink, opts)
 	if err != nil || pr.Sent != 6 || pr.Undecodable != 1 || !slices.Contains(sink.ids, "p:dead:3") {
 		t.Errorf("--all: got %+v, %v, sent %v; want 6 sent (every record, p:4 in both its copies, the decoder's as p:dead:3)", pr, err, sink.ids)
 	}
 
-	if _, err := agent.Redrive(ctx, dead, &cursorSink{}, opts); err == nil || !strings.Contains(err.Error(), "exactly_once") {
+	if _, err := runner.Redrive(ctx, dead, &cursorSink{}, opts); err == nil || !strings.Contains(err.Error(), "exactly_once") {
 		t.Errorf("through a sink with its own cursor: got %v, want a refusal", err)
 	}
 }

@@ -1,6 +1,8 @@
-package agent
+package runner
 
 import (
+	"github.com/pspf/pspf-edge/agent"
+
 	"reflect"
 	"sort"
 	"strings"
@@ -102,9 +104,9 @@ func typeSchema(t reflect.Type) map[string]any {
 	switch t {
 	case reflect.TypeOf(time.Duration(0)):
 		return map[string]any{"type": "string", "pattern": `^([0-9.]+(ns|us|µs|ms|s|m|h))+$`}
-	case reflect.TypeOf(ByteSize(0)):
+	case reflect.TypeOf(agent.ByteSize(0)):
 		return map[string]any{"type": []string{"integer", "string"}, "pattern": `^[0-9.]+ *(B|KB|MB|GB|KiB|MiB|GiB)?$`}
-	case nodeType:
+	case reflect.TypeOf(agent.Node{}):
 		return map[string]any{}
 	}
 	switch t.Kind() {

@@ -1,4 +1,4 @@
-package agent_test
+package runner_test
 
 import (
 	"fmt"
@@ -9,6 +9,7 @@ import (
 
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/agenttest"
+	"github.com/pspf/pspf-edge/agent/runner"
 	"github.com/pspf/pspf-edge/operators/decode"
 	"github.com/pspf/pspf-edge/operators/filter"
 	"github.com/pspf/pspf-edge/operators/mapop"
@@ -22,7 +23,7 @@ import (
 // over the sources.
 func TestPipelineSourcesRunOwnChains(t *testing.T) {
 	const sources, batches, perBatch = 3, 40, 25
-	reg := agent.NewRegistry()
+	reg := runner.NewRegistry()
 	reg.Operators["decode"] = decode.Factory()
 	reg.Operators["filter"] = filter.Factory()
 	reg.Operators["map"] = mapop.Factory()
@@ -118,6 +119,6 @@ sinks: [{rec: {}, retry: {initial: 1ms, max: 5ms}}]
 }
 
 // counterValue returns the value of pipeline p's counter name of component.
-func counterValue(m *agent.Metrics, name, component string) int {
+func counterValue(m *runner.Metrics, name, component string) int {
 	return int(m.Counter(name, "pipeline", "p", "component", component).Get())
 }

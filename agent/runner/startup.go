@@ -1,6 +1,9 @@
-package agent
+package runner
 
-import "sync"
+import (
+	"github.com/pspf/pspf-edge/agent"
+	"sync"
+)
 
 // startup follows a pipeline's first connections, so that whoever started it
 // can tell a generation that came up from one that cannot: see Started.
@@ -53,7 +56,7 @@ func (p *Pipeline) connected(c any) {
 // failures (an outage: refused, timed out, unreachable) are retried and do
 // not count.
 func (p *Pipeline) connectFailed(err error) {
-	if !IsPermanent(err) {
+	if !agent.IsPermanent(err) {
 		return
 	}
 	s := &p.setup

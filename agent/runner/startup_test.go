@@ -1,4 +1,4 @@
-package agent_test
+package runner_test
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/agenttest"
+	"github.com/pspf/pspf-edge/agent/runner"
 )
 
 // connectSink's Connect returns what fail says for each attempt (1, 2, ...).
@@ -51,18 +52,18 @@ func TestStartedTellsSetupErrorsFromOutages(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			sink := &connectSink{fail: tt.fail}
 			reg := harness(agenttest.NewScriptSource(batchOf(0, 3)), agenttest.OperatorFunc(func(context.Context, *agent.Batch) error { return nil }), sink)
-			spec, err := reg.ParsePipeline("p.yaml", []byte(oneOfEach), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+			spec, err := reg.ParsePipeline("p.yaml", []byte(oneOfEach), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
 			if err != nil {
 				t.Fatal(err)
 			}
-			p, err := agent.NewPipeline(spec, agent.PipelineDeps{Registry: reg, DataDir: t.TempDir(), OpenLog: agenttest.Open(), ShutdownTimeout: time.Second})
+			p, err := runner.NewPipeline(spec, runner.PipelineDeps{Registry: reg, DataDir: t.TempDir(), OpenLog: agenttest.Open(), ShutdownTimeout: time.Second})
 			if err != nil {
 				t.Fatal(err)
 			}
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
 			go func() { done <- p.Run(ctx) }()
-			defer func() { p.SetStop(agent.StopOptions{KeepBacklog: true}); cancel(); <-done }()
+			defer func() { p.SetStop(runner.StopOptions{KeepBacklog: true}); cancel(); <-done }()
 			if tt.started {
 				select {
 				case <-p.Started():

@@ -1,6 +1,8 @@
-package agent
+package runner
 
 import (
+	"github.com/pspf/pspf-edge/agent"
+
 	"strings"
 	"testing"
 	"time"
@@ -16,10 +18,10 @@ func TestOpTableFollowsTypePlaceAndParameters(t *testing.T) {
 	}
 	type none struct{}
 	reg := NewRegistry()
-	reg.Sources["src"] = Typed[Source]("source", func() *none { return &none{} }, func(*none, Env) (Source, error) { return nil, nil })
-	reg.Sinks["snk"] = Typed[Sink]("sink", func() *none { return &none{} }, func(*none, Env) (Sink, error) { return nil, nil })
-	reg.Operators["pass"] = Typed[Operator]("stateless", func() *none { return &none{} }, func(*none, Env) (Operator, error) { return nil, nil })
-	win := Typed[Operator]("stateful", func() *winCfg { return &winCfg{Late: "dead_letter"} }, func(*winCfg, Env) (Operator, error) { return nil, nil })
+	reg.Sources["src"] = agent.Typed[agent.Source]("source", func() *none { return &none{} }, func(*none, agent.Env) (agent.Source, error) { return nil, nil })
+	reg.Sinks["snk"] = agent.Typed[agent.Sink]("sink", func() *none { return &none{} }, func(*none, agent.Env) (agent.Sink, error) { return nil, nil })
+	reg.Operators["pass"] = agent.Typed[agent.Operator]("stateless", func() *none { return &none{} }, func(*none, agent.Env) (agent.Operator, error) { return nil, nil })
+	win := agent.Typed[agent.Operator]("stateful", func() *winCfg { return &winCfg{Late: "dead_letter"} }, func(*winCfg, agent.Env) (agent.Operator, error) { return nil, nil })
 	win.Stateful = true
 	reg.Operators["win"] = win
 	reg.Operators["win2"] = win

@@ -1,4 +1,4 @@
-package agent_test
+package runner_test
 
 import (
 	"bufio"
@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/runner"
 	"github.com/pspf/pspf-edge/operators/window"
 	"github.com/pspf/pspf-edge/state"
 )
@@ -82,16 +83,16 @@ func TestStatefulCrashChild(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	reg := agent.NewRegistry()
+	reg := runner.NewRegistry()
 	none := func() *struct{} { return &struct{}{} }
 	reg.Sources["eof"] = agent.Typed[agent.Source]("test", none, func(*struct{}, agent.Env) (agent.Source, error) { return eofSource{}, nil })
 	reg.Sinks["lines"] = agent.Typed[agent.Sink]("test", none, func(*struct{}, agent.Env) (agent.Sink, error) { return &lineSink{f}, nil })
 	reg.Operators["window"] = window.Factory()
-	spec, err := reg.ParsePipeline("crash.yaml", []byte(crashPipeline), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+	spec, err := reg.ParsePipeline("crash.yaml", []byte(crashPipeline), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := agent.NewPipeline(spec, agent.PipelineDeps{Registry: reg, DataDir: dir, OpenLog: agent.OpenDiskLog(slog.New(slog.DiscardHandler)),
+	p, err := runner.NewPipeline(spec, runner.PipelineDeps{Registry: reg, DataDir: dir, OpenLog: runner.OpenDiskLog(slog.New(slog.DiscardHandler)),
 		CheckpointInterval: 15 * time.Millisecond, ShutdownTimeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)
@@ -105,7 +106,7 @@ func TestStatefulCrashChild(t *testing.T) {
 // 1 ms apart in event time, every 97th one 1.5 s late.
 func fillCrashLog(t *testing.T, dir string, n int) {
 	t.Helper()
-	l, err := agent.OpenDiskLog(slog.New(slog.DiscardHandler))(filepath.Join(dir, "log"), agent.DefaultBufferConfig())
+	l, err := runner.OpenDiskLog(slog.New(slog.DiscardHandler))(filepath.Join(dir, "log"), runner.DefaultBufferConfig())
 	if err != nil {
 		t.Fatal(err)
 	}

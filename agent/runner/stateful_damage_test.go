@@ -1,7 +1,6 @@
-package agent_test
+package runner_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -12,32 +11,14 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/agenttest"
+	"github.com/pspf/pspf-edge/agent/runner"
 	"github.com/pspf/pspf-edge/state"
 )
-
-// logBuffer is a goroutine-safe log destination.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // chanSource emits the batches sent on its channel and blocks otherwise;
 // closing the channel ends it.
@@ -66,13 +47,13 @@ type stateHarness struct {
 	buffer  string // the pipeline's buffer: block
 	size    string // the window size
 	cache   int64
-	metrics *agent.Metrics
-	logs    *logBuffer
+	metrics *runner.Metrics
+	logs    *agenttest.LogBuffer
 	out     []agent.Record // every output delivered, in order
 }
 
 func newStateHarness(t *testing.T, buffer string) *stateHarness {
-	return &stateHarness{t: t, dir: t.TempDir(), buffer: buffer, size: "1s", metrics: agent.NewMetrics(), logs: &logBuffer{}}
+	return &stateHarness{t: t, dir: t.TempDir(), buffer: buffer, size: "1s", metrics: runner.NewMetrics(), logs: &agenttest.LogBuffer{}}
 }
 
 const damagePipeline = `
@@ -84,24 +65,24 @@ sinks: [{rec: {}, retry: {initial: 1ms, max: 5ms}}]
 
 // pipeline builds the pipeline over src; its outputs are added to h.out
 // when the run ends.
-func (h *stateHarness) pipeline(src agent.Source) (*agent.Pipeline, *agenttest.RecordingSink, error) {
+func (h *stateHarness) pipeline(src agent.Source) (*runner.Pipeline, *agenttest.RecordingSink, error) {
 	h.t.Helper()
 	sink := &agenttest.RecordingSink{}
 	reg := windowRegistry(src, sink)
-	spec, err := reg.ParsePipeline("w.yaml", []byte(strings.Replace(damagePipeline, "SIZE", h.size, 1)+h.buffer), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+	spec, err := reg.ParsePipeline("w.yaml", []byte(strings.Replace(damagePipeline, "SIZE", h.size, 1)+h.buffer), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
 	if err != nil {
 		h.t.Fatalf("parse: %v", err)
 	}
 	logger := slog.New(slog.NewTextHandler(h.logs, nil))
-	p, err := agent.NewPipeline(spec, agent.PipelineDeps{Registry: reg, DataDir: h.dir, Metrics: h.metrics, Logger: logger,
-		OpenLog: agent.OpenDiskLog(logger), ShutdownTimeout: 10 * time.Second, CheckpointInterval: 20 * time.Millisecond,
+	p, err := runner.NewPipeline(spec, runner.PipelineDeps{Registry: reg, DataDir: h.dir, Metrics: h.metrics, Logger: logger,
+		OpenLog: runner.OpenDiskLog(logger), ShutdownTimeout: 10 * time.Second, CheckpointInterval: 20 * time.Millisecond,
 		StateCacheBytes: h.cache})
 	return p, sink, err
 }
 
 // run runs the pipeline over batches until it has processed and delivered
 // them, and returns its status.
-func (h *stateHarness) run(batches ...[]agent.Record) agent.Status {
+func (h *stateHarness) run(batches ...[]agent.Record) runner.Status {
 	h.t.Helper()
 	p, sink, err := h.pipeline(agenttest.NewScriptSource(batches...))
 	if err != nil {

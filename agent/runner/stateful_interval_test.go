@@ -1,4 +1,4 @@
-package agent_test
+package runner_test
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/agenttest"
+	"github.com/pspf/pspf-edge/agent/runner"
 )
 
 // idleSource emits one batch, then waits for the end of the run, so the
@@ -36,13 +37,13 @@ func (s *idleSource) Close(context.Context) error { return nil }
 func TestCheckpointIntervalFromPipelineFile(t *testing.T) {
 	sink := &agenttest.RecordingSink{}
 	reg := windowRegistry(&idleSource{recs: readings(0, 10)}, sink)
-	spec, err := reg.ParsePipeline("w.yaml", []byte(windowPipeline+"checkpoint: {interval: 100ms}\n"), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+	spec, err := reg.ParsePipeline("w.yaml", []byte(windowPipeline+"checkpoint: {interval: 100ms}\n"), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
 	if err != nil {
 		t.Fatalf("parse: %v", err)
 	}
-	m := agent.NewMetrics()
-	p, err := agent.NewPipeline(spec, agent.PipelineDeps{Registry: reg, Metrics: m, DataDir: t.TempDir(),
-		OpenLog: agent.OpenDiskLog(slog.New(slog.DiscardHandler)), ShutdownTimeout: 5 * time.Second, CheckpointInterval: time.Hour})
+	m := runner.NewMetrics()
+	p, err := runner.NewPipeline(spec, runner.PipelineDeps{Registry: reg, Metrics: m, DataDir: t.TempDir(),
+		OpenLog: runner.OpenDiskLog(slog.New(slog.DiscardHandler)), ShutdownTimeout: 5 * time.Second, CheckpointInterval: time.Hour})
 	if err != nil {
 		t.Fatalf("new pipeline: %v", err)
 	}

@@ -1,6 +1,8 @@
-package agent
+package runner
 
 import (
+	"github.com/pspf/pspf-edge/agent"
+
 	"context"
 	"errors"
 	"fmt"
@@ -13,8 +15,8 @@ import (
 // received, in order, and the dead letters (with their `_error` and
 // `_component` fields).
 type LocalResult struct {
-	Records []Record
-	Dead    []Record
+	Records []agent.Record
+	Dead    []agent.Record
 }
 
 // RunLocal runs a pipeline's operators over input deterministically, for
@@ -30,7 +32,7 @@ type LocalResult struct {
 // file and checkpoints, the outbox. At the end of the input the stateful
 // operators that hold results back emit them (EndOfInputer). dir is an empty
 // directory for the logs and the state; the caller removes it.
-func RunLocal(ctx context.Context, spec *PipelineSpec, reg *Registry, dir string, input []Record) (LocalResult, error) {
+func RunLocal(ctx context.Context, spec *PipelineSpec, reg *Registry, dir string, input []agent.Record) (LocalResult, error) {
 	var res LocalResult
 	clock := time.Unix(0, 0).UTC()
 	local := *spec
@@ -54,7 +56,7 @@ func RunLocal(ctx context.Context, spec *PipelineSpec, reg *Registry, dir string
 	}
 	var src sourceRun
 	src.p = p
-	b := &Batch{}
+	b := &agent.Batch{}
 	for i := range input {
 		if err := ctx.Err(); err != nil {
 			return res, err
@@ -116,12 +118,12 @@ func RunLocal(ctx context.Context, spec *PipelineSpec, reg *Registry, dir string
 
 // drainLog reads every record of l through a cursor of its own, as a sink
 // would see them (ids filled in).
-func drainLog(ctx context.Context, l Log, pipeline string, ids bool) ([]Record, error) {
+func drainLog(ctx context.Context, l Log, pipeline string, ids bool) ([]agent.Record, error) {
 	r, err := l.Reader("test")
 	if err != nil {
 		return nil, err
 	}
-	var out []Record
+	var out []agent.Record
 	buf := make([]LogRecord, 0, 256)
 	for seen := uint64(0); seen+1 < l.NextSeq(); {
 		got, err := r.Read(ctx, buf[:0], 0)
@@ -129,7 +131,7 @@ func drainLog(ctx context.Context, l Log, pipeline string, ids bool) ([]Record, 
 			return nil, err
 		}
 		for _, lr := range got {
-			var rec Record
+			var rec agent.Record
 			if _, err := rec.UnmarshalMsg(lr.Payload); err != nil {
 				return nil, fmt.Errorf("record %d: %w", lr.Seq, err)
 			}

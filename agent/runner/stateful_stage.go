@@ -1,6 +1,8 @@
-package agent
+package runner
 
 import (
+	"github.com/pspf/pspf-edge/agent"
+
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -19,6 +21,10 @@ import (
 	"github.com/pspf/pspf-edge/checkpoint"
 	"github.com/pspf/pspf-edge/state"
 )
+
+// TimerInterval is how often the runner calls agent.Stateful.OnTimer when no
+// input arrives; it bounds how late a processing-time window fires.
+const TimerInterval = 100 * time.Millisecond
 
 // The stateful stage of a pipeline reads the pipeline log through the cursor
 // "stateful", runs the stateful operators with their state in state.db, and
@@ -56,7 +62,7 @@ type stageLogStatter interface{ Stats() buffer.Stats }
 
 type statefulOp struct {
 	opRun
-	st Stateful
+	st agent.Stateful
 }
 
 type statefulStage struct {
@@ -82,21 +88,21 @@ type statefulStage struct {
 	reset  *stateReset // why the state started empty, if it did (stateful_reset.go)
 	marked atomic.Bool // markerName is written
 
-	batch Batch
+	batch agent.Batch
 	buf   []LogRecord
 	arena []byte
 	offs  []int
 	pays  [][]byte
 
-	ckpts     *Counter
-	ckptFails *Counter
-	resets    *Counter
+	ckpts     *agent.Counter
+	ckptFails *agent.Counter
+	resets    *agent.Counter
 }
 
 // newStatefulStage opens state.db and the outbox in the pipeline's data dir,
 // builds the stateful operators over their tables, and recovers from the last
 // checkpoint. It starts no goroutines; on error it closes what it opened.
-func newStatefulStage(p *Pipeline, specs []ComponentSpec, env func(ComponentSpec) Env) (_ *statefulStage, err error) {
+func newStatefulStage(p *Pipeline, specs []ComponentSpec, env func(ComponentSpec) agent.Env) (_ *statefulStage, err error) {
 	deps := p.deps
 	s := &statefulStage{p: p, log: p.log.With("stage", "stateful")}
 	defer func() {
@@ -124,12 +130,12 @@ func newStatefulStage(p *Pipeline, specs []ComponentSpec, env func(ComponentSpec
 	for _, c := range specs {
 		e := env(c)
 		table := opTable(c)
-		e.State = func(ttl time.Duration) (StateTable, error) { return s.db.Table(table, ttl) }
+		e.State = func(ttl time.Duration) (agent.StateTable, error) { return s.db.Table(table, ttl) }
 		o, err := reg.Operators[c.Type].New(c.Config, e)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", c.Place, err)
 		}
-		st, ok := o.(Stateful)
+		st, ok := o.(agent.Stateful)
 		if !ok {
 			return nil, fmt.Errorf("%s: operator %q is registered as stateful but has no Snapshot and OnTimer", c.Place, c.Type)
 		}
@@ -204,7 +210,7 @@ func (s *statefulStage) carryOver(specs []ComponentSpec) error {
 	return nil
 }
 
-func newOpRun(name string, o Operator, e Env) opRun {
+func newOpRun(name string, o agent.Operator, e agent.Env) opRun {
 	return opRun{
 		name: name, op: o,
 		in:       e.Counter("pspf_operator_records_in_total"),
@@ -285,7 +291,7 @@ func (s *statefulStage) run(ctx context.Context, drain <-chan struct{}) {
 		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 			s.p.setErr(fmt.Errorf("stateful: read log: %w", err))
 			s.log.Warn("stateful stage: read failed", "err", err)
-			if !Sleep(ctx, time.Second) {
+			if !agent.Sleep(ctx, time.Second) {
 				return
 			}
 			continue
@@ -415,7 +421,7 @@ func (s *statefulStage) fail(err error) {
 // end of input), in order, each one's output flowing through the rest.
 func (s *statefulStage) finish(ctx context.Context, now time.Time) {
 	for i := range s.ops {
-		e, ok := s.ops[i].st.(EndOfInputer)
+		e, ok := s.ops[i].st.(agent.EndOfInputer)
 		if !ok {
 			continue
 		}
@@ -431,7 +437,7 @@ func (s *statefulStage) finish(ctx context.Context, now time.Time) {
 	}
 }
 
-func (o *statefulOp) timer(ctx context.Context, b *Batch) (err error) {
+func (o *statefulOp) timer(ctx context.Context, b *agent.Batch) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			o.panics.Inc()
@@ -443,7 +449,7 @@ func (o *statefulOp) timer(ctx context.Context, b *Batch) (err error) {
 
 // chain runs ops[from:] over b, as Pipeline.process does for the stateless
 // ones.
-func (s *statefulStage) chain(ctx context.Context, b *Batch, from int) {
+func (s *statefulStage) chain(ctx context.Context, b *agent.Batch, from int) {
 	for i := from; i < len(s.ops) && len(b.Records) > 0; i++ {
 		o := &s.ops[i].opRun
 		o.in.Add(len(b.Records))
@@ -461,18 +467,18 @@ func (s *statefulStage) chain(ctx context.Context, b *Batch, from int) {
 }
 
 // decode turns log payloads into b.Records, giving each its stable ID.
-func (s *statefulStage) decode(got []LogRecord, b *Batch) {
+func (s *statefulStage) decode(got []LogRecord, b *agent.Batch) {
 	for _, lr := range got {
 		if cap(b.Records) > len(b.Records) {
 			b.Records = b.Records[:len(b.Records)+1]
 		} else {
-			b.Records = append(b.Records, Record{})
+			b.Records = append(b.Records, agent.Record{})
 		}
 		r := &b.Records[len(b.Records)-1]
-		*r = Record{Fields: r.Fields[:0], Raw: r.Raw[:0]}
+		*r = agent.Record{Fields: r.Fields[:0], Raw: r.Raw[:0]}
 		if _, err := r.UnmarshalMsg(lr.Payload); err != nil {
 			b.Records = b.Records[:len(b.Records)-1]
-			b.Reject(Record{Raw: append([]byte(nil), lr.Payload...)}, "stateful", fmt.Errorf("log record %d: %w", lr.Seq, err))
+			b.Reject(agent.Record{Raw: append([]byte(nil), lr.Payload...)}, "stateful", fmt.Errorf("log record %d: %w", lr.Seq, err))
 			continue
 		}
 		if r.ID == "" {
@@ -485,7 +491,7 @@ func (s *statefulStage) decode(got []LogRecord, b *Batch) {
 // dead-letter log. An append that fails is retried until ctx ends: the
 // outputs of a batch must not be lost, and the position does not move past
 // it meanwhile.
-func (s *statefulStage) emit(ctx context.Context, b *Batch) {
+func (s *statefulStage) emit(ctx context.Context, b *agent.Batch) {
 	if len(b.Dead) > 0 {
 		s.p.deadLetter(ctx, b.Dead)
 		b.Dead = b.Dead[:0]
@@ -501,7 +507,7 @@ func (s *statefulStage) emit(ctx context.Context, b *Batch) {
 		if s.arena, err = b.Records[i].MarshalMsg(s.arena); err != nil {
 			s.arena = s.arena[:s.offs[len(s.offs)-1]]
 			s.offs = s.offs[:len(s.offs)-1]
-			s.p.deadLetter(ctx, []Dead{{Record: b.Records[i], Component: "stateful", Err: fmt.Errorf("encode: %w", err)}})
+			s.p.deadLetter(ctx, []agent.Dead{{Record: b.Records[i], Component: "stateful", Err: fmt.Errorf("encode: %w", err)}})
 		}
 	}
 	for i, off := range s.offs {
@@ -527,7 +533,7 @@ func (s *statefulStage) emit(ctx context.Context, b *Batch) {
 		}
 		s.p.setErr(fmt.Errorf("stateful: append to outbox: %w", err))
 		s.log.Warn("stateful stage: outbox append failed; retrying", "err", err)
-		if !Sleep(ctx, time.Second) {
+		if !agent.Sleep(ctx, time.Second) {
 			return
 		}
 	}

@@ -1,4 +1,4 @@
-package agent_test
+package runner_test
 
 import (
 	"context"
@@ -12,11 +12,12 @@ import (
 
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/agenttest"
+	"github.com/pspf/pspf-edge/agent/runner"
 	"github.com/pspf/pspf-edge/operators/window"
 	"github.com/pspf/pspf-edge/state"
 )
 
-func windowRegistry(src agent.Source, sink agent.Sink) *agent.Registry {
+func windowRegistry(src agent.Source, sink agent.Sink) *runner.Registry {
 	reg := harness(src, nil, sink)
 	reg.Operators["window"] = window.Factory()
 	return reg
@@ -43,11 +44,11 @@ func runStateful(t *testing.T, dir string, batches ...[]agent.Record) []agent.Re
 	t.Helper()
 	sink := &agenttest.RecordingSink{}
 	reg := windowRegistry(agenttest.NewScriptSource(batches...), sink)
-	spec, err := reg.ParsePipeline("w.yaml", []byte(windowPipeline), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+	spec, err := reg.ParsePipeline("w.yaml", []byte(windowPipeline), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
 	if err != nil {
 		t.Fatalf("parse: %v", err)
 	}
-	p, err := agent.NewPipeline(spec, agent.PipelineDeps{Registry: reg, DataDir: dir, OpenLog: agent.OpenDiskLog(slog.New(slog.DiscardHandler)),
+	p, err := runner.NewPipeline(spec, runner.PipelineDeps{Registry: reg, DataDir: dir, OpenLog: runner.OpenDiskLog(slog.New(slog.DiscardHandler)),
 		ShutdownTimeout: 5 * time.Second, CheckpointInterval: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatalf("new pipeline: %v", err)
@@ -105,11 +106,11 @@ func TestConcurrentCheckpoints(t *testing.T) {
 	}
 	sink := &agenttest.RecordingSink{}
 	reg := windowRegistry(agenttest.NewScriptSource(batches...), sink)
-	spec, err := reg.ParsePipeline("w.yaml", []byte(windowPipeline), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+	spec, err := reg.ParsePipeline("w.yaml", []byte(windowPipeline), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
 	if err != nil {
 		t.Fatalf("parse: %v", err)
 	}
-	p, err := agent.NewPipeline(spec, agent.PipelineDeps{Registry: reg, DataDir: t.TempDir(), OpenLog: agent.OpenDiskLog(slog.New(slog.DiscardHandler)),
+	p, err := runner.NewPipeline(spec, runner.PipelineDeps{Registry: reg, DataDir: t.TempDir(), OpenLog: runner.OpenDiskLog(slog.New(slog.DiscardHandler)),
 		ShutdownTimeout: 5 * time.Second, CheckpointInterval: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatalf("new pipeline: %v", err)

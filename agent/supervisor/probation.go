@@ -1,10 +1,10 @@
-package main
+package supervisor
 
 import (
 	"context"
 	"fmt"
 
-	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/runner"
 )
 
 // A reload replaces a running generation only with one that can run:
@@ -29,7 +29,7 @@ import (
 
 // watchSetup waits, in the background, for g to connect or to fail to set
 // up, and hands a failure to the loop. Called with s.mu held.
-func (s *supervisor) watchSetup(m *managed, g *generation) {
+func (s *Supervisor) watchSetup(m *managed, g *generation) {
 	s.wg.Go(func() {
 		select {
 		case <-g.p.Started():
@@ -53,7 +53,7 @@ func (s *supervisor) watchSetup(m *managed, g *generation) {
 
 // rollback stops m's generation on probation, which failed to set up, and
 // starts the config that ran before it again.
-func (s *supervisor) rollback(ctx context.Context, m *managed) {
+func (s *Supervisor) rollback(ctx context.Context, m *managed) {
 	s.mu.Lock()
 	pr := m.probation
 	if pr == nil || m.run != pr.g || m.removed {
@@ -65,7 +65,7 @@ func (s *supervisor) rollback(ctx context.Context, m *managed) {
 	cfg := s.cfg
 	s.mu.Unlock()
 	cause := fmt.Errorf("pipeline %q: generation %d cannot start: %w", m.name, failedGen, pr.g.p.SetupErr())
-	if err := s.stop(pr.g, agent.StopOptions{KeepBacklog: true, DrainTimeout: cfg.ShutdownTimeout}); err != nil {
+	if err := s.stop(pr.g, runner.StopOptions{KeepBacklog: true, DrainTimeout: cfg.ShutdownTimeout}); err != nil {
 		s.d.Logger.Warn("pipeline generation ended with errors", "pipeline", m.name, "generation", failedGen, "err", err)
 	}
 	s.retire(m, pr.g)

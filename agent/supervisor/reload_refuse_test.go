@@ -1,4 +1,4 @@
-package main
+package supervisor
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/runner"
 	"github.com/pspf/pspf-edge/internal/testbroker"
 )
 
@@ -32,7 +33,7 @@ func (setupFailSource) Read(ctx context.Context) ([]agent.Record, agent.AckFunc,
 }
 func (setupFailSource) Close(context.Context) error { return nil }
 
-func withSetupFail(reg *agent.Registry) *agent.Registry {
+func withSetupFail(reg *runner.Registry) *runner.Registry {
 	type cfg struct{}
 	reg.Sources["setupfail"] = agent.Typed[agent.Source]("test source whose Connect fails for good", func() *cfg { return &cfg{} }, func(*cfg, agent.Env) (agent.Source, error) {
 		return setupFailSource{}, nil
@@ -54,7 +55,7 @@ func TestReloadKeepsDeliveringWhatCannotRun(t *testing.T) {
 	rec := newRecorder()
 	reg := withSetupFail(testRegistry(map[string]*recorder{"a": rec}))
 	h := startHarness(t, reg, map[string]string{"a.yaml": reloadedPipeline(0, 0)}, nil)
-	h.waitFor("generation 1", func() bool { return h.view("a").State == stateRunning })
+	h.waitFor("generation 1", func() bool { return h.view("a").State == StateRunning })
 	started := h.view("a").StartedAt
 
 	const base = "sources:\n  - simulate: {sensors: 2, rate: 100, format: fields, shape: steady}\n%soperators:\n  - map: {set: {cfg: \"1\"}}\n%ssinks:\n  - record: {id: a}\n%s"
@@ -76,7 +77,7 @@ func TestReloadKeepsDeliveringWhatCannotRun(t *testing.T) {
 		saveTempRename(t, h.dir, "a.yaml", c.body, i)
 		h.waitFor(c.name+": the failure reported", func() bool {
 			v := h.view("a")
-			return v.ReloadFailures == uint64(i+1) && strings.Contains(v.LastReloadError, c.want) && v.State == stateRunning
+			return v.ReloadFailures == uint64(i+1) && strings.Contains(v.LastReloadError, c.want) && v.State == StateRunning
 		})
 		v := h.view("a")
 		if v.Generation != 1 {

@@ -1,4 +1,4 @@
-package main
+package supervisor
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/runner"
 )
 
 // feedSource hands over the records put on its channel, one batch each; the
@@ -67,10 +68,10 @@ func (c *collector) window(start time.Duration) (agent.Record, bool) {
 	return agent.Record{}, false
 }
 
-// feedRegistry is the binary's registry plus the "feed" source and the
+// feedRegistry is pluginRegistry plus the "feed" source and the
 // "collect" sink.
-func feedRegistry(in chan agent.Record, c *collector) *agent.Registry {
-	reg := newRegistry()
+func feedRegistry(in chan agent.Record, c *collector) *runner.Registry {
+	reg := pluginRegistry()
 	type cfg struct {
 		ID string `yaml:"id" doc:"unused: one feed per test"`
 	}
@@ -138,7 +139,7 @@ func TestReloadCarriesWindowStateOver(t *testing.T) {
 		saveTempRename(t, h.dir, "w.yaml", body, gen)
 		h.waitFor(fmt.Sprintf("generation %d", gen), func() bool {
 			v := h.view("w")
-			return v.Generation == gen && v.State == stateRunning
+			return v.Generation == gen && v.State == StateRunning
 		})
 	}
 	const dropped = "its state is dropped and it starts fresh"
@@ -209,7 +210,7 @@ func TestReloadedGaugeReadsTheNewGeneration(t *testing.T) {
 		t.Errorf("generation 1: got %v, want 1", got)
 	}
 	saveTempRename(t, h.dir, "g.yaml", file(2), 0)
-	h.waitFor("generation 2", func() bool { v := h.view("g"); return v.Generation == 2 && v.State == stateRunning })
+	h.waitFor("generation 2", func() bool { v := h.view("g"); return v.Generation == 2 && v.State == StateRunning })
 	if got := gauge(); got != 2 {
 		t.Errorf("generation 2: got %v, want 2 (the gauge still reads generation 1)", got)
 	}
@@ -233,13 +234,13 @@ func TestStatefulPipelineStatus(t *testing.T) {
 			t.Fatal("feed source did not read")
 		}
 	}
-	window := func(v pipelineView) agent.OperatorStatus {
+	window := func(v PipelineView) runner.OperatorStatus {
 		for _, o := range v.Operators {
 			if o.Name == "window" {
 				return o
 			}
 		}
-		return agent.OperatorStatus{}
+		return runner.OperatorStatus{}
 	}
 	h.waitFor("5 window results", func() bool { return window(h.view("s")).RecordsOut == 5 })
 	h.waitFor("the sink offline", func() bool { v := h.view("s"); return len(v.Sinks) == 1 && !v.Sinks[0].Online })
@@ -262,11 +263,11 @@ func TestStatefulPipelineStatus(t *testing.T) {
 
 // The reload's log line names what changed.
 func TestDescribeChanges(t *testing.T) {
-	reg := newRegistry()
+	reg := pluginRegistry()
 	const base = "sources:\n  - simulate: {format: fields}\noperators:\n  - window: {size: 1s, aggregates: [{fn: count}]}\nsinks:\n  - console: {}\n"
-	parse := func(body string) *agent.PipelineSpec {
+	parse := func(body string) *runner.PipelineSpec {
 		t.Helper()
-		spec, err := reg.ParsePipeline("p.yaml", []byte(body), agent.DefaultAgentConfig().Defaults)
+		spec, err := reg.ParsePipeline("p.yaml", []byte(body), runner.DefaultAgentConfig().Defaults)
 		if err != nil {
 			t.Fatalf("%v\n%s", err, body)
 		}

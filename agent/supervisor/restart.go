@@ -1,15 +1,15 @@
-package main
+package supervisor
 
 import (
 	"context"
 	"fmt"
 	"time"
 
-	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/runner"
 )
 
 // A pipeline with a valid config is never left down for good. A generation
-// that cannot start (agent.NewPipeline fails: a log, the state file or a
+// that cannot start (runner.NewPipeline fails: a log, the state file or a
 // component cannot open), and one that ends on its own with an error (its
 // stateful operators found their state file damaged, a checkpoint failed to
 // commit), are started again, with exponential backoff and full jitter
@@ -29,7 +29,7 @@ const (
 // restart is a pending start of a pipeline.
 type restart struct {
 	at        time.Time
-	spec      *agent.PipelineSpec
+	spec      *runner.PipelineSpec
 	gen       int
 	key       string
 	cause     error
@@ -39,7 +39,7 @@ type restart struct {
 // ended handles a generation whose Run returned without the supervisor
 // asking: an error schedules a restart. Called on the generation's
 // goroutine, once Run has returned.
-func (s *supervisor) ended(m *managed, g *generation) {
+func (s *Supervisor) ended(m *managed, g *generation) {
 	if g.err == nil {
 		s.d.Logger.Info("pipeline stopped: its sources ended", "pipeline", m.name, "generation", g.gen)
 		return
@@ -60,7 +60,7 @@ func (s *supervisor) ended(m *managed, g *generation) {
 
 // scheduleRestart schedules a start of spec after a failed start of
 // generation gen; newConfig says that spec is a changed file's content.
-func (s *supervisor) scheduleRestart(m *managed, spec *agent.PipelineSpec, gen int, key string, cause error, newConfig bool) {
+func (s *Supervisor) scheduleRestart(m *managed, spec *runner.PipelineSpec, gen int, key string, cause error, newConfig bool) {
 	s.mu.Lock()
 	d := s.scheduleLocked(m, &restart{spec: spec, gen: gen, key: key, cause: cause, newConfig: newConfig})
 	s.mu.Unlock()
@@ -69,7 +69,7 @@ func (s *supervisor) scheduleRestart(m *managed, spec *agent.PipelineSpec, gen i
 
 // scheduleLocked sets m's pending restart after the next backoff delay and
 // wakes the loop. Requires s.mu.
-func (s *supervisor) scheduleLocked(m *managed, r *restart) time.Duration {
+func (s *Supervisor) scheduleLocked(m *managed, r *restart) time.Duration {
 	d := m.restartBO.Next()
 	r.at = time.Now().Add(d)
 	m.restart = r
@@ -82,7 +82,7 @@ func (s *supervisor) scheduleLocked(m *managed, r *restart) time.Duration {
 
 // restartTimer returns a channel that fires when the earliest pending
 // restart is due; nil when none is pending. Only the loop calls it.
-func (s *supervisor) restartTimer() <-chan time.Time {
+func (s *Supervisor) restartTimer() <-chan time.Time {
 	var at time.Time
 	s.mu.Lock()
 	for _, m := range s.pipes {
@@ -104,7 +104,7 @@ func (s *supervisor) restartTimer() <-chan time.Time {
 
 // restartDue starts every pipeline whose restart is due. A start that fails
 // again is scheduled again, further out.
-func (s *supervisor) restartDue(ctx context.Context) {
+func (s *Supervisor) restartDue(ctx context.Context) {
 	for _, name := range s.names() {
 		s.mu.Lock()
 		m := s.pipes[name]

@@ -1,11 +1,9 @@
-package main
+package supervisor
 
 import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,16 +14,10 @@ import (
 	"github.com/pspf/pspf-edge/agent"
 )
 
-// readyz asks the admin API's /readyz.
-func (h *harness) readyz() (int, string) {
-	rec := httptest.NewRecorder()
-	adminHandler(h.sup, h.sup.d.Metrics).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
-	return rec.Code, rec.Body.String()
-}
-
 // A pipeline with a valid config that cannot start (here: its sink's
-// constructor fails) makes /readyz answer 503, naming it, and is started
-// again with backoff until it runs; then /readyz answers 200.
+// constructor fails) makes the supervisor not ready (the admin API's
+// /readyz answers 503), naming it, and is started again with backoff until
+// it runs; then it is ready again.
 func TestReadyzWhileAPipelineIsDown(t *testing.T) {
 	in := make(chan agent.Record)
 	col := &collector{byID: map[string]agent.Record{}}
@@ -40,23 +32,23 @@ func TestReadyzWhileAPipelineIsDown(t *testing.T) {
 		return collectSink{col}, nil
 	})
 	h := startHarness(t, reg, map[string]string{"a.yaml": "sources:\n  - feed: {}\nsinks:\n  - collect: {}\n"}, nil)
-	if code, body := h.readyz(); code != http.StatusOK {
-		t.Fatalf("/readyz = %d %q, want 200 with one pipeline running", code, body)
+	if ok, why := h.sup.Ready(); !ok {
+		t.Fatalf("not ready (%s) with one pipeline running, want ready", why)
 	}
 	writeFile(t, filepath.Join(h.dir, "b.yaml"), "sources:\n  - feed: {}\nsinks:\n  - fragile: {}\n")
 	h.waitFor("pipeline b to fail", func() bool { return h.view("b").ReloadFailures > 0 })
-	code, body := h.readyz()
-	if code != http.StatusServiceUnavailable || !strings.Contains(body, `pipeline "b" is not running`) || !strings.Contains(body, "cannot open its spool") {
-		t.Errorf("/readyz = %d %q, want 503 naming pipeline b and why", code, body)
+	ok, why := h.sup.Ready()
+	if ok || !strings.Contains(why, `pipeline "b" is not running`) || !strings.Contains(why, "cannot open its spool") {
+		t.Errorf("Ready = %v, %q; want not ready, naming pipeline b and why", ok, why)
 	}
-	if v := h.view("b"); v.State != stateRestarting {
-		t.Errorf("pipeline b: state %q, want %q", v.State, stateRestarting)
+	if v := h.view("b"); v.State != StateRestarting {
+		t.Errorf("pipeline b: state %q, want %q", v.State, StateRestarting)
 	}
 	h.waitFor("a second attempt", func() bool { return h.view("b").Restarts >= 1 })
 	broken.Store(false)
-	h.waitFor("pipeline b to run", func() bool { return h.view("b").State == stateRunning })
-	if code, body := h.readyz(); code != http.StatusOK {
-		t.Errorf("/readyz = %d %q, want 200 once every pipeline runs", code, body)
+	h.waitFor("pipeline b to run", func() bool { return h.view("b").State == StateRunning })
+	if ok, why := h.sup.Ready(); !ok {
+		t.Errorf("not ready (%s), want ready once every pipeline runs", why)
 	}
 	if v := h.view("b"); v.LastReloadError != "" {
 		t.Errorf("pipeline b runs; last_reload_error %q, want none", v.LastReloadError)
@@ -114,7 +106,7 @@ func TestStateDamageUnderTheAgent(t *testing.T) {
 	feed(4*time.Second, 4) // changes the state: the next checkpoint meets the damage
 	h.waitFor("the pipeline to be started again with its state reset", func() bool {
 		v := h.view("w")
-		return v.Restarts >= 1 && v.StateResets == 1 && v.State == stateRunning
+		return v.Restarts >= 1 && v.StateResets == 1 && v.State == StateRunning
 	})
 	feed(25*time.Second, 10) // the watermark passes 10s: [0s, 10s) closes
 	h.waitFor("window [0s, 10s)", func() bool { _, ok := col.window(0); return ok })
@@ -137,8 +129,8 @@ func TestStateDamageUnderTheAgent(t *testing.T) {
 	if aside, _ := filepath.Glob(path + ".*.damaged"); len(aside) != 1 {
 		t.Errorf("moved aside: %v, want one copy", aside)
 	}
-	if code, body := h.readyz(); code != http.StatusOK {
-		t.Errorf("/readyz = %d %q, want 200 after the recovery", code, body)
+	if ok, why := h.sup.Ready(); !ok {
+		t.Errorf("not ready (%s) after the recovery, want ready", why)
 	}
 	if err := h.stop(); err != nil {
 		t.Fatal(err)

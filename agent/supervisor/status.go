@@ -1,15 +1,15 @@
-package main
+package supervisor
 
 import (
 	"maps"
 	"math"
 	"time"
 
-	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/runner"
 )
 
-// pipelineView is one pipeline as /api/v1/pipelines shows it.
-type pipelineView struct {
+// PipelineView is one pipeline as /api/v1/pipelines shows it.
+type PipelineView struct {
 	Name       string `json:"name"`
 	File       string `json:"file,omitempty"`
 	Hash       string `json:"hash,omitempty"` // SHA-256 of the running config's file
@@ -48,22 +48,22 @@ type pipelineView struct {
 	// Drops counts dropped records by reason since the agent started:
 	// operators and sinks (filtered, sink_rejected, ...) and the log
 	// (overflow_oldest, overflow_newest, age, disk_full).
-	Drops     map[string]uint64      `json:"drops"`
-	Sources   []agent.SourceStatus   `json:"sources"`
-	Operators []agent.OperatorStatus `json:"operators"`
-	Sinks     []sinkView             `json:"sinks"`
+	Drops     map[string]uint64       `json:"drops"`
+	Sources   []runner.SourceStatus   `json:"sources"`
+	Operators []runner.OperatorStatus `json:"operators"`
+	Sinks     []SinkView              `json:"sinks"`
 	// Log is the log the sinks read: the pipeline log, or the stateful
 	// operators' outbox; Input is then the pipeline log they read.
-	Log   agent.LogStatus  `json:"log"`
-	Input *agent.LogStatus `json:"input,omitempty"`
+	Log   runner.LogStatus  `json:"log"`
+	Input *runner.LogStatus `json:"input,omitempty"`
 	// DeadLetters counts records sent to the dead-letter log.
 	DeadLetters uint64 `json:"dead_letters"`
 	LastError   string `json:"last_error,omitempty"`
 }
 
-// sinkView is a sink's status with its outage length.
-type sinkView struct {
-	agent.SinkStatus
+// SinkView is a sink's status with its outage length.
+type SinkView struct {
+	runner.SinkStatus
 	// OfflineSeconds is how long the current outage has lasted; 0 online.
 	OfflineSeconds float64 `json:"offline_seconds"`
 }
@@ -141,7 +141,7 @@ func (t *backlogTracker) oldestAge(now time.Time, seq uint64, fallback time.Time
 
 // sample updates every running pipeline's tracker; the supervisor calls it
 // every SampleEvery.
-func (s *supervisor) sample() {
+func (s *Supervisor) sample() {
 	for _, n := range s.names() {
 		s.mu.Lock()
 		m := s.pipes[n]
@@ -150,9 +150,10 @@ func (s *supervisor) sample() {
 	}
 }
 
-// views returns every pipeline's view, in name order.
-func (s *supervisor) views() []pipelineView {
-	var out []pipelineView
+// Views returns every pipeline's view, in name order: what the admin API's
+// /api/v1/pipelines and `pspf-edge status` show.
+func (s *Supervisor) Views() []PipelineView {
+	var out []PipelineView
 	for _, n := range s.names() {
 		s.mu.Lock()
 		m := s.pipes[n]
@@ -163,35 +164,35 @@ func (s *supervisor) views() []pipelineView {
 }
 
 // viewOf computes m's view; track also feeds the sample to its tracker.
-func (s *supervisor) viewOf(m *managed, track bool) pipelineView {
+func (s *Supervisor) viewOf(m *managed, track bool) PipelineView {
 	now := time.Now()
 	s.mu.Lock()
 	g, spec, final, removed, restarting := m.run, m.spec, m.final, m.removed, m.restart != nil
-	v := pipelineView{Name: m.name, File: m.file, Generation: m.gen, LastReloadError: m.reloadErr,
+	v := PipelineView{Name: m.name, File: m.file, Generation: m.gen, LastReloadError: m.reloadErr,
 		ReloadFailures: m.failures.Get(), Restarts: m.restarts.Get(), Drops: maps.Clone(m.logDrops)}
 	s.mu.Unlock()
 	if spec != nil {
 		v.Hash = spec.Hash
 	}
-	var st agent.Status
+	var st runner.Status
 	switch {
 	case g != nil && g.alive():
-		v.State, v.StartedAt = stateRunning, g.started
+		v.State, v.StartedAt = StateRunning, g.started
 		st = g.p.Status()
 	case g != nil:
-		v.State = stateStopped
+		v.State = StateStopped
 		st = g.p.Status()
 	case final != nil:
-		v.State = stateStopped
+		v.State = StateStopped
 		st = *final
 	default:
-		v.State = stateFailed
+		v.State = StateFailed
 	}
 	if g == nil && final != nil && spec != nil && !removed {
-		v.State = stateFailed // a reload stopped it and no generation could start
+		v.State = StateFailed // a reload stopped it and no generation could start
 	}
 	if restarting {
-		v.State = stateRestarting
+		v.State = StateRestarting
 	}
 	for k, n := range st.Drops {
 		v.Drops[k] += n
@@ -206,7 +207,7 @@ func (s *supervisor) viewOf(m *managed, track bool) pipelineView {
 	v.BacklogRecords, v.BacklogBytes = st.Log.Backlog, st.Log.BacklogBytes
 	oldest := st.Log.NextSeq // oldest sequence not delivered to every sink
 	for _, sk := range st.Sinks {
-		sv := sinkView{SinkStatus: sk}
+		sv := SinkView{SinkStatus: sk}
 		if !sk.OfflineSince.IsZero() {
 			sv.OfflineSeconds = now.Sub(sk.OfflineSince).Seconds()
 		}
@@ -216,18 +217,18 @@ func (s *supervisor) viewOf(m *managed, track bool) pipelineView {
 		}
 	}
 	s.mu.Lock()
-	if track && v.State == stateRunning {
+	if track && v.State == StateRunning {
 		m.track.update(now, st.Log.NextSeq, oldest, float64(st.Log.BacklogBytes))
 	}
 	if v.BacklogRecords > 0 {
 		v.OldestUnsentSeconds = m.track.oldestAge(now, oldest, st.Log.Oldest)
 	}
-	for _, ls := range []*agent.LogStatus{st.Input, &st.Log} {
+	for _, ls := range []*runner.LogStatus{st.Input, &st.Log} {
 		if ls != nil && !ls.BlockedSince.IsZero() && (v.BlockedSince.IsZero() || ls.BlockedSince.Before(v.BlockedSince)) {
 			v.BlockedSince, v.BlockedReason = ls.BlockedSince, ls.BlockedReason
 		}
 	}
-	if v.State == stateRunning {
+	if v.State == StateRunning {
 		v.SecondsToCap = secondsToCap(st, m.track.rate)
 	}
 	s.mu.Unlock()
@@ -240,7 +241,7 @@ func (s *supervisor) viewOf(m *managed, track bool) pipelineView {
 // system, whichever is less. It is 0 while either log of the pipeline is
 // full (blocked or dropping) or no room is left, nil while the backlog
 // does not grow or the log cannot describe itself.
-func secondsToCap(st agent.Status, rate float64) *float64 {
+func secondsToCap(st runner.Status, rate float64) *float64 {
 	if st.Log.MaxBytes <= 0 {
 		return nil
 	}
@@ -262,7 +263,7 @@ func secondsToCap(st agent.Status, rate float64) *float64 {
 
 // cached returns m's last view, computing it if there is none or it is
 // older than the sampling interval (for the gauges).
-func (s *supervisor) cached(m *managed) *pipelineView {
+func (s *Supervisor) cached(m *managed) *PipelineView {
 	if v := m.view.Load(); v != nil {
 		return v
 	}
@@ -272,29 +273,29 @@ func (s *supervisor) cached(m *managed) *pipelineView {
 
 // registerGauges registers m's pipeline-level gauges. They read m's last
 // view, so they follow every generation. Called with s.mu held.
-func (s *supervisor) registerGauges(m *managed) {
+func (s *Supervisor) registerGauges(m *managed) {
 	mt := s.d.Metrics
 	l := []string{"pipeline", m.name}
-	g := func(name string, f func(v *pipelineView) float64) {
+	g := func(name string, f func(v *PipelineView) float64) {
 		mt.Gauge(name, func() float64 { return f(s.cached(m)) }, l...)
 	}
-	g("pspf_pipeline_generation", func(v *pipelineView) float64 { return float64(v.Generation) })
-	g("pspf_pipeline_up", func(v *pipelineView) float64 { return b2f(v.State == stateRunning) })
-	g("pspf_pipeline_reload_error", func(v *pipelineView) float64 { return b2f(v.LastReloadError != "") })
-	g("pspf_log_backlog_records", func(v *pipelineView) float64 { return float64(v.BacklogRecords) })
-	g("pspf_log_backlog_bytes", func(v *pipelineView) float64 { return float64(v.BacklogBytes) })
-	g("pspf_log_disk_bytes", func(v *pipelineView) float64 { return float64(v.Log.DiskBytes) })
-	g("pspf_log_max_bytes", func(v *pipelineView) float64 { return float64(v.Log.MaxBytes) })
-	g("pspf_log_records", func(v *pipelineView) float64 { return float64(v.Log.Records) })
-	g("pspf_log_lost_total", func(v *pipelineView) float64 {
+	g("pspf_pipeline_generation", func(v *PipelineView) float64 { return float64(v.Generation) })
+	g("pspf_pipeline_up", func(v *PipelineView) float64 { return b2f(v.State == StateRunning) })
+	g("pspf_pipeline_reload_error", func(v *PipelineView) float64 { return b2f(v.LastReloadError != "") })
+	g("pspf_log_backlog_records", func(v *PipelineView) float64 { return float64(v.BacklogRecords) })
+	g("pspf_log_backlog_bytes", func(v *PipelineView) float64 { return float64(v.BacklogBytes) })
+	g("pspf_log_disk_bytes", func(v *PipelineView) float64 { return float64(v.Log.DiskBytes) })
+	g("pspf_log_max_bytes", func(v *PipelineView) float64 { return float64(v.Log.MaxBytes) })
+	g("pspf_log_records", func(v *PipelineView) float64 { return float64(v.Log.Records) })
+	g("pspf_log_lost_total", func(v *PipelineView) float64 {
 		n := v.Log.Lost
 		if v.Input != nil {
 			n += v.Input.Lost
 		}
 		return float64(n)
 	})
-	g("pspf_log_oldest_unsent_seconds", func(v *pipelineView) float64 { return v.OldestUnsentSeconds })
-	g("pspf_log_seconds_to_cap", func(v *pipelineView) float64 {
+	g("pspf_log_oldest_unsent_seconds", func(v *PipelineView) float64 { return v.OldestUnsentSeconds })
+	g("pspf_log_seconds_to_cap", func(v *PipelineView) float64 {
 		if v.SecondsToCap == nil {
 			return math.Inf(1)
 		}
@@ -303,14 +304,14 @@ func (s *supervisor) registerGauges(m *managed) {
 	for _, reason := range []string{"overflow_oldest", "overflow_newest", "age", "disk_full"} {
 		mt.Gauge("pspf_log_dropped_total", func() float64 { return float64(s.cached(m).Drops[reason]) }, "pipeline", m.name, "reason", reason)
 	}
-	g("pspf_log_blocked", func(v *pipelineView) float64 { return b2f(!v.BlockedSince.IsZero()) })
-	g("pspf_log_blocked_since_seconds", func(v *pipelineView) float64 {
+	g("pspf_log_blocked", func(v *PipelineView) float64 { return b2f(!v.BlockedSince.IsZero()) })
+	g("pspf_log_blocked_since_seconds", func(v *PipelineView) float64 {
 		if v.BlockedSince.IsZero() {
 			return 0
 		}
 		return float64(v.BlockedSince.UnixNano()) / 1e9
 	})
-	g("pspf_log_disk_free_bytes", func(v *pipelineView) float64 { return float64(v.Log.DiskFree) })
+	g("pspf_log_disk_free_bytes", func(v *PipelineView) float64 { return float64(v.Log.DiskFree) })
 	for _, reason := range []string{"max_bytes", "disk_full"} {
 		mt.Gauge("pspf_log_full", func() float64 {
 			v := s.cached(m)
@@ -321,7 +322,7 @@ func (s *supervisor) registerGauges(m *managed) {
 
 // registerSinkGauges registers the gauges of spec's sinks that m has none
 // for yet, and removes those of sinks no longer in spec. Called with s.mu held.
-func (s *supervisor) registerSinkGauges(m *managed, spec *agent.PipelineSpec) {
+func (s *Supervisor) registerSinkGauges(m *managed, spec *runner.PipelineSpec) {
 	is := map[string]bool{}
 	for _, c := range spec.Sinks {
 		is[c.Name] = true
@@ -330,7 +331,7 @@ func (s *supervisor) registerSinkGauges(m *managed, spec *agent.PipelineSpec) {
 		}
 		m.sinkGauge[c.Name] = true
 		name := c.Name
-		find := func() *sinkView {
+		find := func() *SinkView {
 			v := s.cached(m)
 			for i := range v.Sinks {
 				if v.Sinks[i].Name == name {

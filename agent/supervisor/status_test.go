@@ -1,10 +1,10 @@
-package main
+package supervisor
 
 import (
 	"testing"
 	"time"
 
-	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/runner"
 )
 
 // seconds_to_cap counts with the room left under the cap or on the disk,
@@ -12,25 +12,25 @@ import (
 func TestSecondsToCap(t *testing.T) {
 	const mib = 1 << 20
 	now := time.Now()
-	log := func(disk, free int64) agent.LogStatus {
-		return agent.LogStatus{MaxBytes: 256 * mib, DiskBytes: disk, DiskFree: free, Backlog: 1000}
+	log := func(disk, free int64) runner.LogStatus {
+		return runner.LogStatus{MaxBytes: 256 * mib, DiskBytes: disk, DiskFree: free, Backlog: 1000}
 	}
-	full := func(ls agent.LogStatus) agent.LogStatus { ls.FullSince, ls.FullReason = now, "max_bytes"; return ls }
+	full := func(ls runner.LogStatus) runner.LogStatus { ls.FullSince, ls.FullReason = now, "max_bytes"; return ls }
 	for _, tc := range []struct {
 		name string
-		st   agent.Status
+		st   runner.Status
 		rate float64
 		want float64 // -1: null
 	}{
-		{"cap nearer", agent.Status{Log: log(200*mib, 1000*mib)}, mib, 56},
-		{"disk nearer", agent.Status{Log: log(10*mib, 20*mib)}, mib, 20},
-		{"free space unknown", agent.Status{Log: log(10*mib, -1)}, mib, 246},
-		{"at the cap", agent.Status{Log: log(256*mib, 1000*mib)}, mib, 0},
-		{"99.99% of the cap, blocked", agent.Status{Log: full(log(256*mib-26000, 1000*mib))}, 0.01, 0},
-		{"disk full, blocked", agent.Status{Log: full(log(10*mib, 0))}, 0.01, 0},
-		{"no room on disk", agent.Status{Log: log(10*mib, 0)}, mib, 0},
-		{"input log full", agent.Status{Log: log(10*mib, 1000*mib), Input: &agent.LogStatus{FullSince: now}}, mib, 0},
-		{"not growing", agent.Status{Log: log(10*mib, 1000*mib)}, 0, -1},
+		{"cap nearer", runner.Status{Log: log(200*mib, 1000*mib)}, mib, 56},
+		{"disk nearer", runner.Status{Log: log(10*mib, 20*mib)}, mib, 20},
+		{"free space unknown", runner.Status{Log: log(10*mib, -1)}, mib, 246},
+		{"at the cap", runner.Status{Log: log(256*mib, 1000*mib)}, mib, 0},
+		{"99.99% of the cap, blocked", runner.Status{Log: full(log(256*mib-26000, 1000*mib))}, 0.01, 0},
+		{"disk full, blocked", runner.Status{Log: full(log(10*mib, 0))}, 0.01, 0},
+		{"no room on disk", runner.Status{Log: log(10*mib, 0)}, mib, 0},
+		{"input log full", runner.Status{Log: log(10*mib, 1000*mib), Input: &runner.LogStatus{FullSince: now}}, mib, 0},
+		{"not growing", runner.Status{Log: log(10*mib, 1000*mib)}, 0, -1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := secondsToCap(tc.st, tc.rate)

@@ -1,4 +1,4 @@
-package main
+package supervisor
 
 import (
 	"context"
@@ -17,32 +17,33 @@ import (
 	"time"
 
 	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/runner"
 )
 
 // Pipeline states shown by status.
 const (
-	stateRunning    = "running"
-	stateFailed     = "failed"     // no valid config yet, or it could not start
-	stateRestarting = "restarting" // it failed; it is started again after a backoff (restart.go)
-	stateStopped    = "stopped"    // its file was removed, or its sources ended
+	StateRunning    = "running"
+	StateFailed     = "failed"     // no valid config yet, or it could not start
+	StateRestarting = "restarting" // it failed; it is started again after a backoff (restart.go)
+	StateStopped    = "stopped"    // its file was removed, or its sources ended
 )
 
-// supervisorDeps is what a supervisor is built from.
-type supervisorDeps struct {
+// Deps is what a Supervisor is built from.
+type Deps struct {
 	// Config is the agent config at start (command-line overrides applied).
-	Config agent.AgentConfig
+	Config runner.AgentConfig
 	// LoadConfig re-reads the agent config with the same overrides; nil
 	// means the agent config never changes.
-	LoadConfig func() (agent.AgentConfig, error)
+	LoadConfig func() (runner.AgentConfig, error)
 	// ConfigFile is the agent file to watch; empty watches none.
 	ConfigFile string
-	Registry   *agent.Registry
-	Metrics    *agent.Metrics
+	Registry   *runner.Registry
+	Metrics    *runner.Metrics
 	Logger     *slog.Logger
 	// Level is the live log level, changed when the agent file's changes.
 	Level *slog.LevelVar
-	// OpenLog opens pipeline logs; nil means agent.OpenDiskLog.
-	OpenLog agent.OpenLogFunc
+	// OpenLog opens pipeline logs; nil means runner.OpenDiskLog.
+	OpenLog runner.OpenLogFunc
 	// Poll rescans the pipelines at this interval as a safety net for a
 	// lost file-system event; 0 disables it.
 	Poll time.Duration
@@ -62,12 +63,12 @@ type supervisorDeps struct {
 	Watchdog time.Duration
 }
 
-// supervisor runs one pipeline per file of the pipelines directory and keeps
+// Supervisor runs one pipeline per file of the pipelines directory and keeps
 // them in step with the files: a new file starts a pipeline, a changed one
 // reloads it (alone: the others never pause), a removed one drains and stops.
 // A file that does not validate never replaces a running generation.
-type supervisor struct {
-	d       supervisorDeps
+type Supervisor struct {
+	d       Deps
 	dataDir string // fixed at start: it holds the lock
 	ready   atomic.Bool
 	wg      sync.WaitGroup // the pipelines' Run goroutines
@@ -83,7 +84,7 @@ type supervisor struct {
 	restartT    *time.Timer
 
 	mu       sync.Mutex // guards what follows and every managed's fields
-	cfg      agent.AgentConfig
+	cfg      runner.AgentConfig
 	cfgHash  string
 	pipes    map[string]*managed
 	recheck  bool // a file went missing: look again after the debounce
@@ -95,23 +96,23 @@ type supervisor struct {
 type managed struct {
 	name       string
 	file       string
-	seen       string              // key of the last content read, valid or not
-	runKey     string              // key of the content running
-	invalidKey string              // invalid content waiting to be read again
-	spec       *agent.PipelineSpec // the config running (or that ran last)
+	seen       string               // key of the last content read, valid or not
+	runKey     string               // key of the content running
+	invalidKey string               // invalid content waiting to be read again
+	spec       *runner.PipelineSpec // the config running (or that ran last)
 	gen        int
 	run        *generation
 	reloadErr  string
 	missing    time.Time // when its file was first found missing
 	removed    bool
 	stopping   chan struct{}                // closed when a removal's drain ends
-	final      *agent.Status                // the last generation's status, once stopped
+	final      *runner.Status               // the last generation's status, once stopped
 	logDrops   map[string]uint64            // log drops of past generations
 	track      backlogTracker               // rates and ages of the log
 	failures   *agent.Counter               // pspf_reload_failures_total
 	reloads    *agent.Counter               // pspf_reloads_total
 	sinkGauge  map[string]bool              // sinks with registered gauges
-	view       atomic.Pointer[pipelineView] // last computed view, for gauges
+	view       atomic.Pointer[PipelineView] // last computed view, for gauges
 	probation  *probation                   // a reloaded generation not proven yet
 	restart    *restart                     // a pending start after a failure (restart.go)
 	restartBO  agent.Backoff                // delays between restarts
@@ -119,18 +120,18 @@ type managed struct {
 }
 
 // probation is a reloaded generation that has not connected yet: a setup
-// error of one of its components (agent.Pipeline.Started) rolls it back to
+// error of one of its components (runner.Pipeline.Started) rolls it back to
 // the config that ran before it.
 type probation struct {
 	g    *generation
-	spec *agent.PipelineSpec // the config to go back to
+	spec *runner.PipelineSpec // the config to go back to
 	gen  int
 	key  string
 }
 
 // generation is one run of a pipeline config.
 type generation struct {
-	p       *agent.Pipeline
+	p       *runner.Pipeline
 	gen     int
 	cancel  context.CancelFunc
 	done    chan struct{}
@@ -148,21 +149,23 @@ func (g *generation) alive() bool {
 }
 
 // stop ends the generation as o says and waits for it.
-func (g *generation) stop(o agent.StopOptions) error {
+func (g *generation) stop(o runner.StopOptions) error {
 	g.p.SetStop(o)
 	g.cancel()
 	<-g.done
 	return g.err
 }
 
-func newSupervisor(d supervisorDeps) *supervisor {
+// New returns a supervisor; it starts nothing until Run. Deps.Config,
+// Registry, Metrics and Logger are required.
+func New(d Deps) *Supervisor {
 	if d.OpenLog == nil {
-		d.OpenLog = agent.OpenDiskLog(d.Logger)
+		d.OpenLog = runner.OpenDiskLog(d.Logger)
 	}
 	if d.SampleEvery <= 0 {
 		d.SampleEvery = time.Second
 	}
-	s := &supervisor{d: d, dataDir: d.Config.DataDir, cfg: d.Config, pipes: map[string]*managed{}, setupFailed: make(chan *managed),
+	s := &Supervisor{d: d, dataDir: d.Config.DataDir, cfg: d.Config, pipes: map[string]*managed{}, setupFailed: make(chan *managed),
 		restartWake: make(chan struct{}, 1)}
 	s.agentFailures = d.Metrics.Counter("pspf_agent_config_reload_failures_total")
 	if d.ConfigFile != "" {
@@ -179,7 +182,7 @@ func hashBytes(b []byte) string {
 }
 
 // config returns the current agent config.
-func (s *supervisor) config() agent.AgentConfig {
+func (s *Supervisor) config() runner.AgentConfig {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.cfg
@@ -188,7 +191,7 @@ func (s *supervisor) config() agent.AgentConfig {
 // Run starts every pipeline, then follows the files, SIGHUP (hup) and the
 // agent file until ctx is done; then it stops every pipeline (draining within
 // the shutdown timeout) and returns once all have ended.
-func (s *supervisor) Run(ctx context.Context, hup <-chan os.Signal) error {
+func (s *Supervisor) Run(ctx context.Context, hup <-chan os.Signal) error {
 	cfg := s.config()
 	dirs := []string{cfg.PipelinesDir}
 	st, err := os.Stat(cfg.PipelinesDir)
@@ -277,7 +280,7 @@ func (s *supervisor) Run(ctx context.Context, hup <-chan os.Signal) error {
 // level and the timeouts change live; a change of anything else is logged as
 // needing a restart; a change of the pipeline defaults reloads the pipelines
 // (their key includes the defaults).
-func (s *supervisor) reloadAgentConfig() {
+func (s *Supervisor) reloadAgentConfig() {
 	if s.d.ConfigFile == "" || s.d.LoadConfig == nil {
 		return
 	}
@@ -296,7 +299,7 @@ func (s *supervisor) reloadAgentConfig() {
 	}
 	next, err := s.d.LoadConfig()
 	if err == nil {
-		_, err = levelOf(next.Log.Level)
+		_, err = next.Log.SlogLevel()
 	}
 	if err != nil {
 		s.agentFailures.Inc()
@@ -313,7 +316,7 @@ func (s *supervisor) reloadAgentConfig() {
 	s.cfg = next
 	s.mu.Unlock()
 	if next.Log.Level != prev.Log.Level {
-		lv, _ := levelOf(next.Log.Level)
+		lv, _ := next.Log.SlogLevel()
 		s.d.Level.Set(lv)
 	}
 	// One line says what changed: what took effect, and what waits for a
@@ -333,7 +336,7 @@ func (s *supervisor) reloadAgentConfig() {
 
 // liveChanges lists the settings that differ and change live, with their
 // new values.
-func liveChanges(a, b agent.AgentConfig) []string {
+func liveChanges(a, b runner.AgentConfig) []string {
 	var out []string
 	if a.Log.Level != b.Log.Level {
 		out = append(out, "log.level="+b.Log.Level)
@@ -351,7 +354,7 @@ func liveChanges(a, b agent.AgentConfig) []string {
 }
 
 // restartNeeded lists the settings that differ and cannot change live.
-func restartNeeded(a, b agent.AgentConfig) []string {
+func restartNeeded(a, b runner.AgentConfig) []string {
 	var out []string
 	if a.DataDir != b.DataDir {
 		out = append(out, "data_dir")
@@ -390,13 +393,13 @@ func pipelineFiles(path string) ([]string, error) {
 	if !st.IsDir() {
 		return []string{path}, nil
 	}
-	return agent.PipelineFiles(path)
+	return runner.PipelineFiles(path)
 }
 
 // sync brings the pipelines in step with the files. force restarts every
 // valid pipeline even if its file is unchanged (SIGHUP: a secret named by
 // ${file:...} may have changed).
-func (s *supervisor) sync(ctx context.Context, force bool) {
+func (s *Supervisor) sync(ctx context.Context, force bool) {
 	if s.d.Watchdog > 0 && s.ready.Load() {
 		// A reload may block the loop for up to the shutdown timeout: the
 		// watchdog's clock starts now, not at the last tick.
@@ -413,7 +416,7 @@ func (s *supervisor) sync(ctx context.Context, force bool) {
 	defaultsKey := fmt.Sprintf("%+v", cfg.Defaults)
 	present := map[string]bool{}
 	for _, f := range files {
-		name := agent.PipelineName(f)
+		name := runner.PipelineName(f)
 		if present[name] {
 			s.d.Logger.Error("pipeline file ignored: another file has the same name", "file", f, "pipeline", name)
 			continue
@@ -452,7 +455,7 @@ func (s *supervisor) sync(ctx context.Context, force bool) {
 }
 
 // apply handles one file's content.
-func (s *supervisor) apply(ctx context.Context, name, file string, data []byte, readErr error, defaultsKey string, cfg agent.AgentConfig, force bool) {
+func (s *Supervisor) apply(ctx context.Context, name, file string, data []byte, readErr error, defaultsKey string, cfg runner.AgentConfig, force bool) {
 	s.mu.Lock()
 	m := s.pipes[name]
 	if m == nil {
@@ -479,7 +482,7 @@ func (s *supervisor) apply(ctx context.Context, name, file string, data []byte, 
 	stopping := m.stopping
 	s.mu.Unlock()
 
-	var spec *agent.PipelineSpec
+	var spec *runner.PipelineSpec
 	err := readErr
 	if err == nil {
 		spec, err = s.d.Registry.ParsePipeline(file, data, cfg.Defaults)
@@ -518,7 +521,7 @@ func (s *supervisor) apply(ctx context.Context, name, file string, data []byte, 
 
 	t0 := time.Now()
 	if oldRun != nil && oldRun.alive() {
-		if err := s.stop(oldRun, agent.StopOptions{KeepBacklog: true, DrainTimeout: cfg.ShutdownTimeout}); err != nil {
+		if err := s.stop(oldRun, runner.StopOptions{KeepBacklog: true, DrainTimeout: cfg.ShutdownTimeout}); err != nil {
 			s.d.Logger.Warn("pipeline generation ended with errors", "pipeline", name, "generation", oldRun.gen, "err", err)
 		}
 	}
@@ -572,7 +575,7 @@ func (s *supervisor) apply(ctx context.Context, name, file string, data []byte, 
 func short(h string) string { return h[:min(12, len(h))] }
 
 // fail records a reload error: the log, the metric and the status.
-func (s *supervisor) fail(m *managed, err error, msg string) {
+func (s *Supervisor) fail(m *managed, err error, msg string) {
 	m.failures.Inc()
 	s.mu.Lock()
 	m.reloadErr = err.Error()
@@ -582,8 +585,8 @@ func (s *supervisor) fail(m *managed, err error, msg string) {
 }
 
 // start builds and starts a generation.
-func (s *supervisor) start(ctx context.Context, m *managed, spec *agent.PipelineSpec, gen int, cfg agent.AgentConfig) (*generation, error) {
-	p, err := agent.NewPipeline(spec, agent.PipelineDeps{
+func (s *Supervisor) start(ctx context.Context, m *managed, spec *runner.PipelineSpec, gen int, cfg runner.AgentConfig) (*generation, error) {
+	p, err := runner.NewPipeline(spec, runner.PipelineDeps{
 		Registry:        s.d.Registry,
 		Logger:          s.d.Logger,
 		Metrics:         s.d.Metrics,
@@ -616,7 +619,7 @@ func (s *supervisor) start(ctx context.Context, m *managed, spec *agent.Pipeline
 
 // retire keeps what a stopped generation leaves behind for status: its final
 // snapshot and its log's drops (a log counts drops only while it is open).
-func (s *supervisor) retire(m *managed, g *generation) {
+func (s *Supervisor) retire(m *managed, g *generation) {
 	if g == nil {
 		return
 	}
@@ -634,7 +637,7 @@ func (s *supervisor) retire(m *managed, g *generation) {
 // for up to removed_drain_timeout; what remains stays on disk until
 // `pspf-edge buffer drop`. The drain runs in the background: the other
 // pipelines, and the supervisor, carry on.
-func (s *supervisor) remove(m *managed, cfg agent.AgentConfig) {
+func (s *Supervisor) remove(m *managed, cfg runner.AgentConfig) {
 	s.mu.Lock()
 	g := m.run
 	m.removed, m.seen, m.runKey, m.missing, m.reloadErr, m.probation, m.restart = true, "", "", time.Time{}, "", nil, nil
@@ -647,7 +650,7 @@ func (s *supervisor) remove(m *managed, cfg agent.AgentConfig) {
 		if g == nil {
 			return
 		}
-		if err := g.stop(agent.StopOptions{DrainTimeout: cfg.RemovedDrainTimeout}); err != nil {
+		if err := g.stop(runner.StopOptions{DrainTimeout: cfg.RemovedDrainTimeout}); err != nil {
 			s.d.Logger.Warn("removed pipeline stopped with errors", "pipeline", m.name, "err", err)
 		}
 		s.retire(m, g)
@@ -672,7 +675,7 @@ func (s *supervisor) remove(m *managed, cfg agent.AgentConfig) {
 	})
 }
 
-func (s *supervisor) notify(state string) {
+func (s *Supervisor) notify(state string) {
 	if s.d.Notify != nil {
 		s.d.Notify(state)
 	}
@@ -681,7 +684,7 @@ func (s *supervisor) notify(state string) {
 // stopAll stops every pipeline (draining within the shutdown timeout: their
 // contexts are done) and waits for them and for removals in progress,
 // feeding the watchdog meanwhile.
-func (s *supervisor) stopAll(watchdog <-chan time.Time) error {
+func (s *Supervisor) stopAll(watchdog <-chan time.Time) error {
 	done := make(chan error, 1)
 	go func() { done <- s.waitAll() }()
 	for {
@@ -695,7 +698,7 @@ func (s *supervisor) stopAll(watchdog <-chan time.Time) error {
 }
 
 // waitAll waits for every pipeline and every removal in progress.
-func (s *supervisor) waitAll() error {
+func (s *Supervisor) waitAll() error {
 	s.mu.Lock()
 	var runs []*generation
 	for _, m := range s.pipes {
@@ -716,11 +719,11 @@ func (s *supervisor) waitAll() error {
 }
 
 // describeChanges says which components a reload adds, removes or changes.
-func describeChanges(old, cur *agent.PipelineSpec) string {
+func describeChanges(old, cur *runner.PipelineSpec) string {
 	var parts []string
 	for _, k := range []struct {
 		what     string
-		old, cur []agent.ComponentSpec
+		old, cur []runner.ComponentSpec
 	}{{"source", old.Sources, cur.Sources}, {"operator", old.Operators, cur.Operators}, {"sink", old.Sinks, cur.Sinks}} {
 		was := map[string]string{}
 		for _, c := range k.old {
@@ -767,7 +770,7 @@ func describeChanges(old, cur *agent.PipelineSpec) string {
 }
 
 // names returns the pipeline names in order.
-func (s *supervisor) names() []string {
+func (s *Supervisor) names() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]string, 0, len(s.pipes))
@@ -778,10 +781,10 @@ func (s *supervisor) names() []string {
 	return out
 }
 
-// isReady reports whether the first sync is done and every pipeline with a
+// Ready reports whether the first sync is done and every pipeline with a
 // valid config is running (or has ended on its own, its sources done); if
 // not, why, naming the first pipeline that is down.
-func (s *supervisor) isReady() (bool, string) {
+func (s *Supervisor) Ready() (bool, string) {
 	if !s.ready.Load() {
 		return false, "starting"
 	}

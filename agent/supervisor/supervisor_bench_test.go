@@ -1,12 +1,10 @@
-package main
+package supervisor
 
 import (
 	"fmt"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/pspf/pspf-edge/agent"
 )
 
 // BenchmarkReloadLatency measures a reload from the save (a write to a
@@ -32,7 +30,10 @@ func benchReload(b *testing.B, window string) {
 	body := func(i int) string {
 		return fmt.Sprintf("sources:\n  - simulate: {sensors: 4, rate: 2500, format: fields, shape: steady, max_unacked: 64}\noperators:\n  - map: {set: {cfg: \"%d\"}}\n%ssinks:\n  - record: {id: a}\n    retry: {initial: 100ms, max: 1s}\n", i, window)
 	}
-	h := startHarness(b, reg, map[string]string{"a.yaml": body(0)}, func(c *agent.AgentConfig) { c.ReloadDebounce = 200 * time.Millisecond; c.ShutdownTimeout = time.Second })
+	h := startHarness(b, reg, map[string]string{"a.yaml": body(0)}, func(d *Deps) {
+		d.Config.ReloadDebounce = 200 * time.Millisecond
+		d.Config.ShutdownTimeout = time.Second
+	})
 	defer h.stop()
 	h.waitFor("10k records in flight", func() bool { return h.view("a").BacklogRecords >= 10_000 })
 	var worst time.Duration
@@ -45,7 +46,7 @@ func benchReload(b *testing.B, window string) {
 		saveTempRename(b, h.dir, "a.yaml", body(i), i)
 		for {
 			v := h.view("a")
-			if v.Generation == gen && v.State == stateRunning {
+			if v.Generation == gen && v.State == StateRunning {
 				break
 			}
 			time.Sleep(time.Millisecond)

@@ -1,11 +1,7 @@
-package main
+package supervisor
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
 	"log/slog"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -15,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/runner"
 )
 
 // metricValue returns the value of the sample named exactly line (name and
@@ -35,8 +31,8 @@ func metricValue(t *testing.T, text, series string) float64 {
 }
 
 // A known scenario: 400 readings, a filter drops every fourth one, the
-// destination is down for the first 1.5 s. Status, /metrics and the status
-// command must say so.
+// destination is down for the first 1.5 s. The views (the admin API's
+// status) and the metrics must say so.
 func TestMetricsAndStatusKnownScenario(t *testing.T) {
 	rec := newRecorder()
 	rec.down.Store(true)
@@ -50,16 +46,9 @@ sinks:
     retry: {initial: 50ms, max: 100ms}
 `
 	h := startHarness(t, reg, map[string]string{"m.yaml": file}, nil)
-	srv := httptest.NewServer(adminHandler(h.sup, h.sup.d.Metrics))
-	defer srv.Close()
-	get := func(path string) string {
-		resp, err := srv.Client().Get(srv.URL + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var b bytes.Buffer
-		b.ReadFrom(resp.Body)
+	metrics := func() string {
+		var b strings.Builder
+		h.sup.d.Metrics.WritePrometheus(&b)
 		return b.String()
 	}
 
@@ -71,29 +60,19 @@ sinks:
 	if v.BacklogRecords == 0 || v.OldestUnsentSeconds < 0.5 || v.Sinks[0].Retries == 0 {
 		t.Errorf("during the outage: backlog %d, oldest unsent %.2fs, retries %d; want > 0, >= 0.5s, > 0", v.BacklogRecords, v.OldestUnsentSeconds, v.Sinks[0].Retries)
 	}
-	text := get("/metrics")
+	text := metrics()
 	if off := metricValue(t, text, `pspf_sink_offline_seconds{pipeline="m",component="record"}`); off < 1 {
 		t.Errorf("pspf_sink_offline_seconds = %v, want >= 1", off)
 	}
 	if on := metricValue(t, text, `pspf_sink_online{pipeline="m",component="record"}`); on != 0 {
 		t.Errorf("pspf_sink_online = %v during the outage, want 0", on)
 	}
-	for _, s := range []string{"go_goroutines", "process_open_fds", "process_resident_memory_bytes"} {
-		if !strings.Contains(text, "\n"+s+" ") {
-			t.Errorf("/metrics has no %s", s)
-		}
-	}
-	if ready := get("/readyz"); ready != "ready\n" {
-		t.Errorf("/readyz = %q, want ready", ready)
+	if ok, why := h.sup.Ready(); !ok {
+		t.Errorf("not ready (%s) during the outage, want ready", why)
 	}
 	const why = "record: write: record sink: destination down"
 	if v.Sinks[0].LastError != why || v.LastError != why {
 		t.Errorf("during the outage: sink last_error %q, pipeline last_error %q, want %q", v.Sinks[0].LastError, v.LastError, why)
-	}
-	var table, tableErr bytes.Buffer
-	cmdStatus([]string{"--admin", srv.URL}, &table, &tableErr)
-	if !strings.Contains(table.String(), "offline") || strings.Count(table.String(), "destination down") != 2 {
-		t.Errorf("status during the outage: want the sink offline and the error on the pipeline and sink rows:\n%s", table.String())
 	}
 
 	time.Sleep(300 * time.Millisecond)
@@ -112,7 +91,7 @@ sinks:
 	if len(v.Operators) != 1 || v.Operators[0].RecordsIn != 400 || v.Operators[0].RecordsOut != 300 {
 		t.Errorf("operators %+v, want filter 400 in, 300 out", v.Operators)
 	}
-	text = get("/metrics")
+	text = metrics()
 	for series, want := range map[string]float64{
 		`pspf_dropped_total{pipeline="m",component="filter",reason="filtered"}`: 100,
 		`pspf_sink_records_total{pipeline="m",component="record"}`:              300,
@@ -125,28 +104,14 @@ sinks:
 		}
 	}
 
-	// An invalid save: counted, shown, and the status command says so.
+	// An invalid save: counted and shown; the generation stays.
 	writeFile(t, filepath.Join(h.dir, "m.yaml"), "sources: [\n")
 	h.waitFor("the reload failure", func() bool { return h.view("m").ReloadFailures == 1 })
-	if got := metricValue(t, get("/metrics"), `pspf_reload_failures_total{pipeline="m"}`); got != 1 {
+	if got := metricValue(t, metrics(), `pspf_reload_failures_total{pipeline="m"}`); got != 1 {
 		t.Errorf("pspf_reload_failures_total = %v, want 1", got)
 	}
-	var out, errOut bytes.Buffer
-	if code := cmdStatus([]string{"--admin", srv.URL}, &out, &errOut); code != exitProblem {
-		t.Errorf("status exit %d, want %d (a reload failed)\n%s%s", code, exitProblem, out.String(), errOut.String())
-	}
-	for _, want := range []string{"PIPELINE", "m ", "filtered=100", "sink record", "online", "the last change was not applied", "invalid YAML"} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("status output has no %q:\n%s", want, out.String())
-		}
-	}
-	out.Reset()
-	if code := cmdStatus([]string{"--admin", srv.URL, "--json"}, &out, &errOut); code != exitOK {
-		t.Errorf("status --json exit %d, want 0: %s", code, errOut.String())
-	}
-	var resp struct{ Pipelines []pipelineView }
-	if err := json.Unmarshal(out.Bytes(), &resp); err != nil || len(resp.Pipelines) != 1 || resp.Pipelines[0].Generation != 1 {
-		t.Errorf("status --json: %v, %+v", err, resp)
+	if v := h.view("m"); v.Generation != 1 || !strings.Contains(v.LastReloadError, "invalid YAML") {
+		t.Errorf("after an invalid save: generation %d, last_reload_error %q; want 1 kept, invalid YAML", v.Generation, v.LastReloadError)
 	}
 	if err := h.stop(); err != nil {
 		t.Fatal(err)
@@ -154,18 +119,19 @@ sinks:
 }
 
 // A removed pipeline drains for removed_drain_timeout; what remains stays
-// on disk, reported, until `buffer drop`, which refuses under a running agent.
+// on disk, reported, until `buffer drop` (cmd/pspf-edge tests that it
+// refuses under a running agent).
 func TestRemovedPipelineKeepsItsBacklogUntilDropped(t *testing.T) {
 	rec := newRecorder()
 	rec.down.Store(true)
 	reg := testRegistry(map[string]*recorder{"r": rec})
 	const file = "sources:\n  - simulate: {sensors: 1, rate: 200, format: fields}\nsinks:\n  - record: {id: r}\n    retry: {initial: 50ms, max: 100ms}\n"
-	h := startHarness(t, reg, map[string]string{"r.yaml": file}, func(c *agent.AgentConfig) { c.RemovedDrainTimeout = 300 * time.Millisecond })
+	h := startHarness(t, reg, map[string]string{"r.yaml": file}, func(d *Deps) { d.Config.RemovedDrainTimeout = 300 * time.Millisecond })
 	h.waitFor("a backlog", func() bool { return h.view("r").BacklogRecords > 50 })
 	if err := os.Remove(filepath.Join(h.dir, "r.yaml")); err != nil {
 		t.Fatal(err)
 	}
-	h.waitFor("the removal", func() bool { return h.view("r").State == stateStopped })
+	h.waitFor("the removal", func() bool { return h.view("r").State == StateStopped })
 	v := h.view("r")
 	if v.BacklogRecords == 0 {
 		t.Errorf("removed pipeline: backlog 0, want what the offline sink did not take")
@@ -174,25 +140,14 @@ func TestRemovedPipelineKeepsItsBacklogUntilDropped(t *testing.T) {
 	h.waitFor("the warning about the records left on disk", func() bool {
 		return strings.Contains(h.logs.String(), "stay on disk until `pspf-edge buffer drop`")
 	})
-	if ok, why := h.sup.isReady(); !ok {
+	if ok, why := h.sup.Ready(); !ok {
 		t.Errorf("not ready after a removal: %s", why)
-	}
-	var out, errOut bytes.Buffer
-	if code := cmdBuffer([]string{"drop", "r", "--yes", "--data-dir", h.data}, &out, &errOut); code != exitProblem || !strings.Contains(errOut.String(), "refused while an agent runs") {
-		t.Errorf("drop under a running agent: exit %d, %q; want %d, refused", code, errOut.String(), exitProblem)
 	}
 	if err := h.stop(); err != nil {
 		t.Fatal(err)
 	}
-	errOut.Reset()
-	if code := cmdBuffer([]string{"drop", "r", "--data-dir", h.data}, &out, &errOut); code != exitProblem || !strings.Contains(errOut.String(), "--yes") {
-		t.Errorf("drop without --yes: exit %d, %q; want %d, asking for --yes", code, errOut.String(), exitProblem)
-	}
-	if code := cmdBuffer([]string{"drop", "r", "--yes", "--data-dir", h.data}, &out, &errOut); code != exitOK {
-		t.Fatalf("drop: exit %d: %s", code, errOut.String())
-	}
-	if _, err := os.Stat(filepath.Join(h.data, "pipelines", "r")); !os.IsNotExist(err) {
-		t.Errorf("after drop: %v, want the directory gone", err)
+	if _, err := os.Stat(filepath.Join(h.data, "pipelines", "r")); err != nil {
+		t.Errorf("after the stop: %v, want the removed pipeline's directory kept", err)
 	}
 }
 
@@ -210,27 +165,24 @@ func TestSIGHUPAndAgentFileReload(t *testing.T) {
 		return "data_dir: " + dataDir + "\npipelines_dir: " + pdir + "\nadmin: {address: \"\"}\nreload_debounce: 50ms\nlog: {level: " + level + "}\n"
 	}
 	writeFile(t, agentFile, agentBody("info", filepath.Join(root, "data")))
-	load := func() (agent.AgentConfig, error) { return agent.LoadAgentConfig(agentFile) }
+	load := func() (runner.AgentConfig, error) { return runner.LoadAgentConfig(agentFile) }
 	cfg, err := load()
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &lockedBuffer{}
-	lv := new(slog.LevelVar)
-	logger, _ := newLogger(cfg.Log, lv, logs)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	hup := make(chan os.Signal, 1)
-	ready, done := make(chan *supervisor, 1), make(chan error, 1)
-	go func() {
-		done <- runAgent(ctx, runOptions{Config: cfg, ConfigFile: agentFile, LoadConfig: load, Logger: logger, Level: lv, Hup: hup,
-			Registry: reg, Poll: -1, Ready: func(s *supervisor) { ready <- s }})
-	}()
-	h := &harness{t: t, sup: <-ready, logs: logs}
+	var lv *slog.LevelVar
+	h := startHarness(t, reg, nil, func(d *Deps) {
+		d.Config, d.ConfigFile, d.LoadConfig = cfg, agentFile, load
+		lv = d.Level
+		if l, err := cfg.Log.SlogLevel(); err == nil {
+			lv.Set(l)
+		}
+	})
+	logs := h.logs
 	h.waitFor("generation 1", func() bool { return h.view("h").Generation == 1 })
 
-	hup <- syscall.SIGHUP
-	h.waitFor("generation 2 after SIGHUP", func() bool { v := h.view("h"); return v.Generation == 2 && v.State == stateRunning })
+	h.hup <- syscall.SIGHUP
+	h.waitFor("generation 2 after SIGHUP", func() bool { v := h.view("h"); return v.Generation == 2 && v.State == StateRunning })
 
 	writeFile(t, agentFile, agentBody("debug", filepath.Join(root, "elsewhere")))
 	h.waitFor("the debug level", func() bool { return lv.Level() == slog.LevelDebug })
@@ -245,8 +197,7 @@ func TestSIGHUPAndAgentFileReload(t *testing.T) {
 	if lv.Level() != slog.LevelDebug {
 		t.Errorf("level %v after an invalid agent file, want debug kept", lv.Level())
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := h.stop(); err != nil {
 		t.Fatal(err)
 	}
 	rec.check(t, "h")

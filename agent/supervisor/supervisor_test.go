@@ -1,4 +1,4 @@
-package main
+package supervisor
 
 import (
 	"context"
@@ -15,6 +15,16 @@ import (
 	"time"
 
 	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/agenttest"
+	"github.com/pspf/pspf-edge/agent/runner"
+	"github.com/pspf/pspf-edge/operators/fields"
+	"github.com/pspf/pspf-edge/operators/filter"
+	"github.com/pspf/pspf-edge/operators/mapop"
+	"github.com/pspf/pspf-edge/operators/window"
+	"github.com/pspf/pspf-edge/sinks/console"
+	httpsink "github.com/pspf/pspf-edge/sinks/http"
+	"github.com/pspf/pspf-edge/sources/mqtt"
+	"github.com/pspf/pspf-edge/sources/simulate"
 )
 
 // recorder is what the test sink "record" delivers to; it outlives the
@@ -111,10 +121,25 @@ func (r *recorder) maxGap(from time.Time) time.Duration {
 	return gap
 }
 
-// testRegistry is the binary's registry plus the "record" sink, whose
-// `id` picks a recorder.
-func testRegistry(recs map[string]*recorder) *agent.Registry {
-	reg := newRegistry()
+// pluginRegistry has the connectors the tests' pipelines name, registered
+// under the names the binary gives them.
+func pluginRegistry() *runner.Registry {
+	r := runner.NewRegistry()
+	r.Sources["simulate"] = simulate.Factory()
+	r.Sources["mqtt"] = mqtt.Factory()
+	r.Operators["filter"] = filter.Factory()
+	r.Operators["map"] = mapop.Factory()
+	r.Operators["fields"] = fields.Factory()
+	r.Operators["window"] = window.Factory()
+	r.Sinks["console"] = console.Factory()
+	r.Sinks["http"] = httpsink.Factory()
+	return r
+}
+
+// testRegistry is pluginRegistry plus the "record" sink, whose `id` picks
+// a recorder.
+func testRegistry(recs map[string]*recorder) *runner.Registry {
+	reg := pluginRegistry()
 	type cfg struct {
 		ID string `yaml:"id" doc:"recorder"`
 	}
@@ -128,87 +153,82 @@ func testRegistry(recs map[string]*recorder) *agent.Registry {
 	return reg
 }
 
-// harness runs the agent on a temporary directory.
+// harness runs a supervisor on temporary directories.
 type harness struct {
 	t      testing.TB
 	dir    string // pipelines
 	data   string
-	sup    *supervisor
+	sup    *Supervisor
 	cancel context.CancelFunc
 	done   chan error
 	hup    chan os.Signal
-	logs   *lockedBuffer
+	logs   *agenttest.LogBuffer
 }
 
-func startHarness(t testing.TB, reg *agent.Registry, files map[string]string, tune func(*agent.AgentConfig)) *harness {
+// startHarness starts a supervisor of the pipeline files (name to content)
+// with reg, tuned by tune, and waits for its first sync. It watches no
+// agent file and polls nothing, unless tune says otherwise.
+func startHarness(t testing.TB, reg *runner.Registry, files map[string]string, tune func(*Deps)) *harness {
 	t.Helper()
 	root := t.TempDir()
 	h := &harness{t: t, dir: filepath.Join(root, "pipelines"), data: filepath.Join(root, "data"), done: make(chan error, 1),
-		hup: make(chan os.Signal, 1), logs: &lockedBuffer{}}
+		hup: make(chan os.Signal, 1), logs: &agenttest.LogBuffer{}}
 	if err := os.MkdirAll(h.dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	for name, body := range files {
 		writeFile(t, filepath.Join(h.dir, name), body)
 	}
-	cfg := agent.DefaultAgentConfig()
-	cfg.DataDir, cfg.PipelinesDir, cfg.Admin.Address = h.data, h.dir, ""
-	cfg.ReloadDebounce = 50 * time.Millisecond
-	cfg.ShutdownTimeout = 10 * time.Second
+	d := Deps{Config: runner.DefaultAgentConfig(), Registry: reg, Metrics: runner.NewMetrics(), Level: new(slog.LevelVar)}
+	d.Config.DataDir, d.Config.PipelinesDir, d.Config.Admin.Address = h.data, h.dir, ""
+	d.Config.ReloadDebounce = 50 * time.Millisecond
+	d.Config.ShutdownTimeout = 10 * time.Second
 	if tune != nil {
-		tune(&cfg)
+		tune(&d)
 	}
-	lv := new(slog.LevelVar)
-	logger, err := newLogger(agent.LogConfig{Level: "info", Format: "text"}, lv, h.logs)
-	if err != nil {
-		t.Fatal(err)
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: d.Level}))
 	}
+	h.sup = New(d)
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
-	ready := make(chan *supervisor, 1)
-	go func() {
-		h.done <- runAgent(ctx, runOptions{Config: cfg, Logger: logger, Level: lv, Hup: h.hup, Registry: reg, Poll: -1,
-			Ready: func(s *supervisor) { ready <- s }})
-	}()
-	select {
-	case h.sup = <-ready:
-	case err := <-h.done:
-		t.Fatalf("agent ended at start: %v\n%s", err, h.logs.String())
-	}
-	h.waitFor("the first sync", func() bool { ok, _ := h.sup.isReady(); return ok })
+	go func() { h.done <- h.sup.Run(ctx, h.hup) }()
+	h.waitFor("the first sync", func() bool {
+		select {
+		case err := <-h.done:
+			t.Fatalf("supervisor ended at start: %v\n%s", err, h.logs.String())
+		default:
+		}
+		ok, _ := h.sup.Ready()
+		return ok
+	})
 	return h
 }
 
-// stop stops the agent (draining) and returns its error.
+// stop stops the supervisor (draining) and returns its error.
 func (h *harness) stop() error {
 	h.cancel()
 	select {
 	case err := <-h.done:
 		return err
 	case <-time.After(30 * time.Second):
-		h.t.Fatalf("agent did not stop within 30s\n%s", h.logs.String())
+		h.t.Fatalf("supervisor did not stop within 30s\n%s", h.logs.String())
 		return nil
 	}
 }
 
-func (h *harness) view(name string) pipelineView {
-	for _, v := range h.sup.views() {
+func (h *harness) view(name string) PipelineView {
+	for _, v := range h.sup.Views() {
 		if v.Name == name {
 			return v
 		}
 	}
-	return pipelineView{Name: name}
+	return PipelineView{Name: name}
 }
 
 func (h *harness) waitFor(what string, ok func() bool) {
 	h.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			h.t.Fatalf("timeout waiting for %s\nlog:\n%s", what, h.logs.String())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	agenttest.Eventually(h.t, 10*time.Second, what, ok, h.logs)
 }
 
 func writeFile(t testing.TB, path, body string) {
@@ -341,7 +361,7 @@ func TestFiftyReloadsUnderLoad(t *testing.T) {
 
 	h := startHarness(t, reg, map[string]string{"b.yaml": steadyPipeline}, nil)
 	saveSymlinkSwap(t, h.dir, "a.yaml", reloadedPipeline(0, 0), 0)
-	h.waitFor("pipeline a", func() bool { return h.view("a").State == stateRunning })
+	h.waitFor("pipeline a", func() bool { return h.view("a").State == StateRunning })
 	start := time.Now()
 
 	gen, failures, tag := 1, uint64(0), 0
@@ -367,7 +387,7 @@ func TestFiftyReloadsUnderLoad(t *testing.T) {
 			gen++
 			h.waitFor(fmt.Sprintf("step %d (%s, %s): generation %d", step, kind, p.name, gen), func() bool {
 				v := h.view("a")
-				return v.Generation == gen && v.State == stateRunning
+				return v.Generation == gen && v.State == StateRunning
 			})
 			last = body
 		case kind == "no-op":
@@ -379,7 +399,7 @@ func TestFiftyReloadsUnderLoad(t *testing.T) {
 			failures++
 			h.waitFor(fmt.Sprintf("step %d (%s, %s): failure %d", step, kind, p.name, failures), func() bool {
 				v := h.view("a")
-				return v.ReloadFailures == failures && v.State == stateRunning && v.LastReloadError != ""
+				return v.ReloadFailures == failures && v.State == StateRunning && v.LastReloadError != ""
 			})
 			if v := h.view("a"); v.Generation != gen {
 				t.Fatalf("step %d (%s): generation %d, want %d (the running one stays)", step, kind, v.Generation, gen)
@@ -390,7 +410,7 @@ func TestFiftyReloadsUnderLoad(t *testing.T) {
 	if gap := recs["b"].maxGap(start); gap > time.Second {
 		t.Errorf("pipeline b paused for %v during a's reloads, want < 1s", gap)
 	}
-	if v := h.view("b"); v.Generation != 1 || v.State != stateRunning {
+	if v := h.view("b"); v.Generation != 1 || v.State != StateRunning {
 		t.Errorf("pipeline b: generation %d, state %s; want 1, running", v.Generation, v.State)
 	}
 	reloadTime := time.Since(start)

@@ -1,4 +1,4 @@
-package main
+package supervisor
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 
-	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/runner"
 )
 
 // dirWatcher turns file-system events in a few directories into debounced
@@ -141,7 +141,7 @@ func configPaths(pipelines string, pipelinesIsDir bool, agentFile string) func(p
 		case path == agentFile:
 			return true
 		case pipelinesIsDir:
-			return dir == pipelines && agent.IsPipelineFile(base)
+			return dir == pipelines && runner.IsPipelineFile(base)
 		default:
 			return path == pipelines
 		}

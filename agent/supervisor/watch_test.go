@@ -1,4 +1,4 @@
-package main
+package supervisor
 
 import (
 	"context"
@@ -9,8 +9,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/pspf/pspf-edge/agent"
 )
 
 // hammer appends to path about every 2 ms (~500 writes/s) until stop is
@@ -44,9 +42,9 @@ func TestUnrelatedWritesDoNotDelayReloads(t *testing.T) {
 	// The default debounce: the landed watcher restarted it at every write
 	// in the directory, and applied a save only when the writers happened
 	// to pause for that long.
-	h := startHarness(t, testRegistry(map[string]*recorder{"a": rec}), nil, func(c *agent.AgentConfig) { c.ReloadDebounce = 200 * time.Millisecond })
+	h := startHarness(t, testRegistry(map[string]*recorder{"a": rec}), nil, func(d *Deps) { d.Config.ReloadDebounce = 200 * time.Millisecond })
 	saveTempRename(t, h.dir, "a.yaml", reloadedPipeline(0, 0), 0)
-	h.waitFor("pipeline a", func() bool { return h.view("a").State == stateRunning })
+	h.waitFor("pipeline a", func() bool { return h.view("a").State == StateRunning })
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	hammer(t, filepath.Join(h.dir, "out.ndjson"), stop, &wg)
@@ -60,7 +58,7 @@ func TestUnrelatedWritesDoNotDelayReloads(t *testing.T) {
 		gen++
 		h.waitFor(fmt.Sprintf("save %d (%s) applied under unrelated writes: generation %d", step, p.name, gen), func() bool {
 			v := h.view("a")
-			return v.Generation == gen && v.State == stateRunning
+			return v.Generation == gen && v.State == StateRunning
 		})
 	}
 	if err := h.stop(); err != nil {

@@ -1,9 +1,9 @@
-package main
+package supervisor
 
 import (
 	"time"
 
-	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/runner"
 )
 
 // stopGrace is added to the drain timeout to bound how long stopping a
@@ -18,7 +18,7 @@ const stopGrace = 10 * time.Second
 // fed, but only for as long as the stop is bounded to take. A stop that
 // overruns the bound is stuck; the pings stop, and systemd restarts the
 // agent.
-func (s *supervisor) stop(g *generation, o agent.StopOptions) error {
+func (s *Supervisor) stop(g *generation, o runner.StopOptions) error {
 	g.p.SetStop(o)
 	g.cancel()
 	s.waitFed(g.done, o.DrainTimeout+stopGrace)
@@ -28,7 +28,7 @@ func (s *supervisor) stop(g *generation, o agent.StopOptions) error {
 
 // waitFed waits for done, sending WATCHDOG=1 at the watchdog interval for
 // at most bound. It reports whether done came within the bound.
-func (s *supervisor) waitFed(done <-chan struct{}, bound time.Duration) bool {
+func (s *Supervisor) waitFed(done <-chan struct{}, bound time.Duration) bool {
 	if s.d.Watchdog <= 0 {
 		<-done
 		return true

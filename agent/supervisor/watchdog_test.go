@@ -1,7 +1,8 @@
-package main
+package supervisor
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"path/filepath"
 	"sync"
@@ -34,16 +35,28 @@ func (s slowCloseSource) Close(ctx context.Context) error {
 	return nil
 }
 
+// notified tunes a harness's supervisor to send its notifications (READY=1,
+// WATCHDOG=1, ...: see Deps.Notify) to msgs, with a watchdog every 20ms. A
+// notification msgs has no room for is dropped, so that a test that stops
+// reading never blocks the supervisor.
+func notified(msgs chan string) func(*Deps) {
+	return func(d *Deps) {
+		d.Watchdog = 20 * time.Millisecond
+		d.Notify = func(state string) {
+			select {
+			case msgs <- state:
+			default:
+			}
+		}
+	}
+}
+
 // A reload stops the old generation on the supervisor's loop, for up to
 // shutdown_timeout, which may be far longer than the watchdog interval
 // (WatchdogSec=2s with shutdown_timeout: 60s): the watchdog is fed
 // meanwhile, and the agent is not killed for a stop that is on time.
 func TestWatchdogFedWhileAReloadStopsTheOldGeneration(t *testing.T) {
-	conn, addr := listenNotify(t, false)
-	t.Setenv("NOTIFY_SOCKET", addr)
-	t.Setenv("WATCHDOG_USEC", "40000") // a ping every 20ms
-	t.Setenv("WATCHDOG_PID", "")
-	msgs := notifications(conn)
+	msgs := make(chan string, 4096)
 	reg := testRegistry(map[string]*recorder{"s": newRecorder()})
 	src := slowCloseSource{once: new(sync.Once), closing: make(chan struct{}), release: make(chan struct{})}
 	type cfg struct {
@@ -52,9 +65,8 @@ func TestWatchdogFedWhileAReloadStopsTheOldGeneration(t *testing.T) {
 	reg.Sources["slowclose"] = agent.Typed[agent.Source]("a source slow to close", func() *cfg { return &cfg{} }, func(*cfg, agent.Env) (agent.Source, error) {
 		return src, nil
 	})
-	h := startHarness(t, reg, map[string]string{"s.yaml": "sources:\n  - slowclose: {n: 1}\nsinks:\n  - record: {id: s}\n"}, nil)
-	pings := 0
-	if got := next(t, msgs, &pings); got != "READY=1" {
+	h := startHarness(t, reg, map[string]string{"s.yaml": "sources:\n  - slowclose: {n: 1}\nsinks:\n  - record: {id: s}\n"}, notified(msgs))
+	if got := <-msgs; got != "READY=1" {
 		t.Fatalf("got %q first, want READY=1", got)
 	}
 	writeFile(t, filepath.Join(h.dir, "s.yaml"), "sources:\n  - slowclose: {n: 2}\nsinks:\n  - record: {id: s}\n")
@@ -99,7 +111,7 @@ func TestWaitFedStopsFeedingAtTheBound(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var mu sync.Mutex
 		pings := 0
-		s := &supervisor{d: supervisorDeps{Watchdog: time.Second, Logger: slog.New(slog.DiscardHandler), Notify: func(state string) {
+		s := &Supervisor{d: Deps{Watchdog: time.Second, Logger: slog.New(slog.DiscardHandler), Notify: func(state string) {
 			if state == "WATCHDOG=1" {
 				mu.Lock()
 				pings++
@@ -137,4 +149,55 @@ func TestWaitFedStopsFeedingAtTheBound(t *testing.T) {
 			t.Errorf("%d pings in all, want 13", got)
 		}
 	})
+}
+
+// The watchdog pings come from the supervisor's loop: while it is stuck
+// (here: in a component's constructor during a reload) they stop, so that
+// systemd would restart a hung agent; they resume once it is free.
+func TestWatchdogStopsWhileTheSupervisorIsStuck(t *testing.T) {
+	msgs := make(chan string, 4096)
+	rec := newRecorder()
+	reg := testRegistry(map[string]*recorder{"s": rec})
+	entered, release := make(chan struct{}), make(chan struct{})
+	type cfg struct{}
+	reg.Sources["stuck"] = agent.Typed[agent.Source]("a source whose constructor blocks", func() *cfg { return &cfg{} }, func(*cfg, agent.Env) (agent.Source, error) {
+		close(entered)
+		<-release
+		return nil, errors.New("stuck source: released")
+	})
+	h := startHarness(t, reg, map[string]string{"s.yaml": "sources:\n  - simulate: {format: fields, rate: 50}\nsinks:\n  - record: {id: s}\n"}, notified(msgs))
+	if got := <-msgs; got != "READY=1" {
+		t.Fatalf("got %q first, want READY=1", got)
+	}
+	writeFile(t, filepath.Join(h.dir, "stuck.yaml"), "sources:\n  - stuck: {}\nsinks:\n  - record: {id: s}\n")
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the supervisor did not start the stuck pipeline")
+	}
+	// Pings sent before it got stuck may still be waiting in msgs: take
+	// them until none has come for a while.
+	for quiet := false; !quiet; {
+		select {
+		case <-msgs:
+		case <-time.After(200 * time.Millisecond):
+			quiet = true
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // 15 ping intervals
+	if n := len(msgs); n != 0 {
+		t.Errorf("got %d notifications while the supervisor was stuck, want none: first %q", n, <-msgs)
+	}
+	close(release)
+	select {
+	case got := <-msgs:
+		if got != "WATCHDOG=1" {
+			t.Errorf("got %q once free, want WATCHDOG=1", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("no watchdog ping after the supervisor was free again")
+	}
+	if err := h.stop(); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -13,7 +13,8 @@ import (
 
 	vm "github.com/VictoriaMetrics/metrics"
 
-	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/runner"
+	"github.com/pspf/pspf-edge/agent/supervisor"
 )
 
 // adminHandler serves the admin API:
@@ -21,13 +22,13 @@ import (
 //	/healthz           200 while the process serves requests
 //	/readyz            200 once every pipeline with a valid config runs, 503 before
 //	/metrics           Prometheus text: the agent's metrics, then process ones
-//	/api/v1/pipelines  JSON: every pipeline's view (see pipelineView)
+//	/api/v1/pipelines  JSON: every pipeline's view (see supervisor.PipelineView)
 //	/debug/pprof/      profiles, only in binaries built with -tags pprof
-func adminHandler(sup *supervisor, metrics *agent.Metrics) http.Handler {
+func adminHandler(sup *supervisor.Supervisor, metrics *runner.Metrics) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if ok, why := sup.isReady(); !ok {
+		if ok, why := sup.Ready(); !ok {
 			http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
 			return
 		}
@@ -44,8 +45,8 @@ func adminHandler(sup *supervisor, metrics *agent.Metrics) http.Handler {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		enc.Encode(struct {
-			Pipelines []pipelineView `json:"pipelines"`
-		}{sup.views()})
+			Pipelines []supervisor.PipelineView `json:"pipelines"`
+		}{sup.Views()})
 	})
 	addProfiling(mux)
 	return mux

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pspf/pspf-edge/agent/agenttest"
 )
 
 // TestRunHelpShowsNoSentinel: run --help shows the flags as a user types
@@ -51,7 +53,7 @@ func TestStatusFindsAgentWithoutFlags(t *testing.T) {
 	demo, _ := filepath.Abs("../../pipelines/demo.yaml")
 	cmd := exec.Command(bin, "run", "-p", demo, "--data-dir", data, "--admin", "127.0.0.1:0", "--log-level", "warn")
 	cmd.Dir = t.TempDir()
-	var logs lockedBuffer
+	var logs agenttest.LogBuffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/runner"
 	"github.com/pspf/pspf-edge/buffer"
 )
 
@@ -235,7 +236,7 @@ func bufferDrop(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "buffer drop: %q is not a pipeline name\n", name)
 		return exitUsage
 	}
-	cfg, err := agent.LoadAgentConfig(*cfgPath)
+	cfg, err := runner.LoadAgentConfig(*cfgPath)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitProblem

@@ -15,7 +15,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/runner"
+	"github.com/pspf/pspf-edge/agent/supervisor"
 )
 
 func cmdRun(args []string, stdout, stderr io.Writer) int {
@@ -36,8 +37,8 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	// --admin "" disables the API, so only a --admin given at all overrides.
 	adminSet := false
 	fs.Visit(func(f *flag.Flag) { adminSet = adminSet || f.Name == "admin" })
-	load := func() (agent.AgentConfig, error) {
-		cfg, err := agent.LoadAgentConfig(*cfgPath)
+	load := func() (runner.AgentConfig, error) {
+		cfg, err := runner.LoadAgentConfig(*cfgPath)
 		if err != nil {
 			return cfg, err
 		}
@@ -118,19 +119,10 @@ func usageExit(err error) int {
 	return exitUsage
 }
 
-// levelOf parses a log level name.
-func levelOf(name string) (slog.Level, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(name)); err != nil {
-		return lv, fmt.Errorf("log level %q: must be debug, info, warn or error", name)
-	}
-	return lv, nil
-}
-
 // newLogger returns the agent's logger; lv is set to the configured level
 // and may be changed later (a reload of the agent file).
-func newLogger(c agent.LogConfig, lv *slog.LevelVar, w io.Writer) (*slog.Logger, error) {
-	l, err := levelOf(c.Level)
+func newLogger(c runner.LogConfig, lv *slog.LevelVar, w io.Writer) (*slog.Logger, error) {
+	l, err := c.SlogLevel()
 	if err != nil {
 		return nil, err
 	}
@@ -148,22 +140,22 @@ func newLogger(c agent.LogConfig, lv *slog.LevelVar, w io.Writer) (*slog.Logger,
 // runOptions is what runAgent runs.
 type runOptions struct {
 	// Config is the agent config, command-line overrides applied.
-	Config agent.AgentConfig
+	Config runner.AgentConfig
 	// ConfigFile is the agent file, watched for changes; "" for none.
 	ConfigFile string
 	// LoadConfig re-reads it with the same overrides.
-	LoadConfig func() (agent.AgentConfig, error)
+	LoadConfig func() (runner.AgentConfig, error)
 	Logger     *slog.Logger
 	// Level is the logger's level, changed by a reload of the agent file.
 	Level *slog.LevelVar
 	// Hup receives SIGHUP: reload everything.
 	Hup <-chan os.Signal
 	// Registry builds the components; nil means every one this binary has.
-	Registry *agent.Registry
+	Registry *runner.Registry
 	// Poll rescans the pipelines as a safety net; 0 means every 30s, <0 never.
 	Poll time.Duration
 	// Ready, if set, receives the supervisor once it runs (tests).
-	Ready func(*supervisor)
+	Ready func(*supervisor.Supervisor)
 	// AgentsDir is where the admin address is published for status besides
 	// the data directory (adminaddr.go); "" for the data directory only.
 	AgentsDir string
@@ -208,11 +200,11 @@ func runAgent(ctx context.Context, o runOptions) error {
 	limit, gcPercent := applyMemorySettings(cfg, os.Getenv)
 	procs := applyMaxProcs(cfg, os.Getenv)
 	o.Logger.Debug("go runtime", "memory_limit", limit, "gc_percent", gcPercent, "max_procs", procs)
-	metrics := agent.NewMetrics()
+	metrics := runner.NewMetrics()
 	// Under systemd: READY=1, RELOADING=1 around a SIGHUP, watchdog pings
 	// from the supervisor's loop, STOPPING=1 (systemd_linux.go).
 	notify, watchdog := systemdNotifier(o.Logger)
-	sup := newSupervisor(supervisorDeps{
+	sup := supervisor.New(supervisor.Deps{
 		Config: cfg, LoadConfig: o.LoadConfig, ConfigFile: o.ConfigFile,
 		Registry: o.Registry, Metrics: metrics, Logger: o.Logger, Level: o.Level, Poll: o.Poll,
 		Notify: notify, Watchdog: watchdog,

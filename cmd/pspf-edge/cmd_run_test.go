@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pspf/pspf-edge/agent/agenttest"
 )
 
 // goroutines returns the stacks of every goroutine but os/signal's own
@@ -33,7 +35,7 @@ func TestRunEndsEveryGoroutineOnSignal(t *testing.T) {
 	}
 	writeFile(t, filepath.Join(pipes, "p.yaml"), "sources:\n  - simulate: {format: fields, rate: 50}\nsinks:\n  - file: {path: "+filepath.Join(dir, "out.ndjson")+"}\n")
 	base := len(goroutines())
-	var stdout, stderr lockedBuffer
+	var stdout, stderr agenttest.LogBuffer
 	code := make(chan int, 1)
 	go func() {
 		code <- cmdRun([]string{"-p", pipes, "--data-dir", filepath.Join(dir, "data"), "--admin", ""}, &stdout, &stderr)

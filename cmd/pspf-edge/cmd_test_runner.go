@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/runner"
 )
 
 // cmdTest is `pspf-edge test`: the deterministic local runner.
@@ -99,7 +100,7 @@ Flags:`)
 // output as ndjson: the records, then the dead letters.
 func runTestCase(pipelineFile, inputFile, format string) ([]byte, error) {
 	reg := newRegistry()
-	spec, err := reg.LoadPipelineFile(pipelineFile, agent.DefaultAgentConfig().Defaults)
+	spec, err := reg.LoadPipelineFile(pipelineFile, runner.DefaultAgentConfig().Defaults)
 	if err != nil {
 		return nil, err
 	}
@@ -122,7 +123,7 @@ func runTestCase(pipelineFile, inputFile, format string) ([]byte, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	res, err := agent.RunLocal(context.Background(), spec, reg, dir, recs)
+	res, err := runner.RunLocal(context.Background(), spec, reg, dir, recs)
 	if err != nil {
 		return nil, err
 	}

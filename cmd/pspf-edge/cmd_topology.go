@@ -6,7 +6,7 @@ import (
 	"io"
 	"strings"
 
-	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/runner"
 )
 
 func cmdTopology(args []string, stdout, stderr io.Writer) int {
@@ -25,7 +25,7 @@ func cmdTopology(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	reg := newRegistry()
-	spec, err := reg.LoadPipelineFile(fs.Arg(0), agent.DefaultAgentConfig().Defaults)
+	spec, err := reg.LoadPipelineFile(fs.Arg(0), runner.DefaultAgentConfig().Defaults)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitProblem
@@ -53,7 +53,7 @@ type graph struct {
 	deadLtr *node
 }
 
-func buildGraph(spec *agent.PipelineSpec, reg *agent.Registry) graph {
+func buildGraph(spec *runner.PipelineSpec, reg *runner.Registry) graph {
 	g := graph{name: spec.Name}
 	var col []node
 	for i, s := range spec.Sources {
@@ -83,11 +83,11 @@ func buildGraph(spec *agent.PipelineSpec, reg *agent.Registry) graph {
 
 // logLabel describes the pipeline log, its cap in the units a config file
 // uses (256MiB), as written.
-func logLabel(spec *agent.PipelineSpec) string {
+func logLabel(spec *runner.PipelineSpec) string {
 	return "pipeline log (" + spec.Buffer.Kind + ", " + spec.Buffer.MaxBytes.String() + ", " + spec.Buffer.Overflow + ")"
 }
 
-func label(c agent.ComponentSpec) string {
+func label(c runner.ComponentSpec) string {
 	if c.Name != c.Type {
 		return c.Name + " (" + c.Type + ")"
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/runner"
 )
 
 func cmdValidate(args []string, stdout, stderr io.Writer) int {
@@ -25,7 +26,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return exitUsage
 	}
-	cfg, err := agent.LoadAgentConfig(*cfgPath)
+	cfg, err := runner.LoadAgentConfig(*cfgPath)
 	bad := 0
 	if err != nil {
 		fmt.Fprintln(stderr, err)
@@ -36,7 +37,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	for _, arg := range fs.Args() {
 		files := []string{arg}
 		if st, err := os.Stat(arg); err == nil && st.IsDir() {
-			if files, err = agent.PipelineFiles(arg); err != nil {
+			if files, err = runner.PipelineFiles(arg); err != nil {
 				fmt.Fprintln(stderr, err)
 				bad++
 				continue

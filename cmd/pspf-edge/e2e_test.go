@@ -2,16 +2,16 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pspf/pspf-edge/agent/agenttest"
 )
 
 // buildBinary builds pspf-edge for goarch (and goarm) into dir.
@@ -24,24 +24,6 @@ func buildBinary(t *testing.T, dir, goarch, goarm string) string {
 		t.Fatalf("build %s: %v\n%s", goarch, err, out)
 	}
 	return bin
-}
-
-// lockedBuffer is a bytes.Buffer safe for the process's output goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // runDemo runs the demo pipeline with the given command prefix (empty, or a
@@ -57,7 +39,7 @@ func runDemo(t *testing.T, prefix []string, bin string, d time.Duration) {
 	args := append(append([]string{}, prefix...), bin, "run", "-p", demo, "--data-dir", filepath.Join(work, "data"), "--admin", "")
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Dir = work
-	var stdout, stderr lockedBuffer
+	var stdout, stderr agenttest.LogBuffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start: %v", err)

@@ -8,7 +8,7 @@ import (
 	"runtime/metrics"
 	"time"
 
-	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/runner"
 )
 
 // applyMemorySettings sets the Go runtime's soft memory limit and garbage
@@ -16,7 +16,7 @@ import (
 // is left alone when its environment variable (GOMEMLIMIT, GOGC) is set: the
 // runtime has read that already, and an operator's environment wins over the
 // file. getenv is os.Getenv outside tests. It returns the settings in force.
-func applyMemorySettings(cfg agent.AgentConfig, getenv func(string) string) (limit int64, gcPercent int) {
+func applyMemorySettings(cfg runner.AgentConfig, getenv func(string) string) (limit int64, gcPercent int) {
 	if getenv("GOMEMLIMIT") == "" {
 		l := int64(cfg.MemoryLimit)
 		if l == 0 {
@@ -36,7 +36,7 @@ func applyMemorySettings(cfg agent.AgentConfig, getenv func(string) string) (lim
 // applyMaxProcs sets how many CPUs run the agent's Go code at once from the
 // agent file's max_procs (0: all), unless the GOMAXPROCS environment
 // variable is set. It returns the setting in force.
-func applyMaxProcs(cfg agent.AgentConfig, getenv func(string) string) int {
+func applyMaxProcs(cfg runner.AgentConfig, getenv func(string) string) int {
 	if getenv("GOMAXPROCS") == "" {
 		n := cfg.MaxProcs
 		if n == 0 {

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/runner"
 )
 
 func TestApplyMemorySettings(t *testing.T) {
@@ -36,7 +37,7 @@ func TestApplyMemorySettings(t *testing.T) {
 			// What the runtime would have read from the environment.
 			debug.SetMemoryLimit(99 << 20)
 			debug.SetGCPercent(150)
-			cfg := agent.DefaultAgentConfig()
+			cfg := runner.DefaultAgentConfig()
 			cfg.MemoryLimit, cfg.GCPercent = tt.limit, tt.gc
 			limit, gc := applyMemorySettings(cfg, func(k string) string { return tt.env[k] })
 			if limit != tt.wantLimit || gc != tt.wantGC {
@@ -65,7 +66,7 @@ func TestApplyMaxProcs(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			runtime.GOMAXPROCS(3) // what the runtime would have read from the environment
-			cfg := agent.DefaultAgentConfig()
+			cfg := runner.DefaultAgentConfig()
 			cfg.MaxProcs = tt.procs
 			if got := applyMaxProcs(cfg, func(k string) string { return tt.env[k] }); got != tt.want {
 				t.Errorf("got %d, want %d", got, tt.want)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/runner"
 	"github.com/pspf/pspf-edge/sinks/kafka"
 )
 
@@ -46,7 +47,7 @@ func bufferRedrive(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "buffer redrive: %q is not a pipeline name\n", name)
 		return exitUsage
 	}
-	cfg, err := agent.LoadAgentConfig(*cfgPath)
+	cfg, err := runner.LoadAgentConfig(*cfgPath)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitProblem
@@ -63,7 +64,7 @@ func bufferRedrive(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "buffer redrive: %v\n", err)
 		return exitProblem
 	}
-	var sc *agent.ComponentSpec
+	var sc *runner.ComponentSpec
 	var names []string
 	for i := range spec.Sinks {
 		names = append(names, spec.Sinks[i].Name)
@@ -89,7 +90,7 @@ func bufferRedrive(args []string, stdout, stderr io.Writer) int {
 	defer unlock()
 
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	dead, err := agent.OpenDiskLog(logger)(deadDir, agent.DeadLetterBufferConfig())
+	dead, err := runner.OpenDiskLog(logger)(deadDir, runner.DeadLetterBufferConfig())
 	if err != nil {
 		fmt.Fprintf(stderr, "buffer redrive: open dead letters: %v\n", err)
 		return exitFailure
@@ -99,7 +100,7 @@ func bufferRedrive(args []string, stdout, stderr io.Writer) int {
 		Pipeline:  name,
 		Component: sc.Name,
 		Logger:    logger.With("pipeline", name, "component", sc.Name),
-		Metrics:   agent.NewMetrics(),
+		Metrics:   runner.NewMetrics(),
 		DataDir:   filepath.Join(pdir, "components", sc.Name),
 		AgentName: cfg.Name,
 		Now:       time.Now,
@@ -130,14 +131,14 @@ func bufferRedrive(args []string, stdout, stderr io.Writer) int {
 		defer cancel()
 	}
 	var last time.Time
-	progress := func(p agent.RedriveProgress) {
+	progress := func(p runner.RedriveProgress) {
 		if *every <= 0 || time.Since(last) < *every {
 			return
 		}
 		last = time.Now()
 		fmt.Fprintf(stderr, "redrive: %s\n", progressLine(p))
 	}
-	pr, err := agent.Redrive(ctx, dead, sink, agent.RedriveOptions{
+	pr, err := runner.Redrive(ctx, dead, sink, runner.RedriveOptions{
 		Pipeline: name, Sink: sc.Name, All: *all,
 		Retry: sc.Sink.Retry, Batch: sc.Sink.Batch,
 		Progress: progress, Logger: logger,
@@ -150,7 +151,7 @@ func bufferRedrive(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	sink.Close(cctx)
-	cursor := agent.RedriveCursor(sc.Name, *all)
+	cursor := runner.RedriveCursor(sc.Name, *all)
 	if err != nil {
 		fmt.Fprintf(stderr, "buffer redrive: %v\n", err)
 		fmt.Fprintf(stdout, "%s; stopped: run it again to go on (cursor %s)\n", progressLine(pr), cursor)
@@ -163,7 +164,7 @@ func bufferRedrive(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-func progressLine(p agent.RedriveProgress) string {
+func progressLine(p runner.RedriveProgress) string {
 	pct := 100.0
 	if p.Total > 0 {
 		pct = float64(p.Seen) / float64(p.Total) * 100
@@ -178,13 +179,13 @@ func progressLine(p agent.RedriveProgress) string {
 
 // loadPipeline parses the pipeline file called name in the agent's
 // pipelines directory.
-func loadPipeline(reg *agent.Registry, cfg agent.AgentConfig, name string) (*agent.PipelineSpec, error) {
-	files, err := agent.PipelineFiles(cfg.PipelinesDir)
+func loadPipeline(reg *runner.Registry, cfg runner.AgentConfig, name string) (*runner.PipelineSpec, error) {
+	files, err := runner.PipelineFiles(cfg.PipelinesDir)
 	if err != nil {
 		return nil, err
 	}
 	for _, f := range files {
-		if agent.PipelineName(f) == name {
+		if runner.PipelineName(f) == name {
 			return reg.LoadPipelineFile(f, cfg.Defaults)
 		}
 	}

@@ -14,7 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/runner"
 	"github.com/pspf/pspf-edge/internal/testbroker"
 )
 
@@ -93,12 +93,12 @@ func TestBufferRedrive(t *testing.T) {
 		"  - kafka: {brokers: [" + k.Addr() + "], topic: txn, missing_topic: dead_letter, delivery: exactly_once}\n    name: eos\n    batch: {max_records: 1000}\n"
 	writeFile(t, filepath.Join(pipes, "p.yaml"), file)
 	reg := newRegistry()
-	spec, err := reg.LoadPipelineFile(filepath.Join(pipes, "p.yaml"), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+	spec, err := reg.LoadPipelineFile(filepath.Join(pipes, "p.yaml"), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
 	if err != nil {
 		t.Fatalf("load: %v", err)
 	}
 	logger := slog.New(slog.DiscardHandler)
-	p, err := agent.NewPipeline(spec, agent.PipelineDeps{Registry: reg, DataDir: filepath.Join(data, "pipelines", "p"), AgentName: "gw1", OpenLog: agent.OpenDiskLog(logger), Logger: logger, ShutdownTimeout: 30 * time.Second})
+	p, err := runner.NewPipeline(spec, runner.PipelineDeps{Registry: reg, DataDir: filepath.Join(data, "pipelines", "p"), AgentName: "gw1", OpenLog: runner.OpenDiskLog(logger), Logger: logger, ShutdownTimeout: 30 * time.Second})
 	if err != nil {
 		t.Fatalf("new pipeline: %v", err)
 	}

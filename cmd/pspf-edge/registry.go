@@ -1,7 +1,7 @@
 package main
 
 import (
-	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/runner"
 	"github.com/pspf/pspf-edge/operators/changes"
 	"github.com/pspf/pspf-edge/operators/deadband"
 	"github.com/pspf/pspf-edge/operators/decode"
@@ -24,8 +24,8 @@ import (
 )
 
 // newRegistry returns the registry of every component this binary has.
-func newRegistry() *agent.Registry {
-	r := agent.NewRegistry()
+func newRegistry() *runner.Registry {
+	r := runner.NewRegistry()
 	r.Sources["simulate"] = simulate.Factory()
 	r.Sources["mqtt"] = mqtt.Factory()
 	r.Sources["serial"] = serial.Factory()

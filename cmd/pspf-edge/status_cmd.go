@@ -14,7 +14,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/runner"
+	"github.com/pspf/pspf-edge/agent/supervisor"
 )
 
 // cmdStatus prints the running agent's pipelines from its admin API.
@@ -26,7 +27,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print the API's JSON as it is")
 	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for the agent")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: pspf-edge status [--admin ADDR] [-c agent.yaml] [--json]\n\nShows every pipeline of the running agent: generation, state, backlog, drops, sinks.\n\nWithout --admin it finds the agent by the address the agent publishes when it\nstarts (also for --admin 127.0.0.1:0): with -c, in that file's data_dir;\nwithout, among the agents this user started and the one on "+agent.DefaultAgentConfig().DataDir+",\nelse at "+agent.DefaultAgentConfig().Admin.Address+".\n\nFlags:")
+		fmt.Fprintln(stderr, "Usage: pspf-edge status [--admin ADDR] [-c agent.yaml] [--json]\n\nShows every pipeline of the running agent: generation, state, backlog, drops, sinks.\n\nWithout --admin it finds the agent by the address the agent publishes when it\nstarts (also for --admin 127.0.0.1:0): with -c, in that file's data_dir;\nwithout, among the agents this user started and the one on "+runner.DefaultAgentConfig().DataDir+",\nelse at "+runner.DefaultAgentConfig().Admin.Address+".\n\nFlags:")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -35,7 +36,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	if *addr == "" {
-		cfg, err := agent.LoadAgentConfig(*cfgPath)
+		cfg, err := runner.LoadAgentConfig(*cfgPath)
 		if err != nil {
 			fmt.Fprintln(stderr, err)
 			return exitProblem
@@ -60,7 +61,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	var resp struct {
-		Pipelines []pipelineView `json:"pipelines"`
+		Pipelines []supervisor.PipelineView `json:"pipelines"`
 	}
 	if err := json.Unmarshal(body, &resp); err != nil {
 		fmt.Fprintf(stderr, "status: decode the agent's answer: %v\n", err)
@@ -68,7 +69,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	}
 	printStatus(stdout, resp.Pipelines)
 	for _, p := range resp.Pipelines {
-		if p.State == stateFailed || p.State == stateRestarting || p.LastReloadError != "" {
+		if p.State == supervisor.StateFailed || p.State == supervisor.StateRestarting || p.LastReloadError != "" {
 			return exitProblem
 		}
 	}
@@ -101,7 +102,7 @@ func fetchStatus(ctx context.Context, addr string) ([]byte, error) {
 
 // printStatus writes one row per pipeline, one per sink under it, and the
 // reload errors at the end.
-func printStatus(w io.Writer, ps []pipelineView) {
+func printStatus(w io.Writer, ps []supervisor.PipelineView) {
 	now := time.Now()
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PIPELINE\tGEN\tSTATE\tIN\tBACKLOG\tOLDEST\tTO CAP\tDROPS\tDEAD\tLAST ERROR")
@@ -148,11 +149,11 @@ func drops(m map[string]uint64) string {
 // toCap is the TO CAP column: the time until the log is full, or, while
 // it is, for how long and why: "blocked 31s disk_full" (appends wait),
 // "full 5m0s max_bytes" (the policy drops).
-func toCap(p pipelineView, now time.Time) string {
+func toCap(p supervisor.PipelineView, now time.Time) string {
 	if !p.BlockedSince.IsZero() {
 		return "blocked " + humanSeconds(now.Sub(p.BlockedSince).Seconds(), true) + " " + p.BlockedReason
 	}
-	for _, ls := range []*agent.LogStatus{p.Input, &p.Log} {
+	for _, ls := range []*runner.LogStatus{p.Input, &p.Log} {
 		if ls != nil && !ls.FullSince.IsZero() {
 			return "full " + humanSeconds(now.Sub(ls.FullSince).Seconds(), true) + " " + ls.FullReason
 		}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -12,8 +11,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/pspf/pspf-edge/agent"
 )
 
 // listenNotify listens like systemd does for sd_notify datagrams and returns
@@ -193,9 +190,7 @@ func TestAgentTalksToSystemd(t *testing.T) {
 	t.Setenv("WATCHDOG_USEC", "40000") // a ping every 20ms
 	t.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
 	msgs := notifications(conn)
-	rec := newRecorder()
-	h := startHarness(t, testRegistry(map[string]*recorder{"s": rec}),
-		map[string]string{"s.yaml": "sources:\n  - simulate: {format: fields, rate: 50}\nsinks:\n  - record: {id: s}\n"}, nil)
+	h := startAgent(t, map[string]string{"s.yaml": "sources:\n  - simulate: {format: fields, rate: 50}\nsinks:\n  - down: {}\n"}, "")
 	pings := 0
 	if got := next(t, msgs, &pings); got != "READY=1" {
 		t.Fatalf("got %q first, want READY=1", got)
@@ -228,61 +223,5 @@ func TestAgentTalksToSystemd(t *testing.T) {
 	}
 	if got := next(t, msgs, &pings); got != "STOPPING=1" {
 		t.Errorf("got %q on shutdown, want STOPPING=1", got)
-	}
-}
-
-// The watchdog pings come from the supervisor's loop: while it is stuck
-// (here: in a component's constructor during a reload) they stop, so that
-// systemd would restart a hung agent; they resume once it is free.
-func TestWatchdogStopsWhileTheSupervisorIsStuck(t *testing.T) {
-	conn, addr := listenNotify(t, false)
-	t.Setenv("NOTIFY_SOCKET", addr)
-	t.Setenv("WATCHDOG_USEC", "40000") // a ping every 20ms
-	t.Setenv("WATCHDOG_PID", "")
-	msgs := notifications(conn)
-	rec := newRecorder()
-	reg := testRegistry(map[string]*recorder{"s": rec})
-	entered, release := make(chan struct{}), make(chan struct{})
-	type cfg struct{}
-	reg.Sources["stuck"] = agent.Typed[agent.Source]("a source whose constructor blocks", func() *cfg { return &cfg{} }, func(*cfg, agent.Env) (agent.Source, error) {
-		close(entered)
-		<-release
-		return nil, errors.New("stuck source: released")
-	})
-	h := startHarness(t, reg, map[string]string{"s.yaml": "sources:\n  - simulate: {format: fields, rate: 50}\nsinks:\n  - record: {id: s}\n"}, nil)
-	pings := 0
-	if got := next(t, msgs, &pings); got != "READY=1" {
-		t.Fatalf("got %q first, want READY=1", got)
-	}
-	writeFile(t, filepath.Join(h.dir, "stuck.yaml"), "sources:\n  - stuck: {}\nsinks:\n  - record: {id: s}\n")
-	select {
-	case <-entered:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the supervisor did not start the stuck pipeline")
-	}
-	// Pings sent before it got stuck may still be on their way from the
-	// socket: take them until none has come for a while.
-	for quiet := false; !quiet; {
-		select {
-		case <-msgs:
-		case <-time.After(200 * time.Millisecond):
-			quiet = true
-		}
-	}
-	time.Sleep(300 * time.Millisecond) // 15 ping intervals
-	if n := len(msgs); n != 0 {
-		t.Errorf("got %d notifications while the supervisor was stuck, want none: first %q", n, <-msgs)
-	}
-	close(release)
-	select {
-	case got := <-msgs:
-		if got != "WATCHDOG=1" {
-			t.Errorf("got %q once free, want WATCHDOG=1", got)
-		}
-	case <-time.After(5 * time.Second):
-		t.Error("no watchdog ping after the supervisor was free again")
-	}
-	if err := h.stop(); err != nil {
-		t.Fatal(err)
 	}
 }

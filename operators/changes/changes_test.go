@@ -5,12 +5,12 @@ import (
 	"testing"
 
 	"github.com/pspf/pspf-edge/agent"
-	"github.com/pspf/pspf-edge/operators/internal/optest"
+	"github.com/pspf/pspf-edge/agent/agenttest"
 )
 
 func TestChanges(t *testing.T) {
 	for _, first := range []bool{true, false} {
-		env := optest.Env()
+		env := agenttest.Env()
 		c, err := New(&Config{Fields: []string{"level"}, EmitFirst: first}, env)
 		if err != nil {
 			t.Fatal(err)
@@ -40,7 +40,7 @@ func TestChanges(t *testing.T) {
 }
 
 func TestREADMESample(t *testing.T) {
-	if ops := optest.Build(t, optest.READMESample(t, "README.md"), "changes", Factory(), optest.Env()); len(ops) != 1 {
+	if ops := agenttest.BuildOperators(t, agenttest.READMESample(t, "README.md"), "changes", Factory(), agenttest.Env()); len(ops) != 1 {
 		t.Fatalf("got %d operators, want 1", len(ops))
 	}
 }

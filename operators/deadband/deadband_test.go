@@ -6,11 +6,11 @@ import (
 	"time"
 
 	"github.com/pspf/pspf-edge/agent"
-	"github.com/pspf/pspf-edge/operators/internal/optest"
+	"github.com/pspf/pspf-edge/agent/agenttest"
 )
 
 func TestDeadband(t *testing.T) {
-	env := optest.Env()
+	env := agenttest.Env()
 	d, err := New(&Config{Field: "v", Threshold: 0.5, Heartbeat: time.Minute}, env)
 	if err != nil {
 		t.Fatal(err)
@@ -39,13 +39,13 @@ func TestDeadband(t *testing.T) {
 			t.Errorf("%s at %ds = %v: forwarded %v, want %v", c.key, c.sec, c.v, got, c.want)
 		}
 	}
-	if got := optest.Dropped(env, "deadband"); got != 3 {
+	if got := agenttest.Dropped(env, "deadband"); got != 3 {
 		t.Errorf("suppressed: got %d, want 3", got)
 	}
 }
 
 func TestREADMESample(t *testing.T) {
-	ops := optest.Build(t, optest.READMESample(t, "README.md"), "deadband", Factory(), optest.Env())
+	ops := agenttest.BuildOperators(t, agenttest.READMESample(t, "README.md"), "deadband", Factory(), agenttest.Env())
 	if len(ops) != 1 {
 		t.Fatalf("got %d operators, want 1", len(ops))
 	}

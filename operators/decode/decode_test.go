@@ -8,7 +8,7 @@ import (
 	"github.com/tinylib/msgp/msgp"
 
 	"github.com/pspf/pspf-edge/agent"
-	"github.com/pspf/pspf-edge/operators/internal/optest"
+	"github.com/pspf/pspf-edge/agent/agenttest"
 )
 
 // show renders a record's fields as "name=kind:value ..." for comparisons.
@@ -29,7 +29,7 @@ func decoder(t testing.TB, mod func(*Config)) (*Decoder, agent.Env) {
 	if mod != nil {
 		mod(c)
 	}
-	env := optest.Env()
+	env := agenttest.Env()
 	d, err := New(c, env)
 	if err != nil {
 		t.Fatal(err)
@@ -289,10 +289,10 @@ func TestProcess(t *testing.T) {
 	if len(b.Dead) != 1 || b.Dead[0].Record.ID != "x" || string(b.Dead[0].Record.Raw) != "s1,hot" {
 		t.Fatalf("dead: got %+v, want record x with its payload", b.Dead)
 	}
-	if got := optest.Dropped(env, "decode_error"); got != 1 {
+	if got := agenttest.Dropped(env, "decode_error"); got != 1 {
 		t.Errorf("decode_error: got %d, want 1", got)
 	}
-	if got := optest.Dropped(env, "csv_header"); got != 1 {
+	if got := agenttest.Dropped(env, "csv_header"); got != 1 {
 		t.Errorf("csv_header: got %d, want 1", got)
 	}
 }
@@ -309,7 +309,7 @@ func TestConfigErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.want, func(t *testing.T) {
-			_, err := optest.Parse(tt.text, "decode", Factory())
+			_, err := agenttest.ParseOperators(tt.text, "decode", Factory())
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("got %v, want it to contain %q", err, tt.want)
 			}
@@ -318,7 +318,7 @@ func TestConfigErrors(t *testing.T) {
 }
 
 func TestREADMESample(t *testing.T) {
-	ops := optest.Build(t, optest.READMESample(t, "README.md"), "decode", Factory(), optest.Env())
+	ops := agenttest.BuildOperators(t, agenttest.READMESample(t, "README.md"), "decode", Factory(), agenttest.Env())
 	if len(ops) != 2 {
 		t.Fatalf("got %d operators, want 2", len(ops))
 	}

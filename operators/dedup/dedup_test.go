@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/pspf/pspf-edge/agent"
-	"github.com/pspf/pspf-edge/operators/internal/optest"
+	"github.com/pspf/pspf-edge/agent/agenttest"
 	"github.com/pspf/pspf-edge/state"
 )
 
@@ -32,7 +32,7 @@ func TestDedup(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			env := optest.Env()
+			env := agenttest.Env()
 			d, err := New(&c.cfg, env)
 			if err != nil {
 				t.Fatal(err)
@@ -56,7 +56,7 @@ func TestDedup(t *testing.T) {
 					t.Errorf("got %v, want %v", got, c.wantID)
 				}
 			}
-			if n := optest.Dropped(env, "duplicate"); int(n) != len(c.in)-len(c.wantID) {
+			if n := agenttest.Dropped(env, "duplicate"); int(n) != len(c.in)-len(c.wantID) {
 				t.Errorf("duplicates counted: got %d, want %d", n, len(c.in)-len(c.wantID))
 			}
 		})
@@ -64,7 +64,7 @@ func TestDedup(t *testing.T) {
 }
 
 func TestREADMESample(t *testing.T) {
-	if ops := optest.Build(t, optest.READMESample(t, "README.md"), "dedup", Factory(), optest.Env()); len(ops) != 1 {
+	if ops := agenttest.BuildOperators(t, agenttest.READMESample(t, "README.md"), "dedup", Factory(), agenttest.Env()); len(ops) != 1 {
 		t.Fatalf("got %d operators, want 1", len(ops))
 	}
 }
@@ -88,7 +88,7 @@ func TestWallClockJump(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer db.Close()
-		env := optest.Env()
+		env := agenttest.Env()
 		env.State = func(ttl time.Duration) (agent.StateTable, error) { return db.Table("op.dedup", ttl) }
 		d, err := New(&Config{TTL: 10 * time.Minute}, env)
 		if err != nil {
@@ -104,7 +104,7 @@ func TestWallClockJump(t *testing.T) {
 		for _, r := range b.Records {
 			out = append(out, r.ID)
 		}
-		return out, optest.Dropped(env, "duplicate")
+		return out, agenttest.Dropped(env, "duplicate")
 	}
 	if out, _ := run(rec("a", 0), rec("b", 1)); len(out) != 2 {
 		t.Fatalf("first run: got %v, want [a b]", out)

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/pspf/pspf-edge/agent"
-	"github.com/pspf/pspf-edge/operators/internal/optest"
+	"github.com/pspf/pspf-edge/agent/agenttest"
 )
 
 func rec() agent.Record {
@@ -39,7 +39,7 @@ func TestRecord(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := rec()
-			New(&tt.cfg, optest.Env()).Record(&r)
+			New(&tt.cfg, agenttest.Env()).Record(&r)
 			if got := names(&r); got != tt.want {
 				t.Errorf("got %s, want %s", got, tt.want)
 			}
@@ -55,7 +55,7 @@ func TestConfigErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.want, func(t *testing.T) {
-			_, err := optest.Parse(tt.text, "fields", Factory())
+			_, err := agenttest.ParseOperators(tt.text, "fields", Factory())
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("got %v, want it to contain %q", err, tt.want)
 			}
@@ -64,7 +64,7 @@ func TestConfigErrors(t *testing.T) {
 }
 
 func TestREADMESample(t *testing.T) {
-	ops := optest.Build(t, optest.READMESample(t, "README.md"), "fields", Factory(), optest.Env())
+	ops := agenttest.BuildOperators(t, agenttest.READMESample(t, "README.md"), "fields", Factory(), agenttest.Env())
 	b := &agent.Batch{Records: []agent.Record{rec()}}
 	if err := ops[0].Process(context.Background(), b); err != nil {
 		t.Fatal(err)

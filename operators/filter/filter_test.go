@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/pspf/pspf-edge/agent"
-	"github.com/pspf/pspf-edge/operators/internal/optest"
+	"github.com/pspf/pspf-edge/agent/agenttest"
 )
 
 func records(temps ...any) []agent.Record {
@@ -49,7 +49,7 @@ func TestProcess(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			env := optest.Env()
+			env := agenttest.Env()
 			f, err := New(&Config{Expr: tt.expr}, env)
 			if err != nil {
 				t.Fatal(err)
@@ -71,10 +71,10 @@ func TestProcess(t *testing.T) {
 			if got := ids(dead); got != tt.dead {
 				t.Errorf("dead: got %q, want %q", got, tt.dead)
 			}
-			if got := optest.Dropped(env, "filtered"); got != tt.filtered {
+			if got := agenttest.Dropped(env, "filtered"); got != tt.filtered {
 				t.Errorf("filtered: got %d, want %d", got, tt.filtered)
 			}
-			if got := optest.Dropped(env, "expr_error"); got != tt.failed {
+			if got := agenttest.Dropped(env, "expr_error"); got != tt.failed {
 				t.Errorf("expr_error: got %d, want %d", got, tt.failed)
 			}
 		})
@@ -97,7 +97,7 @@ func TestConfigErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.want, func(t *testing.T) {
-			_, err := optest.Parse(tt.text, "filter", Factory())
+			_, err := agenttest.ParseOperators(tt.text, "filter", Factory())
 			if err == nil {
 				t.Fatalf("got no error, want %q", tt.want)
 			}
@@ -109,8 +109,8 @@ func TestConfigErrors(t *testing.T) {
 }
 
 func TestREADMESample(t *testing.T) {
-	env := optest.Env()
-	ops := optest.Build(t, optest.READMESample(t, "README.md"), "filter", Factory(), env)
+	env := agenttest.Env()
+	ops := agenttest.BuildOperators(t, agenttest.READMESample(t, "README.md"), "filter", Factory(), env)
 	if len(ops) != 1 {
 		t.Fatalf("got %d operators, want 1", len(ops))
 	}

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/pspf/pspf-edge/agent"
-	"github.com/pspf/pspf-edge/operators/internal/optest"
+	"github.com/pspf/pspf-edge/agent/agenttest"
 )
 
 func rec() agent.Record {
@@ -29,12 +29,12 @@ func TestProcess(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			env := optest.Env()
+			env := agenttest.Env()
 			b := &agent.Batch{Records: []agent.Record{rec()}}
 			if err := New(&tt.cfg, env).Process(context.Background(), b); err != nil {
 				t.Fatal(err)
 			}
-			if got := optest.Dropped(env, "missing_key"); got != tt.missing {
+			if got := agenttest.Dropped(env, "missing_key"); got != tt.missing {
 				t.Fatalf("missing_key: got %d, want %d", got, tt.missing)
 			}
 			if tt.missing > 0 {
@@ -51,7 +51,7 @@ func TestProcess(t *testing.T) {
 }
 
 func TestKeyAllocs(t *testing.T) {
-	k := New(&Config{Field: "sensor"}, optest.Env())
+	k := New(&Config{Field: "sensor"}, agenttest.Env())
 	r := rec()
 	if got := testing.AllocsPerRun(100, func() { k.Key(&r) }); got != 0 {
 		t.Errorf("got %v allocs for a string key, want 0", got)
@@ -66,7 +66,7 @@ func TestConfigErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.want, func(t *testing.T) {
-			_, err := optest.Parse(tt.text, "key_by", Factory())
+			_, err := agenttest.ParseOperators(tt.text, "key_by", Factory())
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("got %v, want it to contain %q", err, tt.want)
 			}
@@ -75,7 +75,7 @@ func TestConfigErrors(t *testing.T) {
 }
 
 func TestREADMESample(t *testing.T) {
-	ops := optest.Build(t, optest.READMESample(t, "README.md"), "key_by", Factory(), optest.Env())
+	ops := agenttest.BuildOperators(t, agenttest.READMESample(t, "README.md"), "key_by", Factory(), agenttest.Env())
 	b := &agent.Batch{Records: []agent.Record{rec()}}
 	if err := ops[0].Process(context.Background(), b); err != nil {
 		t.Fatal(err)

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/pspf/pspf-edge/agent"
-	"github.com/pspf/pspf-edge/operators/internal/optest"
+	"github.com/pspf/pspf-edge/agent/agenttest"
 )
 
 func sample() agent.Record {
@@ -51,7 +51,7 @@ func TestProcess(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			env := optest.Env()
+			env := agenttest.Env()
 			if tt.cfg.TimeFormat == "" {
 				tt.cfg.TimeFormat = "unix_ms"
 			}
@@ -63,7 +63,7 @@ func TestProcess(t *testing.T) {
 			if err := m.Process(context.Background(), b); err != nil {
 				t.Fatal(err)
 			}
-			if got := optest.Dropped(env, "expr_error"); got != tt.failed {
+			if got := agenttest.Dropped(env, "expr_error"); got != tt.failed {
 				t.Fatalf("expr_error: got %d, want %d", got, tt.failed)
 			}
 			if tt.failed > 0 {
@@ -106,7 +106,7 @@ func TestConfigErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.want, func(t *testing.T) {
-			_, err := optest.Parse(tt.text, "map", Factory())
+			_, err := agenttest.ParseOperators(tt.text, "map", Factory())
 			if err == nil {
 				t.Fatalf("got no error, want %q", tt.want)
 			}
@@ -118,7 +118,7 @@ func TestConfigErrors(t *testing.T) {
 }
 
 func TestREADMESample(t *testing.T) {
-	ops := optest.Build(t, optest.READMESample(t, "README.md"), "map", Factory(), optest.Env())
+	ops := agenttest.BuildOperators(t, agenttest.READMESample(t, "README.md"), "map", Factory(), agenttest.Env())
 	b := &agent.Batch{Records: []agent.Record{sample()}}
 	if err := ops[0].Process(context.Background(), b); err != nil {
 		t.Fatal(err)

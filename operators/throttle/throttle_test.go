@@ -6,11 +6,11 @@ import (
 	"time"
 
 	"github.com/pspf/pspf-edge/agent"
-	"github.com/pspf/pspf-edge/operators/internal/optest"
+	"github.com/pspf/pspf-edge/agent/agenttest"
 )
 
 func TestThrottle(t *testing.T) {
-	env := optest.Env()
+	env := agenttest.Env()
 	th, err := New(&Config{Rate: 1, Per: time.Second, Burst: 2}, env)
 	if err != nil {
 		t.Fatal(err)
@@ -35,13 +35,13 @@ func TestThrottle(t *testing.T) {
 			t.Errorf("%s at %dms: passed %v, want %v", c.key, c.ms, got, c.want)
 		}
 	}
-	if got := optest.Dropped(env, "throttled"); got != 3 {
+	if got := agenttest.Dropped(env, "throttled"); got != 3 {
 		t.Errorf("throttled: got %d, want 3", got)
 	}
 }
 
 func TestREADMESample(t *testing.T) {
-	if ops := optest.Build(t, optest.READMESample(t, "README.md"), "throttle", Factory(), optest.Env()); len(ops) != 1 {
+	if ops := agenttest.BuildOperators(t, agenttest.READMESample(t, "README.md"), "throttle", Factory(), agenttest.Env()); len(ops) != 1 {
 		t.Fatalf("got %d operators, want 1", len(ops))
 	}
 }

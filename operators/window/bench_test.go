@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/pspf/pspf-edge/agent"
-	"github.com/pspf/pspf-edge/operators/internal/optest"
+	"github.com/pspf/pspf-edge/agent/agenttest"
 	"github.com/pspf/pspf-edge/state"
 )
 
@@ -26,7 +26,7 @@ func meanConfig() *Config {
 //	go test -run '^$' -bench TumblingMean -benchmem -cpu 1 ./operators/window/
 func BenchmarkTumblingMean(b *testing.B) {
 	const keys, batch = 1000, 512
-	w, err := New(meanConfig(), optest.Env())
+	w, err := New(meanConfig(), agenttest.Env())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func BenchmarkCheckpoint(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer db.Close()
-			env := optest.Env()
+			env := agenttest.Env()
 			env.State = func(ttl time.Duration) (agent.StateTable, error) { return db.Table("op.window", ttl) }
 			c := meanConfig()
 			c.Size = time.Hour // keep every window open
@@ -162,7 +162,7 @@ func BenchmarkCheckpoint(b *testing.B) {
 func TestHotPathAllocs(t *testing.T) {
 	c := meanConfig()
 	c.Size = time.Hour
-	w, err := New(c, optest.Env())
+	w, err := New(c, agenttest.Env())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/pspf/pspf-edge/agent"
-	"github.com/pspf/pspf-edge/operators/internal/optest"
+	"github.com/pspf/pspf-edge/agent/agenttest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -70,9 +70,9 @@ func TestGolden(t *testing.T) {
 // outputs and dead letters as text.
 func runCase(t *testing.T, cfg, input string, per int) string {
 	t.Helper()
-	env := optest.Env()
+	env := agenttest.Env()
 	env.Component = "w"
-	ops := optest.Build(t, cfg, "window", Factory(), env)
+	ops := agenttest.BuildOperators(t, cfg, "window", Factory(), env)
 	w := ops[0].(*Window)
 	ctx := context.Background()
 	var out, dead bytes.Buffer
@@ -186,7 +186,7 @@ func write(out, dead *bytes.Buffer, b *agent.Batch) {
 }
 
 func TestREADMESample(t *testing.T) {
-	if ops := optest.Build(t, optest.READMESample(t, "README.md"), "window", Factory(), optest.Env()); len(ops) != 1 {
+	if ops := agenttest.BuildOperators(t, agenttest.READMESample(t, "README.md"), "window", Factory(), agenttest.Env()); len(ops) != 1 {
 		t.Fatalf("got %d operators, want 1", len(ops))
 	}
 }

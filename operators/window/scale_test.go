@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/pspf/pspf-edge/agent"
-	"github.com/pspf/pspf-edge/operators/internal/optest"
+	"github.com/pspf/pspf-edge/agent/agenttest"
 	"github.com/pspf/pspf-edge/state"
 )
 
@@ -25,7 +25,7 @@ func manyKeys(t testing.TB, keys int, budget int64) (peakHeap uint64) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	env := optest.Env()
+	env := agenttest.Env()
 	env.State = func(ttl time.Duration) (agent.StateTable, error) { return db.Table("op.window", ttl) }
 	c := DefaultConfig()
 	c.Size = time.Minute
@@ -140,7 +140,7 @@ func TestWallClockJump(t *testing.T) {
 		c.Size = time.Second
 		c.Lateness = 200 * time.Millisecond
 		c.Aggregates = []AggConfig{{Fn: "mean", Field: "v"}, {Fn: "count"}}
-		w, err := New(c, optest.Env())
+		w, err := New(c, agenttest.Env())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/agenttest"
+	"github.com/pspf/pspf-edge/agent/runner"
 	"github.com/pspf/pspf-edge/sources/simulate"
 )
 
@@ -56,7 +57,7 @@ func TestNDJSON(t *testing.T) {
 }
 
 func TestREADMESample(t *testing.T) {
-	reg := agent.NewRegistry()
+	reg := runner.NewRegistry()
 	reg.Sources["simulate"] = simulate.Factory()
 	reg.Sinks["console"] = Factory()
 	agenttest.CheckREADMESamples(t, "README.md", reg)

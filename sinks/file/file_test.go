@@ -11,6 +11,7 @@ import (
 
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/agenttest"
+	"github.com/pspf/pspf-edge/agent/runner"
 	"github.com/pspf/pspf-edge/sources/simulate"
 )
 
@@ -113,7 +114,7 @@ func TestUnwritableDirectoryFails(t *testing.T) {
 }
 
 func TestREADMESample(t *testing.T) {
-	reg := agent.NewRegistry()
+	reg := runner.NewRegistry()
 	reg.Sources["simulate"] = simulate.Factory()
 	reg.Sinks["file"] = Factory()
 	agenttest.CheckREADMESamples(t, "README.md", reg)

@@ -19,11 +19,12 @@ import (
 
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/agenttest"
+	"github.com/pspf/pspf-edge/agent/runner"
 	"github.com/pspf/pspf-edge/sources/simulate"
 )
 
 func TestREADMESample(t *testing.T) {
-	reg := agent.NewRegistry()
+	reg := runner.NewRegistry()
 	reg.Sources["simulate"] = simulate.Factory()
 	reg.Sinks["http"] = Factory()
 	os.Setenv("INGEST_TOKEN", "tok")
@@ -171,16 +172,16 @@ func TestPipelineAgainstFlakyServer(t *testing.T) {
 		}
 	}
 	src := agenttest.NewScriptSource(batches...)
-	reg := agent.NewRegistry()
+	reg := runner.NewRegistry()
 	reg.Sources["script"] = agent.Typed[agent.Source]("test", func() *struct{} { return &struct{}{} }, func(*struct{}, agent.Env) (agent.Source, error) { return src, nil })
 	reg.Sinks["http"] = Factory()
 	yaml := "sources: [{script: {}}]\nsinks:\n  - http: {url: " + srv.URL + ", bearer_token: tok, headers: {X-Tenant: acme}, timeout: 300ms}\n    retry: {initial: 1ms, max: 5ms}\n    batch: {max_records: 10}\n"
-	spec, err := reg.ParsePipeline("p.yaml", []byte(yaml), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+	spec, err := reg.ParsePipeline("p.yaml", []byte(yaml), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
 	if err != nil {
 		t.Fatalf("parse: %v", err)
 	}
-	m := agent.NewMetrics()
-	p, err := agent.NewPipeline(spec, agent.PipelineDeps{Registry: reg, Metrics: m, DataDir: t.TempDir(), AgentName: "gw1", OpenLog: agenttest.Open(), ShutdownTimeout: 20 * time.Second})
+	m := runner.NewMetrics()
+	p, err := runner.NewPipeline(spec, runner.PipelineDeps{Registry: reg, Metrics: m, DataDir: t.TempDir(), AgentName: "gw1", OpenLog: agenttest.Open(), ShutdownTimeout: 20 * time.Second})
 	if err != nil {
 		t.Fatalf("pipeline: %v", err)
 	}

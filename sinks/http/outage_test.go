@@ -15,6 +15,7 @@ import (
 
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/agenttest"
+	"github.com/pspf/pspf-edge/agent/runner"
 )
 
 // endpoint is an HTTP receiver on a fixed loopback port that can be taken
@@ -147,16 +148,16 @@ func TestOfflineWithinFiveSeconds(t *testing.T) {
 				}
 			}
 			src := &paced{ScriptSource: agenttest.NewScriptSource(batches...), every: 5 * time.Millisecond}
-			reg := agent.NewRegistry()
+			reg := runner.NewRegistry()
 			reg.Sources["script"] = agent.Typed[agent.Source]("test", func() *struct{} { return &struct{}{} }, func(*struct{}, agent.Env) (agent.Source, error) { return src, nil })
 			reg.Sinks["http"] = Factory()
 			yaml := "sources: [{script: {}}]\nsinks:\n  - http: {url: 'http://" + e.addr + "/in'}\n    retry: {initial: 20ms, max: 200ms}\n"
-			spec, err := reg.ParsePipeline("p.yaml", []byte(yaml), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+			spec, err := reg.ParsePipeline("p.yaml", []byte(yaml), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
 			if err != nil {
 				t.Fatal(err)
 			}
 			logger := slog.New(slog.DiscardHandler)
-			p, err := agent.NewPipeline(spec, agent.PipelineDeps{Registry: reg, DataDir: t.TempDir(), AgentName: "gw1", OpenLog: agent.OpenDiskLog(logger), Logger: logger, ShutdownTimeout: 60 * time.Second})
+			p, err := runner.NewPipeline(spec, runner.PipelineDeps{Registry: reg, DataDir: t.TempDir(), AgentName: "gw1", OpenLog: runner.OpenDiskLog(logger), Logger: logger, ShutdownTimeout: 60 * time.Second})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -164,7 +165,7 @@ func TestOfflineWithinFiveSeconds(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
 			go func() { done <- p.Run(ctx) }()
-			sink := func() agent.SinkStatus { return p.Status().Sinks[0] }
+			sink := func() runner.SinkStatus { return p.Status().Sinks[0] }
 			waitFor := func(d time.Duration, cond func() bool) (time.Duration, bool) {
 				start := time.Now()
 				for !cond() {
@@ -286,14 +287,14 @@ func TestUnreachableWithoutConnection(t *testing.T) {
 }
 
 func TestUnreachableAfterBounds(t *testing.T) {
-	reg := agent.NewRegistry()
+	reg := runner.NewRegistry()
 	reg.Sources["script"] = agent.Typed[agent.Source]("test", func() *struct{} { return &struct{}{} }, func(*struct{}, agent.Env) (agent.Source, error) { return nil, nil })
 	reg.Sinks["http"] = Factory()
 	for _, tc := range []struct{ body, want string }{
 		{"{url: 'http://x:1/', unreachable_after: 10ms}", "unreachable_after: must be between 100ms and timeout (10s)"},
 		{"{url: 'http://x:1/', timeout: 2s, unreachable_after: 3s}", "unreachable_after: must be between 100ms and timeout (2s)"},
 	} {
-		_, err := reg.ParsePipeline("p.yaml", []byte("sources: [{script: {}}]\nsinks: [{http: "+tc.body+"}]\n"), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+		_, err := reg.ParsePipeline("p.yaml", []byte("sources: [{script: {}}]\nsinks: [{http: "+tc.body+"}]\n"), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: got %v, want an error containing %q", tc.body, err, tc.want)
 		}

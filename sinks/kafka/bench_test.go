@@ -12,6 +12,7 @@ import (
 
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/agenttest"
+	"github.com/pspf/pspf-edge/agent/runner"
 	"github.com/pspf/pspf-edge/internal/testbroker"
 )
 
@@ -68,7 +69,7 @@ func BenchmarkDrainAfterOutage(b *testing.B) {
 		k := testbroker.StartKafka(b, kfake.SeedTopics(4, "drain"), kfake.BlackholeProduce())
 		dir := b.TempDir()
 		bytes := fillRaw(b, filepath.Join(dir, "log"), total, 200)
-		reg := agent.NewRegistry()
+		reg := runner.NewRegistry()
 		src := agenttest.NewScriptSource()
 		reg.Sources["script"] = agent.Typed[agent.Source]("test", func() *struct{} { return &struct{}{} }, func(*struct{}, agent.Env) (agent.Source, error) { return src, nil })
 		var ts *timedSink
@@ -79,13 +80,13 @@ func BenchmarkDrainAfterOutage(b *testing.B) {
 			return ts, err
 		}}
 		text := "sources: [{script: {}}]\nsinks:\n  - kafka: {brokers: [" + k.Addr() + "], topic: drain, encoding: raw, linger: 2ms}\n    batch: {max_records: 5000, max_bytes: 2MiB}\n"
-		spec, err := reg.ParsePipeline("p.yaml", []byte(text), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+		spec, err := reg.ParsePipeline("p.yaml", []byte(text), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
 		if err != nil {
 			b.Fatal(err)
 		}
 		logger := slog.New(slog.DiscardHandler)
-		m := agent.NewMetrics()
-		p, err := agent.NewPipeline(spec, agent.PipelineDeps{Registry: reg, Metrics: m, DataDir: dir, AgentName: "gw1", OpenLog: agent.OpenDiskLog(logger), Logger: logger, ShutdownTimeout: 5 * time.Minute})
+		m := runner.NewMetrics()
+		p, err := runner.NewPipeline(spec, runner.PipelineDeps{Registry: reg, Metrics: m, DataDir: dir, AgentName: "gw1", OpenLog: runner.OpenDiskLog(logger), Logger: logger, ShutdownTimeout: 5 * time.Minute})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -130,7 +131,7 @@ func BenchmarkDrainAfterOutage(b *testing.B) {
 // fillRaw appends n records with a raw payload of size bytes and returns
 // the log payload bytes.
 func fillRaw(b *testing.B, dir string, n, size int) int {
-	l, err := agent.OpenDiskLog(slog.New(slog.DiscardHandler))(dir, agent.DefaultBufferConfig())
+	l, err := runner.OpenDiskLog(slog.New(slog.DiscardHandler))(dir, runner.DefaultBufferConfig())
 	if err != nil {
 		b.Fatal(err)
 	}

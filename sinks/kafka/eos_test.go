@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/runner"
 	"github.com/pspf/pspf-edge/internal/testbroker"
 )
 
@@ -37,16 +38,16 @@ func TestEOSChild(t *testing.T) {
 	if os.Getenv(childEnv) != "1" {
 		return // only meaningful as the child of TestExactlyOnceSIGKILL
 	}
-	reg := agent.NewRegistry()
+	reg := runner.NewRegistry()
 	reg.Sources["idle"] = agent.Typed[agent.Source]("test", func() *struct{} { return &struct{}{} }, func(*struct{}, agent.Env) (agent.Source, error) { return idleSource{}, nil })
 	reg.Sinks["kafka"] = Factory()
 	text := "sources: [{idle: {}}]\nsinks:\n  - kafka: {brokers: [" + os.Getenv("PSPF_BROKER") + "], topic: " + os.Getenv("PSPF_TOPIC") + ", delivery: " + os.Getenv("PSPF_DELIVERY") + ", linger: 1ms, write_timeout: 5s, request_timeout: 2s}\n    retry: {initial: 10ms, max: 100ms}\n    batch: {max_records: 50}\n    drain: {records_per_second: 3000}\n"
-	spec, err := reg.ParsePipeline("p.yaml", []byte(text), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+	spec, err := reg.ParsePipeline("p.yaml", []byte(text), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	p, err := agent.NewPipeline(spec, agent.PipelineDeps{Registry: reg, DataDir: os.Getenv("PSPF_DIR"), AgentName: "gw1", OpenLog: agent.OpenDiskLog(logger), Logger: logger})
+	p, err := runner.NewPipeline(spec, runner.PipelineDeps{Registry: reg, DataDir: os.Getenv("PSPF_DIR"), AgentName: "gw1", OpenLog: runner.OpenDiskLog(logger), Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +129,7 @@ func crashRun(t *testing.T, delivery string, kills int, seed uint64) (lost, dups
 // fillLog appends total records to the disk log at dir.
 func fillLog(t *testing.T, dir string, total int) {
 	t.Helper()
-	l, err := agent.OpenDiskLog(slog.New(slog.DiscardHandler))(dir, agent.DefaultBufferConfig())
+	l, err := runner.OpenDiskLog(slog.New(slog.DiscardHandler))(dir, runner.DefaultBufferConfig())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,12 +22,13 @@ import (
 
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/agenttest"
+	"github.com/pspf/pspf-edge/agent/runner"
 	"github.com/pspf/pspf-edge/internal/testbroker"
 	"github.com/pspf/pspf-edge/sources/simulate"
 )
 
 func TestREADMESample(t *testing.T) {
-	reg := agent.NewRegistry()
+	reg := runner.NewRegistry()
 	reg.Sources["simulate"] = simulate.Factory()
 	reg.Sinks["kafka"] = Factory()
 	os.Setenv("KAFKA_PASSWORD", "secret")
@@ -42,7 +43,7 @@ func TestREADMESample(t *testing.T) {
 }
 
 func TestConfigErrors(t *testing.T) {
-	reg := agent.NewRegistry()
+	reg := runner.NewRegistry()
 	reg.Sources["simulate"] = simulate.Factory()
 	reg.Sinks["kafka"] = Factory()
 	for _, tc := range []struct{ body, want string }{
@@ -56,7 +57,7 @@ func TestConfigErrors(t *testing.T) {
 		{"{brokers: [a:1], topic: t, missing_topic: drop}", `missing_topic: must be retry or dead_letter, got "drop"`},
 		{"{brokers: [a:1], topic: t, unauthorized: ignore}", `unauthorized: must be retry or dead_letter, got "ignore"`},
 	} {
-		_, err := reg.ParsePipeline("p.yaml", []byte("sources: [{simulate: {}}]\nsinks: [{kafka: "+tc.body+"}]\n"), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+		_, err := reg.ParsePipeline("p.yaml", []byte("sources: [{simulate: {}}]\nsinks: [{kafka: "+tc.body+"}]\n"), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: got %v, want an error containing %q", tc.body, err, tc.want)
 		}
@@ -258,19 +259,19 @@ func TestPermanentErrors(t *testing.T) {
 // pipelineWith runs a pipeline of src into a kafka sink entry (yaml body
 // after "kafka:") over the real disk log, with top (whole lines) at the head
 // of the pipeline file, until the source ends and the log is drained.
-func pipelineWith(t *testing.T, src agent.Source, sinkYAML, dataDir, top string) *agent.Metrics {
+func pipelineWith(t *testing.T, src agent.Source, sinkYAML, dataDir, top string) *runner.Metrics {
 	t.Helper()
-	reg := agent.NewRegistry()
+	reg := runner.NewRegistry()
 	reg.Sources["steady"] = agent.Typed[agent.Source]("test", func() *struct{} { return &struct{}{} }, func(*struct{}, agent.Env) (agent.Source, error) { return src, nil })
 	reg.Sinks["kafka"] = Factory()
 	text := top + "sources: [{steady: {}}]\nsinks:\n  - kafka: " + sinkYAML + "\n    retry: {initial: 20ms, max: 200ms}\n    batch: {max_records: 200}\n"
-	spec, err := reg.ParsePipeline("p.yaml", []byte(text), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+	spec, err := reg.ParsePipeline("p.yaml", []byte(text), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
 	if err != nil {
 		t.Fatalf("parse: %v", err)
 	}
-	m := agent.NewMetrics()
+	m := runner.NewMetrics()
 	logger := slog.New(slog.DiscardHandler)
-	p, err := agent.NewPipeline(spec, agent.PipelineDeps{Registry: reg, Metrics: m, DataDir: dataDir, AgentName: "gw1", OpenLog: agent.OpenDiskLog(logger), Logger: logger, ShutdownTimeout: 40 * time.Second})
+	p, err := runner.NewPipeline(spec, runner.PipelineDeps{Registry: reg, Metrics: m, DataDir: dataDir, AgentName: "gw1", OpenLog: runner.OpenDiskLog(logger), Logger: logger, ShutdownTimeout: 40 * time.Second})
 	if err != nil {
 		t.Fatalf("new pipeline: %v", err)
 	}
@@ -417,7 +418,7 @@ func mbs(v []uint64) []uint64 {
 	return out
 }
 
-func metricLine(m *agent.Metrics, name string) string {
+func metricLine(m *runner.Metrics, name string) string {
 	var b strings.Builder
 	m.WritePrometheus(&b)
 	for _, l := range strings.Split(b.String(), "\n") {

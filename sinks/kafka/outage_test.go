@@ -12,13 +12,14 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/runner"
 	"github.com/pspf/pspf-edge/internal/testbroker"
 )
 
 // running is a pipeline started in the background by startPipeline.
 type running struct {
-	p    *agent.Pipeline
-	m    *agent.Metrics
+	p    *runner.Pipeline
+	m    *runner.Metrics
 	done chan error
 }
 
@@ -28,19 +29,19 @@ type running struct {
 // drained.
 func startPipeline(t *testing.T, src agent.Source, sinkYAML, dataDir string, logger *slog.Logger) *running {
 	t.Helper()
-	reg := agent.NewRegistry()
+	reg := runner.NewRegistry()
 	reg.Sources["steady"] = agent.Typed[agent.Source]("test", func() *struct{} { return &struct{}{} }, func(*struct{}, agent.Env) (agent.Source, error) { return src, nil })
 	reg.Sinks["kafka"] = Factory()
 	text := "sources: [{steady: {}}]\nsinks:\n  - kafka: " + sinkYAML + "\n    retry: {initial: 20ms, max: 500ms}\n    batch: {max_records: 200}\n"
-	spec, err := reg.ParsePipeline("p.yaml", []byte(text), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+	spec, err := reg.ParsePipeline("p.yaml", []byte(text), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
 	if err != nil {
 		t.Fatalf("parse: %v", err)
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	m := agent.NewMetrics()
-	p, err := agent.NewPipeline(spec, agent.PipelineDeps{Registry: reg, Metrics: m, DataDir: dataDir, AgentName: "gw1", OpenLog: agent.OpenDiskLog(logger), Logger: logger, ShutdownTimeout: 60 * time.Second})
+	m := runner.NewMetrics()
+	p, err := runner.NewPipeline(spec, runner.PipelineDeps{Registry: reg, Metrics: m, DataDir: dataDir, AgentName: "gw1", OpenLog: runner.OpenDiskLog(logger), Logger: logger, ShutdownTimeout: 60 * time.Second})
 	if err != nil {
 		t.Fatalf("new pipeline: %v", err)
 	}
@@ -60,7 +61,7 @@ func (r *running) wait(t *testing.T) {
 	}
 }
 
-func (r *running) sink() agent.SinkStatus { return r.p.Status().Sinks[0] }
+func (r *running) sink() runner.SinkStatus { return r.p.Status().Sinks[0] }
 
 // waitFor polls cond until it holds or d passed, and returns how long it
 // took and whether it held.

@@ -194,7 +194,7 @@ func (s *Sink) Connect(ctx context.Context) error {
 		err = fmt.Errorf("mqtt sink: connect %s: %w", s.cfg.Broker, err)
 		if refusedSetup(err) {
 			// Retried like any connect error, but a reload to a config the
-			// broker refuses is rolled back (see agent.Pipeline.Started).
+			// broker refuses is rolled back (see runner.Pipeline.Started).
 			return agent.Permanent(err)
 		}
 		return err

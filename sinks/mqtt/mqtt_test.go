@@ -17,12 +17,13 @@ import (
 
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/agenttest"
+	"github.com/pspf/pspf-edge/agent/runner"
 	"github.com/pspf/pspf-edge/internal/testbroker"
 	"github.com/pspf/pspf-edge/sources/simulate"
 )
 
 func TestREADMESample(t *testing.T) {
-	reg := agent.NewRegistry()
+	reg := runner.NewRegistry()
 	reg.Sources["simulate"] = simulate.Factory()
 	reg.Sinks["mqtt"] = Factory()
 	os.Setenv("MQTT_PASSWORD", "pw")
@@ -35,7 +36,7 @@ func TestREADMESample(t *testing.T) {
 }
 
 func TestConfigErrors(t *testing.T) {
-	reg := agent.NewRegistry()
+	reg := runner.NewRegistry()
 	reg.Sources["simulate"] = simulate.Factory()
 	reg.Sinks["mqtt"] = Factory()
 	for _, tc := range []struct{ body, want string }{
@@ -46,7 +47,7 @@ func TestConfigErrors(t *testing.T) {
 		{"{broker: 'tcp://x:1', topic: t, unreachable_after: 10ms}", "unreachable_after: must be between 100ms and write_timeout (30s)"},
 		{"{broker: 'tcp://x:1', topic: t, write_timeout: 5s, unreachable_after: 6s}", "unreachable_after: must be between 100ms and write_timeout (5s)"},
 	} {
-		_, err := reg.ParsePipeline("p.yaml", []byte("sources: [{simulate: {}}]\nsinks: [{mqtt: "+tc.body+"}]\n"), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+		_, err := reg.ParsePipeline("p.yaml", []byte("sources: [{simulate: {}}]\nsinks: [{mqtt: "+tc.body+"}]\n"), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
 		if err == nil || !contains(err.Error(), tc.want) {
 			t.Errorf("%s: got %v, want an error containing %q", tc.body, err, tc.want)
 		}
@@ -212,15 +213,15 @@ func TestBrokerOutage(t *testing.T) {
 		}
 	}
 	src := &pacedSource{ScriptSource: agenttest.NewScriptSource(batches...), every: 2 * time.Millisecond}
-	reg := agent.NewRegistry()
+	reg := runner.NewRegistry()
 	reg.Sources["script"] = agent.Typed[agent.Source]("test", func() *struct{} { return &struct{}{} }, func(*struct{}, agent.Env) (agent.Source, error) { return src, nil })
 	reg.Sinks["mqtt"] = Factory()
 	yaml := "sources: [{script: {}}]\nsinks:\n  - mqtt: {broker: '" + m.URL() + "', topic: out/t, write_timeout: 2s, connect_timeout: 1s}\n    retry: {initial: 20ms, max: 200ms}\n"
-	spec, err := reg.ParsePipeline("p.yaml", []byte(yaml), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+	spec, err := reg.ParsePipeline("p.yaml", []byte(yaml), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := agent.NewPipeline(spec, agent.PipelineDeps{Registry: reg, DataDir: t.TempDir(), AgentName: "gw1", OpenLog: agent.OpenDiskLog(testLogger()), ShutdownTimeout: 30 * time.Second})
+	p, err := runner.NewPipeline(spec, runner.PipelineDeps{Registry: reg, DataDir: t.TempDir(), AgentName: "gw1", OpenLog: runner.OpenDiskLog(testLogger()), ShutdownTimeout: 30 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

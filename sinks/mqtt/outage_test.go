@@ -10,6 +10,7 @@ import (
 
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/agenttest"
+	"github.com/pspf/pspf-edge/agent/runner"
 	"github.com/pspf/pspf-edge/internal/testbroker"
 )
 
@@ -52,17 +53,17 @@ func TestOfflineWithinFiveSeconds(t *testing.T) {
 				}
 			}
 			src := &pacedSource{ScriptSource: agenttest.NewScriptSource(batches...), every: 5 * time.Millisecond}
-			reg := agent.NewRegistry()
+			reg := runner.NewRegistry()
 			reg.Sources["script"] = agent.Typed[agent.Source]("test", func() *struct{} { return &struct{}{} }, func(*struct{}, agent.Env) (agent.Source, error) { return src, nil })
 			reg.Sinks["mqtt"] = Factory()
 			yaml := "sources: [{script: {}}]\nsinks:\n  - mqtt: {broker: '" + m.URL() + "', topic: out/t, connect_timeout: 1s}\n    retry: {initial: 20ms, max: 200ms}\n"
-			spec, err := reg.ParsePipeline("p.yaml", []byte(yaml), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+			spec, err := reg.ParsePipeline("p.yaml", []byte(yaml), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
 			if err != nil {
 				t.Fatal(err)
 			}
 			logs := &logBuf{}
 			logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-			p, err := agent.NewPipeline(spec, agent.PipelineDeps{Registry: reg, DataDir: t.TempDir(), AgentName: "gw1", OpenLog: agent.OpenDiskLog(logger), Logger: logger, ShutdownTimeout: 60 * time.Second})
+			p, err := runner.NewPipeline(spec, runner.PipelineDeps{Registry: reg, DataDir: t.TempDir(), AgentName: "gw1", OpenLog: runner.OpenDiskLog(logger), Logger: logger, ShutdownTimeout: 60 * time.Second})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -70,7 +71,7 @@ func TestOfflineWithinFiveSeconds(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
 			go func() { done <- p.Run(ctx) }()
-			sink := func() agent.SinkStatus { return p.Status().Sinks[0] }
+			sink := func() runner.SinkStatus { return p.Status().Sinks[0] }
 			waitFor := func(d time.Duration, cond func() bool) (time.Duration, bool) {
 				start := time.Now()
 				for !cond() {

@@ -14,6 +14,7 @@ import (
 	"periph.io/x/host/v3/gpioioctl"
 
 	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/runner"
 )
 
 // testPins hands out gpiotest pins by name.
@@ -30,11 +31,11 @@ func newPin(name string) *gpiotest.Pin {
 	return &gpiotest.Pin{N: name, EdgesChan: make(chan pgpio.Level, 64)}
 }
 
-func start(t *testing.T, pins testPins, pcs ...PinConfig) (*Source, *agent.Metrics) {
+func start(t *testing.T, pins testPins, pcs ...PinConfig) (*Source, *runner.Metrics) {
 	t.Helper()
 	cfg := *Defaults()
 	cfg.Pins = pcs
-	m := agent.NewMetrics()
+	m := runner.NewMetrics()
 	s := newSource(cfg, agent.Env{Pipeline: "p", Component: "gpio", Metrics: m}, pins.lookup)
 	if err := s.Connect(context.Background()); err != nil {
 		t.Fatalf("connect: %v", err)
@@ -72,7 +73,7 @@ func describe(r agent.Record) string {
 	return b.String()
 }
 
-func counter(m *agent.Metrics, name string) string {
+func counter(m *runner.Metrics, name string) string {
 	var b strings.Builder
 	m.WritePrometheus(&b)
 	for _, l := range strings.Split(b.String(), "\n") {

@@ -5,13 +5,13 @@ import (
 	"regexp"
 	"testing"
 
-	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/runner"
 	"github.com/pspf/pspf-edge/sinks/console"
 	"github.com/pspf/pspf-edge/sources/gpio"
 )
 
-func registry() *agent.Registry {
-	reg := agent.NewRegistry()
+func registry() *runner.Registry {
+	reg := runner.NewRegistry()
 	reg.Sources["gpio"] = gpio.Factory()
 	reg.Sinks["console"] = console.Factory()
 	return reg
@@ -26,7 +26,7 @@ func TestReadmeSampleParses(t *testing.T) {
 	if m == nil {
 		t.Fatal("README.md has no yaml sample")
 	}
-	spec, err := registry().ParsePipeline("readme.yaml", append(m[1], "sinks:\n  - console: {}\n"...), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+	spec, err := registry().ParsePipeline("readme.yaml", append(m[1], "sinks:\n  - console: {}\n"...), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
 	if err != nil {
 		t.Fatalf("README sample: %v", err)
 	}
@@ -46,7 +46,7 @@ func TestConfigErrors(t *testing.T) {
         - {name: GPIO3}
 sinks: [{console: {}}]
 `
-	_, err := registry().ParsePipeline("bad.yaml", []byte(text), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+	_, err := registry().ParsePipeline("bad.yaml", []byte(text), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
 	want := `bad.yaml:4: sources[0].gpio.pins[0]: needs either name, or chip and line
 bad.yaml:5: sources[0].gpio.pins[1].mode: must be edge, level or counter, got "toggle"
 bad.yaml:6: sources[0].gpio.pins[2].debounce: must be at most 1s, got "5s"

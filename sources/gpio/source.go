@@ -55,9 +55,6 @@ func newSource(cfg Config, env agent.Env, lookup lookupFunc) *Source {
 	if env.Logger == nil {
 		env.Logger = slog.New(slog.DiscardHandler)
 	}
-	if env.Metrics == nil {
-		env.Metrics = agent.NewMetrics()
-	}
 	cfg.Pins = append([]PinConfig(nil), cfg.Pins...)
 	for i := range cfg.Pins {
 		cfg.Pins[i].fill()

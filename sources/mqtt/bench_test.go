@@ -16,6 +16,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/runner"
 	"github.com/pspf/pspf-edge/internal/testbroker"
 )
 
@@ -104,7 +105,7 @@ func (discardSink) Close(context.Context) error                 { return nil }
 
 func pipelineRate(b *testing.B, mq *testbroker.Mosquitto, qos byte, n int, payload string) (rate float64, peakRSS int64) {
 	b.Helper()
-	reg := agent.NewRegistry()
+	reg := runner.NewRegistry()
 	reg.Sources["mqtt"] = Factory()
 	reg.Sinks["discard"] = agent.Typed[agent.Sink]("discard", func() *struct{} { return &struct{}{} },
 		func(*struct{}, agent.Env) (agent.Sink, error) { return discardSink{}, nil })
@@ -118,14 +119,14 @@ sources:
 sinks:
   - discard: {}
 `, mq.URL(), qos)
-	spec, err := reg.ParsePipeline("bench.yaml", []byte(text), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+	spec, err := reg.ParsePipeline("bench.yaml", []byte(text), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
 	if err != nil {
 		b.Fatal(err)
 	}
 	dir := b.TempDir()
-	run := func(m *agent.Metrics, until func() bool) time.Duration {
-		p, err := agent.NewPipeline(spec, agent.PipelineDeps{Registry: reg, Metrics: m, DataDir: filepath.Join(dir, "data"),
-			OpenLog: agent.OpenDiskLog(nilLogger()), ShutdownTimeout: 5 * time.Second})
+	run := func(m *runner.Metrics, until func() bool) time.Duration {
+		p, err := runner.NewPipeline(spec, runner.PipelineDeps{Registry: reg, Metrics: m, DataDir: filepath.Join(dir, "data"),
+			OpenLog: runner.OpenDiskLog(nilLogger()), ShutdownTimeout: 5 * time.Second})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -150,10 +151,10 @@ sinks:
 	pub := publisher(b, mq.URL())
 	var online atomic.Bool
 	pub.Subscribe("bench/status", 1, func(_ paho.Client, msg paho.Message) { online.Store(string(msg.Payload()) == "online") }).Wait()
-	run(agent.NewMetrics(), online.Load)
+	run(runner.NewMetrics(), online.Load)
 	publishAll(b, pub, "bench/agent", qos, n, payload)
 
-	m := agent.NewMetrics()
+	m := runner.NewMetrics()
 	acked := m.Counter("pspf_mqtt_acked_total", "pipeline", "bench", "component", "mqtt")
 	var peak atomic.Int64
 	stopRSS := make(chan struct{})

@@ -20,7 +20,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/runner"
 	"github.com/pspf/pspf-edge/internal/testbroker"
 	"github.com/pspf/pspf-edge/sinks/file"
 )
@@ -54,17 +54,17 @@ func TestCrashChild(t *testing.T) {
 	if broker == "" {
 		return
 	}
-	reg := agent.NewRegistry()
+	reg := runner.NewRegistry()
 	reg.Sources["mqtt"] = Factory()
 	reg.Sinks["file"] = file.Factory()
 	text := fmt.Sprintf(crashPipeline, broker, filepath.Join(dir, "out.ndjson"))
-	spec, err := reg.ParsePipeline("crash.yaml", []byte(text), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+	spec, err := reg.ParsePipeline("crash.yaml", []byte(text), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
 	if err != nil {
 		t.Fatalf("parse: %v", err)
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	p, err := agent.NewPipeline(spec, agent.PipelineDeps{Registry: reg, Logger: logger, DataDir: filepath.Join(dir, "data"),
-		AgentName: "crash", OpenLog: agent.OpenDiskLog(logger), ShutdownTimeout: 5 * time.Second})
+	p, err := runner.NewPipeline(spec, runner.PipelineDeps{Registry: reg, Logger: logger, DataDir: filepath.Join(dir, "data"),
+		AgentName: "crash", OpenLog: runner.OpenDiskLog(logger), ShutdownTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatalf("pipeline: %v", err)
 	}

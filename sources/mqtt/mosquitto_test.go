@@ -24,6 +24,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/runner"
 	"github.com/pspf/pspf-edge/internal/testbroker"
 )
 
@@ -390,12 +391,12 @@ func TestMosquittoPassword(t *testing.T) {
 	if err := os.WriteFile(secret, []byte("s3cret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	reg := agent.NewRegistry()
+	reg := runner.NewRegistry()
 	reg.Sources["mqtt"] = Factory()
 	reg.Sinks["discard"] = agent.Typed[agent.Sink]("discard", func() *struct{} { return &struct{}{} },
 		func(*struct{}, agent.Env) (agent.Sink, error) { return discardSink{}, nil })
 	text := fmt.Sprintf("sources:\n  - mqtt:\n      brokers: [%q]\n      username: gw-17\n      password: ${file:%s}\n      subscriptions: [{topic: \"x/#\", qos: 1}]\nsinks: [{discard: {}}]\n", mq.URL(), secret)
-	spec, err := reg.ParsePipeline("pw.yaml", []byte(text), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+	spec, err := reg.ParsePipeline("pw.yaml", []byte(text), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/agenttest"
+	"github.com/pspf/pspf-edge/agent/runner"
 	"github.com/pspf/pspf-edge/sinks/console"
 )
 
@@ -30,11 +31,11 @@ func TestReadmeSampleParses(t *testing.T) {
 		t.Fatal(err)
 	}
 	sample := regexp.MustCompile(`/etc/pspf-edge/mqtt.pass`).ReplaceAllString(readmeSample(t), pass)
-	reg := agent.NewRegistry()
+	reg := runner.NewRegistry()
 	reg.Sources["mqtt"] = Factory()
 	reg.Sinks["console"] = console.Factory()
 	reg.ReadFile = agenttest.SampleReadFile(t) // the TLS files exist on a gateway
-	spec, err := reg.ParsePipeline("readme.yaml", []byte(sample+"sinks:\n  - console: {}\n"), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+	spec, err := reg.ParsePipeline("readme.yaml", []byte(sample+"sinks:\n  - console: {}\n"), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
 	if err != nil {
 		t.Fatalf("README sample: %v", err)
 	}
@@ -45,7 +46,7 @@ func TestReadmeSampleParses(t *testing.T) {
 }
 
 func TestConfigErrors(t *testing.T) {
-	reg := agent.NewRegistry()
+	reg := runner.NewRegistry()
 	reg.Sources["mqtt"] = Factory()
 	reg.Sinks["console"] = console.Factory()
 	text := `sources:
@@ -58,7 +59,7 @@ func TestConfigErrors(t *testing.T) {
       max_in_flight: 0
 sinks: [{console: {}}]
 `
-	_, err := reg.ParsePipeline("bad.yaml", []byte(text), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+	_, err := reg.ParsePipeline("bad.yaml", []byte(text), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
 	want := []string{
 		`bad.yaml:3: sources[0].mqtt.brokers[0]: must be a URL like tcp://host:1883 or ssl://host:8883, got "http://x"`,
 		`bad.yaml:4: sources[0].mqtt.clean_session: must be false when a subscription has QoS 1 or 2`,

@@ -98,9 +98,6 @@ func newSource(cfg Config, env agent.Env, dial dialFunc) (*Source, error) {
 	if env.Logger == nil {
 		env.Logger = slog.New(slog.DiscardHandler)
 	}
-	if env.Metrics == nil {
-		env.Metrics = agent.NewMetrics()
-	}
 	tmpl, err := parseTemplate(cfg.TopicTemplate)
 	if err != nil {
 		return nil, fmt.Errorf("mqtt source: topic_template: %w", err)
@@ -138,10 +135,8 @@ func newSource(cfg Config, env agent.Env, dial dialFunc) (*Source, error) {
 		env.Counter("pspf_mqtt_in_flight_full_total", "bound", "bytes"),
 	}
 	s.queue.log = s.log
-	env.Metrics.Gauge("pspf_mqtt_in_flight", func() float64 { n, _ := s.queue.inFlight(); return float64(n) },
-		"pipeline", env.Pipeline, "component", env.Component)
-	env.Metrics.Gauge("pspf_mqtt_in_flight_bytes", func() float64 { _, b := s.queue.inFlight(); return float64(b) },
-		"pipeline", env.Pipeline, "component", env.Component)
+	env.Gauge("pspf_mqtt_in_flight", func() float64 { n, _ := s.queue.inFlight(); return float64(n) })
+	env.Gauge("pspf_mqtt_in_flight_bytes", func() float64 { _, b := s.queue.inFlight(); return float64(b) })
 	return s, nil
 }
 
@@ -202,7 +197,7 @@ func (s *Source) connect(ctx context.Context) (broker, error) {
 		err = fmt.Errorf("mqtt source: connect to %s: %w", strings.Join(s.cfg.Brokers, ", "), err)
 		if refusedSetup(err) {
 			// Retried like any connect error, but a reload to a config the
-			// broker refuses is rolled back (see agent.Pipeline.Started).
+			// broker refuses is rolled back (see runner.Pipeline.Started).
 			return nil, agent.Permanent(err)
 		}
 		return nil, err

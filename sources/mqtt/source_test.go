@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/runner"
 )
 
 type fakeMsg struct {
@@ -76,10 +77,10 @@ func testConfig() Config {
 	return c
 }
 
-func newFake(t *testing.T, cfg Config) (*Source, *fakeDialer, *agent.Metrics) {
+func newFake(t *testing.T, cfg Config) (*Source, *fakeDialer, *runner.Metrics) {
 	t.Helper()
 	d := &fakeDialer{}
-	m := agent.NewMetrics()
+	m := runner.NewMetrics()
 	s, err := newSource(cfg, agent.Env{Pipeline: "p", Component: "mqtt", Metrics: m, AgentName: "a"}, d.dial)
 	if err != nil {
 		t.Fatalf("new: %v", err)
@@ -91,7 +92,7 @@ func newFake(t *testing.T, cfg Config) (*Source, *fakeDialer, *agent.Metrics) {
 	return s, d, m
 }
 
-func metricLine(m *agent.Metrics, name string) string {
+func metricLine(m *runner.Metrics, name string) string {
 	var b strings.Builder
 	m.WritePrometheus(&b)
 	for _, l := range strings.Split(b.String(), "\n") {
@@ -425,7 +426,7 @@ func BenchmarkFakeReadAck(b *testing.B) {
 	cfg.TopicTemplate = "sensors/{device}/temp"
 	cfg.Key = "{device}"
 	d := &fakeDialer{}
-	s, err := newSource(cfg, agent.Env{Pipeline: "p", Component: "mqtt", Metrics: agent.NewMetrics(), AgentName: "a"}, d.dial)
+	s, err := newSource(cfg, agent.Env{Pipeline: "p", Component: "mqtt", Metrics: runner.NewMetrics(), AgentName: "a"}, d.dial)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/runner"
 	"github.com/pspf/pspf-edge/internal/testbroker"
 )
 
@@ -149,13 +150,13 @@ func hostileBroker(t *testing.T, bad []byte, sessions int) (url string, calm <-c
 
 // stormSource is a source on the real client whose reconnect loop runs on
 // clk, logging to lr and reporting errors to er.
-func stormSource(t *testing.T, urls []string, clk *fakeClock, lr *logRecorder, er *errRecorder) (*Source, *agent.Metrics) {
+func stormSource(t *testing.T, urls []string, clk *fakeClock, lr *logRecorder, er *errRecorder) (*Source, *runner.Metrics) {
 	t.Helper()
 	cfg := *Defaults()
 	cfg.Brokers = urls
 	cfg.ClientID = "t-storm"
 	cfg.Subscriptions = []Subscription{{Topic: "s/#", QoS: 1}}
-	m := agent.NewMetrics()
+	m := runner.NewMetrics()
 	env := agent.Env{Pipeline: "p", Component: "mqtt", AgentName: "a", Metrics: m,
 		Logger: slog.New(lr), ReportError: er.report}
 	dial := func(cfg *Config, id string, tc *tls.Config, h handlers) broker {
@@ -488,7 +489,7 @@ func TestMosquittoTakeoverNamedAndBounded(t *testing.T) {
 	const window = 10 * time.Second
 	type side struct {
 		s  *Source
-		m  *agent.Metrics
+		m  *runner.Metrics
 		lr *logRecorder
 		er *errRecorder
 	}
@@ -499,7 +500,7 @@ func TestMosquittoTakeoverNamedAndBounded(t *testing.T) {
 		cfg.Brokers = []string{mq.URL()}
 		cfg.ClientID = "t-clone"
 		cfg.Subscriptions = []Subscription{{Topic: "clone/#", QoS: 1}}
-		sd := side{m: agent.NewMetrics(), lr: &logRecorder{}, er: &errRecorder{}}
+		sd := side{m: runner.NewMetrics(), lr: &logRecorder{}, er: &errRecorder{}}
 		s, err := New(cfg, agent.Env{Pipeline: "p", Component: "mqtt", AgentName: "a", Metrics: sd.m,
 			Logger: slog.New(sd.lr), ReportError: sd.er.report})
 		if err != nil {
@@ -545,7 +546,7 @@ func TestMosquittoTakeoverNamedAndBounded(t *testing.T) {
 
 // metricValue returns the value of the metric line that starts with name
 // (0 if there is none).
-func metricValue(t *testing.T, m *agent.Metrics, name string) int {
+func metricValue(t *testing.T, m *runner.Metrics, name string) int {
 	t.Helper()
 	l := metricLine(m, name)
 	if l == "" {

@@ -14,6 +14,7 @@ import (
 	"github.com/creack/pty"
 
 	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/runner"
 )
 
 // fakeDevice is a pty pair behind a stable symlink, like the
@@ -60,7 +61,7 @@ func (d *fakeDevice) write(b []byte) {
 	}
 }
 
-func ptySource(t *testing.T, d *fakeDevice, edit func(*Config)) (*Source, *agent.Metrics) {
+func ptySource(t *testing.T, d *fakeDevice, edit func(*Config)) (*Source, *runner.Metrics) {
 	t.Helper()
 	cfg := *Defaults()
 	cfg.Device = d.link
@@ -69,7 +70,7 @@ func ptySource(t *testing.T, d *fakeDevice, edit func(*Config)) (*Source, *agent
 	if edit != nil {
 		edit(&cfg)
 	}
-	m := agent.NewMetrics()
+	m := runner.NewMetrics()
 	s := New(cfg, agent.Env{Pipeline: "p", Component: "serial", Metrics: m})
 	if err := s.Connect(context.Background()); err != nil {
 		t.Fatalf("connect: %v", err)
@@ -100,7 +101,7 @@ func readFrames(t *testing.T, s *Source, n int) []string {
 	return out
 }
 
-func counter(m *agent.Metrics, name string) string {
+func counter(m *runner.Metrics, name string) string {
 	var b strings.Builder
 	m.WritePrometheus(&b)
 	for _, l := range strings.Split(b.String(), "\n") {

@@ -5,14 +5,14 @@ import (
 	"regexp"
 	"testing"
 
-	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/runner"
 	"github.com/pspf/pspf-edge/operators/decode"
 	"github.com/pspf/pspf-edge/sinks/console"
 	"github.com/pspf/pspf-edge/sources/serial"
 )
 
-func registry() *agent.Registry {
-	reg := agent.NewRegistry()
+func registry() *runner.Registry {
+	reg := runner.NewRegistry()
 	reg.Sources["serial"] = serial.Factory()
 	reg.Operators["decode"] = decode.Factory()
 	reg.Sinks["console"] = console.Factory()
@@ -28,7 +28,7 @@ func TestReadmeSampleParses(t *testing.T) {
 	if m == nil {
 		t.Fatal("README.md has no yaml sample")
 	}
-	spec, err := registry().ParsePipeline("readme.yaml", append(m[1], "sinks:\n  - console: {}\n"...), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+	spec, err := registry().ParsePipeline("readme.yaml", append(m[1], "sinks:\n  - console: {}\n"...), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
 	if err != nil {
 		t.Fatalf("README sample: %v", err)
 	}
@@ -48,7 +48,7 @@ func TestConfigErrors(t *testing.T) {
       frame_size: 4096
 sinks: [{console: {}}]
 `
-	_, err := registry().ParsePipeline("bad.yaml", []byte(text), agent.Defaults{Buffer: agent.DefaultBufferConfig()})
+	_, err := registry().ParsePipeline("bad.yaml", []byte(text), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
 	want := `bad.yaml:3: sources[0].serial.device: must not be empty
 bad.yaml:3: sources[0].serial.baud: must be between 50 and 4000000, got "10"
 bad.yaml:4: sources[0].serial.data_bits: must be 5, 6, 7 or 8, got "9"

@@ -75,9 +75,6 @@ func newSource(cfg Config, env agent.Env, open openFunc) *Source {
 	if env.Logger == nil {
 		env.Logger = slog.New(slog.DiscardHandler)
 	}
-	if env.Metrics == nil {
-		env.Metrics = agent.NewMetrics()
-	}
 	s := &Source{cfg: cfg, env: env, log: env.Logger, open: open,
 		unacked: agent.NewUnacked(cfg.MaxUnacked, env.Counter("pspf_serial_redelivered_total")),
 		bo:      agent.Backoff{Initial: cfg.Reconnect.Initial, Max: cfg.Reconnect.Max}}

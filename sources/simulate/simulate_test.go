@@ -9,6 +9,7 @@ import (
 
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/agenttest"
+	"github.com/pspf/pspf-edge/agent/runner"
 	"github.com/pspf/pspf-edge/sinks/console"
 )
 
@@ -144,7 +145,7 @@ func TestBackpressureBlocksRead(t *testing.T) {
 }
 
 func TestREADMESample(t *testing.T) {
-	reg := agent.NewRegistry()
+	reg := runner.NewRegistry()
 	reg.Sources["simulate"] = Factory()
 	reg.Sinks["console"] = console.Factory()
 	specs := agenttest.CheckREADMESamples(t, "README.md", reg)

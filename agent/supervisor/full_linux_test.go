@@ -1,17 +1,12 @@
-package main
+package supervisor
 
 import (
-	"bytes"
 	"encoding/json"
-	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/pspf/pspf-edge/agent"
 )
 
 // mountTmpfs mounts a tmpfs of the given size (the tests run as root, like
@@ -31,10 +26,11 @@ func mountTmpfs(t *testing.T, size string) string {
 }
 
 // A log that blocks — at max_bytes, or on a full disk (a 1 MiB tmpfs) — is
-// not silent: one WARN, blocked_since and blocked_reason in the API and the
-// status command, seconds_to_cap 0, the pspf_log_blocked and pspf_log_full
-// gauges, the disk error in last_error while it lasts; and when the
-// destination returns, the log drains, unblocks and says the episode ended.
+// not silent: one WARN, blocked_since and blocked_reason in the views (the
+// admin API's JSON), seconds_to_cap 0, the pspf_log_blocked and
+// pspf_log_full gauges, the disk error in last_error while it lasts; and
+// when the destination returns, the log drains, unblocks and says the
+// episode ended.
 func TestBlockedLogIsVisible(t *testing.T) {
 	for _, tc := range []struct {
 		reason string
@@ -54,14 +50,12 @@ sinks:
   - record: {id: m}
     retry: {initial: 20ms, max: 50ms}
 buffer: ` + tc.buffer + "\n"
-			var tune func(*agent.AgentConfig)
+			var tune func(*Deps)
 			if tc.tmpfs {
 				mnt := mountTmpfs(t, "1m")
-				tune = func(c *agent.AgentConfig) { c.DataDir = filepath.Join(mnt, "data") }
+				tune = func(d *Deps) { d.Config.DataDir = filepath.Join(mnt, "data") }
 			}
 			h := startHarness(t, reg, map[string]string{"m.yaml": file}, tune)
-			srv := httptest.NewServer(adminHandler(h.sup, h.sup.d.Metrics))
-			defer srv.Close()
 
 			h.waitFor("the log to block", func() bool { return !h.view("m").BlockedSince.IsZero() })
 			if tc.tmpfs {
@@ -69,15 +63,15 @@ buffer: ` + tc.buffer + "\n"
 				// blocked appends retried many times.
 				h.waitFor("the free space", func() bool { return h.view("m").Log.DiskFree < 128<<10 })
 			}
-			var out bytes.Buffer
-			if code := cmdStatus([]string{"--admin", srv.URL, "--json"}, &out, &out); code != exitOK {
-				t.Fatalf("status --json: exit %d\n%s", code, out.String())
+			out, err := json.Marshal(h.sup.Views())
+			if err != nil {
+				t.Fatal(err)
 			}
-			var resp struct{ Pipelines []map[string]any }
-			if err := json.Unmarshal(out.Bytes(), &resp); err != nil || len(resp.Pipelines) != 1 {
-				t.Fatalf("status --json: %v\n%s", err, out.String())
+			var views []map[string]any
+			if err := json.Unmarshal(out, &views); err != nil || len(views) != 1 {
+				t.Fatalf("views as JSON: %v\n%s", err, out)
 			}
-			api := resp.Pipelines[0]
+			api := views[0]
 			log, _ := api["log"].(map[string]any)
 			if api["blocked_reason"] != tc.reason || log["blocked_reason"] != tc.reason || log["full_reason"] != tc.reason {
 				t.Errorf("API: blocked_reason %v, log.blocked_reason %v, log.full_reason %v, want %s", api["blocked_reason"], log["blocked_reason"], log["full_reason"], tc.reason)
@@ -96,7 +90,9 @@ buffer: ` + tc.buffer + "\n"
 					}
 				}
 			}
-			text := metricsText(t, srv.URL)
+			var metrics strings.Builder
+			h.sup.d.Metrics.WritePrometheus(&metrics)
+			text := metrics.String()
 			if got := metricValue(t, text, `pspf_log_blocked{pipeline="m"}`); got != 1 {
 				t.Errorf("pspf_log_blocked = %v, want 1", got)
 			}
@@ -108,11 +104,6 @@ buffer: ` + tc.buffer + "\n"
 			}
 			if got := metricValue(t, text, `pspf_log_seconds_to_cap{pipeline="m"}`); got != 0 {
 				t.Errorf("pspf_log_seconds_to_cap = %v, want 0", got)
-			}
-			out.Reset()
-			cmdStatus([]string{"--admin", srv.URL}, &out, &out)
-			if want := "blocked "; !strings.Contains(out.String(), want) || !strings.Contains(out.String(), tc.reason) {
-				t.Errorf("status output has no %q ... %s:\n%s", want, tc.reason, out.String())
 			}
 			warn := `level=WARN msg="buffer: log full; appends wait until readers free space"`
 			if n := strings.Count(h.logs.String(), warn); n != 1 || !strings.Contains(h.logs.String(), "reason="+tc.reason) {
@@ -136,16 +127,4 @@ buffer: ` + tc.buffer + "\n"
 			rec.check(t, tc.reason)
 		})
 	}
-}
-
-func metricsText(t *testing.T, url string) string {
-	t.Helper()
-	resp, err := http.Get(url + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var b bytes.Buffer
-	b.ReadFrom(resp.Body)
-	return b.String()
 }

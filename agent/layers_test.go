@@ -1,0 +1,80 @@
+package agent_test
+
+import (
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/pspf/pspf-edge/"
+
+// shared are the packages among the connectors' folders that are libraries,
+// not connectors: the connectors of their kind may import them.
+var shared = []string{"operators/expr"}
+
+// allowed says which packages of the module pkg may depend on (directly or
+// not, in its non-test code), by the package map of docs/architecture.md;
+// ok is false for a package the map does not cover.
+func allowed(pkg string) (deps []string, ok bool) {
+	storage := []string{"buffer", "state", "checkpoint"}
+	switch {
+	case pkg == "agent":
+		return nil, true // the SDK: nothing of the module
+	case pkg == "agent/runner":
+		return append([]string{"agent"}, storage...), true
+	case pkg == "agent/supervisor", pkg == "agent/agenttest":
+		return append([]string{"agent", "agent/runner"}, storage...), true
+	case slices.Contains(storage, pkg):
+		return storage, true
+	case plugin(pkg):
+		return append([]string{"agent"}, shared...), true
+	}
+	return nil, false
+}
+
+// plugin reports whether pkg is in a connectors' folder; its own
+// subpackages are part of it.
+func plugin(pkg string) bool {
+	return strings.HasPrefix(pkg, "sources/") || strings.HasPrefix(pkg, "operators/") || strings.HasPrefix(pkg, "sinks/")
+}
+
+// TestPackageMap holds the module to its package map: plugins (sources/,
+// operators/, sinks/) build on the SDK (package agent) alone, never on the
+// runtime (agent/runner, agent/supervisor), its test kit or each other; the
+// SDK depends on nothing of the module; the storage packages on nothing
+// above them. `go list -deps` of every package says what it depends on.
+func TestPackageMap(t *testing.T) {
+	gocmd, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("the go command is needed to list the packages: %v", err)
+	}
+	out, err := exec.Command(gocmd, "list", "-f", `{{.ImportPath}} {{join .Deps " "}}`, module+"...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	checked := 0
+	for line := range strings.Lines(string(out)) {
+		fields := strings.Fields(line)
+		pkg, ok := strings.CutPrefix(fields[0], module)
+		if !ok {
+			continue
+		}
+		may, ok := allowed(pkg)
+		if !ok {
+			continue
+		}
+		checked++
+		for _, dep := range fields[1:] {
+			dep, ok := strings.CutPrefix(dep, module)
+			if !ok || slices.Contains(may, dep) || plugin(pkg) && strings.HasPrefix(dep, pkg+"/") {
+				continue
+			}
+			t.Errorf("%s depends on %s; it may depend on %v of the module only (docs/architecture.md)", pkg, dep, may)
+		}
+	}
+	t.Logf("%d packages checked", checked)
+	if checked < 20 {
+		t.Errorf("checked %d packages, want every plugin, the SDK, the runtime and the storage", checked)
+	}
+}
