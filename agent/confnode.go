@@ -23,6 +23,7 @@ type ConfigError struct {
 	Msg  string
 }
 
+// Error returns the problem as `file:line: path: rule`.
 func (e *ConfigError) Error() string {
 	var b strings.Builder
 	b.WriteString(e.File)
@@ -43,18 +44,13 @@ func (e *ConfigError) Error() string {
 // line order. Validation collects them all instead of stopping at the first.
 type ConfigErrors []*ConfigError
 
+// Error returns every problem, one a line.
 func (es ConfigErrors) Error() string {
 	lines := make([]string, len(es))
 	for i, e := range es {
 		lines[i] = e.Error()
 	}
 	return strings.Join(lines, "\n")
-}
-
-// ConfigDecoder is implemented by config types that decode themselves from a
-// node, like a component list entry whose only key names its type.
-type ConfigDecoder interface {
-	DecodeConfig(n Node)
 }
 
 // Validator is implemented by config types with rules beyond their types. It is
@@ -289,7 +285,6 @@ var (
 	durationType   = reflect.TypeOf(time.Duration(0))
 	byteSizeType   = reflect.TypeOf(ByteSize(0))
 	nodeType       = reflect.TypeOf(Node{})
-	decoderType    = reflect.TypeOf((*ConfigDecoder)(nil)).Elem()
 	validatorType  = reflect.TypeOf((*Validator)(nil)).Elem()
 	errNotAMapping = "must be a mapping of keys to values, got %s"
 )
@@ -300,11 +295,6 @@ func (n Node) decode(v reflect.Value, enum string) {
 		return
 	}
 	if n.y == nil {
-		return
-	}
-	if v.CanAddr() && v.Addr().Type().Implements(decoderType) {
-		v.Addr().Interface().(ConfigDecoder).DecodeConfig(n)
-		n.validate(v)
 		return
 	}
 	if isNull(n.y) && v.Kind() != reflect.String {
@@ -320,7 +310,7 @@ func (n Node) decode(v reflect.Value, enum string) {
 		v.SetInt(int64(d))
 		return
 	case byteSizeType:
-		s, err := ParseByteSize(n.scalar())
+		s, err := parseByteSize(n.scalar())
 		if err != nil {
 			n.Errorf("must be a size like 512KiB, 64MiB or 1GiB, got %q", n.Text())
 			return
@@ -519,7 +509,7 @@ func orList(alts []string) string {
 
 // String writes the size as a config file would: in the largest binary unit
 // that divides it (256MiB), else the largest decimal one (100MB), else in
-// bytes (1500B). ParseByteSize reads it back to the same value.
+// bytes (1500B). Decoding the config reads it back to the same value.
 func (v ByteSize) String() string {
 	for _, u := range []struct {
 		name string
@@ -532,9 +522,9 @@ func (v ByteSize) String() string {
 	return strconv.FormatInt(int64(v), 10) + "B"
 }
 
-// ParseByteSize parses a size in bytes: a plain number, or a number with one of
+// parseByteSize parses a size in bytes: a plain number, or a number with one of
 // the units B, KB, MB, GB (powers of 1000) or KiB, MiB, GiB (powers of 1024).
-func ParseByteSize(s string) (ByteSize, error) {
+func parseByteSize(s string) (ByteSize, error) {
 	s = strings.TrimSpace(s)
 	i := strings.IndexFunc(s, func(r rune) bool { return (r < '0' || r > '9') && r != '.' })
 	num, unit := s, ""

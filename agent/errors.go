@@ -41,6 +41,7 @@ type RejectedError struct {
 	Errs  []error
 }
 
+// Error says how many records were rejected and why.
 func (e *RejectedError) Error() string {
 	if len(e.Errs) == 0 {
 		return "rejected: no records"

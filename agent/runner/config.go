@@ -1,8 +1,6 @@
 package runner
 
 import (
-	"github.com/pspf/pspf-edge/agent"
-
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -16,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/buffer"
 )
 

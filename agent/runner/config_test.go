@@ -248,33 +248,6 @@ func TestSecretsSubstitutedButNeverPrinted(t *testing.T) {
 	}
 }
 
-// TestByteSizeString writes sizes as a config file would, and
-// ParseByteSize reads them back.
-func TestByteSizeString(t *testing.T) {
-	for v, want := range map[agent.ByteSize]string{256 << 20: "256MiB", 1 << 30: "1GiB", 3 << 19: "1536KiB", 100e6: "100MB", 2000: "2KB", 1500: "1500B", 0: "0B", 4096: "4KiB"} {
-		if got := v.String(); got != want {
-			t.Errorf("ByteSize(%d).String() = %q, want %q", int64(v), got, want)
-		}
-		if back, err := agent.ParseByteSize(v.String()); err != nil || back != v {
-			t.Errorf("ParseByteSize(%q) = %d, %v; want %d", v.String(), back, err, int64(v))
-		}
-	}
-}
-
-func TestParseByteSize(t *testing.T) {
-	for in, want := range map[string]agent.ByteSize{"0": 0, "512": 512, "4KiB": 4096, "1.5MiB": 3 << 19, "10MB": 10e6, "1GiB": 1 << 30, "2 KB": 2000} {
-		got, err := agent.ParseByteSize(in)
-		if err != nil || got != want {
-			t.Errorf("ParseByteSize(%q) = %d, %v; want %d", in, got, err, want)
-		}
-	}
-	for _, in := range []string{"", "MiB", "-1", "1 parsec", "1e30GiB"} {
-		if _, err := agent.ParseByteSize(in); err == nil {
-			t.Errorf("ParseByteSize(%q): got nil error", in)
-		}
-	}
-}
-
 func TestSchemaMentionsEveryComponent(t *testing.T) {
 	b, err := json.Marshal(testRegistry().Schema())
 	if err != nil {

@@ -29,16 +29,16 @@ func OpenDiskLog(logger *slog.Logger) OpenLogFunc {
 		if err != nil {
 			return nil, err
 		}
-		return &DiskLog{l}, nil
+		return &diskLog{l}, nil
 	}
 }
 
-// DiskLog adapts a *buffer.Log to Log.
-type DiskLog struct{ *buffer.Log }
+// diskLog adapts a *buffer.Log to Log.
+type diskLog struct{ *buffer.Log }
 
 // Reader returns the named cursor.
-func (d *DiskLog) Reader(name string) (LogReader, error) { return d.Log.Reader(name) }
+func (d *diskLog) Reader(name string) (LogReader, error) { return d.Log.Reader(name) }
 
 // NextSeq returns the sequence after the last record appended (after a
 // crash, the next record appended may get a higher one; see Log.NextSeq).
-func (d *DiskLog) NextSeq() uint64 { return d.Log.Stats().NextSeq }
+func (d *diskLog) NextSeq() uint64 { return d.Log.Stats().NextSeq }

@@ -1,8 +1,6 @@
 package runner
 
 import (
-	"github.com/pspf/pspf-edge/agent"
-
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/pspf/pspf-edge/agent"
 )
 
 // sinkRun is the store-and-forward loop of one sink: it reads the log from

@@ -1,8 +1,6 @@
 package runner
 
 import (
-	"github.com/pspf/pspf-edge/agent"
-
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/buffer"
 )
 

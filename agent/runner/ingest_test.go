@@ -1,8 +1,9 @@
 package runner
 
 import (
-	"github.com/pspf/pspf-edge/agent"
 	"testing"
+
+	"github.com/pspf/pspf-edge/agent"
 )
 
 // TestPresize checks that the reused field storage gives every record its

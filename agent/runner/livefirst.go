@@ -1,10 +1,10 @@
 package runner
 
 import (
-	"github.com/pspf/pspf-edge/agent"
-
 	"errors"
 	"fmt"
+
+	"github.com/pspf/pspf-edge/agent"
 )
 
 // live_first drain order

@@ -8,7 +8,7 @@ import (
 
 // Log is the durable, append-only record log a pipeline writes after its
 // stateless operators and its sinks read from. The buffer package provides the
-// real one, adapted by DiskLog (OpenDiskLog). Payloads are msgp-encoded
+// real one, opened by OpenDiskLog. Payloads are msgp-encoded
 // agent.Records.
 type Log interface {
 	// Append copies payloads to the log and returns the sequence number of the

@@ -1,14 +1,14 @@
 package runner
 
 import (
-	"github.com/pspf/pspf-edge/agent"
-
 	"io"
 	"strings"
 	"sync"
 	"sync/atomic"
 
 	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/pspf/pspf-edge/agent"
 )
 
 // Metrics holds the counters and gauges of one agent or one pipeline, and writes

@@ -1,8 +1,6 @@
 package runner
 
 import (
-	"github.com/pspf/pspf-edge/agent"
-
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/pspf/pspf-edge/agent"
 )
 
 // PipelineDeps is what a pipeline needs from the agent around it.

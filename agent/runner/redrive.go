@@ -1,14 +1,14 @@
 package runner
 
 import (
-	"github.com/pspf/pspf-edge/agent"
-
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
 	"time"
+
+	"github.com/pspf/pspf-edge/agent"
 )
 
 // The fields a dead letter carries besides the record's own: why it was

@@ -1,12 +1,12 @@
 package runner
 
 import (
-	"github.com/pspf/pspf-edge/agent"
-
 	"reflect"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/pspf/pspf-edge/agent"
 )
 
 // Schema returns a JSON Schema (draft 2020-12) of the pipeline file format,

@@ -1,8 +1,9 @@
 package runner
 
 import (
-	"github.com/pspf/pspf-edge/agent"
 	"sync"
+
+	"github.com/pspf/pspf-edge/agent"
 )
 
 // startup follows a pipeline's first connections, so that whoever started it

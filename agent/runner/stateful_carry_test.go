@@ -1,11 +1,11 @@
 package runner
 
 import (
-	"github.com/pspf/pspf-edge/agent"
-
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pspf/pspf-edge/agent"
 )
 
 // A reload keeps an operator's state table exactly when the operator's type,

@@ -1,14 +1,14 @@
 package runner
 
 import (
-	"github.com/pspf/pspf-edge/agent"
-
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
 	"time"
+
+	"github.com/pspf/pspf-edge/agent"
 )
 
 // LocalResult is what RunLocal produced: the records the sinks would have

@@ -1,8 +1,6 @@
 package runner
 
 import (
-	"github.com/pspf/pspf-edge/agent"
-
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -17,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/buffer"
 	"github.com/pspf/pspf-edge/checkpoint"
 	"github.com/pspf/pspf-edge/state"

@@ -137,7 +137,7 @@ type LogStatus struct {
 	LastError string `json:"last_error,omitempty"`
 }
 
-// logStatter is implemented by logs that can describe themselves (DiskLog).
+// logStatter is implemented by logs that can describe themselves (diskLog).
 type logStatter interface{ Stats() buffer.Stats }
 
 // Status returns a snapshot of the pipeline; see Status.
