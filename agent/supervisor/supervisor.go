@@ -37,10 +37,14 @@ type Deps struct {
 	LoadConfig func() (runner.AgentConfig, error)
 	// ConfigFile is the agent file to watch; empty watches none.
 	ConfigFile string
-	Registry   *runner.Registry
-	Metrics    *runner.Metrics
-	Logger     *slog.Logger
-	// Level is the live log level, changed when the agent file's changes.
+	// Registry builds the pipelines' components.
+	Registry *runner.Registry
+	// Metrics receives the supervisor's and the pipelines' metrics.
+	Metrics *runner.Metrics
+	// Logger is the agent's logger.
+	Logger *slog.Logger
+	// Level is the level of Logger, changed when the agent file's changes;
+	// nil means a level of the supervisor's own, which Logger ignores.
 	Level *slog.LevelVar
 	// OpenLog opens pipeline logs; nil means runner.OpenDiskLog.
 	OpenLog runner.OpenLogFunc
@@ -164,6 +168,9 @@ func New(d Deps) *Supervisor {
 	}
 	if d.SampleEvery <= 0 {
 		d.SampleEvery = time.Second
+	}
+	if d.Level == nil {
+		d.Level = new(slog.LevelVar)
 	}
 	s := &Supervisor{d: d, dataDir: d.Config.DataDir, cfg: d.Config, pipes: map[string]*managed{}, setupFailed: make(chan *managed),
 		restartWake: make(chan struct{}, 1)}

@@ -2,9 +2,12 @@ package supervisor
 
 import (
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pspf/pspf-edge/agent/runner"
 )
 
 // BenchmarkReloadLatency measures a reload from the save (a write to a
@@ -24,6 +27,9 @@ func BenchmarkReloadLatency(b *testing.B) {
 }
 
 func benchReload(b *testing.B, window string) {
+	// On the CPUs the agent runs its code on by default (max_procs), as
+	// `pspf-edge run` sets them.
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(runner.DefaultMaxProcs))
 	rec := newRecorder()
 	rec.down.Store(true)
 	reg := testRegistry(map[string]*recorder{"a": rec})
