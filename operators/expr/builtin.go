@@ -45,7 +45,7 @@ func (c *compiler) builtin(n *ast.BuiltinNode) (cnode, error) {
 		if n.Name == "hasSuffix" {
 			op = "endsWith"
 		}
-		out = c.stringTest(&ast.BinaryNode{Operator: op, Left: n.Arguments[0], Right: n.Arguments[1]}, args[0], args[1])
+		out = c.stringTest(n, op, n.Name, args[0], args[1])
 	default:
 		return cnode{}, &unsupportedError{"builtin " + n.Name}
 	}
@@ -59,19 +59,27 @@ func (c *compiler) numeric1(n *ast.BuiltinNode, x cnode) cnode {
 	if name == "int" || name == "float" {
 		bad = c.evalErr(n, "%s needs a number or a numeric string", name)
 	}
+	outOfRange := c.evalErr(n, "int needs a number within the range of a 64-bit integer")
 	return cnode{typ: TypeNumber, eval: func(rec *agent.Record) (Value, error) {
 		v, err := e(rec)
 		if err != nil {
 			return Value{}, err
 		}
-		if v.Kind == agent.KindString && (name == "int" || name == "float") {
-			if i, err := strconv.ParseInt(strings.TrimSpace(v.Str), 10, 64); err == nil {
-				v = intV(i)
-			} else if f, err := strconv.ParseFloat(strings.TrimSpace(v.Str), 64); err == nil {
-				v = floatV(f)
-			} else {
+		// A string is read as expr reads it: int takes a decimal integer,
+		// float any Go float; no spaces around either.
+		if v.Kind == agent.KindString && name == "int" {
+			i, err := strconv.ParseInt(v.Str, 10, 64)
+			if err != nil {
 				return Value{}, bad
 			}
+			return intV(i), nil
+		}
+		if v.Kind == agent.KindString && name == "float" {
+			f, err := strconv.ParseFloat(v.Str, 64)
+			if err != nil {
+				return Value{}, bad
+			}
+			return floatV(f), nil
 		}
 		switch v.Kind {
 		case agent.KindInt:
@@ -96,8 +104,8 @@ func (c *compiler) numeric1(n *ast.BuiltinNode, x cnode) cnode {
 			case "round":
 				return floatV(math.Round(v.Float)), nil
 			case "int":
-				if !finite(v.Float) {
-					return Value{}, bad
+				if !inIntRange(v.Float) {
+					return Value{}, outOfRange
 				}
 				return intV(int64(v.Float)), nil
 			}
@@ -114,21 +122,40 @@ func (c *compiler) minMax(n *ast.BuiltinNode, args []cnode) cnode {
 	}
 	isMax := n.Name == "max"
 	bad := c.evalErr(n, "%s needs numbers", n.Name)
+	if len(evals) == 1 {
+		// expr gives back a single argument whatever it is (max(x) is x,
+		// a string or nil too); only two or more must be numbers.
+		return cnode{typ: args[0].typ, eval: evals[0]}
+	}
+	// max replaces the best so far with a value it is less than, min with
+	// one it is greater than: integers compared as integers, as expr does.
+	replace := opLT
+	if !isMax {
+		replace = opGT
+	}
 	return cnode{typ: TypeNumber, eval: func(rec *agent.Record) (Value, error) {
 		var best Value
-		var bestF float64
+		// Every argument is evaluated before any is checked, as expr does:
+		// a missing field later in the list is the error, not an earlier
+		// string.
+		notNumber := false
 		for i, e := range evals {
 			v, err := e(rec)
 			if err != nil {
 				return Value{}, err
 			}
-			f, ok := number(v)
-			if !ok {
-				return Value{}, bad
+			if _, ok := number(v); !ok {
+				notNumber = true
+				continue
 			}
-			if i == 0 || (isMax && f > bestF) || (!isMax && f < bestF) {
-				best, bestF = v, f
+			if i == 0 {
+				best = v
+			} else if less, _ := order(replace, best, v); less {
+				best = v
 			}
+		}
+		if notNumber {
+			return Value{}, bad
 		}
 		return best, nil
 	}}
@@ -163,3 +190,8 @@ func (c *compiler) string1(n *ast.BuiltinNode, x cnode) cnode {
 		return v, nil
 	}}
 }
+
+// inIntRange reports whether f converts to an int64 without leaving its
+// range (Go leaves the result of such a conversion to the machine: the same
+// expression would give different numbers on amd64 and arm64).
+func inIntRange(f float64) bool { return f >= -0x1p63 && f < 0x1p63 }

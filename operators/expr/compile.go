@@ -261,15 +261,17 @@ func (c *compiler) binary(n *ast.BinaryNode) (cnode, error) {
 	case "+", "-", "*", "/", "%", "**", "^":
 		out = c.arith(n, l, r)
 	case "contains", "startsWith", "endsWith":
-		out = c.stringTest(n, l, r)
+		out = c.stringTest(n, n.Operator, n.Operator, l, r)
 	case "??":
-		le, re := l.eval, r.eval
+		// Only a field itself may be missing: x ?? 0 is 0 when x is
+		// missing, but (x + 1) ?? 0 fails then, as x + 1 does.
+		le, re, bare := l.eval, r.eval, l.field != ""
 		out = cnode{eval: func(rec *agent.Record) (Value, error) {
 			v, err := le(rec)
 			if err == nil && v.Kind != 0 {
 				return v, nil
 			}
-			if err != nil && !isMissing(err) {
+			if err != nil && !(bare && isMissing(err)) {
 				return Value{}, err
 			}
 			return re(rec)
@@ -330,13 +332,15 @@ func (c *compiler) logic(n *ast.BinaryNode, l, r cnode) cnode {
 	}}
 }
 
-// nilCheck compiles x == nil (eq) or x != nil: a missing field is nil.
+// nilCheck compiles x == nil (eq) or x != nil: a missing field is nil. Only
+// a field itself may be missing: (x + 1) == nil fails when x is missing, as
+// x + 1 does.
 func nilCheck(x cnode, eq bool) cnode {
-	e := x.eval
+	e, bare := x.eval, x.field != ""
 	return cnode{typ: TypeBool, eval: func(rec *agent.Record) (Value, error) {
 		v, err := e(rec)
 		if err != nil {
-			if isMissing(err) {
+			if bare && isMissing(err) {
 				return boolV(eq), nil
 			}
 			return Value{}, err
@@ -637,9 +641,12 @@ func (c *compiler) arith(n *ast.BinaryNode, l, r cnode) cnode {
 	}}
 }
 
-func (c *compiler) stringTest(n *ast.BinaryNode, l, r cnode) cnode {
+// stringTest compiles contains, startsWith and endsWith (op), as operators
+// or as the builtins hasPrefix and hasSuffix (name). The operators are false
+// when a side is nil, as in expr; the builtins need two strings.
+func (c *compiler) stringTest(n ast.Node, op, name string, l, r cnode) cnode {
 	var test func(s, sub string) bool
-	switch n.Operator {
+	switch op {
 	case "contains":
 		test = strings.Contains
 	case "startsWith":
@@ -647,7 +654,11 @@ func (c *compiler) stringTest(n *ast.BinaryNode, l, r cnode) cnode {
 	default:
 		test = strings.HasSuffix
 	}
-	bad := c.evalErr(n, "operator %s needs two strings", n.Operator)
+	nilFalse := op == name
+	bad := c.evalErr(n, "operator %s needs two strings", op)
+	if !nilFalse {
+		bad = c.evalErr(n, "%s needs two strings", name)
+	}
 	le, re := l.eval, r.eval
 	return cnode{typ: TypeBool, eval: func(rec *agent.Record) (Value, error) {
 		a, err := le(rec)
@@ -659,6 +670,9 @@ func (c *compiler) stringTest(n *ast.BinaryNode, l, r cnode) cnode {
 			return Value{}, err
 		}
 		if a.Kind != agent.KindString || b.Kind != agent.KindString {
+			if nilFalse && (a.Kind == 0 || b.Kind == 0) {
+				return boolV(false), nil
+			}
 			return Value{}, bad
 		}
 		return boolV(test(a.Str, b.Str)), nil
@@ -748,6 +762,9 @@ func (c *compiler) matches(n *ast.BinaryNode) (cnode, error) {
 			return Value{}, err
 		}
 		if a.Kind != agent.KindString {
+			if a.Kind == 0 {
+				return boolV(false), nil // nil matches nothing, as in expr
+			}
 			return Value{}, bad
 		}
 		return boolV(re.MatchString(a.Str)), nil

@@ -20,7 +20,11 @@
 //
 // This subset evaluates without allocating (except where it makes a new
 // string). Anything else is run by expr's virtual machine with an environment
-// reused across records; that is slower and allocates, but behaves the same.
+// reused across records; that is slower and allocates, but behaves the same:
+// its tree is rewritten to keep the rules of the closures where expr's are
+// looser (a missing field, the operands of && and ||, % on floats, integers
+// on 32-bit processors; see vmrules.go and the README), and a differential
+// fuzz test (FuzzClosuresAgreeWithVM) holds the two ways to each other.
 //
 // Compile refuses what would fail on every record, so that a config with it
 // never loads (nor replaces a running one on reload): a syntax error, a call
@@ -37,7 +41,6 @@ package expr
 import (
 	"errors"
 	"fmt"
-	"math"
 	"strconv"
 	"strings"
 
@@ -162,7 +165,12 @@ type Program struct {
 
 // Compile parses, checks and compiles an expression. The error is a
 // *CompileError with the column of the problem.
-func Compile(src string) (*Program, error) {
+func Compile(src string) (*Program, error) { return compile(src, false) }
+
+// compile is Compile; with vmOnly, the expression runs on expr's virtual
+// machine even where the closures would do (the reference the differential
+// fuzz test holds the closures to).
+func compile(src string, vmOnly bool) (*Program, error) {
 	if strings.TrimSpace(src) == "" {
 		return nil, &CompileError{Line: 1, Column: 1, Msg: "expression is empty"}
 	}
@@ -205,7 +213,10 @@ func Compile(src string) (*Program, error) {
 	}
 	p := &Program{src: src, typ: typ, notBool: &EvalError{Column: 1, Msg: "result is not true or false"}}
 	c := &compiler{src: src}
-	n, err := c.compile(tree.Node)
+	n, err := cnode{}, error(&unsupportedError{"vmOnly"})
+	if !vmOnly {
+		n, err = c.compile(tree.Node)
+	}
 	var unsup *unsupportedError
 	switch {
 	case err == nil:
@@ -217,7 +228,7 @@ func Compile(src string) (*Program, error) {
 	case !errors.As(err, &unsup):
 		return nil, err
 	}
-	fb, err := newFallback(src, tree, cfg)
+	fb, err := newFallback(src, tree, cfg, bound)
 	if err != nil {
 		return nil, compileError(src, err)
 	}
@@ -316,6 +327,3 @@ func (dottedNames) Visit(node *ast.Node) {
 	}
 	ast.Patch(node, &ast.IdentifierNode{Value: name})
 }
-
-// finite reports whether f is neither NaN nor infinite.
-func finite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }

@@ -69,6 +69,8 @@ func TestEval(t *testing.T) {
 		{"count in 1..10", "true", false},
 		{"let c = count * 2; c + 1", "15", false},
 		{"toJSON(count)", `"7"`, false},
+		{"date(\"2024-01-02\") - date(\"2024-01-01\") == duration(\"24h\")", "true", false},
+		{"let c = -count; c * c - count % 4", "46", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.src, func(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"math"
 
 	"github.com/expr-lang/expr/ast"
+	"github.com/expr-lang/expr/builtin"
 	exprcompiler "github.com/expr-lang/expr/compiler"
 	"github.com/expr-lang/expr/conf"
 	"github.com/expr-lang/expr/file"
@@ -19,6 +20,10 @@ import (
 // fallback runs an expression outside the compiled subset on expr's virtual
 // machine. The environment map and the machine are reused across records;
 // only the fields the expression names are put in the environment.
+//
+// The tree is rewritten first so that the machine keeps the rules of the
+// closures where expr's own are looser (see rewrite); the differential fuzz
+// test holds the two to each other.
 type fallback struct {
 	src   string
 	prog  *vm.Program
@@ -27,7 +32,19 @@ type fallback struct {
 	env   map[string]any
 }
 
-func newFallback(src string, tree *parser.Tree, cfg *conf.Config) (*fallback, error) {
+func newFallback(src string, tree *parser.Tree, cfg *conf.Config, bound map[string]bool) (*fallback, error) {
+	fb := &fallback{src: src, env: map[string]any{}}
+	seen := map[string]bool{}
+	ast.Walk(&tree.Node, visitFunc(func(n *ast.Node) {
+		if id, ok := (*n).(*ast.IdentifierNode); ok && id.Value != "$env" && !bound[id.Value] && !seen[id.Value] {
+			seen[id.Value] = true
+			fb.names = append(fb.names, id.Value)
+		}
+	}))
+	rewrite(tree, bound)
+	for name, fn := range fb.functions() {
+		cfg.Functions[name] = &builtin.Function{Name: name, Func: fn}
+	}
 	if err := optimizer.Optimize(&tree.Node, cfg); err != nil {
 		return nil, err
 	}
@@ -35,14 +52,7 @@ func newFallback(src string, tree *parser.Tree, cfg *conf.Config) (*fallback, er
 	if err != nil {
 		return nil, err
 	}
-	fb := &fallback{src: src, prog: prog, env: map[string]any{}}
-	seen := map[string]bool{}
-	ast.Walk(&tree.Node, visitFunc(func(n *ast.Node) {
-		if id, ok := (*n).(*ast.IdentifierNode); ok && id.Value != "$env" && !seen[id.Value] {
-			seen[id.Value] = true
-			fb.names = append(fb.names, id.Value)
-		}
-	}))
+	fb.prog = prog
 	return fb, nil
 }
 
@@ -61,6 +71,12 @@ func (fb *fallback) eval(r *agent.Record) (Value, error) {
 		case agent.KindFloat:
 			fb.env[name] = f.Float
 		case agent.KindInt:
+			if int64(int(f.Int)) != f.Int {
+				// expr's machine computes in int: 32 bits on armv6 and
+				// armv7. A value it would cut is an error, not a wrong
+				// result.
+				return Value{}, &EvalError{Column: 1, Msg: fmt.Sprintf("field %q: %d %s", name, f.Int, beyondVMInt)}
+			}
 			fb.env[name] = int(f.Int)
 		case agent.KindBool:
 			fb.env[name] = f.Int != 0
@@ -75,11 +91,19 @@ func (fb *fallback) eval(r *agent.Record) (Value, error) {
 		var fe *file.Error
 		if errors.As(err, &fe) {
 			_, col := position(fb.src, fe.From)
-			return Value{}, &EvalError{Column: col, Msg: fe.Message}
+			var mf *missingFieldError
+			return Value{}, &EvalError{Column: col, Msg: fe.Message, Missing: errors.As(err, &mf)}
 		}
 		return Value{}, &EvalError{Column: 1, Msg: err.Error()}
 	}
 	return fromAny(out)
+}
+
+// fromAnyOrNil is fromAny for a value known to be one the machine makes;
+// anything else is nil.
+func fromAnyOrNil(v any) Value {
+	out, _ := fromAny(v)
+	return out
 }
 
 // fromAny converts a result of the virtual machine into a Value.
