@@ -10,8 +10,8 @@ import (
 
 // lz4Compressor compresses produce batches with lz4 in 64 KiB blocks, as
 // Kafka's own producer does. franz-go's default lz4 writer uses 4 MiB
-// blocks: its pooled buffers were two thirds of the agent's heap (12 MiB
-// in use at 40k records/s) for batches of a few hundred KiB at most.
+// blocks, whose pooled buffers are far larger than batches of a few hundred
+// KiB at most (the README has the measurement).
 type lz4Compressor struct{ pool sync.Pool }
 
 func newLZ4Compressor() *lz4Compressor {
