@@ -130,15 +130,59 @@ func (d *Decoder) csvField(c Column, cell []byte) (f agent.Field, ok bool, err e
 		}
 		f = agent.Bool(c.Name, v)
 	default: // auto
-		if v, err := strconv.ParseInt(s, 10, 64); err == nil {
-			f.Kind, f.Int = agent.KindInt, v
-		} else if v, err := strconv.ParseFloat(s, 64); err == nil {
-			f.Kind, f.Float = agent.KindFloat, v
-		} else if s == "true" || s == "false" {
-			f = agent.Bool(c.Name, s == "true")
-		} else {
-			f.Kind, f.Str = agent.KindString, d.str(cell)
-		}
+		f = d.autoField(c.Name, cell, t)
 	}
 	return f, true, nil
+}
+
+// autoField types a cell of an auto column: an int, a float, a bool or a
+// string, whichever it reads as first. t is the cell without surrounding
+// space. strconv's errors allocate: a cell that cannot be an int or a float
+// (a sensor name, true) is not offered to it.
+func (d *Decoder) autoField(name string, cell, t []byte) agent.Field {
+	s := view(t)
+	if maybeInt(t) {
+		if v, err := strconv.ParseInt(s, 10, 64); err == nil {
+			return agent.Field{Name: name, Kind: agent.KindInt, Int: v}
+		}
+	}
+	if maybeFloat(t) {
+		if v, err := strconv.ParseFloat(s, 64); err == nil {
+			return agent.Field{Name: name, Kind: agent.KindFloat, Float: v}
+		}
+	}
+	if s == "true" || s == "false" {
+		return agent.Bool(name, s == "true")
+	}
+	return agent.Field{Name: name, Kind: agent.KindString, Str: d.str(cell)}
+}
+
+// maybeInt reports whether strconv.ParseInt(base 10) could accept b: a sign
+// and digits.
+func maybeInt(b []byte) bool {
+	if len(b) > 0 && (b[0] == '+' || b[0] == '-') {
+		b = b[1:]
+	}
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return len(b) > 0
+}
+
+// maybeFloat reports whether strconv.ParseFloat could accept b: what it
+// accepts starts, after a sign, with a digit, a point, inf or nan.
+func maybeFloat(b []byte) bool {
+	if len(b) > 0 && (b[0] == '+' || b[0] == '-') {
+		b = b[1:]
+	}
+	if len(b) == 0 {
+		return false
+	}
+	switch c := b[0] | 0x20; {
+	case b[0] >= '0' && b[0] <= '9', b[0] == '.', c == 'i', c == 'n':
+		return true
+	}
+	return false
 }

@@ -244,6 +244,31 @@ func TestCSV(t *testing.T) {
 	}
 }
 
+// TestCSVAuto types the cells of an auto column as strconv reads them.
+func TestCSVAuto(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"42", "int:42"}, {"+5", "int:5"}, {"-0", "int:0"}, {" 7 ", "int:7"},
+		{"9223372036854775808", "float:9.223372036854776e+18"},
+		{".5", "float:0.5"}, {"-2.5e-3", "float:-0.0025"}, {"1e3", "float:1000"},
+		{"inf", "float:+Inf"}, {"-Infinity", "float:-Inf"}, {"NaN", "float:NaN"}, {"0x1p3", "float:8"},
+		{"true", "bool:true"}, {"false", "bool:false"},
+		{"True", "string:True"}, {"th-0042", "string:th-0042"}, {"+", "string:+"}, {"-", "string:-"},
+		{"1_000", "float:1000"}, {"0x10", "string:0x10"}, {"infinite", "string:infinite"}, {"n/a", "string:n/a"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			d, _ := decoder(t, func(c *Config) { c.Format = "csv"; c.CSV.Columns = []Column{{Name: "v"}} })
+			r := agent.Record{Raw: []byte(tt.in)}
+			if err := d.Record(&r); err != nil {
+				t.Fatal(err)
+			}
+			if got := show(&r); got != "v="+tt.want {
+				t.Errorf("got %s, want v=%s", got, tt.want)
+			}
+		})
+	}
+}
+
 func TestLineAndRaw(t *testing.T) {
 	tests := []struct{ format, in, want string }{
 		{"line", "hello world\r\n", "message=string:hello world"},
