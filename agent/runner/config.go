@@ -55,11 +55,11 @@ type AgentConfig struct {
 	GCPercent int `yaml:"gc_percent" doc:"heap growth in percent of the live heap before a collection (GOGC); -1 only near memory_limit; GOGC wins"`
 	// MaxProcs is how many CPUs execute the agent's Go code at once
 	// (runtime.GOMAXPROCS); 0 means all of them. The default is one: the
-	// whole agent uses about half a core at 100k records/s in the end-to-end
-	// benchmark, the MQTT broker on the same gateway needs the rest, and each
-	// further processor costs memory of its own (caches, collector buffers,
-	// threads): peak RSS was 2-3 MB lower with one than with two, for the
-	// same CPU per record. The GOMAXPROCS environment variable, when set, wins.
+	// agent needs well under a core at full rate, the MQTT broker on the
+	// same gateway needs the rest, and each further processor costs memory
+	// of its own (caches, collector buffers, threads); the README's
+	// Performance section has the measurement. The GOMAXPROCS environment
+	// variable, when set, wins.
 	MaxProcs int `yaml:"max_procs" doc:"CPUs that run the agent's code at once (GOMAXPROCS); 0: all; GOMAXPROCS wins"`
 	// Defaults apply to every pipeline that does not set its own.
 	Defaults Defaults `yaml:"defaults"`
