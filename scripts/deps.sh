@@ -17,6 +17,8 @@
 #   mosquitto             the MQTT source and sink tests start their own broker
 #                         (mosquitto_passwd for the authentication tests)
 #   kcat                  the Kafka e2e test reads the broker with a real client
+#   postgresql            the postgres sink tests run their own server (initdb and
+#                         postgres from /usr/lib/postgresql/VER/bin, in a temp dir)
 #   qemu-user-static      the armv7/arm64 binaries run under user-mode emulation
 #   systemd               systemd-analyze checks the packaged unit
 #   dpkg, passwd          the package install test: dpkg, useradd, groupadd run
@@ -45,7 +47,7 @@ case "$group" in
 test)
   need=(
     gcc:gcc pkg:libc6-dev git:git make:make
-    mosquitto:mosquitto mosquitto_passwd:mosquitto kcat:kcat
+    mosquitto:mosquitto mosquitto_passwd:mosquitto kcat:kcat pkg:postgresql
     qemu-arm-static:qemu-user-static qemu-aarch64-static:qemu-user-static
     systemd-analyze:systemd
     dpkg:dpkg dpkg-deb:dpkg dpkg-query:dpkg useradd:passwd groupadd:passwd
@@ -54,7 +56,7 @@ test)
   root=yes
   ;;
 hwlab) need=("${hwlab[@]}") root=no ;;
-bench) need=(gcc:gcc pkg:libc6-dev mosquitto:mosquitto mosquitto_sub:mosquitto-clients) root=no ;;
+bench) need=(gcc:gcc pkg:libc6-dev mosquitto:mosquitto mosquitto_sub:mosquitto-clients pkg:postgresql) root=no ;;
 *) echo "deps.sh: unknown group $group (test, hwlab, bench)" >&2; exit 2 ;;
 esac
 

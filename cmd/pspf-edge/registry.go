@@ -45,5 +45,6 @@ func newRegistry() *runner.Registry {
 	r.Sinks["kafka"] = kafka.Factory()
 	r.Sinks["http"] = httpsink.Factory()
 	r.Sinks["mqtt"] = mqttsink.Factory()
+	addPostgres(r)
 	return r
 }
