@@ -132,7 +132,7 @@ func (c *Config) Validate(n agent.Node) {
 				cn.Field("field").Errorf("fields starting with _ are the record's own: _key, _source, _time, _recv_time or _raw, got %q", col.Field)
 			}
 		}
-		if col.Type == "" {
+		if col.Type == "" && !cn.Field("type").Present() {
 			cn.Field("type").Errorf("required for field %q: float, int, string, bool, bytes, time or json", col.Field)
 		}
 		if ok := metaTypes[col.Field]; ok != nil && col.Type != "" && !contains(ok, col.Type) {

@@ -95,7 +95,7 @@ func TestServerRestartMidStream(t *testing.T) {
 	url := srv.URL("", "sslmode=disable")
 	c := db(t, url)
 	const total = 6000
-	src := &paced{ScriptSource: agenttest.NewScriptSource(batches(total, 20)...), every: 2 * time.Millisecond}
+	src := &paced{ScriptSource: agenttest.NewScriptSource(batches(total, 20)...), every: 5 * time.Millisecond}
 	p, dead, done, _ := pipeline(t, src, fmt.Sprintf(`{url: '%s', table: stream, create_table: true, columns: [{name: i, type: int}, {name: temp, type: float}, {name: device, field: _key}]}`, url))
 	sink := func() runner.SinkStatus { return p.Status().Sinks[0] }
 	rows := func() int64 {
