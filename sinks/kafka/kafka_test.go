@@ -261,6 +261,13 @@ func TestPermanentErrors(t *testing.T) {
 // of the pipeline file, until the source ends and the log is drained.
 func pipelineWith(t *testing.T, src agent.Source, sinkYAML, dataDir, top string) *runner.Metrics {
 	t.Helper()
+	return pipelineWithMetrics(t, runner.NewMetrics(), src, sinkYAML, dataDir, top)
+}
+
+// pipelineWithMetrics is pipelineWith into m, which the test may read while
+// the pipeline runs.
+func pipelineWithMetrics(t *testing.T, m *runner.Metrics, src agent.Source, sinkYAML, dataDir, top string) *runner.Metrics {
+	t.Helper()
 	reg := runner.NewRegistry()
 	reg.Sources["steady"] = agent.Typed[agent.Source]("test", func() *struct{} { return &struct{}{} }, func(*struct{}, agent.Env) (agent.Source, error) { return src, nil })
 	reg.Sinks["kafka"] = Factory()
@@ -269,7 +276,6 @@ func pipelineWith(t *testing.T, src agent.Source, sinkYAML, dataDir, top string)
 	if err != nil {
 		t.Fatalf("parse: %v", err)
 	}
-	m := runner.NewMetrics()
 	logger := slog.New(slog.DiscardHandler)
 	p, err := runner.NewPipeline(spec, runner.PipelineDeps{Registry: reg, Metrics: m, DataDir: dataDir, AgentName: "gw1", OpenLog: runner.OpenDiskLog(logger), Logger: logger, ShutdownTimeout: 40 * time.Second})
 	if err != nil {
@@ -346,6 +352,7 @@ func TestOutageEveryRecordArrivesInKeyOrder(t *testing.T) {
 	logDir := filepath.Join(dir, "log")
 	var heap []uint64
 	var peakDisk, drainedDisk int64
+	m := runner.NewMetrics()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -357,15 +364,22 @@ func TestOutageEveryRecordArrivesInKeyOrder(t *testing.T) {
 			heap = append(heap, heapLive())
 			peakDisk = max(peakDisk, dirSize(t, logDir))
 		}
+		// The outage lasts until the sink has given up on a write at
+		// least once (write_timeout), however fast the backlog was
+		// written: the retry is what the test checks, not a duration.
+		deadline := time.Now().Add(30 * time.Second)
+		for r := metricLine(m, "pspf_sink_retries_total"); (r == "" || strings.HasSuffix(r, " 0")) && time.Now().Before(deadline); r = metricLine(m, "pspf_sink_retries_total") {
+			time.Sleep(20 * time.Millisecond)
+		}
 		k.Start()
 		// Drained: the log is back to at most its active segment (plus
 		// the one the stream may have just sealed) while the stream goes on.
-		deadline := time.Now().Add(60 * time.Second)
+		deadline = time.Now().Add(60 * time.Second)
 		for drainedDisk = dirSize(t, logDir); drainedDisk > 2*segment && time.Now().Before(deadline); drainedDisk = dirSize(t, logDir) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}()
-	m := pipelineWith(t, src, "{brokers: ["+k.Addr()+"], topic: t, encoding: raw, compression: none, linger: 1ms, write_timeout: 2s, request_timeout: 1s, dial_timeout: 500ms}", dir, "buffer: {segment_bytes: 1MiB}\n")
+	pipelineWithMetrics(t, m, src, "{brokers: ["+k.Addr()+"], topic: t, encoding: raw, compression: none, linger: 1ms, write_timeout: 2s, request_timeout: 1s, dial_timeout: 500ms}", dir, "buffer: {segment_bytes: 1MiB}\n")
 	<-done
 	got := consume(t, k.Addr(), total, 30*time.Second, []string{"t"})
 	dups := checkDelivery(t, got, total)
