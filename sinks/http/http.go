@@ -27,12 +27,16 @@ import (
 
 // Config is the HTTP sink's config.
 type Config struct {
-	URL         string            `yaml:"url" doc:"endpoint that receives the POSTs, http:// or https://"`
-	Format      string            `yaml:"format" enum:"json_array,ndjson" doc:"json_array: one JSON array per batch; ndjson: one JSON object per line"`
-	Gzip        bool              `yaml:"gzip" doc:"gzip the body (Content-Encoding: gzip)"`
-	Headers     map[string]string `yaml:"headers" doc:"extra request headers"`
-	BearerToken string            `yaml:"bearer_token" doc:"sent as Authorization: Bearer; use ${ENV} or ${file:/path}"`
-	Timeout     time.Duration     `yaml:"timeout" doc:"how long one POST may take, answer included"`
+	URL     string            `yaml:"url" doc:"endpoint that receives the POSTs, http:// or https://"`
+	Format  string            `yaml:"format" enum:"json_array,ndjson" doc:"json_array: one JSON array per batch; ndjson: one JSON object per line"`
+	Gzip    bool              `yaml:"gzip" doc:"gzip the body (Content-Encoding: gzip)"`
+	Headers map[string]string `yaml:"headers" doc:"extra request headers"`
+	// SecretHeaders are sent like Headers; their values (API keys, basic
+	// credentials) are masked in every log line, status and dead-letter
+	// reason.
+	SecretHeaders map[string]string `yaml:"secret_headers" secret:"true" doc:"extra request headers whose values are secrets (API keys): never shown; use ${ENV} or ${file:/path}"`
+	BearerToken   string            `yaml:"bearer_token" secret:"true" doc:"sent as Authorization: Bearer; use ${ENV} or ${file:/path}; never shown"`
+	Timeout       time.Duration     `yaml:"timeout" doc:"how long one POST may take, answer included"`
 	// UnreachableAfter is how long a POST may go without a connection, or
 	// without the first byte of the answer once the request is sent, before
 	// the sink shows as offline; the POST keeps waiting until timeout.
@@ -70,9 +74,14 @@ func (c *Config) Validate(n agent.Node) {
 	if f := n.Field("unreachable_after"); f.Present() && (c.UnreachableAfter < 100*time.Millisecond || c.UnreachableAfter > c.Timeout) {
 		f.Errorf("must be between 100ms and timeout (%s), got %q", c.Timeout, f.Text())
 	}
-	for k := range c.Headers {
-		if k == "" || strings.ContainsAny(k, " :\r\n") {
-			n.Field("headers").Errorf("header name %q is not a valid HTTP header name", k)
+	for _, key := range []string{"headers", "secret_headers"} {
+		for _, k := range n.Field(key).Keys() {
+			if k == "" || strings.ContainsAny(k, " :\r\n") {
+				n.Field(key).Errorf("header name %q is not a valid HTTP header name", k)
+			}
+			if _, ok := c.Headers[k]; ok && key == "secret_headers" {
+				n.Field(key).Field(k).Errorf("header %q is in headers too", k)
+			}
 		}
 	}
 	c.TLS.files().Check(n.Field("tls"))
@@ -113,6 +122,11 @@ func New(cfg Config, env agent.Env) (*Sink, error) {
 	}
 	tr.TLSClientConfig = tc
 	cfg.UnreachableAfter = min(cfg.UnreachableAfter, cfg.Timeout)
+	if u, err := url.Parse(cfg.URL); err == nil && u.User != nil {
+		// Go's client sends the URL's credentials as basic auth.
+		pw, _ := u.User.Password()
+		env.Secrets.Add(pw)
+	}
 	return &Sink{cfg: cfg, env: env, log: env.Logger, client: &http.Client{Transport: tr, Timeout: cfg.Timeout}}, nil
 }
 
@@ -172,6 +186,9 @@ func (s *Sink) Write(ctx context.Context, recs []agent.Record) error {
 	req.Header.Set("Pspf-Agent", s.env.AgentName)
 	req.Header.Set("Pspf-Pipeline", s.env.Pipeline)
 	for k, v := range s.cfg.Headers {
+		req.Header.Set(k, v)
+	}
+	for k, v := range s.cfg.SecretHeaders {
 		req.Header.Set(k, v)
 	}
 	if s.cfg.BearerToken != "" {

@@ -86,7 +86,7 @@ type TLSConfig struct {
 type SASLConfig struct {
 	Mechanism string `yaml:"mechanism" enum:",plain,scram-sha-256,scram-sha-512" doc:"empty for none, plain, scram-sha-256 or scram-sha-512"`
 	Username  string `yaml:"username" doc:"user name"`
-	Password  string `yaml:"password" doc:"password; use ${ENV} or ${file:/path}"`
+	Password  string `yaml:"password" secret:"true" doc:"password; use ${ENV} or ${file:/path}"`
 }
 
 // Defaults returns the defaults: JSON values, lz4, acks all with the

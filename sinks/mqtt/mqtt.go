@@ -29,7 +29,7 @@ type Config struct {
 	Encoding       string        `yaml:"encoding" enum:"json,msgpack,raw" doc:"payload encoding: json, msgpack (the record as stored) or raw (the payload as received)"`
 	ClientID       string        `yaml:"client_id" doc:"client id; default pspf-<agent>-<pipeline>-<sink>; must be unique on the broker"`
 	Username       string        `yaml:"username" doc:"user name"`
-	Password       string        `yaml:"password" doc:"password; use ${ENV} or ${file:/path}"`
+	Password       string        `yaml:"password" secret:"true" doc:"password; use ${ENV} or ${file:/path}"`
 	KeepAlive      time.Duration `yaml:"keep_alive" doc:"MQTT keep-alive interval"`
 	ConnectTimeout time.Duration `yaml:"connect_timeout" doc:"how long a connection attempt may take"`
 	WriteTimeout   time.Duration `yaml:"write_timeout" doc:"how long a batch may wait for its PUBACKs before it is retried"`
@@ -102,6 +102,8 @@ type Sink struct {
 	log   *slog.Logger
 	topic *agent.Template
 	opts  *paho.ClientOptions
+	// broker is the broker URL for messages, its password masked.
+	broker string
 
 	mu     sync.Mutex
 	cl     paho.Client
@@ -125,7 +127,12 @@ func New(cfg Config, env agent.Env) (*Sink, error) {
 		return nil, fmt.Errorf("mqtt sink: %w", err)
 	}
 	cfg.UnreachableAfter = min(cfg.UnreachableAfter, cfg.WriteTimeout)
-	s := &Sink{cfg: cfg, env: env, log: env.Logger, topic: t, lost: make(chan error, 1)}
+	s := &Sink{cfg: cfg, env: env, log: env.Logger, topic: t, lost: make(chan error, 1), broker: agent.RedactURL(cfg.Broker)}
+	if u, err := url.Parse(cfg.Broker); err == nil && u.User != nil {
+		// paho logs in with the URL's credentials when username is empty.
+		pw, _ := u.User.Password()
+		env.Secrets.Add(pw)
+	}
 	id := cfg.ClientID
 	if id == "" {
 		id = "pspf-" + env.AgentName + "-" + env.Pipeline + "-" + env.Component
@@ -191,7 +198,7 @@ func (s *Sink) Connect(ctx context.Context) error {
 	tok := cl.Connect()
 	if err := wait(ctx, tok, s.cfg.ConnectTimeout); err != nil {
 		cl.Disconnect(0)
-		err = fmt.Errorf("mqtt sink: connect %s: %w", s.cfg.Broker, err)
+		err = fmt.Errorf("mqtt sink: connect %s: %w", s.broker, err)
 		if refusedSetup(err) {
 			// Retried like any connect error, but a reload to a config the
 			// broker refuses is rolled back (see runner.Pipeline.Started).
@@ -245,7 +252,7 @@ func (s *Sink) Write(ctx context.Context, recs []agent.Record) error {
 	default:
 	}
 	if !cl.IsConnectionOpen() {
-		return fmt.Errorf("mqtt sink: not connected to %s (reconnecting)", s.cfg.Broker)
+		return fmt.Errorf("mqtt sink: not connected to %s (reconnecting)", s.broker)
 	}
 	var rej *agent.RejectedError
 	// paho keeps each payload until it is written, and keeps it in its store
@@ -352,12 +359,12 @@ func (w *writeWatch) run() {
 		case <-w.done:
 			return
 		case cause := <-s.lost:
-			err = fmt.Errorf("mqtt sink: connection to %s lost, %d of %d messages waiting for their PUBACK (retrying until write_timeout): %w", s.cfg.Broker, w.left.Load(), w.n, cause)
+			err = fmt.Errorf("mqtt sink: connection to %s lost, %d of %d messages waiting for their PUBACK (retrying until write_timeout): %w", s.broker, w.left.Load(), w.n, cause)
 		case <-tick.C:
 			if time.Since(time.Unix(0, w.last.Load())) < s.cfg.UnreachableAfter {
 				continue
 			}
-			err = fmt.Errorf("mqtt sink: no PUBACK from %s for %s, %d of %d messages waiting (retrying until write_timeout)", s.cfg.Broker, s.cfg.UnreachableAfter, w.left.Load(), w.n)
+			err = fmt.Errorf("mqtt sink: no PUBACK from %s for %s, %d of %d messages waiting (retrying until write_timeout)", s.broker, s.cfg.UnreachableAfter, w.left.Load(), w.n)
 		}
 		s.env.Unreachable(err)
 		return // once per Write

@@ -14,7 +14,7 @@ type Config struct {
 	ClientID       string         `yaml:"client_id" doc:"MQTT client id; it names the persistent session, so keep it stable; default: pspf-edge-<agent>-<pipeline>-<component>"`
 	CleanSession   bool           `yaml:"clean_session" doc:"start a fresh session on every connect; only allowed when every subscription is QoS 0"`
 	Username       string         `yaml:"username" doc:"user name; use ${ENV} or ${file:/path} for secrets"`
-	Password       string         `yaml:"password" doc:"password; use ${ENV} or ${file:/path}, it is never logged"`
+	Password       string         `yaml:"password" secret:"true" doc:"password; use ${ENV} or ${file:/path}, it is never logged"`
 	Subscriptions  []Subscription `yaml:"subscriptions" doc:"topic filters to subscribe to, with their QoS"`
 	TLS            TLSConfig      `yaml:"tls" doc:"TLS for ssl:// and wss:// brokers"`
 	KeepAlive      time.Duration  `yaml:"keepalive" doc:"MQTT keepalive; the broker drops the session after 1.5 times this without traffic"`
