@@ -94,7 +94,9 @@
 // so that every problem is reported. A config with rules beyond its types
 // implements Validator and reports each problem at its key with
 // Node.Errorf, so that the message names the file, the line and the path.
-// TLSFiles checks and loads the TLS files a config names.
+// TLSConfig is the `tls:` block of every connector: one rule for when
+// TLS is on (TLSConfig.On), its files checked at validation, Build for the
+// *tls.Config.
 //
 // # Secrets
 //

@@ -171,7 +171,7 @@ func (s *Source) Connect(ctx context.Context) error {
 }
 
 func (s *Source) connect(ctx context.Context) (broker, error) {
-	tc, err := tlsConfig(s.cfg.TLS)
+	tc, err := tlsConfig(&s.cfg)
 	if err != nil {
 		// Validation read the same files: one gone or damaged since is a
 		// setup error, not an outage (a new generation is rolled back).
