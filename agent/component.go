@@ -148,6 +148,13 @@ type Env struct {
 	// the component has recovered: the error it reported is cleared (if
 	// nothing else was reported since).
 	ReportError func(error)
+	// Secrets is the agent's set of secret values (see Secrets). The
+	// values of the component's config fields tagged `secret:"true"` are
+	// in it before the component is built; a component that learns a
+	// secret at run time (a token it fetched, a password taken apart from
+	// a connection string) adds it, so that no error or log line shows
+	// it. Nil outside a pipeline, where Add does nothing.
+	Secrets *Secrets
 	// Unreachable lets a sink say, while a Write still waits, that its
 	// destination has stopped answering, and why (err): the runner shows
 	// the sink offline from then on, with err as its last error, until a

@@ -94,5 +94,18 @@
 // so that every problem is reported. A config with rules beyond its types
 // implements Validator and reports each problem at its key with
 // Node.Errorf, so that the message names the file, the line and the path.
-// TLSFiles checks and loads the TLS files a config names.
+// TLSConfig is the `tls:` block of every connector: one rule for when
+// TLS is on (TLSConfig.On), its files checked at validation, Build for the
+// *tls.Config.
+//
+// # Secrets
+//
+// A config field tagged `secret:"true"` (a password, a token, a map of
+// secret header values) is a secret: the runner adds its value to the
+// agent's Secrets before the component is built, and masks it, and the
+// password of every URL, wherever an error or a value becomes text: log
+// lines (RedactHandler), last errors in the status, dead-letter reasons.
+// A component returns its errors as they are; it writes a configured URL
+// in its own messages through RedactURL, and adds a secret it learns at
+// run time with Env.Secrets.Add.
 package agent

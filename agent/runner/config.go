@@ -381,6 +381,22 @@ type PipelineSpec struct {
 	Checkpoint CheckpointConfig
 }
 
+// Secrets returns the values of every component's config fields tagged
+// `secret:"true"` (agent.SecretValues): what the pipeline masks in every
+// text it shows.
+func (s *PipelineSpec) Secrets() []string {
+	var out []string
+	for _, list := range [][]ComponentSpec{s.Sources, s.Operators, s.Sinks} {
+		for _, c := range list {
+			out = append(out, agent.SecretValues(c.Config)...)
+		}
+	}
+	if s.DeadLetter != nil {
+		out = append(out, agent.SecretValues(s.DeadLetter.Config)...)
+	}
+	return out
+}
+
 // pipelineFile is the shape of a pipeline file.
 type pipelineFile struct {
 	Description string           `yaml:"description" doc:"free text shown by topology and status"`

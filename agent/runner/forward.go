@@ -552,7 +552,7 @@ func (s *sinkRun) offline(err error) {
 	if first {
 		s.offlineSince.Store(time.Now().UnixNano())
 	}
-	s.lastErr = err.Error()
+	s.lastErr = s.p.deps.Secrets.Text(err.Error())
 	s.hmu.Unlock()
 	s.p.setErrOf(s.owner(), err)
 	if first {

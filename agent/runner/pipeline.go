@@ -42,6 +42,11 @@ type PipelineDeps struct {
 	// StateCacheBytes is the memory budget of the state file's cache; 0
 	// means state.DefaultCacheBytes.
 	StateCacheBytes int64
+	// Secrets is the agent's set of secret values: the pipeline adds its
+	// spec's (PipelineSpec.Secrets) and masks them, and every URL
+	// password, in its log lines, last errors, dead-letter reasons and
+	// the error Run returns. Nil means a set of the pipeline's own.
+	Secrets *agent.Secrets
 }
 
 // Pipeline is one running pipeline: its sources feed the stateless operators,
@@ -97,6 +102,7 @@ func (p *Pipeline) newChain(specs []ComponentSpec, env func(ComponentSpec) agent
 // NewPipeline builds a pipeline's components and opens its logs. It starts no
 // goroutines; on error everything it opened is closed again.
 func NewPipeline(spec *PipelineSpec, deps PipelineDeps) (_ *Pipeline, err error) {
+	defer func() { err = deps.Secrets.Redact(err) }()
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
@@ -109,7 +115,14 @@ func NewPipeline(spec *PipelineSpec, deps PipelineDeps) (_ *Pipeline, err error)
 	if deps.Logger == nil {
 		deps.Logger = slog.New(slog.DiscardHandler)
 	}
-	p := &Pipeline{spec: spec, deps: deps, log: deps.Logger.With("pipeline", spec.Name)}
+	if deps.Secrets == nil {
+		deps.Secrets = new(agent.Secrets)
+	}
+	// Before any component exists: the errors of their constructors are
+	// masked already.
+	deps.Secrets.Add(spec.Secrets()...)
+	logger := slog.New(agent.RedactHandler(deps.Logger.Handler(), deps.Secrets))
+	p := &Pipeline{spec: spec, deps: deps, log: logger.With("pipeline", spec.Name)}
 	p.deadCount = deps.Metrics.Counter("pspf_dead_letters_total", "pipeline", spec.Name)
 	defer func() {
 		if err != nil {
@@ -129,6 +142,7 @@ func NewPipeline(spec *PipelineSpec, deps PipelineDeps) (_ *Pipeline, err error)
 			DataDir:   dir,
 			AgentName: deps.AgentName,
 			Now:       deps.Now,
+			Secrets:   deps.Secrets,
 			ReportError: func(err error) {
 				owner := "reported by " + c.Place
 				if err == nil {
@@ -309,10 +323,10 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	}
 	if a := p.aborted.Load(); a != nil {
 		p.log.Info("pipeline stopped", "err", *a)
-		return fmt.Errorf("pipeline %q stopped: %w", p.spec.Name, errors.Join(append([]error{*a}, errs...)...))
+		return p.deps.Secrets.Redact(fmt.Errorf("pipeline %q stopped: %w", p.spec.Name, errors.Join(append([]error{*a}, errs...)...)))
 	}
 	p.log.Info("pipeline stopped")
-	return errors.Join(errs...)
+	return p.deps.Secrets.Redact(errors.Join(errs...))
 }
 
 // abort ends Run from inside, once: a component found that the pipeline
@@ -349,13 +363,13 @@ type lastError struct{ owner, msg string }
 
 // setErr records the pipeline's last error for status.
 func (p *Pipeline) setErr(err error) {
-	p.lastErr.Store(&lastError{msg: err.Error()})
+	p.lastErr.Store(&lastError{msg: p.deps.Secrets.Text(err.Error())})
 }
 
 // setErrOf records err as the pipeline's last error, coming from owner:
 // clearErrOf(owner) clears it once owner has recovered.
 func (p *Pipeline) setErrOf(owner string, err error) {
-	p.lastErr.Store(&lastError{owner: owner, msg: err.Error()})
+	p.lastErr.Store(&lastError{owner: owner, msg: p.deps.Secrets.Text(err.Error())})
 }
 
 // clearErrOf clears the pipeline's last error if owner reported it.
@@ -441,7 +455,7 @@ func (p *Pipeline) appendDead(ctx context.Context, dead []agent.Dead) uint64 {
 	defer p.deadMu.Unlock()
 	payloads := make([][]byte, 0, len(dead))
 	for _, d := range dead {
-		b, err := deadPayload(d)
+		b, err := deadPayload(d, p.deps.Secrets)
 		if err != nil {
 			p.log.Error("dead letter cannot be encoded; dropped", "err", err)
 			continue

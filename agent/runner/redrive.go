@@ -69,6 +69,9 @@ type RedriveOptions struct {
 	// Logger receives one line per outage of the destination and per batch
 	// refused again.
 	Logger *slog.Logger
+	// Secrets are masked in the reason of a dead letter refused again, as
+	// in the pipeline (PipelineDeps.Secrets); nil masks URL passwords only.
+	Secrets *agent.Secrets
 }
 
 // RedriveProgress counts what Redrive did.
@@ -120,6 +123,7 @@ func Redrive(ctx context.Context, dead Log, sink agent.Sink, o RedriveOptions) (
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	o.Logger = slog.New(agent.RedactHandler(o.Logger.Handler(), o.Secrets))
 	if o.Batch.MaxRecords <= 0 {
 		o.Batch = DefaultSinkOptions().Batch
 	}
@@ -317,7 +321,7 @@ func (rd *redriver) refused(ctx context.Context, dead []agent.Dead, pr *RedriveP
 	}
 	payloads := make([][]byte, 0, len(dead))
 	for _, d := range dead {
-		b, err := deadPayload(d)
+		b, err := deadPayload(d, rd.o.Secrets)
 		if err != nil {
 			return fmt.Errorf("redrive: encode refused record: %w", err)
 		}
@@ -340,9 +344,10 @@ func (rd *redriver) refused(ctx context.Context, dead []agent.Dead, pr *RedriveP
 	return nil
 }
 
-// deadPayload encodes a dead letter as the dead-letter log stores it.
-func deadPayload(d agent.Dead) ([]byte, error) {
+// deadPayload encodes a dead letter as the dead-letter log stores it, its
+// reason masked by secrets.
+func deadPayload(d agent.Dead, secrets *agent.Secrets) ([]byte, error) {
 	r := d.Record
-	r.Fields = append(r.Fields[:len(r.Fields):len(r.Fields)], agent.String(DeadErrorField, d.Err.Error()), agent.String(DeadComponentField, d.Component))
+	r.Fields = append(r.Fields[:len(r.Fields):len(r.Fields)], agent.String(DeadErrorField, secrets.Text(d.Err.Error())), agent.String(DeadComponentField, d.Component))
 	return r.MarshalMsg(nil)
 }

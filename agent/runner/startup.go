@@ -90,5 +90,5 @@ func (p *Pipeline) SetupErr() error {
 	p.setup.init(p)
 	p.setup.mu.Lock()
 	defer p.setup.mu.Unlock()
-	return p.setup.err
+	return p.deps.Secrets.Redact(p.setup.err)
 }

@@ -57,6 +57,11 @@ type Deps struct {
 	// Notify sends a state to the service manager (sd_notify: READY=1,
 	// RELOADING=1, WATCHDOG=1, STOPPING=1); nil sends nothing.
 	Notify func(state string)
+	// Secrets is the agent's set of secret values: every pipeline adds its
+	// own, and the supervisor masks them, and every URL password, in its
+	// log lines and in the views (last errors, reload errors, restart
+	// causes). Nil means a set of the supervisor's own.
+	Secrets *agent.Secrets
 	// Watchdog is how often the supervisor's loop sends WATCHDOG=1 once
 	// ready; 0 sends none. The pings come from the loop itself, so that a
 	// supervisor stuck in a reload stops them and the service manager
@@ -163,6 +168,13 @@ func (g *generation) stop(o runner.StopOptions) error {
 // New returns a supervisor; it starts nothing until Run. Deps.Config,
 // Registry, Metrics and Logger are required.
 func New(d Deps) *Supervisor {
+	if d.Secrets == nil {
+		d.Secrets = new(agent.Secrets)
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	d.Logger = slog.New(agent.RedactHandler(d.Logger.Handler(), d.Secrets))
 	if d.OpenLog == nil {
 		d.OpenLog = runner.OpenDiskLog(d.Logger)
 	}
@@ -585,7 +597,7 @@ func short(h string) string { return h[:min(12, len(h))] }
 func (s *Supervisor) fail(m *managed, err error, msg string) {
 	m.failures.Inc()
 	s.mu.Lock()
-	m.reloadErr = err.Error()
+	m.reloadErr = s.d.Secrets.Text(err.Error())
 	gen := m.gen
 	s.mu.Unlock()
 	s.d.Logger.Error(msg, "pipeline", m.name, "generation", gen, "err", err)
@@ -602,6 +614,7 @@ func (s *Supervisor) start(ctx context.Context, m *managed, spec *runner.Pipelin
 		OpenLog:         s.d.OpenLog,
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		Generation:      gen,
+		Secrets:         s.d.Secrets,
 	})
 	if err != nil {
 		return nil, err

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/runner"
 	"github.com/pspf/pspf-edge/agent/supervisor"
 )
@@ -67,6 +68,10 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return exitUsage
 	}
+	// Every line the agent logs, its own and its pipelines', has the
+	// pipelines' secrets masked (docs/security.md).
+	secrets := new(agent.Secrets)
+	logger = slog.New(agent.RedactHandler(logger.Handler(), secrets))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	hup := make(chan os.Signal, 1)
@@ -81,7 +86,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		})
 	})
 	defer func() { close(done); sigs.Wait() }()
-	err = runAgent(ctx, runOptions{Config: cfg, ConfigFile: *cfgPath, LoadConfig: load, Logger: logger, Level: lv, Hup: hup, AgentsDir: agentsDir()})
+	err = runAgent(ctx, runOptions{Config: cfg, ConfigFile: *cfgPath, LoadConfig: load, Logger: logger, Level: lv, Hup: hup, AgentsDir: agentsDir(), Secrets: secrets})
 	if err != nil {
 		logger.Error("agent failed", "err", err)
 		return exitFailure
@@ -159,6 +164,9 @@ type runOptions struct {
 	// AgentsDir is where the admin address is published for status besides
 	// the data directory (adminaddr.go); "" for the data directory only.
 	AgentsDir string
+	// Secrets is the agent's set of secret values, masked in Logger's
+	// lines and in the admin API; nil means a new one.
+	Secrets *agent.Secrets
 }
 
 // pageReleaseInterval is how often the executable's pages are released again
@@ -188,6 +196,10 @@ func runAgent(ctx context.Context, o runOptions) error {
 	if o.Registry == nil {
 		o.Registry = newRegistry()
 	}
+	if o.Secrets == nil {
+		o.Secrets = new(agent.Secrets)
+	}
+	o.Logger = slog.New(agent.RedactHandler(o.Logger.Handler(), o.Secrets))
 	if o.Level == nil {
 		o.Level = new(slog.LevelVar)
 	}
@@ -207,7 +219,7 @@ func runAgent(ctx context.Context, o runOptions) error {
 	sup := supervisor.New(supervisor.Deps{
 		Config: cfg, LoadConfig: o.LoadConfig, ConfigFile: o.ConfigFile,
 		Registry: o.Registry, Metrics: metrics, Logger: o.Logger, Level: o.Level, Poll: o.Poll,
-		Notify: notify, Watchdog: watchdog,
+		Notify: notify, Watchdog: watchdog, Secrets: o.Secrets,
 	})
 	stopAdmin, adminAddr, err := startAdmin(cfg.Admin.Address, adminHandler(sup, metrics), o.Logger)
 	if err != nil {

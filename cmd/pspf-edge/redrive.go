@@ -89,7 +89,9 @@ func bufferRedrive(args []string, stdout, stderr io.Writer) int {
 	}
 	defer unlock()
 
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	secrets := new(agent.Secrets)
+	secrets.Add(spec.Secrets()...)
+	logger := slog.New(agent.RedactHandler(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}), secrets))
 	dead, err := runner.OpenDiskLog(logger)(deadDir, runner.DeadLetterBufferConfig())
 	if err != nil {
 		fmt.Fprintf(stderr, "buffer redrive: open dead letters: %v\n", err)
@@ -104,6 +106,7 @@ func bufferRedrive(args []string, stdout, stderr io.Writer) int {
 		DataDir:   filepath.Join(pdir, "components", sc.Name),
 		AgentName: cfg.Name,
 		Now:       time.Now,
+		Secrets:   secrets,
 		Unreachable: func(err error) {
 			logger.Warn("redrive: destination not answering; still trying", "err", err)
 		},
@@ -120,7 +123,7 @@ func bufferRedrive(args []string, stdout, stderr io.Writer) int {
 	}
 	sink, err := reg.Sinks[sc.Type].New(conf, env)
 	if err != nil {
-		fmt.Fprintf(stderr, "buffer redrive: %s: %v\n", sc.Place, err)
+		fmt.Fprintf(stderr, "buffer redrive: %s: %v\n", sc.Place, secrets.Redact(err))
 		return exitProblem
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -141,13 +144,14 @@ func bufferRedrive(args []string, stdout, stderr io.Writer) int {
 	pr, err := runner.Redrive(ctx, dead, sink, runner.RedriveOptions{
 		Pipeline: name, Sink: sc.Name, All: *all,
 		Retry: sc.Sink.Retry, Batch: sc.Sink.Batch,
-		Progress: progress, Logger: logger,
+		Progress: progress, Logger: logger, Secrets: secrets,
 	})
+	err = secrets.Redact(err)
 	cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if f, ok := sink.(agent.Flusher); ok && err == nil {
 		if ferr := f.Flush(cctx); ferr != nil {
-			err = fmt.Errorf("flush: %w", ferr)
+			err = secrets.Redact(fmt.Errorf("flush: %w", ferr))
 		}
 	}
 	sink.Close(cctx)

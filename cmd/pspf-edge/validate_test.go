@@ -60,3 +60,44 @@ func TestValidateRefusesWhatCannotRun(t *testing.T) {
 		t.Errorf("got %d lines, want 6:\n%s", n, stderr)
 	}
 }
+
+// TestValidateRefusesIgnoredTLS: a tls block that the address would
+// ignore is refused, at the address, by the one rule of agent.TLSConfig:
+// a plaintext scheme with tls settings, enabled: false under a TLS scheme
+// or with other settings. Before, the first connected in plaintext and
+// validate said ok.
+func TestValidateRefusesIgnoredTLS(t *testing.T) {
+	certs := testbroker.NewCerts(t)
+	dir := t.TempDir()
+	ca := certs.CAFile
+	bad := filepath.Join(dir, "bad.yaml")
+	writeFile(t, bad, "sources:\n"+
+		"  - mqtt:\n"+
+		"      brokers: [\"ssl://127.0.0.1:8883\", \"tcp://user:s3cret@127.0.0.1:1883\"]\n"+
+		"      subscriptions: [{topic: a/#}]\n"+
+		"      tls: {ca_file: "+ca+", cert_file: "+certs.ClientCert+", key_file: "+certs.ClientKey+"}\n"+
+		"sinks:\n"+
+		"  - http: {url: \"http://127.0.0.1:9/\", tls: {ca_file: "+ca+"}}\n"+
+		"  - mqtt: {broker: \"mqtts://127.0.0.1:8883\", topic: t, tls: {enabled: false}}\n"+
+		"  - mqtt: {broker: \"ws://127.0.0.1:8080\", topic: t, tls: {enabled: true}}\n"+
+		"  - kafka: {brokers: [\"127.0.0.1:9092\"], topic: t, tls: {enabled: false, ca_file: "+ca+"}}\n")
+	code, _, stderr := run(t, "validate", bad)
+	if code != exitProblem {
+		t.Errorf("got exit %d, want %d", code, exitProblem)
+	}
+	stderr = strings.ReplaceAll(stderr, dir, "DIR")
+	for _, want := range []string{
+		`DIR/bad.yaml:3: sources[0].mqtt.brokers[1]: tcp:// is plaintext, so the tls settings would be ignored: use ssl:// for TLS, or remove tls`,
+		`DIR/bad.yaml:7: sinks[0].http.url: http:// is plaintext, so the tls settings would be ignored: use https:// for TLS, or remove tls`,
+		`DIR/bad.yaml:8: sinks[1].mqtt.broker: mqtts:// always uses TLS, but tls.enabled is false`,
+		`DIR/bad.yaml:9: sinks[2].mqtt.broker: ws:// is plaintext, so the tls settings would be ignored: use wss:// for TLS, or remove tls`,
+		`DIR/bad.yaml:10: sinks[3].kafka.tls.enabled: is false but other tls settings are given; remove them or enable TLS`,
+	} {
+		if !strings.Contains(stderr, want+"\n") {
+			t.Errorf("output has no line %q:\n%s", want, stderr)
+		}
+	}
+	if strings.Contains(stderr, "s3cret") {
+		t.Errorf("validate shows the URL's password:\n%s", stderr)
+	}
+}

@@ -8,7 +8,6 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/sha256"
-	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -27,26 +26,21 @@ import (
 
 // Config is the HTTP sink's config.
 type Config struct {
-	URL         string            `yaml:"url" doc:"endpoint that receives the POSTs, http:// or https://"`
-	Format      string            `yaml:"format" enum:"json_array,ndjson" doc:"json_array: one JSON array per batch; ndjson: one JSON object per line"`
-	Gzip        bool              `yaml:"gzip" doc:"gzip the body (Content-Encoding: gzip)"`
-	Headers     map[string]string `yaml:"headers" doc:"extra request headers"`
-	BearerToken string            `yaml:"bearer_token" doc:"sent as Authorization: Bearer; use ${ENV} or ${file:/path}"`
-	Timeout     time.Duration     `yaml:"timeout" doc:"how long one POST may take, answer included"`
+	URL     string            `yaml:"url" doc:"endpoint that receives the POSTs, http:// or https://"`
+	Format  string            `yaml:"format" enum:"json_array,ndjson" doc:"json_array: one JSON array per batch; ndjson: one JSON object per line"`
+	Gzip    bool              `yaml:"gzip" doc:"gzip the body (Content-Encoding: gzip)"`
+	Headers map[string]string `yaml:"headers" doc:"extra request headers"`
+	// SecretHeaders are sent like Headers; their values (API keys, basic
+	// credentials) are masked in every log line, status and dead-letter
+	// reason.
+	SecretHeaders map[string]string `yaml:"secret_headers" secret:"true" doc:"extra request headers whose values are secrets (API keys): never shown; use ${ENV} or ${file:/path}"`
+	BearerToken   string            `yaml:"bearer_token" secret:"true" doc:"sent as Authorization: Bearer; use ${ENV} or ${file:/path}; never shown"`
+	Timeout       time.Duration     `yaml:"timeout" doc:"how long one POST may take, answer included"`
 	// UnreachableAfter is how long a POST may go without a connection, or
 	// without the first byte of the answer once the request is sent, before
 	// the sink shows as offline; the POST keeps waiting until timeout.
-	UnreachableAfter time.Duration `yaml:"unreachable_after" doc:"how long a POST may wait for a connection, or for the answer once sent, before the sink shows offline; the POST keeps waiting until timeout"`
-	TLS              TLSConfig     `yaml:"tls"`
-}
-
-// TLSConfig is the client side of TLS for https URLs.
-type TLSConfig struct {
-	CAFile             string `yaml:"ca_file" doc:"PEM file of the CAs that sign the server's certificate; default: the system pool"`
-	CertFile           string `yaml:"cert_file" doc:"PEM client certificate, for servers that require one"`
-	KeyFile            string `yaml:"key_file" doc:"PEM key of the client certificate"`
-	ServerName         string `yaml:"server_name" doc:"name to verify in the server's certificate; default: the URL's host"`
-	InsecureSkipVerify bool   `yaml:"insecure_skip_verify" doc:"do not verify the server's certificate (tests only)"`
+	UnreachableAfter time.Duration   `yaml:"unreachable_after" doc:"how long a POST may wait for a connection, or for the answer once sent, before the sink shows offline; the POST keeps waiting until timeout"`
+	TLS              agent.TLSConfig `yaml:"tls" doc:"TLS for https:// URLs; refused with http:// ones"`
 }
 
 // Defaults returns the defaults: a JSON array per batch, gzip, 10s timeout,
@@ -59,7 +53,10 @@ func Defaults() *Config {
 func (c *Config) Validate(n agent.Node) {
 	u, err := url.Parse(c.URL)
 	if c.URL == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		n.Field("url").Errorf("must be an http:// or https:// URL, got %q", c.URL)
+		n.Field("url").Errorf("must be an http:// or https:// URL, got %q", agent.RedactURL(c.URL))
+	} else if _, err := c.TLS.On(u.Scheme); err != nil {
+		// A tls block that would be ignored is refused (agent.TLSConfig).
+		n.Field("url").Errorf("%v", err)
 	}
 	if c.Timeout <= 0 {
 		n.Field("timeout").Errorf("must be positive, got %q", n.Field("timeout").Text())
@@ -70,12 +67,16 @@ func (c *Config) Validate(n agent.Node) {
 	if f := n.Field("unreachable_after"); f.Present() && (c.UnreachableAfter < 100*time.Millisecond || c.UnreachableAfter > c.Timeout) {
 		f.Errorf("must be between 100ms and timeout (%s), got %q", c.Timeout, f.Text())
 	}
-	for k := range c.Headers {
-		if k == "" || strings.ContainsAny(k, " :\r\n") {
-			n.Field("headers").Errorf("header name %q is not a valid HTTP header name", k)
+	for _, key := range []string{"headers", "secret_headers"} {
+		for _, k := range n.Field(key).Keys() {
+			if k == "" || strings.ContainsAny(k, " :\r\n") {
+				n.Field(key).Errorf("header name %q is not a valid HTTP header name", k)
+			}
+			if _, ok := c.Headers[k]; ok && key == "secret_headers" {
+				n.Field(key).Field(k).Errorf("header %q is in headers too", k)
+			}
 		}
 	}
-	c.TLS.files().Check(n.Field("tls"))
 }
 
 // Factory returns the registry entry of the HTTP sink.
@@ -107,26 +108,24 @@ func New(cfg Config, env agent.Env) (*Sink, error) {
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 2
-	tc, err := cfg.TLS.load()
+	u, err := url.Parse(cfg.URL)
 	if err != nil {
-		return nil, fmt.Errorf("http sink: %w", err)
+		return nil, fmt.Errorf("http sink: url: %w", err)
 	}
-	tr.TLSClientConfig = tc
+	if on, err := cfg.TLS.On(u.Scheme); err != nil {
+		return nil, fmt.Errorf("http sink: url: %w", err)
+	} else if on {
+		if tr.TLSClientConfig, err = cfg.TLS.Build(); err != nil {
+			return nil, fmt.Errorf("http sink: %w", err)
+		}
+	}
 	cfg.UnreachableAfter = min(cfg.UnreachableAfter, cfg.Timeout)
-	return &Sink{cfg: cfg, env: env, log: env.Logger, client: &http.Client{Transport: tr, Timeout: cfg.Timeout}}, nil
-}
-
-// files returns the PEM files the settings name.
-func (c *TLSConfig) files() agent.TLSFiles {
-	return agent.TLSFiles{CAFile: c.CAFile, CertFile: c.CertFile, KeyFile: c.KeyFile}
-}
-
-func (c *TLSConfig) load() (*tls.Config, error) {
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.ServerName, InsecureSkipVerify: c.InsecureSkipVerify} //nolint:gosec // opt-in, documented as tests only
-	if err := c.files().Apply(tc); err != nil {
-		return nil, err
+	if u, err := url.Parse(cfg.URL); err == nil && u.User != nil {
+		// Go's client sends the URL's credentials as basic auth.
+		pw, _ := u.User.Password()
+		env.Secrets.Add(pw)
 	}
-	return tc, nil
+	return &Sink{cfg: cfg, env: env, log: env.Logger, client: &http.Client{Transport: tr, Timeout: cfg.Timeout}}, nil
 }
 
 // Connect does nothing: connections are made per request and kept alive.
@@ -172,6 +171,9 @@ func (s *Sink) Write(ctx context.Context, recs []agent.Record) error {
 	req.Header.Set("Pspf-Agent", s.env.AgentName)
 	req.Header.Set("Pspf-Pipeline", s.env.Pipeline)
 	for k, v := range s.cfg.Headers {
+		req.Header.Set(k, v)
+	}
+	for k, v := range s.cfg.SecretHeaders {
 		req.Header.Set(k, v)
 	}
 	if s.cfg.BearerToken != "" {

@@ -27,10 +27,11 @@ func TestREADMESample(t *testing.T) {
 	reg := runner.NewRegistry()
 	reg.Sources["simulate"] = simulate.Factory()
 	reg.Sinks["http"] = Factory()
-	os.Setenv("INGEST_TOKEN", "tok")
+	t.Setenv("INGEST_TOKEN", "tok")
+	t.Setenv("INGEST_API_KEY", "key")
 	specs := agenttest.CheckREADMESamples(t, "README.md", reg)
 	if len(specs) == 1 {
-		if c := specs[0].Sinks[0].Config.(*Config); c.BearerToken != "tok" || c.Headers["X-Tenant"] != "acme" {
+		if c := specs[0].Sinks[0].Config.(*Config); c.BearerToken != "tok" || c.Headers["X-Tenant"] != "acme" || c.SecretHeaders["X-Api-Key"] != "key" {
 			t.Errorf("got %+v, want the sample's values", c)
 		}
 	}
@@ -257,7 +258,7 @@ func TestTLS(t *testing.T) {
 	}
 	env := agent.Env{AgentName: "gw1", Pipeline: "p"}
 	recs := []agent.Record{{ID: "p:1"}}
-	s, err := New(Config{URL: srv.URL, Format: "ndjson", Timeout: time.Second, TLS: TLSConfig{CAFile: ca}}, env)
+	s, err := New(Config{URL: srv.URL, Format: "ndjson", Timeout: time.Second, TLS: agent.TLSConfig{CAFile: ca}}, env)
 	if err != nil {
 		t.Fatal(err)
 	}

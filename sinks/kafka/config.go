@@ -56,9 +56,9 @@ type Config struct {
 	// waiting (and franz-go retrying) until write_timeout. A slow uplink
 	// still moves bytes and a healthy broker answers in milliseconds: only
 	// a cluster that is gone, or hangs, stays silent this long.
-	UnreachableAfter time.Duration `yaml:"unreachable_after" doc:"how long a batch may wait on silent brokers (connections refused or reset, requests unanswered) before the sink shows offline; the batch keeps waiting until write_timeout"`
-	TLS              TLSConfig     `yaml:"tls"`
-	SASL             SASLConfig    `yaml:"sasl"`
+	UnreachableAfter time.Duration   `yaml:"unreachable_after" doc:"how long a batch may wait on silent brokers (connections refused or reset, requests unanswered) before the sink shows offline; the batch keeps waiting until write_timeout"`
+	TLS              agent.TLSConfig `yaml:"tls" doc:"TLS to the brokers: on with enabled: true or any other tls setting (a ca_file implies TLS)"`
+	SASL             SASLConfig      `yaml:"sasl"`
 	// Delivery is at_least_once (default) or exactly_once.
 	Delivery string `yaml:"delivery" enum:"at_least_once,exactly_once" doc:"at_least_once: duplicates after a crash carry the same pspf-id; exactly_once: transactions that commit the sink's cursor to Kafka"`
 	// TransactionalID defaults to pspf-<agent>-<pipeline>-<sink>; it must be
@@ -72,21 +72,11 @@ type Config struct {
 // errors permanent.
 const deadLetter = "dead_letter"
 
-// TLSConfig is the client side of TLS.
-type TLSConfig struct {
-	Enabled            bool   `yaml:"enabled" doc:"connect with TLS"`
-	CAFile             string `yaml:"ca_file" doc:"PEM file of the CAs that sign the brokers' certificates; default: the system pool"`
-	CertFile           string `yaml:"cert_file" doc:"PEM client certificate, for brokers that require one"`
-	KeyFile            string `yaml:"key_file" doc:"PEM key of the client certificate"`
-	ServerName         string `yaml:"server_name" doc:"name to verify in the brokers' certificates; default: the host dialled"`
-	InsecureSkipVerify bool   `yaml:"insecure_skip_verify" doc:"do not verify the brokers' certificates (tests only)"`
-}
-
 // SASLConfig authenticates the client.
 type SASLConfig struct {
 	Mechanism string `yaml:"mechanism" enum:",plain,scram-sha-256,scram-sha-512" doc:"empty for none, plain, scram-sha-256 or scram-sha-512"`
 	Username  string `yaml:"username" doc:"user name"`
-	Password  string `yaml:"password" doc:"password; use ${ENV} or ${file:/path}"`
+	Password  string `yaml:"password" secret:"true" doc:"password; use ${ENV} or ${file:/path}"`
 }
 
 // Defaults returns the defaults: JSON values, lz4, acks all with the
@@ -155,7 +145,6 @@ func (c *Config) Validate(n agent.Node) {
 	if f := n.Field("unreachable_after"); f.Present() && c.UnreachableAfter > 0 && (c.UnreachableAfter < 100*time.Millisecond || c.UnreachableAfter > c.WriteTimeout) {
 		n.Field("unreachable_after").Errorf("must be between 100ms and write_timeout (%s), got %q", c.WriteTimeout, n.Field("unreachable_after").Text())
 	}
-	c.TLS.files().Check(n.Field("tls"))
 	if c.SASL.Mechanism != "" && c.SASL.Username == "" {
 		n.Field("sasl").Field("username").Errorf("must not be empty with a SASL mechanism")
 	}
@@ -169,19 +158,13 @@ func (c *Config) Validate(n agent.Node) {
 	}
 }
 
-// files returns the PEM files the settings name.
-func (c *TLSConfig) files() agent.TLSFiles {
-	return agent.TLSFiles{CAFile: c.CAFile, CertFile: c.CertFile, KeyFile: c.KeyFile}
-}
-
-// tlsConfig loads the certificates; nil when TLS is off.
-func (c *TLSConfig) tlsConfig() (*tls.Config, error) {
-	if !c.Enabled {
-		return nil, nil
-	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.ServerName, InsecureSkipVerify: c.InsecureSkipVerify} //nolint:gosec // opt-in, documented as tests only
-	if err := c.files().Apply(tc); err != nil {
+// tlsConfig loads the certificates; nil when TLS is off. Brokers are
+// host:port, without a scheme: enabled or any other tls setting switches
+// TLS on (agent.TLSConfig).
+func tlsConfig(c agent.TLSConfig) (*tls.Config, error) {
+	on, err := c.On("")
+	if err != nil || !on {
 		return nil, err
 	}
-	return tc, nil
+	return c.Build()
 }

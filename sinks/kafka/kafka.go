@@ -124,7 +124,7 @@ func (s *Sink) clientOpts() ([]kgo.Opt, error) {
 	if id == "" {
 		id = "pspf-edge-" + s.env.AgentName
 	}
-	tc, err := c.TLS.tlsConfig()
+	tc, err := tlsConfig(c.TLS)
 	if err != nil {
 		return nil, err
 	}

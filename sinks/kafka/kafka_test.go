@@ -162,7 +162,7 @@ func TestSecurity(t *testing.T) {
 		set  func(*Config)
 	}{
 		{"tls-client-cert", []kfake.Opt{kfake.TLS(certs.ServerTLS(t))}, func(c *Config) {
-			c.TLS = TLSConfig{Enabled: true, CAFile: certs.CAFile, CertFile: certs.ClientCert, KeyFile: certs.ClientKey, ServerName: "localhost"}
+			c.TLS = agent.TLSConfig{CAFile: certs.CAFile, CertFile: certs.ClientCert, KeyFile: certs.ClientKey, ServerName: "localhost"}
 		}},
 		{"sasl-plain", []kfake.Opt{kfake.EnableSASL(), kfake.Superuser("PLAIN", "gw", "pw")}, func(c *Config) {
 			c.SASL = SASLConfig{Mechanism: "plain", Username: "gw", Password: "pw"}

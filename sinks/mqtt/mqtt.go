@@ -5,7 +5,6 @@ package mqtt
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,24 +28,15 @@ type Config struct {
 	Encoding       string        `yaml:"encoding" enum:"json,msgpack,raw" doc:"payload encoding: json, msgpack (the record as stored) or raw (the payload as received)"`
 	ClientID       string        `yaml:"client_id" doc:"client id; default pspf-<agent>-<pipeline>-<sink>; must be unique on the broker"`
 	Username       string        `yaml:"username" doc:"user name"`
-	Password       string        `yaml:"password" doc:"password; use ${ENV} or ${file:/path}"`
+	Password       string        `yaml:"password" secret:"true" doc:"password; use ${ENV} or ${file:/path}"`
 	KeepAlive      time.Duration `yaml:"keep_alive" doc:"MQTT keep-alive interval"`
 	ConnectTimeout time.Duration `yaml:"connect_timeout" doc:"how long a connection attempt may take"`
 	WriteTimeout   time.Duration `yaml:"write_timeout" doc:"how long a batch may wait for its PUBACKs before it is retried"`
 	// UnreachableAfter is how long a batch may wait without a PUBACK before
 	// the sink shows as offline; the batch keeps waiting until
 	// write_timeout. A lost connection shows at once.
-	UnreachableAfter time.Duration `yaml:"unreachable_after" doc:"how long a batch may wait without any PUBACK before the sink shows offline (a lost connection shows at once); the batch keeps waiting until write_timeout"`
-	TLS              TLSConfig     `yaml:"tls"`
-}
-
-// TLSConfig is the client side of TLS for ssl:// and wss:// brokers.
-type TLSConfig struct {
-	CAFile             string `yaml:"ca_file" doc:"PEM file of the CAs that sign the broker's certificate; default: the system pool"`
-	CertFile           string `yaml:"cert_file" doc:"PEM client certificate (AWS IoT, Azure IoT Hub X.509 devices)"`
-	KeyFile            string `yaml:"key_file" doc:"PEM key of the client certificate"`
-	ServerName         string `yaml:"server_name" doc:"name to verify in the broker's certificate; default: the URL's host"`
-	InsecureSkipVerify bool   `yaml:"insecure_skip_verify" doc:"do not verify the broker's certificate (tests only)"`
+	UnreachableAfter time.Duration   `yaml:"unreachable_after" doc:"how long a batch may wait without any PUBACK before the sink shows offline (a lost connection shows at once); the batch keeps waiting until write_timeout"`
+	TLS              agent.TLSConfig `yaml:"tls" doc:"TLS for ssl://, mqtts:// and wss:// brokers; refused with tcp://, mqtt:// and ws:// ones"`
 }
 
 // Defaults returns the defaults: QoS 1, JSON payloads, 30s keep-alive.
@@ -58,9 +48,12 @@ func Defaults() *Config {
 func (c *Config) Validate(n agent.Node) {
 	u, err := url.Parse(c.Broker)
 	if c.Broker == "" || err != nil || u.Host == "" {
-		n.Field("broker").Errorf("must be a URL like tcp://host:1883 or ssl://host:8883, got %q", c.Broker)
+		n.Field("broker").Errorf("must be a URL like tcp://host:1883 or ssl://host:8883, got %q", agent.RedactURL(c.Broker))
 	} else if s := u.Scheme; s != "tcp" && s != "ssl" && s != "tls" && s != "mqtt" && s != "mqtts" && s != "ws" && s != "wss" {
 		n.Field("broker").Errorf("scheme must be tcp, ssl, mqtt, mqtts, ws or wss, got %q", s)
+	} else if _, err := c.TLS.On(s); err != nil {
+		// A tls block that would be ignored is refused (agent.TLSConfig).
+		n.Field("broker").Errorf("%v", err)
 	}
 	if c.Topic == "" {
 		n.Field("topic").Errorf("must not be empty")
@@ -83,7 +76,6 @@ func (c *Config) Validate(n agent.Node) {
 	if f := n.Field("unreachable_after"); f.Present() && (c.UnreachableAfter < 100*time.Millisecond || c.UnreachableAfter > c.WriteTimeout) {
 		f.Errorf("must be between 100ms and write_timeout (%s), got %q", c.WriteTimeout, f.Text())
 	}
-	c.TLS.files().Check(n.Field("tls"))
 }
 
 // Factory returns the registry entry of the MQTT sink.
@@ -102,6 +94,8 @@ type Sink struct {
 	log   *slog.Logger
 	topic *agent.Template
 	opts  *paho.ClientOptions
+	// broker is the broker URL for messages, its password masked.
+	broker string
 
 	mu     sync.Mutex
 	cl     paho.Client
@@ -125,7 +119,12 @@ func New(cfg Config, env agent.Env) (*Sink, error) {
 		return nil, fmt.Errorf("mqtt sink: %w", err)
 	}
 	cfg.UnreachableAfter = min(cfg.UnreachableAfter, cfg.WriteTimeout)
-	s := &Sink{cfg: cfg, env: env, log: env.Logger, topic: t, lost: make(chan error, 1)}
+	s := &Sink{cfg: cfg, env: env, log: env.Logger, topic: t, lost: make(chan error, 1), broker: agent.RedactURL(cfg.Broker)}
+	if u, err := url.Parse(cfg.Broker); err == nil && u.User != nil {
+		// paho logs in with the URL's credentials when username is empty.
+		pw, _ := u.User.Password()
+		env.Secrets.Add(pw)
+	}
 	id := cfg.ClientID
 	if id == "" {
 		id = "pspf-" + env.AgentName + "-" + env.Pipeline + "-" + env.Component
@@ -152,8 +151,14 @@ func New(cfg Config, env agent.Env) (*Sink, error) {
 			default:
 			}
 		})
-	if u, _ := url.Parse(cfg.Broker); u != nil && (u.Scheme == "ssl" || u.Scheme == "tls" || u.Scheme == "mqtts" || u.Scheme == "wss") {
-		tc, err := cfg.TLS.load()
+	u, err := url.Parse(cfg.Broker)
+	if err != nil {
+		return nil, fmt.Errorf("mqtt sink: broker %s: %w", s.broker, err)
+	}
+	if on, err := cfg.TLS.On(u.Scheme); err != nil {
+		return nil, fmt.Errorf("mqtt sink: broker %s: %w", s.broker, err)
+	} else if on {
+		tc, err := cfg.TLS.Build()
 		if err != nil {
 			return nil, fmt.Errorf("mqtt sink: %w", err)
 		}
@@ -161,19 +166,6 @@ func New(cfg Config, env agent.Env) (*Sink, error) {
 	}
 	s.opts = o
 	return s, nil
-}
-
-// files returns the PEM files the settings name.
-func (c *TLSConfig) files() agent.TLSFiles {
-	return agent.TLSFiles{CAFile: c.CAFile, CertFile: c.CertFile, KeyFile: c.KeyFile}
-}
-
-func (c *TLSConfig) load() (*tls.Config, error) {
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.ServerName, InsecureSkipVerify: c.InsecureSkipVerify} //nolint:gosec // opt-in, documented as tests only
-	if err := c.files().Apply(tc); err != nil {
-		return nil, err
-	}
-	return tc, nil
 }
 
 // Connect connects to the broker. After a success, paho reconnects by
@@ -191,7 +183,7 @@ func (s *Sink) Connect(ctx context.Context) error {
 	tok := cl.Connect()
 	if err := wait(ctx, tok, s.cfg.ConnectTimeout); err != nil {
 		cl.Disconnect(0)
-		err = fmt.Errorf("mqtt sink: connect %s: %w", s.cfg.Broker, err)
+		err = fmt.Errorf("mqtt sink: connect %s: %w", s.broker, err)
 		if refusedSetup(err) {
 			// Retried like any connect error, but a reload to a config the
 			// broker refuses is rolled back (see runner.Pipeline.Started).
@@ -245,7 +237,7 @@ func (s *Sink) Write(ctx context.Context, recs []agent.Record) error {
 	default:
 	}
 	if !cl.IsConnectionOpen() {
-		return fmt.Errorf("mqtt sink: not connected to %s (reconnecting)", s.cfg.Broker)
+		return fmt.Errorf("mqtt sink: not connected to %s (reconnecting)", s.broker)
 	}
 	var rej *agent.RejectedError
 	// paho keeps each payload until it is written, and keeps it in its store
@@ -352,12 +344,12 @@ func (w *writeWatch) run() {
 		case <-w.done:
 			return
 		case cause := <-s.lost:
-			err = fmt.Errorf("mqtt sink: connection to %s lost, %d of %d messages waiting for their PUBACK (retrying until write_timeout): %w", s.cfg.Broker, w.left.Load(), w.n, cause)
+			err = fmt.Errorf("mqtt sink: connection to %s lost, %d of %d messages waiting for their PUBACK (retrying until write_timeout): %w", s.broker, w.left.Load(), w.n, cause)
 		case <-tick.C:
 			if time.Since(time.Unix(0, w.last.Load())) < s.cfg.UnreachableAfter {
 				continue
 			}
-			err = fmt.Errorf("mqtt sink: no PUBACK from %s for %s, %d of %d messages waiting (retrying until write_timeout)", s.cfg.Broker, s.cfg.UnreachableAfter, w.left.Load(), w.n)
+			err = fmt.Errorf("mqtt sink: no PUBACK from %s for %s, %d of %d messages waiting (retrying until write_timeout)", s.broker, s.cfg.UnreachableAfter, w.left.Load(), w.n)
 		}
 		s.env.Unreachable(err)
 		return // once per Write

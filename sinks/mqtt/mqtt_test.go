@@ -70,7 +70,7 @@ type subscriber struct {
 	msgs []paho.Message
 }
 
-func subscribe(t *testing.T, broker, filter string, tc *TLSConfig) *subscriber {
+func subscribe(t *testing.T, broker, filter string, tc *agent.TLSConfig) *subscriber {
 	t.Helper()
 	s := &subscriber{ids: map[string]int{}}
 	// A persistent session on a persistent broker: messages published while
@@ -78,7 +78,7 @@ func subscribe(t *testing.T, broker, filter string, tc *TLSConfig) *subscriber {
 	o := paho.NewClientOptions().AddBroker(broker).SetClientID("sub-" + strconv.FormatInt(time.Now().UnixNano(), 36)).
 		SetCleanSession(false).SetAutoReconnect(true).SetMaxReconnectInterval(100 * time.Millisecond)
 	if tc != nil {
-		c, err := tc.load()
+		c, err := tc.Build()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -177,7 +177,7 @@ func TestPublishQoS(t *testing.T) {
 func TestTLSClientCertificate(t *testing.T) {
 	certs := testbroker.NewCerts(t)
 	m := testbroker.Start(t, testbroker.Options{TLS: &testbroker.TLS{CAFile: certs.CAFile, CertFile: certs.ServerCert, KeyFile: certs.ServerKey, RequireClientCert: true}})
-	tc := TLSConfig{CAFile: certs.CAFile, CertFile: certs.ClientCert, KeyFile: certs.ClientKey}
+	tc := agent.TLSConfig{CAFile: certs.CAFile, CertFile: certs.ClientCert, KeyFile: certs.ClientKey}
 	sub := subscribe(t, m.TLSURL(), "tls/#", &tc)
 	cfg := *Defaults()
 	cfg.Broker, cfg.Topic, cfg.TLS = m.TLSURL(), "tls/x", tc

@@ -3,10 +3,10 @@ package mqtt
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"log/slog"
+	"net/url"
 	"time"
-
-	"github.com/pspf/pspf-edge/agent"
 )
 
 // message is what the source needs of a received message; the client's
@@ -53,14 +53,24 @@ type handlers struct {
 // dialFunc builds a broker client; it starts nothing until Connect.
 type dialFunc func(cfg *Config, clientID string, tlsCfg *tls.Config, h handlers) broker
 
-// tlsConfig builds the TLS config from the files; nil when TLS is not configured.
-func tlsConfig(c TLSConfig) (*tls.Config, error) {
-	if c == (TLSConfig{}) {
+// tlsConfig builds the TLS config of the brokers whose scheme is TLS
+// (agent.TLSConfig.On); nil when none is. A tls block that a broker's
+// scheme would ignore is an error, as in Validate.
+func tlsConfig(cfg *Config) (*tls.Config, error) {
+	need := false
+	for _, b := range cfg.Brokers {
+		u, err := url.Parse(b)
+		if err != nil {
+			continue // dial reports it
+		}
+		on, err := cfg.TLS.On(u.Scheme)
+		if err != nil {
+			return nil, fmt.Errorf("broker %s: %w", u.Redacted(), err)
+		}
+		need = need || on
+	}
+	if !need {
 		return nil, nil
 	}
-	tc := &tls.Config{ServerName: c.ServerName, InsecureSkipVerify: c.InsecureSkipVerify, MinVersion: tls.VersionTLS12} //nolint:gosec // opt-in, documented as tests only
-	if err := (agent.TLSFiles{CAFile: c.CAFile, CertFile: c.CertFile, KeyFile: c.KeyFile}).Apply(tc); err != nil {
-		return nil, err
-	}
-	return tc, nil
+	return cfg.TLS.Build()
 }

@@ -10,17 +10,17 @@ import (
 
 // Config is the MQTT source's config.
 type Config struct {
-	Brokers        []string       `yaml:"brokers" doc:"broker URLs, tried in order: tcp://host:1883, ssl://host:8883, ws://, wss://"`
-	ClientID       string         `yaml:"client_id" doc:"MQTT client id; it names the persistent session, so keep it stable; default: pspf-edge-<agent>-<pipeline>-<component>"`
-	CleanSession   bool           `yaml:"clean_session" doc:"start a fresh session on every connect; only allowed when every subscription is QoS 0"`
-	Username       string         `yaml:"username" doc:"user name; use ${ENV} or ${file:/path} for secrets"`
-	Password       string         `yaml:"password" doc:"password; use ${ENV} or ${file:/path}, it is never logged"`
-	Subscriptions  []Subscription `yaml:"subscriptions" doc:"topic filters to subscribe to, with their QoS"`
-	TLS            TLSConfig      `yaml:"tls" doc:"TLS for ssl:// and wss:// brokers"`
-	KeepAlive      time.Duration  `yaml:"keepalive" doc:"MQTT keepalive; the broker drops the session after 1.5 times this without traffic"`
-	ConnectTimeout time.Duration  `yaml:"connect_timeout" doc:"how long one connection attempt may take"`
-	MaxReconnect   time.Duration  `yaml:"max_reconnect_interval" doc:"cap of the exponential backoff between reconnects"`
-	MaxInFlight    int            `yaml:"max_in_flight" doc:"messages received but not yet acked (QoS 1: durable; QoS 0: in the log) before the source stops taking more: the broker then holds them"`
+	Brokers        []string        `yaml:"brokers" doc:"broker URLs, tried in order: tcp://host:1883, ssl://host:8883, ws://, wss://"`
+	ClientID       string          `yaml:"client_id" doc:"MQTT client id; it names the persistent session, so keep it stable; default: pspf-edge-<agent>-<pipeline>-<component>"`
+	CleanSession   bool            `yaml:"clean_session" doc:"start a fresh session on every connect; only allowed when every subscription is QoS 0"`
+	Username       string          `yaml:"username" doc:"user name; use ${ENV} or ${file:/path} for secrets"`
+	Password       string          `yaml:"password" secret:"true" doc:"password; use ${ENV} or ${file:/path}, it is never logged"`
+	Subscriptions  []Subscription  `yaml:"subscriptions" doc:"topic filters to subscribe to, with their QoS"`
+	TLS            agent.TLSConfig `yaml:"tls" doc:"TLS for ssl://, mqtts:// and wss:// brokers; refused with tcp://, mqtt:// and ws:// ones"`
+	KeepAlive      time.Duration   `yaml:"keepalive" doc:"MQTT keepalive; the broker drops the session after 1.5 times this without traffic"`
+	ConnectTimeout time.Duration   `yaml:"connect_timeout" doc:"how long one connection attempt may take"`
+	MaxReconnect   time.Duration   `yaml:"max_reconnect_interval" doc:"cap of the exponential backoff between reconnects"`
+	MaxInFlight    int             `yaml:"max_in_flight" doc:"messages received but not yet acked (QoS 1: durable; QoS 0: in the log) before the source stops taking more: the broker then holds them"`
 	// MaxInFlightBytes bounds the same messages in bytes (payload and
 	// topic): it is what bounds the source's memory when messages are
 	// large, max_in_flight when they are small.
@@ -40,15 +40,6 @@ type Config struct {
 type Subscription struct {
 	Topic string `yaml:"topic" doc:"topic filter: sensors/+/+/temp, sensors/#, $share/group/sensors/#"`
 	QoS   int    `yaml:"qos" doc:"0 (at most once) or 1 (at least once; acked after the durable write); 2 is taken as 1 for acking"`
-}
-
-// TLSConfig is the TLS setup for ssl:// and wss:// brokers.
-type TLSConfig struct {
-	CAFile             string `yaml:"ca_file" doc:"PEM file of the CAs that sign the broker's certificate; default: the system pool"`
-	CertFile           string `yaml:"cert_file" doc:"PEM client certificate, for brokers that require one"`
-	KeyFile            string `yaml:"key_file" doc:"PEM key of the client certificate"`
-	ServerName         string `yaml:"server_name" doc:"name to verify the broker's certificate against; default: the URL's host"`
-	InsecureSkipVerify bool   `yaml:"insecure_skip_verify" doc:"do not verify the broker's certificate (tests only)"`
 }
 
 // StatusConfig announces the agent on a topic: the birth message after every
@@ -92,7 +83,10 @@ func (c *Config) Validate(n agent.Node) {
 	for i, b := range c.Brokers {
 		u, err := url.Parse(b)
 		if err != nil || u.Host == "" || !validScheme(u.Scheme) {
-			n.Field("brokers").Index(i).Errorf("must be a URL like tcp://host:1883 or ssl://host:8883, got %q", n.Field("brokers").Index(i).Text())
+			n.Field("brokers").Index(i).Errorf("must be a URL like tcp://host:1883 or ssl://host:8883, got %q", agent.RedactURL(n.Field("brokers").Index(i).Text()))
+		} else if _, err := c.TLS.On(u.Scheme); err != nil {
+			// A tls block that would be ignored is refused (agent.TLSConfig).
+			n.Field("brokers").Index(i).Errorf("%v", err)
 		}
 	}
 	if len(c.Subscriptions) == 0 {
@@ -114,7 +108,6 @@ func (c *Config) Validate(n agent.Node) {
 		// away: QoS 1 would silently become "at most once" across restarts.
 		n.Field("clean_session").Errorf("must be false when a subscription has QoS 1 or 2 (the persistent session is what makes redelivery work)")
 	}
-	agent.TLSFiles{CAFile: c.TLS.CAFile, CertFile: c.TLS.CertFile, KeyFile: c.TLS.KeyFile}.Check(n.Field("tls"))
 	if c.KeepAlive < time.Second {
 		n.Field("keepalive").Errorf("must be at least 1s, got %q", n.Field("keepalive").Text())
 	}

@@ -250,7 +250,7 @@ func TestMosquittoTLSClientCert(t *testing.T) {
 	cfg.Brokers = []string{mq.TLSURL()}
 	cfg.ClientID = "t-tls"
 	cfg.Subscriptions = []Subscription{{Topic: "secure/#", QoS: 1}}
-	cfg.TLS = TLSConfig{CAFile: pki.ca, CertFile: pki.clientCert, KeyFile: pki.clientKey}
+	cfg.TLS = agent.TLSConfig{CAFile: pki.ca, CertFile: pki.clientCert, KeyFile: pki.clientKey}
 	s := realSource(t, cfg)
 	publishSure(t, publisher(t, mq.URL()), "secure/x", 1, "over tls")
 	if recs := readN(t, s, 1, 10*time.Second); string(recs[0].Raw) != "over tls" {
@@ -258,7 +258,7 @@ func TestMosquittoTLSClientCert(t *testing.T) {
 	}
 
 	// Without the client certificate the broker refuses the handshake.
-	cfg.TLS = TLSConfig{CAFile: pki.ca}
+	cfg.TLS = agent.TLSConfig{CAFile: pki.ca}
 	cfg.ClientID = "t-tls-2"
 	bad, err := New(cfg, agent.Env{})
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -113,6 +114,12 @@ func newSource(cfg Config, env agent.Env, dial dialFunc) (*Source, error) {
 		done:  make(chan struct{}),
 		free:  make(chan *batchBufs, freeBatches),
 	}
+	for _, b := range cfg.Brokers {
+		if u, err := url.Parse(b); err == nil && u.User != nil {
+			pw, _ := u.User.Password()
+			env.Secrets.Add(pw)
+		}
+	}
 	s.bg, s.stopBg = context.WithCancel(context.Background())
 	if s.clientID == "" {
 		s.clientID = "pspf-edge-" + env.AgentName + "-" + env.Pipeline + "-" + env.Component
@@ -140,6 +147,15 @@ func newSource(cfg Config, env agent.Env, dial dialFunc) (*Source, error) {
 	return s, nil
 }
 
+// brokers returns the broker URLs for a message, their passwords masked.
+func (s *Source) brokers() string {
+	out := make([]string, len(s.cfg.Brokers))
+	for i, b := range s.cfg.Brokers {
+		out[i] = agent.RedactURL(b)
+	}
+	return strings.Join(out, ", ")
+}
+
 // Connect connects to the first broker that answers, subscribes and
 // announces the agent online. The client reconnects by itself after that,
 // with exponential backoff up to max_reconnect_interval, subscribing again
@@ -150,12 +166,12 @@ func (s *Source) Connect(ctx context.Context) error {
 		return err
 	}
 	s.b = b
-	s.log.Info("mqtt source connected", "client_id", s.clientID, "brokers", s.cfg.Brokers, "subscriptions", len(s.filters))
+	s.log.Info("mqtt source connected", "client_id", s.clientID, "brokers", s.brokers(), "subscriptions", len(s.filters))
 	return nil
 }
 
 func (s *Source) connect(ctx context.Context) (broker, error) {
-	tc, err := tlsConfig(s.cfg.TLS)
+	tc, err := tlsConfig(&s.cfg)
 	if err != nil {
 		// Validation read the same files: one gone or damaged since is a
 		// setup error, not an outage (a new generation is rolled back).
@@ -194,7 +210,7 @@ func (s *Source) connect(ctx context.Context) (broker, error) {
 	present, err := b.Connect(cctx)
 	if err != nil {
 		b.Disconnect(0)
-		err = fmt.Errorf("mqtt source: connect to %s: %w", strings.Join(s.cfg.Brokers, ", "), err)
+		err = fmt.Errorf("mqtt source: connect to %s: %w", s.brokers(), err)
 		if refusedSetup(err) {
 			// Retried like any connect error, but a reload to a config the
 			// broker refuses is rolled back (see runner.Pipeline.Started).
