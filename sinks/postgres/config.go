@@ -51,9 +51,10 @@ func Defaults() *Config {
 	return &Config{IDColumn: "id", TimeColumn: "time", Timeout: 30 * time.Second, UnreachableAfter: 3 * time.Second}
 }
 
-// files returns the PEM files the settings name.
-func (c *TLSConfig) files() agent.TLSFiles {
-	return agent.TLSFiles{CAFile: c.CAFile, CertFile: c.CertFile, KeyFile: c.KeyFile}
+// files returns the PEM files the settings name, as the SDK's TLS settings
+// (which check them); sslmode decides the rest.
+func (c *TLSConfig) files() *agent.TLSConfig {
+	return &agent.TLSConfig{CAFile: c.CAFile, CertFile: c.CertFile, KeyFile: c.KeyFile}
 }
 
 func (c *TLSConfig) set() bool { return c.CAFile != "" || c.CertFile != "" || c.KeyFile != "" }
@@ -147,7 +148,7 @@ func (c *Config) Validate(n agent.Node) {
 	if f := n.Field("unreachable_after"); f.Present() && (c.UnreachableAfter < 100*time.Millisecond || c.UnreachableAfter > c.Timeout) {
 		f.Errorf("must be between 100ms and timeout (%s), got %q", c.Timeout, f.Text())
 	}
-	c.TLS.files().Check(n.Field("tls"))
+	c.TLS.files().Validate(n.Field("tls"))
 }
 
 // normalize fills in the defaults: the field is the column's name, a meta
