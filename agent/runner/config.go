@@ -2,6 +2,7 @@ package runner
 
 import (
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -80,10 +81,81 @@ const (
 // DefaultMaxProcs is the default of max_procs (see AgentConfig.MaxProcs).
 const DefaultMaxProcs = 1
 
-// AdminConfig is the admin HTTP server's config.
+// AdminConfig is the admin HTTP server's config. The API is read-only;
+// beyond loopback it should have a token and TLS (docs/security.md).
 type AdminConfig struct {
 	// Address to listen on; loopback by default so that it is not exposed. Empty disables it.
 	Address string `yaml:"address" doc:"listen address of the admin HTTP server; empty disables it"`
+	// Token, when set, is the bearer token every request but /healthz
+	// must carry (Authorization: Bearer TOKEN). Written as
+	// ${file:/path}, it is read again at every reload (SIGHUP), which is
+	// how it is rotated.
+	Token string `yaml:"token" secret:"true" doc:"bearer token every request but /healthz must carry (Authorization: Bearer ...); use ${file:/path}; a reload (SIGHUP) reads it again"`
+	// TLS, when set, serves the API over HTTPS.
+	TLS AdminTLSConfig `yaml:"tls" doc:"serve the API over HTTPS with this certificate"`
+	// AllowedHosts are the host names, besides IP addresses and
+	// localhost, that a request's Host header may name: a browser on the
+	// gateway sends the name it resolved, and a name that is not the
+	// agent's own is a DNS rebinding attempt.
+	AllowedHosts []string `yaml:"allowed_hosts" doc:"host names a request may be addressed to besides IP addresses and localhost (DNS rebinding protection), like gw-17.local"`
+}
+
+// AdminTLSConfig is the admin API's certificate. Both files are read
+// again when they change, so a renewed certificate takes effect without a
+// restart.
+type AdminTLSConfig struct {
+	CertFile string `yaml:"cert_file" doc:"PEM certificate (with its chain) of the admin API"`
+	KeyFile  string `yaml:"key_file" doc:"PEM key of the certificate"`
+}
+
+// minAdminToken is the shortest admin token accepted: a token short enough
+// to guess protects nothing.
+const minAdminToken = 16
+
+// Validate checks the admin settings: a token long enough and of
+// printable characters, a certificate and key that load as a pair, host
+// names without a scheme or a path.
+func (c *AdminConfig) Validate(n agent.Node) {
+	if c.Token != "" {
+		if len(c.Token) < minAdminToken {
+			n.Field("token").Errorf("must be at least %d characters (a short token can be guessed), got %d", minAdminToken, len(c.Token))
+		}
+		for _, r := range c.Token {
+			if r <= ' ' || r == 0x7f {
+				n.Field("token").Errorf("must be printable characters without spaces")
+				break
+			}
+		}
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		n.Field("tls").Errorf("cert_file and key_file go together")
+	} else if c.TLS.CertFile != "" {
+		if _, err := loadKeyPair(c.TLS.CertFile, c.TLS.KeyFile, n.ReadFile); err != nil {
+			n.Field("tls").Field("cert_file").Errorf("%v", err)
+		}
+	}
+	for i, h := range c.AllowedHosts {
+		if h == "" || strings.ContainsAny(h, "/: \t") {
+			n.Field("allowed_hosts").Index(i).Errorf("must be a host name like gw-17.local, without a port, got %q", h)
+		}
+	}
+}
+
+// loadKeyPair loads a certificate and its key with read.
+func loadKeyPair(certFile, keyFile string, read func(string) ([]byte, error)) (tls.Certificate, error) {
+	certPEM, err := read(certFile)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	keyPEM, err := read(keyFile)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("the certificate %s and key %s do not load as a pair: %w", certFile, keyFile, err)
+	}
+	return cert, nil
 }
 
 // LogConfig sets the log level and format.

@@ -231,6 +231,41 @@ func TestAgentDefaultsBufferValidated(t *testing.T) {
 	}
 }
 
+// TestAdminConfigValidated: the admin token is long enough and printable
+// (what ${file:} reads has its newline trimmed), the certificate and key
+// go together and load, allowed_hosts are names; each problem at its path.
+func TestAdminConfigValidated(t *testing.T) {
+	dir := t.TempDir()
+	tok := filepath.Join(dir, "token")
+	if err := os.WriteFile(tok, []byte("0123456789abcdef\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, body, want string }{
+		{"good", "admin:\n  token: ${file:" + tok + "}\n  allowed_hosts: [gw-17.local]\n", ""},
+		{"short token", "admin:\n  token: abc\n", ":2: admin.token: must be at least 16 characters (a short token can be guessed), got 3"},
+		{"token with a space", "admin:\n  token: \"0123456789 abcdefg\"\n", ":2: admin.token: must be printable characters without spaces"},
+		{"cert without key", "admin:\n  tls: {cert_file: /x.pem}\n", ":2: admin.tls: cert_file and key_file go together"},
+		{"missing cert", "admin:\n  tls: {cert_file: /nonexistent/x.pem, key_file: /nonexistent/k.pem}\n", ":2: admin.tls.cert_file: open /nonexistent/x.pem: no such file or directory"},
+		{"host with port", "admin:\n  allowed_hosts: [\"gw:8377\"]\n", `:2: admin.allowed_hosts[0]: must be a host name like gw-17.local, without a port, got "gw:8377"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, "agent.yaml")
+			if err := os.WriteFile(path, []byte(tc.body), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := runner.LoadAgentConfig(path)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("got %v, want no error", err)
+			case tc.want == "" && cfg.Admin.Token != "0123456789abcdef":
+				t.Errorf("token %q, want the file's content without its newline", cfg.Admin.Token)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), path+tc.want)):
+				t.Errorf("got %v, want %s%s", err, path, tc.want)
+			}
+		})
+	}
+}
+
 func TestSecretsSubstitutedButNeverPrinted(t *testing.T) {
 	t.Setenv("PSPF_PREFIX", "dev-")
 	spec, err := parse(t, "sources: [{simulate: {prefix: \"${PSPF_PREFIX}x\", field: \"$${literal}\"}}]\nsinks: [{console: {}}]\n")

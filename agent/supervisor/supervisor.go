@@ -171,6 +171,7 @@ func New(d Deps) *Supervisor {
 	if d.Secrets == nil {
 		d.Secrets = new(agent.Secrets)
 	}
+	d.Secrets.Add(agent.SecretValues(&d.Config)...) // the admin token
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -198,6 +199,13 @@ func New(d Deps) *Supervisor {
 func hashBytes(b []byte) string {
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
+}
+
+// Config returns the agent config in effect: the one it started with, and
+// the settings a reload of the agent file changed live (see
+// reloadAgentConfig). The admin API reads its token from it.
+func (s *Supervisor) Config() runner.AgentConfig {
+	return s.config()
 }
 
 // config returns the current agent config.
@@ -262,14 +270,14 @@ func (s *Supervisor) Run(ctx context.Context, hup <-chan os.Signal) error {
 		case <-watchdog:
 			s.notify("WATCHDOG=1")
 		case <-w.Changed():
-			s.reloadAgentConfig()
+			s.reloadAgentConfig(false)
 			s.sync(ctx, false)
 		case <-hup:
 			// RELOADING=1 (with MONOTONIC_USEC) ... READY=1 tells systemd
 			// when `systemctl reload` is done.
 			s.notify("RELOADING=1")
 			s.d.Logger.Info("SIGHUP: reloading the agent config and every pipeline")
-			s.reloadAgentConfig()
+			s.reloadAgentConfig(true)
 			s.sync(ctx, true)
 			s.notify("READY=1")
 		case <-poll:
@@ -295,11 +303,13 @@ func (s *Supervisor) Run(ctx context.Context, hup <-chan os.Signal) error {
 	}
 }
 
-// reloadAgentConfig re-reads the agent file if its content changed: the log
-// level and the timeouts change live; a change of anything else is logged as
-// needing a restart; a change of the pipeline defaults reloads the pipelines
-// (their key includes the defaults).
-func (s *Supervisor) reloadAgentConfig() {
+// reloadAgentConfig re-reads the agent file if its content changed, or
+// always with force (SIGHUP: a file its ${file:} names may have changed):
+// the log level, the timeouts and the admin token change live; a change
+// of anything else is logged as needing a restart; a change of the
+// pipeline defaults reloads the pipelines (their key includes the
+// defaults).
+func (s *Supervisor) reloadAgentConfig(force bool) {
 	if s.d.ConfigFile == "" || s.d.LoadConfig == nil {
 		return
 	}
@@ -313,7 +323,7 @@ func (s *Supervisor) reloadAgentConfig() {
 	s.mu.Lock()
 	same := h == s.cfgHash
 	s.mu.Unlock()
-	if same {
+	if same && !force {
 		return
 	}
 	next, err := s.d.LoadConfig()
@@ -325,12 +335,15 @@ func (s *Supervisor) reloadAgentConfig() {
 		s.d.Logger.Error("agent config invalid; keeping the running config", "file", s.d.ConfigFile, "err", err)
 		return
 	}
+	s.d.Secrets.Add(agent.SecretValues(&next)...)
 	s.mu.Lock()
 	prev := s.cfg
 	s.cfgHash = h
 	restart := restartNeeded(prev, next)
 	// What cannot change live keeps its running value.
+	token := next.Admin.Token
 	next.DataDir, next.Admin, next.PipelinesDir, next.Name, next.Log.Format = prev.DataDir, prev.Admin, prev.PipelinesDir, prev.Name, prev.Log.Format
+	next.Admin.Token = token
 	next.MemoryLimit, next.GCPercent = prev.MemoryLimit, prev.GCPercent
 	s.cfg = next
 	s.mu.Unlock()
@@ -341,6 +354,9 @@ func (s *Supervisor) reloadAgentConfig() {
 	// One line says what changed: what took effect, and what waits for a
 	// restart.
 	live := liveChanges(prev, next)
+	if same && len(live) == 0 && len(restart) == 0 {
+		return // SIGHUP, and nothing changed
+	}
 	if len(live) == 0 {
 		live = []string{"nothing that applies live"}
 	}
@@ -360,6 +376,9 @@ func liveChanges(a, b runner.AgentConfig) []string {
 	if a.Log.Level != b.Log.Level {
 		out = append(out, "log.level="+b.Log.Level)
 	}
+	if a.Admin.Token != b.Admin.Token {
+		out = append(out, "admin.token (replaced)")
+	}
 	if a.ShutdownTimeout != b.ShutdownTimeout {
 		out = append(out, "shutdown_timeout="+b.ShutdownTimeout.String())
 	}
@@ -378,8 +397,14 @@ func restartNeeded(a, b runner.AgentConfig) []string {
 	if a.DataDir != b.DataDir {
 		out = append(out, "data_dir")
 	}
-	if a.Admin != b.Admin {
+	if a.Admin.Address != b.Admin.Address {
 		out = append(out, "admin.address")
+	}
+	if a.Admin.TLS != b.Admin.TLS {
+		out = append(out, "admin.tls")
+	}
+	if !slices.Equal(a.Admin.AllowedHosts, b.Admin.AllowedHosts) {
+		out = append(out, "admin.allowed_hosts")
 	}
 	if a.PipelinesDir != b.PipelinesDir {
 		out = append(out, "pipelines_dir")

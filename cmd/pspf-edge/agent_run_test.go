@@ -29,14 +29,15 @@ func (downSink) Write(context.Context, []agent.Record) error {
 // own behaviour is tested in agent/supervisor; these tests are of what
 // cmd/pspf-edge puts around it.
 type agentRun struct {
-	t      *testing.T
-	dir    string // pipelines
-	data   string
-	sup    *supervisor.Supervisor
-	hup    chan os.Signal
-	logs   *agenttest.LogBuffer
-	cancel context.CancelFunc
-	done   chan error
+	t       *testing.T
+	dir     string // pipelines
+	data    string
+	cfgFile string // the agent file, "" for none
+	sup     *supervisor.Supervisor
+	hup     chan os.Signal
+	logs    *agenttest.LogBuffer
+	cancel  context.CancelFunc
+	done    chan error
 }
 
 // startAgent runs the agent on the pipeline files (name to content), with
@@ -44,6 +45,15 @@ type agentRun struct {
 // ("" disables it); it returns once every pipeline runs. A stop drains for
 // a second at most.
 func startAgent(t *testing.T, files map[string]string, admin string) *agentRun {
+	t.Helper()
+	return startAgentFile(t, files, admin, "")
+}
+
+// startAgentFile is startAgent with an agent file of content agentFile
+// ("" for none), watched and reloaded like the one of `run -c`; the
+// directories, the admin address and the timeouts of startAgent override
+// it.
+func startAgentFile(t *testing.T, files map[string]string, admin, agentFile string) *agentRun {
 	t.Helper()
 	root := t.TempDir()
 	a := &agentRun{t: t, dir: filepath.Join(root, "pipelines"), data: filepath.Join(root, "data"), hup: make(chan os.Signal, 1),
@@ -59,9 +69,22 @@ func startAgent(t *testing.T, files map[string]string, admin string) *agentRun {
 	reg.Sinks["down"] = agent.Typed[agent.Sink]("a sink whose destination is down", func() *cfg { return &cfg{} }, func(*cfg, agent.Env) (agent.Sink, error) {
 		return downSink{}, nil
 	})
-	c := runner.DefaultAgentConfig()
-	c.DataDir, c.PipelinesDir, c.Admin.Address, c.ReloadDebounce = a.data, a.dir, admin, 50*time.Millisecond
-	c.ShutdownTimeout = time.Second // the sink "down" never drains
+	cfgFile := ""
+	if agentFile != "" {
+		cfgFile = filepath.Join(root, "agent.yaml")
+		writeFile(t, cfgFile, agentFile)
+	}
+	a.cfgFile = cfgFile
+	load := func() (runner.AgentConfig, error) {
+		c, err := runner.LoadAgentConfig(cfgFile)
+		c.DataDir, c.PipelinesDir, c.Admin.Address, c.ReloadDebounce = a.data, a.dir, admin, 50*time.Millisecond
+		c.ShutdownTimeout = time.Second // the sink "down" never drains
+		return c, err
+	}
+	c, err := load()
+	if err != nil {
+		t.Fatal(err)
+	}
 	lv := new(slog.LevelVar)
 	logger, err := newLogger(c.Log, lv, a.logs)
 	if err != nil {
@@ -71,7 +94,7 @@ func startAgent(t *testing.T, files map[string]string, admin string) *agentRun {
 	a.cancel = cancel
 	ready := make(chan *supervisor.Supervisor, 1)
 	go func() {
-		a.done <- runAgent(ctx, runOptions{Config: c, Logger: logger, Level: lv, Hup: a.hup, Registry: reg, Poll: -1,
+		a.done <- runAgent(ctx, runOptions{Config: c, ConfigFile: cfgFile, LoadConfig: load, Logger: logger, Level: lv, Hup: a.hup, Registry: reg, Poll: -1,
 			Ready: func(s *supervisor.Supervisor) { ready <- s }})
 	}()
 	select {

@@ -199,6 +199,7 @@ func runAgent(ctx context.Context, o runOptions) error {
 	if o.Secrets == nil {
 		o.Secrets = new(agent.Secrets)
 	}
+	o.Secrets.Add(agent.SecretValues(&cfg)...) // the admin token
 	o.Logger = slog.New(agent.RedactHandler(o.Logger.Handler(), o.Secrets))
 	if o.Level == nil {
 		o.Level = new(slog.LevelVar)
@@ -221,7 +222,7 @@ func runAgent(ctx context.Context, o runOptions) error {
 		Registry: o.Registry, Metrics: metrics, Logger: o.Logger, Level: o.Level, Poll: o.Poll,
 		Notify: notify, Watchdog: watchdog, Secrets: o.Secrets,
 	})
-	stopAdmin, adminAddr, err := startAdmin(cfg.Admin.Address, adminHandler(sup, metrics), o.Logger)
+	stopAdmin, adminAddr, err := startAdmin(cfg.Admin, adminHandler(sup, metrics, o.Logger), o.Logger)
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -25,9 +26,11 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	cfgPath := fs.String("c", "", "agent config file, for its admin address")
 	addr := fs.String("admin", "", "admin address of the agent (default: the one the running agent published, see below)")
 	asJSON := fs.Bool("json", false, "print the API's JSON as it is")
+	tokenFile := fs.String("token-file", "", "file holding the admin API's bearer token (default: admin.token of the agent file given with -c)")
+	caFile := fs.String("ca-file", "", "PEM CAs to verify an https admin API with (default: with -c, the agent's own admin.tls.cert_file, pinned)")
 	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for the agent")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: pspf-edge status [--admin ADDR] [-c agent.yaml] [--json]\n\nShows every pipeline of the running agent: generation, state, backlog, drops, sinks.\n\nWithout --admin it finds the agent by the address the agent publishes when it\nstarts (also for --admin 127.0.0.1:0): with -c, in that file's data_dir;\nwithout, among the agents this user started and the one on "+runner.DefaultAgentConfig().DataDir+",\nelse at "+runner.DefaultAgentConfig().Admin.Address+".\n\nFlags:")
+		fmt.Fprintln(stderr, "Usage: pspf-edge status [--admin ADDR] [-c agent.yaml] [--token-file FILE] [--ca-file FILE] [--json]\n\nShows every pipeline of the running agent: generation, state, backlog, drops, sinks.\n\nWithout --admin it finds the agent by the address the agent publishes when it\nstarts (also for --admin 127.0.0.1:0): with -c, in that file's data_dir;\nwithout, among the agents this user started and the one on "+runner.DefaultAgentConfig().DataDir+",\nelse at "+runner.DefaultAgentConfig().Admin.Address+".\n\nFlags:")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -35,23 +38,45 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	if *addr == "" {
-		cfg, err := runner.LoadAgentConfig(*cfgPath)
-		if err != nil {
+	cfg := runner.DefaultAgentConfig()
+	if *addr == "" || *cfgPath != "" {
+		var err error
+		if cfg, err = runner.LoadAgentConfig(*cfgPath); err != nil {
 			fmt.Fprintln(stderr, err)
 			return exitProblem
 		}
+	}
+	if *addr == "" {
+		var err error
 		// The address the running agent published (adminaddr.go).
 		if *addr, err = discoverAdmin(ctx, *cfgPath, cfg.DataDir, cfg.Admin.Address); err != nil {
 			fmt.Fprintln(stderr, err)
 			return exitUsage
 		}
 	}
+	token := cfg.Admin.Token
+	if *tokenFile != "" {
+		b, err := os.ReadFile(*tokenFile)
+		if err != nil {
+			fmt.Fprintf(stderr, "status: token: %v\n", err)
+			return exitUsage
+		}
+		token = strings.TrimRight(string(b), "\r\n") // as ${file:} reads it
+	}
+	pin := ""
+	if *caFile == "" {
+		pin = cfg.Admin.TLS.CertFile
+	}
+	client, err := newAdminClient(token, *caFile, pin)
+	if err != nil {
+		fmt.Fprintf(stderr, "status: %v\n", err)
+		return exitUsage
+	}
 	if *addr == "" {
 		fmt.Fprintln(stderr, "status: the admin API is disabled (admin.address is empty)")
 		return exitProblem
 	}
-	body, err := fetchStatus(ctx, *addr)
+	body, err := fetchStatus(ctx, client, *addr)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitFailure
@@ -76,16 +101,8 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-func fetchStatus(ctx context.Context, addr string) ([]byte, error) {
-	url := addr
-	if !strings.Contains(url, "://") {
-		url = "http://" + url
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(url, "/")+"/api/v1/pipelines", nil)
-	if err != nil {
-		return nil, fmt.Errorf("status: %w", err)
-	}
-	resp, err := http.DefaultClient.Do(req)
+func fetchStatus(ctx context.Context, client *adminClient, addr string) ([]byte, error) {
+	resp, err := client.get(ctx, addr, "/api/v1/pipelines")
 	if err != nil {
 		return nil, fmt.Errorf("status: is the agent running? %w", err)
 	}
