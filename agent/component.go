@@ -2,7 +2,10 @@ package agent
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"os"
 	"time"
 )
 
@@ -132,7 +135,9 @@ type Env struct {
 	// Metrics counts what the component does; nil outside a pipeline (a
 	// unit test), where Counter and Gauge count nowhere.
 	Metrics Metrics
-	// DataDir is a directory the component may keep files in; it survives restarts.
+	// DataDir is a directory the component may keep files in; it survives
+	// restarts. The runner does not create it: MkDataDir does, and the
+	// component creates its files with DataFilePerm.
 	DataDir string
 	// AgentName identifies this agent in headers and client ids.
 	AgentName string
@@ -163,6 +168,28 @@ type Env struct {
 	// progress, from any goroutine, and returns from Write after its last
 	// call. Set by the runner for sinks only; nil elsewhere.
 	Unreachable func(err error)
+}
+
+// DataDirPerm and DataFilePerm are the modes of what a component keeps in
+// its DataDir, as of everything the agent writes in its data directory:
+// the owner's to write, the group's to read, nobody else's (the data are
+// the sites' payloads and state). Give them explicitly, so that no umask
+// widens them (docs/security.md).
+const (
+	DataDirPerm  os.FileMode = 0o750
+	DataFilePerm os.FileMode = 0o640
+)
+
+// MkDataDir creates the component's DataDir, and its parents, with
+// DataDirPerm, and returns it.
+func (e Env) MkDataDir() (string, error) {
+	if e.DataDir == "" {
+		return "", errors.New("no data directory outside a pipeline")
+	}
+	if err := os.MkdirAll(e.DataDir, DataDirPerm); err != nil {
+		return "", fmt.Errorf("data directory: %w", err)
+	}
+	return e.DataDir, nil
 }
 
 // Counter returns the component's counter with the given name and labels

@@ -13,7 +13,7 @@ import (
 // lockDir takes an exclusive flock on dir/LOCK. Opening the lock file for
 // writing is also the check that dir is writable.
 func lockDir(dir string) (*os.File, error) {
-	f, err := os.OpenFile(filepath.Join(dir, lockName), os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(filepath.Join(dir, lockName), os.O_RDWR|os.O_CREATE, filePerm)
 	if err != nil {
 		if isReadOnly(err) {
 			return nil, fmt.Errorf("%w: %s: %w", ErrReadOnly, dir, err)

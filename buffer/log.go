@@ -116,7 +116,7 @@ func Open(dir string, opts Options) (*Log, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, dirPerm); err != nil {
 		if isReadOnly(err) {
 			return nil, fmt.Errorf("%w: create %s: %w", ErrReadOnly, dir, err)
 		}
@@ -139,6 +139,11 @@ func Open(dir string, opts Options) (*Log, error) {
 		fullQuiet: fullQuiet,
 		diskFree:  diskFree(dir),
 		freeAt:    time.Now(),
+	}
+	if err := tightenDir(dir); err != nil {
+		// The files stay readable by more accounts than they should; the
+		// log itself works.
+		l.log.Warn("buffer: cannot narrow the modes of the log's files to 0750/0640", "err", err)
 	}
 	if err := l.recover(); err != nil {
 		l.closeFiles()

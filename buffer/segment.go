@@ -151,7 +151,7 @@ func isReadOnly(err error) bool {
 // caller's fsync round covers it: file, then directory).
 func (l *Log) createSegment(num, first, gap uint64) (*segment, *os.File, error) {
 	path := l.segPath(num)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, filePerm)
 	if err != nil {
 		return nil, nil, fmt.Errorf("buffer: create segment: %w", err)
 	}

@@ -61,7 +61,9 @@ func ownDir(dir string) bool {
 func publishAdminAddr(dataDir, dir, addr string) (func(), error) {
 	var errs []error
 	var remove []string
-	if err := writeReplace(filepath.Join(dataDir, adminAddrFile), []byte(addr+"\n")); err != nil {
+	// Readable by the service's group, like the data (status run by an
+	// operator); the runtime directory's entry is the user's own.
+	if err := writeReplace(filepath.Join(dataDir, adminAddrFile), []byte(addr+"\n"), 0o640); err != nil {
 		errs = append(errs, err)
 	} else {
 		remove = append(remove, filepath.Join(dataDir, adminAddrFile))
@@ -76,7 +78,7 @@ func publishAdminAddr(dataDir, dir, addr string) (func(), error) {
 		abs, _ := filepath.Abs(dataDir)
 		b, _ := json.Marshal(agentEntry{Address: addr, DataDir: abs, PID: os.Getpid()})
 		p := filepath.Join(dir, strconv.Itoa(os.Getpid())+".json")
-		if err := writeReplace(p, append(b, '\n')); err != nil {
+		if err := writeReplace(p, append(b, '\n'), 0o600); err != nil {
 			errs = append(errs, err)
 		} else {
 			remove = append(remove, p)
@@ -93,11 +95,12 @@ func publishAdminAddr(dataDir, dir, addr string) (func(), error) {
 	return undo, nil
 }
 
-// writeReplace replaces path with data (a temporary file renamed over it),
-// so that a reader never sees half of it.
-func writeReplace(path string, data []byte) error {
+// writeReplace replaces path with data (a temporary file of mode perm
+// renamed over it), so that a reader never sees half of it.
+func writeReplace(path string, data []byte, perm os.FileMode) error {
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+	os.Remove(tmp) // WriteFile keeps the mode of a file that exists
+	if err := os.WriteFile(tmp, data, perm); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, path); err != nil {
