@@ -151,7 +151,7 @@ for t in "${targets[@]}"; do
 	stage=$(mktemp -d)
 	mkdir -p "$stage/$name/pipelines" "$stage/$name/examples"
 	install -m 0755 "$bin" "$stage/$name/pspf-edge"
-	install -m 0644 packaging/agent.yaml packaging/pspf-edge.service packaging/60-pspf-edge-gpio.rules docs/install.md "$stage/$name/"
+	install -m 0644 packaging/agent.yaml packaging/pspf-edge.service packaging/60-pspf-edge-gpio.rules docs/install.md docs/security.md "$stage/$name/"
 	install -m 0644 packaging/demo.yaml.example "$stage/$name/pipelines/"
 	install -m 0644 "$stage_common"/examples/*.yaml "$stage/$name/examples/"
 	install -m 0644 "$doc/copyright" "$doc/changelog.gz" "$stage/$name/"

@@ -171,6 +171,7 @@ func checkInstalled(t *testing.T) {
 		{unitPath, "root", 0o644},
 		{"/lib/udev/rules.d/60-pspf-edge-gpio.rules", "root", 0o644},
 		{"/usr/share/doc/pspf-edge/install.md", "root", 0o644},
+		{"/usr/share/doc/pspf-edge/security.md", "root", 0o644},
 		{"/usr/share/doc/pspf-edge/copyright", "root", 0o644},
 		{"/usr/share/doc/pspf-edge/changelog.gz", "root", 0o644},
 		{"/usr/share/doc/pspf-edge/examples/window-mean.yaml", "root", 0o644},
@@ -363,7 +364,7 @@ func buildPackages(t *testing.T, dist string) map[string]string {
 	}
 	tgz := filepath.Join(dist, "pspf-edge-1.0.0-linux-armv6.tar.gz")
 	list := run(t, "tar", "-tzf", tgz)
-	for _, want := range []string{"/pspf-edge", "/agent.yaml", "/pspf-edge.service", "/pipelines/demo.yaml.example", "/install.md", "/copyright", "/changelog.gz", "/examples/serial-sensor.yaml"} {
+	for _, want := range []string{"/pspf-edge", "/agent.yaml", "/pspf-edge.service", "/pipelines/demo.yaml.example", "/install.md", "/security.md", "/copyright", "/changelog.gz", "/examples/serial-sensor.yaml"} {
 		if !strings.Contains(list, "pspf-edge-1.0.0-linux-armv6"+want+"\n") {
 			t.Errorf("%s: no %s in\n%s", tgz, want, list)
 		}
