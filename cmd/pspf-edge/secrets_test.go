@@ -21,9 +21,9 @@ import (
 // TestNoSecretInAnyOutput sets a known secret on every connector that has
 // one, given every way a secret is given (${file:}, ${ENV}, a URL's
 // userinfo, a header marked secret, the admin token), makes every
-// connection fail (an MQTT broker that is not there, a Kafka cluster that
-// refuses the SASL login, an HTTP endpoint that answers 401 echoing the
-// request's credentials), and greps every output for them: the log lines
+// connection fail (an MQTT broker and a PostgreSQL server that are not
+// there, a Kafka cluster that refuses the SASL login, an HTTP endpoint that
+// answers 401 echoing the request's credentials), and greps every output for them: the log lines
 // at debug level, /api/v1/pipelines, /metrics, /readyz, /healthz, `status`
 // (text and --json), the dead-letter reasons (`buffer dump`), `buffer
 // redrive` (its output and log), `validate`, `topology`, the error the agent
@@ -39,6 +39,8 @@ func TestNoSecretInAnyOutput(t *testing.T) {
 		"http secret header (${file:})":   "httpkey-Si37",
 		"http URL password":               "httpurl-Dk48",
 		"admin token (${file:})":          "admintoken-Fj59-0123456789",
+		"postgres password (${file:})":    "pgpw-Lz61",
+		"postgres URL password":           "pgurl-Mn72",
 	}
 	dir := t.TempDir()
 	secretFile := func(name, value string) string {
@@ -50,11 +52,13 @@ func TestNoSecretInAnyOutput(t *testing.T) {
 	kafkaPw := secretFile("kafka.pass", secrets["kafka SASL password (${file:})"])
 	httpKey := secretFile("http.key", secrets["http secret header (${file:})"])
 	adminTok := secretFile("admin.token", secrets["admin token (${file:})"])
+	pgPw := secretFile("pg.pass", secrets["postgres password (${file:})"])
 	t.Setenv("PSPF_TEST_MQTT_SINK_PW", secrets["mqtt sink password (${ENV})"])
 	t.Setenv("PSPF_TEST_HTTP_TOKEN", secrets["http bearer token (${ENV})"])
 
 	// Every connection fails.
 	noMQTT := testbroker.FreePort(t)
+	noPG := testbroker.FreePort(t)
 	k := testbroker.StartKafka(t, kfake.EnableSASL(), kfake.Superuser("PLAIN", "gw", "the-right-password"), kfake.SeedTopics(1, "up"))
 	echo := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		user, pass, _ := r.BasicAuth()
@@ -81,7 +85,11 @@ func TestNoSecretInAnyOutput(t *testing.T) {
 			"  - kafka: {brokers: [\"" + k.Addr() + "\"], topic: up, sasl: {mechanism: plain, username: gw, password: \"${file:" + kafkaPw + "}\"}, write_timeout: 2s, request_timeout: 1s, dial_timeout: 1s}\n" +
 			"    retry: {initial: 50ms, max: 200ms}\n" +
 			"  - http: {url: \"" + httpURL + "\", bearer_token: \"${PSPF_TEST_HTTP_TOKEN}\", secret_headers: {X-Api-Key: \"${file:" + httpKey + "}\"}, gzip: false}\n" +
-			"    retry: {initial: 50ms, max: 200ms}\n",
+			"    retry: {initial: 50ms, max: 200ms}\n" +
+			fmt.Sprintf("  - postgres: {url: \"postgres://gw@127.0.0.1:%d/db?sslmode=disable\", password: \"${file:%s}\", table: readings, columns: [{name: temp, type: float}], timeout: 2s}\n", noPG, pgPw) +
+			"    name: pg1\n    retry: {initial: 50ms, max: 200ms}\n" +
+			fmt.Sprintf("  - postgres: {url: \"postgres://gw:%s@127.0.0.1:%d/db?sslmode=disable\", table: readings, columns: [{name: temp, type: float}], timeout: 2s}\n", secrets["postgres URL password"], noPG) +
+			"    name: pg2\n    retry: {initial: 50ms, max: 200ms}\n",
 	}
 	a := startAgentFile(t, files, "127.0.0.1:0", "log: {level: debug}\nadmin:\n  token: ${file:"+adminTok+"}\n")
 	url := adminURL(t, a)
@@ -100,10 +108,10 @@ func TestNoSecretInAnyOutput(t *testing.T) {
 	// Every failure has happened and shows.
 	a.waitFor("every connection to have failed", func() bool {
 		in, up := a.view("ingest"), a.view("uplink")
-		if in.LastError == "" || up.DeadLetters < 20 || len(up.Sinks) != 3 {
+		if in.LastError == "" || up.DeadLetters < 20 || len(up.Sinks) != 5 {
 			return false
 		}
-		for _, s := range up.Sinks[:2] {
+		for _, s := range append(up.Sinks[:2:2], up.Sinks[3:]...) {
 			if s.LastError == "" {
 				return false
 			}

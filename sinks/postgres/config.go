@@ -11,7 +11,7 @@ import (
 // Config is the PostgreSQL sink's config.
 type Config struct {
 	URL      string `yaml:"url" doc:"postgres://user@host:5432/database?sslmode=verify-full; libpq's URL parameters apply"`
-	Password string `yaml:"password" doc:"the password, when the url has none; use ${ENV} or ${file:/path}"`
+	Password string `yaml:"password" secret:"true" doc:"the password, when the url has none; use ${ENV} or ${file:/path}"`
 	Table    string `yaml:"table" doc:"the table to insert into: name or schema.name"`
 	// CreateTable creates the table when it does not exist, with the id
 	// column as its primary key and, when the TimescaleDB extension is

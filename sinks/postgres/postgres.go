@@ -40,10 +40,9 @@ func Factory() agent.Factory[agent.Sink] {
 // connections, a missing privilege) is retried, the sink shown offline
 // meanwhile. Write is called from one goroutine at a time.
 type Sink struct {
-	cfg     Config
-	env     agent.Env
-	log     *slog.Logger
-	secrets []string
+	cfg Config
+	env agent.Env
+	log *slog.Logger
 
 	conn  *pgx.Conn
 	table tableInfo // what the last connect found or did
@@ -71,19 +70,19 @@ func New(cfg Config, env agent.Env) (*Sink, error) {
 			return nil, fmt.Errorf("postgres sink: column %q: unknown type %q", cfg.Columns[i].Name, cfg.Columns[i].Type)
 		}
 	}
-	s := &Sink{cfg: cfg, env: env, log: env.Logger}
-	if cfg.Password != "" {
-		s.secrets = append(s.secrets, cfg.Password)
+	if env.Secrets == nil {
+		env.Secrets = new(agent.Secrets) // outside a pipeline: a set of its own
 	}
+	s := &Sink{cfg: cfg, env: env, log: env.Logger}
 	u, err := url.Parse(cfg.URL)
 	if err != nil {
 		return nil, errors.New("postgres sink: url: not a valid URL")
 	}
+	// The password field is a secret by its tag; the url's password too,
+	// and the url itself, which pgx's errors may quote.
+	env.Secrets.Add(cfg.Password)
 	if pw, ok := u.User.Password(); ok && pw != "" {
-		s.secrets = append(s.secrets, pw, url.QueryEscape(pw), url.PathEscape(pw))
-	}
-	if cfg.URL != "" {
-		s.secrets = append(s.secrets, cfg.URL)
+		env.Secrets.Add(pw, cfg.URL)
 	}
 	s.cols = cfg.columns()
 	for _, c := range s.cols {
@@ -340,33 +339,11 @@ func describe(err error) error {
 	return err
 }
 
-// redacted is an error whose text has the sink's secrets masked; it
-// unwraps to the original for errors.Is and As.
-type redacted struct {
-	err  error
-	text string
-}
-
-func (e *redacted) Error() string { return e.text }
-func (e *redacted) Unwrap() error { return e.err }
-
-// redact masks the password (and the url that may carry it) in err's
-// text: pgx's connection errors can quote the connection settings.
+// redact masks the agent's secrets (the password, the url that may carry
+// one) in err's text: pgx's connection errors can quote the connection
+// settings. The runner masks them too; the sink's own log lines need it.
 func (s *Sink) redact(err error) error {
-	if err == nil {
-		return nil
-	}
-	text := err.Error()
-	masked := text
-	for _, sec := range s.secrets {
-		if sec != "" {
-			masked = strings.ReplaceAll(masked, sec, "xxxxx")
-		}
-	}
-	if masked == text {
-		return err
-	}
-	return &redacted{err: err, text: masked}
+	return s.env.Secrets.Redact(err)
 }
 
 // writeWatch tells the runner, once per write, that the server has not
