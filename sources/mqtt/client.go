@@ -204,11 +204,18 @@ func (c *client) dialOne(ctx context.Context, u *url.URL) (*session, bool, error
 		cp.WillFlag, cp.WillTopic, cp.WillMessage = true, st.Topic, []byte(st.Offline)
 		cp.WillQos, cp.WillRetain = byte(st.QoS), st.Retain
 	}
-	if c.cfg.Username != "" {
-		cp.UsernameFlag, cp.Username = true, c.cfg.Username
+	user, pass := c.cfg.Username, c.cfg.Password
+	if user == "" && u.User != nil {
+		// As paho (the sink) does: the URL's credentials when the config
+		// has none. They were ignored before, a login silently anonymous.
+		user = u.User.Username()
+		pass, _ = u.User.Password()
 	}
-	if c.cfg.Password != "" {
-		cp.PasswordFlag, cp.Password = true, []byte(c.cfg.Password)
+	if user != "" {
+		cp.UsernameFlag, cp.Username = true, user
+	}
+	if pass != "" {
+		cp.PasswordFlag, cp.Password = true, []byte(pass)
 	}
 	var buf bytes.Buffer
 	_ = cp.Write(&buf) // a bytes.Buffer does not fail

@@ -378,8 +378,9 @@ func TestMosquittoRestartQoS1NoLoss(t *testing.T) {
 	}
 }
 
-// TestMosquittoPassword: the password comes from a ${file:...} secret; a
-// wrong one is a connect error that does not show it.
+// TestMosquittoPassword: the password comes from a ${file:...} secret, or
+// from the broker URL; a wrong one is a connect error that does not show
+// it.
 func TestMosquittoPassword(t *testing.T) {
 	dir := t.TempDir()
 	pwfile := filepath.Join(dir, "passwd")
@@ -403,6 +404,12 @@ func TestMosquittoPassword(t *testing.T) {
 	cfg := *spec.Sources[0].Config.(*Config)
 	cfg.ClientID = "t-password"
 	realSource(t, cfg) // connects and subscribes, or fails the test
+
+	// The credentials in the broker URL, as the sink (paho) takes them.
+	inURL := cfg
+	inURL.ClientID, inURL.Username, inURL.Password = "t-password-url", "", ""
+	inURL.Brokers = []string{strings.Replace(mq.URL(), "://", "://gw-17:s3cret@", 1)}
+	realSource(t, inURL)
 
 	cfg.Password = "wrong"
 	s, err := New(cfg, agent.Env{})
