@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"net"
 	"net/url"
 	"strings"
 	"time"
@@ -94,6 +95,8 @@ func (c *Config) Validate(n agent.Node) {
 			n.Field("url").Errorf("sslmode must be one of %s, got %q", strings.Join(sslModes, ", "), m)
 		} else if c.TLS.set() && (m == "disable" || m == "allow" || m == "prefer") {
 			n.Field("tls").Errorf("TLS files need sslmode require, verify-ca or verify-full in the url (sslmode=%s would fall back to plain text)", m)
+		} else if (m == "allow" || m == "prefer") && remoteHost(u) {
+			n.Field("url").Errorf("sslmode=%s may fall back to plain text, unverified, to a server on another machine: use verify-full (or require, verify-ca) for TLS, or disable for plain text", m)
 		}
 		for key, param := range map[string]string{"ca_file": "sslrootcert", "cert_file": "sslcert", "key_file": "sslkey"} {
 			if q.Has(param) && n.Field("tls").Field(key).Present() {
@@ -203,6 +206,34 @@ func contains(list []string, s string) bool {
 		if x == s {
 			return true
 		}
+	}
+	return false
+}
+
+// remoteHost reports whether any host the url names (in its authority,
+// several comma-separated, or in a host parameter) is on another machine:
+// not a Unix socket directory, not localhost, not a loopback address. An
+// empty host is libpq's Unix socket.
+func remoteHost(u *url.URL) bool {
+	hosts := strings.Split(u.Host, ",")
+	for _, h := range u.Query()["host"] {
+		hosts = append(hosts, strings.Split(h, ",")...)
+	}
+	for _, h := range hosts {
+		if strings.HasPrefix(h, "/") {
+			continue
+		}
+		if host, _, err := net.SplitHostPort(h); err == nil {
+			h = host
+		}
+		h = strings.Trim(h, "[]")
+		if h == "" || strings.EqualFold(h, "localhost") {
+			continue
+		}
+		if ip := net.ParseIP(h); ip != nil && ip.IsLoopback() {
+			continue
+		}
+		return true
 	}
 	return false
 }

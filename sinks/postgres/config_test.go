@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"encoding/json"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -24,6 +25,8 @@ func TestConfigErrors(t *testing.T) {
 		{"url: 'postgres://h/db?sslmode=sometimes', table: t", `sslmode must be one of disable, allow, prefer, require, verify-ca, verify-full, got "sometimes"`},
 		{"url: 'postgres://h/db?sslmode=prefer', table: t, tls: {ca_file: /ca.pem}", "tls: TLS files need sslmode require, verify-ca or verify-full"},
 		{"url: 'postgres://h/db?sslrootcert=/a.pem', table: t, tls: {ca_file: /ca.pem}", "tls.ca_file: the url sets sslrootcert too"},
+		{"url: 'postgres://db.site.lan/db?sslmode=prefer', table: t", "url: sslmode=prefer may fall back to plain text"},
+		{"url: 'postgres://127.0.0.1:5432,db2:5432/db?sslmode=allow', table: t", "url: sslmode=allow may fall back to plain text"},
 		{"url: 'postgres://u:pw-secret@h/db', password: x, table: t", "password: the url has a password too"},
 		{"url: 'postgres://h/db', table: 'a.b.c'", `table: must be a table name or schema.name`},
 		{"url: 'postgres://h/db', table: 'x; drop table y'", `table: must be a table name`},
@@ -49,6 +52,62 @@ func TestConfigErrors(t *testing.T) {
 	}
 	if _, err := registry().ParsePipeline("p.yaml", []byte("sources: [{script: {}}]\nsinks: [{postgres: {"+ok+"}}]\n"), runner.Defaults{Buffer: runner.DefaultBufferConfig()}); err != nil {
 		t.Errorf("a good config: %v", err)
+	}
+}
+
+// TestRemoteHost: plain text by libpq's default is kept only for servers
+// on this machine.
+func TestRemoteHost(t *testing.T) {
+	for raw, want := range map[string]bool{
+		"postgres://db.site.lan/x":                        true,
+		"postgres://10.0.0.5:5432/x":                      true,
+		"postgres://127.0.0.1:5432/x":                     false,
+		"postgres://[::1]:5432/x":                         false,
+		"postgres://localhost/x":                          false,
+		"postgres:///x?host=/var/run/postgresql":          false,
+		"postgres:///x":                                   false,
+		"postgres://localhost:5432,db2:5432/x":            true,
+		"postgres://localhost/x?host=db.site.lan":         true,
+		"postgres://u:pw@localhost/x?sslmode=verify-full": false,
+	} {
+		u, err := url.Parse(raw)
+		if err != nil {
+			t.Fatalf("%s: %v", raw, err)
+		}
+		if got := remoteHost(u); got != want {
+			t.Errorf("%s: got remote %v, want %v", raw, got, want)
+		}
+	}
+}
+
+// TestDefaultSSLMode: without sslmode, a server on another machine is
+// verified (libpq's prefer would fall back to plain text); one on this
+// machine keeps libpq's default.
+func TestDefaultSSLMode(t *testing.T) {
+	for raw, want := range map[string]string{
+		"postgres://u@db.site.lan/x":                 "verify-full",
+		"postgres://u@db.site.lan/x?sslmode=disable": "disable",
+		"postgres://u@127.0.0.1/x":                   "",
+	} {
+		s := &Sink{cfg: Config{URL: raw}, env: agent.Env{Pipeline: "p"}}
+		pc, err := s.pgConfig()
+		if err != nil {
+			t.Fatalf("%s: %v", raw, err)
+		}
+		switch want {
+		case "verify-full":
+			if pc.TLSConfig == nil || pc.TLSConfig.InsecureSkipVerify || pc.TLSConfig.ServerName != "db.site.lan" || len(pc.Fallbacks) > 0 {
+				t.Errorf("%s: got TLS %+v with %d fallbacks, want verified TLS to db.site.lan and no fallback", raw, pc.TLSConfig, len(pc.Fallbacks))
+			}
+		case "disable":
+			if pc.TLSConfig != nil {
+				t.Errorf("%s: got TLS, want plain text as the url says", raw)
+			}
+		default:
+			if pc.TLSConfig == nil || len(pc.Fallbacks) == 0 {
+				t.Errorf("%s: got TLS %v with %d fallbacks, want libpq's prefer (TLS, then plain text)", raw, pc.TLSConfig != nil, len(pc.Fallbacks))
+			}
+		}
 	}
 }
 

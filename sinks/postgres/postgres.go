@@ -156,7 +156,10 @@ func (s *Sink) pgConfig() (*pgx.ConnConfig, error) {
 			q.Set(param, file)
 		}
 	}
-	if t.set() && q.Get("sslmode") == "" {
+	if q.Get("sslmode") == "" && (t.set() || remoteHost(u)) {
+		// libpq's default, prefer, falls back to plain text without a
+		// word; to a server on another machine the sink verifies instead
+		// (sslmode=disable in the url says plain text is meant).
 		q.Set("sslmode", "verify-full")
 	}
 	u.RawQuery = q.Encode()
