@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pspf/pspf-edge/internal/wait"
 )
 
 // mountTmpfs mounts a tmpfs of the given size (the tests run as root) and
@@ -87,7 +89,7 @@ func TestFullDisk(t *testing.T) {
 			if policy != DropOldest {
 				// Space returns once the reader acks: appends work again.
 				r.Ack(stored)
-				waitFor(t, func() bool { return l.Stats().Segments <= 1 })
+				wait.For(t, 5*time.Second, "the acked segments removed", func() bool { return l.Stats().Segments <= 1 })
 				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 				defer cancel()
 				if _, err := l.Append(cctx, [][]byte{payload(stored + 1)}); err != nil {
@@ -181,7 +183,7 @@ func TestFullDiskEpisode(t *testing.T) {
 		}
 		done <- err
 	}()
-	waitFor(t, func() bool { return l.Stats().Full.Blocked })
+	wait.For(t, 5*time.Second, "the log to block", func() bool { return l.Stats().Full.Blocked })
 	st := l.Stats()
 	if st.Full.Reason != FullDiskFull || !errors.Is(st.Full.Err, syscall.ENOSPC) {
 		t.Fatalf("full episode: got %+v, want disk_full with ENOSPC", st.Full)
@@ -191,7 +193,7 @@ func TestFullDiskEpisode(t *testing.T) {
 	}
 	// It stays blocked (retrying every 100 ms), and says so once. The
 	// free space is read about once a second: some retries happened.
-	waitFor(t, func() bool { return l.Stats().DiskFree < 2*o.SegmentBytes })
+	wait.For(t, 5*time.Second, "the free space to fall below two segments", func() bool { return l.Stats().DiskFree < 2*o.SegmentBytes })
 	if n := lines.count(warnFull, "reason=disk_full", "policy=block", "no space left on device"); n != 1 {
 		t.Fatalf("WARN lines for the full disk: got %d, want 1\n%s", n, lines)
 	}
@@ -208,7 +210,7 @@ func TestFullDiskEpisode(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, func() bool { return l.Stats().Full.Since.IsZero() })
+			wait.For(t, 5*time.Second, "the full episode to end", func() bool { return l.Stats().Full.Since.IsZero() })
 			if n := lines.count(infoEnded, "reason=disk_full", "blocked="); n != 1 {
 				t.Fatalf("INFO lines for the end of the episode: got %d, want 1\n%s", n, lines)
 			}

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pspf/pspf-edge/internal/wait"
 )
 
 // logLines collects what a Log logs, for tests that count its lines.
@@ -100,7 +102,7 @@ func TestFullEpisodeAtCap(t *testing.T) {
 					done <- err
 				}()
 				if policy == Block {
-					waitFor(t, func() bool { return l.Stats().Full.Blocked })
+					wait.For(t, 5*time.Second, "the log to block", func() bool { return l.Stats().Full.Blocked })
 				} else if err := <-done; err != nil {
 					t.Fatal(err)
 				}
@@ -153,7 +155,7 @@ func TestFullEpisodeAtCap(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
-				waitFor(t, func() bool { return l.Stats().Full.Since.IsZero() })
+				wait.For(t, 5*time.Second, "the full episode to end", func() bool { return l.Stats().Full.Since.IsZero() })
 				if n := lines.count(infoEnded, "reason=max_bytes", "duration="); n != 1 {
 					t.Fatalf("INFO lines for the end of the episode: got %d, want 1\n%s", n, lines)
 				}

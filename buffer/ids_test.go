@@ -18,6 +18,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pspf/pspf-edge/internal/wait"
 )
 
 // The tests of this file hold the promise that a sequence number (the
@@ -416,7 +418,7 @@ func powerCutSnapshot(t *testing.T) (crash, clean string, book *idBook, o Option
 	if err := r.Ack(55); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool {
+	wait.For(t, 5*time.Second, "the cursors persisted", func() bool {
 		b, err := os.ReadFile(filepath.Join(dir, "sink"+cursorSuffix))
 		a, err2 := decodeCursor(b)
 		_, err3 := os.Stat(filepath.Join(dir, "keep"+cursorSuffix))
@@ -765,7 +767,7 @@ func TestCrashRecoveryQuietWhenEmpty(t *testing.T) {
 	empty := filepath.Join(t.TempDir(), "empty")
 	e := openT(t, empty, Options{})
 	e.Reader("dead.sink")
-	waitFor(t, func() bool { _, err := os.Stat(filepath.Join(empty, "dead.sink"+cursorSuffix)); return err == nil })
+	wait.For(t, 5*time.Second, "the new reader's cursor file", func() bool { _, err := os.Stat(filepath.Join(empty, "dead.sink"+cursorSuffix)); return err == nil })
 	crash = filepath.Join(t.TempDir(), "crash2")
 	copyDir(t, empty, crash)
 	var elogs logCapture

@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"os"
 	"testing"
+	"testing/synctest"
 	"time"
+
+	"github.com/pspf/pspf-edge/internal/wait"
 )
 
 // kinds runs f once per buffer kind: every kind must pass the suite.
@@ -110,32 +113,48 @@ func TestSuiteAppendRead(t *testing.T) {
 	})
 }
 
+// TestSuiteReadBlocksUntilAppend runs in a synctest bubble: synctest.Wait
+// returns once every goroutine of the log and of the test waits, so Read is
+// seen blocked rather than assumed to be after a pause, and the read
+// deadline passes on the bubble's clock.
 func TestSuiteReadBlocksUntilAppend(t *testing.T) {
 	kinds(t, func(t *testing.T, o Options) {
-		l := openT(t, t.TempDir(), o)
-		r, _ := l.Reader("sink")
-		done := make(chan error, 1)
-		go func() {
-			recs, err := r.Read(context.Background(), nil, 0)
-			if err == nil && (len(recs) != 1 || recs[0].Seq != 1) {
-				err = fmt.Errorf("got %v", recs)
+		synctest.Test(t, func(t *testing.T) {
+			l := openT(t, t.TempDir(), o)
+			r, _ := l.Reader("sink")
+			read := func() <-chan error {
+				done := make(chan error, 1)
+				go func() {
+					recs, err := r.Read(context.Background(), nil, 0)
+					if err == nil && (len(recs) != 1 || recs[0].Seq != 1) {
+						err = fmt.Errorf("got %v", recs)
+					}
+					done <- err
+				}()
+				synctest.Wait()
+				select {
+				case err := <-done:
+					t.Fatalf("Read returned without waiting: %v", err)
+				default:
+				}
+				return done
 			}
-			done <- err
-		}()
-		time.Sleep(20 * time.Millisecond)
-		appendN(t, l, 1, 1, 1)
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
-		defer cancel()
-		if _, err := r.Read(ctx, nil, 0); !errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("Read on empty: got %v, want deadline exceeded", err)
-		}
-		go func() { time.Sleep(20 * time.Millisecond); l.Close() }()
-		if _, err := r.Read(context.Background(), nil, 0); !errors.Is(err, ErrClosed) {
-			t.Fatalf("Read across Close: got %v, want ErrClosed", err)
-		}
+			done := read()
+			appendN(t, l, 1, 1, 1)
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+			defer cancel()
+			if _, err := r.Read(ctx, nil, 0); !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("Read on empty: got %v, want deadline exceeded", err)
+			}
+			done = read()
+			l.Close()
+			if err := <-done; !errors.Is(err, ErrClosed) {
+				t.Fatalf("Read across Close: got %v, want ErrClosed", err)
+			}
+		})
 	})
 }
 
@@ -187,19 +206,8 @@ func TestSuiteSegmentsDeletedAfterAck(t *testing.T) {
 		}
 		readN(t, r, 1, 400)
 		r.Ack(last)
-		waitFor(t, func() bool { return l.Stats().Segments <= 1 && l.Stats().MemoryBytes == 0 })
+		wait.For(t, 5*time.Second, "the acked segments and memory freed", func() bool { return l.Stats().Segments <= 1 && l.Stats().MemoryBytes == 0 })
 	})
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func TestSuiteOverflowBlock(t *testing.T) {
@@ -373,7 +381,7 @@ func TestSuiteMaxAge(t *testing.T) {
 		advance(2 * time.Minute)
 		appendN(t, l, 101, 100, 10)
 		advance(2 * time.Minute)
-		waitFor(t, func() bool { return l.Stats().Drops.Age > 0 })
+		wait.For(t, 5*time.Second, "records dropped for age", func() bool { return l.Stats().Drops.Age > 0 })
 		if st := l.Stats(); st.FirstSeq <= 1 || st.Drops.Age != st.FirstSeq-1 {
 			t.Fatalf("first %d after %d age drops", st.FirstSeq, st.Drops.Age)
 		}
