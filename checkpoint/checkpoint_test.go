@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pspf/pspf-edge/internal/wait"
 	"github.com/pspf/pspf-edge/state"
 )
 
@@ -107,8 +108,13 @@ func TestRunConsistent(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- m.Run(ctx) }()
-	deadline := time.Now().Add(300 * time.Millisecond)
-	for time.Now().Before(deadline) {
+	// Step until five checkpoints have committed: a count, not a time
+	// window, so a slow machine runs longer instead of checking less.
+	deadline := time.Now().Add(30 * time.Second)
+	for cp, _, _ := m.Last(); cp.Seq < 5; cp, _, _ = m.Last() {
+		if time.Now().After(deadline) {
+			t.Fatalf("Last = %+v after 30s of steps, want 5 checkpoints", cp)
+		}
 		p.step(t)
 	}
 	cancel()
@@ -116,8 +122,8 @@ func TestRunConsistent(t *testing.T) {
 		t.Fatalf("Run = %v, want nil", err)
 	}
 	last, _, ok := m.Last()
-	if !ok || last.Seq < 3 {
-		t.Fatalf("Last = %+v, ok %v; want several checkpoints in 300 ms", last, ok)
+	if !ok || last.Seq < 5 {
+		t.Fatalf("Last = %+v, ok %v; want 5 checkpoints or more", last, ok)
 	}
 	_ = db.Close()
 	db = openDB(t, path, 1<<20)
@@ -149,16 +155,10 @@ func TestPressure(t *testing.T) {
 		_ = tb.Put(binary.BigEndian.AppendUint64(nil, uint64(i)), make([]byte, 32))
 		cursor.Add(1)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, _, ok := m.Last(); ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no checkpoint 5 s after the dirty state passed half of the budget")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	wait.For(t, 5*time.Second, "a checkpoint after the dirty state passed half of the budget", func() bool {
+		_, _, ok := m.Last()
+		return ok
+	})
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -222,16 +222,10 @@ func TestRunSkipsFailedCapture(t *testing.T) {
 	}
 	done := make(chan error)
 	go func() { done <- m.Run(context.Background()) }()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if cp, _, ok := m.Last(); ok && cp.Seq >= 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no checkpoint after the capture recovered")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	wait.For(t, 5*time.Second, "a checkpoint after the capture recovered", func() bool {
+		cp, _, ok := m.Last()
+		return ok && cp.Seq >= 1
+	})
 	_ = db.Close()
 	select {
 	case err := <-done:

@@ -241,6 +241,8 @@ func runAndKill(t *testing.T, exe, path string, seed uint64, d time.Duration) ui
 			}
 		}
 	}()
+	// The kill moment: d is a random point in the child's cycles, the
+	// fault this test injects; nothing is waited for.
 	time.Sleep(d)
 	_ = cmd.Process.Signal(syscall.SIGKILL)
 	<-done
