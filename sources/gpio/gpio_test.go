@@ -15,6 +15,7 @@ import (
 
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/runner"
+	"github.com/pspf/pspf-edge/internal/wait"
 )
 
 // testPins hands out gpiotest pins by name.
@@ -124,16 +125,13 @@ func TestDebounce(t *testing.T) {
 	if got := describe(recs[0]); got != "GPIO5 value=1 edge=rising" {
 		t.Errorf("got %q, want one rising edge", got)
 	}
-	time.Sleep(60 * time.Millisecond)
+	// The record came after the chatter's debounce ended: the glitch is an
+	// episode of its own.
 	pin.EdgesChan <- pgpio.Low // a glitch back to where it was
 	pin.EdgesChan <- pgpio.High
-	deadline := time.Now().Add(2 * time.Second)
-	for counter(m, `pspf_gpio_dropped_total{pipeline="p",component="gpio",reason="debounced"}`) != "1" {
-		if time.Now().After(deadline) {
-			t.Fatal("the glitch was not counted as debounced")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	wait.For(t, 2*time.Second, "the glitch counted as debounced", func() bool {
+		return counter(m, `pspf_gpio_dropped_total{pipeline="p",component="gpio",reason="debounced"}`) == "1"
+	})
 	pin.EdgesChan <- pgpio.Low
 	if got := describe(next(t, s, 1)[0]); got != "GPIO5 value=0 edge=falling" {
 		t.Errorf("got %q, want the falling edge after the glitch", got)
@@ -188,9 +186,14 @@ func TestLevelPolling(t *testing.T) {
 	pin.Lock()
 	pin.L = pgpio.Low
 	pin.Unlock()
-	time.Sleep(30 * time.Millisecond)
-	recs := next(t, s, 3)
-	if got := describe(recs[len(recs)-1]); got != "GPIO22 value=0" {
+	// Records polled before the change may still be queued: the new level
+	// shows in a later one.
+	var got string
+	if !wait.Until(5*time.Second, func() bool {
+		recs := next(t, s, 1)
+		got = describe(recs[len(recs)-1])
+		return got == "GPIO22 value=0"
+	}) {
 		t.Errorf("got %q, want value=0", got)
 	}
 	if pin.P != pgpio.PullNoChange {

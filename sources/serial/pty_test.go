@@ -15,6 +15,7 @@ import (
 
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/runner"
+	"github.com/pspf/pspf-edge/internal/wait"
 )
 
 // fakeDevice is a pty pair behind a stable symlink, like the
@@ -166,18 +167,13 @@ func TestPtyUnplugAndReplug(t *testing.T) {
 		t.Fatalf("got %q, want before", got)
 	}
 	d.unplug()
-	time.Sleep(100 * time.Millisecond)
-	d.plug()
-	// Write only once the source has the new device open in raw mode.
-	deadline := time.Now().Add(5 * time.Second)
 	got := make(chan []string, 1)
 	go func() { got <- readFrames(t, s, 1) }()
-	for counter(m, "pspf_serial_reconnects_total") != "1" {
-		if time.Now().After(deadline) {
-			t.Fatal("the source did not reopen the device")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	// The source sees the device gone while it is away, then opens the new one.
+	wait.For(t, 5*time.Second, "the device counted as lost", func() bool { return counter(m, "pspf_serial_device_lost_total") == "1" })
+	d.plug()
+	// Write only once the source has the new device open in raw mode.
+	wait.For(t, 5*time.Second, "the source to reopen the device", func() bool { return counter(m, "pspf_serial_reconnects_total") == "1" })
 	d.write([]byte("after\n"))
 	select {
 	case g := <-got:
