@@ -18,6 +18,7 @@ import (
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/runner"
 	"github.com/pspf/pspf-edge/internal/testbroker"
+	"github.com/pspf/pspf-edge/internal/wait"
 )
 
 // BenchmarkIngest measures how fast the agent drains a backlog from
@@ -134,11 +135,8 @@ sinks:
 		runErr := make(chan error, 1)
 		start := time.Now()
 		go func() { runErr <- p.Run(ctx) }()
-		for !until() {
-			time.Sleep(time.Millisecond)
-			if time.Since(start) > 2*time.Minute {
-				b.Fatalf("pipeline did not finish")
-			}
+		if !wait.Until(2*time.Minute, until) {
+			b.Fatalf("pipeline did not finish")
 		}
 		elapsed := time.Since(start)
 		cancel()

@@ -7,12 +7,16 @@ import (
 	"errors"
 	"io"
 	"net"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.mqtt.golang/packets"
+
+	"github.com/pspf/pspf-edge/internal/wait"
 )
 
 // netBroker is a scripted broker on a loopback socket: it answers each
@@ -20,6 +24,8 @@ import (
 type netBroker struct {
 	l     net.Listener
 	conns atomic.Int32
+	mu    sync.Mutex
+	peers []string // remote addresses in the order accepted
 }
 
 func startNetBroker(t *testing.T, serve func(n int, c net.Conn, r *bufio.Reader)) *netBroker {
@@ -37,6 +43,9 @@ func startNetBroker(t *testing.T, serve func(n int, c net.Conn, r *bufio.Reader)
 				return
 			}
 			n := int(fb.conns.Add(1))
+			fb.mu.Lock()
+			fb.peers = append(fb.peers, c.RemoteAddr().String())
+			fb.mu.Unlock()
 			go func() {
 				defer c.Close()
 				r := bufio.NewReader(c)
@@ -55,6 +64,28 @@ func startNetBroker(t *testing.T, serve func(n int, c net.Conn, r *bufio.Reader)
 }
 
 func (fb *netBroker) url() string { return "tcp://" + fb.l.Addr().String() }
+
+// settled returns how many client connections the broker has accepted,
+// counting every connection dialled before the call: it dials a marker
+// connection of its own and waits until the broker has accepted it, after
+// the ones queued before it.
+func (fb *netBroker) settled(t *testing.T) int {
+	t.Helper()
+	c, err := net.Dial("tcp", fb.l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	marker := c.LocalAddr().String()
+	var n int
+	wait.For(t, 5*time.Second, "the broker to accept the marker connection", func() bool {
+		fb.mu.Lock()
+		defer fb.mu.Unlock()
+		n = slices.Index(fb.peers, marker)
+		return n >= 0
+	})
+	return n
+}
 
 // recorder collects the client's handler calls.
 type recorder struct {
@@ -136,10 +167,7 @@ func TestClientKeepalive(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatalf("the silent connection was not ended (%d pings)", pings.Load())
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for r.connected.Load() < 2 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	wait.Until(10*time.Second, func() bool { return r.connected.Load() >= 2 })
 	if got := r.connected.Load(); got != 2 {
 		t.Errorf("connected called %d times, want 2 (the reconnect)", got)
 	}
@@ -243,20 +271,34 @@ func TestClientReceiveAckAndRequests(t *testing.T) {
 // stops reconnecting, and that Ack after it sends nothing and does not
 // block.
 func TestClientDisconnect(t *testing.T) {
+	published := make(chan struct{})
+	var once sync.Once
 	fb := startNetBroker(t, func(n int, c net.Conn, r *bufio.Reader) {
 		var b bytes.Buffer
 		p := packets.NewControlPacket(packets.Publish).(*packets.PublishPacket)
 		p.Qos, p.MessageID, p.TopicName = 1, 3, "t"
 		_ = p.Write(&b)
 		_, _ = c.Write(b.Bytes())
-		_, _ = io.Copy(io.Discard, r) // never answers
+		for { // never answers
+			typ, _, _, _, err := readPacket(r, 1<<20)
+			if err != nil {
+				return
+			}
+			if typ == packets.Publish {
+				once.Do(func() { close(published) })
+			}
+		}
 	})
 	r := newRecorder()
 	c := testClient(t, fb.url(), 30*time.Second, r)
 	m := <-r.msgs
 	errc := make(chan error, 1)
 	go func() { errc <- c.Publish(context.Background(), "s", 1, false, nil) }()
-	time.Sleep(50 * time.Millisecond)
+	select { // the publish waits for its PUBACK
+	case <-published:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the broker got no PUBLISH")
+	}
 	c.Disconnect(0)
 	select {
 	case err := <-errc:
@@ -270,8 +312,9 @@ func TestClientDisconnect(t *testing.T) {
 	if err := c.Publish(context.Background(), "s", 1, false, nil); !errors.Is(err, errNotConnected) {
 		t.Errorf("publish after Disconnect: %v, want errNotConnected", err)
 	}
-	time.Sleep(300 * time.Millisecond)
-	if n := fb.conns.Load(); n != 1 {
+	// Disconnect has joined the reconnect loop: a reconnect would have been
+	// dialled by now. settled accepts what is queued before counting.
+	if n := fb.settled(t); n != 1 {
 		t.Errorf("%d connections, want 1 (no reconnect after Disconnect)", n)
 	}
 	select {

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -52,26 +53,32 @@ func dialTest(t *testing.T) (net.Conn, net.Conn) {
 // order, that Close sends what is pending, and that reads pass through.
 func TestBufConnWrites(t *testing.T) {
 	c, srv := dialTest(t)
-	var want bytes.Buffer
+	var want, got bytes.Buffer
 	for i := range 5000 {
 		p := []byte{0x40, 0x02, byte(i >> 8), byte(i)} // PUBACKs
 		want.Write(p)
 		if n, err := c.Write(p); n != 4 || err != nil {
 			t.Fatalf("write %d: %d, %v", i, n, err)
 		}
-		if i == 2500 {
-			time.Sleep(time.Millisecond) // let one send happen in between
+		if i == 2500 { // one send happens in between: the peer gets bytes before the rest is written
+			srv.SetReadDeadline(time.Now().Add(10 * time.Second))
+			buf := make([]byte, 64<<10)
+			n, err := srv.Read(buf)
+			if err != nil {
+				t.Fatalf("no send of the first writes: %v", err)
+			}
+			got.Write(buf[:n])
+			srv.SetReadDeadline(time.Time{})
 		}
 	}
 	if err := c.Close(); err != nil {
 		t.Fatalf("close: %v", err)
 	}
-	got, err := io.ReadAll(srv)
-	if err != nil {
+	if _, err := got.ReadFrom(srv); err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(got, want.Bytes()) {
-		t.Fatalf("got %d bytes, want the %d written, in order", len(got), want.Len())
+	if !bytes.Equal(got.Bytes(), want.Bytes()) {
+		t.Fatalf("got %d bytes, want the %d written, in order", got.Len(), want.Len())
 	}
 	if _, err := c.Write([]byte{1}); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("write after close: %v, want net.ErrClosed", err)
@@ -182,6 +189,7 @@ func TestBufConnCloseWhileSendingWebsocket(t *testing.T) {
 			t.Fatal(err)
 		}
 		writing := make(chan struct{})
+		var writes atomic.Int32
 		go func() {
 			defer close(writing)
 			p := make([]byte, 512)
@@ -189,10 +197,19 @@ func TestBufConnCloseWhileSendingWebsocket(t *testing.T) {
 				if _, err := c.Write(p); err != nil {
 					return
 				}
+				writes.Add(1)
 				runtime.Gosched()
 			}
 		}()
-		time.Sleep(time.Duration(i%10) * 100 * time.Microsecond) // close at varying points of the sends
+		// Close at varying points of the sends: after 0 to 90 writes.
+		for n := int32(i%10) * 10; writes.Load() < n; {
+			select {
+			case <-writing:
+				t.Fatalf("the writer stopped after %d writes, want %d before Close", writes.Load(), n)
+			default:
+				runtime.Gosched()
+			}
+		}
 		_ = c.Close()
 		<-writing
 	}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/pspf/pspf-edge/agent/runner"
 	"github.com/pspf/pspf-edge/internal/testbroker"
+	"github.com/pspf/pspf-edge/internal/wait"
 	"github.com/pspf/pspf-edge/sinks/file"
 )
 
@@ -148,13 +149,9 @@ func TestAgentSIGKILLNoLoss(t *testing.T) {
 		}
 	}()
 	waitFor := func(what string, cond func() bool) {
-		deadline := time.Now().Add(40 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				seen, lines := countOutput(t, out, n)
-				t.Fatalf("timed out waiting for %s; %d lines, missing %s", what, lines, missing(seen))
-			}
-			time.Sleep(10 * time.Millisecond)
+		if !wait.Until(40*time.Second, cond) {
+			seen, lines := countOutput(t, out, n)
+			t.Fatalf("timed out waiting for %s; %d lines, missing %s", what, lines, missing(seen))
 		}
 	}
 	for k, at := range []int{n / 4, n / 2} {

@@ -26,6 +26,7 @@ import (
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/runner"
 	"github.com/pspf/pspf-edge/internal/testbroker"
+	"github.com/pspf/pspf-edge/internal/wait"
 )
 
 // publisher is a plain paho client the tests publish with.
@@ -44,15 +45,12 @@ func publisher(t testing.TB, url string) paho.Client {
 // publishSure publishes until the broker has acknowledged the message: a
 // QoS 1 publisher that does not give up across broker restarts.
 func publishSure(t testing.TB, c paho.Client, topic string, qos byte, payload string) {
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
+	if !wait.Until(30*time.Second, func() bool {
 		tok := c.Publish(topic, qos, false, payload)
-		if tok.WaitTimeout(2*time.Second) && tok.Error() == nil {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
+		return tok.WaitTimeout(2*time.Second) && tok.Error() == nil
+	}) {
+		t.Errorf("publish %s: not accepted within 30s", payload)
 	}
-	t.Errorf("publish %s: not accepted within 30s", payload)
 }
 
 func realSource(t testing.TB, cfg Config) *Source {
@@ -357,7 +355,7 @@ func TestMosquittoRestartQoS1NoLoss(t *testing.T) {
 	for i := range n {
 		if i == n/3 {
 			mq.Stop()
-			time.Sleep(300 * time.Millisecond)
+			time.Sleep(300 * time.Millisecond) // the outage this test injects (publishSure retries through it), not a wait
 			mq.Restart()
 		}
 		publishSure(t, pub, "stream/"+strconv.Itoa(i%7), 1, strconv.Itoa(i))
@@ -446,18 +444,13 @@ func TestMosquittoWebsocket(t *testing.T) {
 	wsPort := testbroker.FreePort(t)
 	mq := testbroker.Start(t, testbroker.Options{Extra: fmt.Sprintf("listener %d 127.0.0.1\nprotocol websockets\n", wsPort)})
 	// Start waits for the plain listener; the websockets one comes up after it.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	wait.For(t, 10*time.Second, "the websockets listener", func() bool {
 		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", wsPort), time.Second)
 		if err == nil {
 			c.Close()
-			break
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("websockets listener: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err == nil
+	})
 	cfg := *Defaults()
 	cfg.Brokers = []string{fmt.Sprintf("ws://127.0.0.1:%d", wsPort)}
 	cfg.ClientID = "t-ws"

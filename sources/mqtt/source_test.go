@@ -8,10 +8,12 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/runner"
+	"github.com/pspf/pspf-edge/internal/wait"
 )
 
 type fakeMsg struct {
@@ -241,13 +243,8 @@ func TestFakeNackReconnectsWithoutPuback(t *testing.T) {
 	}
 	first := d.last()
 	go func() { // the next Read reconnects, then waits for a message
-		time.Sleep(50 * time.Millisecond)
-		for {
-			if b := d.last(); b != first {
-				b.h.message(&fakeMsg{topic: "sensors/x", payload: []byte("v"), qos: 1}, nil)
-				return
-			}
-			time.Sleep(5 * time.Millisecond)
+		if wait.Until(5*time.Second, func() bool { return d.last() != first }) {
+			d.last().h.message(&fakeMsg{topic: "sensors/x", payload: []byte("v"), qos: 1}, nil)
 		}
 	}()
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -365,55 +362,63 @@ func TestFakeBatchReuse(t *testing.T) {
 
 // TestFakeBatchFillsBeforeLinger: a batch that reaches batch_size is
 // returned at once, not after linger; a short one after linger, with what
-// came meanwhile.
+// came meanwhile. It runs in a synctest bubble: the linger runs on the
+// bubble's clock, so the times checked are exact.
 func TestFakeBatchFillsBeforeLinger(t *testing.T) {
-	cfg := testConfig()
-	cfg.BatchSize = 3
-	cfg.Linger = 300 * time.Millisecond
-	s, d, _ := newFake(t, cfg)
-	b := d.last()
-	ctx := context.Background()
-	send := func(n int) {
-		for range n {
-			b.h.message(&fakeMsg{topic: "sensors/x", payload: []byte("1"), qos: 1}, nil)
+	synctest.Test(t, func(t *testing.T) {
+		cfg := testConfig()
+		cfg.BatchSize = 3
+		cfg.Linger = 300 * time.Millisecond
+		s, d, _ := newFake(t, cfg)
+		b := d.last()
+		ctx := context.Background()
+		send := func(n int) {
+			for range n {
+				b.h.message(&fakeMsg{topic: "sensors/x", payload: []byte("1"), qos: 1}, nil)
+			}
 		}
-	}
-	type result struct {
-		n   int
-		ack agent.AckFunc
-		err error
-	}
-	read := func() <-chan result {
-		ch := make(chan result, 1)
-		go func() {
-			recs, ack, err := s.Read(ctx)
-			ch <- result{len(recs), ack, err}
-		}()
-		return ch
-	}
-	ch := read()
-	send(1)
-	time.Sleep(20 * time.Millisecond) // Read holds the first and lingers
-	start := time.Now()
-	send(2)
-	r := <-ch
-	if r.err != nil || r.n != 3 {
-		t.Fatalf("got %d records, err %v; want 3, nil", r.n, r.err)
-	}
-	if el := time.Since(start); el > 200*time.Millisecond {
-		t.Errorf("full batch returned after %v, want well before linger (300ms)", el)
-	}
-	r.ack(ctx, nil)
-	send(2)
-	start = time.Now()
-	r = <-read()
-	if r.err != nil || r.n != 2 {
-		t.Fatalf("got %d records, err %v; want 2, nil", r.n, r.err)
-	}
-	if el := time.Since(start); el < 250*time.Millisecond {
-		t.Errorf("short batch returned after %v, want after linger (300ms)", el)
-	}
-	r.ack(ctx, nil)
+		type result struct {
+			n   int
+			ack agent.AckFunc
+			err error
+		}
+		read := func() <-chan result {
+			ch := make(chan result, 1)
+			go func() {
+				recs, ack, err := s.Read(ctx)
+				ch <- result{len(recs), ack, err}
+			}()
+			return ch
+		}
+		ch := read()
+		send(1)
+		synctest.Wait() // Read holds the first and lingers
+		select {
+		case r := <-ch:
+			t.Fatalf("Read returned %d records before linger or a full batch", r.n)
+		default:
+		}
+		start := time.Now()
+		send(2)
+		r := <-ch
+		if r.err != nil || r.n != 3 {
+			t.Fatalf("got %d records, err %v; want 3, nil", r.n, r.err)
+		}
+		if el := time.Since(start); el != 0 {
+			t.Errorf("full batch returned after %v, want at once, not after linger (300ms)", el)
+		}
+		r.ack(ctx, nil)
+		send(2)
+		start = time.Now()
+		r = <-read()
+		if r.err != nil || r.n != 2 {
+			t.Fatalf("got %d records, err %v; want 2, nil", r.n, r.err)
+		}
+		if el := time.Since(start); el != cfg.Linger {
+			t.Errorf("short batch returned after %v, want after linger (300ms)", el)
+		}
+		r.ack(ctx, nil)
+	})
 }
 
 // BenchmarkFakeReadAck is the source's own cost per message, without a

@@ -20,6 +20,7 @@ import (
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/runner"
 	"github.com/pspf/pspf-edge/internal/testbroker"
+	"github.com/pspf/pspf-edge/internal/wait"
 )
 
 // fakeClock is the client's clock in the storm tests: sleep returns at
@@ -363,13 +364,9 @@ func TestSilentCloseByLeavingBrokerIsNoTakeover(t *testing.T) {
 			clk, lr := newFakeClock(), &logRecorder{}
 			s, m := stormSource(t, urls, clk, lr, &errRecorder{})
 			const closed = `pspf_mqtt_connections_lost_total{pipeline="p",component="mqtt",cause="closed_by_broker"}`
-			deadline := time.Now().Add(20 * time.Second)
-			for metricValue(t, m, closed) == 0 {
-				if time.Now().After(deadline) {
-					logs, _ := lr.text()
-					t.Fatalf("no loss counted as closed_by_broker:\n%s", logs)
-				}
-				time.Sleep(time.Millisecond)
+			if !wait.Until(20*time.Second, func() bool { return metricValue(t, m, closed) > 0 }) {
+				logs, _ := lr.text()
+				t.Fatalf("no loss counted as closed_by_broker:\n%s", logs)
 			}
 			_ = s.Close(context.Background())
 			if got := metricLine(m, "pspf_mqtt_connections_lost_total"); !strings.HasPrefix(got, closed+" 1") {
@@ -452,14 +449,9 @@ func TestCloseJoinsReader(t *testing.T) {
 		t.Fatalf("read: %d records, %v", len(recs), err)
 	}
 	ack(ctx, fmt.Errorf("not durable")) // the next Read reconnects
-	// Wait until the reader has queued the third and fourth messages and
-	// waits for room for the fifth.
-	for s.queuedLen() != 2 || goroutines("mqtt.(*inQueue).acquire(") == 0 {
-		if ctx.Err() != nil {
-			t.Fatal("the reader never waited for room under max_in_flight")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	wait.For(t, 10*time.Second, "the reader to queue the third and fourth messages and wait for room for the fifth", func() bool {
+		return s.queuedLen() == 2 && goroutines("mqtt.(*inQueue).acquire(") > 0
+	})
 	if _, ack, err = s.Read(ctx); err != nil {
 		t.Fatalf("read after the nack: %v", err)
 	}
@@ -481,28 +473,34 @@ func TestCloseJoinsReader(t *testing.T) {
 // client_id against a real mosquitto: each connect takes the session from
 // the other (mosquitto closes the older connection without a word). Each
 // source must name the takeover in its log and in its reported error,
-// count it, and back off: its reconnects within the window stay within
-// what the backoff allows (waits never shorter than half their step), not
-// the four a second of a fixed retry delay.
+// count it, and back off: each source's reconnect loop runs on a fake clock
+// of its own, and the waits it asked for must follow the backoff (each at
+// least half its step, never starting over), not the four a second of a
+// fixed retry delay. The fight goes on until each has waited `rounds` times.
 func TestMosquittoTakeoverNamedAndBounded(t *testing.T) {
 	mq := testbroker.Start(t, testbroker.Options{})
-	const window = 10 * time.Second
+	const rounds = 6
 	type side struct {
-		s  *Source
-		m  *runner.Metrics
-		lr *logRecorder
-		er *errRecorder
+		s   *Source
+		m   *runner.Metrics
+		lr  *logRecorder
+		er  *errRecorder
+		clk *fakeClock
 	}
 	var sides []side
-	start := time.Now()
 	for range 2 {
 		cfg := *Defaults()
 		cfg.Brokers = []string{mq.URL()}
 		cfg.ClientID = "t-clone"
 		cfg.Subscriptions = []Subscription{{Topic: "clone/#", QoS: 1}}
-		sd := side{m: runner.NewMetrics(), lr: &logRecorder{}, er: &errRecorder{}}
-		s, err := New(cfg, agent.Env{Pipeline: "p", Component: "mqtt", AgentName: "a", Metrics: sd.m,
-			Logger: slog.New(sd.lr), ReportError: sd.er.report})
+		sd := side{m: runner.NewMetrics(), lr: &logRecorder{}, er: &errRecorder{}, clk: newFakeClock()}
+		dial := func(cfg *Config, id string, tc *tls.Config, h handlers) broker {
+			c := dialClient(cfg, id, tc, h).(*client)
+			c.now, c.sleep = sd.clk.now, sd.clk.sleep
+			return c
+		}
+		s, err := newSource(cfg, agent.Env{Pipeline: "p", Component: "mqtt", AgentName: "a", Metrics: sd.m,
+			Logger: slog.New(sd.lr), ReportError: sd.er.report}, dial)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -512,22 +510,30 @@ func TestMosquittoTakeoverNamedAndBounded(t *testing.T) {
 		if err != nil {
 			t.Fatalf("connect: %v", err)
 		}
+		t.Cleanup(func() { _ = s.Close(context.Background()) })
 		sd.s = s
 		sides = append(sides, sd)
 	}
-	time.Sleep(window) // the window measured: the two fight for the session meanwhile
+	fought := wait.Until(30*time.Second, func() bool {
+		return len(sides[0].clk.recorded()) >= rounds && len(sides[1].clk.recorded()) >= rounds
+	})
 	for _, sd := range sides {
 		_ = sd.s.Close(context.Background())
 	}
-	elapsed := time.Since(start)
-	limit := maxReconnectsWithin(elapsed, Defaults().MaxReconnect)
+	if !fought {
+		t.Fatalf("got %d and %d reconnects in 30s, want %d each", len(sides[0].clk.recorded()), len(sides[1].clk.recorded()), rounds)
+	}
 	for i, sd := range sides {
-		logs, warns := sd.lr.text()
+		logs, _ := sd.lr.text()
+		warns := strings.Count("\n"+logs, "\nWARN ") // not the ERROR of a subscribe the other's connect cut short
+		waits := sd.clk.recorded()
 		reconnects := metricValue(t, sd.m, "pspf_mqtt_reconnects_total")
 		taken := metricValue(t, sd.m, `pspf_mqtt_connections_lost_total{pipeline="p",component="mqtt",cause="takeover"}`)
-		t.Logf("source %d: %d reconnects, %d takeovers, %d WARN lines in %v", i, reconnects, taken, warns, elapsed.Round(time.Millisecond))
-		if reconnects > limit {
-			t.Errorf("source %d reconnected %d times in %v, want at most %d", i, reconnects, elapsed, limit)
+		t.Logf("source %d: %d reconnects, %d takeovers, %d WARN lines, waits %v", i, reconnects, taken, warns, waits)
+		for j, w := range waits {
+			if step := backoffStep(j, Defaults().MaxReconnect); w < step/2 || w > step {
+				t.Errorf("source %d: wait %d is %v, want within [%v, %v]: the backoff must grow and never start over (%v)", i, j, w, step/2, step, waits)
+			}
 		}
 		if taken == 0 {
 			t.Errorf("source %d counted no takeover, want every session it lost to the other counted", i)
@@ -538,10 +544,30 @@ func TestMosquittoTakeoverNamedAndBounded(t *testing.T) {
 		if !strings.Contains(sd.er.text(), `client_id "t-clone"`) {
 			t.Errorf("source %d: reported errors %q, want the takeover with the client_id", i, sd.er.text())
 		}
-		if warns > 2 {
-			t.Errorf("source %d logged %d WARN lines in %v, want at most 2:\n%s", i, warns, elapsed, logs)
+		// One WARN per episode and cause, one summary a minute of the
+		// fake clock.
+		var elapsed time.Duration
+		for _, w := range waits {
+			elapsed += w
+		}
+		causes := lossCauses(sd.m)
+		if limit := causes + int(elapsed/time.Minute); warns > limit {
+			t.Errorf("source %d logged %d WARN lines over %v of reconnects and %d causes, want at most %d:\n%s", i, warns, elapsed, causes, limit, logs)
 		}
 	}
+}
+
+// lossCauses counts the causes under which connections were lost.
+func lossCauses(m *runner.Metrics) int {
+	var b strings.Builder
+	m.WritePrometheus(&b)
+	n := 0
+	for _, l := range strings.Split(b.String(), "\n") {
+		if strings.HasPrefix(l, "pspf_mqtt_connections_lost_total{") && !strings.HasSuffix(l, " 0") {
+			n++
+		}
+	}
+	return n
 }
 
 // metricValue returns the value of the metric line that starts with name
