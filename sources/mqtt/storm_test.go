@@ -444,6 +444,8 @@ func TestCloseJoinsReader(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close(ctx)
+	// With linger 0 a Read takes what is queued: wait for both.
+	wait.For(t, 10*time.Second, "the first two messages queued", func() bool { return s.queuedLen() == 2 })
 	recs, ack, err := s.Read(ctx)
 	if err != nil || len(recs) != 2 {
 		t.Fatalf("read: %d records, %v", len(recs), err)
