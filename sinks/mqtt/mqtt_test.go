@@ -19,6 +19,7 @@ import (
 	"github.com/pspf/pspf-edge/agent/agenttest"
 	"github.com/pspf/pspf-edge/agent/runner"
 	"github.com/pspf/pspf-edge/internal/testbroker"
+	waitfor "github.com/pspf/pspf-edge/internal/wait" // the package has a wait of its own
 	"github.com/pspf/pspf-edge/sources/simulate"
 )
 
@@ -104,18 +105,17 @@ func subscribe(t *testing.T, broker, filter string, tc *agent.TLSConfig) *subscr
 	return s
 }
 
+// wait waits up to d for n distinct records and returns how many came.
 func (s *subscriber) wait(t *testing.T, n int, d time.Duration) int {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		s.mu.Lock()
-		got := len(s.ids)
-		s.mu.Unlock()
-		if got >= n || time.Now().After(deadline) {
-			return got
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitfor.Until(d, func() bool { return s.distinct() >= n })
+	return s.distinct()
+}
+
+func (s *subscriber) distinct() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.ids)
 }
 
 func records(from, n int) []agent.Record {
@@ -226,9 +226,10 @@ func TestBrokerOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() {
-		time.Sleep(100 * time.Millisecond)
+		// Under the stream: once records arrive.
+		waitfor.Until(10*time.Second, func() bool { return sub.distinct() >= 100 })
 		m.Stop()
-		time.Sleep(time.Second)
+		time.Sleep(time.Second) // the outage this test injects, not a wait
 		m.Restart()
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
