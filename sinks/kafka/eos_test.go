@@ -96,6 +96,7 @@ func crashRun(t *testing.T, delivery string, kills int, seed uint64) (lost, dups
 	rng := rand.New(rand.NewPCG(seed, 11))
 	for range kills {
 		cmd := start()
+		// The kill moment, random: the fault this test injects, not a wait.
 		time.Sleep(time.Duration(300+rng.IntN(1000)) * time.Millisecond)
 		cmd.Process.Kill() // SIGKILL
 		cmd.Wait()

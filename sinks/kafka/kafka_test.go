@@ -24,6 +24,7 @@ import (
 	"github.com/pspf/pspf-edge/agent/agenttest"
 	"github.com/pspf/pspf-edge/agent/runner"
 	"github.com/pspf/pspf-edge/internal/testbroker"
+	"github.com/pspf/pspf-edge/internal/wait"
 	"github.com/pspf/pspf-edge/sources/simulate"
 )
 
@@ -357,27 +358,31 @@ func TestOutageEveryRecordArrivesInKeyOrder(t *testing.T) {
 	go func() {
 		defer close(done)
 		defer close(hold)
-		waitEmitted(src, stopAt)
+		if !waitEmitted(t, src, stopAt) {
+			return
+		}
 		k.Stop()
 		for next := stopAt + 4_000; next <= stopAt+outage; next += 4_000 {
-			waitEmitted(src, next)
+			if !waitEmitted(t, src, next) {
+				break
+			}
 			heap = append(heap, heapLive())
 			peakDisk = max(peakDisk, dirSize(t, logDir))
 		}
 		// The outage lasts until the sink has given up on a write at
 		// least once (write_timeout), however fast the backlog was
 		// written: the retry is what the test checks, not a duration.
-		deadline := time.Now().Add(30 * time.Second)
-		for r := metricLine(m, "pspf_sink_retries_total"); (r == "" || strings.HasSuffix(r, " 0")) && time.Now().Before(deadline); r = metricLine(m, "pspf_sink_retries_total") {
-			time.Sleep(20 * time.Millisecond)
-		}
+		wait.Until(30*time.Second, func() bool {
+			r := metricLine(m, "pspf_sink_retries_total")
+			return r != "" && !strings.HasSuffix(r, " 0")
+		})
 		k.Start()
 		// Drained: the log is back to at most its active segment (plus
 		// the one the stream may have just sealed) while the stream goes on.
-		deadline = time.Now().Add(60 * time.Second)
-		for drainedDisk = dirSize(t, logDir); drainedDisk > 2*segment && time.Now().Before(deadline); drainedDisk = dirSize(t, logDir) {
-			time.Sleep(20 * time.Millisecond)
-		}
+		wait.Until(60*time.Second, func() bool {
+			drainedDisk = dirSize(t, logDir)
+			return drainedDisk <= 2*segment
+		})
 	}()
 	pipelineWithMetrics(t, m, src, "{brokers: ["+k.Addr()+"], topic: t, encoding: raw, compression: none, linger: 1ms, write_timeout: 2s, request_timeout: 1s, dial_timeout: 500ms}", dir, "buffer: {segment_bytes: 1MiB}\n")
 	<-done
@@ -409,11 +414,14 @@ func TestOutageEveryRecordArrivesInKeyOrder(t *testing.T) {
 	}
 }
 
-// waitEmitted waits until src has emitted at least n records.
-func waitEmitted(src *steadySource, n int) {
-	for src.emitted() < n {
-		time.Sleep(time.Millisecond)
+// waitEmitted waits until src has emitted at least n records; after a
+// minute it reports an error and false. Any goroutine may call it.
+func waitEmitted(t *testing.T, src *steadySource, n int) bool {
+	if wait.Until(time.Minute, func() bool { return src.emitted() >= n }) {
+		return true
 	}
+	t.Errorf("the source emitted %d records in a minute, want %d", src.emitted(), n)
+	return false
 }
 
 // heapLive returns the bytes of live heap objects after a full collection.
@@ -477,11 +485,7 @@ func TestClientMetricsOffByDefault(t *testing.T) {
 			t.Fatalf("client_metrics %v: %d records arrived, want 10", on, len(got))
 		}
 		if on {
-			deadline := time.Now().Add(10 * time.Second)
-			for asked.Load() == 0 && time.Now().Before(deadline) {
-				time.Sleep(10 * time.Millisecond)
-			}
-			if asked.Load() == 0 {
+			if !wait.Until(10*time.Second, func() bool { return asked.Load() > 0 }) {
 				t.Errorf("client_metrics on: the client never asked for a metrics subscription")
 			}
 		} else if n := asked.Load(); n != 0 {

@@ -14,6 +14,7 @@ import (
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/runner"
 	"github.com/pspf/pspf-edge/internal/testbroker"
+	"github.com/pspf/pspf-edge/internal/wait"
 )
 
 // running is a pipeline started in the background by startPipeline.
@@ -62,21 +63,6 @@ func (r *running) wait(t *testing.T) {
 }
 
 func (r *running) sink() runner.SinkStatus { return r.p.Status().Sinks[0] }
-
-// waitFor polls cond until it holds or d passed, and returns how long it
-// took and whether it held.
-func waitFor(d time.Duration, cond func() bool) (time.Duration, bool) {
-	start := time.Now()
-	for {
-		if cond() {
-			return time.Since(start), true
-		}
-		if time.Since(start) > d {
-			return time.Since(start), false
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 // logBuf collects a text log, for tests that count its lines.
 type logBuf struct {
@@ -200,7 +186,7 @@ func TestOfflineWithinFiveSeconds(t *testing.T) {
 			src := &steadySource{total: total, per: 10, keys: 4, interval: 2 * time.Millisecond, hold: hold}
 			logs := &logBuf{}
 			r := startPipeline(t, src, "{brokers: ["+k.Addr()+"], topic: t, dial_timeout: 2s}", t.TempDir(), logs.logger())
-			if _, ok := waitFor(30*time.Second, func() bool { return r.sink().Records >= 500 }); !ok {
+			if !wait.Until(30*time.Second, func() bool { return r.sink().Records >= 500 }) {
 				t.Fatalf("got %d records delivered, want 500 before the outage", r.sink().Records)
 			}
 			if st := r.sink(); !st.Online {
@@ -213,7 +199,10 @@ func TestOfflineWithinFiveSeconds(t *testing.T) {
 			case "timeout":
 				fr.freeze()
 			}
-			took, ok := waitFor(bound+5*time.Second, func() bool { return !r.sink().Online })
+			// The wait goes past the bound to say by how much it was missed.
+			gone := time.Now()
+			ok := wait.Until(bound+5*time.Second, func() bool { return !r.sink().Online })
+			took := time.Since(gone)
 			st := r.sink()
 			t.Logf("%s: offline after %s, last_error %q", mode, took.Round(10*time.Millisecond), st.LastError)
 			if !ok || took > bound {
@@ -222,7 +211,7 @@ func TestOfflineWithinFiveSeconds(t *testing.T) {
 			if st.LastError == "" || st.OfflineSince.IsZero() || st.OfflineSince.Before(start.Add(-time.Second)) {
 				t.Errorf("got last_error %q, offline_since %v, want the reason and a time after the outage began (%v)", st.LastError, st.OfflineSince, start)
 			}
-			waitEmitted(src, min(total, src.emitted()+500)) // records pile up on disk meanwhile
+			waitEmitted(t, src, min(total, src.emitted()+500)) // records pile up on disk meanwhile
 			switch mode {
 			case "refused":
 				k.Start()
@@ -230,10 +219,10 @@ func TestOfflineWithinFiveSeconds(t *testing.T) {
 				fr.thaw()
 			}
 			close(hold)
-			if _, ok := waitFor(60*time.Second, func() bool {
+			if !wait.Until(60*time.Second, func() bool {
 				st := r.sink()
 				return st.Online && st.Backlog == 0 && st.Acked > 0 && st.LastError == ""
-			}); !ok {
+			}) {
 				t.Errorf("after the outage: got %+v, want online, drained and no last_error", r.sink())
 			}
 			r.wait(t)

@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 
 	"github.com/pspf/pspf-edge/internal/testbroker"
+	"github.com/pspf/pspf-edge/internal/wait"
 )
 
 // checkEpisode checks that the sink said once that it went offline (with
@@ -51,10 +52,10 @@ func TestLateTopicDelivered(t *testing.T) {
 	src := &steadySource{total: total, per: 20, keys: 4, interval: time.Millisecond, hold: hold}
 	logs := &logBuf{}
 	r := startPipeline(t, src, "{brokers: ["+k.Addr()+"], topic: late}", t.TempDir(), logs.logger())
-	if _, ok := waitFor(30*time.Second, func() bool {
+	if !wait.Until(30*time.Second, func() bool {
 		st := r.sink()
 		return !st.Online && strings.Contains(st.LastError, kerr.UnknownTopicOrPartition.Message) && st.Retries >= 2
-	}); !ok {
+	}) {
 		t.Fatalf("got %+v, want the sink offline naming the missing topic, after 2 retries", r.sink())
 	}
 	if err := k.Cluster().CreateTopic("late", 3, nil); err != nil {
@@ -85,7 +86,7 @@ func TestTemplateMissingTopicSendsNoRepeats(t *testing.T) {
 	hold := make(chan struct{})
 	src := &steadySource{total: total, per: 20, keys: 2, interval: time.Millisecond, hold: hold}
 	r := startPipeline(t, src, "{brokers: ["+k.Addr()+"], topic: 't.{_key}'}", t.TempDir(), nil)
-	if _, ok := waitFor(30*time.Second, func() bool { return r.sink().Retries >= 2 }); !ok {
+	if !wait.Until(30*time.Second, func() bool { return r.sink().Retries >= 2 }) {
 		t.Fatalf("got %+v, want the sink retrying for the missing topic", r.sink())
 	}
 	if err := k.Cluster().CreateTopic("t.k1", 2, nil); err != nil {
@@ -117,10 +118,10 @@ func TestMissingACLRetriedUntilGranted(t *testing.T) {
 	src := &steadySource{total: total, per: 20, keys: 4, interval: time.Millisecond, hold: hold}
 	logs := &logBuf{}
 	r := startPipeline(t, src, "{brokers: ["+k.Addr()+"], topic: t, sasl: {mechanism: plain, username: gw, password: pw}}", t.TempDir(), logs.logger())
-	if _, ok := waitFor(30*time.Second, func() bool {
+	if !wait.Until(30*time.Second, func() bool {
 		st := r.sink()
 		return !st.Online && strings.Contains(st.LastError, "TOPIC_AUTHORIZATION_FAILED") && st.Retries >= 2
-	}); !ok {
+	}) {
 		t.Fatalf("got %+v, want the sink offline naming the authorization failure, after 2 retries", r.sink())
 	}
 	admin, err := kgo.NewClient(kgo.SeedBrokers(k.Addr()), kgo.SASL(plain.Auth{User: "admin", Pass: "admin"}.AsMechanism()))
