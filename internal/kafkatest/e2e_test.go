@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pspf/pspf-edge/internal/wait"
 )
 
 // TestAgentToKafkaWithKcat builds pspf-edge and kfake-broker, runs a
@@ -61,14 +63,12 @@ sinks:
 	t.Cleanup(func() { agent.Process.Signal(syscall.SIGTERM); agent.Wait() })
 
 	ids := map[string]bool{}
-	deadline := time.Now().Add(30 * time.Second)
-	for len(ids) < total && time.Now().Before(deadline) {
-		time.Sleep(500 * time.Millisecond)
+	wait.Until(30*time.Second, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		out, err := exec.CommandContext(ctx, kcat, "-b", addr, "-C", "-t", "e2e", "-e", "-q", "-f", "%h\n").Output()
 		cancel()
 		if err != nil {
-			continue
+			return false
 		}
 		for _, line := range strings.Split(string(out), "\n") {
 			for _, h := range strings.Split(line, ",") {
@@ -77,7 +77,8 @@ sinks:
 				}
 			}
 		}
-	}
+		return len(ids) >= total
+	})
 	if len(ids) != total {
 		t.Errorf("kcat counted %d distinct pspf-id, want %d", len(ids), total)
 	}

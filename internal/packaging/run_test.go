@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pspf/pspf-edge/internal/wait"
 )
 
 // checkRun starts the installed agent the way systemd would start the unit,
@@ -153,12 +155,8 @@ func checkRun(t *testing.T) {
 // waitLines waits until path has at least n lines.
 func waitLines(t *testing.T, path string, n int, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for countLines(path) < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: got %d lines after %v, want %d", path, countLines(path), within, n)
-		}
-		time.Sleep(100 * time.Millisecond)
+	if !wait.Until(within, func() bool { return countLines(path) >= n }) {
+		t.Fatalf("%s: got %d lines after %v, want %d", path, countLines(path), within, n)
 	}
 }
 

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pspf/pspf-edge/internal/wait"
 )
 
 // TLS is a TLS listener's files: the CA that signed the client certificates
@@ -113,8 +115,9 @@ func (m *Mosquitto) Restart() {
 	if m.cmd != nil {
 		m.t.Fatalf("testbroker: mosquitto is already running")
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	// The port can still be held by the previous process's sockets for a
+	// moment after a kill: a mosquitto that exits at once is tried again.
+	started := wait.Until(10*time.Second, func() bool {
 		cmd := exec.Command(m.bin, "-c", filepath.Join(m.Dir, "mosquitto.conf"))
 		// mosquitto logs to the file in Dir; its own stderr only says it runs as root.
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -125,16 +128,14 @@ func (m *Mosquitto) Restart() {
 		go func() { _ = cmd.Wait(); close(done) }()
 		if waitListening(m.Port, done, 5*time.Second) {
 			m.cmd, m.done = cmd, done
-			return
+			return true
 		}
 		_ = cmd.Process.Kill()
 		<-done
-		// The port can still be held by the previous process's sockets for a
-		// moment after a kill; try again until the deadline.
-		if time.Now().After(deadline) {
-			m.t.Fatalf("testbroker: mosquitto did not start listening on %d", m.Port)
-		}
-		time.Sleep(100 * time.Millisecond)
+		return false
+	})
+	if !started {
+		m.t.Fatalf("testbroker: mosquitto did not start listening on %d", m.Port)
 	}
 }
 
@@ -188,22 +189,24 @@ func FreePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
+// waitListening waits until port accepts connections; it gives up when
+// the process exits (closes exited) or after timeout.
 func waitListening(port int, exited <-chan struct{}, timeout time.Duration) bool {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
+	listening := false
+	wait.Until(timeout, func() bool {
 		select {
 		case <-exited:
-			return false
+			return true // gives up
 		default:
 		}
 		c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), 200*time.Millisecond)
 		if err == nil {
 			c.Close()
-			return true
+			listening = true
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return false
+		return listening
+	})
+	return listening
 }
 
 func lastLines(s string, n int) string {
