@@ -27,6 +27,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pspf/pspf-edge/internal/wait"
 )
 
 // User and Password are the superuser of every cluster; connections over
@@ -210,8 +212,11 @@ func (s *Server) Restart() {
 		s.t.Fatalf("pgtest: %v", err)
 	}
 	defer logf.Close()
+	// A port still held by the previous server's sockets, or its backends
+	// still exiting after a crash: a server that exits is started again
+	// until the deadline.
 	deadline := time.Now().Add(30 * time.Second)
-	for {
+	started := wait.Until(time.Until(deadline), func() bool {
 		cmd := s.command(filepath.Join(s.bin, "postgres"), "-D", s.data())
 		cmd.Stdout, cmd.Stderr = logf, logf
 		if err := cmd.Start(); err != nil {
@@ -221,16 +226,14 @@ func (s *Server) Restart() {
 		go func() { _ = cmd.Wait(); close(done) }()
 		if s.waitReady(done, deadline) {
 			s.cmd, s.done = cmd, done
-			return
+			return true
 		}
 		_ = cmd.Process.Signal(syscall.SIGQUIT)
 		<-done
-		// A port still held by the previous server's sockets, or its
-		// backends still exiting after a crash: try again until the deadline.
-		if time.Now().After(deadline) {
-			s.t.Fatalf("pgtest: postgres did not come up on port %d; log in %s", s.Port, s.Dir)
-		}
-		time.Sleep(100 * time.Millisecond)
+		return false
+	})
+	if !started {
+		s.t.Fatalf("pgtest: postgres did not come up on port %d; log in %s", s.Port, s.Dir)
 	}
 }
 
@@ -323,23 +326,22 @@ func (s *Server) signal(sig syscall.Signal) {
 // starting up", or it exits, or the deadline passes.
 func (s *Server) waitReady(exited <-chan struct{}, deadline time.Time) bool {
 	isready := filepath.Join(s.bin, "pg_isready")
-	for time.Now().Before(deadline) {
+	ready := false
+	wait.Until(time.Until(deadline), func() bool {
 		select {
 		case <-exited:
-			return false
+			return true // gives up
 		default:
 		}
 		if _, err := os.Stat(isready); err == nil {
-			if exec.Command(isready, "-q", "-h", "127.0.0.1", "-p", strconv.Itoa(s.Port), "-U", User, "-t", "1").Run() == nil {
-				return true
-			}
+			ready = exec.Command(isready, "-q", "-h", "127.0.0.1", "-p", strconv.Itoa(s.Port), "-U", User, "-t", "1").Run() == nil
 		} else if c, err := net.DialTimeout("tcp", s.Addr(), 200*time.Millisecond); err == nil {
 			c.Close()
-			return true
+			ready = true
 		}
-		time.Sleep(30 * time.Millisecond)
-	}
-	return false
+		return ready
+	})
+	return ready
 }
 
 // command runs name as the server's user.
