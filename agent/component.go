@@ -109,6 +109,57 @@ func (b *Batch) Reject(r Record, component string, err error) {
 	b.Dead = append(b.Dead, Dead{Record: r, Component: component, Err: err})
 }
 
+// Keep calls keep on each record of b in order and keeps the records for
+// which it returns true, in their order; the others leave the batch:
+//
+//   - true, nil: the record stays;
+//   - false, nil: the record is dropped (the operator counts it under
+//     pspf_dropped_total with its reason);
+//   - an error: the record is rejected: it moves to Dead with component and
+//     the error (as Reject does) and its slot is cleared, since the dead
+//     copy owns the record's slices now;
+//   - an error made by FailBatch: Keep stops and returns the error it
+//     marks. The batch then holds the records it kept and those it had
+//     not looked at yet; the operator returns the error from Process, which
+//     fails the whole batch.
+//
+// keep may change the record it is given and must not keep the pointer.
+// Keep returns how many records it dropped and rejected. Records change
+// places by swapping, never by copying, so that no two slots share a Fields
+// array: the runner reuses a batch's slots and their slices. Keep itself
+// allocates nothing; only Dead may grow.
+func (b *Batch) Keep(component string, keep func(r *Record) (bool, error)) (dropped, rejected int, err error) {
+	w := 0
+	for i := range b.Records {
+		ok, kerr := keep(&b.Records[i])
+		switch {
+		case kerr != nil:
+			if f, stop := kerr.(failBatch); stop {
+				// The records not looked at yet join the kept ones; the
+				// dropped and rejected ones stay behind, past the length.
+				for j := i; j < len(b.Records); j++ {
+					b.Records[w], b.Records[j] = b.Records[j], b.Records[w]
+					w++
+				}
+				b.Records = b.Records[:w]
+				return dropped, rejected, f.err
+			}
+			b.Reject(b.Records[i], component, kerr)
+			b.Records[i] = Record{}
+			rejected++
+		case !ok:
+			dropped++
+		default:
+			if w != i {
+				b.Records[w], b.Records[i] = b.Records[i], b.Records[w]
+			}
+			w++
+		}
+	}
+	b.Records = b.Records[:w]
+	return dropped, rejected, nil
+}
+
 // Reset empties the batch for reuse, keeping its slices' capacity.
 func (b *Batch) Reset() {
 	b.Records = b.Records[:0]

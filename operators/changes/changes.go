@@ -68,21 +68,14 @@ func New(c *Config, env agent.Env) (*Changes, error) {
 
 // Process keeps the records whose fields changed.
 func (c *Changes) Process(_ context.Context, b *agent.Batch) error {
-	w := 0
-	for i := range b.Records {
-		ok, err := c.changed(&b.Records[i])
-		if err != nil {
-			return err
-		}
-		if !ok {
-			c.unchanged.Inc()
-			continue
-		}
-		b.Records[w], b.Records[i] = b.Records[i], b.Records[w]
-		w++
+	unchanged, _, err := b.Keep("", func(r *agent.Record) (bool, error) {
+		ok, err := c.changed(r)
+		return ok, agent.FailBatch(err) // the state table's: fails the batch
+	})
+	if unchanged > 0 {
+		c.unchanged.Add(unchanged)
 	}
-	b.Records = b.Records[:w]
-	return nil
+	return err
 }
 
 func (c *Changes) changed(r *agent.Record) (bool, error) {

@@ -77,22 +77,14 @@ func New(c *Config, env agent.Env) (*Deadband, error) {
 // Process keeps the records that moved enough or are due for a heartbeat.
 // A record without a numeric field is forwarded: there is nothing to compare.
 func (d *Deadband) Process(_ context.Context, b *agent.Batch) error {
-	w := 0
-	for i := range b.Records {
-		r := &b.Records[i]
+	suppressed, _, err := b.Keep("", func(r *agent.Record) (bool, error) {
 		keep, err := d.keep(r)
-		if err != nil {
-			return err
-		}
-		if !keep {
-			d.suppressed.Inc()
-			continue
-		}
-		b.Records[w], b.Records[i] = b.Records[i], b.Records[w]
-		w++
+		return keep, agent.FailBatch(err) // the state table's: fails the batch
+	})
+	if suppressed > 0 {
+		d.suppressed.Add(suppressed)
 	}
-	b.Records = b.Records[:w]
-	return nil
+	return err
 }
 
 func (d *Deadband) keep(r *agent.Record) (bool, error) {

@@ -226,26 +226,15 @@ func New(c *Config, env agent.Env) (*Decoder, error) {
 // Process decodes every record's payload, keeping the order of the records.
 // Records whose payload cannot be decoded go to b.Dead.
 func (d *Decoder) Process(_ context.Context, b *agent.Batch) error {
-	w, failed, headers := 0, 0, 0
-	for i := range b.Records {
-		r := &b.Records[i]
+	headers, failed, _ := b.Keep(d.component, func(r *agent.Record) (bool, error) {
 		if err := d.Record(r); err != nil {
 			if err == errHeader {
-				headers++
-				continue
+				return false, nil // a CSV header line: dropped, counted apart
 			}
-			b.Reject(*r, d.component, err)
-			// The dead copy owns the record's slices now.
-			*r = agent.Record{}
-			failed++
-			continue
+			return false, err
 		}
-		if w != i {
-			b.Records[w], b.Records[i] = b.Records[i], b.Records[w]
-		}
-		w++
-	}
-	b.Records = b.Records[:w]
+		return true, nil
+	})
 	if failed > 0 {
 		d.failed.Add(failed)
 	}

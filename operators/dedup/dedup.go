@@ -77,21 +77,14 @@ func New(c *Config, env agent.Env) (*Dedup, error) {
 
 // Process drops the duplicates of b, keeping the order of the rest.
 func (d *Dedup) Process(_ context.Context, b *agent.Batch) error {
-	w := 0
-	for i := range b.Records {
-		dup, err := d.seen(&b.Records[i])
-		if err != nil {
-			return err
-		}
-		if dup {
-			d.dups.Inc()
-			continue
-		}
-		b.Records[w], b.Records[i] = b.Records[i], b.Records[w]
-		w++
+	dups, _, err := b.Keep("", func(r *agent.Record) (bool, error) {
+		dup, err := d.seen(r)
+		return !dup, agent.FailBatch(err) // the state table's: fails the batch
+	})
+	if dups > 0 {
+		d.dups.Add(dups)
 	}
-	b.Records = b.Records[:w]
-	return nil
+	return err
 }
 
 func (d *Dedup) identity(r *agent.Record) []byte {

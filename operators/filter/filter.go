@@ -76,28 +76,13 @@ func New(c *Config, env agent.Env) (*Filter, error) {
 // Process removes the records for which the expression is false, keeping the
 // order of the others. Records it fails on go to b.Dead.
 func (f *Filter) Process(_ context.Context, b *agent.Batch) error {
-	w, filtered, failed := 0, 0, 0
-	for i := range b.Records {
-		r := &b.Records[i]
+	filtered, failed, _ := b.Keep(f.component, func(r *agent.Record) (bool, error) {
 		ok, err := f.prog.EvalBool(r)
 		if err != nil {
-			b.Reject(*r, f.component, fmt.Errorf("filter: expression %q: %w", f.prog.Source(), err))
-			// The dead copy owns the record's slices now.
-			*r = agent.Record{}
-			failed++
-			continue
+			return false, fmt.Errorf("filter: expression %q: %w", f.prog.Source(), err)
 		}
-		if !ok {
-			filtered++
-			continue
-		}
-		if w != i {
-			// Swap rather than copy so that no two slots share a Fields array.
-			b.Records[w], b.Records[i] = b.Records[i], b.Records[w]
-		}
-		w++
-	}
-	b.Records = b.Records[:w]
+		return ok, nil
+	})
 	if filtered > 0 {
 		f.filtered.Add(filtered)
 	}

@@ -76,21 +76,12 @@ func New(c *Config, env agent.Env) *KeyBy {
 // Process sets the key of every record, keeping their order; records that
 // lack a key field go to b.Dead unless missing is "empty".
 func (k *KeyBy) Process(_ context.Context, b *agent.Batch) error {
-	w, failed := 0, 0
-	for i := range b.Records {
-		r := &b.Records[i]
+	_, failed, _ := b.Keep(k.component, func(r *agent.Record) (bool, error) {
 		if name, ok := k.Key(r); !ok {
-			b.Reject(*r, k.component, fmt.Errorf("key_by: field %q is missing", name))
-			*r = agent.Record{}
-			failed++
-			continue
+			return false, fmt.Errorf("key_by: field %q is missing", name)
 		}
-		if w != i {
-			b.Records[w], b.Records[i] = b.Records[i], b.Records[w]
-		}
-		w++
-	}
-	b.Records = b.Records[:w]
+		return true, nil
+	})
 	if failed > 0 {
 		k.missing.Add(failed)
 	}

@@ -144,22 +144,7 @@ func New(c *Config, env agent.Env) (*Map, error) {
 // Process applies the expressions to every record, keeping the order of the
 // records. Records it fails on go to b.Dead.
 func (m *Map) Process(_ context.Context, b *agent.Batch) error {
-	w, failed := 0, 0
-	for i := range b.Records {
-		r := &b.Records[i]
-		if err := m.apply(r); err != nil {
-			b.Reject(*r, m.component, err)
-			// The dead copy owns the record's slices now.
-			*r = agent.Record{}
-			failed++
-			continue
-		}
-		if w != i {
-			b.Records[w], b.Records[i] = b.Records[i], b.Records[w]
-		}
-		w++
-	}
-	b.Records = b.Records[:w]
+	_, failed, _ := b.Keep(m.component, func(r *agent.Record) (bool, error) { return true, m.apply(r) })
 	if failed > 0 {
 		m.failed.Add(failed)
 	}

@@ -73,21 +73,14 @@ func New(c *Config, env agent.Env) (*Throttle, error) {
 
 // Process keeps the records their key's bucket has a token for.
 func (th *Throttle) Process(_ context.Context, b *agent.Batch) error {
-	w := 0
-	for i := range b.Records {
-		ok, err := th.allow(&b.Records[i])
-		if err != nil {
-			return err
-		}
-		if !ok {
-			th.throttled.Inc()
-			continue
-		}
-		b.Records[w], b.Records[i] = b.Records[i], b.Records[w]
-		w++
+	throttled, _, err := b.Keep("", func(r *agent.Record) (bool, error) {
+		ok, err := th.allow(r)
+		return ok, agent.FailBatch(err) // the state table's: fails the batch
+	})
+	if throttled > 0 {
+		th.throttled.Add(throttled)
 	}
-	b.Records = b.Records[:w]
-	return nil
+	return err
 }
 
 func (th *Throttle) allow(r *agent.Record) (bool, error) {
