@@ -3,8 +3,10 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"testing"
+	"time"
 )
 
 // batchOf returns a batch of n records with IDs "0", "1"... and one field
@@ -133,5 +135,21 @@ func TestBatchKeepAllocatesNothing(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Errorf("got %v allocations a call, want 0", allocs)
+	}
+}
+
+func TestEnvWithDefaults(t *testing.T) {
+	e := Env{}.WithDefaults()
+	if e.Logger == nil || e.Now == nil {
+		t.Fatalf("got Logger %v, Now set %v; want both set", e.Logger, e.Now != nil)
+	}
+	e.Logger.Info("goes nowhere")
+	if e.Metrics != nil || e.State != nil || e.ReportError != nil || e.Unreachable != nil {
+		t.Errorf("got %+v, want Metrics, State, ReportError and Unreachable left nil", e)
+	}
+	now := func() time.Time { return time.Unix(7, 0) }
+	given := Env{Pipeline: "p", Logger: slog.New(slog.DiscardHandler), Now: now}.WithDefaults()
+	if given.Pipeline != "p" || given.Now().Unix() != 7 {
+		t.Errorf("got %+v, want the given fields kept", given)
 	}
 }

@@ -243,6 +243,24 @@ func (e Env) MkDataDir() (string, error) {
 	return e.DataDir, nil
 }
 
+// WithDefaults returns e with what a partial Env lacks filled in: a Logger
+// that discards (for a nil Logger) and the wall clock (for a nil Now).
+// Metrics may stay nil, since Counter and Gauge count nowhere then, and so
+// may State, ReportError and Unreachable, whose absence means something.
+// The runner fills every field itself; a connector's constructor starts
+// with env = env.WithDefaults(), so that it also works when a test or a
+// command builds it with a partial Env, and so that the defaults are
+// decided here, once.
+func (e Env) WithDefaults() Env {
+	if e.Logger == nil {
+		e.Logger = slog.New(slog.DiscardHandler)
+	}
+	if e.Now == nil {
+		e.Now = time.Now
+	}
+	return e
+}
+
 // Counter returns the component's counter with the given name and labels
 // (pairs of label name and value), created on first use: the labels
 // pipeline and component come first. Without Metrics it returns a new

@@ -84,6 +84,9 @@
 // and place, a logger already carrying both, its data directory, the clock
 // (Env.Now), its counters and gauges (Env.Counter, Env.Gauge: look them up
 // once, at construction) and, for stateful operators, its state table.
+// The runner fills every field; a constructor begins with
+// env = env.WithDefaults(), which fills a missing Logger and Now, so that
+// a test or a command may build the component with a partial Env.
 // Constructors start no goroutines: Connect may, and Close stops them.
 //
 // # Configuration

@@ -117,6 +117,7 @@ type Window struct {
 // New returns the window operator for c, restoring its state from the
 // table that env.State provides (a fresh in-memory table without one).
 func New(c *Config, env agent.Env) (*Window, error) {
+	env = env.WithDefaults()
 	w := &Window{
 		cfg:  c,
 		size: int64(c.Size), step: int64(c.Step), gap: int64(c.Gap), count: int64(c.Count),

@@ -103,9 +103,7 @@ type Sink struct {
 
 // New returns an HTTP sink. It loads the TLS files; it opens no connection.
 func New(cfg Config, env agent.Env) (*Sink, error) {
-	if env.Logger == nil {
-		env.Logger = slog.New(slog.DiscardHandler)
-	}
+	env = env.WithDefaults()
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 2
 	u, err := url.Parse(cfg.URL)

@@ -85,9 +85,7 @@ type span struct{ topic, key, val, id, src [2]int }
 
 // New returns a Kafka sink; it connects in Connect.
 func New(cfg Config, env agent.Env) (*Sink, error) {
-	if env.Logger == nil {
-		env.Logger = slog.New(slog.DiscardHandler)
-	}
+	env = env.WithDefaults()
 	cfg.UnreachableAfter = min(cfg.UnreachableAfter, cfg.WriteTimeout)
 	t, err := agent.ParseTemplate(cfg.Topic)
 	if err != nil {

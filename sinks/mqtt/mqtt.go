@@ -111,9 +111,7 @@ type Sink struct {
 
 // New returns an MQTT sink; it connects in Connect.
 func New(cfg Config, env agent.Env) (*Sink, error) {
-	if env.Logger == nil {
-		env.Logger = slog.New(slog.DiscardHandler)
-	}
+	env = env.WithDefaults()
 	t, err := agent.ParseTemplate(cfg.Topic)
 	if err != nil {
 		return nil, fmt.Errorf("mqtt sink: %w", err)

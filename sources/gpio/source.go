@@ -49,12 +49,7 @@ type Source struct {
 func New(cfg Config, env agent.Env) *Source { return newSource(cfg, env, lookupHost) }
 
 func newSource(cfg Config, env agent.Env, lookup lookupFunc) *Source {
-	if env.Now == nil {
-		env.Now = time.Now
-	}
-	if env.Logger == nil {
-		env.Logger = slog.New(slog.DiscardHandler)
-	}
+	env = env.WithDefaults()
 	cfg.Pins = append([]PinConfig(nil), cfg.Pins...)
 	for i := range cfg.Pins {
 		cfg.Pins[i].fill()

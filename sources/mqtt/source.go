@@ -93,12 +93,7 @@ func New(cfg Config, env agent.Env) (*Source, error) {
 }
 
 func newSource(cfg Config, env agent.Env, dial dialFunc) (*Source, error) {
-	if env.Now == nil {
-		env.Now = time.Now
-	}
-	if env.Logger == nil {
-		env.Logger = slog.New(slog.DiscardHandler)
-	}
+	env = env.WithDefaults()
 	tmpl, err := parseTemplate(cfg.TopicTemplate)
 	if err != nil {
 		return nil, fmt.Errorf("mqtt source: topic_template: %w", err)

@@ -69,12 +69,7 @@ type Source struct {
 func New(cfg Config, env agent.Env) *Source { return newSource(cfg, env, openDevice) }
 
 func newSource(cfg Config, env agent.Env, open openFunc) *Source {
-	if env.Now == nil {
-		env.Now = time.Now
-	}
-	if env.Logger == nil {
-		env.Logger = slog.New(slog.DiscardHandler)
-	}
+	env = env.WithDefaults()
 	s := &Source{cfg: cfg, env: env, log: env.Logger, open: open,
 		unacked: agent.NewUnacked(cfg.MaxUnacked, env.Counter("pspf_serial_redelivered_total")),
 		bo:      agent.Backoff{Initial: cfg.Reconnect.Initial, Max: cfg.Reconnect.Max}}

@@ -88,19 +88,13 @@ type Source struct {
 
 // New returns a simulate source. It starts no goroutines.
 func New(cfg Config, env agent.Env) *Source {
-	if env.Now == nil {
-		env.Now = time.Now
-	}
+	env = env.WithDefaults()
 	s := &Source{cfg: cfg, env: env, rng: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
 		walk: make([]float64, cfg.Sensors)}
 	for i := range s.walk {
 		s.walk[i] = cfg.Base
 	}
-	var redelivered *agent.Counter
-	if env.Metrics != nil {
-		redelivered = env.Counter("pspf_simulate_redelivered_total")
-	}
-	s.unacked = agent.NewUnacked(cfg.MaxUnacked, redelivered)
+	s.unacked = agent.NewUnacked(cfg.MaxUnacked, env.Counter("pspf_simulate_redelivered_total"))
 	return s
 }
 
