@@ -51,8 +51,9 @@
 // one goroutine at a time; an operator before the log runs once per
 // source, each source with its own instance. An error fails the whole
 // batch and a panic is recovered and counted the same way. An operator
-// registered with Factory.Stateful runs after the pipeline log and
-// implements Stateful: its state is a StateTable (Env.State), checkpointed
+// registered with Factory.Stateful runs after the pipeline log (and may
+// implement Snapshotter and TimerHandler): its state is a StateTable
+// (Env.State), checkpointed
 // atomically with the log cursor, so after a crash it is exactly as at the
 // last checkpoint and the records after it are replayed. Time inside an
 // operator is Batch.Now: the wall clock with its monotonic reading, or the

@@ -31,28 +31,34 @@ type StateTable interface {
 // garbage, not for semantics). Calling it twice returns the same table.
 type StateFunc func(ttl time.Duration) (StateTable, error)
 
-// Stateful is an Operator that keeps per-key state: it runs after the
-// pipeline log, and its factory is registered with Stateful: true. It gets its
-// table from Env.State in its constructor, where it also restores whatever it
-// keeps in memory (the table holds the last checkpoint's state).
-//
-// The runner calls Process, OnTimer and Snapshot from one goroutine, never
-// concurrently.
-type Stateful interface {
-	Operator
-	// Snapshot writes what the operator keeps in memory only (hot per-key
-	// aggregates, watermarks, timers) to its table. The runner calls it
-	// right before each checkpoint, with the operator paused at a batch
-	// boundary; after it returns, the table alone must be enough to resume.
+// A stateful operator is an Operator whose factory is registered with
+// Stateful: true: it runs after the pipeline log and keeps per-key state in
+// its StateTable, which it gets from Env.State in its constructor, where it
+// also restores whatever it keeps in memory (the table holds the last
+// checkpoint's state). One that keeps everything in its table and acts only
+// on input (dedup, throttle) needs nothing more; the optional interfaces
+// below add a snapshot of what it keeps in memory (Snapshotter) and action
+// without input (TimerHandler). The runner calls Process, OnTimer and
+// Snapshot from one goroutine, never concurrently.
+
+// Snapshotter is implemented by a stateful operator that keeps part of its
+// state in memory only (hot per-key aggregates, watermarks, timers).
+// Snapshot writes it to the operator's table. The runner calls it right
+// before each checkpoint, with the operator paused at a batch boundary;
+// after it returns, the table alone must be enough to resume.
+type Snapshotter interface {
 	Snapshot(ctx context.Context) error
-	// OnTimer lets the operator act without input: fire processing-time
-	// windows, emit early results. The runner calls it at least every
-	// 100ms (runner.TimerInterval) with an empty b whose Now is the batch
-	// clock (the wall clock with its monotonic reading, or the virtual
-	// clock of `pspf-edge test`); records the operator adds to b flow on
-	// through the chain.
-	// Operators measure time with b.Now.Sub, never with the wall value alone,
-	// so that a wall-clock jump neither fires nor freezes anything.
+}
+
+// TimerHandler is implemented by a stateful operator that acts without
+// input: fires processing-time windows, emits early results. The runner
+// calls OnTimer at least every 100ms (runner.TimerInterval) with an empty
+// b whose Now is the batch clock (the wall clock with its monotonic
+// reading, or the virtual clock of `pspf-edge test`); records the operator
+// adds to b flow on through the chain. Operators measure time with
+// b.Now.Sub, never with the wall value alone, so that a wall-clock jump
+// neither fires nor freezes anything.
+type TimerHandler interface {
 	OnTimer(ctx context.Context, b *Batch) error
 }
 

@@ -21,7 +21,7 @@ import (
 	"github.com/pspf/pspf-edge/state"
 )
 
-// TimerInterval is how often the runner calls agent.Stateful.OnTimer when no
+// TimerInterval is how often the runner calls agent.TimerHandler.OnTimer when no
 // input arrives; it bounds how late a processing-time window fires.
 const TimerInterval = 100 * time.Millisecond
 
@@ -61,7 +61,8 @@ type stageLogStatter interface{ Stats() buffer.Stats }
 
 type statefulOp struct {
 	opRun
-	st agent.Stateful
+	snap agent.Snapshotter  // nil: the operator keeps nothing in memory only
+	tmr  agent.TimerHandler // nil: it acts on input only
 }
 
 type statefulStage struct {
@@ -134,11 +135,10 @@ func newStatefulStage(p *Pipeline, specs []ComponentSpec, env func(ComponentSpec
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", c.Place, err)
 		}
-		st, ok := o.(agent.Stateful)
-		if !ok {
-			return nil, fmt.Errorf("%s: operator %q is registered as stateful but has no Snapshot and OnTimer", c.Place, c.Type)
-		}
-		s.ops = append(s.ops, statefulOp{opRun: newOpRun(c.Name, o, e), st: st})
+		op := statefulOp{opRun: newOpRun(c.Name, o, e)}
+		op.snap, _ = o.(agent.Snapshotter)
+		op.tmr, _ = o.(agent.TimerHandler)
+		s.ops = append(s.ops, op)
 	}
 	if err := s.recover(cp, ok); err != nil {
 		return nil, err
@@ -366,7 +366,13 @@ func (s *statefulStage) step(ctx context.Context, got []LogRecord, now time.Time
 // operators after it. The caller holds mu.
 func (s *statefulStage) timers(ctx context.Context, now time.Time) {
 	s.lastTmr = now
+	if s.damaged() {
+		return
+	}
 	for i := range s.ops {
+		if s.ops[i].tmr == nil {
+			continue
+		}
 		b := &s.batch
 		b.Reset()
 		b.Now = now
@@ -420,7 +426,7 @@ func (s *statefulStage) fail(err error) {
 // end of input), in order, each one's output flowing through the rest.
 func (s *statefulStage) finish(ctx context.Context, now time.Time) {
 	for i := range s.ops {
-		e, ok := s.ops[i].st.(agent.EndOfInputer)
+		e, ok := s.ops[i].op.(agent.EndOfInputer)
 		if !ok {
 			continue
 		}
@@ -443,7 +449,7 @@ func (o *statefulOp) timer(ctx context.Context, b *agent.Batch) (err error) {
 			err = fmt.Errorf("panic: %v", r)
 		}
 	}()
-	return o.st.OnTimer(ctx, b)
+	return o.tmr.OnTimer(ctx, b)
 }
 
 // chain runs ops[from:] over b, as Pipeline.process does for the stateless
@@ -543,7 +549,10 @@ func (s *statefulStage) emit(ctx context.Context, b *agent.Batch) {
 func (s *statefulStage) capture(ctx context.Context) (checkpoint.Position, func(), error) {
 	s.mu.Lock()
 	for i := range s.ops {
-		if err := s.ops[i].st.Snapshot(ctx); err != nil {
+		if s.ops[i].snap == nil {
+			continue
+		}
+		if err := s.ops[i].snap.Snapshot(ctx); err != nil {
 			s.mu.Unlock()
 			return checkpoint.Position{}, nil, fmt.Errorf("%s: snapshot: %w", s.ops[i].name, err)
 		}

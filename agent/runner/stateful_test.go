@@ -13,6 +13,7 @@ import (
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/agenttest"
 	"github.com/pspf/pspf-edge/agent/runner"
+	"github.com/pspf/pspf-edge/operators/dedup"
 	"github.com/pspf/pspf-edge/operators/window"
 	"github.com/pspf/pspf-edge/state"
 )
@@ -154,5 +155,57 @@ func TestConcurrentCheckpoints(t *testing.T) {
 	}
 	if len(seen) != 99*3 {
 		t.Errorf("got %d outputs, want %d", len(seen), 99*3)
+	}
+}
+
+// TestStatefulWithoutSnapshotOrTimer runs a stateful operator that
+// implements neither agent.Snapshotter nor agent.TimerHandler (dedup keeps
+// everything in its table and acts on input only) in two runs over one data
+// dir: it runs, its state is checkpointed, and the second run drops what
+// the first saw.
+func TestStatefulWithoutSnapshotOrTimer(t *testing.T) {
+	op := dedup.Factory()
+	probe, err := op.New(op.Config(), agent.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := probe.(agent.Snapshotter); ok {
+		t.Fatal("dedup implements Snapshotter; the test needs an operator without it")
+	}
+	if _, ok := probe.(agent.TimerHandler); ok {
+		t.Fatal("dedup implements TimerHandler; the test needs an operator without it")
+	}
+	dir := t.TempDir()
+	run := func(from, n int) []int64 {
+		sink := &agenttest.RecordingSink{}
+		reg := harness(agenttest.NewScriptSource(batchOf(from, n)), nil, sink)
+		reg.Operators["dedup"] = op
+		spec, err := reg.ParsePipeline("d.yaml", []byte("sources: [{script: {}}]\noperators: [{dedup: {fields: [n], ttl: 1h}}]\nsinks: [{rec: {}}]\n"),
+			runner.Defaults{Buffer: runner.DefaultBufferConfig()})
+		if err != nil {
+			t.Fatalf("parse: %v", err)
+		}
+		p, err := runner.NewPipeline(spec, runner.PipelineDeps{Registry: reg, DataDir: dir, OpenLog: runner.OpenDiskLog(slog.New(slog.DiscardHandler)),
+			ShutdownTimeout: 5 * time.Second, CheckpointInterval: 20 * time.Millisecond})
+		if err != nil {
+			t.Fatalf("new pipeline: %v", err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := p.Run(ctx); err != nil {
+			t.Fatalf("run: %v", err)
+		}
+		var got []int64
+		for _, r := range sink.Records() {
+			got = append(got, r.Field("n").Int)
+		}
+		slices.Sort(got)
+		return got
+	}
+	if got, want := run(0, 10), []int64{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}; !slices.Equal(got, want) {
+		t.Fatalf("first run: got %v, want %v", got, want)
+	}
+	if got, want := run(5, 10), []int64{10, 11, 12, 13, 14}; !slices.Equal(got, want) {
+		t.Errorf("second run: got %v, want %v (5..9 seen in the first)", got, want)
 	}
 }

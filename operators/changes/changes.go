@@ -102,9 +102,3 @@ func (c *Changes) changed(r *agent.Record) (bool, error) {
 	}
 	return found || c.first, nil
 }
-
-// Snapshot does nothing: the state lives in the table.
-func (c *Changes) Snapshot(context.Context) error { return nil }
-
-// OnTimer does nothing.
-func (c *Changes) OnTimer(context.Context, *agent.Batch) error { return nil }

@@ -122,9 +122,3 @@ func (d *Deadband) keep(r *agent.Record) (bool, error) {
 	}
 	return true, nil
 }
-
-// Snapshot does nothing: the state lives in the table.
-func (d *Deadband) Snapshot(context.Context) error { return nil }
-
-// OnTimer does nothing: heartbeats are judged on the records' own times.
-func (d *Deadband) OnTimer(context.Context, *agent.Batch) error { return nil }

@@ -123,9 +123,3 @@ func (d *Dedup) seen(r *agent.Record) (bool, error) {
 	}
 	return false, nil
 }
-
-// Snapshot does nothing: the state lives in the table.
-func (d *Dedup) Snapshot(context.Context) error { return nil }
-
-// OnTimer does nothing.
-func (d *Dedup) OnTimer(context.Context, *agent.Batch) error { return nil }

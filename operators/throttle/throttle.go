@@ -111,9 +111,3 @@ func (th *Throttle) allow(r *agent.Record) (bool, error) {
 	}
 	return ok, nil
 }
-
-// Snapshot does nothing: the state lives in the table.
-func (th *Throttle) Snapshot(context.Context) error { return nil }
-
-// OnTimer does nothing.
-func (th *Throttle) OnTimer(context.Context, *agent.Batch) error { return nil }
