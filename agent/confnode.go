@@ -268,9 +268,12 @@ func writeCanonical(w io.Writer, y *yaml.Node) {
 }
 
 // Decode decodes the node into v, a pointer, strictly: unknown keys, wrong
-// types and values outside an `enum:"a,b"` tag are recorded as errors, and
+// types, values outside an `enum:"a,b"` tag and values that break a rule tag
+// (`required:"true"`, `min:"1" max:"65536"`, `min:">0"`, `max:"1s"`,
+// `min:"64KiB"`; see fieldRule in conftags.go) are recorded as errors, and
 // decoding goes on so that every problem is found. Values that implement
-// Validator are validated after decoding. It reports whether no error was found.
+// Validator are validated after decoding, and after their fields' rule
+// tags. It reports whether no error was found.
 func (n Node) Decode(v any) bool {
 	before := len(n.doc.errs)
 	rv := reflect.ValueOf(v)
@@ -419,6 +422,7 @@ type structField struct {
 	key   string
 	index []int
 	enum  string
+	rule  fieldRule // required, min, max: conftags.go
 }
 
 func configFields(t reflect.Type) []structField {
@@ -440,7 +444,7 @@ func configFields(t reflect.Type) []structField {
 		if name == "" {
 			name = strings.ToLower(f.Name)
 		}
-		out = append(out, structField{key: name, index: []int{i}, enum: f.Tag.Get("enum")})
+		out = append(out, structField{key: name, index: []int{i}, enum: f.Tag.Get("enum"), rule: parseRule(f)})
 	}
 	return out
 }
@@ -471,8 +475,13 @@ func (n Node) decodeStruct(v reflect.Value) {
 			child.Errorf("unknown key; expected one of: %s", strings.Join(keys, ", "))
 			continue
 		}
-		child.decode(v.FieldByIndex(fields[idx].index), fields[idx].enum)
+		fv, before := v.FieldByIndex(fields[idx].index), len(n.doc.errs)
+		child.decode(fv, fields[idx].enum)
+		if len(n.doc.errs) == before {
+			fields[idx].rule.check(child, fv)
+		}
 	}
+	checkAbsent(n, v, fields, seen)
 }
 
 func kindName(y *yaml.Node) string {

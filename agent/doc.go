@@ -95,11 +95,18 @@
 // A component's config is a struct decoded strictly from its pipeline
 // file by Node.Decode: `yaml` tags name the keys, `enum` tags list the
 // allowed values, `doc` tags document them for `pspf-edge schema`;
-// durations and ByteSize are written as in 500ms and 64MiB. Unknown keys,
-// wrong types and values outside an enum are errors, and decoding goes on
-// so that every problem is reported. A config with rules beyond its types
-// implements Validator and reports each problem at its key with
-// Node.Errorf, so that the message names the file, the line and the path.
+// durations and ByteSize are written as in 500ms and 64MiB. Rule tags
+// state the usual limits, with the message the decoder gives:
+// `required:"true"` (must not be empty), `min:"1" max:"65536"` (must be
+// between 1 and 65536), `min:">0"` (must be positive), `min:"0"` (must not
+// be negative), `max:"1s"`, `min:"64KiB" max:"1GiB"`; bounds of durations
+// and sizes are written as their values are. Unknown keys, wrong types and
+// values outside an enum or a rule are errors, and decoding goes on so that
+// every problem is reported. A config with rules beyond its fields (one
+// key against another, a limit that depends on a mode) implements
+// Validator, which runs after the field rules, and reports each problem at
+// its key with Node.Errorf, so that the message names the file, the line
+// and the path.
 // TLSConfig is the `tls:` block of every connector: one rule for when
 // TLS is on (TLSConfig.On), its files checked at validation, Build for the
 // *tls.Config.

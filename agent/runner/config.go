@@ -652,11 +652,12 @@ func decodeComponent[T any](n agent.Node, what string, reg map[string]agent.Fact
 			nn.Errorf("must use only letters, digits, '-', '_' and '.', got %q", nn.Text())
 		}
 	}
-	// An entry written as `- console:` with no body takes the defaults.
+	// An entry written as `- console:` with no body takes the defaults,
+	// checked as a decoded config is.
 	if cn.Present() && !cn.IsNull() {
 		cn.Decode(spec.Config)
-	} else if v, ok := spec.Config.(agent.Validator); ok {
-		v.Validate(cn)
+	} else {
+		cn.CheckDefaults(spec.Config)
 	}
 	if sink {
 		n.Without(typ, "name").Decode(&spec.Sink)

@@ -288,7 +288,11 @@ func TestSchemaMentionsEveryComponent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`"simulate"`, `"console"`, `"file"`, `"overflow"`, `"drop_oldest"`, `"checkpoint"`, `"interval"`} {
+	for _, want := range []string{`"simulate"`, `"console"`, `"file"`, `"overflow"`, `"drop_oldest"`, `"checkpoint"`, `"interval"`,
+		// The rule tags of simulate: sensors between 1 and 1000000, rate
+		// above 0.
+		`"sensors":{"description":"number of simulated sensors","maximum":1000000,"minimum":1,"type":"integer"}`,
+		`"exclusiveMinimum":0`} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("schema lacks %s", want)
 		}

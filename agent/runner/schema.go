@@ -3,6 +3,7 @@ package runner
 import (
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -93,11 +94,37 @@ func structSchema(t reflect.Type) map[string]any {
 			if d := f.Tag.Get("doc"); d != "" {
 				s["description"] = d
 			}
+			ruleSchema(s, f)
 			props[name] = s
 		}
 	}
 	walk(t)
 	return map[string]any{"type": "object", "additionalProperties": false, "properties": props}
+}
+
+// ruleSchema adds the range of a number's min and max tags (see
+// agent.Node.Decode) to its schema s. Durations and sizes are strings in
+// the schema: their ranges are left to the decoder's messages; so is the
+// required tag, which a non-empty default meets without the key written.
+func ruleSchema(s map[string]any, f reflect.StructField) {
+	if s["type"] != "integer" && s["type"] != "number" {
+		return
+	}
+	if v, ok := f.Tag.Lookup("min"); ok {
+		bound, exclusive := strings.CutPrefix(v, ">")
+		if x, err := strconv.ParseFloat(bound, 64); err == nil {
+			if exclusive {
+				s["exclusiveMinimum"] = x
+			} else {
+				s["minimum"] = x
+			}
+		}
+	}
+	if v, ok := f.Tag.Lookup("max"); ok {
+		if x, err := strconv.ParseFloat(v, 64); err == nil {
+			s["maximum"] = x
+		}
+	}
 }
 
 func typeSchema(t reflect.Type) map[string]any {

@@ -21,30 +21,17 @@ import (
 // Config is the deadband operator's config.
 type Config struct {
 	// Field is the numeric field watched.
-	Field string `yaml:"field" doc:"numeric field whose changes matter"`
+	Field string `yaml:"field" required:"true" doc:"numeric field whose changes matter"`
 	// Threshold is how far the value must move from the last forwarded one.
-	Threshold float64 `yaml:"threshold" doc:"forward when the value moves by more than this from the last forwarded value"`
+	Threshold float64 `yaml:"threshold" min:"0" doc:"forward when the value moves by more than this from the last forwarded value"`
 	// Percent makes Threshold relative: a percentage of the last forwarded value.
 	Percent bool `yaml:"percent" doc:"threshold is a percentage of the last forwarded value"`
 	// Heartbeat forwards a reading anyway when this long has passed since the last one forwarded.
-	Heartbeat time.Duration `yaml:"heartbeat" doc:"forward a reading anyway once this long has passed since the last forwarded one; 0: never"`
+	Heartbeat time.Duration `yaml:"heartbeat" min:"0" doc:"forward a reading anyway once this long has passed since the last forwarded one; 0: never"`
 }
 
 // DefaultConfig returns the defaults: no heartbeat.
 func DefaultConfig() *Config { return &Config{} }
-
-// Validate checks the config.
-func (c *Config) Validate(n agent.Node) {
-	if c.Field == "" {
-		n.Field("field").Errorf("must be set")
-	}
-	if c.Threshold < 0 || math.IsNaN(c.Threshold) {
-		n.Field("threshold").Errorf("must not be negative, got %q", n.Field("threshold").Text())
-	}
-	if c.Heartbeat < 0 {
-		n.Field("heartbeat").Errorf("must not be negative, got %q", n.Field("heartbeat").Text())
-	}
-}
 
 // Factory returns the deadband operator's factory (stateful).
 func Factory() agent.Factory[agent.Operator] {

@@ -47,12 +47,14 @@ type Config struct {
 	// TimeFormat says how TimeField is written.
 	TimeFormat string `yaml:"time_format" enum:"unix_s,unix_ms,unix_us,unix_ns,rfc3339" doc:"how time_field is written: Unix seconds, milliseconds, microseconds, nanoseconds, or RFC 3339 text"`
 	// MaxBytes bounds the payload size, so that one bad device cannot make
-	// the agent allocate without limit.
-	MaxBytes agent.ByteSize `yaml:"max_bytes" doc:"largest payload decoded; larger ones are rejected"`
+	// the agent allocate without limit. The limits on these limits: beyond
+	// them one payload could take more memory than a small gateway has to
+	// spare.
+	MaxBytes agent.ByteSize `yaml:"max_bytes" min:"1B" max:"64MiB" doc:"largest payload decoded; larger ones are rejected"`
 	// MaxFields bounds the fields one payload may produce, for the same reason.
-	MaxFields int `yaml:"max_fields" doc:"most fields one payload may produce; payloads with more are rejected"`
+	MaxFields int `yaml:"max_fields" min:"1" max:"65536" doc:"most fields one payload may produce; payloads with more are rejected"`
 	// MaxDepth bounds the nesting of json and msgpack objects.
-	MaxDepth int `yaml:"max_depth" doc:"deepest nesting of json and msgpack objects and arrays"`
+	MaxDepth int `yaml:"max_depth" min:"1" max:"64" doc:"deepest nesting of json and msgpack objects and arrays"`
 	// Arrays says what json and msgpack arrays become.
 	Arrays string `yaml:"arrays" enum:"raw,reject" doc:"json and msgpack arrays: raw keeps each as a bytes field holding its encoding, reject rejects the payload"`
 	// KeepRaw keeps the payload in the record after it was decoded.
@@ -98,25 +100,8 @@ func DefaultConfig() *Config {
 	}
 }
 
-// Limits on the limits: beyond them one payload could take more memory than
-// a small gateway has to spare.
-const (
-	maxMaxBytes  = 64 << 20
-	maxMaxFields = 1 << 16
-	maxMaxDepth  = 64
-)
-
-// Validate checks the config's rules.
+// Validate checks the config's rules beyond its fields' tags.
 func (c *Config) Validate(n agent.Node) {
-	if c.MaxBytes <= 0 || c.MaxBytes > maxMaxBytes {
-		n.Field("max_bytes").Errorf("must be between 1B and 64MiB, got %q", n.Field("max_bytes").Text())
-	}
-	if c.MaxFields <= 0 || c.MaxFields > maxMaxFields {
-		n.Field("max_fields").Errorf("must be between 1 and %d, got %q", maxMaxFields, n.Field("max_fields").Text())
-	}
-	if c.MaxDepth <= 0 || c.MaxDepth > maxMaxDepth {
-		n.Field("max_depth").Errorf("must be between 1 and %d, got %q", maxMaxDepth, n.Field("max_depth").Text())
-	}
 	if (c.Format == "line" || c.Format == "raw") && c.Field == "" {
 		n.Field("field").Errorf("must not be empty")
 	}

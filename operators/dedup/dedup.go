@@ -24,17 +24,14 @@ type Config struct {
 	// Fields identify a record by their values; empty means by its ID.
 	Fields []string `yaml:"fields" doc:"fields whose values identify a record; empty: the record ID"`
 	// TTL is how long an identity is remembered.
-	TTL time.Duration `yaml:"ttl" doc:"how long after a record an identical one counts as a duplicate"`
+	TTL time.Duration `yaml:"ttl" min:">0" doc:"how long after a record an identical one counts as a duplicate"`
 }
 
 // DefaultConfig returns the defaults: by ID, for ten minutes.
 func DefaultConfig() *Config { return &Config{TTL: 10 * time.Minute} }
 
-// Validate checks the config.
+// Validate checks the config beyond its fields' tags.
 func (c *Config) Validate(n agent.Node) {
-	if c.TTL <= 0 {
-		n.Field("ttl").Errorf("must be positive, got %q", n.Field("ttl").Text())
-	}
 	for i, f := range c.Fields {
 		if f == "" {
 			n.Field("fields").Index(i).Errorf("must not be empty")

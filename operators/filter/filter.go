@@ -19,7 +19,7 @@ import (
 // Config is the filter operator's config.
 type Config struct {
 	// Expr is the condition a record must meet to be kept.
-	Expr string `yaml:"expr" doc:"condition a record must meet to be kept, like: temp > -50 && sensor != \"test\""`
+	Expr string `yaml:"expr" required:"true" doc:"condition a record must meet to be kept, like: temp > -50 && sensor != \"test\""`
 }
 
 // DefaultConfig returns the defaults: none; expr must be set.
@@ -30,8 +30,7 @@ func DefaultConfig() *Config { return &Config{} }
 func (c *Config) Validate(n agent.Node) {
 	en := n.Field("expr")
 	if c.Expr == "" {
-		en.Errorf("must not be empty")
-		return
+		return // the required tag says so
 	}
 	p, err := expr.Compile(c.Expr)
 	if err != nil {

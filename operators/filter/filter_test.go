@@ -89,6 +89,8 @@ func TestConfigErrors(t *testing.T) {
 		{"operators:\n  - filter:\n      expr: temp >\n", `test.yaml:3: operators[0].filter.expr: invalid expression: column 6: unexpected token EOF, got "temp >"`},
 		{"operators:\n  - filter:\n      expr: temp * 2\n", `test.yaml:3: operators[0].filter.expr: must be a condition (true or false), not a number`},
 		{"operators:\n  - filter: {}\n", `test.yaml:2: operators[0].filter.expr: must not be empty`},
+		// With no body at all, the defaults are checked too.
+		{"operators:\n  - filter:\n", `test.yaml:2: operators[0].filter.expr: must not be empty`},
 		{"operators:\n  - filter:\n      exp: a > 1\n", `test.yaml:3: operators[0].filter.exp: unknown key; expected one of: expr`},
 		{"operators:\n  - filter:\n      expr: 'a == \"x\" && b > > 1'\n", `column 17: unexpected token`},
 		// Known before any record: every record would fail.

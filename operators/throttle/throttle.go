@@ -20,26 +20,21 @@ import (
 // Config is the throttle operator's config.
 type Config struct {
 	// Rate is how many records per Per may pass, per key.
-	Rate float64 `yaml:"rate" doc:"records let through per period, per key"`
+	Rate float64 `yaml:"rate" min:">0" doc:"records let through per period, per key"`
 	// Per is the period of Rate.
-	Per time.Duration `yaml:"per" doc:"the period of rate"`
+	Per time.Duration `yaml:"per" min:">0" doc:"the period of rate"`
 	// Burst is how many records may pass at once after a quiet spell.
-	Burst int `yaml:"burst" doc:"most records let through at once after a quiet spell; default 1"`
+	Burst int `yaml:"burst" min:"1" doc:"most records let through at once after a quiet spell; default 1"`
 }
 
 // DefaultConfig returns the defaults: one record per second per key.
 func DefaultConfig() *Config { return &Config{Rate: 1, Per: time.Second, Burst: 1} }
 
-// Validate checks the config.
+// Validate checks the config beyond its fields' tags: an infinite rate
+// would let everything through, which is no throttle.
 func (c *Config) Validate(n agent.Node) {
-	if c.Rate <= 0 || math.IsNaN(c.Rate) || math.IsInf(c.Rate, 0) {
-		n.Field("rate").Errorf("must be positive, got %q", n.Field("rate").Text())
-	}
-	if c.Per <= 0 {
-		n.Field("per").Errorf("must be positive, got %q", n.Field("per").Text())
-	}
-	if c.Burst < 1 {
-		n.Field("burst").Errorf("must be at least 1, got %q", n.Field("burst").Text())
+	if math.IsInf(c.Rate, 0) {
+		n.Field("rate").Errorf("must be finite, got %q", n.Field("rate").Text())
 	}
 }
 

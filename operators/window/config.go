@@ -47,7 +47,7 @@ type Config struct {
 	// TimeUnit is the unit of TimeField.
 	TimeUnit string `yaml:"time_unit" enum:"s,ms,us,ns" doc:"unit of time_field"`
 	// Lateness is how far behind the highest event time an event may be and still count.
-	Lateness time.Duration `yaml:"lateness" doc:"allowed lateness: windows close when the highest event time seen minus this passes their end"`
+	Lateness time.Duration `yaml:"lateness" min:"0" doc:"allowed lateness: windows close when the highest event time seen minus this passes their end"`
 	// Late says what happens to late events.
 	Late string `yaml:"late" enum:"dead_letter,count" doc:"late events go to the dead-letter output, or are only counted (pspf_dropped_total{reason=\"late\"} either way)"`
 	// EmitEvery emits the current results of open windows periodically (processing time).
@@ -57,13 +57,13 @@ type Config struct {
 	// Aggregates are the values computed per window.
 	Aggregates []AggConfig `yaml:"aggregates" doc:"what each window computes"`
 	// MemoryBytes bounds the per-key state held in memory; beyond it keys spill to the state file.
-	MemoryBytes agent.ByteSize `yaml:"memory_bytes" doc:"memory budget for per-key window state; colder keys spill to the state file"`
+	MemoryBytes agent.ByteSize `yaml:"memory_bytes" min:"64KiB" doc:"memory budget for per-key window state; colder keys spill to the state file"`
 }
 
 // AggConfig is one aggregate of a window.
 type AggConfig struct {
 	// Fn is the aggregate function.
-	Fn string `yaml:"fn" enum:"count,sum,min,max,mean,first,last,stddev,p50,p90,p99,rate,delta" doc:"aggregate function"`
+	Fn string `yaml:"fn" required:"true" enum:"count,sum,min,max,mean,first,last,stddev,p50,p90,p99,rate,delta" doc:"aggregate function"`
 	// Field is the numeric field aggregated (not needed by count).
 	Field string `yaml:"field" doc:"numeric field to aggregate"`
 	// Expr computes the value to aggregate instead of Field.
@@ -78,7 +78,8 @@ func DefaultConfig() *Config {
 	return &Config{Type: "tumbling", Time: "event", TimeUnit: "ms", Late: "dead_letter", MemoryBytes: 16 << 20}
 }
 
-// Validate checks the rules between the window's keys.
+// Validate checks the rules between the window's keys, beyond its fields'
+// tags.
 func (c *Config) Validate(n agent.Node) {
 	switch c.Type {
 	case "tumbling", "hopping":
@@ -101,14 +102,8 @@ func (c *Config) Validate(n agent.Node) {
 			n.Field("step").Errorf("must divide size into at most 64 steps, got %q", n.Field("step").Text())
 		}
 	}
-	if c.Lateness < 0 {
-		n.Field("lateness").Errorf("must not be negative, got %q", n.Field("lateness").Text())
-	}
 	if c.EmitEvery < 0 || (c.EmitEvery > 0 && c.EmitEvery < 10*time.Millisecond) {
 		n.Field("emit_every").Errorf("must be 0 or at least 10ms, got %q", n.Field("emit_every").Text())
-	}
-	if c.MemoryBytes < 64<<10 {
-		n.Field("memory_bytes").Errorf("must be at least 64KiB, got %q", n.Field("memory_bytes").Text())
 	}
 	if c.Where != "" {
 		if _, err := expr.Compile(c.Where); err != nil {
@@ -122,8 +117,7 @@ func (c *Config) Validate(n agent.Node) {
 	for i, a := range c.Aggregates {
 		an := n.Field("aggregates").Index(i)
 		if a.Fn == "" {
-			an.Field("fn").Errorf("must be set")
-			continue
+			continue // the required tag says so
 		}
 		if a.Fn != "count" && a.Field == "" && a.Expr == "" {
 			an.Errorf("%s needs field or expr", a.Fn)

@@ -15,27 +15,14 @@ import (
 
 // Config is the file sink's config.
 type Config struct {
-	Path     string         `yaml:"path" doc:"file to append NDJSON lines to; its directory is created"`
-	MaxBytes agent.ByteSize `yaml:"max_bytes" doc:"rotate when the file would grow past this size"`
-	MaxFiles int            `yaml:"max_files" doc:"rotated files to keep (path.1 is the newest)"`
+	Path     string         `yaml:"path" required:"true" doc:"file to append NDJSON lines to; its directory is created"`
+	MaxBytes agent.ByteSize `yaml:"max_bytes" min:"1KiB" doc:"rotate when the file would grow past this size"`
+	MaxFiles int            `yaml:"max_files" min:"0" max:"1000" doc:"rotated files to keep (path.1 is the newest)"`
 	Fsync    string         `yaml:"fsync" enum:"batch,rotate" doc:"batch: fsync before acknowledging each batch (nothing acknowledged is lost); rotate: only on rotation and close (less flash wear, a power cut loses the unsynced tail)"`
 }
 
 // Defaults returns the defaults: 64 MiB files, five kept, fsync per batch.
 func Defaults() *Config { return &Config{MaxBytes: 64 << 20, MaxFiles: 5, Fsync: "batch"} }
-
-// Validate checks the config.
-func (c *Config) Validate(n agent.Node) {
-	if c.Path == "" {
-		n.Field("path").Errorf("must not be empty")
-	}
-	if c.MaxBytes < 1024 {
-		n.Field("max_bytes").Errorf("must be at least 1KiB, got %q", n.Field("max_bytes").Text())
-	}
-	if c.MaxFiles < 0 || c.MaxFiles > 1000 {
-		n.Field("max_files").Errorf("must be between 0 and 1000, got %q", n.Field("max_files").Text())
-	}
-}
 
 // Factory returns the registry entry of the file sink.
 func Factory() agent.Factory[agent.Sink] {

@@ -35,7 +35,7 @@ type Config struct {
 	// reason.
 	SecretHeaders map[string]string `yaml:"secret_headers" secret:"true" doc:"extra request headers whose values are secrets (API keys): never shown; use ${ENV} or ${file:/path}"`
 	BearerToken   string            `yaml:"bearer_token" secret:"true" doc:"sent as Authorization: Bearer; use ${ENV} or ${file:/path}; never shown"`
-	Timeout       time.Duration     `yaml:"timeout" doc:"how long one POST may take, answer included"`
+	Timeout       time.Duration     `yaml:"timeout" min:">0" doc:"how long one POST may take, answer included"`
 	// UnreachableAfter is how long a POST may go without a connection, or
 	// without the first byte of the answer once the request is sent, before
 	// the sink shows as offline; the POST keeps waiting until timeout.
@@ -49,7 +49,7 @@ func Defaults() *Config {
 	return &Config{Format: "json_array", Gzip: true, Timeout: 10 * time.Second, UnreachableAfter: 3 * time.Second}
 }
 
-// Validate checks the config.
+// Validate checks the config beyond its fields' tags.
 func (c *Config) Validate(n agent.Node) {
 	u, err := url.Parse(c.URL)
 	if c.URL == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -57,9 +57,6 @@ func (c *Config) Validate(n agent.Node) {
 	} else if _, err := c.TLS.On(u.Scheme); err != nil {
 		// A tls block that would be ignored is refused (agent.TLSConfig).
 		n.Field("url").Errorf("%v", err)
-	}
-	if c.Timeout <= 0 {
-		n.Field("timeout").Errorf("must be positive, got %q", n.Field("timeout").Text())
 	}
 	// Under 100ms a healthy round trip over a mobile uplink would count as
 	// an outage; beyond timeout the POST has failed already (left unset, it

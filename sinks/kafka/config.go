@@ -10,14 +10,18 @@ import (
 
 // Config is the Kafka sink's config.
 type Config struct {
-	Brokers     []string       `yaml:"brokers" doc:"seed brokers, host:port"`
-	Topic       string         `yaml:"topic" doc:"topic, or a template over record fields like telemetry.{site}; {_key}, {_source} and {_pipeline} name the record's key, source and pipeline"`
-	Encoding    string         `yaml:"encoding" enum:"json,msgpack,raw" doc:"value encoding: json (one object per record), msgpack (the record as stored), raw (the raw payload)"`
-	Compression string         `yaml:"compression" enum:"none,gzip,snappy,lz4,zstd" doc:"batch compression codec"`
-	Acks        string         `yaml:"acks" enum:"all,1,0" doc:"all (with the idempotent producer), 1 (leader only) or 0 (fire and forget: the cursor advances unconfirmed)"`
-	Partitioner string         `yaml:"partitioner" enum:"key,round_robin" doc:"key: records with the same key go to the same partition (keyless ones are spread); round_robin: ignore keys"`
-	Linger      time.Duration  `yaml:"linger" doc:"how long a partition's batch waits for more records before it is sent"`
-	BatchBytes  agent.ByteSize `yaml:"batch_bytes" doc:"maximum bytes of one producer batch; must not exceed the broker's message.max.bytes"`
+	Brokers     []string      `yaml:"brokers" doc:"seed brokers, host:port"`
+	Topic       string        `yaml:"topic" required:"true" doc:"topic, or a template over record fields like telemetry.{site}; {_key}, {_source} and {_pipeline} name the record's key, source and pipeline"`
+	Encoding    string        `yaml:"encoding" enum:"json,msgpack,raw" doc:"value encoding: json (one object per record), msgpack (the record as stored), raw (the raw payload)"`
+	Compression string        `yaml:"compression" enum:"none,gzip,snappy,lz4,zstd" doc:"batch compression codec"`
+	Acks        string        `yaml:"acks" enum:"all,1,0" doc:"all (with the idempotent producer), 1 (leader only) or 0 (fire and forget: the cursor advances unconfirmed)"`
+	Partitioner string        `yaml:"partitioner" enum:"key,round_robin" doc:"key: records with the same key go to the same partition (keyless ones are spread); round_robin: ignore keys"`
+	Linger      time.Duration `yaml:"linger" min:"0" max:"1m" doc:"how long a partition's batch waits for more records before it is sent"`
+	// BatchBytes is at least 1 KiB, below which a batch cannot hold a
+	// typical record with its headers, and at most 64 MiB; above the
+	// broker's default message.max.bytes (1 MiB + overhead) every batch
+	// fails.
+	BatchBytes agent.ByteSize `yaml:"batch_bytes" min:"1KiB" max:"64MiB" doc:"maximum bytes of one producer batch; must not exceed the broker's message.max.bytes"`
 	// MaxBufferedBytes bounds the records (keys, values, headers) the
 	// producer holds at once, sent or not; a Write larger than it is sent
 	// in parts, each waiting for room. The sink's batches (the pipeline's
@@ -44,11 +48,11 @@ type Config struct {
 	// lz4 in 4 MiB blocks, an 8 MiB heap spike per push interval on an agent
 	// that otherwise runs in under 20 MB, and the pushes cost uplink bytes.
 	ClientMetrics  bool          `yaml:"client_metrics" doc:"push the client's own metrics to brokers that ask for them (KIP-714); off: each push briefly takes 8 MiB of heap"`
-	DialTimeout    time.Duration `yaml:"dial_timeout" doc:"connection timeout"`
-	RequestTimeout time.Duration `yaml:"request_timeout" doc:"how long the broker may take to answer a produce (acks: all waits for replicas)"`
+	DialTimeout    time.Duration `yaml:"dial_timeout" min:">0" doc:"connection timeout"`
+	RequestTimeout time.Duration `yaml:"request_timeout" min:">0" doc:"how long the broker may take to answer a produce (acks: all waits for replicas)"`
 	// WriteTimeout bounds one Write: records not acknowledged by then are
 	// failed and retried by the sink's backoff on a new connection.
-	WriteTimeout time.Duration `yaml:"write_timeout" doc:"how long one batch may take to be acknowledged before it is retried with backoff on a new connection"`
+	WriteTimeout time.Duration `yaml:"write_timeout" min:">0" doc:"how long one batch may take to be acknowledged before it is retried with backoff on a new connection"`
 	// UnreachableAfter is how long a batch may wait on silent brokers
 	// before the sink shows as offline: nothing read from any broker for
 	// that long, and either connections failing (refused, reset) or a
@@ -56,7 +60,7 @@ type Config struct {
 	// waiting (and franz-go retrying) until write_timeout. A slow uplink
 	// still moves bytes and a healthy broker answers in milliseconds: only
 	// a cluster that is gone, or hangs, stays silent this long.
-	UnreachableAfter time.Duration   `yaml:"unreachable_after" doc:"how long a batch may wait on silent brokers (connections refused or reset, requests unanswered) before the sink shows offline; the batch keeps waiting until write_timeout"`
+	UnreachableAfter time.Duration   `yaml:"unreachable_after" min:">0" doc:"how long a batch may wait on silent brokers (connections refused or reset, requests unanswered) before the sink shows offline; the batch keeps waiting until write_timeout"`
 	TLS              agent.TLSConfig `yaml:"tls" doc:"TLS to the brokers: on with enabled: true or any other tls setting (a ca_file implies TLS)"`
 	SASL             SASLConfig      `yaml:"sasl"`
 	// Delivery is at_least_once (default) or exactly_once.
@@ -103,7 +107,7 @@ func Defaults() *Config {
 	}
 }
 
-// Validate checks the config.
+// Validate checks the config beyond its fields' tags.
 func (c *Config) Validate(n agent.Node) {
 	if len(c.Brokers) == 0 {
 		n.Field("brokers").Errorf("must list at least one broker")
@@ -113,28 +117,13 @@ func (c *Config) Validate(n agent.Node) {
 			n.Field("brokers").Index(i).Errorf("must be host:port, got %q", b)
 		}
 	}
-	if c.Topic == "" {
-		n.Field("topic").Errorf("must not be empty")
-	} else if _, err := agent.ParseTemplate(c.Topic); err != nil {
+	if _, err := agent.ParseTemplate(c.Topic); c.Topic != "" && err != nil {
 		n.Field("topic").Errorf("%v", err)
-	}
-	// A batch below 1KiB cannot hold a typical record with its headers; above
-	// the broker's default message.max.bytes (1MiB + overhead) every batch fails.
-	if c.BatchBytes < 1<<10 || c.BatchBytes > 64<<20 {
-		n.Field("batch_bytes").Errorf("must be between 1KiB and 64MiB, got %q", n.Field("batch_bytes").Text())
 	}
 	// A record larger than the producer's buffer could never be sent; one
 	// larger than batch_bytes cannot be sent anyway.
 	if c.MaxBufferedBytes != 0 && (c.MaxBufferedBytes < c.BatchBytes || c.MaxBufferedBytes > 1<<30) {
 		n.Field("max_buffered_bytes").Errorf("must be 0 (twice batch_bytes) or between batch_bytes (%d bytes) and 1GiB, got %q", int64(c.BatchBytes), n.Field("max_buffered_bytes").Text())
-	}
-	if c.Linger < 0 || c.Linger > time.Minute {
-		n.Field("linger").Errorf("must be between 0 and 1m, got %q", n.Field("linger").Text())
-	}
-	for key, d := range map[string]time.Duration{"dial_timeout": c.DialTimeout, "request_timeout": c.RequestTimeout, "write_timeout": c.WriteTimeout, "unreachable_after": c.UnreachableAfter} {
-		if d <= 0 {
-			n.Field(key).Errorf("must be positive, got %q", n.Field(key).Text())
-		}
 	}
 	if c.WriteTimeout > 0 && c.RequestTimeout > c.WriteTimeout {
 		n.Field("write_timeout").Errorf("must be at least request_timeout (%s), got %q", c.RequestTimeout, n.Field("write_timeout").Text())

@@ -22,16 +22,16 @@ import (
 // Config is the MQTT sink's config.
 type Config struct {
 	Broker         string        `yaml:"broker" doc:"broker URL: tcp://host:1883, ssl://host:8883, ws:// or wss://"`
-	Topic          string        `yaml:"topic" doc:"topic, or a template over record fields like sites/{site}/telemetry; {_key} and {_source} name the record's key and source"`
+	Topic          string        `yaml:"topic" required:"true" doc:"topic, or a template over record fields like sites/{site}/telemetry; {_key} and {_source} name the record's key and source"`
 	QoS            int           `yaml:"qos" doc:"0 (at most once: the cursor moves once the message is written to the socket) or 1 (at least once: after the broker's PUBACK)"`
 	Retain         bool          `yaml:"retain" doc:"publish retained messages"`
 	Encoding       string        `yaml:"encoding" enum:"json,msgpack,raw" doc:"payload encoding: json, msgpack (the record as stored) or raw (the payload as received)"`
 	ClientID       string        `yaml:"client_id" doc:"client id; default pspf-<agent>-<pipeline>-<sink>; must be unique on the broker"`
 	Username       string        `yaml:"username" doc:"user name"`
 	Password       string        `yaml:"password" secret:"true" doc:"password; use ${ENV} or ${file:/path}"`
-	KeepAlive      time.Duration `yaml:"keep_alive" doc:"MQTT keep-alive interval"`
-	ConnectTimeout time.Duration `yaml:"connect_timeout" doc:"how long a connection attempt may take"`
-	WriteTimeout   time.Duration `yaml:"write_timeout" doc:"how long a batch may wait for its PUBACKs before it is retried"`
+	KeepAlive      time.Duration `yaml:"keep_alive" min:">0" doc:"MQTT keep-alive interval"`
+	ConnectTimeout time.Duration `yaml:"connect_timeout" min:">0" doc:"how long a connection attempt may take"`
+	WriteTimeout   time.Duration `yaml:"write_timeout" min:">0" doc:"how long a batch may wait for its PUBACKs before it is retried"`
 	// UnreachableAfter is how long a batch may wait without a PUBACK before
 	// the sink shows as offline; the batch keeps waiting until
 	// write_timeout. A lost connection shows at once.
@@ -44,7 +44,7 @@ func Defaults() *Config {
 	return &Config{QoS: 1, Encoding: "json", KeepAlive: 30 * time.Second, ConnectTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, UnreachableAfter: 3 * time.Second}
 }
 
-// Validate checks the config.
+// Validate checks the config beyond its fields' tags.
 func (c *Config) Validate(n agent.Node) {
 	u, err := url.Parse(c.Broker)
 	if c.Broker == "" || err != nil || u.Host == "" {
@@ -55,20 +55,13 @@ func (c *Config) Validate(n agent.Node) {
 		// A tls block that would be ignored is refused (agent.TLSConfig).
 		n.Field("broker").Errorf("%v", err)
 	}
-	if c.Topic == "" {
-		n.Field("topic").Errorf("must not be empty")
-	} else if _, err := agent.ParseTemplate(c.Topic); err != nil {
+	if _, err := agent.ParseTemplate(c.Topic); c.Topic != "" && err != nil {
 		n.Field("topic").Errorf("%v", err)
 	}
 	// QoS 2 needs a four-way handshake per message for no gain here: the
 	// stable ID already lets consumers drop the duplicates QoS 1 may bring.
 	if c.QoS != 0 && c.QoS != 1 {
 		n.Field("qos").Errorf("must be 0 or 1, got %q", n.Field("qos").Text())
-	}
-	for key, d := range map[string]time.Duration{"keep_alive": c.KeepAlive, "connect_timeout": c.ConnectTimeout, "write_timeout": c.WriteTimeout} {
-		if d <= 0 {
-			n.Field(key).Errorf("must be positive, got %q", n.Field(key).Text())
-		}
 	}
 	// Under 100ms a healthy round trip over a mobile uplink would count as
 	// an outage; beyond write_timeout the batch has been retried already

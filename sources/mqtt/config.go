@@ -17,21 +17,28 @@ type Config struct {
 	Password       string          `yaml:"password" secret:"true" doc:"password; use ${ENV} or ${file:/path}, it is never logged"`
 	Subscriptions  []Subscription  `yaml:"subscriptions" doc:"topic filters to subscribe to, with their QoS"`
 	TLS            agent.TLSConfig `yaml:"tls" doc:"TLS for ssl://, mqtts:// and wss:// brokers; refused with tcp://, mqtt:// and ws:// ones"`
-	KeepAlive      time.Duration   `yaml:"keepalive" doc:"MQTT keepalive; the broker drops the session after 1.5 times this without traffic"`
-	ConnectTimeout time.Duration   `yaml:"connect_timeout" doc:"how long one connection attempt may take"`
-	MaxReconnect   time.Duration   `yaml:"max_reconnect_interval" doc:"cap of the exponential backoff between reconnects"`
-	MaxInFlight    int             `yaml:"max_in_flight" doc:"messages received but not yet acked (QoS 1: durable; QoS 0: in the log) before the source stops taking more: the broker then holds them"`
+	KeepAlive      time.Duration   `yaml:"keepalive" min:"1s" doc:"MQTT keepalive; the broker drops the session after 1.5 times this without traffic"`
+	ConnectTimeout time.Duration   `yaml:"connect_timeout" min:">0" doc:"how long one connection attempt may take"`
+	MaxReconnect   time.Duration   `yaml:"max_reconnect_interval" min:"1s" doc:"cap of the exponential backoff between reconnects"`
+	// MaxInFlight is at most 65535, the MQTT packet id space: more could
+	// never be unacked at once.
+	MaxInFlight int `yaml:"max_in_flight" min:"1" max:"65535" doc:"messages received but not yet acked (QoS 1: durable; QoS 0: in the log) before the source stops taking more: the broker then holds them"`
 	// MaxInFlightBytes bounds the same messages in bytes (payload and
 	// topic): it is what bounds the source's memory when messages are
-	// large, max_in_flight when they are small.
-	MaxInFlightBytes agent.ByteSize `yaml:"max_in_flight_bytes" doc:"bytes of the messages received but not yet acked (payload and topic) before the source stops taking more; a larger message is taken alone"`
-	BatchSize        int            `yaml:"batch_size" doc:"most messages per batch"`
-	Linger           time.Duration  `yaml:"linger" doc:"how long a batch waits for more messages after its first one"`
-	MaxPayload       agent.ByteSize `yaml:"max_payload" doc:"larger payloads are dropped (acked to the broker) and counted"`
-	TopicTemplate    string         `yaml:"topic_template" doc:"topic levels to fields: sensors/{site}/{device}/temp; + skips a level, a trailing # the rest"`
-	Key              string         `yaml:"key" doc:"the record key, from template fields: {device} or {site}-{device}"`
-	TopicField       string         `yaml:"topic_field" doc:"name of a field holding the full topic; empty for none"`
-	Status           StatusConfig   `yaml:"status" doc:"birth and last-will messages announcing this agent online and offline"`
+	// large, max_in_flight when they are small. Below 64 KiB every few
+	// messages wait for an fsync; 1 GiB is far beyond the memory of the
+	// boards the agent runs on.
+	MaxInFlightBytes agent.ByteSize `yaml:"max_in_flight_bytes" min:"64KiB" max:"1GiB" doc:"bytes of the messages received but not yet acked (payload and topic) before the source stops taking more; a larger message is taken alone"`
+	BatchSize        int            `yaml:"batch_size" min:"1" max:"65536" doc:"most messages per batch"`
+	// Linger is at most 1s: a longer one only delays acks; the group
+	// commit batches anyway.
+	Linger time.Duration `yaml:"linger" max:"1s" doc:"how long a batch waits for more messages after its first one"`
+	// MaxPayload is at most 256 MiB, MQTT's own maximum packet size.
+	MaxPayload    agent.ByteSize `yaml:"max_payload" min:"1B" max:"256MiB" doc:"larger payloads are dropped (acked to the broker) and counted"`
+	TopicTemplate string         `yaml:"topic_template" doc:"topic levels to fields: sensors/{site}/{device}/temp; + skips a level, a trailing # the rest"`
+	Key           string         `yaml:"key" doc:"the record key, from template fields: {device} or {site}-{device}"`
+	TopicField    string         `yaml:"topic_field" doc:"name of a field holding the full topic; empty for none"`
+	Status        StatusConfig   `yaml:"status" doc:"birth and last-will messages announcing this agent online and offline"`
 }
 
 // Subscription is one topic filter and its QoS. A filter may hold the
@@ -73,9 +80,10 @@ func Defaults() *Config {
 	}
 }
 
-// Validate checks the config. The limits keep one source's memory bounded:
-// max_in_flight_bytes (or one message up to max_payload, when it is larger)
-// is the most payload it holds at once.
+// Validate checks the config beyond its fields' tags. The limits of the
+// tags keep one source's memory bounded: max_in_flight_bytes (or one
+// message up to max_payload, when it is larger) is the most payload it
+// holds at once.
 func (c *Config) Validate(n agent.Node) {
 	if len(c.Brokers) == 0 {
 		n.Field("brokers").Errorf("must list at least one broker URL")
@@ -107,35 +115,6 @@ func (c *Config) Validate(n agent.Node) {
 		// A clean session forgets what the broker queued while the agent was
 		// away: QoS 1 would silently become "at most once" across restarts.
 		n.Field("clean_session").Errorf("must be false when a subscription has QoS 1 or 2 (the persistent session is what makes redelivery work)")
-	}
-	if c.KeepAlive < time.Second {
-		n.Field("keepalive").Errorf("must be at least 1s, got %q", n.Field("keepalive").Text())
-	}
-	if c.ConnectTimeout <= 0 {
-		n.Field("connect_timeout").Errorf("must be positive, got %q", n.Field("connect_timeout").Text())
-	}
-	if c.MaxReconnect < time.Second {
-		n.Field("max_reconnect_interval").Errorf("must be at least 1s, got %q", n.Field("max_reconnect_interval").Text())
-	}
-	if c.MaxInFlight < 1 || c.MaxInFlight > 65535 {
-		// 65535 is the MQTT packet id space: more could never be unacked at once.
-		n.Field("max_in_flight").Errorf("must be between 1 and 65535, got %q", n.Field("max_in_flight").Text())
-	}
-	if c.MaxInFlightBytes < 64<<10 || c.MaxInFlightBytes > 1<<30 {
-		// Below 64 KiB every few messages wait for an fsync; 1 GiB is far
-		// beyond the memory of the boards the agent runs on.
-		n.Field("max_in_flight_bytes").Errorf("must be between 64KiB and 1GiB, got %q", n.Field("max_in_flight_bytes").Text())
-	}
-	if c.BatchSize < 1 || c.BatchSize > 65536 {
-		n.Field("batch_size").Errorf("must be between 1 and 65536, got %q", n.Field("batch_size").Text())
-	}
-	if c.Linger > time.Second {
-		// A longer linger only delays acks; the group commit batches anyway.
-		n.Field("linger").Errorf("must be at most 1s, got %q", n.Field("linger").Text())
-	}
-	if c.MaxPayload < 1 || c.MaxPayload > 256<<20 {
-		// 256 MiB is MQTT's own maximum packet size.
-		n.Field("max_payload").Errorf("must be between 1B and 256MiB, got %q", n.Field("max_payload").Text())
 	}
 	tmpl, err := parseTemplate(c.TopicTemplate)
 	if err != nil {

@@ -8,23 +8,25 @@ import (
 
 // Config is the serial source's config.
 type Config struct {
-	Device       string          `yaml:"device" doc:"device path; prefer a stable name like /dev/serial/by-id/... over /dev/ttyUSB0"`
-	Baud         int             `yaml:"baud" doc:"bits per second"`
-	DataBits     int             `yaml:"data_bits" doc:"5, 6, 7 or 8"`
-	Parity       string          `yaml:"parity" enum:"none,odd,even,mark,space" doc:"parity bit"`
-	StopBits     string          `yaml:"stop_bits" enum:"1,1.5,2" doc:"stop bits"`
-	Framing      string          `yaml:"framing" enum:"line,fixed,length_prefix" doc:"how the byte stream splits into frames"`
-	Delimiter    string          `yaml:"delimiter" doc:"line framing: the delimiter, e.g. \"\\n\" or \"\\r\\n\" (YAML double quotes)"`
-	TrimCR       bool            `yaml:"trim_cr" doc:"line framing: drop one trailing \\r from each frame"`
-	FrameSize    int             `yaml:"frame_size" doc:"fixed framing: bytes per frame"`
-	LengthBytes  int             `yaml:"length_bytes" doc:"length_prefix framing: 1, 2 or 4 byte prefix"`
-	LengthEndian string          `yaml:"length_endian" enum:"big,little" doc:"length_prefix framing: byte order of the prefix"`
-	MaxFrame     agent.ByteSize  `yaml:"max_frame" doc:"longer frames are dropped and counted; the framer's buffer is this big"`
-	Poll         PollConfig      `yaml:"poll" doc:"a command written at an interval, for request/response sensors"`
-	BatchSize    int             `yaml:"batch_size" doc:"most frames per batch"`
-	Linger       time.Duration   `yaml:"linger" doc:"how long a batch waits for more frames after its first"`
-	MaxUnacked   int             `yaml:"max_unacked" doc:"batches read but not yet durable before reading pauses"`
-	Reconnect    ReconnectConfig `yaml:"reconnect" doc:"backoff between attempts to reopen a device that went away"`
+	Device       string `yaml:"device" required:"true" doc:"device path; prefer a stable name like /dev/serial/by-id/... over /dev/ttyUSB0"`
+	Baud         int    `yaml:"baud" min:"50" max:"4000000" doc:"bits per second"`
+	DataBits     int    `yaml:"data_bits" doc:"5, 6, 7 or 8"`
+	Parity       string `yaml:"parity" enum:"none,odd,even,mark,space" doc:"parity bit"`
+	StopBits     string `yaml:"stop_bits" enum:"1,1.5,2" doc:"stop bits"`
+	Framing      string `yaml:"framing" enum:"line,fixed,length_prefix" doc:"how the byte stream splits into frames"`
+	Delimiter    string `yaml:"delimiter" doc:"line framing: the delimiter, e.g. \"\\n\" or \"\\r\\n\" (YAML double quotes)"`
+	TrimCR       bool   `yaml:"trim_cr" doc:"line framing: drop one trailing \\r from each frame"`
+	FrameSize    int    `yaml:"frame_size" doc:"fixed framing: bytes per frame"`
+	LengthBytes  int    `yaml:"length_bytes" doc:"length_prefix framing: 1, 2 or 4 byte prefix"`
+	LengthEndian string `yaml:"length_endian" enum:"big,little" doc:"length_prefix framing: byte order of the prefix"`
+	// MaxFrame is the framer's buffer, allocated once: its cap bounds
+	// memory.
+	MaxFrame   agent.ByteSize  `yaml:"max_frame" min:"1B" max:"1MiB" doc:"longer frames are dropped and counted; the framer's buffer is this big"`
+	Poll       PollConfig      `yaml:"poll" doc:"a command written at an interval, for request/response sensors"`
+	BatchSize  int             `yaml:"batch_size" min:"1" max:"65536" doc:"most frames per batch"`
+	Linger     time.Duration   `yaml:"linger" max:"1s" doc:"how long a batch waits for more frames after its first"`
+	MaxUnacked int             `yaml:"max_unacked" min:"1" max:"1024" doc:"batches read but not yet durable before reading pauses"`
+	Reconnect  ReconnectConfig `yaml:"reconnect" doc:"backoff between attempts to reopen a device that went away"`
 }
 
 // PollConfig is a command written to the device at an interval.
@@ -50,20 +52,10 @@ func Defaults() *Config {
 	}
 }
 
-// Validate checks the config.
+// Validate checks the config beyond its fields' tags.
 func (c *Config) Validate(n agent.Node) {
-	if c.Device == "" {
-		n.Field("device").Errorf("must not be empty")
-	}
-	if c.Baud < 50 || c.Baud > 4_000_000 {
-		n.Field("baud").Errorf("must be between 50 and 4000000, got %q", n.Field("baud").Text())
-	}
 	if c.DataBits < 5 || c.DataBits > 8 {
 		n.Field("data_bits").Errorf("must be 5, 6, 7 or 8, got %q", n.Field("data_bits").Text())
-	}
-	// The framer's buffer is max_frame bytes, allocated once: the cap bounds memory.
-	if c.MaxFrame < 1 || c.MaxFrame > 1<<20 {
-		n.Field("max_frame").Errorf("must be between 1B and 1MiB, got %q", n.Field("max_frame").Text())
 	}
 	switch c.Framing {
 	case "line":
@@ -81,15 +73,6 @@ func (c *Config) Validate(n agent.Node) {
 	}
 	if c.Poll.Command != "" && c.Poll.Interval < 10*time.Millisecond {
 		n.Field("poll").Field("interval").Errorf("must be at least 10ms, got %q", n.Field("poll").Field("interval").Text())
-	}
-	if c.BatchSize < 1 || c.BatchSize > 65536 {
-		n.Field("batch_size").Errorf("must be between 1 and 65536, got %q", n.Field("batch_size").Text())
-	}
-	if c.Linger > time.Second {
-		n.Field("linger").Errorf("must be at most 1s, got %q", n.Field("linger").Text())
-	}
-	if c.MaxUnacked < 1 || c.MaxUnacked > 1024 {
-		n.Field("max_unacked").Errorf("must be between 1 and 1024, got %q", n.Field("max_unacked").Text())
 	}
 	if c.Reconnect.Initial <= 0 || c.Reconnect.Max < c.Reconnect.Initial {
 		n.Field("reconnect").Errorf("needs 0 < initial <= max, got initial %s, max %s", c.Reconnect.Initial, c.Reconnect.Max)

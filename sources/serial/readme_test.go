@@ -49,8 +49,10 @@ func TestConfigErrors(t *testing.T) {
 sinks: [{console: {}}]
 `
 	_, err := registry().ParsePipeline("bad.yaml", []byte(text), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
-	want := `bad.yaml:3: sources[0].serial.device: must not be empty
-bad.yaml:3: sources[0].serial.baud: must be between 50 and 4000000, got "10"
+	// On one line, the keys written come in their order, then the
+	// required ones left out.
+	want := `bad.yaml:3: sources[0].serial.baud: must be between 50 and 4000000, got "10"
+bad.yaml:3: sources[0].serial.device: must not be empty
 bad.yaml:4: sources[0].serial.data_bits: must be 5, 6, 7 or 8, got "9"
 bad.yaml:5: sources[0].serial.parity: must be none, odd, even, mark or space, got "sometimes"
 bad.yaml:7: sources[0].serial.frame_size: must be between 1 and max_frame (1024), got "4096"`

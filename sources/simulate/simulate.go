@@ -18,50 +18,25 @@ import (
 
 // Config is the simulate source's config.
 type Config struct {
-	Sensors    int           `yaml:"sensors" doc:"number of simulated sensors"`
-	Rate       float64       `yaml:"rate" doc:"readings per second, per sensor"`
+	Sensors    int           `yaml:"sensors" min:"1" max:"1000000" doc:"number of simulated sensors"`
+	Rate       float64       `yaml:"rate" min:">0" doc:"readings per second, per sensor"`
 	Shape      string        `yaml:"shape" enum:"steady,sine,random_walk,spikes,dropouts" doc:"how values move over time"`
 	Seed       uint64        `yaml:"seed" doc:"random seed; the same seed gives the same readings"`
-	Count      int64         `yaml:"count" doc:"stop after this many readings in all; 0 runs forever"`
+	Count      int64         `yaml:"count" min:"0" doc:"stop after this many readings in all; 0 runs forever"`
 	Format     string        `yaml:"format" enum:"json,fields" doc:"json emits raw JSON payloads for a decode operator; fields emits decoded records"`
-	Field      string        `yaml:"field" doc:"name of the value field"`
+	Field      string        `yaml:"field" required:"true" doc:"name of the value field"`
 	Base       float64       `yaml:"base" doc:"the value around which readings move"`
 	Amplitude  float64       `yaml:"amplitude" doc:"how far readings move from base"`
-	Period     time.Duration `yaml:"period" doc:"period of the sine shape"`
-	Batch      int           `yaml:"batch" doc:"most readings per batch"`
+	Period     time.Duration `yaml:"period" min:">0" doc:"period of the sine shape"`
+	Batch      int           `yaml:"batch" min:"1" max:"65536" doc:"most readings per batch"`
 	Prefix     string        `yaml:"prefix" doc:"sensor names are prefix + number"`
-	MaxUnacked int           `yaml:"max_unacked" doc:"batches read but not yet acked before Read blocks (backpressure)"`
+	MaxUnacked int           `yaml:"max_unacked" min:"1" doc:"batches read but not yet acked before Read blocks (backpressure)"`
 }
 
 // Defaults returns the config's defaults.
 func Defaults() *Config {
 	return &Config{Sensors: 3, Rate: 1, Shape: "sine", Seed: 1, Format: "json", Field: "temp",
 		Base: 21, Amplitude: 4, Period: time.Minute, Batch: 256, Prefix: "sensor-", MaxUnacked: 8}
-}
-
-// Validate checks the limits.
-func (c *Config) Validate(n agent.Node) {
-	if c.Sensors < 1 || c.Sensors > 1_000_000 {
-		n.Field("sensors").Errorf("must be between 1 and 1000000, got %q", n.Field("sensors").Text())
-	}
-	if c.Rate <= 0 {
-		n.Field("rate").Errorf("must be positive, got %q", n.Field("rate").Text())
-	}
-	if c.Count < 0 {
-		n.Field("count").Errorf("must not be negative, got %q", n.Field("count").Text())
-	}
-	if c.Batch < 1 || c.Batch > 65536 {
-		n.Field("batch").Errorf("must be between 1 and 65536, got %q", n.Field("batch").Text())
-	}
-	if c.Period <= 0 {
-		n.Field("period").Errorf("must be positive, got %q", n.Field("period").Text())
-	}
-	if c.Field == "" {
-		n.Field("field").Errorf("must not be empty")
-	}
-	if c.MaxUnacked < 1 {
-		n.Field("max_unacked").Errorf("must be at least 1, got %q", n.Field("max_unacked").Text())
-	}
 }
 
 // Factory returns the registry entry of the simulate source.
