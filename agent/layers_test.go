@@ -11,7 +11,7 @@ const module = "github.com/pspf/pspf-edge/"
 
 // shared are the packages among the connectors' folders that are libraries,
 // not connectors: the connectors of their kind may import them.
-var shared = []string{"operators/expr"}
+var shared = []string{"operators/expr", "operators/internal/timeunit"}
 
 // allowed says which packages of the module pkg may depend on (directly or
 // not, in its non-test code), by the package map of docs/architecture.md;

@@ -34,6 +34,7 @@ import (
 	"unsafe"
 
 	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/operators/internal/timeunit"
 )
 
 // Config is the decode operator's config.
@@ -165,8 +166,6 @@ type Decoder struct {
 	text  []byte
 }
 
-var units = map[string]int64{"unix_s": 1e9, "unix_ms": 1e6, "unix_us": 1e3, "unix_ns": 1, "rfc3339": 0}
-
 // errHeader marks a CSV header line: removed, not rejected.
 var errHeader = errors.New("csv header line")
 
@@ -180,11 +179,12 @@ func New(c *Config, env agent.Env) (*Decoder, error) {
 		names:     newNames(4096),
 		values:    newNames(1024),
 	}
-	unit, ok := units[c.TimeFormat]
-	if !ok {
-		return nil, fmt.Errorf("decode: time_format %q: must be unix_s, unix_ms, unix_us, unix_ns or rfc3339", c.TimeFormat)
+	if c.TimeFormat != "rfc3339" { // rfc3339: unit 0
+		var ok bool
+		if d.unit, ok = timeunit.UnixNanos(c.TimeFormat); !ok {
+			return nil, fmt.Errorf("decode: time_format %q: must be unix_s, unix_ms, unix_us, unix_ns or rfc3339", c.TimeFormat)
+		}
 	}
-	d.unit = unit
 	if c.MaxFields <= 0 || c.MaxDepth <= 0 || c.MaxBytes <= 0 {
 		return nil, errors.New("decode: max_bytes, max_fields and max_depth must be positive")
 	}

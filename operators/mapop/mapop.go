@@ -22,6 +22,7 @@ import (
 
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/operators/expr"
+	"github.com/pspf/pspf-edge/operators/internal/timeunit"
 )
 
 // Config is the map operator's config.
@@ -103,14 +104,15 @@ type Map struct {
 	buf       []byte
 }
 
-var units = map[string]int64{"unix_s": 1e9, "unix_ms": 1e6, "unix_us": 1e3, "unix_ns": 1, "": 1e6}
-
 // New compiles the config's expressions and returns the operator.
 func New(c *Config, env agent.Env) (*Map, error) {
 	m := &Map{component: env.Component, failed: env.Counter("pspf_dropped_total", "reason", "expr_error")}
-	var ok bool
-	if m.unit, ok = units[c.TimeFormat]; !ok {
-		return nil, fmt.Errorf("map: time_format %q: must be unix_s, unix_ms, unix_us or unix_ns", c.TimeFormat)
+	m.unit = 1e6 // unix_ms, the default
+	if c.TimeFormat != "" {
+		var ok bool
+		if m.unit, ok = timeunit.UnixNanos(c.TimeFormat); !ok {
+			return nil, fmt.Errorf("map: time_format %q: must be unix_s, unix_ms, unix_us or unix_ns", c.TimeFormat)
+		}
 	}
 	order := c.order
 	if len(order) != len(c.Set) {

@@ -26,6 +26,7 @@ import (
 
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/operators/expr"
+	"github.com/pspf/pspf-edge/operators/internal/timeunit"
 )
 
 // Config is the window operator's config.
@@ -165,15 +166,10 @@ func Factory() agent.Factory[agent.Operator] {
 }
 
 func unitNanos(u string) int64 {
-	switch u {
-	case "s":
-		return int64(time.Second)
-	case "us":
-		return int64(time.Microsecond)
-	case "ns":
-		return 1
+	if n, ok := timeunit.Nanos(u); ok {
+		return n
 	}
-	return int64(time.Millisecond)
+	return int64(time.Millisecond) // the default, ms
 }
 
 func errorf(format string, args ...any) error {
