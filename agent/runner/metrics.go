@@ -49,14 +49,14 @@ func (m *Metrics) Gauge(name string, f func() float64, labels ...string) {
 	m.set.GetOrCreateGauge(n, func() float64 { return (*p.Load())() })
 }
 
-// Unregister removes every metric whose labels include the given label pair, for
-// example everything of a pipeline that was removed.
+// Unregister removes every metric that has the label with exactly value,
+// for example everything of a pipeline that was removed (and nothing of a
+// pipeline whose name merely begins the same).
 func (m *Metrics) Unregister(label, value string) {
-	needle := label + "=" + quoteLabel(value)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, n := range m.set.ListMetricNames() {
-		if strings.Contains(n, needle) {
+		if hasLabel(n, label, value) {
 			m.set.UnregisterMetric(n)
 			delete(m.gauges, n)
 		}
@@ -83,6 +83,64 @@ func metricName(name string, labels []string) string {
 	}
 	b.WriteByte('}')
 	return b.String()
+}
+
+// eachLabel calls fn with the name and the unquoted value of each label of
+// a metric name as metricName writes it (`name{a="x",b="y"}`), in order,
+// until fn returns false.
+func eachLabel(metric string, fn func(name, value string) bool) {
+	i := strings.IndexByte(metric, '{')
+	if i < 0 {
+		return
+	}
+	s := metric[i+1:]
+	var b strings.Builder
+	for len(s) > 0 && s[0] != '}' {
+		eq := strings.Index(s, `="`) // a label name holds neither = nor "
+		if eq < 0 {
+			return
+		}
+		name := s[:eq]
+		s = s[eq+2:]
+		b.Reset()
+		j := 0
+		for ; j < len(s) && s[j] != '"'; j++ {
+			if s[j] == '\\' && j+1 < len(s) {
+				j++
+				if s[j] == 'n' {
+					b.WriteByte('\n')
+					continue
+				}
+			}
+			b.WriteByte(s[j])
+		}
+		if !fn(name, b.String()) {
+			return
+		}
+		s = strings.TrimPrefix(s[min(j+1, len(s)):], ",")
+	}
+}
+
+// hasLabel reports whether the metric has the label with exactly value.
+func hasLabel(metric, label, value string) bool {
+	found := false
+	eachLabel(metric, func(n, v string) bool {
+		found = n == label && v == value
+		return !found
+	})
+	return found
+}
+
+// labelValue returns the value of the metric's label, and whether it has
+// one.
+func labelValue(metric, label string) (value string, ok bool) {
+	eachLabel(metric, func(n, v string) bool {
+		if n == label {
+			value, ok = v, true
+		}
+		return !ok
+	})
+	return value, ok
 }
 
 func quoteLabel(v string) string {

@@ -2,6 +2,7 @@ package runner
 
 import (
 	"bytes"
+	"maps"
 	"strings"
 	"testing"
 )
@@ -33,5 +34,73 @@ func TestGaugeFollowsTheLastRegistration(t *testing.T) {
 	m.Gauge("pspf_test_in_flight", func() float64 { return 4 }, "pipeline", "p")
 	if got, want := gaugeText(m), `pspf_test_in_flight{pipeline="p"} 4`; !strings.Contains(got, want) {
 		t.Errorf("registered again after Unregister: got %q, want %q", got, want)
+	}
+}
+
+// TestLabelsMatchExactly: a pipeline's metrics are found (Unregister,
+// sumByLabel) by their exact pipeline label, never by a substring: not
+// those of a pipeline whose name extends it (temp and temp2), nor those
+// whose other labels merely end with the same name and value
+// (upstream_pipeline="temp").
+func TestLabelsMatchExactly(t *testing.T) {
+	m := NewMetrics()
+	m.Counter("pspf_dropped_total", "pipeline", "temp", "component", "c", "reason", "filtered").Add(1)
+	m.Counter("pspf_dropped_total", "pipeline", "temp", "component", "c", "sub_reason", "x", "reason", "late").Add(2)
+	m.Counter("pspf_dropped_total", "pipeline", "temp2", "component", "c", "reason", "filtered").Add(10)
+	m.Counter("pspf_dropped_total", "pipeline", "temp2", "component", "c", "upstream_pipeline", "temp", "reason", "filtered").Add(100)
+	m.Gauge("pspf_test_gauge", func() float64 { return 1 }, "pipeline", "temp")
+	m.Gauge("pspf_test_gauge", func() float64 { return 2 }, "pipeline", "temp2")
+
+	for _, tc := range []struct {
+		pipeline string
+		want     map[string]uint64
+	}{
+		{"temp", map[string]uint64{"filtered": 1, "late": 2}},
+		{"temp2", map[string]uint64{"filtered": 110}},
+		{"tem", map[string]uint64{}},
+	} {
+		if got := m.sumByLabel("pspf_dropped_total", "pipeline", tc.pipeline, "reason"); !maps.Equal(got, tc.want) {
+			t.Errorf("drops of %s: got %v, want %v", tc.pipeline, got, tc.want)
+		}
+	}
+
+	m.Unregister("pipeline", "temp")
+	text := gaugeText(m)
+	for _, gone := range []string{`{pipeline="temp",`, `{pipeline="temp"}`} {
+		if strings.Contains(text, gone) {
+			t.Errorf("after Unregister(pipeline, temp): %s is still there:\n%s", gone, text)
+		}
+	}
+	for _, kept := range []string{
+		`pspf_dropped_total{pipeline="temp2",component="c",reason="filtered"} 10`,
+		`pspf_dropped_total{pipeline="temp2",component="c",upstream_pipeline="temp",reason="filtered"} 100`,
+		`pspf_test_gauge{pipeline="temp2"} 2`,
+	} {
+		if !strings.Contains(text, kept) {
+			t.Errorf("after Unregister(pipeline, temp): got\n%s\nwant %s kept", text, kept)
+		}
+	}
+	m.Unregister("pipeline", "temp2")
+	if text := gaugeText(m); text != "" {
+		t.Errorf("after unregistering both pipelines: got\n%s\nwant nothing", text)
+	}
+}
+
+// Label values are read back as metricName quoted them.
+func TestLabelValueUnquotes(t *testing.T) {
+	for _, v := range []string{"", "plain", `a "quoted" one`, `back\slash`, "two\nlines", `ends with \`, `x",reason="late`} {
+		n := metricName("pspf_x", []string{"component", v, "reason", "filtered"})
+		if got, ok := labelValue(n, "component"); !ok || got != v {
+			t.Errorf("labelValue(%s, component) = %q, %v; want %q", n, got, ok, v)
+		}
+		if got, _ := labelValue(n, "reason"); got != "filtered" {
+			t.Errorf("labelValue(%s, reason) = %q; want filtered", n, got)
+		}
+		if !hasLabel(n, "component", v) || hasLabel(n, "component", v+"x") {
+			t.Errorf("hasLabel(%s, component, %q) wrong", n, v)
+		}
+	}
+	if _, ok := labelValue("pspf_x", "reason"); ok {
+		t.Error("a metric without labels has a reason")
 	}
 }

@@ -254,48 +254,18 @@ func addDrops(m map[string]uint64, d buffer.DropCounts) {
 	}
 }
 
-// sumByLabel sums the counters called name whose labels include
-// match=value, grouped by the value of label by.
+// sumByLabel sums the counters called name that have the label match with
+// exactly value, grouped by the value of label by.
 func (m *Metrics) sumByLabel(name, match, value, by string) map[string]uint64 {
 	out := map[string]uint64{}
-	needle := match + "=" + quoteLabel(value)
 	for _, n := range m.set.ListMetricNames() {
-		if !strings.HasPrefix(n, name+"{") || !strings.Contains(n, needle) {
+		if !strings.HasPrefix(n, name+"{") || !hasLabel(n, match, value) {
 			continue
 		}
-		key := labelValue(n, by)
+		key, _ := labelValue(n, by)
 		out[key] += m.set.GetOrCreateCounter(n).Get()
 	}
 	return out
-}
-
-// labelValue returns the value of label in a metric name like
-// `name{a="x",b="y"}`, or "".
-func labelValue(metric, label string) string {
-	i := strings.Index(metric, label+`="`)
-	if i < 0 || (i > 0 && metric[i-1] != '{' && metric[i-1] != ',') {
-		return ""
-	}
-	rest := metric[i+len(label)+2:]
-	var b strings.Builder
-	for j := 0; j < len(rest); j++ {
-		switch rest[j] {
-		case '\\':
-			if j+1 < len(rest) {
-				j++
-				if rest[j] == 'n' {
-					b.WriteByte('\n')
-				} else {
-					b.WriteByte(rest[j])
-				}
-			}
-		case '"':
-			return b.String()
-		default:
-			b.WriteByte(rest[j])
-		}
-	}
-	return b.String()
 }
 
 // Remove removes the metric with the given name and labels (pairs of label
