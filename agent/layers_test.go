@@ -17,7 +17,9 @@ var shared = []string{"operators/expr", "operators/internal/timeunit"}
 // not, in its non-test code), by the package map of docs/architecture.md;
 // ok is false for a package the map does not cover.
 func allowed(pkg string) (deps []string, ok bool) {
-	storage := []string{"buffer", "state", "checkpoint"}
+	// The storage and what builds on it share internal/flock (the file
+	// locks of data directories, logs and state files).
+	storage := []string{"buffer", "state", "checkpoint", "internal/flock"}
 	switch {
 	case pkg == "agent":
 		return nil, true // the SDK: nothing of the module
@@ -25,6 +27,8 @@ func allowed(pkg string) (deps []string, ok bool) {
 		return append([]string{"agent"}, storage...), true
 	case pkg == "agent/supervisor", pkg == "agent/agenttest":
 		return append([]string{"agent", "agent/runner"}, storage...), true
+	case pkg == "internal/flock":
+		return nil, true
 	case slices.Contains(storage, pkg):
 		return storage, true
 	case plugin(pkg):

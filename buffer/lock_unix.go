@@ -5,34 +5,22 @@ package buffer
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
-	"syscall"
+
+	"github.com/pspf/pspf-edge/internal/flock"
 )
 
 // lockDir takes an exclusive flock on dir/LOCK. Opening the lock file for
 // writing is also the check that dir is writable.
-func lockDir(dir string) (*os.File, error) {
-	f, err := os.OpenFile(filepath.Join(dir, lockName), os.O_RDWR|os.O_CREATE, filePerm)
-	if err != nil {
-		if isReadOnly(err) {
-			return nil, fmt.Errorf("%w: %s: %w", ErrReadOnly, dir, err)
-		}
-		return nil, fmt.Errorf("buffer: open lock file: %w", err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("%w: %s", ErrLocked, dir)
-		}
+func lockDir(dir string) (*flock.File, error) {
+	l, err := flock.Exclusive(filepath.Join(dir, lockName), filePerm)
+	switch {
+	case errors.Is(err, flock.ErrLocked):
+		return nil, fmt.Errorf("%w: %s", ErrLocked, dir)
+	case err != nil && isReadOnly(err):
+		return nil, fmt.Errorf("%w: %s: %w", ErrReadOnly, dir, err)
+	case err != nil:
 		return nil, fmt.Errorf("buffer: lock %s: %w", dir, err)
 	}
-	return f, nil
-}
-
-func unlockDir(f *os.File) {
-	if f != nil {
-		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-		f.Close()
-	}
+	return l, nil
 }

@@ -38,6 +38,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/pspf/pspf-edge/internal/flock"
 )
 
 // Log is an append-only log of records in a directory. Its methods are safe
@@ -46,7 +48,7 @@ type Log struct {
 	dir  string
 	opts Options
 	log  *slog.Logger
-	lock *os.File
+	lock *flock.File
 
 	// syncMu serialises fsync rounds and the operations that replace the
 	// active file under them (TruncateAfter, Close).
@@ -147,7 +149,7 @@ func Open(dir string, opts Options) (*Log, error) {
 	}
 	if err := l.recover(); err != nil {
 		l.closeFiles()
-		unlockDir(lock)
+		lock.Release()
 		return nil, err
 	}
 	l.wg.Add(1)
@@ -700,7 +702,7 @@ func (l *Log) Close() error {
 		}
 	}
 	l.closeFiles()
-	unlockDir(l.lock)
+	l.lock.Release()
 	var err error
 	if len(errs) > 0 {
 		err = fmt.Errorf("buffer: close: %w", errors.Join(errs...))

@@ -131,7 +131,7 @@ func BenchmarkOpenVerify(b *testing.B) {
 	}
 	b.ResetTimer()
 	for range b.N {
-		if _, err := verifyFile(path); err != nil {
+		if _, err := verifyFile(path, nil); err != nil {
 			b.Fatal(err)
 		}
 	}

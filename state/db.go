@@ -313,7 +313,7 @@ func (db *DB) Check() error {
 	if db.closed {
 		return ErrClosed
 	}
-	if _, err := verifyFile(db.path); err != nil {
+	if _, err := verifyFile(db.path, nil); err != nil {
 		return fmt.Errorf("state: check: %w", err)
 	}
 	var errs []error

@@ -96,8 +96,11 @@ func corruptf(format string, args ...any) error {
 
 // verifyFile checks the structure of the bbolt file at path (see above).
 // A missing or empty file is accepted (report.empty). Damage, and any
-// error reading the file, wrap ErrCorrupt.
-func verifyFile(path string) (fileReport, error) {
+// error reading the file, wrap ErrCorrupt. A lock function, when given,
+// locks the open file before it is read (and returns how to unlock it):
+// Open's shared lock against another process's writes; the DB's own
+// check, under its exclusive lock, gives none.
+func verifyFile(path string, lock func(*os.File) (unlock func(), err error)) (fileReport, error) {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return fileReport{empty: true}, nil
@@ -106,6 +109,13 @@ func verifyFile(path string) (fileReport, error) {
 		return fileReport{}, err
 	}
 	defer f.Close()
+	if lock != nil {
+		unlock, err := lock(f)
+		if err != nil {
+			return fileReport{}, err
+		}
+		defer unlock()
+	}
 	st, err := f.Stat()
 	if err != nil {
 		return fileReport{}, err

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -249,7 +250,7 @@ func bufferDrop(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "buffer drop: no data for pipeline %q in %s\n", name, filepath.Join(cfg.DataDir, "pipelines"))
 		return exitProblem
 	}
-	unlock, err := lockDataDir(cfg.DataDir)
+	unlock, err := lockDataDir(cfg.DataDir, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		fmt.Fprintf(stderr, "buffer drop: refused while an agent runs: %v\n", err)
 		return exitProblem

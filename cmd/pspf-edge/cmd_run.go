@@ -188,7 +188,7 @@ func runAgent(ctx context.Context, o runOptions) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
-	unlock, err := lockDataDir(cfg.DataDir)
+	unlock, err := lockDataDir(cfg.DataDir, o.Logger)
 	if err != nil {
 		return err
 	}

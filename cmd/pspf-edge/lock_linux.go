@@ -1,32 +1,29 @@
 package main
 
 import (
+	"errors"
 	"fmt"
-	"os"
+	"log/slog"
 	"path/filepath"
-	"strconv"
-	"strings"
-	"syscall"
+
+	"github.com/pspf/pspf-edge/internal/flock"
 )
 
 // lockDataDir takes an exclusive lock on the data directory so that two
 // agents never share it. The lock is released by the kernel if the process
-// dies; the file holds the owner's pid for the error message.
-func lockDataDir(dir string) (func(), error) {
+// dies; the file holds the owner's pid for the error message. A pid that
+// cannot be written (a full disk) is logged: the lock holds all the same.
+func lockDataDir(dir string, log *slog.Logger) (func(), error) {
 	path := filepath.Join(dir, "LOCK")
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o640)
+	l, err := flock.Exclusive(path, 0o640)
+	if errors.Is(err, flock.ErrLocked) {
+		return nil, fmt.Errorf("data dir %s is in use by another agent (pid %s): %w", dir, flock.Owner(path), err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("data dir: lock: %w", err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		owner, _ := os.ReadFile(path)
-		f.Close()
-		return nil, fmt.Errorf("data dir %s is in use by another agent (pid %s): %w", dir, strings.TrimSpace(string(owner)), err)
+	if err := l.WriteOwner(); err != nil {
+		log.Warn("data dir locked, but its lock file does not name this agent; another agent refused will not see the pid", "err", err)
 	}
-	f.Truncate(0)
-	f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
-	return func() {
-		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-		f.Close()
-	}, nil
+	return l.Release, nil
 }

@@ -82,16 +82,16 @@ func bufferRedrive(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "buffer redrive: pipeline %q has no dead letters (no %s)\n", name, deadDir)
 		return exitProblem
 	}
-	unlock, err := lockDataDir(cfg.DataDir)
+	secrets := new(agent.Secrets)
+	secrets.Add(spec.Secrets()...)
+	logger := slog.New(agent.RedactHandler(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}), secrets))
+	unlock, err := lockDataDir(cfg.DataDir, logger)
 	if err != nil {
 		fmt.Fprintf(stderr, "buffer redrive: refused while an agent runs (stop it first): %v\n", err)
 		return exitProblem
 	}
 	defer unlock()
 
-	secrets := new(agent.Secrets)
-	secrets.Add(spec.Secrets()...)
-	logger := slog.New(agent.RedactHandler(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}), secrets))
 	dead, err := runner.OpenDiskLog(logger)(deadDir, runner.DeadLetterBufferConfig())
 	if err != nil {
 		fmt.Fprintf(stderr, "buffer redrive: open dead letters: %v\n", err)

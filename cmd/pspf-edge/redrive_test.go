@@ -124,7 +124,7 @@ func TestBufferRedrive(t *testing.T) {
 		return code, out.String(), errOut.String()
 	}
 	// An agent on the data directory: refused.
-	unlock, err := lockDataDir(data)
+	unlock, err := lockDataDir(data, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
