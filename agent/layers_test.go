@@ -18,8 +18,9 @@ var shared = []string{"operators/expr", "operators/internal/timeunit"}
 // ok is false for a package the map does not cover.
 func allowed(pkg string) (deps []string, ok bool) {
 	// The storage and what builds on it share internal/flock (the file
-	// locks of data directories, logs and state files).
-	storage := []string{"buffer", "state", "checkpoint", "internal/flock"}
+	// locks of data directories, logs and state files) and
+	// internal/atomicfile (small files replaced durably).
+	storage := []string{"buffer", "state", "checkpoint", "internal/flock", "internal/atomicfile"}
 	switch {
 	case pkg == "agent":
 		return nil, true // the SDK: nothing of the module
@@ -27,7 +28,7 @@ func allowed(pkg string) (deps []string, ok bool) {
 		return append([]string{"agent"}, storage...), true
 	case pkg == "agent/supervisor", pkg == "agent/agenttest":
 		return append([]string{"agent", "agent/runner"}, storage...), true
-	case pkg == "internal/flock":
+	case pkg == "internal/flock", pkg == "internal/atomicfile":
 		return nil, true
 	case slices.Contains(storage, pkg):
 		return storage, true

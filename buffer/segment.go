@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/pspf/pspf-edge/internal/atomicfile"
 )
 
 // segment is the in-memory record of one segment file.
@@ -125,13 +127,8 @@ func readHeader(path string) (segHeader, int64, error) {
 // syncDir fsyncs a directory so that creates, renames and removes in it
 // survive a power cut.
 func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("buffer: open dir for fsync: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("buffer: fsync dir %s: %w", dir, err)
+	if err := atomicfile.SyncDir(dir); err != nil {
+		return fmt.Errorf("buffer: %w", err)
 	}
 	return nil
 }

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/pspf/pspf-edge/internal/atomicfile"
 )
 
 // idleTick is how often upkeep wakes when no fsync is pending: for MaxAge
@@ -277,26 +279,9 @@ func (l *Log) persistCursors(all bool) error {
 }
 
 // writeFileSync replaces path with b so that a power cut leaves the old or
-// the new content: write a temp file, fsync, rename (the caller fsyncs the
-// directory).
+// the new content (atomicfile.Write; the caller fsyncs the directory).
 func writeFileSync(path string, b []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, filePerm)
-	if err != nil {
-		return fmt.Errorf("buffer: write %s: %w", filepath.Base(path), err)
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
+	if err := atomicfile.Write(path, b, filePerm); err != nil {
 		return fmt.Errorf("buffer: write %s: %w", filepath.Base(path), err)
 	}
 	return nil

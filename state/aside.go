@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/pspf/pspf-edge/internal/atomicfile"
 )
 
 // A state file found damaged is renamed, not deleted: what is left in it
@@ -122,30 +124,11 @@ func pruneAside(path string) error {
 // its cause, so that a power cut leaves either no note or the whole one:
 // temp file, fsync, rename, fsync the directory.
 func writeNote(path string, cause error) error {
-	note, tmp := path+noteSuffix, path+noteSuffix+".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("write damage note: %w", err)
-	}
 	msg := strings.ReplaceAll(cause.Error(), "\n", " ")
 	if len(msg) > 1024 {
 		msg = msg[:1024]
 	}
-	_, err = f.WriteString(msg + "\n")
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, note)
-	}
-	if err == nil {
-		err = syncDir(filepath.Dir(path))
-	}
-	if err != nil {
-		os.Remove(tmp)
+	if err := atomicfile.WriteDurable(path+noteSuffix, []byte(msg+"\n"), 0o600); err != nil {
 		return fmt.Errorf("write damage note: %w", err)
 	}
 	return nil

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pspf/pspf-edge/checkpoint"
+	"github.com/pspf/pspf-edge/internal/atomicfile"
 	"github.com/pspf/pspf-edge/state"
 )
 
@@ -134,45 +135,12 @@ func (s *statefulStage) writeMarker() {
 		s.marked.Store(true)
 		return
 	}
-	err := writeFileDurably(path, []byte("state.db holds a committed checkpoint; if it is found missing or empty, the agent warns\n"))
+	err := atomicfile.WriteDurable(path, []byte("state.db holds a committed checkpoint; if it is found missing or empty, the agent warns\n"), 0o600)
 	if err != nil {
 		s.log.Warn("state marker not written", "path", path, "err", err)
 		return
 	}
 	s.marked.Store(true)
-}
-
-// writeFileDurably replaces path with b so that a power cut leaves the old
-// content or the new: temp file, fsync, rename, fsync the directory.
-func writeFileDurably(path string, b []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // announceReset logs the reset (one WARN), counts it and shows it in the
