@@ -17,6 +17,7 @@ import (
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/runner"
 	"github.com/pspf/pspf-edge/buffer"
+	"github.com/pspf/pspf-edge/internal/atomicfile"
 )
 
 func bufferUsage(w io.Writer) {
@@ -233,17 +234,9 @@ func bufferDrop(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	name := fs.Arg(0)
-	if name == "" || name != filepath.Base(name) || strings.HasPrefix(name, ".") {
-		fmt.Fprintf(stderr, "buffer drop: %q is not a pipeline name\n", name)
-		return exitUsage
-	}
-	cfg, err := runner.LoadAgentConfig(*cfgPath)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return exitProblem
-	}
-	if *dataDir != "" {
-		cfg.DataDir = *dataDir
+	cfg, code := loadForPipeline("buffer drop", name, *cfgPath, *dataDir, "", stderr)
+	if code != exitOK {
+		return code
 	}
 	dir := filepath.Join(cfg.DataDir, "pipelines", name)
 	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
@@ -270,10 +263,34 @@ func bufferDrop(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "buffer drop: %v\n", err)
 		return exitFailure
 	}
-	if d, err := os.Open(filepath.Dir(dir)); err == nil {
-		d.Sync() // the removal survives a power cut
-		d.Close()
+	if err := atomicfile.SyncDir(filepath.Dir(dir)); err != nil {
+		// Deleted, but a power cut now could bring the directory back.
+		fmt.Fprintf(stderr, "buffer drop: %v\n", err)
 	}
 	fmt.Fprintf(stdout, "dropped %s (%d undelivered records)\n", dir, records)
 	return exitOK
+}
+
+// loadForPipeline checks name, the pipeline argument of a buffer command
+// (cmd) that works on one pipeline's data: a file name, not hidden. Then
+// it loads the agent file cfgPath with the overrides of the data directory
+// and pipelines directory flags (empty: none). A problem is said on stderr,
+// and the exit code returned is not exitOK.
+func loadForPipeline(cmd, name, cfgPath, dataDir, pipesDir string, stderr io.Writer) (runner.AgentConfig, int) {
+	if name == "" || name != filepath.Base(name) || strings.HasPrefix(name, ".") {
+		fmt.Fprintf(stderr, "%s: %q is not a pipeline name\n", cmd, name)
+		return runner.AgentConfig{}, exitUsage
+	}
+	cfg, err := runner.LoadAgentConfig(cfgPath)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return cfg, exitProblem
+	}
+	if dataDir != "" {
+		cfg.DataDir = dataDir
+	}
+	if pipesDir != "" {
+		cfg.PipelinesDir = pipesDir
+	}
+	return cfg, exitOK
 }

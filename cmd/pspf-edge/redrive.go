@@ -43,20 +43,9 @@ func bufferRedrive(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	name := fs.Arg(0)
-	if name == "" || name != filepath.Base(name) || strings.HasPrefix(name, ".") {
-		fmt.Fprintf(stderr, "buffer redrive: %q is not a pipeline name\n", name)
-		return exitUsage
-	}
-	cfg, err := runner.LoadAgentConfig(*cfgPath)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return exitProblem
-	}
-	if *dataDir != "" {
-		cfg.DataDir = *dataDir
-	}
-	if *pipeDir != "" {
-		cfg.PipelinesDir = *pipeDir
+	cfg, code := loadForPipeline("buffer redrive", name, *cfgPath, *dataDir, *pipeDir, stderr)
+	if code != exitOK {
+		return code
 	}
 	reg := newRegistry()
 	spec, err := loadPipeline(reg, cfg, name)
