@@ -26,10 +26,14 @@ func allowed(pkg string) (deps []string, ok bool) {
 		return nil, true // the SDK: nothing of the module
 	case pkg == "agent/runner":
 		return append([]string{"agent"}, storage...), true
-	case pkg == "agent/supervisor", pkg == "agent/agenttest":
+	case pkg == "agent/supervisor":
 		return append([]string{"agent", "agent/runner"}, storage...), true
-	case pkg == "internal/flock", pkg == "internal/atomicfile":
+	case pkg == "agent/agenttest":
+		return append([]string{"agent", "agent/runner", "internal/testkit", "internal/wait"}, storage...), true
+	case pkg == "internal/flock", pkg == "internal/atomicfile", pkg == "internal/wait":
 		return nil, true
+	case pkg == "internal/testkit":
+		return []string{"internal/wait"}, true
 	case slices.Contains(storage, pkg):
 		return storage, true
 	case plugin(pkg):

@@ -11,29 +11,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pspf/pspf-edge/internal/testkit"
 	"github.com/pspf/pspf-edge/internal/wait"
 )
-
-// mountTmpfs mounts a tmpfs of the given size (the tests run as root) and
-// unmounts it when the test ends.
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size); err != nil {
-		t.Fatalf("mount tmpfs (tests must run as root): %v", err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
-	return dir
-}
 
 func TestFullDisk(t *testing.T) {
 	for _, policy := range []Policy{Block, DropNewest, DropOldest} {
 		t.Run(string(policy), func(t *testing.T) {
-			dir := filepath.Join(mountTmpfs(t, "192k"), "log")
+			dir := filepath.Join(testkit.MountTmpfs(t, "192k"), "log")
 			// The cap is far above the disk: ENOSPC comes first.
 			o := Options{SegmentBytes: 16 << 10, MaxBytes: 64 << 20, Overflow: policy}
 			l := openT(t, dir, o)
@@ -108,7 +93,7 @@ func TestFullDisk(t *testing.T) {
 }
 
 func TestFullDiskBlockResumes(t *testing.T) {
-	mnt := mountTmpfs(t, "256k")
+	mnt := testkit.MountTmpfs(t, "256k")
 	filler := filepath.Join(mnt, "filler")
 	if err := os.WriteFile(filler, make([]byte, 224<<10), 0o644); err != nil {
 		t.Fatal(err)
@@ -141,7 +126,7 @@ func TestFullDiskBlockResumes(t *testing.T) {
 }
 
 func TestReadOnlyDir(t *testing.T) {
-	mnt := mountTmpfs(t, "1m")
+	mnt := testkit.MountTmpfs(t, "1m")
 	dir := filepath.Join(mnt, "log")
 	l, err := Open(dir, Options{})
 	if err != nil {
@@ -168,7 +153,7 @@ func TestReadOnlyDir(t *testing.T) {
 // episode and the disk error in Stats while it lasts, one INFO when it is
 // over, and the error cleared.
 func TestFullDiskEpisode(t *testing.T) {
-	mnt := mountTmpfs(t, "128k")
+	mnt := testkit.MountTmpfs(t, "128k")
 	o := Options{SegmentBytes: 16 << 10, MaxBytes: 64 << 20, AckInterval: 20 * time.Millisecond}
 	lines := withLogLines(&o)
 	l := openT(t, filepath.Join(mnt, "log"), o)
@@ -194,10 +179,10 @@ func TestFullDiskEpisode(t *testing.T) {
 	// It stays blocked (retrying every 100 ms), and says so once. The
 	// free space is read about once a second: some retries happened.
 	wait.For(t, 5*time.Second, "the free space to fall below two segments", func() bool { return l.Stats().DiskFree < 2*o.SegmentBytes })
-	if n := lines.count(warnFull, "reason=disk_full", "policy=block", "no space left on device"); n != 1 {
+	if n := lines.Count(warnFull, "reason=disk_full", "policy=block", "no space left on device"); n != 1 {
 		t.Fatalf("WARN lines for the full disk: got %d, want 1\n%s", n, lines)
 	}
-	if n := lines.count(infoEnded); n != 0 {
+	if n := lines.Count(infoEnded); n != 0 {
 		t.Fatalf("episode ended while blocked:\n%s", lines)
 	}
 
@@ -211,13 +196,13 @@ func TestFullDiskEpisode(t *testing.T) {
 				t.Fatal(err)
 			}
 			wait.For(t, 5*time.Second, "the full episode to end", func() bool { return l.Stats().Full.Since.IsZero() })
-			if n := lines.count(infoEnded, "reason=disk_full", "blocked="); n != 1 {
+			if n := lines.Count(infoEnded, "reason=disk_full", "blocked="); n != 1 {
 				t.Fatalf("INFO lines for the end of the episode: got %d, want 1\n%s", n, lines)
 			}
 			if err := l.Stats().LastError; err != nil {
 				t.Fatalf("last error after the episode: %v", err)
 			}
-			if n := lines.count(warnFull); n != 1 {
+			if n := lines.Count(warnFull); n != 1 {
 				t.Fatalf("WARN lines: got %d, want 1\n%s", n, lines)
 			}
 			return
@@ -241,7 +226,7 @@ func TestFullDiskEpisode(t *testing.T) {
 // readers hold it open — so the log drops one segment per full disk and
 // never refuses a record.
 func TestFullDiskDropOldestFreesAtOnce(t *testing.T) {
-	mnt := mountTmpfs(t, "128k")
+	mnt := testkit.MountTmpfs(t, "128k")
 	dir := filepath.Join(mnt, "log")
 	// A long fsync interval: sealed segments wait long for their round.
 	o := Options{SegmentBytes: 16 << 10, MaxBytes: 64 << 20, Overflow: DropOldest, SyncInterval: time.Second}

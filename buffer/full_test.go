@@ -1,58 +1,21 @@
 package buffer
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/pspf/pspf-edge/internal/testkit"
 	"github.com/pspf/pspf-edge/internal/wait"
 )
 
-// logLines collects what a Log logs, for tests that count its lines.
-type logLines struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (w *logLines) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-// count returns how many lines contain every one of parts.
-func (w *logLines) count(parts ...string) int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	n := 0
-	for line := range strings.Lines(w.b.String()) {
-		all := true
-		for _, p := range parts {
-			all = all && strings.Contains(line, p)
-		}
-		if all {
-			n++
-		}
-	}
-	return n
-}
-
-func (w *logLines) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
-}
-
 // withLogLines sets o.Logger to a text logger writing into the returned
 // lines.
-func withLogLines(o *Options) *logLines {
-	w := &logLines{}
-	o.Logger = slog.New(slog.NewTextHandler(w, nil))
+func withLogLines(o *Options) *testkit.LogBuffer {
+	w := &testkit.LogBuffer{}
+	o.Logger = w.Logger(slog.LevelInfo)
 	return w
 }
 
@@ -119,10 +82,10 @@ func TestFullEpisodeAtCap(t *testing.T) {
 				if got, want := st.Full.Dropped, st.Drops.Total(); got != want || (policy != Block) != (got > 0) {
 					t.Fatalf("dropped in the episode: got %d, log drops %d (policy %s)", got, want, policy)
 				}
-				if n := lines.count(warnFull, "reason=max_bytes", "policy="+string(policy)); n != 1 {
+				if n := lines.Count(warnFull, "reason=max_bytes", "policy="+string(policy)); n != 1 {
 					t.Fatalf("WARN lines for the full log: got %d, want 1\n%s", n, lines)
 				}
-				if n := lines.count(infoEnded); n != 0 {
+				if n := lines.Count(infoEnded); n != 0 {
 					t.Fatalf("episode ended while full:\n%s", lines)
 				}
 
@@ -156,10 +119,10 @@ func TestFullEpisodeAtCap(t *testing.T) {
 					}
 				}
 				wait.For(t, 5*time.Second, "the full episode to end", func() bool { return l.Stats().Full.Since.IsZero() })
-				if n := lines.count(infoEnded, "reason=max_bytes", "duration="); n != 1 {
+				if n := lines.Count(infoEnded, "reason=max_bytes", "duration="); n != 1 {
 					t.Fatalf("INFO lines for the end of the episode: got %d, want 1\n%s", n, lines)
 				}
-				if n := lines.count(warnFull); n != 1 {
+				if n := lines.Count(warnFull); n != 1 {
 					t.Fatalf("WARN lines after the episode: got %d, want 1\n%s", n, lines)
 				}
 			})

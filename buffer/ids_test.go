@@ -2,10 +2,8 @@ package buffer
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"hash/crc32"
 	"log/slog"
@@ -19,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pspf/pspf-edge/internal/testkit"
 	"github.com/pspf/pspf-edge/internal/wait"
 )
 
@@ -109,49 +108,6 @@ func readBook(t testing.TB, l *Log, name string, book *idBook, where string) int
 		t.Fatal(err)
 	}
 	return n
-}
-
-// logCapture collects a Log's slog records as decoded JSON objects.
-type logCapture struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (c *logCapture) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.buf.Write(p)
-}
-
-func (c *logCapture) logger() *slog.Logger {
-	return slog.New(slog.NewJSONHandler(c, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-// lines returns the records whose message contains msg.
-func (c *logCapture) lines(t testing.TB, msg string) []map[string]any {
-	t.Helper()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var out []map[string]any
-	for _, line := range bytes.Split(c.buf.Bytes(), []byte("\n")) {
-		if len(line) == 0 {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal(line, &m); err != nil {
-			t.Fatalf("log line %q: %v", line, err)
-		}
-		if s, _ := m["msg"].(string); strings.Contains(s, msg) {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
-func (c *logCapture) String() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.buf.String()
 }
 
 // num reads a numeric attribute of a JSON log record.
@@ -573,8 +529,8 @@ func TestFlippedByteCostsOneRecord(t *testing.T) {
 			os.WriteFile(path, b, 0o644)
 			bad := h.First + uint64(k)
 
-			var logs logCapture
-			o.Logger = logs.logger()
+			var logs testkit.LogBuffer
+			o.Logger = logs.JSONLogger(slog.LevelDebug)
 			l := openT(t, dir, o)
 			got := readAll(t, l, "r")
 			var want []uint64
@@ -588,7 +544,7 @@ func TestFlippedByteCostsOneRecord(t *testing.T) {
 			if lost := l.Stats().Lost; lost != 1 {
 				t.Fatalf("lost %d, want 1\n%s", lost, logs.String())
 			}
-			warns := logs.lines(t, "lost")
+			warns := logs.Records(t, "lost")
 			if len(warns) != 1 {
 				t.Fatalf("got %d log lines about lost records, want 1:\n%s", len(warns), logs.String())
 			}
@@ -611,14 +567,14 @@ func TestCrashRecoveryLogsInfo(t *testing.T) {
 	if err := os.Truncate(tail, offs[len(offs)-1]+5); err != nil {
 		t.Fatal(err)
 	}
-	var logs logCapture
-	o.Logger = logs.logger()
+	var logs testkit.LogBuffer
+	o.Logger = logs.JSONLogger(slog.LevelDebug)
 	l, err := Open(crash, o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	l.Close()
-	infos := logs.lines(t, "recovered after a crash")
+	infos := logs.Records(t, "recovered after a crash")
 	if len(infos) != 1 {
 		t.Fatalf("got %d recovery lines, want 1:\n%s", len(infos), logs.String())
 	}
@@ -627,14 +583,14 @@ func TestCrashRecoveryLogsInfo(t *testing.T) {
 		!strings.Contains(fmt.Sprint(m["readers"]), "sink resumes at 56 (up to 6 records may be sent again)") {
 		t.Fatalf("recovery line %v: want INFO, cut_bytes 5, last_seq 61, the sink's resume point", m)
 	}
-	var clogs logCapture
-	o.Logger = clogs.logger()
+	var clogs testkit.LogBuffer
+	o.Logger = clogs.JSONLogger(slog.LevelDebug)
 	l, err = Open(clean, o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	l.Close()
-	if n := len(clogs.lines(t, "recovered")); n != 0 {
+	if n := len(clogs.Records(t, "recovered")); n != 0 {
 		t.Fatalf("clean reopen logged %d recovery lines:\n%s", n, clogs.String())
 	}
 }
@@ -723,13 +679,13 @@ func TestReadVersion1(t *testing.T) {
 		t.Fatalf("Verify of a version 1 log: %+v %v", vr, err)
 	}
 	o := Options{SegmentBytes: 1 << 10, MaxBytes: 1 << 20}
-	var logs logCapture
-	o.Logger = logs.logger()
+	var logs testkit.LogBuffer
+	o.Logger = logs.JSONLogger(slog.LevelDebug)
 	l, err := Open(dir, o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := len(logs.lines(t, "older version")); n != 1 {
+	if n := len(logs.Records(t, "older version")); n != 1 {
 		t.Fatalf("got %d lines about the older format, want 1:\n%s", n, logs.String())
 	}
 	wantSeqs(t, readAll(t, l, "r"), seqRange(1, 10))
@@ -754,13 +710,13 @@ func TestCrashRecoveryQuietWhenEmpty(t *testing.T) {
 	appendN(t, l, 1, 3, 3)
 	crash := filepath.Join(t.TempDir(), "crash")
 	copyDir(t, dir, crash)
-	var logs logCapture
-	l2, err := Open(crash, Options{Logger: logs.logger()})
+	var logs testkit.LogBuffer
+	l2, err := Open(crash, Options{Logger: logs.JSONLogger(slog.LevelDebug)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	l2.Close()
-	if infos := logs.lines(t, "recovered after a crash"); len(infos) != 1 || infos[0]["level"] != "INFO" {
+	if infos := logs.Records(t, "recovered after a crash"); len(infos) != 1 || infos[0]["level"] != "INFO" {
 		t.Fatalf("a log holding records: got %v, want one INFO line", infos)
 	}
 
@@ -770,13 +726,13 @@ func TestCrashRecoveryQuietWhenEmpty(t *testing.T) {
 	wait.For(t, 5*time.Second, "the new reader's cursor file", func() bool { _, err := os.Stat(filepath.Join(empty, "dead.sink"+cursorSuffix)); return err == nil })
 	crash = filepath.Join(t.TempDir(), "crash2")
 	copyDir(t, empty, crash)
-	var elogs logCapture
-	l3, err := Open(crash, Options{Logger: elogs.logger()})
+	var elogs testkit.LogBuffer
+	l3, err := Open(crash, Options{Logger: elogs.JSONLogger(slog.LevelDebug)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	l3.Close()
-	if infos := elogs.lines(t, "recovered after a crash"); len(infos) != 1 || infos[0]["level"] != "DEBUG" {
+	if infos := elogs.Records(t, "recovered after a crash"); len(infos) != 1 || infos[0]["level"] != "DEBUG" {
 		t.Fatalf("an empty log: got %v, want one DEBUG line", infos)
 	}
 }

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/pspf/pspf-edge/internal/testkit"
 )
 
 // goodFile writes a state file with two tables of n keys each and two
@@ -152,9 +154,9 @@ func TestOpenDamaged(t *testing.T) {
 			if err := os.WriteFile(path, c.damage(bytes.Clone(data)), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			var logs bytes.Buffer
+			var logs testkit.LogBuffer
 			err := guarded(t, func() error {
-				db, err := Open(path, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+				db, err := Open(path, Options{Logger: logs.Logger(slog.LevelInfo)})
 				if err != nil {
 					return err
 				}

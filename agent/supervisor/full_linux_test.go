@@ -4,26 +4,11 @@ import (
 	"encoding/json"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
-)
 
-// mountTmpfs mounts a tmpfs of the given size (the tests run as root, like
-// the buffer package's full-disk tests) and unmounts it when the test ends.
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size); err != nil {
-		t.Fatalf("mount tmpfs (tests must run as root): %v", err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
-	return dir
-}
+	"github.com/pspf/pspf-edge/internal/testkit"
+)
 
 // A log that blocks — at max_bytes, or on a full disk (a 1 MiB tmpfs) — is
 // not silent: one WARN, blocked_since and blocked_reason in the views (the
@@ -52,7 +37,7 @@ sinks:
 buffer: ` + tc.buffer + "\n"
 			var tune func(*Deps)
 			if tc.tmpfs {
-				mnt := mountTmpfs(t, "1m")
+				mnt := testkit.MountTmpfs(t, "1m")
 				tune = func(d *Deps) { d.Config.DataDir = filepath.Join(mnt, "data") }
 			}
 			h := startHarness(t, reg, map[string]string{"m.yaml": file}, tune)

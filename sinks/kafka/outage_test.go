@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/agenttest"
 	"github.com/pspf/pspf-edge/agent/runner"
 	"github.com/pspf/pspf-edge/internal/testbroker"
 	"github.com/pspf/pspf-edge/internal/wait"
@@ -63,35 +64,6 @@ func (r *running) wait(t *testing.T) {
 }
 
 func (r *running) sink() runner.SinkStatus { return r.p.Status().Sinks[0] }
-
-// logBuf collects a text log, for tests that count its lines.
-type logBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelInfo}))
-}
-
-// lines returns the lines that contain sub.
-func (l *logBuf) lines(sub string) []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []string
-	for _, line := range strings.Split(l.b.String(), "\n") {
-		if strings.Contains(line, sub) {
-			out = append(out, line)
-		}
-	}
-	return out
-}
 
 // freezer is a listener whose connections can be frozen: while frozen,
 // nothing is read from or written to any of them and new ones are accepted
@@ -184,8 +156,8 @@ func TestOfflineWithinFiveSeconds(t *testing.T) {
 			const total = 20_000
 			hold := make(chan struct{})
 			src := &steadySource{total: total, per: 10, keys: 4, interval: 2 * time.Millisecond, hold: hold}
-			logs := &logBuf{}
-			r := startPipeline(t, src, "{brokers: ["+k.Addr()+"], topic: t, dial_timeout: 2s}", t.TempDir(), logs.logger())
+			logs := &agenttest.LogBuffer{}
+			r := startPipeline(t, src, "{brokers: ["+k.Addr()+"], topic: t, dial_timeout: 2s}", t.TempDir(), logs.Logger(slog.LevelInfo))
 			if !wait.Until(30*time.Second, func() bool { return r.sink().Records >= 500 }) {
 				t.Fatalf("got %d records delivered, want 500 before the outage", r.sink().Records)
 			}
@@ -237,12 +209,12 @@ func TestOfflineWithinFiveSeconds(t *testing.T) {
 			t.Logf("%d records delivered, %d duplicates", len(got), dups)
 			// One WARN says the sink went offline, one INFO that it came
 			// back; franz-go's own warnings appear once each.
-			warns := logs.lines("level=WARN")
+			warns := logs.Lines("level=WARN")
 			t.Logf("WARN lines:\n%s", strings.Join(warns, "\n"))
-			if n := len(logs.lines("sink offline")); n != 1 {
+			if n := len(logs.Lines("sink offline")); n != 1 {
 				t.Errorf("got %d 'sink offline' lines, want 1 for the outage", n)
 			}
-			if n := len(logs.lines("sink online again")); n != 1 {
+			if n := len(logs.Lines("sink online again")); n != 1 {
 				t.Errorf("got %d 'sink online again' lines, want 1", n)
 			}
 			seen := map[string]bool{}

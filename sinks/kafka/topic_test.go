@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 
+	"github.com/pspf/pspf-edge/agent/agenttest"
 	"github.com/pspf/pspf-edge/internal/testbroker"
 	"github.com/pspf/pspf-edge/internal/wait"
 )
@@ -19,17 +21,17 @@ import (
 // checkEpisode checks that the sink said once that it went offline (with
 // want in the reason), once that it came back, and that no franz-go warning
 // repeated.
-func checkEpisode(t *testing.T, logs *logBuf, want string) {
+func checkEpisode(t *testing.T, logs *agenttest.LogBuffer, want string) {
 	t.Helper()
-	off := logs.lines("sink offline")
+	off := logs.Lines("sink offline")
 	if len(off) != 1 || !strings.Contains(off[0], want) {
 		t.Errorf("got 'sink offline' lines %q, want one naming %s", off, want)
 	}
-	if n := len(logs.lines("sink online again")); n != 1 {
+	if n := len(logs.Lines("sink online again")); n != 1 {
 		t.Errorf("got %d 'sink online again' lines, want 1", n)
 	}
 	seen := map[string]bool{}
-	for _, l := range logs.lines("level=WARN") {
+	for _, l := range logs.Lines("level=WARN") {
 		msg := l[strings.Index(l, "msg="):]
 		if i := strings.Index(msg, `" `); strings.HasPrefix(msg, `msg="`) && i > 0 {
 			msg = msg[:i]
@@ -50,8 +52,8 @@ func TestLateTopicDelivered(t *testing.T) {
 	const total = 3000
 	hold := make(chan struct{})
 	src := &steadySource{total: total, per: 20, keys: 4, interval: time.Millisecond, hold: hold}
-	logs := &logBuf{}
-	r := startPipeline(t, src, "{brokers: ["+k.Addr()+"], topic: late}", t.TempDir(), logs.logger())
+	logs := &agenttest.LogBuffer{}
+	r := startPipeline(t, src, "{brokers: ["+k.Addr()+"], topic: late}", t.TempDir(), logs.Logger(slog.LevelInfo))
 	if !wait.Until(30*time.Second, func() bool {
 		st := r.sink()
 		return !st.Online && strings.Contains(st.LastError, kerr.UnknownTopicOrPartition.Message) && st.Retries >= 2
@@ -116,8 +118,8 @@ func TestMissingACLRetriedUntilGranted(t *testing.T) {
 	const total = 2000
 	hold := make(chan struct{})
 	src := &steadySource{total: total, per: 20, keys: 4, interval: time.Millisecond, hold: hold}
-	logs := &logBuf{}
-	r := startPipeline(t, src, "{brokers: ["+k.Addr()+"], topic: t, sasl: {mechanism: plain, username: gw, password: pw}}", t.TempDir(), logs.logger())
+	logs := &agenttest.LogBuffer{}
+	r := startPipeline(t, src, "{brokers: ["+k.Addr()+"], topic: t, sasl: {mechanism: plain, username: gw, password: pw}}", t.TempDir(), logs.Logger(slog.LevelInfo))
 	if !wait.Until(30*time.Second, func() bool {
 		st := r.sink()
 		return !st.Online && strings.Contains(st.LastError, "TOPIC_AUTHORIZATION_FAILED") && st.Retries >= 2

@@ -3,8 +3,6 @@ package mqtt
 import (
 	"context"
 	"log/slog"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,24 +12,6 @@ import (
 	"github.com/pspf/pspf-edge/internal/testbroker"
 	waitfor "github.com/pspf/pspf-edge/internal/wait" // the package has a wait of its own
 )
-
-// logBuf collects a text log, for tests that count its lines.
-type logBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) count(sub string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Count(l.b.String(), sub)
-}
 
 // TestOfflineWithinFiveSeconds takes the broker away under a steady stream,
 // once by stopping it (the connection drops, reconnects are refused) and
@@ -62,8 +42,8 @@ func TestOfflineWithinFiveSeconds(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			logs := &logBuf{}
-			logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+			logs := &agenttest.LogBuffer{}
+			logger := logs.Logger(slog.LevelInfo)
 			p, err := runner.NewPipeline(spec, runner.PipelineDeps{Registry: reg, DataDir: t.TempDir(), AgentName: "gw1", OpenLog: runner.OpenDiskLog(logger), Logger: logger, ShutdownTimeout: 60 * time.Second})
 			if err != nil {
 				t.Fatal(err)
@@ -110,8 +90,8 @@ func TestOfflineWithinFiveSeconds(t *testing.T) {
 			if got := sub.wait(t, total, 20*time.Second); got != total {
 				t.Errorf("got %d distinct records, want %d", got, total)
 			}
-			if n := logs.count("level=WARN"); n > 2 {
-				t.Errorf("got %d WARN lines for one outage, want at most 2:\n%s", n, logs.b.String())
+			if n := logs.Count("level=WARN"); n > 2 {
+				t.Errorf("got %d WARN lines for one outage, want at most 2:\n%s", n, logs.String())
 			}
 		})
 	}
