@@ -44,8 +44,15 @@ func readings(from, n int) []agent.Record {
 func runStateful(t *testing.T, dir string, batches ...[]agent.Record) []agent.Record {
 	t.Helper()
 	sink := &agenttest.RecordingSink{}
-	reg := windowRegistry(agenttest.NewScriptSource(batches...), sink)
-	spec, err := reg.ParsePipeline("w.yaml", []byte(windowPipeline), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
+	runStatefulIn(t, dir, windowRegistry(agenttest.NewScriptSource(batches...), sink), windowPipeline)
+	return sink.Records()
+}
+
+// runStatefulIn runs the pipeline text of reg over the data dir dir until
+// its source ends, checkpointing every 20ms.
+func runStatefulIn(t *testing.T, dir string, reg *runner.Registry, text string) {
+	t.Helper()
+	spec, err := reg.ParsePipeline("w.yaml", []byte(text), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
 	if err != nil {
 		t.Fatalf("parse: %v", err)
 	}
@@ -59,7 +66,6 @@ func runStateful(t *testing.T, dir string, batches ...[]agent.Record) []agent.Re
 	if err := p.Run(ctx); err != nil {
 		t.Fatalf("run: %v", err)
 	}
-	return sink.Records()
 }
 
 // TestStatefulPipelineRestarts runs a windowed pipeline in two runs over one
@@ -180,21 +186,7 @@ func TestStatefulWithoutSnapshotOrTimer(t *testing.T) {
 		sink := &agenttest.RecordingSink{}
 		reg := harness(agenttest.NewScriptSource(batchOf(from, n)), nil, sink)
 		reg.Operators["dedup"] = op
-		spec, err := reg.ParsePipeline("d.yaml", []byte("sources: [{script: {}}]\noperators: [{dedup: {fields: [n], ttl: 1h}}]\nsinks: [{rec: {}}]\n"),
-			runner.Defaults{Buffer: runner.DefaultBufferConfig()})
-		if err != nil {
-			t.Fatalf("parse: %v", err)
-		}
-		p, err := runner.NewPipeline(spec, runner.PipelineDeps{Registry: reg, DataDir: dir, OpenLog: runner.OpenDiskLog(slog.New(slog.DiscardHandler)),
-			ShutdownTimeout: 5 * time.Second, CheckpointInterval: 20 * time.Millisecond})
-		if err != nil {
-			t.Fatalf("new pipeline: %v", err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		if err := p.Run(ctx); err != nil {
-			t.Fatalf("run: %v", err)
-		}
+		runStatefulIn(t, dir, reg, "sources: [{script: {}}]\noperators: [{dedup: {fields: [n], ttl: 1h}}]\nsinks: [{rec: {}}]\n")
 		var got []int64
 		for _, r := range sink.Records() {
 			got = append(got, r.Field("n").Int)
