@@ -32,6 +32,7 @@ func TestBatchKeep(t *testing.T) {
 	errTable := errors.New("table")
 	for _, tc := range []struct {
 		name         string
+		fail         bool // KeepOrFail, not Keep
 		verdict      func(v int64) (bool, error)
 		kept, dead   []string
 		dropped, rej int
@@ -58,21 +59,30 @@ func TestBatchKeep(t *testing.T) {
 			}
 			return true, errOdd // an error rejects whatever the bool says
 		}, kept: []string{"0", "3"}, dead: []string{"2", "5"}, dropped: 2, rej: 2},
-		{name: "stop", verdict: func(v int64) (bool, error) {
+		// KeepOrFail: an error stops the loop; the records not looked at
+		// yet stay, the one that failed among them.
+		{name: "fail", fail: true, verdict: func(v int64) (bool, error) {
 			switch {
 			case v == 3:
-				return false, FailBatch(errTable)
+				return false, errTable
 			case v == 1:
 				return false, nil
-			case v == 2:
-				return false, errOdd
 			}
 			return true, nil
-		}, kept: []string{"0", "3", "4", "5"}, dead: []string{"2"}, dropped: 1, rej: 1, err: errTable},
+		}, kept: []string{"0", "2", "3", "4", "5"}, dropped: 1, err: errTable},
+		{name: "fail, none", fail: true, verdict: func(v int64) (bool, error) { return v%2 == 0, nil },
+			kept: []string{"0", "2", "4"}, dropped: 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := batchOf(6)
-			dropped, rejected, err := b.Keep("operators[0].x", func(r *Record) (bool, error) { return tc.verdict(r.Fields[0].Int) })
+			verdict := func(r *Record) (bool, error) { return tc.verdict(r.Fields[0].Int) }
+			var dropped, rejected int
+			var err error
+			if tc.fail {
+				dropped, err = b.KeepOrFail(verdict)
+			} else {
+				dropped, rejected = b.Keep("operators[0].x", verdict)
+			}
 			if err != tc.err {
 				t.Fatalf("got error %v, want %v", err, tc.err)
 			}
@@ -132,6 +142,8 @@ func TestBatchKeepAllocatesNothing(t *testing.T) {
 		b.Records = recs
 		n++
 		b.Keep("x", func(r *Record) (bool, error) { return (r.Fields[0].Int+int64(n))%3 != 0, nil })
+		b.Records = recs
+		b.KeepOrFail(func(r *Record) (bool, error) { return (r.Fields[0].Int+int64(n))%5 != 0, nil })
 	})
 	if allocs != 0 {
 		t.Errorf("got %v allocations a call, want 0", allocs)

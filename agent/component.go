@@ -110,40 +110,51 @@ func (b *Batch) Reject(r Record, component string, err error) {
 }
 
 // Keep calls keep on each record of b in order and keeps the records for
-// which it returns true, in their order; the others leave the batch:
-//
-//   - true, nil: the record stays;
-//   - false, nil: the record is dropped (the operator counts it under
-//     pspf_dropped_total with its reason);
-//   - an error: the record is rejected: it moves to Dead with component and
-//     the error (as Reject does) and its slot is cleared, since the dead
-//     copy owns the record's slices now;
-//   - an error made by FailBatch: Keep stops and returns the error it
-//     marks. The batch then holds the records it kept and those it had
-//     not looked at yet; the operator returns the error from Process, which
-//     fails the whole batch.
+// which it returns true, in their order; the others leave the batch. A
+// record for which keep returns an error is rejected: it moves to Dead
+// with component and the error (as Reject does) and its slot is cleared,
+// since the dead copy owns the record's slices now. Keep returns how many
+// records it dropped (false, nil: the operator counts them under
+// pspf_dropped_total with its reason) and how many it rejected.
 //
 // keep may change the record it is given and must not keep the pointer.
-// Keep returns how many records it dropped and rejected. Records change
-// places by swapping, never by copying, so that no two slots share a Fields
-// array: the runner reuses a batch's slots and their slices. Keep itself
-// allocates nothing; only Dead may grow.
-func (b *Batch) Keep(component string, keep func(r *Record) (bool, error)) (dropped, rejected int, err error) {
+// Records change places by swapping, never by copying, so that no two
+// slots share a Fields array: the runner reuses a batch's slots and their
+// slices. Keep itself allocates nothing; only Dead may grow. KeepOrFail is
+// the same loop for errors that fail the whole batch.
+func (b *Batch) Keep(component string, keep func(r *Record) (bool, error)) (dropped, rejected int) {
+	dropped, rejected, _ = b.sift(component, false, keep)
+	return dropped, rejected
+}
+
+// KeepOrFail is Keep for operators whose errors concern the batch, not a
+// record (a state table that cannot be read): the first error stops it,
+// and it returns that error, which the operator returns from Process to
+// fail the whole batch. The batch then holds the records kept so far and
+// those not looked at yet, the one that failed among them. It returns how
+// many records it dropped.
+func (b *Batch) KeepOrFail(keep func(r *Record) (bool, error)) (dropped int, err error) {
+	dropped, _, err = b.sift("", true, keep)
+	return dropped, err
+}
+
+// sift is the loop of Keep and KeepOrFail: an error rejects the record, or
+// with stop, ends the loop.
+func (b *Batch) sift(component string, stop bool, keep func(r *Record) (bool, error)) (dropped, rejected int, err error) {
 	w := 0
 	for i := range b.Records {
 		ok, kerr := keep(&b.Records[i])
 		switch {
-		case kerr != nil:
-			if f, stop := kerr.(failBatch); stop {
-				// The records not looked at yet join the kept ones; the
-				// dropped and rejected ones stay behind, past the length.
-				for j := i; j < len(b.Records); j++ {
-					b.Records[w], b.Records[j] = b.Records[j], b.Records[w]
-					w++
-				}
-				b.Records = b.Records[:w]
-				return dropped, rejected, f.err
+		case kerr != nil && stop:
+			// The records not looked at yet join the kept ones; the
+			// dropped ones stay behind, past the length.
+			for j := i; j < len(b.Records); j++ {
+				b.Records[w], b.Records[j] = b.Records[j], b.Records[w]
+				w++
 			}
+			b.Records = b.Records[:w]
+			return dropped, rejected, kerr
+		case kerr != nil:
 			b.Reject(b.Records[i], component, kerr)
 			b.Records[i] = Record{}
 			rejected++

@@ -47,7 +47,8 @@
 // reorder or add records, and move a record it cannot handle to the
 // dead-letter list with Batch.Reject. Batch.Keep is the loop most
 // operators need: it keeps, drops or rejects each record in place, in
-// order, without allocating. The runner calls one instance from
+// order, without allocating (Batch.KeepOrFail, when an error fails the
+// whole batch). The runner calls one instance from
 // one goroutine at a time; an operator before the log runs once per
 // source, each source with its own instance. An error fails the whole
 // batch and a panic is recovered and counted the same way. An operator

@@ -32,23 +32,6 @@ func IsPermanent(err error) bool {
 	return errors.As(err, &p) || errors.As(err, &r)
 }
 
-// failBatch marks an error that fails a whole batch; see FailBatch.
-type failBatch struct{ err error }
-
-func (e failBatch) Error() string { return e.err.Error() }
-func (e failBatch) Unwrap() error { return e.err }
-
-// FailBatch marks err, returned by the function given to Batch.Keep, as one
-// that fails the whole batch rather than rejecting one record: a state table
-// that cannot be read. Keep stops at once and returns err itself. It
-// returns nil for a nil err.
-func FailBatch(err error) error {
-	if err == nil {
-		return nil
-	}
-	return failBatch{err}
-}
-
 // RejectedError is returned by a sink's Write when the destination accepted
 // some records of a batch and permanently refused others (too large, not
 // authorized). The accepted ones are done; the refused ones, by index into the

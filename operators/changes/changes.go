@@ -68,13 +68,8 @@ func New(c *Config, env agent.Env) (*Changes, error) {
 
 // Process keeps the records whose fields changed.
 func (c *Changes) Process(_ context.Context, b *agent.Batch) error {
-	unchanged, _, err := b.Keep("", func(r *agent.Record) (bool, error) {
-		ok, err := c.changed(r)
-		return ok, agent.FailBatch(err) // the state table's: fails the batch
-	})
-	if unchanged > 0 {
-		c.unchanged.Add(unchanged)
-	}
+	unchanged, err := b.KeepOrFail(c.changed)
+	c.unchanged.Add(unchanged)
 	return err
 }
 

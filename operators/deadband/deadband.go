@@ -64,13 +64,8 @@ func New(c *Config, env agent.Env) (*Deadband, error) {
 // Process keeps the records that moved enough or are due for a heartbeat.
 // A record without a numeric field is forwarded: there is nothing to compare.
 func (d *Deadband) Process(_ context.Context, b *agent.Batch) error {
-	suppressed, _, err := b.Keep("", func(r *agent.Record) (bool, error) {
-		keep, err := d.keep(r)
-		return keep, agent.FailBatch(err) // the state table's: fails the batch
-	})
-	if suppressed > 0 {
-		d.suppressed.Add(suppressed)
-	}
+	suppressed, err := b.KeepOrFail(d.keep)
+	d.suppressed.Add(suppressed)
 	return err
 }
 

@@ -211,7 +211,7 @@ func New(c *Config, env agent.Env) (*Decoder, error) {
 // Process decodes every record's payload, keeping the order of the records.
 // Records whose payload cannot be decoded go to b.Dead.
 func (d *Decoder) Process(_ context.Context, b *agent.Batch) error {
-	headers, failed, _ := b.Keep(d.component, func(r *agent.Record) (bool, error) {
+	headers, failed := b.Keep(d.component, func(r *agent.Record) (bool, error) {
 		if err := d.Record(r); err != nil {
 			if err == errHeader {
 				return false, nil // a CSV header line: dropped, counted apart

@@ -74,13 +74,8 @@ func New(c *Config, env agent.Env) (*Dedup, error) {
 
 // Process drops the duplicates of b, keeping the order of the rest.
 func (d *Dedup) Process(_ context.Context, b *agent.Batch) error {
-	dups, _, err := b.Keep("", func(r *agent.Record) (bool, error) {
-		dup, err := d.seen(r)
-		return !dup, agent.FailBatch(err) // the state table's: fails the batch
-	})
-	if dups > 0 {
-		d.dups.Add(dups)
-	}
+	dups, err := b.KeepOrFail(d.fresh)
+	d.dups.Add(dups)
 	return err
 }
 
@@ -100,7 +95,9 @@ func (d *Dedup) identity(r *agent.Record) []byte {
 	return k
 }
 
-func (d *Dedup) seen(r *agent.Record) (bool, error) {
+// fresh reports whether r's identity was not seen within the TTL, and
+// remembers it then.
+func (d *Dedup) fresh(r *agent.Record) (bool, error) {
 	d.key = d.identity(r)
 	t := r.Time().UnixNano()
 	old, ok, err := d.table.Get(d.key, d.val[:0])
@@ -111,12 +108,12 @@ func (d *Dedup) seen(r *agent.Record) (bool, error) {
 	if ok && len(old) == 8 {
 		first := int64(binary.LittleEndian.Uint64(old))
 		if t-first < d.ttl && t >= first {
-			return true, nil
+			return false, nil
 		}
 	}
 	d.val = binary.LittleEndian.AppendUint64(d.val[:0], uint64(t))
 	if err := d.table.Put(d.key, d.val); err != nil {
 		return false, fmt.Errorf("dedup: %w", err)
 	}
-	return false, nil
+	return true, nil
 }

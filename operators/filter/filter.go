@@ -75,7 +75,7 @@ func New(c *Config, env agent.Env) (*Filter, error) {
 // Process removes the records for which the expression is false, keeping the
 // order of the others. Records it fails on go to b.Dead.
 func (f *Filter) Process(_ context.Context, b *agent.Batch) error {
-	filtered, failed, _ := b.Keep(f.component, func(r *agent.Record) (bool, error) {
+	filtered, failed := b.Keep(f.component, func(r *agent.Record) (bool, error) {
 		ok, err := f.prog.EvalBool(r)
 		if err != nil {
 			return false, fmt.Errorf("filter: expression %q: %w", f.prog.Source(), err)

@@ -76,7 +76,7 @@ func New(c *Config, env agent.Env) *KeyBy {
 // Process sets the key of every record, keeping their order; records that
 // lack a key field go to b.Dead unless missing is "empty".
 func (k *KeyBy) Process(_ context.Context, b *agent.Batch) error {
-	_, failed, _ := b.Keep(k.component, func(r *agent.Record) (bool, error) {
+	_, failed := b.Keep(k.component, func(r *agent.Record) (bool, error) {
 		if name, ok := k.Key(r); !ok {
 			return false, fmt.Errorf("key_by: field %q is missing", name)
 		}

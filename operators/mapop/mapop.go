@@ -146,7 +146,7 @@ func New(c *Config, env agent.Env) (*Map, error) {
 // Process applies the expressions to every record, keeping the order of the
 // records. Records it fails on go to b.Dead.
 func (m *Map) Process(_ context.Context, b *agent.Batch) error {
-	_, failed, _ := b.Keep(m.component, func(r *agent.Record) (bool, error) { return true, m.apply(r) })
+	_, failed := b.Keep(m.component, func(r *agent.Record) (bool, error) { return true, m.apply(r) })
 	if failed > 0 {
 		m.failed.Add(failed)
 	}

@@ -68,13 +68,8 @@ func New(c *Config, env agent.Env) (*Throttle, error) {
 
 // Process keeps the records their key's bucket has a token for.
 func (th *Throttle) Process(_ context.Context, b *agent.Batch) error {
-	throttled, _, err := b.Keep("", func(r *agent.Record) (bool, error) {
-		ok, err := th.allow(r)
-		return ok, agent.FailBatch(err) // the state table's: fails the batch
-	})
-	if throttled > 0 {
-		th.throttled.Add(throttled)
-	}
+	throttled, err := b.KeepOrFail(th.allow)
+	th.throttled.Add(throttled)
 	return err
 }
 
