@@ -152,8 +152,8 @@ func TestBatchKeepAllocatesNothing(t *testing.T) {
 
 func TestEnvWithDefaults(t *testing.T) {
 	e := Env{}.WithDefaults()
-	if e.Logger == nil || e.Now == nil {
-		t.Fatalf("got Logger %v, Now set %v; want both set", e.Logger, e.Now != nil)
+	if e.Logger == nil || e.Now == nil || e.Secrets == nil {
+		t.Fatalf("got Logger %v, Now set %v, Secrets %v; want all set", e.Logger, e.Now != nil, e.Secrets)
 	}
 	e.Logger.Info("goes nowhere")
 	if e.Metrics != nil || e.State != nil || e.ReportError != nil || e.Unreachable != nil {

@@ -220,7 +220,8 @@ type Env struct {
 	// in it before the component is built; a component that learns a
 	// secret at run time (a token it fetched, a password taken apart from
 	// a connection string) adds it, so that no error or log line shows
-	// it. Nil outside a pipeline, where Add does nothing.
+	// it. Nil outside a pipeline, where Add does nothing (WithDefaults
+	// gives the component a set of its own).
 	Secrets *Secrets
 	// Unreachable lets a sink say, while a Write still waits, that its
 	// destination has stopped answering, and why (err): the runner shows
@@ -255,9 +256,11 @@ func (e Env) MkDataDir() (string, error) {
 }
 
 // WithDefaults returns e with what a partial Env lacks filled in: a Logger
-// that discards (for a nil Logger) and the wall clock (for a nil Now).
-// Metrics may stay nil, since Counter and Gauge count nowhere then, and so
-// may State, ReportError and Unreachable, whose absence means something.
+// that discards (for a nil Logger), the wall clock (for a nil Now) and a
+// set of secrets of the component's own (for nil Secrets), so that what it
+// adds is still masked in its own errors. Metrics may stay nil, since
+// Counter and Gauge count nowhere then, and so may State, ReportError and
+// Unreachable, whose absence means something.
 // The runner fills every field itself; a connector's constructor starts
 // with env = env.WithDefaults(), so that it also works when a test or a
 // command builds it with a partial Env, and so that the defaults are
@@ -268,6 +271,9 @@ func (e Env) WithDefaults() Env {
 	}
 	if e.Now == nil {
 		e.Now = time.Now
+	}
+	if e.Secrets == nil {
+		e.Secrets = new(Secrets)
 	}
 	return e
 }

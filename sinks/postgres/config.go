@@ -23,7 +23,7 @@ type Config struct {
 	Columns     []Column `yaml:"columns" doc:"the other columns and the record fields they come from"`
 	// Timeout bounds one write (all its statements): a server that hangs
 	// costs at most this before the batch is retried on a new connection.
-	Timeout time.Duration `yaml:"timeout" doc:"how long one batch's insert may take before it is retried on a new connection"`
+	Timeout time.Duration `yaml:"timeout" min:">0" doc:"how long one batch's insert may take before it is retried on a new connection"`
 	// UnreachableAfter is how long a write may wait for the server
 	// (connecting, or for its answer) before the sink shows offline.
 	UnreachableAfter time.Duration `yaml:"unreachable_after" doc:"how long a write may wait for a connection or an answer before the sink shows offline; the write keeps waiting until timeout"`
@@ -82,8 +82,8 @@ var metaTypes = map[string][]string{
 // sslModes are libpq's.
 var sslModes = []string{"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
 
-// Validate checks the config. It never quotes the url: it may hold a
-// password.
+// Validate checks the config beyond its fields' tags. It never quotes the
+// url: it may hold a password.
 func (c *Config) Validate(n agent.Node) {
 	u, err := url.Parse(c.URL)
 	switch {
@@ -142,9 +142,6 @@ func (c *Config) Validate(n agent.Node) {
 		if ok := metaTypes[col.Field]; ok != nil && col.Type != "" && !contains(ok, col.Type) {
 			cn.Field("type").Errorf("%s can be %s, got %q", col.Field, strings.Join(ok, " or "), col.Type)
 		}
-	}
-	if c.Timeout <= 0 {
-		n.Field("timeout").Errorf("must be positive, got %q", n.Field("timeout").Text())
 	}
 	// Under 100ms a healthy server on a loaded board would count as an
 	// outage; beyond timeout the write has failed already.

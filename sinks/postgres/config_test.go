@@ -37,7 +37,7 @@ func TestConfigErrors(t *testing.T) {
 		{"url: 'postgres://h/db', table: t, columns: [{name: time, type: float}]", `columns[0].name: column "time" appears twice`},
 		{"url: 'postgres://h/db', table: t, columns: [{name: v, field: _seq}]", "columns[0].field: fields starting with _ are the record's own"},
 		{"url: 'postgres://h/db', table: t, columns: [{name: v, field: _key, type: float}]", `columns[0].type: _key can be string or bytes or json, got "float"`},
-		{"url: 'postgres://h/db', table: t, timeout: 0s", "timeout: must be positive"},
+		{"url: 'postgres://h/db', table: t, timeout: 0s", `timeout: must be positive, got "0s"`},
 		{"url: 'postgres://h/db', table: t, unreachable_after: 10ms", "unreachable_after: must be between 100ms and timeout (30s)"},
 		{"url: 'postgres://h/db', table: t, tls: {ca_file: /does/not/exist.pem}", "tls.ca_file: cannot read the CA file"},
 	} {

@@ -60,18 +60,13 @@ const stmt = "pspf_insert"
 
 // New returns a PostgreSQL sink. It opens no connection.
 func New(cfg Config, env agent.Env) (*Sink, error) {
-	if env.Logger == nil {
-		env.Logger = slog.New(slog.DiscardHandler)
-	}
+	env = env.WithDefaults()
 	cfg.Columns = append([]Column(nil), cfg.Columns...)
 	for i := range cfg.Columns {
 		cfg.Columns[i].normalize()
 		if _, ok := kindOf[cfg.Columns[i].Type]; !ok {
 			return nil, fmt.Errorf("postgres sink: column %q: unknown type %q", cfg.Columns[i].Name, cfg.Columns[i].Type)
 		}
-	}
-	if env.Secrets == nil {
-		env.Secrets = new(agent.Secrets) // outside a pipeline: a set of its own
 	}
 	s := &Sink{cfg: cfg, env: env, log: env.Logger}
 	u, err := url.Parse(cfg.URL)
