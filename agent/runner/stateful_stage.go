@@ -38,8 +38,8 @@ const TimerInterval = 100 * time.Millisecond
 //
 // A checkpoint (every interval(), early when the state cache is under
 // pressure, on shutdown and on Pipeline.Checkpoint) pauses the
-// stage at a batch boundary, has every operator write its in-memory state to
-// its table (Stateful.Snapshot), fsyncs the outbox up to its end, and commits
+// stage at a batch boundary, has every operator that keeps state in memory
+// write it to its table (agent.Snapshotter), fsyncs the outbox up to its end, and commits
 // in one bbolt transaction the state changes, the pipeline-log position
 // consumed and the outbox end. Only then is the "stateful" cursor acked, so
 // that the pipeline log keeps everything a recovery may replay. Recovery (in
