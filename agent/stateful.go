@@ -9,11 +9,16 @@ import (
 )
 
 // StateTable is the keyed state of one stateful operator: opaque byte keys
-// and values, kept in the pipeline's state file and cached in memory (package
-// state provides it; the runner hands it over through Env.State). Changes
-// reach the file only with the next checkpoint, atomically with the log
-// cursor they reflect, so after a crash the table is exactly as it was at the
-// last checkpoint and the records after it are replayed.
+// and values, kept in the pipeline's state store (package state provides
+// it; the runner hands it over through Env.State). With the default store,
+// bbolt, the table lives in the pipeline's state file and is cached in
+// memory; changes reach the file only with the next checkpoint, atomically
+// with the log cursor they reflect, so after a crash the table is exactly
+// as it was at the last checkpoint and the records after it are replayed.
+// With `state: {store: memory}` the table lives in memory only and starts
+// empty after every agent restart, and a Put that would exceed the store's
+// byte budget fails (the error wraps state.ErrFull): the operator decides
+// what a refused write costs (dedup fails its batch).
 //
 // Get appends the value to dst; neither Get nor Put retain their arguments.
 // Range visits the live keys in byte order until fn returns false; fn may

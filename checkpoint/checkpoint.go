@@ -1,18 +1,21 @@
 // Package checkpoint makes the periodic, atomic checkpoints of one pipeline
 // and loads the last one for recovery.
 //
-// A checkpoint is one bbolt transaction in the pipeline's state file
-// (package state) that holds the operator state changes, the pipeline-log
-// cursor the stateful operators have consumed, each outbox's end position,
-// a sequence number and a time. The Manager pauses the pipeline only while
-// the dirty state is captured (no copy of keys or values); the fsyncs run
-// while the pipeline goes on.
+// A checkpoint is one commit of the pipeline's state store (a
+// state.Store): the operator state changes, the pipeline-log cursor the
+// stateful operators have consumed, each outbox's end position, a sequence
+// number and a time. With the bbolt store (state.DB) it is one bbolt
+// transaction in the state file; with the memory store (state.Memory) it
+// writes nothing and only records the position, which the runner then acks
+// in the pipeline log. The Manager pauses the pipeline only while the dirty
+// state is captured (no copy of keys or values); the fsyncs run while the
+// pipeline goes on.
 //
 // # Recovery contract
 //
 // On start, before any source is read:
 //
-//  1. Open the state DB and call Load. With no checkpoint (ok == false),
+//  1. Open the state store and call Load. With no checkpoint (ok == false),
 //     start from empty state, log cursor 0 and empty outboxes.
 //  2. Cut every outbox back to Outboxes[name] (an outbox missing from the
 //     map is cut to 0): anything past it was produced from state that never
@@ -48,7 +51,7 @@ import (
 	"github.com/pspf/pspf-edge/state"
 )
 
-// Metadata keys in the state DB's checkpoint metadata.
+// Metadata keys in the state store's checkpoint metadata.
 const (
 	metaVersion   = "checkpoint.v"
 	metaLog       = "checkpoint.log"
@@ -88,7 +91,7 @@ type Checkpoint struct {
 	Position
 }
 
-// ErrNoMetadata is returned by Load when the state DB holds a checkpoint
+// ErrNoMetadata is returned by Load when the state store holds a checkpoint
 // that was not written by this package (or by an incompatible version).
 var ErrNoMetadata = errors.New("checkpoint: no checkpoint metadata")
 
@@ -96,7 +99,7 @@ var ErrNoMetadata = errors.New("checkpoint: no checkpoint metadata")
 // is none. It reads only the DB's record of its last commit; it does not
 // block on a running checkpoint. The Outboxes map is the caller's. A record
 // that does not decode is damage: the error wraps state.ErrCorrupt.
-func Load(db *state.DB) (cp Checkpoint, ok bool, err error) {
+func Load(db state.Store) (cp Checkpoint, ok bool, err error) {
 	info, err := db.LastCheckpoint()
 	if err != nil {
 		return Checkpoint{}, false, fmt.Errorf("checkpoint: load: %w", err)

@@ -29,7 +29,7 @@ func openDB(t *testing.T, path string, budget int64) *state.DB {
 // applies a batch and advances its cursor at the batch boundary.
 type pipeline struct {
 	mu     sync.Mutex
-	tb     *state.Table
+	tb     state.Table
 	cursor uint64
 }
 
@@ -271,5 +271,39 @@ func TestLoadDamagedMeta(t *testing.T) {
 	}
 	if _, _, err := Load(db); !errors.Is(err, state.ErrCorrupt) {
 		t.Errorf("Load = %v, want state.ErrCorrupt", err)
+	}
+}
+
+// TestMemoryStore: the Manager checkpoints a state.Memory like a DB: the
+// position is recorded (Load returns it), nothing is written, and an
+// unchanged position with unchanged state commits nothing new.
+func TestMemoryStore(t *testing.T) {
+	mem, err := state.NewMemory(state.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mem.Close()
+	tb, _ := mem.Table("op1.count", 0)
+	p := &pipeline{tb: tb}
+	m, err := New(mem, Options{Capture: p.capture})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		p.step(t)
+	}
+	cp, st, err := m.Now(context.Background())
+	if err != nil || cp.Seq != 1 || cp.Log != 5 || st.BytesWritten != 0 {
+		t.Fatalf("Now = %+v, %d bytes written, %v; want seq 1, log 5, nothing written", cp, st.BytesWritten, err)
+	}
+	if got, ok, err := Load(mem); err != nil || !ok || got.Log != 5 || got.Outboxes["uplink"] != 50 {
+		t.Errorf("Load = %+v, %v, %v; want log 5, uplink 50", got, ok, err)
+	}
+	if cp2, st2, err := m.Now(context.Background()); err != nil || cp2.Seq != 1 || st2.Seq != 0 {
+		t.Errorf("unchanged Now = seq %d, stats seq %d, %v; want 1, 0, nil", cp2.Seq, st2.Seq, err)
+	}
+	p.step(t)
+	if cp3, _, err := m.Now(context.Background()); err != nil || cp3.Seq != 2 || cp3.Log != 6 {
+		t.Errorf("Now after a step = %+v, %v; want seq 2, log 6", cp3, err)
 	}
 }

@@ -42,11 +42,11 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// Manager makes the checkpoints of one pipeline's state DB. New starts
+// Manager makes the checkpoints of one pipeline's state store. New starts
 // nothing; Run checkpoints periodically; Now checkpoints on demand. Run and
 // Now may be called concurrently; checkpoints are serialised.
 type Manager struct {
-	db      *state.DB
+	db      state.Store
 	opts    Options
 	log     *slog.Logger
 	mu      sync.Mutex // serialises checkpoints; guards the fields below
@@ -55,9 +55,10 @@ type Manager struct {
 	stats   state.CheckpointStats
 }
 
-// New returns a Manager for db. It reads the last checkpoint of db, so that
-// an unchanged position with unchanged state is not written again.
-func New(db *state.DB, opts Options) (*Manager, error) {
+// New returns a Manager for db, a state.DB, a state.Memory or any other
+// state.Store. It reads the last checkpoint of db, so that an unchanged
+// position with unchanged state is not written again.
+func New(db state.Store, opts Options) (*Manager, error) {
 	if opts.Capture == nil {
 		return nil, errors.New("checkpoint: options: capture is required")
 	}
@@ -80,7 +81,7 @@ func New(db *state.DB, opts Options) (*Manager, error) {
 	return m, nil
 }
 
-// Run checkpoints every Interval, and early when the state DB signals that
+// Run checkpoints every Interval, and early when the state store signals that
 // its dirty entries pass half of the cache budget, until ctx ends; then it
 // returns nil without a last checkpoint: on shutdown or reload, stop the
 // sources, drain the chain, then call Now. A skipped checkpoint (Capture
@@ -130,7 +131,7 @@ func (m *Manager) Now(ctx context.Context) (Checkpoint, state.CheckpointStats, e
 		return Checkpoint{}, state.CheckpointStats{}, fmt.Errorf("checkpoint: capture: %w", captureError{err})
 	}
 	meta, err := encode(pos)
-	var p *state.Pending
+	var p state.Pending
 	if err == nil {
 		p, err = m.db.Prepare(meta)
 	}

@@ -24,7 +24,7 @@ const (
 type entry struct {
 	key        string
 	val        []byte
-	t          *Table
+	t          *boltTable
 	prev, next *entry // LRU list links; nil while dirty
 	ver        uint32 // bumped by every change
 	dirty      bool   // differs from the file

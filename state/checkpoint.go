@@ -31,11 +31,9 @@ type CheckpointStats struct {
 	Commit       time.Duration // bbolt transaction, both fsyncs included
 }
 
-// Pending is a prepared checkpoint: the dirty entries of all tables as they
-// were at Prepare, plus the metadata. Exactly one of Commit or Abort must be
-// called; until then no other checkpoint can be prepared and Close waits.
-// A Pending is not safe for concurrent use.
-type Pending struct {
+// boltPending is the Pending of a DB: the dirty entries of all tables as
+// they were at Prepare, plus the metadata.
+type boltPending struct {
 	db      *DB
 	tables  []*pendTable
 	meta    map[string][]byte
@@ -47,7 +45,7 @@ type Pending struct {
 }
 
 type pendTable struct {
-	t     *Table
+	t     *boltTable
 	ents  []snap
 	order []int32 // indexes into ents in key order, set by sort
 }
@@ -69,7 +67,7 @@ type snap struct {
 // since the last checkpoint, the due TTL expiries and meta in one bbolt
 // transaction. See Prepare and Commit.
 func (db *DB) Checkpoint(meta map[string][]byte) (CheckpointStats, error) {
-	p, err := db.Prepare(meta)
+	p, err := db.prepare(meta)
 	if err != nil {
 		return CheckpointStats{}, err
 	}
@@ -85,18 +83,18 @@ func (db *DB) Checkpoint(meta map[string][]byte) (CheckpointStats, error) {
 // at Prepare. After Close it returns ErrClosed; after a failed commit,
 // ErrBroken; once the DB has met damage (DB.Damaged), that error, which
 // wraps ErrCorrupt.
-func (db *DB) Prepare(meta map[string][]byte) (*Pending, error) {
-	for k, v := range meta {
-		if len(k) == 0 || len(k) > MaxMetaKeySize {
-			return nil, fmt.Errorf("state: checkpoint meta key %q: must be 1 to %d bytes: %w", k, MaxMetaKeySize, ErrKeySize)
-		}
-		if len(v) > MaxValueSize {
-			return nil, fmt.Errorf("state: checkpoint meta %q: value is %d bytes, limit %d: %w", k, len(v), MaxValueSize, ErrValueSize)
-		}
+func (db *DB) Prepare(meta map[string][]byte) (Pending, error) {
+	p, err := db.prepare(meta)
+	if err != nil {
+		return nil, err
 	}
-	mcopy := make(map[string][]byte, len(meta))
-	for k, v := range meta {
-		mcopy[k] = bytes.Clone(v)
+	return p, nil
+}
+
+func (db *DB) prepare(meta map[string][]byte) (*boltPending, error) {
+	mcopy, err := copyMeta(meta)
+	if err != nil {
+		return nil, err
 	}
 	db.ckpt <- struct{}{}
 	start := time.Now()
@@ -114,14 +112,14 @@ func (db *DB) Prepare(meta map[string][]byte) (*Pending, error) {
 		<-db.ckpt
 		return nil, fmt.Errorf("state: no checkpoint from a damaged file: %w", dmg)
 	}
-	p := &Pending{db: db, meta: mcopy, seq: db.last.Seq + 1, now: db.nowNanos()}
+	p := &boltPending{db: db, meta: mcopy, seq: db.last.Seq + 1, now: db.nowNanos()}
 	for name, held := range db.drops {
 		if !held {
 			db.drops[name] = true
 			p.drops = append(p.drops, name)
 		}
 	}
-	counts := make(map[*Table]int)
+	counts := make(map[*boltTable]int)
 	for _, e := range db.dirty {
 		if !e.t.dropped {
 			counts[e.t]++
@@ -133,7 +131,7 @@ func (db *DB) Prepare(meta map[string][]byte) (*Pending, error) {
 	}
 	// The pending tables' entries share the scratch array (db.ckpt is held).
 	db.scratch.snaps = grow(db.scratch.snaps, total)
-	byTable := make(map[*Table]*pendTable, len(counts))
+	byTable := make(map[*boltTable]*pendTable, len(counts))
 	off := 0
 	for t, n := range counts {
 		pt := &pendTable{t: t, ents: db.scratch.snaps[off : off : off+n]}
@@ -163,8 +161,12 @@ func (db *DB) Prepare(meta map[string][]byte) (*Pending, error) {
 	return p, nil
 }
 
-// Entries returns the number of changed keys the checkpoint will write.
-func (p *Pending) Entries() int {
+// Entries returns the number of changed keys the checkpoint will write,
+// plus the tables it will drop.
+func (p *boltPending) Entries() int { return p.nents() + len(p.drops) }
+
+// nents returns the number of changed keys the checkpoint will write.
+func (p *boltPending) nents() int {
 	n := 0
 	for _, pt := range p.tables {
 		n += len(pt.ents)
@@ -174,7 +176,7 @@ func (p *Pending) Entries() int {
 
 // Abort drops the prepared checkpoint: its entries stay dirty for the next
 // one. Abort after Commit or Abort does nothing.
-func (p *Pending) Abort() {
+func (p *boltPending) Abort() {
 	if p.done {
 		return
 	}
@@ -183,13 +185,13 @@ func (p *Pending) Abort() {
 	db.mu.Lock()
 	p.requeue()
 	db.mu.Unlock()
-	db.scratch.release(p.Entries())
+	db.scratch.release(p.nents())
 	<-db.ckpt
 }
 
 // requeue puts the captured entries and drops back for the next
 // checkpoint. Requires db.mu.
-func (p *Pending) requeue() {
+func (p *boltPending) requeue() {
 	db := p.db
 	for _, name := range p.drops {
 		db.drops[name] = false
@@ -215,14 +217,14 @@ func (p *Pending) requeue() {
 // failure nothing of the checkpoint is visible in the file, the entries stay
 // dirty, and the DB refuses further checkpoints (ErrBroken): a failed fsync
 // is never retried on the same data. Calling Commit twice returns an error.
-func (p *Pending) Commit() (CheckpointStats, error) {
+func (p *boltPending) Commit() (CheckpointStats, error) {
 	if p.done {
 		return CheckpointStats{}, fmt.Errorf("state: checkpoint %d: already ended", p.seq)
 	}
 	p.done = true
 	db := p.db
 	defer func() { <-db.ckpt }()
-	defer db.scratch.release(p.Entries()) // runs before the semaphore is released
+	defer db.scratch.release(p.nents()) // runs before the semaphore is released
 	st := CheckpointStats{Seq: p.seq, Time: time.Unix(0, p.now), Prepare: p.prepDur}
 	start := time.Now()
 	expired, err := p.write(&st)
@@ -274,7 +276,7 @@ func (p *Pending) Commit() (CheckpointStats, error) {
 
 // write runs the bbolt transaction. It returns, per pending table, the keys
 // removed by TTL expiry. Tables with TTL but no dirty entry are expired too.
-func (p *Pending) write(st *CheckpointStats) (expired [][]string, err error) {
+func (p *boltPending) write(st *CheckpointStats) (expired [][]string, err error) {
 	defer guard(&err)()
 	db := p.db
 	// Every table with a TTL takes part, for its expiries.
@@ -285,7 +287,7 @@ func (p *Pending) write(st *CheckpointStats) (expired [][]string, err error) {
 		}
 	}
 	db.mu.Unlock()
-	db.scratch.order = grow(db.scratch.order, p.Entries())
+	db.scratch.order = grow(db.scratch.order, p.nents())
 	off := 0
 	for _, pt := range p.tables {
 		pt.sort(&db.scratch, off)
@@ -329,7 +331,7 @@ func (p *Pending) write(st *CheckpointStats) (expired [][]string, err error) {
 	return expired, nil
 }
 
-func (p *Pending) writeTable(tx *bolt.Tx, pt *pendTable, st *CheckpointStats) (int, []string, error) {
+func (p *boltPending) writeTable(tx *bolt.Tx, pt *pendTable, st *CheckpointStats) (int, []string, error) {
 	t := pt.t
 	b, err := tx.CreateBucketIfNotExists(t.data)
 	if err != nil {
@@ -431,7 +433,7 @@ func (p *Pending) writeTable(tx *bolt.Tx, pt *pendTable, st *CheckpointStats) (i
 	return count, expired, nil
 }
 
-func (p *Pending) writeMeta(tx *bolt.Tx) error {
+func (p *boltPending) writeMeta(tx *bolt.Tx) error {
 	mb, err := tx.CreateBucketIfNotExists(bucketMeta)
 	if err != nil {
 		return err

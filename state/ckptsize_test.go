@@ -9,7 +9,7 @@ import (
 
 // fillTable puts n keys (8-byte big-endian ids scrambled to spread them over
 // the B+tree) with 32-byte values and checkpoints them.
-func fillTable(t testing.TB, db *DB, tb *Table, n int) {
+func fillTable(t testing.TB, s Store, tb Table, n int) {
 	t.Helper()
 	val := make([]byte, 32)
 	for i := range n {
@@ -17,9 +17,7 @@ func fillTable(t testing.TB, db *DB, tb *Table, n int) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := db.Checkpoint(nil); err != nil {
-		t.Fatal(err)
-	}
+	commit(t, s, nil)
 }
 
 func benchKey(i int) []byte {

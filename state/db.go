@@ -100,7 +100,7 @@ type DB struct {
 	mu       sync.Mutex
 	closed   bool
 	broken   error // sticky failure of a checkpoint commit
-	tables   map[string]*Table
+	tables   map[string]*boltTable
 	drops    map[string]bool // tables to delete: true once a pending checkpoint holds the drop
 	lru      entry           // sentinel of the LRU list of clean entries; next is most recent
 	dirty    []*entry        // dirty entries queued for the next checkpoint
@@ -114,10 +114,8 @@ type DB struct {
 	warned   bool // over-budget warning logged since the last checkpoint
 	last     CheckpointInfo
 
-	// The state clock (nowNanos): clockBase when Open read clockStart from
-	// Options.Now. Both are set by Open and never change.
-	clockBase  int64
-	clockStart time.Time
+	// clock is the state clock; see nowNanos.
+	clock stateClock
 }
 
 // CheckpointInfo describes the last committed checkpoint.
@@ -190,17 +188,16 @@ func Open(path string, opts Options) (*DB, error) {
 		budget:   opts.CacheBytes,
 		ckpt:     make(chan struct{}, 1),
 		pressure: make(chan struct{}, 1),
-		tables:   make(map[string]*Table),
+		tables:   make(map[string]*boltTable),
 		drops:    make(map[string]bool),
 	}
 	db.lru.next, db.lru.prev = &db.lru, &db.lru
 	db.last = info
-	db.clockStart = opts.Now()
-	db.clockBase = db.clockStart.UnixNano()
+	db.clock = newStateClock(opts.Now)
 	if info.Seq > 0 {
 		// Resume the state clock where the last checkpoint left it, whatever
 		// the wall clock says now.
-		db.clockBase = info.Time.UnixNano()
+		db.clock.base = info.Time.UnixNano()
 	}
 	return db, nil
 }
@@ -276,7 +273,9 @@ func (db *DB) LastCheckpoint() (CheckpointInfo, error) {
 // never closed; signals coalesce.
 func (db *DB) Pressure() <-chan struct{} { return db.pressure }
 
-// Stats is a snapshot of the cache counters.
+// Stats is a snapshot of a store's counters. For Memory, CacheBytes and
+// Entries are all the state, DirtyEntries the changes since the last
+// checkpoint, and Hits counts every Get.
 type Stats struct {
 	Budget       int64  // Options.CacheBytes
 	CacheBytes   int64  // charge of all cached entries
@@ -287,6 +286,7 @@ type Stats struct {
 	Misses       uint64 // Get that read the file
 	Evictions    uint64 // clean entries dropped for the budget
 	OverBudget   bool   // CacheBytes > Budget: dirty data exceeds the budget
+	Refused      uint64 // Puts refused with ErrFull (Memory only)
 }
 
 // Stats returns the cache counters. It works after Close.
@@ -381,14 +381,36 @@ func (db *DB) Close() error {
 
 func syncDir(dir string) error { return atomicfile.SyncDir(dir) }
 
-// nowNanos returns the state clock in Unix nanoseconds, clamped to be >= 0:
-// the time of the last checkpoint found at Open (Options.Now for a new
-// file), advanced by Options.Now's progress since Open. time.Now's values
-// carry monotonic readings, which Time.Sub uses, so a jump of the wall clock
-// while the DB is open does not move the state clock; neither does one
-// across a restart.
-func (db *DB) nowNanos() int64 {
-	n := db.clockBase + int64(db.opts.Now().Sub(db.clockStart))
+// nowNanos returns the state clock: the time of the last checkpoint found
+// at Open (Options.Now for a new file), advanced by Options.Now's progress
+// since Open; see stateClock.
+func (db *DB) nowNanos() int64 { return db.clock.nanos() }
+
+// stateClock is the state clock of a store, in Unix nanoseconds: base when
+// start was read from now, advanced by now's progress since. time.Now's
+// values carry monotonic readings, which Time.Sub uses, so a jump of the
+// wall clock while the store is open does not move the state clock;
+// neither does one across a restart, when base is the time of the last
+// checkpoint.
+type stateClock struct {
+	now   func() time.Time
+	start time.Time
+	base  int64
+}
+
+// newStateClock starts a state clock at now(); a nil now is time.Now.
+func newStateClock(now func() time.Time) stateClock {
+	if now == nil {
+		now = time.Now
+	}
+	c := stateClock{now: now, start: now()}
+	c.base = c.start.UnixNano()
+	return c
+}
+
+// nanos returns the state clock, clamped to be >= 0.
+func (c stateClock) nanos() int64 {
+	n := c.base + int64(c.now().Sub(c.start))
 	if n < 0 {
 		return 0
 	}

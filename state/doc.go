@@ -1,7 +1,14 @@
-// Package state is the keyed operator state of one pipeline: one bbolt file
-// (conventionally state.db in the pipeline's data directory) holding one
-// table per stateful operator, fronted by an in-memory write-back cache under
-// a byte budget.
+// Package state is the keyed operator state of one pipeline: one table per
+// stateful operator, checkpointed together with the pipeline-log position
+// it reflects. Store is the interface the runner and package checkpoint
+// use; two stores implement it and pass one shared test suite:
+//
+//   - DB (Open): one bbolt file (conventionally state.db in the pipeline's
+//     data directory), fronted by an in-memory write-back cache under a
+//     byte budget. Everything below describes it unless it says otherwise.
+//   - Memory (NewMemory): the tables in RAM only, under the same byte
+//     budget as a hard bound; a checkpoint writes nothing, and the state
+//     ends with the process. See Memory.
 //
 // # Write-back and checkpoints
 //

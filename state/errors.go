@@ -35,6 +35,12 @@ var (
 	// different TTLs.
 	ErrTableTTL = errors.New("state: table reopened with a different ttl")
 
+	// ErrFull is returned by Put of a Memory store when the value would
+	// take the store over its budget (Options.CacheBytes): Memory has no
+	// file to evict to. The key keeps its old value; deleting keys, or
+	// their TTL expiring, makes room.
+	ErrFull = errors.New("state: store full")
+
 	// ErrTableDropped is returned by the methods of a dropped table, and by
 	// DB.Table for its name until the checkpoint that deletes it commits.
 	ErrTableDropped = errors.New("state: table dropped")

@@ -38,7 +38,7 @@ func TestModel(t *testing.T) {
 			rt.Fatal(err)
 		}
 		defer func() { _ = db.Close() }()
-		tables := map[string]*Table{}
+		tables := map[string]Table{}
 		openTables := func() {
 			for name, ttl := range ttls {
 				if tables[name], err = db.Table(name, ttl); err != nil {
@@ -50,7 +50,7 @@ func TestModel(t *testing.T) {
 		cur := map[string]map[string]modelRec{"a": {}, "b": {}}
 		com := map[string]map[string]modelRec{"a": {}, "b": {}}
 		serial := 0
-		var pending *Pending
+		var pending Pending
 		dropA := 0                                 // table "a": 0 live, 1 dropped, 2 drop held by the pending checkpoint
 		var snapCur map[string]map[string]modelRec // cur at Prepare
 		var snapNow int64

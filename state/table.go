@@ -15,9 +15,9 @@ import (
 // "op3.window" and end up in bucket names, logs and metrics.
 const MaxTableNameLen = 128
 
-// Table is the keyed state of one operator. Keys and values are opaque byte
-// strings. Get it with DB.Table; it is safe for concurrent use.
-type Table struct {
+// boltTable is the Table of a DB: a write-back cache in front of one bbolt
+// bucket (and its TTL index). It is safe for concurrent use.
+type boltTable struct {
 	db        *DB
 	name      string
 	data, idx []byte // bucket names
@@ -29,7 +29,7 @@ type Table struct {
 
 // Table returns the table called name, creating it if needed. A ttl > 0
 // expires keys not written for ttl (see the package doc); 0 keeps keys until
-// deleted. Calling Table again with the same name returns the same *Table;
+// deleted. Calling Table again with the same name returns the same Table;
 // with a different ttl it fails with ErrTableTTL. Opening an existing table
 // with a TTL for the first time indexes its keys by write time, which reads
 // the whole table once. Table runs a bbolt write transaction that only
@@ -37,7 +37,15 @@ type Table struct {
 // wait for a running checkpoint commit, holding the cache lock meanwhile, so
 // open tables when a pipeline starts, not on its hot path. Names are 1 to
 // MaxTableNameLen bytes of [A-Za-z0-9._-].
-func (db *DB) Table(name string, ttl time.Duration) (*Table, error) {
+func (db *DB) Table(name string, ttl time.Duration) (Table, error) {
+	t, err := db.table(name, ttl)
+	if err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func (db *DB) table(name string, ttl time.Duration) (*boltTable, error) {
 	if err := checkName(name); err != nil {
 		return nil, err
 	}
@@ -58,7 +66,7 @@ func (db *DB) Table(name string, ttl time.Duration) (*Table, error) {
 		}
 		return t, nil
 	}
-	t := &Table{
+	t := &boltTable{
 		db: db, name: name, ttl: ttlNanos(ttl), m: make(map[string]*entry),
 		data: []byte("t/" + name), idx: []byte("x/" + name),
 	}
@@ -105,7 +113,7 @@ func checkName(name string) error {
 }
 
 // usable returns ErrClosed or ErrTableDropped, or nil. Requires db.mu.
-func (t *Table) usable() error {
+func (t *boltTable) usable() error {
 	switch {
 	case t.db.closed:
 		return ErrClosed
@@ -116,7 +124,7 @@ func (t *Table) usable() error {
 }
 
 // DropTable deletes the table called name, for an operator removed or
-// changed by a reload. Its *Table, if open, fails from now on with
+// changed by a reload. Its Table, if open, fails from now on with
 // ErrTableDropped and its cached entries are released at once; its data is
 // deleted from the file by the next checkpoint, in the same transaction as
 // the rest of that checkpoint, so a crash before it leaves the table whole.
@@ -187,12 +195,12 @@ func (db *DB) Tables() ([]string, error) {
 }
 
 // Name returns the table's name.
-func (t *Table) Name() string { return t.name }
+func (t *boltTable) Name() string { return t.name }
 
 // TTL returns the table's TTL (0: none).
-func (t *Table) TTL() time.Duration { return time.Duration(t.ttl) }
+func (t *boltTable) TTL() time.Duration { return time.Duration(t.ttl) }
 
-func (t *Table) checkKey(op string, key []byte) error {
+func (t *boltTable) checkKey(op string, key []byte) error {
 	if len(key) == 0 || len(key) > MaxKeySize {
 		return fmt.Errorf("state: table %q: %s: key is %d bytes, want 1 to %d: %w", t.name, op, len(key), MaxKeySize, ErrKeySize)
 	}
@@ -201,7 +209,7 @@ func (t *Table) checkKey(op string, key []byte) error {
 
 // expired reports whether a stored value (header included) has outlived the
 // table's TTL.
-func (t *Table) expired(stored []byte) bool {
+func (t *boltTable) expired(stored []byte) bool {
 	return t.ttl > 0 && int64(binary.BigEndian.Uint64(stored)) <= t.db.nowNanos()-t.ttl
 }
 
@@ -211,7 +219,7 @@ func (t *Table) expired(stored []byte) bool {
 // when dst has room. A miss reads the file (a short bbolt read transaction)
 // while holding the cache lock, and caches the result, present or absent.
 // After Close it returns ErrClosed.
-func (t *Table) Get(key, dst []byte) ([]byte, bool, error) {
+func (t *boltTable) Get(key, dst []byte) ([]byte, bool, error) {
 	if err := t.checkKey("get", key); err != nil {
 		return dst, false, err
 	}
@@ -240,7 +248,7 @@ func (t *Table) Get(key, dst []byte) ([]byte, bool, error) {
 }
 
 // load reads key from the file into a new clean entry. Requires db.mu.
-func (t *Table) load(key []byte) (*entry, error) {
+func (t *boltTable) load(key []byte) (*entry, error) {
 	e := &entry{key: string(key), t: t, disk: diskNo}
 	err := t.db.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(t.data)
@@ -271,7 +279,7 @@ func (t *Table) load(key []byte) (*entry, error) {
 // its buffer has room. It never blocks on the disk: over budget, it evicts
 // clean entries, and if dirty entries alone pass half of the budget it
 // signals Pressure. After Close it returns ErrClosed.
-func (t *Table) Put(key, val []byte) error {
+func (t *boltTable) Put(key, val []byte) error {
 	if err := t.checkKey("put", key); err != nil {
 		return err
 	}
@@ -298,7 +306,7 @@ func (t *Table) Put(key, val []byte) error {
 // Delete removes key, in the cache at once and in the file with the next
 // checkpoint. Deleting an absent key is not an error. Delete does not read
 // the file and does not retain key. After Close it returns ErrClosed.
-func (t *Table) Delete(key []byte) error {
+func (t *boltTable) Delete(key []byte) error {
 	if err := t.checkKey("delete", key); err != nil {
 		return err
 	}
@@ -331,7 +339,7 @@ func (t *Table) Delete(key []byte) error {
 // the file in chunks, each in a short read transaction, and holds nothing
 // while fn runs. Its memory is a copy of the table's dirty entries plus one
 // chunk. After Close it returns ErrClosed.
-func (t *Table) Range(fn func(k, v []byte) bool) error {
+func (t *boltTable) Range(fn func(k, v []byte) bool) error {
 	db := t.db
 	var ovs []overlay
 	db.mu.Lock()
@@ -385,7 +393,7 @@ const rangeChunk = 256
 // fileChunks reads a table's entries from the file in key order, a chunk at
 // a time, each chunk copied in its own read transaction.
 type fileChunks struct {
-	t     *Table
+	t     *boltTable
 	buf   []overlay // rest of the current chunk
 	arena []byte    // backing store of buf, reused per chunk
 	last  []byte    // last key read
@@ -464,7 +472,7 @@ func compareNext(dk []byte, ovs []overlay) int {
 // It waits for a running checkpoint commit (so it must not be called by the
 // holder of a Pending) and may read the file for keys written blind. After
 // Close it returns ErrClosed.
-func (t *Table) Len() (int, error) {
+func (t *boltTable) Len() (int, error) {
 	db := t.db
 	db.ckpt <- struct{}{}
 	defer func() { <-db.ckpt }()

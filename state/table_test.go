@@ -34,7 +34,7 @@ func openDB(t testing.TB, path string, budget int64, now func() time.Time) *DB {
 	return db
 }
 
-func mustTable(t testing.TB, db *DB, name string, ttl time.Duration) *Table {
+func mustTable(t testing.TB, db *DB, name string, ttl time.Duration) Table {
 	t.Helper()
 	tb, err := db.Table(name, ttl)
 	if err != nil {
@@ -43,7 +43,7 @@ func mustTable(t testing.TB, db *DB, name string, ttl time.Duration) *Table {
 	return tb
 }
 
-func get(t testing.TB, tb *Table, k string) (string, bool) {
+func get(t testing.TB, tb Table, k string) (string, bool) {
 	t.Helper()
 	v, ok, err := tb.Get([]byte(k), nil)
 	if err != nil {
@@ -52,7 +52,7 @@ func get(t testing.TB, tb *Table, k string) (string, bool) {
 	return string(v), ok
 }
 
-func dump(t testing.TB, tb *Table) map[string]string {
+func dump(t testing.TB, tb Table) map[string]string {
 	t.Helper()
 	m := map[string]string{}
 	var prev []byte

@@ -356,6 +356,24 @@ func (c *CheckpointConfig) Validate(n agent.Node) {
 	}
 }
 
+// State stores a pipeline may choose with `state: {store: ...}`.
+const (
+	// StoreBbolt keeps the state in state.db (bbolt) in the pipeline's
+	// data directory, checkpointed atomically with the pipeline-log
+	// position: it survives restarts and crashes. The default.
+	StoreBbolt = "bbolt"
+	// StoreMemory keeps the state in RAM only, under the same byte budget;
+	// checkpoints write nothing but the pipeline-log position. After an
+	// agent restart the state starts empty.
+	StoreMemory = "memory"
+)
+
+// StateConfig chooses where a pipeline's stateful operators keep their
+// state. An external store (a changelog topic) would be a third value.
+type StateConfig struct {
+	Store string `yaml:"store" enum:"bbolt,memory" doc:"bbolt: state.db in the pipeline's data directory, kept across restarts (default); memory: RAM only under the same byte budget, nothing written to flash, empty after every agent restart"`
+}
+
 // SinkOptions are the store-and-forward settings every sink entry may carry
 // next to its type key.
 type SinkOptions struct {
@@ -451,6 +469,9 @@ type PipelineSpec struct {
 	// Checkpoint configures the stateful operators' checkpoints: the
 	// file's `checkpoint:` over the agent's defaults.
 	Checkpoint CheckpointConfig
+	// State chooses the stateful operators' state store (StoreBbolt
+	// unless the file says otherwise).
+	State StateConfig
 }
 
 // Secrets returns the values of every component's config fields tagged
@@ -478,6 +499,7 @@ type pipelineFile struct {
 	DeadLetter  agent.Node       `yaml:"dead_letter" doc:"a sink for records that cannot be processed or delivered"`
 	Buffer      BufferConfig     `yaml:"buffer" doc:"the pipeline log"`
 	Checkpoint  CheckpointConfig `yaml:"checkpoint" doc:"checkpoints of the stateful operators (windows, dedup, ...)"`
+	State       StateConfig      `yaml:"state" doc:"where the stateful operators keep their state"`
 }
 
 // PipelineName returns the pipeline name for a file: its base name without extension.
@@ -500,11 +522,12 @@ func (r *Registry) parsePipeline(file string, data []byte, defaults Defaults, en
 	if !root.Present() {
 		return nil, root.Errors()
 	}
-	pf := pipelineFile{Buffer: defaults.Buffer, Checkpoint: defaults.Checkpoint}
+	pf := pipelineFile{Buffer: defaults.Buffer, Checkpoint: defaults.Checkpoint, State: StateConfig{Store: StoreBbolt}}
 	root.Decode(&pf)
 	spec.Description = pf.Description
 	spec.Buffer = pf.Buffer
 	spec.Checkpoint = pf.Checkpoint
+	spec.State = pf.State
 	var errs agent.ConfigErrors
 	if !validName(spec.Name) {
 		errs = append(errs, &agent.ConfigError{File: file, Msg: fmt.Sprintf("pipeline name %q (from the file name) must use only letters, digits, '-' and '_'", spec.Name)})

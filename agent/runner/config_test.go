@@ -218,6 +218,41 @@ func TestParseCheckpoint(t *testing.T) {
 	}
 }
 
+func TestParseState(t *testing.T) {
+	const body = "sources: [{simulate: {}}]\nsinks: [{console: {}}]\n"
+	defaults := runner.Defaults{Buffer: runner.DefaultBufferConfig()}
+	tests := []struct{ name, text, want string }{
+		{"unset is bbolt", body, runner.StoreBbolt},
+		{"empty block is bbolt", body + "state: {}\n", runner.StoreBbolt},
+		{"bbolt", body + "state: {store: bbolt}\n", runner.StoreBbolt},
+		{"memory", body + "state:\n  store: memory\n", runner.StoreMemory},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			spec, err := testRegistry().ParsePipeline("pipelines/x.yaml", []byte(tt.text), defaults)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if spec.State.Store != tt.want {
+				t.Errorf("got store %q, want %q", spec.State.Store, tt.want)
+			}
+		})
+	}
+	errs := []struct{ name, text, want string }{
+		{"unknown store", body + "state: {store: redis}\n", `pipelines/x.yaml:3: state.store: must be bbolt or memory, got "redis"`},
+		{"empty store", body + "state: {store: \"\"}\n", `pipelines/x.yaml:3: state.store: must be bbolt or memory, got ""`},
+		{"unknown key", body + "state: {cache: 1MiB}\n", `pipelines/x.yaml:3: state.cache: unknown key; expected one of: store`},
+	}
+	for _, tt := range errs {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := testRegistry().ParsePipeline("pipelines/x.yaml", []byte(tt.text), defaults)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("got:\n%v\nwant it to contain:\n%s", err, tt.want)
+			}
+		})
+	}
+}
+
 // TestAgentDefaultsBufferValidated checks the buffer rule on the agent file's
 // defaults, which every pipeline starts from.
 func TestAgentDefaultsBufferValidated(t *testing.T) {
@@ -292,7 +327,7 @@ func TestSchemaMentionsEveryComponent(t *testing.T) {
 		// The rule tags of simulate: sensors between 1 and 1000000, rate
 		// above 0.
 		`"sensors":{"description":"number of simulated sensors","maximum":1000000,"minimum":1,"type":"integer"}`,
-		`"exclusiveMinimum":0`} {
+		`"exclusiveMinimum":0`, `"state"`, `"store"`, `"memory"`} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("schema lacks %s", want)
 		}

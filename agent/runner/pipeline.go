@@ -39,14 +39,19 @@ type PipelineDeps struct {
 	// when the pipeline spec sets none (PipelineSpec.Checkpoint); 0 means
 	// checkpoint.DefaultInterval. It bounds the replay after a crash.
 	CheckpointInterval time.Duration
-	// StateCacheBytes is the memory budget of the state file's cache; 0
-	// means state.DefaultCacheBytes.
+	// StateCacheBytes is the memory budget of the state store: the cache
+	// of state.db, or all the state of a memory store; 0 means
+	// state.DefaultCacheBytes.
 	StateCacheBytes int64
 	// Secrets is the agent's set of secret values: the pipeline adds its
 	// spec's (PipelineSpec.Secrets) and masks them, and every URL
 	// password, in its log lines, last errors, dead-letter reasons and
 	// the error Run returns. Nil means a set of the pipeline's own.
 	Secrets *agent.Secrets
+	// States hands the memory state store (`state: {store: memory}`) from
+	// one generation of the pipeline to the next; nil: every generation
+	// starts with empty state.
+	States *StateKeeper
 }
 
 // Pipeline is one running pipeline: its sources feed the stateless operators,

@@ -91,7 +91,7 @@ func (s *statefulStage) openState(path string) (checkpoint.Checkpoint, bool, err
 		}
 		s.reset = &stateReset{cause: err, aside: aside}
 	}
-	if s.reset == nil && !ok {
+	if s.reset == nil && !ok && !s.fromMemory {
 		switch first, acked, found := s.statefulCursor(); {
 		case expected:
 			s.reset = &stateReset{cause: fmt.Errorf("%s is missing or empty, though %s says a checkpoint was committed", filepath.Base(path), markerName)}
@@ -121,24 +121,32 @@ func (s *statefulStage) statefulCursor() (first, acked uint64, found bool) {
 	return max(stats.FirstSeq, 1), 0, false
 }
 
-// writeMarker writes markerName durably if it is not there yet. A failure
-// costs only the warning about a state file found missing later: it is
-// logged, and tried again at the next checkpoint. Two checkpoints calling
-// it at once may both write the file, which is harmless.
+// writeMarker writes markerName durably if it is not there yet, and, on
+// the first run with the bbolt store after one with the memory store,
+// removes memoryMarker (stateful_store.go). A failure costs only the
+// warning about a state file found missing later, or the state of this
+// run if the agent restarts before the next checkpoint: it is logged, and
+// tried again at the next checkpoint. Two checkpoints calling it at once
+// may both write the file, which is harmless.
 func (s *statefulStage) writeMarker() {
 	if s.marked.Load() {
 		return
 	}
 	dir := s.p.deps.DataDir
 	path := filepath.Join(dir, markerName)
-	if _, err := os.Stat(path); err == nil {
-		s.marked.Store(true)
-		return
+	if _, err := os.Stat(path); err != nil {
+		err := atomicfile.WriteDurable(path, []byte("state.db holds a committed checkpoint; if it is found missing or empty, the agent warns\n"), 0o600)
+		if err != nil {
+			s.log.Warn("state marker not written", "path", path, "err", err)
+			return
+		}
 	}
-	err := atomicfile.WriteDurable(path, []byte("state.db holds a committed checkpoint; if it is found missing or empty, the agent warns\n"), 0o600)
-	if err != nil {
-		s.log.Warn("state marker not written", "path", path, "err", err)
-		return
+	if s.fromMemory {
+		// state.db has a checkpoint now: it is no longer stale.
+		if err := s.removeMemoryMarker(); err != nil {
+			s.log.Warn("state marker not removed", "path", filepath.Join(dir, memoryMarker), "err", err)
+			return
+		}
 	}
 	s.marked.Store(true)
 }

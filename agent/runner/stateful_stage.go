@@ -26,7 +26,8 @@ import (
 const TimerInterval = 100 * time.Millisecond
 
 // The stateful stage of a pipeline reads the pipeline log through the cursor
-// "stateful", runs the stateful operators with their state in state.db, and
+// "stateful", runs the stateful operators with their state in the
+// pipeline's state store (state.db, or memory: stateful_store.go), and
 // appends their output to the outbox log, which the sinks read instead of
 // the pipeline log.
 //
@@ -47,7 +48,9 @@ const TimerInterval = 100 * time.Millisecond
 // move the cursor to its position; the records after it are processed again
 // into the same state and the same outputs with the same stable IDs. A state
 // file that is damaged, or missing or empty though a checkpoint had been
-// committed, is reset instead: stateful_reset.go.
+// committed, is reset instead: stateful_reset.go. With the memory store
+// there is no checkpoint to recover after a restart: the stage starts with
+// empty state after the last record a checkpoint acked (stateful_store.go).
 
 const (
 	statefulCursor = "stateful"
@@ -69,7 +72,7 @@ type statefulStage struct {
 	p      *Pipeline
 	log    *slog.Logger
 	ops    []statefulOp
-	db     *state.DB
+	db     state.Store
 	mgr    *checkpoint.Manager
 	reader LogReader
 	outbox Log
@@ -87,6 +90,15 @@ type statefulStage struct {
 	quiet  uint64
 	reset  *stateReset // why the state started empty, if it did (stateful_reset.go)
 	marked atomic.Bool // markerName is written
+	// volatile: the state store keeps nothing across restarts (memory).
+	// afterAck: with no checkpoint, start after the stateful cursor's ack
+	// with empty state (the memory store, or the first run with bbolt
+	// after it) rather than replay the retained log (stateful_store.go).
+	// fromMemory: that first bbolt run; memoryMarker goes after its first
+	// checkpoint.
+	// carried: the memory store came from the previous generation.
+	volatile, afterAck, fromMemory, carried bool
+	stats                                   atomic.Pointer[state.Stats] // the store's, refreshed by the stage's loop for status and metrics
 
 	batch agent.Batch
 	buf   []LogRecord
@@ -97,11 +109,14 @@ type statefulStage struct {
 	ckpts     *agent.Counter
 	ckptFails *agent.Counter
 	resets    *agent.Counter
+	refused   *agent.Counter // writes the memory store refused (state.ErrFull)
+	refusedAt uint64         // the store's Stats.Refused when refused was last advanced
 }
 
-// newStatefulStage opens state.db and the outbox in the pipeline's data dir,
-// builds the stateful operators over their tables, and recovers from the last
-// checkpoint. It starts no goroutines; on error it closes what it opened.
+// newStatefulStage opens the state store and the outbox in the pipeline's
+// data dir, builds the stateful operators over their tables, and recovers
+// from the last checkpoint. It starts no goroutines; on error it closes what
+// it opened.
 func newStatefulStage(p *Pipeline, specs []ComponentSpec, env func(ComponentSpec) agent.Env) (_ *statefulStage, err error) {
 	deps := p.deps
 	s := &statefulStage{p: p, log: p.log.With("stage", "stateful")}
@@ -113,13 +128,14 @@ func newStatefulStage(p *Pipeline, specs []ComponentSpec, env func(ComponentSpec
 	s.ckpts = p.deps.Metrics.Counter("pspf_checkpoints_total", "pipeline", p.spec.Name)
 	s.ckptFails = p.deps.Metrics.Counter("pspf_checkpoint_errors_total", "pipeline", p.spec.Name)
 	s.resets = p.deps.Metrics.Counter("pspf_state_resets_total", "pipeline", p.spec.Name)
+	s.refused = p.deps.Metrics.Counter("pspf_state_writes_refused_total", "pipeline", p.spec.Name)
 	if s.outbox, err = deps.OpenLog(filepath.Join(deps.DataDir, outboxName), p.spec.Buffer); err != nil {
 		return nil, fmt.Errorf("open outbox: %w", err)
 	}
 	if s.reader, err = p.plog.Reader(statefulCursor); err != nil {
 		return nil, fmt.Errorf("cursor: %w", err)
 	}
-	cp, ok, err := s.openState(filepath.Join(deps.DataDir, "state.db"))
+	cp, ok, err := s.openStore()
 	if err != nil {
 		return nil, fmt.Errorf("open state: %w", err)
 	}
@@ -130,7 +146,13 @@ func newStatefulStage(p *Pipeline, specs []ComponentSpec, env func(ComponentSpec
 	for _, c := range specs {
 		e := env(c)
 		table := opTable(c)
-		e.State = func(ttl time.Duration) (agent.StateTable, error) { return s.db.Table(table, ttl) }
+		e.State = func(ttl time.Duration) (agent.StateTable, error) {
+			t, err := s.db.Table(table, ttl)
+			if err != nil {
+				return nil, err
+			}
+			return t, nil
+		}
 		o, err := reg.Operators[c.Type].New(c.Config, e)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", c.Place, err)
@@ -147,6 +169,11 @@ func newStatefulStage(p *Pipeline, specs []ComponentSpec, env func(ComponentSpec
 	if err != nil {
 		return nil, fmt.Errorf("checkpoints: %w", err)
 	}
+	s.announceStore()
+	s.refusedAt = s.db.Stats().Refused // counted by the generation that refused them
+	s.refreshStats()
+	p.deps.Metrics.Gauge("pspf_state_bytes", func() float64 { return float64(s.stats.Load().CacheBytes) }, "pipeline", p.spec.Name)
+	p.deps.Metrics.Gauge("pspf_state_budget_bytes", func() float64 { return float64(s.stats.Load().Budget) }, "pipeline", p.spec.Name)
 	if s.reset != nil {
 		s.announceReset()
 		// The replay's start and the outputs to drop become the
@@ -228,13 +255,18 @@ func (s *statefulStage) recover(cp checkpoint.Checkpoint, ok bool) error {
 		return errors.New("stateful operators need a log that can seek and truncate (the buffer package's)")
 	}
 	if !ok {
-		// No checkpoint: empty state, rebuilt from the oldest retained
-		// record. A new stage's cursor has acked nothing in the log; one
-		// that has (the state was lost: stateful_reset.go) has put the
-		// outputs of the records up to its ack in the outbox already.
 		first, acked, _ := s.statefulCursor()
 		s.next = first
-		if acked >= first {
+		switch {
+		case s.afterAck:
+			// No state to rebuild (stateful_store.go): go on after the
+			// last record whose outputs a checkpoint made durable.
+			s.next = max(first, acked+1)
+		case acked >= first:
+			// Empty state, rebuilt from the oldest retained record. A
+			// new stage's cursor has acked nothing in the log; one that
+			// has (the state was lost: stateful_reset.go) has put the
+			// outputs of the records up to its ack in the outbox already.
 			s.quiet = acked
 		}
 	} else {
@@ -366,6 +398,7 @@ func (s *statefulStage) step(ctx context.Context, got []LogRecord, now time.Time
 // operators after it. The caller holds mu.
 func (s *statefulStage) timers(ctx context.Context, now time.Time) {
 	s.lastTmr = now
+	s.refreshStats()
 	if s.damaged() {
 		return
 	}
@@ -585,7 +618,9 @@ func (s *statefulStage) checkpoint(ctx context.Context) error {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
 	s.ckpts.Inc()
-	s.writeMarker()
+	if !s.volatile {
+		s.writeMarker()
+	}
 	s.ackMu.Lock()
 	defer s.ackMu.Unlock()
 	if cp.Log > 1 && cp.Log-1 > s.acked {
@@ -631,11 +666,12 @@ func (s *statefulStage) checkpoints(ctx context.Context) {
 	}
 }
 
-// close closes the state file and the outbox (not the pipeline log).
+// close closes the state store (or hands a memory store over to the next
+// generation: stateful_store.go) and the outbox (not the pipeline log).
 func (s *statefulStage) close() error {
 	var errs []error
 	if s.db != nil {
-		errs = append(errs, s.db.Close())
+		errs = append(errs, s.closeStore())
 	}
 	if s.outbox != nil {
 		errs = append(errs, s.outbox.Close())

@@ -37,9 +37,33 @@ type Status struct {
 	// the state started empty and was rebuilt from the pipeline log, since
 	// the agent started (pspf_state_resets_total).
 	StateResets uint64 `json:"state_resets"`
+	// StateStore is the stateful operators' state store, when the
+	// pipeline has stateful operators.
+	StateStore *StateStoreStatus `json:"state_store,omitempty"`
 	// LastError is the last error a component reported, or ""; a sink's
 	// is cleared once that sink delivers again.
 	LastError string `json:"last_error,omitempty"`
+}
+
+// StateStoreStatus describes a pipeline's state store, as of the stateful
+// stage's last timer tick (at most about 100 ms old while it runs).
+type StateStoreStatus struct {
+	// Store is "bbolt" (state.db) or "memory".
+	Store string `json:"store"`
+	// Bytes is the state held in memory, charged as the budget counts it:
+	// the cache in front of state.db, or all of a memory store's state.
+	Bytes int64 `json:"bytes"`
+	// Budget is the byte budget: bbolt's cache may exceed it by the
+	// changes since the last checkpoint; memory's state never does.
+	Budget int64 `json:"budget"`
+	// Keys counts the keys held in memory (bbolt: the cached ones).
+	Keys int `json:"keys"`
+	// Refused counts the writes the memory store refused because they
+	// would have exceeded the budget (state.ErrFull), since its state
+	// started (it carries over reloads). The operator that made one got
+	// the error: dedup, for one, fails its batch, which goes to the dead
+	// letters.
+	Refused uint64 `json:"refused,omitempty"`
 }
 
 // SourceStatus counts what one source did.
@@ -167,6 +191,9 @@ func (p *Pipeline) Status() Status {
 		}
 		st.Input = &in
 		st.StateResets = p.stage.resets.Get()
+		if ss := p.stage.stats.Load(); ss != nil {
+			st.StateStore = &StateStoreStatus{Store: p.spec.State.Store, Bytes: ss.CacheBytes, Budget: ss.Budget, Keys: ss.Entries, Refused: ss.Refused}
+		}
 		if len(in.Drops) > 0 && st.Log.Drops == nil {
 			st.Log.Drops = map[string]uint64{}
 		}

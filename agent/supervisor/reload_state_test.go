@@ -106,8 +106,19 @@ sinks:
 // A windowed pipeline reloaded with unrelated changes (the filter before it,
 // a sink option) keeps its open windows; reloaded with another window size,
 // it drops them and says so. Windows close on event time only, so the
-// outcome does not depend on timing.
+// outcome does not depend on timing. It holds for both state stores: the
+// memory store is handed from one generation to the next.
 func TestReloadCarriesWindowStateOver(t *testing.T) {
+	for _, store := range []string{"bbolt", "memory"} {
+		t.Run(store, func(t *testing.T) {
+			testReloadCarriesWindowStateOver(t, func(filter string, size, retry time.Duration) string {
+				return windowPipeline(filter, size, retry) + "state: {store: " + store + "}\n"
+			})
+		})
+	}
+}
+
+func testReloadCarriesWindowStateOver(t *testing.T, windowPipeline func(filter string, size, retry time.Duration) string) {
 	in := make(chan agent.Record)
 	col := &collector{byID: map[string]agent.Record{}}
 	h := startHarness(t, feedRegistry(in, col), map[string]string{"w.yaml": windowPipeline("v >= 0", 10*time.Second, 50*time.Millisecond)}, nil)

@@ -56,6 +56,8 @@ type PipelineView struct {
 	// operators' outbox; Input is then the pipeline log they read.
 	Log   runner.LogStatus  `json:"log"`
 	Input *runner.LogStatus `json:"input,omitempty"`
+	// StateStore is the stateful operators' state store, if any.
+	StateStore *runner.StateStoreStatus `json:"state_store,omitempty"`
 	// DeadLetters counts records sent to the dead-letter log.
 	DeadLetters uint64 `json:"dead_letters"`
 	LastError   string `json:"last_error,omitempty"`
@@ -203,7 +205,7 @@ func (s *Supervisor) viewOf(m *managed, track bool) PipelineView {
 		}
 	}
 	v.Sources, v.Operators, v.Log, v.Input, v.DeadLetters, v.LastError = st.Sources, st.Operators, st.Log, st.Input, st.DeadLetters, st.LastError
-	v.StateResets = st.StateResets
+	v.StateResets, v.StateStore = st.StateResets, st.StateStore
 	v.BacklogRecords, v.BacklogBytes = st.Log.Backlog, st.Log.BacklogBytes
 	oldest := st.Log.NextSeq // oldest sequence not delivered to every sink
 	for _, sk := range st.Sinks {

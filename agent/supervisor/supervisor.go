@@ -91,6 +91,9 @@ type Supervisor struct {
 	// restartT fires when the earliest is due (loop only).
 	restartWake chan struct{}
 	restartT    *time.Timer
+	// states hands the memory state stores from one generation of a
+	// pipeline to the next.
+	states runner.StateKeeper
 
 	mu       sync.Mutex // guards what follows and every managed's fields
 	cfg      runner.AgentConfig
@@ -640,6 +643,7 @@ func (s *Supervisor) start(ctx context.Context, m *managed, spec *runner.Pipelin
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		Generation:      gen,
 		Secrets:         s.d.Secrets,
+		States:          &s.states,
 	})
 	if err != nil {
 		return nil, err
@@ -692,6 +696,7 @@ func (s *Supervisor) remove(m *managed, cfg runner.AgentConfig) {
 	s.d.Logger.Info("pipeline file removed: draining, then stopping", "pipeline", m.name, "drain_timeout", cfg.RemovedDrainTimeout)
 	s.wg.Go(func() {
 		defer close(done)
+		defer s.states.Forget(m.name) // a memory store's state goes with the pipeline
 		if g == nil {
 			return
 		}
@@ -806,6 +811,9 @@ func describeChanges(old, cur *runner.PipelineSpec) string {
 	}
 	if old.Checkpoint != cur.Checkpoint {
 		parts = append(parts, "~checkpoint")
+	}
+	if old.State != cur.State {
+		parts = append(parts, "~state")
 	}
 	if old.Description != cur.Description {
 		parts = append(parts, "~description")

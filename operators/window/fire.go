@@ -212,7 +212,17 @@ func (w *Window) spill() {
 			continue
 		}
 		if ks.dirty || !ks.inTable {
-			w.writeKey(ks)
+			if err := w.writeKey(ks); err != nil {
+				// The table refused it (a memory state store at its
+				// budget): the key stays in memory, over the budget,
+				// rather than be lost.
+				if !w.spillRefused {
+					w.spillRefused = true
+					w.log.Warn("window: the state store refused spilled keys; they stay in memory, over memory_bytes, until it takes them", "err", err)
+				}
+				return
+			}
+			w.spillRefused = false
 		}
 		w.spillMin = min(w.spillMin, ks.minEnd)
 		w.earlyScan = w.every > 0

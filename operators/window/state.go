@@ -72,23 +72,25 @@ func (w *Window) Snapshot(context.Context) error {
 func (w *Window) lastProc() int64 { return w.procLast }
 
 // writeKey writes ks to the table (or deletes it there when it holds
-// nothing) and marks it clean.
+// nothing) and marks it clean. A write that fails (a memory state store at
+// its budget refuses it) leaves ks dirty, to be written again.
 func (w *Window) writeKey(ks *keyState) error {
 	w.kbuf = append(append(w.kbuf[:0], 'k'), ks.key...)
-	ks.dirty = false
 	if len(ks.wins) == 0 && ks.seq == 0 {
 		if ks.inTable {
-			ks.inTable = false
 			if err := w.table.Delete(w.kbuf); err != nil {
 				return errorf("delete state of %q: %w", ks.key, err)
 			}
+			ks.inTable = false
 		}
+		ks.dirty = false
 		return nil
 	}
 	w.vbuf = w.encodeKey(w.vbuf[:0], ks)
 	if err := w.table.Put(w.kbuf, w.vbuf); err != nil {
 		return errorf("write state of %q: %w", ks.key, err)
 	}
+	ks.dirty = false
 	ks.inTable = true
 	w.tableKeys = true
 	w.earlyScan = w.every > 0

@@ -93,6 +93,9 @@ type Window struct {
 	spillMin  int64    // earliest window end among keys held only in the table
 	firedUpTo int64    // every window ending at or before it has been emitted
 	sweep     [][]byte // spilled entries left with nothing, deleted after a Range
+	// spillRefused: the table refused a spilled key (its WARN is logged)
+	// and no spill has been taken since.
+	spillRefused bool
 
 	hasT     bool
 	maxT     int64 // highest event time seen
