@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +18,10 @@ import (
 // the sink's own cursor, writes batches, retries with backoff while the
 // destination is down, sends permanently refused records to the dead letters,
 // and advances the cursor only past what the destination accepted.
+//
+// Each round of run has three steps: fill a batch from a cursor (fill),
+// deliver it (deliver), and move the cursors past it (advance). Which
+// cursor a round reads, and how far, is the drain order's (liveFirst).
 type sinkRun struct {
 	p       *Pipeline
 	name    string
@@ -28,7 +30,8 @@ type sinkRun struct {
 	src     Log
 	opts    SinkOptions
 	log     *slog.Logger
-	isDead  bool // this sink forwards the dead-letter log
+	now     func() time.Time // the pipeline's clock (PipelineDeps.Now)
+	isDead  bool             // this sink forwards the dead-letter log
 	records *agent.Counter
 	bytes   *agent.Counter
 	errs    *agent.Counter
@@ -51,27 +54,16 @@ type sinkRun struct {
 	wakeMu       sync.Mutex
 	connected    bool
 
-	readRecords int // records per read: the batch size, or less under a rate limit
-	readBytes   int // payload bytes per read, likewise
+	readRecords int // records per batch: batch.max_records, or less under a rate limit
+	readBytes   int // payload bytes per batch, likewise
 
-	// The batch being delivered: its records, reused from round to round,
-	// and the log payload size of each (for pspf_sink_bytes_total).
-	recs  []agent.Record
-	sizes []int
-
-	// live_first (see livefirst.go): a second
-	// cursor that serves new records while the main one drains the backlog.
-	live       LogReader // nil unless drain.order is live_first
-	inLive     bool      // the backlog below liveStart is being drained behind live data
-	liveStart  uint64    // first sequence the live cursor serves
-	liveNext   uint64    // next sequence the live cursor will read
-	mainNext   uint64    // next sequence the main cursor will read; 0: unknown
-	wasOffline bool      // the destination was unreachable (or the agent restarted) since the last live_first decision
+	b  *sinkBatch // the batch of the current round
+	lf *liveFirst // the drain order: which cursor the next round reads
 }
 
 func newSinkRun(p *Pipeline, c ComponentSpec, s agent.Sink, r LogReader, src Log, env agent.Env, isDead bool) *sinkRun {
 	sr := &sinkRun{
-		p: p, name: c.Name, sink: s, reader: r, src: src, opts: c.Sink, log: env.Logger, isDead: isDead,
+		p: p, name: c.Name, sink: s, reader: r, src: src, opts: c.Sink, log: env.Logger, now: env.Now, isDead: isDead,
 		records:  env.Counter("pspf_sink_records_total"),
 		bytes:    env.Counter("pspf_sink_bytes_total"),
 		errs:     env.Counter("pspf_sink_errors_total"),
@@ -79,11 +71,14 @@ func newSinkRun(p *Pipeline, c ComponentSpec, s agent.Sink, r LogReader, src Log
 		dropped:  env.Counter("pspf_dropped_total", "reason", "sink_rejected"),
 		draining: make(chan struct{}),
 	}
+	if sr.now == nil {
+		sr.now = time.Now
+	}
 	// A rate limit is kept by reading batches of at most a tenth of a
 	// second's worth and waiting for each one's tokens; the buckets start
 	// empty, so that a reconnecting sink never sends a burst above the rate.
 	sr.readRecords, sr.readBytes = c.Sink.Batch.MaxRecords, int(c.Sink.Batch.MaxBytes)
-	now := time.Now()
+	now := sr.now()
 	if r := c.Sink.Drain.RecordsPerSec; r > 0 {
 		sr.readRecords = max(1, min(sr.readRecords, int(r/10)))
 		sr.limRecords = rate.NewLimiter(rate.Limit(r), sr.readRecords)
@@ -94,10 +89,8 @@ func newSinkRun(p *Pipeline, c ComponentSpec, s agent.Sink, r LogReader, src Log
 		sr.limBytes = rate.NewLimiter(rate.Limit(b), sr.readBytes)
 		sr.limBytes.AllowN(now, sr.readBytes)
 	}
-	if c.Sink.Drain.Order == "live_first" {
-		sr.setupLive(c)
-	}
-	sr.wasOffline = true // a start is the end of an outage of unknown length
+	sr.b = newSinkBatch(sr.readRecords, sr.readBytes)
+	sr.lf = newLiveFirst(c.Sink.Drain.Order, c.Name, s, r, src, c.Sink.Batch.MaxRecords, env.Logger)
 	return sr
 }
 
@@ -121,120 +114,87 @@ func (s *sinkRun) caughtUp() bool {
 	}
 }
 
+// run delivers the log round after round until ctx is done or, once
+// draining, everything up to the target is delivered.
 func (s *sinkRun) run(ctx context.Context) {
 	bo := agent.Backoff{Initial: s.opts.Retry.Initial, Max: s.opts.Retry.Max}
-	buf := make([]LogRecord, 0, s.readRecords)
-	for !s.caughtUp() {
-		if !s.connected {
-			if err := s.sink.Connect(ctx); err != nil {
-				if ctx.Err() != nil {
-					return
-				}
-				s.p.connectFailed(err)
-				s.failDest(fmt.Errorf("connect: %w", err))
-				if !agent.Sleep(ctx, bo.Next()) {
-					return
-				}
-				continue
-			}
-			if err := s.skipToCursor(ctx); err != nil {
-				if ctx.Err() != nil {
-					return
-				}
-				s.failDest(err)
-				if !agent.Sleep(ctx, bo.Next()) {
-					return
-				}
-				continue
-			}
-			s.connected = true
-			s.p.connected(s)
-			s.setOnline()
-			bo.Reset()
-		}
-		r, live := s.pick()
-		got, err := s.read(ctx, r, buf, live)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-				continue
-			}
-			s.fail(fmt.Errorf("read log: %w", err))
-			if !agent.Sleep(ctx, bo.Next()) {
-				return
-			}
+	for !s.caughtUp() && ctx.Err() == nil {
+		if !s.connected && !s.connect(ctx, &bo) {
 			continue
 		}
-		if s.inLive && !live {
-			// The main cursor serves only the backlog below liveStart.
-			n := 0
-			for n < len(got) && got[n].Seq < s.liveStart {
-				n++
-			}
-			if n == 0 {
-				s.endLive()
-				continue
-			}
-			got = got[:n]
-		}
-		s.recs, s.sizes = s.recs[:0], s.sizes[:0]
-		if err := s.decode(got); err != nil {
-			s.fail(err)
-		}
-		n, size := len(got), payloadBytes(got)
-		last := got[len(got)-1].Seq
-		if !s.inLive {
-			// A read returns what one pass over the files gave; while more
-			// is already waiting, top the batch up so that a backlog drains
-			// in full batches.
-			for n < s.readRecords && size < s.readBytes && s.src.NextSeq() > last+1 {
-				more, err := r.Read(ctx, buf[:0:s.readRecords-n], s.readBytes-size)
-				// A LogReader need not move on by itself before Ack (the
-				// test MemLog reads from its ack): keep only what is new.
-				for len(more) > 0 && more[0].Seq <= last {
-					more = more[1:]
-				}
-				if err != nil || len(more) == 0 {
-					break
-				}
-				if err := s.decode(more); err != nil {
-					s.fail(err)
-				}
-				n, size, last = n+len(more), size+payloadBytes(more), more[len(more)-1].Seq
-			}
-		}
-		if !s.limit(ctx, n, size) {
-			return
-		}
-		assignIDs(s.p.spec.Name, s.recs)
-		if !s.deliver(ctx, s.recs, &bo) {
-			return
-		}
-		s.clean()
-		if err := r.Ack(last); err != nil {
-			s.fail(fmt.Errorf("ack cursor: %w", err))
-		}
-		if live {
-			s.liveNext = last + 1
+		r, live := s.lf.pick()
+		if !s.fill(ctx, r, live, &bo) {
 			continue
 		}
-		s.mainNext = last + 1
-		s.acked.Store(last)
-		s.followMain(last)
-		if s.inLive && s.mainNext >= s.liveStart {
-			s.endLive()
-		} else if !s.inLive {
-			s.maybeStartLive()
+		if !s.limit(ctx, s.b.len(), s.b.bytes) {
+			return
 		}
+		assignIDs(s.p.spec.Name, s.b.recs)
+		if !s.deliver(ctx, s.b.recs, &bo) {
+			return
+		}
+		s.b.clean()
+		s.advance(r, live)
 	}
 }
 
-// read waits for records on r. Until draining starts it waits as long as it
-// takes (and drain wakes it); while draining, never long for records that
-// will not come.
-func (s *sinkRun) read(ctx context.Context, r LogReader, buf []LogRecord, live bool) ([]LogRecord, error) {
+// connect connects the sink and moves its cursor past what the destination
+// already holds. After a failure it waits out the backoff (or ctx) and
+// reports false.
+func (s *sinkRun) connect(ctx context.Context, bo *agent.Backoff) bool {
+	if err := s.sink.Connect(ctx); err != nil {
+		if ctx.Err() == nil {
+			s.p.connectFailed(err)
+			s.failDest(fmt.Errorf("connect: %w", err))
+			agent.Sleep(ctx, bo.Next())
+		}
+		return false
+	}
+	if err := s.skipToCursor(ctx); err != nil {
+		if ctx.Err() == nil {
+			s.failDest(err)
+			agent.Sleep(ctx, bo.Next())
+		}
+		return false
+	}
+	s.connected = true
+	s.p.connected(s)
+	s.setOnline()
+	bo.Reset()
+	return true
+}
+
+// fill reads the round's batch from r (the live cursor if live) and
+// decodes it. It reports false when the round has nothing to deliver: the
+// read failed (it waits out the backoff unless the read was only woken), or
+// the main cursor has no backlog left in live mode (live mode ends).
+func (s *sinkRun) fill(ctx context.Context, r LogReader, live bool, bo *agent.Backoff) bool {
+	s.b.reset()
+	if err := s.read(ctx, r, live); err != nil {
+		if ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+			s.fail(fmt.Errorf("read log: %w", err))
+			agent.Sleep(ctx, bo.Next())
+		}
+		return false
+	}
+	if s.lf.backlogOnly(live) && !s.b.cut(s.lf.start) {
+		s.endLive()
+		return false
+	}
+	if s.lf.topUp() {
+		s.topUp(ctx, r)
+	}
+	if bad := s.b.decode(s.name); len(bad) > 0 && !s.isDead {
+		s.p.deadLetter(context.Background(), bad)
+		s.fail(fmt.Errorf("%d log records did not decode", len(bad)))
+	}
+	return true
+}
+
+// read waits for the first records of the batch on r. Until draining
+// starts it waits as long as it takes (and drain wakes it); while
+// draining, never long for records that will not come.
+func (s *sinkRun) read(ctx context.Context, r LogReader, live bool) error {
 	var rctx context.Context
 	var cancel context.CancelFunc
 	select {
@@ -252,102 +212,45 @@ func (s *sinkRun) read(ctx context.Context, r LogReader, buf []LogRecord, live b
 		}
 	}
 	defer cancel()
-	buf = buf[:0:s.readRecords]
-	if s.inLive && !live && s.mainNext > 0 && s.liveStart > s.mainNext {
-		// Do not read far past the backlog: what lies beyond is the live
-		// cursor's.
-		buf = buf[:0:max(1, min(uint64(s.readRecords), s.liveStart-s.mainNext))]
-	}
-	return r.Read(rctx, buf, s.readBytes)
+	_, err := s.b.read(rctx, r, s.lf.readLimit(s.readRecords, live), s.readBytes)
+	return err
 }
 
-// decode appends the records of got to s.recs, and their payload sizes to
-// s.sizes, reusing what earlier rounds left there. A payload that does not
-// decode is dead-lettered with its sequence (it can only come from damage
-// that slipped past the CRC, or from a newer agent's format).
-func (s *sinkRun) decode(got []LogRecord) error {
-	var bad []agent.Dead
-	a := agent.NewStringArena(payloadBytes(got))
-	for _, lr := range got {
-		if cap(s.recs) > len(s.recs) {
-			s.recs = s.recs[:len(s.recs)+1]
-		} else {
-			s.recs = append(s.recs, agent.Record{})
+// topUp reads more into the batch while more is waiting in the log and the
+// batch has room: a Read returns what one pass over the files gave, and a
+// backlog should drain in full batches.
+func (s *sinkRun) topUp(ctx context.Context, r LogReader) {
+	for s.b.len() < s.readRecords && s.b.bytes < s.readBytes && s.src.NextSeq() > s.b.last()+1 {
+		n, err := s.b.read(ctx, r, s.readRecords-s.b.len(), s.readBytes-s.b.bytes)
+		if err != nil || n == 0 {
+			return
 		}
-		r := &s.recs[len(s.recs)-1]
-		*r = agent.Record{Fields: r.Fields[:0], Raw: r.Raw[:0]}
-		if _, err := r.UnmarshalShared(lr.Payload, a); err != nil {
-			bad = append(bad, agent.Dead{Record: agent.Record{Raw: append([]byte(nil), lr.Payload...)}, Component: s.name, Err: fmt.Errorf("log record %d: %w", lr.Seq, err)})
-			s.recs = s.recs[:len(s.recs)-1]
-			continue
-		}
-		r.Seq = lr.Seq
-		s.sizes = append(s.sizes, len(lr.Payload))
-	}
-	if len(bad) > 0 && !s.isDead {
-		s.p.deadLetter(context.Background(), bad)
-		return fmt.Errorf("%d log records did not decode", len(bad))
-	}
-	return nil
-}
-
-// keepRaw is the largest raw payload buffer a delivered record keeps for
-// the next batch in any case; a larger one only if this batch used at least
-// half of it.
-const keepRaw = 4 << 10
-
-// clean lets go of what the batch just delivered held: the records' strings
-// (cut from the batch's arena: one left behind keeps the whole arena) and
-// the raw payload buffers this batch did not fill (see keepRaw), so that
-// the buffers kept add up to at most about twice a batch: batch.max_bytes
-// of payload plus one record is what a sink holds between the log and its
-// Write, and a burst of large records does not stay behind in buffers that
-// later batches of small ones reuse. The records' field slices stay.
-func (s *sinkRun) clean() {
-	for i := range s.recs {
-		r := &s.recs[i]
-		clear(r.Fields)
-		raw := r.Raw[:0]
-		if c := cap(raw); c > keepRaw && c > 2*len(r.Raw) {
-			raw = nil
-		}
-		*r = agent.Record{Fields: r.Fields[:0], Raw: raw}
 	}
 }
 
-// assignIDs gives every record of recs that has no ID its stable ID,
-// "<pipeline>:<seq>". The IDs are slices of one string made for the whole
-// batch: one allocation per batch rather than one per record. A sink that
-// keeps an ID past Write keeps that string alive, which is why sinks copy
-// what they keep.
-func assignIDs(pipeline string, recs []agent.Record) {
-	var num [20]byte
-	n := 0
-	for i := range recs {
-		if recs[i].ID == "" {
-			n += len(pipeline) + 1 + len(strconv.AppendUint(num[:0], recs[i].Seq, 10))
-		}
+// advance moves cursor r (the live one if live) past the batch just
+// delivered, and the drain order with it.
+func (s *sinkRun) advance(r LogReader, live bool) {
+	last := s.b.last()
+	if err := r.Ack(last); err != nil {
+		s.fail(fmt.Errorf("ack cursor: %w", err))
 	}
-	if n == 0 {
-		return
+	acked, err := s.lf.delivered(last, live)
+	if err != nil {
+		s.fail(err)
 	}
-	var b strings.Builder
-	b.Grow(n)
-	for i := range recs {
-		if recs[i].ID == "" {
-			b.WriteString(pipeline)
-			b.WriteByte(':')
-			b.Write(strconv.AppendUint(num[:0], recs[i].Seq, 10))
-		}
+	if !live {
+		s.acked.Store(acked)
 	}
-	all, off := b.String(), 0
-	for i := range recs {
-		if recs[i].ID == "" {
-			end := off + len(pipeline) + 1 + len(strconv.AppendUint(num[:0], recs[i].Seq, 10))
-			recs[i].ID = all[off:end]
-			off = end
-		}
+}
+
+// endLive ends live mode when the main cursor has no backlog left.
+func (s *sinkRun) endLive() {
+	acked, err := s.lf.end(s.acked.Load())
+	if err != nil {
+		s.fail(err)
 	}
+	s.acked.Store(acked)
 }
 
 // limit waits for the batch's tokens: its records, and its payload bytes
@@ -356,27 +259,24 @@ func assignIDs(pipeline string, recs []agent.Record) {
 // bucket (one record above the byte burst) takes its tokens in bucket-sized
 // steps, so that it is still paid for in full.
 func (s *sinkRun) limit(ctx context.Context, records, bytes int) bool {
-	if s.limRecords != nil && !waitN(ctx, s.limRecords, records) {
+	if s.limRecords != nil && !waitN(ctx, s.limRecords, records, s.now) {
 		return false
 	}
-	if s.limBytes != nil && !waitN(ctx, s.limBytes, bytes) {
+	if s.limBytes != nil && !waitN(ctx, s.limBytes, bytes, s.now) {
 		return false
 	}
 	return true
 }
 
-func payloadBytes(got []LogRecord) int {
-	n := 0
-	for _, r := range got {
-		n += len(r.Payload)
-	}
-	return n
-}
-
-func waitN(ctx context.Context, l *rate.Limiter, n int) bool {
+// waitN takes n tokens from l, in steps of at most its burst, waiting for
+// each step by the clock now.
+func waitN(ctx context.Context, l *rate.Limiter, n int, now func() time.Time) bool {
 	for n > 0 {
 		step := min(n, l.Burst())
-		if l.WaitN(ctx, step) != nil {
+		t := now()
+		r := l.ReserveN(t, step) // step <= burst: always possible
+		if !agent.Sleep(ctx, r.DelayFrom(t)) {
+			r.CancelAt(now())
 			return false
 		}
 		n -= step
@@ -396,7 +296,7 @@ func (s *sinkRun) deliver(ctx context.Context, recs []agent.Record, bo *agent.Ba
 			s.done(recs)
 			bo.Reset()
 			if !s.online.Load() {
-				s.wasOffline = true // the sink reported an outage during the Write
+				s.lf.offline() // the sink reported an outage during the Write
 			}
 			s.setOnline()
 			return true
@@ -416,7 +316,7 @@ func (s *sinkRun) deliver(ctx context.Context, recs []agent.Record, bo *agent.Ba
 			return true
 		}
 		s.failDest(fmt.Errorf("write: %w", err))
-		s.wasOffline = true
+		s.lf.offline()
 		s.retries.Inc()
 		wait := bo.Next()
 		if d, ok := agent.RetryAfter(err); ok {
@@ -480,18 +380,7 @@ func (s *sinkRun) skipToCursor(ctx context.Context) error {
 // done counts a batch the destination accepted in full.
 func (s *sinkRun) done(recs []agent.Record) {
 	s.records.Add(len(recs))
-	s.bytes.AddInt64(int64(s.batchBytes(len(recs))))
-}
-
-// batchBytes returns the log payload bytes of the first n records of the
-// batch being delivered: what pspf_sink_bytes_total counts, the same measure
-// as drain.bytes_per_second.
-func (s *sinkRun) batchBytes(n int) int {
-	t := 0
-	for _, sz := range s.sizes[:min(n, len(s.sizes))] {
-		t += sz
-	}
-	return t
+	s.bytes.AddInt64(int64(s.b.payloadBytes(len(recs))))
 }
 
 // reject dead-letters the refused records: those listed in rej, or all of
@@ -499,12 +388,12 @@ func (s *sinkRun) batchBytes(n int) int {
 func (s *sinkRun) reject(ctx context.Context, recs []agent.Record, rej *agent.RejectedError, err ...error) {
 	var dead []agent.Dead
 	if rej != nil {
-		accepted := s.batchBytes(len(recs))
+		accepted := s.b.payloadBytes(len(recs))
 		for i, idx := range rej.Index {
 			if idx >= 0 && idx < len(recs) {
 				dead = append(dead, agent.Dead{Record: recs[idx], Component: s.name, Err: rej.Errs[min(i, len(rej.Errs)-1)]})
-				if idx < len(s.sizes) {
-					accepted -= s.sizes[idx]
+				if idx < len(s.b.sizes) {
+					accepted -= s.b.sizes[idx]
 				}
 			}
 		}
@@ -550,7 +439,7 @@ func (s *sinkRun) offline(err error) {
 	first := s.online.Load() || s.offlineSince.Load() == 0
 	s.online.Store(false)
 	if first {
-		s.offlineSince.Store(time.Now().UnixNano())
+		s.offlineSince.Store(s.now().UnixNano())
 	}
 	s.lastErr = s.p.deps.Secrets.Text(err.Error())
 	s.hmu.Unlock()
@@ -572,7 +461,7 @@ func (s *sinkRun) setOnline() {
 	s.hmu.Unlock()
 	s.p.clearErrOf(s.owner())
 	if !was && since != 0 {
-		s.log.Info("sink online again", "offline_for", time.Since(time.Unix(0, since)).Round(time.Millisecond))
+		s.log.Info("sink online again", "offline_for", s.now().Sub(time.Unix(0, since)).Round(time.Millisecond))
 	}
 }
 

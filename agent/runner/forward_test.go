@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -234,5 +235,141 @@ func TestSinkBytesCountsAcceptedPayloads(t *testing.T) {
 	}
 	if line := metric(m, "pspf_sink_records_total"); !strings.HasSuffix(line, " 59") {
 		t.Errorf("got %q, want 59 records", line)
+	}
+}
+
+// scribbleLog wraps a Log: its readers return at most per records a Read
+// and hold the contract "payloads are valid until the next Read" to the
+// letter (scribbleReader), and it counts what was appended.
+type scribbleLog struct {
+	runner.Log
+	per      int
+	appended atomic.Int64
+}
+
+func (l *scribbleLog) Append(ctx context.Context, payloads [][]byte) (uint64, error) {
+	last, err := l.Log.Append(ctx, payloads)
+	if err == nil {
+		l.appended.Add(int64(len(payloads)))
+	}
+	return last, err
+}
+
+func (l *scribbleLog) Reader(name string) (runner.LogReader, error) {
+	r, err := l.Log.Reader(name)
+	if err != nil {
+		return nil, err
+	}
+	return &scribbleReader{LogReader: r, per: l.per}, nil
+}
+
+// scribbleReader copies each Read's payloads into one buffer of its own,
+// which it overwrites with 0xEE at the start of the next Read.
+type scribbleReader struct {
+	runner.LogReader
+	per int
+	buf []byte
+}
+
+func (r *scribbleReader) Read(ctx context.Context, buf []runner.LogRecord, maxBytes int) ([]runner.LogRecord, error) {
+	full := r.buf[:cap(r.buf)]
+	for i := range full {
+		full[i] = 0xEE
+	}
+	got, err := r.LogReader.Read(ctx, buf[:0:min(cap(buf), r.per)], maxBytes)
+	need := 0
+	for _, lr := range got {
+		need += len(lr.Payload)
+	}
+	if need > cap(r.buf) {
+		r.buf = make([]byte, 0, 2*need)
+	}
+	r.buf = r.buf[:0]
+	for i, lr := range got {
+		start := len(r.buf)
+		r.buf = append(r.buf, lr.Payload...)
+		got[i].Payload = r.buf[start:len(r.buf)]
+	}
+	return got, err
+}
+
+// TestTopUpKeepsTheFirstRead drains a backlog through a log whose Reads
+// return a few records each and overwrite what the last one handed out, so
+// that every batch is topped up by several Reads: every record must arrive
+// once, with its own payload, and no write may be garbled or lose the
+// records of its batch's first Read.
+func TestTopUpKeepsTheFirstRead(t *testing.T) {
+	const batches, per, perRead = 30, 20, 7
+	var bs [][]agent.Record
+	want := map[string]bool{}
+	for i := range batches {
+		b := make([]agent.Record, per)
+		for j := range b {
+			id := i*per + j
+			b[j] = agent.Record{Key: "k" + strconv.Itoa(id%5), Raw: []byte(strings.Repeat("x", id%97) + "#" + strconv.Itoa(id))}
+			want[string(b[j].Raw)] = true
+		}
+		bs = append(bs, b)
+	}
+	var log *scribbleLog
+	largest := 0 // records in the largest write accepted
+	sink := &agenttest.RecordingSink{Fail: func(_ int, recs []agent.Record) error {
+		if log.appended.Load() < batches*per {
+			return errors.New("uplink down until the backlog is complete")
+		}
+		largest = max(largest, len(recs)) // under the sink's lock
+		return nil
+	}}
+	reg := harness(agenttest.NewScriptSource(bs...), agenttest.OperatorFunc(func(context.Context, *agent.Batch) error { return nil }), sink)
+	spec, err := reg.ParsePipeline("p.yaml", []byte("sources: [{script: {}}]\nsinks: [{rec: {}, retry: {initial: 1ms, max: 5ms}, batch: {max_records: 50}}]\n"), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
+	if err != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	logger := slog.New(slog.DiscardHandler)
+	open := runner.OpenDiskLog(logger)
+	p, err := runner.NewPipeline(spec, runner.PipelineDeps{Registry: reg, DataDir: t.TempDir(), Logger: logger, ShutdownTimeout: 30 * time.Second,
+		OpenLog: func(dir string, cfg runner.BufferConfig) (runner.Log, error) {
+			l, err := open(dir, cfg)
+			if err != nil {
+				return nil, err
+			}
+			if filepath.Base(dir) != "log" { // the dead-letter log
+				return l, nil
+			}
+			log = &scribbleLog{Log: l, per: perRead}
+			return log, nil
+		}})
+	if err != nil {
+		t.Fatalf("new pipeline: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := p.Run(ctx); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	seen := map[string]int{}
+	for _, r := range sink.Records() {
+		seen[string(r.Raw)]++
+	}
+	lost, dup, alien := 0, 0, 0
+	for raw := range want {
+		switch seen[raw] {
+		case 0:
+			lost++
+		case 1:
+		default:
+			dup++
+		}
+	}
+	for raw := range seen {
+		if !want[raw] {
+			alien++
+		}
+	}
+	if lost != 0 || dup != 0 || alien != 0 {
+		t.Errorf("got %d records lost, %d delivered twice, %d garbled; want none", lost, dup, alien)
+	}
+	if largest <= perRead {
+		t.Errorf("got writes of at most %d records, want more than one Read's %d: the backlog was not topped up", largest, perRead)
 	}
 }
