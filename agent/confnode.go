@@ -292,115 +292,164 @@ var (
 	errNotAMapping = "must be a mapping of keys to values, got %s"
 )
 
+// decode decodes the node into v, recording every problem in the document
+// and going on. A value with a Validator is validated once decoded. A value
+// written as nothing leaves v as it is, unvalidated, unless v is a string
+// (which takes the text as written). An enum (the field's `enum` tag)
+// applies to the strings in v, in lists and maps too.
 func (n Node) decode(v reflect.Value, enum string) {
 	if v.Type() == nodeType {
 		v.Set(reflect.ValueOf(n))
 		return
 	}
-	if n.y == nil {
+	if n.y == nil || isNull(n.y) && v.Kind() != reflect.String {
 		return
 	}
-	if isNull(n.y) && v.Kind() != reflect.String {
-		return
-	}
-	switch v.Type() {
-	case durationType:
-		d, err := time.ParseDuration(n.scalar())
-		if err != nil || d < 0 {
-			n.Errorf("must be a duration like 500ms, 10s or 5m, got %q", n.Text())
-			return
-		}
-		v.SetInt(int64(d))
-		return
-	case byteSizeType:
-		s, err := parseByteSize(n.scalar())
-		if err != nil {
-			n.Errorf("must be a size like 512KiB, 64MiB or 1GiB, got %q", n.Text())
-			return
-		}
-		v.SetInt(int64(s))
-		return
-	}
-	switch v.Kind() {
-	case reflect.Pointer:
+	if v.Kind() == reflect.Pointer {
 		if v.IsNil() {
 			v.Set(reflect.New(v.Type().Elem()))
 		}
 		n.decode(v.Elem(), enum)
 		return
+	}
+	if n.decodeValue(v, enum) {
+		n.validate(v)
+	}
+}
+
+// decodeValue decodes the node into v, which is no pointer, and reports
+// whether v's Validator is due: for a value that decoded, and for a struct
+// in any case. A duration or a size is never validated (they have no
+// Validator).
+func (n Node) decodeValue(v reflect.Value, enum string) bool {
+	switch v.Type() {
+	case durationType:
+		n.decodeDuration(v)
+		return false
+	case byteSizeType:
+		n.decodeByteSize(v)
+		return false
+	}
+	switch v.Kind() {
 	case reflect.Struct:
 		n.decodeStruct(v)
+		return true
 	case reflect.Slice:
-		if v.Type().Elem().Kind() == reflect.Uint8 && n.y.Kind == yaml.ScalarNode {
-			v.SetBytes([]byte(n.y.Value))
-			return
-		}
-		if n.y.Kind != yaml.SequenceNode {
-			n.Errorf("must be a list, got %s", kindName(n.y))
-			return
-		}
-		s := reflect.MakeSlice(v.Type(), len(n.y.Content), len(n.y.Content))
-		for i := range n.y.Content {
-			n.Index(i).decode(s.Index(i), enum)
-		}
-		v.Set(s)
+		return n.decodeSlice(v, enum)
 	case reflect.Map:
-		if n.y.Kind != yaml.MappingNode {
-			n.Errorf(errNotAMapping, kindName(n.y))
-			return
-		}
-		if v.Type().Key().Kind() != reflect.String {
-			panic("agent: config maps must have string keys")
-		}
-		m := reflect.MakeMap(v.Type())
-		for _, k := range n.Keys() {
-			e := reflect.New(v.Type().Elem()).Elem()
-			n.Field(k).decode(e, enum)
-			m.SetMapIndex(reflect.ValueOf(k).Convert(v.Type().Key()), e)
-		}
-		v.Set(m)
+		return n.decodeMap(v, enum)
 	case reflect.String:
-		if n.y.Kind != yaml.ScalarNode {
-			n.Errorf("must be a string, got %s", kindName(n.y))
-			return
-		}
-		if enum != "" && !slices.Contains(strings.Split(enum, ","), n.y.Value) {
-			n.Errorf("must be %s, got %q", orList(strings.Split(enum, ",")), n.Text())
-			return
-		}
-		v.SetString(n.y.Value)
+		return n.decodeString(v, enum)
+	default:
+		return n.decodeNumber(v)
+	}
+}
+
+func (n Node) decodeDuration(v reflect.Value) {
+	d, err := time.ParseDuration(n.scalar())
+	if err != nil || d < 0 {
+		n.Errorf("must be a duration like 500ms, 10s or 5m, got %q", n.Text())
+		return
+	}
+	v.SetInt(int64(d))
+}
+
+func (n Node) decodeByteSize(v reflect.Value) {
+	s, err := parseByteSize(n.scalar())
+	if err != nil {
+		n.Errorf("must be a size like 512KiB, 64MiB or 1GiB, got %q", n.Text())
+		return
+	}
+	v.SetInt(int64(s))
+}
+
+// decodeSlice decodes a list, or a scalar into a []byte (as it is, not
+// validated).
+func (n Node) decodeSlice(v reflect.Value, enum string) bool {
+	if v.Type().Elem().Kind() == reflect.Uint8 && n.y.Kind == yaml.ScalarNode {
+		v.SetBytes([]byte(n.y.Value))
+		return false
+	}
+	if n.y.Kind != yaml.SequenceNode {
+		n.Errorf("must be a list, got %s", kindName(n.y))
+		return false
+	}
+	s := reflect.MakeSlice(v.Type(), len(n.y.Content), len(n.y.Content))
+	for i := range n.y.Content {
+		n.Index(i).decode(s.Index(i), enum)
+	}
+	v.Set(s)
+	return true
+}
+
+func (n Node) decodeMap(v reflect.Value, enum string) bool {
+	if n.y.Kind != yaml.MappingNode {
+		n.Errorf(errNotAMapping, kindName(n.y))
+		return false
+	}
+	if v.Type().Key().Kind() != reflect.String {
+		panic("agent: config maps must have string keys")
+	}
+	m := reflect.MakeMap(v.Type())
+	for _, k := range n.Keys() {
+		e := reflect.New(v.Type().Elem()).Elem()
+		n.Field(k).decode(e, enum)
+		m.SetMapIndex(reflect.ValueOf(k).Convert(v.Type().Key()), e)
+	}
+	v.Set(m)
+	return true
+}
+
+func (n Node) decodeString(v reflect.Value, enum string) bool {
+	if n.y.Kind != yaml.ScalarNode {
+		n.Errorf("must be a string, got %s", kindName(n.y))
+		return false
+	}
+	if enum != "" && !slices.Contains(strings.Split(enum, ","), n.y.Value) {
+		n.Errorf("must be %s, got %q", orList(strings.Split(enum, ",")), n.Text())
+		return false
+	}
+	v.SetString(n.y.Value)
+	return true
+}
+
+// decodeNumber decodes a bool, an integer or a float; any other kind is a
+// config type the decoder does not support, a programming error.
+func (n Node) decodeNumber(v reflect.Value) bool {
+	var err error
+	switch v.Kind() {
 	case reflect.Bool:
-		b, err := strconv.ParseBool(n.scalar())
-		if err != nil {
+		var b bool
+		if b, err = strconv.ParseBool(n.scalar()); err != nil {
 			n.Errorf("must be true or false, got %q", n.Text())
-			return
+			return false
 		}
 		v.SetBool(b)
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-		i, err := strconv.ParseInt(n.scalar(), 0, v.Type().Bits())
-		if err != nil {
+		var i int64
+		if i, err = strconv.ParseInt(n.scalar(), 0, v.Type().Bits()); err != nil {
 			n.Errorf("must be an integer, got %q", n.Text())
-			return
+			return false
 		}
 		v.SetInt(i)
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		u, err := strconv.ParseUint(n.scalar(), 0, v.Type().Bits())
-		if err != nil {
+		var u uint64
+		if u, err = strconv.ParseUint(n.scalar(), 0, v.Type().Bits()); err != nil {
 			n.Errorf("must be a non-negative integer, got %q", n.Text())
-			return
+			return false
 		}
 		v.SetUint(u)
 	case reflect.Float32, reflect.Float64:
-		f, err := strconv.ParseFloat(n.scalar(), 64)
-		if err != nil {
+		var f float64
+		if f, err = strconv.ParseFloat(n.scalar(), 64); err != nil {
 			n.Errorf("must be a number, got %q", n.Text())
-			return
+			return false
 		}
 		v.SetFloat(f)
 	default:
 		panic("agent: unsupported config type " + v.Type().String())
 	}
-	n.validate(v)
+	return true
 }
 
 func (n Node) validate(v reflect.Value) {
