@@ -115,7 +115,7 @@ func (s *sourceRun) failed(err error, msg string, retryIn time.Duration) {
 	s.errors.Inc()
 	s.p.setErrOf(s.owner(), err)
 	if s.failingSince.IsZero() {
-		s.failingSince = time.Now()
+		s.failingSince = s.p.deps.Now()
 		s.log.Warn(msg, "err", err, "retry_in", retryIn.Round(time.Millisecond))
 	} else {
 		s.log.Debug(msg, "err", err, "retry_in", retryIn.Round(time.Millisecond))
@@ -129,7 +129,7 @@ func (s *sourceRun) recovered(what string) {
 	if s.failingSince.IsZero() {
 		return
 	}
-	s.log.Info("source "+what+" after failures", "failed_for", time.Since(s.failingSince).Round(time.Millisecond), "attempts", s.failures)
+	s.log.Info("source "+what+" after failures", "failed_for", s.p.deps.Now().Sub(s.failingSince).Round(time.Millisecond), "attempts", s.failures)
 	s.failingSince, s.failures = time.Time{}, 0
 	s.p.clearErrOf(s.owner())
 }

@@ -167,7 +167,7 @@ func (s *Supervisor) Views() []PipelineView {
 
 // viewOf computes m's view; track also feeds the sample to its tracker.
 func (s *Supervisor) viewOf(m *managed, track bool) PipelineView {
-	now := time.Now()
+	now := s.d.Now()
 	s.mu.Lock()
 	g, spec, final, removed, restarting := m.run, m.spec, m.final, m.removed, m.restart != nil
 	v := PipelineView{Name: m.name, File: m.file, Generation: m.gen, LastReloadError: m.reloadErr,

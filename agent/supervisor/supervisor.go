@@ -70,6 +70,11 @@ type Deps struct {
 	// to that bound (watchdog.go), so a watchdog shorter than
 	// shutdown_timeout is fine.
 	Watchdog time.Duration
+	// Now is the clock of the views (ages, offline times, start times) and
+	// of the pipelines (runner.PipelineDeps.Now); nil means time.Now.
+	// Reload debouncing and restart backoff run on timers, by the wall
+	// clock.
+	Now func() time.Time
 }
 
 // Supervisor runs one pipeline per file of the pipelines directory and keeps
@@ -187,6 +192,9 @@ func New(d Deps) *Supervisor {
 	}
 	if d.Level == nil {
 		d.Level = new(slog.LevelVar)
+	}
+	if d.Now == nil {
+		d.Now = time.Now
 	}
 	s := &Supervisor{d: d, dataDir: d.Config.DataDir, cfg: d.Config, pipes: map[string]*managed{}, setupFailed: make(chan *managed),
 		restartWake: make(chan struct{}, 1)}
@@ -644,12 +652,13 @@ func (s *Supervisor) start(ctx context.Context, m *managed, spec *runner.Pipelin
 		Generation:      gen,
 		Secrets:         s.d.Secrets,
 		States:          &s.states,
+		Now:             s.d.Now,
 	})
 	if err != nil {
 		return nil, err
 	}
 	rctx, cancel := context.WithCancel(ctx)
-	g := &generation{p: p, gen: gen, cancel: cancel, done: make(chan struct{}), started: time.Now()}
+	g := &generation{p: p, gen: gen, cancel: cancel, done: make(chan struct{}), started: s.d.Now()}
 	s.wg.Go(func() {
 		defer cancel()
 		g.err = p.Run(rctx)

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -30,9 +31,28 @@ func metricValue(t *testing.T, text, series string) float64 {
 	return v
 }
 
+// fakeClock is a clock that moves only when the test moves it.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
 // A known scenario: 400 readings, a filter drops every fourth one, the
-// destination is down for the first 1.5 s. The views (the admin API's
-// status) and the metrics must say so.
+// destination is down while the clock (the supervisor's and the
+// pipeline's) moves on 90 s. The views (the admin API's status) and the
+// metrics must say so, to the second.
 func TestMetricsAndStatusKnownScenario(t *testing.T) {
 	rec := newRecorder()
 	rec.down.Store(true)
@@ -45,64 +65,43 @@ sinks:
   - record: {id: m}
     retry: {initial: 50ms, max: 100ms}
 `
-	h := startHarness(t, reg, map[string]string{"m.yaml": file}, nil)
+	start := time.Now()
+	clock := &fakeClock{now: start}
+	h := startHarness(t, reg, map[string]string{"m.yaml": file}, func(d *Deps) { d.Now = clock.Now })
 	metrics := func() string {
 		var b strings.Builder
 		h.sup.d.Metrics.WritePrometheus(&b)
 		return b.String()
 	}
 
-	time.Sleep(1200 * time.Millisecond)
-	v := h.view("m")
-	if len(v.Sinks) != 1 || v.Sinks[0].Online || v.Sinks[0].OfflineSeconds < 1 || v.Sinks[0].OfflineSeconds > 1.5 {
-		t.Fatalf("during the outage: sinks %+v, want one offline for 1s to 1.5s", v.Sinks)
+	// The simulated source paces its readings by the clock from when it
+	// connects: one is due at once (filtered), 200 more a second later, the
+	// rest by 91 s.
+	h.waitFor("the first reading", func() bool {
+		v := h.view("m")
+		return len(v.Sources) == 1 && v.Sources[0].Records == 1
+	})
+	clock.Add(time.Second)
+	h.waitFor("the sink offline, retrying", func() bool {
+		v := h.view("m")
+		return len(v.Sinks) == 1 && !v.Sinks[0].OfflineSince.IsZero() && v.Sinks[0].Retries > 0
+	})
+	if v, want := h.view("m"), start.Add(time.Second); !v.Sinks[0].OfflineSince.Equal(want) {
+		t.Errorf("offline_since %v, want the clock's time %v", v.Sinks[0].OfflineSince, want)
 	}
-	if v.BacklogRecords == 0 || v.OldestUnsentSeconds < 0.5 || v.Sinks[0].Retries == 0 {
-		t.Errorf("during the outage: backlog %d, oldest unsent %.2fs, retries %d; want > 0, >= 0.5s, > 0", v.BacklogRecords, v.OldestUnsentSeconds, v.Sinks[0].Retries)
-	}
-	text := metrics()
-	if off := metricValue(t, text, `pspf_sink_offline_seconds{pipeline="m",component="record"}`); off < 1 {
-		t.Errorf("pspf_sink_offline_seconds = %v, want >= 1", off)
-	}
-	if on := metricValue(t, text, `pspf_sink_online{pipeline="m",component="record"}`); on != 0 {
-		t.Errorf("pspf_sink_online = %v during the outage, want 0", on)
-	}
+	clock.Add(90 * time.Second)
+	h.waitFor("the backlog of 300 readings", func() bool { return h.view("m").BacklogRecords == 300 })
+	checkOutage(t, h.view("m"), metrics())
 	if ok, why := h.sup.Ready(); !ok {
 		t.Errorf("not ready (%s) during the outage, want ready", why)
 	}
-	const why = "record: write: record sink: destination down"
-	if v.Sinks[0].LastError != why || v.LastError != why {
-		t.Errorf("during the outage: sink last_error %q, pipeline last_error %q, want %q", v.Sinks[0].LastError, v.LastError, why)
-	}
 
-	time.Sleep(300 * time.Millisecond)
 	rec.down.Store(false)
 	h.waitFor("300 records delivered", func() bool {
 		v := h.view("m")
 		return len(v.Sinks) == 1 && v.Sinks[0].Records == 300
 	})
-	v = h.view("m")
-	if v.Drops["filtered"] != 100 || !v.Sinks[0].Online || v.Sinks[0].OfflineSeconds != 0 || v.BacklogRecords != 0 {
-		t.Errorf("after the outage: drops %v, online %v, offline %.1fs, backlog %d; want filtered=100, online, 0, 0", v.Drops, v.Sinks[0].Online, v.Sinks[0].OfflineSeconds, v.BacklogRecords)
-	}
-	if v.LastError != "" || v.Sinks[0].LastError != "" || !v.Sinks[0].OfflineSince.IsZero() {
-		t.Errorf("after the outage: last_error %q, sink last_error %q, offline_since %v; want all cleared", v.LastError, v.Sinks[0].LastError, v.Sinks[0].OfflineSince)
-	}
-	if len(v.Operators) != 1 || v.Operators[0].RecordsIn != 400 || v.Operators[0].RecordsOut != 300 {
-		t.Errorf("operators %+v, want filter 400 in, 300 out", v.Operators)
-	}
-	text = metrics()
-	for series, want := range map[string]float64{
-		`pspf_dropped_total{pipeline="m",component="filter",reason="filtered"}`: 100,
-		`pspf_sink_records_total{pipeline="m",component="record"}`:              300,
-		`pspf_sink_online{pipeline="m",component="record"}`:                     1,
-		`pspf_pipeline_generation{pipeline="m"}`:                                1,
-		`pspf_log_backlog_records{pipeline="m"}`:                                0,
-	} {
-		if got := metricValue(t, text, series); got != want {
-			t.Errorf("%s = %v, want %v", series, got, want)
-		}
-	}
+	checkRecovered(t, h.view("m"), metrics())
 
 	// An invalid save: counted and shown; the generation stays.
 	writeFile(t, filepath.Join(h.dir, "m.yaml"), "sources: [\n")
@@ -115,6 +114,58 @@ sinks:
 	}
 	if err := h.stop(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// checkOutage checks the view and the metrics of the known scenario 90 s
+// into the outage.
+func checkOutage(t *testing.T, v PipelineView, metrics string) {
+	t.Helper()
+	if len(v.Sinks) != 1 || v.Sinks[0].Online || v.Sinks[0].OfflineSeconds != 90 {
+		t.Fatalf("during the outage: sinks %+v, want one offline for 90s", v.Sinks)
+	}
+	// The oldest record was appended 90 s ago. Its age counts from the
+	// supervisor's sample of the log's end before it, or else from the
+	// creation of the log's oldest segment, by the wall clock: shortly
+	// after the start, 91 s ago.
+	if v.OldestUnsentSeconds < 60 || v.OldestUnsentSeconds > 91 {
+		t.Errorf("during the outage: oldest unsent %.2fs, want 60s to 91s", v.OldestUnsentSeconds)
+	}
+	if off := metricValue(t, metrics, `pspf_sink_offline_seconds{pipeline="m",component="record"}`); off != 90 {
+		t.Errorf("pspf_sink_offline_seconds = %v, want 90", off)
+	}
+	if on := metricValue(t, metrics, `pspf_sink_online{pipeline="m",component="record"}`); on != 0 {
+		t.Errorf("pspf_sink_online = %v during the outage, want 0", on)
+	}
+	const why = "record: write: record sink: destination down"
+	if v.Sinks[0].LastError != why || v.LastError != why {
+		t.Errorf("during the outage: sink last_error %q, pipeline last_error %q, want %q", v.Sinks[0].LastError, v.LastError, why)
+	}
+}
+
+// checkRecovered checks the view and the metrics of the known scenario once
+// the destination took the backlog.
+func checkRecovered(t *testing.T, v PipelineView, metrics string) {
+	t.Helper()
+	if v.Drops["filtered"] != 100 || !v.Sinks[0].Online || v.Sinks[0].OfflineSeconds != 0 || v.BacklogRecords != 0 {
+		t.Errorf("after the outage: drops %v, online %v, offline %.1fs, backlog %d; want filtered=100, online, 0, 0", v.Drops, v.Sinks[0].Online, v.Sinks[0].OfflineSeconds, v.BacklogRecords)
+	}
+	if v.LastError != "" || v.Sinks[0].LastError != "" || !v.Sinks[0].OfflineSince.IsZero() {
+		t.Errorf("after the outage: last_error %q, sink last_error %q, offline_since %v; want all cleared", v.LastError, v.Sinks[0].LastError, v.Sinks[0].OfflineSince)
+	}
+	if len(v.Operators) != 1 || v.Operators[0].RecordsIn != 400 || v.Operators[0].RecordsOut != 300 {
+		t.Errorf("operators %+v, want filter 400 in, 300 out", v.Operators)
+	}
+	for series, want := range map[string]float64{
+		`pspf_dropped_total{pipeline="m",component="filter",reason="filtered"}`: 100,
+		`pspf_sink_records_total{pipeline="m",component="record"}`:              300,
+		`pspf_sink_online{pipeline="m",component="record"}`:                     1,
+		`pspf_pipeline_generation{pipeline="m"}`:                                1,
+		`pspf_log_backlog_records{pipeline="m"}`:                                0,
+	} {
+		if got := metricValue(t, metrics, series); got != want {
+			t.Errorf("%s = %v, want %v", series, got, want)
+		}
 	}
 }
 
