@@ -48,48 +48,8 @@ buffer: ` + tc.buffer + "\n"
 				// blocked appends retried many times.
 				h.waitFor("the free space", func() bool { return h.view("m").Log.DiskFree < 128<<10 })
 			}
-			out, err := json.Marshal(h.sup.Views())
-			if err != nil {
-				t.Fatal(err)
-			}
-			var views []map[string]any
-			if err := json.Unmarshal(out, &views); err != nil || len(views) != 1 {
-				t.Fatalf("views as JSON: %v\n%s", err, out)
-			}
-			api := views[0]
-			log, _ := api["log"].(map[string]any)
-			if api["blocked_reason"] != tc.reason || log["blocked_reason"] != tc.reason || log["full_reason"] != tc.reason {
-				t.Errorf("API: blocked_reason %v, log.blocked_reason %v, log.full_reason %v, want %s", api["blocked_reason"], log["blocked_reason"], log["full_reason"], tc.reason)
-			}
-			since, _ := api["blocked_since"].(string)
-			if at, err := time.Parse(time.RFC3339Nano, since); err != nil || time.Since(at) > time.Minute {
-				t.Errorf("API: blocked_since %q, want a moment ago", since)
-			}
-			if s, ok := api["seconds_to_cap"].(float64); !ok || s != 0 {
-				t.Errorf("API: seconds_to_cap %v, want 0 while blocked", api["seconds_to_cap"])
-			}
-			if tc.reason == "disk_full" {
-				for _, e := range []any{api["last_error"], log["last_error"]} {
-					if s, _ := e.(string); !strings.Contains(s, "no space left on device") {
-						t.Errorf("API: last_error %q, want the disk-full error", s)
-					}
-				}
-			}
-			var metrics strings.Builder
-			h.sup.d.Metrics.WritePrometheus(&metrics)
-			text := metrics.String()
-			if got := metricValue(t, text, `pspf_log_blocked{pipeline="m"}`); got != 1 {
-				t.Errorf("pspf_log_blocked = %v, want 1", got)
-			}
-			if got := metricValue(t, text, `pspf_log_full{pipeline="m",reason="`+tc.reason+`"}`); got != 1 {
-				t.Errorf("pspf_log_full{reason=%s} = %v, want 1", tc.reason, got)
-			}
-			if got := metricValue(t, text, `pspf_log_blocked_since_seconds{pipeline="m"}`); time.Since(time.Unix(int64(got), 0)) > time.Minute {
-				t.Errorf("pspf_log_blocked_since_seconds = %v, want a moment ago", got)
-			}
-			if got := metricValue(t, text, `pspf_log_seconds_to_cap{pipeline="m"}`); got != 0 {
-				t.Errorf("pspf_log_seconds_to_cap = %v, want 0", got)
-			}
+			checkBlockedAPI(t, h, tc.reason)
+			checkBlockedMetrics(t, h, tc.reason)
 			warn := `level=WARN msg="buffer: log full; appends wait until readers free space"`
 			if n := strings.Count(h.logs.String(), warn); n != 1 || !strings.Contains(h.logs.String(), "reason="+tc.reason) {
 				t.Errorf("got %d WARN lines for the full log, want 1 with reason=%s\n%s", n, tc.reason, h.logs.String())
@@ -111,5 +71,60 @@ buffer: ` + tc.buffer + "\n"
 			}
 			rec.check(t, tc.reason)
 		})
+	}
+}
+
+// checkBlockedAPI checks the views, as the admin API's JSON, of a pipeline
+// whose log blocks for reason.
+func checkBlockedAPI(t *testing.T, h *harness, reason string) {
+	t.Helper()
+	out, err := json.Marshal(h.sup.Views())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var views []map[string]any
+	if err := json.Unmarshal(out, &views); err != nil || len(views) != 1 {
+		t.Fatalf("views as JSON: %v\n%s", err, out)
+	}
+	api := views[0]
+	log, _ := api["log"].(map[string]any)
+	if api["blocked_reason"] != reason || log["blocked_reason"] != reason || log["full_reason"] != reason {
+		t.Errorf("API: blocked_reason %v, log.blocked_reason %v, log.full_reason %v, want %s", api["blocked_reason"], log["blocked_reason"], log["full_reason"], reason)
+	}
+	since, _ := api["blocked_since"].(string)
+	if at, err := time.Parse(time.RFC3339Nano, since); err != nil || time.Since(at) > time.Minute {
+		t.Errorf("API: blocked_since %q, want a moment ago", since)
+	}
+	if s, ok := api["seconds_to_cap"].(float64); !ok || s != 0 {
+		t.Errorf("API: seconds_to_cap %v, want 0 while blocked", api["seconds_to_cap"])
+	}
+	if reason != "disk_full" {
+		return
+	}
+	for _, e := range []any{api["last_error"], log["last_error"]} {
+		if s, _ := e.(string); !strings.Contains(s, "no space left on device") {
+			t.Errorf("API: last_error %q, want the disk-full error", s)
+		}
+	}
+}
+
+// checkBlockedMetrics checks the metrics of a pipeline whose log blocks
+// for reason.
+func checkBlockedMetrics(t *testing.T, h *harness, reason string) {
+	t.Helper()
+	var metrics strings.Builder
+	h.sup.d.Metrics.WritePrometheus(&metrics)
+	text := metrics.String()
+	if got := metricValue(t, text, `pspf_log_blocked{pipeline="m"}`); got != 1 {
+		t.Errorf("pspf_log_blocked = %v, want 1", got)
+	}
+	if got := metricValue(t, text, `pspf_log_full{pipeline="m",reason="`+reason+`"}`); got != 1 {
+		t.Errorf("pspf_log_full{reason=%s} = %v, want 1", reason, got)
+	}
+	if got := metricValue(t, text, `pspf_log_blocked_since_seconds{pipeline="m"}`); time.Since(time.Unix(int64(got), 0)) > time.Minute {
+		t.Errorf("pspf_log_blocked_since_seconds = %v, want a moment ago", got)
+	}
+	if got := metricValue(t, text, `pspf_log_seconds_to_cap{pipeline="m"}`); got != 0 {
+		t.Errorf("pspf_log_seconds_to_cap = %v, want 0", got)
 	}
 }

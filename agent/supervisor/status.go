@@ -168,6 +168,39 @@ func (s *Supervisor) Views() []PipelineView {
 // viewOf computes m's view; track also feeds the sample to its tracker.
 func (s *Supervisor) viewOf(m *managed, track bool) PipelineView {
 	now := s.d.Now()
+	v, st, alive := s.stateOf(m)
+	for k, n := range st.Drops {
+		v.Drops[k] += n
+	}
+	if alive {
+		for k, n := range st.Log.Drops {
+			v.Drops[k] += n
+		}
+	}
+	v.Sources, v.Operators, v.Log, v.Input, v.DeadLetters, v.LastError = st.Sources, st.Operators, st.Log, st.Input, st.DeadLetters, st.LastError
+	v.StateResets, v.StateStore = st.StateResets, st.StateStore
+	v.BacklogRecords, v.BacklogBytes = st.Log.Backlog, st.Log.BacklogBytes
+	oldest := v.addSinks(st, now)
+	s.mu.Lock()
+	if track && v.State == StateRunning {
+		m.track.update(now, st.Log.NextSeq, oldest, float64(st.Log.BacklogBytes))
+	}
+	if v.BacklogRecords > 0 {
+		v.OldestUnsentSeconds = m.track.oldestAge(now, oldest, st.Log.Oldest)
+	}
+	v.addBlocked(st)
+	if v.State == StateRunning {
+		v.SecondsToCap = secondsToCap(st, m.track.rate)
+	}
+	s.mu.Unlock()
+	m.view.Store(&v)
+	return v
+}
+
+// stateOf returns the start of m's view (its name, file, generation,
+// state and reload counts), the status of its generation, the running one
+// or the last, and whether that generation runs.
+func (s *Supervisor) stateOf(m *managed) (PipelineView, runner.Status, bool) {
 	s.mu.Lock()
 	g, spec, final, removed, restarting := m.run, m.spec, m.final, m.removed, m.restart != nil
 	v := PipelineView{Name: m.name, File: m.file, Generation: m.gen, LastReloadError: m.reloadErr,
@@ -176,9 +209,10 @@ func (s *Supervisor) viewOf(m *managed, track bool) PipelineView {
 	if spec != nil {
 		v.Hash = spec.Hash
 	}
+	alive := g != nil && g.alive()
 	var st runner.Status
 	switch {
-	case g != nil && g.alive():
+	case alive:
 		v.State, v.StartedAt = StateRunning, g.started
 		st = g.p.Status()
 	case g != nil:
@@ -196,18 +230,13 @@ func (s *Supervisor) viewOf(m *managed, track bool) PipelineView {
 	if restarting {
 		v.State = StateRestarting
 	}
-	for k, n := range st.Drops {
-		v.Drops[k] += n
-	}
-	if g != nil && g.alive() {
-		for k, n := range st.Log.Drops {
-			v.Drops[k] += n
-		}
-	}
-	v.Sources, v.Operators, v.Log, v.Input, v.DeadLetters, v.LastError = st.Sources, st.Operators, st.Log, st.Input, st.DeadLetters, st.LastError
-	v.StateResets, v.StateStore = st.StateResets, st.StateStore
-	v.BacklogRecords, v.BacklogBytes = st.Log.Backlog, st.Log.BacklogBytes
-	oldest := st.Log.NextSeq // oldest sequence not delivered to every sink
+	return v, st, alive
+}
+
+// addSinks adds the sinks' views, their offline times at now, and returns
+// the oldest sequence not delivered to every sink.
+func (v *PipelineView) addSinks(st runner.Status, now time.Time) uint64 {
+	oldest := st.Log.NextSeq
 	for _, sk := range st.Sinks {
 		sv := SinkView{SinkStatus: sk}
 		if !sk.OfflineSince.IsZero() {
@@ -218,24 +247,17 @@ func (s *Supervisor) viewOf(m *managed, track bool) PipelineView {
 			oldest = min(oldest, sk.Acked+1)
 		}
 	}
-	s.mu.Lock()
-	if track && v.State == StateRunning {
-		m.track.update(now, st.Log.NextSeq, oldest, float64(st.Log.BacklogBytes))
-	}
-	if v.BacklogRecords > 0 {
-		v.OldestUnsentSeconds = m.track.oldestAge(now, oldest, st.Log.Oldest)
-	}
+	return oldest
+}
+
+// addBlocked sets since when, and why, the earliest of the pipeline's logs
+// that blocks its appends has been blocked.
+func (v *PipelineView) addBlocked(st runner.Status) {
 	for _, ls := range []*runner.LogStatus{st.Input, &st.Log} {
 		if ls != nil && !ls.BlockedSince.IsZero() && (v.BlockedSince.IsZero() || ls.BlockedSince.Before(v.BlockedSince)) {
 			v.BlockedSince, v.BlockedReason = ls.BlockedSince, ls.BlockedReason
 		}
 	}
-	if v.State == StateRunning {
-		v.SecondsToCap = secondsToCap(st, m.track.rate)
-	}
-	s.mu.Unlock()
-	m.view.Store(&v)
-	return v
 }
 
 // secondsToCap is how long until the sinks' log is full at rate (backlog

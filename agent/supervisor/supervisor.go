@@ -511,22 +511,13 @@ func (s *Supervisor) sync(ctx context.Context, force bool) {
 
 // apply handles one file's content.
 func (s *Supervisor) apply(ctx context.Context, name, file string, data []byte, readErr error, defaultsKey string, cfg runner.AgentConfig, force bool) {
-	s.mu.Lock()
-	m := s.pipes[name]
-	if m == nil {
-		m = &managed{name: name, logDrops: map[string]uint64{}, sinkGauge: map[string]bool{},
-			failures:  s.d.Metrics.Counter("pspf_reload_failures_total", "pipeline", name),
-			reloads:   s.d.Metrics.Counter("pspf_reloads_total", "pipeline", name),
-			restarts:  s.d.Metrics.Counter("pspf_pipeline_restarts_total", "pipeline", name),
-			restartBO: agent.Backoff{Initial: restartInitial, Max: restartMax}}
-		s.pipes[name] = m
-		s.registerGauges(m)
-	}
-	m.missing = time.Time{}
 	key := ""
 	if readErr == nil {
 		key = hashBytes(data) + "/" + hashBytes([]byte(defaultsKey))
 	}
+	s.mu.Lock()
+	m := s.managedLocked(name)
+	m.missing = time.Time{}
 	running := m.run != nil && m.run.alive()
 	if key != "" && key == m.seen && !force {
 		s.mu.Unlock()
@@ -537,25 +528,8 @@ func (s *Supervisor) apply(ctx context.Context, name, file string, data []byte, 
 	stopping := m.stopping
 	s.mu.Unlock()
 
-	var spec *runner.PipelineSpec
-	err := readErr
-	if err == nil {
-		spec, err = s.d.Registry.ParsePipeline(file, data, cfg.Defaults)
-	}
-	if err != nil {
-		s.mu.Lock()
-		settled := key == m.invalidKey
-		if !settled {
-			// A tool may be half-way through writing the file (an
-			// in-place save, delete and create): judge it only when the
-			// same content is read again after the debounce time.
-			m.invalidKey, m.seen = key, ""
-			s.recheck = true
-		}
-		s.mu.Unlock()
-		if settled {
-			s.fail(m, fmt.Errorf("pipeline %q: %w", name, err), "pipeline config invalid; the running generation stays")
-		}
+	spec, ok := s.parse(m, file, data, readErr, key, cfg)
+	if !ok {
 		return
 	}
 	if stopping != nil {
@@ -570,26 +544,83 @@ func (s *Supervisor) apply(ctx context.Context, name, file string, data []byte, 
 		s.mu.Unlock()
 		return
 	}
-	old, oldRun, oldKey := m.spec, m.run, m.runKey
+	prev := previous{spec: m.spec, run: m.run, key: m.runKey}
 	m.probation = nil // superseded: this reload has its own
 	s.mu.Unlock()
+	s.replace(ctx, m, spec, key, prev, cfg)
+}
 
+// managedLocked returns the pipeline called name, new if there is none.
+// s.mu is held.
+func (s *Supervisor) managedLocked(name string) *managed {
+	m := s.pipes[name]
+	if m == nil {
+		m = &managed{name: name, logDrops: map[string]uint64{}, sinkGauge: map[string]bool{},
+			failures:  s.d.Metrics.Counter("pspf_reload_failures_total", "pipeline", name),
+			reloads:   s.d.Metrics.Counter("pspf_reloads_total", "pipeline", name),
+			restarts:  s.d.Metrics.Counter("pspf_pipeline_restarts_total", "pipeline", name),
+			restartBO: agent.Backoff{Initial: restartInitial, Max: restartMax}}
+		s.pipes[name] = m
+		s.registerGauges(m)
+	}
+	return m
+}
+
+// parse parses m's file content (key identifies it), or takes readErr. A
+// content that does not parse is judged only when the same content is read
+// again after the debounce time, since a tool may be half-way through
+// writing the file (an in-place save, delete and create); then the failure
+// is recorded and the running generation stays.
+func (s *Supervisor) parse(m *managed, file string, data []byte, readErr error, key string, cfg runner.AgentConfig) (*runner.PipelineSpec, bool) {
+	var spec *runner.PipelineSpec
+	err := readErr
+	if err == nil {
+		spec, err = s.d.Registry.ParsePipeline(file, data, cfg.Defaults)
+	}
+	if err == nil {
+		return spec, true
+	}
+	s.mu.Lock()
+	settled := key == m.invalidKey
+	if !settled {
+		m.invalidKey, m.seen = key, ""
+		s.recheck = true
+	}
+	s.mu.Unlock()
+	if settled {
+		s.fail(m, fmt.Errorf("pipeline %q: %w", m.name, err), "pipeline config invalid; the running generation stays")
+	}
+	return nil, false
+}
+
+// previous is the generation a reload replaces: its config, its run (nil
+// if none) and its content key.
+type previous struct {
+	spec *runner.PipelineSpec
+	run  *generation
+	key  string
+}
+
+// replace stops the generation that runs (keeping its backlog) and starts
+// spec as the next one. If that cannot start, the previous config runs
+// again; without one, a restart is scheduled.
+func (s *Supervisor) replace(ctx context.Context, m *managed, spec *runner.PipelineSpec, key string, prev previous, cfg runner.AgentConfig) {
 	t0 := time.Now()
-	if oldRun != nil && oldRun.alive() {
-		if err := s.stop(oldRun, runner.StopOptions{KeepBacklog: true, DrainTimeout: cfg.ShutdownTimeout}); err != nil {
-			s.d.Logger.Warn("pipeline generation ended with errors", "pipeline", name, "generation", oldRun.gen, "err", err)
+	if prev.run != nil && prev.run.alive() {
+		if err := s.stop(prev.run, runner.StopOptions{KeepBacklog: true, DrainTimeout: cfg.ShutdownTimeout}); err != nil {
+			s.d.Logger.Warn("pipeline generation ended with errors", "pipeline", m.name, "generation", prev.run.gen, "err", err)
 		}
 	}
-	s.retire(m, oldRun)
+	s.retire(m, prev.run)
 	s.mu.Lock()
 	gen := m.gen + 1
 	s.mu.Unlock()
 	g, err := s.start(ctx, m, spec, gen, cfg)
 	if err != nil {
-		err = fmt.Errorf("pipeline %q: start generation %d: %w", name, gen, err)
-		if old != nil && oldRun != nil && !m.removed {
+		err = fmt.Errorf("pipeline %q: start generation %d: %w", m.name, gen, err)
+		if prev.spec != nil && prev.run != nil && !m.removed {
 			// Roll back: the previous config runs again.
-			if g2, err2 := s.start(ctx, m, old, oldRun.gen, cfg); err2 == nil {
+			if g2, err2 := s.start(ctx, m, prev.spec, prev.run.gen, cfg); err2 == nil {
 				s.mu.Lock()
 				m.run = g2
 				s.mu.Unlock()
@@ -604,29 +635,34 @@ func (s *Supervisor) apply(ctx context.Context, name, file string, data []byte, 
 		s.scheduleRestart(m, spec, gen, key, err, true)
 		return
 	}
+	s.running(m, g, spec, key, prev, time.Since(t0))
+}
+
+// running records g, of spec, as m's running generation (one that
+// replaces a running one is on probation until its setup succeeds), and
+// logs its start, or what the reload changed and how long it took.
+func (s *Supervisor) running(m *managed, g *generation, spec *runner.PipelineSpec, key string, prev previous, took time.Duration) {
 	s.mu.Lock()
-	wasRemoved := m.removed
-	m.run, m.spec, m.gen, m.runKey, m.reloadErr, m.removed, m.stopping, m.final = g, spec, gen, key, "", false, nil, nil
+	wasRemoved, file := m.removed, m.file
+	m.run, m.spec, m.gen, m.runKey, m.reloadErr, m.removed, m.stopping, m.final = g, spec, g.gen, key, "", false, nil, nil
 	m.restart = nil
-	if old != nil && oldRun != nil && !wasRemoved {
-		m.probation = &probation{g: g, spec: old, gen: oldRun.gen, key: oldKey}
+	if prev.spec != nil && prev.run != nil && !wasRemoved {
+		m.probation = &probation{g: g, spec: prev.spec, gen: prev.run.gen, key: prev.key}
 		s.watchSetup(m, g)
 	}
 	s.registerSinkGauges(m, spec)
 	s.mu.Unlock()
 	m.reloads.Inc()
-	switch {
-	case old == nil || wasRemoved:
-		s.d.Logger.Info("pipeline started", "pipeline", name, "generation", gen, "file", file, "hash", short(spec.Hash))
-	default:
-		ch := describeChanges(old, spec)
-		if ch == "" {
-			ch = "no component changed"
-		}
-		s.d.Logger.Info("pipeline reloaded", "pipeline", name, "generation", gen, "hash", short(spec.Hash), "changes", ch, "took", time.Since(t0).Round(time.Microsecond))
+	if prev.spec == nil || wasRemoved {
+		s.d.Logger.Info("pipeline started", "pipeline", m.name, "generation", g.gen, "file", file, "hash", short(spec.Hash))
+		return
 	}
+	ch := describeChanges(prev.spec, spec)
+	if ch == "" {
+		ch = "no component changed"
+	}
+	s.d.Logger.Info("pipeline reloaded", "pipeline", m.name, "generation", g.gen, "hash", short(spec.Hash), "changes", ch, "took", took.Round(time.Microsecond))
 }
-
 func short(h string) string { return h[:min(12, len(h))] }
 
 // fail records a reload error: the log, the metric and the status.
