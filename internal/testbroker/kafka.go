@@ -9,14 +9,15 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 )
 
-// Kafka is an in-process kfake cluster of one broker on a fixed loopback
-// port, persisting to a temporary directory, so that Stop and Start simulate
-// an outage of the uplink without losing what the cluster had accepted.
+// Kafka is an in-process kfake cluster of one broker (or more, with
+// StartKafkaBrokers) on fixed loopback ports, persisting to a temporary
+// directory, so that Stop and Start simulate an outage of the uplink
+// without losing what the cluster had accepted.
 type Kafka struct {
-	t    testing.TB
-	opts []kfake.Opt
-	port int
-	dir  string
+	t     testing.TB
+	opts  []kfake.Opt
+	ports []int
+	dir   string
 
 	mu sync.Mutex
 	c  *kfake.Cluster
@@ -26,20 +27,38 @@ type Kafka struct {
 // directory of its own). It is closed in t.Cleanup.
 func StartKafka(t testing.TB, opts ...kfake.Opt) *Kafka {
 	t.Helper()
+	return StartKafkaBrokers(t, 1, opts...)
+}
+
+// StartKafkaBrokers starts a kfake cluster of n brokers, each on a port of
+// its own, as StartKafka does.
+func StartKafkaBrokers(t testing.TB, n int, opts ...kfake.Opt) *Kafka {
+	t.Helper()
 	k := &Kafka{t: t, opts: opts, dir: t.TempDir()}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("testbroker: listen: %v", err)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("testbroker: listen: %v", err)
+		}
+		k.ports = append(k.ports, l.Addr().(*net.TCPAddr).Port)
+		l.Close()
 	}
-	k.port = l.Addr().(*net.TCPAddr).Port
-	l.Close()
 	k.Start()
 	t.Cleanup(k.Stop)
 	return k
 }
 
-// Addr returns the broker's host:port.
-func (k *Kafka) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(k.port)) }
+// Addr returns the first broker's host:port.
+func (k *Kafka) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(k.ports[0])) }
+
+// Addrs returns every broker's host:port.
+func (k *Kafka) Addrs() []string {
+	out := make([]string, len(k.ports))
+	for i, p := range k.ports {
+		out[i] = net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
+	}
+	return out
+}
 
 // Cluster returns the running cluster (for ControlKey), or nil while stopped.
 func (k *Kafka) Cluster() *kfake.Cluster {
@@ -57,7 +76,7 @@ func (k *Kafka) Start() {
 	if k.c != nil {
 		return
 	}
-	opts := append([]kfake.Opt{kfake.NumBrokers(1), kfake.Ports(k.port), kfake.DataDir(k.dir)}, k.opts...)
+	opts := append([]kfake.Opt{kfake.NumBrokers(len(k.ports)), kfake.Ports(k.ports...), kfake.DataDir(k.dir)}, k.opts...)
 	var err error
 	for range 50 { // the port may linger for a moment after Stop
 		if k.c, err = kfake.NewCluster(opts...); err == nil {
