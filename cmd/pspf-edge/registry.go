@@ -24,12 +24,15 @@ import (
 )
 
 // newRegistry returns the registry of every component this binary has.
+// Connectors a build tag can leave out register in a file of their own
+// (registry_<connector>.go, with its registry_no<connector>.go).
 func newRegistry() *runner.Registry {
 	r := runner.NewRegistry()
 	r.Sources["simulate"] = simulate.Factory()
 	r.Sources["mqtt"] = mqtt.Factory()
 	r.Sources["serial"] = serial.Factory()
 	r.Sources["gpio"] = gpio.Factory()
+	addKafkaSource(r)
 	r.Operators["decode"] = decode.Factory()
 	r.Operators["filter"] = filter.Factory()
 	r.Operators["map"] = mapop.Factory()
