@@ -256,6 +256,12 @@ func (s *Source) commitLocked(ctx context.Context, cl *kgo.Client, parts []*part
 			break
 		}
 	}
+	if err != nil && ctx.Err() != nil {
+		// Ended by Close (the committer) or the client: Close commits
+		// once more itself.
+		s.log.Debug("kafka source: commit cut short", "err", err)
+		return
+	}
 	if err != nil {
 		s.commitErrs.Inc()
 		if !s.commitFailing {

@@ -54,6 +54,9 @@ func TestGroupJoinDelivers(t *testing.T) {
 	for name, err := range s.order {
 		t.Errorf("%s: %v", name, err)
 	}
+	if w := logs.lines("level=WARN"); len(w) > 0 {
+		t.Errorf("got warnings in a run without faults:\n%s", strings.Join(w, "\n"))
+	}
 	want := endOffsets(t, k.Addrs(), "cmds", 6)
 	got := committed(t, k.Addrs(), "pspf-edge-gw1-join-kafka", "cmds", 6)
 	for _, part := range sortedKeys(want) {

@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,8 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/agenttest"
+	"github.com/pspf/pspf-edge/agent/runner"
 	"github.com/pspf/pspf-edge/internal/testbroker"
 )
 
@@ -204,5 +207,132 @@ func TestSASLAndTLS(t *testing.T) {
 				t.Errorf("got %v, want a permanent error without the password", err)
 			}
 		})
+	}
+}
+
+// TestFetchErrorReported refuses the source's fetches with an error
+// franz-go does not retry (an ACL revoked on the topic): the source's Read
+// returns it, the runner reports it once as the pipeline's last_error and
+// retries with backoff; once the fetches are allowed again the records
+// flow, nothing lost, and the error is cleared.
+func TestFetchErrorReported(t *testing.T) {
+	k := testbroker.StartKafkaBrokers(t, 3, kfake.SeedTopics(3, "cmds"))
+	prod := newProducer(t, k.Addrs(), "cmds", 8)
+	prod.produce(300)
+	logs := &logBuf{}
+	p := startPipe(t, "acl", sourceYAML(k.Addrs(), "cmds", ""), t.TempDir(), logs.logger())
+	agenttest.Eventually(t, 20*time.Second, "the first records", func() bool { return tally(t, p.sink).all(300) }, logs)
+	fault := k.Cluster().Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Fetch}, Topic: "cmds", Err: kerr.TopicAuthorizationFailed, Count: -1})
+	prod.produce(300)
+	agenttest.Eventually(t, 20*time.Second, "the error in last_error", func() bool {
+		return strings.Contains(p.p.LastError(), kerr.TopicAuthorizationFailed.Message) && p.p.Status().Sources[0].Errors >= 2
+	}, logs)
+	fault.Remove()
+	agenttest.Eventually(t, 30*time.Second, "every record", func() bool { return tally(t, p.sink).all(600) }, logs)
+	agenttest.Eventually(t, 10*time.Second, "the error cleared", func() bool { return p.p.LastError() == "" }, logs)
+	p.stop(t)
+	if lost, dups := tally(t, p.sink).lost(600); len(lost) != 0 || dups != 0 {
+		t.Errorf("got %d lost and %d duplicates, want 0 and 0", len(lost), dups)
+	}
+	if n := len(logs.lines("source read failed")); n != 1 {
+		t.Errorf("got %d 'source read failed' warnings, want 1 per episode\n%s", n, logs)
+	}
+}
+
+// TestInFlightBound reads without acking: once max_in_flight_bytes of
+// records are out, Read waits (one episode counted), holding at most the
+// budget plus one record; an ack lets it go on.
+func TestInFlightBound(t *testing.T) {
+	k := testbroker.StartKafkaBrokers(t, 1, kfake.SeedTopics(1, "cmds"))
+	prod := newProducer(t, k.Addrs(), "cmds", 1)
+	recs := make([]*kgo.Record, 400)
+	for i := range recs {
+		recs[i] = &kgo.Record{Value: []byte(strings.Repeat("x", 1000))}
+	}
+	if err := prod.cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	const budget = 64 << 10
+	s := testSource(t, k.Addrs(), func(c *Config) { c.Topics, c.MaxInFlightBytes, c.BatchSize = []string{"cmds"}, budget, 10 }, nil)
+	var acks []agent.AckFunc
+	out := 0
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		batch, ack, err := s.Read(ctx)
+		cancel()
+		if err != nil {
+			break // Read waits for room
+		}
+		out += len(batch)
+		acks = append(acks, ack)
+	}
+	s.mu.Lock()
+	held := s.inFlight
+	s.mu.Unlock()
+	if max := int64(budget + 1000 + recordOverhead); held > max || held < budget {
+		t.Errorf("got %d bytes in flight when Read waits, want between the budget %d and %d (one record more)", held, budget, max)
+	}
+	if s.full.Get() != 1 {
+		t.Errorf("got %d full episodes, want 1", s.full.Get())
+	}
+	acks[0](context.Background(), nil)
+	if more, ack := read(t, s, 5*time.Second); len(more) == 0 {
+		t.Error("no records after an ack made room")
+	} else {
+		ack(context.Background(), nil)
+	}
+	for _, a := range acks[1:] {
+		a(context.Background(), nil)
+	}
+	t.Logf("%d records (%d bytes) held before Read waited", out, held)
+}
+
+// TestLagAndStart checks the lag gauge of a partition after a read, and
+// start: latest, which skips what was produced before the group existed.
+func TestLagAndStart(t *testing.T) {
+	k := testbroker.StartKafkaBrokers(t, 1, kfake.SeedTopics(1, "cmds"))
+	prod := newProducer(t, k.Addrs(), "cmds", 1)
+	prod.produce(1000)
+
+	m := runner.NewMetrics()
+	c := *Defaults()
+	c.Brokers, c.Topics, c.Group, c.BatchSize, c.StaticMembership = k.Addrs(), []string{"cmds"}, "lag", 100, false
+	s, err := New(c, agent.Env{Pipeline: "t", Component: "kafka", AgentName: "gw1", Metrics: m, Now: time.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Connect(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	recs, ack := read(t, s, 10*time.Second)
+	last := recs[len(recs)-1].Field(FieldOffset).Int
+	ack(context.Background(), nil)
+	var b strings.Builder
+	m.WritePrometheus(&b)
+	want := `pspf_kafka_source_lag{pipeline="t",component="kafka",topic="cmds",partition="0"} ` + strconv.FormatInt(1000-(last+1), 10)
+	if !strings.Contains(b.String(), want) {
+		t.Errorf("metrics lack %q:\n%s", want, b.String())
+	}
+
+	// start: latest begins at the end offset franz-go finds once the
+	// partition is assigned: produce until something comes.
+	latest := testSource(t, k.Addrs(), func(c *Config) { c.Topics, c.Group, c.Start = []string{"cmds"}, "latest", "latest" }, nil)
+	first := int64(-1)
+	for deadline := time.Now().Add(20 * time.Second); first < 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("start: latest read nothing of what was produced after it joined")
+		}
+		prod.produce(1)
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		recs, ack, err := latest.Read(ctx)
+		cancel()
+		if err == nil {
+			first = recs[0].Field(FieldOffset).Int
+			ack(context.Background(), nil) // the batch's memory serves the next one
+		}
+	}
+	if o := first; o < 1000 {
+		t.Errorf("start: latest read offset %d first, want 1000 or later (produced after it joined)", o)
 	}
 }
