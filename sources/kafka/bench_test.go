@@ -39,9 +39,10 @@ import (
 // takes batches of up to 20000 records (8 MiB): with its default of 500
 // (sink-default) each batch waits for its own fsync, and that fsync, not
 // the source, sets the rate. It reports records/s of wall time, the
-// agent's CPU time per record (user and system, the whole process), and
-// the rate of a bare franz-go consumer draining the same topic (the
-// broker's ceiling).
+// agent's CPU time per record (user and system, the whole process) and
+// its inverse, the records one core carries per second of CPU (the figure
+// that holds on a machine other work shares), and the rate of a bare
+// franz-go consumer draining the same topic (the broker's ceiling).
 func BenchmarkKafkaToFile(b *testing.B) {
 	addr := startBroker(b)
 	const big = "\n    batch: {max_records: 20000, max_bytes: 8MiB}"
@@ -65,6 +66,7 @@ func BenchmarkKafkaToFile(b *testing.B) {
 			b.ReportMetric(base, "bare_records/s")
 			b.ReportMetric(rate, "records/s")
 			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N)/1e3, "cpu_us/record")
+			b.ReportMetric(float64(b.N)/cpu.Seconds(), "records/cpu_s")
 			b.ReportMetric(0, "ns/op")
 		})
 	}
