@@ -76,6 +76,9 @@ type Source struct {
 	lags      map[tp]*atomic.Int64 // guarded by mu; never shrinks (a gauge each)
 	topicIDs  map[string][16]byte  // explicit partitions: the topics' IDs; guarded by mu
 
+	oversizeWarned time.Time // the last WARN of a record over max_payload; guarded by mu
+	oversizeSince  int       // records dropped for it since; guarded by mu
+
 	records, bytes, acked, nacked, commits, commitErrs *agent.Counter
 	oversize, dataLoss, full, restarts, unreachable    *agent.Counter
 	assigned, revoked, lost                            *agent.Counter
@@ -381,9 +384,7 @@ func (s *Source) take() ([]agent.Record, *flight) {
 		size := payloadSize(kr)
 		s.bytes.Add(int(size))
 		if size > int64(s.cfg.MaxPayload) {
-			s.oversize.Inc()
-			s.log.Warn("kafka source: record larger than max_payload dropped", "topic", kr.Topic, "partition", kr.Partition,
-				"offset", kr.Offset, "bytes", size, "max_payload", int64(s.cfg.MaxPayload))
+			s.dropOversize(kr, size)
 			continue
 		}
 		recs = append(recs, agent.Record{})
@@ -402,6 +403,21 @@ func (s *Source) take() ([]agent.Record, *flight) {
 	s.records.Add(len(recs))
 	bb.recs, bb.arena = recs, buf
 	return recs, f
+}
+
+// dropOversize counts a record over max_payload and logs it: one WARN,
+// then at most one a minute with the count since, the others at DEBUG.
+// Called with mu held.
+func (s *Source) dropOversize(kr *kgo.Record, size int64) {
+	s.oversize.Inc()
+	s.oversizeSince++
+	args := []any{"topic", kr.Topic, "partition", kr.Partition, "offset", kr.Offset, "bytes", size, "max_payload", int64(s.cfg.MaxPayload)}
+	if now := time.Now(); now.Sub(s.oversizeWarned) >= time.Minute {
+		s.log.Warn("kafka source: record larger than max_payload dropped", append(args, "dropped_since_last_warning", s.oversizeSince)...)
+		s.oversizeWarned, s.oversizeSince = now, 0
+		return
+	}
+	s.log.Debug("kafka source: record larger than max_payload dropped", args...)
 }
 
 // ackFunc returns the batch's ack. With nil, the partitions' durable

@@ -103,8 +103,8 @@ func TestNackRereads(t *testing.T) {
 	}
 }
 
-// TestOversizeDropped drops a record over max_payload, counts it and
-// commits past it once the records before it are durable.
+// TestOversizeDropped drops records over max_payload, counts them, warns
+// once, and commits past them once the records before them are durable.
 func TestOversizeDropped(t *testing.T) {
 	k := testbroker.StartKafkaBrokers(t, 1, kfake.SeedTopics(1, "cmds"))
 	prod := newProducer(t, k.Addrs(), "cmds", 1)
@@ -113,18 +113,22 @@ func TestOversizeDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 	prod.produce(10)
+	if err := prod.cl.ProduceSync(context.Background(), &kgo.Record{Value: []byte(strings.Repeat("y", 4096))}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	prod.produce(10)
 	logs := &logBuf{}
 	s := testSource(t, k.Addrs(), func(c *Config) { c.Topics, c.Group, c.MaxPayload = []string{"cmds"}, "oversize", 1024 }, logs)
-	recs := readAll(t, s, 20)
-	if len(recs) != 20 || s.oversize.Get() != 1 {
-		t.Errorf("got %d records and %d dropped, want 20 and 1", len(recs), s.oversize.Get())
+	recs := readAll(t, s, 30)
+	if len(recs) != 30 || s.oversize.Get() != 2 {
+		t.Errorf("got %d records and %d dropped, want 30 and 2", len(recs), s.oversize.Get())
 	}
 	if n := len(logs.lines("larger than max_payload")); n != 1 {
-		t.Errorf("got %d warnings, want 1\n%s", n, logs)
+		t.Errorf("got %d warnings, want 1 for both\n%s", n, logs)
 	}
 	s.Close(context.Background())
-	if got := committed(t, k.Addrs(), "oversize", "cmds", 1)[0]; got != 21 {
-		t.Errorf("committed %d, want 21 (past the dropped record)", got)
+	if got := committed(t, k.Addrs(), "oversize", "cmds", 1)[0]; got != 32 {
+		t.Errorf("committed %d, want 32 (the end: past the dropped records)", got)
 	}
 }
 
