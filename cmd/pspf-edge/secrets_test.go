@@ -30,17 +30,18 @@ import (
 // ends with, and every file the agent wrote in its data directory.
 func TestNoSecretInAnyOutput(t *testing.T) {
 	secrets := map[string]string{
-		"mqtt source password (${file:})": "srcpw-Qx71",
-		"mqtt source URL password":        "srcurl-Wv82",
-		"mqtt sink password (${ENV})":     "sinkpw-Ty93",
-		"mqtt sink URL password":          "sinkurl-Ru04",
-		"kafka SASL password (${file:})":  "kafkapw-Ep15",
-		"http bearer token (${ENV})":      "httptok-Ao26",
-		"http secret header (${file:})":   "httpkey-Si37",
-		"http URL password":               "httpurl-Dk48",
-		"admin token (${file:})":          "admintoken-Fj59-0123456789",
-		"postgres password (${file:})":    "pgpw-Lz61",
-		"postgres URL password":           "pgurl-Mn72",
+		"mqtt source password (${file:})":     "srcpw-Qx71",
+		"mqtt source URL password":            "srcurl-Wv82",
+		"mqtt sink password (${ENV})":         "sinkpw-Ty93",
+		"mqtt sink URL password":              "sinkurl-Ru04",
+		"kafka SASL password (${file:})":      "kafkapw-Ep15",
+		"kafka source SASL password (${ENV})": "ksrcpw-Hb83",
+		"http bearer token (${ENV})":          "httptok-Ao26",
+		"http secret header (${file:})":       "httpkey-Si37",
+		"http URL password":                   "httpurl-Dk48",
+		"admin token (${file:})":              "admintoken-Fj59-0123456789",
+		"postgres password (${file:})":        "pgpw-Lz61",
+		"postgres URL password":               "pgurl-Mn72",
 	}
 	dir := t.TempDir()
 	secretFile := func(name, value string) string {
@@ -55,6 +56,7 @@ func TestNoSecretInAnyOutput(t *testing.T) {
 	pgPw := secretFile("pg.pass", secrets["postgres password (${file:})"])
 	t.Setenv("PSPF_TEST_MQTT_SINK_PW", secrets["mqtt sink password (${ENV})"])
 	t.Setenv("PSPF_TEST_HTTP_TOKEN", secrets["http bearer token (${ENV})"])
+	t.Setenv("PSPF_TEST_KAFKA_SOURCE_PW", secrets["kafka source SASL password (${ENV})"])
 
 	// Every connection fails.
 	noMQTT := testbroker.FreePort(t)
@@ -77,6 +79,9 @@ func TestNoSecretInAnyOutput(t *testing.T) {
 			"      password: ${file:" + srcPw + "}\n" +
 			"      connect_timeout: 1s\n" +
 			"      subscriptions: [{topic: a/#, qos: 1}]\n" +
+			"sinks:\n  - down: {}\n",
+		"commands.yaml": "sources:\n" +
+			"  - kafka: {brokers: [\"" + k.Addr() + "\"], topics: [up], sasl: {mechanism: plain, username: gw, password: \"${PSPF_TEST_KAFKA_SOURCE_PW}\"}, dial_timeout: 1s, request_timeout: 1s}\n" +
 			"sinks:\n  - down: {}\n",
 		"uplink.yaml": "sources:\n  - simulate: {sensors: 2, rate: 100, count: 20, format: fields}\n" +
 			"sinks:\n" +
@@ -107,8 +112,8 @@ func TestNoSecretInAnyOutput(t *testing.T) {
 	}
 	// Every failure has happened and shows.
 	a.waitFor("every connection to have failed", func() bool {
-		in, up := a.view("ingest"), a.view("uplink")
-		if in.LastError == "" || up.DeadLetters < 20 || len(up.Sinks) != 5 {
+		in, up, cmds := a.view("ingest"), a.view("uplink"), a.view("commands")
+		if in.LastError == "" || cmds.LastError == "" || up.DeadLetters < 20 || len(up.Sinks) != 5 {
 			return false
 		}
 		for _, s := range append(up.Sinks[:2:2], up.Sinks[3:]...) {
