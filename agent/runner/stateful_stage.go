@@ -671,6 +671,11 @@ func (s *statefulStage) checkpoints(ctx context.Context) {
 func (s *statefulStage) close() error {
 	var errs []error
 	if s.db != nil {
+		// The last counters (a refusal after the last timer) stay in
+		// the status and metrics of the ended generation.
+		s.mu.Lock()
+		s.refreshStats()
+		s.mu.Unlock()
 		errs = append(errs, s.closeStore())
 	}
 	if s.outbox != nil {
