@@ -80,9 +80,11 @@ type statefulStage struct {
 	mu      sync.Mutex    // held while a batch or timer runs; capture takes it
 	next    uint64        // pipeline-log sequence of the next record to process
 	nextPub atomic.Uint64 // next, for status (which must not wait for mu)
+	ckMu    sync.Mutex    // serialises checkpoints, each with the partition offsets it captured (stateful_parts.go)
 	ackMu   sync.Mutex    // serialises the cursor ack of checkpoints that run at once (timer, reload, shutdown)
 	acked   uint64        // the cursor was acked up to here; under ackMu once the stage runs
 	failed  error         // damaged state or a failed checkpoint commit: the stage stops
+	stopped atomic.Bool   // failed is set, for those that must not wait for mu
 	lastTmr time.Time
 	// quiet is the last pipeline-log record whose outputs are already in
 	// the outbox while the state is being rebuilt after a reset: outputs of
@@ -99,6 +101,12 @@ type statefulStage struct {
 	// carried: the memory store came from the previous generation.
 	volatile, afterAck, fromMemory, carried bool
 	stats                                   atomic.Pointer[state.Stats] // the store's, refreshed by the stage's loop for status and metrics
+
+	// specs and env build the operators: once, or per input partition
+	// (parts, stateful_parts.go).
+	specs []ComponentSpec
+	env   func(ComponentSpec) agent.Env
+	pt    *partStage // nil: one chain for the whole log
 
 	batch agent.Batch
 	buf   []LogRecord
@@ -139,28 +147,15 @@ func newStatefulStage(p *Pipeline, specs []ComponentSpec, env func(ComponentSpec
 	if err != nil {
 		return nil, fmt.Errorf("open state: %w", err)
 	}
+	s.partitioned()
 	if err := s.carryOver(specs); err != nil {
 		return nil, err
 	}
-	reg := deps.Registry
-	for _, c := range specs {
-		e := env(c)
-		table := opTable(c)
-		e.State = func(ttl time.Duration) (agent.StateTable, error) {
-			t, err := s.db.Table(table, ttl)
-			if err != nil {
-				return nil, err
-			}
-			return t, nil
+	s.specs, s.env = specs, env
+	if s.pt == nil {
+		if s.ops, err = s.buildOps(""); err != nil {
+			return nil, err
 		}
-		o, err := reg.Operators[c.Type].New(c.Config, e)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", c.Place, err)
-		}
-		op := statefulOp{opRun: newOpRun(c.Name, o, e)}
-		op.snap, _ = o.(agent.Snapshotter)
-		op.tmr, _ = o.(agent.TimerHandler)
-		s.ops = append(s.ops, op)
 	}
 	if err := s.recover(cp, ok); err != nil {
 		return nil, err
@@ -183,6 +178,35 @@ func newStatefulStage(p *Pipeline, specs []ComponentSpec, env func(ComponentSpec
 		}
 	}
 	return s, nil
+}
+
+// buildOps builds the stateful operators over their tables, those of
+// partition tag (partitionTag) when it is not empty.
+func (s *statefulStage) buildOps(tag string) ([]statefulOp, error) {
+	var ops []statefulOp
+	for _, c := range s.specs {
+		e := s.env(c)
+		table := opTable(c)
+		if tag != "" {
+			table = partTable(table, tag)
+		}
+		e.State = func(ttl time.Duration) (agent.StateTable, error) {
+			t, err := s.db.Table(table, ttl)
+			if err != nil {
+				return nil, err
+			}
+			return t, nil
+		}
+		o, err := s.p.deps.Registry.Operators[c.Type].New(c.Config, e)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", c.Place, err)
+		}
+		op := statefulOp{opRun: newOpRun(c.Name, o, e)}
+		op.snap, _ = o.(agent.Snapshotter)
+		op.tmr, _ = o.(agent.TimerHandler)
+		ops = append(ops, op)
+	}
+	return ops, nil
 }
 
 // opTable names the state table of a stateful operator: its name and a hash
@@ -215,7 +239,7 @@ func (s *statefulStage) carryOver(specs []ComponentSpec) error {
 		keep[opTable(c)] = true
 	}
 	for _, t := range tables {
-		if !strings.HasPrefix(t, "op.") || keep[t] {
+		if !strings.HasPrefix(t, "op.") || keep[t] || keepPartTable(t, specs) {
 			continue
 		}
 		changed := ""
@@ -377,7 +401,11 @@ func (s *statefulStage) step(ctx context.Context, got []LogRecord, now time.Time
 	b.Reset()
 	b.Now = now
 	s.decode(got, b)
-	s.chain(ctx, b, 0)
+	if s.pt != nil {
+		s.stepParts(ctx, b, got[len(got)-1].Seq <= s.quiet)
+	} else {
+		s.chain(ctx, s.ops, b, 0)
+	}
 	if s.damaged() {
 		return
 	}
@@ -402,20 +430,28 @@ func (s *statefulStage) timers(ctx context.Context, now time.Time) {
 	if s.damaged() {
 		return
 	}
-	for i := range s.ops {
-		if s.ops[i].tmr == nil {
+	s.eachChain(func(ops []statefulOp) bool {
+		s.timersOf(ctx, ops, now)
+		return s.failed == nil
+	})
+}
+
+// timersOf calls OnTimer of one chain's operators.
+func (s *statefulStage) timersOf(ctx context.Context, ops []statefulOp, now time.Time) {
+	for i := range ops {
+		if ops[i].tmr == nil {
 			continue
 		}
 		b := &s.batch
 		b.Reset()
 		b.Now = now
-		if err := s.ops[i].timer(ctx, b); err != nil {
-			s.log.Warn("operator timer failed", "component", s.ops[i].name, "err", err)
-			s.p.setErr(fmt.Errorf("%s: timer: %w", s.ops[i].name, err))
+		if err := ops[i].timer(ctx, b); err != nil {
+			s.log.Warn("operator timer failed", "component", ops[i].name, "err", err)
+			s.p.setErr(fmt.Errorf("%s: timer: %w", ops[i].name, err))
 			continue
 		}
 		if len(b.Records) > 0 {
-			s.chain(ctx, b, i+1)
+			s.chain(ctx, ops, b, i+1)
 		}
 		if s.damaged() {
 			return
@@ -451,6 +487,7 @@ func (s *statefulStage) fail(err error) {
 		return
 	}
 	s.failed = err
+	s.stopped.Store(true)
 	s.p.setErr(fmt.Errorf("stateful: %w", err))
 	s.p.abort(fmt.Errorf("stateful: %w", err))
 }
@@ -458,21 +495,24 @@ func (s *statefulStage) fail(err error) {
 // finish calls EndOfInput on the operators that have it (the test runner's
 // end of input), in order, each one's output flowing through the rest.
 func (s *statefulStage) finish(ctx context.Context, now time.Time) {
-	for i := range s.ops {
-		e, ok := s.ops[i].op.(agent.EndOfInputer)
-		if !ok {
-			continue
+	s.eachChain(func(ops []statefulOp) bool {
+		for i := range ops {
+			e, ok := ops[i].op.(agent.EndOfInputer)
+			if !ok {
+				continue
+			}
+			b := &s.batch
+			b.Reset()
+			b.Now = now
+			if err := e.EndOfInput(ctx, b); err != nil {
+				s.p.setErr(fmt.Errorf("%s: end of input: %w", ops[i].name, err))
+				continue
+			}
+			s.chain(ctx, ops, b, i+1)
+			s.emit(ctx, b)
 		}
-		b := &s.batch
-		b.Reset()
-		b.Now = now
-		if err := e.EndOfInput(ctx, b); err != nil {
-			s.p.setErr(fmt.Errorf("%s: end of input: %w", s.ops[i].name, err))
-			continue
-		}
-		s.chain(ctx, b, i+1)
-		s.emit(ctx, b)
-	}
+		return true
+	})
 }
 
 func (o *statefulOp) timer(ctx context.Context, b *agent.Batch) (err error) {
@@ -487,9 +527,9 @@ func (o *statefulOp) timer(ctx context.Context, b *agent.Batch) (err error) {
 
 // chain runs ops[from:] over b, as Pipeline.process does for the stateless
 // ones.
-func (s *statefulStage) chain(ctx context.Context, b *agent.Batch, from int) {
-	for i := from; i < len(s.ops) && len(b.Records) > 0; i++ {
-		o := &s.ops[i].opRun
+func (s *statefulStage) chain(ctx context.Context, ops []statefulOp, b *agent.Batch, from int) {
+	for i := from; i < len(ops) && len(b.Records) > 0; i++ {
+		o := &ops[i].opRun
 		o.in.Add(len(b.Records))
 		if err := o.call(ctx, b); err != nil {
 			s.log.Warn("operator failed; batch sent to dead letters", "component", o.name, "err", err, "records", len(b.Records))
@@ -581,14 +621,25 @@ func (s *statefulStage) emit(ctx context.Context, b *agent.Batch) {
 // operators, makes the outbox durable and reports the position.
 func (s *statefulStage) capture(ctx context.Context) (checkpoint.Position, func(), error) {
 	s.mu.Lock()
-	for i := range s.ops {
-		if s.ops[i].snap == nil {
-			continue
+	var serr error
+	s.eachChain(func(ops []statefulOp) bool {
+		for i := range ops {
+			if ops[i].snap == nil {
+				continue
+			}
+			if err := ops[i].snap.Snapshot(ctx); err != nil {
+				serr = fmt.Errorf("%s: snapshot: %w", ops[i].name, err)
+				return false
+			}
 		}
-		if err := s.ops[i].snap.Snapshot(ctx); err != nil {
-			s.mu.Unlock()
-			return checkpoint.Position{}, nil, fmt.Errorf("%s: snapshot: %w", s.ops[i].name, err)
-		}
+		return true
+	})
+	if serr == nil && s.pt != nil {
+		serr = s.captureParts(ctx)
+	}
+	if serr != nil {
+		s.mu.Unlock()
+		return checkpoint.Position{}, nil, serr
 	}
 	end := s.outbox.NextSeq() - 1
 	if end > 0 {
@@ -606,6 +657,8 @@ func (s *statefulStage) capture(ctx context.Context) (checkpoint.Position, func(
 
 // checkpoint makes a checkpoint now and acks the pipeline log up to it.
 func (s *statefulStage) checkpoint(ctx context.Context) error {
+	s.ckMu.Lock()
+	defer s.ckMu.Unlock()
 	cp, _, err := s.mgr.Now(ctx)
 	if err != nil {
 		s.ckptFails.Inc()
@@ -618,6 +671,7 @@ func (s *statefulStage) checkpoint(ctx context.Context) error {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
 	s.ckpts.Inc()
+	s.publishParts()
 	if !s.volatile {
 		s.writeMarker()
 	}

@@ -79,6 +79,9 @@ func (s *Source) opts() ([]kgo.Opt, error) {
 	if c.StaticMembership {
 		opts = append(opts, kgo.InstanceID(s.instanceID))
 	}
+	if s.owner != nil {
+		opts = append(opts, kgo.AdjustFetchOffsetsFn(s.adjustOffsets))
+	}
 	return opts, nil
 }
 

@@ -70,7 +70,7 @@ func (s *Source) onRevoked(ctx context.Context, cl *kgo.Client, revoked map[stri
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
 	if len(revoked) == 0 {
-		s.commitLocked(ctx, cl, nil)
+		s.commitLocked(ctx, cl, nil, nil)
 		return
 	}
 	s.revoked.Inc()
@@ -79,7 +79,18 @@ func (s *Source) onRevoked(ctx context.Context, cl *kgo.Client, revoked map[stri
 		s.log.Warn("kafka source: revoked partitions with batches not yet durable; their next owner reads those records again",
 			"partitions", late, "waited", s.cfg.RebalanceTimeout/2)
 	}
-	s.commitLocked(ctx, cl, parts)
+	var final map[agent.TopicPartition]int64
+	if s.owner != nil {
+		// Their state takes in what is durable and is checkpointed;
+		// what it took in is what the next owner starts after.
+		octx, cancel := context.WithTimeout(ctx, s.cfg.RebalanceTimeout/2)
+		final = s.owner.Revoked(octx, topicPartitions(parts), false)
+		cancel()
+		if final == nil {
+			final = map[agent.TopicPartition]int64{}
+		}
+	}
+	s.commitLocked(ctx, cl, parts, final)
 	s.drop(parts)
 	s.log.Info("kafka source: partitions revoked", "group", s.group, "partitions", revoked)
 }
@@ -92,7 +103,11 @@ func (s *Source) onLost(_ context.Context, cl *kgo.Client, lost map[string][]int
 	s.lost.Inc()
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
-	s.drop(s.detach(lost))
+	parts := s.detach(lost)
+	if s.owner != nil {
+		s.owner.Revoked(context.Background(), topicPartitions(parts), true)
+	}
+	s.drop(parts)
 	s.log.Warn("kafka source: partitions lost (the member left the group without a revoke); records not committed are read again", "group", s.group, "partitions", lost)
 }
 
@@ -201,16 +216,21 @@ func (s *Source) commitNow(ctx context.Context) {
 	}
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
-	s.commitLocked(ctx, cl, nil)
+	s.commitLocked(ctx, cl, nil, nil)
 }
 
 // commitLocked commits the durable offsets of parts (nil: every partition
-// still ours) that moved since their last commit; commitMu is held.
-// Failures are retried with the next ack or revoke; they are logged once
-// per episode and counted.
-func (s *Source) commitLocked(ctx context.Context, cl *kgo.Client, parts []*partState) {
+// still ours) that moved since their last commit; commitMu is held. With
+// an owner, the offsets are those its state has checkpointed (override,
+// else Committable). Failures are retried with the next ack or revoke;
+// they are logged once per episode and counted.
+func (s *Source) commitLocked(ctx context.Context, cl *kgo.Client, parts []*partState, override map[agent.TopicPartition]int64) {
 	offsets := map[string]map[int32]kgo.EpochOffset{}
 	var which []*partState
+	var owned map[agent.TopicPartition]int64
+	if s.owner != nil {
+		owned = s.ownerOffsets(override)
+	}
 	s.mu.Lock()
 	if parts == nil {
 		for _, ps := range s.parts {
@@ -219,13 +239,18 @@ func (s *Source) commitLocked(ctx context.Context, cl *kgo.Client, parts []*part
 	}
 	for _, ps := range parts {
 		off, ok := ps.toCommit()
+		epoch := ps.epoch
+		if s.owner != nil {
+			off, ok = owned[agent.TopicPartition{Topic: ps.topic, Partition: ps.partition}]
+			ok, epoch = ok && off > ps.committed, -1
+		}
 		if !ok || ps.gone {
 			continue
 		}
 		if offsets[ps.topic] == nil {
 			offsets[ps.topic] = map[int32]kgo.EpochOffset{}
 		}
-		offsets[ps.topic][ps.partition] = kgo.EpochOffset{Epoch: ps.epoch, Offset: off}
+		offsets[ps.topic][ps.partition] = kgo.EpochOffset{Epoch: epoch, Offset: off}
 		which = append(which, ps)
 	}
 	s.mu.Unlock()

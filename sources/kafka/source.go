@@ -41,6 +41,7 @@ type Source struct {
 	instanceID string
 	direct     bool // explicit partitions: no group membership
 	build      *builder
+	owner      agent.PartitionOwner // partition-scoped state (owner.go); nil: commits follow durability
 
 	cl atomic.Pointer[kgo.Client] // set and cleared by Read's goroutine and Close
 
@@ -538,5 +539,6 @@ func (s *Source) backoff(tries int) time.Duration {
 }
 
 var (
-	_ agent.Source = (*Source)(nil)
+	_ agent.Source            = (*Source)(nil)
+	_ agent.PartitionedSource = (*Source)(nil)
 )

@@ -1,0 +1,75 @@
+package agent
+
+import "context"
+
+// A partitioned source reads partitions that a consumer group spreads over
+// the agents of the group (Kafka). When such a source is the only source
+// of a pipeline with stateful operators, the runner keeps the operators'
+// state per input partition: each partition owned has its own instance of
+// every stateful operator, with tables of its own, so that a partition
+// and its state move together from one agent to another. The runner is
+// then the source's PartitionOwner:
+//
+//   - Assigned, before any record of a partition given to this agent is
+//     read, restores the partition's state and returns the offset that
+//     state has taken in, where the source resumes reading it (the records
+//     before were applied already; the ones after are not);
+//   - Revoked, before a partition goes to another member, returns once the
+//     records of it already handed over have been taken into its state and
+//     that state is checkpointed, then lets the partition go; the
+//     partition's next owner restores it from the checkpoint (a shared
+//     store: a changelog topic) and resumes at its offset;
+//   - Committable says up to which offset each owned partition's state is
+//     checkpointed: the source commits those offsets to the group, not
+//     those of the records merely durable in the log, so that a member
+//     that restores no state (a store that is not shared) still starts
+//     where the last checkpoint ended.
+//
+// Records of a partition that is not owned, and records before the offset
+// a partition's state has taken in (read again after a rebalance or a
+// restart), are not applied to the state again.
+
+// TopicPartition names one input partition of a partitioned source.
+type TopicPartition struct {
+	Topic     string
+	Partition int32
+}
+
+// PartitionOwner keeps the state of the partitions a partitioned source
+// owns (see above). The source calls Assigned and Revoked from its group's
+// rebalance callbacks, one at a time, and Committable from any goroutine;
+// all three are safe for concurrent use with the pipeline's processing.
+type PartitionOwner interface {
+	// Assigned restores the state of parts and returns, per partition,
+	// the offset of the next record its state has not taken in; a
+	// negative offset says that the partition has no state here, and is
+	// read from its first record (the source's start setting may say
+	// otherwise), so that its state is rebuilt from the input; a
+	// partition absent from the result starts at the group's committed
+	// offset. It blocks while the state is restored (a
+	// changelog read to its end); an error (ctx ended, the store cannot
+	// be read) leaves parts unowned.
+	Assigned(ctx context.Context, parts []TopicPartition) (map[TopicPartition]int64, error)
+	// Revoked lets parts go. Unless lost (the member was fenced or timed
+	// out: another one may own them already), it first waits for the
+	// records of parts handed over so far to be taken into their state
+	// and checkpoints it, until ctx ends. It returns the offsets to
+	// commit for parts (absent: nothing checkpointed).
+	Revoked(ctx context.Context, parts []TopicPartition, lost bool) map[TopicPartition]int64
+	// Committable returns, per owned partition, the offset of the next
+	// record its last committed checkpoint has not taken in.
+	Committable() map[TopicPartition]int64
+}
+
+// PartitionedSource is implemented by a source whose records come from
+// partitions that a consumer group moves between agents.
+type PartitionedSource interface {
+	Source
+	// PartitionFields returns the names of the fields in which every
+	// record carries its topic (a string), partition and offset (ints),
+	// and ok true when the source is a group member that adds them.
+	PartitionFields() (topic, partition, offset string, ok bool)
+	// SetPartitionOwner hands the source the owner of its partitions'
+	// state. The runner calls it once, before Connect.
+	SetPartitionOwner(o PartitionOwner)
+}

@@ -1,0 +1,453 @@
+package runner
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/state"
+)
+
+// Partition-scoped state. When the pipeline's only source is a
+// partitioned one (agent.PartitionedSource: a Kafka source in a consumer
+// group), the stage keeps the stateful operators' state per input
+// partition and is the source's agent.PartitionOwner:
+//
+//   - every partition this agent owns has its own chain of stateful
+//     operators over tables of its own (opTable + ".p." + topic and
+//     partition), and a table "part.<topic>.<partition>" that holds the
+//     offset of the next record its state has not taken in; both are
+//     checkpointed together, with the rest of the store;
+//   - Assigned builds the partition's chain, which restores its state from
+//     its tables (with the kafka store, after reading the changelog's tail
+//     into them), and returns that offset: the source resumes there;
+//   - a record is routed by its topic and partition fields to its
+//     partition's chain; a record of a partition not owned (still in the
+//     log from before a rebalance or a restart) is not applied: whoever
+//     owns it reads it again from Kafka; nor is a record below the
+//     partition's offset (read again after a rebalance or a restart: its
+//     state has it already);
+//   - Revoked waits until the stage has processed the log as far as it
+//     reached when the revoke came (the partition's records handed over
+//     are durable in it by then), checkpoints, and drops the chain;
+//   - the offsets the source commits are those of the last checkpoint
+//     (Committable), never beyond what the state has saved.
+//
+// Window outputs carry stable IDs (pipeline, operator, key, window start),
+// and each partition's chain sees that partition's records in offset
+// order whichever agent runs it, so the outputs do not depend on how the
+// partitions are spread.
+
+// partStage is the stage's state for partition-scoped state.
+type partStage struct {
+	src                     agent.PartitionedSource
+	topicF, partF, offsetF  string
+	chains                  map[agent.TopicPartition]*partChain // owned partitions; under the stage's mu
+	captured                map[agent.TopicPartition]int64      // by the capture of the checkpoint in progress; under mu, with ckMu
+	cmu                     sync.Mutex
+	committable             map[agent.TopicPartition]int64 // as of the last committed checkpoint; under cmu
+	sub                     agent.Batch
+	warned                  bool // a record without the partition fields was logged
+	notOwned, replayed, bad *agent.Counter
+	owned                   *agent.Counter
+}
+
+// partChain is one owned partition's chain and position.
+type partChain struct {
+	tp    agent.TopicPartition
+	tag   string
+	ops   []statefulOp
+	meta  state.Table // partMetaTable: partNextKey
+	next  int64       // offset of the next record to take in; -1: none yet
+	saved int64       // next as written to meta
+	idx   []int       // the records of the batch being routed
+}
+
+// partNextKey is the key of a partition's next offset in its meta table.
+var partNextKey = []byte("next")
+
+// partitioned makes the stage partition-scoped when the pipeline's only
+// source is a partitioned one whose records carry their partition.
+func (s *statefulStage) partitioned() {
+	if len(s.p.sources) != 1 {
+		return
+	}
+	src, ok := s.p.sources[0].src.(agent.PartitionedSource)
+	if !ok {
+		return
+	}
+	t, p, o, ok := src.PartitionFields()
+	if !ok {
+		return
+	}
+	m := s.p.deps.Metrics
+	name := s.p.spec.Name
+	s.pt = &partStage{
+		src: src, topicF: t, partF: p, offsetF: o,
+		chains:      map[agent.TopicPartition]*partChain{},
+		committable: map[agent.TopicPartition]int64{},
+		notOwned:    m.Counter("pspf_state_partition_records_skipped_total", "pipeline", name, "reason", "not_owned"),
+		replayed:    m.Counter("pspf_state_partition_records_skipped_total", "pipeline", name, "reason", "taken_in"),
+		bad:         m.Counter("pspf_state_partition_records_skipped_total", "pipeline", name, "reason", "no_partition"),
+		owned:       m.Counter("pspf_state_partition_assignments_total", "pipeline", name),
+	}
+	m.Gauge("pspf_state_partitions", func() float64 {
+		s.pt.cmu.Lock()
+		defer s.pt.cmu.Unlock()
+		return float64(len(s.pt.committable))
+	}, "pipeline", name)
+	src.SetPartitionOwner(s)
+}
+
+// partitionTag names a partition in table names: topic and partition, or
+// a hash of them where that would make a name too long.
+func partitionTag(t agent.TopicPartition) string {
+	return t.Topic + "." + strconv.Itoa(int(t.Partition))
+}
+
+// partTable is the table of an operator's state for one partition.
+func partTable(table, tag string) string {
+	if n := table + ".p." + tag; len(n) <= state.MaxTableNameLen {
+		return n
+	}
+	sum := sha256.Sum256([]byte(tag))
+	return table + ".h." + hex.EncodeToString(sum[:8])
+}
+
+// partMetaTable is the table of a partition's position.
+func partMetaTable(tag string) string {
+	if n := "part." + tag; len(n) <= state.MaxTableNameLen {
+		return n
+	}
+	sum := sha256.Sum256([]byte(tag))
+	return "part.h." + hex.EncodeToString(sum[:8])
+}
+
+// keepPartTable reports whether t is a partition's table of one of the
+// operators of specs, or a partition's position: kept by carryOver.
+func keepPartTable(t string, specs []ComponentSpec) bool {
+	if strings.HasPrefix(t, "part.") {
+		return true
+	}
+	for _, c := range specs {
+		o := opTable(c)
+		if strings.HasPrefix(t, o+".p.") || strings.HasPrefix(t, o+".h.") {
+			return true
+		}
+	}
+	return false
+}
+
+// Assigned builds the chains of parts over their tables, which restores
+// their state, and returns their offsets (agent.PartitionOwner). A
+// partition still owned (the source restarted its client) keeps its
+// chain and resumes where it is.
+func (s *statefulStage) Assigned(ctx context.Context, parts []agent.TopicPartition) (map[agent.TopicPartition]int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failed != nil {
+		return nil, s.failed
+	}
+	out := map[agent.TopicPartition]int64{}
+	for _, t := range parts {
+		pc := s.pt.chains[t]
+		if pc == nil {
+			var err error
+			if pc, err = s.openPart(ctx, t); err != nil {
+				return nil, fmt.Errorf("partition %s[%d]: %w", t.Topic, t.Partition, err)
+			}
+			s.pt.chains[t] = pc
+			s.pt.owned.Inc()
+		}
+		out[t] = pc.next // -1 without state: rebuilt from the first record
+	}
+	s.log.Info("partitions assigned: state restored", "partitions", len(parts), "resume_at", fmtOffsets(out))
+	return out, nil
+}
+
+// openPart restores a partition's position and builds its chain. The
+// caller holds mu.
+func (s *statefulStage) openPart(_ context.Context, t agent.TopicPartition) (*partChain, error) {
+	tag := partitionTag(t)
+	meta, err := s.db.Table(partMetaTable(tag), 0)
+	if err != nil {
+		return nil, fmt.Errorf("position table: %w", err)
+	}
+	pc := &partChain{tp: t, tag: tag, meta: meta, next: -1, saved: -1}
+	v, ok, err := meta.Get(partNextKey, nil)
+	if err != nil {
+		return nil, fmt.Errorf("read position: %w", err)
+	}
+	if ok {
+		n, k := binary.Varint(v)
+		if k <= 0 {
+			return nil, fmt.Errorf("read position: %w", errBadPosition)
+		}
+		pc.next, pc.saved = n, n
+	}
+	if pc.ops, err = s.buildOps(tag); err != nil {
+		return nil, err
+	}
+	return pc, nil
+}
+
+var errBadPosition = errors.New("damaged partition position")
+
+// Revoked lets parts go (agent.PartitionOwner): unless lost, once the
+// stage has processed the log as far as it reached now, and a checkpoint
+// has saved their state. It returns their checkpointed offsets.
+func (s *statefulStage) Revoked(ctx context.Context, parts []agent.TopicPartition, lost bool) map[agent.TopicPartition]int64 {
+	if !lost {
+		target := s.p.plog.NextSeq()
+		if !s.waitProcessed(ctx, target) {
+			s.log.Warn("partitions revoked before the stage took in all their records; their next owner reads those again",
+				"partitions", len(parts), "log_next", s.nextPub.Load(), "target", target)
+		}
+		if err := s.checkpoint(ctx); err != nil {
+			s.log.Warn("checkpoint for revoked partitions failed; their next owner starts at the previous one", "err", err)
+		}
+	}
+	s.mu.Lock()
+	for _, t := range parts {
+		delete(s.pt.chains, t)
+	}
+	s.mu.Unlock()
+	s.pt.cmu.Lock()
+	defer s.pt.cmu.Unlock()
+	out := map[agent.TopicPartition]int64{}
+	for _, t := range parts {
+		if off, ok := s.pt.committable[t]; ok {
+			out[t] = off
+		}
+		delete(s.pt.committable, t)
+	}
+	what := "partitions revoked: state checkpointed and let go"
+	if lost {
+		what = "partitions lost: state let go without a checkpoint"
+	}
+	s.log.Info(what, "partitions", len(parts), "committed", fmtOffsets(out))
+	return out
+}
+
+// waitProcessed waits until the stage has processed the pipeline log up
+// to (not including) seq, or ctx ends, or the stage fails.
+func (s *statefulStage) waitProcessed(ctx context.Context, seq uint64) bool {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if s.nextPub.Load() >= seq {
+			return true
+		}
+		if s.stopped.Load() {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+	}
+}
+
+// Committable returns the checkpointed offsets of the owned partitions
+// (agent.PartitionOwner).
+func (s *statefulStage) Committable() map[agent.TopicPartition]int64 {
+	s.pt.cmu.Lock()
+	defer s.pt.cmu.Unlock()
+	out := make(map[agent.TopicPartition]int64, len(s.pt.committable))
+	for t, off := range s.pt.committable {
+		out[t] = off
+	}
+	return out
+}
+
+// stepParts routes a decoded batch to the chains of its records'
+// partitions and runs each; b keeps only the dead letters. The caller
+// holds mu.
+func (s *statefulStage) stepParts(ctx context.Context, b *agent.Batch, mute bool) {
+	pt := s.pt
+	for i := range b.Records {
+		r := &b.Records[i]
+		t, off, ok := s.partitionOf(r)
+		if !ok {
+			pt.bad.Inc()
+			if !pt.warned {
+				pt.warned = true
+				s.log.Warn("record without its partition fields (an operator before the log removed them?): sent to dead letters",
+					"fields", []string{pt.topicF, pt.partF, pt.offsetF})
+			}
+			b.Reject(*r, "stateful", fmt.Errorf("stateful: record without the fields %s, %s, %s: its partition is unknown", pt.topicF, pt.partF, pt.offsetF))
+			continue
+		}
+		pc := pt.chains[t]
+		switch {
+		case pc == nil:
+			pt.notOwned.Inc()
+		case off < pc.next:
+			pt.replayed.Inc()
+		default:
+			pc.next = off + 1
+			pc.idx = append(pc.idx, i)
+		}
+	}
+	sub := &pt.sub
+	for _, t := range s.ownedSorted() {
+		pc := pt.chains[t]
+		if len(pc.idx) == 0 {
+			continue
+		}
+		sub.Reset()
+		sub.Now = b.Now
+		for _, i := range pc.idx {
+			sub.Records = append(sub.Records, b.Records[i])
+		}
+		pc.idx = pc.idx[:0]
+		s.chain(ctx, pc.ops, sub, 0)
+		if s.damaged() {
+			break
+		}
+		if mute {
+			sub.Records, sub.Dead = sub.Records[:0], sub.Dead[:0]
+		}
+		s.emit(ctx, sub)
+		// The copies share the batch's field slices: none may outlive it.
+		clear(sub.Records[:cap(sub.Records)])
+	}
+	for _, pc := range pt.chains {
+		pc.idx = pc.idx[:0]
+	}
+	b.Records = b.Records[:0]
+}
+
+// ownedSorted returns the owned partitions in order, so that the outputs
+// of a batch come in the same order on every run.
+func (s *statefulStage) ownedSorted() []agent.TopicPartition {
+	ts := make([]agent.TopicPartition, 0, len(s.pt.chains))
+	for t := range s.pt.chains {
+		ts = append(ts, t)
+	}
+	sort.Slice(ts, func(i, j int) bool {
+		if ts[i].Topic != ts[j].Topic {
+			return ts[i].Topic < ts[j].Topic
+		}
+		return ts[i].Partition < ts[j].Partition
+	})
+	return ts
+}
+
+// partitionOf reads a record's partition and offset from its fields.
+func (s *statefulStage) partitionOf(r *agent.Record) (agent.TopicPartition, int64, bool) {
+	var t agent.TopicPartition
+	var off int64
+	found := 0
+	for i := range r.Fields {
+		f := &r.Fields[i]
+		switch f.Name {
+		case s.pt.topicF:
+			if f.Kind == agent.KindString {
+				t.Topic = f.Str
+				found |= 1
+			}
+		case s.pt.partF:
+			if f.Kind == agent.KindInt {
+				t.Partition = int32(f.Int)
+				found |= 2
+			}
+		case s.pt.offsetF:
+			if f.Kind == agent.KindInt {
+				off = f.Int
+				found |= 4
+			}
+		}
+	}
+	return t, off, found == 7
+}
+
+// eachChain calls fn with every chain of operators (the one chain, or
+// every owned partition's, in order) until it returns false. The caller
+// holds mu.
+func (s *statefulStage) eachChain(fn func(ops []statefulOp) bool) {
+	if s.pt == nil {
+		fn(s.ops)
+		return
+	}
+	for _, t := range s.ownedSorted() {
+		if !fn(s.pt.chains[t].ops) {
+			return
+		}
+	}
+}
+
+// captureParts writes every owned partition's position to its table and
+// notes the positions the checkpoint being captured holds. The caller
+// holds mu (and ckMu).
+func (s *statefulStage) captureParts(_ context.Context) error {
+	s.pt.captured = make(map[agent.TopicPartition]int64, len(s.pt.chains))
+	var buf [binary.MaxVarintLen64]byte
+	for t, pc := range s.pt.chains {
+		if pc.next != pc.saved {
+			n := binary.PutVarint(buf[:], pc.next)
+			if err := pc.meta.Put(partNextKey, buf[:n]); err != nil {
+				return fmt.Errorf("partition %s[%d]: write position: %w", t.Topic, t.Partition, err)
+			}
+			pc.saved = pc.next
+		}
+		if pc.next >= 0 {
+			s.pt.captured[t] = pc.next
+		}
+	}
+	return nil
+}
+
+// publishParts makes the positions of the checkpoint just committed the
+// committable ones. The caller holds ckMu.
+func (s *statefulStage) publishParts() {
+	if s.pt == nil || s.pt.captured == nil {
+		return
+	}
+	s.mu.Lock()
+	owned := make(map[agent.TopicPartition]bool, len(s.pt.chains))
+	for t := range s.pt.chains {
+		owned[t] = true
+	}
+	s.mu.Unlock()
+	s.pt.cmu.Lock()
+	defer s.pt.cmu.Unlock()
+	for t, off := range s.pt.captured {
+		if owned[t] {
+			s.pt.committable[t] = off
+		}
+	}
+	s.pt.captured = nil
+}
+
+// fmtOffsets formats offsets by partition for a log line.
+func fmtOffsets(m map[agent.TopicPartition]int64) string {
+	ts := make([]agent.TopicPartition, 0, len(m))
+	for t := range m {
+		ts = append(ts, t)
+	}
+	sort.Slice(ts, func(i, j int) bool {
+		if ts[i].Topic != ts[j].Topic {
+			return ts[i].Topic < ts[j].Topic
+		}
+		return ts[i].Partition < ts[j].Partition
+	})
+	var b strings.Builder
+	for i, t := range ts {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s[%d]=%d", t.Topic, t.Partition, m[t])
+	}
+	return b.String()
+}
