@@ -73,3 +73,41 @@ type PartitionedSource interface {
 	// state. The runner calls it once, before Connect.
 	SetPartitionOwner(o PartitionOwner)
 }
+
+// ChangelogSource is implemented by a partitioned source whose cluster
+// can keep the partitions' state: a compacted changelog topic (`state:
+// {store: kafka, changelog: TOPIC}`).
+type ChangelogSource interface {
+	PartitionedSource
+	// Changelog returns the changelog called topic on the source's
+	// cluster, with the source's connection settings. It connects
+	// nothing yet; the first Append or Read does, and creates the topic
+	// (compacted, with as many partitions as the input) if it does not
+	// exist.
+	Changelog(topic string) (Changelog, error)
+}
+
+// ChangelogRecord is one change of a partition's state: a key and its new
+// value; a nil Value deletes the key (a tombstone).
+type ChangelogRecord struct {
+	Key, Value []byte
+}
+
+// Changelog is a compacted topic partitioned like the input: partition p
+// holds the changes of the state of input partition p, the last value of
+// every key of it surviving compaction. Its methods are safe for
+// concurrent use.
+type Changelog interface {
+	// Append writes recs to partition p, in order, and returns once the
+	// cluster has them all durably (acks=all), with the offset after the
+	// last; the records are not retained.
+	Append(ctx context.Context, p int32, recs []ChangelogRecord) (next int64, err error)
+	// Read calls fn, in order, for every record of partition p from
+	// offset from up to the partition's end as of the call, and returns
+	// the offset after the last one read (the end). progress, when not
+	// nil, is called about every second with the offset reached and the
+	// end. fn's slices are valid only during the call.
+	Read(ctx context.Context, p int32, from int64, fn func(key, value []byte) error, progress func(at, end int64)) (next int64, err error)
+	// Close releases the changelog's connections.
+	Close()
+}

@@ -366,12 +366,18 @@ const (
 	// checkpoints write nothing but the pipeline-log position. After an
 	// agent restart the state starts empty.
 	StoreMemory = "memory"
+	// StoreKafka keeps the state per input partition in a compacted
+	// changelog topic on the Kafka source's cluster, with state.db as a
+	// cache: a partition moves to another agent with its state
+	// (stateful_changelog.go).
+	StoreKafka = "kafka"
 )
 
 // StateConfig chooses where a pipeline's stateful operators keep their
 // state. An external store (a changelog topic) would be a third value.
 type StateConfig struct {
-	Store string `yaml:"store" enum:"bbolt,memory" doc:"bbolt: state.db in the pipeline's data directory, kept across restarts (default); memory: RAM only under the same byte budget, nothing written to flash, empty after every agent restart"`
+	Store     string `yaml:"store" enum:"bbolt,memory,kafka" doc:"bbolt: state.db in the pipeline's data directory, kept across restarts (default); memory: RAM only under the same byte budget, nothing written to flash, empty after every agent restart; kafka: per input partition in a compacted changelog topic of the Kafka source's cluster, state.db as its cache"`
+	Changelog string `yaml:"changelog" doc:"store kafka: the changelog topic (created compacted, partitioned like the input, if it does not exist)"`
 }
 
 // SinkOptions are the store-and-forward settings every sink entry may carry
@@ -528,6 +534,12 @@ func (r *Registry) parsePipeline(file string, data []byte, defaults Defaults, en
 	spec.Buffer = pf.Buffer
 	spec.Checkpoint = pf.Checkpoint
 	spec.State = pf.State
+	switch {
+	case pf.State.Store == StoreKafka && pf.State.Changelog == "":
+		root.Field("state").Field("store").Errorf("kafka needs changelog: the topic that keeps the state")
+	case pf.State.Store != StoreKafka && pf.State.Changelog != "":
+		root.Field("state").Field("changelog").Errorf("only with store: kafka")
+	}
 	var errs agent.ConfigErrors
 	if !validName(spec.Name) {
 		errs = append(errs, &agent.ConfigError{File: file, Msg: fmt.Sprintf("pipeline name %q (from the file name) must use only letters, digits, '-' and '_'", spec.Name)})

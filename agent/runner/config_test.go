@@ -226,6 +226,7 @@ func TestParseState(t *testing.T) {
 		{"empty block is bbolt", body + "state: {}\n", runner.StoreBbolt},
 		{"bbolt", body + "state: {store: bbolt}\n", runner.StoreBbolt},
 		{"memory", body + "state:\n  store: memory\n", runner.StoreMemory},
+		{"kafka", body + "state: {store: kafka, changelog: rollup-state}\n", runner.StoreKafka},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -239,9 +240,11 @@ func TestParseState(t *testing.T) {
 		})
 	}
 	errs := []struct{ name, text, want string }{
-		{"unknown store", body + "state: {store: redis}\n", `pipelines/x.yaml:3: state.store: must be bbolt or memory, got "redis"`},
-		{"empty store", body + "state: {store: \"\"}\n", `pipelines/x.yaml:3: state.store: must be bbolt or memory, got ""`},
-		{"unknown key", body + "state: {cache: 1MiB}\n", `pipelines/x.yaml:3: state.cache: unknown key; expected one of: store`},
+		{"unknown store", body + "state: {store: redis}\n", `pipelines/x.yaml:3: state.store: must be bbolt, memory or kafka, got "redis"`},
+		{"empty store", body + "state: {store: \"\"}\n", `pipelines/x.yaml:3: state.store: must be bbolt, memory or kafka, got ""`},
+		{"unknown key", body + "state: {cache: 1MiB}\n", `pipelines/x.yaml:3: state.cache: unknown key; expected one of: changelog, store`},
+		{"kafka without changelog", body + "state: {store: kafka}\n", `pipelines/x.yaml:3: state.store: kafka needs changelog`},
+		{"changelog without kafka", body + "state: {store: bbolt, changelog: x}\n", `pipelines/x.yaml:3: state.changelog: only with store: kafka`},
 	}
 	for _, tt := range errs {
 		t.Run(tt.name, func(t *testing.T) {

@@ -59,6 +59,11 @@ type partStage struct {
 	warned                  bool // a record without the partition fields was logged
 	notOwned, replayed, bad *agent.Counter
 	owned                   *agent.Counter
+
+	// cl is the changelog of the kafka store; nil with the others.
+	cl                           agent.Changelog
+	restoring                    map[agent.TopicPartition]*RestoreStatus // restores running; under cmu
+	appended, restored, clErrors *agent.Counter
 }
 
 // partChain is one owned partition's chain and position.
@@ -70,24 +75,35 @@ type partChain struct {
 	next  int64       // offset of the next record to take in; -1: none yet
 	saved int64       // next as written to meta
 	idx   []int       // the records of the batch being routed
+	// With the kafka store: the tables by name, and the keys changed
+	// since the last checkpoint by table, which it appends to the
+	// changelog.
+	tables map[string]state.Table
+	dirty  map[string]map[string]struct{}
 }
 
 // partNextKey is the key of a partition's next offset in its meta table.
 var partNextKey = []byte("next")
 
 // partitioned makes the stage partition-scoped when the pipeline's only
-// source is a partitioned one whose records carry their partition.
-func (s *statefulStage) partitioned() {
-	if len(s.p.sources) != 1 {
-		return
+// source is a partitioned one whose records carry their partition. The
+// kafka store needs that, and a source that offers a changelog.
+func (s *statefulStage) partitioned() error {
+	store := s.p.spec.State.Store
+	var src agent.PartitionedSource
+	var t, p, o string
+	ok := len(s.p.sources) == 1
+	if ok {
+		src, ok = s.p.sources[0].src.(agent.PartitionedSource)
 	}
-	src, ok := s.p.sources[0].src.(agent.PartitionedSource)
-	if !ok {
-		return
+	if ok {
+		t, p, o, ok = src.PartitionFields()
 	}
-	t, p, o, ok := src.PartitionFields()
 	if !ok {
-		return
+		if store == StoreKafka {
+			return errors.New("state store kafka: the pipeline's only source must be a kafka source in a group (topics), with metadata: true")
+		}
+		return nil
 	}
 	m := s.p.deps.Metrics
 	name := s.p.spec.Name
@@ -95,17 +111,33 @@ func (s *statefulStage) partitioned() {
 		src: src, topicF: t, partF: p, offsetF: o,
 		chains:      map[agent.TopicPartition]*partChain{},
 		committable: map[agent.TopicPartition]int64{},
+		restoring:   map[agent.TopicPartition]*RestoreStatus{},
 		notOwned:    m.Counter("pspf_state_partition_records_skipped_total", "pipeline", name, "reason", "not_owned"),
 		replayed:    m.Counter("pspf_state_partition_records_skipped_total", "pipeline", name, "reason", "taken_in"),
 		bad:         m.Counter("pspf_state_partition_records_skipped_total", "pipeline", name, "reason", "no_partition"),
 		owned:       m.Counter("pspf_state_partition_assignments_total", "pipeline", name),
+		appended:    m.Counter("pspf_state_changelog_records_total", "pipeline", name, "op", "appended"),
+		restored:    m.Counter("pspf_state_changelog_records_total", "pipeline", name, "op", "restored"),
+		clErrors:    m.Counter("pspf_state_changelog_errors_total", "pipeline", name),
 	}
 	m.Gauge("pspf_state_partitions", func() float64 {
 		s.pt.cmu.Lock()
 		defer s.pt.cmu.Unlock()
 		return float64(len(s.pt.committable))
 	}, "pipeline", name)
+	if store == StoreKafka {
+		cs, ok := src.(agent.ChangelogSource)
+		if !ok {
+			return errors.New("state store kafka: the source keeps no changelog")
+		}
+		cl, err := cs.Changelog(s.p.spec.State.Changelog)
+		if err != nil {
+			return fmt.Errorf("state store kafka: %w", err)
+		}
+		s.pt.cl = cl
+	}
 	src.SetPartitionOwner(s)
+	return nil
 }
 
 // partitionTag names a partition in table names: topic and partition, or
@@ -148,24 +180,28 @@ func keepPartTable(t string, specs []ComponentSpec) bool {
 }
 
 // Assigned builds the chains of parts over their tables, which restores
-// their state, and returns their offsets (agent.PartitionOwner). A
+// their state (with the kafka store, after the changelog's tail is read
+// into the tables), and returns their offsets (agent.PartitionOwner). A
 // partition still owned (the source restarted its client) keeps its
-// chain and resumes where it is.
+// chain and resumes where it is. The stage goes on with its other
+// partitions meanwhile.
 func (s *statefulStage) Assigned(ctx context.Context, parts []agent.TopicPartition) (map[agent.TopicPartition]int64, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.failed != nil {
-		return nil, s.failed
+	if s.stopped.Load() {
+		return nil, errors.New("stateful stage stopped")
 	}
 	out := map[agent.TopicPartition]int64{}
 	for _, t := range parts {
+		s.mu.Lock()
 		pc := s.pt.chains[t]
+		s.mu.Unlock()
 		if pc == nil {
 			var err error
 			if pc, err = s.openPart(ctx, t); err != nil {
 				return nil, fmt.Errorf("partition %s[%d]: %w", t.Topic, t.Partition, err)
 			}
+			s.mu.Lock()
 			s.pt.chains[t] = pc
+			s.mu.Unlock()
 			s.pt.owned.Inc()
 		}
 		out[t] = pc.next // -1 without state: rebuilt from the first record
@@ -174,15 +210,28 @@ func (s *statefulStage) Assigned(ctx context.Context, parts []agent.TopicPartiti
 	return out, nil
 }
 
-// openPart restores a partition's position and builds its chain. The
-// caller holds mu.
-func (s *statefulStage) openPart(_ context.Context, t agent.TopicPartition) (*partChain, error) {
+// openPart restores a partition's state (the changelog's tail, with the
+// kafka store) and position and builds its chain.
+func (s *statefulStage) openPart(ctx context.Context, t agent.TopicPartition) (*partChain, error) {
 	tag := partitionTag(t)
 	meta, err := s.db.Table(partMetaTable(tag), 0)
 	if err != nil {
 		return nil, fmt.Errorf("position table: %w", err)
 	}
 	pc := &partChain{tp: t, tag: tag, meta: meta, next: -1, saved: -1}
+	if s.pt.cl != nil {
+		pc.tables = map[string]state.Table{meta.Name(): meta}
+		pc.dirty = map[string]map[string]struct{}{}
+		// A first build opens the operators' tables, with their TTLs, so
+		// that the changelog's records can go into them.
+		if _, err := s.buildOps(tag, pc.logged); err != nil {
+			return nil, err
+		}
+		if err := s.restore(ctx, pc); err != nil {
+			return nil, err
+		}
+		clear(pc.dirty) // the first build's writes, if any, are the restored state's
+	}
 	v, ok, err := meta.Get(partNextKey, nil)
 	if err != nil {
 		return nil, fmt.Errorf("read position: %w", err)
@@ -194,7 +243,11 @@ func (s *statefulStage) openPart(_ context.Context, t agent.TopicPartition) (*pa
 		}
 		pc.next, pc.saved = n, n
 	}
-	if pc.ops, err = s.buildOps(tag); err != nil {
+	var wrap func(state.Table) agent.StateTable
+	if s.pt.cl != nil {
+		wrap = pc.logged
+	}
+	if pc.ops, err = s.buildOps(tag, wrap); err != nil {
 		return nil, err
 	}
 	return pc, nil
@@ -390,7 +443,7 @@ func (s *statefulStage) eachChain(fn func(ops []statefulOp) bool) {
 // captureParts writes every owned partition's position to its table and
 // notes the positions the checkpoint being captured holds. The caller
 // holds mu (and ckMu).
-func (s *statefulStage) captureParts(_ context.Context) error {
+func (s *statefulStage) captureParts(ctx context.Context) error {
 	s.pt.captured = make(map[agent.TopicPartition]int64, len(s.pt.chains))
 	var buf [binary.MaxVarintLen64]byte
 	for t, pc := range s.pt.chains {
@@ -399,7 +452,15 @@ func (s *statefulStage) captureParts(_ context.Context) error {
 			if err := pc.meta.Put(partNextKey, buf[:n]); err != nil {
 				return fmt.Errorf("partition %s[%d]: write position: %w", t.Topic, t.Partition, err)
 			}
+			if pc.dirty != nil {
+				pc.touch(pc.meta.Name(), partNextKey)
+			}
 			pc.saved = pc.next
+		}
+		if s.pt.cl != nil {
+			if err := s.appendChanges(ctx, pc); err != nil {
+				return fmt.Errorf("partition %s[%d]: %w", t.Topic, t.Partition, err)
+			}
 		}
 		if pc.next >= 0 {
 			s.pt.captured[t] = pc.next

@@ -147,13 +147,15 @@ func newStatefulStage(p *Pipeline, specs []ComponentSpec, env func(ComponentSpec
 	if err != nil {
 		return nil, fmt.Errorf("open state: %w", err)
 	}
-	s.partitioned()
+	if err := s.partitioned(); err != nil {
+		return nil, err
+	}
 	if err := s.carryOver(specs); err != nil {
 		return nil, err
 	}
 	s.specs, s.env = specs, env
 	if s.pt == nil {
-		if s.ops, err = s.buildOps(""); err != nil {
+		if s.ops, err = s.buildOps("", nil); err != nil {
 			return nil, err
 		}
 	}
@@ -182,7 +184,7 @@ func newStatefulStage(p *Pipeline, specs []ComponentSpec, env func(ComponentSpec
 
 // buildOps builds the stateful operators over their tables, those of
 // partition tag (partitionTag) when it is not empty.
-func (s *statefulStage) buildOps(tag string) ([]statefulOp, error) {
+func (s *statefulStage) buildOps(tag string, wrap func(state.Table) agent.StateTable) ([]statefulOp, error) {
 	var ops []statefulOp
 	for _, c := range s.specs {
 		e := s.env(c)
@@ -194,6 +196,9 @@ func (s *statefulStage) buildOps(tag string) ([]statefulOp, error) {
 			t, err := s.db.Table(table, ttl)
 			if err != nil {
 				return nil, err
+			}
+			if wrap != nil {
+				return wrap(t), nil
 			}
 			return t, nil
 		}
@@ -724,6 +729,9 @@ func (s *statefulStage) checkpoints(ctx context.Context) {
 // generation: stateful_store.go) and the outbox (not the pipeline log).
 func (s *statefulStage) close() error {
 	var errs []error
+	if s.pt != nil && s.pt.cl != nil {
+		s.pt.cl.Close()
+	}
 	if s.db != nil {
 		// The last counters (a refusal after the last timer) stay in
 		// the status and metrics of the ended generation.

@@ -16,9 +16,10 @@ import (
 	"github.com/pspf/pspf-edge/agent"
 )
 
-// opts returns the client's options. TLS files are read here, at every
+// connOpts returns the options of every client of the source: brokers,
+// TLS, SASL, timeouts and backoff. TLS files are read here, at every
 // connect, so that a renewed certificate takes effect.
-func (s *Source) opts() ([]kgo.Opt, error) {
+func (s *Source) connOpts(suffix string) ([]kgo.Opt, error) {
 	c := &s.cfg
 	tc, err := tlsConfig(c.TLS)
 	if err != nil {
@@ -30,7 +31,7 @@ func (s *Source) opts() ([]kgo.Opt, error) {
 	}
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(c.Brokers...),
-		kgo.ClientID(id),
+		kgo.ClientID(id + suffix),
 		kgo.Dialer(s.live.dialer(c.DialTimeout, tc)),
 		kgo.WithLogger(kgoLogger{s.log, s.logs}),
 		kgo.RetryBackoffFn(s.backoff),
@@ -39,6 +40,26 @@ func (s *Source) opts() ([]kgo.Opt, error) {
 		// spike per push on an agent that runs in a few MB (see the
 		// Kafka sink's README).
 		kgo.DisableClientMetrics(),
+	}
+	switch c.SASL.Mechanism {
+	case "plain":
+		opts = append(opts, kgo.SASL(plain.Auth{User: c.SASL.Username, Pass: c.SASL.Password}.AsMechanism()))
+	case "scram-sha-256":
+		opts = append(opts, kgo.SASL(scram.Auth{User: c.SASL.Username, Pass: c.SASL.Password}.AsSha256Mechanism()))
+	case "scram-sha-512":
+		opts = append(opts, kgo.SASL(scram.Auth{User: c.SASL.Username, Pass: c.SASL.Password}.AsSha512Mechanism()))
+	}
+	return opts, nil
+}
+
+// opts returns the consumer's options.
+func (s *Source) opts() ([]kgo.Opt, error) {
+	c := &s.cfg
+	opts, err := s.connOpts("")
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts,
 		kgo.FetchMaxBytes(int32(c.FetchMaxBytes)),
 		kgo.FetchMaxPartitionBytes(int32(c.FetchMaxPartitionBytes)),
 		kgo.MaxConcurrentFetches(c.MaxConcurrentFetches),
@@ -48,17 +69,9 @@ func (s *Source) opts() ([]kgo.Opt, error) {
 		// fewest records skipped, and franz-go reports the loss.
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.ConsumeStartOffset(s.startOffset()),
-	}
+	)
 	if c.Isolation == "read_committed" {
 		opts = append(opts, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
-	}
-	switch c.SASL.Mechanism {
-	case "plain":
-		opts = append(opts, kgo.SASL(plain.Auth{User: c.SASL.Username, Pass: c.SASL.Password}.AsMechanism()))
-	case "scram-sha-256":
-		opts = append(opts, kgo.SASL(scram.Auth{User: c.SASL.Username, Pass: c.SASL.Password}.AsSha256Mechanism()))
-	case "scram-sha-512":
-		opts = append(opts, kgo.SASL(scram.Auth{User: c.SASL.Username, Pass: c.SASL.Password}.AsSha512Mechanism()))
 	}
 	if s.direct {
 		return opts, nil // the partitions are added once their offsets are known

@@ -1,12 +1,22 @@
 package kafka
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"math"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -19,6 +29,7 @@ import (
 	"github.com/pspf/pspf-edge/internal/testbroker"
 	"github.com/pspf/pspf-edge/operators/decode"
 	"github.com/pspf/pspf-edge/operators/window"
+	"github.com/pspf/pspf-edge/sinks/file"
 )
 
 // telemetry writes device readings {"dev","ts","v"} keyed by device to a
@@ -98,6 +109,19 @@ func (p *telemetry) produce(n int) {
 	}
 }
 
+// closed returns the windows of the rounds so far that every
+// partition's watermark has passed.
+func (p *telemetry) closed() map[winKey]*winAgg {
+	last := p.base.Add(time.Duration(p.round-1) * p.step)
+	out := map[winKey]*winAgg{}
+	for k, v := range p.want {
+		if time.Unix(0, k.start).Add(2 * teleWindow).Before(last) {
+			out[k] = v
+		}
+	}
+	return out
+}
+
 // close writes one reading per device an hour after the last round, so
 // that every partition's watermark passes every window of the rounds:
 // they are all emitted. It returns the windows expected.
@@ -164,9 +188,19 @@ type winOut struct {
 
 func collectWindows(t testing.TB, sinks ...*agenttest.RecordingSink) *windows {
 	t.Helper()
-	w := &windows{got: map[string]winOut{}}
+	var recs [][]agent.Record
 	for _, s := range sinks {
-		for _, r := range s.Records() {
+		recs = append(recs, s.Records())
+	}
+	return windowsOf(t, recs...)
+}
+
+// windowsOf collects the window outputs of lists of records.
+func windowsOf(t testing.TB, lists ...[]agent.Record) *windows {
+	t.Helper()
+	w := &windows{got: map[string]winOut{}}
+	for _, list := range lists {
+		for _, r := range list {
 			c, sum, start := r.Field("count"), r.Field("v_sum"), r.Field("window_start")
 			if c == nil || sum == nil || start == nil {
 				t.Fatalf("window output %s lacks its fields: %+v", r.ID, r.Fields)
@@ -264,5 +298,211 @@ func TestPartitionStateRebalance(t *testing.T) {
 	}
 	if lines := logsA.lines("partitions revoked: state checkpointed and let go"); len(lines) == 0 {
 		t.Errorf("a: no revoke checkpointed its partitions' state\n%s", logsA)
+	}
+}
+
+// TestChangelogRestore runs the window pipeline with `state: {store:
+// kafka}` three times on one data directory: stopped after a first part
+// of the stream; started again (its state.db is the cache: it reads none
+// of the changelog, which holds nothing it does not have); stopped, its
+// state.db deleted and started again (it restores every partition from
+// the changelog and resumes at the positions there, without going back
+// to the partitions' first records). Every window comes once with exactly
+// its readings, whichever run emitted it.
+func TestChangelogRestore(t *testing.T) {
+	const devices, partitions = 12, 4
+	k := testbroker.StartKafkaBrokers(t, 3, kfake.SeedTopics(partitions, "tele"))
+	prod := newTelemetry(t, k.Addrs(), "tele", devices, partitions)
+	src := sourceYAML(k.Addrs(), "tele", ", group: rollup, static_membership: false, session_timeout: 6s, heartbeat_interval: 200ms")
+	state := "state: {store: kafka, changelog: rollup-state}\n"
+	dir := t.TempDir()
+	var sinks []*agenttest.RecordingSink
+	run := func(rounds int, logs *logBuf) *pipe {
+		p := windowPipe(t, "rollup", src, state, dir, logs.logger())
+		sinks = append(sinks, p.sink)
+		prod.produce(rounds)
+		closed := prod.closed()
+		agenttest.Eventually(t, 30*time.Second, "the windows closed so far", func() bool {
+			w := collectWindows(t, sinks...)
+			return w.complete(closed)
+		}, logs)
+		return p
+	}
+	logs1, logs2, logs3 := &logBuf{}, &logBuf{}, &logBuf{}
+	p1 := run(40, logs1)
+	p1.stop(t)
+	appended := p1.metric(`pspf_state_changelog_records_total{pipeline="rollup",op="appended"}`)
+	if appended <= 0 {
+		t.Fatalf("run 1 appended %v records to the changelog, want some\n%s", appended, logs1)
+	}
+
+	p2 := run(40, logs2)
+	p2.stop(t)
+	if got := p2.metric(`pspf_state_changelog_records_total{pipeline="rollup",op="restored"}`); got != 0 {
+		t.Errorf("run 2 (same state.db) restored %v changelog records, want 0: the cache has them all\n%s", got, logs2)
+	}
+
+	if err := os.Remove(filepath.Join(dir, "state.db")); err != nil {
+		t.Fatal(err)
+	}
+	p3 := run(40, logs3)
+	want := prod.close()
+	agenttest.Eventually(t, 60*time.Second, "every window in a sink", func() bool { return collectWindows(t, sinks...).complete(want) }, logs3)
+	p3.stop(t)
+	restored := p3.metric(`pspf_state_changelog_records_total{pipeline="rollup",op="restored"}`)
+	if restored <= 0 {
+		t.Errorf("run 3 (state.db deleted) restored %v changelog records, want the partitions' keys\n%s", restored, logs3)
+	}
+	for _, line := range logs3.lines("partitions assigned: state restored") {
+		if strings.Contains(line, "=-1") {
+			t.Errorf("run 3 rebuilt a partition from its first record instead of restoring it: %s", line)
+		}
+	}
+	w := collectWindows(t, sinks...)
+	missing, wrong, extra := w.compare(want)
+	t.Logf("%d windows; appended %v changelog records in run 1; run 3 restored %v; duplicates %d", len(want), appended, restored, w.dups)
+	if len(missing) > 0 || len(wrong) > 0 || len(extra) > 0 || len(w.conflicts) > 0 {
+		t.Errorf("missing %d %v\nwrong %d %v\nextra %d %v\nconflicts %v", len(missing), missing[:min(5, len(missing))],
+			len(wrong), wrong[:min(5, len(wrong))], len(extra), extra[:min(5, len(extra))], w.conflicts)
+	}
+}
+
+// The window child is this test binary run again with these variables
+// set: it runs the window pipeline with the kafka store, its outputs to a
+// file sink, until killed.
+const (
+	envWinBrokers = "PSPF_KAFKA_WINDOW_BROKERS"
+	envWinDir     = "PSPF_KAFKA_WINDOW_DIR"
+)
+
+// TestWindowChild is the child process of TestChangelogRestoreAfterKill;
+// run directly, without the variables, it does nothing.
+func TestWindowChild(t *testing.T) {
+	brokers, dir := os.Getenv(envWinBrokers), os.Getenv(envWinDir)
+	if brokers == "" {
+		return
+	}
+	reg := runner.NewRegistry()
+	reg.Sources["kafka"] = Factory()
+	reg.Operators["decode"] = decode.Factory()
+	reg.Operators["window"] = window.Factory()
+	reg.Sinks["file"] = file.Factory()
+	text := "sources:\n  - kafka: " + sourceYAML(strings.Split(brokers, ","), "tele", ", group: rollup, static_membership: false, session_timeout: 6s, heartbeat_interval: 200ms") +
+		"\noperators:\n  - decode: {format: json, time_field: ts, time_format: unix_ms}\n" +
+		"  - window: {size: 1m, aggregates: [{fn: count}, {fn: sum, field: v}]}\n" +
+		"sinks:\n  - file: {path: " + strconv.Quote(filepath.Join(dir, "out.ndjson")) + "}\n" +
+		"checkpoint: {interval: 100ms}\nstate: {store: kafka, changelog: rollup-state}\n"
+	spec, err := reg.ParsePipeline("rollup.yaml", []byte(text), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
+	if err != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	p, err := runner.NewPipeline(spec, runner.PipelineDeps{Registry: reg, Logger: logger, DataDir: filepath.Join(dir, "data"),
+		AgentName: "child", OpenLog: runner.OpenDiskLog(logger), ShutdownTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatalf("pipeline: %v", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	if err := p.Run(ctx); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+}
+
+// fileWindows reads the window outputs a file sink wrote; a torn last
+// line (the writer was killed) is not counted.
+func fileWindows(t testing.TB, path string) []agent.Record {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	var out []agent.Record
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		var rec struct {
+			ID    string  `json:"_id"`
+			Key   string  `json:"_key"`
+			Count float64 `json:"count"`
+			Sum   float64 `json:"v_sum"`
+			Start string  `json:"window_start"`
+		}
+		if json.Unmarshal(sc.Bytes(), &rec) != nil || rec.ID == "" {
+			continue
+		}
+		out = append(out, agent.Record{ID: rec.ID, Key: rec.Key, Fields: []agent.Field{
+			agent.Float("count", rec.Count), agent.Float("v_sum", rec.Sum), agent.String("window_start", rec.Start)}})
+	}
+	return out
+}
+
+// TestChangelogRestoreAfterKill runs the window pipeline with the kafka
+// store in a child process, kills it with SIGKILL mid-stream, and has
+// another agent (another data directory: no cache) take its partitions
+// over once the group lets them go: it restores them from the changelog
+// and resumes at the positions there. Every window of the input comes with
+// exactly its readings (from the killed agent's file or the other agent),
+// and an ID never with two different values.
+func TestChangelogRestoreAfterKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for the group's session timeout")
+	}
+	const devices, partitions = 12, 4
+	k := testbroker.StartKafkaBrokers(t, 3, kfake.SeedTopics(partitions, "tele"))
+	prod := newTelemetry(t, k.Addrs(), "tele", devices, partitions)
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestWindowChild$", "-test.v")
+	cmd.Env = append(os.Environ(), envWinBrokers+"="+strings.Join(k.Addrs(), ","), envWinDir+"="+dir)
+	var stderr logBuf
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	killed := false
+	t.Cleanup(func() {
+		if !killed {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	out := filepath.Join(dir, "out.ndjson")
+	prod.produce(30)
+	closed := prod.closed()
+	agenttest.Eventually(t, 60*time.Second, "the child to emit the windows closed so far", func() bool {
+		return windowsOf(t, fileWindows(t, out)).complete(closed)
+	}, &stderr)
+	prod.produce(7) // mid-window: open windows with readings taken in
+	// The kill comes at a random moment of taking them in: before, during
+	// or after a checkpoint.
+	<-time.After(time.Duration(rand.IntN(500)) * time.Millisecond)
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	killed = true
+	logs := &logBuf{}
+	b := windowPipe(t, "rollup", sourceYAML(k.Addrs(), "tele", ", group: rollup, static_membership: false, session_timeout: 6s, heartbeat_interval: 200ms"),
+		"state: {store: kafka, changelog: rollup-state}\n", t.TempDir(), logs.logger())
+	prod.produce(30)
+	want := prod.close()
+	agenttest.Eventually(t, 60*time.Second, "every window in a sink", func() bool {
+		return windowsOf(t, fileWindows(t, out), b.sink.Records()).complete(want)
+	}, logs)
+	b.stop(t)
+	restored := b.metric(`pspf_state_changelog_records_total{pipeline="rollup",op="restored"}`)
+	if restored <= 0 {
+		t.Errorf("the other agent restored %v changelog records, want the partitions' keys\n%s", restored, logs)
+	}
+	for _, line := range logs.lines("partitions assigned: state restored") {
+		if strings.Contains(line, "=-1") {
+			t.Errorf("a partition was rebuilt from its first record instead of restored: %s", line)
+		}
+	}
+	w := windowsOf(t, fileWindows(t, out), b.sink.Records())
+	missing, wrong, extra := w.compare(want)
+	t.Logf("%d windows; the killed agent wrote %d, the other %d; restored %v changelog records; duplicates %d",
+		len(want), len(fileWindows(t, out)), len(b.sink.Records()), restored, w.dups)
+	if len(missing) > 0 || len(wrong) > 0 || len(extra) > 0 || len(w.conflicts) > 0 {
+		t.Errorf("missing %d %v\nwrong %d %v\nextra %d %v\nconflicts %v", len(missing), missing[:min(5, len(missing))],
+			len(wrong), wrong[:min(5, len(wrong))], len(extra), extra[:min(5, len(extra))], w.conflicts)
 	}
 }
