@@ -261,19 +261,30 @@ func (w *windows) complete(want map[winKey]*winAgg) bool {
 // partitions move from a to b and back, with open windows. Every window of
 // the input is emitted with the count and sum of exactly its readings
 // (lost 0, no reading counted twice), and an ID never comes with two
-// different values. The state is local (bbolt): b rebuilds the partitions
-// it takes from their first record, and a, when they come back, restores
-// its checkpoint of them from revoke time and resumes after it.
+// different values. With the local store (bbolt) b rebuilds the
+// partitions it takes from their first record; with the kafka store it
+// restores them from the changelog; a, when they come back, restores its
+// checkpoint of them (and, with kafka, the changelog's tail b appended).
 func TestPartitionStateRebalance(t *testing.T) {
+	for _, store := range []string{"bbolt", "kafka"} {
+		t.Run(store, func(t *testing.T) { testPartitionStateRebalance(t, store) })
+	}
+}
+
+func testPartitionStateRebalance(t *testing.T, store string) {
 	const devices, partitions, rounds = 24, 6, 120
 	k := testbroker.StartKafkaBrokers(t, 3, kfake.SeedTopics(partitions, "tele"))
 	prod := newTelemetry(t, k.Addrs(), "tele", devices, partitions)
 	src := sourceYAML(k.Addrs(), "tele", ", group: rollup, static_membership: false, session_timeout: 6s, heartbeat_interval: 200ms")
+	state := "state: {store: " + store + "}\n"
+	if store == "kafka" {
+		state = "state: {store: kafka, changelog: rollup-state}\n"
+	}
 	logsA, logsB := &logBuf{}, &logBuf{}
-	a := windowPipe(t, "rollup", src, "", t.TempDir(), logsA.logger())
+	a := windowPipe(t, "rollup", src, state, t.TempDir(), logsA.logger())
 	prod.produce(rounds / 3)
 	agenttest.Eventually(t, 30*time.Second, "a to emit windows", func() bool { return len(a.sink.Records()) > 0 }, logsA)
-	b := windowPipe(t, "rollup", src, "", t.TempDir(), logsB.logger())
+	b := windowPipe(t, "rollup", src, state, t.TempDir(), logsB.logger())
 	agenttest.Eventually(t, 30*time.Second, "b to read records", func() bool {
 		prod.produce(1)
 		return b.metric(`pspf_kafka_source_records_total{pipeline="rollup",component="kafka"}`) > 0
@@ -298,6 +309,16 @@ func TestPartitionStateRebalance(t *testing.T) {
 	}
 	if lines := logsA.lines("partitions revoked: state checkpointed and let go"); len(lines) == 0 {
 		t.Errorf("a: no revoke checkpointed its partitions' state\n%s", logsA)
+	}
+	if store == "kafka" {
+		if got := b.metric(`pspf_state_changelog_records_total{pipeline="rollup",op="restored"}`); got <= 0 {
+			t.Errorf("b restored %v changelog records, want the keys of the partitions it took\n%s", got, logsB)
+		}
+		for _, line := range logsB.lines("partitions assigned: state restored") {
+			if strings.Contains(line, "=-1") {
+				t.Errorf("b rebuilt a partition from its first record instead of restoring it: %s", line)
+			}
+		}
 	}
 }
 
