@@ -72,6 +72,30 @@ type PartitionedSource interface {
 	// SetPartitionOwner hands the source the owner of its partitions'
 	// state. The runner calls it once, before Connect.
 	SetPartitionOwner(o PartitionOwner)
+	// GroupStatus returns the source's membership now, for status. It
+	// must not wait for the group.
+	GroupStatus() GroupStatus
+}
+
+// GroupStatus is a partitioned source's membership of its group.
+type GroupStatus struct {
+	Group string `json:"group"`
+	// MemberID and Generation are the member's id and the group's
+	// generation (-1 while not joined).
+	MemberID   string `json:"member_id,omitempty"`
+	Generation int32  `json:"generation"`
+	// Partitions are the partitions the member consumes, in order, with
+	// their lag as of the last fetch.
+	Partitions []PartitionLag `json:"partitions"`
+}
+
+// PartitionLag is a partition and its lag: the records after the last one
+// read (to the high watermark, or the last stable offset with
+// read_committed), as of the last fetch.
+type PartitionLag struct {
+	Topic     string `json:"topic"`
+	Partition int32  `json:"partition"`
+	Lag       int64  `json:"lag"`
 }
 
 // ChangelogSource is implemented by a partitioned source whose cluster

@@ -60,6 +60,10 @@ type partStage struct {
 	notOwned, replayed, bad *agent.Counter
 	owned                   *agent.Counter
 
+	// counters are the operators' counters, shared by every partition's
+	// instances, for status.
+	counters []statefulOp
+
 	// cl is the changelog of the kafka store; nil with the others.
 	cl                           agent.Changelog
 	restoring                    map[agent.TopicPartition]*RestoreStatus // restores running; under cmu
@@ -119,6 +123,9 @@ func (s *statefulStage) partitioned() error {
 		appended:    m.Counter("pspf_state_changelog_records_total", "pipeline", name, "op", "appended"),
 		restored:    m.Counter("pspf_state_changelog_records_total", "pipeline", name, "op", "restored"),
 		clErrors:    m.Counter("pspf_state_changelog_errors_total", "pipeline", name),
+	}
+	for _, c := range s.specs {
+		s.pt.counters = append(s.pt.counters, statefulOp{opRun: newOpRun(c.Name, nil, s.env(c))})
 	}
 	m.Gauge("pspf_state_partitions", func() float64 {
 		s.pt.cmu.Lock()
@@ -511,4 +518,23 @@ func fmtOffsets(m map[agent.TopicPartition]int64) string {
 		fmt.Fprintf(&b, "%s[%d]=%d", t.Topic, t.Partition, m[t])
 	}
 	return b.String()
+}
+
+// partitionsStatus returns the membership and the partitions owned, for
+// status; it does not wait for the stage.
+func (s *statefulStage) partitionsStatus() *PartitionsStatus {
+	g := s.pt.src.GroupStatus()
+	st := &PartitionsStatus{Group: g.Group, MemberID: g.MemberID, Generation: g.Generation, Owned: []OwnedPartition{}}
+	s.pt.cmu.Lock()
+	for _, pl := range g.Partitions {
+		off, ok := s.pt.committable[agent.TopicPartition{Topic: pl.Topic, Partition: pl.Partition}]
+		if !ok {
+			off = -1
+		}
+		st.Owned = append(st.Owned, OwnedPartition{Topic: pl.Topic, Partition: pl.Partition, Lag: pl.Lag, Checkpointed: off})
+		st.Lag += pl.Lag
+	}
+	s.pt.cmu.Unlock()
+	st.Restoring = s.Restoring()
+	return st
 }

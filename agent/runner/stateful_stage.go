@@ -147,13 +147,13 @@ func newStatefulStage(p *Pipeline, specs []ComponentSpec, env func(ComponentSpec
 	if err != nil {
 		return nil, fmt.Errorf("open state: %w", err)
 	}
+	s.specs, s.env = specs, env
 	if err := s.partitioned(); err != nil {
 		return nil, err
 	}
 	if err := s.carryOver(specs); err != nil {
 		return nil, err
 	}
-	s.specs, s.env = specs, env
 	if s.pt == nil {
 		if s.ops, err = s.buildOps("", nil); err != nil {
 			return nil, err

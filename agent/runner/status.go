@@ -40,9 +40,40 @@ type Status struct {
 	// StateStore is the stateful operators' state store, when the
 	// pipeline has stateful operators.
 	StateStore *StateStoreStatus `json:"state_store,omitempty"`
+	// Partitions is the group membership and the partitions owned, when
+	// the stateful operators keep their state per input partition (a
+	// Kafka source in a group).
+	Partitions *PartitionsStatus `json:"partitions,omitempty"`
 	// LastError is the last error a component reported, or ""; a sink's
 	// is cleared once that sink delivers again.
 	LastError string `json:"last_error,omitempty"`
+}
+
+// PartitionsStatus is the membership of a pipeline whose state is kept per
+// input partition, and its partitions (stateful_parts.go).
+type PartitionsStatus struct {
+	Group      string `json:"group"`
+	MemberID   string `json:"member_id,omitempty"`
+	Generation int32  `json:"generation"` // the group's; -1 while not joined
+	// Owned are the partitions this agent consumes, in order.
+	Owned []OwnedPartition `json:"owned"`
+	// Lag is the sum of the owned partitions' lags.
+	Lag int64 `json:"lag"`
+	// Restoring are the restores from the changelog running now (store
+	// kafka): a partition is read once its restore has ended.
+	Restoring []RestoreStatus `json:"restoring,omitempty"`
+}
+
+// OwnedPartition is one partition an agent owns.
+type OwnedPartition struct {
+	Topic     string `json:"topic"`
+	Partition int32  `json:"partition"`
+	// Lag is the records after the last one read, as of the last fetch.
+	Lag int64 `json:"lag"`
+	// Checkpointed is the offset of the next record the partition's
+	// last committed checkpoint has not taken in (-1: none yet); the
+	// offset committed to the group.
+	Checkpointed int64 `json:"checkpointed"`
 }
 
 // StateStoreStatus describes a pipeline's state store, as of the stateful
@@ -180,8 +211,13 @@ func (p *Pipeline) Status() Status {
 	var avg float64 // bytes per record on disk
 	st.Log, cursors, avg = logStatus(p.sinkLog(), p.spec.Buffer)
 	if p.stage != nil {
-		for i := range p.stage.ops {
-			o := &p.stage.ops[i]
+		ops := p.stage.ops
+		if p.stage.pt != nil {
+			ops = p.stage.pt.counters
+			st.Partitions = p.stage.partitionsStatus()
+		}
+		for i := range ops {
+			o := &ops[i]
 			st.Operators = append(st.Operators, OperatorStatus{Name: o.name, Type: p.spec.Operators[len(p.ops)+i].Type,
 				RecordsIn: o.in.Get(), RecordsOut: o.out.Get(), Errors: o.failures.Get() + o.panics.Get()})
 		}

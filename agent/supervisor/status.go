@@ -58,6 +58,10 @@ type PipelineView struct {
 	Input *runner.LogStatus `json:"input,omitempty"`
 	// StateStore is the stateful operators' state store, if any.
 	StateStore *runner.StateStoreStatus `json:"state_store,omitempty"`
+	// Partitions is the group membership, the partitions owned with their
+	// lag and checkpointed offset, and the restores running, when the
+	// state is kept per input partition (a Kafka source in a group).
+	Partitions *runner.PartitionsStatus `json:"partitions,omitempty"`
 	// DeadLetters counts records sent to the dead-letter log.
 	DeadLetters uint64 `json:"dead_letters"`
 	LastError   string `json:"last_error,omitempty"`
@@ -178,7 +182,7 @@ func (s *Supervisor) viewOf(m *managed, track bool) PipelineView {
 		}
 	}
 	v.Sources, v.Operators, v.Log, v.Input, v.DeadLetters, v.LastError = st.Sources, st.Operators, st.Log, st.Input, st.DeadLetters, st.LastError
-	v.StateResets, v.StateStore = st.StateResets, st.StateStore
+	v.StateResets, v.StateStore, v.Partitions = st.StateResets, st.StateStore, st.Partitions
 	v.BacklogRecords, v.BacklogBytes = st.Log.Backlog, st.Log.BacklogBytes
 	oldest := v.addSinks(st, now)
 	s.mu.Lock()

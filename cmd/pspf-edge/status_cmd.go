@@ -141,6 +141,12 @@ func printStatus(w io.Writer, ps []supervisor.PipelineView) {
 			}
 			fmt.Fprintf(tw, "  sink %s\t\t%s\t%d\t%d\t\t\tretries %d\t%d\t%s\n", s.Name, state, s.Records, s.Backlog, s.Retries, s.Rejected, cut(s.LastError, 60))
 		}
+		if g := p.Partitions; g != nil {
+			fmt.Fprintf(tw, "  group %s\tgen %d\t%d partitions\tlag %d\t%s\n", g.Group, g.Generation, len(g.Owned), g.Lag, cut(ownedList(g.Owned), 60))
+			for _, r := range g.Restoring {
+				fmt.Fprintf(tw, "  restoring %s[%d]\t\t%s\t\t\t\t\t\t\t\n", r.Topic, r.Partition, restoreProgress(r))
+			}
+		}
 	}
 	tw.Flush()
 	for _, p := range ps {
@@ -213,4 +219,26 @@ func cut(s string, n int) string {
 		return s
 	}
 	return s[:n-1] + "…"
+}
+
+// ownedList is a group's partitions with their lags: "tele[0]=12 tele[3]=0".
+func ownedList(ps []runner.OwnedPartition) string {
+	var b strings.Builder
+	for i, p := range ps {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s[%d]=%d", p.Topic, p.Partition, p.Lag)
+	}
+	return b.String()
+}
+
+// restoreProgress is a restore's progress line: "1200/5000 changelog
+// offsets, 830 records, 3s".
+func restoreProgress(r runner.RestoreStatus) string {
+	end := "?"
+	if r.End >= 0 {
+		end = strconv.FormatInt(r.End, 10)
+	}
+	return fmt.Sprintf("%d/%s changelog offsets, %d records, %s", r.At, end, r.Records, humanSeconds(time.Since(r.Since).Seconds(), true))
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pspf/pspf-edge/agent/runner"
 	"github.com/pspf/pspf-edge/agent/supervisor"
 )
 
@@ -135,6 +136,22 @@ func TestStatusShowsABlockedLog(t *testing.T) {
 		printStatus(&out, []supervisor.PipelineView{{Name: "m", State: supervisor.StateRunning, BlockedSince: time.Now().Add(-3 * time.Second), BlockedReason: reason}})
 		if !regexp.MustCompile(`blocked 3(\.\d)?s ` + reason).MatchString(out.String()) {
 			t.Errorf("status output has no %q:\n%s", "blocked 3s "+reason, out.String())
+		}
+	}
+}
+
+// TestStatusPartitions prints a pipeline that keeps its state per Kafka
+// partition: the group, its generation, the partitions with their lag,
+// and a restore's progress line.
+func TestStatusPartitions(t *testing.T) {
+	var out strings.Builder
+	printStatus(&out, []supervisor.PipelineView{{Name: "fleet-rollup", State: supervisor.StateRunning,
+		Partitions: &runner.PartitionsStatus{Group: "rollup", Generation: 7, Lag: 12,
+			Owned:     []runner.OwnedPartition{{Topic: "tele", Partition: 0, Lag: 12}, {Topic: "tele", Partition: 3}},
+			Restoring: []runner.RestoreStatus{{Topic: "tele", Partition: 3, From: 0, At: 1200, End: 5000, Records: 830, Since: time.Now()}}}}})
+	for _, want := range []string{"group rollup", "gen 7", "2 partitions", "lag 12", "tele[0]=12 tele[3]=0", "restoring tele[3]", "1200/5000 changelog offsets, 830 records"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("got:\n%s\nwant it to contain %q", out.String(), want)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package kafka
 import (
 	"context"
 	"fmt"
+	"sort"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -90,4 +91,27 @@ func (s *Source) ownerOffsets(override map[agent.TopicPartition]int64) map[agent
 		return override
 	}
 	return s.owner.Committable()
+}
+
+// GroupStatus returns the member's id, the group's generation and the
+// partitions consumed with their lag.
+func (s *Source) GroupStatus() agent.GroupStatus {
+	st := agent.GroupStatus{Group: s.group, Generation: -1}
+	if cl := s.cl.Load(); cl != nil && !s.direct {
+		st.MemberID, st.Generation = cl.GroupMetadata()
+	}
+	s.mu.Lock()
+	for t := range s.parts {
+		var lag int64
+		if l := s.lags[t]; l != nil {
+			lag = l.Load()
+		}
+		st.Partitions = append(st.Partitions, agent.PartitionLag{Topic: t.topic, Partition: t.partition, Lag: lag})
+	}
+	s.mu.Unlock()
+	sort.Slice(st.Partitions, func(i, j int) bool {
+		a, b := st.Partitions[i], st.Partitions[j]
+		return a.Topic < b.Topic || a.Topic == b.Topic && a.Partition < b.Partition
+	})
+	return st
 }
