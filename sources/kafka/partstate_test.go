@@ -150,7 +150,10 @@ func windowPipe(t testing.TB, name, source, state, dir string, logger *slog.Logg
 	text := "sources:\n  - kafka: " + source + "\noperators:\n" +
 		"  - decode: {format: json, time_field: ts, time_format: unix_ms}\n" +
 		"  - window: {size: 1m, aggregates: [{fn: count}, {fn: sum, field: v}]}\n" +
-		"sinks:\n  - record: {}\ncheckpoint: {interval: 100ms}\n" + state
+		"sinks:\n  - record: {}\n" + state
+	if !strings.Contains(state, "checkpoint:") {
+		text += "checkpoint: {interval: 100ms}\n"
+	}
 	spec, err := reg.ParsePipeline(name+".yaml", []byte(text), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
 	if err != nil {
 		t.Fatalf("parse: %v", err)
