@@ -556,3 +556,122 @@ func TestChangelogRestoreAfterKill(t *testing.T) {
 			len(wrong), wrong[:min(5, len(wrong))], len(extra), extra[:min(5, len(extra))], w.conflicts)
 	}
 }
+
+// child is a window agent in a process of its own (TestWindowChild).
+type child struct {
+	t      testing.TB
+	dir    string
+	cmd    *exec.Cmd
+	stderr *logBuf
+}
+
+func startChild(t testing.TB, addrs []string, dir string) *child {
+	t.Helper()
+	c := &child{t: t, dir: dir, stderr: &logBuf{}}
+	c.cmd = exec.Command(os.Args[0], "-test.run=^TestWindowChild$", "-test.v")
+	c.cmd.Env = append(os.Environ(), envWinBrokers+"="+strings.Join(addrs, ","), envWinDir+"="+dir)
+	c.cmd.Stderr = c.stderr
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.signal(syscall.SIGKILL) })
+	return c
+}
+
+// signal sends sig and waits for the process to end (SIGTERM: a clean
+// stop, the group is left and the state checkpointed).
+func (c *child) signal(sig syscall.Signal) {
+	if c.cmd == nil {
+		return
+	}
+	c.cmd.Process.Signal(sig)
+	c.cmd.Wait()
+	c.cmd = nil
+}
+
+// outputs returns what the child's file sink holds.
+func (c *child) outputs() []agent.Record {
+	return fileWindows(c.t, filepath.Join(c.dir, "out.ndjson"))
+}
+
+// TestGroupOfAgents is the scenario: three agents (processes) in
+// one group over a 12-partition topic, the kafka store, telemetry
+// streaming; one agent killed with SIGKILL mid-stream and started again
+// on its data directory, a fourth joining, one leaving; under 5 seeds,
+// which pick the agents, the moments and the readings' values. The set
+// of window outputs (by ID, with values) is exactly the input's windows,
+// as the single deterministic runner computes them: none missing, none
+// with other values, no ID with two values.
+func TestGroupOfAgents(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs four agent processes per seed")
+	}
+	for seed := range uint64(5) {
+		t.Run("seed="+strconv.FormatUint(seed, 10), func(t *testing.T) { testGroupOfAgents(t, seed) })
+	}
+}
+
+func testGroupOfAgents(t *testing.T, seed uint64) {
+	const devices, partitions = 36, 12
+	rng := rand.New(rand.NewPCG(seed*0x9e3779b97f4a7c15+1, seed^0x5851f42d4c957f2d))
+	k := testbroker.StartKafkaBrokers(t, 3, kfake.SeedTopics(partitions, "tele"))
+	prod := newTelemetry(t, k.Addrs(), "tele", devices, partitions)
+	prod.base = prod.base.Add(time.Duration(rng.IntN(60)) * time.Second)
+	var all []*child
+	start := func() *child {
+		c := startChild(t, k.Addrs(), t.TempDir())
+		all = append(all, c)
+		return c
+	}
+	restart := func(c *child) *child {
+		n := startChild(t, k.Addrs(), c.dir)
+		all = append(all, n)
+		return n
+	}
+	union := func() *windows {
+		var lists [][]agent.Record
+		seen := map[string]bool{}
+		for _, c := range all {
+			if seen[c.dir] {
+				continue // a restarted agent appends to the same file
+			}
+			seen[c.dir] = true
+			lists = append(lists, c.outputs())
+		}
+		return windowsOf(t, lists...)
+	}
+	caughtUp := func(what string) {
+		closed := prod.closed()
+		agenttest.Eventually(t, 90*time.Second, what, func() bool { return union().complete(closed) }, all[0].stderr)
+	}
+	pause := func() { <-time.After(time.Duration(rng.IntN(400)) * time.Millisecond) }
+	agents := []*child{start(), start(), start()}
+	prod.produce(30)
+	caughtUp("the windows closed so far, three agents")
+	prod.produce(6 + rng.IntN(6))
+	pause()
+	victim := rng.IntN(len(agents))
+	agents[victim].signal(syscall.SIGKILL)
+	prod.produce(20)
+	agents[victim] = restart(agents[victim])
+	caughtUp("the windows closed so far, after the kill")
+	prod.produce(6 + rng.IntN(6))
+	agents = append(agents, start())
+	pause()
+	prod.produce(20)
+	leaver := rng.IntN(len(agents))
+	agents[leaver].signal(syscall.SIGTERM)
+	prod.produce(20)
+	want := prod.close()
+	agenttest.Eventually(t, 120*time.Second, "every window in a sink", func() bool { return union().complete(want) }, all[0].stderr)
+	for _, c := range agents {
+		c.signal(syscall.SIGTERM)
+	}
+	w := union()
+	missing, wrong, extra := w.compare(want)
+	t.Logf("seed %d: %d windows; killed agent %d, agent %d left; duplicates %d (same ID and values)", seed, len(want), victim, leaver, w.dups)
+	if len(missing) > 0 || len(wrong) > 0 || len(extra) > 0 || len(w.conflicts) > 0 {
+		t.Errorf("missing %d %v\nwrong %d %v\nextra %d %v\nconflicts %v", len(missing), missing[:min(5, len(missing))],
+			len(wrong), wrong[:min(5, len(wrong))], len(extra), extra[:min(5, len(extra))], w.conflicts)
+	}
+}
