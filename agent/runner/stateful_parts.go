@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pspf/pspf-edge/agent"
@@ -59,6 +60,7 @@ type partStage struct {
 	warned                  bool // a record without the partition fields was logged
 	notOwned, replayed, bad *agent.Counter
 	owned                   *agent.Counter
+	nOwned                  atomic.Int64 // len(chains), for the gauge
 
 	// counters are the operators' counters, shared by every partition's
 	// instances, for status.
@@ -127,11 +129,7 @@ func (s *statefulStage) partitioned() error {
 	for _, c := range s.specs {
 		s.pt.counters = append(s.pt.counters, statefulOp{opRun: newOpRun(c.Name, nil, s.env(c))})
 	}
-	m.Gauge("pspf_state_partitions", func() float64 {
-		s.pt.cmu.Lock()
-		defer s.pt.cmu.Unlock()
-		return float64(len(s.pt.committable))
-	}, "pipeline", name)
+	m.Gauge("pspf_state_partitions", func() float64 { return float64(s.pt.nOwned.Load()) }, "pipeline", name)
 	if store == StoreKafka {
 		cs, ok := src.(agent.ChangelogSource)
 		if !ok {
@@ -208,6 +206,7 @@ func (s *statefulStage) Assigned(ctx context.Context, parts []agent.TopicPartiti
 			}
 			s.mu.Lock()
 			s.pt.chains[t] = pc
+			s.pt.nOwned.Store(int64(len(s.pt.chains)))
 			s.mu.Unlock()
 			s.pt.owned.Inc()
 		}
@@ -280,6 +279,7 @@ func (s *statefulStage) Revoked(ctx context.Context, parts []agent.TopicPartitio
 	for _, t := range parts {
 		delete(s.pt.chains, t)
 	}
+	s.pt.nOwned.Store(int64(len(s.pt.chains)))
 	s.mu.Unlock()
 	s.pt.cmu.Lock()
 	defer s.pt.cmu.Unlock()

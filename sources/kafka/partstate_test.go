@@ -319,6 +319,9 @@ func testPartitionStateRebalance(t *testing.T, store string) {
 	want := prod.close()
 	agenttest.Eventually(t, 60*time.Second, "every window in a sink", func() bool { return collectWindows(t, a.sink, b.sink).complete(want) }, logsA)
 	agenttest.Eventually(t, 30*time.Second, "a's status: every partition, lag 0, each checkpointed", func() bool {
+		if a.metric(`pspf_state_partitions{pipeline="rollup"}`) != partitions {
+			return false
+		}
 		st := a.p.Status().Partitions
 		if st == nil || len(st.Owned) != partitions || st.Lag != 0 {
 			return false
@@ -337,6 +340,9 @@ func testPartitionStateRebalance(t *testing.T, store string) {
 	if len(missing) > 0 || len(wrong) > 0 || len(extra) > 0 || len(w.conflicts) > 0 {
 		t.Errorf("missing %d %v\nwrong %d %v\nextra %d %v\nconflicts %v", len(missing), missing[:min(5, len(missing))],
 			len(wrong), wrong[:min(5, len(wrong))], len(extra), extra[:min(5, len(extra))], w.conflicts)
+	}
+	if got := a.metric(`pspf_state_partitions{pipeline="rollup"}`); got != 0 {
+		t.Errorf("a: pspf_state_partitions %v after it stopped, want 0 (its partitions let go)", got)
 	}
 	if got := a.metric(`pspf_kafka_source_rebalances_total{pipeline="rollup",component="kafka",event="revoked"}`); got < 1 {
 		t.Errorf("a: got %v revokes, want at least 1 (b joined)\n%s", got, logsA)
