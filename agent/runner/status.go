@@ -79,7 +79,7 @@ type OwnedPartition struct {
 // StateStoreStatus describes a pipeline's state store, as of the stateful
 // stage's last timer tick (at most about 100 ms old while it runs).
 type StateStoreStatus struct {
-	// Store is "bbolt" (state.db) or "memory".
+	// Store is "bbolt" (state.db), "memory" or "kafka" (a changelog, state.db its cache).
 	Store string `json:"store"`
 	// Bytes is the state held in memory, charged as the budget counts it:
 	// the cache in front of state.db, or all of a memory store's state.
