@@ -895,3 +895,11 @@ func (s *Supervisor) Ready() (bool, string) {
 	}
 	return true, ""
 }
+
+// ValidatePipeline parses and validates one pipeline file's content as the
+// supervisor would before running it, with the agent's current defaults.
+// A fleet bundle's files are checked with it before they are written.
+func (s *Supervisor) ValidatePipeline(file string, data []byte) error {
+	_, err := s.d.Registry.ParsePipeline(file, data, s.config().Defaults)
+	return err
+}

@@ -42,6 +42,7 @@ func commands() []command {
 		{"test", "run a pipeline over an input file with a virtual clock and compare with the expected output", cmdTest},
 		{"schema", "print the JSON Schema of the pipeline file format", cmdSchema},
 		{"buffer", "inspect, verify, dump or drop a buffer directory; redrive dead letters", cmdBuffer},
+		{"fleet", "manage a fleet: keys, signed pipeline bundles", cmdFleet},
 		{"status", "show the running agent's pipelines (admin API)", cmdStatus},
 		{"version", "print version, commit, Go version and platform", cmdVersion},
 	}

@@ -1,0 +1,57 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/pspf/pspf-edge/agent/fleet"
+)
+
+const fleetPipe = "sources:\n  - simulate: {sensors: 1, rate: 1}\nsinks:\n  - console: {}\n"
+
+// keygen and sign make a bundle an agent holding the public key accepts.
+func TestFleetKeygenSign(t *testing.T) {
+	dir := t.TempDir()
+	prefix := filepath.Join(dir, "k")
+	if code, out, errs := run(t, "fleet", "keygen", "-o", prefix); code != exitOK || !strings.Contains(out, "key ") {
+		t.Fatalf("keygen: got %d, %q, %q", code, out, errs)
+	}
+	if st, err := os.Stat(prefix + ".key"); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("private key: got %v, %v; want mode 0600", st, err)
+	}
+	if code, _, errs := run(t, "fleet", "keygen", "-o", prefix); code != exitProblem || !strings.Contains(errs, "exists") {
+		t.Errorf("keygen over an existing key: got %d, %q; want exit 1, not overwritten", code, errs)
+	}
+	pipes := filepath.Join(dir, "pipes")
+	os.Mkdir(pipes, 0o750)
+	os.WriteFile(filepath.Join(pipes, "a.yaml"), []byte(fleetPipe), 0o640)
+	os.WriteFile(filepath.Join(pipes, "README.md"), []byte("not a pipeline"), 0o640)
+	out := filepath.Join(dir, "b.bundle")
+	if code, stdout, errs := run(t, "fleet", "sign", pipes, "--key", prefix+".key", "-o", out, "--version", "42"); code != exitOK {
+		t.Fatalf("sign: got %d, %q, %q", code, stdout, errs)
+	}
+	keys, err := fleet.LoadKeyring([]string{prefix + ".pub"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := os.ReadFile(out)
+	b, err := fleet.Decode(raw, keys)
+	if err != nil || b.Version != 42 || len(b.Files) != 1 || b.Files[0].Name != "a.yaml" {
+		t.Fatalf("decoded: got %+v, %v; want version 42 with a.yaml", b, err)
+	}
+	// The private key never appears in the bundle or the output.
+	key, _ := os.ReadFile(prefix + ".key")
+	if strings.Contains(string(raw), strings.Split(string(key), "\n")[1]) {
+		t.Error("the bundle holds the private key")
+	}
+	// An invalid file is not signed.
+	os.WriteFile(filepath.Join(pipes, "bad.yaml"), []byte("sources: []\n"), 0o640)
+	if code, _, errs := run(t, "fleet", "sign", pipes, "--key", prefix+".key", "-o", filepath.Join(dir, "c.bundle")); code != exitProblem || !strings.Contains(errs, "bad.yaml") {
+		t.Errorf("sign with an invalid file: got %d, %q; want exit 1 naming bad.yaml", code, errs)
+	}
+	if code, _, _ := run(t, "fleet", "sign", pipes); code != exitUsage {
+		t.Errorf("sign without --key: got %d, want %d", code, exitUsage)
+	}
+}
