@@ -64,6 +64,13 @@ type AgentConfig struct {
 	MaxProcs int `yaml:"max_procs" doc:"CPUs that run the agent's code at once (GOMAXPROCS); 0: all; GOMAXPROCS wins"`
 	// Defaults apply to every pipeline that does not set its own.
 	Defaults Defaults `yaml:"defaults"`
+	// Labels describe the agent to its fleet (site: plant-3, role:
+	// boiler): a bundle pushed to LABEL/VALUE reaches every agent with
+	// that label. Read at start.
+	Labels map[string]string `yaml:"labels" doc:"labels of this agent in its fleet (site: plant-3): bundles pushed to site/plant-3 reach it; read at start"`
+	// Fleet is the fleet section (agent/fleet.Config), decoded by the
+	// fleet package; absent, the agent takes no bundles. Read at start.
+	Fleet agent.Node `yaml:"fleet" doc:"where signed pipeline bundles come from (docs/fleet.md); read at start"`
 }
 
 // DefaultMemoryLimit and DefaultGCPercent are the defaults of memory_limit

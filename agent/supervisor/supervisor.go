@@ -356,6 +356,7 @@ func (s *Supervisor) reloadAgentConfig(force bool) {
 	next.DataDir, next.Admin, next.PipelinesDir, next.Name, next.Log.Format = prev.DataDir, prev.Admin, prev.PipelinesDir, prev.Name, prev.Log.Format
 	next.Admin.Token = token
 	next.MemoryLimit, next.GCPercent = prev.MemoryLimit, prev.GCPercent
+	next.Labels, next.Fleet = prev.Labels, prev.Fleet
 	s.cfg = next
 	s.mu.Unlock()
 	if next.Log.Level != prev.Log.Level {
@@ -405,6 +406,12 @@ func liveChanges(a, b runner.AgentConfig) []string {
 // restartNeeded lists the settings that differ and cannot change live.
 func restartNeeded(a, b runner.AgentConfig) []string {
 	var out []string
+	if !maps.Equal(a.Labels, b.Labels) {
+		out = append(out, "labels")
+	}
+	if canonical(a.Fleet) != canonical(b.Fleet) {
+		out = append(out, "fleet")
+	}
 	if a.DataDir != b.DataDir {
 		out = append(out, "data_dir")
 	}
@@ -902,4 +909,12 @@ func (s *Supervisor) Ready() (bool, string) {
 func (s *Supervisor) ValidatePipeline(file string, data []byte) error {
 	_, err := s.d.Registry.ParsePipeline(file, data, s.config().Defaults)
 	return err
+}
+
+// canonical returns a config node's content in a canonical form, to tell
+// whether it changed.
+func canonical(n agent.Node) string {
+	var b strings.Builder
+	n.WriteCanonical(&b)
+	return b.String()
 }

@@ -1,13 +1,16 @@
 package main
 
 import (
+	"context"
 	"crypto/ed25519"
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/pspf/pspf-edge/agent"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/pspf/pspf-edge/agent/fleet"
@@ -16,7 +19,7 @@ import (
 )
 
 func fleetUsage(w io.Writer) {
-	fmt.Fprintln(w, `Usage: pspf-edge fleet keygen|sign ...
+	fmt.Fprintln(w, `Usage: pspf-edge fleet keygen|sign|push ...
 
   keygen [-o PREFIX]                   a new ed25519 key pair: PREFIX.key (private,
                                        mode 0600, never leaves the signing machine)
@@ -27,6 +30,13 @@ func fleetUsage(w io.Writer) {
                                        as a bundle; N must grow from one bundle to the
                                        next (default: the Unix time in seconds). Each
                                        file is validated first, as an agent would
+
+  push BUNDLE --to TARGET [--to TARGET...] -c AGENT_FILE [--timeout 30s]
+                                       publish the bundle for TARGET (all, name/NAME,
+                                       LABEL/VALUE) over the channel of AGENT_FILE's
+                                       fleet section: a retained MQTT message, a
+                                       compacted Kafka record keyed by TARGET, or an
+                                       HTTPS PUT to its URL
 
 docs/fleet.md describes bundles, channels and rollbacks.`)
 }
@@ -44,6 +54,8 @@ func cmdFleet(args []string, stdout, stderr io.Writer) int {
 		return fleetKeygen(args[1:], stdout, stderr)
 	case "sign":
 		return fleetSign(args[1:], stdout, stderr)
+	case "push":
+		return fleetPush(args[1:], stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "pspf-edge fleet: unknown command %q\n\n", args[0])
 	fleetUsage(stderr)
@@ -147,5 +159,71 @@ func fleetSign(args []string, stdout, stderr io.Writer) int {
 		return exitProblem
 	}
 	fmt.Fprintf(stdout, "bundle %s: version %d, %d files, key %s, %d bytes\n", *out, *version, len(files), fleet.KeyID(key.Public().(ed25519.PublicKey)), len(bundle))
+	return exitOK
+}
+
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+func fleetPush(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("fleet push", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fleetUsage(stderr) }
+	var targets listFlag
+	fs.Var(&targets, "to", "target: all, name/NAME or LABEL/VALUE (repeatable)")
+	cfgPath := fs.String("c", "", "agent file whose fleet section names the channel")
+	timeout := fs.Duration("timeout", 30*time.Second, "how long the push may take")
+	if err := parseFlags(fs, args); err != nil {
+		return usageExit(err)
+	}
+	if fs.NArg() != 1 || len(targets) == 0 || *cfgPath == "" {
+		fleetUsage(stderr)
+		return exitUsage
+	}
+	for _, t := range targets {
+		if err := fleet.CheckTarget(t); err != nil {
+			fmt.Fprintln(stderr, err)
+			return exitUsage
+		}
+	}
+	cfg, err := loadAgentConfig(*cfgPath)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitProblem
+	}
+	fc, _ := fleetConfig(cfg)
+	if fc == nil {
+		fmt.Fprintf(stderr, "fleet push: %s has no fleet section\n", *cfgPath)
+		return exitProblem
+	}
+	raw, err := os.ReadFile(fs.Arg(0))
+	if err != nil {
+		fmt.Fprintf(stderr, "fleet push: %v\n", err)
+		return exitProblem
+	}
+	// Only a signed bundle is worth sending: the agents check the key.
+	if _, err := fleet.Decode(raw, nil); !errors.Is(err, fleet.ErrUnknownKey) {
+		fmt.Fprintf(stderr, "fleet push: %s: not a signed bundle: %v\n", fs.Arg(0), err)
+		return exitProblem
+	}
+	secrets := new(agent.Secrets)
+	secrets.Add(agent.SecretValues(fc)...)
+	p, err := fleet.NewPublisher(*fc, fleet.Deps{Name: cfg.Name, Secrets: secrets})
+	if err != nil {
+		fmt.Fprintln(stderr, secrets.Text(err.Error()))
+		return exitProblem
+	}
+	defer p.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	for _, t := range targets {
+		if err := p.Push(ctx, t, raw); err != nil {
+			fmt.Fprintf(stderr, "fleet push: to %s: %s\n", t, secrets.Text(err.Error()))
+			return exitFailure
+		}
+		fmt.Fprintf(stdout, "pushed %s to %s over %s\n", filepath.Base(fs.Arg(0)), t, fc.Channel)
+	}
 	return exitOK
 }

@@ -39,7 +39,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	adminSet := false
 	fs.Visit(func(f *flag.Flag) { adminSet = adminSet || f.Name == "admin" })
 	load := func() (runner.AgentConfig, error) {
-		cfg, err := runner.LoadAgentConfig(*cfgPath)
+		cfg, err := loadAgentConfig(*cfgPath)
 		if err != nil {
 			return cfg, err
 		}
@@ -222,6 +222,12 @@ func runAgent(ctx context.Context, o runOptions) error {
 		Registry: o.Registry, Metrics: metrics, Logger: o.Logger, Level: o.Level, Poll: o.Poll,
 		Notify: notify, Watchdog: watchdog, Secrets: o.Secrets,
 	})
+	// The fleet's applier finishes a bundle a crash interrupted before the
+	// supervisor reads the pipelines.
+	fl, _, err := newFleet(cfg, sup, metrics, o.Logger, o.Secrets)
+	if err != nil {
+		return err
+	}
 	stopAdmin, adminAddr, err := startAdmin(cfg.Admin, adminHandler(sup, metrics, o.Logger), o.Logger)
 	if err != nil {
 		return err
@@ -257,7 +263,12 @@ func runAgent(ctx context.Context, o runOptions) error {
 		releaseExecutablePages(o.Logger)
 	}}
 	pages.Go(func() { bursts.run(pagesCtx, burstCheckInterval) })
+	var fleetWG sync.WaitGroup
+	fleetCtx, stopFleet := context.WithCancel(ctx)
+	fleetWG.Go(func() { runFleet(fleetCtx, fl, o.Logger) })
 	err = sup.Run(ctx, o.Hup)
+	stopFleet()
+	fleetWG.Wait()
 	o.Logger.Info("agent stopped")
 	return err
 }

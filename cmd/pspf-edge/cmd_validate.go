@@ -26,7 +26,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return exitUsage
 	}
-	cfg, err := runner.LoadAgentConfig(*cfgPath)
+	cfg, err := loadAgentConfig(*cfgPath)
 	bad := 0
 	if err != nil {
 		fmt.Fprintln(stderr, err)
