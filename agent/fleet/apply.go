@@ -57,8 +57,9 @@ type ApplierConfig struct {
 // where the supervisor's hot reload picks them up. It keeps the previous
 // bundle, to go back to (Rollback). It is safe for concurrent use.
 type Applier struct {
-	c       ApplierConfig
-	applied *agent.Counter
+	c         ApplierConfig
+	applied   *agent.Counter
+	rollbacks *agent.Counter
 
 	mu         sync.Mutex
 	st         state
@@ -87,6 +88,10 @@ type state struct {
 	// current bundle was applied, not restored.
 	RolledBack       uint64 `json:"rolled_back,omitempty"`
 	RolledBackReason string `json:"rolled_back_reason,omitempty"`
+	// Healthy is the last version whose pipelines all came up within the
+	// grace period: a current version above it is still on trial, also
+	// after a restart.
+	Healthy uint64 `json:"healthy,omitempty"`
 }
 
 // applied is one bundle as written: its version, identity and the SHA-256
@@ -119,7 +124,8 @@ func NewApplier(c ApplierConfig) *Applier {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
-	a := &Applier{c: c, applied: c.Metrics.Counter("pspf_fleet_bundles_applied_total")}
+	a := &Applier{c: c, applied: c.Metrics.Counter("pspf_fleet_bundles_applied_total"),
+		rollbacks: c.Metrics.Counter("pspf_fleet_rollbacks_total")}
 	c.Metrics.Gauge("pspf_fleet_bundle_version", func() float64 { return float64(a.Version()) })
 	return a
 }
@@ -183,6 +189,9 @@ type Status struct {
 	RolledBack       uint64   `json:"rolled_back_from,omitempty"`
 	RolledBackReason string   `json:"rolled_back_reason,omitempty"`
 	LastRefused      *Refusal `json:"last_refused,omitempty"`
+	// OnTrial says the current bundle's pipelines have not all come up
+	// yet: it is rolled back if they do not within the grace period.
+	OnTrial bool `json:"on_trial,omitempty"`
 }
 
 // Status returns the applier's status.
@@ -190,7 +199,7 @@ func (a *Applier) Status() Status {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	st := Status{Version: a.st.Current.Version, Hash: a.st.Current.Hash, PreviousVersion: a.st.Previous.Version,
-		RolledBack: a.st.RolledBack, RolledBackReason: a.st.RolledBackReason}
+		RolledBack: a.st.RolledBack, RolledBackReason: a.st.RolledBackReason, OnTrial: a.onTrialLocked()}
 	if a.lastRefuse != nil {
 		r := *a.lastRefuse
 		st.LastRefused = &r
@@ -380,6 +389,7 @@ func (a *Applier) writeLocked(b *Bundle, raw []byte, newer bool, rolledBack stri
 	if !newer && rolledBack != "" {
 		next.Previous = applied{}
 		next.RolledBack, next.RolledBackReason = a.st.Current.Version, rolledBack
+		next.Healthy = b.Version
 	}
 	next.Current = cur
 	next.Highest = max(next.Highest, b.Version)
@@ -407,4 +417,106 @@ func (a *Applier) writeLocked(b *Bundle, raw []byte, newer bool, rolledBack stri
 func hashOf(b []byte) string {
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
+}
+
+func (a *Applier) onTrialLocked() bool {
+	return a.st.Current.Version != 0 && a.st.Current.Version != a.st.Healthy && a.st.RolledBackReason == ""
+}
+
+// Trial returns the version on trial and its pipelines (name -> SHA-256
+// of its file), or 0 if the current bundle is proven or restored.
+func (a *Applier) Trial() (uint64, map[string]string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.onTrialLocked() {
+		return 0, nil
+	}
+	pipes := map[string]string{}
+	for name, h := range a.st.Current.Files {
+		pipes[runner.PipelineName(name)] = h
+	}
+	return a.st.Current.Version, pipes
+}
+
+// Healthy records that version's pipelines all came up: it is no longer
+// on trial.
+func (a *Applier) Healthy(version uint64) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.st.Current.Version != version {
+		return nil // superseded
+	}
+	next := a.st
+	next.Healthy = version
+	if err := a.saveStateLocked(next); err != nil {
+		return err
+	}
+	a.c.Logger.Info("fleet: bundle running: every pipeline is up", "version", version)
+	return nil
+}
+
+func (a *Applier) saveStateLocked(next state) error {
+	b, err := json.Marshal(next)
+	if err != nil {
+		return fmt.Errorf("fleet: state: %w", err)
+	}
+	if err := atomicfile.WriteDurable(filepath.Join(a.c.StateDir, stateFile), b, 0o600); err != nil {
+		return fmt.Errorf("fleet: state: %w", err)
+	}
+	a.st = next
+	return nil
+}
+
+// Rollback brings the previous bundle back because version failed
+// (reason): its files are written again, those of version only removed,
+// and version stays the highest seen, so that it is not applied again
+// when its message comes again. Files edited locally since version was
+// written are a conflict, handled as on_conflict says. A rollback is
+// logged, counted (pspf_fleet_rollbacks_total) and shown in Status. It
+// does nothing if version is no longer the current bundle.
+func (a *Applier) Rollback(version uint64, reason string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.st.Current.Version != version {
+		return nil
+	}
+	err := a.rollbackLocked(version, reason)
+	if err != nil {
+		// Nothing to go back to: the failed bundle stays, and says so.
+		next := a.st
+		next.RolledBackReason = reason + "; not rolled back: " + err.Error()
+		if serr := a.saveStateLocked(next); serr != nil {
+			err = errors.Join(err, serr)
+		}
+		a.c.Logger.Error("fleet: bundle failed and cannot be rolled back; it stays", "version", version, "reason", reason, "err", err)
+		return err
+	}
+	a.rollbacks.Inc()
+	a.c.Logger.Warn("fleet: bundle rolled back: the previous bundle runs again", "version", version, "restored_version", a.st.Current.Version, "reason", reason)
+	return nil
+}
+
+func (a *Applier) rollbackLocked(version uint64, reason string) error {
+	if a.st.Previous.Version == 0 {
+		return errors.New("no previous bundle")
+	}
+	raw, err := os.ReadFile(filepath.Join(a.c.StateDir, previousFile))
+	if err != nil {
+		return fmt.Errorf("previous bundle: %w", err)
+	}
+	b, err := Decode(raw, a.c.Keys)
+	if err != nil {
+		return fmt.Errorf("previous bundle: %w", err)
+	}
+	conflicts, err := a.conflictsLocked(b)
+	if err != nil {
+		return err
+	}
+	if len(conflicts) > 0 {
+		if a.c.OnConflict != ConflictBundle {
+			return fmt.Errorf("edited on this gateway since version %d was written, and on_conflict is local: %s", version, strings.Join(conflicts, ", "))
+		}
+		a.c.Logger.Warn("fleet: files edited on this gateway are overwritten by the rollback (on_conflict: bundle)", "files", strings.Join(conflicts, ", "))
+	}
+	return a.writeLocked(b, raw, false, reason)
 }

@@ -88,7 +88,9 @@ func runFleetAgent(t *testing.T, c Config, keys Keyring, name string, labels map
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- NewAgent(e.a, ch, Targets(name, labels), e.log.Logger(slog.LevelDebug)).Run(ctx) }()
+	go func() {
+		done <- NewAgent(AgentConfig{Applier: e.a, Channel: ch, Targets: Targets(name, labels), Logger: e.log.Logger(slog.LevelDebug)}).Run(ctx)
+	}()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {

@@ -918,3 +918,44 @@ func canonical(n agent.Node) string {
 	n.WriteCanonical(&b)
 	return b.String()
 }
+
+// Health reports whether the pipeline called name runs the file content
+// whose SHA-256 is hash (hex) and every one of its sources and sinks has
+// connected once: a fleet bundle's pipeline counts as up then. If not, why
+// says what is missing (not loaded yet, another config running and the
+// reload error that kept it, not connected yet, a setup error).
+func (s *Supervisor) Health(name, hash string) (ok bool, why string) {
+	s.mu.Lock()
+	m := s.pipes[name]
+	if m == nil {
+		s.mu.Unlock()
+		return false, "not loaded yet"
+	}
+	g, spec, reloadErr := m.run, m.spec, m.reloadErr
+	s.mu.Unlock()
+	switch {
+	case spec == nil || spec.Hash != hash:
+		if reloadErr != "" {
+			return false, "not running this config: " + reloadErr
+		}
+		return false, "not running this config yet"
+	case g == nil || !g.alive():
+		if reloadErr != "" {
+			return false, "not running: " + reloadErr
+		}
+		return false, "not running"
+	}
+	select {
+	case <-g.p.Started():
+	default:
+		st := g.p.Status()
+		if st.LastError != "" {
+			return false, "not every source and sink has connected: " + s.d.Secrets.Text(st.LastError)
+		}
+		return false, "not every source and sink has connected yet"
+	}
+	if err := g.p.SetupErr(); err != nil {
+		return false, "setup error: " + s.d.Secrets.Text(err.Error())
+	}
+	return true, ""
+}

@@ -61,7 +61,8 @@ func newFleet(cfg runner.AgentConfig, sup *supervisor.Supervisor, metrics *runne
 	if err != nil {
 		return nil, nil, err
 	}
-	return fleet.NewAgent(ap, ch, fleet.Targets(cfg.Name, cfg.Labels), log), ap, nil
+	return fleet.NewAgent(fleet.AgentConfig{Applier: ap, Channel: ch, Targets: fleet.Targets(cfg.Name, cfg.Labels),
+		Health: sup.Health, GracePeriod: fc.GracePeriod, Logger: log}), ap, nil
 }
 
 // runFleet runs f until ctx is done; f nil runs nothing.

@@ -31,7 +31,7 @@ type fleetAgent struct {
 func newFleetAgent(t *testing.T, bin, name, fleetYAML string, labels string) *fleetAgent {
 	dir := t.TempDir()
 	os.Mkdir(filepath.Join(dir, "pipelines"), 0o750)
-	cfg := fmt.Sprintf("name: %s\ndata_dir: %s\npipelines_dir: %s\nadmin: {address: \"\"}\nreload_debounce: 50ms\nlabels: {%s}\nfleet:\n%s",
+	cfg := fmt.Sprintf("name: %s\ndata_dir: %s\npipelines_dir: %s\nadmin: {address: \"\"}\nreload_debounce: 50ms\nremoved_drain_timeout: 1s\nlabels: {%s}\nfleet:\n%s",
 		name, filepath.Join(dir, "data"), filepath.Join(dir, "pipelines"), labels, fleetYAML)
 	if err := os.WriteFile(filepath.Join(dir, "agent.yaml"), []byte(cfg), 0o640); err != nil {
 		t.Fatal(err)
@@ -120,7 +120,8 @@ func TestFleetKafka(t *testing.T) {
 // all of them and each runs the new bundle; an agent stopped during a push
 // applies it when it starts; a bad signature, an older version and a
 // bundle with an invalid file are refused by every agent with the reason
-// in its log, and the bundle running stays.
+// in its log, and the bundle running stays; a bundle whose pipeline
+// cannot connect is rolled back to the one before it.
 func fleetSuite(t *testing.T, channel string) {
 	const n = 20
 	bin := buildBinary(t, t.TempDir(), "amd64", "")
@@ -128,7 +129,7 @@ func fleetSuite(t *testing.T, channel string) {
 	if code, _, errs := run(t, "fleet", "keygen", "-o", filepath.Join(keys, "fleet")); code != exitOK {
 		t.Fatal(errs)
 	}
-	fleetYAML := channel + fmt.Sprintf("  public_keys: [%s]\n", filepath.Join(keys, "fleet.pub"))
+	fleetYAML := channel + fmt.Sprintf("  public_keys: [%s]\n  grace_period: 3s\n", filepath.Join(keys, "fleet.pub"))
 	pushCfg := filepath.Join(t.TempDir(), "push.yaml")
 	os.WriteFile(pushCfg, []byte("fleet:\n"+fleetYAML), 0o640)
 	key := filepath.Join(keys, "fleet.key")
@@ -195,13 +196,23 @@ func fleetSuite(t *testing.T, channel string) {
 			return strings.Contains(a.logs.String(), "bundle refused") && strings.Contains(a.logs.String(), "reason="+c.reason)
 		})
 	}
+	// A bundle whose pipeline cannot connect (no broker on that port) is
+	// rolled back when the grace period ends.
+	unreachable := fmt.Sprintf("sources:\n  - simulate: {sensors: 1, rate: 1}\nsinks:\n  - mqtt: {broker: \"tcp://127.0.0.1:%d\", topic: t}\n", testbroker.FreePort(t))
+	pushTo(signDir(t, key, 12, map[string]string{"a.yaml": fleetPipeline(12), "up.yaml": unreachable}), "all")
+	waitAll(t, agents, "rolling version 12 back", func(a *fleetAgent) bool {
+		return strings.Contains(a.logs.String(), "bundle rolled back")
+	})
 	for i, a := range agents {
 		want := fleetPipeline(2)
 		if i%2 == 1 {
 			want = fleetPipeline(3)
 		}
 		if got, _ := os.ReadFile(filepath.Join(a.dir, "pipelines", "a.yaml")); !bytes.Equal(got, []byte(want)) {
-			t.Errorf("%s: a.yaml after the refusals: got %q, want %q", a.name, got, want)
+			t.Errorf("%s: a.yaml after the refusals and the rollback: got %q, want %q", a.name, got, want)
+		}
+		if _, err := os.Stat(filepath.Join(a.dir, "pipelines", "up.yaml")); err == nil {
+			t.Errorf("%s: up.yaml still there after the rollback", a.name)
 		}
 	}
 	priv, _ := os.ReadFile(key)
