@@ -35,6 +35,8 @@ type Config struct {
 	HTTPS       HTTPSConfig   `yaml:"https" doc:"channel https: the URL polled"`
 	MQTT        MQTTConfig    `yaml:"mqtt" doc:"channel mqtt: the broker and topics"`
 	Kafka       KafkaConfig   `yaml:"kafka" doc:"channel kafka: the cluster and topic"`
+	// Heartbeat sends the agent's status upstream; without a sink, none.
+	Heartbeat HeartbeatConfig `yaml:"heartbeat" doc:"the agent's status, sent every interval and on every change through a sink"`
 }
 
 // HTTPSConfig is the https channel: one URL per target, polled.
@@ -80,7 +82,7 @@ const (
 func DefaultConfig() Config {
 	return Config{OnConflict: ConflictLocal, GracePeriod: DefaultGracePeriod,
 		HTTPS: HTTPSConfig{Interval: DefaultPollInterval}, MQTT: MQTTConfig{Topic: DefaultMQTTTopic},
-		Kafka: KafkaConfig{Topic: DefaultKafkaTopic}}
+		Kafka: KafkaConfig{Topic: DefaultKafkaTopic}, Heartbeat: HeartbeatConfig{Interval: DefaultHeartbeatInterval}}
 }
 
 // Validate checks the rules across fields.

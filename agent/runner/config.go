@@ -742,3 +742,17 @@ func IsPipelineFile(name string) bool {
 	ext := filepath.Ext(name)
 	return ext == ".yaml" || ext == ".yml"
 }
+
+// ParseSink decodes one sink entry (`{mqtt: {...}, retry: {...}}`) found
+// outside a pipeline file, such as the fleet heartbeat's sink in the agent
+// file. The error lists every problem of n's document.
+func (r *Registry) ParseSink(n agent.Node) (*ComponentSpec, error) {
+	list := decodeList([]agent.Node{n}, "sink", r.Sinks, true)
+	if errs := n.Errors(); errs != nil {
+		return nil, errs
+	}
+	if len(list) != 1 {
+		return nil, fmt.Errorf("config: %s: not a sink entry", n.Path())
+	}
+	return &list[0], nil
+}

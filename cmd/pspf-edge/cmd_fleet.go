@@ -19,7 +19,7 @@ import (
 )
 
 func fleetUsage(w io.Writer) {
-	fmt.Fprintln(w, `Usage: pspf-edge fleet keygen|sign|push ...
+	fmt.Fprintln(w, `Usage: pspf-edge fleet keygen|sign|push|status ...
 
   keygen [-o PREFIX]                   a new ed25519 key pair: PREFIX.key (private,
                                        mode 0600, never leaves the signing machine)
@@ -37,6 +37,12 @@ func fleetUsage(w io.Writer) {
                                        fleet section: a retained MQTT message, a
                                        compacted Kafka record keyed by TARGET, or an
                                        HTTPS PUT to its URL
+  status -c AGENT_FILE [--json] [--wait 3s]
+                                       every agent's latest heartbeat, read from where
+                                       AGENT_FILE's fleet.heartbeat.sink sends them
+                                       (MQTT retained topic, or a Kafka topic): last
+                                       seen, versions, pipelines, backlog, outage,
+                                       rollbacks and refusals
 
 docs/fleet.md describes bundles, channels and rollbacks.`)
 }
@@ -56,6 +62,8 @@ func cmdFleet(args []string, stdout, stderr io.Writer) int {
 		return fleetSign(args[1:], stdout, stderr)
 	case "push":
 		return fleetPush(args[1:], stdout, stderr)
+	case "status":
+		return fleetStatus(args[1:], stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "pspf-edge fleet: unknown command %q\n\n", args[0])
 	fleetUsage(stderr)

@@ -224,7 +224,11 @@ func runAgent(ctx context.Context, o runOptions) error {
 	})
 	// The fleet's applier finishes a bundle a crash interrupted before the
 	// supervisor reads the pipelines.
-	fl, _, err := newFleet(cfg, sup, metrics, o.Logger, o.Secrets)
+	fl, ap, err := newFleet(cfg, sup, metrics, o.Logger, o.Secrets)
+	if err != nil {
+		return err
+	}
+	hb, err := newHeartbeats(cfg, o.Registry, sup, ap, metrics, o.Logger, o.Secrets)
 	if err != nil {
 		return err
 	}
@@ -265,7 +269,7 @@ func runAgent(ctx context.Context, o runOptions) error {
 	pages.Go(func() { bursts.run(pagesCtx, burstCheckInterval) })
 	var fleetWG sync.WaitGroup
 	fleetCtx, stopFleet := context.WithCancel(ctx)
-	fleetWG.Go(func() { runFleet(fleetCtx, fl, o.Logger) })
+	fleetWG.Go(func() { runFleet(fleetCtx, fl, hb, o.Logger) })
 	err = sup.Run(ctx, o.Hup)
 	stopFleet()
 	fleetWG.Wait()

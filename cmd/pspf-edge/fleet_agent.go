@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"reflect"
+	"sync"
 
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/fleet"
@@ -19,10 +21,30 @@ func loadAgentConfig(path string) (runner.AgentConfig, error) {
 	if err != nil {
 		return cfg, err
 	}
-	if _, err := fleetConfig(cfg); err != nil {
+	fc, err := fleetConfig(cfg)
+	if err != nil {
+		return cfg, err
+	}
+	if _, err := heartbeatSink(fc, newRegistry()); err != nil {
 		return cfg, err
 	}
 	return cfg, nil
+}
+
+// heartbeatSink parses the heartbeat's sink; nil if there is none. Its
+// encoding must be raw: a heartbeat is a JSON document of its own.
+func heartbeatSink(fc *fleet.Config, reg *runner.Registry) (*runner.ComponentSpec, error) {
+	if fc == nil || !fc.Heartbeat.Sink.Present() {
+		return nil, nil
+	}
+	spec, err := reg.ParseSink(fc.Heartbeat.Sink)
+	if err != nil {
+		return nil, err
+	}
+	if enc := reflect.ValueOf(spec.Config).Elem().FieldByName("Encoding"); enc.IsValid() && enc.Kind() == reflect.String && enc.String() != "raw" {
+		return nil, fmt.Errorf("%s: encoding must be raw for heartbeats (a heartbeat is a JSON document), got %q", spec.Place, enc.String())
+	}
+	return spec, nil
 }
 
 // fleetConfig returns the agent file's fleet section; nil if it has none.
@@ -65,12 +87,36 @@ func newFleet(cfg runner.AgentConfig, sup *supervisor.Supervisor, metrics *runne
 		Health: sup.Health, GracePeriod: fc.GracePeriod, Logger: log}), ap, nil
 }
 
-// runFleet runs f until ctx is done; f nil runs nothing.
-func runFleet(ctx context.Context, f *fleet.Agent, log *slog.Logger) {
-	if f == nil {
-		return
+// newHeartbeats returns the agent's heartbeat sender, or nil when the
+// agent file has no fleet.heartbeat.sink.
+func newHeartbeats(cfg runner.AgentConfig, reg *runner.Registry, sup *supervisor.Supervisor, ap *fleet.Applier, metrics *runner.Metrics, log *slog.Logger, secrets *agent.Secrets) (*fleet.Heartbeats, error) {
+	fc, err := fleetConfig(cfg)
+	if err != nil {
+		return nil, err
 	}
-	if err := f.Run(ctx); err != nil {
-		log.Error("fleet: config channel stopped", "err", fmt.Errorf("fleet: %w", err))
+	spec, err := heartbeatSink(fc, reg)
+	if spec == nil || err != nil {
+		return nil, err
 	}
+	secrets.Add(agent.SecretValues(spec.Config)...)
+	return fleet.NewHeartbeats(fleet.HeartbeatDeps{Config: fc.Heartbeat, Sink: spec, Registry: reg, Name: cfg.Name, Labels: cfg.Labels,
+		Version: version, DataDir: cfg.DataDir, Views: sup.Views, Applier: ap, Logger: log, Metrics: metrics, Secrets: secrets}), nil
+}
+
+// runFleet runs f and hb until ctx is done; nil ones run nothing.
+func runFleet(ctx context.Context, f *fleet.Agent, hb *fleet.Heartbeats, log *slog.Logger) {
+	var wg sync.WaitGroup
+	if hb != nil {
+		wg.Go(func() {
+			if err := hb.Run(ctx); err != nil {
+				log.Error("fleet: heartbeats stopped", "err", err)
+			}
+		})
+	}
+	if f != nil {
+		if err := f.Run(ctx); err != nil {
+			log.Error("fleet: config channel stopped", "err", fmt.Errorf("fleet: %w", err))
+		}
+	}
+	wg.Wait()
 }

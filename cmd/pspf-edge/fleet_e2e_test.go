@@ -14,6 +14,7 @@ import (
 
 	"github.com/pspf/pspf-edge/agent/agenttest"
 	"github.com/pspf/pspf-edge/internal/testbroker"
+	"github.com/twmb/franz-go/pkg/kfake"
 )
 
 // fleetAgent is one pspf-edge process of a fleet test, in a directory of
@@ -106,22 +107,28 @@ func waitAll(t *testing.T, agents []*fleetAgent, what string, cond func(*fleetAg
 // TestFleetMQTT: 20 agent processes against one mosquitto (fleetSuite).
 func TestFleetMQTT(t *testing.T) {
 	m := testbroker.Start(t, testbroker.Options{})
-	fleetSuite(t, fmt.Sprintf("  channel: mqtt\n  mqtt: {broker: %q}\n", m.URL()))
+	fleetSuite(t, fmt.Sprintf("  channel: mqtt\n  mqtt: {broker: %q}\n", m.URL())+
+		fmt.Sprintf("  heartbeat:\n    interval: 2s\n    sink: {mqtt: {broker: %q, topic: \"pspf/fleet/heartbeats/{_key}\", retain: true, encoding: raw, username: gw, password: %s}}\n", m.URL(), hbPassword))
 }
 
 // TestFleetKafka: 20 agent processes against one kfake cluster, the
 // bundles on a compacted topic (fleetSuite).
 func TestFleetKafka(t *testing.T) {
-	k := testbroker.StartKafka(t)
-	fleetSuite(t, fmt.Sprintf("  channel: kafka\n  kafka: {brokers: [%q]}\n", k.Addr()))
+	k := testbroker.StartKafka(t, kfake.AllowAutoTopicCreation())
+	fleetSuite(t, fmt.Sprintf("  channel: kafka\n  kafka: {brokers: [%q]}\n", k.Addr())+
+		fmt.Sprintf("  heartbeat:\n    interval: 2s\n    sink: {kafka: {brokers: [%q], topic: pspf-fleet-heartbeats, encoding: raw, auto_create_topics: true}}\n", k.Addr()))
 }
+
+// hbPassword is the MQTT heartbeat sink's password: it must show nowhere.
+const hbPassword = "hb-pw-4711"
 
 // fleetSuite: 20 agents with the channel given. A push reaches
 // all of them and each runs the new bundle; an agent stopped during a push
 // applies it when it starts; a bad signature, an older version and a
 // bundle with an invalid file are refused by every agent with the reason
 // in its log, and the bundle running stays; a bundle whose pipeline
-// cannot connect is rolled back to the one before it.
+// cannot connect is rolled back to the one before it; fleet status shows
+// every agent with its bundle version and the rollback.
 func fleetSuite(t *testing.T, channel string) {
 	const n = 20
 	bin := buildBinary(t, t.TempDir(), "amd64", "")
@@ -215,11 +222,50 @@ func fleetSuite(t *testing.T, channel string) {
 			t.Errorf("%s: up.yaml still there after the rollback", a.name)
 		}
 	}
+	// fleet status: every agent, with its bundle and the rollback.
+	var beats []struct {
+		Agent      string `json:"agent"`
+		Bundle     uint64 `json:"bundle_version"`
+		RolledBack uint64 `json:"rolled_back_from"`
+		Pipelines  []struct{ Name, State string }
+	}
+	agenttest.Eventually(t, 30*time.Second, "fleet status showing every agent after the rollback", func() bool {
+		code, out, errs := run(t, "fleet", "status", "-c", pushCfg, "--json", "--wait", "1s")
+		if code != exitOK {
+			t.Logf("fleet status: %d %s", code, errs)
+			return false
+		}
+		if strings.Contains(out+errs, hbPassword) {
+			t.Errorf("fleet status shows the password:\n%s", out)
+		}
+		beats = beats[:0]
+		if err := json.Unmarshal([]byte(out), &beats); err != nil || len(beats) != n {
+			return false
+		}
+		for i, b := range beats {
+			want := uint64(2 + i%2)
+			// a runs; up, removed by the rollback, shows as stopped.
+			if b.Agent != agents[i].name || b.Bundle != want || b.RolledBack != 12 || len(b.Pipelines) != 2 ||
+				b.Pipelines[0] != (struct{ Name, State string }{"a", "running"}) || b.Pipelines[1] != (struct{ Name, State string }{"up", "stopped"}) {
+				return false
+			}
+		}
+		return true
+	}, stringer(func() string { return fmt.Sprintf("%+v", beats) }))
+	code, table, _ := run(t, "fleet", "status", "-c", pushCfg, "--wait", "1s")
+	if code != exitOK || strings.Count(table, "rolled back from 12") != n || !strings.Contains(table, "gw-19") {
+		t.Errorf("fleet status table: got %d:\n%s", code, table)
+	}
+	t.Logf("fleet status:\n%s", table)
 	priv, _ := os.ReadFile(key)
 	line := strings.Split(string(priv), "\n")[1]
 	for _, a := range agents {
-		if strings.Contains(a.logs.String(), line) {
-			t.Errorf("%s: the private key is in the log", a.name)
+		if strings.Contains(a.logs.String(), line) || strings.Contains(a.logs.String(), hbPassword) {
+			t.Errorf("%s: the private key or the password is in the log", a.name)
 		}
 	}
 }
+
+type stringer func() string
+
+func (s stringer) String() string { return s() }
