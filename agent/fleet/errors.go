@@ -33,6 +33,7 @@ type RefusedError struct {
 	Msg string
 }
 
+// Error says the bundle was refused, why and what was wrong.
 func (e *RefusedError) Error() string {
 	return "fleet: bundle refused (" + e.Reason.Error() + "): " + e.Msg
 }
