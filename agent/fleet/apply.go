@@ -63,7 +63,7 @@ type Applier struct {
 
 	mu         sync.Mutex
 	st         state
-	warned     string // hash of the last refused content warned about
+	warned     map[string]bool // hashes of the refused contents warned about (at most maxWarned)
 	lastRefuse *Refusal
 }
 
@@ -102,6 +102,11 @@ type applied struct {
 	KeyID   string            `json:"key_id,omitempty"`
 	Files   map[string]string `json:"files,omitempty"`
 }
+
+// maxWarned bounds the refused bundles remembered so as not to warn about
+// them again: retained bundles of several targets come again together on
+// every reconnect, and each is warned about once.
+const maxWarned = 64
 
 const (
 	stateFile    = "state.json"
@@ -162,6 +167,10 @@ func (a *Applier) Open() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.c.Logger.Info("fleet: completing a bundle interrupted while being written", "version", b.Version)
+	if b.Version < a.st.Current.Version {
+		// Older than the current one: a rollback was being written.
+		return a.writeLocked(b, pending, false, "rolled back; completed after a restart")
+	}
 	return a.writeLocked(b, pending, true, "")
 }
 
@@ -245,12 +254,14 @@ func (a *Applier) refusedLocked(raw []byte, b *Bundle, err error) {
 		r.Version = b.Version
 	}
 	a.lastRefuse = r
-	sum := sha256.Sum256(raw)
-	h := hex.EncodeToString(sum[:])
-	if h == a.warned {
+	h := hashOf(raw)
+	if a.warned[h] {
 		return
 	}
-	a.warned = h
+	if len(a.warned) >= maxWarned || a.warned == nil {
+		a.warned = map[string]bool{} // forget: a bundle warned about long ago may warn again
+	}
+	a.warned[h] = true
 	a.c.Logger.Warn("fleet: bundle refused; the pipelines stay as they are", "reason", reason, "version", r.Version, "err", err)
 }
 

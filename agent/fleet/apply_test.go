@@ -283,3 +283,25 @@ func TestApplyHotReload(t *testing.T) {
 		t.Errorf("an invalid file: got %v, want ErrInvalid", err)
 	}
 }
+
+// Refused bundles that come again in turn (the retained bundles of two
+// targets on every reconnect) are warned about once each.
+func TestApplyRefusedInTurnWarnOnce(t *testing.T) {
+	sk, keys := testKey(t)
+	e := newApplier(t, keys, "")
+	if _, err := e.a.Apply(sign(t, sk, 5, File{"a.yaml", pipe("a5")})); err != nil {
+		t.Fatal(err)
+	}
+	old := sign(t, sk, 3, File{"a.yaml", pipe("a3")})
+	bad := sign(t, sk, 6, File{"a.yaml", []byte("sources: []\n")})
+	for range 4 {
+		e.a.Apply(old)
+		e.a.Apply(bad)
+	}
+	if n := strings.Count(e.log.String(), `msg="fleet: bundle refused`); n != 2 {
+		t.Errorf("got %d WARN lines, want 2:\n%s", n, e.log)
+	}
+	if got := e.metric(`pspf_fleet_bundles_refused_total{reason="replay"}`); got != "4" {
+		t.Errorf("replay refusals counted: got %q, want 4", got)
+	}
+}

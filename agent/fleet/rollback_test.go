@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -153,5 +154,32 @@ func TestRollbackConflict(t *testing.T) {
 	e2.a.Apply(sign(t, sk, 1, File{"a.yaml", pipe("a1")}))
 	if err := e2.a.Rollback(1, "test"); err == nil || !strings.Contains(err.Error(), "no previous bundle") {
 		t.Errorf("rollback of the first bundle: got %v", err)
+	}
+}
+
+// A rollback cut short by a crash is finished by Open as a rollback: the
+// restored bundle is not on trial and the failed one is not its previous.
+func TestRollbackPendingFinished(t *testing.T) {
+	sk, keys := testKey(t)
+	e := newApplier(t, keys, "")
+	v1 := sign(t, sk, 1, File{"a.yaml", pipe("a1")})
+	for _, raw := range [][]byte{v1, sign(t, sk, 2, File{"a.yaml", pipe("a2")})} {
+		if _, err := e.a.Apply(raw); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(e.state, pendingFile), v1, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := NewApplier(ApplierConfig{PipelinesDir: e.dir, StateDir: e.state, Keys: keys})
+	if err := a.Open(); err != nil {
+		t.Fatal(err)
+	}
+	st := a.Status()
+	if st.Version != 1 || st.RolledBack != 2 || st.OnTrial || st.PreviousVersion != 0 || e.read(t, "a.yaml") != string(pipe("a1")) {
+		t.Errorf("got %+v, a.yaml %q; want version 1 restored from 2", st, e.read(t, "a.yaml"))
+	}
+	if _, err := a.Apply(sign(t, sk, 2, File{"a.yaml", pipe("a2")})); !errors.Is(err, ErrReplay) {
+		t.Errorf("version 2 again: got %v, want a replay", err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/pspf/pspf-edge/agent/fleet"
 	"io"
 	"log/slog"
 	"net"
@@ -35,7 +36,7 @@ import (
 // Every path is read-only (GET and HEAD). The guard around it (adminGuard)
 // checks the Host, the Origin and, when admin.token is set, the bearer
 // token.
-func adminHandler(sup *supervisor.Supervisor, metrics *runner.Metrics, logger *slog.Logger) http.Handler {
+func adminHandler(sup *supervisor.Supervisor, metrics *runner.Metrics, logger *slog.Logger, fleetStatus func() fleet.Status) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
@@ -58,6 +59,18 @@ func adminHandler(sup *supervisor.Supervisor, metrics *runner.Metrics, logger *s
 		enc.Encode(struct {
 			Pipelines []supervisor.PipelineView `json:"pipelines"`
 		}{sup.Views()})
+	})
+	// The fleet bundle running, its trial, the last rollback and refusal
+	// (docs/fleet.md); 404 when the agent has no fleet section.
+	mux.HandleFunc("GET /api/v1/fleet", func(w http.ResponseWriter, r *http.Request) {
+		if fleetStatus == nil {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(fleetStatus())
 	})
 	addProfiling(mux)
 	cfg := sup.Config().Admin

@@ -1,12 +1,19 @@
 package main
 
 import (
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/fleet"
+	"github.com/pspf/pspf-edge/agent/runner"
+	"github.com/pspf/pspf-edge/agent/supervisor"
 )
 
 const fleetPipe = "sources:\n  - simulate: {sensors: 1, rate: 1}\nsinks:\n  - console: {}\n"
@@ -53,5 +60,35 @@ func TestFleetKeygenSign(t *testing.T) {
 	}
 	if code, _, _ := run(t, "fleet", "sign", pipes); code != exitUsage {
 		t.Errorf("sign without --key: got %d, want %d", code, exitUsage)
+	}
+}
+
+// The admin API shows the fleet's status at /api/v1/fleet, secrets
+// masked; 404 without a fleet section.
+func TestAdminFleetStatus(t *testing.T) {
+	sup := supervisor.New(supervisor.Deps{Config: runner.DefaultAgentConfig(), Registry: newRegistry(), Metrics: runner.NewMetrics()})
+	get := func(h http.Handler) *httptest.ResponseRecorder {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "http://127.0.0.1/api/v1/fleet", nil))
+		return rec
+	}
+	if rec := get(adminHandler(sup, runner.NewMetrics(), slog.New(slog.DiscardHandler), nil)); rec.Code != http.StatusNotFound {
+		t.Errorf("without a fleet: got %d, want 404", rec.Code)
+	}
+	dir := t.TempDir()
+	ap := fleet.NewApplier(fleet.ApplierConfig{PipelinesDir: dir, StateDir: filepath.Join(dir, "state")})
+	if err := ap.Open(); err != nil {
+		t.Fatal(err)
+	}
+	ap.Apply([]byte("not a bundle"))
+	secrets := new(agent.Secrets)
+	secrets.Add("bundle")
+	rec := get(adminHandler(sup, runner.NewMetrics(), slog.New(slog.DiscardHandler), fleetStatusFunc(ap, secrets)))
+	var st fleet.Status
+	if err := json.Unmarshal(rec.Body.Bytes(), &st); rec.Code != http.StatusOK || err != nil || st.LastRefused == nil || st.LastRefused.Reason != "malformed" {
+		t.Fatalf("got %d %s (%v), want the refusal", rec.Code, rec.Body, err)
+	}
+	if strings.Contains(st.LastRefused.Error, "bundle") {
+		t.Errorf("a secret shows: %q", st.LastRefused.Error)
 	}
 }

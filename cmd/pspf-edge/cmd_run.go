@@ -232,7 +232,7 @@ func runAgent(ctx context.Context, o runOptions) error {
 	if err != nil {
 		return err
 	}
-	stopAdmin, adminAddr, err := startAdmin(cfg.Admin, adminHandler(sup, metrics, o.Logger), o.Logger)
+	stopAdmin, adminAddr, err := startAdmin(cfg.Admin, adminHandler(sup, metrics, o.Logger, fleetStatusFunc(ap, o.Secrets)), o.Logger)
 	if err != nil {
 		return err
 	}

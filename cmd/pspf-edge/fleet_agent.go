@@ -120,3 +120,19 @@ func runFleet(ctx context.Context, f *fleet.Agent, hb *fleet.Heartbeats, log *sl
 	}
 	wg.Wait()
 }
+
+// fleetStatusFunc returns the admin API's view of the fleet applier,
+// secrets masked; nil without one.
+func fleetStatusFunc(ap *fleet.Applier, secrets *agent.Secrets) func() fleet.Status {
+	if ap == nil {
+		return nil
+	}
+	return func() fleet.Status {
+		st := ap.Status()
+		st.RolledBackReason = secrets.Text(st.RolledBackReason)
+		if st.LastRefused != nil {
+			st.LastRefused.Error = secrets.Text(st.LastRefused.Error)
+		}
+		return st
+	}
+}
