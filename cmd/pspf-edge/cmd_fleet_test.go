@@ -92,3 +92,24 @@ func TestAdminFleetStatus(t *testing.T) {
 		t.Errorf("a secret shows: %q", st.LastRefused.Error)
 	}
 }
+
+// validate -c checks the fleet section and the heartbeat's sink.
+func TestValidateFleetSection(t *testing.T) {
+	dir := t.TempDir()
+	cases := []struct{ fleet, want string }{
+		{"  channel: mqtt\n  public_keys: [k.pub]\n  mqtt: {broker: tcp://127.0.0.1:1883}\n", ""},
+		{"  channel: mqtt\n  mqtt: {broker: tcp://127.0.0.1:1883}\n", "public_keys"},
+		{"  channel: carrier-pigeon\n  public_keys: [k.pub]\n", "channel"},
+		{"  channel: mqtt\n  public_keys: [k.pub]\n  mqtt: {broker: tcp://127.0.0.1:1883}\n  heartbeat: {sink: {mqtt: {broker: tcp://127.0.0.1:1883, topic: hb}}}\n", "encoding must be raw"},
+		{"  channel: mqtt\n  public_keys: [k.pub]\n  mqtt: {broker: tcp://127.0.0.1:1883}\n  heartbeat: {sink: {smoke: {}}}\n", "unknown sink type"},
+		{"  channel: mqtt\n  public_keys: [k.pub]\n  mqtt: {broker: tcp://127.0.0.1:1883}\n  heartbeat: {sink: {mqtt: {broker: tcp://127.0.0.1:1883, topic: hb, encoding: raw}}}\n", ""},
+	}
+	for i, c := range cases {
+		f := filepath.Join(dir, "agent"+strings.Repeat("x", i)+".yaml")
+		os.WriteFile(f, []byte("data_dir: "+dir+"\nfleet:\n"+c.fleet), 0o640)
+		code, _, errs := run(t, "validate", "-c", f)
+		if c.want == "" && code != exitOK || c.want != "" && (code != exitProblem || !strings.Contains(errs, c.want)) {
+			t.Errorf("fleet:\n%s: got %d %q, want %q", c.fleet, code, errs, c.want)
+		}
+	}
+}
