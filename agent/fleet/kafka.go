@@ -48,8 +48,12 @@ func (k *kafkaChannel) Run(ctx context.Context, targets []string, got func(strin
 	for _, t := range targets {
 		want[t] = true
 	}
+	// A fetch holds one bundle at a time at most (a broker returns at
+	// least one record batch whatever the bound): the default, 50 MiB,
+	// is twice a gateway's whole memory budget.
+	fetch := int32(MaxBundleBytes + 64<<10)
 	o, err := k.opts(kgo.ConsumeTopics(k.c.Topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchMaxPartitionBytes(MaxBundleBytes+64<<10))
+		kgo.FetchMaxBytes(fetch), kgo.FetchMaxPartitionBytes(fetch))
 	if err != nil {
 		return err
 	}

@@ -117,11 +117,11 @@ func (m *mqttChannel) connect(ctx context.Context, o *paho.ClientOptions) (paho.
 			cl.Disconnect(0)
 			return nil, ctx.Err()
 		}
-		if err := tok.Error(); err == nil {
+		err := tok.Error()
+		if err == nil {
 			return cl, nil
-		} else {
-			m.out.fail(fmt.Errorf("fleet: mqtt connect %s: %w", agent.RedactURL(m.c.Broker), err))
 		}
+		m.out.fail(fmt.Errorf("fleet: mqtt connect %s: %w", agent.RedactURL(m.c.Broker), err))
 		cl.Disconnect(0)
 		select {
 		case <-ctx.Done():
