@@ -1,9 +1,11 @@
 package supervisor
 
 import (
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/runner"
 )
 
@@ -41,5 +43,32 @@ func TestSecondsToCap(t *testing.T) {
 				t.Fatalf("got %v, want %v s", got, tc.want)
 			}
 		})
+	}
+}
+
+// Labels and the fleet section are read at start: a change of either is
+// reported as needing a restart, and nothing else.
+func TestRestartNeededFleet(t *testing.T) {
+	parse := func(y string) runner.AgentConfig {
+		cfg := runner.DefaultAgentConfig()
+		n := agent.ParseConfig("agent.yaml", []byte(y), func(string) (string, bool) { return "", false }, nil)
+		n.Decode(&cfg)
+		if errs := n.Errors(); errs != nil {
+			t.Fatal(errs)
+		}
+		return cfg
+	}
+	a := parse("labels: {site: p1}\nfleet: {channel: mqtt}\n")
+	for _, c := range []struct {
+		y    string
+		want string
+	}{
+		{"labels: {site: p1}\nfleet: {channel: mqtt}\n", ""},
+		{"labels: {site: p2}\nfleet: {channel: mqtt}\n", "labels"},
+		{"labels: {site: p1}\nfleet: {channel: kafka}\n", "fleet"},
+	} {
+		if got := strings.Join(restartNeeded(a, parse(c.y)), ","); got != c.want {
+			t.Errorf("%q: got %q, want %q", c.y, got, c.want)
+		}
 	}
 }
