@@ -1,4 +1,4 @@
-package mqtt
+package mqttc
 
 import (
 	"bufio"
@@ -89,39 +89,45 @@ func (fb *netBroker) settled(t *testing.T) int {
 
 // recorder collects the client's handler calls.
 type recorder struct {
-	msgs      chan message
+	msgs      chan *Message
 	oversize  atomic.Int32
 	connected atomic.Int32
 	lost      chan error
 }
 
 func newRecorder() *recorder {
-	return &recorder{msgs: make(chan message, 100), lost: make(chan error, 10)}
+	return &recorder{msgs: make(chan *Message, 100), lost: make(chan error, 10)}
 }
 
-func (r *recorder) handlers() handlers {
-	return handlers{
-		message: func(m message, stop <-chan struct{}) {
+func (r *recorder) handlers() Handlers {
+	return Handlers{
+		Message: func(m *Message, stop <-chan struct{}) {
 			select {
 			case r.msgs <- m:
 			case <-stop:
 			}
 		},
-		oversize:  func() { r.oversize.Add(1) },
-		connected: func() { r.connected.Add(1) },
-		lost:      func(_ string, err error) { r.lost <- err },
+		Oversize:  func() { r.oversize.Add(1) },
+		Connected: func() { r.connected.Add(1) },
+		Lost:      func(_ string, err error) { r.lost <- err },
 	}
 }
 
-func testClient(t *testing.T, url string, keepalive time.Duration, r *recorder) *client {
+// testOptions are the options of a test client of url.
+func testOptions(url string) Options {
+	return Options{Brokers: []string{url}, ClientID: "t", KeepAlive: 30 * time.Second,
+		ConnectTimeout: 10 * time.Second, MaxReconnect: 30 * time.Second, MaxPayload: 256 << 10}
+}
+
+func testClient(t *testing.T, url string, keepalive time.Duration, r *recorder) *Client {
 	t.Helper()
-	cfg := *Defaults()
-	cfg.Brokers = []string{url}
+	cfg := testOptions(url)
+	cfg.ClientID = "t-client"
 	cfg.KeepAlive = keepalive
 	cfg.MaxPayload = 1024 // read limit 66 KiB: the test sends one larger message
 	cfg.ConnectTimeout = 2 * time.Second
 	cfg.MaxReconnect = time.Second
-	c := dialClient(&cfg, "t-client", nil, r.handlers()).(*client)
+	c := New(cfg, r.handlers())
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, err := c.Connect(ctx); err != nil {
@@ -309,8 +315,8 @@ func TestClientDisconnect(t *testing.T) {
 		t.Fatal("publish still waits after Disconnect")
 	}
 	m.Ack()
-	if err := c.Publish(context.Background(), "s", 1, false, nil); !errors.Is(err, errNotConnected) {
-		t.Errorf("publish after Disconnect: %v, want errNotConnected", err)
+	if err := c.Publish(context.Background(), "s", 1, false, nil); !errors.Is(err, ErrNotConnected) {
+		t.Errorf("publish after Disconnect: %v, want ErrNotConnected", err)
 	}
 	// Disconnect has joined the reconnect loop: a reconnect would have been
 	// dialled by now. settled accepts what is queued before counting.
@@ -353,9 +359,7 @@ func TestClientConnectRefused(t *testing.T) {
 		}
 		_, _ = io.Copy(io.Discard, c)
 	})
-	cfg := *Defaults()
-	cfg.Brokers = []string{url}
-	c := dialClient(&cfg, "t", nil, newRecorder().handlers())
+	c := New(testOptions(url), newRecorder().handlers())
 	_, err := c.Connect(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "bad user name or password") {
 		t.Errorf("connect: %v, want the refusal", err)
@@ -367,10 +371,9 @@ func TestClientConnectRefused(t *testing.T) {
 // answers returns when its context ends, well before connect_timeout.
 func TestClientConnectCancelled(t *testing.T) {
 	url := listenOnce(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) }) // never sends a CONNACK
-	cfg := *Defaults()
-	cfg.Brokers = []string{url}
+	cfg := testOptions(url)
 	cfg.ConnectTimeout = time.Minute
-	c := dialClient(&cfg, "t", nil, newRecorder().handlers())
+	c := New(cfg, newRecorder().handlers())
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	done := make(chan error, 1)

@@ -1,11 +1,9 @@
-package mqtt
+package mqttc
 
 import (
 	"bufio"
 	"fmt"
 	"io"
-
-	"github.com/eclipse/paho.mqtt.golang/packets"
 )
 
 // protocolError is a packet from the broker that breaks MQTT 3.1.1. The
@@ -24,14 +22,6 @@ func violation(format string, args ...any) error {
 
 // errTruncated is a connection that ended inside a packet.
 var errTruncated = &protocolError{what: "truncated packet (the connection ended inside it)", err: io.ErrUnexpectedEOF}
-
-// packetName names a packet type for errors.
-func packetName(typ byte) string {
-	if name, ok := packets.PacketNames[typ]; ok {
-		return name
-	}
-	return fmt.Sprintf("packet type %d", typ)
-}
 
 // readPacket reads one MQTT control packet: its type, the flags of its
 // first byte, the length of its body (the variable header and payload) and,
@@ -84,10 +74,10 @@ func noEOF(err error) error {
 func checkPacket(typ, flags byte, body []byte) error {
 	var wantFlags byte
 	switch typ {
-	case packets.Puback, packets.Pubrec, packets.Pubcomp, packets.Unsuback, packets.Suback, packets.Pingresp:
-	case packets.Pubrel:
+	case typePuback, typePubrec, typePubcomp, typeUnsuback, typeSuback, typePingresp:
+	case typePubrel:
 		wantFlags = 2
-	case packets.Connect, packets.Connack, packets.Publish, packets.Subscribe, packets.Unsubscribe, packets.Pingreq, packets.Disconnect:
+	case typeConnect, typeConnack, typePublish, typeSubscribe, typeUnsubscribe, typePingreq, typeDisconnect:
 		return violation("unexpected %s from the broker", packetName(typ))
 	default:
 		return violation("unknown packet type %d", typ)
@@ -96,12 +86,12 @@ func checkPacket(typ, flags byte, body []byte) error {
 		return violation("%s with flags %#x, want %#x (§2.2.2)", packetName(typ), flags, wantFlags)
 	}
 	switch typ {
-	case packets.Pingresp:
+	case typePingresp:
 		if len(body) != 0 {
 			return violation("PINGRESP of %d bytes, want 0", len(body))
 		}
 		return nil
-	case packets.Suback:
+	case typeSuback:
 		if len(body) < 3 {
 			return violation("SUBACK of %d bytes, want at least 3", len(body))
 		}

@@ -1,7 +1,6 @@
-package mqtt
+package mqttc
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -14,40 +13,37 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/eclipse/paho.mqtt.golang/packets"
-
 	"github.com/pspf/pspf-edge/agent"
 )
 
-// client is the source's MQTT 3.1.1 client: one connection at a time, read
-// by one goroutine that hands every PUBLISH to handlers.message in order,
-// and written through a bufConn that gathers the PUBACKs of a batch into one
-// system call. It encodes its own requests with paho's packets package and
-// decodes what it receives with readPacket.
+// Client is the project's MQTT 3.1.1 client, shared by the MQTT source
+// and sink: one connection at a time, read by one goroutine that hands
+// every PUBLISH to Handlers.Message in order, and written through a
+// bufConn that gathers the PUBACKs of a batch (or the PUBLISHes of a sink's
+// batch) into one system call. It encodes its packets itself (encode.go)
+// and decodes what it receives with readPacket.
 //
-// It replaces paho's client on the receive path, which spent goroutine
-// hand-offs, a session store lookup, a fmt.Sprintf and many allocations on
-// every message (the README has the measurement). Here a message costs its
-// packet's bytes, its topic string and its message value, and its PUBACK is
-// four bytes appended to the write buffer.
+// It replaces paho's client, which spent goroutine hand-offs, a session
+// store lookup, a fmt.Sprintf and many allocations on every message (the
+// source's README has the measurement). Here a message costs its packet's
+// bytes, its topic string and its message value, and its PUBACK is four
+// bytes appended to the write buffer.
 //
 // When a connection ends the client reconnects with a backoff that starts
 // over only after a connection lived a keepalive (see backoff and
 // stableMin), names why the connection ended (see lossCause), and logs a
 // run of losses as one episode. Disconnect returns only after every
 // goroutine of the client has ended, readers included.
-type client struct {
-	cfg      *Config
-	clientID string
-	tls      *tls.Config
-	h        handlers
-	now      func() time.Time                          // time.Now; tests set it
-	sleep    func(context.Context, time.Duration) bool // agent.Sleep; tests set it
+type Client struct {
+	cfg   Options
+	h     Handlers
+	now   func() time.Time
+	sleep func(context.Context, time.Duration) bool
 
 	mu      sync.Mutex
 	cur     *session        // the current connection; nil while there is none
 	stopped bool            // Disconnect was called
-	bg      context.Context // ends with Disconnect: bounds reconnecting and handlers.message
+	bg      context.Context // ends with Disconnect: bounds reconnecting and Handlers.Message
 	stop    context.CancelFunc
 	loops   sync.WaitGroup // readers, pingers and the reconnect loop
 
@@ -56,23 +52,94 @@ type client struct {
 	ep  episode
 }
 
-func dialClient(cfg *Config, clientID string, tlsCfg *tls.Config, h handlers) broker {
-	if h.log == nil {
-		h.log = slog.New(slog.DiscardHandler)
+// Options configure a Client.
+type Options struct {
+	// Brokers are the broker URLs, tried in order: tcp:// and mqtt://
+	// (through a proxy from the environment), ssl://, tls://, mqtts://,
+	// ws:// and wss://.
+	Brokers  []string
+	ClientID string
+	// Username and Password log in; when Username is empty, the broker
+	// URL's user info is used.
+	Username, Password string
+	CleanSession       bool
+	// KeepAlive is the MQTT keepalive; PINGREQs go out every half of it
+	// while the connection is quiet.
+	KeepAlive      time.Duration
+	ConnectTimeout time.Duration // one connection attempt, CONNACK included
+	MaxReconnect   time.Duration // the cap of the reconnect backoff
+	// MaxPayload bounds a received PUBLISH's payload: a larger one is
+	// acked, dropped and counted through Handlers.Oversize. 0 means
+	// 256 MiB, MQTT's own maximum.
+	MaxPayload int
+	Will       *Will       // nil for none
+	TLS        *tls.Config // for the TLS schemes; nil for Go's defaults
+	// Name prefixes the client's log lines: "mqtt source", "mqtt sink".
+	Name string
+	// Now and Sleep are the clock of the reconnect loop; nil means
+	// time.Now and agent.Sleep (tests set them).
+	Now   func() time.Time
+	Sleep func(context.Context, time.Duration) bool
+}
+
+// Handlers are the client's calls into its user. They run on the
+// client's goroutines; Message may block, which stops the client reading
+// the socket, but must return once stop is closed (by Disconnect, which
+// waits for it). A nil handler does nothing; a nil Message acks the
+// message and drops it.
+type Handlers struct {
+	Message   func(m *Message, stop <-chan struct{})
+	Oversize  func() // a message over MaxPayload was acked and dropped
+	Connected func() // after every connection, the first included
+	// Lost counts a connection that ended, with its cause (see lossCause:
+	// the label of pspf_mqtt_connections_lost_total) and error.
+	Lost func(cause string, err error)
+	// Log is where the client logs its episodes of lost connections.
+	Log *slog.Logger
+}
+
+// New returns a client; it starts nothing until Connect.
+func New(o Options, h Handlers) *Client {
+	if h.Log == nil {
+		h.Log = slog.New(slog.DiscardHandler)
 	}
-	c := &client{cfg: cfg, clientID: clientID, tls: tlsCfg, h: h, now: time.Now, sleep: agent.Sleep,
-		bo: backoff{max: cfg.MaxReconnect}, ep: episode{log: h.log, clientID: clientID}}
+	if h.Message == nil {
+		h.Message = func(m *Message, _ <-chan struct{}) { m.Ack() }
+	}
+	if h.Oversize == nil {
+		h.Oversize = func() {}
+	}
+	if h.Connected == nil {
+		h.Connected = func() {}
+	}
+	if h.Lost == nil {
+		h.Lost = func(string, error) {}
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Sleep == nil {
+		o.Sleep = agent.Sleep
+	}
+	if o.MaxPayload <= 0 {
+		o.MaxPayload = 256 << 20
+	}
+	if o.Name == "" {
+		o.Name = "mqtt"
+	}
+	c := &Client{cfg: o, h: h, now: o.Now, sleep: o.Sleep,
+		bo: backoff{max: o.MaxReconnect}, ep: episode{log: h.Log, clientID: o.ClientID, name: o.Name}}
 	c.bg, c.stop = context.WithCancel(context.Background())
 	return c
 }
 
 // stableAfter is how long a connection must live for the reconnect
 // backoff to start over: a keepalive, at least stableMin.
-func (c *client) stableAfter() time.Duration { return max(c.cfg.KeepAlive, stableMin) }
+func (c *Client) stableAfter() time.Duration { return max(c.cfg.KeepAlive, stableMin) }
 
 // session is one network connection and the requests waiting on it.
 type session struct {
-	c      *client
+	c      *Client
 	bc     *bufConn
 	broker string // the broker's URL
 
@@ -94,8 +161,9 @@ type op struct {
 	filters []string   // a SUBSCRIBE's filters, in the order sent
 }
 
-// inMsg is a received PUBLISH.
-type inMsg struct {
+// Message is a received PUBLISH. Its payload is its own: the client
+// does not reuse it.
+type Message struct {
 	s       *session
 	topic   string
 	payload []byte
@@ -103,14 +171,19 @@ type inMsg struct {
 	qos     byte
 }
 
-func (m *inMsg) Topic() string   { return m.topic }
-func (m *inMsg) Payload() []byte { return m.payload }
-func (m *inMsg) Qos() byte       { return m.qos }
+// Topic returns the message's topic.
+func (m *Message) Topic() string { return m.topic }
+
+// Payload returns the message's payload.
+func (m *Message) Payload() []byte { return m.payload }
+
+// Qos returns the QoS the message was received with.
+func (m *Message) Qos() byte { return m.qos }
 
 // Ack sends the PUBACK (QoS 1) or PUBREC (QoS 2) on the connection the
 // message came on; it does nothing for QoS 0 or once that connection has
 // ended (the broker sends the message again on the next one).
-func (m *inMsg) Ack() {
+func (m *Message) Ack() {
 	switch m.qos {
 	case 1:
 		m.s.writeID(pktPuback, m.id)
@@ -128,17 +201,19 @@ const (
 )
 
 var (
-	errNotConnected = errors.New("mqtt: not connected")
+	// ErrNotConnected fails a request made while there is no connection.
+	ErrNotConnected = errors.New("mqtt: not connected")
 	errDisconnected = errors.New("mqtt: disconnected")
-	// errConnEnded fails a request whose connection ended before its answer.
-	errConnEnded = errors.New("mqtt: connection ended")
+	// ErrConnEnded fails a request whose connection ended before its
+	// answer.
+	ErrConnEnded = errors.New("mqtt: connection ended")
 )
 
 // Connect connects to the first broker that answers. From then on the
 // client reconnects by itself whenever the connection ends, until
-// Disconnect; handlers.connected runs after every connection, this one
+// Disconnect; Handlers.Connected runs after every connection, this one
 // included.
-func (c *client) Connect(ctx context.Context) (bool, error) {
+func (c *Client) Connect(ctx context.Context) (bool, error) {
 	s, present, err := c.dial(ctx)
 	if err != nil {
 		return false, err
@@ -146,12 +221,12 @@ func (c *client) Connect(ctx context.Context) (bool, error) {
 	if !c.adopt(s) {
 		return false, errDisconnected
 	}
-	c.h.connected()
+	c.h.Connected()
 	return present, nil
 }
 
 // dial tries the brokers in order.
-func (c *client) dial(ctx context.Context) (*session, bool, error) {
+func (c *Client) dial(ctx context.Context) (*session, bool, error) {
 	var errs []error
 	for _, b := range c.cfg.Brokers {
 		u, err := url.Parse(b)
@@ -171,22 +246,17 @@ func (c *client) dial(ctx context.Context) (*session, bool, error) {
 	return nil, false, errors.Join(errs...)
 }
 
-// refusedSetup reports whether err holds a CONNACK refusal that retrying
+// RefusedSetup reports whether err holds a CONNACK refusal that retrying
 // the same config cannot cure: credentials, authorisation, client id or
 // protocol version (a broker that is down or busy is an outage instead).
-func refusedSetup(err error) bool {
-	for _, e := range []error{packets.ErrorRefusedBadUsernameOrPassword, packets.ErrorRefusedNotAuthorised,
-		packets.ErrorRefusedIDRejected, packets.ErrorRefusedBadProtocolVersion} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return false
+func RefusedSetup(err error) bool {
+	var re *RefusedError
+	return errors.As(err, &re) && re.Setup()
 }
 
 // dialOne connects to one broker and waits for its CONNACK.
-func (c *client) dialOne(ctx context.Context, u *url.URL) (*session, bool, error) {
-	bc, err := openConn(u, c.tls, c.cfg.ConnectTimeout)
+func (c *Client) dialOne(ctx context.Context, u *url.URL) (*session, bool, error) {
+	bc, err := openConn(u, c.cfg.TLS, c.cfg.ConnectTimeout)
 	if err != nil {
 		return nil, false, err
 	}
@@ -195,44 +265,22 @@ func (c *client) dialOne(ctx context.Context, u *url.URL) (*session, bool, error
 	stop := context.AfterFunc(ctx, func() { _ = bc.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 
-	cp := packets.NewControlPacket(packets.Connect).(*packets.ConnectPacket)
-	cp.ProtocolName, cp.ProtocolVersion = "MQTT", 4
-	cp.CleanSession = c.cfg.CleanSession
-	cp.Keepalive = uint16(min(c.cfg.KeepAlive/time.Second, 65535))
-	cp.ClientIdentifier = c.clientID
-	if st := c.cfg.Status; st.Topic != "" {
-		cp.WillFlag, cp.WillTopic, cp.WillMessage = true, st.Topic, []byte(st.Offline)
-		cp.WillQos, cp.WillRetain = byte(st.QoS), st.Retain
-	}
 	user, pass := c.cfg.Username, c.cfg.Password
 	if user == "" && u.User != nil {
-		// As paho (the sink) does: the URL's credentials when the config
-		// has none. They were ignored before, a login silently anonymous.
+		// As paho does: the URL's credentials when the config has none.
 		user = u.User.Username()
 		pass, _ = u.User.Password()
 	}
-	if user != "" {
-		cp.UsernameFlag, cp.Username = true, user
-	}
-	if pass != "" {
-		cp.PasswordFlag, cp.Password = true, []byte(pass)
-	}
-	var buf bytes.Buffer
-	_ = cp.Write(&buf) // a bytes.Buffer does not fail
-	if _, err := bc.Write(buf.Bytes()); err != nil {
+	if _, err := bc.Write(connectPacket(c.cfg.ClientID, user, pass, c.cfg.CleanSession, c.cfg.KeepAlive, c.cfg.Will)); err != nil {
 		bc.Close()
 		return nil, false, err
 	}
 	typ, _, n, body, err := readPacket(bc.r, 2)
-	if err == nil && (typ != packets.Connack || len(body) != 2) {
-		err = fmt.Errorf("expected CONNACK, got packet type %d of %d bytes", typ, n)
+	if err == nil && (typ != typeConnack || len(body) != 2) {
+		err = fmt.Errorf("expected CONNACK, got %s of %d bytes", packetName(typ), n)
 	}
-	if err == nil && body[1] != packets.Accepted {
-		err = packets.ConnErrors[body[1]]
-		if err == nil {
-			err = fmt.Errorf("refused with return code %d", body[1])
-		}
-		err = fmt.Errorf("connection refused: %w", err)
+	if err == nil && body[1] != 0 {
+		err = &RefusedError{Code: body[1]}
 	}
 	if err != nil {
 		if ctx.Err() != nil {
@@ -252,7 +300,7 @@ func (c *client) dialOne(ctx context.Context, u *url.URL) (*session, bool, error
 
 // adopt makes s the current connection and starts its reader and pinger;
 // after Disconnect it closes s instead and reports false.
-func (c *client) adopt(s *session) bool {
+func (c *Client) adopt(s *session) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.stopped {
@@ -266,7 +314,7 @@ func (c *client) adopt(s *session) bool {
 		defer c.loops.Done()
 		s.ping()
 	}()
-	// The reader may wait inside handlers.message: Disconnect ends that
+	// The reader may wait inside Handlers.Message: Disconnect ends that
 	// wait (bg) before it waits for the reader.
 	go func() {
 		defer c.loops.Done()
@@ -275,7 +323,7 @@ func (c *client) adopt(s *session) bool {
 	return true
 }
 
-func (c *client) current() *session {
+func (c *Client) current() *session {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.cur
@@ -283,7 +331,7 @@ func (c *client) current() *session {
 
 // lost is called once when s ends without Disconnect: it reconnects in the
 // background.
-func (c *client) lost(s *session, err error) {
+func (c *Client) lost(s *session, err error) {
 	c.mu.Lock()
 	if c.cur != s || c.stopped {
 		c.mu.Unlock()
@@ -301,7 +349,7 @@ func (c *client) lost(s *session, err error) {
 
 // stable is called once a connection has lived stableAfter: the backoff
 // starts over and the episode of losses, if any, ends.
-func (c *client) stable() {
+func (c *Client) stable() {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	c.bo.reset()
@@ -309,8 +357,8 @@ func (c *client) stable() {
 }
 
 // report counts and logs a connection lost at at.
-func (c *client) report(at time.Time, cause string, err error, lived time.Duration) {
-	c.h.lost(cause, err)
+func (c *Client) report(at time.Time, cause string, err error, lived time.Duration) {
+	c.h.Lost(cause, err)
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	c.ep.onLost(at, cause, err, lived)
@@ -322,7 +370,7 @@ func (c *client) report(at time.Time, cause string, err error, lived time.Durati
 // reported once the first attempt tells a takeover (the same broker
 // accepted it) from a broker going away (it failed, or another broker of
 // the list answered).
-func (c *client) reconnect(old *session, err error, at time.Time) {
+func (c *Client) reconnect(old *session, err error, at time.Time) {
 	lived := at.Sub(old.start)
 	if lived >= c.stableAfter() {
 		c.stable()
@@ -341,7 +389,7 @@ func (c *client) reconnect(old *session, err error, at time.Time) {
 		s, _, derr := c.dial(c.bg)
 		if first && cause == causeClosed {
 			if derr == nil && s.broker == old.broker {
-				c.report(at, causeTakeover, takeover(c.clientID), lived)
+				c.report(at, causeTakeover, takeover(c.cfg.ClientID), lived)
 			} else if c.bg.Err() == nil {
 				c.report(at, causeClosed, err, lived)
 			}
@@ -361,49 +409,48 @@ func (c *client) reconnect(old *session, err error, at time.Time) {
 		c.rmu.Lock()
 		c.ep.onReconnected(c.now())
 		c.rmu.Unlock()
-		c.h.connected()
+		c.h.Connected()
 		return
 	}
 }
 
 // Subscribe sends one SUBSCRIBE with every filter and waits for its SUBACK.
-func (c *client) Subscribe(ctx context.Context, filters map[string]byte) error {
+func (c *Client) Subscribe(ctx context.Context, filters map[string]byte) error {
 	s := c.current()
 	if s == nil {
-		return errNotConnected
+		return ErrNotConnected
 	}
-	p := packets.NewControlPacket(packets.Subscribe).(*packets.SubscribePacket)
+	topics := make([]string, 0, len(filters))
 	for f := range filters {
-		p.Topics = append(p.Topics, f)
+		topics = append(topics, f)
 	}
-	slices.Sort(p.Topics)
-	for _, f := range p.Topics {
-		p.Qoss = append(p.Qoss, filters[f])
+	slices.Sort(topics)
+	qos := make([]byte, len(topics))
+	for i, f := range topics {
+		qos[i] = filters[f]
 	}
-	return s.request(ctx, p, &op{filters: p.Topics})
+	return s.request(ctx, func(id uint16) []byte { return subscribePacket(id, topics, qos) }, &op{filters: topics})
 }
 
 // Publish sends a message; with QoS 1 or 2 it waits for the broker's ack.
-func (c *client) Publish(ctx context.Context, topic string, qos byte, retain bool, payload []byte) error {
+func (c *Client) Publish(ctx context.Context, topic string, qos byte, retain bool, payload []byte) error {
 	s := c.current()
 	if s == nil {
-		return errNotConnected
+		return ErrNotConnected
 	}
-	p := packets.NewControlPacket(packets.Publish).(*packets.PublishPacket)
-	p.TopicName, p.Qos, p.Retain, p.Payload = topic, qos, retain, payload
 	if qos == 0 {
-		return s.writePacket(p)
+		return s.write(publishPacket(topic, 0, retain, 0, payload))
 	}
-	return s.request(ctx, p, &op{})
+	return s.request(ctx, func(id uint16) []byte { return publishPacket(topic, qos, retain, id, payload) }, &op{})
 }
 
 // Disconnect sends DISCONNECT, closes the connection (what is pending is
 // sent first), stops reconnecting, and returns once every goroutine of the
-// client has ended: a reader waiting in handlers.message is released
+// client has ended: a reader waiting in Handlers.Message is released
 // through the stop channel the handler was given. Unacked messages stay
 // with the broker. Nothing else is in progress to wait for, so quiesce is
 // not needed.
-func (c *client) Disconnect(time.Duration) {
+func (c *Client) Disconnect(time.Duration) {
 	c.mu.Lock()
 	if c.stopped {
 		c.mu.Unlock()
@@ -416,32 +463,27 @@ func (c *client) Disconnect(time.Duration) {
 	c.cur = nil
 	c.mu.Unlock()
 	if s != nil {
-		_ = s.write([]byte{packets.Disconnect << 4, 0})
+		_ = s.write([]byte{typeDisconnect << 4, 0})
 		s.end(errDisconnected)
 	}
 	c.loops.Wait()
 }
 
-// request sends p with a fresh packet id and waits for its answer.
-func (s *session) request(ctx context.Context, p packets.ControlPacket, o *op) error {
+// request sends the packet that encode makes with a fresh packet id and
+// waits for its answer.
+func (s *session) request(ctx context.Context, encode func(id uint16) []byte, o *op) error {
 	o.done = make(chan error, 1)
 	s.mu.Lock()
 	if s.ops == nil {
 		s.mu.Unlock()
-		return fmt.Errorf("%w: %w", errConnEnded, s.err)
+		return fmt.Errorf("%w: %w", ErrConnEnded, s.err)
 	}
 	id := s.freeIDLocked()
 	s.ops[id] = o
 	s.mu.Unlock()
-	switch p := p.(type) {
-	case *packets.PublishPacket:
-		p.MessageID = id
-	case *packets.SubscribePacket:
-		p.MessageID = id
-	}
-	if err := s.writePacket(p); err != nil {
+	if err := s.write(encode(id)); err != nil {
 		s.finish(id, nil)
-		return fmt.Errorf("%w: %w", errConnEnded, err)
+		return fmt.Errorf("%w: %w", ErrConnEnded, err)
 	}
 	select {
 	case err := <-o.done:
@@ -496,13 +538,6 @@ func (s *session) suback(id uint16, codes []byte) {
 	s.finish(id, errors.Join(errs...))
 }
 
-// writePacket encodes p and queues it in one write.
-func (s *session) writePacket(p packets.ControlPacket) error {
-	var buf bytes.Buffer
-	_ = p.Write(&buf) // a bytes.Buffer does not fail
-	return s.write(buf.Bytes())
-}
-
 // writeID queues a four-byte packet that carries only a packet id.
 func (s *session) writeID(first byte, id uint16) {
 	// An error means the connection has ended: the broker resends.
@@ -529,7 +564,7 @@ func (s *session) end(err error) {
 		s.ops = nil
 		s.mu.Unlock()
 		for _, o := range ops {
-			o.done <- fmt.Errorf("%w: %w", errConnEnded, err)
+			o.done <- fmt.Errorf("%w: %w", ErrConnEnded, err)
 		}
 		close(s.dead)
 	})
@@ -544,12 +579,12 @@ func (s *session) read() {
 
 // readLoop reads packets and answers them. A PUBLISH over max_payload is
 // dropped and acked (or the broker would send it forever) and counted
-// through handlers.oversize; one whose packet is longer than any PUBLISH
+// through Handlers.Oversize; one whose packet is longer than any PUBLISH
 // within max_payload can be is skipped on the socket, never read into memory.
 // It ends with errBrokerClosed when the broker closes the connection
 // between packets, and with a protocolError on a packet that breaks MQTT.
 func (s *session) readLoop() error {
-	maxPayload := int(s.c.cfg.MaxPayload)
+	maxPayload := s.c.cfg.MaxPayload
 	limit := 2 + 65535 + 2 + maxPayload // the longest topic, an id, the payload
 	stop := s.c.bg.Done()
 	for {
@@ -565,7 +600,7 @@ func (s *session) readLoop() error {
 		}
 		s.recvd.Add(1)
 		if n > limit {
-			if typ != packets.Publish {
+			if typ != typePublish {
 				return violation("%s of %d bytes", packetName(typ), n)
 			}
 			id, qos, err := skipPublish(s.bc.r, flags, n)
@@ -576,7 +611,7 @@ func (s *session) readLoop() error {
 			continue
 		}
 		switch typ {
-		case packets.Publish:
+		case typePublish:
 			topic, id, payload, qos, err := parsePublish(flags, body)
 			if err != nil {
 				return err
@@ -585,23 +620,23 @@ func (s *session) readLoop() error {
 				s.dropOversize(id, qos)
 				continue
 			}
-			s.c.h.message(&inMsg{s: s, topic: topic, payload: payload, id: id, qos: qos}, stop)
+			s.c.h.Message(&Message{s: s, topic: topic, payload: payload, id: id, qos: qos}, stop)
 			continue
 		}
 		if err := checkPacket(typ, flags, body); err != nil {
 			return err
 		}
 		switch typ {
-		case packets.Puback, packets.Pubcomp, packets.Pubrec, packets.Pubrel, packets.Suback:
+		case typePuback, typePubcomp, typePubrec, typePubrel, typeSuback:
 			id := uint16(body[0])<<8 | uint16(body[1])
 			switch typ {
-			case packets.Puback, packets.Pubcomp:
+			case typePuback, typePubcomp:
 				s.finish(id, nil)
-			case packets.Pubrec: // our QoS 2 publish: release it
+			case typePubrec: // our QoS 2 publish: release it
 				s.writeID(pktPubrel, id)
-			case packets.Pubrel: // a QoS 2 message we PUBRECed: complete it
+			case typePubrel: // a QoS 2 message we PUBRECed: complete it
 				s.writeID(pktPubcomp, id)
-			case packets.Suback:
+			case typeSuback:
 				s.suback(id, body[2:])
 			}
 		}
@@ -610,8 +645,8 @@ func (s *session) readLoop() error {
 
 // dropOversize acks and counts a PUBLISH over max_payload.
 func (s *session) dropOversize(id uint16, qos byte) {
-	s.c.h.oversize()
-	(&inMsg{s: s, id: id, qos: qos}).Ack()
+	s.c.h.Oversize()
+	(&Message{s: s, id: id, qos: qos}).Ack()
 }
 
 // ping keeps the connection alive: every half keepalive in which nothing
@@ -647,7 +682,7 @@ func (s *session) ping() {
 				}
 			}
 			if pingAt.IsZero() && (nsent == sent || nrecvd == recvd) {
-				if s.write([]byte{packets.Pingreq << 4, 0}) == nil {
+				if s.write([]byte{typePingreq << 4, 0}) == nil {
 					pingAt, pingRecvd = now, nrecvd
 				}
 				nsent = s.sent.Load()
@@ -656,5 +691,3 @@ func (s *session) ping() {
 		}
 	}
 }
-
-var _ broker = (*client)(nil)
