@@ -444,6 +444,33 @@ func (c *Client) Publish(ctx context.Context, topic string, qos byte, retain boo
 	return s.request(ctx, func(id uint16) []byte { return publishPacket(topic, qos, retain, id, payload) }, &op{})
 }
 
+// PublishAsync queues a message on the current connection and returns
+// at once: the channel receives nil at the PUBACK (QoS 1) or PUBCOMP
+// (QoS 2), or the error that ended the connection first; for QoS 0 it
+// holds nil already. The payload is copied: the caller may reuse it once
+// PublishAsync returns. Messages are sent in the order queued. A caller
+// that stops waiting leaves the answer in the channel (capacity 1).
+func (c *Client) PublishAsync(topic string, qos byte, retain bool, payload []byte) (<-chan error, error) {
+	s := c.current()
+	if s == nil {
+		return nil, ErrNotConnected
+	}
+	if qos == 0 {
+		done := make(chan error, 1)
+		done <- nil
+		return done, s.write(publishPacket(topic, 0, retain, 0, payload))
+	}
+	o := &op{done: make(chan error, 1)}
+	if _, err := s.send(func(id uint16) []byte { return publishPacket(topic, qos, retain, id, payload) }, o); err != nil {
+		return nil, err
+	}
+	return o.done, nil
+}
+
+// Connected reports whether the client has a connection now (it may end
+// at any time; a request then fails with ErrConnEnded).
+func (c *Client) Connected() bool { return c.current() != nil }
+
 // Disconnect sends DISCONNECT, closes the connection (what is pending is
 // sent first), stops reconnecting, and returns once every goroutine of the
 // client has ended: a reader waiting in Handlers.Message is released
@@ -473,17 +500,9 @@ func (c *Client) Disconnect(time.Duration) {
 // waits for its answer.
 func (s *session) request(ctx context.Context, encode func(id uint16) []byte, o *op) error {
 	o.done = make(chan error, 1)
-	s.mu.Lock()
-	if s.ops == nil {
-		s.mu.Unlock()
-		return fmt.Errorf("%w: %w", ErrConnEnded, s.err)
-	}
-	id := s.freeIDLocked()
-	s.ops[id] = o
-	s.mu.Unlock()
-	if err := s.write(encode(id)); err != nil {
-		s.finish(id, nil)
-		return fmt.Errorf("%w: %w", ErrConnEnded, err)
+	id, err := s.send(encode, o)
+	if err != nil {
+		return err
 	}
 	select {
 	case err := <-o.done:
@@ -492,6 +511,31 @@ func (s *session) request(ctx context.Context, encode func(id uint16) []byte, o 
 		s.finish(id, nil)
 		return ctx.Err()
 	}
+}
+
+// errNoPacketID fails a request while every packet id is in use.
+var errNoPacketID = errors.New("mqtt: 65535 requests awaiting an answer, no packet id free")
+
+// send registers o under a fresh packet id and queues the packet that
+// encode makes with it; o.done receives the answer.
+func (s *session) send(encode func(id uint16) []byte, o *op) (uint16, error) {
+	s.mu.Lock()
+	if s.ops == nil {
+		s.mu.Unlock()
+		return 0, fmt.Errorf("%w: %w", ErrConnEnded, s.err)
+	}
+	if len(s.ops) >= 65535 {
+		s.mu.Unlock()
+		return 0, errNoPacketID
+	}
+	id := s.freeIDLocked()
+	s.ops[id] = o
+	s.mu.Unlock()
+	if err := s.write(encode(id)); err != nil {
+		s.finish(id, nil)
+		return 0, fmt.Errorf("%w: %w", ErrConnEnded, err)
+	}
+	return id, nil
 }
 
 // freeIDLocked returns a packet id no request of ours is using.

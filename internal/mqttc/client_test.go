@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -590,4 +591,62 @@ func FuzzReadPacket(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestClientPublishAsync checks that PublishAsync sends messages in order,
+// that each channel receives nil at its PUBACK, and that those still
+// waiting when the connection ends receive ErrConnEnded.
+func TestClientPublishAsync(t *testing.T) {
+	const n, acked = 50, 40
+	got := make(chan []string, 1)
+	fb := startNetBroker(t, func(_ int, c net.Conn, r *bufio.Reader) {
+		var topics []string
+		for len(topics) < n {
+			typ, flags, _, body, err := readPacket(r, 1<<20)
+			if err != nil || typ != typePublish {
+				return
+			}
+			topic, id, _, _, err := parsePublish(flags, body)
+			if err != nil {
+				return
+			}
+			topics = append(topics, topic)
+			if len(topics) <= acked {
+				if _, err := c.Write([]byte{typePuback << 4, 2, byte(id >> 8), byte(id)}); err != nil {
+					return
+				}
+			}
+		}
+		got <- topics
+	})
+	c := testClient(t, fb.url(), 30*time.Second, newRecorder())
+	var acks []<-chan error
+	for i := range n {
+		ack, err := c.PublishAsync("t/"+strconv.Itoa(i), 1, false, []byte("x"))
+		if err != nil {
+			t.Fatalf("publish %d: %v", i, err)
+		}
+		acks = append(acks, ack)
+	}
+	var topics []string
+	select {
+	case topics = <-got: // the broker closes the connection after reading them all
+	case <-time.After(10 * time.Second):
+		t.Fatal("the broker did not get every message")
+	}
+	for i, topic := range topics {
+		if want := "t/" + strconv.Itoa(i); topic != want {
+			t.Fatalf("message %d: got topic %q, want %q", i, topic, want)
+		}
+	}
+	for i, ack := range acks {
+		select {
+		case err := <-ack:
+			if i < acked && err != nil || i >= acked && !errors.Is(err, ErrConnEnded) {
+				t.Errorf("message %d: got %v, want %v", i, err, map[bool]error{true: nil, false: ErrConnEnded}[i < acked])
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("message %d: no answer", i)
+		}
+	}
 }
