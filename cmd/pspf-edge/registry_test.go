@@ -128,3 +128,25 @@ func exitCode(err error) int {
 	}
 	return -1
 }
+
+// TestMakeBuildLeavesPostgresOut checks the decision of the Makefile (and
+// scripts/cross-build.sh): `make build` leaves the PostgreSQL sink out,
+// `make build-full` has every connector.
+func TestMakeBuildLeavesPostgresOut(t *testing.T) {
+	for target, want := range map[string][]string{
+		"build":      {"console", "file", "http", "kafka", "mqtt"},
+		"build-full": {"console", "file", "http", "kafka", "mqtt", "postgres"},
+	} {
+		bin := filepath.Join(t.TempDir(), "pspf-edge")
+		if out, err := exec.Command("make", "-s", "-C", "../..", target, "BIN="+bin).CombinedOutput(); err != nil {
+			t.Fatalf("make %s: %v\n%s", target, err, out)
+		}
+		out, err := exec.Command(bin, "schema").Output()
+		if err != nil {
+			t.Fatalf("schema: %v", err)
+		}
+		if got := schemaTypes(t, out, "sinks"); !slices.Equal(got, want) {
+			t.Errorf("make %s: sink types %v, want %v", target, got, want)
+		}
+	}
+}
