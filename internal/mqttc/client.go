@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,6 +60,13 @@ type Options struct {
 	// ws:// and wss://.
 	Brokers  []string
 	ClientID string
+	// ProtocolVersion is 4 (MQTT 3.1.1, the default when 0) or 5 (MQTT 5:
+	// Receive Maximum, user properties, message expiry, reason codes).
+	ProtocolVersion byte
+	// ReceiveMaximum (MQTT 5) is how many QoS 1 and 2 messages the broker
+	// may send unacknowledged; 0 leaves MQTT's default, 65535. Under 3.1.1
+	// the broker's own limit applies (mosquitto: 20).
+	ReceiveMaximum uint16
 	// Username and Password log in; when Username is empty, the broker
 	// URL's user info is used.
 	Username, Password string
@@ -153,12 +161,23 @@ type session struct {
 	start   time.Time // when it was adopted, on the client's clock
 
 	sent, recvd atomic.Uint64 // packets, for the keepalive
+
+	v5        bool
+	keepAlive time.Duration // the client's, or the broker's Server Keep Alive (MQTT 5)
+	// quota (MQTT 5) holds a token per QoS 1 or 2 publish of ours awaiting
+	// its answer, at most the broker's Receive Maximum: a client that sends
+	// more is disconnected (§4.9). nil under 3.1.1.
+	quota    chan struct{}
+	maxQoS   byte // the broker's Maximum QoS (MQTT 5), 2 if it set none
+	noShared bool // the broker has no shared subscriptions (MQTT 5)
+	noWild   bool // nor wildcard subscriptions
 }
 
 // op is a request awaiting the broker's answer.
 type op struct {
 	done    chan error // capacity 1
 	filters []string   // a SUBSCRIBE's filters, in the order sent
+	quota   bool       // holds a token of session.quota
 }
 
 // Message is a received PUBLISH. Its payload is its own: the client
@@ -169,6 +188,8 @@ type Message struct {
 	payload []byte
 	id      uint16
 	qos     byte
+	user    []UserProperty // MQTT 5
+	expiry  int64          // MQTT 5: the message expiry interval left, seconds; -1 for none
 }
 
 // Topic returns the message's topic.
@@ -179,6 +200,27 @@ func (m *Message) Payload() []byte { return m.payload }
 
 // Qos returns the QoS the message was received with.
 func (m *Message) Qos() byte { return m.qos }
+
+// UserProperties returns the message's MQTT 5 user properties, in the
+// order received; none under 3.1.1.
+func (m *Message) UserProperties() []UserProperty { return m.user }
+
+// Expiry returns what is left of the message's MQTT 5 message expiry
+// interval, as the broker sent it; false when the message has none.
+func (m *Message) Expiry() (time.Duration, bool) {
+	return time.Duration(m.expiry) * time.Second, m.expiry >= 0
+}
+
+// UserProperty returns the value of the message's first user property
+// named key.
+func (m *Message) UserProperty(key string) (string, bool) {
+	for _, u := range m.user {
+		if u.Key == key {
+			return u.Value, true
+		}
+	}
+	return "", false
+}
 
 // Ack sends the PUBACK (QoS 1) or PUBREC (QoS 2) on the connection the
 // message came on; it does nothing for QoS 0 or once that connection has
@@ -271,16 +313,19 @@ func (c *Client) dialOne(ctx context.Context, u *url.URL) (*session, bool, error
 		user = u.User.Username()
 		pass, _ = u.User.Password()
 	}
-	if _, err := bc.Write(connectPacket(c.cfg.ClientID, user, pass, c.cfg.CleanSession, c.cfg.KeepAlive, c.cfg.Will)); err != nil {
+	if _, err := bc.Write(connectPacket(&c.cfg, user, pass)); err != nil {
 		bc.Close()
 		return nil, false, err
 	}
-	typ, _, n, body, err := readPacket(bc.r, 2)
-	if err == nil && (typ != typeConnack || len(body) != 2) {
-		err = fmt.Errorf("expected CONNACK, got %s of %d bytes", packetName(typ), n)
+	v5 := c.cfg.ProtocolVersion == 5
+	limit := 2
+	if v5 {
+		limit = 64 << 10 // properties: reason string, user properties
 	}
-	if err == nil && body[1] != 0 {
-		err = &RefusedError{Code: body[1]}
+	typ, _, n, body, err := readPacket(bc.r, limit)
+	var cp props
+	if err == nil {
+		cp, err = checkConnack(typ, n, body, v5)
 	}
 	if err != nil {
 		if ctx.Err() != nil {
@@ -294,7 +339,22 @@ func (c *Client) dialOne(ctx context.Context, u *url.URL) (*session, bool, error
 		return nil, false, ctx.Err()
 	}
 	_ = bc.SetDeadline(time.Time{})
-	s := &session{c: c, bc: bc, broker: u.String(), ops: map[uint16]*op{}, dead: make(chan struct{})}
+	s := &session{c: c, bc: bc, broker: u.String(), ops: map[uint16]*op{}, dead: make(chan struct{}),
+		v5: v5, keepAlive: c.cfg.KeepAlive, maxQoS: 2}
+	if v5 {
+		quota := int(cp.receiveMax)
+		if quota == 0 {
+			quota = 65535 // not set (§3.2.2.3.3)
+		}
+		s.quota = make(chan struct{}, quota)
+		if cp.hasServerKeep {
+			s.keepAlive = time.Duration(cp.serverKeep) * time.Second
+		}
+		if cp.hasMaxQoS {
+			s.maxQoS = cp.maxQoS
+		}
+		s.noShared, s.noWild = cp.sharedSubsOff, cp.wildcardSubOff
+	}
 	return s, body[0]&1 == 1, nil
 }
 
@@ -376,7 +436,8 @@ func (c *Client) reconnect(old *session, err error, at time.Time) {
 		c.stable()
 	}
 	cause := lossCause(err)
-	if cause != causeClosed {
+	silent := silentClose(err)
+	if !silent {
 		c.report(at, cause, err, lived)
 	}
 	for first := true; ; first = false {
@@ -387,7 +448,7 @@ func (c *Client) reconnect(old *session, err error, at time.Time) {
 			return
 		}
 		s, _, derr := c.dial(c.bg)
-		if first && cause == causeClosed {
+		if first && silent {
 			if derr == nil && s.broker == old.broker {
 				c.report(at, causeTakeover, takeover(c.cfg.ClientID), lived)
 			} else if c.bg.Err() == nil {
@@ -429,39 +490,64 @@ func (c *Client) Subscribe(ctx context.Context, filters map[string]byte) error {
 	for i, f := range topics {
 		qos[i] = filters[f]
 	}
-	return s.request(ctx, func(id uint16) []byte { return subscribePacket(id, topics, qos) }, &op{filters: topics})
+	for _, f := range topics {
+		if s.noShared && strings.HasPrefix(f, "$share/") {
+			return fmt.Errorf("mqtt: subscription %q: the broker has no shared subscriptions (CONNACK)", f)
+		}
+		if s.noWild && strings.ContainsAny(f, "+#") {
+			return fmt.Errorf("mqtt: subscription %q: the broker has no wildcard subscriptions (CONNACK)", f)
+		}
+	}
+	return s.request(ctx, func(id uint16) []byte { return subscribePacket(s.v5, id, topics, qos) }, &op{filters: topics})
 }
 
 // Publish sends a message; with QoS 1 or 2 it waits for the broker's ack.
 func (c *Client) Publish(ctx context.Context, topic string, qos byte, retain bool, payload []byte) error {
-	s := c.current()
-	if s == nil {
-		return ErrNotConnected
+	ack, err := c.PublishAsync(ctx, &Publication{Topic: topic, QoS: qos, Retain: retain, Payload: payload})
+	if err != nil {
+		return err
 	}
-	if qos == 0 {
-		return s.write(publishPacket(topic, 0, retain, 0, payload))
+	select {
+	case err := <-ack:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	return s.request(ctx, func(id uint16) []byte { return publishPacket(topic, qos, retain, id, payload) }, &op{})
 }
 
-// PublishAsync queues a message on the current connection and returns
-// at once: the channel receives nil at the PUBACK (QoS 1) or PUBCOMP
-// (QoS 2), or the error that ended the connection first; for QoS 0 it
-// holds nil already. The payload is copied: the caller may reuse it once
-// PublishAsync returns. Messages are sent in the order queued. A caller
+// PublishAsync queues a message on the current connection: the channel
+// receives nil at the PUBACK (QoS 1) or PUBCOMP (QoS 2), a *ReasonError
+// if the broker refused it (MQTT 5), or the error that ended the
+// connection first; for QoS 0 it holds nil already. The message is copied:
+// the caller may reuse it once PublishAsync returns. Messages are sent in
+// the order queued. Under MQTT 5 it waits, up to ctx, while the broker's
+// Receive Maximum of our QoS 1 and 2 messages await their answer. A caller
 // that stops waiting leaves the answer in the channel (capacity 1).
-func (c *Client) PublishAsync(topic string, qos byte, retain bool, payload []byte) (<-chan error, error) {
+func (c *Client) PublishAsync(ctx context.Context, p *Publication) (<-chan error, error) {
 	s := c.current()
 	if s == nil {
 		return nil, ErrNotConnected
 	}
-	if qos == 0 {
+	if p.QoS > s.maxQoS {
+		return nil, fmt.Errorf("mqtt: publish QoS %d: the broker allows at most QoS %d (CONNACK)", p.QoS, s.maxQoS)
+	}
+	if p.QoS == 0 {
 		done := make(chan error, 1)
 		done <- nil
-		return done, s.write(publishPacket(topic, 0, retain, 0, payload))
+		return done, s.write(publishPacket(s.v5, p, 0))
 	}
 	o := &op{done: make(chan error, 1)}
-	if _, err := s.send(func(id uint16) []byte { return publishPacket(topic, qos, retain, id, payload) }, o); err != nil {
+	if s.quota != nil {
+		select {
+		case s.quota <- struct{}{}:
+			o.quota = true
+		case <-s.dead:
+			return nil, fmt.Errorf("%w: %w", ErrConnEnded, s.err)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if _, err := s.send(func(id uint16) []byte { return publishPacket(s.v5, p, id) }, o); err != nil {
 		return nil, err
 	}
 	return o.done, nil
@@ -520,13 +606,16 @@ var errNoPacketID = errors.New("mqtt: 65535 requests awaiting an answer, no pack
 // encode makes with it; o.done receives the answer.
 func (s *session) send(encode func(id uint16) []byte, o *op) (uint16, error) {
 	s.mu.Lock()
-	if s.ops == nil {
+	if s.ops == nil || len(s.ops) >= 65535 {
+		err := errNoPacketID
+		if s.ops == nil {
+			err = fmt.Errorf("%w: %w", ErrConnEnded, s.err)
+		}
 		s.mu.Unlock()
-		return 0, fmt.Errorf("%w: %w", ErrConnEnded, s.err)
-	}
-	if len(s.ops) >= 65535 {
-		s.mu.Unlock()
-		return 0, errNoPacketID
+		if o.quota {
+			<-s.quota
+		}
+		return 0, err
 	}
 	id := s.freeIDLocked()
 	s.ops[id] = o
@@ -558,12 +647,16 @@ func (s *session) finish(id uint16, err error) {
 	delete(s.ops, id)
 	s.mu.Unlock()
 	if o != nil {
+		if o.quota {
+			<-s.quota
+		}
 		o.done <- err
 	}
 }
 
-// suback ends a SUBSCRIBE, failing it for every filter the broker refused.
-func (s *session) suback(id uint16, codes []byte) {
+// suback ends a SUBSCRIBE, failing it for every filter the broker refused
+// (return code 0x80; under MQTT 5 any reason code from 0x80, named).
+func (s *session) suback(id uint16, codes []byte, reason string) {
 	s.mu.Lock()
 	o := s.ops[id]
 	s.mu.Unlock()
@@ -572,7 +665,12 @@ func (s *session) suback(id uint16, codes []byte) {
 	}
 	var errs []error
 	for i, code := range codes {
-		if code == 0x80 && i < len(o.filters) {
+		if code < 0x80 || i >= len(o.filters) {
+			continue
+		}
+		if s.v5 {
+			errs = append(errs, &ReasonError{Packet: "SUBACK", Code: code, Reason: reason, Filter: o.filters[i]})
+		} else {
 			errs = append(errs, fmt.Errorf("broker refused subscription %q", o.filters[i]))
 		}
 	}
@@ -656,7 +754,7 @@ func (s *session) readLoop() error {
 		}
 		switch typ {
 		case typePublish:
-			topic, id, payload, qos, err := parsePublish(flags, body)
+			topic, id, payload, qos, pp, err := parsePublish(flags, body, s.v5)
 			if err != nil {
 				return err
 			}
@@ -664,25 +762,52 @@ func (s *session) readLoop() error {
 				s.dropOversize(id, qos)
 				continue
 			}
-			s.c.h.Message(&Message{s: s, topic: topic, payload: payload, id: id, qos: qos}, stop)
+			m := &Message{s: s, topic: topic, payload: payload, id: id, qos: qos, user: pp.user, expiry: -1}
+			if pp.hasExpiry {
+				m.expiry = int64(pp.expiry)
+			}
+			s.c.h.Message(m, stop)
 			continue
 		}
-		if err := checkPacket(typ, flags, body); err != nil {
+		if err := checkPacket(typ, flags, body, s.v5); err != nil {
 			return err
 		}
-		switch typ {
-		case typePuback, typePubcomp, typePubrec, typePubrel, typeSuback:
-			id := uint16(body[0])<<8 | uint16(body[1])
-			switch typ {
-			case typePuback, typePubcomp:
-				s.finish(id, nil)
-			case typePubrec: // our QoS 2 publish: release it
-				s.writeID(pktPubrel, id)
-			case typePubrel: // a QoS 2 message we PUBRECed: complete it
-				s.writeID(pktPubcomp, id)
-			case typeSuback:
-				s.suback(id, body[2:])
+		if typ == typeDisconnect { // MQTT 5: the broker says why
+			code, reason, err := parseDisconnect(body)
+			if err != nil {
+				return err
 			}
+			return &ReasonError{Packet: "DISCONNECT", Code: code, Reason: reason}
+		}
+		if typ == typePingresp {
+			continue
+		}
+		id := uint16(body[0])<<8 | uint16(body[1])
+		code, reason, err := parseAck(typ, body, s.v5)
+		if err != nil {
+			return err
+		}
+		var failed error
+		if code >= 0x80 && typ != typeSuback {
+			failed = &ReasonError{Packet: packetName(typ), Code: code, Reason: reason}
+		}
+		switch typ {
+		case typePuback, typePubcomp:
+			s.finish(id, failed)
+		case typePubrec: // our QoS 2 publish: release it, unless refused
+			if failed != nil {
+				s.finish(id, failed)
+				continue
+			}
+			s.writeID(pktPubrel, id)
+		case typePubrel: // a QoS 2 message we PUBRECed: complete it
+			s.writeID(pktPubcomp, id)
+		case typeSuback:
+			codes, reason, err := subackCodes(body, s.v5)
+			if err != nil {
+				return err
+			}
+			s.suback(id, codes, reason)
 		}
 	}
 }
@@ -700,7 +825,7 @@ func (s *session) dropOversize(id uint16, qos byte) {
 // message the broker has for us.) It also tells the client when the
 // connection has lived long enough to count as stable.
 func (s *session) ping() {
-	tick := max(s.c.cfg.KeepAlive/2, 100*time.Millisecond)
+	tick := max(s.keepAlive/2, 100*time.Millisecond)
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	sent, recvd := s.sent.Load(), s.recvd.Load()
@@ -720,7 +845,7 @@ func (s *session) ping() {
 			if !pingAt.IsZero() {
 				if nrecvd != pingRecvd {
 					pingAt = time.Time{}
-				} else if now.Sub(pingAt) >= s.c.cfg.KeepAlive {
+				} else if now.Sub(pingAt) >= s.keepAlive {
 					s.end(fmt.Errorf("%w: nothing received for %s after a PINGREQ", errKeepalive, now.Sub(pingAt).Round(time.Second)))
 					return
 				}

@@ -219,7 +219,7 @@ func TestClientReceiveAckAndRequests(t *testing.T) {
 				id := body[:2]
 				_, _ = c.Write([]byte{packets.Suback << 4, 4, id[0], id[1], 1, 0x80})
 			case packets.Publish:
-				_, id, _, _, _ := parsePublish(flags, body)
+				_, id, _, _, _, _ := parsePublish(flags, body, false)
 				_, _ = c.Write([]byte{packets.Puback << 4, 2, byte(id >> 8), byte(id)})
 			}
 		}
@@ -403,7 +403,7 @@ func TestClientPublishQoS2(t *testing.T) {
 			}
 			switch typ {
 			case packets.Publish:
-				_, id, _, _, _ := parsePublish(flags, body)
+				_, id, _, _, _, _ := parsePublish(flags, body, false)
 				_, _ = c.Write([]byte{packets.Pubrec << 4, 2, byte(id >> 8), byte(id)})
 			case packets.Pubrel:
 				rels <- append([]byte{typ<<4 | flags}, body...)
@@ -460,7 +460,7 @@ func TestReadPacket(t *testing.T) {
 				if typ != packets.Publish {
 					t.Fatalf("type %d, want PUBLISH", typ)
 				}
-				topic, id, payload, _, err = parsePublish(flags, body)
+				topic, id, payload, _, _, err = parsePublish(flags, body, false)
 			}
 			if tc.err != "" {
 				var pe *protocolError
@@ -506,7 +506,7 @@ func TestCheckPacket(t *testing.T) {
 			if err != nil {
 				t.Fatalf("read: %v", err)
 			}
-			err = checkPacket(typ, flags, body)
+			err = checkPacket(typ, flags, body, false)
 			var pe *protocolError
 			switch {
 			case tc.err == "" && err != nil:
@@ -553,7 +553,7 @@ func FuzzReadPacket(f *testing.F) {
 				if n > 64 {
 					return // the client drops the connection
 				}
-				if err := checkPacket(typ, flags, body); err != nil {
+				if err := checkPacket(typ, flags, body, false); err != nil {
 					violation(t, err)
 					continue
 				}
@@ -577,7 +577,7 @@ func FuzzReadPacket(f *testing.F) {
 				}
 				continue
 			}
-			topic, id, payload, qos, err := parsePublish(flags, body)
+			topic, id, payload, qos, _, err := parsePublish(flags, body, false)
 			if err != nil {
 				violation(t, err)
 				continue
@@ -606,7 +606,7 @@ func TestClientPublishAsync(t *testing.T) {
 			if err != nil || typ != typePublish {
 				return
 			}
-			topic, id, _, _, err := parsePublish(flags, body)
+			topic, id, _, _, _, err := parsePublish(flags, body, false)
 			if err != nil {
 				return
 			}
@@ -622,7 +622,7 @@ func TestClientPublishAsync(t *testing.T) {
 	c := testClient(t, fb.url(), 30*time.Second, newRecorder())
 	var acks []<-chan error
 	for i := range n {
-		ack, err := c.PublishAsync("t/"+strconv.Itoa(i), 1, false, []byte("x"))
+		ack, err := c.PublishAsync(context.Background(), &Publication{Topic: "t/" + strconv.Itoa(i), QoS: 1, Payload: []byte("x")})
 		if err != nil {
 			t.Fatalf("publish %d: %v", i, err)
 		}

@@ -35,9 +35,12 @@ func packetName(typ byte) string {
 }
 
 // RefusedError is a CONNACK that refused the connection, with its return
-// code (MQTT 3.1.1 §3.2.2.3).
+// code (MQTT 3.1.1 §3.2.2.3) or reason code (MQTT 5 §3.2.2.2, 0x80 and
+// above) and the MQTT 5 reason string.
 type RefusedError struct {
-	Code byte
+	Code   byte
+	V5     bool
+	Reason string
 }
 
 var refusedReasons = map[byte]string{
@@ -49,6 +52,17 @@ var refusedReasons = map[byte]string{
 }
 
 func (e *RefusedError) Error() string {
+	if e.V5 {
+		name := reasonNames[e.Code]
+		if name == "" {
+			name = "unknown reason"
+		}
+		s := fmt.Sprintf("connection refused: %s (reason code %#x)", name, e.Code)
+		if e.Reason != "" {
+			s += ": " + e.Reason
+		}
+		return s
+	}
 	if r, ok := refusedReasons[e.Code]; ok {
 		return fmt.Sprintf("connection refused: %s (return code %d)", r, e.Code)
 	}
@@ -57,8 +71,18 @@ func (e *RefusedError) Error() string {
 
 // Setup reports whether retrying the same config cannot cure the refusal:
 // credentials, authorisation, client id or protocol version (a broker that
-// is unavailable is an outage instead).
-func (e *RefusedError) Setup() bool { return e.Code != 3 }
+// is unavailable, busy, shutting down or rate-limiting is an outage
+// instead).
+func (e *RefusedError) Setup() bool {
+	if !e.V5 {
+		return e.Code != 3
+	}
+	switch e.Code {
+	case 0x80, 0x83, 0x88, 0x89, 0x8B, 0x9C, 0x9D, 0x9F:
+		return false
+	}
+	return true
+}
 
 // appendLength appends an MQTT variable byte integer (a remaining length).
 func appendLength(b []byte, n int) []byte {
@@ -94,19 +118,37 @@ type Will struct {
 	Retain  bool
 }
 
-// connectPacket encodes a CONNECT (§3.1).
-func connectPacket(clientID, user, pass string, clean bool, keepAlive time.Duration, w *Will) []byte {
+// connectPacket encodes a CONNECT (§3.1) with o's settings, under MQTT 5
+// (o.ProtocolVersion 5) with its properties: a session expiry that keeps a
+// persistent session as 3.1.1 does (clean_session false: it never expires
+// on the protocol's account) and o.ReceiveMaximum.
+func connectPacket(o *Options, user, pass string) []byte {
+	v5 := o.ProtocolVersion == 5
 	var flags byte
-	n := 10 + stringLen(clientID)
-	if clean {
+	n := 10 + stringLen(o.ClientID)
+	var cprops []byte
+	if v5 {
+		if !o.CleanSession {
+			cprops = append(cprops, propSessionExpiry, 0xff, 0xff, 0xff, 0xff)
+		}
+		if o.ReceiveMaximum > 0 {
+			cprops = append(cprops, propReceiveMaximum, byte(o.ReceiveMaximum>>8), byte(o.ReceiveMaximum))
+		}
+		n += varintLen(len(cprops)) + len(cprops)
+	}
+	if o.CleanSession {
 		flags |= 0x02
 	}
+	w := o.Will
 	if w != nil {
 		flags |= 0x04 | w.QoS<<3
 		if w.Retain {
 			flags |= 0x20
 		}
 		n += stringLen(w.Topic) + stringLen(w.Payload)
+		if v5 {
+			n++ // no will properties
+		}
 	}
 	if user != "" {
 		flags |= 0x80
@@ -116,14 +158,25 @@ func connectPacket(clientID, user, pass string, clean bool, keepAlive time.Durat
 		flags |= 0x40
 		n += stringLen(pass)
 	}
-	ka := min(keepAlive/time.Second, 65535)
+	ka := min(o.KeepAlive/time.Second, 65535)
+	level := byte(4)
+	if v5 {
+		level = 5
+	}
 	b := make([]byte, 0, 5+n)
 	b = append(b, typeConnect<<4)
 	b = appendLength(b, n)
 	b = appendString(b, "MQTT")
-	b = append(b, 4, flags, byte(ka>>8), byte(ka))
-	b = appendString(b, clientID)
+	b = append(b, level, flags, byte(ka>>8), byte(ka))
+	if v5 {
+		b = appendLength(b, len(cprops))
+		b = append(b, cprops...)
+	}
+	b = appendString(b, o.ClientID)
 	if w != nil {
+		if v5 {
+			b = append(b, 0)
+		}
 		b = appendString(b, w.Topic)
 		b = appendString(b, w.Payload)
 	}
@@ -136,29 +189,56 @@ func connectPacket(clientID, user, pass string, clean bool, keepAlive time.Durat
 	return b
 }
 
-// publishPacket encodes a PUBLISH (§3.3); id is used with QoS 1 and 2.
-func publishPacket(topic string, qos byte, retain bool, id uint16, payload []byte) []byte {
-	n := stringLen(topic) + len(payload)
-	if qos > 0 {
+// Publication is a message to publish.
+type Publication struct {
+	Topic   string
+	QoS     byte
+	Retain  bool
+	Payload []byte
+	// Expiry is the message expiry interval (MQTT 5; rounded up to whole
+	// seconds): the broker drops the message once it has waited this long
+	// for a subscriber. 0 for none. Ignored under 3.1.1.
+	Expiry time.Duration
+	// User are user properties (MQTT 5), sent in order. Ignored under
+	// 3.1.1.
+	User []UserProperty
+}
+
+// publishPacket encodes a PUBLISH (§3.3); id is used with QoS 1 and 2,
+// and the properties under MQTT 5.
+func publishPacket(v5 bool, p *Publication, id uint16) []byte {
+	n := stringLen(p.Topic) + len(p.Payload)
+	if p.QoS > 0 {
 		n += 2
 	}
-	first := byte(typePublish<<4) | qos<<1
-	if retain {
+	if v5 {
+		n += publishPropsLen(p.Expiry, p.User)
+	}
+	first := byte(typePublish<<4) | p.QoS<<1
+	if p.Retain {
 		first |= 1
 	}
 	b := make([]byte, 0, 5+n)
 	b = append(b, first)
 	b = appendLength(b, n)
-	b = appendString(b, topic)
-	if qos > 0 {
+	b = appendString(b, p.Topic)
+	if p.QoS > 0 {
 		b = append(b, byte(id>>8), byte(id))
 	}
-	return append(b, payload...)
+	if v5 {
+		b = appendPublishProps(b, p.Expiry, p.User)
+	}
+	return append(b, p.Payload...)
 }
 
-// subscribePacket encodes a SUBSCRIBE (§3.8) of filters with their QoS.
-func subscribePacket(id uint16, filters []string, qos []byte) []byte {
+// subscribePacket encodes a SUBSCRIBE (§3.8) of filters with their QoS;
+// under MQTT 5 with no properties and the other subscription options at
+// their defaults (retained messages sent at subscribe, no local off).
+func subscribePacket(v5 bool, id uint16, filters []string, qos []byte) []byte {
 	n := 2
+	if v5 {
+		n++
+	}
 	for _, f := range filters {
 		n += stringLen(f) + 1
 	}
@@ -166,6 +246,9 @@ func subscribePacket(id uint16, filters []string, qos []byte) []byte {
 	b = append(b, typeSubscribe<<4|2)
 	b = appendLength(b, n)
 	b = append(b, byte(id>>8), byte(id))
+	if v5 {
+		b = append(b, 0)
+	}
 	for i, f := range filters {
 		b = appendString(b, f)
 		b = append(b, qos[i])

@@ -25,7 +25,7 @@ func TestEncodeAgainstPaho(t *testing.T) {
 		{name: "user only", user: "u"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b := connectPacket("cid", tc.user, tc.pass, true, 70*time.Second, tc.will)
+			b := connectPacket(&Options{ClientID: "cid", CleanSession: true, KeepAlive: 70 * time.Second, Will: tc.will}, tc.user, tc.pass)
 			p, err := packets.ReadPacket(bytes.NewReader(b))
 			if err != nil {
 				t.Fatal(err)
@@ -46,7 +46,7 @@ func TestEncodeAgainstPaho(t *testing.T) {
 		})
 	}
 	for _, qos := range []byte{0, 1, 2} {
-		b := publishPacket("a/b", qos, qos == 1, 0x1234, []byte(long))
+		b := publishPacket(false, &Publication{Topic: "a/b", QoS: qos, Retain: qos == 1, Payload: []byte(long)}, 0x1234)
 		p, err := packets.ReadPacket(bytes.NewReader(b))
 		if err != nil {
 			t.Fatal(err)
@@ -60,7 +60,7 @@ func TestEncodeAgainstPaho(t *testing.T) {
 			t.Errorf("QoS %d: got topic %q qos %d retain %v id %d payload %d bytes", qos, pp.TopicName, pp.Qos, pp.Retain, pp.MessageID, len(pp.Payload))
 		}
 	}
-	b := subscribePacket(7, []string{"a/#", "$share/g/b/+"}, []byte{1, 0})
+	b := subscribePacket(false, 7, []string{"a/#", "$share/g/b/+"}, []byte{1, 0})
 	p, err := packets.ReadPacket(bytes.NewReader(b))
 	if err != nil {
 		t.Fatal(err)

@@ -53,11 +53,24 @@ var (
 
 // lossCause returns why a connection ended, from the error that ended it;
 // causeClosed stands for a silent close until the next connect tells a
-// takeover from a broker going away.
+// takeover from a broker going away (see silentClose); under MQTT 5 a
+// broker's DISCONNECT says which.
 func lossCause(err error) string {
 	var pe *protocolError
+	var re *ReasonError
 	switch {
 	case errors.Is(err, errBrokerClosed):
+		return causeClosed
+	case errors.As(err, &re) && re.Packet == "DISCONNECT":
+		// MQTT 5 names it: no guessing from the next connect.
+		switch re.Code {
+		case 0x8E:
+			return causeTakeover
+		case 0x8D:
+			return causeKeepalive
+		case 0x81, 0x82, 0x93, 0x94, 0x95, 0x99:
+			return causeProtocol // the broker says the client broke the protocol
+		}
 		return causeClosed
 	case errors.As(err, &pe):
 		return causeProtocol
@@ -66,6 +79,10 @@ func lossCause(err error) string {
 	}
 	return causeNetwork
 }
+
+// silentClose reports whether err is a close without a word from the
+// broker (MQTT 3.1.1 has none to send).
+func silentClose(err error) bool { return errors.Is(err, errBrokerClosed) }
 
 // takeover is the error of a connection taken to have been taken over.
 //

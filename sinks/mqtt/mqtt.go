@@ -8,7 +8,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/url"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,11 +37,15 @@ type Config struct {
 	// write_timeout. A lost connection shows at once.
 	UnreachableAfter time.Duration   `yaml:"unreachable_after" doc:"how long a batch may wait without any PUBACK before the sink shows offline (a lost connection shows at once); the batch keeps waiting until write_timeout"`
 	TLS              agent.TLSConfig `yaml:"tls" doc:"TLS for ssl://, mqtts:// and wss:// brokers; refused with tcp://, mqtt:// and ws:// ones"`
+	ProtocolVersion  string          `yaml:"protocol_version" enum:"3.1.1,5" doc:"MQTT version: 3.1.1 or 5 (message expiry, user properties, reason codes; the broker's Receive Maximum bounds the messages awaiting a PUBACK)"`
+	// MessageExpiry and UserProperties need MQTT 5: 3.1.1 has no properties.
+	MessageExpiry  time.Duration     `yaml:"message_expiry" doc:"MQTT 5: the broker drops a message that waited this long for a subscriber (whole seconds, rounded up); 0 for never"`
+	UserProperties map[string]string `yaml:"user_properties" doc:"MQTT 5 user properties of every message: name to value, the value a template over record fields like the topic's ({_key}, {site})"`
 }
 
 // Defaults returns the defaults: QoS 1, JSON payloads, 30s keep-alive.
 func Defaults() *Config {
-	return &Config{QoS: 1, Encoding: "json", KeepAlive: 30 * time.Second, ConnectTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, UnreachableAfter: 3 * time.Second}
+	return &Config{QoS: 1, Encoding: "json", ProtocolVersion: "3.1.1", KeepAlive: 30 * time.Second, ConnectTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, UnreachableAfter: 3 * time.Second}
 }
 
 // Validate checks the config beyond its fields' tags.
@@ -60,6 +66,22 @@ func (c *Config) Validate(n agent.Node) {
 	// stable ID already lets consumers drop the duplicates QoS 1 may bring.
 	if c.QoS != 0 && c.QoS != 1 {
 		n.Field("qos").Errorf("must be 0 or 1, got %q", n.Field("qos").Text())
+	}
+	if c.ProtocolVersion != "5" {
+		if n.Field("message_expiry").Present() && c.MessageExpiry != 0 {
+			n.Field("message_expiry").Errorf("needs protocol_version: 5 (MQTT 3.1.1 has no message expiry)")
+		}
+		if len(c.UserProperties) > 0 {
+			n.Field("user_properties").Errorf("needs protocol_version: 5 (MQTT 3.1.1 has no user properties)")
+		}
+	}
+	if c.MessageExpiry < 0 {
+		n.Field("message_expiry").Errorf("must not be negative, got %q", n.Field("message_expiry").Text())
+	}
+	for k, v := range c.UserProperties {
+		if _, err := agent.ParseTemplate(v); err != nil {
+			n.Field("user_properties").Errorf("%s: %v", k, err)
+		}
 	}
 	// Under 100ms a healthy round trip over a mobile uplink would count as
 	// an outage; beyond write_timeout the batch has been retried already
@@ -84,6 +106,7 @@ type Sink struct {
 	env   agent.Env
 	log   *slog.Logger
 	topic *agent.Template
+	props []userProp // MQTT 5 user properties, by name
 	opts  mqttc.Options
 	// broker is the broker URL for messages, its password masked.
 	broker string
@@ -98,8 +121,17 @@ type Sink struct {
 	spans  [][2]int // each message's payload in buf
 	tbuf   []byte   // the topics of the last Write
 	tspans [][2]int
-	idx    []int
+	idx    []int // each message's record
 	acks   []<-chan error
+	pub    mqttc.Publication
+	ubuf   []byte               // user property values of the current record
+	users  []mqttc.UserProperty // of the current record
+}
+
+// userProp is a user property of every message, its value a template.
+type userProp struct {
+	key string
+	val *agent.Template
 }
 
 // maxReconnect is the cap of the reconnect backoff.
@@ -114,6 +146,13 @@ func New(cfg Config, env agent.Env) (*Sink, error) {
 	}
 	cfg.UnreachableAfter = min(cfg.UnreachableAfter, cfg.WriteTimeout)
 	s := &Sink{cfg: cfg, env: env, log: env.Logger, topic: t, lost: make(chan error, 1), broker: agent.RedactURL(cfg.Broker)}
+	for _, k := range slices.Sorted(maps.Keys(cfg.UserProperties)) {
+		vt, err := agent.ParseTemplate(cfg.UserProperties[k])
+		if err != nil {
+			return nil, fmt.Errorf("mqtt sink: user_properties: %s: %w", k, err)
+		}
+		s.props = append(s.props, userProp{key: k, val: vt})
+	}
 	u, err := url.Parse(cfg.Broker)
 	if err != nil {
 		return nil, fmt.Errorf("mqtt sink: broker %s: %w", s.broker, err)
@@ -132,6 +171,9 @@ func New(cfg Config, env agent.Env) (*Sink, error) {
 		// The sink subscribes to nothing: a message the broker sends anyway
 		// is acked and dropped, and one over this never read into memory.
 		MaxPayload: 64 << 10, Name: "mqtt sink"}
+	if cfg.ProtocolVersion == "5" {
+		s.opts.ProtocolVersion = 5
+	}
 	if on, err := cfg.TLS.On(u.Scheme); err != nil {
 		return nil, fmt.Errorf("mqtt sink: broker %s: %w", s.broker, err)
 	} else if on {
@@ -205,7 +247,7 @@ func (s *Sink) Write(ctx context.Context, recs []agent.Record) error {
 	var rej *agent.RejectedError
 	// The client copies each message into its packet: the buffers are the
 	// sink's again once Publish returns.
-	b, spans, tb, tspans := s.buf[:0], s.spans[:0], s.tbuf[:0], s.tspans[:0]
+	b, spans, tb, tspans, idx := s.buf[:0], s.spans[:0], s.tbuf[:0], s.tspans[:0], s.idx[:0]
 	for i := range recs {
 		r := &recs[i]
 		start := len(tb)
@@ -224,38 +266,46 @@ func (s *Sink) Write(ctx context.Context, recs []agent.Record) error {
 		pstart := len(b)
 		b = s.appendPayload(b, r)
 		spans = append(spans, [2]int{pstart, len(b)})
+		idx = append(idx, i)
 	}
-	s.buf, s.spans, s.tbuf, s.tspans = b, spans, tb, tspans
+	s.buf, s.spans, s.tbuf, s.tspans, s.idx = b, spans, tb, tspans, idx
 	w := s.watch(len(spans))
 	defer w.stop()
 	acks := s.acks[:0]
 	defer func() { s.acks = acks[:0] }()
+	// write_timeout bounds the whole Write: under MQTT 5 queueing waits
+	// for room under the broker's Receive Maximum too.
+	wctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+	defer cancel()
+	timedOut := func(err error) error {
+		if ctx.Err() == nil && wctx.Err() != nil {
+			return fmt.Errorf("mqtt sink: publish: no PUBACK within write_timeout (%s)", s.cfg.WriteTimeout)
+		}
+		return fmt.Errorf("mqtt sink: publish: %w", err)
+	}
+	p := &s.pub
+	*p = mqttc.Publication{QoS: byte(s.cfg.QoS), Retain: s.cfg.Retain, Expiry: s.cfg.MessageExpiry}
 	for j := range spans {
-		topic := string(tb[tspans[j][0]:tspans[j][1]])
-		ack, err := cl.PublishAsync(topic, byte(s.cfg.QoS), s.cfg.Retain, b[spans[j][0]:spans[j][1]])
+		p.Topic = string(tb[tspans[j][0]:tspans[j][1]])
+		p.Payload = b[spans[j][0]:spans[j][1]]
+		p.User = s.userProps(&recs[s.idx[j]])
+		ack, err := cl.PublishAsync(wctx, p)
 		if err != nil {
-			return fmt.Errorf("mqtt sink: publish: %w", err)
+			return timedOut(err)
 		}
 		acks = append(acks, ack)
 		w.progress(false)
 	}
-	deadline := time.NewTimer(s.cfg.WriteTimeout)
-	defer deadline.Stop()
 	for _, ack := range acks {
-		var failed error
 		select {
 		case err := <-ack:
-			if err == nil {
-				w.progress(true)
-				continue
+			if err != nil {
+				return fmt.Errorf("mqtt sink: publish: %w", err)
 			}
-			failed = err
-		case <-ctx.Done():
-			failed = ctx.Err()
-		case <-deadline.C:
-			failed = fmt.Errorf("no PUBACK within write_timeout (%s)", s.cfg.WriteTimeout)
+			w.progress(true)
+		case <-wctx.Done():
+			return timedOut(wctx.Err())
 		}
-		return fmt.Errorf("mqtt sink: publish: %w", failed)
 	}
 	if rej != nil {
 		return rej
@@ -322,6 +372,25 @@ func (w *writeWatch) progress(acked bool) {
 func (w *writeWatch) stop() {
 	close(w.done)
 	w.wg.Wait()
+}
+
+// userProps returns the user properties of r's message: a template that
+// r lacks a field for leaves its property out. The slice is reused by the
+// next call (the client copies it into the packet).
+func (s *Sink) userProps(r *agent.Record) []mqttc.UserProperty {
+	if len(s.props) == 0 {
+		return nil
+	}
+	users := s.users[:0]
+	for _, p := range s.props {
+		b, err := p.val.Append(s.ubuf[:0], r)
+		s.ubuf = b
+		if err == nil {
+			users = append(users, mqttc.UserProperty{Key: p.key, Value: string(b)})
+		}
+	}
+	s.users = users
+	return users
 }
 
 func (s *Sink) appendPayload(b []byte, r *agent.Record) []byte {

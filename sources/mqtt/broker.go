@@ -20,6 +20,8 @@ type message interface {
 	Payload() []byte
 	Qos() byte
 	Ack()
+	// UserProperty returns the first value of the MQTT 5 user property key.
+	UserProperty(key string) (string, bool)
 }
 
 // broker is the part of an MQTT client the source uses. mqttc.Client
@@ -78,6 +80,12 @@ func clientOptions(cfg *Config, clientID string, tlsCfg *tls.Config) mqttc.Optio
 	o := mqttc.Options{Brokers: cfg.Brokers, ClientID: clientID, Username: cfg.Username, Password: cfg.Password,
 		CleanSession: cfg.CleanSession, KeepAlive: cfg.KeepAlive, ConnectTimeout: cfg.ConnectTimeout,
 		MaxReconnect: cfg.MaxReconnect, MaxPayload: int(cfg.MaxPayload), TLS: tlsCfg, Name: "mqtt source"}
+	if cfg.ProtocolVersion == "5" {
+		// The broker may send as many QoS 1 messages unacked as the source
+		// holds in flight: a group commit then covers what arrived in a
+		// linger, not the broker's own per-client limit.
+		o.ProtocolVersion, o.ReceiveMaximum = 5, uint16(min(cfg.MaxInFlight, 65535))
+	}
 	if st := cfg.Status; st.Topic != "" {
 		o.Will = &mqttc.Will{Topic: st.Topic, Payload: []byte(st.Offline), QoS: byte(st.QoS), Retain: st.Retain}
 	}

@@ -513,7 +513,7 @@ func (s *Source) records(bb *batchBufs) []agent.Record {
 	if s.tmpl != nil {
 		nf = len(s.tmpl.names)
 	}
-	per := nf
+	per := nf + len(s.cfg.UserProperties)
 	if s.cfg.TopicField != "" {
 		per++
 	}
@@ -540,6 +540,11 @@ func (s *Source) records(bb *batchBufs) []agent.Record {
 		topic := in.m.Topic()
 		if s.cfg.TopicField != "" {
 			f = append(f, agent.String(s.cfg.TopicField, topic))
+		}
+		for _, name := range s.cfg.UserProperties {
+			if v, ok := in.m.UserProperty(name); ok {
+				f = append(f, agent.String(name, v))
+			}
 		}
 		if nf > 0 {
 			if s.tmpl.match(topic, vals) {
