@@ -167,10 +167,11 @@ type session struct {
 	// quota (MQTT 5) holds a token per QoS 1 or 2 publish of ours awaiting
 	// its answer, at most the broker's Receive Maximum: a client that sends
 	// more is disconnected (§4.9). nil under 3.1.1.
-	quota    chan struct{}
-	maxQoS   byte // the broker's Maximum QoS (MQTT 5), 2 if it set none
-	noShared bool // the broker has no shared subscriptions (MQTT 5)
-	noWild   bool // nor wildcard subscriptions
+	quota     chan struct{}
+	maxQoS    byte // the broker's Maximum QoS (MQTT 5), 2 if it set none
+	maxPacket int  // the broker's Maximum Packet Size (MQTT 5); 0: MQTT's own
+	noShared  bool // the broker has no shared subscriptions (MQTT 5)
+	noWild    bool // nor wildcard subscriptions
 }
 
 // op is a request awaiting the broker's answer.
@@ -354,6 +355,7 @@ func (c *Client) dialOne(ctx context.Context, u *url.URL) (*session, bool, error
 			s.maxQoS = cp.maxQoS
 		}
 		s.noShared, s.noWild = cp.sharedSubsOff, cp.wildcardSubOff
+		s.maxPacket = int(min(cp.maxPacket, 1<<28+4)) // 0: not set
 	}
 	return s, body[0]&1 == 1, nil
 }
@@ -530,6 +532,10 @@ func (c *Client) PublishAsync(ctx context.Context, p *Publication) (<-chan error
 	}
 	if p.QoS > s.maxQoS {
 		return nil, fmt.Errorf("mqtt: publish QoS %d: the broker allows at most QoS %d (CONNACK)", p.QoS, s.maxQoS)
+	}
+	if n := publishLen(s.v5, p); s.maxPacket > 0 && n > s.maxPacket {
+		// The broker would close the connection on it (§3.2.2.3.6).
+		return nil, fmt.Errorf("mqtt: publish to %q: a packet of %d bytes, over the broker's Maximum Packet Size %d (CONNACK)", p.Topic, n, s.maxPacket)
 	}
 	if p.QoS == 0 {
 		done := make(chan error, 1)

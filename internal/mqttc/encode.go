@@ -204,6 +204,18 @@ type Publication struct {
 	User []UserProperty
 }
 
+// publishLen is the length of p's PUBLISH packet, fixed header included.
+func publishLen(v5 bool, p *Publication) int {
+	n := stringLen(p.Topic) + len(p.Payload)
+	if p.QoS > 0 {
+		n += 2
+	}
+	if v5 {
+		n += publishPropsLen(p.Expiry, p.User)
+	}
+	return 1 + varintLen(n) + n
+}
+
 // publishPacket encodes a PUBLISH (§3.3); id is used with QoS 1 and 2,
 // and the properties under MQTT 5.
 func publishPacket(v5 bool, p *Publication, id uint16) []byte {

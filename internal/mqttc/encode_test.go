@@ -51,6 +51,9 @@ func TestEncodeAgainstPaho(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if n := publishLen(false, &Publication{Topic: "a/b", QoS: qos, Payload: []byte(long)}); n != len(b) {
+			t.Errorf("QoS %d: publishLen %d, packet %d bytes", qos, n, len(b))
+		}
 		pp := p.(*packets.PublishPacket)
 		wantID := uint16(0x1234)
 		if qos == 0 {

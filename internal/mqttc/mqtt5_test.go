@@ -219,3 +219,40 @@ func FuzzV5Packets(f *testing.F) {
 		check(err)
 	})
 }
+
+// TestV5MaximumPacketSize checks that a message over the broker's Maximum
+// Packet Size (CONNACK) fails at once, named, instead of making the broker
+// close the connection; one within it goes, and publishLen is exact.
+func TestV5MaximumPacketSize(t *testing.T) {
+	got := make(chan int, 10)
+	url := start5(t, []byte{typeConnack << 4, 8, 0, 0, 5, propMaximumPacketSize, 0, 0, 0, 64}, func(c net.Conn, r *bufio.Reader) {
+		for {
+			typ, _, n, _, err := readPacket(r, 1<<20)
+			if err != nil {
+				return
+			}
+			if typ == typePublish {
+				got <- n
+			}
+		}
+	})
+	c := client5(t, url, Handlers{})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	small := &Publication{Topic: "t", Payload: make([]byte, 40), User: []UserProperty{{Key: "k", Value: "v"}}}
+	if _, err := c.PublishAsync(ctx, small); err != nil {
+		t.Fatalf("a message within the limit: %v", err)
+	}
+	select {
+	case n := <-got:
+		if want := publishLen(true, small) - 2; n != want { // the body: less the one-byte type and length
+			t.Errorf("broker got a body of %d bytes, want %d", n, want)
+		}
+	case <-ctx.Done():
+		t.Fatal("the message within the limit did not arrive")
+	}
+	_, err := c.PublishAsync(ctx, &Publication{Topic: "t", Payload: make([]byte, 60)})
+	if err == nil || !strings.Contains(err.Error(), "over the broker's Maximum Packet Size 64") {
+		t.Errorf("a message over the limit: got %v, want it refused naming the limit", err)
+	}
+}
