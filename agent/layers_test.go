@@ -9,9 +9,10 @@ import (
 
 const module = "github.com/pspf/pspf-edge/"
 
-// shared are the packages among the connectors' folders that are libraries,
-// not connectors: the connectors of their kind may import them.
-var shared = []string{"operators/expr", "operators/internal/timeunit"}
+// shared are the libraries the connectors may import: packages among the
+// connectors' folders that are not connectors, and internal/mqttc, the MQTT
+// client of both the MQTT source and sink.
+var shared = []string{"operators/expr", "operators/internal/timeunit", "internal/mqttc"}
 
 // allowed says which packages of the module pkg may depend on (directly or
 // not, in its non-test code), by the package map of docs/architecture.md;
@@ -32,6 +33,8 @@ func allowed(pkg string) (deps []string, ok bool) {
 		return append([]string{"agent", "agent/runner", "internal/testkit", "internal/wait"}, storage...), true
 	case pkg == "internal/flock", pkg == "internal/atomicfile", pkg == "internal/wait":
 		return nil, true
+	case pkg == "internal/mqttc":
+		return []string{"agent"}, true
 	case pkg == "internal/testkit":
 		return []string{"internal/wait"}, true
 	case slices.Contains(storage, pkg):

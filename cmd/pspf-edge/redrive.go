@@ -15,7 +15,6 @@ import (
 
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/runner"
-	"github.com/pspf/pspf-edge/sinks/kafka"
 )
 
 // bufferRedrive sends a pipeline's dead letters through one of its sinks.
@@ -100,14 +99,11 @@ func bufferRedrive(args []string, stdout, stderr io.Writer) int {
 			logger.Warn("redrive: destination not answering; still trying", "err", err)
 		},
 	}
-	conf := sc.Config
-	if kc, ok := conf.(*kafka.Config); ok && kc.Delivery == "exactly_once" {
-		// Its transactions commit the pipeline log's cursor, which
-		// dead letters are not part of: they go out with the idempotent
-		// producer instead, visible to read_committed consumers too.
-		c := *kc
-		c.Delivery = "at_least_once"
-		conf = &c
+	// A Kafka sink's exactly_once transactions commit the pipeline log's
+	// cursor, which dead letters are not part of: they go out with the
+	// idempotent producer instead, visible to read_committed consumers too.
+	conf, changed := atLeastOnce(sc.Config)
+	if changed {
 		fmt.Fprintf(stderr, "buffer redrive: %s uses exactly_once; dead letters are sent at-least-once (same pspf-id on a resend)\n", sc.Name)
 	}
 	sink, err := reg.Sinks[sc.Type].New(conf, env)

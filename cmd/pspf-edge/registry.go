@@ -14,25 +14,21 @@ import (
 	"github.com/pspf/pspf-edge/operators/window"
 	"github.com/pspf/pspf-edge/sinks/console"
 	"github.com/pspf/pspf-edge/sinks/file"
-	httpsink "github.com/pspf/pspf-edge/sinks/http"
-	"github.com/pspf/pspf-edge/sinks/kafka"
-	mqttsink "github.com/pspf/pspf-edge/sinks/mqtt"
-	"github.com/pspf/pspf-edge/sources/gpio"
-	"github.com/pspf/pspf-edge/sources/mqtt"
-	"github.com/pspf/pspf-edge/sources/serial"
 	"github.com/pspf/pspf-edge/sources/simulate"
 )
 
 // newRegistry returns the registry of every component this binary has.
 // Connectors a build tag can leave out register in a file of their own
-// (registry_<connector>.go, with its registry_no<connector>.go).
+// (registry_<connector>.go, with its registry_no<connector>.go): no_kafka,
+// no_kafka_source, no_mqtt, no_http, no_postgres, no_serial, no_gpio
+// (README: Building for boards).
 func newRegistry() *runner.Registry {
 	r := runner.NewRegistry()
 	r.Sources["simulate"] = simulate.Factory()
-	r.Sources["mqtt"] = mqtt.Factory()
-	r.Sources["serial"] = serial.Factory()
-	r.Sources["gpio"] = gpio.Factory()
-	addKafkaSource(r)
+	addMQTT(r)
+	addSerial(r)
+	addGPIO(r)
+	addKafka(r)
 	r.Operators["decode"] = decode.Factory()
 	r.Operators["filter"] = filter.Factory()
 	r.Operators["map"] = mapop.Factory()
@@ -45,9 +41,7 @@ func newRegistry() *runner.Registry {
 	r.Operators["changes"] = changes.Factory()
 	r.Sinks["console"] = console.Factory()
 	r.Sinks["file"] = file.Factory()
-	r.Sinks["kafka"] = kafka.Factory()
-	r.Sinks["http"] = httpsink.Factory()
-	r.Sinks["mqtt"] = mqttsink.Factory()
+	addHTTP(r)
 	addPostgres(r)
 	return r
 }

@@ -1,4 +1,4 @@
-//go:build no_kafka_source
+//go:build !no_kafka && no_kafka_source
 
 package main
 

@@ -4,6 +4,5 @@ package main
 
 import "github.com/pspf/pspf-edge/agent/runner"
 
-// addPostgres does nothing: this binary was built with -tags no_postgres,
-// without the PostgreSQL sink.
+// addPostgres adds nothing: this binary was built with -tags no_postgres.
 func addPostgres(*runner.Registry) {}

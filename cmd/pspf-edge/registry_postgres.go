@@ -7,6 +7,7 @@ import (
 	"github.com/pspf/pspf-edge/sinks/postgres"
 )
 
-// addPostgres registers the PostgreSQL sink; build with -tags no_postgres
-// to leave it (and pgx) out of the binary.
-func addPostgres(r *runner.Registry) { r.Sinks["postgres"] = postgres.Factory() }
+// addPostgres registers the PostgreSQL sink (and pgx); build with -tags no_postgres to leave it out of the binary.
+func addPostgres(r *runner.Registry) {
+	r.Sinks["postgres"] = postgres.Factory()
+}

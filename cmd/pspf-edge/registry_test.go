@@ -1,37 +1,120 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
 
-// TestBuildWithoutKafkaSource builds the agent with -tags no_kafka_source,
-// as for a board that reads no Kafka: the source's package is not linked
-// in, and a pipeline that names it is refused with the types there are.
-func TestBuildWithoutKafkaSource(t *testing.T) {
-	deps, err := exec.Command("go", "list", "-tags", "no_kafka_source", "-deps", ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go list: %v\n%s", err, deps)
+// TestBuildTags builds the agent with each build tag that leaves connectors
+// out, and with all of them, as for a board that needs few: the binary
+// builds, links none of the left-out packages, and its pipeline schema has
+// exactly the source and sink types that remain. A pipeline that names a
+// left-out type is refused with the types there are.
+func TestBuildTags(t *testing.T) {
+	allSources := []string{"gpio", "kafka", "mqtt", "serial", "simulate"}
+	allSinks := []string{"console", "file", "http", "kafka", "mqtt", "postgres"}
+	for _, tc := range []struct {
+		tags         string
+		gonePkgs     []string // packages the binary must not link
+		goneSources  []string
+		goneSinks    []string
+		validate     string // a pipeline the binary must refuse
+		validateWant string
+	}{
+		{tags: "no_kafka_source", gonePkgs: []string{"pspf-edge/sources/kafka"}, goneSources: []string{"kafka"},
+			validate: "kafka-commands.yaml", validateWant: `sources[0].kafka: unknown source type "kafka"; expected one of: gpio, mqtt, serial, simulate`},
+		{tags: "no_kafka", gonePkgs: []string{"pspf-edge/sources/kafka", "pspf-edge/sinks/kafka", "franz-go/pkg/kgo"}, goneSources: []string{"kafka"}, goneSinks: []string{"kafka"},
+			validate: "mqtt-to-kafka.yaml", validateWant: `unknown sink type "kafka"`},
+		{tags: "no_mqtt", gonePkgs: []string{"pspf-edge/sources/mqtt", "pspf-edge/sinks/mqtt", "pspf-edge/internal/mqttc"}, goneSources: []string{"mqtt"}, goneSinks: []string{"mqtt"},
+			validate: "mqtt-to-kafka.yaml", validateWant: `unknown source type "mqtt"`},
+		{tags: "no_http", gonePkgs: []string{"pspf-edge/sinks/http"}, goneSinks: []string{"http"}},
+		{tags: "no_postgres", gonePkgs: []string{"pspf-edge/sinks/postgres", "jackc/pgx"}, goneSinks: []string{"postgres"},
+			validate: "mqtt-to-postgres.yaml", validateWant: `unknown sink type "postgres"`},
+		{tags: "no_serial", gonePkgs: []string{"pspf-edge/sources/serial", "go.bug.st/serial"}, goneSources: []string{"serial"},
+			validate: "serial-sensor.yaml", validateWant: `unknown source type "serial"`},
+		{tags: "no_gpio", gonePkgs: []string{"pspf-edge/sources/gpio", "periph.io/"}, goneSources: []string{"gpio"},
+			validate: "gpio-counter.yaml", validateWant: `unknown source type "gpio"`},
+		{tags: "no_kafka,no_mqtt,no_http,no_postgres,no_serial,no_gpio",
+			gonePkgs:    []string{"franz-go", "pgx", "periph.io/", "go.bug.st/serial", "pspf-edge/sinks/http", "pspf-edge/sources/mqtt", "pspf-edge/sinks/mqtt"},
+			goneSources: []string{"gpio", "kafka", "mqtt", "serial"}, goneSinks: []string{"http", "kafka", "mqtt", "postgres"}},
+	} {
+		t.Run(tc.tags, func(t *testing.T) {
+			deps, err := exec.Command("go", "list", "-tags", tc.tags, "-deps", ".").CombinedOutput()
+			if err != nil {
+				t.Fatalf("go list: %v\n%s", err, deps)
+			}
+			for _, line := range strings.Split(string(deps), "\n") {
+				for _, p := range tc.gonePkgs {
+					if strings.Contains(line, p) {
+						t.Errorf("the binary built with %s links %s", tc.tags, line)
+					}
+				}
+			}
+			bin := filepath.Join(t.TempDir(), "pspf-edge")
+			build := exec.Command("go", "build", "-tags", tc.tags, "-o", bin, ".")
+			build.Env = append(os.Environ(), "CGO_ENABLED=0")
+			if out, err := build.CombinedOutput(); err != nil {
+				t.Fatalf("build: %v\n%s", err, out)
+			}
+			out, err := exec.Command(bin, "schema").Output()
+			if err != nil {
+				t.Fatalf("schema: %v", err)
+			}
+			sources, sinks := schemaTypes(t, out, "sources"), schemaTypes(t, out, "sinks")
+			if want := without(allSources, tc.goneSources); !slices.Equal(sources, want) {
+				t.Errorf("source types: got %v, want %v", sources, want)
+			}
+			if want := without(allSinks, tc.goneSinks); !slices.Equal(sinks, want) {
+				t.Errorf("sink types: got %v, want %v", sinks, want)
+			}
+			if tc.validate == "" {
+				return
+			}
+			out, err = exec.Command(bin, "validate", "../../pipelines/"+tc.validate).CombinedOutput()
+			if code := exitCode(err); code != exitProblem || !strings.Contains(string(out), tc.validateWant) {
+				t.Errorf("validate %s: exit %d, output %s; want %d and %q", tc.validate, code, out, exitProblem, tc.validateWant)
+			}
+		})
 	}
-	if strings.Contains(string(deps), "pspf-edge/sources/kafka\n") {
-		t.Error("the binary built with no_kafka_source still links sources/kafka")
+}
+
+// schemaTypes returns the component types the pipeline schema allows in
+// list (sources or sinks), sorted.
+func schemaTypes(t *testing.T, schema []byte, list string) []string {
+	t.Helper()
+	var s struct {
+		Properties map[string]struct {
+			Items struct {
+				OneOf []struct {
+					Required []string `json:"required"` // the type's key
+				} `json:"oneOf"`
+			} `json:"items"`
+		} `json:"properties"`
 	}
-	bin := filepath.Join(t.TempDir(), "pspf-edge")
-	build := exec.Command("go", "build", "-tags", "no_kafka_source", "-o", bin, ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
+	if err := json.Unmarshal(schema, &s); err != nil {
+		t.Fatalf("schema: %v", err)
 	}
-	out, err := exec.Command(bin, "validate", "../../pipelines/kafka-commands.yaml").CombinedOutput()
-	if code := exitCode(err); code != exitProblem || !strings.Contains(string(out), `sources[0].kafka: unknown source type "kafka"; expected one of: gpio, mqtt, serial, simulate`) {
-		t.Errorf("validate kafka-commands.yaml: exit %d, output %s; want %d and the unknown type", code, out, exitProblem)
+	var types []string
+	for _, o := range s.Properties[list].Items.OneOf {
+		types = append(types, o.Required...)
 	}
-	if out, err := exec.Command(bin, "validate", "../../pipelines/mqtt-to-kafka.yaml").CombinedOutput(); err != nil {
-		t.Errorf("validate mqtt-to-kafka.yaml (the Kafka sink stays): %v\n%s", err, out)
+	slices.Sort(types)
+	return types
+}
+
+func without(all, gone []string) []string {
+	var out []string
+	for _, s := range all {
+		if !slices.Contains(gone, s) {
+			out = append(out, s)
+		}
 	}
+	return out
 }
 
 // exitCode returns a command's exit status: 0 for a nil error, -1 when it
@@ -44,4 +127,26 @@ func exitCode(err error) int {
 		return ee.ExitCode()
 	}
 	return -1
+}
+
+// TestMakeBuildLeavesPostgresOut checks the decision of the Makefile (and
+// scripts/cross-build.sh): `make build` leaves the PostgreSQL sink out,
+// `make build-full` has every connector.
+func TestMakeBuildLeavesPostgresOut(t *testing.T) {
+	for target, want := range map[string][]string{
+		"build":      {"console", "file", "http", "kafka", "mqtt"},
+		"build-full": {"console", "file", "http", "kafka", "mqtt", "postgres"},
+	} {
+		bin := filepath.Join(t.TempDir(), "pspf-edge")
+		if out, err := exec.Command("make", "-s", "-C", "../..", target, "BIN="+bin).CombinedOutput(); err != nil {
+			t.Fatalf("make %s: %v\n%s", target, err, out)
+		}
+		out, err := exec.Command(bin, "schema").Output()
+		if err != nil {
+			t.Fatalf("schema: %v", err)
+		}
+		if got := schemaTypes(t, out, "sinks"); !slices.Equal(got, want) {
+			t.Errorf("make %s: sink types %v, want %v", target, got, want)
+		}
+	}
 }

@@ -24,6 +24,11 @@ type Config struct {
 	OutDir string `json:"out_dir"`
 	// Repeats is how often each load run is repeated.
 	Repeats int `json:"repeats"`
+	// MosquittoInflight is mosquitto's max_inflight_messages: how many QoS 1
+	// messages it sends one client unacked under MQTT 3.1.1 (an MQTT 5
+	// client sets its own Receive Maximum); 0 means 1000. mosquitto's own
+	// default is 20.
+	MosquittoInflight int `json:"mosquitto_inflight,omitempty"`
 	// MaxQoS0 and MaxQoS1 are the messages of a max-rate run.
 	MaxQoS0 uint64 `json:"max_qos0_messages"`
 	MaxQoS1 uint64 `json:"max_qos1_messages"`
@@ -235,7 +240,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 
 // ceiling measures mosquitto to a bare subscriber at QoS 0 and 1.
 func (b *bench) ceiling(ctx context.Context, dir string) error {
-	mq, err := startMosquitto(ctx, filepath.Join(dir, "mosquitto"))
+	mq, err := startMosquitto(ctx, filepath.Join(dir, "mosquitto"), b.cfg.MosquittoInflight)
 	if err != nil {
 		return err
 	}
@@ -277,7 +282,7 @@ func (b *bench) session(ctx context.Context, spec AgentSpec, kind, dir string, o
 	if kind == "window" {
 		topic = "telemetry-1s"
 	}
-	mq, err := startMosquitto(ctx, filepath.Join(dir, "mosquitto"))
+	mq, err := startMosquitto(ctx, filepath.Join(dir, "mosquitto"), b.cfg.MosquittoInflight)
 	if err != nil {
 		return err
 	}

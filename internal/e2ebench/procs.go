@@ -122,7 +122,12 @@ type mosquitto struct {
 	port int
 }
 
-func startMosquitto(ctx context.Context, dir string) (*mosquitto, error) {
+// startMosquitto starts a mosquitto with max_inflight_messages inflight
+// (QoS 1 messages sent to one client and not yet acked; 0 means 1000).
+func startMosquitto(ctx context.Context, dir string, inflight int) (*mosquitto, error) {
+	if inflight <= 0 {
+		inflight = 1000
+	}
 	bin, err := findMosquitto()
 	if err != nil {
 		return nil, err
@@ -135,8 +140,8 @@ func startMosquitto(ctx context.Context, dir string) (*mosquitto, error) {
 		return nil, fmt.Errorf("e2ebench: %w", err)
 	}
 	conf := fmt.Sprintf("per_listener_settings false\nallow_anonymous true\npersistence false\n"+
-		"max_inflight_messages 1000\nmax_queued_messages 0\nmax_queued_bytes 0\n"+
-		"log_dest stderr\nlog_type error\nlog_type warning\nlistener %d 127.0.0.1\n", port)
+		"max_inflight_messages %d\nmax_queued_messages 0\nmax_queued_bytes 0\n"+
+		"log_dest stderr\nlog_type error\nlog_type warning\nlistener %d 127.0.0.1\n", inflight, port)
 	if os.Geteuid() == 0 {
 		conf = "user root\n" + conf
 	}

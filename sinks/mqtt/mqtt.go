@@ -1,22 +1,22 @@
 // Package mqtt is a sink that publishes records to an upstream MQTT broker
-// (a cloud IoT endpoint) with paho. With QoS 1 a batch is delivered only
-// once the broker has sent a PUBACK for every message of it.
+// (a cloud IoT endpoint) with the project's own MQTT client (internal/mqttc,
+// the MQTT source's too). With QoS 1 a batch is delivered only once the
+// broker has sent a PUBACK for every message of it.
 package mqtt
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/url"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	paho "github.com/eclipse/paho.mqtt.golang"
-	"github.com/eclipse/paho.mqtt.golang/packets"
-
 	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/internal/mqttc"
 )
 
 // Config is the MQTT sink's config.
@@ -37,11 +37,15 @@ type Config struct {
 	// write_timeout. A lost connection shows at once.
 	UnreachableAfter time.Duration   `yaml:"unreachable_after" doc:"how long a batch may wait without any PUBACK before the sink shows offline (a lost connection shows at once); the batch keeps waiting until write_timeout"`
 	TLS              agent.TLSConfig `yaml:"tls" doc:"TLS for ssl://, mqtts:// and wss:// brokers; refused with tcp://, mqtt:// and ws:// ones"`
+	ProtocolVersion  string          `yaml:"protocol_version" enum:"3.1.1,5" doc:"MQTT version: 3.1.1 or 5 (message expiry, user properties, reason codes; the broker's Receive Maximum bounds the messages awaiting a PUBACK)"`
+	// MessageExpiry and UserProperties need MQTT 5: 3.1.1 has no properties.
+	MessageExpiry  time.Duration     `yaml:"message_expiry" doc:"MQTT 5: the broker drops a message that waited this long for a subscriber (whole seconds, rounded up); 0 for never"`
+	UserProperties map[string]string `yaml:"user_properties" doc:"MQTT 5 user properties of every message: name to value, the value a template over record fields like the topic's ({_key}, {site})"`
 }
 
 // Defaults returns the defaults: QoS 1, JSON payloads, 30s keep-alive.
 func Defaults() *Config {
-	return &Config{QoS: 1, Encoding: "json", KeepAlive: 30 * time.Second, ConnectTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, UnreachableAfter: 3 * time.Second}
+	return &Config{QoS: 1, Encoding: "json", ProtocolVersion: "3.1.1", KeepAlive: 30 * time.Second, ConnectTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, UnreachableAfter: 3 * time.Second}
 }
 
 // Validate checks the config beyond its fields' tags.
@@ -62,6 +66,22 @@ func (c *Config) Validate(n agent.Node) {
 	// stable ID already lets consumers drop the duplicates QoS 1 may bring.
 	if c.QoS != 0 && c.QoS != 1 {
 		n.Field("qos").Errorf("must be 0 or 1, got %q", n.Field("qos").Text())
+	}
+	if c.ProtocolVersion != "5" {
+		if n.Field("message_expiry").Present() && c.MessageExpiry != 0 {
+			n.Field("message_expiry").Errorf("needs protocol_version: 5 (MQTT 3.1.1 has no message expiry)")
+		}
+		if len(c.UserProperties) > 0 {
+			n.Field("user_properties").Errorf("needs protocol_version: 5 (MQTT 3.1.1 has no user properties)")
+		}
+	}
+	if c.MessageExpiry < 0 {
+		n.Field("message_expiry").Errorf("must not be negative, got %q", n.Field("message_expiry").Text())
+	}
+	for k, v := range c.UserProperties {
+		if _, err := agent.ParseTemplate(v); err != nil {
+			n.Field("user_properties").Errorf("%s: %v", k, err)
+		}
 	}
 	// Under 100ms a healthy round trip over a mobile uplink would count as
 	// an outage; beyond write_timeout the batch has been retried already
@@ -86,21 +106,36 @@ type Sink struct {
 	env   agent.Env
 	log   *slog.Logger
 	topic *agent.Template
-	opts  *paho.ClientOptions
+	props []userProp // MQTT 5 user properties, by name
+	opts  mqttc.Options
 	// broker is the broker URL for messages, its password masked.
 	broker string
 
 	mu     sync.Mutex
-	cl     paho.Client
+	cl     *mqttc.Client
 	closed bool
 
 	lost chan error // connection losses, for a Write that waits
 
-	lastSize int // payload bytes of the last Write, to size the next buffer
-	spans    [][2]int
-	tbuf     []byte
-	tokens   []paho.Token
+	buf    []byte   // the payloads of the last Write, reused: the client copies them
+	spans  [][2]int // each message's payload in buf
+	tbuf   []byte   // the topics of the last Write
+	tspans [][2]int
+	idx    []int // each message's record
+	acks   []<-chan error
+	pub    mqttc.Publication
+	ubuf   []byte               // user property values of the current record
+	users  []mqttc.UserProperty // of the current record
 }
+
+// userProp is a user property of every message, its value a template.
+type userProp struct {
+	key string
+	val *agent.Template
+}
+
+// maxReconnect is the cap of the reconnect backoff.
+const maxReconnect = 30 * time.Second
 
 // New returns an MQTT sink; it connects in Connect.
 func New(cfg Config, env agent.Env) (*Sink, error) {
@@ -111,8 +146,19 @@ func New(cfg Config, env agent.Env) (*Sink, error) {
 	}
 	cfg.UnreachableAfter = min(cfg.UnreachableAfter, cfg.WriteTimeout)
 	s := &Sink{cfg: cfg, env: env, log: env.Logger, topic: t, lost: make(chan error, 1), broker: agent.RedactURL(cfg.Broker)}
-	if u, err := url.Parse(cfg.Broker); err == nil && u.User != nil {
-		// paho logs in with the URL's credentials when username is empty.
+	for _, k := range slices.Sorted(maps.Keys(cfg.UserProperties)) {
+		vt, err := agent.ParseTemplate(cfg.UserProperties[k])
+		if err != nil {
+			return nil, fmt.Errorf("mqtt sink: user_properties: %s: %w", k, err)
+		}
+		s.props = append(s.props, userProp{key: k, val: vt})
+	}
+	u, err := url.Parse(cfg.Broker)
+	if err != nil {
+		return nil, fmt.Errorf("mqtt sink: broker %s: %w", s.broker, err)
+	}
+	if u.User != nil {
+		// The client logs in with the URL's credentials when username is empty.
 		pw, _ := u.User.Password()
 		env.Secrets.Add(pw)
 	}
@@ -120,31 +166,13 @@ func New(cfg Config, env agent.Env) (*Sink, error) {
 	if id == "" {
 		id = "pspf-" + env.AgentName + "-" + env.Pipeline + "-" + env.Component
 	}
-	o := paho.NewClientOptions().
-		AddBroker(cfg.Broker).
-		SetClientID(id).
-		SetUsername(cfg.Username).
-		SetPassword(cfg.Password).
-		SetKeepAlive(cfg.KeepAlive).
-		SetConnectTimeout(cfg.ConnectTimeout).
-		SetWriteTimeout(cfg.WriteTimeout).
-		SetCleanSession(true).
-		SetAutoReconnect(true).
-		SetMaxReconnectInterval(30 * time.Second).
-		SetConnectRetry(false).
-		SetOrderMatters(true).
-		SetConnectionLostHandler(func(_ paho.Client, err error) {
-			// The runner logs the outage (WARN) once it sees it: with the
-			// next Write, or now through Unreachable if one waits.
-			env.Logger.Info("mqtt sink: connection lost; reconnecting", "err", err)
-			select {
-			case s.lost <- err:
-			default:
-			}
-		})
-	u, err := url.Parse(cfg.Broker)
-	if err != nil {
-		return nil, fmt.Errorf("mqtt sink: broker %s: %w", s.broker, err)
+	s.opts = mqttc.Options{Brokers: []string{cfg.Broker}, ClientID: id, Username: cfg.Username, Password: cfg.Password,
+		CleanSession: true, KeepAlive: cfg.KeepAlive, ConnectTimeout: cfg.ConnectTimeout, MaxReconnect: maxReconnect,
+		// The sink subscribes to nothing: a message the broker sends anyway
+		// is acked and dropped, and one over this never read into memory.
+		MaxPayload: 64 << 10, Name: "mqtt sink"}
+	if cfg.ProtocolVersion == "5" {
+		s.opts.ProtocolVersion = 5
 	}
 	if on, err := cfg.TLS.On(u.Scheme); err != nil {
 		return nil, fmt.Errorf("mqtt sink: broker %s: %w", s.broker, err)
@@ -153,14 +181,14 @@ func New(cfg Config, env agent.Env) (*Sink, error) {
 		if err != nil {
 			return nil, fmt.Errorf("mqtt sink: %w", err)
 		}
-		o.SetTLSConfig(tc)
+		s.opts.TLS = tc
 	}
-	s.opts = o
 	return s, nil
 }
 
-// Connect connects to the broker. After a success, paho reconnects by
-// itself when the connection drops; Write fails meanwhile.
+// Connect connects to the broker. After a success the client reconnects by
+// itself, with backoff up to 30s, when the connection drops; Write fails
+// meanwhile.
 func (s *Sink) Connect(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -170,12 +198,24 @@ func (s *Sink) Connect(ctx context.Context) error {
 	if s.cl != nil {
 		return nil
 	}
-	cl := paho.NewClient(s.opts)
-	tok := cl.Connect()
-	if err := wait(ctx, tok, s.cfg.ConnectTimeout); err != nil {
+	cl := mqttc.New(s.opts, mqttc.Handlers{
+		// The client logs the episode (one WARN per cause); the runner logs
+		// the outage once it sees it: with the next Write, or now through
+		// Unreachable if one waits.
+		Lost: func(_ string, err error) {
+			select {
+			case s.lost <- err:
+			default:
+			}
+		},
+		Log: s.log,
+	})
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.ConnectTimeout)
+	defer cancel()
+	if _, err := cl.Connect(cctx); err != nil {
 		cl.Disconnect(0)
 		err = fmt.Errorf("mqtt sink: connect %s: %w", s.broker, err)
-		if refusedSetup(err) {
+		if mqttc.RefusedSetup(err) {
 			// Retried like any connect error, but a reload to a config the
 			// broker refuses is rolled back (see runner.Pipeline.Started).
 			return agent.Permanent(err)
@@ -184,32 +224,6 @@ func (s *Sink) Connect(ctx context.Context) error {
 	}
 	s.cl = cl
 	return nil
-}
-
-// refusedSetup reports whether the broker refused the connection for
-// something in the config (credentials, authorization, the client id, the
-// protocol version) rather than for being unavailable.
-func refusedSetup(err error) bool {
-	for _, e := range []error{packets.ErrorRefusedBadUsernameOrPassword, packets.ErrorRefusedNotAuthorised,
-		packets.ErrorRefusedIDRejected, packets.ErrorRefusedBadProtocolVersion} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return false
-}
-
-func wait(ctx context.Context, tok paho.Token, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-tok.Done():
-		return tok.Error()
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return errors.New("timed out")
-	}
 }
 
 // Write publishes recs in order and waits for all acknowledgements. Records
@@ -224,21 +238,16 @@ func (s *Sink) Write(ctx context.Context, recs []agent.Record) error {
 		return fmt.Errorf("mqtt sink: not connected")
 	}
 	select {
-	case <-s.lost: // lost before this Write: IsConnectionOpen tells the rest
+	case <-s.lost: // lost before this Write: Connected tells the rest
 	default:
 	}
-	if !cl.IsConnectionOpen() {
+	if !cl.Connected() {
 		return fmt.Errorf("mqtt sink: not connected to %s (reconnecting)", s.broker)
 	}
 	var rej *agent.RejectedError
-	// paho keeps each payload until it is written, and keeps it in its store
-	// for a resend after a reconnect even when the token already reported an
-	// error: payload bytes are therefore never reused across Writes.
-	b := make([]byte, 0, s.lastSize)
-	spans := s.spans[:0]
-	tb := s.tbuf[:0]
-	tspans := make([][2]int, 0, len(recs))
-	idx := make([]int, 0, len(recs))
+	// The client copies each message into its packet: the buffers are the
+	// sink's again once Publish returns.
+	b, spans, tb, tspans, idx := s.buf[:0], s.spans[:0], s.tbuf[:0], s.tspans[:0], s.idx[:0]
 	for i := range recs {
 		r := &recs[i]
 		start := len(tb)
@@ -259,39 +268,44 @@ func (s *Sink) Write(ctx context.Context, recs []agent.Record) error {
 		spans = append(spans, [2]int{pstart, len(b)})
 		idx = append(idx, i)
 	}
-	s.tbuf = tb
+	s.buf, s.spans, s.tbuf, s.tspans, s.idx = b, spans, tb, tspans, idx
 	w := s.watch(len(spans))
 	defer w.stop()
-	tokens := s.tokens[:0]
+	acks := s.acks[:0]
+	defer func() { s.acks = acks[:0] }()
+	// write_timeout bounds the whole Write: under MQTT 5 queueing waits
+	// for room under the broker's Receive Maximum too.
+	wctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+	defer cancel()
+	timedOut := func(err error) error {
+		if ctx.Err() == nil && wctx.Err() != nil {
+			return fmt.Errorf("mqtt sink: publish: no PUBACK within write_timeout (%s)", s.cfg.WriteTimeout)
+		}
+		return fmt.Errorf("mqtt sink: publish: %w", err)
+	}
+	p := &s.pub
+	*p = mqttc.Publication{QoS: byte(s.cfg.QoS), Retain: s.cfg.Retain, Expiry: s.cfg.MessageExpiry}
 	for j := range spans {
-		payload := b[spans[j][0]:spans[j][1]]
-		tokens = append(tokens, cl.Publish(string(tb[tspans[j][0]:tspans[j][1]]), byte(s.cfg.QoS), s.cfg.Retain, payload))
+		p.Topic = string(tb[tspans[j][0]:tspans[j][1]])
+		p.Payload = b[spans[j][0]:spans[j][1]]
+		p.User = s.userProps(&recs[s.idx[j]])
+		ack, err := cl.PublishAsync(wctx, p)
+		if err != nil {
+			return timedOut(err)
+		}
+		acks = append(acks, ack)
 		w.progress(false)
 	}
-	s.tokens = tokens
-	deadline := time.NewTimer(s.cfg.WriteTimeout)
-	defer deadline.Stop()
-	var failed error
-	for _, tok := range tokens {
+	for _, ack := range acks {
 		select {
-		case <-tok.Done():
-			if err := tok.Error(); err != nil && failed == nil {
-				failed = err
+		case err := <-ack:
+			if err != nil {
+				return fmt.Errorf("mqtt sink: publish: %w", err)
 			}
 			w.progress(true)
-			continue
-		case <-ctx.Done():
-			failed = ctx.Err()
-		case <-deadline.C:
-			failed = fmt.Errorf("no PUBACK within write_timeout (%s)", s.cfg.WriteTimeout)
+		case <-wctx.Done():
+			return timedOut(wctx.Err())
 		}
-		// paho may still hold the payloads: give the next Write new buffers.
-		s.spans, s.tokens = nil, nil
-		return fmt.Errorf("mqtt sink: publish: %w", failed)
-	}
-	s.lastSize, s.spans = len(b), spans
-	if failed != nil {
-		return fmt.Errorf("mqtt sink: publish: %w", failed)
 	}
 	if rej != nil {
 		return rej
@@ -301,12 +315,11 @@ func (s *Sink) Write(ctx context.Context, recs []agent.Record) error {
 
 // writeWatch tells the runner, once per Write, that the connection was
 // lost or the broker went silent while the Write waits: on a goroutine of
-// its own, since a Write can wait inside paho's Publish too (for the
-// connection's writer, up to write_timeout) as well as for PUBACKs. stop
-// ends it before Write returns.
+// its own, so that the Write itself only waits for its PUBACKs. stop ends
+// it before Write returns.
 type writeWatch struct {
 	s    *Sink
-	last atomic.Int64 // unix nanos: the Write began, or paho took a message, or a PUBACK came
+	last atomic.Int64 // unix nanos: the Write began, or a message was queued, or a PUBACK came
 	left atomic.Int64 // messages not yet acknowledged
 	n    int
 	done chan struct{}
@@ -347,7 +360,7 @@ func (w *writeWatch) run() {
 	}
 }
 
-// progress records that paho took a message (acked: and that it was
+// progress records that a message was queued (acked: that it was
 // acknowledged).
 func (w *writeWatch) progress(acked bool) {
 	w.last.Store(time.Now().UnixNano())
@@ -359,6 +372,25 @@ func (w *writeWatch) progress(acked bool) {
 func (w *writeWatch) stop() {
 	close(w.done)
 	w.wg.Wait()
+}
+
+// userProps returns the user properties of r's message: a template that
+// r lacks a field for leaves its property out. The slice is reused by the
+// next call (the client copies it into the packet).
+func (s *Sink) userProps(r *agent.Record) []mqttc.UserProperty {
+	if len(s.props) == 0 {
+		return nil
+	}
+	users := s.users[:0]
+	for _, p := range s.props {
+		b, err := p.val.Append(s.ubuf[:0], r)
+		s.ubuf = b
+		if err == nil {
+			users = append(users, mqttc.UserProperty{Key: p.key, Value: string(b)})
+		}
+	}
+	s.users = users
+	return users
 }
 
 func (s *Sink) appendPayload(b []byte, r *agent.Record) []byte {
@@ -379,14 +411,15 @@ func (s *Sink) appendPayload(b []byte, r *agent.Record) []byte {
 	return agent.AppendJSON(b, r)
 }
 
-// Close disconnects, giving in-flight messages a moment. It is idempotent.
+// Close disconnects: what is queued is sent first (within a second), a
+// PUBACK still to come is not waited for. It is idempotent.
 func (s *Sink) Close(context.Context) error {
 	s.mu.Lock()
 	cl := s.cl
 	s.cl, s.closed = nil, true
 	s.mu.Unlock()
 	if cl != nil {
-		cl.Disconnect(250)
+		cl.Disconnect(0)
 	}
 	return nil
 }

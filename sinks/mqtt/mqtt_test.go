@@ -144,12 +144,16 @@ func newSink(t *testing.T, cfg Config) *Sink {
 
 func TestPublishQoS(t *testing.T) {
 	m := testbroker.Start(t, testbroker.Options{})
-	for _, qos := range []int{0, 1} {
-		t.Run("qos"+strconv.Itoa(qos), func(t *testing.T) {
-			prefix := "q" + strconv.Itoa(qos)
+	for _, tc := range []struct {
+		v   string
+		qos int
+	}{{"3.1.1", 0}, {"3.1.1", 1}, {"5", 0}, {"5", 1}} {
+		qos := tc.qos
+		t.Run("v"+tc.v+"/qos"+strconv.Itoa(qos), func(t *testing.T) {
+			prefix := "q" + strconv.Itoa(qos) + "v" + tc.v
 			sub := subscribe(t, m.URL(), prefix+"/#", nil)
 			cfg := *Defaults()
-			cfg.Broker, cfg.Topic, cfg.QoS = m.URL(), prefix+"/{site}/t", qos
+			cfg.Broker, cfg.Topic, cfg.QoS, cfg.ProtocolVersion = m.URL(), prefix+"/{site}/t", qos, tc.v
 			s := newSink(t, cfg)
 			recs := records(1, 200)
 			recs[7].Fields = recs[7].Fields[:1] // no site: refused

@@ -21,8 +21,9 @@ import (
 // record arrives.
 func TestOfflineWithinFiveSeconds(t *testing.T) {
 	const bound = 5 * time.Second
-	for _, mode := range []string{"refused", "timeout"} {
-		t.Run(mode, func(t *testing.T) {
+	for _, tc := range []struct{ mode, version string }{{"refused", "3.1.1"}, {"timeout", "3.1.1"}, {"refused", "5"}, {"timeout", "5"}} {
+		mode := tc.mode
+		t.Run(mode+"/v"+tc.version, func(t *testing.T) {
 			m := testbroker.Start(t, testbroker.Options{})
 			sub := subscribe(t, m.URL(), "out/#", nil)
 			const total = 6000
@@ -37,7 +38,7 @@ func TestOfflineWithinFiveSeconds(t *testing.T) {
 			reg := runner.NewRegistry()
 			reg.Sources["script"] = agent.Typed[agent.Source]("test", func() *struct{} { return &struct{}{} }, func(*struct{}, agent.Env) (agent.Source, error) { return src, nil })
 			reg.Sinks["mqtt"] = Factory()
-			yaml := "sources: [{script: {}}]\nsinks:\n  - mqtt: {broker: '" + m.URL() + "', topic: out/t, connect_timeout: 1s}\n    retry: {initial: 20ms, max: 200ms}\n"
+			yaml := "sources: [{script: {}}]\nsinks:\n  - mqtt: {broker: '" + m.URL() + "', topic: out/t, connect_timeout: 1s, protocol_version: \"" + tc.version + "\"}\n    retry: {initial: 20ms, max: 200ms}\n"
 			spec, err := reg.ParsePipeline("p.yaml", []byte(yaml), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
 			if err != nil {
 				t.Fatal(err)

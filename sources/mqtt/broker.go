@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net/url"
 	"time"
+
+	"github.com/pspf/pspf-edge/internal/mqttc"
 )
 
 // message is what the source needs of a received message; the client's
@@ -18,10 +20,13 @@ type message interface {
 	Payload() []byte
 	Qos() byte
 	Ack()
+	// UserProperty returns the first value of the MQTT 5 user property key.
+	UserProperty(key string) (string, bool)
 }
 
-// broker is the part of an MQTT client the source uses. client (client.go)
-// is the real one; unit tests fake it.
+// broker is the part of an MQTT client the source uses. mqttc.Client
+// (internal/mqttc, shared with the MQTT sink) is the real one; unit tests
+// fake it.
 type broker interface {
 	// Connect makes the first connection; the client reconnects by itself
 	// after that, calling handlers.connected after every connection. It
@@ -52,6 +57,40 @@ type handlers struct {
 
 // dialFunc builds a broker client; it starts nothing until Connect.
 type dialFunc func(cfg *Config, clientID string, tlsCfg *tls.Config, h handlers) broker
+
+// dialClient builds the real client (mqttc) for cfg.
+func dialClient(cfg *Config, clientID string, tlsCfg *tls.Config, h handlers) broker {
+	return newClient(clientOptions(cfg, clientID, tlsCfg), h)
+}
+
+// newClient builds the real client with options o.
+func newClient(o mqttc.Options, h handlers) broker {
+	return mqttc.New(o, mqttc.Handlers{
+		Message:   func(m *mqttc.Message, stop <-chan struct{}) { h.message(m, stop) },
+		Oversize:  h.oversize,
+		Connected: h.connected,
+		Lost:      h.lost,
+		Log:       h.log,
+	})
+}
+
+// clientOptions are the client's options for cfg: the status topic's
+// offline message is the last will.
+func clientOptions(cfg *Config, clientID string, tlsCfg *tls.Config) mqttc.Options {
+	o := mqttc.Options{Brokers: cfg.Brokers, ClientID: clientID, Username: cfg.Username, Password: cfg.Password,
+		CleanSession: cfg.CleanSession, KeepAlive: cfg.KeepAlive, ConnectTimeout: cfg.ConnectTimeout,
+		MaxReconnect: cfg.MaxReconnect, MaxPayload: int(cfg.MaxPayload), TLS: tlsCfg, Name: "mqtt source"}
+	if cfg.ProtocolVersion == "5" {
+		// The broker may send as many QoS 1 messages unacked as the source
+		// holds in flight: a group commit then covers what arrived in a
+		// linger, not the broker's own per-client limit.
+		o.ProtocolVersion, o.ReceiveMaximum = 5, uint16(min(cfg.MaxInFlight, 65535))
+	}
+	if st := cfg.Status; st.Topic != "" {
+		o.Will = &mqttc.Will{Topic: st.Topic, Payload: []byte(st.Offline), QoS: byte(st.QoS), Retain: st.Retain}
+	}
+	return o
+}
 
 // tlsConfig builds the TLS config of the brokers whose scheme is TLS
 // (agent.TLSConfig.On); nil when none is. A tls block that a broker's

@@ -10,16 +10,20 @@ import (
 
 // Config is the MQTT source's config.
 type Config struct {
-	Brokers        []string        `yaml:"brokers" doc:"broker URLs, tried in order: tcp://host:1883, ssl://host:8883, ws://, wss://"`
-	ClientID       string          `yaml:"client_id" doc:"MQTT client id; it names the persistent session, so keep it stable; default: pspf-edge-<agent>-<pipeline>-<component>"`
-	CleanSession   bool            `yaml:"clean_session" doc:"start a fresh session on every connect; only allowed when every subscription is QoS 0"`
-	Username       string          `yaml:"username" doc:"user name; use ${ENV} or ${file:/path} for secrets"`
-	Password       string          `yaml:"password" secret:"true" doc:"password; use ${ENV} or ${file:/path}, it is never logged"`
-	Subscriptions  []Subscription  `yaml:"subscriptions" doc:"topic filters to subscribe to, with their QoS"`
-	TLS            agent.TLSConfig `yaml:"tls" doc:"TLS for ssl://, mqtts:// and wss:// brokers; refused with tcp://, mqtt:// and ws:// ones"`
-	KeepAlive      time.Duration   `yaml:"keepalive" min:"1s" doc:"MQTT keepalive; the broker drops the session after 1.5 times this without traffic"`
-	ConnectTimeout time.Duration   `yaml:"connect_timeout" min:">0" doc:"how long one connection attempt may take"`
-	MaxReconnect   time.Duration   `yaml:"max_reconnect_interval" min:"1s" doc:"cap of the exponential backoff between reconnects"`
+	Brokers []string `yaml:"brokers" doc:"broker URLs, tried in order: tcp://host:1883, ssl://host:8883, ws://, wss://"`
+	// ProtocolVersion 5 lets the source set Receive Maximum (the broker
+	// may then send max_in_flight QoS 1 messages unacked, not its own
+	// per-client limit: mosquitto's is 20) and read user properties.
+	ProtocolVersion string          `yaml:"protocol_version" enum:"3.1.1,5" doc:"MQTT version: 3.1.1 or 5 (Receive Maximum = max_in_flight, user properties, reason codes)"`
+	ClientID        string          `yaml:"client_id" doc:"MQTT client id; it names the persistent session, so keep it stable; default: pspf-edge-<agent>-<pipeline>-<component>"`
+	CleanSession    bool            `yaml:"clean_session" doc:"start a fresh session on every connect; only allowed when every subscription is QoS 0"`
+	Username        string          `yaml:"username" doc:"user name; use ${ENV} or ${file:/path} for secrets"`
+	Password        string          `yaml:"password" secret:"true" doc:"password; use ${ENV} or ${file:/path}, it is never logged"`
+	Subscriptions   []Subscription  `yaml:"subscriptions" doc:"topic filters to subscribe to, with their QoS"`
+	TLS             agent.TLSConfig `yaml:"tls" doc:"TLS for ssl://, mqtts:// and wss:// brokers; refused with tcp://, mqtt:// and ws:// ones"`
+	KeepAlive       time.Duration   `yaml:"keepalive" min:"1s" doc:"MQTT keepalive; the broker drops the session after 1.5 times this without traffic"`
+	ConnectTimeout  time.Duration   `yaml:"connect_timeout" min:">0" doc:"how long one connection attempt may take"`
+	MaxReconnect    time.Duration   `yaml:"max_reconnect_interval" min:"1s" doc:"cap of the exponential backoff between reconnects"`
 	// MaxInFlight is at most 65535, the MQTT packet id space: more could
 	// never be unacked at once.
 	MaxInFlight int `yaml:"max_in_flight" min:"1" max:"65535" doc:"messages received but not yet acked (QoS 1: durable; QoS 0: in the log) before the source stops taking more: the broker then holds them"`
@@ -38,7 +42,9 @@ type Config struct {
 	TopicTemplate string         `yaml:"topic_template" doc:"topic levels to fields: sensors/{site}/{device}/temp; + skips a level, a trailing # the rest"`
 	Key           string         `yaml:"key" doc:"the record key, from template fields: {device} or {site}-{device}"`
 	TopicField    string         `yaml:"topic_field" doc:"name of a field holding the full topic; empty for none"`
-	Status        StatusConfig   `yaml:"status" doc:"birth and last-will messages announcing this agent online and offline"`
+	// UserProperties needs MQTT 5: 3.1.1 has no properties.
+	UserProperties []string     `yaml:"user_properties" doc:"MQTT 5 user properties to copy into string fields of the same name (the first value of each); a message without one has no such field"`
+	Status         StatusConfig `yaml:"status" doc:"birth and last-will messages announcing this agent online and offline"`
 }
 
 // Subscription is one topic filter and its QoS. A filter may hold the
@@ -76,6 +82,7 @@ func Defaults() *Config {
 		BatchSize:        500,
 		Linger:           5 * time.Millisecond,
 		MaxPayload:       256 << 10,
+		ProtocolVersion:  "3.1.1",
 		Status:           StatusConfig{Online: "online", Offline: "offline", QoS: 1, Retain: true},
 	}
 }
@@ -124,6 +131,14 @@ func (c *Config) Validate(n agent.Node) {
 	}
 	if c.Status.QoS < 0 || c.Status.QoS > 2 {
 		n.Field("status").Field("qos").Errorf("must be 0, 1 or 2, got %q", n.Field("status").Field("qos").Text())
+	}
+	if len(c.UserProperties) > 0 && c.ProtocolVersion != "5" {
+		n.Field("user_properties").Errorf("needs protocol_version: 5 (MQTT 3.1.1 has no user properties)")
+	}
+	for i, name := range c.UserProperties {
+		if name == "" {
+			n.Field("user_properties").Index(i).Errorf("must not be empty")
+		}
 	}
 	if strings.ContainsAny(c.Status.Topic, "+#") {
 		n.Field("status").Field("topic").Errorf("must not contain wildcards, got %q", n.Field("status").Field("topic").Text())

@@ -29,6 +29,9 @@ import (
 	"github.com/pspf/pspf-edge/internal/wait"
 )
 
+// versions are the MQTT versions the tests against mosquitto run under.
+var versions = []string{"3.1.1", "5"}
+
 // publisher is a plain paho client the tests publish with.
 func publisher(t testing.TB, url string) paho.Client {
 	t.Helper()
@@ -89,8 +92,15 @@ func readN(t testing.TB, s *Source, n int, timeout time.Duration) []agent.Record
 }
 
 func TestMosquittoDeliveryWildcardsTemplate(t *testing.T) {
+	for _, v := range versions {
+		t.Run("v"+v, func(t *testing.T) { testMosquittoDeliveryWildcardsTemplate(t, v) })
+	}
+}
+
+func testMosquittoDeliveryWildcardsTemplate(t *testing.T, v string) {
 	mq := testbroker.Start(t, testbroker.Options{})
 	cfg := *Defaults()
+	cfg.ProtocolVersion = v
 	cfg.Brokers = []string{mq.URL()}
 	cfg.ClientID = "t-delivery"
 	cfg.Subscriptions = []Subscription{{Topic: "sensors/+/+/temp", QoS: 1}, {Topic: "alarms/#", QoS: 0}}
@@ -127,10 +137,17 @@ func TestMosquittoDeliveryWildcardsTemplate(t *testing.T) {
 // TestMosquittoUnackedIsRedelivered checks, at QoS 1 and 2, that a nacked
 // message comes again and an acked one does not.
 func TestMosquittoUnackedIsRedelivered(t *testing.T) {
+	for _, v := range versions {
+		t.Run("v"+v, func(t *testing.T) { testMosquittoUnackedIsRedelivered(t, v) })
+	}
+}
+
+func testMosquittoUnackedIsRedelivered(t *testing.T, v string) {
 	for _, qos := range []int{1, 2} {
 		t.Run("qos"+strconv.Itoa(qos), func(t *testing.T) {
 			mq := testbroker.Start(t, testbroker.Options{})
 			cfg := *Defaults()
+			cfg.ProtocolVersion = v
 			cfg.Brokers = []string{mq.URL()}
 			cfg.ClientID = "t-redeliver"
 			cfg.Subscriptions = []Subscription{{Topic: "q/#", QoS: qos}}
@@ -162,6 +179,12 @@ func TestMosquittoUnackedIsRedelivered(t *testing.T) {
 }
 
 func TestMosquittoSharedSubscriptionAndStatus(t *testing.T) {
+	for _, v := range versions {
+		t.Run("v"+v, func(t *testing.T) { testMosquittoSharedSubscriptionAndStatus(t, v) })
+	}
+}
+
+func testMosquittoSharedSubscriptionAndStatus(t *testing.T, v string) {
 	mq := testbroker.Start(t, testbroker.Options{})
 	watcher := publisher(t, mq.URL())
 	statuses := make(chan string, 10)
@@ -169,6 +192,7 @@ func TestMosquittoSharedSubscriptionAndStatus(t *testing.T) {
 	var srcs []*Source
 	for i := range 2 {
 		cfg := *Defaults()
+		cfg.ProtocolVersion = v
 		cfg.Brokers = []string{mq.URL()}
 		cfg.ClientID = "t-shared-" + strconv.Itoa(i)
 		cfg.Subscriptions = []Subscription{{Topic: "$share/edge/jobs/#", QoS: 1}}
@@ -314,8 +338,15 @@ func newTestPKI(t *testing.T, dir string) testPKI {
 // TestMosquittoRestartQoS1NoLoss stops and restarts the broker in the middle
 // of a QoS 1 stream; with the persistent session every message arrives.
 func TestMosquittoRestartQoS1NoLoss(t *testing.T) {
+	for _, v := range versions {
+		t.Run("v"+v, func(t *testing.T) { testMosquittoRestartQoS1NoLoss(t, v) })
+	}
+}
+
+func testMosquittoRestartQoS1NoLoss(t *testing.T, v string) {
 	mq := testbroker.Start(t, testbroker.Options{})
 	cfg := *Defaults()
+	cfg.ProtocolVersion = v
 	cfg.Brokers = []string{mq.URL()}
 	cfg.ClientID = "t-restart"
 	cfg.Subscriptions = []Subscription{{Topic: "stream/#", QoS: 1}}

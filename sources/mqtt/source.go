@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/internal/mqttc"
 )
 
 // inbound is a received message and when it arrived.
@@ -188,7 +189,7 @@ func (s *Source) connect(ctx context.Context) (broker, error) {
 			// This runs on a goroutine of the client's own; it may wait as
 			// long as the backlog keeps the client from reading the SUBACK.
 			// A connection that ends meanwhile is the client's to report.
-			if err := s.setup(s.bg, b); err != nil && s.bg.Err() == nil && !errors.Is(err, errConnEnded) {
+			if err := s.setup(s.bg, b); err != nil && s.bg.Err() == nil && !errors.Is(err, mqttc.ErrConnEnded) {
 				s.log.Error("mqtt source: subscribe after reconnect failed", "err", err)
 			}
 		},
@@ -206,7 +207,7 @@ func (s *Source) connect(ctx context.Context) (broker, error) {
 	if err != nil {
 		b.Disconnect(0)
 		err = fmt.Errorf("mqtt source: connect to %s: %w", s.brokers(), err)
-		if refusedSetup(err) {
+		if mqttc.RefusedSetup(err) {
 			// Retried like any connect error, but a reload to a config the
 			// broker refuses is rolled back (see runner.Pipeline.Started).
 			return nil, agent.Permanent(err)
@@ -512,7 +513,7 @@ func (s *Source) records(bb *batchBufs) []agent.Record {
 	if s.tmpl != nil {
 		nf = len(s.tmpl.names)
 	}
-	per := nf
+	per := nf + len(s.cfg.UserProperties)
 	if s.cfg.TopicField != "" {
 		per++
 	}
@@ -539,6 +540,11 @@ func (s *Source) records(bb *batchBufs) []agent.Record {
 		topic := in.m.Topic()
 		if s.cfg.TopicField != "" {
 			f = append(f, agent.String(s.cfg.TopicField, topic))
+		}
+		for _, name := range s.cfg.UserProperties {
+			if v, ok := in.m.UserProperty(name); ok {
+				f = append(f, agent.String(name, v))
+			}
 		}
 		if nf > 0 {
 			if s.tmpl.match(topic, vals) {

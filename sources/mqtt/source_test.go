@@ -28,6 +28,8 @@ func (m *fakeMsg) Payload() []byte { return m.payload }
 func (m *fakeMsg) Qos() byte       { return m.qos }
 func (m *fakeMsg) Ack()            { m.acks.Add(1) }
 
+func (m *fakeMsg) UserProperty(string) (string, bool) { return "", false }
+
 // fakeBroker records what the source asks of it; tests push messages
 // through its handlers.
 type fakeBroker struct {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/runner"
+	"github.com/pspf/pspf-edge/internal/mqttc"
 	"github.com/pspf/pspf-edge/internal/testbroker"
 	"github.com/pspf/pspf-edge/internal/wait"
 )
@@ -111,6 +112,30 @@ func (e *errRecorder) text() string {
 	return strings.Join(e.errs, "\n")
 }
 
+// readPacket reads one MQTT packet as a test broker: its type, flags and
+// body (the client's own decoder is internal to internal/mqttc).
+func readPacket(r *bufio.Reader, _ int) (typ, flags byte, n int, body []byte, err error) {
+	first, err := r.ReadByte()
+	if err != nil {
+		return 0, 0, 0, nil, err
+	}
+	for i := 0; i < 4; i++ {
+		b, err := r.ReadByte()
+		if err != nil {
+			return 0, 0, 0, nil, err
+		}
+		n |= int(b&0x7f) << (7 * i)
+		if b&0x80 == 0 {
+			break
+		}
+	}
+	body = make([]byte, n)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return 0, 0, 0, nil, err
+	}
+	return first >> 4, first & 0x0f, n, body, nil
+}
+
 // serveSubscribe answers the client's requests until its SUBSCRIBE, which
 // it acknowledges; it reports false if the connection ended first.
 func serveSubscribe(c net.Conn, r *bufio.Reader) bool {
@@ -161,9 +186,9 @@ func stormSource(t *testing.T, urls []string, clk *fakeClock, lr *logRecorder, e
 	env := agent.Env{Pipeline: "p", Component: "mqtt", AgentName: "a", Metrics: m,
 		Logger: slog.New(lr), ReportError: er.report}
 	dial := func(cfg *Config, id string, tc *tls.Config, h handlers) broker {
-		c := dialClient(cfg, id, tc, h).(*client)
-		c.now, c.sleep = clk.now, clk.sleep
-		return c
+		o := clientOptions(cfg, id, tc)
+		o.Now, o.Sleep = clk.now, clk.sleep
+		return newClient(o, h)
 	}
 	s, err := newSource(cfg, env, dial)
 	if err != nil {
@@ -181,7 +206,7 @@ func stormSource(t *testing.T, urls []string, clk *fakeClock, lr *logRecorder, e
 // backoffStep is the ceiling of the i-th wait (from 0) of a reconnect
 // sequence that never starts over: 250ms doubled up to max.
 func backoffStep(i int, max time.Duration) time.Duration {
-	d := reconnectDelay
+	d := mqttc.ReconnectDelay
 	for ; i > 0 && d < max; i-- {
 		d *= 2
 	}
@@ -400,7 +425,7 @@ func goroutines(fn string) int {
 }
 
 // clientGoroutines are the functions the client runs on goroutines of its own.
-var clientGoroutines = []string{"mqtt.(*session).read(", "mqtt.(*session).ping(", "mqtt.(*bufConn).sender(", "mqtt.(*client).reconnect("}
+var clientGoroutines = []string{"mqttc.(*session).read(", "mqttc.(*session).ping(", "mqttc.(*bufConn).sender(", "mqttc.(*Client).reconnect("}
 
 // TestCloseJoinsReader checks that Disconnect returns only after the
 // reader of its connection has ended, even while the reader waits for
@@ -458,7 +483,7 @@ func TestCloseJoinsReader(t *testing.T) {
 		t.Fatalf("read after the nack: %v", err)
 	}
 	ack(ctx, nil)
-	if n := goroutines("mqtt.(*session).read("); n != 1 {
+	if n := goroutines("mqttc.(*session).read("); n != 1 {
 		t.Errorf("%d readers after the reconnect, want 1: the old connection's reader was not joined", n)
 	}
 	if err := s.Close(ctx); err != nil {
@@ -497,9 +522,9 @@ func TestMosquittoTakeoverNamedAndBounded(t *testing.T) {
 		cfg.Subscriptions = []Subscription{{Topic: "clone/#", QoS: 1}}
 		sd := side{m: runner.NewMetrics(), lr: &logRecorder{}, er: &errRecorder{}, clk: newFakeClock()}
 		dial := func(cfg *Config, id string, tc *tls.Config, h handlers) broker {
-			c := dialClient(cfg, id, tc, h).(*client)
-			c.now, c.sleep = sd.clk.now, sd.clk.sleep
-			return c
+			o := clientOptions(cfg, id, tc)
+			o.Now, o.Sleep = sd.clk.now, sd.clk.sleep
+			return newClient(o, h)
 		}
 		s, err := newSource(cfg, agent.Env{Pipeline: "p", Component: "mqtt", AgentName: "a", Metrics: sd.m,
 			Logger: slog.New(sd.lr), ReportError: sd.er.report}, dial)

@@ -63,6 +63,7 @@ func run() int {
 	flag.DurationVar(&cfg.RateDuration, "rate-duration", cfg.RateDuration, "length of a fixed-rate run")
 	flag.Uint64Var(&cfg.WindowMessages, "window", cfg.WindowMessages, "messages of a window-pipeline run (0: no window session)")
 	flag.IntVar(&cfg.Conns, "conns", cfg.Conns, "publishing connections")
+	flag.IntVar(&cfg.MosquittoInflight, "mosquitto-inflight", 1000, "mosquitto's max_inflight_messages (its own default: 20; an MQTT 5 client sets its own Receive Maximum)")
 	flag.IntVar(&cfg.Sensors, "sensors", cfg.Sensors, "sensors (topics)")
 	flag.IntVar(&cfg.Size, "size", cfg.Size, "payload bytes")
 	flag.Float64Var(&cfg.Mix.Filtered, "filtered", cfg.Mix.Filtered, "share of readings the filter drops")

@@ -1,4 +1,4 @@
-package mqtt
+package mqttc
 
 import (
 	"errors"
@@ -10,9 +10,9 @@ import (
 	"time"
 )
 
-// reconnectDelay is the first step of the reconnect backoff: the wait
+// ReconnectDelay is the first step of the reconnect backoff: the wait
 // before the first attempt after a connection that had been stable.
-const reconnectDelay = 250 * time.Millisecond
+const ReconnectDelay = 250 * time.Millisecond
 
 // stableMin is the least a connection must live, whatever the keepalive,
 // for the reconnect backoff to start over when it ends. A broker that
@@ -53,11 +53,24 @@ var (
 
 // lossCause returns why a connection ended, from the error that ended it;
 // causeClosed stands for a silent close until the next connect tells a
-// takeover from a broker going away.
+// takeover from a broker going away (see silentClose); under MQTT 5 a
+// broker's DISCONNECT says which.
 func lossCause(err error) string {
 	var pe *protocolError
+	var re *ReasonError
 	switch {
 	case errors.Is(err, errBrokerClosed):
+		return causeClosed
+	case errors.As(err, &re) && re.Packet == "DISCONNECT":
+		// MQTT 5 names it: no guessing from the next connect.
+		switch re.Code {
+		case 0x8E:
+			return causeTakeover
+		case 0x8D:
+			return causeKeepalive
+		case 0x81, 0x82, 0x93, 0x94, 0x95, 0x99:
+			return causeProtocol // the broker says the client broke the protocol
+		}
 		return causeClosed
 	case errors.As(err, &pe):
 		return causeProtocol
@@ -66,6 +79,10 @@ func lossCause(err error) string {
 	}
 	return causeNetwork
 }
+
+// silentClose reports whether err is a close without a word from the
+// broker (MQTT 3.1.1 has none to send).
+func silentClose(err error) bool { return errors.Is(err, errBrokerClosed) }
 
 // takeover is the error of a connection taken to have been taken over.
 //
@@ -81,7 +98,7 @@ func takeover(clientID string) error {
 }
 
 // backoff is the wait before each reconnect attempt: exponential from
-// reconnectDelay up to max_reconnect_interval, with equal jitter (uniform
+// ReconnectDelay up to max_reconnect_interval, with equal jitter (uniform
 // in the upper half of each step, so that a fleet that lost the same broker
 // spreads out, yet no attempt comes sooner than half its step). It starts
 // over only after a stable connection (see stableMin), not after every
@@ -93,7 +110,7 @@ type backoff struct {
 
 // next returns the wait before the next attempt and counts the attempt.
 func (b *backoff) next() time.Duration {
-	step := reconnectDelay
+	step := ReconnectDelay
 	for i := 0; i < b.attempt && step < b.max; i++ {
 		step *= 2
 	}
@@ -113,6 +130,7 @@ func (b *backoff) reset() { b.attempt = 0 }
 type episode struct {
 	log      *slog.Logger
 	clientID string
+	name     string // the log lines' prefix: "mqtt source"
 
 	active     bool
 	start      time.Time // the episode's first loss
@@ -138,14 +156,14 @@ func (e *episode) onLost(now time.Time, cause string, err error, lived time.Dura
 	attrs := []any{"cause", cause, "err", err, "session_lived", lived.Round(time.Millisecond), "client_id", e.clientID}
 	if !e.named[cause] {
 		e.named[cause] = true
-		msg := "mqtt source: connection lost; reconnecting with backoff"
+		msg := e.name + ": connection lost; reconnecting with backoff"
 		if cause == causeTakeover {
-			msg = "mqtt source: session taken over by another client with the same client_id; reconnecting with backoff"
+			msg = e.name + ": session taken over by another client with the same client_id; reconnecting with backoff"
 		}
 		e.log.Warn(msg, attrs...)
 		return
 	}
-	e.log.Debug("mqtt source: connection lost again", attrs...)
+	e.log.Debug(e.name+": connection lost again", attrs...)
 	e.summarize(now)
 }
 
@@ -153,7 +171,7 @@ func (e *episode) onLost(now time.Time, cause string, err error, lived time.Dura
 func (e *episode) onFailed(now time.Time, err error) {
 	e.failed++
 	e.lastErr = err
-	e.log.Debug("mqtt source: reconnect failed", "err", err, "client_id", e.clientID)
+	e.log.Debug(e.name+": reconnect failed", "err", err, "client_id", e.clientID)
 	if e.active {
 		e.summarize(now)
 	}
@@ -164,10 +182,10 @@ func (e *episode) onFailed(now time.Time, err error) {
 func (e *episode) onReconnected(now time.Time) {
 	e.reconnects++
 	if e.active && e.reconnects == 1 {
-		e.log.Info("mqtt source: reconnected", "client_id", e.clientID, "after", now.Sub(e.start).Round(time.Millisecond))
+		e.log.Info(e.name+": reconnected", "client_id", e.clientID, "after", now.Sub(e.start).Round(time.Millisecond))
 		return
 	}
-	e.log.Debug("mqtt source: reconnected", "client_id", e.clientID)
+	e.log.Debug(e.name+": reconnected", "client_id", e.clientID)
 }
 
 // onStable ends the episode once a connection has lived long enough,
@@ -178,7 +196,7 @@ func (e *episode) onStable(now time.Time) {
 	}
 	e.active = false
 	if e.lost > 1 {
-		e.log.Info("mqtt source: connection stable again", "client_id", e.clientID,
+		e.log.Info(e.name+": connection stable again", "client_id", e.clientID,
 			"connections_lost", e.lost, "episode", now.Sub(e.start).Round(time.Second))
 	}
 }
@@ -196,7 +214,7 @@ func (e *episode) summarize(now time.Time) {
 		causes = append(causes, fmt.Sprintf("%s=%d", c, k))
 	}
 	slices.Sort(causes)
-	e.log.Warn("mqtt source: connection still unstable", "client_id", e.clientID,
+	e.log.Warn(e.name+": connection still unstable", "client_id", e.clientID,
 		"connections_lost", n, "failed_attempts", e.failed, "in", since.Round(time.Second),
 		"causes", strings.Join(causes, " "), "last_err", e.lastErr)
 	e.summaryAt = now

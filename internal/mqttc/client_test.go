@@ -1,4 +1,4 @@
-package mqtt
+package mqttc
 
 import (
 	"bufio"
@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -89,39 +90,45 @@ func (fb *netBroker) settled(t *testing.T) int {
 
 // recorder collects the client's handler calls.
 type recorder struct {
-	msgs      chan message
+	msgs      chan *Message
 	oversize  atomic.Int32
 	connected atomic.Int32
 	lost      chan error
 }
 
 func newRecorder() *recorder {
-	return &recorder{msgs: make(chan message, 100), lost: make(chan error, 10)}
+	return &recorder{msgs: make(chan *Message, 100), lost: make(chan error, 10)}
 }
 
-func (r *recorder) handlers() handlers {
-	return handlers{
-		message: func(m message, stop <-chan struct{}) {
+func (r *recorder) handlers() Handlers {
+	return Handlers{
+		Message: func(m *Message, stop <-chan struct{}) {
 			select {
 			case r.msgs <- m:
 			case <-stop:
 			}
 		},
-		oversize:  func() { r.oversize.Add(1) },
-		connected: func() { r.connected.Add(1) },
-		lost:      func(_ string, err error) { r.lost <- err },
+		Oversize:  func() { r.oversize.Add(1) },
+		Connected: func() { r.connected.Add(1) },
+		Lost:      func(_ string, err error) { r.lost <- err },
 	}
 }
 
-func testClient(t *testing.T, url string, keepalive time.Duration, r *recorder) *client {
+// testOptions are the options of a test client of url.
+func testOptions(url string) Options {
+	return Options{Brokers: []string{url}, ClientID: "t", KeepAlive: 30 * time.Second,
+		ConnectTimeout: 10 * time.Second, MaxReconnect: 30 * time.Second, MaxPayload: 256 << 10}
+}
+
+func testClient(t *testing.T, url string, keepalive time.Duration, r *recorder) *Client {
 	t.Helper()
-	cfg := *Defaults()
-	cfg.Brokers = []string{url}
+	cfg := testOptions(url)
+	cfg.ClientID = "t-client"
 	cfg.KeepAlive = keepalive
 	cfg.MaxPayload = 1024 // read limit 66 KiB: the test sends one larger message
 	cfg.ConnectTimeout = 2 * time.Second
 	cfg.MaxReconnect = time.Second
-	c := dialClient(&cfg, "t-client", nil, r.handlers()).(*client)
+	c := New(cfg, r.handlers())
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, err := c.Connect(ctx); err != nil {
@@ -212,7 +219,7 @@ func TestClientReceiveAckAndRequests(t *testing.T) {
 				id := body[:2]
 				_, _ = c.Write([]byte{packets.Suback << 4, 4, id[0], id[1], 1, 0x80})
 			case packets.Publish:
-				_, id, _, _, _ := parsePublish(flags, body)
+				_, id, _, _, _, _ := parsePublish(flags, body, false)
 				_, _ = c.Write([]byte{packets.Puback << 4, 2, byte(id >> 8), byte(id)})
 			}
 		}
@@ -309,8 +316,8 @@ func TestClientDisconnect(t *testing.T) {
 		t.Fatal("publish still waits after Disconnect")
 	}
 	m.Ack()
-	if err := c.Publish(context.Background(), "s", 1, false, nil); !errors.Is(err, errNotConnected) {
-		t.Errorf("publish after Disconnect: %v, want errNotConnected", err)
+	if err := c.Publish(context.Background(), "s", 1, false, nil); !errors.Is(err, ErrNotConnected) {
+		t.Errorf("publish after Disconnect: %v, want ErrNotConnected", err)
 	}
 	// Disconnect has joined the reconnect loop: a reconnect would have been
 	// dialled by now. settled accepts what is queued before counting.
@@ -353,9 +360,7 @@ func TestClientConnectRefused(t *testing.T) {
 		}
 		_, _ = io.Copy(io.Discard, c)
 	})
-	cfg := *Defaults()
-	cfg.Brokers = []string{url}
-	c := dialClient(&cfg, "t", nil, newRecorder().handlers())
+	c := New(testOptions(url), newRecorder().handlers())
 	_, err := c.Connect(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "bad user name or password") {
 		t.Errorf("connect: %v, want the refusal", err)
@@ -367,10 +372,9 @@ func TestClientConnectRefused(t *testing.T) {
 // answers returns when its context ends, well before connect_timeout.
 func TestClientConnectCancelled(t *testing.T) {
 	url := listenOnce(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) }) // never sends a CONNACK
-	cfg := *Defaults()
-	cfg.Brokers = []string{url}
+	cfg := testOptions(url)
 	cfg.ConnectTimeout = time.Minute
-	c := dialClient(&cfg, "t", nil, newRecorder().handlers())
+	c := New(cfg, newRecorder().handlers())
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	done := make(chan error, 1)
@@ -399,7 +403,7 @@ func TestClientPublishQoS2(t *testing.T) {
 			}
 			switch typ {
 			case packets.Publish:
-				_, id, _, _, _ := parsePublish(flags, body)
+				_, id, _, _, _, _ := parsePublish(flags, body, false)
 				_, _ = c.Write([]byte{packets.Pubrec << 4, 2, byte(id >> 8), byte(id)})
 			case packets.Pubrel:
 				rels <- append([]byte{typ<<4 | flags}, body...)
@@ -456,7 +460,7 @@ func TestReadPacket(t *testing.T) {
 				if typ != packets.Publish {
 					t.Fatalf("type %d, want PUBLISH", typ)
 				}
-				topic, id, payload, _, err = parsePublish(flags, body)
+				topic, id, payload, _, _, err = parsePublish(flags, body, false)
 			}
 			if tc.err != "" {
 				var pe *protocolError
@@ -502,7 +506,7 @@ func TestCheckPacket(t *testing.T) {
 			if err != nil {
 				t.Fatalf("read: %v", err)
 			}
-			err = checkPacket(typ, flags, body)
+			err = checkPacket(typ, flags, body, false)
 			var pe *protocolError
 			switch {
 			case tc.err == "" && err != nil:
@@ -549,7 +553,7 @@ func FuzzReadPacket(f *testing.F) {
 				if n > 64 {
 					return // the client drops the connection
 				}
-				if err := checkPacket(typ, flags, body); err != nil {
+				if err := checkPacket(typ, flags, body, false); err != nil {
 					violation(t, err)
 					continue
 				}
@@ -573,7 +577,7 @@ func FuzzReadPacket(f *testing.F) {
 				}
 				continue
 			}
-			topic, id, payload, qos, err := parsePublish(flags, body)
+			topic, id, payload, qos, _, err := parsePublish(flags, body, false)
 			if err != nil {
 				violation(t, err)
 				continue
@@ -587,4 +591,62 @@ func FuzzReadPacket(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestClientPublishAsync checks that PublishAsync sends messages in order,
+// that each channel receives nil at its PUBACK, and that those still
+// waiting when the connection ends receive ErrConnEnded.
+func TestClientPublishAsync(t *testing.T) {
+	const n, acked = 50, 40
+	got := make(chan []string, 1)
+	fb := startNetBroker(t, func(_ int, c net.Conn, r *bufio.Reader) {
+		var topics []string
+		for len(topics) < n {
+			typ, flags, _, body, err := readPacket(r, 1<<20)
+			if err != nil || typ != typePublish {
+				return
+			}
+			topic, id, _, _, _, err := parsePublish(flags, body, false)
+			if err != nil {
+				return
+			}
+			topics = append(topics, topic)
+			if len(topics) <= acked {
+				if _, err := c.Write([]byte{typePuback << 4, 2, byte(id >> 8), byte(id)}); err != nil {
+					return
+				}
+			}
+		}
+		got <- topics
+	})
+	c := testClient(t, fb.url(), 30*time.Second, newRecorder())
+	var acks []<-chan error
+	for i := range n {
+		ack, err := c.PublishAsync(context.Background(), &Publication{Topic: "t/" + strconv.Itoa(i), QoS: 1, Payload: []byte("x")})
+		if err != nil {
+			t.Fatalf("publish %d: %v", i, err)
+		}
+		acks = append(acks, ack)
+	}
+	var topics []string
+	select {
+	case topics = <-got: // the broker closes the connection after reading them all
+	case <-time.After(10 * time.Second):
+		t.Fatal("the broker did not get every message")
+	}
+	for i, topic := range topics {
+		if want := "t/" + strconv.Itoa(i); topic != want {
+			t.Fatalf("message %d: got topic %q, want %q", i, topic, want)
+		}
+	}
+	for i, ack := range acks {
+		select {
+		case err := <-ack:
+			if i < acked && err != nil || i >= acked && !errors.Is(err, ErrConnEnded) {
+				t.Errorf("message %d: got %v, want %v", i, err, map[bool]error{true: nil, false: ErrConnEnded}[i < acked])
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("message %d: no answer", i)
+		}
+	}
 }

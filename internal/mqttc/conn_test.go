@@ -1,4 +1,4 @@
-package mqtt
+package mqttc
 
 import (
 	"bytes"

@@ -1,4 +1,4 @@
-package mqtt
+package mqttc
 
 import (
 	"bufio"
@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	paho "github.com/eclipse/paho.mqtt.golang"
 	"golang.org/x/net/proxy"
 )
 
@@ -20,7 +19,7 @@ const connReadBuffer = 16 << 10
 
 // openConn opens the connection to the broker as paho's client does (tcp
 // and mqtt through a proxy from the environment, ssl/tls/mqtts with tc, ws
-// and wss with paho's websocket), each step bounded by timeout, buffers its
+// and wss over a websocket, see dialWebsocket), each step bounded by timeout, buffers its
 // reads and gathers its writes (see bufConn). A packet's fixed header is
 // read a byte at a time and then its body: on a bare connection that would
 // be three or more read system calls per message.
@@ -41,7 +40,7 @@ func openConn(uri *url.URL, tc *tls.Config, timeout time.Duration) (*bufConn, er
 		if uri.Scheme == "ws" {
 			tc = nil
 		}
-		c, err = paho.NewWebsocket(u.String(), tc, timeout, nil, nil)
+		c, err = dialWebsocket(u.String(), tc, timeout)
 	default:
 		return nil, fmt.Errorf("mqtt: broker %s: unknown scheme %q", uri.Redacted(), uri.Scheme)
 	}
