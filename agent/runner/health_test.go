@@ -94,13 +94,7 @@ func TestSinkHealth(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- p.Run(context.Background()) }()
 
-	deadline := time.Now().Add(20 * time.Second)
-	for !sink.isWaiting() && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
-	if !sink.isWaiting() {
-		t.Fatalf("the sink never reached its waiting write")
-	}
+	agenttest.Eventually(t, 20*time.Second, "the sink's waiting write", sink.isWaiting, logs)
 	st := p.Status()
 	ss := st.Sinks[0]
 	if ss.Online || ss.OfflineSince.IsZero() || ss.LastError != "rec: no answer for 3s" || st.LastError != ss.LastError {

@@ -472,12 +472,7 @@ func TestSourceFailuresAreAnEpisode(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
-	for src.attempts.Load() < 3 {
-		if ctx.Err() != nil {
-			t.Fatal("the source was not retried")
-		}
-		time.Sleep(5 * time.Millisecond) // polling, not synchronising: the loop checks the count
-	}
+	agenttest.Eventually(t, 30*time.Second, "3 connect attempts of the source", func() bool { return src.attempts.Load() >= 3 }, &logs)
 	if got := p.Status().LastError; !strings.Contains(got, "no broker yet") {
 		t.Errorf("last error while failing: %q, want the connect error", got)
 	}

@@ -76,13 +76,7 @@ func TestStartedTellsSetupErrorsFromOutages(t *testing.T) {
 				}
 				return
 			}
-			deadline := time.Now().Add(10 * time.Second)
-			for sink.attempts.Load() < 5 {
-				if time.Now().After(deadline) {
-					t.Fatalf("only %d connect attempts", sink.attempts.Load())
-				}
-				time.Sleep(time.Millisecond)
-			}
+			agenttest.Eventually(t, 10*time.Second, "5 connect attempts of the sink", func() bool { return sink.attempts.Load() >= 5 }, nil)
 			select {
 			case <-p.Started():
 				t.Errorf("Started closed during an outage (SetupErr %v), want it open", p.SetupErr())

@@ -365,13 +365,9 @@ func TestStatefulDamageWhileRunning(t *testing.T) {
 	go func() { done <- p.Run(context.Background()) }()
 	in <- batches[0]
 	path := filepath.Join(h.dir, "state.db")
-	deadline := time.Now().Add(30 * time.Second)
-	for p.Status().Operators[0].RecordsIn < 300 || h.metrics.Counter("pspf_checkpoints_total", "pipeline", "w").Get() < 3 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the first batch was not checkpointed\n%s", h.logs)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	agenttest.Eventually(t, 30*time.Second, "the first batch checkpointed", func() bool {
+		return p.Status().Operators[0].RecordsIn >= 300 && h.metrics.Counter("pspf_checkpoints_total", "pipeline", "w").Get() >= 3
+	}, h.logs)
 	// Zero every page but the meta pages: the next commit meets them.
 	used := usedBytes(t, path)
 	f, err := os.OpenFile(path, os.O_WRONLY, 0)

@@ -9,6 +9,7 @@ import (
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/agenttest"
 	"github.com/pspf/pspf-edge/agent/runner"
+	"github.com/pspf/pspf-edge/internal/wait"
 )
 
 // idleSource emits one batch, then waits for the end of the run, so the
@@ -51,10 +52,7 @@ func TestCheckpointIntervalFromPipelineFile(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
 	ckpts := m.Counter("pspf_checkpoints_total", "pipeline", "w")
-	deadline := time.Now().Add(10 * time.Second)
-	for ckpts.Get() < 3 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	wait.Until(10*time.Second, func() bool { return ckpts.Get() >= 3 })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("run: %v", err)

@@ -17,6 +17,7 @@ import (
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/agenttest"
 	"github.com/pspf/pspf-edge/agent/runner"
+	"github.com/pspf/pspf-edge/internal/wait"
 	"github.com/pspf/pspf-edge/operators/fields"
 	"github.com/pspf/pspf-edge/operators/filter"
 	"github.com/pspf/pspf-edge/operators/mapop"
@@ -429,16 +430,8 @@ func TestFiftyReloadsUnderLoad(t *testing.T) {
 		}
 	}
 	// Everything the agent started has ended and closed.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		g, fd := runtime.NumGoroutine(), openFDs(t)
-		if g <= baseG && fd <= baseFD {
-			break
-		}
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			t.Fatalf("goroutines %d (baseline %d), open files %d (baseline %d)\n%s", g, baseG, fd, baseFD, buf[:runtime.Stack(buf, true)])
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !wait.Until(5*time.Second, func() bool { return runtime.NumGoroutine() <= baseG && openFDs(t) <= baseFD }) {
+		buf := make([]byte, 1<<20)
+		t.Fatalf("goroutines %d (baseline %d), open files %d (baseline %d)\n%s", runtime.NumGoroutine(), baseG, openFDs(t), baseFD, buf[:runtime.Stack(buf, true)])
 	}
 }

@@ -68,37 +68,25 @@ func TestStatusFindsAgentWithoutFlags(t *testing.T) {
 		}
 	}()
 	published := filepath.Join(runtimeDir, "pspf-edge", strconv.Itoa(cmd.Process.Pid)+".json")
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if _, err := os.Stat(filepath.Join(data, adminAddrFile)); err == nil {
-			if _, err := os.Stat(published); err == nil {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no admin address published after 30s:\n%s", logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	agenttest.Eventually(t, 30*time.Second, "the admin address published", func() bool {
+		_, err1 := os.Stat(filepath.Join(data, adminAddrFile))
+		_, err2 := os.Stat(published)
+		return err1 == nil && err2 == nil
+	}, &logs)
 	// Until the demo runs, status shows it as not started (exit 1): wait
 	// for readiness.
 	addr, err := os.ReadFile(filepath.Join(data, adminAddrFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for {
+	agenttest.Eventually(t, 30*time.Second, "the agent's readiness", func() bool {
 		resp, err := http.Get("http://" + strings.TrimSpace(string(addr)) + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("agent not ready after 30s:\n%s", logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, &logs)
 
 	code, out, errb := run(t, "status")
 	if code != exitOK || !strings.Contains(out, "demo") {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pspf/pspf-edge/agent/agenttest"
+	"github.com/pspf/pspf-edge/internal/wait"
 )
 
 // goroutines returns the stacks of every goroutine but os/signal's own
@@ -40,13 +41,7 @@ func TestRunEndsEveryGoroutineOnSignal(t *testing.T) {
 	go func() {
 		code <- cmdRun([]string{"-p", pipes, "--data-dir", filepath.Join(dir, "data"), "--admin", ""}, &stdout, &stderr)
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(stderr.String(), "supervisor watching") {
-		if time.Now().After(deadline) {
-			t.Fatalf("the agent did not start:\n%s", stderr.String())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	agenttest.Eventually(t, 10*time.Second, "the agent's start", func() bool { return strings.Contains(stderr.String(), "supervisor watching") }, &stderr)
 	// The agent's handler is in place (it logged after installing it): the
 	// signal stops it instead of the test binary.
 	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
@@ -60,9 +55,10 @@ func TestRunEndsEveryGoroutineOnSignal(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("run did not return after SIGTERM:\n%s", stderr.String())
 	}
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		gs := goroutines()
-		left := ""
+	var gs []string
+	left := ""
+	ended := wait.Until(5*time.Second, func() bool {
+		gs, left = goroutines(), ""
 		for _, g := range gs {
 			// A goroutine cmdRun started, or one of its own frames (the
 			// test's goroutine mentions neither).
@@ -70,11 +66,9 @@ func TestRunEndsEveryGoroutineOnSignal(t *testing.T) {
 				left = g
 			}
 		}
-		if left == "" && len(gs) <= base {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after run returned: %d goroutines (%d before); one of run's:\n%s\nall:\n%s", len(gs), base, left, strings.Join(gs, "\n\n"))
-		}
+		return left == "" && len(gs) <= base
+	})
+	if !ended {
+		t.Fatalf("after run returned: %d goroutines (%d before); one of run's:\n%s\nall:\n%s", len(gs), base, left, strings.Join(gs, "\n\n"))
 	}
 }

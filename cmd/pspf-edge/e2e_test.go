@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pspf/pspf-edge/agent/agenttest"
+	"github.com/pspf/pspf-edge/internal/wait"
 )
 
 // buildBinary builds pspf-edge for goarch (and goarm) into dir.
@@ -27,9 +28,10 @@ func buildBinary(t *testing.T, dir, goarch, goarm string) string {
 }
 
 // runDemo runs the demo pipeline with the given command prefix (empty, or a
-// qemu user-mode emulator) for about d, stops it with SIGTERM and checks the
-// clean shutdown and what the console and the file sink got.
-func runDemo(t *testing.T, prefix []string, bin string, d time.Duration) {
+// qemu user-mode emulator) until the console has shown want records, stops it
+// with SIGTERM and checks the clean shutdown and what the console and the
+// file sink got.
+func runDemo(t *testing.T, prefix []string, bin string, want int) {
 	t.Helper()
 	work := t.TempDir()
 	demo, err := filepath.Abs("../../pipelines/demo.yaml")
@@ -44,17 +46,13 @@ func runDemo(t *testing.T, prefix []string, bin string, d time.Duration) {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start: %v", err)
 	}
-	// Wait until records show on the console, then stop after d.
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(stdout.String(), "temp=") {
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			cmd.Wait()
-			t.Fatalf("no record on the console within 30s\nstdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
-		}
-		time.Sleep(50 * time.Millisecond)
+	// Stop once want records have shown on the console: the stop then comes
+	// while the pipeline is busy.
+	if !wait.Until(30*time.Second, func() bool { return strings.Count(stdout.String(), "temp=") >= want }) {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("fewer than %d records on the console within 30s\nstdout:\n%s\nstderr:\n%s", want, stdout.String(), stderr.String())
 	}
-	time.Sleep(d)
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatalf("signal: %v", err)
 	}
@@ -113,12 +111,12 @@ func runDemo(t *testing.T, prefix []string, bin string, d time.Duration) {
 // checks a clean shutdown and the file sink's content.
 func TestDemoEndToEnd(t *testing.T) {
 	bin := buildBinary(t, t.TempDir(), "amd64", "")
-	runDemo(t, nil, bin, 2*time.Second)
+	runDemo(t, nil, bin, 16)
 }
 
 // TestCrossBuiltBinariesUnderQEMU runs the armv7 and arm64 binaries under
 // qemu user-mode emulation (Debian's qemu-user-static): validate the demo and
-// run it for three seconds.
+// run it until 16 records have shown.
 func TestCrossBuiltBinariesUnderQEMU(t *testing.T) {
 	dir := t.TempDir()
 	for _, tc := range []struct{ goarch, goarm, qemu string }{
@@ -139,7 +137,7 @@ func TestCrossBuiltBinariesUnderQEMU(t *testing.T) {
 			if err != nil || !strings.Contains(string(out), "linux/"+tc.goarch) {
 				t.Fatalf("version under %s: %v\n%s", tc.qemu, err, out)
 			}
-			runDemo(t, []string{qemu}, bin, 3*time.Second)
+			runDemo(t, []string{qemu}, bin, 16)
 		})
 	}
 }

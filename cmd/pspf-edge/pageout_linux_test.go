@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -55,20 +56,25 @@ func TestReleaseStartupPagesAdvisesRandom(t *testing.T) {
 }
 
 // TestReleaseStartupPagesPeriodicEndsWithContext runs the periodic release
-// several times and checks that it returns once its context ends.
+// several times and checks that it returns once its context ends. It runs in
+// a synctest bubble: the sleep moves the bubble's clock by six periods, and
+// the return is seen without waiting on the wall clock.
 func TestReleaseStartupPagesPeriodicEndsWithContext(t *testing.T) {
 	t.Setenv("PSPF_KEEP_STARTUP_PAGES", "")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		releaseStartupPages(ctx, 0, 5*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	}()
-	time.Sleep(30 * time.Millisecond)
-	cancel()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("got no return 5 s after the context ended, want a prompt return")
-	}
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			releaseStartupPages(ctx, 0, 5*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		}()
+		time.Sleep(30 * time.Millisecond)
+		cancel()
+		synctest.Wait()
+		select {
+		case <-done:
+		default:
+			t.Fatal("releaseStartupPages still runs after its context ended, want a prompt return")
+		}
+	})
 }
