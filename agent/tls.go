@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"slices"
 	"strings"
 )
@@ -114,6 +115,48 @@ func (c *TLSConfig) Validate(n Node) {
 	if c.CertFile != "" && c.KeyFile != "" {
 		if _, err := keyPair(c.CertFile, c.KeyFile, n.ReadFile); err != nil {
 			n.Field("cert_file").Errorf("%v", err)
+		}
+	}
+}
+
+// InsecureTLS returns the places, in the config file's terms, of every
+// TLSConfig in cfg that sets insecure_skip_verify, like "tls" or
+// "brokers[1].tls". cfg is a component's decoded config (a struct or a
+// pointer to one); nested structs, pointers, slices and maps are searched.
+// The runner warns once for each at a pipeline's start, naming the
+// component: the setting gives up what TLS is for, and must not pass
+// unnoticed on a gateway in service.
+func InsecureTLS(cfg any) []string {
+	var out []string
+	insecureTLS(reflect.ValueOf(cfg), "", &out)
+	return out
+}
+
+var tlsConfigType = reflect.TypeFor[TLSConfig]()
+
+func insecureTLS(v reflect.Value, path string, out *[]string) {
+	switch v.Kind() {
+	case reflect.Pointer, reflect.Interface:
+		if !v.IsNil() {
+			insecureTLS(v.Elem(), path, out)
+		}
+	case reflect.Struct:
+		if v.Type() == tlsConfigType {
+			if v.Interface().(TLSConfig).InsecureSkipVerify {
+				*out = append(*out, path)
+			}
+			return
+		}
+		for _, f := range configFields(v.Type()) {
+			insecureTLS(v.FieldByIndex(f.index), joinPath(path, f.key), out)
+		}
+	case reflect.Slice, reflect.Array:
+		for i := range v.Len() {
+			insecureTLS(v.Index(i), fmt.Sprintf("%s[%d]", path, i), out)
+		}
+	case reflect.Map:
+		for it := v.MapRange(); it.Next(); {
+			insecureTLS(it.Value(), joinPath(path, fmt.Sprint(it.Key())), out)
 		}
 	}
 }

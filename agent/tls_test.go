@@ -69,3 +69,40 @@ func TestTLSBuild(t *testing.T) {
 		t.Error("Build with a cert_file and no key_file: got nil error")
 	}
 }
+
+// TestInsecureTLS: every tls block that sets insecure_skip_verify is found,
+// wherever it stands in a component's config, and named by its place in the
+// file; a block without it, or a nil one, is not.
+func TestInsecureTLS(t *testing.T) {
+	type upstream struct {
+		URL string          `yaml:"url"`
+		TLS agent.TLSConfig `yaml:"tls"`
+	}
+	type Common struct {
+		Fallback *agent.TLSConfig `yaml:"fallback_tls"`
+	}
+	type cfg struct {
+		Common    `yaml:",inline"`
+		TLS       agent.TLSConfig     `yaml:"tls"`
+		Upstreams []upstream          `yaml:"upstreams"`
+		Named     map[string]upstream `yaml:"named"`
+		Unset     *agent.TLSConfig    `yaml:"unset"`
+	}
+	skip := agent.TLSConfig{InsecureSkipVerify: true}
+	c := &cfg{
+		Common:    Common{Fallback: &skip},
+		TLS:       skip,
+		Upstreams: []upstream{{URL: "a", TLS: agent.TLSConfig{CAFile: "/ca.pem"}}, {URL: "b", TLS: skip}},
+		Named:     map[string]upstream{"eu": {TLS: skip}},
+	}
+	got := strings.Join(agent.InsecureTLS(c), " ")
+	if want := "fallback_tls tls upstreams[1].tls named.eu.tls"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if got := agent.InsecureTLS(&cfg{TLS: agent.TLSConfig{CAFile: "/ca.pem"}}); len(got) != 0 {
+		t.Errorf("got %q for a config that verifies, want none", got)
+	}
+	if got := agent.InsecureTLS(nil); len(got) != 0 {
+		t.Errorf("got %q for no config, want none", got)
+	}
+}

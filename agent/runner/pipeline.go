@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -158,6 +159,7 @@ func NewPipeline(spec *PipelineSpec, deps PipelineDeps) (_ *Pipeline, err error)
 			},
 		}
 	}
+	warnInsecureTLS(spec, env)
 	reg := deps.Registry
 	stateful := spec.StatefulIndex(reg)
 	for _, c := range spec.Sources {
@@ -227,6 +229,23 @@ func NewPipeline(spec *PipelineSpec, deps PipelineDeps) (_ *Pipeline, err error)
 		p.dead = sr
 	}
 	return p, nil
+}
+
+// warnInsecureTLS logs one WARN for each tls block of a component that sets
+// insecure_skip_verify (agent.InsecureTLS), as the pipeline is built: a
+// link that accepts any certificate is not protected against whoever is on
+// the path, and a test setting left in service must show.
+func warnInsecureTLS(spec *PipelineSpec, env func(ComponentSpec) agent.Env) {
+	all := slices.Concat(spec.Sources, spec.Operators, spec.Sinks)
+	if spec.DeadLetter != nil {
+		all = append(all, *spec.DeadLetter)
+	}
+	for _, c := range all {
+		for _, at := range agent.InsecureTLS(c.Config) {
+			env(c).Logger.Warn("tls: insecure_skip_verify is on: the server's certificate is not verified, so anyone on the path can read and change this link; for tests only",
+				"setting", c.Place+"."+at+".insecure_skip_verify")
+		}
+	}
 }
 
 // Spec returns the spec the pipeline was built from.
