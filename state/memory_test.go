@@ -1,35 +1,16 @@
 package state
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
-	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/pspf/pspf-edge/internal/testkit"
 )
-
-// syncBuffer is a bytes.Buffer safe for the logger's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) count(s string) int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return strings.Count(b.b.String(), s)
-}
 
 func newMemory(t testing.TB, o Options) *Memory {
 	t.Helper()
@@ -48,7 +29,7 @@ func newMemory(t testing.TB, o Options) *Memory {
 // quarters of the budget, and the next refusal starts a new one.
 func TestMemoryFullEpisode(t *testing.T) {
 	const budget = 8 << 10
-	var logs syncBuffer
+	var logs testkit.LogBuffer
 	clk := newClock()
 	m := newMemory(t, Options{CacheBytes: budget, Now: clk.Now, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	seen := table(t, m, "op1.dedup", time.Minute)
@@ -67,14 +48,14 @@ func TestMemoryFullEpisode(t *testing.T) {
 		}
 	}
 	n := fill(seen, "id")
-	if w := logs.count("level=WARN"); w != 1 {
+	if w := logs.Count("level=WARN"); w != 1 {
 		t.Fatalf("%d WARN lines after the first refusal, want 1", w)
 	}
 	clk.Advance(2 * time.Minute) // every key of op1.dedup has expired
 	if got := fill(counts, "key"); got != n {
 		t.Errorf("after the TTL passed, op2.count took %d keys, want the %d expired ones' room", got, n)
 	}
-	if i := logs.count("has room again"); i != 1 {
+	if i := logs.Count("has room again"); i != 1 {
 		t.Errorf("%d INFO lines after the expired keys were removed, want 1 (the first episode ended)", i)
 	}
 	for range 100 {
@@ -85,24 +66,24 @@ func TestMemoryFullEpisode(t *testing.T) {
 	if st := m.Stats(); st.Refused != 102 || st.CacheBytes > budget {
 		t.Errorf("Stats = %+v; want 102 refused (one per fill, 100 more), within the budget", st)
 	}
-	if w := logs.count("level=WARN"); w != 2 {
-		t.Errorf("%d WARN lines for two episodes, the second of 101 refusals, want 2:\n%s", w, logs.b.String())
+	if w := logs.Count("level=WARN"); w != 2 {
+		t.Errorf("%d WARN lines for two episodes, the second of 101 refusals, want 2:\n%s", w, logs.String())
 	}
 	// Deleting a little does not end the episode; under 3/4 it does.
 	for i := range n / 10 {
 		_ = counts.Delete([]byte(fmt.Sprintf("key%04d", i)))
 	}
-	if i := logs.count("has room again"); i != 1 {
+	if i := logs.Count("has room again"); i != 1 {
 		t.Errorf("the episode ended with the store still nearly full")
 	}
 	for i := range n / 2 {
 		_ = counts.Delete([]byte(fmt.Sprintf("key%04d", i)))
 	}
-	if i := logs.count("has room again"); i != 2 {
-		t.Errorf("%d INFO lines ending episodes, want 2:\n%s", i, logs.b.String())
+	if i := logs.Count("has room again"); i != 2 {
+		t.Errorf("%d INFO lines ending episodes, want 2:\n%s", i, logs.String())
 	}
 	fill(counts, "again")
-	if w := logs.count("level=WARN"); w != 3 {
+	if w := logs.Count("level=WARN"); w != 3 {
 		t.Errorf("%d WARN lines after a third episode, want 3", w)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"os"
 	"strconv"
 	"strings"
@@ -55,10 +56,10 @@ func TestFleetRollupExample(t *testing.T) {
 	if err != nil {
 		t.Fatalf("parse: %v\n%s", err, text)
 	}
-	start := func(agentName string, logs *logBuf) *pipe {
+	start := func(agentName string, logs *agenttest.LogBuffer) *pipe {
 		m := runner.NewMetrics()
 		p, err := runner.NewPipeline(spec, runner.PipelineDeps{Registry: reg, Metrics: m, DataDir: t.TempDir(), AgentName: agentName,
-			OpenLog: runner.OpenDiskLog(logs.logger()), Logger: logs.logger(), ShutdownTimeout: 30 * time.Second})
+			OpenLog: runner.OpenDiskLog(logs.Logger(slog.LevelInfo)), Logger: logs.Logger(slog.LevelInfo), ShutdownTimeout: 30 * time.Second})
 		if err != nil {
 			t.Fatalf("new pipeline: %v", err)
 		}
@@ -68,7 +69,7 @@ func TestFleetRollupExample(t *testing.T) {
 		t.Cleanup(func() { r.stop(t) })
 		return r
 	}
-	logsA, logsB := &logBuf{}, &logBuf{}
+	logsA, logsB := &agenttest.LogBuffer{}, &agenttest.LogBuffer{}
 	a, b := start("cloud-1", logsA), start("cloud-2", logsB)
 	agenttest.Eventually(t, 30*time.Second, "both agents to own partitions", func() bool {
 		sa, sb := a.p.Status().Partitions, b.p.Status().Partitions

@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -33,8 +34,8 @@ func TestGroupJoinDelivers(t *testing.T) {
 	k := testbroker.StartKafkaBrokers(t, 3, kfake.SeedTopics(6, "cmds"))
 	prod := newProducer(t, k.Addrs(), "cmds", 16)
 	prod.produce(3000)
-	logs := &logBuf{}
-	p := startPipe(t, "join", sourceYAML(k.Addrs(), "cmds", ""), t.TempDir(), logs.logger())
+	logs := &agenttest.LogBuffer{}
+	p := startPipe(t, "join", sourceYAML(k.Addrs(), "cmds", ""), t.TempDir(), logs.Logger(slog.LevelInfo))
 	prod.stream(6000, 100, 5*time.Millisecond, nil)
 	deadline := time.Now().Add(60 * time.Second)
 	for !tally(t, p.sink).all(6000) {
@@ -54,7 +55,7 @@ func TestGroupJoinDelivers(t *testing.T) {
 	for name, err := range s.order {
 		t.Errorf("%s: %v", name, err)
 	}
-	if w := logs.lines("level=WARN"); len(w) > 0 {
+	if w := logs.Lines("level=WARN"); len(w) > 0 {
 		t.Errorf("got warnings in a run without faults:\n%s", strings.Join(w, "\n"))
 	}
 	want := endOffsets(t, k.Addrs(), "cmds", 6)
@@ -115,8 +116,8 @@ func TestRebalanceJoinLeave(t *testing.T) {
 	k := testbroker.StartKafkaBrokers(t, 3, kfake.SeedTopics(6, "cmds"))
 	prod := newProducer(t, k.Addrs(), "cmds", 32)
 	src := sourceYAML(k.Addrs(), "cmds", ", group: shared, static_membership: false, session_timeout: 6s, heartbeat_interval: 200ms")
-	logsA, logsB := &logBuf{}, &logBuf{}
-	a := startPipe(t, "a", src, t.TempDir(), logsA.logger())
+	logsA, logsB := &agenttest.LogBuffer{}, &agenttest.LogBuffer{}
+	a := startPipe(t, "a", src, t.TempDir(), logsA.Logger(slog.LevelInfo))
 	stopWatch := watchCommits(t, k.Addrs(), "shared", "cmds", 6)
 	streamed := make(chan struct{})
 	go func() {
@@ -124,7 +125,7 @@ func TestRebalanceJoinLeave(t *testing.T) {
 		prod.stream(total, 30, 10*time.Millisecond, nil)
 	}()
 	agenttest.Eventually(t, 30*time.Second, "a third of the records produced", func() bool { return prod.produced() >= total/3 }, nil)
-	b := startPipe(t, "b", src, t.TempDir(), logsB.logger())
+	b := startPipe(t, "b", src, t.TempDir(), logsB.Logger(slog.LevelInfo))
 	agenttest.Eventually(t, 30*time.Second, "the second member to get records", func() bool { return len(b.sink.Records()) > 0 }, logsB)
 	agenttest.Eventually(t, 30*time.Second, "two thirds of the records produced", func() bool { return prod.produced() >= 2*total/3 }, nil)
 	b.stop(t)
@@ -170,8 +171,8 @@ func TestBrokerRestart(t *testing.T) {
 	const total = 6000
 	k := testbroker.StartKafkaBrokers(t, 3, kfake.SeedTopics(6, "cmds"))
 	prod := newProducer(t, k.Addrs(), "cmds", 32)
-	logs := &logBuf{}
-	p := startPipe(t, "restart", sourceYAML(k.Addrs(), "cmds", ""), t.TempDir(), logs.logger())
+	logs := &agenttest.LogBuffer{}
+	p := startPipe(t, "restart", sourceYAML(k.Addrs(), "cmds", ""), t.TempDir(), logs.Logger(slog.LevelInfo))
 	streamed := make(chan struct{})
 	go func() {
 		defer close(streamed)
@@ -203,10 +204,10 @@ func TestBrokerRestart(t *testing.T) {
 	for name, err := range s.order {
 		t.Errorf("%s: %v", name, err)
 	}
-	if n := len(logs.lines("brokers unreachable")); n != 1 {
+	if n := len(logs.Lines("brokers unreachable")); n != 1 {
 		t.Errorf("got %d 'brokers unreachable' lines, want 1\n%s", n, logs)
 	}
-	if n := len(logs.lines("brokers answering again")); n != 1 {
+	if n := len(logs.Lines("brokers answering again")); n != 1 {
 		t.Errorf("got %d 'brokers answering again' lines, want 1\n%s", n, logs)
 	}
 	t.Logf("log:\n%s", logs)

@@ -7,7 +7,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -281,39 +280,6 @@ func endOffsets(t testing.TB, addrs []string, topic string, partitions int) map[
 	for _, rt := range resp.Topics {
 		for _, p := range rt.Partitions {
 			out[p.Partition] = p.Offset
-		}
-	}
-	return out
-}
-
-// logBuf collects a text log, for tests that count its lines.
-type logBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelInfo}))
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// lines returns the lines that contain sub.
-func (l *logBuf) lines(sub string) []string {
-	var out []string
-	for _, line := range strings.Split(l.String(), "\n") {
-		if strings.Contains(line, sub) {
-			out = append(out, line)
 		}
 	}
 	return out

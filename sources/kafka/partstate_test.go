@@ -283,11 +283,11 @@ func testPartitionStateRebalance(t *testing.T, store string) {
 	if store == "kafka" {
 		state = "state: {store: kafka, changelog: rollup-state}\n"
 	}
-	logsA, logsB := &logBuf{}, &logBuf{}
-	a := windowPipe(t, "rollup", src, state, t.TempDir(), logsA.logger())
+	logsA, logsB := &agenttest.LogBuffer{}, &agenttest.LogBuffer{}
+	a := windowPipe(t, "rollup", src, state, t.TempDir(), logsA.Logger(slog.LevelInfo))
 	prod.produce(rounds / 3)
 	agenttest.Eventually(t, 30*time.Second, "a to emit windows", func() bool { return len(a.sink.Records()) > 0 }, logsA)
-	b := windowPipe(t, "rollup", src, state, t.TempDir(), logsB.logger())
+	b := windowPipe(t, "rollup", src, state, t.TempDir(), logsB.Logger(slog.LevelInfo))
 	agenttest.Eventually(t, 30*time.Second, "b to read records", func() bool {
 		prod.produce(1)
 		return b.metric(`pspf_kafka_source_records_total{pipeline="rollup",component="kafka"}`) > 0
@@ -347,7 +347,7 @@ func testPartitionStateRebalance(t *testing.T, store string) {
 	if got := a.metric(`pspf_kafka_source_rebalances_total{pipeline="rollup",component="kafka",event="revoked"}`); got < 1 {
 		t.Errorf("a: got %v revokes, want at least 1 (b joined)\n%s", got, logsA)
 	}
-	if lines := logsA.lines("partitions revoked: state checkpointed and let go"); len(lines) == 0 {
+	if lines := logsA.Lines("partitions revoked: state checkpointed and let go"); len(lines) == 0 {
 		t.Errorf("a: no revoke checkpointed its partitions' state\n%s", logsA)
 	}
 	if store == "kafka" {
@@ -373,8 +373,8 @@ func TestChangelogRestore(t *testing.T) {
 	state := "state: {store: kafka, changelog: rollup-state}\n"
 	dir := t.TempDir()
 	var sinks []*agenttest.RecordingSink
-	run := func(rounds int, logs *logBuf) *pipe {
-		p := windowPipe(t, "rollup", src, state, dir, logs.logger())
+	run := func(rounds int, logs *agenttest.LogBuffer) *pipe {
+		p := windowPipe(t, "rollup", src, state, dir, logs.Logger(slog.LevelInfo))
 		sinks = append(sinks, p.sink)
 		prod.produce(rounds)
 		closed := prod.closed()
@@ -384,7 +384,7 @@ func TestChangelogRestore(t *testing.T) {
 		}, logs)
 		return p
 	}
-	logs1, logs2, logs3 := &logBuf{}, &logBuf{}, &logBuf{}
+	logs1, logs2, logs3 := &agenttest.LogBuffer{}, &agenttest.LogBuffer{}, &agenttest.LogBuffer{}
 	p1 := run(40, logs1)
 	p1.stop(t)
 	appended := p1.metric(`pspf_state_changelog_records_total{pipeline="rollup",op="appended"}`)
@@ -409,7 +409,7 @@ func TestChangelogRestore(t *testing.T) {
 	if restored <= 0 {
 		t.Errorf("run 3 (state.db deleted) restored %v changelog records, want the partitions' keys\n%s", restored, logs3)
 	}
-	for _, line := range logs3.lines("partitions assigned: state restored") {
+	for _, line := range logs3.Lines("partitions assigned: state restored") {
 		if strings.Contains(line, "=-1") {
 			t.Errorf("run 3 rebuilt a partition from its first record instead of restoring it: %s", line)
 		}
@@ -508,7 +508,7 @@ func TestChangelogRestoreAfterKill(t *testing.T) {
 	dir := t.TempDir()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestWindowChild$", "-test.v")
 	cmd.Env = append(os.Environ(), envWinBrokers+"="+strings.Join(k.Addrs(), ","), envWinDir+"="+dir)
-	var stderr logBuf
+	var stderr agenttest.LogBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -535,9 +535,9 @@ func TestChangelogRestoreAfterKill(t *testing.T) {
 	}
 	cmd.Wait()
 	killed = true
-	logs := &logBuf{}
+	logs := &agenttest.LogBuffer{}
 	b := windowPipe(t, "rollup", sourceYAML(k.Addrs(), "tele", ", group: rollup, static_membership: false, session_timeout: 6s, heartbeat_interval: 200ms"),
-		"state: {store: kafka, changelog: rollup-state}\n", t.TempDir(), logs.logger())
+		"state: {store: kafka, changelog: rollup-state}\n", t.TempDir(), logs.Logger(slog.LevelInfo))
 	prod.produce(30)
 	want := prod.close()
 	agenttest.Eventually(t, 60*time.Second, "every window in a sink", func() bool {
@@ -548,7 +548,7 @@ func TestChangelogRestoreAfterKill(t *testing.T) {
 	if restored <= 0 {
 		t.Errorf("the other agent restored %v changelog records, want the partitions' keys\n%s", restored, logs)
 	}
-	for _, line := range logs.lines("partitions assigned: state restored") {
+	for _, line := range logs.Lines("partitions assigned: state restored") {
 		if strings.Contains(line, "=-1") {
 			t.Errorf("a partition was rebuilt from its first record instead of restored: %s", line)
 		}
@@ -568,12 +568,12 @@ type child struct {
 	t      testing.TB
 	dir    string
 	cmd    *exec.Cmd
-	stderr *logBuf
+	stderr *agenttest.LogBuffer
 }
 
 func startChild(t testing.TB, addrs []string, dir string) *child {
 	t.Helper()
-	c := &child{t: t, dir: dir, stderr: &logBuf{}}
+	c := &child{t: t, dir: dir, stderr: &agenttest.LogBuffer{}}
 	c.cmd = exec.Command(os.Args[0], "-test.run=^TestWindowChild$", "-test.v")
 	c.cmd.Env = append(os.Environ(), envWinBrokers+"="+strings.Join(addrs, ","), envWinDir+"="+dir)
 	c.cmd.Stderr = c.stderr

@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -14,7 +15,7 @@ import (
 
 // testSource builds and connects a source outside a pipeline: the test
 // reads its batches and acks them itself.
-func testSource(t *testing.T, addrs []string, mutate func(*Config), logs *logBuf) *Source {
+func testSource(t *testing.T, addrs []string, mutate func(*Config), logs *agenttest.LogBuffer) *Source {
 	t.Helper()
 	c := *Defaults()
 	c.Brokers = addrs
@@ -28,7 +29,7 @@ func testSource(t *testing.T, addrs []string, mutate func(*Config), logs *logBuf
 	mutate(&c)
 	env := agent.Env{Pipeline: "t", Component: "kafka", AgentName: "gw1", Now: time.Now}
 	if logs != nil {
-		env.Logger = logs.logger()
+		env.Logger = logs.Logger(slog.LevelInfo)
 	}
 	s, err := New(c, env)
 	if err != nil {
@@ -87,7 +88,7 @@ func TestRevokeWaitsForInFlight(t *testing.T) {
 				c.Topics, c.Group, c.BatchSize = []string{"cmds"}, group, 1000
 				c.RebalanceTimeout = 2 * time.Second // the revoke waits up to 1s
 			}
-			logsA := &logBuf{}
+			logsA := &agenttest.LogBuffer{}
 			a := testSource(t, k.Addrs(), cfg, logsA)
 			// Read, without acking, until the batches held cover both
 			// partitions: whichever b takes has a batch in flight.
@@ -109,7 +110,7 @@ func TestRevokeWaitsForInFlight(t *testing.T) {
 				if late {
 					// After the revoke gave up on it.
 					agenttest.Eventually(t, 20*time.Second, "the revoke to give up", func() bool {
-						return len(logsA.lines("batches not yet durable")) > 0
+						return len(logsA.Lines("batches not yet durable")) > 0
 					}, logsA)
 				} else {
 					time.Sleep(300 * time.Millisecond) // well within the revoke's wait of 1s

@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"log/slog"
 	"strconv"
 	"strings"
 	"testing"
@@ -51,7 +52,7 @@ func TestExplicitPartitions(t *testing.T) {
 	ends := endOffsets(t, k.Addrs(), "cmds", 4)
 	mine := ends[0] + ends[2]
 	cfg := func(c *Config) { c.Partitions, c.Group = map[string][]int32{"cmds": {0, 2}}, "direct" }
-	logs := &logBuf{}
+	logs := &agenttest.LogBuffer{}
 	s := testSource(t, k.Addrs(), cfg, logs)
 	recs := readAll(t, s, int(mine))
 	for _, r := range recs {
@@ -117,13 +118,13 @@ func TestOversizeDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 	prod.produce(10)
-	logs := &logBuf{}
+	logs := &agenttest.LogBuffer{}
 	s := testSource(t, k.Addrs(), func(c *Config) { c.Topics, c.Group, c.MaxPayload = []string{"cmds"}, "oversize", 1024 }, logs)
 	recs := readAll(t, s, 30)
 	if len(recs) != 30 || s.oversize.Get() != 2 {
 		t.Errorf("got %d records and %d dropped, want 30 and 2", len(recs), s.oversize.Get())
 	}
-	if n := len(logs.lines("larger than max_payload")); n != 1 {
+	if n := len(logs.Lines("larger than max_payload")); n != 1 {
 		t.Errorf("got %d warnings, want 1 for both\n%s", n, logs)
 	}
 	s.Close(context.Background())
@@ -223,8 +224,8 @@ func TestFetchErrorReported(t *testing.T) {
 	k := testbroker.StartKafkaBrokers(t, 3, kfake.SeedTopics(3, "cmds"))
 	prod := newProducer(t, k.Addrs(), "cmds", 8)
 	prod.produce(300)
-	logs := &logBuf{}
-	p := startPipe(t, "acl", sourceYAML(k.Addrs(), "cmds", ""), t.TempDir(), logs.logger())
+	logs := &agenttest.LogBuffer{}
+	p := startPipe(t, "acl", sourceYAML(k.Addrs(), "cmds", ""), t.TempDir(), logs.Logger(slog.LevelInfo))
 	agenttest.Eventually(t, 20*time.Second, "the first records", func() bool { return tally(t, p.sink).all(300) }, logs)
 	fault := k.Cluster().Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Fetch}, Topic: "cmds", Err: kerr.TopicAuthorizationFailed, Count: -1})
 	prod.produce(300)
@@ -238,7 +239,7 @@ func TestFetchErrorReported(t *testing.T) {
 	if lost, dups := tally(t, p.sink).lost(600); len(lost) != 0 || dups != 0 {
 		t.Errorf("got %d lost and %d duplicates, want 0 and 0", len(lost), dups)
 	}
-	if n := len(logs.lines("source read failed")); n != 1 {
+	if n := len(logs.Lines("source read failed")); n != 1 {
 		t.Errorf("got %d 'source read failed' warnings, want 1 per episode\n%s", n, logs)
 	}
 }
