@@ -29,20 +29,25 @@ type Config struct {
 	// Start applies to a partition without a committed offset in Group.
 	Start string `yaml:"start" enum:"earliest,latest" doc:"where a partition without a committed offset starts: earliest (nothing skipped) or latest (only records produced from now on)"`
 	// CommitInterval bounds how often offsets are committed; only offsets
-	// of records durable in the pipeline log are ever committed.
-	CommitInterval time.Duration `yaml:"commit_interval" doc:"most often the offsets of durable records are committed; a crash replays at most this much"`
-	BatchSize      int           `yaml:"batch_size" doc:"most records per batch handed to the pipeline"`
-	// MaxInFlightBytes bounds the records read and not yet durable.
-	MaxInFlightBytes agent.ByteSize `yaml:"max_in_flight_bytes" doc:"bytes of records read and not yet durable (key, value, headers and 128 bytes each) before the source stops reading; a larger record is taken alone"`
+	// of records durable in the pipeline log are ever committed. Below 10ms
+	// a commit per group commit of the log; beyond an hour a crash replays
+	// more than any topic's traffic is worth.
+	CommitInterval time.Duration `yaml:"commit_interval" min:"10ms" max:"1h" doc:"most often the offsets of durable records are committed; a crash replays at most this much"`
+	BatchSize      int           `yaml:"batch_size" min:"1" max:"65536" doc:"most records per batch handed to the pipeline"`
+	// MaxInFlightBytes bounds the records read and not yet durable. Below
+	// 64 KiB every few records wait for an fsync; 1 GiB is far beyond the
+	// memory of the boards the agent runs on.
+	MaxInFlightBytes agent.ByteSize `yaml:"max_in_flight_bytes" min:"64KiB" max:"1GiB" doc:"bytes of records read and not yet durable (key, value, headers and 128 bytes each) before the source stops reading; a larger record is taken alone"`
 	// MaxPayload is the largest record (key, value and headers) the source
 	// takes; larger ones are dropped, counted and committed past: the
-	// pipeline log could not store them.
-	MaxPayload agent.ByteSize `yaml:"max_payload" doc:"larger records (key, value and headers) are dropped, counted and committed past; keep it below the log's max_record_bytes"`
+	// pipeline log could not store them. 16 MiB is the largest raw payload
+	// a record may hold in the log.
+	MaxPayload agent.ByteSize `yaml:"max_payload" min:"1KiB" max:"16MiB" doc:"larger records (key, value and headers) are dropped, counted and committed past; keep it below the log's max_record_bytes"`
 	// FetchMaxBytes and MaxConcurrentFetches bound what franz-go buffers.
-	FetchMaxBytes          agent.ByteSize `yaml:"fetch_max_bytes" doc:"most bytes one fetch asks a broker for (a single larger record batch still comes whole)"`
+	FetchMaxBytes          agent.ByteSize `yaml:"fetch_max_bytes" min:"1KiB" max:"256MiB" doc:"most bytes one fetch asks a broker for (a single larger record batch still comes whole)"`
 	FetchMaxPartitionBytes agent.ByteSize `yaml:"fetch_max_partition_bytes" doc:"most bytes one fetch asks for per partition; at most fetch_max_bytes"`
-	MaxConcurrentFetches   int            `yaml:"max_concurrent_fetches" doc:"fetches in flight or buffered at once; with fetch_max_bytes it bounds the client's buffers"`
-	FetchMaxWait           time.Duration  `yaml:"fetch_max_wait" doc:"how long a broker may hold a fetch waiting for records: the latency of an idle topic"`
+	MaxConcurrentFetches   int            `yaml:"max_concurrent_fetches" min:"1" max:"64" doc:"fetches in flight or buffered at once; with fetch_max_bytes it bounds the client's buffers"`
+	FetchMaxWait           time.Duration  `yaml:"fetch_max_wait" min:"10ms" max:"30s" doc:"how long a broker may hold a fetch waiting for records: the latency of an idle topic"`
 	Isolation              string         `yaml:"isolation" enum:"read_committed,read_uncommitted" doc:"read_committed skips records of aborted transactions and waits for open ones; read_uncommitted reads everything"`
 	// Metadata and Headers choose the fields each record gets.
 	Metadata bool   `yaml:"metadata" doc:"add the fields kafka.topic, kafka.partition, kafka.offset, kafka.timestamp (Unix ms) and kafka.key (when the record has one)"`
@@ -50,15 +55,15 @@ type Config struct {
 	ClientID string `yaml:"client_id" doc:"client id shown in broker logs and quotas; default pspf-edge-<agent>"`
 	// Group timing: see Kafka's session.timeout.ms, rebalance.timeout.ms
 	// and heartbeat.interval.ms.
-	SessionTimeout    time.Duration `yaml:"session_timeout" doc:"a member silent this long leaves the group (within the brokers' group.min/max.session.timeout.ms)"`
-	RebalanceTimeout  time.Duration `yaml:"rebalance_timeout" doc:"how long members may take to rejoin in a rebalance; a revoked partition's batches wait up to half of it to become durable"`
-	HeartbeatInterval time.Duration `yaml:"heartbeat_interval" doc:"time between heartbeats to the group coordinator"`
-	DialTimeout       time.Duration `yaml:"dial_timeout" doc:"connection timeout"`
-	RequestTimeout    time.Duration `yaml:"request_timeout" doc:"how long a broker may take to answer a request (beyond fetch_max_wait for fetches); commits and the connect check wait this long"`
+	SessionTimeout    time.Duration `yaml:"session_timeout" min:">0" doc:"a member silent this long leaves the group (within the brokers' group.min/max.session.timeout.ms)"`
+	RebalanceTimeout  time.Duration `yaml:"rebalance_timeout" min:">0" doc:"how long members may take to rejoin in a rebalance; a revoked partition's batches wait up to half of it to become durable"`
+	HeartbeatInterval time.Duration `yaml:"heartbeat_interval" min:">0" doc:"time between heartbeats to the group coordinator"`
+	DialTimeout       time.Duration `yaml:"dial_timeout" min:">0" doc:"connection timeout"`
+	RequestTimeout    time.Duration `yaml:"request_timeout" min:">0" doc:"how long a broker may take to answer a request (beyond fetch_max_wait for fetches); commits and the connect check wait this long"`
 	// UnreachableAfter is how long the brokers may be silent before the
 	// source reports them unreachable.
-	UnreachableAfter time.Duration   `yaml:"unreachable_after" doc:"how long the brokers may be silent (connections refused or reset, requests unanswered) before the source reports them unreachable in last_error"`
-	MaxRetryBackoff  time.Duration   `yaml:"max_retry_backoff" doc:"cap of the exponential backoff, with jitter, between retries of failed requests and connections"`
+	UnreachableAfter time.Duration   `yaml:"unreachable_after" min:">0" doc:"how long the brokers may be silent (connections refused or reset, requests unanswered) before the source reports them unreachable in last_error"`
+	MaxRetryBackoff  time.Duration   `yaml:"max_retry_backoff" min:">0" doc:"cap of the exponential backoff, with jitter, between retries of failed requests and connections"`
 	TLS              agent.TLSConfig `yaml:"tls" doc:"TLS to the brokers: on with enabled: true or any other tls setting (a ca_file implies TLS)"`
 	SASL             SASLConfig      `yaml:"sasl"`
 }
@@ -143,41 +148,8 @@ func (c *Config) Validate(n agent.Node) {
 	if c.StaticMembership && len(c.Partitions) > 0 && n.Field("static_membership").Present() {
 		n.Field("static_membership").Errorf("only applies to group members (topics), not to partitions")
 	}
-	if c.CommitInterval < 10*time.Millisecond || c.CommitInterval > time.Hour {
-		// Below 10ms a commit per group commit of the log; beyond an hour
-		// a crash replays more than any topic's traffic is worth.
-		n.Field("commit_interval").Errorf("must be between 10ms and 1h, got %q", n.Field("commit_interval").Text())
-	}
-	if c.BatchSize < 1 || c.BatchSize > 65536 {
-		n.Field("batch_size").Errorf("must be between 1 and 65536, got %q", n.Field("batch_size").Text())
-	}
-	if c.MaxInFlightBytes < 64<<10 || c.MaxInFlightBytes > 1<<30 {
-		// Below 64 KiB every few records wait for an fsync; 1 GiB is far
-		// beyond the memory of the boards the agent runs on.
-		n.Field("max_in_flight_bytes").Errorf("must be between 64KiB and 1GiB, got %q", n.Field("max_in_flight_bytes").Text())
-	}
-	if c.MaxPayload < 1<<10 || c.MaxPayload > 16<<20 {
-		// 16 MiB is the largest raw payload a record may hold in the log.
-		n.Field("max_payload").Errorf("must be between 1KiB and 16MiB, got %q", n.Field("max_payload").Text())
-	}
-	if c.FetchMaxBytes < 1<<10 || c.FetchMaxBytes > 256<<20 {
-		n.Field("fetch_max_bytes").Errorf("must be between 1KiB and 256MiB, got %q", n.Field("fetch_max_bytes").Text())
-	}
 	if c.FetchMaxPartitionBytes < 1<<10 || c.FetchMaxPartitionBytes > c.FetchMaxBytes {
 		n.Field("fetch_max_partition_bytes").Errorf("must be between 1KiB and fetch_max_bytes (%d bytes), got %q", int64(c.FetchMaxBytes), n.Field("fetch_max_partition_bytes").Text())
-	}
-	if c.MaxConcurrentFetches < 1 || c.MaxConcurrentFetches > 64 {
-		n.Field("max_concurrent_fetches").Errorf("must be between 1 and 64, got %q", n.Field("max_concurrent_fetches").Text())
-	}
-	if c.FetchMaxWait < 10*time.Millisecond || c.FetchMaxWait > 30*time.Second {
-		n.Field("fetch_max_wait").Errorf("must be between 10ms and 30s, got %q", n.Field("fetch_max_wait").Text())
-	}
-	for key, d := range map[string]time.Duration{"session_timeout": c.SessionTimeout, "rebalance_timeout": c.RebalanceTimeout,
-		"heartbeat_interval": c.HeartbeatInterval, "dial_timeout": c.DialTimeout, "request_timeout": c.RequestTimeout,
-		"unreachable_after": c.UnreachableAfter, "max_retry_backoff": c.MaxRetryBackoff} {
-		if d <= 0 {
-			n.Field(key).Errorf("must be positive, got %q", n.Field(key).Text())
-		}
 	}
 	if c.HeartbeatInterval > 0 && c.SessionTimeout > 0 && c.HeartbeatInterval*3 > c.SessionTimeout {
 		n.Field("heartbeat_interval").Errorf("must be at most a third of session_timeout (%s), got %q", c.SessionTimeout, n.Field("heartbeat_interval").Text())

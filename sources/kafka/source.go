@@ -89,12 +89,7 @@ type Source struct {
 // New returns a Kafka source. It starts no goroutines and opens no
 // connection: Connect does.
 func New(cfg Config, env agent.Env) (*Source, error) {
-	if env.Now == nil {
-		env.Now = time.Now
-	}
-	if env.Logger == nil {
-		env.Logger = slog.New(slog.DiscardHandler)
-	}
+	env = env.WithDefaults()
 	s := &Source{
 		cfg: cfg, env: env, log: env.Logger,
 		group:      cfg.Group,
