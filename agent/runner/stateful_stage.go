@@ -85,6 +85,7 @@ type statefulStage struct {
 	acked   uint64        // the cursor was acked up to here; under ackMu once the stage runs
 	failed  error         // damaged state or a failed checkpoint commit: the stage stops
 	stopped atomic.Bool   // failed is set, for those that must not wait for mu
+	closed  bool          // close has begun: a checkpoint then fails with state.ErrClosed; under mu
 	lastTmr time.Time
 	// quiet is the last pipeline-log record whose outputs are already in
 	// the outbox while the state is being rebuilt after a reset: outputs of
@@ -626,6 +627,13 @@ func (s *statefulStage) emit(ctx context.Context, b *agent.Batch) {
 // operators, makes the outbox durable and reports the position.
 func (s *statefulStage) capture(ctx context.Context) (checkpoint.Position, func(), error) {
 	s.mu.Lock()
+	if s.closed {
+		// A checkpoint asked for as Run ends (a reload's meeting the end
+		// of the sources) says closed, whichever of the store and the
+		// outbox it would have met closed first.
+		s.mu.Unlock()
+		return checkpoint.Position{}, nil, state.ErrClosed
+	}
 	var serr error
 	s.eachChain(func(ops []statefulOp) bool {
 		for i := range ops {
@@ -728,6 +736,9 @@ func (s *statefulStage) checkpoints(ctx context.Context) {
 // close closes the state store (or hands a memory store over to the next
 // generation: stateful_store.go) and the outbox (not the pipeline log).
 func (s *statefulStage) close() error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
 	var errs []error
 	if s.pt != nil && s.pt.cl != nil {
 		s.pt.cl.Close()
