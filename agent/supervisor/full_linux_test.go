@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pspf/pspf-edge/agent/agenttest"
 	"github.com/pspf/pspf-edge/internal/testkit"
 )
 
@@ -56,8 +57,11 @@ buffer: ` + tc.buffer + "\n"
 			}
 
 			rec.down.Store(false)
-			h.waitFor("the log to unblock", func() bool { return h.view("m").BlockedSince.IsZero() })
-			h.waitFor("the end of the episode", func() bool { return h.view("m").Log.FullSince.IsZero() })
+			// The source goes on at 8000 records/s meanwhile: on a loaded
+			// machine the sink takes a while to get ahead of it, and the
+			// free space is read once a second.
+			agenttest.Eventually(t, 30*time.Second, "the log to unblock", func() bool { return h.view("m").BlockedSince.IsZero() }, h.logs)
+			agenttest.Eventually(t, 30*time.Second, "the end of the episode", func() bool { return h.view("m").Log.FullSince.IsZero() }, h.logs)
 			v := h.view("m")
 			if v.Log.LastError != "" || v.SecondsToCap != nil && *v.SecondsToCap == 0 {
 				t.Errorf("after the episode: log last_error %q, seconds_to_cap 0; want none, not 0", v.Log.LastError)
