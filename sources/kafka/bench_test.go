@@ -46,6 +46,7 @@ import (
 func BenchmarkKafkaToFile(b *testing.B) {
 	addr := startBroker(b)
 	const big = "\n    batch: {max_records: 20000, max_bytes: 8MiB}"
+	runs := 0 // each run a topic of its own: -count repeats them on this broker
 	for _, bc := range []struct {
 		name   string
 		fields bool
@@ -59,7 +60,8 @@ func BenchmarkKafkaToFile(b *testing.B) {
 		{"fields/lz4", true, "lz4", big},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			topic := strings.ReplaceAll(bc.name, "/", "-") + "-" + strconv.Itoa(b.N)
+			runs++
+			topic := strings.ReplaceAll(bc.name, "/", "-") + "-" + strconv.Itoa(b.N) + "-" + strconv.Itoa(runs)
 			produceBacklog(b, addr, topic, bc.codec, b.N)
 			base := bareConsumer(b, addr, topic, b.N)
 			rate, cpu := drain(b, addr, topic, bc.fields, bc.sink, b.N)
