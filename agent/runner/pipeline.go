@@ -231,20 +231,29 @@ func NewPipeline(spec *PipelineSpec, deps PipelineDeps) (_ *Pipeline, err error)
 	return p, nil
 }
 
-// warnInsecureTLS logs one WARN for each tls block of a component that sets
-// insecure_skip_verify (agent.InsecureTLS), as the pipeline is built: a
-// link that accepts any certificate is not protected against whoever is on
-// the path, and a test setting left in service must show.
+// warnInsecureTLS warns, as the pipeline is built, of each tls block of its
+// components that sets insecure_skip_verify (WarnInsecureTLS).
 func warnInsecureTLS(spec *PipelineSpec, env func(ComponentSpec) agent.Env) {
 	all := slices.Concat(spec.Sources, spec.Operators, spec.Sinks)
 	if spec.DeadLetter != nil {
 		all = append(all, *spec.DeadLetter)
 	}
 	for _, c := range all {
-		for _, at := range agent.InsecureTLS(c.Config) {
-			env(c).Logger.Warn("tls: insecure_skip_verify is on: the server's certificate is not verified, so anyone on the path can read and change this link; for tests only",
-				"setting", c.Place+"."+at+".insecure_skip_verify")
-		}
+		WarnInsecureTLS(env(c).Logger, c.Place, c.Config)
+	}
+}
+
+// WarnInsecureTLS logs one WARN on logger for each tls block of cfg (a
+// component's or the fleet channel's decoded config) that sets
+// insecure_skip_verify (agent.InsecureTLS), naming the setting's place
+// under place, like sinks[0].mqtt.tls.insecure_skip_verify. The pipelines
+// call it as they are built, the agent for its fleet section at start: a
+// link that accepts any certificate is not protected against whoever is on
+// the path, and a test setting left in service must show.
+func WarnInsecureTLS(logger *slog.Logger, place string, cfg any) {
+	for _, at := range agent.InsecureTLS(cfg) {
+		logger.Warn("tls: insecure_skip_verify is on: the server's certificate is not verified, so anyone on the path can read and change this link; for tests only",
+			"setting", place+"."+at+".insecure_skip_verify")
 	}
 }
 

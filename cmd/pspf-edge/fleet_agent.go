@@ -68,6 +68,7 @@ func newFleet(cfg runner.AgentConfig, sup *supervisor.Supervisor, metrics *runne
 		return nil, nil, err
 	}
 	secrets.Add(agent.SecretValues(fc)...)
+	runner.WarnInsecureTLS(log.With("component", "fleet"), "fleet", fc)
 	keys, err := fleet.LoadKeyring(fc.PublicKeys)
 	if err != nil {
 		return nil, nil, err
@@ -99,6 +100,7 @@ func newHeartbeats(cfg runner.AgentConfig, reg *runner.Registry, sup *supervisor
 		return nil, err
 	}
 	secrets.Add(agent.SecretValues(spec.Config)...)
+	runner.WarnInsecureTLS(log.With("component", "fleet.heartbeat.sink"), "fleet.heartbeat.sink."+spec.Type, spec.Config)
 	return fleet.NewHeartbeats(fleet.HeartbeatDeps{Config: fc.Heartbeat, Sink: spec, Registry: reg, Name: cfg.Name, Labels: cfg.Labels,
 		Version: version, DataDir: cfg.DataDir, Views: sup.Views, Applier: ap, Logger: log, Metrics: metrics, Secrets: secrets}), nil
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -10,7 +12,9 @@ import (
 
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/agenttest"
+	"github.com/pspf/pspf-edge/agent/fleet"
 	"github.com/pspf/pspf-edge/agent/runner"
+	"github.com/pspf/pspf-edge/agent/supervisor"
 )
 
 // TestInsecureTLSWarnsForEveryConnector builds, with the agent's registry,
@@ -108,4 +112,47 @@ func hasTLS(t reflect.Type) bool {
 		return false
 	}
 	return walk(t)
+}
+
+// TestInsecureTLSWarnsForTheFleet: the fleet channel's tls block and the
+// heartbeat sink's, with insecure_skip_verify, get one WARN each as the
+// agent sets them up, naming the setting.
+func TestInsecureTLSWarnsForTheFleet(t *testing.T) {
+	dir := t.TempDir()
+	_, pub, err := fleet.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "k.pub"), string(pub))
+	if err := os.Mkdir(filepath.Join(dir, "pipelines"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	agentFile := filepath.Join(dir, "agent.yaml")
+	writeFile(t, agentFile, "data_dir: "+filepath.Join(dir, "data")+"\npipelines_dir: "+filepath.Join(dir, "pipelines")+"\n"+
+		"fleet:\n  channel: https\n  public_keys: ["+filepath.Join(dir, "k.pub")+"]\n"+
+		"  https: {url: \"https://127.0.0.1:1/{target}\", tls: {insecure_skip_verify: true}}\n"+
+		"  heartbeat: {sink: {http: {url: \"https://127.0.0.1:1/hb\", tls: {insecure_skip_verify: true}}}}\n")
+	cfg, err := loadAgentConfig(agentFile)
+	if err != nil {
+		t.Fatalf("agent file: %v", err)
+	}
+	var logs agenttest.LogBuffer
+	log := logs.Logger(slog.LevelInfo)
+	reg, metrics, secrets := newRegistry(), runner.NewMetrics(), new(agent.Secrets)
+	sup := supervisor.New(supervisor.Deps{Config: cfg, Registry: reg, Metrics: metrics, Logger: log, Level: new(slog.LevelVar)})
+	_, ap, err := newFleet(cfg, sup, metrics, log, secrets)
+	if err != nil {
+		t.Fatalf("fleet: %v", err)
+	}
+	if _, err := newHeartbeats(cfg, reg, sup, ap, metrics, log, secrets); err != nil {
+		t.Fatalf("heartbeats: %v", err)
+	}
+	for _, want := range []string{"component=fleet setting=fleet.https.tls.insecure_skip_verify", "component=fleet.heartbeat.sink setting=fleet.heartbeat.sink.http.tls.insecure_skip_verify"} {
+		if n := logs.Count("level=WARN", "insecure_skip_verify is on", want); n != 1 {
+			t.Errorf("got %d warnings with %q, want 1:\n%s", n, want, logs.String())
+		}
+	}
+	if n := logs.Count("insecure_skip_verify is on"); n != 2 {
+		t.Errorf("got %d insecure_skip_verify warnings, want 2:\n%s", n, logs.String())
+	}
 }
