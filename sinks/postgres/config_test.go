@@ -2,11 +2,13 @@ package postgres
 
 import (
 	"encoding/json"
+	"log/slog"
 	"net/url"
 	"strings"
 	"testing"
 
 	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/agent/agenttest"
 	"github.com/pspf/pspf-edge/agent/runner"
 )
 
@@ -107,6 +109,33 @@ func TestDefaultSSLMode(t *testing.T) {
 			if pc.TLSConfig == nil || len(pc.Fallbacks) == 0 {
 				t.Errorf("%s: got TLS %v with %d fallbacks, want libpq's prefer (TLS, then plain text)", raw, pc.TLSConfig != nil, len(pc.Fallbacks))
 			}
+		}
+	}
+}
+
+// TestRequireWithoutCAWarns: sslmode=require without a CA file encrypts
+// but verifies nothing (pgx, as libpq); the sink says so once, at start.
+// With a CA file, require verifies as verify-ca and nothing is said.
+func TestRequireWithoutCAWarns(t *testing.T) {
+	for _, c := range []struct {
+		url, ca string
+		warn    bool
+	}{
+		{"postgres://u@db.site.lan/x?sslmode=require", "", true},
+		{"postgres://u@db.site.lan/x?sslmode=require", "ca.pem", false},
+		{"postgres://u@db.site.lan/x?sslmode=require&sslrootcert=/etc/ca.pem", "", false},
+		{"postgres://u@db.site.lan/x?sslmode=verify-full", "", false},
+		{"postgres://u@127.0.0.1/x", "", false},
+	} {
+		logs := &agenttest.LogBuffer{}
+		cfg := Config{URL: c.url, Table: "t"}
+		cfg.TLS.CAFile = c.ca
+		if _, err := New(cfg, agent.Env{Pipeline: "p", Logger: slog.New(slog.NewTextHandler(logs, nil))}); err != nil {
+			t.Fatalf("%s: %v", c.url, err)
+		}
+		got := strings.Count(logs.String(), "does not verify the server")
+		if want := map[bool]int{true: 1, false: 0}[c.warn]; got != want {
+			t.Errorf("%s ca_file=%q: %d warnings, want %d:\n%s", c.url, c.ca, got, want, logs)
 		}
 	}
 }

@@ -79,6 +79,12 @@ func New(cfg Config, env agent.Env) (*Sink, error) {
 	if pw, ok := u.User.Password(); ok && pw != "" {
 		env.Secrets.Add(pw, cfg.URL)
 	}
+	if q := u.Query(); q.Get("sslmode") == "require" && cfg.TLS.CAFile == "" && q.Get("sslrootcert") == "" {
+		// libpq's require encrypts without checking whom it talks to;
+		// with a CA file it verifies as verify-ca does.
+		s.log.Warn("tls: sslmode=require without a CA file does not verify the server's certificate, so anyone on the path can read and change this link; set tls.ca_file or sslmode=verify-full",
+			"component", "postgres", "setting", "url.sslmode")
+	}
 	s.cols = cfg.columns()
 	for _, c := range s.cols {
 		s.part = append(s.part, &column{name: c.name, from: c.from, kind: c.kind, wire: c.wire})
