@@ -60,6 +60,9 @@ func (l *Log) Append(ctx context.Context, payloads [][]byte) (last uint64, err e
 	accepted := 0
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.opts.Sync == SyncInterval {
+		l.paceLocked(time.Now())
+	}
 	for accepted < len(payloads) {
 		if l.closed {
 			return last, &AppendError{Accepted: accepted, Err: ErrClosed}
@@ -264,9 +267,13 @@ func (l *Log) writeFramesLocked(frames []byte, first uint64, total int) (int, er
 		}
 		act.size += int64(end - off)
 		l.diskBytes += int64(end - off)
-		if !l.activeDirty {
+		l.dirtyBytes += int64(end - off)
+		if !l.activeDirty || l.dirtyBytes >= syncFillBytes && l.dirtyBytes-int64(end-off) < syncFillBytes {
+			if !l.activeDirty && l.dirtySince.IsZero() {
+				l.dirtySince = time.Now()
+			}
 			l.activeDirty = true
-			l.nudge() // wake an idle upkeep for the interval fsync
+			l.nudge() // arm upkeep's deadline for the fsync, or run it now: a full one is due
 		}
 		off = end
 		seq += uint64(count)

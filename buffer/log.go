@@ -37,6 +37,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pspf/pspf-edge/internal/flock"
@@ -65,33 +66,42 @@ type Log struct {
 	pending      []pendingFile
 	syncing      []*segment // sealed segments an fsync round holds open now
 	dirDirty     bool
-	next         uint64 // sequence after the last record appended (Stats.NextSeq)
-	resume       uint64 // after a crash: the next Append starts here (0: at next)
-	reserved     uint64 // no sequence >= reserved may be issued yet (reserve.go)
-	res          *reserveFile
-	salt         uint32 // seeds the frame CRCs of the segments this Log creates
-	diskNext     uint64 // sequence after the last record written to a file
-	durable      uint64 // every record <= durable is fsynced (or failed)
-	diskBytes    int64
-	wbuf         []byte
-	mem          memTail
-	readers      map[string]*Reader
-	drops        DropCounts
-	lost         uint64
-	lostGap      uint64 // the part of lost whose sequences lie in recorded gaps
-	missing      int
-	damaged      int
-	lastErr      error
-	cursorErr    error         // the last failure to persist the cursors; see persistCursors
-	full         episode       // the current full episode (full.go)
-	fullQuiet    time.Duration // fullQuiet, shorter in tests
-	diskFree     int64         // bytes free on the file system, -1 unknown
-	freeAt       time.Time     // when diskFree was read
-	readWait     chan struct{} // closed on append; nil when nobody waits
-	spaceWait    chan struct{} // closed when space is freed; nil when nobody waits
-	syncDone     chan struct{} // closed after each fsync round
-	closeErr     error         // written before closeDone is closed
-	closeDone    chan struct{} // closed when the first Close has finished
+	// The adaptive group commit of interval mode (upkeep.go): when the
+	// first record not yet fsynced was written, how many bytes are, the
+	// Sync callers waiting, and the pace of Appends.
+	dirtySince  time.Time
+	dirtyBytes  int64
+	syncWaiters int
+	lastAppend  time.Time
+	gapAvg      time.Duration // moving average of the time between Appends
+	fsyncs      uint64        // segment fsyncs done (Stats.Fsyncs)
+	next        uint64        // sequence after the last record appended (Stats.NextSeq)
+	resume      uint64        // after a crash: the next Append starts here (0: at next)
+	reserved    uint64        // no sequence >= reserved may be issued yet (reserve.go)
+	res         *reserveFile
+	salt        uint32 // seeds the frame CRCs of the segments this Log creates
+	diskNext    uint64 // sequence after the last record written to a file
+	durable     uint64 // every record <= durable is fsynced (or failed)
+	diskBytes   int64
+	wbuf        []byte
+	mem         memTail
+	readers     map[string]*Reader
+	drops       DropCounts
+	lost        uint64
+	lostGap     uint64 // the part of lost whose sequences lie in recorded gaps
+	missing     int
+	damaged     int
+	lastErr     error
+	cursorErr   error         // the last failure to persist the cursors; see persistCursors
+	full        episode       // the current full episode (full.go)
+	fullQuiet   time.Duration // fullQuiet, shorter in tests
+	diskFree    int64         // bytes free on the file system, -1 unknown
+	freeAt      time.Time     // when diskFree was read
+	readWait    chan struct{} // closed on append; nil when nobody waits
+	spaceWait   chan struct{} // closed when space is freed; nil when nobody waits
+	syncDone    chan struct{} // closed after each fsync round
+	closeErr    error         // written before closeDone is closed
+	closeDone   chan struct{} // closed when the first Close has finished
 
 	kick    chan struct{}
 	closing chan struct{}
@@ -100,6 +110,8 @@ type Log struct {
 	// fsyncHook, when set (by tests, before any append), replaces the
 	// fsync of segment files.
 	fsyncHook func(*os.File) error
+	// wakes counts upkeep's wake-ups (tests: an idle log has none).
+	wakes atomic.Uint64
 }
 
 type pendingFile struct {

@@ -53,6 +53,7 @@ type Stats struct {
 	FirstSeq        uint64    // oldest retained record (== NextSeq when empty)
 	NextSeq         uint64    // sequence after the last record appended: the next Append gets it (after a crash, a higher one)
 	DurableSeq      uint64    // every record <= DurableSeq is fsynced
+	Fsyncs          uint64    // segment files fsynced since Open (each costs the flash at least a page)
 	OldestRecord    time.Time // no record is older (the oldest segment's creation)
 	Drops           DropCounts
 	Lost            uint64 // records found missing (damage, missing segments)
@@ -84,6 +85,7 @@ func (l *Log) Stats() Stats {
 		FirstSeq:        first,
 		NextSeq:         l.next,
 		DurableSeq:      l.durable,
+		Fsyncs:          l.fsyncs,
 		Drops:           l.drops,
 		Lost:            l.lost,
 		MissingSegments: l.missing,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"time"
 )
 
 // Sync returns once every record with a sequence <= upto is durable
@@ -12,8 +13,10 @@ import (
 //   - batch: it fsyncs now; concurrent callers share one fsync (group
 //     commit): a caller arriving while an fsync runs waits for it and, if
 //     its records were not covered, one of the waiters runs the next one;
-//   - interval: it waits for the next periodic fsync (at most about
-//     Options.SyncInterval);
+//   - interval: it waits for the group commit of upkeep, which fsyncs
+//     once the first record not yet fsynced has waited
+//     Options.SyncInterval, sooner once 256 KiB are waiting or once a
+//     caller waits and the Appends have paused (see Options.SyncInterval);
 //   - none: it returns at once.
 //
 // For the Memory kind, records still held in memory count as stored: Sync
@@ -44,20 +47,43 @@ func (l *Log) Sync(ctx context.Context, upto uint64) error {
 			return nil
 		}
 		done := l.syncDone
-		l.mu.Unlock()
-		if l.opts.Sync == SyncBatch && l.syncMu.TryLock() {
-			// A failure is recorded on its segment; the loop reports it.
-			l.syncRoundLocked(true)
-			l.syncMu.Unlock()
-			continue
+		if l.opts.Sync == SyncBatch {
+			l.mu.Unlock()
+			if l.syncMu.TryLock() {
+				// A failure is recorded on its segment; the loop reports it.
+				l.syncRoundLocked(true)
+				l.syncMu.Unlock()
+				continue
+			}
+		} else {
+			// A waiter lets upkeep fsync as soon as the Appends pause.
+			l.syncWaiters++
+			if l.syncWaiters == 1 {
+				l.nudge()
+			}
+			l.mu.Unlock()
 		}
-		select {
-		case <-done:
-		case <-ctx.Done():
-			return fmt.Errorf("buffer: sync: %w", ctx.Err())
-		case <-l.closing:
-			return ErrClosed
+		err := l.syncWait(ctx, done)
+		if l.opts.Sync == SyncInterval {
+			l.mu.Lock()
+			l.syncWaiters--
+			l.mu.Unlock()
 		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// syncWait waits for the fsync round that closes done.
+func (l *Log) syncWait(ctx context.Context, done <-chan struct{}) error {
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("buffer: sync: %w", ctx.Err())
+	case <-l.closing:
+		return ErrClosed
 	}
 }
 
@@ -93,6 +119,9 @@ func (l *Log) syncRoundLocked(withActive bool) error {
 	}
 	dirDirty := l.dirDirty
 	l.dirDirty = false
+	if doAct || !l.activeDirty {
+		l.dirtySince, l.dirtyBytes = time.Time{}, 0
+	}
 	l.mu.Unlock()
 
 	var firstErr error
@@ -130,6 +159,10 @@ func (l *Log) syncRoundLocked(withActive bool) error {
 		}
 	}
 	l.mu.Lock()
+	l.fsyncs += uint64(len(pend))
+	if doAct {
+		l.fsyncs++
+	}
 	clear(l.syncing)
 	l.syncing = l.syncing[:0]
 	if withActive {

@@ -13,44 +13,62 @@ import (
 	"github.com/pspf/pspf-edge/internal/atomicfile"
 )
 
-// idleTick is how often upkeep wakes when no fsync is pending: for MaxAge
-// and cursor persistence. Writes and acks wake it at once, so an idle
-// gateway does not pay 100 wake-ups a second per log.
-const idleTick = time.Second
+// slowTick is how often upkeep wakes for the features that watch the
+// clock rather than the log's own events: MaxAge while the log holds
+// records, and a full episode until it is over. Without them an idle log
+// arms no timer at all.
+const slowTick = time.Second
 
-// upkeep runs until Close: the periodic fsync (interval mode), deletion of
-// segments every reader has passed, the age limit, and cursor persistence.
+// syncFillBytes is the unsynced bytes at which interval mode fsyncs without
+// waiting any longer: the flash then gets whole pages whatever the interval.
+const syncFillBytes = 256 << 10
+
+// minQuiet is the shortest pause in the Appends that counts as "the
+// writers are waiting for their fsync" (see quietLocked).
+const minQuiet = 200 * time.Microsecond
+
+// upkeep runs until Close: the group commit (interval mode), the fsync of
+// sealed segments and of the directory, deletion of segments every reader
+// has passed, the age limit and cursor persistence. It sleeps until the
+// earliest of these is due (nextWakeLocked); Appends, acks and Sync
+// callers wake it when they make one due, so an idle log has no timer
+// armed at all.
 func (l *Log) upkeep() {
 	defer l.wg.Done()
-	t := time.NewTimer(l.opts.SyncInterval)
+	t := time.NewTimer(time.Hour)
+	t.Stop()
 	defer t.Stop()
-	idle := false
 	lastCursors := time.Now()
 	cursorsFailing := false
 	for {
+		l.mu.Lock()
+		wait, armed := l.nextWakeLocked(time.Now(), lastCursors, cursorsFailing)
+		l.mu.Unlock()
+		if armed {
+			t.Reset(wait)
+		} else {
+			t.Stop()
+		}
 		select {
 		case <-l.closing:
 			return
 		case <-l.kick:
-			l.refreshFree()
-			l.reclaim()
-			if idle {
-				idle = false
-				t.Reset(l.opts.SyncInterval)
-			}
-			continue
 		case <-t.C:
 		}
-		roundStart := time.Now()
-		if l.opts.Sync != SyncNone {
+		l.wakes.Add(1)
+		now := time.Now()
+		l.mu.Lock()
+		due := l.syncDueLocked(now)
+		l.mu.Unlock()
+		if due {
 			l.syncMu.Lock()
 			l.syncRoundLocked(l.opts.Sync == SyncInterval)
 			l.syncMu.Unlock()
 		}
 		l.refreshFree()
 		l.reclaim()
-		if time.Since(lastCursors) >= l.opts.AckInterval {
-			lastCursors = time.Now()
+		if now.Sub(lastCursors) >= l.opts.AckInterval && l.cursorsMoved(cursorsFailing) {
+			lastCursors = now
 			// One line when persisting begins to fail (a full disk
 			// retries every AckInterval) and one when it works again.
 			err := l.saveCursors(false)
@@ -61,24 +79,119 @@ func (l *Log) upkeep() {
 			}
 			cursorsFailing = err != nil
 		}
-		idle = !l.fsyncPending()
-		if idle {
-			t.Reset(min(idleTick, l.opts.AckInterval))
-		} else {
-			t.Reset(max(0, l.opts.SyncInterval-time.Since(roundStart)))
-		}
 	}
 }
 
-// fsyncPending reports work for the next upkeep fsync round.
-func (l *Log) fsyncPending() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+// paceLocked records an Append at now for the pause detection of interval
+// mode: a moving average of the gaps between Appends, each gap counted as
+// at most four times the average. A long gap is rare in a stream (the
+// writers' wait for an fsync, or the first record after an idle hour) and
+// would otherwise teach the average a pace the stream does not have; a
+// stream that really slows down still raises it by up to 1.75 times per
+// Append.
+func (l *Log) paceLocked(now time.Time) {
+	if !l.lastAppend.IsZero() {
+		gap := min(now.Sub(l.lastAppend), max(4*l.gapAvg, minQuiet))
+		l.gapAvg += (gap - l.gapAvg) / 4
+	}
+	l.lastAppend = now
+}
+
+// quietLocked is how long the Appends must pause, while a Sync caller
+// waits, before interval mode fsyncs without waiting for its deadline:
+// twice the usual gap between Appends. Writers that wait for their acks
+// append nothing more (an MQTT broker sends a client only so many QoS 1
+// messages before their PUBACKs), so waiting longer would cost throughput,
+// not save an fsync. Bounded by minQuiet and SyncInterval.
+func (l *Log) quietLocked() time.Duration {
+	return min(max(2*l.gapAvg, minQuiet), l.opts.SyncInterval)
+}
+
+// dirtyLocked reports whether the files hold writes that upkeep's next
+// round would fsync: sealed segments and the directory in every mode, the
+// active segment in interval mode.
+func (l *Log) dirtyLocked() bool {
 	switch l.opts.Sync {
 	case SyncInterval:
 		return l.activeDirty || len(l.pending) > 0 || l.dirDirty
 	case SyncBatch:
 		return len(l.pending) > 0 || l.dirDirty
+	}
+	return false
+}
+
+// syncDueAtLocked returns when upkeep's next fsync round is due (ok false:
+// none is). In interval mode that is SyncInterval after the first write it
+// covers, at once when syncFillBytes are waiting, or once the Appends have
+// paused for quietLocked while a Sync caller waits. In batch mode only
+// sealed segments and the directory are left to upkeep, SyncInterval
+// after they became due.
+func (l *Log) syncDueAtLocked(now time.Time) (at time.Time, ok bool) {
+	if !l.dirtyLocked() {
+		return time.Time{}, false
+	}
+	if l.dirtySince.IsZero() {
+		l.dirtySince = now // the directory, dirtied by a removal or at recovery
+	}
+	at = l.dirtySince.Add(l.opts.SyncInterval)
+	if l.opts.Sync == SyncInterval {
+		if l.dirtyBytes >= syncFillBytes {
+			return now, true
+		}
+		if l.syncWaiters > 0 && l.activeDirty {
+			if q := l.lastAppend.Add(l.quietLocked()); q.Before(at) {
+				at = q
+			}
+		}
+	}
+	return at, true
+}
+
+// syncDueLocked reports whether an fsync round is due at now.
+func (l *Log) syncDueLocked(now time.Time) bool {
+	at, ok := l.syncDueAtLocked(now)
+	return ok && !at.After(now)
+}
+
+// nextWakeLocked returns how long upkeep may sleep (armed false: until
+// something wakes it): until the next fsync round, the next cursor write
+// if a cursor moved (or the last write failed), and at most slowTick while
+// MaxAge has records to watch or a full episode is open.
+func (l *Log) nextWakeLocked(now, lastCursors time.Time, cursorsFailing bool) (wait time.Duration, armed bool) {
+	var at time.Time
+	earliest := func(t time.Time) {
+		if !armed || t.Before(at) {
+			at, armed = t, true
+		}
+	}
+	if t, ok := l.syncDueAtLocked(now); ok {
+		earliest(t)
+	}
+	if l.cursorsMovedLocked(cursorsFailing) {
+		earliest(lastCursors.Add(l.opts.AckInterval))
+	}
+	if l.opts.MaxAge > 0 && (len(l.segs) > 1 || len(l.segs) == 1 && l.segs[0].hasData()) || !l.full.since.IsZero() {
+		earliest(now.Add(slowTick))
+	}
+	return max(0, at.Sub(now)), armed
+}
+
+// cursorsMoved reports whether a reader's ack moved since its cursor was
+// last written (or the last write failed, to be retried).
+func (l *Log) cursorsMoved(failing bool) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.cursorsMovedLocked(failing)
+}
+
+func (l *Log) cursorsMovedLocked(failing bool) bool {
+	if failing {
+		return true
+	}
+	for _, r := range l.readers {
+		if r.acked != r.saved {
+			return true
+		}
 	}
 	return false
 }

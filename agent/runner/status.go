@@ -149,13 +149,16 @@ type SinkStatus struct {
 
 // LogStatus describes a pipeline log.
 type LogStatus struct {
-	Records    uint64    `json:"records"`    // records retained (delivered or not)
-	DiskBytes  int64     `json:"disk_bytes"` // bytes of the segment files
-	MaxBytes   int64     `json:"max_bytes"`  // the byte cap
-	FirstSeq   uint64    `json:"first_seq"`
-	NextSeq    uint64    `json:"next_seq"`
-	DurableSeq uint64    `json:"durable_seq"`
-	Oldest     time.Time `json:"oldest,omitzero"` // creation of the oldest segment
+	Records    uint64 `json:"records"`    // records retained (delivered or not)
+	DiskBytes  int64  `json:"disk_bytes"` // bytes of the segment files
+	MaxBytes   int64  `json:"max_bytes"`  // the byte cap
+	FirstSeq   uint64 `json:"first_seq"`
+	NextSeq    uint64 `json:"next_seq"`
+	DurableSeq uint64 `json:"durable_seq"`
+	// Fsyncs counts the segment fsyncs since the log was opened: each
+	// writes at least a page of flash (see sync_interval).
+	Fsyncs uint64    `json:"fsyncs"`
+	Oldest time.Time `json:"oldest,omitzero"` // creation of the oldest segment
 	// Backlog is the largest sink backlog: the records not yet delivered to
 	// every sink.
 	Backlog uint64 `json:"backlog"`
@@ -270,7 +273,7 @@ func logStatus(l Log, c BufferConfig) (st LogStatus, cursors map[string]buffer.C
 	}
 	bs := ls.Stats()
 	st = LogStatus{Records: bs.Records, DiskBytes: bs.DiskBytes, MaxBytes: int64(c.MaxBytes), Overflow: c.Overflow,
-		FirstSeq: bs.FirstSeq, NextSeq: bs.NextSeq, DurableSeq: bs.DurableSeq, Oldest: bs.OldestRecord, Lost: bs.Lost,
+		FirstSeq: bs.FirstSeq, NextSeq: bs.NextSeq, DurableSeq: bs.DurableSeq, Fsyncs: bs.Fsyncs, Oldest: bs.OldestRecord, Lost: bs.Lost,
 		FullSince: bs.Full.Since, FullReason: string(bs.Full.Reason), FullDropped: bs.Full.Dropped, DiskFree: bs.DiskFree}
 	if bs.Full.Blocked {
 		st.BlockedSince, st.BlockedReason = st.FullSince, st.FullReason

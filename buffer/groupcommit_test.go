@@ -1,0 +1,339 @@
+package buffer
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// TestIdleLogArmsNoTimer: once its records are fsynced and its cursors
+// written, a log sleeps until something happens. An hour on the bubble's
+// clock passes without a single wake-up of upkeep, in every sync mode
+// (before the adaptive group commit it woke once a second).
+func TestIdleLogArmsNoTimer(t *testing.T) {
+	for _, mode := range []SyncMode{SyncInterval, SyncBatch, SyncNone} {
+		t.Run(string(mode), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				l := openT(t, t.TempDir(), Options{Sync: mode, SyncInterval: 100 * time.Millisecond})
+				r, err := l.Reader("sink")
+				if err != nil {
+					t.Fatal(err)
+				}
+				last := appendN(t, l, 1, 50, 10)
+				if err := l.Sync(context.Background(), last); err != nil {
+					t.Fatal(err)
+				}
+				readAll(t, l, "sink")
+				if err := r.Ack(last); err != nil {
+					t.Fatal(err)
+				}
+				// The cursor is written AckInterval after the last write
+				// of it at the latest.
+				time.Sleep(2 * DefaultAckInterval)
+				synctest.Wait()
+				before := l.wakes.Load()
+				time.Sleep(time.Hour)
+				synctest.Wait()
+				if got := l.wakes.Load() - before; got != 0 {
+					t.Fatalf("upkeep woke %d times in an idle hour, want 0", got)
+				}
+				if st := l.Stats(); st.DurableSeq != last && mode != SyncNone {
+					t.Fatalf("durable %d, want %d", st.DurableSeq, last)
+				}
+			})
+		})
+	}
+}
+
+// TestIdleLogWithMaxAgeWakes: MaxAge is a feature that watches the clock;
+// with records held, upkeep wakes for it (and drops them in time).
+func TestIdleLogWithMaxAgeWakes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := openT(t, t.TempDir(), Options{MaxAge: time.Minute, SegmentBytes: 1 << 10, MaxBytes: 1 << 20})
+		last := appendN(t, l, 1, 50, 10)
+		if err := l.Sync(context.Background(), last); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Minute)
+		synctest.Wait()
+		if st := l.Stats(); st.Drops.Age == 0 {
+			t.Fatalf("no record dropped by age after 5 minutes with max_age 1m: %+v", st.Drops)
+		}
+	})
+}
+
+// TestGroupCommitWaitsForPausedWriters: a writer that appends, then waits
+// for its Sync (like a source whose broker sends no more until its acks)
+// gets its fsync once the Appends pause, not at the end of a long
+// SyncInterval; each fsync covers everything appended before the pause.
+func TestGroupCommitWaitsForPausedWriters(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const interval = time.Second
+		l := openT(t, t.TempDir(), Options{SyncInterval: interval})
+		var fsyncs atomic.Int32
+		l.fsyncHook = func(f *os.File) error { fsyncs.Add(1); return f.Sync() }
+		ctx := context.Background()
+		seq := uint64(1)
+		const cycles = 20
+		var waited time.Duration
+		for range cycles {
+			// 20 messages 10 ms apart, then nothing until they are acked.
+			var last uint64
+			for range 20 {
+				var err error
+				if last, err = l.Append(ctx, [][]byte{payload(seq)}); err != nil {
+					t.Fatal(err)
+				}
+				seq++
+				time.Sleep(10 * time.Millisecond)
+			}
+			start := time.Now()
+			if err := l.Sync(ctx, last); err != nil {
+				t.Fatal(err)
+			}
+			waited = max(waited, time.Since(start))
+		}
+		// The pace is 10 ms: the pause is seen after 40 ms, far from the
+		// 1 s bound.
+		if waited > interval/10 {
+			t.Fatalf("a paused writer waited up to %v for its fsync, want <= %v", waited, interval/10)
+		}
+		if got := fsyncs.Load(); got > cycles+1 {
+			t.Fatalf("%d fsyncs for %d cycles of 20 records, want at most %d", got, cycles, cycles+1)
+		}
+	})
+}
+
+// TestGroupCommitSteadyStreamWaitsForInterval: a steady stream whose
+// writer does not pause (the acks it waits for do not stop its input) is
+// fsynced once per SyncInterval, not per record: fewer, fuller fsyncs at a
+// low rate, and no record waits longer than the interval (plus the round).
+func TestGroupCommitSteadyStreamWaitsForInterval(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const interval = 500 * time.Millisecond
+		l := openT(t, t.TempDir(), Options{SyncInterval: interval})
+		var fsyncs atomic.Int32
+		l.fsyncHook = func(f *os.File) error { fsyncs.Add(1); return f.Sync() }
+		ctx := context.Background()
+		type appended struct {
+			seq uint64
+			at  time.Time
+		}
+		commits := make(chan appended, 1024)
+		var worst time.Duration
+		done := make(chan struct{})
+		go func() { // the committer: Sync each batch, note its wait
+			defer close(done)
+			for a := range commits {
+				if err := l.Sync(ctx, a.seq); err != nil {
+					t.Error(err)
+					return
+				}
+				worst = max(worst, time.Since(a.at))
+			}
+		}()
+		const d, warm = 5 * time.Second, time.Second
+		start := time.Now()
+		var warmFsyncs int32 = -1
+		for seq := uint64(1); time.Since(start) < d; seq++ { // 100 msg/s
+			if warmFsyncs < 0 && time.Since(start) >= warm {
+				// The first few records are fsynced one by one while the
+				// log learns the pace; count from here.
+				warmFsyncs = fsyncs.Load()
+			}
+			last, err := l.Append(ctx, [][]byte{payload(seq)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			commits <- appended{last, time.Now()}
+			time.Sleep(10 * time.Millisecond)
+		}
+		close(commits)
+		<-done
+		if worst > interval+10*time.Millisecond {
+			t.Fatalf("a record waited %v for its fsync, want <= %v", worst, interval)
+		}
+		rounds := int((d - warm) / interval)
+		if got := int(fsyncs.Load() - warmFsyncs); got > rounds+2 {
+			t.Fatalf("%d fsyncs in %v of 100 msg/s at sync_interval %v, want at most %d", got, d-warm, interval, rounds+2)
+		}
+	})
+}
+
+// TestGroupCommitFillsPages: 256 KiB waiting are fsynced at once, without
+// waiting for the interval.
+func TestGroupCommitFillsPages(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := openT(t, t.TempDir(), Options{SyncInterval: time.Minute})
+		big := make([]byte, 64<<10)
+		var last uint64
+		for range 5 {
+			var err error
+			if last, err = l.Append(context.Background(), [][]byte{big}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(time.Millisecond)
+		synctest.Wait()
+		if st := l.Stats(); st.DurableSeq < last-1 {
+			t.Fatalf("durable %d after 320 KiB, want >= %d without waiting for the 1m interval", st.DurableSeq, last-1)
+		}
+	})
+}
+
+// TestPowerCutKeepsSyncedRecords: a writer and a committer (append, then
+// Sync before the ack, as the runner does) through the adaptive group
+// commit, with bursts, pauses and a steady pace. The power-cut image keeps
+// of each segment only what an fsync had covered (what was in the file
+// when the fsync began); every record whose Sync returned must be in it,
+// with its payload.
+func TestPowerCutKeepsSyncedRecords(t *testing.T) {
+	for seed := uint64(1); seed <= 4; seed++ {
+		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
+			dir := t.TempDir()
+			l := openT(t, dir, Options{SyncInterval: 30 * time.Millisecond, SegmentBytes: 16 << 10, MaxBytes: 64 << 20})
+			var mu sync.Mutex
+			synced := map[string]int64{} // segment file -> bytes an fsync covered
+			l.fsyncHook = func(f *os.File) error {
+				fi, err := f.Stat()
+				if err != nil {
+					return err
+				}
+				if err := f.Sync(); err != nil {
+					return err
+				}
+				mu.Lock()
+				synced[filepath.Base(f.Name())] = max(synced[filepath.Base(f.Name())], fi.Size())
+				mu.Unlock()
+				return nil
+			}
+			ctx := context.Background()
+			commits := make(chan uint64, 64)
+			var acked atomic.Uint64
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				for last := range commits {
+					for more := true; more; {
+						select {
+						case l2, ok := <-commits:
+							if !ok {
+								more = false
+								break
+							}
+							last = max(last, l2)
+						default:
+							more = false
+						}
+					}
+					if err := l.Sync(ctx, last); err != nil {
+						t.Error(err)
+						return
+					}
+					acked.Store(last)
+				}
+			}()
+			rng := rand.New(rand.NewPCG(seed, 3))
+			want := map[uint64]string{}
+			seq := uint64(0)
+			deadline := time.Now().Add(600 * time.Millisecond)
+			for time.Now().Before(deadline) {
+				n := 1 + rng.IntN(30)
+				ps := make([][]byte, n)
+				for i := range ps {
+					ps[i] = fmt.Appendf(nil, "p%d-%d-%s", seed, seq+uint64(i)+1, strings.Repeat("x", rng.IntN(200)))
+				}
+				last, err := l.Append(ctx, ps)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i, p := range ps {
+					want[last-uint64(n-1-i)] = string(p)
+				}
+				seq = last
+				commits <- last
+				switch rng.IntN(4) {
+				case 0: // a burst
+				case 1:
+					time.Sleep(time.Duration(rng.IntN(3)) * time.Millisecond)
+				default:
+					time.Sleep(time.Duration(5+rng.IntN(60)) * time.Millisecond)
+				}
+			}
+			close(commits)
+			<-done
+			upto := acked.Load()
+			if upto == 0 {
+				t.Fatal("nothing was acked")
+			}
+
+			// The image: what a power cut now would leave.
+			img := t.TempDir()
+			ents, err := os.ReadDir(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mu.Lock()
+			for _, e := range ents {
+				name := e.Name()
+				if name == lockName {
+					continue
+				}
+				b, err := os.ReadFile(filepath.Join(dir, name))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if strings.HasSuffix(name, segSuffix) {
+					n, ok := synced[name]
+					if !ok {
+						continue // never fsynced: the power cut takes it
+					}
+					b = b[:min(int64(len(b)), n)]
+				}
+				if err := os.WriteFile(filepath.Join(img, name), b, 0o640); err != nil {
+					t.Fatal(err)
+				}
+			}
+			mu.Unlock()
+			l2, err := Open(img, Options{SegmentBytes: 16 << 10, MaxBytes: 64 << 20})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l2.Close()
+			r, err := l2.Reader("check")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[uint64]string{}
+			buf := make([]Record, 0, 1000)
+			for {
+				l2.mu.Lock()
+				done := r.next >= l2.next
+				l2.mu.Unlock()
+				if done {
+					break
+				}
+				recs, err := r.Read(ctx, buf, 1<<20)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, rec := range recs {
+					got[rec.Seq] = string(rec.Payload)
+				}
+			}
+			for s := uint64(1); s <= upto; s++ {
+				if got[s] != want[s] {
+					t.Fatalf("record %d was acked (durable up to %d) and is %q after the power cut, want %q", s, upto, got[s], want[s])
+				}
+			}
+		})
+	}
+}
