@@ -363,6 +363,7 @@ func (l *Log) dropOldestLocked(reason DropReason) (uint64, bool) {
 			r.acked = first - 1
 		}
 	}
+	l.nudge() // cursors moved, the directory changed
 	return n, true
 }
 

@@ -52,7 +52,7 @@ const (
 const (
 	DefaultSegmentBytes   = 16 << 20
 	DefaultMaxBytes       = 256 << 20
-	DefaultSyncInterval   = 10 * time.Millisecond
+	DefaultSyncInterval   = time.Second
 	DefaultMaxRecordBytes = 1 << 20
 	DefaultMemoryBytes    = 8 << 20
 	DefaultAckInterval    = time.Second
@@ -89,11 +89,17 @@ type Options struct {
 	Overflow Policy
 	// Sync is Interval (default), Batch or None.
 	Sync SyncMode
-	// SyncInterval is the fsync period in SyncInterval mode and the period
-	// of background upkeep in every mode (default 10 ms: an ack waits at
-	// most about that long, and at most 100 fsyncs/s reach the flash).
-	// Rounds start one period apart, start to start; a round that takes
-	// longer than the period is followed at once by the next. Minimum 1 ms.
+	// SyncInterval bounds, in SyncInterval mode, how long a record waits
+	// for its fsync: a round starts SyncInterval after the first write it
+	// covers at the latest (default 1 s). It starts sooner once 256 KiB
+	// wait, and while a Sync caller waits, once 32 KiB wait or the Appends
+	// pause for four times their usual gap (writers that wait for their
+	// acks append nothing more). A slow stream thus gets one fsync per
+	// SyncInterval, and each fsync rewrites at least the page it ends in,
+	// so a longer interval means fewer, fuller writes to the flash; records
+	// not yet fsynced are lost by a power cut (not by a crash of the
+	// process). In Batch mode it is how long sealed segments and the
+	// directory wait for their fsync. Minimum 1 ms.
 	SyncInterval time.Duration
 	// AckInterval is how often acked cursor positions are written to disk
 	// (default 1 s; they are also written on Close). A crash re-delivers at

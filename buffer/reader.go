@@ -82,6 +82,7 @@ func (l *Log) Reader(name string) (*Reader, error) {
 	first := l.firstLocked()
 	r := l.newReader(name, first, first-1, ^uint64(0))
 	l.readers[name] = r
+	l.nudge() // its cursor file is written by upkeep
 	return r, nil
 }
 
@@ -431,5 +432,6 @@ func (r *Reader) Seek(seq uint64) error {
 	r.acked = seq - 1
 	r.gen++
 	r.closeFile()
+	l.nudge() // the cursor moved
 	return nil
 }

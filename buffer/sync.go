@@ -15,8 +15,9 @@ import (
 //     its records were not covered, one of the waiters runs the next one;
 //   - interval: it waits for the group commit of upkeep, which fsyncs
 //     once the first record not yet fsynced has waited
-//     Options.SyncInterval, sooner once 256 KiB are waiting or once a
-//     caller waits and the Appends have paused (see Options.SyncInterval);
+//     Options.SyncInterval; sooner once 256 KiB are waiting, or while a
+//     caller waits, once 32 KiB are or the Appends have paused (see
+//     Options.SyncInterval);
 //   - none: it returns at once.
 //
 // For the Memory kind, records still held in memory count as stored: Sync

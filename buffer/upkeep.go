@@ -23,6 +23,12 @@ const slowTick = time.Second
 // waiting any longer: the flash then gets whole pages whatever the interval.
 const syncFillBytes = 256 << 10
 
+// syncWaitBytes is the unsynced bytes at which interval mode fsyncs as soon
+// as a Sync caller waits: at such a rate the page an fsync rewrites is a
+// small part of what it writes, and the next round overlaps the writers'
+// next batches instead of waiting for them to run out of acks.
+const syncWaitBytes = 32 << 10
+
 // minQuiet is the shortest pause in the Appends that counts as "the
 // writers are waiting for their fsync" (see quietLocked).
 const minQuiet = 200 * time.Microsecond
@@ -99,12 +105,12 @@ func (l *Log) paceLocked(now time.Time) {
 
 // quietLocked is how long the Appends must pause, while a Sync caller
 // waits, before interval mode fsyncs without waiting for its deadline:
-// twice the usual gap between Appends. Writers that wait for their acks
+// four times the usual gap between Appends. Writers that wait for their acks
 // append nothing more (an MQTT broker sends a client only so many QoS 1
 // messages before their PUBACKs), so waiting longer would cost throughput,
 // not save an fsync. Bounded by minQuiet and SyncInterval.
 func (l *Log) quietLocked() time.Duration {
-	return min(max(2*l.gapAvg, minQuiet), l.opts.SyncInterval)
+	return min(max(4*l.gapAvg, minQuiet), l.opts.SyncInterval)
 }
 
 // dirtyLocked reports whether the files hold writes that upkeep's next
@@ -136,6 +142,9 @@ func (l *Log) syncDueAtLocked(now time.Time) (at time.Time, ok bool) {
 	at = l.dirtySince.Add(l.opts.SyncInterval)
 	if l.opts.Sync == SyncInterval {
 		if l.dirtyBytes >= syncFillBytes {
+			return now, true
+		}
+		if l.syncWaiters > 0 && l.dirtyBytes >= syncWaitBytes {
 			return now, true
 		}
 		if l.syncWaiters > 0 && l.activeDirty {

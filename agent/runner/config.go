@@ -268,7 +268,7 @@ type BufferConfig struct {
 	MaxAge       time.Duration  `yaml:"max_age" doc:"records older than this are dropped; 0 keeps them"`
 	Overflow     string         `yaml:"overflow" enum:"block,drop_oldest,drop_newest" doc:"what happens when the cap is reached"`
 	Sync         string         `yaml:"sync" enum:"batch,interval,none" doc:"fsync per batch, per interval, or never"`
-	SyncInterval time.Duration  `yaml:"sync_interval" doc:"group commit interval for sync: interval"`
+	SyncInterval time.Duration  `yaml:"sync_interval" doc:"sync: interval: the longest a record waits for its fsync (and its source for the ack); sooner when 32 KiB wait or the sources pause for their acks"`
 	SegmentBytes agent.ByteSize `yaml:"segment_bytes" doc:"size at which a segment file is sealed"`
 	MemoryBytes  agent.ByteSize `yaml:"memory_bytes" doc:"memory budget of a type: memory log"`
 }
@@ -280,7 +280,7 @@ func DefaultBufferConfig() BufferConfig {
 		MaxBytes:     256 << 20,
 		Overflow:     "block",
 		Sync:         "interval",
-		SyncInterval: 10 * time.Millisecond,
+		SyncInterval: time.Second,
 		SegmentBytes: 16 << 20,
 		MemoryBytes:  4 << 20,
 	}

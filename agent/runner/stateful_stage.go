@@ -138,7 +138,7 @@ func newStatefulStage(p *Pipeline, specs []ComponentSpec, env func(ComponentSpec
 	s.ckptFails = p.deps.Metrics.Counter("pspf_checkpoint_errors_total", "pipeline", p.spec.Name)
 	s.resets = p.deps.Metrics.Counter("pspf_state_resets_total", "pipeline", p.spec.Name)
 	s.refused = p.deps.Metrics.Counter("pspf_state_writes_refused_total", "pipeline", p.spec.Name)
-	if s.outbox, err = deps.OpenLog(filepath.Join(deps.DataDir, outboxName), p.spec.Buffer); err != nil {
+	if s.outbox, err = deps.OpenLog(filepath.Join(deps.DataDir, outboxName), outboxBufferConfig(p.spec.Buffer)); err != nil {
 		return nil, fmt.Errorf("open outbox: %w", err)
 	}
 	if s.reader, err = p.plog.Reader(statefulCursor); err != nil {
@@ -755,4 +755,17 @@ func (s *statefulStage) close() error {
 		errs = append(errs, s.outbox.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// outboxBufferConfig is the pipeline's buffer config for its outbox, with
+// sync: interval made batch. The outbox needs to be durable only at a
+// checkpoint (recovery cuts it back to the last one), and the checkpoint
+// waits for that fsync with the stateful stage stopped: the adaptive
+// group commit would wait out sync_interval for Appends that cannot come.
+// Batch mode fsyncs then, and only then.
+func outboxBufferConfig(c BufferConfig) BufferConfig {
+	if c.Sync == "interval" {
+		c.Sync = "batch"
+	}
+	return c
 }
