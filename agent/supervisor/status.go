@@ -83,6 +83,9 @@ type backlogTracker struct {
 	backlog float64 // bytes at last
 	rate    float64 // backlog growth, bytes/s, smoothed
 	primed  bool
+	// moved: the last update saw the log or the backlog change (or was the
+	// first); the supervisor samples less often while nothing moves.
+	moved bool
 }
 
 type mark struct {
@@ -97,6 +100,7 @@ func (t *backlogTracker) reset() { *t = backlogTracker{} }
 // update adds a sample: the log's next sequence, the oldest sequence not yet
 // delivered to every sink, and the backlog in bytes.
 func (t *backlogTracker) update(now time.Time, next, oldestUnsent uint64, backlogBytes float64) {
+	t.moved = !t.primed || next != t.last.next || backlogBytes != t.backlog
 	if len(t.marks) == 0 || t.marks[len(t.marks)-1].next != next {
 		t.marks = append(t.marks, mark{now, next})
 	}
@@ -146,14 +150,38 @@ func (t *backlogTracker) oldestAge(now time.Time, seq uint64, fallback time.Time
 }
 
 // sample updates every running pipeline's tracker; the supervisor calls it
-// every SampleEvery.
-func (s *Supervisor) sample() {
+// every SampleEvery while a log or backlog moves, less often while none
+// does (see nextSample). It reports whether one moved.
+func (s *Supervisor) sample() bool {
+	moved := false
 	for _, n := range s.names() {
 		s.mu.Lock()
 		m := s.pipes[n]
 		s.mu.Unlock()
 		s.viewOf(m, true)
+		s.mu.Lock()
+		moved = moved || m.track.moved
+		s.mu.Unlock()
 	}
+	return moved
+}
+
+// idleSampleMax is the longest time between two samples of backlogs that
+// do not move. An idle agent then wakes for them once in that long, not
+// every second; once a log moves again, sampling is back at SampleEvery
+// within that time (a record appended meanwhile gets the time of the
+// next sample as its mark: the oldest unsent age may then read up to that
+// much low, and only then).
+const idleSampleMax = 30 * time.Second
+
+// nextSample returns the time to the next sample after one that took
+// prev: SampleEvery after a sample that saw a move, else twice prev, up to
+// idleSampleMax.
+func (s *Supervisor) nextSample(prev time.Duration, moved bool) time.Duration {
+	if moved {
+		return s.d.SampleEvery
+	}
+	return max(s.d.SampleEvery, min(2*prev, idleSampleMax))
 }
 
 // Views returns every pipeline's view, in name order: what the admin API's

@@ -268,7 +268,8 @@ func (s *Supervisor) Run(ctx context.Context, hup <-chan os.Signal) error {
 		defer t.Stop()
 		poll = t.C
 	}
-	sample := time.NewTicker(s.d.SampleEvery)
+	sampleEvery := s.d.SampleEvery
+	sample := time.NewTimer(sampleEvery)
 	defer sample.Stop()
 	var recheck <-chan time.Time
 	restartC := s.restartTimer()
@@ -302,7 +303,8 @@ func (s *Supervisor) Run(ctx context.Context, hup <-chan os.Signal) error {
 		case <-restartC:
 			s.restartDue(ctx)
 		case <-sample.C:
-			s.sample()
+			sampleEvery = s.nextSample(sampleEvery, s.sample())
+			sample.Reset(sampleEvery)
 		}
 		s.mu.Lock()
 		if s.recheck && recheck == nil {
