@@ -101,18 +101,59 @@ func (r *burstReleaser) check() bool {
 	return true
 }
 
-// run checks every interval until ctx ends.
-func (r *burstReleaser) run(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
+// run checks every interval while the agent allocates, and otherwise
+// sleeps until the next garbage collection: a burst makes the runtime
+// collect, an idle agent does not (the runtime forces one every two
+// minutes), so an idle agent does not wake for the checks. A collection
+// starts a measured interval; each busy one is followed by another; the
+// first quiet one ends it (releasing after a burst). gcs receives a value
+// after collections (notifyGCs).
+func (r *burstReleaser) run(ctx context.Context, interval time.Duration, gcs <-chan struct{}) {
+	t := time.NewTimer(interval)
 	defer t.Stop()
+	armed := true
 	for {
-		r.check()
 		select {
 		case <-ctx.Done():
 			return
+		case <-gcs:
+			if !armed {
+				r.lastAlloc, r.started = r.read(), true
+				t.Reset(interval)
+				armed = true
+			}
+			continue
 		case <-t.C:
 		}
+		r.check()
+		if r.busy {
+			t.Reset(interval)
+		} else {
+			armed = false
+		}
 	}
+}
+
+// notifyGCs sends on c after each garbage collection until ctx ends (a
+// send that would block is dropped: c is a signal). A small object is
+// left unreachable with a cleanup; the collection that frees it runs the
+// cleanup, which sends and leaves the next one.
+func notifyGCs(ctx context.Context, c chan<- struct{}) {
+	type sentinel struct{ _ [64]byte } // not the tiny allocator's: freed alone
+	var arm func()
+	arm = func() {
+		runtime.AddCleanup(new(sentinel), func(struct{}) {
+			if ctx.Err() != nil {
+				return
+			}
+			select {
+			case c <- struct{}{}:
+			default:
+			}
+			arm()
+		}, struct{}{})
+	}
+	arm()
 }
 
 // heapAllocs returns the bytes the runtime has allocated since the start

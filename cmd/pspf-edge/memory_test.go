@@ -1,12 +1,16 @@
 package main
 
 import (
+	"context"
 	"log/slog"
 	"os"
 	"runtime"
 	"runtime/debug"
 	"strconv"
+	"sync/atomic"
 	"testing"
+	"testing/synctest"
+	"time"
 
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/runner"
@@ -112,6 +116,68 @@ func TestBurstReleaser(t *testing.T) {
 		r.check()
 		if released != s.released {
 			t.Fatalf("%s: %d releases, want %d", s.name, released, s.released)
+		}
+	}
+}
+
+// TestBurstReleaserSleepsWhenIdle: without collections the releaser looks
+// once and then sleeps (an idle hour on the bubble's clock: no check); a
+// collection starts the checks, a burst keeps them going, and the first
+// quiet interval releases and ends them.
+func TestBurstReleaserSleepsWhenIdle(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var allocs atomic.Uint64
+		var reads, released atomic.Int32
+		r := &burstReleaser{
+			read: func() uint64 { reads.Add(1); return allocs.Load() },
+			free: func() { released.Add(1) },
+			log:  slog.New(slog.DiscardHandler),
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		gcs := make(chan struct{}, 1)
+		done := make(chan struct{})
+		go func() { r.run(ctx, 5*time.Second, gcs); close(done) }()
+		time.Sleep(time.Hour)
+		synctest.Wait()
+		if got := reads.Load(); got != 1 {
+			t.Fatalf("an idle hour: %d reads of the allocation counter, want 1 (the first look)", got)
+		}
+		gcs <- struct{}{} // a burst begins: the runtime collects
+		synctest.Wait()
+		allocs.Add(200 << 20)
+		time.Sleep(5 * time.Second) // busy interval
+		synctest.Wait()
+		if released.Load() != 0 {
+			t.Fatal("released during the burst")
+		}
+		time.Sleep(5 * time.Second) // quiet interval: released
+		synctest.Wait()
+		if got := released.Load(); got != 1 {
+			t.Fatalf("after the burst: %d releases, want 1", got)
+		}
+		before := reads.Load()
+		time.Sleep(time.Hour)
+		synctest.Wait()
+		if got := reads.Load() - before; got != 0 {
+			t.Fatalf("an idle hour after the burst: %d reads, want 0", got)
+		}
+		cancel()
+		<-done
+	})
+}
+
+// TestNotifyGCs: every collection is signalled, until ctx ends.
+func TestNotifyGCs(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	gcs := make(chan struct{}, 1)
+	notifyGCs(ctx, gcs)
+	for i := range 3 {
+		runtime.GC()
+		select {
+		case <-gcs:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("collection %d: no signal", i)
 		}
 	}
 }
