@@ -157,7 +157,8 @@ type runOptions struct {
 	Hup <-chan os.Signal
 	// Registry builds the components; nil means every one this binary has.
 	Registry *runner.Registry
-	// Poll rescans the pipelines as a safety net; 0 means every 30s, <0 never.
+	// Poll rescans the pipelines as a safety net; 0 means every 5 minutes, <0
+	// never.
 	Poll time.Duration
 	// Ready, if set, receives the supervisor once it runs (tests).
 	Ready func(*supervisor.Supervisor)
@@ -169,8 +170,9 @@ type runOptions struct {
 	Secrets *agent.Secrets
 }
 
-// pageReleaseInterval is how often the executable's pages are released again
-// after the start-up release (pageout_linux.go). In the e2e benchmark's Kafka
+// pageReleaseInterval is how often at most the executable's pages are
+// released again after the start-up release, at a garbage collection
+// (pageout_linux.go, rereleasePages). In the e2e benchmark's Kafka
 // outage, code run only then (retries, the drain) kept about 2 MB more of the
 // binary resident; releasing again every 30 s bounds that, for the major
 // faults that bring the working set back (about 2,000 pages each time).
@@ -214,7 +216,7 @@ func runAgent(ctx context.Context, o runOptions) error {
 	}
 	switch {
 	case o.Poll == 0:
-		o.Poll = 30 * time.Second
+		o.Poll = 5 * time.Minute
 	case o.Poll < 0:
 		o.Poll = 0
 	}
@@ -271,6 +273,7 @@ func runAgent(ctx context.Context, o runOptions) error {
 	}
 	// Start-up touches much of the binary once; hand those pages back
 	// (pageout_linux.go).
+	pageGCs := make(chan struct{}, 1) // collections, for the re-release (memory.go)
 	var pages sync.WaitGroup
 	defer pages.Wait()
 	pagesCtx, stopPages := context.WithCancel(ctx)
@@ -288,7 +291,8 @@ func runAgent(ctx context.Context, o runOptions) error {
 		case <-pagesCtx.Done():
 			return
 		}
-		releaseStartupPages(pagesCtx, startupSettle, pageReleaseInterval, o.Logger)
+		releaseStartupPages(pagesCtx, startupSettle, 0, o.Logger)
+		rereleasePages(pagesCtx, pageReleaseInterval, pageGCs, func() { releaseExecutablePages(o.Logger) })
 	})
 	// A burst's memory goes back to the system once it is over (memory.go).
 	bursts := &burstReleaser{read: heapAllocs, log: o.Logger, free: func() {
@@ -301,7 +305,7 @@ func runAgent(ctx context.Context, o runOptions) error {
 		releaseExecutablePages(o.Logger)
 	}}
 	gcs := make(chan struct{}, 1)
-	notifyGCs(pagesCtx, gcs)
+	notifyGCs(pagesCtx, gcs, pageGCs)
 	pages.Go(func() { bursts.run(pagesCtx, burstCheckInterval, gcs) })
 	var fleetWG sync.WaitGroup
 	fleetCtx, stopFleet := context.WithCancel(ctx)

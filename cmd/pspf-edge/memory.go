@@ -134,11 +134,11 @@ func (r *burstReleaser) run(ctx context.Context, interval time.Duration, gcs <-c
 	}
 }
 
-// notifyGCs sends on c after each garbage collection until ctx ends (a
-// send that would block is dropped: c is a signal). A small object is
-// left unreachable with a cleanup; the collection that frees it runs the
-// cleanup, which sends and leaves the next one.
-func notifyGCs(ctx context.Context, c chan<- struct{}) {
+// notifyGCs sends on each of cs after each garbage collection until ctx
+// ends (a send that would block is dropped: they are signals). A small
+// object is left unreachable with a cleanup; the collection that frees it
+// runs the cleanup, which sends and leaves the next one.
+func notifyGCs(ctx context.Context, cs ...chan<- struct{}) {
 	type sentinel struct{ _ [64]byte } // not the tiny allocator's: freed alone
 	var arm func()
 	arm = func() {
@@ -146,9 +146,11 @@ func notifyGCs(ctx context.Context, c chan<- struct{}) {
 			if ctx.Err() != nil {
 				return
 			}
-			select {
-			case c <- struct{}{}:
-			default:
+			for _, c := range cs {
+				select {
+				case c <- struct{}{}:
+				default:
+				}
 			}
 			arm()
 		}, struct{}{})
@@ -165,4 +167,25 @@ func heapAllocs() uint64 {
 		return 0
 	}
 	return s[0].Value.Uint64()
+}
+
+// rereleasePages releases the executable's pages again at the first
+// collection at least every after the last release, until ctx ends: code
+// run once in a while (a Kafka outage's retries, a reload) otherwise
+// accumulates. It waits for collections, not on a timer: an idle agent,
+// whose code does not change, is not woken for it (the runtime's forced
+// collection every two minutes is its only occasion then).
+func rereleasePages(ctx context.Context, every time.Duration, gcs <-chan struct{}, release func()) {
+	last := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-gcs:
+		}
+		if time.Since(last) >= every {
+			release()
+			last = time.Now()
+		}
+	}
 }

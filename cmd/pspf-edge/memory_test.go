@@ -181,3 +181,34 @@ func TestNotifyGCs(t *testing.T) {
 		}
 	}
 }
+
+// TestRereleasePagesAtCollections: the pages are released again only at a
+// collection, and at most once per interval; no collection, no wake-up.
+func TestRereleasePagesAtCollections(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(t.Context())
+		gcs := make(chan struct{})
+		var released atomic.Int32
+		done := make(chan struct{})
+		go func() { rereleasePages(ctx, 30*time.Second, gcs, func() { released.Add(1) }); close(done) }()
+		time.Sleep(time.Hour) // no collection: nothing
+		synctest.Wait()
+		if got := released.Load(); got != 0 {
+			t.Fatalf("an hour without collections: %d releases, want 0", got)
+		}
+		gcs <- struct{}{}
+		gcs <- struct{}{} // the same interval: one release
+		synctest.Wait()
+		if got := released.Load(); got != 1 {
+			t.Fatalf("two collections: %d releases, want 1", got)
+		}
+		time.Sleep(30 * time.Second)
+		gcs <- struct{}{}
+		synctest.Wait()
+		if got := released.Load(); got != 2 {
+			t.Fatalf("a collection an interval later: %d releases, want 2", got)
+		}
+		cancel()
+		<-done
+	})
+}
