@@ -42,8 +42,9 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./agent/... ./operators/... ./buffer/... ./state/... ./checkpoint/... ./sinks/... ./sources/...
 
 # End to end: mosquitto -> agent (pipelines/bench) -> Kafka-protocol broker,
-# against the mosquitto -> bare subscriber ceiling, plus a Kafka outage.
-# A few minutes; prints a table, writes bench-results/. Flags for the harness
+# against the mosquitto -> bare subscriber ceiling, plus a Kafka outage and
+# the low-rate table (idle; 100, 2,000 and max msg/s at QoS 0 and 1 from one
+# and four connections: CPU, wake-ups, fsyncs, disk bytes). A few minutes; prints a table, writes bench-results/. Flags for the harness
 # go in E2EFLAGS, e.g. E2EFLAGS="-agent 'other=/path/agent --mqtt {mqtt} --kafka {kafka}'".
 E2EFLAGS ?=
 bench-e2e: build

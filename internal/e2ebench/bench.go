@@ -53,6 +53,8 @@ type Config struct {
 	Pause time.Duration `json:"pause_ns"`
 	// Outage is the outage scenario; a zero Duration skips it.
 	Outage Outage `json:"outage"`
+	// LowRate is the low-rate table (lowrate.go); a zero Duration skips it.
+	LowRate LowRate `json:"low_rate"`
 	// Log receives progress lines; nil discards them.
 	Log io.Writer `json:"-"`
 }
@@ -88,19 +90,22 @@ func DefaultConfig() Config {
 		Settle:         3 * time.Second,
 		Pause:          2 * time.Second,
 		Outage:         Outage{Rate: 2_000, Duration: 60 * time.Second, Start: 20 * time.Second, Down: 20 * time.Second},
+		LowRate:        DefaultLowRate(),
 	}
 }
 
 // Results is everything one benchmark measured.
 type Results struct {
-	Started  time.Time      `json:"started"`
-	Host     Host           `json:"host"`
-	Config   Config         `json:"config"`
-	Ceiling  []RunResult    `json:"ceiling"`
-	Runs     []RunResult    `json:"runs"`
-	Sessions []Session      `json:"sessions"`
-	Outages  []OutageResult `json:"outages"`
-	Errors   []string       `json:"errors,omitempty"`
+	Started  time.Time       `json:"started"`
+	Host     Host            `json:"host"`
+	Config   Config          `json:"config"`
+	Ceiling  []RunResult     `json:"ceiling"`
+	Runs     []RunResult     `json:"runs"`
+	Sessions []Session       `json:"sessions"`
+	Outages  []OutageResult  `json:"outages"`
+	Idle     []IdleResult    `json:"idle,omitempty"`
+	LowRate  []LowRateResult `json:"low_rate,omitempty"`
+	Errors   []string        `json:"errors,omitempty"`
 }
 
 // Host describes the machine.
@@ -212,8 +217,15 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		b.fail(err)
 	}
 	for _, a := range cfg.Agents {
-		if err := b.session(ctx, a, "passthrough", filepath.Join(work, a.Name+"-passthrough"), false); err != nil {
-			b.fail(err)
+		if cfg.MaxQoS0 > 0 || cfg.MaxQoS1 > 0 || len(cfg.Rates) > 0 {
+			if err := b.session(ctx, a, "passthrough", filepath.Join(work, a.Name+"-passthrough"), false); err != nil {
+				b.fail(err)
+			}
+		}
+		if cfg.LowRate.Duration > 0 {
+			if err := b.lowRate(ctx, a, filepath.Join(work, a.Name+"-lowrate")); err != nil {
+				b.fail(err)
+			}
 		}
 		// The outage runs in an agent of its own, so that its memory
 		// figures owe nothing to the max-rate runs before it.

@@ -49,3 +49,26 @@ func TestReadProcSelf(t *testing.T) {
 		t.Error("ReadProc(-1): no error")
 	}
 }
+
+func TestStatusField(t *testing.T) {
+	in := "Name:\tpspf-edge\nVmRSS:\t    5632 kB\nvoluntary_ctxt_switches:\t1234\nwrite_bytes: 40960\n"
+	for _, c := range []struct {
+		name string
+		want int64
+	}{{"VmRSS", 5632 << 10}, {"voluntary_ctxt_switches", 1234}, {"write_bytes", 40960}, {"RssFile", 0}} {
+		if got := statusField([]byte(in), c.name); got != c.want {
+			t.Errorf("%s: got %d, want %d", c.name, got, c.want)
+		}
+	}
+}
+
+// TestReadActivity reads this test process: its threads have slept.
+func TestReadActivity(t *testing.T) {
+	a, err := ReadActivity(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.CPU < 0 || a.Wakeups <= 0 || a.WriteBytes < 0 {
+		t.Fatalf("got %+v, want wake-ups > 0, CPU and write bytes >= 0", a)
+	}
+}

@@ -93,6 +93,7 @@ func WriteTable(w io.Writer, res *Results) {
 		}
 		tw.Flush()
 	}
+	writeLowRate(w, res)
 	for _, e := range res.Errors {
 		fmt.Fprintln(w, "error:", e)
 	}

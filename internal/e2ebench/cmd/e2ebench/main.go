@@ -74,6 +74,12 @@ func run() int {
 	flag.DurationVar(&cfg.Outage.Duration, "outage", cfg.Outage.Duration, "length of the outage run (0: none)")
 	flag.DurationVar(&cfg.Outage.Start, "outage-start", cfg.Outage.Start, "when the Kafka broker stops")
 	flag.DurationVar(&cfg.Outage.Down, "outage-down", cfg.Outage.Down, "how long it stays down")
+	flag.DurationVar(&cfg.LowRate.Duration, "lowrate-duration", cfg.LowRate.Duration, "length of a fixed-rate run of the low-rate table (0: no low-rate table)")
+	flag.Uint64Var(&cfg.LowRate.MaxMessages, "lowrate-max", cfg.LowRate.MaxMessages, "messages of a max-rate run of the low-rate table")
+	flag.DurationVar(&cfg.LowRate.Idle, "lowrate-idle", cfg.LowRate.Idle, "how long the idle agent is watched")
+	lrRates := flag.String("lowrate-rates", joinRates(cfg.LowRate.Rates), "rates of the low-rate table, msg/s, comma-separated (0: max)")
+	lrQoS := flag.String("lowrate-qos", "0,1", "QoS levels of the low-rate table")
+	lrConns := flag.String("lowrate-conns", "1,4", "publishing connections of the low-rate table")
 	docs := flag.String("docs", "", "also copy results.json and outage.svg here (the committed example)")
 	flood := flag.Bool("flood", false, "run the flood (memory) benchmark instead: -flood-messages of -flood-size bytes, Kafka up, down, mixed")
 	fcfg := e2ebench.DefaultFloodConfig()
@@ -94,6 +100,16 @@ func run() int {
 			return 2
 		}
 		cfg.Rates = append(cfg.Rates, v)
+	}
+	var err error
+	if cfg.LowRate.Rates, err = parseNums(*lrRates, func(v float64) float64 { return v }); err == nil {
+		if cfg.LowRate.QoS, err = parseNums(*lrQoS, func(v float64) int { return int(v) }); err == nil {
+			cfg.LowRate.Conns, err = parseNums(*lrConns, func(v float64) int { return int(v) })
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2ebench: %v\n", err)
+		return 2
 	}
 	cfg.Log = os.Stderr
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -151,4 +167,20 @@ func joinRates(r []float64) string {
 		s[i] = strconv.FormatFloat(v, 'f', -1, 64)
 	}
 	return strings.Join(s, ",")
+}
+
+// parseNums parses a comma-separated list of non-negative numbers.
+func parseNums[T any](s string, conv func(float64) T) ([]T, error) {
+	var out []T
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		v, err := strconv.ParseFloat(f, 64)
+		if err != nil || v < 0 {
+			return nil, fmt.Errorf("%q is not a non-negative number", f)
+		}
+		out = append(out, conv(v))
+	}
+	return out, nil
 }
