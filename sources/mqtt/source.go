@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -441,8 +442,9 @@ func (s *Source) Read(ctx context.Context) ([]agent.Record, agent.AckFunc, error
 // the log (see agent.Appender). Its QoS 0 messages stop counting against
 // max_in_flight and max_in_flight_bytes: the broker never sends them again,
 // so holding them until the fsync would only slow a QoS 0 flood down to
-// max_in_flight per fsync interval. Their memory is let go too; the QoS 1
-// messages stay until the ack, which PUBACKs them.
+// max_in_flight per fsync interval. Their memory is let go too, and so
+// are the batch's buffers; the QoS 1 messages stay until the ack, which
+// PUBACKs them.
 func (s *Source) Appended() {
 	f := s.last
 	s.last = nil
@@ -457,7 +459,15 @@ func (s *Source) Appended() {
 		}
 	}
 	if n0 == 0 {
-		return // all QoS 1: the batch stays whole until its ack
+		// All QoS 1: the messages stay until the ack, which PUBACKs them,
+		// but not the batch's buffers (sized for batch_size: about 200
+		// KB at the defaults). At low rates many small batches wait for
+		// one group commit (up to the log's sync_interval), and each
+		// kept its buffers: 12 MB more anonymous memory at 100 msg/s.
+		f.in = slices.Clone(f.in)
+		s.release(f.bb)
+		f.bb = nil
+		return
 	}
 	var keep []inbound
 	if n0 < len(f.in) {
