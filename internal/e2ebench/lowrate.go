@@ -62,7 +62,11 @@ type LowRateResult struct {
 	DiskPerRecord  float64 `json:"disk_bytes_per_record"`
 	DiskPerPayload float64 `json:"disk_bytes_per_payload_byte"`
 	P50            float64 `json:"p50_ms"`
-	Error          string  `json:"error,omitempty"`
+	// PeakRSS is VmHWM over the run, PeakAnon the largest RssAnon sampled
+	// (the rest of the peak is file-backed: the executable's pages).
+	PeakRSS  int64  `json:"peak_rss_bytes"`
+	PeakAnon int64  `json:"peak_anon_bytes"`
+	Error    string `json:"error,omitempty"`
 }
 
 // IdleResult is the idle agent of the low-rate session.
@@ -283,7 +287,7 @@ func (b *bench) lowRateRun(ctx context.Context, ag *agentProc, mq *mosquitto, co
 	}
 	sec := a1.At.Sub(a0.At).Seconds()
 	lr.Delivered, lr.Lost, lr.Seconds, lr.Throughput, lr.Error = r.Delivered, r.Lost, r.Seconds, r.Throughput, r.Error
-	lr.CPUPerRecord = r.CPUPerRecord
+	lr.CPUPerRecord, lr.PeakRSS, lr.PeakAnon = r.CPUPerRecord, r.PeakRSS, r.PeakAnon
 	if r.Latency != nil {
 		lr.P50 = r.Latency.P50
 	}
@@ -312,10 +316,10 @@ func writeLowRate(w io.Writer, res *Results) {
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "low rate\tqos\tconns\trate\tdelivered\tlost\trec/s\tp50 ms\tcpu µs/rec\twake-ups/s\tfsyncs/s\tdisk B/rec\tdisk B/payload B\t")
+	fmt.Fprintln(tw, "low rate\tqos\tconns\trate\tdelivered\tlost\trec/s\tp50 ms\tcpu µs/rec\twake-ups/s\tfsyncs/s\tdisk B/rec\tdisk B/payload B\tpeak RSS MB\tpeak anon MB\t")
 	for _, r := range res.LowRate {
-		fmt.Fprintf(tw, "\t%d\t%d\t%s\t%d\t%d\t%.0f\t%s\t%.1f\t%.0f\t%.1f\t%.0f\t%.2f\t%s\n", r.QoS, r.Conns, rateText(r.Rate), r.Delivered, r.Lost,
-			r.Throughput, f1(r.P50), r.CPUPerRecord, r.WakeupsPerSec, r.FsyncsPerSec, r.DiskPerRecord, r.DiskPerPayload, errText(r.Error))
+		fmt.Fprintf(tw, "\t%d\t%d\t%s\t%d\t%d\t%.0f\t%s\t%.1f\t%.0f\t%.1f\t%.0f\t%.2f\t%s\t%s\t%s\n", r.QoS, r.Conns, rateText(r.Rate), r.Delivered, r.Lost,
+			r.Throughput, f1(r.P50), r.CPUPerRecord, r.WakeupsPerSec, r.FsyncsPerSec, r.DiskPerRecord, r.DiskPerPayload, f1(mb(r.PeakRSS)), f1(mb(r.PeakAnon)), errText(r.Error))
 	}
 	tw.Flush()
 }
