@@ -11,7 +11,8 @@ const module = "github.com/pspf/pspf-edge/"
 
 // shared are the libraries the connectors may import: packages among the
 // connectors' folders that are not connectors, and internal/mqttc, the MQTT
-// client of both the MQTT source and sink.
+// client of both the MQTT source and sink (and of agent/fleet's MQTT
+// channel).
 var shared = []string{"operators/expr", "operators/internal/timeunit", "internal/mqttc"}
 
 // allowed says which packages of the module pkg may depend on (directly or
@@ -29,6 +30,12 @@ func allowed(pkg string) (deps []string, ok bool) {
 		return append([]string{"agent"}, storage...), true
 	case pkg == "agent/supervisor":
 		return append([]string{"agent", "agent/runner"}, storage...), true
+	case pkg == "agent/fleet":
+		// The fleet client builds on the runtime and speaks MQTT through
+		// internal/mqttc, never through a connector: the build tags that
+		// leave a connector out (no_mqtt, no_kafka) leave its channel out by
+		// tagged files of agent/fleet, which a connector import would defeat.
+		return append([]string{"agent", "agent/runner", "agent/supervisor", "internal/mqttc"}, storage...), true
 	case pkg == "agent/agenttest":
 		return append([]string{"agent", "agent/runner", "internal/testkit", "internal/wait"}, storage...), true
 	case pkg == "internal/flock", pkg == "internal/atomicfile", pkg == "internal/wait":

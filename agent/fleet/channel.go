@@ -28,6 +28,12 @@ type Publisher interface {
 	Close()
 }
 
+// channelPublisher is a channel that also publishes: each channel is both.
+type channelPublisher interface {
+	Channel
+	Publisher
+}
+
 // Deps is what a channel is built from.
 type Deps struct {
 	// Name is the agent's name (client ids).
@@ -38,7 +44,8 @@ type Deps struct {
 	Secrets *agent.Secrets
 }
 
-// NewChannel returns the channel c names.
+// NewChannel returns the channel c names; one left out of this binary by
+// a build tag is an error that names the tag.
 func NewChannel(c Config, d Deps) (Channel, error) {
 	d = d.withDefaults()
 	switch c.Channel {
@@ -65,6 +72,15 @@ func NewPublisher(c Config, d Deps) (Publisher, error) {
 	}
 	return nil, fmt.Errorf("fleet: unknown channel %q", c.Channel)
 }
+
+// leftOutMsg says that channel was left out of this binary, by which build
+// tag, and which channels it has.
+func leftOutMsg(channel string) string {
+	return fmt.Sprintf("channel %s is not in this binary: it was built with -tags %s (channels here: %s)",
+		channel, leftOut(channel), strings.Join(Channels(), ", "))
+}
+
+func leftOutError(channel string) error { return fmt.Errorf("fleet: %s", leftOutMsg(channel)) }
 
 func (d Deps) withDefaults() Deps {
 	if d.Logger == nil {

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/pspf/pspf-edge/agent"
-	"github.com/pspf/pspf-edge/internal/testbroker"
 	"github.com/pspf/pspf-edge/internal/testkit"
 )
 
@@ -171,20 +170,6 @@ func TestChannelHTTPSOutage(t *testing.T) {
 	if strings.Contains(log.String(), "wrong-token-value") {
 		t.Errorf("the token is in the log:\n%s", log)
 	}
-}
-
-func TestChannelMQTT(t *testing.T) {
-	m := testbroker.Start(t, testbroker.Options{})
-	c := DefaultConfig()
-	c.Channel, c.MQTT.Broker = ChannelMQTT, m.URL()
-	channelSuite(t, c)
-}
-
-func TestChannelKafka(t *testing.T) {
-	k := testbroker.StartKafka(t)
-	c := DefaultConfig()
-	c.Channel, c.Kafka.Brokers = ChannelKafka, k.Addrs()
-	channelSuite(t, c)
 }
 
 func TestConfig(t *testing.T) {

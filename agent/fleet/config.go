@@ -90,6 +90,9 @@ func (c *Config) Validate(n agent.Node) {
 	if len(c.PublicKeys) == 0 {
 		n.Field("public_keys").Errorf("must name at least one public key file: bundles are accepted only signed")
 	}
+	if tag := leftOut(c.Channel); tag != "" {
+		n.Field("channel").Errorf("%s", leftOutMsg(c.Channel))
+	}
 	switch c.Channel {
 	case ChannelHTTPS:
 		u, err := url.Parse(c.HTTPS.URL)
@@ -116,6 +119,30 @@ func (c *Config) Validate(n agent.Node) {
 			n.Field("kafka").Field("topic").Errorf("must be set for channel kafka")
 		}
 	}
+}
+
+// leftOut returns the build tag that left channel out of this binary
+// (no_mqtt, no_kafka); "" if it is in, or is no channel.
+func leftOut(channel string) string {
+	switch channel {
+	case ChannelMQTT:
+		return mqttLeftOut
+	case ChannelKafka:
+		return kafkaLeftOut
+	}
+	return ""
+}
+
+// Channels returns the channels this binary has, in the order of the
+// config's enum: the build tags no_mqtt and no_kafka leave theirs out.
+func Channels() []string {
+	var out []string
+	for _, ch := range []string{ChannelHTTPS, ChannelMQTT, ChannelKafka} {
+		if leftOut(ch) == "" {
+			out = append(out, ch)
+		}
+	}
+	return out
 }
 
 func isLoopback(host string) bool {

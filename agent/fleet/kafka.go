@@ -1,3 +1,5 @@
+//go:build !no_kafka
+
 package fleet
 
 import (
@@ -9,6 +11,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
+
+// kafkaLeftOut is the build tag that leaves the Kafka channel out: none,
+// it is in this binary.
+const kafkaLeftOut = ""
 
 // kafkaChannel reads a compacted topic keyed by target from its start: the
 // latest record of each key is that target's bundle, and compaction keeps

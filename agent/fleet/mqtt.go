@@ -1,42 +1,57 @@
+//go:build !no_mqtt
+
 package fleet
 
 import (
 	"context"
 	"fmt"
 	"net/url"
+	"sync"
+	"sync/atomic"
 	"time"
 
-	paho "github.com/eclipse/paho.mqtt.golang"
-
 	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/internal/mqttc"
 )
+
+// mqttLeftOut is the build tag that leaves the MQTT channel out: none, it
+// is in this binary.
+const mqttLeftOut = ""
 
 // mqttChannel takes bundles from retained messages, one topic per target:
 // the broker keeps the last bundle of each and hands it to an agent when it
 // subscribes, so an agent that was off during a push gets it when it
-// connects.
+// connects. It speaks MQTT through internal/mqttc, the client of the MQTT
+// source and sink.
 type mqttChannel struct {
 	c    MQTTConfig
 	d    Deps
-	opts *paho.ClientOptions
+	opts mqttc.Options
 	out  *outage
-	cl   paho.Client // Push's
+	cl   *mqttc.Client // Push's
 }
 
-const mqttTimeout = 10 * time.Second
+const (
+	mqttTimeout   = 10 * time.Second
+	mqttKeepAlive = 30 * time.Second
+)
 
 func newMQTT(c MQTTConfig, d Deps) (*mqttChannel, error) {
 	if c.Topic == "" {
 		c.Topic = DefaultMQTTTopic
 	}
 	d.Secrets.Add(c.Password)
-	o := paho.NewClientOptions().AddBroker(c.Broker).SetUsername(c.Username).SetPassword(c.Password).
-		SetCleanSession(true).SetAutoReconnect(true).SetMaxReconnectInterval(30 * time.Second).
-		SetConnectRetry(false).SetConnectTimeout(mqttTimeout).SetOrderMatters(true)
 	u, err := url.Parse(c.Broker)
 	if err != nil {
 		return nil, fmt.Errorf("fleet: mqtt broker: %w", err)
 	}
+	o := mqttc.Options{Brokers: []string{c.Broker}, Username: c.Username, Password: c.Password,
+		CleanSession: true, KeepAlive: mqttKeepAlive, ConnectTimeout: mqttTimeout, MaxReconnect: 30 * time.Second,
+		// A bundle is at most MaxBundleBytes: one byte more still reaches
+		// the applier, which refuses it as too large; a larger message is
+		// dropped unread (Handlers.Oversize), so a bundle topic anyone can
+		// publish on cannot make the agent allocate more.
+		MaxPayload: MaxBundleBytes + 1, Name: "fleet mqtt"}
 	if on, err := c.TLS.On(u.Scheme); err != nil {
 		return nil, fmt.Errorf("fleet: mqtt broker %s: %w", agent.RedactURL(c.Broker), err)
 	} else if on {
@@ -44,7 +59,7 @@ func newMQTT(c MQTTConfig, d Deps) (*mqttChannel, error) {
 		if err != nil {
 			return nil, fmt.Errorf("fleet: mqtt: %w", err)
 		}
-		o.SetTLSConfig(tc)
+		o.TLS = tc
 	}
 	return &mqttChannel{c: c, d: d, opts: o, out: newOutage(d, ChannelMQTT)}, nil
 }
@@ -56,6 +71,9 @@ type message struct {
 
 // Run subscribes to every target's topic (again after each reconnect: the
 // session is clean) and hands the bundles to got from its own goroutine.
+// A loss of the connection, a failed connect or subscribe is a failure of
+// the channel (one WARN per outage, a metric each); the client's own log
+// of the episode is left out, so as not to say it twice.
 func (m *mqttChannel) Run(ctx context.Context, targets []string, got func(string, []byte)) error {
 	byTopic := map[string]string{}
 	filters := map[string]byte{}
@@ -64,37 +82,54 @@ func (m *mqttChannel) Run(ctx context.Context, targets []string, got func(string
 		filters[topicFor(m.c.Topic, t)] = 1
 	}
 	msgs := make(chan message)
-	onMsg := func(_ paho.Client, msg paho.Message) {
-		if len(msg.Payload()) == 0 {
-			return // a retained bundle deleted: nothing to apply
-		}
-		select {
-		case msgs <- message{byTopic[msg.Topic()], msg.Payload()}:
-		case <-ctx.Done():
-		}
-	}
-	o := *m.opts
-	o.SetClientID("pspf-fleet-" + m.d.Name)
-	o.SetOnConnectHandler(func(cl paho.Client) {
-		tok := cl.SubscribeMultiple(filters, onMsg)
-		if !tok.WaitTimeout(mqttTimeout) {
-			m.out.fail(fmt.Errorf("fleet: mqtt subscribe: no answer in %s", mqttTimeout))
-			return
-		}
-		if err := tok.Error(); err != nil {
-			m.out.fail(fmt.Errorf("fleet: mqtt subscribe: %w", err))
-			return
-		}
-		m.out.ok()
+	connected := make(chan struct{}, 1)
+	var oversize atomic.Bool
+	o := m.opts
+	o.ClientID = "pspf-fleet-" + m.d.Name
+	cl := mqttc.New(o, mqttc.Handlers{
+		Message: func(msg *mqttc.Message, stop <-chan struct{}) {
+			if len(msg.Payload()) == 0 {
+				msg.Ack() // a retained bundle deleted: nothing to apply
+				return
+			}
+			select {
+			case msgs <- message{byTopic[msg.Topic()], msg.Payload()}:
+				msg.Ack()
+			case <-ctx.Done():
+			case <-stop:
+			}
+		},
+		// The subscription is made on a goroutine of its own: the client's
+		// reader may meanwhile wait in Message for Run's loop to take a
+		// bundle, and Connect waits for this handler.
+		Connected: func() {
+			select {
+			case connected <- struct{}{}:
+			default: // a subscription is due already
+			}
+		},
+		Lost: func(cause string, err error) {
+			m.out.fail(fmt.Errorf("fleet: mqtt connection lost (%s): %w", cause, err))
+		},
+		Oversize: func() {
+			m.d.Metrics.Counter("pspf_fleet_bundles_refused_total", "reason", ErrMalformed.Error()).Inc()
+			if !oversize.Swap(true) { // a retained one comes again on every connect
+				m.d.Logger.Warn("fleet: bundle refused; the pipelines stay as they are", "reason", ErrMalformed.Error(),
+					"err", fmt.Sprintf("fleet: mqtt: a message over %d bytes on a bundle topic, dropped unread", MaxBundleBytes+1))
+			}
+		},
 	})
-	o.SetConnectionLostHandler(func(_ paho.Client, err error) {
-		m.out.fail(fmt.Errorf("fleet: mqtt connection lost: %w", err))
-	})
-	cl, err := m.connect(ctx, &o)
-	if err != nil {
+	var wg sync.WaitGroup
+	sctx, stop := context.WithCancel(ctx)
+	defer func() {
+		cl.Disconnect(0) // releases a Message waiting, and a Subscribe
+		stop()
+		wg.Wait()
+	}()
+	wg.Go(func() { m.subscribe(sctx, cl, filters, connected) })
+	if err := m.connect(ctx, cl); err != nil {
 		return nil // ctx done
 	}
-	defer cl.Disconnect(250)
 	for {
 		select {
 		case <-ctx.Done():
@@ -105,28 +140,44 @@ func (m *mqttChannel) Run(ctx context.Context, targets []string, got func(string
 	}
 }
 
-// connect connects, retrying with backoff until it succeeds or ctx is done.
-func (m *mqttChannel) connect(ctx context.Context, o *paho.ClientOptions) (paho.Client, error) {
+// subscribe subscribes to filters after every connection until ctx is
+// done.
+func (m *mqttChannel) subscribe(ctx context.Context, cl *mqttc.Client, filters map[string]byte, connected <-chan struct{}) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-connected:
+		}
+		sctx, cancel := context.WithTimeout(ctx, mqttTimeout)
+		err := cl.Subscribe(sctx, filters)
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			m.out.fail(fmt.Errorf("fleet: mqtt subscribe: %w", err))
+		default:
+			m.out.ok()
+		}
+	}
+}
+
+// connect connects, retrying with backoff until it succeeds or ctx is done;
+// from then on the client reconnects by itself.
+func (m *mqttChannel) connect(ctx context.Context, cl *mqttc.Client) error {
 	bo := agent.Backoff{Initial: time.Second, Max: 30 * time.Second}
 	for {
-		cl := paho.NewClient(o)
-		tok := cl.Connect()
-		select {
-		case <-tok.Done():
-		case <-ctx.Done():
-			cl.Disconnect(0)
-			return nil, ctx.Err()
-		}
-		err := tok.Error()
+		_, err := cl.Connect(ctx)
 		if err == nil {
-			return cl, nil
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
 		m.out.fail(fmt.Errorf("fleet: mqtt connect %s: %w", agent.RedactURL(m.c.Broker), err))
-		cl.Disconnect(0)
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(bo.Next()):
+		if !agent.Sleep(ctx, bo.Next()) {
+			return ctx.Err()
 		}
 	}
 }
@@ -135,16 +186,16 @@ func (m *mqttChannel) connect(ctx context.Context, o *paho.ClientOptions) (paho.
 // returns once the broker has it.
 func (m *mqttChannel) Push(ctx context.Context, target string, raw []byte) error {
 	if m.cl == nil {
-		o := *m.opts
-		o.SetClientID(fmt.Sprintf("pspf-fleet-push-%d", time.Now().UnixNano()))
-		cl := paho.NewClient(&o)
-		tok := cl.Connect()
-		if err := waitToken(ctx, tok); err != nil {
+		o := m.opts
+		o.ClientID = fmt.Sprintf("pspf-fleet-push-%d", time.Now().UnixNano())
+		cl := mqttc.New(o, mqttc.Handlers{})
+		if _, err := cl.Connect(ctx); err != nil {
+			cl.Disconnect(0)
 			return fmt.Errorf("fleet: mqtt connect %s: %w", agent.RedactURL(m.c.Broker), err)
 		}
 		m.cl = cl
 	}
-	if err := waitToken(ctx, m.cl.Publish(topicFor(m.c.Topic, target), 1, true, raw)); err != nil {
+	if err := m.cl.Publish(ctx, topicFor(m.c.Topic, target), 1, true, raw); err != nil {
 		return fmt.Errorf("fleet: mqtt publish: %w", err)
 	}
 	return nil
@@ -153,15 +204,6 @@ func (m *mqttChannel) Push(ctx context.Context, target string, raw []byte) error
 // Close disconnects Push's client.
 func (m *mqttChannel) Close() {
 	if m.cl != nil {
-		m.cl.Disconnect(250)
-	}
-}
-
-func waitToken(ctx context.Context, tok paho.Token) error {
-	select {
-	case <-tok.Done():
-		return tok.Error()
-	case <-ctx.Done():
-		return ctx.Err()
+		m.cl.Disconnect(0)
 	}
 }

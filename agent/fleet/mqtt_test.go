@@ -1,0 +1,70 @@
+//go:build !no_mqtt
+
+package fleet
+
+import (
+	"bytes"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pspf/pspf-edge/internal/testbroker"
+	"github.com/pspf/pspf-edge/internal/testkit"
+)
+
+func TestChannelMQTT(t *testing.T) {
+	m := testbroker.Start(t, testbroker.Options{})
+	c := DefaultConfig()
+	c.Channel, c.MQTT.Broker = ChannelMQTT, m.URL()
+	channelSuite(t, c)
+}
+
+// A broker restart is one outage: one WARN, counted, and once the agent is
+// connected again it subscribes again (the session is clean, the broker
+// forgot it), so a bundle pushed after the restart is applied.
+func TestChannelMQTTReconnect(t *testing.T) {
+	m := testbroker.Start(t, testbroker.Options{})
+	c := DefaultConfig()
+	c.Channel, c.MQTT.Broker = ChannelMQTT, m.URL()
+	sk, keys := testKey(t)
+	push(t, c, "all", sign(t, sk, 1, File{"a.yaml", pipe("v1")}))
+	e, log := runFleetAgent(t, c, keys, "gw-1", nil)
+	testkit.Eventually(t, 20*time.Second, "version 1", func() bool { return e.a.Version() == 1 }, log)
+	m.Stop()
+	testkit.Eventually(t, 20*time.Second, "the lost connection counted", func() bool {
+		n, _ := strconv.Atoi(e.metric(`pspf_fleet_channel_errors_total{channel="mqtt"}`))
+		return n >= 1
+	}, log)
+	m.Restart()
+	push(t, c, "name/gw-1", sign(t, sk, 2, File{"a.yaml", pipe("v2")}))
+	testkit.Eventually(t, 30*time.Second, "version 2, pushed after the restart", func() bool { return e.a.Version() == 2 }, log)
+	testkit.Eventually(t, 10*time.Second, "the outage's end logged", func() bool {
+		return strings.Contains(log.String(), "config channel reachable again")
+	}, log)
+	if n := strings.Count(log.String(), "config channel unreachable"); n != 1 {
+		t.Errorf("got %d WARN lines for one outage, want 1:\n%s", n, log)
+	}
+	if n := strings.Count(log.String(), "level=WARN"); n != 1 {
+		t.Errorf("got %d WARN lines, want the outage's only:\n%s", n, log)
+	}
+}
+
+// A retained message on a bundle topic larger than any bundle is dropped
+// unread, refused as malformed (counted, one WARN), and the channel goes on.
+func TestChannelMQTTOversize(t *testing.T) {
+	m := testbroker.Start(t, testbroker.Options{})
+	c := DefaultConfig()
+	c.Channel, c.MQTT.Broker = ChannelMQTT, m.URL()
+	sk, keys := testKey(t)
+	push(t, c, "all", bytes.Repeat([]byte("x"), MaxBundleBytes+100))
+	e, log := runFleetAgent(t, c, keys, "gw-1", nil)
+	testkit.Eventually(t, 20*time.Second, "the oversize message refused", func() bool {
+		return e.metric(`pspf_fleet_bundles_refused_total{reason="malformed"}`) == "1"
+	}, log)
+	push(t, c, "name/gw-1", sign(t, sk, 1, File{"a.yaml", pipe("v1")}))
+	testkit.Eventually(t, 20*time.Second, "version 1 after it", func() bool { return e.a.Version() == 1 }, log)
+	if n := strings.Count(log.String(), "bundle refused"); n != 1 {
+		t.Errorf("got %d refusals logged, want 1:\n%s", n, log)
+	}
+}
