@@ -6,21 +6,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"text/tabwriter"
 	"time"
 
-	paho "github.com/eclipse/paho.mqtt.golang"
-	"github.com/twmb/franz-go/pkg/kgo"
-
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/fleet"
-	"github.com/pspf/pspf-edge/sinks/kafka"
-	mqttsink "github.com/pspf/pspf-edge/sinks/mqtt"
 )
 
 // fleetStatus prints every agent's latest heartbeat, read from where the
@@ -55,13 +48,13 @@ func fleetStatus(args []string, stdout, stderr io.Writer) int {
 	secrets.Add(agent.SecretValues(spec.Config)...)
 	ctx, cancel := context.WithTimeout(context.Background(), *wait+30*time.Second)
 	defer cancel()
-	var beats []fleet.Heartbeat
-	switch c := spec.Config.(type) {
-	case *mqttsink.Config:
-		beats, err = mqttBeats(ctx, c, *wait)
-	case *kafka.Config:
-		beats, err = kafkaBeats(ctx, c, *wait)
-	default:
+	// Each reader is in the binary with its connector (fleet_status_mqtt.go,
+	// fleet_status_kafka.go): it reads the heartbeats if the sink is its own.
+	beats, ok, err := mqttBeats(ctx, spec.Config, *wait)
+	if !ok {
+		beats, ok, err = kafkaBeats(ctx, spec.Config, *wait)
+	}
+	if !ok {
 		err = fmt.Errorf("heartbeats sent with a %s sink cannot be read back; fleet status reads mqtt and kafka", spec.Type)
 	}
 	if err != nil {
@@ -149,92 +142,4 @@ func printBeats(w io.Writer, beats []fleet.Heartbeat, now time.Time) {
 			b.AgentVersion, bundle, running, len(b.Pipelines), backlog, off, prob)
 	}
 	tw.Flush()
-}
-
-var templateField = regexp.MustCompile(`\{[^}]*\}`)
-
-// mqttBeats reads the retained heartbeats (and those that come within
-// wait) of the sink's topic, its template fields made wildcards.
-func mqttBeats(ctx context.Context, c *mqttsink.Config, wait time.Duration) ([]fleet.Heartbeat, error) {
-	o := paho.NewClientOptions().AddBroker(c.Broker).SetUsername(c.Username).SetPassword(c.Password).
-		SetClientID(fmt.Sprintf("pspf-fleet-status-%d", time.Now().UnixNano())).SetCleanSession(true)
-	if on, err := c.TLS.On(strings.SplitN(c.Broker, ":", 2)[0]); err == nil && on {
-		tc, err := c.TLS.Build()
-		if err != nil {
-			return nil, err
-		}
-		o.SetTLSConfig(tc)
-	}
-	cl := paho.NewClient(o)
-	if err := waitTok(ctx, cl.Connect()); err != nil {
-		return nil, fmt.Errorf("mqtt connect %s: %w", agent.RedactURL(c.Broker), err)
-	}
-	defer cl.Disconnect(100)
-	var mu sync.Mutex
-	var out []fleet.Heartbeat
-	filter := templateField.ReplaceAllString(c.Topic, "+")
-	if err := waitTok(ctx, cl.Subscribe(filter, 1, func(_ paho.Client, m paho.Message) {
-		var hb fleet.Heartbeat
-		if json.Unmarshal(m.Payload(), &hb) == nil && hb.Agent != "" {
-			mu.Lock()
-			out = append(out, hb)
-			mu.Unlock()
-		}
-	})); err != nil {
-		return nil, fmt.Errorf("mqtt subscribe %s: %w", filter, err)
-	}
-	select {
-	case <-time.After(wait):
-	case <-ctx.Done():
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	return slices.Clone(out), nil
-}
-
-func waitTok(ctx context.Context, tok paho.Token) error {
-	select {
-	case <-tok.Done():
-		return tok.Error()
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// kafkaBeats reads the sink's topic from its start until it has been quiet
-// for wait.
-func kafkaBeats(ctx context.Context, c *kafka.Config, wait time.Duration) ([]fleet.Heartbeat, error) {
-	if strings.Contains(c.Topic, "{") {
-		return nil, fmt.Errorf("kafka topic %q is a template: fleet status reads one topic", c.Topic)
-	}
-	opts := []kgo.Opt{kgo.SeedBrokers(c.Brokers...), kgo.ConsumeTopics(c.Topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())}
-	if on, err := c.TLS.On(""); err == nil && on {
-		tc, err := c.TLS.Build()
-		if err != nil {
-			return nil, err
-		}
-		opts = append(opts, kgo.DialTLSConfig(tc))
-	}
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		return nil, fmt.Errorf("kafka: %w", err)
-	}
-	defer cl.Close()
-	var out []fleet.Heartbeat
-	for {
-		pctx, cancel := context.WithTimeout(ctx, wait)
-		fs := cl.PollFetches(pctx)
-		cancel()
-		n := 0
-		fs.EachRecord(func(r *kgo.Record) {
-			n++
-			var hb fleet.Heartbeat
-			if json.Unmarshal(r.Value, &hb) == nil && hb.Agent != "" {
-				out = append(out, hb)
-			}
-		})
-		if n == 0 || ctx.Err() != nil {
-			return out, nil
-		}
-	}
 }
