@@ -122,8 +122,8 @@ func (m *mqttChannel) Run(ctx context.Context, targets []string, got func(string
 	var wg sync.WaitGroup
 	sctx, stop := context.WithCancel(ctx)
 	defer func() {
-		cl.Disconnect(0) // releases a Message waiting, and a Subscribe
-		stop()
+		stop()           // first: a Subscribe cut short by the end is no outage
+		cl.Disconnect(0) // releases a Message waiting
 		wg.Wait()
 	}()
 	wg.Go(func() { m.subscribe(sctx, cl, filters, connected) })
