@@ -1,6 +1,10 @@
 package agent
 
-import "context"
+import (
+	"context"
+	"errors"
+	"time"
+)
 
 // A partitioned source reads partitions that a consumer group spreads over
 // the agents of the group (Kafka). When such a source is the only source
@@ -134,4 +138,115 @@ type Changelog interface {
 	Read(ctx context.Context, p int32, from int64, fn func(key, value []byte) error, progress func(at, end int64)) (next int64, err error)
 	// Close releases the changelog's connections.
 	Close()
+}
+
+// Exactly-once across a group (`delivery: exactly_once` on a Kafka sink of
+// a pipeline whose source is a Kafka source in a group, with `state:
+// {store: kafka}`): every checkpoint is one transaction on the source's
+// cluster that holds, for every owned partition, the changelog records of
+// its state, the outputs its operators emitted since the last checkpoint
+// (held back by the runner, never written to the sink's log), and its
+// position as the group's committed offset. A read_committed consumer
+// sees a checkpoint's outputs all at once, when it commits, or never; the
+// next owner of a partition restores exactly the state whose outputs are
+// visible and resumes at its offset.
+
+// TxnRecord is a record a transaction produces to an output topic.
+type TxnRecord struct {
+	Topic      string
+	Key, Value []byte // Key nil: no key
+	Headers    []TxnHeader
+	Time       time.Time // zero: the time of the produce
+}
+
+// TxnHeader is a header of a TxnRecord.
+type TxnHeader struct {
+	Key   string
+	Value []byte
+}
+
+// TxnTarget is where and how a TxnSink's records are produced.
+type TxnTarget struct {
+	// Brokers are the sink's seed brokers: the transaction runs on the
+	// source's cluster, which must be the same.
+	Brokers []string
+	// TransactionalID is the id of the transactions; stable across
+	// restarts of the same agent and unique to it.
+	TransactionalID string
+	// RoundRobin spreads records over the partitions regardless of
+	// their keys; false: by key (keyless ones spread).
+	RoundRobin bool
+}
+
+// TxnSink is implemented by a sink whose records a partitioned source's
+// transactions can carry (the Kafka sink).
+type TxnSink interface {
+	Sink
+	// TxnTarget returns the sink's target, and ok true when the sink
+	// is configured to deliver exactly once.
+	TxnTarget() (t TxnTarget, ok bool)
+	// CarryInTransactions tells the sink, before Connect, that the
+	// runner produces its records in the source's transactions: Write
+	// will not be called, and the sink keeps no transactions nor cursor
+	// of its own.
+	CarryInTransactions()
+	// EncodeTxn returns the record rec becomes (topic, key, value and
+	// headers as Write would produce it). An error says rec can never be
+	// produced (a topic template that fails on it): a dead letter. The
+	// result does not share memory with rec.
+	EncodeTxn(rec *Record) (TxnRecord, error)
+}
+
+// TxnSource is a changelog source that runs the transactions of
+// exactly-once.
+type TxnSource interface {
+	ChangelogSource
+	// Brokers returns the source's seed brokers.
+	Brokers() []string
+	// Transactions returns the transactor of the pipeline, with target
+	// t, over changelog cl (from Changelog). The runner calls it once,
+	// before Connect; the source then reads with read_committed and, on
+	// an assignment, waits for the offsets of transactions still open
+	// to be committed or aborted before the owner restores.
+	Transactions(cl Changelog, t TxnTarget) (Transactor, error)
+}
+
+// Txn is the content of one transaction.
+type Txn struct {
+	// Changes are the changelog records by changelog partition, in order.
+	Changes map[int32][]ChangelogRecord
+	// Outputs are the records for output topics.
+	Outputs []TxnRecord
+	// Offsets are the input offsets committed to the group: per
+	// partition, that of the next record its state has not taken in.
+	Offsets map[TopicPartition]int64
+}
+
+// ErrTxnAborted is wrapped by a Transactor's error when the transaction
+// was aborted for sure (a produce failed, the group moved on): none of it
+// is visible, and the same changes may go in a later transaction. Any
+// other error leaves the outcome unknown.
+var ErrTxnAborted = errors.New("transaction aborted")
+
+// Transactor commits transactions (see Txn). Its methods are safe for
+// concurrent use; transactions run one at a time.
+type Transactor interface {
+	// Commit runs t in one transaction and returns, for every changelog
+	// partition t.Changes wrote to, the offset after its last record.
+	// The group's member must own every partition of t.Offsets: the
+	// commit of a member that is no longer in the group's generation is
+	// refused by the cluster, and t aborted.
+	Commit(ctx context.Context, t *Txn) (map[int32]int64, error)
+	// Close aborts a transaction left open and releases the client.
+	Close()
+}
+
+// TxnConfig is implemented by the configs of the components that take
+// part in exactly-once across a group, so that the checks of that mode
+// are made when the pipeline file is parsed (`pspf-edge validate`).
+type TxnConfig interface {
+	// TxnCluster returns the component's seed brokers and whether it
+	// takes part: a sink with delivery: exactly_once, a source that
+	// consumes in a group and adds its partition fields.
+	TxnCluster() (brokers []string, ok bool)
 }

@@ -569,6 +569,7 @@ func (r *Registry) parsePipeline(file string, data []byte, defaults Defaults, en
 		}
 	}
 	checkUniqueNames(spec)
+	checkExactlyOnce(spec, r)
 	if stateful := firstStateful(spec, r); stateful >= 0 {
 		// Stateful operators need every stateless one before them; mixing is a
 		// later feature, so say so plainly.

@@ -215,6 +215,9 @@ func NewPipeline(spec *PipelineSpec, deps PipelineDeps) (_ *Pipeline, err error)
 		p.sinks = append(p.sinks, sr)
 	}
 	seedSinkCursors(sinkLog, p.sinks)
+	if err := p.exactlyOnce(); err != nil {
+		return nil, fmt.Errorf("pipeline %q: %w", spec.Name, err)
+	}
 	if c := spec.DeadLetter; c != nil {
 		var sr *sinkRun
 		s, err := reg.Sinks[c.Type].New(c.Config, sinkEnv(*c, &sr))

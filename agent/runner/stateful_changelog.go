@@ -35,8 +35,9 @@ import (
 // Without transactions an append that fails half-way may leave the
 // changed keys of a partition in the changelog without its position, the
 // last record: a member that restores it then applies again the records
-// between the old position and the state; `delivery: exactly_once` on
-// the Kafka sink makes appends transactional.
+// between the old position and the state. With `delivery: exactly_once`
+// on the Kafka sink the changes go in the checkpoint's transaction
+// instead (stateful_eos.go).
 
 // partCLKey is the key of the changelog offset a partition's cache holds
 // the state of, in its meta table; it is local, never in the changelog.
@@ -111,8 +112,25 @@ func (t *loggedTable) Delete(key []byte) error {
 // the changelog and notes the offset reached. The caller holds mu (the
 // stage is paused for the checkpoint's capture).
 func (s *statefulStage) appendChanges(ctx context.Context, pc *partChain) error {
+	recs, err := s.changes(pc)
+	if err != nil || len(recs) == 0 {
+		return err
+	}
+	next, err := s.pt.cl.Append(ctx, pc.tp.Partition, recs)
+	if err != nil {
+		s.pt.clErrors.Inc()
+		return fmt.Errorf("changelog: %w", err)
+	}
+	s.pt.appended.Add(len(recs))
+	clear(pc.dirty)
+	return s.noteCLOffset(pc, next)
+}
+
+// changes returns a partition's changed keys with their values (nil: a
+// tombstone), its position last. The caller holds mu.
+func (s *statefulStage) changes(pc *partChain) ([]agent.ChangelogRecord, error) {
 	if len(pc.dirty) == 0 {
-		return nil
+		return nil, nil
 	}
 	var recs []agent.ChangelogRecord
 	var pos *agent.ChangelogRecord
@@ -130,7 +148,7 @@ func (s *statefulStage) appendChanges(ctx context.Context, pc *partChain) error 
 			rec := agent.ChangelogRecord{Key: clKey(name, []byte(k))}
 			v, ok, err := t.Get([]byte(k), []byte{clValueVersion})
 			if err != nil {
-				return fmt.Errorf("changelog: read %s: %w", name, err)
+				return nil, fmt.Errorf("changelog: read %s: %w", name, err)
 			}
 			if ok {
 				rec.Value = v
@@ -145,13 +163,12 @@ func (s *statefulStage) appendChanges(ctx context.Context, pc *partChain) error 
 	if pos != nil {
 		recs = append(recs, *pos)
 	}
-	next, err := s.pt.cl.Append(ctx, pc.tp.Partition, recs)
-	if err != nil {
-		s.pt.clErrors.Inc()
-		return fmt.Errorf("changelog: %w", err)
-	}
-	s.pt.appended.Add(len(recs))
-	clear(pc.dirty)
+	return recs, nil
+}
+
+// noteCLOffset notes in the partition's cache the changelog offset its
+// state reflects.
+func (s *statefulStage) noteCLOffset(pc *partChain, next int64) error {
 	var buf [binary.MaxVarintLen64]byte
 	if err := pc.meta.Put(partCLKey, buf[:binary.PutVarint(buf[:], next)]); err != nil {
 		return fmt.Errorf("changelog: note the offset: %w", err)

@@ -70,6 +70,14 @@ type partStage struct {
 	cl                           agent.Changelog
 	restoring                    map[agent.TopicPartition]*RestoreStatus // restores running; under cmu
 	appended, restored, clErrors *agent.Counter
+
+	// Exactly-once (stateful_eos.go): nil txn without it.
+	txn                         agent.Transactor
+	sink                        agent.TxnSink
+	cur                         *partChain    // the chain whose outputs are being emitted; under mu
+	held                        atomic.Int64  // bytes of the outputs held by every chain
+	early                       chan struct{} // capacity 1: held passed maxHeldBytes
+	txns, txnAborts, txnOutputs *agent.Counter
 }
 
 // partChain is one owned partition's chain and position.
@@ -86,6 +94,10 @@ type partChain struct {
 	// changelog.
 	tables map[string]state.Table
 	dirty  map[string]map[string]struct{}
+	// With exactly-once: the outputs held for the next transaction, and
+	// their bytes.
+	out      []agent.TxnRecord
+	outBytes int
 }
 
 // partNextKey is the key of a partition's next offset in its meta table.
@@ -276,16 +288,28 @@ func (s *statefulStage) Revoked(ctx context.Context, parts []agent.TopicPartitio
 		}
 	}
 	s.mu.Lock()
+	var gone []*partChain
 	for _, t := range parts {
+		if pc := s.pt.chains[t]; pc != nil {
+			gone = append(gone, pc)
+		}
 		delete(s.pt.chains, t)
 	}
 	s.pt.nOwned.Store(int64(len(s.pt.chains)))
+	dropped := s.pt.txn != nil && s.dropUncommitted(gone)
 	s.mu.Unlock()
+	if dropped {
+		if err := s.checkpoint(context.WithoutCancel(ctx)); err != nil {
+			s.log.Warn("exactly-once: checkpoint after dropping the state of partitions let go failed", "err", err)
+		}
+	}
 	s.pt.cmu.Lock()
 	defer s.pt.cmu.Unlock()
 	out := map[agent.TopicPartition]int64{}
 	for _, t := range parts {
-		if off, ok := s.pt.committable[t]; ok {
+		// With exactly-once the offsets were committed in the
+		// transactions: the source commits none.
+		if off, ok := s.pt.committable[t]; ok && s.pt.txn == nil {
 			out[t] = off
 		}
 		delete(s.pt.committable, t)
@@ -321,6 +345,9 @@ func (s *statefulStage) waitProcessed(ctx context.Context, seq uint64) bool {
 // Committable returns the checkpointed offsets of the owned partitions
 // (agent.PartitionOwner).
 func (s *statefulStage) Committable() map[agent.TopicPartition]int64 {
+	if s.pt.txn != nil {
+		return nil // committed in the transactions (stateful_eos.go)
+	}
 	s.pt.cmu.Lock()
 	defer s.pt.cmu.Unlock()
 	out := make(map[agent.TopicPartition]int64, len(s.pt.committable))
@@ -378,7 +405,9 @@ func (s *statefulStage) stepParts(ctx context.Context, b *agent.Batch, mute bool
 		if mute {
 			sub.Records, sub.Dead = sub.Records[:0], sub.Dead[:0]
 		}
+		pt.cur = pc
 		s.emit(ctx, sub)
+		pt.cur = nil
 		// The copies share the batch's field slices: none may outlive it.
 		clear(sub.Records[:cap(sub.Records)])
 	}
@@ -440,7 +469,9 @@ func (s *statefulStage) eachChain(fn func(ops []statefulOp) bool) {
 		fn(s.ops)
 		return
 	}
+	defer func() { s.pt.cur = nil }()
 	for _, t := range s.ownedSorted() {
+		s.pt.cur = s.pt.chains[t]
 		if !fn(s.pt.chains[t].ops) {
 			return
 		}
@@ -464,7 +495,7 @@ func (s *statefulStage) captureParts(ctx context.Context) error {
 			}
 			pc.saved = pc.next
 		}
-		if s.pt.cl != nil {
+		if s.pt.cl != nil && s.pt.txn == nil {
 			if err := s.appendChanges(ctx, pc); err != nil {
 				return fmt.Errorf("partition %s[%d]: %w", t.Topic, t.Partition, err)
 			}
@@ -472,6 +503,9 @@ func (s *statefulStage) captureParts(ctx context.Context) error {
 		if pc.next >= 0 {
 			s.pt.captured[t] = pc.next
 		}
+	}
+	if s.pt.txn != nil {
+		return s.commitTxn(ctx)
 	}
 	return nil
 }

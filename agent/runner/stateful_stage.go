@@ -583,6 +583,10 @@ func (s *statefulStage) emit(ctx context.Context, b *agent.Batch) {
 	if len(b.Records) == 0 {
 		return
 	}
+	if s.pt != nil && s.pt.txn != nil {
+		s.hold(ctx, b) // committed with the input offsets (stateful_eos.go)
+		return
+	}
 	s.arena, s.offs, s.pays = s.arena[:0], s.offs[:0], s.pays[:0]
 	for i := range b.Records {
 		b.Records[i].Seq = 0
@@ -723,6 +727,7 @@ func (s *statefulStage) checkpoints(ctx context.Context) {
 			return
 		case <-t.C:
 		case <-s.db.Pressure():
+		case <-s.earlyCh():
 		}
 		if err := s.checkpoint(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("checkpoint failed", "err", err)
@@ -740,6 +745,9 @@ func (s *statefulStage) close() error {
 	s.closed = true
 	s.mu.Unlock()
 	var errs []error
+	if s.pt != nil && s.pt.txn != nil {
+		s.pt.txn.Close()
+	}
 	if s.pt != nil && s.pt.cl != nil {
 		s.pt.cl.Close()
 	}

@@ -64,7 +64,7 @@ type Config struct {
 	TLS              agent.TLSConfig `yaml:"tls" doc:"TLS to the brokers: on with enabled: true or any other tls setting (a ca_file implies TLS)"`
 	SASL             SASLConfig      `yaml:"sasl"`
 	// Delivery is at_least_once (default) or exactly_once.
-	Delivery string `yaml:"delivery" enum:"at_least_once,exactly_once" doc:"at_least_once: duplicates after a crash carry the same pspf-id; exactly_once: transactions that commit the sink's cursor to Kafka"`
+	Delivery string `yaml:"delivery" enum:"at_least_once,exactly_once" doc:"at_least_once: duplicates after a crash carry the same pspf-id; exactly_once: transactions that commit the sink's cursor to Kafka, or, after a kafka source in a group, one transaction per checkpoint with the outputs, the state's changelog and the input offsets"`
 	// TransactionalID defaults to pspf-<agent>-<pipeline>-<sink>; it must be
 	// unique per agent, pipeline and sink, and stable across restarts.
 	TransactionalID string `yaml:"transactional_id" doc:"exactly_once: the producer's transactional id; default pspf-<agent>-<pipeline>-<sink>"`

@@ -1,6 +1,8 @@
 // Package kafka is a sink that produces records to Kafka with franz-go:
 // at-least-once with the idempotent producer by default, or exactly-once with
-// transactions that commit the sink's cursor together with the records.
+// transactions that commit the sink's cursor together with the records, or,
+// in a group of agents reading Kafka, records carried by the runner's
+// transactions (carried.go).
 package kafka
 
 import (

@@ -95,6 +95,12 @@ func (s *Source) opts() ([]kgo.Opt, error) {
 	if s.owner != nil {
 		opts = append(opts, kgo.AdjustFetchOffsetsFn(s.adjustOffsets))
 	}
+	if s.eos {
+		// An assignment's offsets are fetched once the transactions
+		// that hold offsets of its partitions have ended, and only then
+		// is the state restored (txn.go).
+		opts = append(opts, kgo.RequireStableFetchOffsets())
+	}
 	return opts, nil
 }
 

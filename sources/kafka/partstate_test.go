@@ -3,6 +3,7 @@ package kafka
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -30,6 +31,7 @@ import (
 	"github.com/pspf/pspf-edge/operators/decode"
 	"github.com/pspf/pspf-edge/operators/window"
 	"github.com/pspf/pspf-edge/sinks/file"
+	kafkasink "github.com/pspf/pspf-edge/sinks/kafka"
 )
 
 // telemetry writes device readings {"dev","ts","v"} keyed by device to a
@@ -141,16 +143,24 @@ func (p *telemetry) close() map[winKey]*winAgg {
 // one-minute window per device and a recording sink, in dir.
 func windowPipe(t testing.TB, name, source, state, dir string, logger *slog.Logger) *pipe {
 	t.Helper()
+	return windowPipeTo(t, name, source, "record: {}", state, dir, logger)
+}
+
+// windowPipeTo is windowPipe with the sink entry sinkYAML (record: the
+// recording sink; kafka: the Kafka sink).
+func windowPipeTo(t testing.TB, name, source, sinkYAML, state, dir string, logger *slog.Logger) *pipe {
+	t.Helper()
 	sink := &agenttest.RecordingSink{}
 	reg := runner.NewRegistry()
 	reg.Sources["kafka"] = Factory()
 	reg.Operators["decode"] = decode.Factory()
 	reg.Operators["window"] = window.Factory()
 	reg.Sinks["record"] = agent.Typed[agent.Sink]("test", func() *struct{} { return &struct{}{} }, func(*struct{}, agent.Env) (agent.Sink, error) { return sink, nil })
+	reg.Sinks["kafka"] = kafkasink.Factory()
 	text := "sources:\n  - kafka: " + source + "\noperators:\n" +
 		"  - decode: {format: json, time_field: ts, time_format: unix_ms}\n" +
 		"  - window: {size: 1m, aggregates: [{fn: count}, {fn: sum, field: v}]}\n" +
-		"sinks:\n  - record: {}\n" + state
+		"sinks:\n  - " + sinkYAML + "\n" + state
 	if !strings.Contains(state, "checkpoint:") {
 		text += "checkpoint: {interval: 100ms}\n"
 	}
@@ -429,6 +439,12 @@ func TestChangelogRestore(t *testing.T) {
 const (
 	envWinBrokers = "PSPF_KAFKA_WINDOW_BROKERS"
 	envWinDir     = "PSPF_KAFKA_WINDOW_DIR"
+	// With these, the outputs go to the Kafka topic rollup-out with this
+	// delivery, and the agent has this name (transactional ids are per
+	// agent); the checkpoint interval may be set too.
+	envWinDelivery = "PSPF_KAFKA_WINDOW_DELIVERY"
+	envWinName     = "PSPF_KAFKA_WINDOW_NAME"
+	envWinInterval = "PSPF_KAFKA_WINDOW_INTERVAL"
 )
 
 // TestWindowChild is the child process of TestChangelogRestoreAfterKill;
@@ -443,18 +459,28 @@ func TestWindowChild(t *testing.T) {
 	reg.Operators["decode"] = decode.Factory()
 	reg.Operators["window"] = window.Factory()
 	reg.Sinks["file"] = file.Factory()
+	reg.Sinks["kafka"] = kafkasink.Factory()
+	sink := "file: {path: " + strconv.Quote(filepath.Join(dir, "out.ndjson")) + "}"
+	if d := os.Getenv(envWinDelivery); d != "" {
+		// TestExactlyOnceGroup: the outputs go to Kafka.
+		sink = "name: out\n    kafka: {brokers: [" + brokers + "], topic: rollup-out, delivery: " + d + ", linger: 1ms}"
+	}
+	name := os.Getenv(envWinName)
+	if name == "" {
+		name = "child"
+	}
 	text := "sources:\n  - kafka: " + sourceYAML(strings.Split(brokers, ","), "tele", ", group: rollup, static_membership: false, session_timeout: 6s, heartbeat_interval: 200ms") +
 		"\noperators:\n  - decode: {format: json, time_field: ts, time_format: unix_ms}\n" +
 		"  - window: {size: 1m, aggregates: [{fn: count}, {fn: sum, field: v}]}\n" +
-		"sinks:\n  - file: {path: " + strconv.Quote(filepath.Join(dir, "out.ndjson")) + "}\n" +
-		"checkpoint: {interval: 100ms}\nstate: {store: kafka, changelog: rollup-state}\n"
+		"sinks:\n  - " + sink + "\n" +
+		"checkpoint: {interval: " + cmp.Or(os.Getenv(envWinInterval), "100ms") + "}\nstate: {store: kafka, changelog: rollup-state}\n"
 	spec, err := reg.ParsePipeline("rollup.yaml", []byte(text), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
 	if err != nil {
 		t.Fatalf("parse: %v", err)
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	p, err := runner.NewPipeline(spec, runner.PipelineDeps{Registry: reg, Logger: logger, DataDir: filepath.Join(dir, "data"),
-		AgentName: "child", OpenLog: runner.OpenDiskLog(logger), ShutdownTimeout: 10 * time.Second})
+		AgentName: name, OpenLog: runner.OpenDiskLog(logger), ShutdownTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatalf("pipeline: %v", err)
 	}
@@ -475,20 +501,28 @@ func fileWindows(t testing.TB, path string) []agent.Record {
 	var out []agent.Record
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for sc.Scan() {
-		var rec struct {
-			ID    string  `json:"_id"`
-			Key   string  `json:"_key"`
-			Count float64 `json:"count"`
-			Sum   float64 `json:"v_sum"`
-			Start string  `json:"window_start"`
+		if r, ok := windowJSON(sc.Bytes()); ok {
+			out = append(out, r)
 		}
-		if json.Unmarshal(sc.Bytes(), &rec) != nil || rec.ID == "" {
-			continue
-		}
-		out = append(out, agent.Record{ID: rec.ID, Key: rec.Key, Fields: []agent.Field{
-			agent.Float("count", rec.Count), agent.Float("v_sum", rec.Sum), agent.String("window_start", rec.Start)}})
 	}
 	return out
+}
+
+// windowJSON decodes a window output as the file and Kafka sinks write it
+// (JSON); ok is false for anything else.
+func windowJSON(b []byte) (agent.Record, bool) {
+	var rec struct {
+		ID    string  `json:"_id"`
+		Key   string  `json:"_key"`
+		Count float64 `json:"count"`
+		Sum   float64 `json:"v_sum"`
+		Start string  `json:"window_start"`
+	}
+	if json.Unmarshal(b, &rec) != nil || rec.ID == "" {
+		return agent.Record{}, false
+	}
+	return agent.Record{ID: rec.ID, Key: rec.Key, Fields: []agent.Field{
+		agent.Float("count", rec.Count), agent.Float("v_sum", rec.Sum), agent.String("window_start", rec.Start)}}, true
 }
 
 // TestChangelogRestoreAfterKill runs the window pipeline with the kafka
@@ -571,12 +605,14 @@ type child struct {
 	stderr *agenttest.LogBuffer
 }
 
-func startChild(t testing.TB, addrs []string, dir string) *child {
+func startChild(t testing.TB, addrs []string, dir string, env ...string) *child {
 	t.Helper()
 	c := &child{t: t, dir: dir, stderr: &agenttest.LogBuffer{}}
 	c.cmd = exec.Command(os.Args[0], "-test.run=^TestWindowChild$", "-test.v")
 	c.cmd.Env = append(os.Environ(), envWinBrokers+"="+strings.Join(addrs, ","), envWinDir+"="+dir)
+	c.cmd.Env = append(c.cmd.Env, env...)
 	c.cmd.Stderr = c.stderr
+	c.cmd.Stdout = c.stderr // a child that fails says why on stdout
 	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

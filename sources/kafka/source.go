@@ -42,6 +42,7 @@ type Source struct {
 	direct     bool // explicit partitions: no group membership
 	build      *builder
 	owner      agent.PartitionOwner // partition-scoped state (owner.go); nil: commits follow durability
+	eos        bool                 // exactly-once (txn.go): read_committed, stable offsets, commits in transactions only
 
 	cl atomic.Pointer[kgo.Client] // set and cleared by Read's goroutine and Close
 
