@@ -16,13 +16,14 @@ import (
 //
 //   - readings/s: draining a backlog of 60k readings (6 partitions, 60
 //     devices) until every window output is read committed;
+//
 //   - close-ms: then, streaming, the time from a round of readings that
 //     closes a minute's 60 windows to the last of them read committed,
 //     averaged over 10 rounds: exactly_once shows its outputs at the
 //     checkpoint that follows (on average half an interval later, plus the
 //     transaction).
 //
-//	go test -run '^$' -bench ExactlyOnce -benchtime 1x -count 3 ./sources/kafka
+//     go test -run '^$' -bench ExactlyOnce -benchtime 1x -count 3 ./sources/kafka
 func BenchmarkExactlyOnce(b *testing.B) {
 	addr := startBroker(b)
 	for _, delivery := range []string{"at_least_once", "exactly_once"} {

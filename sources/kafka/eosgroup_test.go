@@ -93,7 +93,7 @@ func (o *committedOutputs) toEnd(addrs []string, topic string, partitions int) {
 
 // TestExactlyOnceGroup runs the window pipeline with `delivery:
 // exactly_once` on its Kafka sink in agent processes of one group (the
-// kafka store), under 3 seeds that pick the moments: two agents; one
+// kafka store), under 5 seeds that pick the moments: two agents; one
 // killed with SIGKILL mid-stream (open windows, a checkpoint's
 // transaction possibly open) and started again on its data directory; a
 // third joining; one stopped (SIGSTOP) past the session timeout and let
@@ -106,7 +106,7 @@ func TestExactlyOnceGroup(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs four agent processes per seed")
 	}
-	for seed := range uint64(3) {
+	for seed := range uint64(5) {
 		t.Run("seed="+strconv.FormatUint(seed, 10), func(t *testing.T) {
 			w, want := groupOutputs(t, seed, "exactly_once")
 			missing, wrong, extra := w.compare(want)
