@@ -129,7 +129,7 @@ func groupOutputs(t *testing.T, seed uint64, delivery string) (*windows, map[win
 	prod.base = prod.base.Add(time.Duration(rng.IntN(60)) * time.Second)
 	out := readCommitted(t, k.Addrs(), "rollup-out")
 	dirs := map[string]string{}
-	var logs []*logBuf
+	var logs []*agenttest.LogBuffer
 	all := allLogs{&logs}
 	start := func(name string) *child {
 		if dirs[name] == "" {
@@ -181,12 +181,12 @@ func groupOutputs(t *testing.T, seed uint64, delivery string) (*windows, map[win
 		t.Errorf("%d records on the output topic are no window output", out.other)
 	}
 	t.Logf("seed %d: killed %s, stalled %s, %s left; the stalled agent's transactions refused: %d, partitions lost: %d",
-		seed, victim, zombie, leaver, len(stalled.lines("transaction aborted")), len(stalled.lines("partitions lost")))
+		seed, victim, zombie, leaver, len(stalled.Lines("transaction aborted")), len(stalled.Lines("partitions lost")))
 	return windowsOf(t, out.recs), want
 }
 
 // allLogs shows the logs of every agent started.
-type allLogs struct{ logs *[]*logBuf }
+type allLogs struct{ logs *[]*agenttest.LogBuffer }
 
 func (a allLogs) String() string {
 	var b strings.Builder
