@@ -84,6 +84,7 @@ type Source struct {
 	closeOnce sync.Once
 	reconnect atomic.Bool // a nack asks Read to reconnect so that the broker redelivers
 	timer     *time.Timer
+	prevAt    int64 // arrival (unix nanos) of the last message Read took; 0: none yet
 
 	received, acked, nacked, lost0 *agent.Counter
 	oversize, mismatch, reconnects *agent.Counter
@@ -485,8 +486,16 @@ func (s *Source) Appended() {
 }
 
 // gather adds queued messages to batch, waiting up to linger for batch_size.
+// It waits only while messages come closer together than linger: when the
+// newest message of the batch arrived more than linger after the one before
+// it, the next is not expected within linger either, and waiting would only
+// add a timer wake-up and latency to every message (at 100 msg/s and the
+// default 5ms linger, one per message, for batches of one all the same).
+// The first message after start lingers as before; as soon as messages come
+// faster than linger again, batches linger and fill.
 func (s *Source) gather(ctx context.Context, batch []inbound) []inbound {
-	if len(batch) >= s.cfg.BatchSize || s.cfg.Linger <= 0 {
+	defer func() { s.prevAt = batch[len(batch)-1].at }()
+	if len(batch) >= s.cfg.BatchSize || s.cfg.Linger <= 0 || s.sparse(batch) {
 		return batch
 	}
 	if s.timer == nil {
@@ -506,9 +515,20 @@ func (s *Source) gather(ctx context.Context, batch []inbound) []inbound {
 		case <-s.timer.C:
 		case <-ctx.Done():
 		}
-		return s.queue.take(batch, s.cfg.BatchSize, 0)
+		batch = s.queue.take(batch, s.cfg.BatchSize, 0)
+		return batch
 	}
 	return batch
+}
+
+// sparse reports whether the newest message of batch came more than linger
+// after the message before it (in batch, or the last one Read took).
+func (s *Source) sparse(batch []inbound) bool {
+	prev := s.prevAt
+	if len(batch) >= 2 {
+		prev = batch[len(batch)-2].at
+	}
+	return prev != 0 && batch[len(batch)-1].at-prev > int64(s.cfg.Linger)
 }
 
 // records turns the batch's messages into its records; the fields of all

@@ -423,6 +423,53 @@ func TestFakeBatchFillsBeforeLinger(t *testing.T) {
 	})
 }
 
+// TestFakeSparseMessagesDoNotLinger: a message that comes more than linger
+// after the one before it is returned at once, without arming the linger
+// timer (the next is not expected within linger either); once messages come
+// closer together than linger, batches linger again. The first message
+// after start lingers. It runs in a synctest bubble, so the times checked
+// are exact.
+func TestFakeSparseMessagesDoNotLinger(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := testConfig()
+		cfg.BatchSize = 10
+		cfg.Linger = 300 * time.Millisecond
+		s, d, _ := newFake(t, cfg)
+		b := d.last()
+		ctx := context.Background()
+		send := func() { b.h.message(&fakeMsg{topic: "sensors/x", payload: []byte("1"), qos: 1}, nil) }
+		read := func(want int, wait time.Duration) {
+			t.Helper()
+			start := time.Now()
+			recs, ack, err := s.Read(ctx)
+			if err != nil || len(recs) != want {
+				t.Fatalf("got %d records, err %v; want %d, nil", len(recs), err, want)
+			}
+			if el := time.Since(start); el != wait {
+				t.Errorf("Read returned after %v, want %v", el, wait)
+			}
+			ack(ctx, nil)
+		}
+		send()
+		read(1, cfg.Linger) // the first message lingers
+		for range 3 {       // one message a second: no linger
+			time.Sleep(time.Second)
+			send()
+			read(1, 0)
+		}
+		time.Sleep(100 * time.Millisecond) // closer than linger: it lingers again
+		send()
+		go func() {
+			time.Sleep(100 * time.Millisecond)
+			send()
+		}()
+		read(2, cfg.Linger)
+		send() // a burst: the first of it lingers for the rest
+		send()
+		read(2, cfg.Linger)
+	})
+}
+
 // BenchmarkFakeReadAck is the source's own cost per message, without a
 // broker: a goroutine hands messages to the handler as paho's router does,
 // Read takes them in batches and the ack releases them.
