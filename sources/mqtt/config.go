@@ -36,7 +36,7 @@ type Config struct {
 	BatchSize        int            `yaml:"batch_size" min:"1" max:"65536" doc:"most messages per batch"`
 	// Linger is at most 1s: a longer one only delays acks; the group
 	// commit batches anyway.
-	Linger time.Duration `yaml:"linger" max:"1s" doc:"how long a batch waits for more messages after its first one"`
+	Linger time.Duration `yaml:"linger" max:"1s" doc:"how long a batch waits for more messages after its first one; only while messages come closer together than this"`
 	// MaxPayload is at most 256 MiB, MQTT's own maximum packet size.
 	MaxPayload    agent.ByteSize `yaml:"max_payload" min:"1B" max:"256MiB" doc:"larger payloads are dropped (acked to the broker) and counted"`
 	TopicTemplate string         `yaml:"topic_template" doc:"topic levels to fields: sensors/{site}/{device}/temp; + skips a level, a trailing # the rest"`
