@@ -85,6 +85,7 @@ type Source struct {
 	reconnect atomic.Bool // a nack asks Read to reconnect so that the broker redelivers
 	timer     *time.Timer
 	prevAt    int64 // arrival (unix nanos) of the last message Read took; 0: none yet
+	prevLen   int   // messages in the batch Read returned before
 
 	received, acked, nacked, lost0 *agent.Counter
 	oversize, mismatch, reconnects *agent.Counter
@@ -487,14 +488,17 @@ func (s *Source) Appended() {
 
 // gather adds queued messages to batch, waiting up to linger for batch_size.
 // It waits only while messages come closer together than linger: when the
-// newest message of the batch arrived more than linger after the one before
-// it, the next is not expected within linger either, and waiting would only
-// add a timer wake-up and latency to every message (at 100 msg/s and the
-// default 5ms linger, one per message, for batches of one all the same).
-// The first message after start lingers as before; as soon as messages come
-// faster than linger again, batches linger and fill.
+// previous batch was a single message and the newest message of this one
+// arrived more than linger after the one before it, the next is not
+// expected within linger either, and waiting would only add a timer
+// wake-up and latency to every message (at 100 msg/s and the default 5ms
+// linger, one per message, for batches of one all the same). A gap after a
+// batch of several is a stall (the broker waiting for PUBACKs, which wait
+// for the fsync), not a sparse stream: the flow resumes at full rate, and
+// the batch lingers as before. So does the first message after start; as
+// soon as messages come faster than linger again, batches linger and fill.
 func (s *Source) gather(ctx context.Context, batch []inbound) []inbound {
-	defer func() { s.prevAt = batch[len(batch)-1].at }()
+	defer func() { s.prevAt, s.prevLen = batch[len(batch)-1].at, len(batch) }()
 	if len(batch) >= s.cfg.BatchSize || s.cfg.Linger <= 0 || s.sparse(batch) {
 		return batch
 	}
@@ -521,14 +525,18 @@ func (s *Source) gather(ctx context.Context, batch []inbound) []inbound {
 	return batch
 }
 
-// sparse reports whether the newest message of batch came more than linger
-// after the message before it (in batch, or the last one Read took).
+// sparse reports whether the previous batch was a single message and the
+// newest message of batch came more than linger after the message before
+// it (in batch, or the last one Read took).
 func (s *Source) sparse(batch []inbound) bool {
+	if s.prevLen != 1 {
+		return false
+	}
 	prev := s.prevAt
 	if len(batch) >= 2 {
 		prev = batch[len(batch)-2].at
 	}
-	return prev != 0 && batch[len(batch)-1].at-prev > int64(s.cfg.Linger)
+	return batch[len(batch)-1].at-prev > int64(s.cfg.Linger)
 }
 
 // records turns the batch's messages into its records; the fields of all

@@ -424,11 +424,13 @@ func TestFakeBatchFillsBeforeLinger(t *testing.T) {
 }
 
 // TestFakeSparseMessagesDoNotLinger: a message that comes more than linger
-// after the one before it is returned at once, without arming the linger
-// timer (the next is not expected within linger either); once messages come
-// closer together than linger, batches linger again. The first message
-// after start lingers. It runs in a synctest bubble, so the times checked
-// are exact.
+// after the one before it, itself alone in its batch, is returned at once,
+// without arming the linger timer (the next is not expected within linger
+// either); once messages come closer together than linger, batches linger
+// again. The first message after start lingers, and so does the first
+// after a gap that follows a batch of several (a stall of a fast stream:
+// the broker waiting for PUBACKs). It runs in a synctest bubble, so the
+// times checked are exact.
 func TestFakeSparseMessagesDoNotLinger(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		cfg := testConfig()
@@ -467,6 +469,12 @@ func TestFakeSparseMessagesDoNotLinger(t *testing.T) {
 		send() // a burst: the first of it lingers for the rest
 		send()
 		read(2, cfg.Linger)
+		time.Sleep(time.Second) // a stall after a batch of several: it lingers
+		send()
+		read(1, cfg.Linger)
+		time.Sleep(time.Second) // now sparse after a batch of one
+		send()
+		read(1, 0)
 	})
 }
 
