@@ -19,14 +19,16 @@ import (
 // BenchmarkWriteLZ4 writes batches of 500 records of 200 bytes with lz4 and
 // acks: all to an in-process cluster: one that acknowledges without storing
 // (blackhole: BlackholeProduce, so that the broker's own copying is not
-// measured) and one that stores (stored).
+// measured) and one that stores (stored); and, to the first, batches of
+// one record (single: what every Write is at low rates, where the per-Write
+// cost is all there is).
 //
 //	go test -run '^$' -bench WriteLZ4 -cpu 1 ./sinks/kafka
 func BenchmarkWriteLZ4(b *testing.B) {
-	for _, mode := range []string{"blackhole", "stored"} {
+	for _, mode := range []string{"blackhole", "stored", "single"} {
 		b.Run(mode, func(b *testing.B) {
 			opts := []kfake.Opt{kfake.SeedTopics(4, "bench")}
-			if mode == "blackhole" {
+			if mode != "stored" {
 				opts = append(opts, kfake.BlackholeProduce())
 			}
 			k := testbroker.StartKafka(b, opts...)
@@ -39,6 +41,9 @@ func BenchmarkWriteLZ4(b *testing.B) {
 				payload[i] = byte('a' + i%26)
 			}
 			recs := make([]agent.Record, 500)
+			if mode == "single" {
+				recs = recs[:1]
+			}
 			for i := range recs {
 				recs[i] = agent.Record{ID: "p:" + string(rune('0'+i%10)), Key: "k" + string(rune('0'+i%8)), Source: "sim", Raw: payload}
 			}

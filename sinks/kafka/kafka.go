@@ -311,6 +311,141 @@ func (s *Sink) produce(ctx context.Context, cl *kgo.Client, ptrs []*kgo.Record) 
 	return errs, fmt.Errorf("kafka sink: no acknowledgement within write_timeout (%s): reconnecting", s.cfg.WriteTimeout)
 }
 
+// send is produce for the at-least-once Write, without a goroutine of its
+// own: ProduceSync ends the linger of the partitions the batch went to and
+// waits on the promises in the calling goroutine, so a Write at a low rate
+// costs one wake-up (the last acknowledgement) rather than a flush
+// goroutine, franz-go's flush goroutine and the watch. What produce's watch
+// and deadline do is done by timers that fire only when a Write is slow:
+// the unreachable report once the brokers have been silent for
+// unreachable_after, and, write_timeout and 100ms after the start (or 100ms
+// after ctx ended), dropping the client so that every record fails.
+func (s *Sink) send(ctx context.Context, cl *kgo.Client, ptrs []*kgo.Record) ([]error, error) {
+	errs := s.errs[:0]
+	for range ptrs {
+		errs = append(errs, nil)
+	}
+	s.errs = errs
+	if len(ptrs) == 0 {
+		return errs, nil
+	}
+	s.checkBuffered(ptrs)
+	wctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+	defer cancel()
+	g := &guard{gone: make(chan struct{})}
+	start := time.Now()
+	if s.env.Unreachable != nil && s.cfg.UnreachableAfter > 0 {
+		g.watch(s, start, len(ptrs))
+	}
+	stop := context.AfterFunc(wctx, func() {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		if g.finished {
+			return
+		}
+		g.drop = time.AfterFunc(100*time.Millisecond, func() {
+			g.mu.Lock()
+			if g.finished {
+				g.mu.Unlock()
+				return
+			}
+			g.dropped = true
+			g.mu.Unlock()
+			s.drop(cl)
+			close(g.gone)
+		})
+	})
+	res := cl.ProduceSync(wctx, ptrs...)
+	stop()
+	dropped := g.finish()
+	for i, r := range res {
+		if r.Err != nil {
+			spread(ptrs, res[i:], errs)
+			break
+		}
+	}
+	if !dropped {
+		return errs, nil // the deadline, if any, failed what was safe to fail
+	}
+	if ctx.Err() != nil {
+		return errs, fmt.Errorf("kafka sink: %w", ctx.Err())
+	}
+	if err := s.live.lastErr(); err != nil {
+		return errs, fmt.Errorf("kafka sink: no acknowledgement within write_timeout (%s), reconnecting: %w", s.cfg.WriteTimeout, err)
+	}
+	return errs, fmt.Errorf("kafka sink: no acknowledgement within write_timeout (%s): reconnecting", s.cfg.WriteTimeout)
+}
+
+// spread puts the errors of res, which come in the order Kafka answered,
+// at the index of their record in ptrs.
+func spread(ptrs []*kgo.Record, res kgo.ProduceResults, errs []error) {
+	at := make(map[*kgo.Record]int, len(ptrs))
+	for j, p := range ptrs {
+		at[p] = j
+	}
+	for _, r := range res {
+		if r.Err != nil {
+			errs[at[r.Record]] = r.Err
+		}
+	}
+}
+
+// guard holds send's timers: none fires once the Write has its answers.
+type guard struct {
+	mu       sync.Mutex
+	finished bool          // send has its answers
+	dropped  bool          // the client is being dropped
+	gone     chan struct{} // closed once it was
+	drop     *time.Timer   // write_timeout passed: drops the client
+	tick     *time.Timer   // the unreachable check
+}
+
+// watch arms the unreachable check: at unreachable_after, then every
+// eighth of it until it reports, once, or the Write ends.
+func (g *guard) watch(s *Sink, start time.Time, n int) {
+	every := max(s.cfg.UnreachableAfter/8, 10*time.Millisecond)
+	var check func()
+	check = func() {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		if g.finished {
+			return
+		}
+		gone, cause := s.live.unreachable(start, s.cfg.UnreachableAfter)
+		if !gone {
+			g.tick.Reset(every)
+			return
+		}
+		err := fmt.Errorf("kafka sink: no answer from the brokers for %s, %d records waiting (retrying until write_timeout)", s.cfg.UnreachableAfter, n)
+		if cause != nil {
+			err = fmt.Errorf("kafka sink: no answer from the brokers for %s, %d records waiting (retrying until write_timeout): %w", s.cfg.UnreachableAfter, n, cause)
+		}
+		s.env.Unreachable(err) // under g.mu: never after the Write returned
+	}
+	g.mu.Lock()
+	g.tick = time.AfterFunc(s.cfg.UnreachableAfter, check)
+	g.mu.Unlock()
+}
+
+// finish stops the timers and reports whether the client was dropped,
+// once it was: the next Write makes a new one.
+func (g *guard) finish() bool {
+	g.mu.Lock()
+	g.finished = true
+	if g.tick != nil {
+		g.tick.Stop()
+	}
+	if g.drop != nil {
+		g.drop.Stop()
+	}
+	dropped := g.dropped
+	g.mu.Unlock()
+	if dropped {
+		<-g.gone
+	}
+	return dropped
+}
+
 // watch waits for done (true) or the end of wctx (false). Meanwhile, once
 // the brokers have been silent for unreachable_after (see
 // liveness.unreachable), it reports the cluster unreachable, once per wait.
@@ -370,7 +505,7 @@ func (s *Sink) Write(ctx context.Context, recs []agent.Record) error {
 	}
 	rej := s.build(recs)
 	s.skipAccepted()
-	errs, err := s.produce(ctx, cl, s.ptrs)
+	errs, err := s.send(ctx, cl, s.ptrs)
 	if err == nil {
 		err = s.classify(errs, rej)
 	}

@@ -229,3 +229,75 @@ func TestOfflineWithinFiveSeconds(t *testing.T) {
 		})
 	}
 }
+
+// TestHungWriteDropsClient freezes the cluster while a Write waits for its
+// acknowledgements: the Write must end with a retryable error once
+// write_timeout has passed (the client dropped, so that records in flight
+// fail), and once ctx ends; the batch retried after the thaw on a new
+// client must be delivered, every record of it.
+func TestHungWriteDropsClient(t *testing.T) {
+	var fr *freezer
+	k := testbroker.StartKafka(t, kfake.SeedTopics(1, "t"), kfake.ListenFn(func(network, addr string) (net.Listener, error) {
+		l, err := net.Listen(network, addr)
+		if err != nil {
+			return nil, err
+		}
+		fr = newFreezer(l)
+		return fr, nil
+	}))
+	cfg := testConfig(k.Addr(), "t")
+	cfg.WriteTimeout = time.Second
+	cfg.UnreachableAfter = time.Second
+	s := connect(t, cfg)
+	defer s.Close(context.Background())
+	if err := s.Write(context.Background(), makeRecords(0, 10, 2)); err != nil {
+		t.Fatalf("write before the freeze: %v", err)
+	}
+	s.mu.Lock()
+	first := s.cl
+	s.mu.Unlock()
+	fr.freeze()
+	// write_timeout passes.
+	recs := makeRecords(10, 10, 2)
+	done := make(chan error, 1)
+	go func() { done <- s.Write(context.Background(), recs) }()
+	select {
+	case err := <-done:
+		if err == nil || agent.IsPermanent(err) || !strings.Contains(err.Error(), "write_timeout") {
+			t.Fatalf("got %v, want a retryable error naming write_timeout", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("write still waiting 30s after write_timeout (1s)")
+	}
+	s.mu.Lock()
+	kept := s.cl != nil
+	s.mu.Unlock()
+	if kept {
+		t.Fatal("got the client kept after write_timeout, want it dropped")
+	}
+	// ctx ends.
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { done <- s.Write(ctx, recs) }()
+	if !wait.Until(10*time.Second, func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.cl != nil && s.cl != first
+	}) {
+		t.Fatal("no new client made for the retry")
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err == nil || agent.IsPermanent(err) {
+			t.Fatalf("got %v after ctx ended, want a retryable error", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("write still waiting 30s after ctx ended")
+	}
+	fr.thaw()
+	if err := s.Write(context.Background(), recs); err != nil {
+		t.Fatalf("write after the thaw: %v", err)
+	}
+	got := consume(t, k.Addr(), 20, 30*time.Second, []string{"t"})
+	checkDelivery(t, got, 20)
+}
