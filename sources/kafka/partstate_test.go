@@ -560,6 +560,19 @@ func TestChangelogRestoreAfterKill(t *testing.T) {
 	agenttest.Eventually(t, 60*time.Second, "the child to emit the windows closed so far", func() bool {
 		return windowsOf(t, fileWindows(t, out)).complete(closed)
 	}, &stderr)
+	// A checkpoint with state has reached the changelog of every
+	// partition: more than the one record of a checkpoint before any
+	// reading was taken in (its position -1). On a loaded machine the
+	// windows above can be out before such a checkpoint is.
+	agenttest.Eventually(t, 60*time.Second, "a checkpoint with state in every changelog partition", func() bool {
+		ends := endOffsets(t, k.Addrs(), "rollup-state", partitions)
+		for p := range int32(partitions) {
+			if ends[p] < 2 {
+				return false
+			}
+		}
+		return true
+	}, &stderr)
 	prod.produce(7) // mid-window: open windows with readings taken in
 	// The kill comes at a random moment of taking them in: before, during
 	// or after a checkpoint.
