@@ -103,9 +103,6 @@ func (o *committedOutputs) toEnd(addrs []string, topic string, partitions int) {
 // With at_least_once the same scenario sends the windows the killed
 // agent had sent after its last checkpoint again.
 func TestExactlyOnceGroup(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs four agent processes per seed")
-	}
 	for seed := range uint64(5) {
 		t.Run("seed="+strconv.FormatUint(seed, 10), func(t *testing.T) {
 			w, want := groupOutputs(t, seed, "exactly_once")

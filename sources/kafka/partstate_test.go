@@ -533,9 +533,6 @@ func windowJSON(b []byte) (agent.Record, bool) {
 // exactly its readings (from the killed agent's file or the other agent),
 // and an ID never with two different values.
 func TestChangelogRestoreAfterKill(t *testing.T) {
-	if testing.Short() {
-		t.Skip("waits for the group's session timeout")
-	}
 	const devices, partitions = 12, 4
 	k := testbroker.StartKafkaBrokers(t, 3, kfake.SeedTopics(partitions, "tele"))
 	prod := newTelemetry(t, k.Addrs(), "tele", devices, partitions)
@@ -658,9 +655,6 @@ func (c *child) outputs() []agent.Record {
 // as the single deterministic runner computes them: none missing, none
 // with other values, no ID with two values.
 func TestGroupOfAgents(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs four agent processes per seed")
-	}
 	for seed := range uint64(5) {
 		t.Run("seed="+strconv.FormatUint(seed, 10), func(t *testing.T) { testGroupOfAgents(t, seed) })
 	}
