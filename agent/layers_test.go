@@ -10,10 +10,11 @@ import (
 const module = "github.com/pspf/pspf-edge/"
 
 // shared are the libraries the connectors may import: packages among the
-// connectors' folders that are not connectors, and internal/mqttc, the MQTT
+// connectors' folders that are not connectors, internal/kafkaconn (franz-go's log
+// lines for the Kafka source and sink) and internal/mqttc, the MQTT
 // client of both the MQTT source and sink (and of agent/fleet's MQTT
 // channel).
-var shared = []string{"operators/expr", "operators/internal/timeunit", "internal/mqttc"}
+var shared = []string{"operators/expr", "operators/internal/timeunit", "internal/mqttc", "internal/kafkaconn"}
 
 // allowed says which packages of the module pkg may depend on (directly or
 // not, in its non-test code), by the package map of docs/architecture.md;
@@ -42,6 +43,8 @@ func allowed(pkg string) (deps []string, ok bool) {
 		return nil, true
 	case pkg == "internal/mqttc":
 		return []string{"agent"}, true
+	case pkg == "internal/kafkaconn":
+		return nil, true
 	case pkg == "internal/testkit":
 		return []string{"internal/wait"}, true
 	case slices.Contains(storage, pkg):

@@ -21,6 +21,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/internal/kafkaconn"
 )
 
 // Header names carried by every produced record.
@@ -57,8 +58,8 @@ type Sink struct {
 	cl     *kgo.Client
 	closed bool
 
-	live liveness // traffic with the brokers, for the unreachable report
-	logs *dedupe  // franz-go's warnings, once each per outage
+	live liveness          // traffic with the brokers, for the unreachable report
+	logs *kafkaconn.Logger // franz-go's warnings, once each per outage
 
 	// Scratch reused by every Write; records are only referenced until
 	// Write returns.
@@ -94,7 +95,7 @@ func New(cfg Config, env agent.Env) (*Sink, error) {
 		return nil, fmt.Errorf("kafka sink: %w", err)
 	}
 	s := &Sink{
-		cfg: cfg, env: env, log: env.Logger, topic: t, logs: &dedupe{seen: map[string]bool{}},
+		cfg: cfg, env: env, log: env.Logger, topic: t, logs: kafkaconn.NewLogger(env.Logger),
 		agentB:   []byte(env.AgentName),
 		pipeB:    []byte(env.Pipeline),
 		cursorID: env.AgentName + "/" + env.Pipeline + "/" + env.Component,
@@ -131,8 +132,8 @@ func (s *Sink) clientOpts() ([]kgo.Opt, error) {
 	base := []kgo.Opt{
 		kgo.SeedBrokers(c.Brokers...),
 		kgo.ClientID(id),
-		kgo.Dialer(s.live.dialer(c.DialTimeout, tc)),
-		kgo.WithLogger(kgoLogger{s.log, s.logs}),
+		kgo.Dialer(kafkaconn.Dialer(&s.live, c.DialTimeout, tc)),
+		kgo.WithLogger(s.logs),
 	}
 	if !c.ClientMetrics {
 		base = append(base, kgo.DisableClientMetrics())
@@ -553,7 +554,7 @@ func (s *Sink) remember(errs []error) {
 // all but records refused for good), franz-go's warnings start afresh.
 func (s *Sink) answered(err error) error {
 	if err == nil || agent.IsPermanent(err) {
-		s.logs.reset()
+		s.logs.Reset()
 	}
 	return err
 }
@@ -776,61 +777,4 @@ func (s *Sink) Close(ctx context.Context) error {
 	}
 	cl.Close()
 	return nil
-}
-
-// kgoLogger forwards franz-go's warnings and errors to the component
-// logger, each distinct message once until a Write succeeds again: a
-// cluster that is away for an hour makes franz-go warn on every dial, and
-// the runner already says once that the sink is offline, and why. The
-// repeats go to DEBUG.
-type kgoLogger struct {
-	l *slog.Logger
-	d *dedupe
-}
-
-// Level passes on warnings and errors only.
-func (k kgoLogger) Level() kgo.LogLevel { return kgo.LogLevelWarn }
-
-// Log writes one franz-go log line to the component logger.
-func (k kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
-	if !k.d.first(msg) {
-		k.l.Debug("kafka: "+msg, keyvals...)
-		return
-	}
-	switch level {
-	case kgo.LogLevelError:
-		k.l.Error("kafka: "+msg, keyvals...)
-	case kgo.LogLevelWarn:
-		k.l.Warn("kafka: "+msg, keyvals...)
-	}
-}
-
-// dedupe remembers the messages logged since the last successful Write.
-type dedupe struct {
-	mu   sync.Mutex
-	seen map[string]bool
-}
-
-// maxDedupe bounds the messages remembered; franz-go's are constant strings,
-// a few dozen in all.
-const maxDedupe = 256
-
-// first reports whether msg was not logged since the last reset.
-func (d *dedupe) first(msg string) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.seen[msg] {
-		return false
-	}
-	if len(d.seen) < maxDedupe {
-		d.seen[msg] = true
-	}
-	return true
-}
-
-// reset starts a new episode: a Write succeeded.
-func (d *dedupe) reset() {
-	d.mu.Lock()
-	clear(d.seen)
-	d.mu.Unlock()
 }

@@ -1,10 +1,7 @@
 package kafka
 
 import (
-	"context"
-	"crypto/tls"
 	"errors"
-	"fmt"
 	"net"
 	"os"
 	"sync/atomic"
@@ -25,16 +22,19 @@ type liveness struct {
 	err   atomic.Pointer[error] // the last dial or connection error since the last read
 }
 
-func (l *liveness) readNow() {
+// ReadNow records bytes read from a broker (kafkaconn.Traffic).
+func (l *liveness) ReadNow() {
 	l.read.Store(time.Now().UnixNano())
 	if l.err.Load() != nil {
 		l.err.Store(nil)
 	}
 }
 
-func (l *liveness) wroteNow() { l.wrote.Store(time.Now().UnixNano()) }
+// WroteNow records bytes written to a broker (kafkaconn.Traffic).
+func (l *liveness) WroteNow() { l.wrote.Store(time.Now().UnixNano()) }
 
-func (l *liveness) failed(err error) {
+// Failed records a connection error (kafkaconn.Traffic).
+func (l *liveness) Failed(err error) {
 	if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, net.ErrClosed) {
 		return // franz-go's own deadlines and closes say nothing new
 	}
@@ -68,81 +68,4 @@ func (l *liveness) lastErr() error {
 		return *e
 	}
 	return nil
-}
-
-// dialer returns franz-go's dial function: a TCP dial within timeout, with
-// TLS on top when tc is set (cloned per dial, ServerName defaulting to the
-// host dialled, as kgo.DialTLSConfig does), over a connection that reports
-// its traffic to l.
-func (l *liveness) dialer(timeout time.Duration, tc *tls.Config) func(ctx context.Context, network, host string) (net.Conn, error) {
-	d := &net.Dialer{Timeout: timeout}
-	return func(ctx context.Context, network, host string) (net.Conn, error) {
-		raw, err := d.DialContext(ctx, network, host)
-		if err != nil {
-			if ctx.Err() == nil {
-				l.failed(err)
-			}
-			return nil, err
-		}
-		var c net.Conn = &liveConn{Conn: raw, l: l}
-		if tc == nil {
-			return c, nil
-		}
-		cfg := tc.Clone()
-		if cfg.ServerName == "" {
-			server, _, err := net.SplitHostPort(host)
-			if err != nil {
-				raw.Close()
-				return nil, fmt.Errorf("unable to split host:port for dialing: %w", err)
-			}
-			cfg.ServerName = server
-		}
-		hctx, cancel := context.WithTimeout(ctx, timeout)
-		defer cancel()
-		tlsConn := tls.Client(c, cfg)
-		if err := tlsConn.HandshakeContext(hctx); err != nil {
-			raw.Close()
-			l.failed(err)
-			return nil, err
-		}
-		return tlsConn, nil
-	}
-}
-
-// writeChunk bounds one write to the socket, so that a large produce request
-// on a slow uplink shows progress as it goes rather than once at its end.
-const writeChunk = 32 << 10
-
-// liveConn reports the bytes it moves, and its errors, to a liveness.
-type liveConn struct {
-	net.Conn
-	l *liveness
-}
-
-func (c *liveConn) Read(b []byte) (int, error) {
-	n, err := c.Conn.Read(b)
-	if n > 0 {
-		c.l.readNow()
-	}
-	if err != nil {
-		c.l.failed(err)
-	}
-	return n, err
-}
-
-func (c *liveConn) Write(b []byte) (int, error) {
-	written := 0
-	for len(b) > 0 {
-		n, err := c.Conn.Write(b[:min(len(b), writeChunk)])
-		written += n
-		if n > 0 {
-			c.l.wroteNow()
-		}
-		if err != nil {
-			c.l.failed(err)
-			return written, err
-		}
-		b = b[n:]
-	}
-	return written, nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/internal/kafkaconn"
 )
 
 // connOpts returns the options of every client of the source: brokers,
@@ -32,8 +33,8 @@ func (s *Source) connOpts(suffix string) ([]kgo.Opt, error) {
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(c.Brokers...),
 		kgo.ClientID(id + suffix),
-		kgo.Dialer(s.live.dialer(c.DialTimeout, tc)),
-		kgo.WithLogger(kgoLogger{s.log, s.logs}),
+		kgo.Dialer(kafkaconn.Dialer(&s.live, c.DialTimeout, tc)),
+		kgo.WithLogger(s.logs),
 		kgo.RetryBackoffFn(s.backoff),
 		kgo.RequestTimeoutOverhead(c.RequestTimeout),
 		// KIP-714 pushes compress with lz4 in 4 MiB blocks: an 8 MiB heap

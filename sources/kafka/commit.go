@@ -3,8 +3,6 @@ package kafka
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -409,67 +407,10 @@ func (s *Source) watch() {
 			s.log.Info("kafka source: brokers answering again", "unreachable_for", time.Since(since).Round(time.Millisecond))
 			since = time.Time{}
 			s.online.Store(true)
-			s.logs.reset()
+			s.logs.Reset()
 			if s.env.ReportError != nil {
 				s.env.ReportError(nil)
 			}
 		}
 	}
-}
-
-// kgoLogger forwards franz-go's warnings and errors to the component
-// logger, each distinct message once until the brokers answer again: a
-// cluster that is away for an hour makes franz-go warn on every dial, and
-// the source already says once that it is unreachable, and why. The
-// repeats go to DEBUG.
-type kgoLogger struct {
-	l *slog.Logger
-	d *dedupe
-}
-
-// Level passes on warnings and errors only.
-func (k kgoLogger) Level() kgo.LogLevel { return kgo.LogLevelWarn }
-
-// Log writes one franz-go log line to the component logger.
-func (k kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
-	if !k.d.first(msg) {
-		k.l.Debug("kafka: "+msg, keyvals...)
-		return
-	}
-	switch level {
-	case kgo.LogLevelError:
-		k.l.Error("kafka: "+msg, keyvals...)
-	case kgo.LogLevelWarn:
-		k.l.Warn("kafka: "+msg, keyvals...)
-	}
-}
-
-// dedupe remembers the messages logged in the current episode.
-type dedupe struct {
-	mu   sync.Mutex
-	seen map[string]bool
-}
-
-// maxDedupe bounds the messages remembered; franz-go's are constant strings,
-// a few dozen in all.
-const maxDedupe = 256
-
-// first reports whether msg was not logged since the last reset.
-func (d *dedupe) first(msg string) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.seen[msg] {
-		return false
-	}
-	if len(d.seen) < maxDedupe {
-		d.seen[msg] = true
-	}
-	return true
-}
-
-// reset starts a new episode for every message.
-func (d *dedupe) reset() {
-	d.mu.Lock()
-	clear(d.seen)
-	d.mu.Unlock()
 }

@@ -1,10 +1,7 @@
 package kafka
 
 import (
-	"context"
-	"crypto/tls"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"os"
@@ -30,7 +27,8 @@ type liveness struct {
 	err     atomic.Pointer[error] // the last connection error since the last read
 }
 
-func (l *liveness) readNow() {
+// ReadNow records bytes read from a broker (kafkaconn.Traffic).
+func (l *liveness) ReadNow() {
 	l.read.Store(time.Now().UnixNano())
 	if l.pending.Load() != 0 {
 		l.pending.Store(0)
@@ -41,9 +39,11 @@ func (l *liveness) readNow() {
 	}
 }
 
-func (l *liveness) wroteNow() { l.pending.CompareAndSwap(0, time.Now().UnixNano()) }
+// WroteNow records bytes written to a broker (kafkaconn.Traffic).
+func (l *liveness) WroteNow() { l.pending.CompareAndSwap(0, time.Now().UnixNano()) }
 
-func (l *liveness) failed(err error) {
+// Failed records a connection error (kafkaconn.Traffic).
+func (l *liveness) Failed(err error) {
 	if errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) {
 		// franz-go closing its own connections, or a broker closing an
 		// idle one, says nothing; a broker that went away also refuses
@@ -61,7 +61,7 @@ func (l *liveness) failed(err error) {
 
 // reset starts afresh, as if the brokers had just answered: a new client.
 func (l *liveness) reset() {
-	l.readNow()
+	l.ReadNow()
 }
 
 // unreachable reports whether the brokers have been silent for at least
@@ -81,72 +81,4 @@ func (l *liveness) unreachable(after time.Duration) (bool, error) {
 		return true, *e
 	}
 	return true, nil
-}
-
-// dialer returns franz-go's dial function: a TCP dial within timeout, with
-// TLS on top when tc is set (cloned per dial, ServerName defaulting to the
-// host dialled, as kgo.DialTLSConfig does), over a connection that reports
-// its traffic to l.
-func (l *liveness) dialer(timeout time.Duration, tc *tls.Config) func(ctx context.Context, network, host string) (net.Conn, error) {
-	d := &net.Dialer{Timeout: timeout}
-	return func(ctx context.Context, network, host string) (net.Conn, error) {
-		raw, err := d.DialContext(ctx, network, host)
-		if err != nil {
-			if ctx.Err() == nil {
-				l.failed(err)
-			}
-			return nil, err
-		}
-		var c net.Conn = &liveConn{Conn: raw, l: l}
-		if tc == nil {
-			return c, nil
-		}
-		cfg := tc.Clone()
-		if cfg.ServerName == "" {
-			server, _, err := net.SplitHostPort(host)
-			if err != nil {
-				raw.Close()
-				return nil, fmt.Errorf("unable to split host:port for dialing: %w", err)
-			}
-			cfg.ServerName = server
-		}
-		hctx, cancel := context.WithTimeout(ctx, timeout)
-		defer cancel()
-		tlsConn := tls.Client(c, cfg)
-		if err := tlsConn.HandshakeContext(hctx); err != nil {
-			raw.Close()
-			l.failed(err)
-			return nil, err
-		}
-		return tlsConn, nil
-	}
-}
-
-// liveConn reports the bytes it moves, and its errors, to a liveness. A
-// large fetch response on a slow uplink shows as progress as it arrives.
-type liveConn struct {
-	net.Conn
-	l *liveness
-}
-
-func (c *liveConn) Read(b []byte) (int, error) {
-	n, err := c.Conn.Read(b)
-	if n > 0 {
-		c.l.readNow()
-	}
-	if err != nil {
-		c.l.failed(err)
-	}
-	return n, err
-}
-
-func (c *liveConn) Write(b []byte) (int, error) {
-	n, err := c.Conn.Write(b)
-	if n > 0 {
-		c.l.wroteNow()
-	}
-	if err != nil {
-		c.l.failed(err)
-	}
-	return n, err
 }

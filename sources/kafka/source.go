@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/pspf/pspf-edge/agent"
+	"github.com/pspf/pspf-edge/internal/kafkaconn"
 )
 
 // Factory returns the registry entry of the Kafka source.
@@ -67,7 +68,7 @@ type Source struct {
 	waiting  bool        // in an episode of waiting for in-flight room; Read's goroutine only
 
 	live      liveness
-	logs      *dedupe
+	logs      *kafkaconn.Logger
 	bg        context.Context // ends with Close: the committer and the watch
 	stopBg    context.CancelFunc
 	wg        sync.WaitGroup
@@ -99,7 +100,7 @@ func New(cfg Config, env agent.Env) (*Source, error) {
 		parts:      map[tp]*partState{},
 		changed:    make(chan struct{}),
 		poke:       make(chan struct{}, 1),
-		logs:       &dedupe{seen: map[string]bool{}},
+		logs:       kafkaconn.NewLogger(env.Logger),
 		free:       make(chan *batchBufs, freeBatches),
 		lags:       map[tp]*atomic.Int64{},
 	}
