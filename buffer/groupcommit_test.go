@@ -337,3 +337,34 @@ func TestPowerCutKeepsSyncedRecords(t *testing.T) {
 		})
 	}
 }
+
+// TestBatchSyncAfterRoundStillLocked: a batch-mode Sync that arrives after
+// a round closed its done channel but before that round released the
+// lock must not wait for a round nobody starts. It once did (the suite
+// hung for 20 minutes in CI): it found the lock taken, waited on the new
+// done channel, and no other caller came.
+func TestBatchSyncAfterRoundStillLocked(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := openT(t, t.TempDir(), Options{Sync: SyncBatch})
+		last, err := l.Append(context.Background(), [][]byte{payload(1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.syncSem <- struct{}{} // a round that has closed done and not yet unlocked
+		res := make(chan error, 1)
+		go func() { res <- l.Sync(context.Background(), last) }()
+		synctest.Wait()
+		select {
+		case err := <-res:
+			t.Fatalf("Sync returned %v before any round covered its record", err)
+		default:
+		}
+		<-l.syncSem // that round ends
+		if err := <-res; err != nil {
+			t.Fatal(err)
+		}
+		if st := l.Stats(); st.DurableSeq != last {
+			t.Fatalf("durable %d, want %d", st.DurableSeq, last)
+		}
+	})
+}

@@ -51,9 +51,11 @@ type Log struct {
 	log  *slog.Logger
 	lock *flock.File
 
-	// syncMu serialises fsync rounds and the operations that replace the
-	// active file under them (TruncateAfter, Close).
-	syncMu sync.Mutex
+	// syncSem (capacity 1) serialises fsync rounds and the operations
+	// that replace the active file under them (TruncateAfter, Close). A
+	// channel rather than a mutex, so that a batch-mode Sync can wait for
+	// it and for the round in progress at once, and give up on ctx.
+	syncSem chan struct{}
 	// curMu serialises cursor file writes.
 	curMu sync.Mutex
 
@@ -147,6 +149,7 @@ func Open(dir string, opts Options) (*Log, error) {
 		lock:      lock,
 		readers:   make(map[string]*Reader),
 		syncDone:  make(chan struct{}),
+		syncSem:   make(chan struct{}, 1),
 		kick:      make(chan struct{}, 1),
 		closing:   make(chan struct{}),
 		closeDone: make(chan struct{}),
@@ -686,7 +689,7 @@ func (l *Log) Close() error {
 	l.wg.Wait()
 
 	var errs []error
-	l.syncMu.Lock()
+	l.syncSem <- struct{}{}
 	l.mu.Lock()
 	if err := l.spillLocked(true); err != nil {
 		errs = append(errs, err)
@@ -695,7 +698,7 @@ func (l *Log) Close() error {
 	if err := l.syncRoundLocked(true); err != nil {
 		errs = append(errs, err)
 	}
-	l.syncMu.Unlock()
+	<-l.syncSem
 	for _, r := range readers {
 		r.mu.Lock()
 		r.closeFile()

@@ -115,8 +115,8 @@ func (l *Log) Stats() Stats {
 // returns. It waits for an fsync round in progress. If seq is below the
 // oldest retained record, every record is removed.
 func (l *Log) TruncateAfter(seq uint64) error {
-	l.syncMu.Lock()
-	defer l.syncMu.Unlock()
+	l.syncSem <- struct{}{}
+	defer func() { <-l.syncSem }()
 	if err := l.syncRoundLocked(l.opts.Sync != SyncNone); err != nil {
 		l.log.Warn("buffer: fsync before truncate", "err", err)
 	}

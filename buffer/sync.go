@@ -50,26 +50,35 @@ func (l *Log) Sync(ctx context.Context, upto uint64) error {
 		done := l.syncDone
 		if l.opts.Sync == SyncBatch {
 			l.mu.Unlock()
-			if l.syncMu.TryLock() {
+			// Either the round in progress covers upto and closes done, or
+			// this caller takes the lock and runs the next round itself.
+			// (Waiting on done alone is not enough: a round that closed
+			// the previous done may still hold the lock, and done is then
+			// closed only by a round nobody else may start.)
+			select {
+			case l.syncSem <- struct{}{}:
 				// A failure is recorded on its segment; the loop reports it.
 				l.syncRoundLocked(true)
-				l.syncMu.Unlock()
+				<-l.syncSem
 				continue
+			case <-done:
+				continue
+			case <-ctx.Done():
+				return fmt.Errorf("buffer: sync: %w", ctx.Err())
+			case <-l.closing:
+				return ErrClosed
 			}
-		} else {
-			// A waiter lets upkeep fsync as soon as the Appends pause.
-			l.syncWaiters++
-			if l.syncWaiters == 1 {
-				l.nudge()
-			}
-			l.mu.Unlock()
 		}
+		// A waiter lets upkeep fsync as soon as the Appends pause.
+		l.syncWaiters++
+		if l.syncWaiters == 1 {
+			l.nudge()
+		}
+		l.mu.Unlock()
 		err := l.syncWait(ctx, done)
-		if l.opts.Sync == SyncInterval {
-			l.mu.Lock()
-			l.syncWaiters--
-			l.mu.Unlock()
-		}
+		l.mu.Lock()
+		l.syncWaiters--
+		l.mu.Unlock()
 		if err != nil {
 			return err
 		}
@@ -100,7 +109,7 @@ func (l *Log) failedForLocked(seq uint64) error {
 	return &SyncError{Segment: s.num, First: s.first, Last: l.segLastLocked(i), Err: s.failed}
 }
 
-// syncRoundLocked runs one fsync round; the caller holds syncMu. It fsyncs
+// syncRoundLocked runs one fsync round; the caller holds syncSem. It fsyncs
 // sealed segments not yet fsynced (and closes them), the active segment if
 // withActive and written since the last round, then the directory if a
 // segment was created or removed. A failed fsync marks its segment failed

@@ -67,9 +67,9 @@ func (l *Log) upkeep() {
 		due := l.syncDueLocked(now)
 		l.mu.Unlock()
 		if due {
-			l.syncMu.Lock()
+			l.syncSem <- struct{}{}
 			l.syncRoundLocked(l.opts.Sync == SyncInterval)
-			l.syncMu.Unlock()
+			<-l.syncSem
 		}
 		l.refreshFree()
 		l.reclaim()
