@@ -288,13 +288,18 @@ func (p *Pipeline) Run(ctx context.Context) error {
 
 	sinkCtx, stopSinks := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopSinks()
-	var sinksWG sync.WaitGroup
+	// The dead-letter sink has a WaitGroup of its own: it drains only once
+	// the other sinks are done, since they add dead letters as they go.
+	var sinksWG, deadWG sync.WaitGroup
+	for _, s := range p.sinks {
+		sinksWG.Go(func() { s.run(sinkCtx) })
+	}
+	if p.dead != nil {
+		deadWG.Go(func() { p.dead.run(sinkCtx) })
+	}
 	all := p.sinks
 	if p.dead != nil {
 		all = append(all[:len(all):len(all)], p.dead)
-	}
-	for _, s := range all {
-		sinksWG.Go(func() { s.run(sinkCtx) })
 	}
 	stopStage := p.startStage(ctx)
 
@@ -328,7 +333,24 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	}
 
 	// Phase 2: sinks drain up to the end of the log (or, keeping the backlog
-	// for the next generation, stop now), then flush and close.
+	// for the next generation, stop now), then the dead-letter sink up to
+	// the end of the dead-letter log as the sinks left it; then all flush
+	// and close.
+	timedOut := false
+	wait := func(wg *sync.WaitGroup) {
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-closeCtx.Done():
+			if !timedOut {
+				timedOut = true
+				p.log.Warn("shutdown timeout: undelivered records stay in the log for the next start", "timeout", stop.DrainTimeout)
+			}
+			stopSinks()
+			<-done
+		}
+	}
 	if stop.KeepBacklog {
 		stopSinks()
 	} else {
@@ -336,19 +358,13 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		for _, s := range p.sinks {
 			s.drain(p.sinkLog().NextSeq() - 1)
 		}
+		wait(&sinksWG)
 		if p.dead != nil {
 			p.dead.drain(p.deadLog.NextSeq() - 1)
 		}
 	}
-	done := make(chan struct{})
-	go func() { sinksWG.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-closeCtx.Done():
-		p.log.Warn("shutdown timeout: undelivered records stay in the log for the next start", "timeout", stop.DrainTimeout)
-		stopSinks()
-		<-done
-	}
+	wait(&sinksWG)
+	wait(&deadWG)
 	for _, s := range all {
 		if err := s.close(closeCtx); err != nil {
 			errs = append(errs, err)

@@ -504,3 +504,64 @@ func (s *flakySource) Connect(ctx context.Context) error {
 	}
 	return s.ScriptSource.Connect(ctx)
 }
+
+// signalHandler is a slog handler that closes seen when a record with the
+// message msg is logged.
+type signalHandler struct {
+	msg  string
+	once *sync.Once
+	seen chan struct{}
+}
+
+func (h signalHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h signalHandler) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == h.msg {
+		h.once.Do(func() { close(h.seen) })
+	}
+	return nil
+}
+func (h signalHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h signalHandler) WithGroup(string) slog.Handler      { return h }
+
+// TestPipelineDeadLettersDrainedAtEnd: when every source has ended, the
+// records a sink refuses while the pipeline drains reach the dead-letter
+// sink before Run returns. They once stayed in the dead-letter log: the
+// dead-letter sink's drain target was taken before the sinks had refused
+// them.
+func TestPipelineDeadLettersDrainedAtEnd(t *testing.T) {
+	src := agenttest.NewScriptSource(batchOf(0, 5))
+	draining := signalHandler{msg: "pipeline draining", once: new(sync.Once), seen: make(chan struct{})}
+	sink := &agenttest.RecordingSink{Fail: func(attempt int, recs []agent.Record) error {
+		if attempt == 1 {
+			<-draining.seen // refuse only once the pipeline drains
+			return &agent.RejectedError{Index: []int{1, 3}, Errs: []error{errors.New("too large"), errors.New("too large")}}
+		}
+		return nil
+	}}
+	dlq := &agenttest.RecordingSink{}
+	reg := harness(src, agenttest.OperatorFunc(func(context.Context, *agent.Batch) error { return nil }), sink)
+	reg.Sinks["dlq"] = agent.Typed[agent.Sink]("test", func() *noConfig { return &noConfig{} }, func(*noConfig, agent.Env) (agent.Sink, error) { return dlq, nil })
+	spec, err := reg.ParsePipeline("p.yaml", []byte(oneOfEach+"dead_letter: {dlq: {}, retry: {initial: 1ms, max: 5ms}}\n"), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
+	if err != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	p, err := runner.NewPipeline(spec, runner.PipelineDeps{Registry: reg, Metrics: runner.NewMetrics(), Logger: slog.New(draining), DataDir: t.TempDir(), OpenLog: agenttest.Open(), ShutdownTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatalf("new pipeline: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := p.Run(ctx); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if got := len(sink.Records()); got != 3 {
+		t.Errorf("sink got %d records, want 3", got)
+	}
+	got := dlq.Records()
+	if len(got) != 2 {
+		t.Fatalf("dead-letter sink got %d records before Run returned, want 2", len(got))
+	}
+	if !dlq.Closed || !dlq.Flushed {
+		t.Errorf("dead-letter sink closed=%v flushed=%v, want both", dlq.Closed, dlq.Flushed)
+	}
+}
