@@ -32,8 +32,10 @@ type HeartbeatConfig struct {
 const DefaultHeartbeatInterval = 60 * time.Second
 
 // HeartbeatPipeline is the name of the heartbeat's own pipeline: its
-// metrics and its log (DATA_DIR/fleet/heartbeat) go by it.
-const HeartbeatPipeline = "fleet-heartbeat"
+// metrics go by it and its log is DATA_DIR/fleet/heartbeat. A pipeline file
+// cannot take this name (a '/' is not allowed in pipeline names), so the
+// heartbeat's metrics never mix with a user pipeline's.
+const HeartbeatPipeline = "fleet/heartbeat"
 
 // heartbeatBuffer is the heartbeat log: 1 MiB holds about a thousand
 // heartbeats, 17 hours at the default interval; beyond it the oldest go

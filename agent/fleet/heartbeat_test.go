@@ -145,3 +145,23 @@ func BenchmarkHeartbeat(b *testing.B) {
 	b.ReportMetric(float64(n), "bytes/heartbeat")
 	b.ReportMetric(float64(n)*float64(24*time.Hour/DefaultHeartbeatInterval), "bytes/agent/day")
 }
+
+// TestHeartbeatPipelineNameIsReserved: no pipeline file can be named like
+// the heartbeat's pipeline (a pipeline's name is its file's base name, which
+// has no '/'), so their metrics never share labels.
+func TestHeartbeatPipelineNameIsReserved(t *testing.T) {
+	if !strings.Contains(HeartbeatPipeline, "/") {
+		t.Fatalf("HeartbeatPipeline %q: a pipeline file could take this name", HeartbeatPipeline)
+	}
+	reg := runner.NewRegistry()
+	none := func() *struct{} { return &struct{}{} }
+	reg.Sources["src"] = agent.Typed[agent.Source]("test", none, func(*struct{}, agent.Env) (agent.Source, error) { return nil, nil })
+	reg.Sinks["out"] = agent.Typed[agent.Sink]("test", none, func(*struct{}, agent.Env) (agent.Sink, error) { return nil, nil })
+	spec, err := reg.ParsePipeline("/etc/pspf-edge/pipelines/"+HeartbeatPipeline+".yaml", []byte("sources: [{src: {}}]\nsinks: [{out: {}}]\n"), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if spec.Name == HeartbeatPipeline {
+		t.Fatalf("a pipeline file at .../%s.yaml is named %q", HeartbeatPipeline, spec.Name)
+	}
+}

@@ -549,7 +549,7 @@ func (r *Registry) parsePipeline(file string, data []byte, defaults Defaults, en
 	}
 	var errs agent.ConfigErrors
 	if !validName(spec.Name) {
-		errs = append(errs, &agent.ConfigError{File: file, Msg: fmt.Sprintf("pipeline name %q (from the file name) must use only letters, digits, '-' and '_'", spec.Name)})
+		errs = append(errs, &agent.ConfigError{File: file, Msg: fmt.Sprintf("pipeline name %q (from the file name) must use only letters, digits, '-', '_' and '.'", spec.Name)})
 	}
 	if len(pf.Sources) == 0 {
 		root.Field("sources").Errorf("must list at least one source")
