@@ -21,9 +21,12 @@ type Config struct {
 	LengthEndian string `yaml:"length_endian" enum:"big,little" doc:"length_prefix framing: byte order of the prefix"`
 	// MaxFrame is the framer's buffer, allocated once: its cap bounds
 	// memory.
-	MaxFrame   agent.ByteSize  `yaml:"max_frame" min:"1B" max:"1MiB" doc:"longer frames are dropped and counted; the framer's buffer is this big"`
-	Poll       PollConfig      `yaml:"poll" doc:"a command written at an interval, for request/response sensors"`
-	BatchSize  int             `yaml:"batch_size" min:"1" max:"65536" doc:"most frames per batch"`
+	MaxFrame  agent.ByteSize `yaml:"max_frame" min:"1B" max:"1MiB" doc:"longer frames are dropped and counted; the framer's buffer is this big"`
+	Poll      PollConfig     `yaml:"poll" doc:"a command written at an interval, for request/response sensors"`
+	BatchSize int            `yaml:"batch_size" min:"1" max:"65536" doc:"most frames per batch"`
+	// BatchBytes bounds a batch in bytes: with max_unacked it bounds the
+	// memory of frames read but not yet durable.
+	BatchBytes agent.ByteSize  `yaml:"batch_bytes" min:"1KiB" max:"16MiB" doc:"a batch ends once its frames hold this many bytes; memory for unacked frames stays below max_unacked × (batch_bytes + max_frame)"`
 	Linger     time.Duration   `yaml:"linger" max:"1s" doc:"how long a batch waits for more frames after its first"`
 	MaxUnacked int             `yaml:"max_unacked" min:"1" max:"1024" doc:"batches read but not yet durable before reading pauses"`
 	Reconnect  ReconnectConfig `yaml:"reconnect" doc:"backoff between attempts to reopen a device that went away"`
@@ -47,7 +50,7 @@ func Defaults() *Config {
 		Baud: 9600, DataBits: 8, Parity: "none", StopBits: "1",
 		Framing: "line", Delimiter: "\n", TrimCR: true, LengthBytes: 2, LengthEndian: "big",
 		MaxFrame: 1 << 10, Poll: PollConfig{Interval: time.Second},
-		BatchSize: 100, Linger: 20 * time.Millisecond, MaxUnacked: 8,
+		BatchSize: 100, BatchBytes: 64 << 10, Linger: 20 * time.Millisecond, MaxUnacked: 8,
 		Reconnect: ReconnectConfig{Initial: 500 * time.Millisecond, Max: 10 * time.Second},
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -234,5 +235,52 @@ func TestMissingDeviceIsAConnectError(t *testing.T) {
 	err := New(cfg, agent.Env{}).Connect(context.Background())
 	if err == nil || !strings.HasPrefix(err.Error(), "serial source: open ") {
 		t.Errorf("got %v, want an open error", err)
+	}
+}
+
+// TestPtyBatchBytesBound: large frames end a batch at batch_bytes, not
+// only at batch_size, so the frames held for unacked batches stay below
+// max_unacked × (batch_bytes + max_frame); every frame arrives once, in
+// order.
+func TestPtyBatchBytesBound(t *testing.T) {
+	d := newDevice(t)
+	s, _ := ptySource(t, d, func(c *Config) {
+		c.MaxFrame = 1 << 10
+		c.BatchSize = 100
+		c.BatchBytes = 8 << 10
+		c.Linger = time.Second
+	})
+	const n = 300
+	want := make([]string, n)
+	var stream []byte
+	for i := range want {
+		want[i] = fmt.Sprintf("frame-%04d-%s", i, strings.Repeat("x", 900))
+		stream = append(stream, want[i]+"\n"...)
+	}
+	werr := make(chan error, 1)
+	go func() { _, err := d.master.Write(stream); werr <- err }()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var got []string
+	for len(got) < n {
+		recs, ack, err := s.Read(ctx)
+		if err != nil {
+			t.Fatalf("read after %d frames: %v", len(got), err)
+		}
+		bytes := 0
+		for _, r := range recs {
+			bytes += len(r.Raw)
+			got = append(got, string(r.Raw))
+		}
+		if limit := int(8<<10 + 1<<10); bytes > limit {
+			t.Fatalf("a batch of %d frames holds %d bytes, over batch_bytes + max_frame = %d", len(recs), bytes, limit)
+		}
+		ack(ctx, nil)
+	}
+	if err := <-werr; err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("frames differ: got %d, want %d in order", len(got), len(want))
 	}
 }

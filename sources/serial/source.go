@@ -129,9 +129,9 @@ func (s *Source) newFramer(r io.Reader) Framer {
 }
 
 // Read returns the next batch of frames: it waits for a first frame, then
-// gathers more for up to linger or batch_size. It blocks while max_unacked
-// batches are unacked (the device's bytes then wait in the kernel's buffer,
-// and are lost if it overflows). If the device goes away, Read logs it,
+// gathers more for up to linger, batch_size frames or batch_bytes. It blocks
+// while max_unacked batches are unacked (the device's bytes then wait in the
+// kernel's buffer, and are lost if it overflows). If the device goes away, Read logs it,
 // returns what it has, and reopens the device with backoff on the next calls.
 func (s *Source) Read(ctx context.Context) ([]agent.Record, agent.AckFunc, error) {
 	if b, ack, err := s.unacked.Acquire(ctx); b != nil || err != nil {
@@ -171,7 +171,7 @@ func (s *Source) Read(ctx context.Context) ([]agent.Record, agent.AckFunc, error
 			if len(recs) == 1 {
 				deadline = now.Add(s.cfg.Linger)
 			}
-			if len(recs) >= s.cfg.BatchSize {
+			if len(recs) >= s.cfg.BatchSize || len(arena) >= int(s.cfg.BatchBytes) {
 				return recs, s.unacked.Ack(recs), nil
 			}
 		case errors.Is(err, ErrOversize):
