@@ -43,6 +43,10 @@ func allowed(pkg string) (deps []string, ok bool) {
 		return nil, true
 	case pkg == "internal/mqttc":
 		return []string{"agent"}, true
+	case pkg == "internal/mqttc/mqtttest":
+		// The scripted MQTT broker of tests: the client's packet codec and
+		// the polling helper. No package above may import it (tests only).
+		return []string{"agent", "internal/mqttc", "internal/wait"}, true
 	case pkg == "internal/kafkaconn":
 		return nil, true
 	case pkg == "internal/testkit":

@@ -4,6 +4,7 @@ package fleet
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"sync"
@@ -70,7 +71,8 @@ type message struct {
 }
 
 // Run subscribes to every target's topic (again after each reconnect: the
-// session is clean) and hands the bundles to got from its own goroutine.
+// session is clean; a refused subscription again with a backoff, see
+// subscribe) and hands the bundles to got from its own goroutine.
 // A loss of the connection, a failed connect or subscribe is a failure of
 // the channel (one WARN per outage, a metric each); the client's own log
 // of the episode is left out, so as not to say it twice.
@@ -141,24 +143,46 @@ func (m *mqttChannel) Run(ctx context.Context, targets []string, got func(string
 }
 
 // subscribe subscribes to filters after every connection until ctx is
-// done.
+// done. A SUBSCRIBE the broker refuses (an ACL that does not grant the
+// topic yet) or leaves unanswered is a failure of the channel and is tried
+// again on the same connection with a backoff (1 s doubling to 30 s), or
+// at once on a new connection: an agent whose ACL is fixed gets its
+// bundles without waiting for its connection to drop. A connection gone
+// (which Lost reports) waits for the next one.
 func (m *mqttChannel) subscribe(ctx context.Context, cl *mqttc.Client, filters map[string]byte, connected <-chan struct{}) {
+	bo := agent.Backoff{Initial: time.Second, Max: 30 * time.Second}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-connected:
 		}
-		sctx, cancel := context.WithTimeout(ctx, mqttTimeout)
-		err := cl.Subscribe(sctx, filters)
-		cancel()
-		switch {
-		case ctx.Err() != nil:
-			return
-		case err != nil:
-			m.out.fail(fmt.Errorf("fleet: mqtt subscribe: %w", err))
-		default:
-			m.out.ok()
+		bo.Reset()
+		for retry := true; retry; {
+			sctx, cancel := context.WithTimeout(ctx, mqttTimeout)
+			err := cl.Subscribe(sctx, filters)
+			cancel()
+			switch {
+			case ctx.Err() != nil:
+				return
+			case err == nil:
+				m.out.ok()
+				retry = false
+			case errors.Is(err, mqttc.ErrNotConnected), errors.Is(err, mqttc.ErrConnEnded):
+				retry = false // subscribe on the next connection
+			default:
+				m.out.fail(fmt.Errorf("fleet: mqtt subscribe: %w", err))
+				t := time.NewTimer(bo.Next())
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					return
+				case <-connected: // a new connection: subscribe on it now
+					bo.Reset()
+				case <-t.C:
+				}
+				t.Stop()
+			}
 		}
 	}
 }

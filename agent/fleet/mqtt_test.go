@@ -3,12 +3,17 @@
 package fleet
 
 import (
+	"bufio"
 	"bytes"
+	"io"
+	"net"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/pspf/pspf-edge/internal/mqttc"
+	"github.com/pspf/pspf-edge/internal/mqttc/mqtttest"
 	"github.com/pspf/pspf-edge/internal/testbroker"
 	"github.com/pspf/pspf-edge/internal/testkit"
 )
@@ -66,5 +71,49 @@ func TestChannelMQTTOversize(t *testing.T) {
 	testkit.Eventually(t, 20*time.Second, "version 1 after it", func() bool { return e.a.Version() == 1 }, log)
 	if n := strings.Count(log.String(), "bundle refused"); n != 1 {
 		t.Errorf("got %d refusals logged, want 1:\n%s", n, log)
+	}
+}
+
+// A SUBSCRIBE the broker refuses (an ACL not yet granting the topic) is
+// tried again with a backoff on the same connection, one WARN for the
+// outage: once the broker grants it, the retained bundle is applied
+// without waiting for a reconnect. mosquitto 2.0.11 grants a subscription
+// its ACL denies (and then delivers nothing), so the broker is scripted.
+func TestChannelMQTTSubscribeRetried(t *testing.T) {
+	const refusals = 2
+	sk, keys := testKey(t)
+	bundle := sign(t, sk, 1, File{"a.yaml", pipe("v1")})
+	c := DefaultConfig()
+	b := mqtttest.Start(t, func(n int, conn net.Conn, r *bufio.Reader) {
+		if n == 1 {
+			for range refusals {
+				if _, ok := mqtttest.Subscribe(conn, r, 0x80); !ok {
+					return
+				}
+			}
+			if _, ok := mqtttest.Subscribe(conn, r, 1); !ok {
+				return
+			}
+			p := &mqttc.Publication{Topic: topicFor(c.MQTT.Topic, "all"), QoS: 1, Retain: true, Payload: bundle}
+			if _, err := conn.Write(mqttc.EncodePublish(false, p, 1)); err != nil {
+				return
+			}
+		}
+		_, _ = io.Copy(io.Discard, r) // the PUBACK; a reconnect is served nothing
+	})
+	c.Channel, c.MQTT.Broker = ChannelMQTT, b.URL()
+	e, log := runFleetAgent(t, c, keys, "gw-1", nil)
+	testkit.Eventually(t, 20*time.Second, "version 1, granted on the third SUBSCRIBE", func() bool { return e.a.Version() == 1 }, log)
+	if n := b.Settled(t); n != 1 {
+		t.Errorf("got %d connections, want 1 (the SUBSCRIBE retried on it)", n)
+	}
+	if got := e.metric(`pspf_fleet_channel_errors_total{channel="mqtt"}`); got != strconv.Itoa(refusals) {
+		t.Errorf("got %s channel errors, want %d (one per refused SUBSCRIBE)", got, refusals)
+	}
+	testkit.Eventually(t, 10*time.Second, "the outage's end logged", func() bool {
+		return strings.Contains(log.String(), "config channel reachable again")
+	}, log)
+	if n := strings.Count(log.String(), "level=WARN"); n != 1 {
+		t.Errorf("got %d WARN lines, want 1 for the outage:\n%s", n, log)
 	}
 }
