@@ -1,4 +1,4 @@
-package mqttc
+package mqttc_test
 
 import (
 	"bufio"
@@ -9,45 +9,19 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/eclipse/paho.mqtt.golang/packets"
+
+	"github.com/pspf/pspf-edge/internal/mqttc"
+	"github.com/pspf/pspf-edge/internal/mqttc/mqtttest"
 )
 
-// start5 starts a scripted MQTT 5 broker: it answers the CONNECT with
-// connack (a whole packet) and hands the connection to serve.
-func start5(t *testing.T, connack []byte, serve func(c net.Conn, r *bufio.Reader)) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				r := bufio.NewReader(c)
-				typ, _, _, body, err := readPacket(r, 1<<20)
-				if err != nil || typ != typeConnect || len(body) < 7 || body[6] != 5 {
-					return
-				}
-				if _, err := c.Write(connack); err != nil {
-					return
-				}
-				serve(c, r)
-			}()
-		}
-	}()
-	return "tcp://" + l.Addr().String()
-}
-
-func client5(t *testing.T, url string, h Handlers) *Client {
+// client5 is a client of url connected under MQTT 5.
+func client5(t *testing.T, url string, h mqttc.Handlers) *mqttc.Client {
 	t.Helper()
 	o := testOptions(url)
 	o.ProtocolVersion = 5
-	c := New(o, h)
+	c := mqttc.New(o, h)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, err := c.Connect(ctx); err != nil {
@@ -61,26 +35,26 @@ func client5(t *testing.T, url string, h Handlers) *Client {
 // caller named, with the broker's reason string: a SUBACK that refuses
 // one filter of two, and a PUBACK that refuses a message.
 func TestV5ReasonCodes(t *testing.T) {
-	url := start5(t, []byte{typeConnack << 4, 3, 0, 0, 0}, func(c net.Conn, r *bufio.Reader) {
+	url := mqtttest.StartV5(t, []byte{packets.Connack << 4, 3, 0, 0, 0}, func(_ int, c net.Conn, r *bufio.Reader) {
 		for {
-			typ, flags, _, body, err := readPacket(r, 1<<20)
+			typ, flags, _, body, err := mqttc.ReadPacket(r, 1<<20)
 			if err != nil {
 				return
 			}
 			switch typ {
-			case typeSubscribe: // id, properties 0x1F "acl", codes 1 and 0x87
-				_, _ = c.Write([]byte{typeSuback << 4, 11, body[0], body[1], 6, 0x1F, 0, 3, 'a', 'c', 'l', 1, 0x87})
-			case typePublish:
-				_, id, _, _, _, _ := parsePublish(flags, body, true)
-				_, _ = c.Write([]byte{typePuback << 4, 3, byte(id >> 8), byte(id), 0x97}) // quota exceeded
+			case packets.Subscribe: // id, properties 0x1F "acl", codes 1 and 0x87
+				_, _ = c.Write([]byte{packets.Suback << 4, 11, body[0], body[1], 6, 0x1F, 0, 3, 'a', 'c', 'l', 1, 0x87})
+			case packets.Publish:
+				_, id, _, _, _ := mqttc.ParsePublish(flags, body, true)
+				_, _ = c.Write([]byte{packets.Puback << 4, 3, byte(id >> 8), byte(id), 0x97}) // quota exceeded
 			}
 		}
-	})
-	c := client5(t, url, Handlers{})
+	}).URL()
+	c := client5(t, url, mqttc.Handlers{})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	err := c.Subscribe(ctx, map[string]byte{"a/#": 1, "b/#": 1})
-	var re *ReasonError
+	var re *mqttc.ReasonError
 	if !errors.As(err, &re) || re.Code != 0x87 || re.Filter != "b/#" || !strings.Contains(err.Error(), `broker refused subscription "b/#": reason code 0x87 (not authorized): acl`) {
 		t.Errorf("subscribe: got %v, want b/# refused with 0x87 and the reason string", err)
 	}
@@ -96,36 +70,36 @@ func TestV5ReasonCodes(t *testing.T) {
 func TestV5ReceiveMaximumBoundsPublishes(t *testing.T) {
 	var unacked, most atomic.Int32
 	ids := make(chan uint16, 100)
-	url := start5(t, []byte{typeConnack << 4, 6, 0, 0, 3, propReceiveMaximum, 0, 2}, func(c net.Conn, r *bufio.Reader) {
+	url := mqtttest.StartV5(t, []byte{packets.Connack << 4, 6, 0, 0, 3, mqttc.PropReceiveMaximum, 0, 2}, func(_ int, c net.Conn, r *bufio.Reader) {
 		go func() { // acks late, one at a time
 			for id := range ids {
 				time.Sleep(time.Millisecond) // a slow broker (the fault), not a wait: the client may try to send more meanwhile
 				unacked.Add(-1)
-				if _, err := c.Write([]byte{typePuback << 4, 2, byte(id >> 8), byte(id)}); err != nil {
+				if _, err := c.Write([]byte{packets.Puback << 4, 2, byte(id >> 8), byte(id)}); err != nil {
 					return
 				}
 			}
 		}()
 		for {
-			typ, flags, _, body, err := readPacket(r, 1<<20)
+			typ, flags, _, body, err := mqttc.ReadPacket(r, 1<<20)
 			if err != nil {
 				return
 			}
-			if typ == typePublish {
-				_, id, _, _, _, _ := parsePublish(flags, body, true)
+			if typ == packets.Publish {
+				_, id, _, _, _ := mqttc.ParsePublish(flags, body, true)
 				n := unacked.Add(1)
 				for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
 				}
 				ids <- id
 			}
 		}
-	})
-	c := client5(t, url, Handlers{})
+	}).URL()
+	c := client5(t, url, mqttc.Handlers{})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var acks []<-chan error
 	for range 20 {
-		ack, err := c.PublishAsync(ctx, &Publication{Topic: "t", QoS: 1, Payload: []byte("x")})
+		ack, err := c.PublishAsync(ctx, &mqttc.Publication{Topic: "t", QoS: 1, Payload: []byte("x")})
 		if err != nil {
 			t.Fatalf("publish: %v", err)
 		}
@@ -148,24 +122,24 @@ func TestV5ReceiveMaximumBoundsPublishes(t *testing.T) {
 // without a DISCONNECT on a takeover, as under 3.1.1: the guess covers it.)
 func TestV5DisconnectNamesTakeover(t *testing.T) {
 	var conns atomic.Int32
-	url := start5(t, []byte{typeConnack << 4, 3, 0, 0, 0}, func(c net.Conn, r *bufio.Reader) {
+	url := mqtttest.StartV5(t, []byte{packets.Connack << 4, 3, 0, 0, 0}, func(_ int, c net.Conn, r *bufio.Reader) {
 		if conns.Add(1) == 1 { // reason code 0x8E, reason string "by t2"
-			_, _ = c.Write([]byte{typeDisconnect << 4, 10, 0x8E, 8, 0x1F, 0, 5, 'b', 'y', ' ', 't', '2'})
+			_, _ = c.Write([]byte{packets.Disconnect << 4, 10, 0x8E, 8, 0x1F, 0, 5, 'b', 'y', ' ', 't', '2'})
 		}
 		for {
-			if _, _, _, _, err := readPacket(r, 1<<20); err != nil {
+			if _, _, _, _, err := mqttc.ReadPacket(r, 1<<20); err != nil {
 				return
 			}
 		}
-	})
+	}).URL()
 	lost := make(chan error, 10)
 	causes := make(chan string, 10)
-	client5(t, url, Handlers{Lost: func(cause string, err error) { causes <- cause; lost <- err }})
+	client5(t, url, mqttc.Handlers{Lost: func(cause string, err error) { causes <- cause; lost <- err }})
 	select {
 	case cause := <-causes:
 		err := <-lost
-		var re *ReasonError
-		if cause != causeTakeover || !errors.As(err, &re) || re.Code != 0x8E || !strings.Contains(err.Error(), "DISCONNECT reason code 0x8e (session taken over): by t2") {
+		var re *mqttc.ReasonError
+		if cause != mqttc.CauseTakeover || !errors.As(err, &re) || re.Code != 0x8E || !strings.Contains(err.Error(), "DISCONNECT reason code 0x8e (session taken over): by t2") {
 			t.Errorf("got cause %q, error %v; want takeover with DISCONNECT reason code 0x8E", cause, err)
 		}
 	case <-time.After(10 * time.Second):
@@ -173,85 +147,38 @@ func TestV5DisconnectNamesTakeover(t *testing.T) {
 	}
 }
 
-// FuzzV5Packets feeds the MQTT 5 decoders (properties, CONNACK, PUBLISH,
-// acks, SUBACK, DISCONNECT) arbitrary bodies: each returns a result or a
-// named protocol violation, never a panic.
-func FuzzV5Packets(f *testing.F) {
-	f.Add(byte(typeConnack), byte(0), []byte{0, 0, 3, propReceiveMaximum, 0, 2})
-	f.Add(byte(typePublish), byte(2), []byte{0, 1, 'a', 0, 1, 8, 0x26, 0, 1, 'k', 0, 1, 'v', 0x02, 0, 0, 0, 9, 'p'})
-	f.Add(byte(typePuback), byte(0), []byte{0, 1, 0x97, 4, 0x1F, 0, 1, 'r'})
-	f.Add(byte(typeSuback), byte(0), []byte{0, 1, 0, 1, 0x87})
-	f.Add(byte(typeDisconnect), byte(0), []byte{0x8E, 0})
-	f.Add(byte(typePublish), byte(2), []byte{0, 1, 'a', 0, 1, 0xff, 0xff, 0xff, 0xff, 0x7f})
-	f.Fuzz(func(t *testing.T, typ, flags byte, body []byte) {
-		check := func(err error) {
-			t.Helper()
-			var pe *protocolError
-			var re *RefusedError
-			if err != nil && !errors.As(err, &pe) && !errors.As(err, &re) && !strings.HasPrefix(err.Error(), "expected CONNACK") {
-				t.Fatalf("error %v is not a named protocol violation", err)
-			}
-		}
-		_, _, err := parseProps(body, "FUZZ")
-		check(err)
-		_, err = checkConnack(typ, len(body), body, true)
-		check(err)
-		if typ == typePublish {
-			topic, _, payload, _, _, err := parsePublish(flags, body, true)
-			check(err)
-			if err == nil && (topic == "" || len(payload) > len(body)) {
-				t.Fatalf("accepted PUBLISH %x as topic %q", body, topic)
-			}
-			return
-		}
-		if err := checkPacket(typ, flags, body, true); err != nil {
-			check(err)
-			return
-		}
-		switch typ {
-		case typeDisconnect:
-			_, _, err = parseDisconnect(body)
-		case typeSuback:
-			_, _, err = subackCodes(body, true)
-		default:
-			_, _, err = parseAck(typ, body, true)
-		}
-		check(err)
-	})
-}
-
 // TestV5MaximumPacketSize checks that a message over the broker's Maximum
 // Packet Size (CONNACK) fails at once, named, instead of making the broker
 // close the connection; one within it goes, and publishLen is exact.
 func TestV5MaximumPacketSize(t *testing.T) {
 	got := make(chan int, 10)
-	url := start5(t, []byte{typeConnack << 4, 8, 0, 0, 5, propMaximumPacketSize, 0, 0, 0, 64}, func(c net.Conn, r *bufio.Reader) {
+	url := mqtttest.StartV5(t, []byte{packets.Connack << 4, 8, 0, 0, 5, mqttc.PropMaximumPacketSize, 0, 0, 0, 64}, func(_ int, c net.Conn, r *bufio.Reader) {
 		for {
-			typ, _, n, _, err := readPacket(r, 1<<20)
+			typ, _, n, _, err := mqttc.ReadPacket(r, 1<<20)
 			if err != nil {
 				return
 			}
-			if typ == typePublish {
+			if typ == packets.Publish {
 				got <- n
 			}
 		}
-	})
-	c := client5(t, url, Handlers{})
+	}).URL()
+	c := client5(t, url, mqttc.Handlers{})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	small := &Publication{Topic: "t", Payload: make([]byte, 40), User: []UserProperty{{Key: "k", Value: "v"}}}
+	small := &mqttc.Publication{Topic: "t", Payload: make([]byte, 40), User: []mqttc.UserProperty{{Key: "k", Value: "v"}}}
 	if _, err := c.PublishAsync(ctx, small); err != nil {
 		t.Fatalf("a message within the limit: %v", err)
 	}
 	select {
 	case n := <-got:
-		if want := publishLen(true, small) - 2; n != want { // the body: less the one-byte type and length
+		if want := mqttc.PublishLen(true, small) - 2; n != want { // the body: less the one-byte type and length
 			t.Errorf("broker got a body of %d bytes, want %d", n, want)
 		}
 	case <-ctx.Done():
 		t.Fatal("the message within the limit did not arrive")
 	}
-	_, err := c.PublishAsync(ctx, &Publication{Topic: "t", Payload: make([]byte, 60)})
+	_, err := c.PublishAsync(ctx, &mqttc.Publication{Topic: "t", Payload: make([]byte, 60)})
 	if err == nil || !strings.Contains(err.Error(), "over the broker's Maximum Packet Size 64") {
 		t.Errorf("a message over the limit: got %v, want it refused naming the limit", err)
 	}

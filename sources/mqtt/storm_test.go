@@ -2,7 +2,6 @@ package mqtt
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -15,11 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/eclipse/paho.mqtt.golang/packets"
-
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/runner"
 	"github.com/pspf/pspf-edge/internal/mqttc"
+	"github.com/pspf/pspf-edge/internal/mqttc/mqtttest"
 	"github.com/pspf/pspf-edge/internal/testbroker"
 	"github.com/pspf/pspf-edge/internal/wait"
 )
@@ -112,45 +110,6 @@ func (e *errRecorder) text() string {
 	return strings.Join(e.errs, "\n")
 }
 
-// readPacket reads one MQTT packet as a test broker: its type, flags and
-// body (the client's own decoder is internal to internal/mqttc).
-func readPacket(r *bufio.Reader, _ int) (typ, flags byte, n int, body []byte, err error) {
-	first, err := r.ReadByte()
-	if err != nil {
-		return 0, 0, 0, nil, err
-	}
-	for i := 0; i < 4; i++ {
-		b, err := r.ReadByte()
-		if err != nil {
-			return 0, 0, 0, nil, err
-		}
-		n |= int(b&0x7f) << (7 * i)
-		if b&0x80 == 0 {
-			break
-		}
-	}
-	body = make([]byte, n)
-	if _, err := io.ReadFull(r, body); err != nil {
-		return 0, 0, 0, nil, err
-	}
-	return first >> 4, first & 0x0f, n, body, nil
-}
-
-// serveSubscribe answers the client's requests until its SUBSCRIBE, which
-// it acknowledges; it reports false if the connection ended first.
-func serveSubscribe(c net.Conn, r *bufio.Reader) bool {
-	for {
-		typ, _, _, body, err := readPacket(r, 1<<20)
-		if err != nil {
-			return false
-		}
-		if typ == packets.Subscribe && len(body) >= 2 {
-			_, err := c.Write([]byte{packets.Suback << 4, 3, body[0], body[1], 1})
-			return err == nil
-		}
-	}
-}
-
 // hostileBroker accepts every CONNECT and acknowledges the SUBSCRIBE. On
 // its first `bad` connections it then sends bad and closes the connection
 // (an empty bad: it closes at once, as mosquitto does when another client
@@ -160,8 +119,8 @@ func hostileBroker(t *testing.T, bad []byte, sessions int) (url string, calm <-c
 	t.Helper()
 	quiet := make(chan struct{})
 	var once sync.Once
-	fb := startNetBroker(t, func(n int, c net.Conn, r *bufio.Reader) {
-		if !serveSubscribe(c, r) {
+	fb := mqtttest.Start(t, func(n int, c net.Conn, r *bufio.Reader) {
+		if _, ok := mqtttest.Subscribe(c, r, 1); !ok {
 			return
 		}
 		if n > sessions {
@@ -171,7 +130,7 @@ func hostileBroker(t *testing.T, bad []byte, sessions int) (url string, calm <-c
 		}
 		_, _ = c.Write(bad)
 	})
-	return fb.url(), quiet
+	return fb.URL(), quiet
 }
 
 // stormSource is a source on the real client whose reconnect loop runs on
@@ -302,8 +261,8 @@ func TestReconnectBackoffStartsOverAfterStableSession(t *testing.T) {
 	clk := newFakeClock()
 	holding, release := make(chan struct{}), make(chan struct{})
 	calm := make(chan struct{})
-	fb := startNetBroker(t, func(n int, c net.Conn, r *bufio.Reader) {
-		if !serveSubscribe(c, r) {
+	fb := mqtttest.Start(t, func(n int, c net.Conn, r *bufio.Reader) {
+		if _, ok := mqtttest.Subscribe(c, r, 1); !ok {
 			return
 		}
 		switch {
@@ -318,7 +277,7 @@ func TestReconnectBackoffStartsOverAfterStableSession(t *testing.T) {
 		_, _ = c.Write([]byte("\x36\x05\x00\x03a/b")) // QoS 3
 	})
 	lr := &logRecorder{}
-	s, _ := stormSource(t, []string{fb.url()}, clk, lr, &errRecorder{})
+	s, _ := stormSource(t, []string{fb.URL()}, clk, lr, &errRecorder{})
 	select {
 	case <-holding:
 	case <-time.After(20 * time.Second):
@@ -362,26 +321,12 @@ func (s *Source) queuedLen() int {
 func TestSilentCloseByLeavingBrokerIsNoTakeover(t *testing.T) {
 	for _, failover := range []bool{false, true} {
 		t.Run(fmt.Sprintf("failover=%t", failover), func(t *testing.T) {
-			l, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			go func() { // one connection: CONNACK, SUBACK, then the broker goes away
-				c, err := l.Accept()
-				l.Close()
-				if err != nil {
-					return
+			// One connection: CONNACK, SUBACK, then the broker goes away.
+			urls := []string{mqtttest.Once(t, func(c net.Conn, r *bufio.Reader) {
+				if mqtttest.Handshake(c, r) {
+					mqtttest.Subscribe(c, r, 1)
 				}
-				defer c.Close()
-				r := bufio.NewReader(c)
-				if typ, _, _, _, err := readPacket(r, 1<<20); err != nil || typ != packets.Connect {
-					return
-				}
-				if _, err := c.Write([]byte{packets.Connack << 4, 2, 0, 0}); err == nil {
-					serveSubscribe(c, r)
-				}
-			}()
-			urls := []string{"tcp://" + l.Addr().String()}
+			})}
 			if failover {
 				backup, _ := hostileBroker(t, nil, 0)
 				urls = append(urls, backup)
@@ -437,17 +382,14 @@ func TestCloseJoinsReader(t *testing.T) {
 			t.Fatalf("%d goroutines in %s before the test", n, fn)
 		}
 	}
-	fb := startNetBroker(t, func(n int, c net.Conn, r *bufio.Reader) {
-		if !serveSubscribe(c, r) {
+	fb := mqtttest.Start(t, func(n int, c net.Conn, r *bufio.Reader) {
+		if _, ok := mqtttest.Subscribe(c, r, 1); !ok {
 			return
 		}
 		if n == 1 {
 			for i := range 6 {
-				var b bytes.Buffer
-				p := packets.NewControlPacket(packets.Publish).(*packets.PublishPacket)
-				p.Qos, p.MessageID, p.TopicName, p.Payload = 1, uint16(i+1), "s/x", []byte{byte('0' + i)}
-				_ = p.Write(&b)
-				if _, err := c.Write(b.Bytes()); err != nil {
+				p := &mqttc.Publication{Topic: "s/x", QoS: 1, Payload: []byte{byte('0' + i)}}
+				if _, err := c.Write(mqttc.EncodePublish(false, p, uint16(i+1))); err != nil {
 					return
 				}
 			}
@@ -455,7 +397,7 @@ func TestCloseJoinsReader(t *testing.T) {
 		_, _ = io.Copy(io.Discard, r)
 	})
 	cfg := *Defaults()
-	cfg.Brokers = []string{fb.url()}
+	cfg.Brokers = []string{fb.URL()}
 	cfg.ClientID = "t-join"
 	cfg.Subscriptions = []Subscription{{Topic: "s/#", QoS: 1}}
 	cfg.MaxInFlight, cfg.BatchSize, cfg.Linger = 2, 2, 0
