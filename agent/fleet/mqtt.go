@@ -171,6 +171,9 @@ func (m *mqttChannel) subscribe(ctx context.Context, cl *mqttc.Client, filters m
 			case errors.Is(err, mqttc.ErrNotConnected), errors.Is(err, mqttc.ErrConnEnded):
 				retry = false // subscribe on the next connection
 			default:
+				if errors.Is(err, context.DeadlineExceeded) {
+					err = fmt.Errorf("no SUBACK within %v: %w", mqttTimeout, err)
+				}
 				m.out.fail(fmt.Errorf("fleet: mqtt subscribe: %w", err))
 				t := time.NewTimer(bo.Next())
 				select {
