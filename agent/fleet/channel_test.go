@@ -76,8 +76,15 @@ func startBundleServer(t *testing.T, token string) (*bundleServer, HTTPSConfig) 
 	return bs, HTTPSConfig{URL: srv.URL + "/fleet/{target}.bundle", Interval: 30 * time.Millisecond, Token: token, TLS: agent.TLSConfig{CAFile: ca}}
 }
 
-// runAgent runs a fleet client for name with labels over c.
+// runFleetAgent runs a fleet client for name with labels over c.
 func runFleetAgent(t *testing.T, c Config, keys Keyring, name string, labels map[string]string) (*applierEnv, *testkit.LogBuffer) {
+	t.Helper()
+	return runFleetAgentWith(t, c, keys, name, labels, func(Channel) {})
+}
+
+// runFleetAgentWith is runFleetAgent with tweak applied to the channel
+// before the agent runs.
+func runFleetAgentWith(t *testing.T, c Config, keys Keyring, name string, labels map[string]string, tweak func(Channel)) (*applierEnv, *testkit.LogBuffer) {
 	t.Helper()
 	e := newApplier(t, keys, "")
 	secrets := new(agent.Secrets)
@@ -85,6 +92,7 @@ func runFleetAgent(t *testing.T, c Config, keys Keyring, name string, labels map
 	if err != nil {
 		t.Fatal(err)
 	}
+	tweak(ch)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {

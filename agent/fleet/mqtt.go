@@ -30,6 +30,9 @@ type mqttChannel struct {
 	opts mqttc.Options
 	out  *outage
 	cl   *mqttc.Client // Push's
+	// subTimeout bounds the wait for a SUBACK: mqttTimeout (tests
+	// shorten it).
+	subTimeout time.Duration
 }
 
 const (
@@ -62,7 +65,7 @@ func newMQTT(c MQTTConfig, d Deps) (*mqttChannel, error) {
 		}
 		o.TLS = tc
 	}
-	return &mqttChannel{c: c, d: d, opts: o, out: newOutage(d, ChannelMQTT)}, nil
+	return &mqttChannel{c: c, d: d, opts: o, out: newOutage(d, ChannelMQTT), subTimeout: mqttTimeout}, nil
 }
 
 type message struct {
@@ -159,7 +162,7 @@ func (m *mqttChannel) subscribe(ctx context.Context, cl *mqttc.Client, filters m
 		}
 		bo.Reset()
 		for retry := true; retry; {
-			sctx, cancel := context.WithTimeout(ctx, mqttTimeout)
+			sctx, cancel := context.WithTimeout(ctx, m.subTimeout)
 			err := cl.Subscribe(sctx, filters)
 			cancel()
 			switch {
@@ -172,7 +175,7 @@ func (m *mqttChannel) subscribe(ctx context.Context, cl *mqttc.Client, filters m
 				retry = false // subscribe on the next connection
 			default:
 				if errors.Is(err, context.DeadlineExceeded) {
-					err = fmt.Errorf("no SUBACK within %v: %w", mqttTimeout, err)
+					err = fmt.Errorf("no SUBACK within %v: %w", m.subTimeout, err)
 				}
 				m.out.fail(fmt.Errorf("fleet: mqtt subscribe: %w", err))
 				t := time.NewTimer(bo.Next())
