@@ -9,7 +9,6 @@ package mqtt
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -78,17 +77,24 @@ type Source struct {
 	vals  []string        // topic template values; Read's goroutine only
 	last  *flight         // the batch Read returned last, until Appended
 
-	bg        context.Context // ends with Close: bounds the background subscribe
+	bg        context.Context // ends with Close: bounds the keepSubscribed loop
 	stopBg    context.CancelFunc
-	wg        sync.WaitGroup // the background subscribe
+	wg        sync.WaitGroup // the keepSubscribed loop
 	closeOnce sync.Once
 	reconnect atomic.Bool // a nack asks Read to reconnect so that the broker redelivers
 	timer     *time.Timer
 	prevAt    int64 // arrival (unix nanos) of the last message Read took; 0: none yet
 	prevLen   int   // messages in the batch Read returned before
+	// subTimeout bounds each wait for a SUBACK or for the birth
+	// message's PUBACK (see await): connect_timeout; tests shorten it.
+	subTimeout time.Duration
+	// setupFailing: an episode of failed setups (SUBSCRIBE, birth
+	// message) is under way; see keepSubscribed.
+	setupFailing atomic.Bool
 
 	received, acked, nacked, lost0 *agent.Counter
 	oversize, mismatch, reconnects *agent.Counter
+	subFailures, birthFailures     *agent.Counter
 }
 
 // New returns an MQTT source. It starts no goroutines: Connect does.
@@ -112,6 +118,8 @@ func newSource(cfg Config, env agent.Env, dial dialFunc) (*Source, error) {
 		queue: inQueue{wake: make(chan struct{}, 1), space: make(chan struct{}, 1), max: cfg.MaxInFlight, maxBytes: int64(cfg.MaxInFlightBytes)},
 		done:  make(chan struct{}),
 		free:  make(chan *batchBufs, freeBatches),
+
+		subTimeout: cfg.ConnectTimeout,
 	}
 	for _, b := range cfg.Brokers {
 		if u, err := url.Parse(b); err == nil && u.User != nil {
@@ -136,6 +144,8 @@ func newSource(cfg Config, env agent.Env, dial dialFunc) (*Source, error) {
 	s.oversize = env.Counter("pspf_mqtt_dropped_total", "reason", "oversize")
 	s.mismatch = env.Counter("pspf_mqtt_template_mismatch_total")
 	s.reconnects = env.Counter("pspf_mqtt_reconnects_total")
+	s.subFailures = env.Counter("pspf_mqtt_subscribe_failures_total")
+	s.birthFailures = env.Counter("pspf_mqtt_birth_failures_total")
 	s.queue.full = [2]*agent.Counter{
 		env.Counter("pspf_mqtt_in_flight_full_total", "bound", "messages"),
 		env.Counter("pspf_mqtt_in_flight_full_total", "bound", "bytes"),
@@ -177,6 +187,9 @@ func (s *Source) connect(ctx context.Context) (broker, error) {
 		return nil, agent.Permanent(fmt.Errorf("mqtt source: %w", err))
 	}
 	var connects atomic.Int64
+	// kick asks keepSubscribed to set up the connection just made; a
+	// connection made while it is still at the last one's is set up next.
+	kick := make(chan struct{}, 1)
 	var b broker
 	b = s.dial(&s.cfg, s.clientID, tc, handlers{
 		message:  s.onMessage,
@@ -189,11 +202,9 @@ func (s *Source) connect(ctx context.Context) (broker, error) {
 			if s.env.ReportError != nil {
 				s.env.ReportError(nil) // connected again: the loss is no longer the last error
 			}
-			// This runs on a goroutine of the client's own; it may wait as
-			// long as the backlog keeps the client from reading the SUBACK.
-			// A connection that ends meanwhile is the client's to report.
-			if err := s.setup(s.bg, b); err != nil && s.bg.Err() == nil && !errors.Is(err, mqttc.ErrConnEnded) {
-				s.log.Error("mqtt source: subscribe after reconnect failed", "err", err)
+			select {
+			case kick <- struct{}{}:
+			default:
 			}
 		},
 		lost: func(cause string, err error) {
@@ -221,32 +232,25 @@ func (s *Source) connect(ctx context.Context) (broker, error) {
 		// The broker kept the session, subscriptions included, and starts
 		// sending its backlog at once: more than max_in_flight of it blocks
 		// the client until Read runs, so the SUBACK (which refreshes the
-		// subscriptions in case the config changed) cannot be waited for here.
-		s.wg.Go(func() {
-			if err := s.setup(s.bg, b); err != nil && s.bg.Err() == nil {
-				s.log.Error("mqtt source: subscribe on the resumed session failed", "err", err)
-			}
-		})
-		return b, nil
-	}
-	if err := s.setup(cctx, b); err != nil {
+		// subscriptions in case the config changed) cannot be waited for
+		// here: keepSubscribed subscribes in the background.
+		select {
+		case kick <- struct{}{}:
+		default: // a reconnect since has kicked already
+		}
+	} else if err := s.setup(cctx, b); err != nil {
 		b.Disconnect(0)
 		return nil, err
+	} else {
+		s.setUp() // a nack's reconnect ends an episode of failed setups too
 	}
-	return b, nil
-}
-
-// setup subscribes and publishes the birth message.
-func (s *Source) setup(ctx context.Context, b broker) error {
-	if err := b.Subscribe(ctx, s.filters); err != nil {
-		return fmt.Errorf("mqtt source: subscribe: %w", err)
-	}
-	if st := s.cfg.Status; st.Topic != "" {
-		if err := b.Publish(ctx, st.Topic, byte(st.QoS), st.Retain, []byte(st.Online)); err != nil {
-			return fmt.Errorf("mqtt source: publish birth message: %w", err)
-		}
-	}
-	return nil
+	kctx, stop := context.WithCancel(s.bg)
+	kc := &keptClient{broker: b, stop: stop, done: make(chan struct{})}
+	s.wg.Go(func() {
+		defer close(kc.done)
+		s.keepSubscribed(kctx, b, kick)
+	})
+	return kc, nil
 }
 
 // onMessage runs on the client's goroutine for every message. It blocks while
@@ -285,6 +289,10 @@ type inQueue struct {
 	// the bound that stopped it) and noted once in the debug log.
 	waiting bool
 	full    [2]*agent.Counter // by bound: messages, bytes
+	// stalls counts the waits for room begun, blocked the handlers
+	// waiting now: while one waits the client reads nothing (see await).
+	stalls  uint64
+	blocked int
 	log     *slog.Logger
 }
 
@@ -315,16 +323,24 @@ func (q *inQueue) acquire(n int64, done, stop <-chan struct{}) bool {
 					"bound", bound, "messages", q.held, "bytes", q.bytes, "max_in_flight", q.max, "max_in_flight_bytes", q.maxBytes)
 			}
 		}
+		q.stalls++
+		q.blocked++
 		q.mu.Unlock()
+		ok := true
 		select {
 		case <-q.space:
 		case <-done:
-			return false
+			ok = false
 		case <-stop:
-			return false
+			ok = false
 		}
 		waited = true
 		q.mu.Lock()
+		q.blocked--
+		if !ok {
+			q.mu.Unlock()
+			return false
+		}
 	}
 	if !waited {
 		q.waiting = false
@@ -359,6 +375,14 @@ func (q *inQueue) inFlight() (int, int64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return q.held, q.bytes
+}
+
+// stalled returns how many waits for room have begun and whether one is
+// under way.
+func (q *inQueue) stalled() (uint64, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.stalls, q.blocked > 0
 }
 
 // push queues a message, waking Read if it now has what it waits for.
