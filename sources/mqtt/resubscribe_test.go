@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -11,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/eclipse/paho.mqtt.golang/packets"
@@ -376,4 +379,96 @@ func TestSubackBehindBacklogIsWaitedFor(t *testing.T) {
 	if got := metricLine(m, "pspf_mqtt_subscribe_failures_total"); !strings.HasSuffix(got, " 0") {
 		t.Errorf("got %q, want no failure", got)
 	}
+}
+
+// setSubErr makes the fake's SUBSCRIBEs fail with err (nil: granted) and
+// returns how many it was asked for so far.
+func (f *fakeBroker) setSubErr(err error) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.subErr = err
+	return f.nsubs
+}
+
+// A SUBSCRIBE refused on every attempt for a minute is retried with a
+// backoff whose ceiling doubles from 1 s up to max_reconnect_interval, on
+// one WARN; a nack's reconnect then disconnects the client at once (its
+// retry loop ends first, not after its wait) and the new connection's
+// setup ends the episode. It runs in a synctest bubble: the backoff's
+// waits take no time.
+func TestFakeSubscribeRetryBacksOffAndEndsWithItsClient(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := testConfig()
+		cfg.Linger = 0
+		cfg.MaxReconnect = 8 * time.Second
+		d := &fakeDialer{}
+		lr, sr := &logRecorder{}, &statusRecorder{}
+		m := runner.NewMetrics()
+		s, err := newSource(cfg, agent.Env{Pipeline: "p", Component: "mqtt", Metrics: m, AgentName: "a",
+			Logger: slog.New(lr), ReportError: sr.report}, d.dial)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		if err := s.Connect(ctx); err != nil {
+			t.Fatal(err)
+		}
+		first := d.last()
+		first.setSubErr(errors.New("mqtt: broker refused subscription \"sensors/#\""))
+		start := time.Now()
+		first.h.connected() // a reconnect: its SUBSCRIBE is refused from now on
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		asked := first.setSubErr(errors.New("mqtt: broker refused subscription \"sensors/#\""))
+		// The ceilings 1, 2, 4, 8, 8, ... s: at least 1+ (60-7)/8 = 7
+		// retries in a minute (each wait is at most its ceiling); fewer
+		// than 60 (not one a second).
+		t.Logf("%d retries of the SUBSCRIBE in a minute", asked-2)
+		if retries := asked - 2; retries < 7 || retries >= 60 {
+			t.Errorf("got %d retries of the SUBSCRIBE in %v, want 7 to 59", retries, time.Since(start))
+		}
+		if got := metricLine(m, "pspf_mqtt_subscribe_failures_total"); got != fmt.Sprintf(`pspf_mqtt_subscribe_failures_total{pipeline="p",component="mqtt"} %d`, asked-1) {
+			t.Errorf("got %q, want %d failures", got, asked-1)
+		}
+		if logs, warns := lr.text(); warns != 1 {
+			t.Errorf("got %d WARN lines, want 1 for the episode:\n%s", warns, logs)
+		}
+
+		// A nack: the next Read reconnects, with the loop waiting.
+		first.h.message(&fakeMsg{topic: "sensors/x", payload: []byte("v"), qos: 1}, nil)
+		_, ack, err := s.Read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ack(ctx, errors.New("disk full"))
+		go func() {
+			synctest.Wait() // Read has reconnected and waits for a message
+			d.last().h.message(&fakeMsg{topic: "sensors/x", payload: []byte("w"), qos: 1}, nil)
+		}()
+		before := time.Now()
+		_, ack, err = s.Read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ack(ctx, nil)
+		if el := time.Since(before); el != 0 {
+			t.Errorf("the reconnect took %v, want no wait for the old client's retry loop", el)
+		}
+		if d.last() == first {
+			t.Fatal("no new connection after the nack")
+		}
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		if n := first.setSubErr(nil); n != asked {
+			t.Errorf("the old client was asked %d SUBSCRIBEs, %d after its disconnect; want none", n, n-asked)
+		}
+		logs, _ := lr.text()
+		if !strings.Contains(logs, "INFO mqtt source: subscribed again") {
+			t.Errorf("the new connection's setup did not end the episode:\n%s", logs)
+		}
+		if errs := sr.all(); len(errs) == 0 || errs[len(errs)-1] != "nil" {
+			t.Errorf("reported %q, want the recovery last", errs)
+		}
+		_ = s.Close(ctx)
+	})
 }

@@ -38,12 +38,18 @@ type fakeBroker struct {
 	subs     map[string]byte
 	pubs     []string
 	disconns int
+	nsubs    int   // SUBSCRIBEs asked for
+	subErr   error // what Subscribe returns; nil: granted
 }
 
 func (f *fakeBroker) Connect(context.Context) (bool, error) { f.h.connected(); return false, nil }
 func (f *fakeBroker) Subscribe(_ context.Context, fl map[string]byte) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.nsubs++
+	if f.subErr != nil {
+		return f.subErr
+	}
 	f.subs = fl
 	return nil
 }
