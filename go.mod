@@ -40,3 +40,5 @@ require (
 	golang.org/x/sys v0.45.0 // indirect
 	golang.org/x/text v0.41.0 // indirect
 )
+
+replace github.com/expr-lang/expr => ./third_party/expr

@@ -118,6 +118,11 @@ func TestCompileErrors(t *testing.T) {
 		{"split(device, \"-\")", "column 1: result is a list"},
 		{"now()", "column 1: result is a date"},
 		{"now() - now()", "column 1: result is a duration"},
+		// Values have no methods (third_party/README.md: expr looks none
+		// up), called or not.
+		{"now().Year() == 2026", "column 7: unknown function Year: field values"},
+		{"now().Year == 2026", "column 7: type time.Time has no field Year"},
+		{"(now() - now()).Hours > 1", "column 17: type time.Duration has no field Hours"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.src, func(t *testing.T) {
