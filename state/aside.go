@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -92,11 +92,14 @@ func AsideFiles(path string) ([]string, error) {
 		n, _ := strconv.Atoi(count)
 		found = append(found, aside{filepath.Join(filepath.Dir(path), e.Name()), stamp, n})
 	}
-	slices.SortFunc(found, func(a, b aside) int {
-		if c := strings.Compare(a.stamp, b.stamp); c != 0 {
-			return c
+	// sort.Slice, not slices.SortFunc: a generic sort of a struct is 12 KB
+	// of code of its own (for a list read once at open); sort.Slice's is
+	// shared.
+	sort.Slice(found, func(i, j int) bool {
+		if found[i].stamp != found[j].stamp {
+			return found[i].stamp < found[j].stamp
 		}
-		return a.n - b.n
+		return found[i].n < found[j].n
 	})
 	out := make([]string, len(found))
 	for i, a := range found {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/fleet"
@@ -111,5 +113,24 @@ func TestValidateFleetSection(t *testing.T) {
 		if c.want == "" && code != exitOK || c.want != "" && (code != exitProblem || !strings.Contains(errs, c.want)) {
 			t.Errorf("fleet:\n%s: got %d %q, want %q", c.fleet, code, errs, c.want)
 		}
+	}
+}
+
+// latestBeats keeps each agent's latest heartbeat, in agent name order.
+func TestLatestBeats(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	beat := func(agent string, seq uint64, at time.Duration) fleet.Heartbeat {
+		return fleet.Heartbeat{Agent: agent, Seq: seq, SentAt: t0.Add(at)}
+	}
+	got := latestBeats([]fleet.Heartbeat{
+		beat("gw-c", 1, 0), beat("gw-a", 7, 2*time.Second), beat("gw-b", 3, 0),
+		beat("gw-a", 9, 3*time.Second), beat("gw-c", 2, time.Second), beat("gw-a", 8, time.Second),
+	})
+	var names []string
+	for _, b := range got {
+		names = append(names, fmt.Sprintf("%s/%d", b.Agent, b.Seq))
+	}
+	if want := "gw-a/9 gw-b/3 gw-c/2"; strings.Join(names, " ") != want {
+		t.Errorf("got %v, want %s", names, want)
 	}
 }
