@@ -68,7 +68,7 @@ trap 'rm -rf "$stage_common"' EXIT
 # An example that needs a connector this build leaves out (TAGS, e.g. the
 # PostgreSQL sink under no_postgres) is not shipped: the installed binary
 # would refuse it. A host build with the same tags judges each example.
-tags=${TAGS-no_postgres}
+tags=${TAGS-no_postgres,nethttpomithttp2}
 mkdir -p "$stage_common/examples"
 CGO_ENABLED=0 go build -tags "$tags" -o "$stage_common/pspf-edge-host" ./cmd/pspf-edge
 for f in pipelines/*.yaml; do

@@ -5,10 +5,11 @@
 #
 #   scripts/cross-build.sh                 # every target
 #   scripts/cross-build.sh arm64 armv7     # some of them
-#   TAGS= scripts/cross-build.sh           # with every connector
+#   TAGS= scripts/cross-build.sh           # with every connector and HTTP/2
 #
-# TAGS are the build tags, no_postgres unless set (README: Building for
-# boards): the PostgreSQL sink and pgx add 4.3 MB that few gateways need.
+# TAGS are the build tags, no_postgres,nethttpomithttp2 unless set (README:
+# Building for boards): the PostgreSQL sink and pgx add 4.3 MB that few
+# gateways need, Go's bundled HTTP/2 0.5 MB (HTTP goes as HTTP/1.1).
 #
 # Targets: armv6 (Pi Zero / Pi 1), armv7 (Pi 2/3/4 32-bit), arm64 (Pi 3/4/5
 # 64-bit, gateways), amd64, riscv64.
@@ -18,7 +19,7 @@ cd "$(dirname "$0")/.."
 out=${DIST:-dist}
 version=${VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo dev)}
 commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-tags=${TAGS-no_postgres}
+tags=${TAGS-no_postgres,nethttpomithttp2}
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(armv6 armv7 arm64 amd64 riscv64)
 

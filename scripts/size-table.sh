@@ -10,7 +10,9 @@ cd "$(dirname "$0")/.."
 
 arches=("$@")
 [ ${#arches[@]} -gt 0 ] || arches=(amd64 arm64)
-read -r -a sets <<< "${TAGSETS:-default no_postgres no_kafka_source no_kafka no_mqtt no_http no_serial no_gpio no_kafka,no_postgres no_kafka,no_http,no_postgres,no_gpio no_kafka,no_mqtt,no_http,no_postgres,no_serial,no_gpio}"
+# make build's set, each tag alone (what it saves from the full build), and
+# sets for boards that need less, with make build's nethttpomithttp2.
+read -r -a sets <<< "${TAGSETS:-no_postgres,nethttpomithttp2 default no_postgres nethttpomithttp2 no_kafka_source no_kafka no_mqtt no_http no_serial no_gpio no_kafka,no_postgres,nethttpomithttp2 no_kafka,no_http,no_postgres,no_gpio,nethttpomithttp2 no_kafka,no_mqtt,no_http,no_postgres,no_serial,no_gpio,nethttpomithttp2}"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 

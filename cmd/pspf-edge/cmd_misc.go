@@ -31,7 +31,7 @@ func cmdVersion(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("version", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: pspf-edge version\n\nPrints version, commit, Go version, OS and architecture.")
+		fmt.Fprintln(stderr, "Usage: pspf-edge version\n\nPrints version, commit, Go version, OS and architecture, and the build tags\n(what the binary leaves out: README, Building for boards).")
 	}
 	if err := fs.Parse(args); err != nil {
 		return usageExit(err)
@@ -56,6 +56,19 @@ func cmdVersion(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}
-	fmt.Fprintf(stdout, "pspf-edge %s\ncommit %s\n%s %s/%s\n", version, c, runtime.Version(), runtime.GOOS, arch)
+	fmt.Fprintf(stdout, "pspf-edge %s\ncommit %s\n%s %s/%s\ntags %s\n", version, c, runtime.Version(), runtime.GOOS, arch, buildTags())
 	return exitOK
+}
+
+// buildTags returns the build tags the binary was built with, comma-separated
+// (no_postgres,nethttpomithttp2 for make build), or "none".
+func buildTags() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "-tags" && s.Value != "" {
+				return s.Value
+			}
+		}
+	}
+	return "none"
 }

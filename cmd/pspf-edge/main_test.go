@@ -142,7 +142,8 @@ func TestVersion(t *testing.T) {
 }
 
 // TestMakeBuildStampsVersion runs `make build` into a temporary file: the
-// binary must say the tree's git describe and commit, not dev / unknown.
+// binary must say the tree's git describe and commit, not dev / unknown,
+// and the build tags it leaves out.
 func TestMakeBuildStampsVersion(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "pspf-edge")
 	cmd := exec.Command("make", "-s", "-C", "../..", "build", "BIN="+bin)
@@ -164,6 +165,9 @@ func TestMakeBuildStampsVersion(t *testing.T) {
 	}
 	if want := "pspf-edge " + describe + "\ncommit " + commit + "\n"; !strings.HasPrefix(string(out), want) {
 		t.Errorf("got %q, want it to start with %q", out, want)
+	}
+	if want := "\ntags no_postgres,nethttpomithttp2\n"; !strings.Contains(string(out), want) {
+		t.Errorf("got %q, want it to contain %q", out, want)
 	}
 }
 

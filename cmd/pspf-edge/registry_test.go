@@ -46,6 +46,9 @@ func TestBuildTags(t *testing.T) {
 		{tags: "no_http", gonePkgs: []string{"pspf-edge/sinks/http"}, goneSinks: []string{"http"}},
 		{tags: "no_postgres", gonePkgs: []string{"pspf-edge/sinks/postgres", "jackc/pgx"}, goneSinks: []string{"postgres"},
 			validate: "mqtt-to-postgres.yaml", validateWant: `unknown sink type "postgres"`},
+		// make build's: Go's bundled HTTP/2 (and its hpack) left out too.
+		{tags: "no_postgres,nethttpomithttp2", gonePkgs: []string{"pspf-edge/sinks/postgres", "jackc/pgx", "golang.org/x/net/http2"}, goneSinks: []string{"postgres"},
+			validate: "mqtt-to-postgres.yaml", validateWant: `unknown sink type "postgres"`},
 		{tags: "no_serial", gonePkgs: []string{"pspf-edge/sources/serial", "go.bug.st/serial"}, goneSources: []string{"serial"},
 			validate: "serial-sensor.yaml", validateWant: `unknown source type "serial"`},
 		{tags: "no_gpio", gonePkgs: []string{"pspf-edge/sources/gpio", "periph.io/"}, goneSources: []string{"gpio"},
