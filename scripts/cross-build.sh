@@ -23,6 +23,14 @@ tags=${TAGS-no_postgres,nethttpomithttp2}
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(armv6 armv7 arm64 amd64 riscv64)
 
+# Code that runs at config load or once per TLS handshake is compiled
+# without inlining (scripts/cold-packages).
+gcflags=()
+while read -r p; do
+  case $p in '' | '#'*) continue ;; esac
+  gcflags+=("-gcflags=$p=-l")
+done < scripts/cold-packages
+
 mkdir -p "$out"
 for t in "${targets[@]}"; do
   goarm=""
@@ -35,7 +43,7 @@ for t in "${targets[@]}"; do
   bin="$out/pspf-edge-linux-$t"
   echo "building $bin" >&2
   CGO_ENABLED=0 GOOS=linux GOARCH=$goarch GOARM=$goarm \
-    go build -trimpath -buildvcs=false -tags "$tags" \
+    go build -trimpath -buildvcs=false "${gcflags[@]}" -tags "$tags" \
       -ldflags "-s -w -X main.version=$version -X main.commit=$commit" \
       -o "$bin" ./cmd/pspf-edge
 done
