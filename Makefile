@@ -9,7 +9,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 COMMIT   ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 # Build tags of the binaries built here (README: Building for boards): the
-# PostgreSQL sink and pgx (4.3 MB) and Go's bundled HTTP/2 (0.5 MB; HTTP
+# PostgreSQL sink and pgx (3.9 MB) and Go's bundled HTTP/2 (0.5 MB; HTTP
 # goes as HTTP/1.1) are left out by default; build-full has every connector
 # and HTTP/2, as a plain `go build ./cmd/pspf-edge` does.
 TAGS     ?= no_postgres,nethttpomithttp2

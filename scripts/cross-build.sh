@@ -8,7 +8,7 @@
 #   TAGS= scripts/cross-build.sh           # with every connector and HTTP/2
 #
 # TAGS are the build tags, no_postgres,nethttpomithttp2 unless set (README:
-# Building for boards): the PostgreSQL sink and pgx add 4.3 MB that few
+# Building for boards): the PostgreSQL sink and pgx add 3.9 MB that few
 # gateways need, Go's bundled HTTP/2 0.5 MB (HTTP goes as HTTP/1.1).
 #
 # Targets: armv6 (Pi Zero / Pi 1), armv7 (Pi 2/3/4 32-bit), arm64 (Pi 3/4/5
