@@ -520,7 +520,8 @@ func (c *Client) Publish(ctx context.Context, topic string, qos byte, retain boo
 // PublishAsync queues a message on the current connection: the channel
 // receives nil at the PUBACK (QoS 1) or PUBCOMP (QoS 2), a *ReasonError
 // if the broker refused it (MQTT 5), or the error that ended the
-// connection first; for QoS 0 it holds nil already. The message is copied:
+// connection first; for QoS 0 it holds nil already. A message over the
+// broker's Maximum Packet Size is not sent: the error is a *TooLargeError. The message is copied:
 // the caller may reuse it once PublishAsync returns. Messages are sent in
 // the order queued. Under MQTT 5 it waits, up to ctx, while the broker's
 // Receive Maximum of our QoS 1 and 2 messages await their answer. A caller
@@ -535,7 +536,7 @@ func (c *Client) PublishAsync(ctx context.Context, p *Publication) (<-chan error
 	}
 	if n := publishLen(s.v5, p); s.maxPacket > 0 && n > s.maxPacket {
 		// The broker would close the connection on it (§3.2.2.3.6).
-		return nil, fmt.Errorf("mqtt: publish to %q: a packet of %d bytes, over the broker's Maximum Packet Size %d (CONNACK)", p.Topic, n, s.maxPacket)
+		return nil, &TooLargeError{Topic: p.Topic, Size: n, Max: s.maxPacket}
 	}
 	if p.QoS == 0 {
 		done := make(chan error, 1)

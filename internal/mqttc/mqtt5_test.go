@@ -179,7 +179,8 @@ func TestV5MaximumPacketSize(t *testing.T) {
 		t.Fatal("the message within the limit did not arrive")
 	}
 	_, err := c.PublishAsync(ctx, &mqttc.Publication{Topic: "t", Payload: make([]byte, 60)})
-	if err == nil || !strings.Contains(err.Error(), "over the broker's Maximum Packet Size 64") {
-		t.Errorf("a message over the limit: got %v, want it refused naming the limit", err)
+	var tl *mqttc.TooLargeError
+	if !errors.As(err, &tl) || tl.Max != 64 || !strings.Contains(err.Error(), "over the broker's Maximum Packet Size 64") {
+		t.Errorf("a message over the limit: got %v, want a *TooLargeError naming the limit", err)
 	}
 }

@@ -285,3 +285,16 @@ func (e *ReasonError) Error() string {
 	}
 	return s
 }
+
+// TooLargeError is a message PublishAsync did not send because its packet
+// is over the broker's Maximum Packet Size (MQTT 5, CONNACK): the broker
+// would close the connection on it (§3.2.2.3.6).
+type TooLargeError struct {
+	Topic string
+	Size  int // the packet's bytes
+	Max   int // the broker's Maximum Packet Size
+}
+
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("mqtt: publish to %q: a packet of %d bytes, over the broker's Maximum Packet Size %d (CONNACK)", e.Topic, e.Size, e.Max)
+}

@@ -154,6 +154,11 @@ func (m *Mosquitto) Pause() { m.send(syscall.SIGSTOP) }
 // Resume continues a paused mosquitto (SIGCONT).
 func (m *Mosquitto) Resume() { m.send(syscall.SIGCONT) }
 
+// Reload makes mosquitto read its config again (SIGHUP): a test that
+// rewrote its acl_file so changes what the broker authorises. It does not
+// wait for the reload to be done.
+func (m *Mosquitto) Reload() { m.send(syscall.SIGHUP) }
+
 func (m *Mosquitto) send(sig syscall.Signal) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -1,11 +1,14 @@
 // Package mqtt is a sink that publishes records to an upstream MQTT broker
 // (a cloud IoT endpoint) with the project's own MQTT client (internal/mqttc,
 // the MQTT source's too). With QoS 1 a batch is delivered only once the
-// broker has sent a PUBACK for every message of it.
+// broker has answered every message of it with a PUBACK; under MQTT 5 a
+// message it refuses for good goes to the dead letters with its reason
+// code.
 package mqtt
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -41,11 +44,22 @@ type Config struct {
 	// MessageExpiry and UserProperties need MQTT 5: 3.1.1 has no properties.
 	MessageExpiry  time.Duration     `yaml:"message_expiry" doc:"MQTT 5: the broker drops a message that waited this long for a subscriber (whole seconds, rounded up); 0 for never"`
 	UserProperties map[string]string `yaml:"user_properties" doc:"MQTT 5 user properties of every message: name to value, the value a template over record fields like the topic's ({_key}, {site})"`
+	// Unauthorized says what a message the broker refuses as not
+	// authorized (MQTT 5 PUBACK reason code 0x87: an ACL) does: retry (the
+	// default: the sink shows offline until the ACL allows it) or
+	// dead_letter. Under 3.1.1 a broker cannot say so: it acks the message
+	// and drops it.
+	Unauthorized string `yaml:"unauthorized" enum:"retry,dead_letter" doc:"MQTT 5: a message the broker refuses as not authorized (PUBACK reason code 0x87, its ACL): retry until it allows it (the sink shows offline), or send the record to the dead letters"`
 }
 
-// Defaults returns the defaults: QoS 1, JSON payloads, 30s keep-alive.
+// deadLetter is the unauthorized value that makes a refusal for want of
+// an ACL permanent.
+const deadLetter = "dead_letter"
+
+// Defaults returns the defaults: QoS 1, JSON payloads, 30s keep-alive, a
+// message refused as not authorized retried.
 func Defaults() *Config {
-	return &Config{QoS: 1, Encoding: "json", ProtocolVersion: "3.1.1", KeepAlive: 30 * time.Second, ConnectTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, UnreachableAfter: 3 * time.Second}
+	return &Config{QoS: 1, Encoding: "json", ProtocolVersion: "3.1.1", KeepAlive: 30 * time.Second, ConnectTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, UnreachableAfter: 3 * time.Second, Unauthorized: "retry"}
 }
 
 // Validate checks the config beyond its fields' tags.
@@ -73,6 +87,9 @@ func (c *Config) Validate(n agent.Node) {
 		}
 		if len(c.UserProperties) > 0 {
 			n.Field("user_properties").Errorf("needs protocol_version: 5 (MQTT 3.1.1 has no user properties)")
+		}
+		if c.Unauthorized == deadLetter {
+			n.Field("unauthorized").Errorf("dead_letter needs protocol_version: 5 (under MQTT 3.1.1 a broker acks a message it does not authorize, and drops it)")
 		}
 	}
 	if c.MessageExpiry < 0 {
@@ -123,9 +140,17 @@ type Sink struct {
 	tspans [][2]int
 	idx    []int // each message's record
 	acks   []<-chan error
-	pub    mqttc.Publication
-	ubuf   []byte               // user property values of the current record
-	users  []mqttc.UserProperty // of the current record
+	// accepted and refused hold the IDs of records the broker accepted or
+	// refused for good in the attempts at a batch that failed: a retry
+	// does not send them again. (mosquitto closes the connection after a
+	// PUBACK that refuses a message: the messages after it fail, and would
+	// fail again behind it on every retry.)
+	accepted map[string]struct{}
+	refused  map[string]error
+	ok       []int // the messages of the last Write the broker took
+	pub      mqttc.Publication
+	ubuf     []byte               // user property values of the current record
+	users    []mqttc.UserProperty // of the current record
 }
 
 // userProp is a user property of every message, its value a template.
@@ -226,10 +251,19 @@ func (s *Sink) Connect(ctx context.Context) error {
 	return nil
 }
 
-// Write publishes recs in order and waits for all acknowledgements. Records
-// whose topic cannot be made (a template field they lack) are refused for
-// good; any other failure retries the whole batch, whose messages then
-// arrive again with the same _id.
+// Write publishes recs in order and waits for all acknowledgements: nil,
+// a *agent.RejectedError listing the records refused for good when the
+// broker took the others, or a retryable error when any record may be
+// retried. Refused for good are records whose topic cannot be made (a
+// template field they lack), a message over the broker's Maximum Packet
+// Size, and, under MQTT 5, one the broker refuses per message as such:
+// PUBACK reason codes 0x90 (topic name invalid), 0x95 (packet too large),
+// 0x99 (payload format invalid), and 0x87 (not authorized) with
+// unauthorized: dead_letter. Any other failure (the connection lost, no
+// PUBACK within write_timeout, 0x80, 0x83, 0x97 quota exceeded) retries
+// the batch; the retry sends only the records the broker has neither
+// accepted nor refused for good yet (a message whose PUBACK was lost is
+// sent again, with the same _id).
 func (s *Sink) Write(ctx context.Context, recs []agent.Record) error {
 	s.mu.Lock()
 	cl := s.cl
@@ -245,21 +279,33 @@ func (s *Sink) Write(ctx context.Context, recs []agent.Record) error {
 		return fmt.Errorf("mqtt sink: not connected to %s (reconnecting)", s.broker)
 	}
 	var rej *agent.RejectedError
+	reject := func(i int, err error) {
+		if rej == nil {
+			rej = &agent.RejectedError{}
+		}
+		rej.Index = append(rej.Index, i)
+		rej.Errs = append(rej.Errs, err)
+	}
 	// The client copies each message into its packet: the buffers are the
 	// sink's again once Publish returns.
 	b, spans, tb, tspans, idx := s.buf[:0], s.spans[:0], s.tbuf[:0], s.tspans[:0], s.idx[:0]
 	for i := range recs {
 		r := &recs[i]
+		if r.ID != "" {
+			if _, ok := s.accepted[r.ID]; ok {
+				continue // accepted by an earlier attempt at the batch
+			}
+			if err, ok := s.refused[r.ID]; ok {
+				reject(i, err) // refused for good by an earlier attempt
+				continue
+			}
+		}
 		start := len(tb)
 		var err error
 		tb, err = s.topic.Append(tb, r)
 		if err != nil {
 			tb = tb[:start]
-			if rej == nil {
-				rej = &agent.RejectedError{}
-			}
-			rej.Index = append(rej.Index, i)
-			rej.Errs = append(rej.Errs, fmt.Errorf("mqtt sink: topic: %w", err))
+			reject(i, fmt.Errorf("mqtt sink: topic: %w", err))
 			continue
 		}
 		tspans = append(tspans, [2]int{start, len(tb)})
@@ -269,10 +315,11 @@ func (s *Sink) Write(ctx context.Context, recs []agent.Record) error {
 		idx = append(idx, i)
 	}
 	s.buf, s.spans, s.tbuf, s.tspans, s.idx = b, spans, tb, tspans, idx
+	topic := func(j int) string { return string(tb[tspans[j][0]:tspans[j][1]]) }
 	w := s.watch(len(spans))
 	defer w.stop()
 	acks := s.acks[:0]
-	defer func() { s.acks = acks[:0] }()
+	defer func() { clear(acks); s.acks = acks[:0] }()
 	// write_timeout bounds the whole Write: under MQTT 5 queueing waits
 	// for room under the broker's Receive Maximum too.
 	wctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
@@ -283,34 +330,104 @@ func (s *Sink) Write(ctx context.Context, recs []agent.Record) error {
 		}
 		return fmt.Errorf("mqtt sink: publish: %w", err)
 	}
+	// retry is the first failure that retrying may cure: once set, nothing
+	// more is queued, and the answers to what was are still waited for.
+	var retry error
 	p := &s.pub
 	*p = mqttc.Publication{QoS: byte(s.cfg.QoS), Retain: s.cfg.Retain, Expiry: s.cfg.MessageExpiry}
 	for j := range spans {
-		p.Topic = string(tb[tspans[j][0]:tspans[j][1]])
+		p.Topic = topic(j)
 		p.Payload = b[spans[j][0]:spans[j][1]]
-		p.User = s.userProps(&recs[s.idx[j]])
+		p.User = s.userProps(&recs[idx[j]])
 		ack, err := cl.PublishAsync(wctx, p)
 		if err != nil {
-			return timedOut(err)
+			if tl := (*mqttc.TooLargeError)(nil); errors.As(err, &tl) {
+				acks = append(acks, nil) // refused before it was sent
+				w.progress(true)
+				reject(idx[j], fmt.Errorf("mqtt sink: %w", err))
+				continue
+			}
+			retry = timedOut(err)
+			break
 		}
 		acks = append(acks, ack)
 		w.progress(false)
 	}
-	for _, ack := range acks {
+	ok := s.ok[:0] // the messages the broker took, by j
+	defer func() { s.ok = ok[:0] }()
+	for j, ack := range acks {
+		if ack == nil {
+			continue
+		}
 		select {
 		case err := <-ack:
-			if err != nil {
-				return fmt.Errorf("mqtt sink: publish: %w", err)
-			}
 			w.progress(true)
+			switch {
+			case err == nil:
+				ok = append(ok, j)
+			case s.permanent(err):
+				reject(idx[j], fmt.Errorf("mqtt sink: publish to %q: %w", topic(j), err))
+			case retry == nil:
+				if re := (*mqttc.ReasonError)(nil); errors.As(err, &re) && re.Packet != "DISCONNECT" {
+					retry = fmt.Errorf("mqtt sink: publish to %q: %w", topic(j), err)
+				} else {
+					retry = fmt.Errorf("mqtt sink: publish: %w", err)
+				}
+			}
+			continue
 		case <-wctx.Done():
-			return timedOut(wctx.Err())
 		}
+		if retry == nil {
+			retry = timedOut(wctx.Err())
+		}
+		break
 	}
+	if retry != nil {
+		// The batch is retried: what the broker took or refused for good
+		// is not sent again.
+		if s.accepted == nil {
+			s.accepted, s.refused = map[string]struct{}{}, map[string]error{}
+		}
+		for _, j := range ok {
+			if id := recs[idx[j]].ID; id != "" {
+				s.accepted[id] = struct{}{}
+			}
+		}
+		if rej != nil {
+			for k, i := range rej.Index {
+				if id := recs[i].ID; id != "" {
+					s.refused[id] = rej.Errs[k]
+				}
+			}
+		}
+		return retry
+	}
+	clear(s.accepted)
+	clear(s.refused)
 	if rej != nil {
 		return rej
 	}
 	return nil
+}
+
+// permanent reports a broker's refusal of one message that retrying
+// cannot cure (MQTT 5 PUBACK reason codes): its topic name or payload
+// format is invalid, or the packet too large. Not authorized (0x87) is
+// an ACL that its operators may fix: retried unless unauthorized says
+// dead_letter. The others (unspecified, implementation specific, quota
+// exceeded, ...) say the broker cannot take it now.
+func (s *Sink) permanent(err error) bool {
+	var re *mqttc.ReasonError
+	if !errors.As(err, &re) || re.Packet == "DISCONNECT" {
+		return false
+	}
+	switch re.Code {
+	case 0x90, 0x95, 0x99:
+		return true
+	case 0x87:
+		return s.cfg.Unauthorized == deadLetter
+	}
+	return false
 }
 
 // writeWatch tells the runner, once per Write, that the connection was

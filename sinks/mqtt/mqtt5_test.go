@@ -61,8 +61,9 @@ func TestMQTT5PropertiesAndExpiry(t *testing.T) {
 	}
 }
 
-// TestMQTT5ConfigNeedsVersion5 checks that message_expiry and
-// user_properties are refused under 3.1.1, which has no properties.
+// TestMQTT5ConfigNeedsVersion5 checks that message_expiry,
+// user_properties and unauthorized: dead_letter are refused under 3.1.1,
+// which has no properties and no reason codes.
 func TestMQTT5ConfigNeedsVersion5(t *testing.T) {
 	reg := runner.NewRegistry()
 	reg.Sources["simulate"] = simulate.Factory()
@@ -72,13 +73,15 @@ func TestMQTT5ConfigNeedsVersion5(t *testing.T) {
 		{"{broker: 'tcp://x:1', topic: t, user_properties: {a: b}}", "user_properties: needs protocol_version: 5"},
 		{"{broker: 'tcp://x:1', topic: t, protocol_version: 4}", "protocol_version"},
 		{"{broker: 'tcp://x:1', topic: t, protocol_version: 5, user_properties: {a: '{b'}}", "user_properties: a: "},
+		{"{broker: 'tcp://x:1', topic: t, unauthorized: dead_letter}", "unauthorized: dead_letter needs protocol_version: 5"},
+		{"{broker: 'tcp://x:1', topic: t, protocol_version: 5, unauthorized: drop}", `unauthorized: must be retry or dead_letter, got "drop"`},
 	} {
 		_, err := reg.ParsePipeline("p.yaml", []byte("sources: [{simulate: {}}]\nsinks: [{mqtt: "+tc.body+"}]\n"), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: got %v, want an error containing %q", tc.body, err, tc.want)
 		}
 	}
-	if _, err := reg.ParsePipeline("p.yaml", []byte("sources: [{simulate: {}}]\nsinks: [{mqtt: {broker: 'tcp://x:1', topic: t, protocol_version: 5, message_expiry: 1h, user_properties: {a: b}}}]\n"), runner.Defaults{Buffer: runner.DefaultBufferConfig()}); err != nil {
+	if _, err := reg.ParsePipeline("p.yaml", []byte("sources: [{simulate: {}}]\nsinks: [{mqtt: {broker: 'tcp://x:1', topic: t, protocol_version: 5, message_expiry: 1h, user_properties: {a: b}, unauthorized: dead_letter}}]\n"), runner.Defaults{Buffer: runner.DefaultBufferConfig()}); err != nil {
 		t.Errorf("a valid MQTT 5 config: %v", err)
 	}
 }
