@@ -7,6 +7,7 @@
 package mqtt
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/internal/mqttc"
@@ -73,8 +75,12 @@ func (c *Config) Validate(n agent.Node) {
 		// A tls block that would be ignored is refused (agent.TLSConfig).
 		n.Field("broker").Errorf("%v", err)
 	}
-	if _, err := agent.ParseTemplate(c.Topic); c.Topic != "" && err != nil {
+	if t, err := agent.ParseTemplate(c.Topic); c.Topic != "" && err != nil {
 		n.Field("topic").Errorf("%v", err)
+	} else if c.Topic != "" && t.Static() {
+		if why := topicNameErr([]byte(c.Topic)); why != "" {
+			n.Field("topic").Errorf("%s, got %q", why, c.Topic)
+		}
 	}
 	// QoS 2 needs a four-way handshake per message for no gain here: the
 	// stable ID already lets consumers drop the duplicates QoS 1 may bring.
@@ -308,6 +314,12 @@ func (s *Sink) Write(ctx context.Context, recs []agent.Record) error {
 			reject(i, fmt.Errorf("mqtt sink: topic: %w", err))
 			continue
 		}
+		if why := topicNameErr(tb[start:]); why != "" {
+			// A broker closes the connection on it, 3.1.1 and 5 alike.
+			reject(i, fmt.Errorf("mqtt sink: topic %q: %s", tb[start:], why))
+			tb = tb[:start]
+			continue
+		}
 		tspans = append(tspans, [2]int{start, len(tb)})
 		pstart := len(b)
 		b = s.appendPayload(b, r)
@@ -408,6 +420,24 @@ func (s *Sink) Write(ctx context.Context, recs []agent.Record) error {
 		return rej
 	}
 	return nil
+}
+
+// topicNameErr says why name is not an MQTT topic name (§4.7.3, §1.5.4),
+// or "" if it is one.
+func topicNameErr(name []byte) string {
+	switch {
+	case len(name) == 0:
+		return "empty"
+	case len(name) > 65535:
+		return "longer than 65535 bytes"
+	case bytes.ContainsAny(name, "+#"):
+		return "a wildcard (+ or #) in a topic name"
+	case bytes.IndexByte(name, 0) >= 0:
+		return "a NUL character in a topic name"
+	case !utf8.Valid(name):
+		return "not UTF-8"
+	}
+	return ""
 }
 
 // permanent reports a broker's refusal of one message that retrying

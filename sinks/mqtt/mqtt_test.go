@@ -45,6 +45,7 @@ func TestConfigErrors(t *testing.T) {
 		{"{broker: 'http://x:1', topic: t}", "scheme must be"},
 		{"{broker: 'tcp://x:1', topic: t, qos: 2}", `qos: must be 0 or 1, got "2"`},
 		{"{broker: 'tcp://x:1', topic: 'a/{b'}", "topic: template"},
+		{"{broker: 'tcp://x:1', topic: 'a/#'}", `topic: a wildcard (+ or #) in a topic name, got "a/#"`},
 		{"{broker: 'tcp://x:1', topic: t, unreachable_after: 10ms}", "unreachable_after: must be between 100ms and write_timeout (30s)"},
 		{"{broker: 'tcp://x:1', topic: t, write_timeout: 5s, unreachable_after: 6s}", "unreachable_after: must be between 100ms and write_timeout (5s)"},
 	} {

@@ -128,6 +128,13 @@ func kindBatches(batches, n int, kinds map[int]string) [][]agent.Record {
 
 func runRefusal(t *testing.T, broker string, extra string, batches [][]agent.Record) *refusalRun {
 	t.Helper()
+	return runRefusalTopic(t, broker, "out/{kind}", `, protocol_version: "5"`+extra, batches)
+}
+
+// runRefusalTopic is runRefusal with the sink's topic and the rest of its
+// config.
+func runRefusalTopic(t *testing.T, broker, topic, extra string, batches [][]agent.Record) *refusalRun {
+	t.Helper()
 	src := agenttest.NewScriptSource(batches...)
 	rr := &refusalRun{dead: &agenttest.RecordingSink{}, logs: &agenttest.LogBuffer{}, done: make(chan error, 1)}
 	reg := runner.NewRegistry()
@@ -135,7 +142,7 @@ func runRefusal(t *testing.T, broker string, extra string, batches [][]agent.Rec
 	reg.Sources["script"] = agent.Typed[agent.Source]("test", none, func(*struct{}, agent.Env) (agent.Source, error) { return src, nil })
 	reg.Sinks["rec"] = agent.Typed[agent.Sink]("test", none, func(*struct{}, agent.Env) (agent.Sink, error) { return rr.dead, nil })
 	reg.Sinks["mqtt"] = Factory()
-	yaml := "sources: [{script: {}}]\nsinks:\n  - mqtt: {broker: '" + broker + "', topic: 'out/{kind}', protocol_version: \"5\", write_timeout: 10s" + extra + "}\n    retry: {initial: 20ms, max: 200ms}\n    batch: {max_records: 10}\ndead_letter: {rec: {}}\n"
+	yaml := "sources: [{script: {}}]\nsinks:\n  - mqtt: {broker: '" + broker + "', topic: '" + topic + "', write_timeout: 10s" + extra + "}\n    retry: {initial: 20ms, max: 200ms}\n    batch: {max_records: 10}\ndead_letter: {rec: {}}\n"
 	spec, err := reg.ParsePipeline("p.yaml", []byte(yaml), runner.Defaults{Buffer: runner.DefaultBufferConfig()})
 	if err != nil {
 		t.Fatal(err)
@@ -370,6 +377,45 @@ func TestMosquittoRefusals(t *testing.T) {
 			if st := rr.p.Status().Sinks[0]; st.Records != uint64(total-refused) || st.Rejected != uint64(refused) || !st.Online {
 				t.Errorf("got sink status %+v, want %d records, %d rejected, online", st, total-refused, refused)
 			}
+		})
+	}
+}
+
+// TestInvalidTopicName makes the topic template give a record a topic
+// name MQTT does not allow (a wildcard, from a field's value; an empty
+// one): the sink refuses it itself, before a real mosquitto would close
+// the connection on it (3.1.1 and 5 alike), so the record goes to the
+// dead letters, named, and every other record arrives once.
+func TestInvalidTopicName(t *testing.T) {
+	for _, v := range []string{"3.1.1", "5"} {
+		t.Run("v"+v, func(t *testing.T) {
+			m := testbroker.Start(t, testbroker.Options{})
+			sub := subscribe(t, m.URL(), "#", nil)
+			const total = 40
+			batches := kindBatches(4, 10, map[int]string{15: "a/#", 25: "+"})
+			batches[0][3].Fields[1].Str = "" // record 3: an empty topic name
+			rr := runRefusalTopic(t, m.URL(), "{kind}", `, protocol_version: "`+v+`"`, batches)
+			rr.wait(t)
+			dead := rr.deadReasons()
+			want := map[int64]string{3: `topic "": empty`, 15: `topic "a/#": a wildcard`, 25: `topic "+": a wildcard`}
+			if len(dead) != len(want) {
+				t.Errorf("got dead letters %v, want %v", dead, want)
+			}
+			for i, w := range want {
+				if !strings.Contains(dead[i], w) {
+					t.Errorf("dead letter of record %d: got %q, want it naming %q", i, dead[i], w)
+				}
+			}
+			if got := sub.wait(t, total-len(want), 10*time.Second); got != total-len(want) {
+				t.Errorf("got %d distinct records, want %d", got, total-len(want))
+			}
+			sub.mu.Lock()
+			for id, n := range sub.ids {
+				if n != 1 {
+					t.Errorf("record %s arrived %d times, want once", id, n)
+				}
+			}
+			sub.mu.Unlock()
 		})
 	}
 }
