@@ -154,6 +154,7 @@ type Sink struct {
 	accepted map[string]struct{}
 	refused  map[string]error
 	ok       []int // the messages of the last Write the broker took
+	slow     bool  // the connection failed the last Write: start the next one slow
 	pub      mqttc.Publication
 	ubuf     []byte               // user property values of the current record
 	users    []mqttc.UserProperty // of the current record
@@ -269,7 +270,9 @@ func (s *Sink) Connect(ctx context.Context) error {
 // PUBACK within write_timeout, 0x80, 0x83, 0x97 quota exceeded) retries
 // the batch; the retry sends only the records the broker has neither
 // accepted nor refused for good yet (a message whose PUBACK was lost is
-// sent again, with the same _id).
+// sent again, with the same _id), and after a lost connection it sends one
+// message, then two, four and so on, each group once the one before is
+// answered.
 func (s *Sink) Write(ctx context.Context, recs []agent.Record) error {
 	s.mu.Lock()
 	cl := s.cl
@@ -342,12 +345,73 @@ func (s *Sink) Write(ctx context.Context, recs []agent.Record) error {
 		}
 		return fmt.Errorf("mqtt sink: publish: %w", err)
 	}
-	// retry is the first failure that retrying may cure: once set, nothing
-	// more is queued, and the answers to what was are still waited for.
+	// retry is the first failure that retrying may cure. lost says that
+	// the connection failed the batch (not a PUBACK): the next attempt
+	// starts slow.
 	var retry error
+	lost := false
+	ok := s.ok[:0] // the messages the broker took, by j
+	defer func() { s.ok = ok[:0] }()
+	answer := func(j int, err error) {
+		w.progress(true)
+		var re *mqttc.ReasonError
+		isAck := errors.As(err, &re) && re.Packet != "DISCONNECT"
+		switch {
+		case err == nil:
+			ok = append(ok, j)
+		case s.permanent(err):
+			reject(idx[j], fmt.Errorf("mqtt sink: publish to %q: %w", topic(j), err))
+		case isAck:
+			if retry == nil {
+				retry = fmt.Errorf("mqtt sink: publish to %q: %w", topic(j), err)
+			}
+		default:
+			lost = true
+			if retry == nil {
+				retry = fmt.Errorf("mqtt sink: publish: %w", err)
+			}
+		}
+	}
+	// await takes the answers up to message to; false: write_timeout
+	// passed (or ctx ended) first.
+	waited := 0
+	await := func(to int) bool {
+		for ; waited < to; waited++ {
+			if acks[waited] == nil {
+				continue
+			}
+			select {
+			case err := <-acks[waited]:
+				answer(waited, err)
+			case <-wctx.Done():
+				lost = true
+				if retry == nil {
+					retry = timedOut(wctx.Err())
+				}
+				return false
+			}
+		}
+		return true
+	}
+	// After a connection lost under a batch the next attempt starts slow:
+	// one message, its answer, then two, four and so on. A broker that
+	// closes the connection after it refused a message (mosquitto) loses
+	// the PUBACKs of the messages it read along with that one: sent all at
+	// once again, they would be lost again on every retry.
+	end := len(spans)
+	if s.slow {
+		end = min(1, end)
+	}
 	p := &s.pub
 	*p = mqttc.Publication{QoS: byte(s.cfg.QoS), Retain: s.cfg.Retain, Expiry: s.cfg.MessageExpiry}
+	timely := true
 	for j := range spans {
+		if j == end {
+			if timely = await(j); !timely {
+				break
+			}
+			end = min(2*end, len(spans))
+		}
 		p.Topic = topic(j)
 		p.Payload = b[spans[j][0]:spans[j][1]]
 		p.User = s.userProps(&recs[idx[j]])
@@ -359,41 +423,19 @@ func (s *Sink) Write(ctx context.Context, recs []agent.Record) error {
 				reject(idx[j], fmt.Errorf("mqtt sink: %w", err))
 				continue
 			}
-			retry = timedOut(err)
+			lost = true
+			if retry == nil {
+				retry = timedOut(err)
+			}
 			break
 		}
 		acks = append(acks, ack)
 		w.progress(false)
 	}
-	ok := s.ok[:0] // the messages the broker took, by j
-	defer func() { s.ok = ok[:0] }()
-	for j, ack := range acks {
-		if ack == nil {
-			continue
-		}
-		select {
-		case err := <-ack:
-			w.progress(true)
-			switch {
-			case err == nil:
-				ok = append(ok, j)
-			case s.permanent(err):
-				reject(idx[j], fmt.Errorf("mqtt sink: publish to %q: %w", topic(j), err))
-			case retry == nil:
-				if re := (*mqttc.ReasonError)(nil); errors.As(err, &re) && re.Packet != "DISCONNECT" {
-					retry = fmt.Errorf("mqtt sink: publish to %q: %w", topic(j), err)
-				} else {
-					retry = fmt.Errorf("mqtt sink: publish: %w", err)
-				}
-			}
-			continue
-		case <-wctx.Done():
-		}
-		if retry == nil {
-			retry = timedOut(wctx.Err())
-		}
-		break
+	if timely {
+		await(len(acks))
 	}
+	s.slow = lost
 	if retry != nil {
 		// The batch is retried: what the broker took or refused for good
 		// is not sent again.
