@@ -93,7 +93,7 @@ type Options struct {
 	// for its fsync: a round starts SyncInterval after the first write it
 	// covers at the latest (default 1 s). It starts sooner once 256 KiB
 	// wait, and while a Sync caller waits, once 32 KiB wait or the Appends
-	// pause for four times their usual gap (writers that wait for their
+	// pause for eight times their usual gap (writers that wait for their
 	// acks append nothing more). A slow stream thus gets one fsync per
 	// SyncInterval, and each fsync rewrites at least the page it ends in,
 	// so a longer interval means fewer, fuller writes to the flash; records
