@@ -303,7 +303,7 @@ func TestDamageSegmentHeader(t *testing.T) {
 
 func TestDamageCursorFromFuture(t *testing.T) {
 	dir, o := makeLog(t, 20)
-	if err := os.WriteFile(filepath.Join(dir, "sink"+cursorSuffix), encodeCursor(1_000_000), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "sink"+cursorSuffix), cursorFileV2(1_000_000), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(dir, "junk"+cursorSuffix), []byte("garbage"), 0o644)

@@ -378,7 +378,7 @@ func powerCutSnapshot(t *testing.T) (crash, clean string, book *idBook, o Option
 		b, err := os.ReadFile(filepath.Join(dir, "sink"+cursorSuffix))
 		a, err2 := decodeCursor(b)
 		_, err3 := os.Stat(filepath.Join(dir, "keep"+cursorSuffix))
-		return err == nil && err2 == nil && a == 55 && err3 == nil
+		return err == nil && err2 == nil && a.Acked == 55 && err3 == nil
 	})
 	crash = filepath.Join(t.TempDir(), "crash")
 	copyDir(t, dir, crash)
@@ -667,7 +667,7 @@ func TestReadVersion1(t *testing.T) {
 		}
 	}
 	// A cursor file as version 1 wrote it: the reader resumes after 4.
-	c := make([]byte, cursorSize)
+	c := make([]byte, cursorV1Size)
 	copy(c, "PCUR")
 	binary.LittleEndian.PutUint16(c[4:6], 1)
 	binary.LittleEndian.PutUint64(c[8:16], 4)

@@ -91,7 +91,8 @@ func Inspect(dir string) (Report, error) {
 	if err != nil {
 		return rep, err
 	}
-	for name, acked := range cs {
+	for name, st := range cs {
+		acked := st.Acked
 		c := CursorStats{Name: name, Acked: acked, Next: acked + 1}
 		if rep.NextSeq > acked+1 {
 			c.Lag = rep.NextSeq - 1 - acked
@@ -311,7 +312,12 @@ func Verify(dir string) (VerifyReport, error) {
 	if err != nil {
 		return vr, err
 	}
-	for name, acked := range cs {
+	for name, st := range cs {
+		acked := st.Acked
+		if st.Torn {
+			vr.Problems = append(vr.Problems, Problem{Path: filepath.Join(dir, name+cursorSuffix), Offset: -1,
+				What: fmt.Sprintf("cursor: one slot damaged (a write cut short, or damage); the other says %d", acked)})
+		}
 		if len(segs) > 0 && acked >= next && acked >= res.Limit {
 			vr.Problems = append(vr.Problems, Problem{Path: filepath.Join(dir, name+cursorSuffix), Offset: -1,
 				What: fmt.Sprintf("cursor at %d is past the last record %d", acked, next-1)})

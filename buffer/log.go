@@ -256,8 +256,8 @@ func (l *Log) recover() error {
 	cursors, _ := readCursors(l.dir, func(string, error) {})
 	var maxAcked uint64
 	minAcked := ^uint64(0)
-	for _, a := range cursors {
-		maxAcked, minAcked = max(maxAcked, a), min(minAcked, a)
+	for _, c := range cursors {
+		maxAcked, minAcked = max(maxAcked, c.High), min(minAcked, c.Acked)
 	}
 	nonEmpty := len(nums) > 0 || len(cursors) > 0 || l.damaged > 0 || hasDamagedFiles(l.dir)
 	evidence := max(l.diskNext, maxAcked+1, 1)
@@ -707,6 +707,7 @@ func (l *Log) Close() error {
 	if err := l.saveCursors(true); err != nil {
 		errs = append(errs, err)
 	}
+	l.closeCursors()
 	if len(errs) == 0 {
 		// Everything is durable: release the unused reservation.
 		l.mu.Lock()

@@ -37,6 +37,10 @@ type Reader struct {
 	// this reader read them.
 	dropped uint64
 
+	// cf is the open cursor file, once written in this run; guarded by
+	// l.curMu.
+	cf *cursorFile
+
 	// held is the number of the segment whose file f is (0: none), for
 	// the log to free a deleted segment's blocks at once.
 	held atomic.Uint64
@@ -385,8 +389,8 @@ func (l *Log) damagedLocked(s *segment, from, lossEnd uint64, gapLoss bool, caus
 // Ack marks every record with a sequence <= seq as processed. Acks only move
 // forward (an older seq is ignored); acking past the read position moves it
 // too. The position is persisted every Options.AckInterval and on Close
-// (write, fsync, rename, fsync the directory); a crash may therefore
-// re-deliver up to that much, which at-least-once delivery allows. Acking a
+// (in place, see FORMAT.md); a crash may therefore re-deliver the records
+// acked in the last AckInterval, which at-least-once delivery allows. Acking a
 // sequence not yet appended returns a *RangeError. It does not block.
 func (r *Reader) Ack(seq uint64) error {
 	l := r.l

@@ -240,6 +240,10 @@ func (l *Log) RemoveReader(name string) error {
 		l.mu.Unlock()
 		return ErrClosed
 	}
+	if r := l.readers[name]; r != nil {
+		r.cf.close()
+		r.cf = nil
+	}
 	delete(l.readers, name)
 	l.mu.Unlock()
 	err := os.Remove(filepath.Join(l.dir, name+cursorSuffix))
