@@ -269,6 +269,7 @@ type BufferConfig struct {
 	Overflow     string         `yaml:"overflow" enum:"block,drop_oldest,drop_newest" doc:"what happens when the cap is reached"`
 	Sync         string         `yaml:"sync" enum:"batch,interval,none" doc:"fsync per batch, per interval, or never"`
 	SyncInterval time.Duration  `yaml:"sync_interval" doc:"sync: interval: the longest a record waits for its fsync (and its source for the ack); sooner when 32 KiB wait or the sources pause for their acks"`
+	AckInterval  time.Duration  `yaml:"ack_interval" doc:"how often each sink's acked position is written to disk while it moves: a longer interval writes less to the flash, and after a crash or power cut a sink sends again at most the records it acked in the last interval"`
 	SegmentBytes agent.ByteSize `yaml:"segment_bytes" doc:"size at which a segment file is sealed"`
 	MemoryBytes  agent.ByteSize `yaml:"memory_bytes" doc:"memory budget of a type: memory log"`
 }
@@ -281,6 +282,7 @@ func DefaultBufferConfig() BufferConfig {
 		Overflow:     "block",
 		Sync:         "interval",
 		SyncInterval: time.Second,
+		AckInterval:  buffer.DefaultAckInterval,
 		SegmentBytes: 16 << 20,
 		MemoryBytes:  4 << 20,
 	}
@@ -302,6 +304,9 @@ func (c *BufferConfig) Validate(n agent.Node) {
 	}
 	if c.Sync == "interval" && c.SyncInterval <= 0 && n.Field("sync_interval").Present() {
 		n.Field("sync_interval").Errorf("must be positive with sync: interval, got %q", n.Field("sync_interval").Text())
+	}
+	if c.AckInterval <= 0 && n.Field("ack_interval").Present() {
+		n.Field("ack_interval").Errorf("must be positive, got %q", n.Field("ack_interval").Text())
 	}
 	if n.HasErrors() {
 		return

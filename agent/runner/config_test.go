@@ -147,6 +147,9 @@ func TestBufferValidationMatchesOpen(t *testing.T) {
 		{"cap below 1MiB", "  max_bytes: 512KiB\n", `pipelines/x.yaml:4: buffer.max_bytes: must be at least 1MiB, got "512KiB"`},
 		// A value that did not decode stays at its default: no rule is
 		// checked against it.
+		{"ack interval", "  ack_interval: 10s\n", ""},
+		{"ack interval zero", "  ack_interval: 0s\n", `pipelines/x.yaml:4: buffer.ack_interval: must be positive, got "0s"`},
+		{"ack interval below 1ms", "  ack_interval: 500us\n", `pipelines/x.yaml:4: buffer.ack_interval: must be at least 1ms, got "500us"`},
 		{"cap undecodable", "  max_bytes: lots\n  segment_bytes: 200MiB\n", `pipelines/x.yaml:4: buffer.max_bytes: must be a size like 512KiB, 64MiB or 1GiB, got "lots"`},
 	}
 	for _, tt := range tests {
@@ -156,7 +159,11 @@ func TestBufferValidationMatchesOpen(t *testing.T) {
 				if err != nil {
 					t.Fatalf("got %v, want no error", err)
 				}
-				l, err := buffer.Open(t.TempDir(), runner.BufferOptions(spec.Buffer, nil))
+				o := runner.BufferOptions(spec.Buffer, nil)
+				if want := 10 * time.Second; strings.Contains(tt.buffer, "ack_interval") && o.AckInterval != want {
+					t.Fatalf("ack_interval %v reached the log as %v", want, o.AckInterval)
+				}
+				l, err := buffer.Open(t.TempDir(), o)
 				if err != nil {
 					t.Fatalf("validated, but buffer.Open refused it: %v", err)
 				}

@@ -16,6 +16,7 @@ func BufferOptions(c BufferConfig, logger *slog.Logger) buffer.Options {
 		Overflow:     buffer.Policy(c.Overflow),
 		Sync:         buffer.SyncMode(c.Sync),
 		SyncInterval: c.SyncInterval,
+		AckInterval:  c.AckInterval,
 		MemoryBytes:  int64(c.MemoryBytes),
 		Logger:       logger,
 	}
