@@ -76,6 +76,8 @@ type Log struct {
 	syncWaiters int
 	lastAppend  time.Time
 	gapAvg      time.Duration // moving average of the time between Appends
+	roundStart  time.Time     // the first Append since the active segment's last fsync
+	roundN      int           // Appends since then (their mean gap: quietLocked)
 	fsyncs      uint64        // segment fsyncs done (Stats.Fsyncs)
 	next        uint64        // sequence after the last record appended (Stats.NextSeq)
 	resume      uint64        // after a crash: the next Append starts here (0: at next)

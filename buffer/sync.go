@@ -131,6 +131,7 @@ func (l *Log) syncRoundLocked(withActive bool) error {
 	l.dirDirty = false
 	if doAct || !l.activeDirty {
 		l.dirtySince, l.dirtyBytes = time.Time{}, 0
+		l.roundN = 0
 	}
 	l.mu.Unlock()
 

@@ -33,6 +33,10 @@ const syncWaitBytes = 32 << 10
 // costs it little: its gaps are those of a burst, and minQuiet bounds it.
 const quietGaps = 8
 
+// minRoundAppends is how many Appends since the last fsync make their mean
+// gap a measure of the pace (see quietLocked).
+const minRoundAppends = 8
+
 // minQuiet is the shortest pause in the Appends that counts as "the
 // writers are waiting for their fsync" (see quietLocked).
 const minQuiet = 200 * time.Microsecond
@@ -99,22 +103,43 @@ func (l *Log) upkeep() {
 // would otherwise teach the average a pace the stream does not have; a
 // stream that really slows down still raises it by up to 1.75 times per
 // Append.
+//
+// The first Append, and the first after the Appends paused for
+// SyncInterval or longer, know no pace: the average starts at
+// SyncInterval/quietGaps, so no early fsync happens until the Appends show
+// a faster one (each gap shorter than the average lowers it by a quarter
+// of the difference). Starting from zero instead took each record's wait
+// for its fsync for a pause: a 100 msg/s stream got its first ten records
+// fsynced one by one while the average grew.
 func (l *Log) paceLocked(now time.Time) {
-	if !l.lastAppend.IsZero() {
+	if l.lastAppend.IsZero() || now.Sub(l.lastAppend) >= l.opts.SyncInterval {
+		l.gapAvg = l.opts.SyncInterval / quietGaps
+	} else {
 		gap := min(now.Sub(l.lastAppend), max(4*l.gapAvg, minQuiet))
 		l.gapAvg += (gap - l.gapAvg) / 4
 	}
 	l.lastAppend = now
+	if l.roundN == 0 {
+		l.roundStart = now
+	}
+	l.roundN++
 }
 
 // quietLocked is how long the Appends must pause, while a Sync caller
 // waits, before interval mode fsyncs without waiting for its deadline:
-// quietGaps times the usual gap between Appends. Writers that wait for their acks
+// quietGaps times the usual gap between Appends (the moving average, or
+// the mean gap of the Appends since the last fsync once there are
+// minRoundAppends of them, whichever is longer: a few short gaps in a row
+// do not make a random stream's next long one a pause). Writers that wait for their acks
 // append nothing more (an MQTT broker sends a client only so many QoS 1
 // messages before their PUBACKs), so waiting longer would cost throughput,
 // not save an fsync. Bounded by minQuiet and SyncInterval.
 func (l *Log) quietLocked() time.Duration {
-	return min(max(quietGaps*l.gapAvg, minQuiet), l.opts.SyncInterval)
+	gap := l.gapAvg
+	if l.roundN >= minRoundAppends {
+		gap = max(gap, l.lastAppend.Sub(l.roundStart)/time.Duration(l.roundN-1))
+	}
+	return min(max(quietGaps*gap, minQuiet), l.opts.SyncInterval)
 }
 
 // dirtyLocked reports whether the files hold writes that upkeep's next
