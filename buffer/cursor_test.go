@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/pspf/pspf-edge/internal/testkit"
@@ -214,4 +215,60 @@ func TestCursorWrittenInPlace(t *testing.T) {
 	if err != nil || len(recs) == 0 || recs[0].Seq != 41 {
 		t.Fatalf("after the torn write of 50 the reader resumes at %v (%v), want 41", recs, err)
 	}
+}
+
+// TestCursorWritesFollowTheRate: a reader acking 100 records a second has
+// its cursor written about every 10 s (cursorWaitFactor × AckInterval, a
+// page of flash each time; it was every second), one acking 2,000 a
+// second every AckInterval; at any moment the cursor on disk is at most
+// cursorBatch records or one AckInterval's behind the ack, which is what a
+// crash makes it send again.
+func TestCursorWritesFollowTheRate(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		dir := t.TempDir()
+		l := openT(t, dir, Options{})
+		r, err := l.Reader("sink")
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(dir, "sink"+cursorSuffix)
+		onDisk := func() (gen, acked uint64) {
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, off := range []int{0, cursorSlotOff} {
+				if s, ok := decodeCursorSlot(b[off:]); ok && s.Gen > gen {
+					gen, acked = s.Gen, s.Acked
+				}
+			}
+			return gen, acked
+		}
+		time.Sleep(2 * DefaultAckInterval) // a new reader's file is written at once
+		seq := uint64(1)
+		phase := func(perTick int, d time.Duration) (writes uint64) {
+			synctest.Wait()
+			gen0, _ := onDisk()
+			for start := time.Now(); time.Since(start) < d; {
+				last := appendN(t, l, seq, perTick, perTick)
+				seq = last + 1
+				if err := r.Ack(last); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(10 * time.Millisecond)
+				synctest.Wait()
+				if _, acked := onDisk(); last-acked > max(cursorBatch, uint64(perTick)*100)+uint64(perTick) {
+					t.Fatalf("acked %d, on disk %d: a crash would send %d again", last, acked, last-acked)
+				}
+			}
+			gen1, _ := onDisk()
+			return gen1 - gen0
+		}
+		if w := phase(1, 60*time.Second); w < 4 || w > 7 {
+			t.Fatalf("%d cursor writes in 60 s at 100 records/s, want about 6", w)
+		}
+		if w := phase(20, 10*time.Second); w < 8 || w > 11 {
+			t.Fatalf("%d cursor writes in 10 s at 2,000 records/s, want about 10", w)
+		}
+	})
 }

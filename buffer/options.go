@@ -101,10 +101,13 @@ type Options struct {
 	// process). In Batch mode it is how long sealed segments and the
 	// directory wait for their fsync. Minimum 1 ms.
 	SyncInterval time.Duration
-	// AckInterval is how often acked cursor positions are written to disk
-	// (default 1 s; they are also written on Close). A crash re-delivers at
-	// most this much, which at-least-once delivery allows, and it keeps
-	// cursor writes from wearing the flash.
+	// AckInterval is how often a reader's acked position (its cursor) is
+	// written to disk while it moves by 1,000 records or more per interval
+	// (default 1 s); a smaller move is written ten intervals after the
+	// last write, and every position on Close. Each write costs a page of
+	// flash. A crash makes a reader send again at most 1,000 records or
+	// those it acked in the last AckInterval, whichever is more (plus what
+	// it had read but not acked), which at-least-once delivery allows.
 	AckInterval time.Duration
 	// MaxRecordBytes is the largest payload (default 1 MiB, or what fits in
 	// a segment if smaller). Lengths read from disk are checked against it

@@ -388,9 +388,10 @@ func (l *Log) damagedLocked(s *segment, from, lossEnd uint64, gapLoss bool, caus
 
 // Ack marks every record with a sequence <= seq as processed. Acks only move
 // forward (an older seq is ignored); acking past the read position moves it
-// too. The position is persisted every Options.AckInterval and on Close
-// (in place, see FORMAT.md); a crash may therefore re-deliver the records
-// acked in the last AckInterval, which at-least-once delivery allows. Acking a
+// too. The position is persisted every Options.AckInterval (less often
+// while it moves slowly) and on Close, in place (FORMAT.md); a crash may
+// therefore re-deliver up to 1,000 records or those acked in the last
+// AckInterval, whichever is more, which at-least-once delivery allows. Acking a
 // sequence not yet appended returns a *RangeError. It does not block.
 func (r *Reader) Ack(seq uint64) error {
 	l := r.l

@@ -33,6 +33,19 @@ const syncWaitBytes = 32 << 10
 // costs it little: its gaps are those of a burst, and minQuiet bounds it.
 const quietGaps = 8
 
+// cursorBatch and cursorWaitFactor set how often a reader's cursor is
+// written while it moves: AckInterval after the last write once it moved
+// cursorBatch records, at the latest cursorWaitFactor × AckInterval after
+// it. Each write costs a page of flash (4 KiB): at 100 msg/s a write per
+// second is 41 bytes per record, about a third of what the records
+// themselves take; every ten seconds, 4. A crash then makes a reader send
+// again at most cursorBatch records or those of one AckInterval, whichever
+// is more (at-least-once delivery allows it).
+const (
+	cursorBatch      = 1000
+	cursorWaitFactor = 10
+)
+
 // minRoundAppends is how many Appends since the last fsync make their mean
 // gap a measure of the pace (see quietLocked).
 const minRoundAppends = 8
@@ -81,7 +94,7 @@ func (l *Log) upkeep() {
 		}
 		l.refreshFree()
 		l.reclaim()
-		if now.Sub(lastCursors) >= l.opts.AckInterval && l.cursorsMoved(cursorsFailing) {
+		if at, ok := l.cursorsDueAt(lastCursors, cursorsFailing); ok && !now.Before(at) {
 			lastCursors = now
 			// One line when persisting begins to fail (a full disk
 			// retries every AckInterval) and one when it works again.
@@ -205,8 +218,8 @@ func (l *Log) nextWakeLocked(now, lastCursors time.Time, cursorsFailing bool) (w
 	if t, ok := l.syncDueAtLocked(now); ok {
 		earliest(t)
 	}
-	if l.cursorsMovedLocked(cursorsFailing) {
-		earliest(lastCursors.Add(l.opts.AckInterval))
+	if t, ok := l.cursorsDueAtLocked(lastCursors, cursorsFailing); ok {
+		earliest(t)
 	}
 	if l.opts.MaxAge > 0 && (len(l.segs) > 1 || len(l.segs) == 1 && l.segs[0].hasData()) || !l.full.since.IsZero() {
 		earliest(now.Add(slowTick))
@@ -214,24 +227,31 @@ func (l *Log) nextWakeLocked(now, lastCursors time.Time, cursorsFailing bool) (w
 	return max(0, at.Sub(now)), armed
 }
 
-// cursorsMoved reports whether a reader's ack moved since its cursor was
-// last written (or the last write failed, to be retried).
-func (l *Log) cursorsMoved(failing bool) bool {
+// cursorsDueAt returns when the cursors are due to be written (ok false:
+// none moved since its last write, which did not fail): AckInterval after
+// the last write once a reader's ack moved cursorBatch records (or back,
+// or it was never written), cursorWaitFactor × AckInterval after it for a
+// smaller move, AckInterval after a failed write.
+func (l *Log) cursorsDueAt(last time.Time, failing bool) (time.Time, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.cursorsMovedLocked(failing)
+	return l.cursorsDueAtLocked(last, failing)
 }
 
-func (l *Log) cursorsMovedLocked(failing bool) bool {
+func (l *Log) cursorsDueAtLocked(last time.Time, failing bool) (at time.Time, ok bool) {
 	if failing {
-		return true
+		return last.Add(l.opts.AckInterval), true
 	}
 	for _, r := range l.readers {
-		if r.acked != r.saved {
-			return true
+		switch {
+		case r.acked == r.saved:
+		case r.saved == ^uint64(0) || r.acked < r.saved || r.acked-r.saved >= cursorBatch:
+			return last.Add(l.opts.AckInterval), true
+		default:
+			at, ok = last.Add(cursorWaitFactor*l.opts.AckInterval), true
 		}
 	}
-	return false
+	return at, ok
 }
 
 // reclaim deletes segments every reader has acked, applies MaxAge, frees
