@@ -28,6 +28,11 @@ type LowRate struct {
 	// Idle is how long the idle agent is watched (after warm-up and a
 	// pause), for its CPU and wake-ups.
 	Idle time.Duration `json:"idle_ns"`
+	// FSKBytes, if set, is a file system's counter of kB written
+	// (/sys/fs/ext4/DEV/lifetime_write_kbytes), read around each run:
+	// everything written to the device, the journal included. Only the
+	// agent's data should be on that file system.
+	FSKBytes string `json:"fs_kbytes,omitempty"`
 }
 
 // DefaultLowRate is the low-rate part of `make bench-e2e` (about three
@@ -61,7 +66,11 @@ type LowRateResult struct {
 	// per payload byte.
 	DiskPerRecord  float64 `json:"disk_bytes_per_record"`
 	DiskPerPayload float64 `json:"disk_bytes_per_payload_byte"`
-	P50            float64 `json:"p50_ms"`
+	// FSPerRecord is what the file system of LowRate.FSKBytes wrote to its
+	// device per delivered record, journal and metadata included (0: not
+	// measured).
+	FSPerRecord float64 `json:"fs_bytes_per_record,omitempty"`
+	P50         float64 `json:"p50_ms"`
 	// PeakRSS is VmHWM over the run, PeakAnon the largest RssAnon sampled
 	// (the rest of the peak is file-backed: the executable's pages).
 	PeakRSS  int64  `json:"peak_rss_bytes"`
@@ -253,8 +262,12 @@ func (b *bench) lowRate(ctx context.Context, spec AgentSpec, dir string) error {
 				}
 				r := b.lowRateRun(ctx, ag, mq, counter, byte(q), rate, c, n)
 				b.res.LowRate = append(b.res.LowRate, r)
-				b.logf("%s low-rate qos %d %s ×%d: %.0f rec/s, cpu %.1f µs/rec, %.0f wake-ups/s, %.1f fsyncs/s, %.0f B/rec on disk (%.2f per payload byte)%s",
-					spec.Name, r.QoS, rateText(r.Rate), r.Conns, r.Throughput, r.CPUPerRecord, r.WakeupsPerSec, r.FsyncsPerSec, r.DiskPerRecord, r.DiskPerPayload, errText(r.Error))
+				fs := ""
+				if r.FSPerRecord > 0 {
+					fs = fmt.Sprintf(", file system %.0f B/rec with its journal (%.2f per payload byte)", r.FSPerRecord, r.FSPerRecord/float64(b.cfg.Size))
+				}
+				b.logf("%s low-rate qos %d %s ×%d: %.0f rec/s, cpu %.1f µs/rec, %.0f wake-ups/s, %.1f fsyncs/s, %.0f B/rec on disk (%.2f per payload byte)%s%s",
+					spec.Name, r.QoS, rateText(r.Rate), r.Conns, r.Throughput, r.CPUPerRecord, r.WakeupsPerSec, r.FsyncsPerSec, r.DiskPerRecord, r.DiskPerPayload, fs, errText(r.Error))
 			}
 		}
 	}
@@ -279,6 +292,7 @@ func (b *bench) lowRateRun(ctx context.Context, ag *agentProc, mq *mosquitto, co
 		return lr
 	}
 	f0 := ag.fsyncs(ctx)
+	k0, kerr := readKBytes(b.cfg.LowRate.FSKBytes)
 	r := bb.loadRun(ctx, counter.Set, ag.pid(), mq.addr(), qos, rate, n, false, b.cfg.Mix)
 	a1, err := ReadActivity(ag.pid())
 	if err != nil {
@@ -293,11 +307,38 @@ func (b *bench) lowRateRun(ctx context.Context, ag *agentProc, mq *mosquitto, co
 	}
 	lr.WakeupsPerSec = float64(a1.Wakeups-a0.Wakeups) / sec
 	lr.FsyncsPerSec = perSec(f0, ag.fsyncs(ctx), sec)
+	if kerr != nil && lr.Error == "" {
+		lr.Error = kerr.Error()
+	}
+	if b.cfg.LowRate.FSKBytes != "" && kerr == nil && r.Delivered > 0 {
+		// The journal is committed every 5 s: wait for the run's commit.
+		if sleepCtx(ctx, 6*time.Second) == nil {
+			if k1, err := readKBytes(b.cfg.LowRate.FSKBytes); err == nil {
+				lr.FSPerRecord = float64(k1-k0) * 1024 / float64(r.Delivered)
+			}
+		}
+	}
 	if r.Delivered > 0 {
 		lr.DiskPerRecord = float64(a1.WriteBytes-a0.WriteBytes) / float64(r.Delivered)
 		lr.DiskPerPayload = lr.DiskPerRecord / float64(b.cfg.Size)
 	}
 	return lr
+}
+
+// readKBytes reads a kB counter file (none: 0).
+func readKBytes(path string) (int64, error) {
+	if path == "" {
+		return 0, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, fmt.Errorf("e2ebench: %w", err)
+	}
+	n, err := strconv.ParseInt(string(bytes.TrimSpace(b)), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("e2ebench: %s: %w", path, err)
+	}
+	return n, nil
 }
 
 // writeLowRate prints the idle and low-rate tables.

@@ -77,6 +77,7 @@ func run() int {
 	flag.DurationVar(&cfg.LowRate.Duration, "lowrate-duration", cfg.LowRate.Duration, "length of a fixed-rate run of the low-rate table (0: no low-rate table)")
 	flag.Uint64Var(&cfg.LowRate.MaxMessages, "lowrate-max", cfg.LowRate.MaxMessages, "messages of a max-rate run of the low-rate table")
 	flag.DurationVar(&cfg.LowRate.Idle, "lowrate-idle", cfg.LowRate.Idle, "how long the idle agent is watched")
+	flag.StringVar(&cfg.LowRate.FSKBytes, "lowrate-fs-kbytes", "", "a file system's written-kB counter (/sys/fs/ext4/DEV/lifetime_write_kbytes) also read around each low-rate run: all it wrote, journal included (put only the agent's --data-dir on it; scripts/flash-wear.sh)")
 	lrRates := flag.String("lowrate-rates", joinRates(cfg.LowRate.Rates), "rates of the low-rate table, msg/s, comma-separated (0: max)")
 	lrQoS := flag.String("lowrate-qos", "0,1", "QoS levels of the low-rate table")
 	lrConns := flag.String("lowrate-conns", "1,4", "publishing connections of the low-rate table")
