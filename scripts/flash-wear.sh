@@ -17,7 +17,8 @@ set -euo pipefail
 
 out=${1:-bench-results/flash-wear}
 shift || true
-for b in bin/pspf-edge bin/kfake-broker bin/e2ebench; do
+agent=${AGENT:-$PWD/bin/pspf-edge} # AGENT=path: another build of the agent
+for b in "$agent" bin/kfake-broker bin/e2ebench; do
 	[[ -x $b ]] || { echo "flash-wear: $b missing (make build; go build -o bin/kfake-broker ./internal/kafkatest/cmd/kfake-broker; go build -o bin/e2ebench ./internal/e2ebench/cmd/e2ebench)" >&2; exit 2; }
 done
 [[ $(id -u) == 0 ]] || { echo "flash-wear: needs root (losetup, mount)" >&2; exit 2; }
@@ -41,7 +42,7 @@ counter=/sys/fs/ext4/$(basename "$dev")/lifetime_write_kbytes
 
 mkdir -p "$out"
 bin/e2ebench -out "$out" -size 96 \
-	-agent "pspf-edge=$PWD/bin/pspf-edge run -p {pipeline} --data-dir $tmp/mnt/data --admin {admin} --log-level warn" \
+	-agent "pspf-edge=$agent run -p {pipeline} --data-dir $tmp/mnt/data --admin {admin} --log-level warn" \
 	-qos0 0 -qos1 0 -rates "" -window 0 -outage 0 -repeats 1 \
 	-lowrate-idle 0 -lowrate-qos 1 -lowrate-conns 1 -lowrate-rates 100,2000 -lowrate-duration 60s \
 	-lowrate-fs-kbytes "$counter" "$@"
