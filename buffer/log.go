@@ -78,6 +78,7 @@ type Log struct {
 	gapAvg      time.Duration // moving average of the time between Appends
 	roundStart  time.Time     // the first Append since the active segment's last fsync
 	roundN      int           // Appends since then (their mean gap: quietLocked)
+	roundEnd    time.Time     // when the last fsync round of the active segment ended
 	fsyncs      uint64        // segment fsyncs done (Stats.Fsyncs)
 	next        uint64        // sequence after the last record appended (Stats.NextSeq)
 	resume      uint64        // after a crash: the next Append starts here (0: at next)

@@ -179,6 +179,9 @@ func (l *Log) syncRoundLocked(withActive bool) error {
 	if withActive {
 		l.durable = max(l.durable, target)
 	}
+	if doAct {
+		l.roundEnd = time.Now()
+	}
 	close(l.syncDone)
 	l.syncDone = make(chan struct{})
 	l.mu.Unlock()

@@ -110,25 +110,24 @@ func (l *Log) upkeep() {
 }
 
 // paceLocked records an Append at now for the pause detection of interval
-// mode: a moving average of the gaps between Appends, each gap counted as
-// at most four times the average. A long gap is rare in a stream (the
-// writers' wait for an fsync, or the first record after an idle hour) and
-// would otherwise teach the average a pace the stream does not have; a
-// stream that really slows down still raises it by up to 1.75 times per
-// Append.
-//
-// The first Append, and the first after the Appends paused for
-// SyncInterval or longer, know no pace: the average starts at
-// SyncInterval/quietGaps, so no early fsync happens until the Appends show
-// a faster one (each gap shorter than the average lowers it by a quarter
-// of the difference). Starting from zero instead took each record's wait
-// for its fsync for a pause: a 100 msg/s stream got its first ten records
-// fsynced one by one while the average grew.
+// mode: a moving average of the gaps between Appends. A gap during which an
+// fsync round ended counts from the end of that round: writers that
+// waited for it could append nothing before it, so that wait is the log's
+// pace, not the stream's. (Counting it, even clamped to four times the
+// average as before, made writers with few Appends per ack window learn
+// ever longer pauses and get their fsyncs ever later; and starting from
+// zero, a 100 msg/s stream got its first ten records fsynced one by one
+// while the clamped average grew.) A gap counts as at most
+// SyncInterval/quietGaps, a pause that already makes the threshold
+// SyncInterval: the first record after an idle hour moves the average a
+// quarter of the way there, not to an hour.
 func (l *Log) paceLocked(now time.Time) {
-	if l.lastAppend.IsZero() || now.Sub(l.lastAppend) >= l.opts.SyncInterval {
-		l.gapAvg = l.opts.SyncInterval / quietGaps
-	} else {
-		gap := min(now.Sub(l.lastAppend), max(4*l.gapAvg, minQuiet))
+	if !l.lastAppend.IsZero() {
+		from := l.lastAppend
+		if l.roundEnd.After(from) {
+			from = l.roundEnd
+		}
+		gap := min(now.Sub(from), l.opts.SyncInterval/quietGaps)
 		l.gapAvg += (gap - l.gapAvg) / 4
 	}
 	l.lastAppend = now
