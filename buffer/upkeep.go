@@ -142,10 +142,11 @@ func (l *Log) paceLocked(now time.Time) {
 // quietGaps times the usual gap between Appends (the moving average, or
 // the mean gap of the Appends since the last fsync once there are
 // minRoundAppends of them, whichever is longer: a few short gaps in a row
-// do not make a random stream's next long one a pause). Writers that wait for their acks
-// append nothing more (an MQTT broker sends a client only so many QoS 1
-// messages before their PUBACKs), so waiting longer would cost throughput,
-// not save an fsync. Bounded by minQuiet and SyncInterval.
+// do not make a random stream's next long one a pause). Writers that wait
+// for their acks append nothing more (an MQTT broker sends a client only
+// so many QoS 1 messages before their PUBACKs), so waiting longer would
+// cost throughput, not save an fsync. Bounded by minQuiet and
+// SyncInterval.
 func (l *Log) quietLocked() time.Duration {
 	gap := l.gapAvg
 	if l.roundN >= minRoundAppends {
