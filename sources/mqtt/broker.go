@@ -45,8 +45,12 @@ type broker interface {
 // goroutines; message may block, which stops the client reading the socket,
 // but must return once stop is closed (by Disconnect, which waits for it).
 type handlers struct {
-	message   func(m message, stop <-chan struct{})
-	oversize  func() // a message over max_payload was acked and dropped
+	message  func(m message, stop <-chan struct{})
+	oversize func() // a message over max_payload was acked and dropped
+	// drained runs once the client has handed over every message it has
+	// read and pauses before it reads the socket again (the real client
+	// paces its reads at linger); fakes never call it.
+	drained   func()
 	connected func() // after every connection, the first included
 	// lost counts a connection that ended, with its cause (see lossCause:
 	// the label of pspf_mqtt_connections_lost_total) and error.
@@ -68,6 +72,7 @@ func newClient(o mqttc.Options, h handlers) broker {
 	return mqttc.New(o, mqttc.Handlers{
 		Message:   func(m *mqttc.Message, stop <-chan struct{}) { h.message(m, stop) },
 		Oversize:  h.oversize,
+		Drained:   h.drained,
 		Connected: h.connected,
 		Lost:      h.lost,
 		Log:       h.log,
@@ -85,6 +90,13 @@ func clientOptions(cfg *Config, clientID string, tlsCfg *tls.Config) mqttc.Optio
 		// holds in flight: a group commit then covers what arrived in a
 		// linger, not the broker's own per-client limit.
 		o.ProtocolVersion, o.ReceiveMaximum = 5, uint16(min(cfg.MaxInFlight, 65535))
+		// And so the socket is read once per linger while messages come
+		// closer together than that: what arrived meanwhile is read and
+		// batched at once, one wake-up of the agent instead of one per
+		// message (see mqttc.Options.ReadPace). Under 3.1.1 the broker's
+		// own in-flight limit (mosquitto: 20) would be all a pause gathers
+		// before the fsync and its acks.
+		o.ReadPace = cfg.Linger
 	}
 	if st := cfg.Status; st.Topic != "" {
 		o.Will = &mqttc.Will{Topic: st.Topic, Payload: []byte(st.Offline), QoS: byte(st.QoS), Retain: st.Retain}

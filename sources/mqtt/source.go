@@ -194,6 +194,7 @@ func (s *Source) connect(ctx context.Context) (broker, error) {
 	b = s.dial(&s.cfg, s.clientID, tc, handlers{
 		message:  s.onMessage,
 		oversize: s.oversize.Inc,
+		drained:  s.queue.drained,
 		connected: func() {
 			if connects.Add(1) == 1 {
 				return // the first connection is set up by connect itself
@@ -276,7 +277,11 @@ type inQueue struct {
 	mu   sync.Mutex
 	in   []inbound
 	need int           // messages a waiting Read wants; 0: none waits
-	wake chan struct{} // capacity 1: need was reached
+	wake chan struct{} // capacity 1: need was reached, or a burst ended
+	// holding: the waiting Read holds messages already (it lingers).
+	// ended: the client has pushed all it read and pauses before it reads
+	// again (see handlers.drained); a push clears it.
+	holding, ended bool
 
 	held     int           // messages taken from the broker and not yet acked
 	bytes    int64         // their sizes (see size)
@@ -389,6 +394,7 @@ func (q *inQueue) stalled() (uint64, bool) {
 func (q *inQueue) push(in inbound) {
 	q.mu.Lock()
 	q.in = append(q.in, in)
+	q.ended = false
 	wake := q.need > 0 && len(q.in) >= q.need
 	if wake {
 		q.need = 0
@@ -402,6 +408,33 @@ func (q *inQueue) push(in inbound) {
 	}
 }
 
+// drained notes that the client has pushed every message it read and
+// pauses before its next read, and wakes a Read that waits with messages:
+// nothing more comes within a linger, so its batch is complete.
+func (q *inQueue) drained() {
+	q.mu.Lock()
+	q.ended = true
+	wake := q.need > 0 && (q.holding || len(q.in) > 0)
+	if wake {
+		q.need = 0
+	}
+	q.mu.Unlock()
+	if wake {
+		select {
+		case q.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// burstEnded reports whether the client pauses after pushing everything
+// it read (see drained).
+func (q *inQueue) burstEnded() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.ended
+}
+
 // take moves up to max-len(batch) queued messages to batch. When batch is
 // still shorter than want, it asks to be woken when the rest is queued; a
 // stale wake-up is harmless, the caller takes again.
@@ -413,8 +446,10 @@ func (q *inQueue) take(batch []inbound, max, want int) []inbound {
 	clear(q.in[rest:])
 	q.in = q.in[:rest]
 	q.need = 0
+	q.holding = false
 	if len(batch) < want {
 		q.need = want - len(batch) // rest is 0: all was taken
+		q.holding = len(batch) > 0
 	}
 	q.mu.Unlock()
 	return batch
@@ -523,7 +558,7 @@ func (s *Source) Appended() {
 // soon as messages come faster than linger again, batches linger and fill.
 func (s *Source) gather(ctx context.Context, batch []inbound) []inbound {
 	defer func() { s.prevAt, s.prevLen = batch[len(batch)-1].at, len(batch) }()
-	if len(batch) >= s.cfg.BatchSize || s.cfg.Linger <= 0 || s.sparse(batch) {
+	if len(batch) >= s.cfg.BatchSize || s.cfg.Linger <= 0 || s.sparse(batch) || s.queue.burstEnded() {
 		return batch
 	}
 	if s.timer == nil {
@@ -534,7 +569,7 @@ func (s *Source) gather(ctx context.Context, batch []inbound) []inbound {
 	defer s.timer.Stop()
 	for len(batch) < s.cfg.BatchSize {
 		batch = s.queue.take(batch, s.cfg.BatchSize, s.cfg.BatchSize)
-		if len(batch) >= s.cfg.BatchSize {
+		if len(batch) >= s.cfg.BatchSize || s.queue.burstEnded() {
 			break
 		}
 		select {

@@ -604,3 +604,49 @@ func TestFakeInFlightByteBudget(t *testing.T) {
 		t.Errorf("got %q, want still one bytes episode", got)
 	}
 }
+
+// TestFakeDrainedEndsLinger: when the client reports that it has handed
+// over all it read and pauses before its next read (a paced client, MQTT
+// 5), a batch is complete: Read returns it at once instead of lingering,
+// whether the drain came before Read took the messages or while it
+// lingered; without a drain it lingers as before. In a synctest bubble,
+// so the times checked are exact.
+func TestFakeDrainedEndsLinger(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := testConfig()
+		cfg.BatchSize = 10
+		cfg.Linger = 300 * time.Millisecond
+		s, d, _ := newFake(t, cfg)
+		b := d.last()
+		ctx := context.Background()
+		send := func(n int) {
+			for range n {
+				b.h.message(&fakeMsg{topic: "sensors/x", payload: []byte("1"), qos: 1}, nil)
+			}
+		}
+		read := func(want int, wait time.Duration) {
+			t.Helper()
+			start := time.Now()
+			recs, ack, err := s.Read(ctx)
+			if err != nil || len(recs) != want {
+				t.Fatalf("got %d records, err %v; want %d, nil", len(recs), err, want)
+			}
+			if el := time.Since(start); el != wait {
+				t.Errorf("Read returned after %v, want %v", el, wait)
+			}
+			ack(ctx, nil)
+		}
+		send(3) // drained before Read runs
+		b.h.drained()
+		read(3, 0)
+		send(2) // no drain: the batch lingers
+		read(2, cfg.Linger)
+		go func() { // drained while Read lingers
+			send(1)
+			time.Sleep(100 * time.Millisecond)
+			send(1)
+			b.h.drained()
+		}()
+		read(2, 100*time.Millisecond)
+	})
+}
