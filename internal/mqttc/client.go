@@ -84,7 +84,7 @@ type Options struct {
 	// keeps up with the broker: once the messages of a read that found
 	// less than half a read buffer of data have been handed to
 	// Handlers.Message, Handlers.Drained runs, and the next read waits
-	// ReadPace (less if the client sends something meanwhile), so that
+	// ReadPace (less if the client makes a request meanwhile), so that
 	// what arrives meanwhile is read with one system call and handed on in
 	// one run. A message then waits up to ReadPace longer in the socket. A
 	// read that had to wait ReadPace or longer for its data is not
@@ -654,6 +654,7 @@ func (s *session) send(encode func(id uint16) []byte, o *op) (uint16, error) {
 	id := s.freeIDLocked()
 	s.ops[id] = o
 	s.mu.Unlock()
+	s.bc.ask()
 	if err := s.write(encode(id)); err != nil {
 		s.finish(id, nil)
 		return 0, fmt.Errorf("%w: %w", ErrConnEnded, err)
@@ -851,6 +852,7 @@ func (s *session) readLoop() error {
 				s.finish(id, failed)
 				continue
 			}
+			s.bc.ask()
 			s.writeID(pktPubrel, id)
 		case typePubrel: // a QoS 2 message we PUBRECed: complete it
 			s.writeID(pktPubcomp, id)
@@ -903,6 +905,7 @@ func (s *session) ping() {
 				}
 			}
 			if pingAt.IsZero() && (nsent == sent || nrecvd == recvd) {
+				s.bc.ask()
 				if s.write([]byte{typePingreq << 4, 0}) == nil {
 					pingAt, pingRecvd = now, nrecvd
 				}

@@ -52,8 +52,9 @@ func openConn(uri *url.URL, tc *tls.Config, timeout time.Duration) (*bufConn, er
 		raw = nc.NetConn()
 	}
 	bc := &bufConn{Conn: c, raw: raw,
-		kick: make(chan struct{}, 1), done: make(chan struct{}), ended: make(chan struct{}), sent: make(chan struct{}, 1)}
-	bc.g = &gatherReader{c: c, sleep: time.Sleep, now: time.Now, sent: bc.sent}
+		kick: make(chan struct{}, 1), done: make(chan struct{}), ended: make(chan struct{}), asked: make(chan struct{}, 1)}
+	bc.lowat = newLowat(raw)
+	bc.g = &gatherReader{c: c, sleep: time.Sleep, now: time.Now, asked: bc.asked}
 	bc.r = bufio.NewReaderSize(bc.g, connReadBuffer)
 	go bc.sender()
 	return bc, nil
@@ -76,9 +77,9 @@ type gatherReader struct {
 	c     io.Reader
 	small bool          // the last read filled less than half of its buffer
 	took  time.Duration // how long the last read waited for its data
-	// sent is bufConn.sent: emptied after every read, so that what it
-	// holds at a pause is a send since the last read returned.
-	sent  <-chan struct{}
+	// asked is bufConn.asked: emptied before every read, so that what it
+	// holds at a pause is a request made since the last read began.
+	asked <-chan struct{}
 	sleep func(time.Duration) // time.Sleep; tests record it
 	now   func() time.Time    // time.Now; tests set it
 }
@@ -87,12 +88,12 @@ func (g *gatherReader) Read(p []byte) (int, error) {
 	if g.small && g.took < readGather {
 		g.sleep(readGather)
 	}
-	start := g.now()
-	n, err := g.c.Read(p)
 	select {
-	case <-g.sent:
+	case <-g.asked:
 	default:
 	}
+	start := g.now()
+	n, err := g.c.Read(p)
 	g.small = n > 0 && n < len(p)/2
 	g.took = g.now().Sub(start)
 	return n, err
@@ -107,20 +108,19 @@ func (c *bufConn) drained() bool { return c.r.Buffered() == 0 && c.g.small }
 // nothing but add a timer wake-up.
 func (c *bufConn) sparse(d time.Duration) bool { return c.g.took >= d }
 
-// pause waits d before the next read, or less if the sender sends
-// something meanwhile or the connection is closed. It runs on the reading
-// goroutine only, between packets (see Options.ReadPace): the messages
-// that arrive meanwhile wait in the socket, at most d each, and are read
-// with one system call and handed on together. At a few hundred or
-// thousand messages/s the agent's CPU goes to per-burst costs (a thread
+// pause waits d before the next read, or less if the client makes a
+// request meanwhile (see ask) or the connection is closed. It runs on the
+// reading goroutine only, between packets (see Options.ReadPace): the
+// messages that arrive meanwhile wait in the socket, at most d each, and
+// are read with one system call and handed on together. At a few hundred
+// or thousand messages/s the agent's CPU goes to per-burst costs (a thread
 // woken, the Go runtime's monitor woken by the read's system call, a batch
 // through the pipeline) far more than to per-message ones, so fewer,
-// fuller bursts cost less CPU per message. A pause ends early when the
-// client sends something: the broker may be waiting for our PUBACKs before
-// it sends more, and pausing would then only slow the flow down; so does a
-// send since the last read returned, whose answer the pause would delay
-// (the answer to one sent during the read may wait for the pause to end:
-// a SUBACK or PINGRESP up to d late).
+// fuller bursts cost less CPU per message. Meanwhile the socket's receive
+// low-water mark is raised (Linux), so that the messages arriving do not
+// each wake the runtime's network poller. PUBACKs do not end a pause:
+// they come once per group commit, and would otherwise cut every pause
+// short into a batch of one.
 func (c *bufConn) pause(d time.Duration) {
 	c.g.small = false // the wait is done: no readGather on top
 	if c.pauseT == nil {
@@ -128,11 +128,23 @@ func (c *bufConn) pause(d time.Duration) {
 	} else {
 		c.pauseT.Reset(d)
 	}
-	defer c.pauseT.Stop()
+	c.lowat.set(pauseLowat)
 	select {
 	case <-c.pauseT.C:
-	case <-c.sent:
+	case <-c.asked:
 	case <-c.done:
+	}
+	c.pauseT.Stop()
+	c.lowat.set(1)
+}
+
+// ask notes a request whose answer the client waits for (SUBSCRIBE, a QoS 1
+// or 2 PUBLISH, PUBREL, PINGREQ): a read pause ends, or the next is not
+// taken, so that the answer is read as soon as it comes.
+func (c *bufConn) ask() {
+	select {
+	case c.asked <- struct{}{}:
+	default:
 	}
 }
 
@@ -163,8 +175,9 @@ type bufConn struct {
 	err     error  // first send error
 
 	kick      chan struct{} // capacity 1: something is pending
-	sent      chan struct{} // capacity 1: the sender sent something (ends a read pause)
+	asked     chan struct{} // capacity 1: a request awaits its answer (ends a read pause)
 	pauseT    *time.Timer   // the reader's pause timer; the reader's alone
+	lowat     lowat         // the socket's receive low-water mark, raised during a pause
 	done      chan struct{} // closed by Close
 	ended     chan struct{} // closed when the sender has returned
 	closeOnce sync.Once
@@ -247,10 +260,6 @@ func (c *bufConn) send() {
 	buf := c.pending
 	c.pending, c.spare = c.spare[:0], nil
 	c.mu.Unlock()
-	select { // the broker may answer at once: a read pause ends
-	case c.sent <- struct{}{}:
-	default:
-	}
 	_, err := c.Conn.Write(buf)
 	c.mu.Lock()
 	if cap(buf) <= 64<<10 { // keep a modest buffer, drop a huge one

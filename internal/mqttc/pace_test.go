@@ -68,9 +68,10 @@ func pacedBroker(t *testing.T) (url string, send chan<- *Publication, written <-
 // TestReadPaceGathers checks that under MQTT 5 with ReadPace a read that
 // found the socket nearly empty is followed by Drained and a pause, so
 // that messages sent meanwhile, even apart, are read and handed on
-// together; that the pause ends when the client sends something; and
-// that Disconnect ends a pause at once. The pace is a minute: every pause
-// here ends by a send or by Disconnect.
+// together; that a PUBACK does not end the pause (it comes once per group
+// commit, and would cut every pause short) but a request does; and that
+// Disconnect ends a pause at once. The pace is a minute: every pause here
+// ends by a request or by Disconnect.
 func TestReadPaceGathers(t *testing.T) {
 	url, send, written := pacedBroker(t)
 	ev := make(paceEvents, 100)
@@ -88,10 +89,14 @@ func TestReadPaceGathers(t *testing.T) {
 	}
 	send <- &Publication{Topic: "t", Payload: []byte("a")}
 	<-written
-	time.Sleep(50 * time.Millisecond) // not a synchronisation: a and b come apart
+	// A PUBACK (for an id the broker never sent) goes out but does not
+	// end the pause: a is not read before b comes.
+	(&Message{s: c.current(), id: 7, qos: 1}).Ack()
+	time.Sleep(50 * time.Millisecond) // not a synchronisation: the PUBACK goes out, a and b come apart
 	send <- &Publication{Topic: "t", Payload: []byte("b")}
 	<-written
-	if err := c.Publish(ctx, "x", 0, false, nil); err != nil { // a send ends the pause
+	// A request (a QoS 1 PUBLISH) ends the pause.
+	if _, err := c.PublishAsync(ctx, &Publication{Topic: "x", QoS: 1}); err != nil {
 		t.Fatal(err)
 	}
 	if got := ev.next(t, 3); !slices.Equal(got, []string{"m:a", "m:b", "drained"}) {
@@ -178,7 +183,7 @@ func TestReadPaceStopsAtHalfReceiveMaximum(t *testing.T) {
 	wait("drained after the CONNACK", drained)
 	send <- &Publication{Topic: "t", QoS: 1, Payload: []byte("1")}
 	<-written
-	if err := c.Publish(ctx, "x", 0, false, nil); err != nil { // ends the pause
+	if _, err := c.PublishAsync(ctx, &Publication{Topic: "x", QoS: 1}); err != nil { // ends the pause
 		t.Fatal(err)
 	}
 	m := <-msgs

@@ -1,0 +1,42 @@
+package mqttc
+
+import (
+	"net"
+	"syscall"
+)
+
+// pauseLowat is the socket's receive low-water mark while the reader
+// pauses: the kernel wakes the Go runtime's network poller only once this
+// many bytes wait (or the connection ends), not for every message that
+// arrives meanwhile. Nobody reads the socket during a pause, so those
+// wake-ups would each cost a thread woken for nothing.
+const pauseLowat = connReadBuffer / 2
+
+// lowat sets a TCP connection's receive low-water mark (SO_RCVLOWAT): its
+// readiness, and the kernel's wake-ups of whoever polls it, wait for n
+// bytes. A non-blocking read still returns what is there. It does nothing
+// for a connection that is not a socket.
+type lowat struct{ rc syscall.RawConn }
+
+func newLowat(c net.Conn) lowat {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return lowat{}
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return lowat{}
+	}
+	return lowat{rc: rc}
+}
+
+func (l lowat) set(n int) {
+	if l.rc == nil {
+		return
+	}
+	// An error leaves the mark as it was: a pause then costs a wake-up per
+	// message, as without it.
+	_ = l.rc.Control(func(fd uintptr) {
+		_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVLOWAT, n)
+	})
+}
