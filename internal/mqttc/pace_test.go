@@ -1,4 +1,4 @@
-package mqttc
+package mqttc_test
 
 import (
 	"bufio"
@@ -7,31 +7,47 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/eclipse/paho.mqtt.golang/packets"
+
+	"github.com/pspf/pspf-edge/internal/mqttc"
+	"github.com/pspf/pspf-edge/internal/mqttc/mqtttest"
 )
 
 // paceEvents records the handler calls of a pacing client in order:
-// "m:" and the payload for a message, "drained" for Handlers.Drained.
-type paceEvents chan string
+// "m:" and the payload for a message, "drained" for Handlers.Drained; the
+// QoS 1 messages also go to acks, for the test to ack.
+type paceEvents struct {
+	ev   chan string
+	acks chan *mqttc.Message
+}
 
-func (ev paceEvents) handlers() Handlers {
-	return Handlers{
-		Message: func(m *Message, stop <-chan struct{}) {
+func newPaceEvents() paceEvents {
+	return paceEvents{ev: make(chan string, 100), acks: make(chan *mqttc.Message, 100)}
+}
+
+func (p paceEvents) handlers() mqttc.Handlers {
+	return mqttc.Handlers{
+		Message: func(m *mqttc.Message, stop <-chan struct{}) {
+			if m.Qos() > 0 {
+				p.acks <- m
+			}
 			select {
-			case ev <- "m:" + string(m.Payload()):
+			case p.ev <- "m:" + string(m.Payload()):
 			case <-stop:
 			}
 		},
-		Drained: func() { ev <- "drained" },
+		Drained: func() { p.ev <- "drained" },
 	}
 }
 
 // next returns the next n events, failing after 10 s.
-func (ev paceEvents) next(t *testing.T, n int) []string {
+func (p paceEvents) next(t *testing.T, n int) []string {
 	t.Helper()
 	var got []string
 	for range n {
 		select {
-		case e := <-ev:
+		case e := <-p.ev:
 			got = append(got, e)
 		case <-time.After(10 * time.Second):
 			t.Fatalf("events %q, then none for 10s", got)
@@ -43,24 +59,24 @@ func (ev paceEvents) next(t *testing.T, n int) []string {
 // pacedBroker starts a scripted MQTT 5 broker that sends the client
 // every publication on send, each with its own write, and signals written
 // after each; what the client sends it reads and drops.
-func pacedBroker(t *testing.T) (url string, send chan<- *Publication, written <-chan struct{}) {
-	in := make(chan *Publication)
+func pacedBroker(t *testing.T) (url string, send chan<- *mqttc.Publication, written <-chan struct{}) {
+	in := make(chan *mqttc.Publication)
 	out := make(chan struct{}, 10)
-	url = start5(t, []byte{typeConnack << 4, 3, 0, 0, 0}, func(c net.Conn, r *bufio.Reader) {
+	url = mqtttest.StartV5(t, []byte{packets.Connack << 4, 3, 0, 0, 0}, func(_ int, c net.Conn, r *bufio.Reader) {
 		go func() {
 			for {
-				if _, _, _, _, err := readPacket(r, 1<<20); err != nil {
+				if _, _, _, _, err := mqttc.ReadPacket(r, 1<<20); err != nil {
 					return
 				}
 			}
 		}()
 		for p := range in {
-			if _, err := c.Write(publishPacket(true, p, 1)); err != nil {
+			if _, err := c.Write(mqttc.EncodePublish(true, p, 1)); err != nil {
 				return
 			}
 			out <- struct{}{}
 		}
-	})
+	}).URL()
 	t.Cleanup(func() { close(in) })
 	return url, in, out
 }
@@ -74,10 +90,10 @@ func pacedBroker(t *testing.T) (url string, send chan<- *Publication, written <-
 // ends by a request or by Disconnect.
 func TestReadPaceGathers(t *testing.T) {
 	url, send, written := pacedBroker(t)
-	ev := make(paceEvents, 100)
+	ev := newPaceEvents()
 	o := testOptions(url)
 	o.ProtocolVersion, o.ReadPace = 5, time.Minute
-	c := New(o, ev.handlers())
+	c := mqttc.New(o, ev.handlers())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := c.Connect(ctx); err != nil {
@@ -87,20 +103,29 @@ func TestReadPaceGathers(t *testing.T) {
 	if got := ev.next(t, 1); !slices.Equal(got, []string{"drained"}) {
 		t.Fatalf("events after connect %q, want [drained]", got)
 	}
-	send <- &Publication{Topic: "t", Payload: []byte("a")}
-	<-written
-	// A PUBACK (for an id the broker never sent) goes out but does not
-	// end the pause: a is not read before b comes.
-	(&Message{s: c.current(), id: 7, qos: 1}).Ack()
-	time.Sleep(50 * time.Millisecond) // not a synchronisation: the PUBACK goes out, a and b come apart
-	send <- &Publication{Topic: "t", Payload: []byte("b")}
-	<-written
-	// A request (a QoS 1 PUBLISH) ends the pause.
-	if _, err := c.PublishAsync(ctx, &Publication{Topic: "x", QoS: 1}); err != nil {
-		t.Fatal(err)
+	request := func() { // a QoS 1 PUBLISH, whose PUBACK never comes
+		t.Helper()
+		if _, err := c.PublishAsync(ctx, &mqttc.Publication{Topic: "x", QoS: 1}); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if got := ev.next(t, 3); !slices.Equal(got, []string{"m:a", "m:b", "drained"}) {
-		t.Fatalf("events %q, want [m:a m:b drained]", got)
+	send <- &mqttc.Publication{Topic: "t", QoS: 1, Payload: []byte("q")}
+	<-written
+	request()
+	if got := ev.next(t, 2); !slices.Equal(got, []string{"m:q", "drained"}) {
+		t.Fatalf("events %q, want [m:q drained]", got)
+	}
+	// The reader pauses again. b and c, apart, with q's PUBACK sent
+	// between them, wait in the socket and are read together.
+	send <- &mqttc.Publication{Topic: "t", Payload: []byte("b")}
+	<-written
+	(<-ev.acks).Ack()
+	time.Sleep(50 * time.Millisecond) // not a synchronisation: the PUBACK goes out, b and c come apart
+	send <- &mqttc.Publication{Topic: "t", Payload: []byte("c")}
+	<-written
+	request()
+	if got := ev.next(t, 3); !slices.Equal(got, []string{"m:b", "m:c", "drained"}) {
+		t.Fatalf("events %q, want [m:b m:c drained]", got)
 	}
 	done := make(chan struct{})
 	go func() {
@@ -119,25 +144,25 @@ func TestReadPaceGathers(t *testing.T) {
 // handed on as soon as it comes, with no Drained, although the client
 // sends nothing.
 func TestReadPaceNotUnder311(t *testing.T) {
-	fb := startNetBroker(t, func(_ int, c net.Conn, r *bufio.Reader) {
+	fb := mqtttest.Start(t, func(_ int, c net.Conn, r *bufio.Reader) {
 		for {
-			typ, _, _, body, err := readPacket(r, 1<<20)
+			typ, _, _, body, err := mqttc.ReadPacket(r, 1<<20)
 			if err != nil {
 				return
 			}
-			if typ == typeSubscribe {
-				_, _ = c.Write([]byte{typeSuback << 4, 3, body[0], body[1], 0})
+			if typ == packets.Subscribe {
+				_, _ = c.Write([]byte{packets.Suback << 4, 3, body[0], body[1], 0})
 				for _, p := range []string{"a", "b"} {
-					_, _ = c.Write(publishPacket(false, &Publication{Topic: "t", Payload: []byte(p)}, 0))
+					_, _ = c.Write(mqttc.EncodePublish(false, &mqttc.Publication{Topic: "t", Payload: []byte(p)}, 0))
 					time.Sleep(50 * time.Millisecond) // not a synchronisation: a and b come apart
 				}
 			}
 		}
 	})
-	ev := make(paceEvents, 100)
-	o := testOptions(fb.url())
+	ev := newPaceEvents()
+	o := testOptions(fb.URL())
 	o.ReadPace = time.Minute
-	c := New(o, ev.handlers())
+	c := mqttc.New(o, ev.handlers())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := c.Connect(ctx); err != nil {
@@ -155,15 +180,15 @@ func TestReadPaceNotUnder311(t *testing.T) {
 // TestReadPaceStopsAtHalfReceiveMaximum checks that reads do not pause
 // while half of Receive Maximum messages await our ack: the broker may be
 // waiting for those acks before it sends more. With Receive Maximum 2,
-// one unacked QoS 1 message is enough; once it is acked, reads pause again.
+// one unacked QoS 1 message is enough.
 func TestReadPaceStopsAtHalfReceiveMaximum(t *testing.T) {
 	url, send, written := pacedBroker(t)
-	msgs := make(chan *Message, 10)
+	msgs := make(chan *mqttc.Message, 10)
 	drained := make(chan struct{}, 10)
 	o := testOptions(url)
 	o.ProtocolVersion, o.ReadPace, o.ReceiveMaximum = 5, time.Minute, 2
-	c := New(o, Handlers{
-		Message: func(m *Message, _ <-chan struct{}) { msgs <- m },
+	c := mqttc.New(o, mqttc.Handlers{
+		Message: func(m *mqttc.Message, _ <-chan struct{}) { msgs <- m },
 		Drained: func() { drained <- struct{}{} },
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -181,16 +206,16 @@ func TestReadPaceStopsAtHalfReceiveMaximum(t *testing.T) {
 		}
 	}
 	wait("drained after the CONNACK", drained)
-	send <- &Publication{Topic: "t", QoS: 1, Payload: []byte("1")}
+	send <- &mqttc.Publication{Topic: "t", QoS: 1, Payload: []byte("1")}
 	<-written
-	if _, err := c.PublishAsync(ctx, &Publication{Topic: "x", QoS: 1}); err != nil { // ends the pause
+	if _, err := c.PublishAsync(ctx, &mqttc.Publication{Topic: "x", QoS: 1}); err != nil { // ends the pause
 		t.Fatal(err)
 	}
-	m := <-msgs
+	<-msgs // not acked
 	wait("drained after the QoS 1 message", drained)
 	// One message awaits its ack: the reader must not pause, so a QoS 0
 	// message comes through although the client sends nothing.
-	send <- &Publication{Topic: "t", Payload: []byte("0")}
+	send <- &mqttc.Publication{Topic: "t", Payload: []byte("0")}
 	<-written
 	select {
 	case m0 := <-msgs:
@@ -201,11 +226,4 @@ func TestReadPaceStopsAtHalfReceiveMaximum(t *testing.T) {
 		t.Fatal("the reader paused with half of Receive Maximum unacked")
 	}
 	wait("drained after the QoS 0 message", drained)
-	if got := m.s.unacked.Load(); got != 1 {
-		t.Fatalf("unacked %d, want 1", got)
-	}
-	m.Ack()
-	if got := m.s.unacked.Load(); got != 0 {
-		t.Fatalf("unacked after the ack %d, want 0", got)
-	}
 }
