@@ -90,11 +90,12 @@ type Options struct {
 	// read that had to wait ReadPace or longer for its data is not
 	// followed by a pause: messages that sparse would gather nothing.
 	// Reads pause only under MQTT 5 and while fewer than half of
-	// ReceiveMaximum messages await our ack: a broker that withholds
-	// messages until earlier ones are acked would otherwise have only a
-	// pause's worth acked at a time (under 3.1.1 its limit is unknown:
-	// mosquitto's is 20). The MQTT source sets it to its linger; the sink
-	// leaves it 0.
+	// ReceiveMaximum messages await our ack, and a pause is shortened so
+	// that, at the rate of the last read's messages, it brings no more
+	// than that half: a broker that withholds messages until earlier ones
+	// are acked would otherwise wait out the rest of every pause (under
+	// 3.1.1 its limit is unknown: mosquitto's is 20). The MQTT source sets
+	// it to its linger; the sink leaves it 0.
 	ReadPace time.Duration
 	Will     *Will       // nil for none
 	TLS      *tls.Config // for the TLS schemes; nil for Go's defaults
@@ -773,12 +774,18 @@ func (s *session) readLoop() error {
 		paceMax = int64(rm)
 	}
 	paceMax = max(paceMax/2, 1)
+	var burst int64     // messages handed on since the last drain
+	var lastDrain int64 // when that was, unix nanoseconds; 0: not yet
 	for {
 		if pace > 0 && s.bc.drained() {
 			s.c.h.Drained()
-			if !s.bc.sparse(pace) && s.unacked.Load() < paceMax {
-				s.bc.pause(pace)
+			now := time.Now().UnixNano()
+			if !s.bc.sparse(pace) {
+				if d := pauseFor(pace, paceMax-s.unacked.Load(), burst, now-lastDrain, lastDrain != 0); d > 0 {
+					s.bc.pause(d)
+				}
 			}
+			burst, lastDrain = 0, now
 		}
 		typ, flags, n, body, err := readPacket(s.bc.r, limit)
 		var pe *protocolError
@@ -819,6 +826,7 @@ func (s *session) readLoop() error {
 			if pp.hasExpiry {
 				m.expiry = int64(pp.expiry)
 			}
+			burst++
 			s.c.h.Message(m, stop)
 			continue
 		}
@@ -864,6 +872,26 @@ func (s *session) readLoop() error {
 			s.suback(id, codes, reason)
 		}
 	}
+}
+
+// pauseFor is how long a read pauses (see Options.ReadPace): pace, or less
+// so that the messages expected meanwhile, at the pace of the last burst
+// (n messages in el nanoseconds, when known), stay within room, the
+// messages the broker may still send before it waits for our acks (half
+// of Receive Maximum, less those awaiting their ack). A pause that would
+// let the broker's window fill would hold the flow back for its rest;
+// with no room left it is not taken (0).
+func pauseFor(pace time.Duration, room, n, el int64, known bool) time.Duration {
+	if room <= 0 {
+		return 0
+	}
+	// Clamped, the products stay far within int64 (pace is at most
+	// linger's maximum, 1 s, room under 2^16).
+	n, el = min(n, 1<<30), min(el, 1<<40)
+	if !known || n <= 0 || el <= 0 || n*int64(pace) <= room*el {
+		return pace
+	}
+	return time.Duration(room * el / n)
 }
 
 // dropOversize acks and counts a PUBLISH over max_payload.

@@ -214,3 +214,32 @@ func TestBufConnCloseWhileSendingWebsocket(t *testing.T) {
 		<-writing
 	}
 }
+
+// TestPauseFor checks the length of a read pause: linger while the
+// messages expected meanwhile, at the last burst's rate, fit in the room
+// the broker's window leaves; shorter when they would not; none without
+// room.
+func TestPauseFor(t *testing.T) {
+	const pace = 100 * time.Millisecond
+	ms := int64(time.Millisecond)
+	for _, tc := range []struct {
+		name        string
+		room, n, el int64
+		known       bool
+		want        time.Duration
+	}{
+		{"first burst", 500, 10, 0, false, pace},
+		{"100/s in a window of 500", 500, 10, 100 * ms, true, pace},
+		{"exactly fills", 500, 500, 100 * ms, true, pace},
+		{"2,000/s, 1 s linger scale", 500, 200, 10 * ms, true, 25 * time.Millisecond},
+		{"little room", 10, 100, 100 * ms, true, 10 * time.Millisecond},
+		{"no room", 0, 10, 100 * ms, true, 0},
+		{"window overdrawn", -5, 10, 100 * ms, true, 0},
+		{"a week idle", 500, 1, 7 * 24 * 3600 * 1000 * ms, true, pace},
+		{"huge burst", 1, 1 << 40, 1, true, 0},
+	} {
+		if got := pauseFor(pace, tc.room, tc.n, tc.el, tc.known); got != tc.want {
+			t.Errorf("%s: pauseFor(%v, room %d, %d in %dns) = %v, want %v", tc.name, pace, tc.room, tc.n, tc.el, got, tc.want)
+		}
+	}
+}
