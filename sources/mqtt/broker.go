@@ -48,8 +48,9 @@ type handlers struct {
 	message  func(m message, stop <-chan struct{})
 	oversize func() // a message over max_payload was acked and dropped
 	// drained runs once the client has handed over every message it has
-	// read and pauses before it reads the socket again (the real client
-	// paces its reads at linger); fakes never call it.
+	// read and will pause or wait before it reads the socket again (the
+	// real client paces its reads at linger under MQTT 5; under 3.1.1 and
+	// in fakes it is never called).
 	drained   func()
 	connected func() // after every connection, the first included
 	// lost counts a connection that ended, with its cause (see lossCause:

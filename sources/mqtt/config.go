@@ -35,8 +35,10 @@ type Config struct {
 	MaxInFlightBytes agent.ByteSize `yaml:"max_in_flight_bytes" min:"64KiB" max:"1GiB" doc:"bytes of the messages received but not yet acked (payload and topic) before the source stops taking more; a larger message is taken alone"`
 	BatchSize        int            `yaml:"batch_size" min:"1" max:"65536" doc:"most messages per batch"`
 	// Linger is at most 1s: a longer one only delays acks; the group
-	// commit batches anyway.
-	Linger time.Duration `yaml:"linger" max:"1s" doc:"how long a batch waits for more messages after its first one; only while messages come closer together than this"`
+	// commit batches anyway. Under MQTT 5 it also paces the reads of the
+	// socket (see mqttc.Options.ReadPace): the longer it is, the fewer
+	// wake-ups per message at low rates, for that much more latency.
+	Linger time.Duration `yaml:"linger" max:"1s" doc:"how long a batch waits for more messages after its first one; only while messages come closer together than this (MQTT 5: the socket is read at most once per linger then)"`
 	// MaxPayload is at most 256 MiB, MQTT's own maximum packet size.
 	MaxPayload    agent.ByteSize `yaml:"max_payload" min:"1B" max:"256MiB" doc:"larger payloads are dropped (acked to the broker) and counted"`
 	TopicTemplate string         `yaml:"topic_template" doc:"topic levels to fields: sensors/{site}/{device}/temp; + skips a level, a trailing # the rest"`

@@ -556,6 +556,10 @@ func (s *Source) Appended() {
 // for the fsync), not a sparse stream: the flow resumes at full rate, and
 // the batch lingers as before. So does the first message after start; as
 // soon as messages come faster than linger again, batches linger and fill.
+// Under MQTT 5 the client reads the socket at most once per linger and
+// reports when it has handed over all it read (handlers.drained): the
+// batch is then complete, the wait having been spent in the socket, and
+// it goes on at once instead of lingering on the timer.
 func (s *Source) gather(ctx context.Context, batch []inbound) []inbound {
 	defer func() { s.prevAt, s.prevLen = batch[len(batch)-1].at, len(batch) }()
 	if len(batch) >= s.cfg.BatchSize || s.cfg.Linger <= 0 || s.sparse(batch) || s.queue.burstEnded() {
