@@ -3,6 +3,7 @@ package mqtt
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -139,5 +140,52 @@ func writePasswd(t *testing.T, path, user, pass string) {
 	}
 	if err := os.Chmod(path, 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestMosquittoV5PacedReads runs the source with its reads paced (MQTT 5,
+// a linger of 200 ms) against mosquitto while messages come every 2 ms,
+// more in a linger than half of its Receive Maximum (max_in_flight 100):
+// every message arrives once and in order, each batch is acked, and the
+// pauses, shortened to what the window allows, never stall the flow for
+// good.
+func TestMosquittoV5PacedReads(t *testing.T) {
+	mq := testbroker.Start(t, testbroker.Options{})
+	cfg := *Defaults()
+	cfg.ProtocolVersion = "5"
+	cfg.Brokers = []string{mq.URL()}
+	cfg.ClientID = "t-paced"
+	cfg.Subscriptions = []Subscription{{Topic: "paced/#", QoS: 1}}
+	cfg.MaxInFlight = 100
+	cfg.Linger = 200 * time.Millisecond
+	s := realSource(t, cfg)
+	pub := publisher5(t, mq.URL())
+	const n = 300
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pubErr := make(chan error, 1)
+	go func() {
+		tick := time.NewTicker(2 * time.Millisecond) // the load's pace, not a synchronisation
+		defer tick.Stop()
+		for i := range n {
+			<-tick.C
+			if err := pub.Publish(ctx, "paced/x", 1, false, []byte(strconv.Itoa(i))); err != nil {
+				pubErr <- fmt.Errorf("publish %d: %w", i, err)
+				return
+			}
+		}
+		pubErr <- nil
+	}()
+	recs := readN(t, s, n, 30*time.Second)
+	if err := <-pubErr; err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != n {
+		t.Fatalf("got %d records, want %d", len(recs), n)
+	}
+	for i, r := range recs {
+		if string(r.Raw) != strconv.Itoa(i) {
+			t.Fatalf("record %d: got %q, want %d (each once, in order)", i, r.Raw, i)
+		}
 	}
 }
