@@ -81,6 +81,12 @@ func (c *changelog) ensure(ctx context.Context, cl *kgo.Client) error {
 		if err := c.create(ctx, cl, want); err != nil {
 			return err
 		}
+		// The client keeps the answer above (the topic unknown) for
+		// metadata_min_age (5s): the restore's list offsets would fail
+		// on it, and the member rejoin the group, until then.
+		if err := c.known(ctx, cl); err != nil {
+			return err
+		}
 		have = want
 	}
 	if have < want {
@@ -88,6 +94,38 @@ func (c *changelog) ensure(ctx context.Context, cl *kgo.Client) error {
 	}
 	c.checked = true
 	return nil
+}
+
+// known asks for the changelog topic's metadata, which refreshes what the
+// client knows of it, until the brokers know the topic (a topic just
+// created may take a moment to reach every broker) or request_timeout
+// passed.
+func (c *changelog) known(ctx context.Context, cl *kgo.Client) error {
+	deadline := time.Now().Add(c.s.cfg.RequestTimeout)
+	for {
+		req := kmsg.NewPtrMetadataRequest()
+		rt := kmsg.NewMetadataRequestTopic()
+		rt.Topic = kmsg.StringPtr(c.topic)
+		req.Topics = append(req.Topics, rt)
+		resp, err := req.RequestWith(ctx, cl)
+		if err != nil {
+			return fmt.Errorf("kafka changelog %q: metadata: %w", c.topic, err)
+		}
+		err = kerr.UnknownTopicOrPartition
+		for _, t := range resp.Topics {
+			if t.Topic != nil && *t.Topic == c.topic {
+				err = kerr.ErrorForCode(t.ErrorCode)
+			}
+		}
+		switch {
+		case err == nil:
+			return nil
+		case time.Now().After(deadline):
+			return fmt.Errorf("kafka changelog %q: created, then: %w", c.topic, err)
+		case !agent.Sleep(ctx, 50*time.Millisecond):
+			return fmt.Errorf("kafka changelog %q: created, then: %w", c.topic, ctx.Err())
+		}
+	}
 }
 
 // create makes the changelog topic, compacted.

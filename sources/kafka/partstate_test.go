@@ -724,3 +724,29 @@ func testGroupOfAgents(t *testing.T, seed uint64) {
 			len(wrong), wrong[:min(5, len(wrong))], len(extra), extra[:min(5, len(extra))], w.conflicts)
 	}
 }
+
+// TestChangelogFirstStart starts the window pipeline with `state: {store:
+// kafka}` on a cluster without its changelog topic: the first assignment
+// creates the topic and restores (nothing) from it at once, without a
+// failed restore, a rejoin or a warning, and the windows come.
+func TestChangelogFirstStart(t *testing.T) {
+	const devices, partitions = 8, 4
+	k := testbroker.StartKafkaBrokers(t, 3, kfake.SeedTopics(partitions, "tele"))
+	prod := newTelemetry(t, k.Addrs(), "tele", devices, partitions)
+	logs := &agenttest.LogBuffer{}
+	p := windowPipe(t, "rollup", sourceYAML(k.Addrs(), "tele", ", group: rollup"), "state: {store: kafka, changelog: rollup-state}\n",
+		t.TempDir(), logs.Logger(slog.LevelInfo))
+	prod.produce(40)
+	closed := prod.closed()
+	agenttest.Eventually(t, 60*time.Second, "the windows closed so far", func() bool { return collectWindows(t, p.sink).complete(closed) }, logs)
+	p.stop(t)
+	if n := len(logs.Lines("kafka changelog topic created")); n != 1 {
+		t.Errorf("got %d 'kafka changelog topic created' lines, want 1\n%s", n, logs)
+	}
+	if w := logs.Lines("level=WARN"); len(w) > 0 {
+		t.Errorf("got warnings on a first start:\n%s", strings.Join(w, "\n"))
+	}
+	if got := p.metric(`pspf_kafka_source_rebalances_total{pipeline="rollup",component="kafka",event="lost"}`); got > 0 {
+		t.Errorf("got %v partitions lost, want none", got)
+	}
+}
