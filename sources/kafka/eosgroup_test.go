@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -121,7 +122,7 @@ func TestExactlyOnceGroup(t *testing.T) {
 func groupOutputs(t *testing.T, seed uint64, delivery string) (*windows, map[winKey]*winAgg) {
 	const devices, partitions = 24, 6
 	rng := rand.New(rand.NewPCG(seed*0x9e3779b97f4a7c15+7, seed^0x5851f42d4c957f2d))
-	k := testbroker.StartKafkaBrokers(t, 3, kfake.SeedTopics(partitions, "tele", "rollup-out"))
+	k := testbroker.StartKafkaBrokers(t, 3, kfake.SeedTopics(partitions, "tele", "rollup-out"), shortSessions())
 	prod := newTelemetry(t, k.Addrs(), "tele", devices, partitions)
 	prod.base = prod.base.Add(time.Duration(rng.IntN(60)) * time.Second)
 	out := readCommitted(t, k.Addrs(), "rollup-out")
@@ -162,7 +163,12 @@ func groupOutputs(t *testing.T, seed uint64, delivery string) (*windows, map[win
 	stalled := agents[zombie].stderr
 	agents[zombie].cmd.Process.Signal(syscall.SIGSTOP)
 	prod.produce(10)
-	<-time.After(8 * time.Second) // the session timeout (6s) and a margin: the group moves on
+	agenttest.Eventually(t, 60*time.Second, "the group to move on without the stopped agent", func() bool {
+		state, ids := groupMembers(t, k.Addrs(), "rollup")
+		return state == "Stable" && len(ids) > 0 && !slices.ContainsFunc(ids, func(id string) bool {
+			return id == "pspf-edge-"+zombie || strings.HasPrefix(id, "pspf-edge-"+zombie+"-")
+		})
+	}, all)
 	agents[zombie].cmd.Process.Signal(syscall.SIGCONT)
 	prod.produce(10)
 	leaver := []string{"a", "b", "c"}[rng.IntN(3)]

@@ -294,3 +294,33 @@ func sortedKeys(m map[int32]int64) []int32 {
 	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
 	return out
 }
+
+// groupMembers returns a consumer group's state (Stable, PreparingRebalance,
+// ...) and its members' client IDs.
+func groupMembers(t testing.TB, addrs []string, group string) (string, []string) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...), kgo.DisableClientMetrics())
+	if err != nil {
+		t.Fatalf("client: %v", err)
+	}
+	defer cl.Close()
+	req := kmsg.NewPtrDescribeGroupsRequest()
+	req.Groups = []string{group}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		t.Fatalf("describe groups: %v", err)
+	}
+	for _, g := range resp.Groups {
+		if g.Group != group {
+			continue
+		}
+		var ids []string
+		for _, m := range g.Members {
+			ids = append(ids, m.ClientID)
+		}
+		return g.State, ids
+	}
+	return "", nil
+}

@@ -433,6 +433,16 @@ func TestChangelogRestore(t *testing.T) {
 	}
 }
 
+// killedGroup is the group of the window agents of the tests that kill
+// some (a process killed does not leave the group: the others get its
+// partitions once its session timed out) on a cluster that allows the
+// short session: shortSessions.
+const killedGroup = ", group: rollup, static_membership: false, session_timeout: 3s, heartbeat_interval: 200ms, rebalance_timeout: 10s"
+
+// shortSessions lets a cluster take sessions shorter than Kafka's
+// group.min.session.timeout.ms (6s, kfake's too).
+func shortSessions() kfake.Opt { return kfake.GroupMinSessionTimeout(time.Second) }
+
 // The window child is this test binary run again with these variables
 // set: it runs the window pipeline with the kafka store, its outputs to a
 // file sink, until killed.
@@ -469,7 +479,7 @@ func TestWindowChild(t *testing.T) {
 	if name == "" {
 		name = "child"
 	}
-	text := "sources:\n  - kafka: " + sourceYAML(strings.Split(brokers, ","), "tele", ", group: rollup, static_membership: false, session_timeout: 6s, heartbeat_interval: 200ms") +
+	text := "sources:\n  - kafka: " + sourceYAML(strings.Split(brokers, ","), "tele", killedGroup) +
 		"\noperators:\n  - decode: {format: json, time_field: ts, time_format: unix_ms}\n" +
 		"  - window: {size: 1m, aggregates: [{fn: count}, {fn: sum, field: v}]}\n" +
 		"sinks:\n  - " + sink + "\n" +
@@ -534,7 +544,7 @@ func windowJSON(b []byte) (agent.Record, bool) {
 // and an ID never with two different values.
 func TestChangelogRestoreAfterKill(t *testing.T) {
 	const devices, partitions = 12, 4
-	k := testbroker.StartKafkaBrokers(t, 3, kfake.SeedTopics(partitions, "tele"))
+	k := testbroker.StartKafkaBrokers(t, 3, kfake.SeedTopics(partitions, "tele"), shortSessions())
 	prod := newTelemetry(t, k.Addrs(), "tele", devices, partitions)
 	dir := t.TempDir()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestWindowChild$", "-test.v")
@@ -580,7 +590,7 @@ func TestChangelogRestoreAfterKill(t *testing.T) {
 	cmd.Wait()
 	killed = true
 	logs := &agenttest.LogBuffer{}
-	b := windowPipe(t, "rollup", sourceYAML(k.Addrs(), "tele", ", group: rollup, static_membership: false, session_timeout: 6s, heartbeat_interval: 200ms"),
+	b := windowPipe(t, "rollup", sourceYAML(k.Addrs(), "tele", killedGroup),
 		"state: {store: kafka, changelog: rollup-state}\n", t.TempDir(), logs.Logger(slog.LevelInfo))
 	prod.produce(30)
 	want := prod.close()
@@ -663,7 +673,7 @@ func TestGroupOfAgents(t *testing.T) {
 func testGroupOfAgents(t *testing.T, seed uint64) {
 	const devices, partitions = 36, 12
 	rng := rand.New(rand.NewPCG(seed*0x9e3779b97f4a7c15+1, seed^0x5851f42d4c957f2d))
-	k := testbroker.StartKafkaBrokers(t, 3, kfake.SeedTopics(partitions, "tele"))
+	k := testbroker.StartKafkaBrokers(t, 3, kfake.SeedTopics(partitions, "tele"), shortSessions())
 	prod := newTelemetry(t, k.Addrs(), "tele", devices, partitions)
 	prod.base = prod.base.Add(time.Duration(rng.IntN(60)) * time.Second)
 	var all []*child
