@@ -139,6 +139,7 @@ func countOutput(t testing.TB, path string, n int) (seen []int, lines, ids int) 
 // duplicates (records read again from the last committed offset) are
 // counted and reported.
 func TestAgentSIGKILLNoLoss(t *testing.T) {
+	t.Parallel()
 	const seeds, n = 10, 2000
 	k := testbroker.StartKafkaBrokers(t, 3, kfake.SeedTopics(6, topicsFor(seeds)...))
 	brokers := strings.Join(k.Addrs(), ", ")

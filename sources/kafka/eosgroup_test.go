@@ -104,8 +104,10 @@ func (o *committedOutputs) toEnd(addrs []string, topic string, partitions int) {
 // With at_least_once the same scenario sends the windows the killed
 // agent had sent after its last checkpoint again.
 func TestExactlyOnceGroup(t *testing.T) {
+	t.Parallel()
 	for seed := range uint64(5) {
 		t.Run("seed="+strconv.FormatUint(seed, 10), func(t *testing.T) {
+			t.Parallel()
 			w, want := groupOutputs(t, seed, "exactly_once")
 			missing, wrong, extra := w.compare(want)
 			t.Logf("seed %d: %d windows expected, %d read committed, duplicates %d", seed, len(want), len(w.got), w.dups)

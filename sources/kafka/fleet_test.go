@@ -32,6 +32,7 @@ import (
 // exactly the case's expected output: the same IDs and values as the
 // deterministic single runner's.
 func TestFleetRollupExample(t *testing.T) {
+	t.Parallel()
 	text, err := os.ReadFile("../../pipelines/fleet-rollup.yaml")
 	if err != nil {
 		t.Fatal(err)

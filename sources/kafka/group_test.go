@@ -112,6 +112,7 @@ func watchCommits(t *testing.T, addrs []string, group, topic string, partitions 
 // order, the group's committed offsets never go back, and at the end they
 // are the partitions' end offsets.
 func TestRebalanceJoinLeave(t *testing.T) {
+	t.Parallel()
 	const total = 9000
 	k := testbroker.StartKafkaBrokers(t, 3, kfake.SeedTopics(6, "cmds"))
 	prod := newProducer(t, k.Addrs(), "cmds", 32)

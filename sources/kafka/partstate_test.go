@@ -279,8 +279,12 @@ func (w *windows) complete(want map[winKey]*winAgg) bool {
 // restores them from the changelog; a, when they come back, restores its
 // checkpoint of them (and, with kafka, the changelog's tail b appended).
 func TestPartitionStateRebalance(t *testing.T) {
+	t.Parallel()
 	for _, store := range []string{"bbolt", "kafka"} {
-		t.Run(store, func(t *testing.T) { testPartitionStateRebalance(t, store) })
+		t.Run(store, func(t *testing.T) {
+			t.Parallel()
+			testPartitionStateRebalance(t, store)
+		})
 	}
 }
 
@@ -376,6 +380,7 @@ func testPartitionStateRebalance(t *testing.T, store string) {
 // to the partitions' first records). Every window comes once with exactly
 // its readings, whichever run emitted it.
 func TestChangelogRestore(t *testing.T) {
+	t.Parallel()
 	const devices, partitions = 12, 4
 	k := testbroker.StartKafkaBrokers(t, 3, kfake.SeedTopics(partitions, "tele"))
 	prod := newTelemetry(t, k.Addrs(), "tele", devices, partitions)
@@ -543,6 +548,7 @@ func windowJSON(b []byte) (agent.Record, bool) {
 // exactly its readings (from the killed agent's file or the other agent),
 // and an ID never with two different values.
 func TestChangelogRestoreAfterKill(t *testing.T) {
+	t.Parallel()
 	const devices, partitions = 12, 4
 	k := testbroker.StartKafkaBrokers(t, 3, kfake.SeedTopics(partitions, "tele"), shortSessions())
 	prod := newTelemetry(t, k.Addrs(), "tele", devices, partitions)
@@ -665,8 +671,12 @@ func (c *child) outputs() []agent.Record {
 // as the single deterministic runner computes them: none missing, none
 // with other values, no ID with two values.
 func TestGroupOfAgents(t *testing.T) {
+	t.Parallel()
 	for seed := range uint64(5) {
-		t.Run("seed="+strconv.FormatUint(seed, 10), func(t *testing.T) { testGroupOfAgents(t, seed) })
+		t.Run("seed="+strconv.FormatUint(seed, 10), func(t *testing.T) {
+			t.Parallel()
+			testGroupOfAgents(t, seed)
+		})
 	}
 }
 
