@@ -34,15 +34,11 @@ func StartKafka(t testing.TB, opts ...kfake.Opt) *Kafka {
 // its own, as StartKafka does.
 func StartKafkaBrokers(t testing.TB, n int, opts ...kfake.Opt) *Kafka {
 	t.Helper()
-	k := &Kafka{t: t, opts: opts, dir: t.TempDir()}
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("testbroker: listen: %v", err)
-		}
-		k.ports = append(k.ports, l.Addr().(*net.TCPAddr).Port)
-		l.Close()
-	}
+	// Port 0: the first start takes free ports as it listens, which Start
+	// keeps for the restarts. (A port found free and closed, to be
+	// listened on later, can be taken in between, by a test running in
+	// parallel or by the source port of any connection.)
+	k := &Kafka{t: t, opts: opts, dir: t.TempDir(), ports: make([]int, n)}
 	k.Start()
 	t.Cleanup(k.Stop)
 	return k
@@ -80,10 +76,21 @@ func (k *Kafka) Start() {
 	var err error
 	for range 50 { // the port may linger for a moment after Stop
 		if k.c, err = kfake.NewCluster(opts...); err == nil {
-			return
+			break
 		}
 	}
-	k.t.Fatalf("testbroker: start kfake: %v", err)
+	if err != nil {
+		k.t.Fatalf("testbroker: start kfake: %v", err)
+	}
+	if k.ports[0] != 0 {
+		return
+	}
+	for i, a := range k.c.ListenAddrs() { // the ports the first start took
+		_, port, _ := net.SplitHostPort(a)
+		if k.ports[i], err = strconv.Atoi(port); err != nil {
+			k.t.Fatalf("testbroker: kfake listens on %q: %v", a, err)
+		}
+	}
 }
 
 // Stop closes the cluster: clients see their connections refused until
