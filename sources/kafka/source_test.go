@@ -3,6 +3,7 @@ package kafka
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -227,12 +228,28 @@ func TestFetchErrorReported(t *testing.T) {
 	logs := &agenttest.LogBuffer{}
 	p := startPipe(t, "acl", sourceYAML(k.Addrs(), "cmds", ""), t.TempDir(), logs.Logger(slog.LevelInfo))
 	agenttest.Eventually(t, 20*time.Second, "the first records", func() bool { return tally(t, p.sink).all(300) }, logs)
-	fault := k.Cluster().Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Fetch}, Topic: "cmds", Err: kerr.TopicAuthorizationFailed, Count: -1})
+	// A fault per partition leader, and the next records produced once
+	// each has failed a fetch: no fetch sent before the fault is still
+	// waiting at a broker then, to bring them and end the episode at once.
+	leaders := map[int32]bool{}
+	for part := range int32(3) {
+		leaders[k.Cluster().LeaderFor("cmds", part)] = true
+	}
+	var faults []*kfake.FaultHandle
+	for node := range leaders {
+		faults = append(faults, k.Cluster().Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Fetch}, Nodes: []int32{node}, Topic: "cmds",
+			Err: kerr.TopicAuthorizationFailed, Count: -1}))
+	}
+	agenttest.Eventually(t, 20*time.Second, "a fetch refused by every leader", func() bool {
+		return !slices.ContainsFunc(faults, func(f *kfake.FaultHandle) bool { return f.Hits() == 0 })
+	}, logs)
 	prod.produce(300)
 	agenttest.Eventually(t, 20*time.Second, "the error in last_error", func() bool {
 		return strings.Contains(p.p.LastError(), kerr.TopicAuthorizationFailed.Message) && p.p.Status().Sources[0].Errors >= 2
 	}, logs)
-	fault.Remove()
+	for _, f := range faults {
+		f.Remove()
+	}
 	agenttest.Eventually(t, 30*time.Second, "every record", func() bool { return tally(t, p.sink).all(600) }, logs)
 	agenttest.Eventually(t, 10*time.Second, "the error cleared", func() bool { return p.p.LastError() == "" }, logs)
 	p.stop(t)
