@@ -4,9 +4,9 @@ BIN      := bin/pspf-edge
 RUN_DIR  := .run
 # -race on every test run. -timeout is per package (each test binary):
 # a hung test fails its package with every goroutine's stack after 10
-# minutes instead of eating the CI job. The slowest package, sources/kafka,
-# takes about 400 s (mostly waiting out session timeouts); the next ones
-# about 2 minutes.
+# minutes instead of eating the CI job. The slowest packages (cmd/pspf-edge,
+# scripts/hwlab, sources/kafka) take about 2 minutes on an idle machine, up
+# to 5 on a loaded one.
 TESTFLAGS ?= -race -timeout 10m
 # Stamped into the binary (pspf-edge version), as scripts/cross-build.sh does.
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
