@@ -401,10 +401,16 @@ func (q *inQueue) push(in inbound) {
 	}
 	q.mu.Unlock()
 	if wake {
-		select {
-		case q.wake <- struct{}{}:
-		default:
-		}
+		q.signal()
+	}
+}
+
+// signal wakes a Read waiting for messages, if there is one; the wake
+// channel holds one wake-up, so a signal never blocks.
+func (q *inQueue) signal() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -420,10 +426,7 @@ func (q *inQueue) drained() {
 	}
 	q.mu.Unlock()
 	if wake {
-		select {
-		case q.wake <- struct{}{}:
-		default:
-		}
+		q.signal()
 	}
 }
 
