@@ -34,6 +34,7 @@ func (s *Source) connOpts(suffix string) ([]kgo.Opt, error) {
 		kgo.SeedBrokers(c.Brokers...),
 		kgo.ClientID(id + suffix),
 		kgo.Dialer(kafkaconn.Dialer(&s.live, c.DialTimeout, tc)),
+		kgo.WithHooks(&s.live),
 		kgo.WithLogger(s.logs),
 		kgo.RetryBackoffFn(s.backoff),
 		kgo.RequestTimeoutOverhead(c.RequestTimeout),

@@ -111,6 +111,7 @@ func New(cfg Config, env agent.Env) (*Source, error) {
 	if s.instanceID == "" {
 		s.instanceID = id
 	}
+	s.live.groupHold = cfg.RebalanceTimeout
 	s.bg, s.stopBg = context.WithCancel(context.Background())
 	s.records = env.Counter("pspf_kafka_source_records_total")
 	s.bytes = env.Counter("pspf_kafka_source_bytes_total")
