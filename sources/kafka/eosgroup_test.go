@@ -31,8 +31,9 @@ type committedOutputs struct {
 	t     testing.TB
 	cl    *kgo.Client
 	recs  []agent.Record
-	seen  map[int32]int64 // last offset read, control records included
-	other int             // records that are no window output
+	seen  map[int32]int64     // last offset read, control records included
+	other int                 // records that are no window output
+	where map[string][]string // window ID: partition, offset and producer of each copy read
 }
 
 func readCommitted(t testing.TB, addrs []string, topic string) *committedOutputs {
@@ -44,7 +45,7 @@ func readCommitted(t testing.TB, addrs []string, topic string) *committedOutputs
 		t.Fatalf("consumer: %v", err)
 	}
 	t.Cleanup(cl.Close)
-	return &committedOutputs{t: t, cl: cl, seen: map[int32]int64{}}
+	return &committedOutputs{t: t, cl: cl, seen: map[int32]int64{}, where: map[string][]string{}}
 }
 
 // poll reads what is there now (one fetch, or none within 300ms).
@@ -68,7 +69,25 @@ func (o *committedOutputs) poll() {
 			return
 		}
 		o.recs = append(o.recs, rec)
+		o.where[rec.ID] = append(o.where[rec.ID], fmt.Sprintf("p%d@%d producer %d/%d %s", r.Partition, r.Offset, r.ProducerID, r.ProducerEpoch, r.Timestamp.UTC().Format("15:04:05.000")))
 	})
+}
+
+// copies lists, for each window read more than once, where its copies
+// are (at most n windows).
+func (o *committedOutputs) copies(n int) string {
+	var b strings.Builder
+	ids := make([]string, 0, len(o.where))
+	for id, w := range o.where {
+		if len(w) > 1 {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	for _, id := range ids[:min(n, len(ids))] {
+		fmt.Fprintf(&b, "%s: %s\n", id, strings.Join(o.where[id], "; "))
+	}
+	return b.String()
 }
 
 // windows returns the window outputs read so far.
@@ -132,13 +151,14 @@ func groupOutputs(t *testing.T, seed uint64, delivery string) (*windows, map[win
 	out := readCommitted(t, k.Addrs(), "rollup-out")
 	dirs := map[string]string{}
 	var logs []*agenttest.LogBuffer
-	all := allLogs{&logs}
+	var names []string
+	all := allLogs{&logs, &names}
 	start := func(name string) *child {
 		if dirs[name] == "" {
 			dirs[name] = t.TempDir()
 		}
-		c := startChild(t, k.Addrs(), dirs[name], envWinDelivery+"="+delivery, envWinName+"="+name, envWinInterval+"=300ms")
-		logs = append(logs, c.stderr)
+		c := startChild(t, k.Addrs(), dirs[name], envWinDelivery+"="+delivery, envWinName+"="+name, envWinInterval+"=300ms", envWinLevel+"=DEBUG")
+		logs, names = append(logs, c.stderr), append(names, name)
 		return c
 	}
 	caughtUp := func(what string) {
@@ -190,18 +210,21 @@ func groupOutputs(t *testing.T, seed uint64, delivery string) (*windows, map[win
 	t.Logf("seed %d: killed %s, stalled %s, %s left; the stalled agent's transactions refused: %d, partitions lost: %d",
 		seed, victim, zombie, leaver, len(stalled.Lines("transaction aborted")), len(stalled.Lines("partitions lost")))
 	if w := windowsOf(t, out.recs); w.dups > 0 {
-		t.Logf("a window read committed twice; the agents' logs:\n%s", all)
+		t.Logf("a window read committed twice; the copies (partition@offset, producer id/epoch, record time):\n%s\nthe agents' logs:\n%s", out.copies(50), all)
 	}
 	return windowsOf(t, out.recs), want
 }
 
 // allLogs shows the logs of every agent started.
-type allLogs struct{ logs *[]*agenttest.LogBuffer }
+type allLogs struct {
+	logs  *[]*agenttest.LogBuffer
+	names *[]string // the agent of each log
+}
 
 func (a allLogs) String() string {
 	var b strings.Builder
 	for i, l := range *a.logs {
-		fmt.Fprintf(&b, "--- agent %d\n%s", i, l)
+		fmt.Fprintf(&b, "--- agent %s (process %d)\n%s", (*a.names)[i], i, l)
 	}
 	return b.String()
 }

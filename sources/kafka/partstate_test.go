@@ -460,6 +460,7 @@ const (
 	envWinDelivery = "PSPF_KAFKA_WINDOW_DELIVERY"
 	envWinName     = "PSPF_KAFKA_WINDOW_NAME"
 	envWinInterval = "PSPF_KAFKA_WINDOW_INTERVAL"
+	envWinLevel    = "PSPF_KAFKA_WINDOW_LOG_LEVEL" // slog level of the child; WARN unless set
 )
 
 // TestWindowChild is the child process of TestChangelogRestoreAfterKill;
@@ -493,7 +494,13 @@ func TestWindowChild(t *testing.T) {
 	if err != nil {
 		t.Fatalf("parse: %v", err)
 	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	level := slog.LevelWarn
+	if v := os.Getenv(envWinLevel); v != "" {
+		if err := level.UnmarshalText([]byte(v)); err != nil {
+			t.Fatalf("%s: %v", envWinLevel, err)
+		}
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	p, err := runner.NewPipeline(spec, runner.PipelineDeps{Registry: reg, Logger: logger, DataDir: filepath.Join(dir, "data"),
 		AgentName: name, OpenLog: runner.OpenDiskLog(logger), ShutdownTimeout: 10 * time.Second})
 	if err != nil {

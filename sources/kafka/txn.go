@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -93,10 +95,13 @@ func (t *transactor) producer(ctx context.Context) (*kgo.Client, error) {
 	}
 	// Fences an earlier instance with the same id, which aborts its
 	// open transaction.
-	if _, _, err := cl.ProducerID(ctx); err != nil {
+	id, epoch, err := cl.ProducerID(ctx)
+	if err != nil {
 		cl.Close()
 		return nil, fmt.Errorf("kafka source: transactions: init producer: %w", err)
 	}
+	t.s.log.Info("kafka source: transactional producer ready; an earlier one with the same id is fenced",
+		"transactional_id", t.target.TransactionalID, "producer_id", id, "producer_epoch", epoch)
 	c := t.cl
 	c.mu.Lock()
 	err = c.ensure(ctx, cl)
@@ -165,11 +170,24 @@ func (t *transactor) Commit(ctx context.Context, tx *agent.Txn) (map[int32]int64
 		t.abort(ctx, cl)
 		return nil, fmt.Errorf("kafka source: transaction: %w: %w", agent.ErrTxnAborted, perr)
 	}
+	var member string
+	gen := int32(-1)
 	if len(tx.Offsets) > 0 {
-		if err := t.commitOffsets(ctx, cl, tx.Offsets); err != nil {
+		var err error
+		if member, gen, err = t.commitOffsets(ctx, cl, tx.Offsets); err != nil {
 			t.abort(ctx, cl)
 			return nil, fmt.Errorf("kafka source: transaction: %w: %w", agent.ErrTxnAborted, err)
 		}
+	}
+	// The producer's id and epoch as its records carry them, for the
+	// log line: EndTxn may bump the epoch (KIP-890).
+	debug := t.s.log.Enabled(ctx, slog.LevelDebug)
+	var (
+		id    int64
+		epoch int16
+	)
+	if debug {
+		id, epoch, _ = cl.ProducerID(ctx)
 	}
 	if err := cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
 		// The outcome is unknown: the next producer fences this one,
@@ -177,32 +195,37 @@ func (t *transactor) Commit(ctx context.Context, tx *agent.Txn) (map[int32]int64
 		t.drop()
 		return nil, fmt.Errorf("kafka source: commit transaction: %w", err)
 	}
+	if debug {
+		t.s.log.Debug("kafka source: transaction committed", "producer_id", id, "producer_epoch", epoch,
+			"member", member, "generation", gen, "offsets", fmtTxnOffsets(tx.Offsets), "outputs", len(tx.Outputs), "changelog", nexts)
+	}
 	return nexts, nil
 }
 
 // commitOffsets adds the group's offsets to the open transaction, as the
 // member in its current generation.
-func (t *transactor) commitOffsets(ctx context.Context, cl *kgo.Client, offsets map[agent.TopicPartition]int64) error {
+// It returns the member id and generation it committed as.
+func (t *transactor) commitOffsets(ctx context.Context, cl *kgo.Client, offsets map[agent.TopicPartition]int64) (member string, gen int32, _ error) {
 	cons := t.s.cl.Load()
 	if cons == nil {
-		return errors.New("commit offsets: the consumer is not connected")
+		return "", -1, errors.New("commit offsets: the consumer is not connected")
 	}
-	member, gen := cons.GroupMetadata()
+	member, gen = cons.GroupMetadata()
 	if gen < 0 || member == "" {
-		return errors.New("commit offsets: not a member of the group (joining)")
+		return member, gen, errors.New("commit offsets: not a member of the group (joining)")
 	}
 	id, epoch, err := cl.ProducerID(ctx)
 	if err != nil {
-		return fmt.Errorf("commit offsets: producer id: %w", err)
+		return member, gen, fmt.Errorf("commit offsets: producer id: %w", err)
 	}
 	add := kmsg.NewPtrAddOffsetsToTxnRequest()
 	add.TransactionalID, add.ProducerID, add.ProducerEpoch, add.Group = t.target.TransactionalID, id, epoch, t.s.group
 	aresp, err := add.RequestWith(ctx, cl)
 	if err != nil {
-		return fmt.Errorf("add offsets to transaction: %w", err)
+		return member, gen, fmt.Errorf("add offsets to transaction: %w", err)
 	}
 	if err := kerr.ErrorForCode(aresp.ErrorCode); err != nil {
-		return fmt.Errorf("add offsets to transaction: %w", err)
+		return member, gen, fmt.Errorf("add offsets to transaction: %w", err)
 	}
 	req := kmsg.NewPtrTxnOffsetCommitRequest()
 	req.TransactionalID, req.Group, req.ProducerID, req.ProducerEpoch = t.target.TransactionalID, t.s.group, id, epoch
@@ -219,7 +242,7 @@ func (t *transactor) commitOffsets(ctx context.Context, cl *kgo.Client, offsets 
 	for topic, ps := range byTopic {
 		id, err := t.topicID(ctx, cl, topic)
 		if err != nil {
-			return err
+			return member, gen, err
 		}
 		rt := kmsg.NewTxnOffsetCommitRequestTopic()
 		rt.Topic, rt.TopicID, rt.Partitions = topic, id, ps
@@ -227,16 +250,16 @@ func (t *transactor) commitOffsets(ctx context.Context, cl *kgo.Client, offsets 
 	}
 	resp, err := req.RequestWith(ctx, cl)
 	if err != nil {
-		return fmt.Errorf("commit offsets in transaction: %w", err)
+		return member, gen, fmt.Errorf("commit offsets in transaction: %w", err)
 	}
 	for _, rt := range resp.Topics {
 		for _, p := range rt.Partitions {
 			if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
-				return fmt.Errorf("commit offset of %s[%d] in transaction (generation %d): %w", rt.Topic, p.Partition, gen, err)
+				return member, gen, fmt.Errorf("commit offset of %s[%d] in transaction (generation %d): %w", rt.Topic, p.Partition, gen, err)
 			}
 		}
 	}
-	return nil
+	return member, gen, nil
 }
 
 // topicID returns the ID of an input topic, asked once. The caller holds
@@ -321,3 +344,13 @@ var _ agent.TxnConfig = (*Config)(nil)
 // TxnCluster returns the brokers, and ok for a group member with
 // metadata (the partition fields).
 func (c *Config) TxnCluster() ([]string, bool) { return c.Brokers, len(c.Topics) > 0 && c.Metadata }
+
+// fmtTxnOffsets formats a transaction's offsets for a log line, in order.
+func fmtTxnOffsets(offsets map[agent.TopicPartition]int64) string {
+	parts := make([]string, 0, len(offsets))
+	for t, off := range offsets {
+		parts = append(parts, fmt.Sprintf("%s[%d]=%d", t.Topic, t.Partition, off))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, " ")
+}
