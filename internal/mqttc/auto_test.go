@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -161,18 +162,47 @@ func TestAutoNoFallbackOnOtherErrors(t *testing.T) {
 		})
 	}
 	t.Run("timeout", func(t *testing.T) {
-		url := mqtttest.Once(t, func(c net.Conn, r *bufio.Reader) {
-			_, _, _, _, _ = mqttc.ReadPacket(r, mqtttest.MaxPacket)
-			_, _, _, _, _ = mqttc.ReadPacket(r, mqtttest.MaxPacket) // silent until the client gives up
-		})
+		// Silent to an MQTT 5 CONNECT, accepting 3.1.1: a retry would
+		// succeed, and must not happen.
+		var v4 atomic.Int32
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				go func() {
+					defer c.Close()
+					r := bufio.NewReader(c)
+					_, _, _, body, err := mqttc.ReadPacket(r, mqtttest.MaxPacket)
+					if err != nil || len(body) < 7 {
+						return
+					}
+					if body[6] != 5 {
+						v4.Add(1)
+						_, _ = c.Write([]byte{packets.Connack << 4, 2, 0, 0})
+					}
+					_, _, _, _, _ = mqttc.ReadPacket(r, mqtttest.MaxPacket) // silent until the client gives up
+				}()
+			}
+		}()
+		url := "tcp://" + l.Addr().String()
 		o := testOptions(url)
 		o.ProtocolVersion = mqttc.ProtocolAuto
 		o.ConnectTimeout = 200 * time.Millisecond
 		c := mqttc.New(o, mqttc.Handlers{})
 		defer c.Disconnect(0)
-		err := connect(c)
+		err = connect(c)
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
 			t.Fatalf("connect: got %v, want the timeout", err)
+		}
+		if n := v4.Load(); n != 0 {
+			t.Errorf("%d 3.1.1 CONNECTs after a timeout, want 0", n)
 		}
 		if v := c.Version(); v != 0 {
 			t.Errorf("version %d, want 0 (undecided)", v)
