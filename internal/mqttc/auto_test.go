@@ -226,15 +226,34 @@ func TestAutoNoFallbackOnOtherErrors(t *testing.T) {
 // TestAutoFallbackRefusedWhenV5Needed checks that a client whose user
 // needs MQTT 5 (Options.NeedsV5) does not fall back silently: the
 // connect fails with an error that names the feature, a setup refusal.
+// A connection closed without a CONNACK is confirmed by a 3.1.1 connect,
+// which then ends with a DISCONNECT (no will).
 func TestAutoFallbackRefusedWhenV5Needed(t *testing.T) {
-	b := mqtttest.StartV311(t, []byte{packets.Connack << 4, 2, 0, 1}, func(int, net.Conn, *bufio.Reader) {})
-	o := testOptions(b.URL())
-	o.ProtocolVersion = mqttc.ProtocolAuto
-	o.NeedsV5 = "message_expiry"
-	c := mqttc.New(o, mqttc.Handlers{})
-	defer c.Disconnect(0)
-	err := connect(c)
-	if err == nil || !mqttc.RefusedSetup(err) || !strings.Contains(err.Error(), "message_expiry") || !strings.Contains(err.Error(), "MQTT 5") {
-		t.Fatalf("connect: got %v, want a setup refusal naming message_expiry and MQTT 5", err)
+	for _, tc := range []struct {
+		name   string
+		refuse []byte
+	}{
+		{"return code 0x01", []byte{packets.Connack << 4, 2, 0, 1}},
+		{"closed without CONNACK", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			disconnected := make(chan bool, 1)
+			b := mqtttest.StartV311(t, tc.refuse, func(_ int, _ net.Conn, r *bufio.Reader) {
+				typ, _, _, _, err := mqttc.ReadPacket(r, mqtttest.MaxPacket)
+				disconnected <- err == nil && typ == packets.Disconnect
+			})
+			o := testOptions(b.URL())
+			o.ProtocolVersion = mqttc.ProtocolAuto
+			o.NeedsV5 = "message_expiry"
+			c := mqttc.New(o, mqttc.Handlers{})
+			defer c.Disconnect(0)
+			err := connect(c)
+			if err == nil || !mqttc.RefusedSetup(err) || !strings.Contains(err.Error(), "message_expiry") || !strings.Contains(err.Error(), "MQTT 5") {
+				t.Fatalf("connect: got %v, want a setup refusal naming message_expiry and MQTT 5", err)
+			}
+			if tc.refuse == nil && !<-disconnected {
+				t.Error("the 3.1.1 connection that confirmed the refusal ended without a DISCONNECT")
+			}
+		})
 	}
 }

@@ -406,6 +406,9 @@ func (c *Client) dialOne(ctx context.Context, u *url.URL) (*session, bool, error
 		return nil, false, err // closed without a CONNACK: not a refusal after all
 	}
 	if c.cfg.NeedsV5 != "" {
+		// A DISCONNECT first: the broker drops the will, which would
+		// announce the agent offline.
+		_ = s.write([]byte{typeDisconnect << 4, 0})
 		s.end(errDisconnected)
 		return nil, false, &NeedsV5Error{Feature: c.cfg.NeedsV5, Refusal: err}
 	}
