@@ -53,9 +53,37 @@ type Client struct {
 	bo  backoff
 	ep  episode
 
+	vers *Versions // ProtocolAuto: the version each broker took
 	vmu  sync.Mutex
-	vers map[string]byte // ProtocolAuto: the version each broker (URL) took, for the client's lifetime
-	last byte            // the version of the last connection; 0 before the first
+	last byte // the version of the last connection; 0 before the first
+}
+
+// Versions remembers, under ProtocolAuto, the MQTT version each broker
+// (by URL) took: a client probes a broker once, and so do the clients
+// that share one through Options.Versions (the MQTT source makes a new
+// client when it reconnects to have a batch redelivered). Its zero value
+// is ready; it is safe for concurrent use.
+type Versions struct {
+	mu sync.Mutex
+	m  map[string]byte
+}
+
+func (v *Versions) get(broker string) byte {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.m[broker]
+}
+
+// set records ver for broker and reports whether it is news.
+func (v *Versions) set(broker string, ver byte) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.m == nil {
+		v.m = map[string]byte{}
+	}
+	old := v.m[broker]
+	v.m[broker] = ver
+	return old != ver
 }
 
 // Options configure a Client.
@@ -73,6 +101,9 @@ type Options struct {
 	// needs MQTT 5 ("message_expiry"): a broker that refuses MQTT 5 then
 	// fails the connect with a *NeedsV5Error instead of falling back.
 	NeedsV5 string
+	// Versions, under ProtocolAuto, is where the client keeps the version
+	// each broker took; nil for one of its own.
+	Versions *Versions
 	// ReceiveMaximum (MQTT 5) is how many QoS 1 and 2 messages the broker
 	// may send unacknowledged; 0 leaves MQTT's default, 65535. Under 3.1.1
 	// the broker's own limit applies (mosquitto: 20).
@@ -202,7 +233,10 @@ func New(o Options, h Handlers) *Client {
 	if o.Name == "" {
 		o.Name = "mqtt"
 	}
-	c := &Client{cfg: o, h: h, now: o.Now, sleep: o.Sleep,
+	if o.Versions == nil {
+		o.Versions = new(Versions)
+	}
+	c := &Client{cfg: o, h: h, now: o.Now, sleep: o.Sleep, vers: o.Versions,
 		bo: backoff{max: o.MaxReconnect}, ep: episode{log: h.Log, clientID: o.ClientID, name: o.Name}}
 	c.bg, c.stop = context.WithCancel(context.Background())
 	return c
@@ -380,10 +414,7 @@ func (c *Client) dialOne(ctx context.Context, u *url.URL) (*session, bool, error
 		return c.dialVersion(ctx, u, ver)
 	}
 	key := u.String()
-	c.vmu.Lock()
-	ver = c.vers[key]
-	c.vmu.Unlock()
-	if ver != 0 {
+	if ver = c.vers.get(key); ver != 0 {
 		return c.dialVersion(ctx, u, ver)
 	}
 	s, present, err := c.dialVersion(ctx, u, 5)
@@ -434,14 +465,11 @@ func versionRefused(err error) (refused, sure bool) {
 }
 
 // chose records the version broker u took under ProtocolAuto and logs it
-// at INFO, once per broker for the client's lifetime.
+// at INFO, once per broker for the client's lifetime (or its Versions').
 func (c *Client) chose(key string, u *url.URL, ver byte, refusal error) {
-	c.vmu.Lock()
-	defer c.vmu.Unlock()
-	if c.vers == nil {
-		c.vers = map[string]byte{}
+	if !c.vers.set(key, ver) {
+		return
 	}
-	c.vers[key] = ver
 	if ver == 5 {
 		c.h.Log.Info(c.cfg.Name+": protocol_version auto: the broker took MQTT 5", "broker", u.Redacted())
 		return

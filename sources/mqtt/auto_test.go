@@ -3,6 +3,7 @@ package mqtt
 import (
 	"bufio"
 	"context"
+	"errors"
 	"net"
 	"strings"
 	"testing"
@@ -20,13 +21,14 @@ import (
 // TestAutoFallsBackAndReads checks protocol_version auto against a
 // broker that speaks 3.1.1 only (it answers an MQTT 5 CONNECT with
 // return code 0x01): the source subscribes under 3.1.1, reads what the
-// broker sends, and pspf_mqtt_protocol_version says 4.
+// broker sends, pspf_mqtt_protocol_version says 4, and the new client a
+// nack makes (to have the batch redelivered) goes straight to 3.1.1.
 func TestAutoFallsBackAndReads(t *testing.T) {
 	b := mqtttest.StartV311(t, []byte{packets.Connack << 4, 2, 0, 1}, func(_ int, c net.Conn, r *bufio.Reader) {
-		if _, ok := mqtttest.Subscribe(c, r, 0); !ok {
+		if _, ok := mqtttest.Subscribe(c, r, 1); !ok {
 			return
 		}
-		if _, err := c.Write([]byte{packets.Publish << 4, 5, 0, 1, 'a', 'h', 'i'}); err != nil { // QoS 0 "hi" on "a"
+		if _, err := c.Write([]byte{packets.Publish<<4 | 2, 7, 0, 1, 'a', 0, 1, 'h', 'i'}); err != nil { // QoS 1 "hi" on "a", id 1
 			return
 		}
 		for {
@@ -39,15 +41,23 @@ func TestAutoFallsBackAndReads(t *testing.T) {
 	cfg.ProtocolVersion = "auto"
 	cfg.Brokers = []string{b.URL()}
 	cfg.ClientID = "t-auto"
-	cfg.CleanSession = true
-	cfg.Subscriptions = []Subscription{{Topic: "a", QoS: 0}}
+	cfg.Subscriptions = []Subscription{{Topic: "a", QoS: 1}}
 	s := realSource(t, cfg)
-	recs := readN(t, s, 1, 10*time.Second)
-	if string(recs[0].Raw) != "hi" {
-		t.Errorf("got %q, want hi", recs[0].Raw)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	recs, ack, err := s.Read(ctx)
+	if err != nil || len(recs) != 1 || string(recs[0].Raw) != "hi" {
+		t.Fatalf("read: got %d records, %v; want hi", len(recs), err)
 	}
 	if v := s.version.Load(); v != 4 {
 		t.Errorf("pspf_mqtt_protocol_version %d, want 4 (3.1.1)", v)
+	}
+	ack(ctx, errors.New("not durable")) // the next Read reconnects with a new client
+	if recs := readN(t, s, 1, 10*time.Second); string(recs[0].Raw) != "hi" {
+		t.Fatalf("redelivered: got %q, want hi", recs[0].Raw)
+	}
+	if n := b.Refused(); n != 1 {
+		t.Errorf("%d MQTT 5 CONNECTs refused, want 1: the source's new client must keep 3.1.1", n)
 	}
 }
 

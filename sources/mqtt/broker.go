@@ -58,6 +58,9 @@ type handlers struct {
 	lost func(cause string, err error)
 	// log is where the client logs its episodes of lost connections.
 	log *slog.Logger
+	// versions keeps what protocol_version auto chose per broker across
+	// the source's clients (redeliver makes a new one).
+	versions *mqttc.Versions
 }
 
 // dialFunc builds a broker client; it starts nothing until Connect.
@@ -70,6 +73,7 @@ func dialClient(cfg *Config, clientID string, tlsCfg *tls.Config, h handlers) br
 
 // newClient builds the real client with options o.
 func newClient(o mqttc.Options, h handlers) broker {
+	o.Versions = h.versions
 	return mqttc.New(o, mqttc.Handlers{
 		Message:   func(m *mqttc.Message, stop <-chan struct{}) { h.message(m, stop) },
 		Oversize:  h.oversize,

@@ -99,6 +99,9 @@ type Source struct {
 	// 3.1.1, 5), 0 before the first: pspf_mqtt_protocol_version, which
 	// shows what protocol_version auto chose.
 	version atomic.Int32
+	// versions: what protocol_version auto chose, per broker, for the
+	// source's lifetime.
+	versions mqttc.Versions
 }
 
 // New returns an MQTT source. It starts no goroutines: Connect does.
@@ -222,7 +225,8 @@ func (s *Source) connect(ctx context.Context) (broker, error) {
 				s.env.ReportError(fmt.Errorf("mqtt source: connection lost (%s): %w", cause, err))
 			}
 		},
-		log: s.log,
+		log:      s.log,
+		versions: &s.versions,
 	})
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.ConnectTimeout)
 	defer cancel()
