@@ -31,8 +31,11 @@ func mqttBeats(ctx context.Context, conf any, wait time.Duration) (beats []fleet
 	o := mqttc.Options{Brokers: []string{c.Broker}, Username: c.Username, Password: c.Password,
 		ClientID: fmt.Sprintf("pspf-fleet-status-%d", time.Now().UnixNano()), CleanSession: true,
 		KeepAlive: c.KeepAlive, ConnectTimeout: c.ConnectTimeout, Name: "fleet status"}
-	if c.ProtocolVersion == "5" {
+	switch c.ProtocolVersion {
+	case "5":
 		o.ProtocolVersion = 5
+	case "auto":
+		o.ProtocolVersion = mqttc.ProtocolAuto
 	}
 	if on, err := c.TLS.On(strings.SplitN(c.Broker, ":", 2)[0]); err == nil && on {
 		tc, err := c.TLS.Build()

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/pspf/pspf-edge/agent"
@@ -51,6 +52,38 @@ type Client struct {
 	rmu sync.Mutex // guards bo and ep
 	bo  backoff
 	ep  episode
+
+	vers *Versions // ProtocolAuto: the version each broker took
+	vmu  sync.Mutex
+	last byte // the version of the last connection; 0 before the first
+}
+
+// Versions remembers, under ProtocolAuto, the MQTT version each broker
+// (by URL) took: a client probes a broker once, and so do the clients
+// that share one through Options.Versions (the MQTT source makes a new
+// client when it reconnects to have a batch redelivered). Its zero value
+// is ready; it is safe for concurrent use.
+type Versions struct {
+	mu sync.Mutex
+	m  map[string]byte
+}
+
+func (v *Versions) get(broker string) byte {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.m[broker]
+}
+
+// set records ver for broker and reports whether it is news.
+func (v *Versions) set(broker string, ver byte) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.m == nil {
+		v.m = map[string]byte{}
+	}
+	old := v.m[broker]
+	v.m[broker] = ver
+	return old != ver
 }
 
 // Options configure a Client.
@@ -60,9 +93,17 @@ type Options struct {
 	// ws:// and wss://.
 	Brokers  []string
 	ClientID string
-	// ProtocolVersion is 4 (MQTT 3.1.1, the default when 0) or 5 (MQTT 5:
-	// Receive Maximum, user properties, message expiry, reason codes).
+	// ProtocolVersion is 4 (MQTT 3.1.1, the default when 0), 5 (MQTT 5:
+	// Receive Maximum, user properties, message expiry, reason codes) or
+	// ProtocolAuto.
 	ProtocolVersion byte
+	// NeedsV5, under ProtocolAuto, names what the user asked for that
+	// needs MQTT 5 ("message_expiry"): a broker that refuses MQTT 5 then
+	// fails the connect with a *NeedsV5Error instead of falling back.
+	NeedsV5 string
+	// Versions, under ProtocolAuto, is where the client keeps the version
+	// each broker took; nil for one of its own.
+	Versions *Versions
 	// ReceiveMaximum (MQTT 5) is how many QoS 1 and 2 messages the broker
 	// may send unacknowledged; 0 leaves MQTT's default, 65535. Under 3.1.1
 	// the broker's own limit applies (mosquitto: 20).
@@ -128,6 +169,38 @@ type Handlers struct {
 	Log *slog.Logger
 }
 
+// ProtocolAuto as Options.ProtocolVersion tries MQTT 5 first and falls
+// back to 3.1.1 when the broker refuses the protocol version: a CONNACK
+// with 3.1.1's return code 0x01 or MQTT 5's reason code 0x84, or a
+// connection closed before any CONNACK if a 3.1.1 CONNECT then succeeds.
+// Any other refusal (credentials, authorisation), a network error or a
+// timeout is the connect's error, without a retry under 3.1.1. The
+// version a broker took is kept for the client's lifetime, reconnects
+// included, and logged once at INFO; Version reports it.
+const ProtocolAuto byte = 0xff
+
+// NeedsV5Error fails a connect under ProtocolAuto to a broker that
+// refuses MQTT 5 when Options.NeedsV5 names a feature that needs it. It
+// is a setup refusal (RefusedSetup): retrying cannot cure it.
+type NeedsV5Error struct {
+	Feature string // Options.NeedsV5
+	Refusal error  // how the broker refused MQTT 5
+}
+
+func (e *NeedsV5Error) Error() string {
+	return fmt.Sprintf("the broker refused MQTT 5 (%v) and %s needs it: set protocol_version: 3.1.1 without it, or use a broker that speaks MQTT 5", e.Refusal, e.Feature)
+}
+
+func (e *NeedsV5Error) Unwrap() error { return e.Refusal }
+
+// Version returns the MQTT version of the client's last connection: 4
+// (3.1.1) or 5; 0 before the first.
+func (c *Client) Version() byte {
+	c.vmu.Lock()
+	defer c.vmu.Unlock()
+	return c.last
+}
+
 // New returns a client; it starts nothing until Connect.
 func New(o Options, h Handlers) *Client {
 	if h.Log == nil {
@@ -160,7 +233,10 @@ func New(o Options, h Handlers) *Client {
 	if o.Name == "" {
 		o.Name = "mqtt"
 	}
-	c := &Client{cfg: o, h: h, now: o.Now, sleep: o.Sleep,
+	if o.Versions == nil {
+		o.Versions = new(Versions)
+	}
+	c := &Client{cfg: o, h: h, now: o.Now, sleep: o.Sleep, vers: o.Versions,
 		bo: backoff{max: o.MaxReconnect}, ep: episode{log: h.Log, clientID: o.ClientID, name: o.Name}}
 	c.bg, c.stop = context.WithCancel(context.Background())
 	return c
@@ -321,12 +397,90 @@ func (c *Client) dial(ctx context.Context) (*session, bool, error) {
 // the same config cannot cure: credentials, authorisation, client id or
 // protocol version (a broker that is down or busy is an outage instead).
 func RefusedSetup(err error) bool {
+	var ne *NeedsV5Error
+	if errors.As(err, &ne) {
+		return true
+	}
 	var re *RefusedError
 	return errors.As(err, &re) && re.Setup()
 }
 
-// dialOne connects to one broker and waits for its CONNACK.
+// dialOne connects to one broker with the configured version, or under
+// ProtocolAuto with the version the broker took before, or MQTT 5 and
+// then 3.1.1 if the broker refuses the version (see ProtocolAuto).
 func (c *Client) dialOne(ctx context.Context, u *url.URL) (*session, bool, error) {
+	ver := c.cfg.ProtocolVersion
+	if ver != ProtocolAuto {
+		return c.dialVersion(ctx, u, ver)
+	}
+	key := u.String()
+	if ver = c.vers.get(key); ver != 0 {
+		return c.dialVersion(ctx, u, ver)
+	}
+	s, present, err := c.dialVersion(ctx, u, 5)
+	if err == nil {
+		c.chose(key, u, 5, nil)
+		return s, present, nil
+	}
+	refused, sure := versionRefused(err)
+	if !refused || ctx.Err() != nil {
+		return nil, false, err
+	}
+	if sure && c.cfg.NeedsV5 != "" {
+		return nil, false, &NeedsV5Error{Feature: c.cfg.NeedsV5, Refusal: err}
+	}
+	s, present, err4 := c.dialVersion(ctx, u, 4)
+	if err4 != nil {
+		if sure {
+			return nil, false, fmt.Errorf("%w; under 3.1.1: %w", err, err4)
+		}
+		return nil, false, err // closed without a CONNACK: not a refusal after all
+	}
+	if c.cfg.NeedsV5 != "" {
+		// A DISCONNECT first: the broker drops the will, which would
+		// announce the agent offline.
+		_ = s.write([]byte{typeDisconnect << 4, 0})
+		s.end(errDisconnected)
+		return nil, false, &NeedsV5Error{Feature: c.cfg.NeedsV5, Refusal: err}
+	}
+	c.chose(key, u, 4, err)
+	return s, present, nil
+}
+
+// versionRefused reports whether err, of an MQTT 5 connect, may be the
+// broker refusing the protocol version, and whether it surely is: a
+// CONNACK with 3.1.1's return code 0x01 or MQTT 5's 0x84 is; a
+// connection closed before any CONNACK may be (some 3.1.1 brokers close
+// it), and counts only if 3.1.1 then succeeds.
+func versionRefused(err error) (refused, sure bool) {
+	var re *RefusedError
+	if errors.As(err, &re) {
+		v := re.V5 && re.Code == 0x84 || !re.V5 && re.Code == 1
+		return v, v
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) {
+		return true, false
+	}
+	return false, false
+}
+
+// chose records the version broker u took under ProtocolAuto and logs it
+// at INFO, once per broker for the client's lifetime (or its Versions').
+func (c *Client) chose(key string, u *url.URL, ver byte, refusal error) {
+	if !c.vers.set(key, ver) {
+		return
+	}
+	if ver == 5 {
+		c.h.Log.Info(c.cfg.Name+": protocol_version auto: the broker took MQTT 5", "broker", u.Redacted())
+		return
+	}
+	c.h.Log.Info(c.cfg.Name+": protocol_version auto: the broker refused MQTT 5, using MQTT 3.1.1 with it from now on",
+		"broker", u.Redacted(), "refusal", refusal.Error())
+}
+
+// dialVersion connects to one broker under MQTT version ver (4 or 5) and
+// waits for its CONNACK.
+func (c *Client) dialVersion(ctx context.Context, u *url.URL, ver byte) (*session, bool, error) {
 	bc, err := openConn(u, c.cfg.TLS, c.cfg.ConnectTimeout)
 	if err != nil {
 		return nil, false, err
@@ -342,11 +496,13 @@ func (c *Client) dialOne(ctx context.Context, u *url.URL) (*session, bool, error
 		user = u.User.Username()
 		pass, _ = u.User.Password()
 	}
-	if _, err := bc.Write(connectPacket(&c.cfg, user, pass)); err != nil {
+	o := c.cfg
+	o.ProtocolVersion = ver
+	if _, err := bc.Write(connectPacket(&o, user, pass)); err != nil {
 		bc.Close()
 		return nil, false, err
 	}
-	v5 := c.cfg.ProtocolVersion == 5
+	v5 := ver == 5
 	limit := 2
 	if v5 {
 		limit = 64 << 10 // properties: reason string, user properties
@@ -399,6 +555,12 @@ func (c *Client) adopt(s *session) bool {
 	}
 	c.cur = s
 	s.start = c.now()
+	c.vmu.Lock()
+	c.last = 4
+	if s.v5 {
+		c.last = 5
+	}
+	c.vmu.Unlock()
 	c.loops.Add(2)
 	go func() {
 		defer c.loops.Done()

@@ -72,6 +72,13 @@ func noEOF(err error) error {
 // reason code and properties), a return or reason code of success (else a
 // *RefusedError).
 func checkConnack(typ byte, n int, body []byte, v5 bool) (props, error) {
+	if v5 && typ == typeConnack && len(body) == 2 && body[1] != 0 {
+		// A refusal without properties: a 3.1.1 broker's return code
+		// (0x01: unacceptable protocol version), or an MQTT 5 reason code
+		// sent in 3.1.1's format, as a server may to a level it does not
+		// speak (§3.1.2.2).
+		return props{}, &RefusedError{Code: body[1], V5: body[1] >= 0x80}
+	}
 	if typ != typeConnack || body == nil || !v5 && len(body) != 2 || v5 && len(body) < 3 {
 		return props{}, fmt.Errorf("expected CONNACK, got %s of %d bytes", packetName(typ), n)
 	}

@@ -182,6 +182,7 @@ func FuzzReadPacket(f *testing.F) {
 // named protocol violation, never a panic.
 func FuzzV5Packets(f *testing.F) {
 	f.Add(byte(typeConnack), byte(0), []byte{0, 0, 3, propReceiveMaximum, 0, 2})
+	f.Add(byte(typeConnack), byte(0), []byte{0, 1}) // a 3.1.1 broker refusing the version
 	f.Add(byte(typePublish), byte(2), []byte{0, 1, 'a', 0, 1, 8, 0x26, 0, 1, 'k', 0, 1, 'v', 0x02, 0, 0, 0, 9, 'p'})
 	f.Add(byte(typePuback), byte(0), []byte{0, 1, 0x97, 4, 0x1F, 0, 1, 'r'})
 	f.Add(byte(typeSuback), byte(0), []byte{0, 1, 0, 1, 0x87})

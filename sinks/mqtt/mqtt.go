@@ -15,6 +15,7 @@ import (
 	"maps"
 	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,7 +43,7 @@ type Config struct {
 	// write_timeout. A lost connection shows at once.
 	UnreachableAfter time.Duration   `yaml:"unreachable_after" doc:"how long a batch may wait without any PUBACK before the sink shows offline (a lost connection shows at once); the batch keeps waiting until write_timeout"`
 	TLS              agent.TLSConfig `yaml:"tls" doc:"TLS for ssl://, mqtts:// and wss:// brokers; refused with tcp://, mqtt:// and ws:// ones"`
-	ProtocolVersion  string          `yaml:"protocol_version" enum:"3.1.1,5" doc:"MQTT version: 3.1.1 or 5 (message expiry, user properties, reason codes; the broker's Receive Maximum bounds the messages awaiting a PUBACK)"`
+	ProtocolVersion  string          `yaml:"protocol_version" enum:"3.1.1,5,auto" doc:"MQTT version: 3.1.1, 5 (message expiry, user properties, reason codes; the broker's Receive Maximum bounds the messages awaiting a PUBACK) or auto (5, or 3.1.1 with a broker that refuses 5; message_expiry, user_properties and unauthorized: dead_letter then fail the connect)"`
 	// MessageExpiry and UserProperties need MQTT 5: 3.1.1 has no properties.
 	MessageExpiry  time.Duration     `yaml:"message_expiry" doc:"MQTT 5: the broker drops a message that waited this long for a subscriber (whole seconds, rounded up); 0 for never"`
 	UserProperties map[string]string `yaml:"user_properties" doc:"MQTT 5 user properties of every message: name to value, the value a template over record fields like the topic's ({_key}, {site})"`
@@ -87,15 +88,18 @@ func (c *Config) Validate(n agent.Node) {
 	if c.QoS != 0 && c.QoS != 1 {
 		n.Field("qos").Errorf("must be 0 or 1, got %q", n.Field("qos").Text())
 	}
-	if c.ProtocolVersion != "5" {
+	// Under auto these are accepted: a broker that refuses MQTT 5 then
+	// fails the connect, naming them (see needsV5), rather than have them
+	// dropped.
+	if c.ProtocolVersion == "3.1.1" {
 		if n.Field("message_expiry").Present() && c.MessageExpiry != 0 {
-			n.Field("message_expiry").Errorf("needs protocol_version: 5 (MQTT 3.1.1 has no message expiry)")
+			n.Field("message_expiry").Errorf("needs protocol_version: 5 or auto (MQTT 3.1.1 has no message expiry)")
 		}
 		if len(c.UserProperties) > 0 {
-			n.Field("user_properties").Errorf("needs protocol_version: 5 (MQTT 3.1.1 has no user properties)")
+			n.Field("user_properties").Errorf("needs protocol_version: 5 or auto (MQTT 3.1.1 has no user properties)")
 		}
 		if c.Unauthorized == deadLetter {
-			n.Field("unauthorized").Errorf("dead_letter needs protocol_version: 5 (under MQTT 3.1.1 a broker acks a message it does not authorize, and drops it)")
+			n.Field("unauthorized").Errorf("dead_letter needs protocol_version: 5 or auto (under MQTT 3.1.1 a broker acks a message it does not authorize, and drops it)")
 		}
 	}
 	if c.MessageExpiry < 0 {
@@ -139,6 +143,10 @@ type Sink struct {
 	closed bool
 
 	lost chan error // connection losses, for a Write that waits
+	// version is the MQTT protocol level of the last connection (4:
+	// 3.1.1, 5), 0 before the first: pspf_mqtt_protocol_version, which
+	// shows what protocol_version auto chose.
+	version atomic.Int32
 
 	buf    []byte   // the payloads of the last Write, reused: the client copies them
 	spans  [][2]int // each message's payload in buf
@@ -178,6 +186,7 @@ func New(cfg Config, env agent.Env) (*Sink, error) {
 	}
 	cfg.UnreachableAfter = min(cfg.UnreachableAfter, cfg.WriteTimeout)
 	s := &Sink{cfg: cfg, env: env, log: env.Logger, topic: t, lost: make(chan error, 1), broker: agent.RedactURL(cfg.Broker)}
+	env.Gauge("pspf_mqtt_protocol_version", func() float64 { return float64(s.version.Load()) })
 	for _, k := range slices.Sorted(maps.Keys(cfg.UserProperties)) {
 		vt, err := agent.ParseTemplate(cfg.UserProperties[k])
 		if err != nil {
@@ -203,8 +212,11 @@ func New(cfg Config, env agent.Env) (*Sink, error) {
 		// The sink subscribes to nothing: a message the broker sends anyway
 		// is acked and dropped, and one over this never read into memory.
 		MaxPayload: 64 << 10, Name: "mqtt sink"}
-	if cfg.ProtocolVersion == "5" {
+	switch cfg.ProtocolVersion {
+	case "5":
 		s.opts.ProtocolVersion = 5
+	case "auto":
+		s.opts.ProtocolVersion, s.opts.NeedsV5 = mqttc.ProtocolAuto, needsV5(&cfg)
 	}
 	if on, err := cfg.TLS.On(u.Scheme); err != nil {
 		return nil, fmt.Errorf("mqtt sink: broker %s: %w", s.broker, err)
@@ -216,6 +228,23 @@ func New(cfg Config, env agent.Env) (*Sink, error) {
 		s.opts.TLS = tc
 	}
 	return s, nil
+}
+
+// needsV5 names the options of cfg that need MQTT 5, for
+// mqttc.Options.NeedsV5: under protocol_version auto a broker that refuses
+// MQTT 5 fails the connect instead of having them dropped.
+func needsV5(cfg *Config) string {
+	var need []string
+	if cfg.MessageExpiry != 0 {
+		need = append(need, "message_expiry")
+	}
+	if len(cfg.UserProperties) > 0 {
+		need = append(need, "user_properties")
+	}
+	if cfg.Unauthorized == deadLetter {
+		need = append(need, "unauthorized: dead_letter")
+	}
+	return strings.Join(need, ", ")
 }
 
 // Connect connects to the broker. After a success the client reconnects by
@@ -230,7 +259,9 @@ func (s *Sink) Connect(ctx context.Context) error {
 	if s.cl != nil {
 		return nil
 	}
-	cl := mqttc.New(s.opts, mqttc.Handlers{
+	var cl *mqttc.Client
+	cl = mqttc.New(s.opts, mqttc.Handlers{
+		Connected: func() { s.version.Store(int32(cl.Version())) },
 		// The client logs the episode (one WARN per cause); the runner logs
 		// the outage once it sees it: with the next Write, or now through
 		// Unreachable if one waits.

@@ -148,7 +148,7 @@ func TestPublishQoS(t *testing.T) {
 	for _, tc := range []struct {
 		v   string
 		qos int
-	}{{"3.1.1", 0}, {"3.1.1", 1}, {"5", 0}, {"5", 1}} {
+	}{{"3.1.1", 0}, {"3.1.1", 1}, {"5", 0}, {"5", 1}, {"auto", 1}} {
 		qos := tc.qos
 		t.Run("v"+tc.v+"/qos"+strconv.Itoa(qos), func(t *testing.T) {
 			prefix := "q" + strconv.Itoa(qos) + "v" + tc.v
@@ -165,6 +165,10 @@ func TestPublishQoS(t *testing.T) {
 			}
 			if got := sub.wait(t, 199, 10*time.Second); got != 199 {
 				t.Fatalf("got %d messages, want 199", got)
+			}
+			// mosquitto speaks MQTT 5: auto chooses it.
+			if want := map[string]int32{"3.1.1": 4, "5": 5, "auto": 5}[tc.v]; s.version.Load() != want {
+				t.Errorf("pspf_mqtt_protocol_version %d, want %d", s.version.Load(), want)
 			}
 			sub.mu.Lock()
 			defer sub.mu.Unlock()

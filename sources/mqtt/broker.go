@@ -58,6 +58,9 @@ type handlers struct {
 	lost func(cause string, err error)
 	// log is where the client logs its episodes of lost connections.
 	log *slog.Logger
+	// versions keeps what protocol_version auto chose per broker across
+	// the source's clients (redeliver makes a new one).
+	versions *mqttc.Versions
 }
 
 // dialFunc builds a broker client; it starts nothing until Connect.
@@ -70,6 +73,7 @@ func dialClient(cfg *Config, clientID string, tlsCfg *tls.Config, h handlers) br
 
 // newClient builds the real client with options o.
 func newClient(o mqttc.Options, h handlers) broker {
+	o.Versions = h.versions
 	return mqttc.New(o, mqttc.Handlers{
 		Message:   func(m *mqttc.Message, stop <-chan struct{}) { h.message(m, stop) },
 		Oversize:  h.oversize,
@@ -86,7 +90,12 @@ func clientOptions(cfg *Config, clientID string, tlsCfg *tls.Config) mqttc.Optio
 	o := mqttc.Options{Brokers: cfg.Brokers, ClientID: clientID, Username: cfg.Username, Password: cfg.Password,
 		CleanSession: cfg.CleanSession, KeepAlive: cfg.KeepAlive, ConnectTimeout: cfg.ConnectTimeout,
 		MaxReconnect: cfg.MaxReconnect, MaxPayload: int(cfg.MaxPayload), TLS: tlsCfg, Name: "mqtt source"}
-	if cfg.ProtocolVersion == "5" {
+	if cfg.ProtocolVersion == "5" || cfg.ProtocolVersion == "auto" {
+		// Under auto these apply once the broker has taken MQTT 5; with
+		// one that refuses it the client falls back to 3.1.1 without
+		// them, unless user properties need MQTT 5 (NeedsV5: the connect
+		// then fails rather than drop them).
+		//
 		// The broker may send as many QoS 1 messages unacked as the source
 		// holds in flight: a group commit then covers what arrived in a
 		// linger, not the broker's own per-client limit.
@@ -98,6 +107,12 @@ func clientOptions(cfg *Config, clientID string, tlsCfg *tls.Config) mqttc.Optio
 		// own in-flight limit (mosquitto: 20) would be all a pause gathers
 		// before the fsync and its acks.
 		o.ReadPace = cfg.Linger
+	}
+	if cfg.ProtocolVersion == "auto" {
+		o.ProtocolVersion = mqttc.ProtocolAuto
+		if len(cfg.UserProperties) > 0 {
+			o.NeedsV5 = "user_properties"
+		}
 	}
 	if st := cfg.Status; st.Topic != "" {
 		o.Will = &mqttc.Will{Topic: st.Topic, Payload: []byte(st.Offline), QoS: byte(st.QoS), Retain: st.Retain}

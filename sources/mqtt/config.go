@@ -14,7 +14,7 @@ type Config struct {
 	// ProtocolVersion 5 lets the source set Receive Maximum (the broker
 	// may then send max_in_flight QoS 1 messages unacked, not its own
 	// per-client limit: mosquitto's is 20) and read user properties.
-	ProtocolVersion string          `yaml:"protocol_version" enum:"3.1.1,5" doc:"MQTT version: 3.1.1 or 5 (Receive Maximum = max_in_flight, user properties, reason codes)"`
+	ProtocolVersion string          `yaml:"protocol_version" enum:"3.1.1,5,auto" doc:"MQTT version: 3.1.1, 5 (Receive Maximum = max_in_flight, paced reads, user properties, reason codes) or auto (5, or 3.1.1 with a broker that refuses 5; user_properties then fail the connect)"`
 	ClientID        string          `yaml:"client_id" doc:"MQTT client id; it names the persistent session, so keep it stable; default: pspf-edge-<agent>-<pipeline>-<component>"`
 	CleanSession    bool            `yaml:"clean_session" doc:"start a fresh session on every connect; only allowed when every subscription is QoS 0"`
 	Username        string          `yaml:"username" doc:"user name; use ${ENV} or ${file:/path} for secrets"`
@@ -134,8 +134,8 @@ func (c *Config) Validate(n agent.Node) {
 	if c.Status.QoS < 0 || c.Status.QoS > 2 {
 		n.Field("status").Field("qos").Errorf("must be 0, 1 or 2, got %q", n.Field("status").Field("qos").Text())
 	}
-	if len(c.UserProperties) > 0 && c.ProtocolVersion != "5" {
-		n.Field("user_properties").Errorf("needs protocol_version: 5 (MQTT 3.1.1 has no user properties)")
+	if len(c.UserProperties) > 0 && c.ProtocolVersion == "3.1.1" {
+		n.Field("user_properties").Errorf("needs protocol_version: 5 or auto (MQTT 3.1.1 has no user properties)")
 	}
 	for i, name := range c.UserProperties {
 		if name == "" {

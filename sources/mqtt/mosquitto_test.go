@@ -92,7 +92,7 @@ func readN(t testing.TB, s *Source, n int, timeout time.Duration) []agent.Record
 }
 
 func TestMosquittoDeliveryWildcardsTemplate(t *testing.T) {
-	for _, v := range versions {
+	for _, v := range append(versions, "auto") {
 		t.Run("v"+v, func(t *testing.T) { testMosquittoDeliveryWildcardsTemplate(t, v) })
 	}
 }
@@ -129,6 +129,10 @@ func testMosquittoDeliveryWildcardsTemplate(t *testing.T, v string) {
 	}
 	if _, ok := got["sensors/plant1/d2/hum"]; ok {
 		t.Errorf("got a message on a topic no filter matches")
+	}
+	// mosquitto speaks MQTT 5: auto chooses it.
+	if want := map[string]int32{"3.1.1": 4, "5": 5, "auto": 5}[v]; s.version.Load() != want {
+		t.Errorf("pspf_mqtt_protocol_version %d, want %d", s.version.Load(), want)
 	}
 }
 

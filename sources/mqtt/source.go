@@ -95,6 +95,13 @@ type Source struct {
 	received, acked, nacked, lost0 *agent.Counter
 	oversize, mismatch, reconnects *agent.Counter
 	subFailures, birthFailures     *agent.Counter
+	// version is the MQTT protocol level of the last connection (4:
+	// 3.1.1, 5), 0 before the first: pspf_mqtt_protocol_version, which
+	// shows what protocol_version auto chose.
+	version atomic.Int32
+	// versions: what protocol_version auto chose, per broker, for the
+	// source's lifetime.
+	versions mqttc.Versions
 }
 
 // New returns an MQTT source. It starts no goroutines: Connect does.
@@ -151,6 +158,7 @@ func newSource(cfg Config, env agent.Env, dial dialFunc) (*Source, error) {
 		env.Counter("pspf_mqtt_in_flight_full_total", "bound", "bytes"),
 	}
 	s.queue.log = s.log
+	env.Gauge("pspf_mqtt_protocol_version", func() float64 { return float64(s.version.Load()) })
 	env.Gauge("pspf_mqtt_in_flight", func() float64 { n, _ := s.queue.inFlight(); return float64(n) })
 	env.Gauge("pspf_mqtt_in_flight_bytes", func() float64 { _, b := s.queue.inFlight(); return float64(b) })
 	return s, nil
@@ -196,6 +204,9 @@ func (s *Source) connect(ctx context.Context) (broker, error) {
 		oversize: s.oversize.Inc,
 		drained:  s.queue.drained,
 		connected: func() {
+			if v, ok := b.(interface{ Version() byte }); ok { // the real client
+				s.version.Store(int32(v.Version()))
+			}
 			if connects.Add(1) == 1 {
 				return // the first connection is set up by connect itself
 			}
@@ -214,7 +225,8 @@ func (s *Source) connect(ctx context.Context) (broker, error) {
 				s.env.ReportError(fmt.Errorf("mqtt source: connection lost (%s): %w", cause, err))
 			}
 		},
-		log: s.log,
+		log:      s.log,
+		versions: &s.versions,
 	})
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.ConnectTimeout)
 	defer cancel()

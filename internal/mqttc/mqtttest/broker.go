@@ -35,10 +35,11 @@ type Script func(n int, c net.Conn, r *bufio.Reader)
 // the test ends. A script still running then ends when its connection
 // does (the client's Disconnect).
 type Broker struct {
-	l     net.Listener
-	conns atomic.Int32
-	mu    sync.Mutex
-	peers []string // remote addresses in the order accepted
+	l       net.Listener
+	conns   atomic.Int32
+	refused *atomic.Int32 // StartV311's refusals of a CONNECT of another level
+	mu      sync.Mutex
+	peers   []string // remote addresses in the order accepted
 }
 
 // Start starts a broker that answers every MQTT 3.1.1 CONNECT with a
@@ -62,6 +63,41 @@ func StartV5(t testing.TB, connack []byte, serve Script) *Broker {
 		_, err = c.Write(connack)
 		return err == nil
 	}, serve)
+}
+
+// StartV311 starts a broker that speaks MQTT 3.1.1 only: it accepts a
+// CONNECT of protocol level 4 as Start does, and answers a CONNECT of any
+// other level with refuse, a whole packet (a 3.1.1 CONNACK with return
+// code 0x01, or an MQTT 5 CONNACK with reason code 0x84), or closes the
+// connection without an answer when refuse is nil. Refused counts them.
+func StartV311(t testing.TB, refuse []byte, serve Script) *Broker {
+	t.Helper()
+	refused := new(atomic.Int32)
+	b := start(t, func(c net.Conn, r *bufio.Reader) bool {
+		typ, _, _, body, err := mqttc.ReadPacket(r, MaxPacket)
+		if err != nil || typ != packets.Connect || len(body) < 7 {
+			return false
+		}
+		if body[6] != 4 {
+			refused.Add(1)
+			if refuse != nil {
+				_, _ = c.Write(refuse)
+			}
+			return false
+		}
+		_, err = c.Write([]byte{packets.Connack << 4, 2, 0, 0})
+		return err == nil
+	}, serve)
+	b.refused = refused
+	return b
+}
+
+// Refused returns how many CONNECTs StartV311's broker has refused.
+func (b *Broker) Refused() int {
+	if b.refused == nil {
+		return 0
+	}
+	return int(b.refused.Load())
 }
 
 func start(t testing.TB, accept func(c net.Conn, r *bufio.Reader) bool, serve Script) *Broker {
