@@ -44,6 +44,7 @@ func (s *Source) onAssigned(_ context.Context, cl *kgo.Client, assigned map[stri
 		return
 	}
 	s.assigned.Inc()
+	member, _ := s.membership(cl)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for topic, ps := range assigned {
@@ -52,6 +53,7 @@ func (s *Source) onAssigned(_ context.Context, cl *kgo.Client, assigned map[stri
 			if s.parts[t] == nil {
 				s.parts[t] = newPartState(t, -1)
 			}
+			s.parts[t].member = member
 			s.lag(t)
 		}
 	}
@@ -73,6 +75,14 @@ func (s *Source) onRevoked(ctx context.Context, cl *kgo.Client, revoked map[stri
 	}
 	s.revoked.Inc()
 	parts := s.detach(revoked)
+	member, _ := s.membership(cl)
+	parts, stale := splitStale(parts, member)
+	if len(stale) > 0 {
+		s.loseStale(stale, member)
+		if len(parts) == 0 {
+			return
+		}
+	}
 	if late := s.waitDurable(parts, s.cfg.RebalanceTimeout/2); len(late) > 0 {
 		s.log.Warn("kafka source: revoked partitions with batches not yet durable; their next owner reads those records again",
 			"partitions", late, "waited", s.cfg.RebalanceTimeout/2)
@@ -235,7 +245,18 @@ func (s *Source) commitLocked(ctx context.Context, cl *kgo.Client, parts []*part
 			parts = append(parts, ps)
 		}
 	}
+	member := ""
+	if !s.direct {
+		member, _ = s.membership(cl)
+	}
+	var stale []string
 	for _, ps := range parts {
+		if member != "" && ps.member != member && !ps.gone {
+			// Assigned under an earlier membership (stale.go):
+			// never committed.
+			stale = append(stale, fmt.Sprintf("%s[%d] (member %s)", ps.topic, ps.partition, ps.member))
+			continue
+		}
 		off, ok := ps.toCommit()
 		epoch := ps.epoch
 		if s.owner != nil {
@@ -250,6 +271,9 @@ func (s *Source) commitLocked(ctx context.Context, cl *kgo.Client, parts []*part
 		}
 		offsets[ps.topic][ps.partition] = kgo.EpochOffset{Epoch: epoch, Offset: off}
 		which = append(which, ps)
+	}
+	if len(stale) > 0 {
+		s.noteStaleLocked(stale, member)
 	}
 	s.mu.Unlock()
 	if len(which) == 0 {

@@ -26,6 +26,7 @@ type partState struct {
 	committed int64   // the offset last committed; -1: none by this source
 	stuck     bool    // a span was nacked: durable stays put until the client restarts
 	gone      bool    // revoked or lost, or the client was restarted: its acks no longer count
+	member    string  // the group member id it was assigned under (stale.go)
 }
 
 func newPartState(t tp, committed int64) *partState {

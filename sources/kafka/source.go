@@ -63,9 +63,10 @@ type Source struct {
 	commitFailing bool          // in an episode of failed commits; under commitMu
 	poke          chan struct{} // capacity 1: an ack moved a durable offset
 
-	restart  atomic.Bool // a nack: the next Read restarts the client, which reads from the committed offsets
-	deferred error       // a fetch error that came with records; Read's goroutine only
-	waiting  bool        // in an episode of waiting for in-flight room; Read's goroutine only
+	restart      atomic.Bool // a nack: the next Read restarts the client, which reads from the committed offsets
+	restartStale atomic.Bool // with restart: partitions of an earlier membership are held (stale.go)
+	deferred     error       // a fetch error that came with records; Read's goroutine only
+	waiting      bool        // in an episode of waiting for in-flight room; Read's goroutine only
 
 	live      liveness
 	logs      *kafkaconn.Logger
@@ -84,7 +85,9 @@ type Source struct {
 
 	records, bytes, acked, nacked, commits, commitErrs *agent.Counter
 	oversize, dataLoss, full, restarts, unreachable    *agent.Counter
-	assigned, revoked, lost                            *agent.Counter
+	assigned, revoked, lost, stale                     *agent.Counter
+	membership                                         func(*kgo.Client) (string, int32) // the member id and generation: GroupMetadata, a fake in tests
+	staleWarned                                        bool                              // in an episode of refusing partitions of an earlier membership; under mu
 	online                                             atomic.Bool
 }
 
@@ -127,6 +130,8 @@ func New(cfg Config, env agent.Env) (*Source, error) {
 	s.assigned = env.Counter("pspf_kafka_source_rebalances_total", "event", "assigned")
 	s.revoked = env.Counter("pspf_kafka_source_rebalances_total", "event", "revoked")
 	s.lost = env.Counter("pspf_kafka_source_rebalances_total", "event", "lost")
+	s.stale = env.Counter("pspf_kafka_source_rebalances_total", "event", "stale")
+	s.membership = (*kgo.Client).GroupMetadata
 	s.build = newBuilder(env.Component, cfg.Metadata, cfg.Headers, env.Counter("pspf_kafka_source_headers_dropped_total"))
 	env.Gauge("pspf_kafka_source_in_flight_bytes", func() float64 {
 		s.mu.Lock()
@@ -375,7 +380,12 @@ func (s *Source) take() ([]agent.Record, *flight) {
 		t := tp{kr.Topic, kr.Partition}
 		ps := s.parts[t]
 		if ps == nil {
+			// Assigned before the client was stored (its first join):
+			// under the member it is now.
 			ps = newPartState(t, -1)
+			if cl := s.cl.Load(); cl != nil && !s.direct {
+				ps.member, _ = s.membership(cl)
+			}
 			s.parts[t] = ps
 		}
 		i := f.spanOf(ps)
@@ -476,10 +486,18 @@ func (s *Source) release(bb *batchBufs) {
 // nacked batch and everything after it come again.
 func (s *Source) restartClient(ctx context.Context) {
 	s.restarts.Inc()
-	s.log.Warn("kafka source: a batch was not accepted; reading again from the committed offsets")
+	stale := s.restartStale.Swap(false)
+	if stale {
+		s.log.Warn("kafka source: partitions of an earlier membership of the group are held; restarting the client, which restores them if they come again")
+	} else {
+		s.log.Warn("kafka source: a batch was not accepted; reading again from the committed offsets")
+	}
 	cl := s.cl.Load()
 	if cl == nil {
 		return
+	}
+	if stale {
+		s.loseStaleHeld(cl)
 	}
 	s.commitNow(ctx)
 	s.forget()

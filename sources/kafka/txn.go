@@ -210,9 +210,12 @@ func (t *transactor) commitOffsets(ctx context.Context, cl *kgo.Client, offsets 
 	if cons == nil {
 		return "", -1, errors.New("commit offsets: the consumer is not connected")
 	}
-	member, gen = cons.GroupMetadata()
+	member, gen = t.s.membership(cons)
 	if gen < 0 || member == "" {
 		return member, gen, errors.New("commit offsets: not a member of the group (joining)")
+	}
+	if err := t.s.staleOffsets(offsets, member); err != nil {
+		return member, gen, err
 	}
 	id, epoch, err := cl.ProducerID(ctx)
 	if err != nil {
