@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -247,80 +246,21 @@ func (s *Sink) drop(cl *kgo.Client) {
 	cl.Close()
 }
 
-// produce sends ptrs and waits for every promise. If that takes longer than
-// write_timeout (a cluster that went away while requests were in flight,
-// which the idempotent producer cannot fail safely) or ctx ends, it drops
-// the client: every record then fails, the batch is retried with backoff on
-// a new client.
+// send produces ptrs and waits for every promise, in the calling
+// goroutine: ProduceSync ends the linger of the partitions the batch went
+// to, so a Write at a low rate costs one wake-up (the last
+// acknowledgement). Both the at-least-once Write and a transaction's
+// produce go through it.
 //
-// Long before that, once the brokers have been silent for unreachable_after
-// while records wait (connections refused or reset, requests unanswered),
-// it reports the cluster unreachable: the sink shows as offline, with the
-// reason, while the produce goes on retrying. Nothing is failed or sent
-// twice for it.
-func (s *Sink) produce(ctx context.Context, cl *kgo.Client, ptrs []*kgo.Record) ([]error, error) {
-	errs := s.errs[:0]
-	for range ptrs {
-		errs = append(errs, nil)
-	}
-	s.errs = errs
-	if len(ptrs) == 0 {
-		return errs, nil
-	}
-	s.checkBuffered(ptrs)
-	var left atomic.Int64
-	left.Store(int64(len(ptrs)))
-	done := make(chan struct{})
-	wctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
-	// A Write is a batch already: end the linger now rather than wait it
-	// out once per Write. Flush returns when the records are acknowledged
-	// or wctx ends; it runs beside the watch, which must see the wait.
-	flushed := make(chan struct{})
-	defer func() {
-		cancel()
-		<-flushed
-	}()
-	start := time.Now()
-	for j, p := range ptrs {
-		cl.Produce(wctx, p, func(_ *kgo.Record, err error) {
-			errs[j] = err
-			if left.Add(-1) == 0 {
-				close(done)
-			}
-		})
-	}
-	go func() {
-		defer close(flushed)
-		_ = cl.Flush(wctx)
-	}()
-	if s.watch(wctx, done, start, len(ptrs)) {
-		return errs, nil
-	}
-	select {
-	case <-done: // the deadline failed what was safe to fail
-		return errs, nil
-	case <-time.After(100 * time.Millisecond):
-	}
-	s.drop(cl)
-	<-done
-	if ctx.Err() != nil {
-		return errs, fmt.Errorf("kafka sink: %w", ctx.Err())
-	}
-	if err := s.live.lastErr(); err != nil {
-		return errs, fmt.Errorf("kafka sink: no acknowledgement within write_timeout (%s), reconnecting: %w", s.cfg.WriteTimeout, err)
-	}
-	return errs, fmt.Errorf("kafka sink: no acknowledgement within write_timeout (%s): reconnecting", s.cfg.WriteTimeout)
-}
-
-// send is produce for the at-least-once Write, without a goroutine of its
-// own: ProduceSync ends the linger of the partitions the batch went to and
-// waits on the promises in the calling goroutine, so a Write at a low rate
-// costs one wake-up (the last acknowledgement) rather than a flush
-// goroutine, franz-go's flush goroutine and the watch. What produce's watch
-// and deadline do is done by timers that fire only when a Write is slow:
-// the unreachable report once the brokers have been silent for
-// unreachable_after, and, write_timeout and 100ms after the start (or 100ms
-// after ctx ended), dropping the client so that every record fails.
+// If the wait takes longer than write_timeout (a cluster that went away
+// while requests were in flight, which the idempotent producer cannot fail
+// safely) or ctx ends, it drops the client 100ms later: every record then
+// fails and the batch is retried with backoff on a new client. Long before
+// that, once the brokers have been silent for unreachable_after while
+// records wait, it reports the cluster unreachable, once: the sink shows
+// as offline, with the reason, while the produce goes on retrying. Both
+// are timers that fire only when a Write is slow; nothing is failed or
+// sent twice for them.
 func (s *Sink) send(ctx context.Context, cl *kgo.Client, ptrs []*kgo.Record) ([]error, error) {
 	errs := s.errs[:0]
 	for range ptrs {
@@ -445,44 +385,6 @@ func (g *guard) finish() bool {
 		<-g.gone
 	}
 	return dropped
-}
-
-// watch waits for done (true) or the end of wctx (false). Meanwhile, once
-// the brokers have been silent for unreachable_after (see
-// liveness.unreachable), it reports the cluster unreachable, once per wait.
-func (s *Sink) watch(wctx context.Context, done <-chan struct{}, start time.Time, n int) bool {
-	if s.env.Unreachable == nil || s.cfg.UnreachableAfter <= 0 {
-		select {
-		case <-done:
-			return true
-		case <-wctx.Done():
-			return false
-		}
-	}
-	tick := time.NewTicker(max(s.cfg.UnreachableAfter/8, 10*time.Millisecond))
-	defer tick.Stop()
-	for reported := false; ; {
-		select {
-		case <-done:
-			return true
-		case <-wctx.Done():
-			return false
-		case <-tick.C:
-		}
-		if reported {
-			continue
-		}
-		gone, cause := s.live.unreachable(start, s.cfg.UnreachableAfter)
-		if !gone {
-			continue
-		}
-		reported = true
-		err := fmt.Errorf("kafka sink: no answer from the brokers for %s, %d records waiting (retrying until write_timeout)", s.cfg.UnreachableAfter, n)
-		if cause != nil {
-			err = fmt.Errorf("kafka sink: no answer from the brokers for %s, %d records waiting (retrying until write_timeout): %w", s.cfg.UnreachableAfter, n, cause)
-		}
-		s.env.Unreachable(err)
-	}
 }
 
 // Write produces recs and returns once Kafka acknowledged all of them: nil,

@@ -138,7 +138,7 @@ func (t *txnState) commit(ctx context.Context, s *Sink, cl *kgo.Client, recs []a
 	last := recs[len(recs)-1].Seq
 	cur := &kgo.Record{Topic: s.cfg.CursorTopic, Key: []byte(s.cursorID), Value: strconv.AppendUint(nil, last, 10)}
 	s.ptrs = append(s.ptrs, cur)
-	errs, err := s.produce(ctx, cl, s.ptrs)
+	errs, err := s.send(ctx, cl, s.ptrs)
 	if err != nil {
 		t.known = false // the client was dropped: a new one fences and reloads
 		return nil, err
