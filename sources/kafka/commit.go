@@ -254,7 +254,7 @@ func (s *Source) commitLocked(ctx context.Context, cl *kgo.Client, parts []*part
 		if member != "" && ps.member != member && !ps.gone {
 			// Assigned under an earlier membership (stale.go):
 			// never committed.
-			stale = append(stale, fmt.Sprintf("%s[%d] (member %s)", ps.topic, ps.partition, ps.member))
+			stale = append(stale, ps.heldAs())
 			continue
 		}
 		off, ok := ps.toCommit()

@@ -97,7 +97,7 @@ func (s *Source) staleOffsets(offsets map[agent.TopicPartition]int64, member str
 	var stale []string
 	for t := range offsets {
 		if ps := s.parts[tp{t.Topic, t.Partition}]; ps != nil && ps.member != member {
-			stale = append(stale, fmt.Sprintf("%s[%d] (member %s)", t.Topic, t.Partition, ps.member))
+			stale = append(stale, ps.heldAs())
 		}
 	}
 	if len(stale) == 0 {
@@ -124,6 +124,12 @@ func (s *Source) noteStaleLocked(stale []string, member string) {
 	s.restart.Store(true)
 	s.log.Warn("kafka source: a commit holds offsets of partitions assigned under an earlier membership of the group; not committed, the client restarts",
 		"group", s.group, "member", member, "partitions", stale)
+}
+
+// heldAs names the partition and the member id it was assigned under, as
+// topic[partition] (member id).
+func (ps *partState) heldAs() string {
+	return fmt.Sprintf("%s[%d] (member %s)", ps.topic, ps.partition, ps.member)
 }
 
 // partNames returns the partitions of parts as topic[partition].

@@ -138,20 +138,28 @@ func staleSource(t *testing.T, logs *agenttest.LogBuffer) (*Source, *fakeOwner, 
 	return s, owner, tr.(*transactor), cl
 }
 
+// staleGivenBack returns staleSource's source holding partition 0,
+// assigned under member A, as member B now: the new membership was given
+// it back (no revoke, no assign); and a context that ends within a second.
+func staleGivenBack(t *testing.T, logs *agenttest.LogBuffer) (*Source, *fakeOwner, *transactor, *kgo.Client, context.Context) {
+	t.Helper()
+	s, owner, tr, cl := staleSource(t, logs)
+	member := "A"
+	s.membership = func(*kgo.Client) (string, int32) { return member, 1 }
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	t.Cleanup(cancel)
+	s.onAssigned(ctx, cl, map[string][]int32{"tele": {0}})
+	member = "B"
+	return s, owner, tr, cl, ctx
+}
+
 // TestStaleMembershipGivenBack: the new membership is given the same
 // partitions back, so no revoke nor assign comes for them. Their first
 // transaction is refused, and the next Read lets them go as lost (their
 // uncommitted state dropped) and restarts the client, whose assignment
 // restores them.
 func TestStaleMembershipGivenBack(t *testing.T) {
-	logs := &agenttest.LogBuffer{}
-	s, owner, tr, cl := staleSource(t, logs)
-	member := "A"
-	s.membership = func(*kgo.Client) (string, int32) { return member, 1 }
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	s.onAssigned(ctx, cl, map[string][]int32{"tele": {0}})
-	member = "B"
+	s, owner, tr, cl, ctx := staleGivenBack(t, &agenttest.LogBuffer{})
 	if _, _, err := tr.commitOffsets(ctx, cl, map[agent.TopicPartition]int64{{Topic: "tele", Partition: 0}: 7}); !errors.Is(err, errStaleMember) {
 		t.Fatalf("commit of a partition given back, as member B: err %v, want %v", err, errStaleMember)
 	}
@@ -178,13 +186,7 @@ func TestStaleMembershipGivenBack(t *testing.T) {
 // member id, reports it once, and has the next Read restart the client.
 func TestStaleMembershipGroupCommit(t *testing.T) {
 	logs := &agenttest.LogBuffer{}
-	s, _, _, cl := staleSource(t, logs)
-	member := "A"
-	s.membership = func(*kgo.Client) (string, int32) { return member, 1 }
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	s.onAssigned(ctx, cl, map[string][]int32{"tele": {0}})
-	member = "B"
+	s, _, _, _, ctx := staleGivenBack(t, logs)
 	s.commitNow(ctx)
 	s.commitNow(ctx)
 	if s.commits.Get() != 0 || s.commitErrs.Get() != 0 {
