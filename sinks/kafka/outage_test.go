@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/agenttest"
@@ -236,6 +237,14 @@ func TestOfflineWithinFiveSeconds(t *testing.T) {
 // fail), and once ctx ends; the batch retried after the thaw on a new
 // client must be delivered, every record of it.
 func TestHungWriteDropsClient(t *testing.T) {
+	// A transaction's produce waits through the same send as an
+	// at-least-once Write.
+	for _, delivery := range []string{"at_least_once", "exactly_once"} {
+		t.Run(delivery, func(t *testing.T) { hungWriteDropsClient(t, delivery) })
+	}
+}
+
+func hungWriteDropsClient(t *testing.T, delivery string) {
 	var fr *freezer
 	k := testbroker.StartKafka(t, kfake.SeedTopics(1, "t"), kfake.ListenFn(func(network, addr string) (net.Listener, error) {
 		l, err := net.Listen(network, addr)
@@ -248,6 +257,7 @@ func TestHungWriteDropsClient(t *testing.T) {
 	cfg := testConfig(k.Addr(), "t")
 	cfg.WriteTimeout = time.Second
 	cfg.UnreachableAfter = time.Second
+	cfg.Delivery = delivery
 	s := connect(t, cfg)
 	defer s.Close(context.Background())
 	if err := s.Write(context.Background(), makeRecords(0, 10, 2)); err != nil {
@@ -275,29 +285,38 @@ func TestHungWriteDropsClient(t *testing.T) {
 	if kept {
 		t.Fatal("got the client kept after write_timeout, want it dropped")
 	}
-	// ctx ends.
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() { done <- s.Write(ctx, recs) }()
-	if !wait.Until(10*time.Second, func() bool {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return s.cl != nil && s.cl != first
-	}) {
-		t.Fatal("no new client made for the retry")
-	}
-	cancel()
-	select {
-	case err := <-done:
-		if err == nil || agent.IsPermanent(err) {
-			t.Fatalf("got %v after ctx ended, want a retryable error", err)
+	if delivery == "at_least_once" {
+		// ctx ends. (A transactional client is made only once the
+		// cluster answers: there is no new client to wait for here.)
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() { done <- s.Write(ctx, recs) }()
+		if !wait.Until(10*time.Second, func() bool {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return s.cl != nil && s.cl != first
+		}) {
+			t.Fatal("no new client made for the retry")
 		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("write still waiting 30s after ctx ended")
+		cancel()
+		select {
+		case err := <-done:
+			if err == nil || agent.IsPermanent(err) {
+				t.Fatalf("got %v after ctx ended, want a retryable error", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("write still waiting 30s after ctx ended")
+		}
 	}
 	fr.thaw()
 	if err := s.Write(context.Background(), recs); err != nil {
 		t.Fatalf("write after the thaw: %v", err)
 	}
-	got := consume(t, k.Addr(), 20, 30*time.Second, []string{"t"})
-	checkDelivery(t, got, 20)
+	var opts []kgo.Opt
+	if delivery == "exactly_once" {
+		opts = append(opts, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	}
+	got := consume(t, k.Addr(), 20, 30*time.Second, []string{"t"}, opts...)
+	if dups := checkDelivery(t, got, 20); delivery == "exactly_once" && dups != 0 {
+		t.Errorf("read committed: %d duplicates, want 0", dups)
+	}
 }
