@@ -41,21 +41,12 @@ type cursorSlot struct {
 }
 
 func (c cursorSlot) encode(b []byte) {
-	_ = b[cursorSlotLen-1]
-	copy(b[0:4], cursorMagic[:])
-	binary.LittleEndian.PutUint16(b[4:6], cursorVersion)
-	binary.LittleEndian.PutUint16(b[6:8], 0)
-	binary.LittleEndian.PutUint64(b[8:16], c.Gen)
-	binary.LittleEndian.PutUint64(b[16:24], c.Acked)
-	binary.LittleEndian.PutUint32(b[24:28], crc32.Checksum(b[0:24], castagnoli))
-	binary.LittleEndian.PutUint32(b[28:32], 0)
+	putSlot(b[:cursorSlotLen], cursorMagic, cursorVersion, 0, c.Gen, c.Acked)
 }
 
 // decodeCursorSlot decodes one version 2 slot; ok is false for any damage.
 func decodeCursorSlot(b []byte) (cursorSlot, bool) {
-	if len(b) < cursorSlotLen || [4]byte(b[0:4]) != cursorMagic ||
-		binary.LittleEndian.Uint16(b[4:6]) != cursorVersion ||
-		crc32.Checksum(b[0:24], castagnoli) != binary.LittleEndian.Uint32(b[24:28]) {
+	if !slotOK(b, cursorSlotLen, cursorMagic, cursorVersion) {
 		return cursorSlot{}, false
 	}
 	return cursorSlot{Gen: binary.LittleEndian.Uint64(b[8:16]), Acked: binary.LittleEndian.Uint64(b[16:24])}, true

@@ -228,20 +228,7 @@ func TestGroupCommitRandomArrivalsWaitForInterval(t *testing.T) {
 		var fsyncs atomic.Int32
 		l.fsyncHook = func(f *os.File) error { fsyncs.Add(1); return f.Sync() }
 		ctx := context.Background()
-		commits := make(chan uint64, 1024)
-		done := make(chan struct{})
-		go func() { // the committer: Sync whatever was appended
-			defer close(done)
-			for last := range commits {
-				for len(commits) > 0 {
-					last = <-commits
-				}
-				if err := l.Sync(ctx, last); err != nil {
-					t.Error(err)
-					return
-				}
-			}
-		}()
+		commits, done := startCommitter(t, l)
 		rng := rand.New(rand.NewPCG(7, 25))
 		const d, warm = 60 * time.Second, 2 * time.Second
 		start := time.Now()
@@ -283,20 +270,7 @@ func TestGroupCommitNoRampAfterIdle(t *testing.T) {
 		var fsyncs atomic.Int32
 		l.fsyncHook = func(f *os.File) error { fsyncs.Add(1); return f.Sync() }
 		ctx := context.Background()
-		commits := make(chan uint64, 1024)
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			for last := range commits {
-				for len(commits) > 0 {
-					last = <-commits
-				}
-				if err := l.Sync(ctx, last); err != nil {
-					t.Error(err)
-					return
-				}
-			}
-		}()
+		commits, done := startCommitter(t, l)
 		seq := uint64(1)
 		const d = 3 * time.Second
 		gaps := []time.Duration{10 * time.Millisecond, time.Millisecond, 10 * time.Millisecond}
@@ -519,4 +493,25 @@ func TestBatchSyncAfterRoundStillLocked(t *testing.T) {
 			t.Fatalf("durable %d, want %d", st.DurableSeq, last)
 		}
 	})
+}
+
+// startCommitter starts the committer of the group-commit tests: it Syncs
+// up to the last sequence sent on commits whenever it gets to it, and
+// closes done once commits is closed and drained (or a Sync failed).
+func startCommitter(t *testing.T, l *Log) (chan<- uint64, <-chan struct{}) {
+	commits := make(chan uint64, 1024)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for last := range commits {
+			for len(commits) > 0 {
+				last = <-commits
+			}
+			if err := l.Sync(context.Background(), last); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	return commits, done
 }

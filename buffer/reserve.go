@@ -55,26 +55,16 @@ type reservation struct {
 }
 
 func (r reservation) encode(b []byte) {
-	_ = b[reserveSlotLen-1]
-	copy(b[0:4], reserveMagic[:])
-	binary.LittleEndian.PutUint16(b[4:6], reserveVersion)
 	var flags uint16
 	if r.Clean {
 		flags |= reserveClean
 	}
-	binary.LittleEndian.PutUint16(b[6:8], flags)
-	binary.LittleEndian.PutUint64(b[8:16], r.Gen)
-	binary.LittleEndian.PutUint64(b[16:24], r.Limit)
-	binary.LittleEndian.PutUint64(b[24:32], r.Run)
-	binary.LittleEndian.PutUint32(b[32:36], crc32.Checksum(b[0:32], castagnoli))
-	binary.LittleEndian.PutUint32(b[36:40], 0)
+	putSlot(b[:reserveSlotLen], reserveMagic, reserveVersion, flags, r.Gen, r.Limit, r.Run)
 }
 
 // decodeSlot decodes one slot; ok is false for any damage.
 func decodeSlot(b []byte) (reservation, bool) {
-	if len(b) < reserveSlotLen || [4]byte(b[0:4]) != reserveMagic ||
-		binary.LittleEndian.Uint16(b[4:6]) != reserveVersion ||
-		crc32.Checksum(b[0:32], castagnoli) != binary.LittleEndian.Uint32(b[32:36]) {
+	if !slotOK(b, reserveSlotLen, reserveMagic, reserveVersion) {
 		return reservation{}, false
 	}
 	return reservation{
@@ -201,4 +191,29 @@ func (rf *reserveFile) close() error {
 	err := rf.f.Close()
 	rf.f = nil
 	return err
+}
+
+// putSlot encodes a slot of the reservation or a cursor file into b (its
+// whole length): magic, version u16, flags u16, the u64 fields, CRC-32C
+// of all that u32, reserved u32 = 0.
+func putSlot(b []byte, magic [4]byte, version, flags uint16, fields ...uint64) {
+	n := 8 + 8*len(fields)
+	_ = b[n+7]
+	copy(b[0:4], magic[:])
+	binary.LittleEndian.PutUint16(b[4:6], version)
+	binary.LittleEndian.PutUint16(b[6:8], flags)
+	for i, v := range fields {
+		binary.LittleEndian.PutUint64(b[8+8*i:], v)
+	}
+	binary.LittleEndian.PutUint32(b[n:n+4], crc32.Checksum(b[:n], castagnoli))
+	binary.LittleEndian.PutUint32(b[n+4:n+8], 0)
+}
+
+// slotOK reports whether b starts with an intact slot of size bytes (as
+// putSlot writes them) with the given magic and version.
+func slotOK(b []byte, size int, magic [4]byte, version uint16) bool {
+	n := size - 8
+	return len(b) >= size && [4]byte(b[0:4]) == magic &&
+		binary.LittleEndian.Uint16(b[4:6]) == version &&
+		crc32.Checksum(b[:n], castagnoli) == binary.LittleEndian.Uint32(b[n:n+4])
 }
