@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/creack/pty"
 
@@ -239,9 +240,9 @@ func TestMissingDeviceIsAConnectError(t *testing.T) {
 }
 
 // TestPtyBatchBytesBound: large frames end a batch at batch_bytes, not
-// only at batch_size, so the frames held for unacked batches stay below
-// max_unacked × (batch_bytes + max_frame); every frame arrives once, in
-// order.
+// only at batch_size, and a batch's frames share one array, so the frames
+// held for unacked batches stay below max_unacked × (batch_bytes +
+// max_frame); every frame arrives once, in order.
 func TestPtyBatchBytesBound(t *testing.T) {
 	d := newDevice(t)
 	s, _ := ptySource(t, d, func(c *Config) {
@@ -268,7 +269,12 @@ func TestPtyBatchBytesBound(t *testing.T) {
 			t.Fatalf("read after %d frames: %v", len(got), err)
 		}
 		bytes := 0
-		for _, r := range recs {
+		for i, r := range recs {
+			// One array per batch, frames end to end: no array the batch
+			// outgrew stays alive behind its first frames.
+			if i > 0 && unsafe.Pointer(unsafe.SliceData(r.Raw)) != unsafe.Add(unsafe.Pointer(unsafe.SliceData(recs[0].Raw)), bytes) {
+				t.Fatalf("batch of %d frames: frame %d is not in the batch's one array", len(recs), i)
+			}
 			bytes += len(r.Raw)
 			got = append(got, string(r.Raw))
 		}

@@ -164,6 +164,7 @@ func (s *Source) Read(ctx context.Context) ([]agent.Record, agent.AckFunc, error
 				frame = frame[:len(frame)-1]
 			}
 			// Frames alias the framer's buffer: copy them into the batch's arena.
+			arena = growArena(arena, recs, len(frame), int(s.cfg.BatchBytes)+int(s.cfg.MaxFrame))
 			off := len(arena)
 			arena = append(arena, frame...)
 			recs = append(recs, agent.Record{Source: s.env.Component, RecvTime: now.UnixNano(), Raw: arena[off:len(arena):len(arena)]})
@@ -185,6 +186,26 @@ func (s *Source) Read(ctx context.Context) ([]agent.Record, agent.AckFunc, error
 			return recs, s.unacked.Ack(recs), nil
 		}
 	}
+}
+
+// growArena makes room for n more bytes in arena, whose bytes are the
+// frames of recs laid end to end. When it must grow, it moves them to one
+// new array of at most limit bytes (batch_bytes + max_frame: the batch ends
+// before it needs more) and points recs at it, so that a batch holds one
+// array, not each array it outgrew as well.
+func growArena(arena []byte, recs []agent.Record, n, limit int) []byte {
+	if len(arena)+n <= cap(arena) {
+		return arena
+	}
+	grown := make([]byte, len(arena), min(max(2*cap(arena), len(arena)+n, 512), max(limit, len(arena)+n)))
+	copy(grown, arena)
+	off := 0
+	for i := range recs {
+		l := len(recs[i].Raw)
+		recs[i].Raw = grown[off : off+l : off+l]
+		off += l
+	}
+	return grown
 }
 
 // poll writes the poll command when it is due.
