@@ -429,6 +429,22 @@ func TestFakeBatchFillsBeforeLinger(t *testing.T) {
 	})
 }
 
+// readExact runs one s.Read, in a synctest bubble, and fails t unless it
+// returns want records after exactly wait; it acks them.
+func readExact(t *testing.T, s *Source, want int, wait time.Duration) {
+	t.Helper()
+	ctx := context.Background()
+	start := time.Now()
+	recs, ack, err := s.Read(ctx)
+	if err != nil || len(recs) != want {
+		t.Fatalf("got %d records, err %v; want %d, nil", len(recs), err, want)
+	}
+	if el := time.Since(start); el != wait {
+		t.Errorf("Read returned after %v, want %v", el, wait)
+	}
+	ack(ctx, nil)
+}
+
 // TestFakeSparseMessagesDoNotLinger: a message that comes more than linger
 // after the one before it, itself alone in its batch, is returned at once,
 // without arming the linger timer (the next is not expected within linger
@@ -444,20 +460,8 @@ func TestFakeSparseMessagesDoNotLinger(t *testing.T) {
 		cfg.Linger = 300 * time.Millisecond
 		s, d, _ := newFake(t, cfg)
 		b := d.last()
-		ctx := context.Background()
 		send := func() { b.h.message(&fakeMsg{topic: "sensors/x", payload: []byte("1"), qos: 1}, nil) }
-		read := func(want int, wait time.Duration) {
-			t.Helper()
-			start := time.Now()
-			recs, ack, err := s.Read(ctx)
-			if err != nil || len(recs) != want {
-				t.Fatalf("got %d records, err %v; want %d, nil", len(recs), err, want)
-			}
-			if el := time.Since(start); el != wait {
-				t.Errorf("Read returned after %v, want %v", el, wait)
-			}
-			ack(ctx, nil)
-		}
+		read := func(want int, wait time.Duration) { t.Helper(); readExact(t, s, want, wait) }
 		send()
 		read(1, cfg.Linger) // the first message lingers
 		for range 3 {       // one message a second: no linger
@@ -618,24 +622,12 @@ func TestFakeDrainedEndsLinger(t *testing.T) {
 		cfg.Linger = 300 * time.Millisecond
 		s, d, _ := newFake(t, cfg)
 		b := d.last()
-		ctx := context.Background()
 		send := func(n int) {
 			for range n {
 				b.h.message(&fakeMsg{topic: "sensors/x", payload: []byte("1"), qos: 1}, nil)
 			}
 		}
-		read := func(want int, wait time.Duration) {
-			t.Helper()
-			start := time.Now()
-			recs, ack, err := s.Read(ctx)
-			if err != nil || len(recs) != want {
-				t.Fatalf("got %d records, err %v; want %d, nil", len(recs), err, want)
-			}
-			if el := time.Since(start); el != wait {
-				t.Errorf("Read returned after %v, want %v", el, wait)
-			}
-			ack(ctx, nil)
-		}
+		read := func(want int, wait time.Duration) { t.Helper(); readExact(t, s, want, wait) }
 		send(3) // drained before Read runs
 		b.h.drained()
 		read(3, 0)
