@@ -3,7 +3,6 @@ package mqtt
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -62,26 +61,7 @@ func resubSource(t *testing.T, url, version string, lr *logRecorder, sr *statusR
 	for _, o := range opts {
 		o(&cfg)
 	}
-	m := runner.NewMetrics()
-	env := agent.Env{Pipeline: "p", Component: "mqtt", AgentName: "a", Metrics: m,
-		Logger: slog.New(lr), ReportError: sr.report}
-	dial := func(cfg *Config, id string, tc *tls.Config, h handlers) broker {
-		o := clientOptions(cfg, id, tc)
-		o.Now, o.Sleep = clk.now, clk.sleep
-		return newClient(o, h)
-	}
-	s, err := newSource(cfg, env, dial)
-	if err != nil {
-		t.Fatalf("new: %v", err)
-	}
-	s.subTimeout = 300 * time.Millisecond
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := s.Connect(ctx); err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	t.Cleanup(func() { _ = s.Close(context.Background()) })
-	return s, m
+	return clockSource(t, cfg, clk, lr, sr.report, 300*time.Millisecond)
 }
 
 // readOne reads one batch within 20 s and acks it; it returns its payloads.

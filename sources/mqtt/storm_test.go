@@ -141,9 +141,18 @@ func stormSource(t *testing.T, urls []string, clk *fakeClock, lr *logRecorder, e
 	cfg.Brokers = urls
 	cfg.ClientID = "t-storm"
 	cfg.Subscriptions = []Subscription{{Topic: "s/#", QoS: 1}}
+	return clockSource(t, cfg, clk, lr, er.report, 0)
+}
+
+// clockSource is a connected source of cfg on the real client whose
+// reconnect loop runs on clk, logging to lr and reporting errors through
+// report; a subTimeout other than 0 replaces the SUBACK timeout. Close
+// runs at the test's end.
+func clockSource(t *testing.T, cfg Config, clk *fakeClock, lr *logRecorder, report func(error), subTimeout time.Duration) (*Source, *runner.Metrics) {
+	t.Helper()
 	m := runner.NewMetrics()
 	env := agent.Env{Pipeline: "p", Component: "mqtt", AgentName: "a", Metrics: m,
-		Logger: slog.New(lr), ReportError: er.report}
+		Logger: slog.New(lr), ReportError: report}
 	dial := func(cfg *Config, id string, tc *tls.Config, h handlers) broker {
 		o := clientOptions(cfg, id, tc)
 		o.Now, o.Sleep = clk.now, clk.sleep
@@ -152,6 +161,9 @@ func stormSource(t *testing.T, urls []string, clk *fakeClock, lr *logRecorder, e
 	s, err := newSource(cfg, env, dial)
 	if err != nil {
 		t.Fatalf("new: %v", err)
+	}
+	if subTimeout != 0 {
+		s.subTimeout = subTimeout
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
