@@ -17,16 +17,12 @@ import (
 	"github.com/pspf/pspf-edge/sources/simulate"
 )
 
-// refuses5 is a 3.1.1 broker's answer to an MQTT 5 CONNECT: return code
-// 0x01, unacceptable protocol version.
-var refuses5 = []byte{packets.Connack << 4, 2, 0, 1}
-
 // TestAutoFallsBackAndPublishes checks protocol_version auto against a
 // broker that speaks 3.1.1 only: the sink connects with 3.1.1, every
 // message is acked, and pspf_mqtt_protocol_version says 4.
 func TestAutoFallsBackAndPublishes(t *testing.T) {
 	got := make(chan string, 16)
-	b := mqtttest.StartV311(t, refuses5, func(_ int, c net.Conn, r *bufio.Reader) {
+	b := mqtttest.StartV311(t, mqtttest.RefuseVersion(), func(_ int, c net.Conn, r *bufio.Reader) {
 		for {
 			typ, flags, _, body, err := mqttc.ReadPacket(r, mqtttest.MaxPacket)
 			if err != nil {
@@ -74,7 +70,7 @@ func TestAutoFallsBackAndPublishes(t *testing.T) {
 // fails the connect for good (a setup error: a reload to it is rolled
 // back), naming them.
 func TestAutoNeedsV5FailsConnect(t *testing.T) {
-	b := mqtttest.StartV311(t, refuses5, func(int, net.Conn, *bufio.Reader) {})
+	b := mqtttest.StartV311(t, mqtttest.RefuseVersion(), func(int, net.Conn, *bufio.Reader) {})
 	cfg := *Defaults()
 	cfg.Broker, cfg.Topic, cfg.ProtocolVersion = b.URL(), "t", "auto"
 	cfg.MessageExpiry, cfg.UserProperties, cfg.Unauthorized = time.Hour, map[string]string{"a": "b"}, deadLetter

@@ -24,7 +24,7 @@ import (
 // broker sends, pspf_mqtt_protocol_version says 4, and the new client a
 // nack makes (to have the batch redelivered) goes straight to 3.1.1.
 func TestAutoFallsBackAndReads(t *testing.T) {
-	b := mqtttest.StartV311(t, []byte{packets.Connack << 4, 2, 0, 1}, func(_ int, c net.Conn, r *bufio.Reader) {
+	b := mqtttest.StartV311(t, mqtttest.RefuseVersion(), func(_ int, c net.Conn, r *bufio.Reader) {
 		if _, ok := mqtttest.Subscribe(c, r, 1); !ok {
 			return
 		}
@@ -66,7 +66,7 @@ func TestAutoFallsBackAndReads(t *testing.T) {
 // silently: a broker that refuses MQTT 5 fails the connect for good,
 // naming them. Under 3.1.1 the config is refused.
 func TestAutoUserPropertiesNeedV5(t *testing.T) {
-	b := mqtttest.StartV311(t, []byte{packets.Connack << 4, 2, 0, 1}, func(int, net.Conn, *bufio.Reader) {})
+	b := mqtttest.StartV311(t, mqtttest.RefuseVersion(), func(int, net.Conn, *bufio.Reader) {})
 	cfg := *Defaults()
 	cfg.ProtocolVersion = "auto"
 	cfg.Brokers = []string{b.URL()}

@@ -65,6 +65,11 @@ func StartV5(t testing.TB, connack []byte, serve Script) *Broker {
 	}, serve)
 }
 
+// RefuseVersion returns a 3.1.1 broker's answer to an MQTT 5 CONNECT, for
+// StartV311: a CONNACK with return code 0x01, unacceptable protocol
+// version.
+func RefuseVersion() []byte { return []byte{packets.Connack << 4, 2, 0, 1} }
+
 // StartV311 starts a broker that speaks MQTT 3.1.1 only: it accepts a
 // CONNECT of protocol level 4 as Start does, and answers a CONNECT of any
 // other level with refuse, a whole packet (a 3.1.1 CONNACK with return
