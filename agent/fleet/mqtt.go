@@ -154,43 +154,17 @@ func (m *mqttChannel) Run(ctx context.Context, targets []string, got func(string
 // (which Lost reports) waits for the next one.
 func (m *mqttChannel) subscribe(ctx context.Context, cl *mqttc.Client, filters map[string]byte, connected <-chan struct{}) {
 	bo := agent.Backoff{Initial: time.Second, Max: 30 * time.Second}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-connected:
+	mqttc.KeepSetUp(ctx, connected, bo, func(bool) error {
+		sctx, cancel := context.WithTimeout(ctx, m.subTimeout)
+		defer cancel()
+		err := cl.Subscribe(sctx, filters)
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			err = fmt.Errorf("no SUBACK within %v: %w", m.subTimeout, err)
 		}
-		bo.Reset()
-		for retry := true; retry; {
-			sctx, cancel := context.WithTimeout(ctx, m.subTimeout)
-			err := cl.Subscribe(sctx, filters)
-			cancel()
-			switch {
-			case ctx.Err() != nil:
-				return
-			case err == nil:
-				m.out.ok()
-				retry = false
-			case errors.Is(err, mqttc.ErrNotConnected), errors.Is(err, mqttc.ErrConnEnded):
-				retry = false // subscribe on the next connection
-			default:
-				if errors.Is(err, context.DeadlineExceeded) {
-					err = fmt.Errorf("no SUBACK within %v: %w", m.subTimeout, err)
-				}
-				m.out.fail(fmt.Errorf("fleet: mqtt subscribe: %w", err))
-				t := time.NewTimer(bo.Next())
-				select {
-				case <-ctx.Done():
-					t.Stop()
-					return
-				case <-connected: // a new connection: subscribe on it now
-					bo.Reset()
-				case <-t.C:
-				}
-				t.Stop()
-			}
-		}
-	}
+		return err
+	}, m.out.ok, func(err error, _ time.Duration) {
+		m.out.fail(fmt.Errorf("fleet: mqtt subscribe: %w", err))
+	})
 }
 
 // connect connects, retrying with backoff until it succeeds or ctx is done;

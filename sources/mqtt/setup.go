@@ -2,7 +2,6 @@ package mqtt
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -46,60 +45,34 @@ const setupRetry = time.Second
 // when ctx ends (its client is disconnected or the source closes).
 func (s *Source) keepSubscribed(ctx context.Context, b broker, kick <-chan struct{}) {
 	bo := agent.Backoff{Initial: setupRetry, Max: max(s.cfg.MaxReconnect, setupRetry)}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-kick:
+	granted := false
+	mqttc.KeepSetUp(ctx, kick, bo, func(fresh bool) error {
+		if fresh {
+			granted = false
 		}
-		bo.Reset()
-		for granted := false; ; {
-			var err error
-			if !granted {
-				err = s.subscribe(ctx, b)
-				granted = err == nil
+		if !granted {
+			if err := s.subscribe(ctx, b); err != nil {
+				return err
 			}
-			if err == nil {
-				err = s.birth(ctx, b)
-			}
-			if ctx.Err() != nil {
-				return
-			}
-			if err == nil {
-				s.setUp()
-				break
-			}
-			if errors.Is(err, mqttc.ErrNotConnected) || errors.Is(err, mqttc.ErrConnEnded) {
-				break // the client reports the loss; the next connection kicks
-			}
-			if granted {
-				s.birthFailures.Inc()
-			} else {
-				s.subFailures.Inc()
-			}
-			if s.env.ReportError != nil {
-				s.env.ReportError(err)
-			}
-			wait := bo.Next()
-			if s.setupFailing.CompareAndSwap(false, true) {
-				s.log.Warn("mqtt source: setting up the connection failed; retrying on it with backoff, nothing is received meanwhile",
-					"err", err, "retry_in", wait.Round(time.Millisecond), "max_retry_interval", bo.Max)
-			} else {
-				s.log.Debug("mqtt source: setting up the connection failed again", "err", err, "retry_in", wait.Round(time.Millisecond))
-			}
-			t := time.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return
-			case <-kick: // a new connection: set it up now
-				bo.Reset()
-				granted = false
-			case <-t.C: // the same connection: what failed, again
-			}
-			t.Stop()
+			granted = true
 		}
-	}
+		return s.birth(ctx, b)
+	}, s.setUp, func(err error, wait time.Duration) {
+		if granted {
+			s.birthFailures.Inc()
+		} else {
+			s.subFailures.Inc()
+		}
+		if s.env.ReportError != nil {
+			s.env.ReportError(err)
+		}
+		if s.setupFailing.CompareAndSwap(false, true) {
+			s.log.Warn("mqtt source: setting up the connection failed; retrying on it with backoff, nothing is received meanwhile",
+				"err", err, "retry_in", wait.Round(time.Millisecond), "max_retry_interval", bo.Max)
+		} else {
+			s.log.Debug("mqtt source: setting up the connection failed again", "err", err, "retry_in", wait.Round(time.Millisecond))
+		}
+	})
 }
 
 // setUp ends an episode of failed setups, if one is under way.
