@@ -128,7 +128,7 @@ type Options struct {
 	// ReadPace (less if the client makes a request meanwhile), so that
 	// what arrives meanwhile is read with one system call and handed on in
 	// one run. A message then waits up to ReadPace longer in the socket. A
-	// read that had to wait ReadPace or longer for its data is not
+	// read that had to wait the pause or longer for its data is not
 	// followed by a pause: messages that sparse would gather nothing.
 	// Reads pause only under MQTT 5 and while fewer than half of
 	// ReceiveMaximum messages await our ack, and a pause is shortened so
@@ -136,10 +136,20 @@ type Options struct {
 	// than that half: a broker that withholds messages until earlier ones
 	// are acked would otherwise wait out the rest of every pause (under
 	// 3.1.1 its limit is unknown: mosquitto's is 20). The MQTT source sets
-	// it to its linger; the sink leaves it 0.
+	// it (see sources/mqtt: max_read_pace and linger); the sink leaves it
+	// 0.
 	ReadPace time.Duration
-	Will     *Will       // nil for none
-	TLS      *tls.Config // for the TLS schemes; nil for Go's defaults
+	// ReadPaceBatch, when not 0, makes the pace adapt to the rate of
+	// messages: a read then pauses about as long as ReadPaceBatch messages
+	// take to arrive at the rate seen over the last few seconds, between
+	// ReadPaceMin and ReadPace (see readPacer), instead of ReadPace
+	// always. ReadPace is the pause until the rate is known.
+	ReadPaceBatch int
+	// ReadPaceMin is the shortest pause of an adaptive pace
+	// (ReadPaceBatch).
+	ReadPaceMin time.Duration
+	Will        *Will       // nil for none
+	TLS         *tls.Config // for the TLS schemes; nil for Go's defaults
 	// Name prefixes the client's log lines: "mqtt source", "mqtt sink".
 	Name string
 	// Now and Sleep are the clock of the reconnect loop; nil means
@@ -927,10 +937,9 @@ func (s *session) readLoop() error {
 	maxPayload := s.c.cfg.MaxPayload
 	limit := 2 + 65535 + 2 + maxPayload // the longest topic, an id, the payload
 	stop := s.c.bg.Done()
-	pace := s.c.cfg.ReadPace
-	if !s.v5 {
-		pace = 0 // the broker's in-flight limit is unknown (see ReadPace)
-	}
+	pacer := newReadPacer(s.c.cfg.ReadPaceBatch, s.c.cfg.ReadPaceMin, s.c.cfg.ReadPace)
+	// Under 3.1.1 the broker's in-flight limit is unknown (see ReadPace).
+	paced := s.c.cfg.ReadPace > 0 && s.v5
 	paceMax := int64(65535) // while fewer await our ack, reads may pause
 	if rm := s.c.cfg.ReceiveMaximum; rm > 0 {
 		paceMax = int64(rm)
@@ -939,10 +948,13 @@ func (s *session) readLoop() error {
 	var burst int64     // messages handed on since the last drain
 	var lastDrain int64 // when that was, unix nanoseconds; 0: not yet
 	for {
-		if pace > 0 && s.bc.drained() {
+		if paced && s.bc.drained() {
 			s.c.h.Drained()
 			now := time.Now().UnixNano()
-			if !s.bc.sparse(pace) {
+			if lastDrain != 0 {
+				pacer.observe(burst, time.Duration(now-lastDrain))
+			}
+			if pace := pacer.pace(); !s.bc.sparse(pace) {
 				if d := pauseFor(pace, paceMax-s.unacked.Load(), burst, now-lastDrain, lastDrain != 0); d > 0 {
 					s.bc.pause(d)
 				}
@@ -1034,26 +1046,6 @@ func (s *session) readLoop() error {
 			s.suback(id, codes, reason)
 		}
 	}
-}
-
-// pauseFor is how long a read pauses (see Options.ReadPace): pace, or less
-// so that the messages expected meanwhile, at the pace of the last burst
-// (n messages in el nanoseconds, when known), stay within room, the
-// messages the broker may still send before it waits for our acks (half
-// of Receive Maximum, less those awaiting their ack). A pause that would
-// let the broker's window fill would hold the flow back for its rest;
-// with no room left it is not taken (0).
-func pauseFor(pace time.Duration, room, n, el int64, known bool) time.Duration {
-	if room <= 0 {
-		return 0
-	}
-	// Clamped, the products stay far within int64 (pace is at most
-	// linger's maximum, 1 s, room under 2^16).
-	n, el = min(n, 1<<30), min(el, 1<<40)
-	if !known || n <= 0 || el <= 0 || n*int64(pace) <= room*el {
-		return pace
-	}
-	return time.Duration(room * el / n)
 }
 
 // dropOversize acks and counts a PUBLISH over max_payload.

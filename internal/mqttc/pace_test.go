@@ -3,6 +3,7 @@ package mqttc_test
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"net"
 	"slices"
 	"testing"
@@ -87,12 +88,21 @@ func pacedBroker(t *testing.T) (url string, send chan<- *mqttc.Publication, writ
 // together; that a PUBACK does not end the pause (it comes once per group
 // commit, and would cut every pause short) but a request does; and that
 // Disconnect ends a pause at once. The pace is a minute: every pause here
-// ends by a request or by Disconnect.
+// ends by a request or by Disconnect. The same holds with an adaptive
+// pace (ReadPaceBatch) capped at a minute: the cap is the pace until the
+// rate is known, and one message cannot bring it down to 50 ms.
 func TestReadPaceGathers(t *testing.T) {
+	for _, batch := range []int{0, 500} {
+		t.Run(fmt.Sprintf("batch=%d", batch), func(t *testing.T) { testReadPaceGathers(t, batch) })
+	}
+}
+
+func testReadPaceGathers(t *testing.T, batch int) {
 	url, send, written := pacedBroker(t)
 	ev := newPaceEvents()
 	o := testOptions(url)
 	o.ProtocolVersion, o.ReadPace = 5, time.Minute
+	o.ReadPaceBatch, o.ReadPaceMin = batch, 5*time.Millisecond
 	c := mqttc.New(o, ev.handlers())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
