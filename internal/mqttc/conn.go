@@ -103,6 +103,14 @@ func (g *gatherReader) Read(p []byte) (int, error) {
 // last read filled less than half of its buffer, and the buffer is empty.
 func (c *bufConn) drained() bool { return c.r.Buffered() == 0 && c.g.small }
 
+// stream reports whether a Read of the connection returns all the socket
+// holds, up to the buffer: a bare TCP connection, not TLS (a Read returns
+// one record) nor a websocket (one message). Only then does a small read
+// mean the socket is drained (see drained): over TLS or a websocket every
+// message is a small read of its own, and a pause after each would let
+// one message through per pause.
+func (c *bufConn) stream() bool { return c.raw == c.Conn }
+
 // sparse reports whether the last read waited d or longer for its data:
 // messages come further apart than d, and a pause of d would gather
 // nothing but add a timer wake-up.

@@ -100,13 +100,18 @@ func clientOptions(cfg *Config, clientID string, tlsCfg *tls.Config) mqttc.Optio
 		// holds in flight: a group commit then covers what arrived in a
 		// linger, not the broker's own per-client limit.
 		o.ProtocolVersion, o.ReceiveMaximum = 5, uint16(min(cfg.MaxInFlight, 65535))
-		// And so the socket is read once per linger while messages come
+		// And so the socket is read after a pause while messages come
 		// closer together than that: what arrived meanwhile is read and
 		// batched at once, one wake-up of the agent instead of one per
-		// message (see mqttc.Options.ReadPace). Under 3.1.1 the broker's
-		// own in-flight limit (mosquitto: 20) would be all a pause gathers
-		// before the fsync and its acks.
-		o.ReadPace = cfg.Linger
+		// message (see mqttc.Options.ReadPace). The pause adapts between
+		// linger and max_read_pace to gather about batch_size messages;
+		// with max_read_pace at most linger it is linger. Under 3.1.1 the
+		// broker's own in-flight limit (mosquitto: 20) would be all a
+		// pause gathers before the fsync and its acks.
+		o.ReadPace = max(cfg.Linger, cfg.MaxReadPace)
+		if cfg.MaxReadPace > cfg.Linger {
+			o.ReadPaceBatch, o.ReadPaceMin = cfg.BatchSize, cfg.Linger
+		}
 	}
 	if cfg.ProtocolVersion == "auto" {
 		o.ProtocolVersion = mqttc.ProtocolAuto

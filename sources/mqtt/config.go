@@ -13,8 +13,10 @@ type Config struct {
 	Brokers []string `yaml:"brokers" doc:"broker URLs, tried in order: tcp://host:1883, ssl://host:8883, ws://, wss://"`
 	// ProtocolVersion 5 lets the source set Receive Maximum (the broker
 	// may then send max_in_flight QoS 1 messages unacked, not its own
-	// per-client limit: mosquitto's is 20) and read user properties.
-	ProtocolVersion string          `yaml:"protocol_version" enum:"3.1.1,5,auto" doc:"MQTT version: 3.1.1, 5 (Receive Maximum = max_in_flight, paced reads, user properties, reason codes) or auto (5, or 3.1.1 with a broker that refuses 5; user_properties then fail the connect)"`
+	// per-client limit: mosquitto's is 20), pace its reads and read user
+	// properties. The default, auto, gets all that from a broker that
+	// speaks MQTT 5 and still works with one that does not.
+	ProtocolVersion string          `yaml:"protocol_version" enum:"3.1.1,5,auto" doc:"MQTT version: auto (the default: 5, or 3.1.1 with a broker that refuses 5; user_properties then fail the connect), 3.1.1 or 5 (Receive Maximum = max_in_flight, paced reads, user properties, reason codes)"`
 	ClientID        string          `yaml:"client_id" doc:"MQTT client id; it names the persistent session, so keep it stable; default: pspf-edge-<agent>-<pipeline>-<component>"`
 	CleanSession    bool            `yaml:"clean_session" doc:"start a fresh session on every connect; only allowed when every subscription is QoS 0"`
 	Username        string          `yaml:"username" doc:"user name; use ${ENV} or ${file:/path} for secrets"`
@@ -35,10 +37,21 @@ type Config struct {
 	MaxInFlightBytes agent.ByteSize `yaml:"max_in_flight_bytes" min:"64KiB" max:"1GiB" doc:"bytes of the messages received but not yet acked (payload and topic) before the source stops taking more; a larger message is taken alone"`
 	BatchSize        int            `yaml:"batch_size" min:"1" max:"65536" doc:"most messages per batch"`
 	// Linger is at most 1s: a longer one only delays acks; the group
-	// commit batches anyway. Under MQTT 5 it also paces the reads of the
-	// socket (see mqttc.Options.ReadPace): the longer it is, the fewer
-	// wake-ups per message at low rates, for that much more latency.
-	Linger time.Duration `yaml:"linger" max:"1s" doc:"how long a batch waits for more messages after its first one; only while messages come closer together than this (MQTT 5: the socket is read at most once per linger then)"`
+	// commit batches anyway. Under MQTT 5 it is also the shortest pause
+	// between two reads of the socket (see MaxReadPace).
+	Linger time.Duration `yaml:"linger" max:"1s" doc:"how long a batch waits for more messages after its first one; only while messages come closer together than this (MQTT 5: also the shortest pause between reads; set alone, the pause, as max_read_pace then defaults to it)"`
+	// MaxReadPace is the longest pause between two reads of the socket
+	// under MQTT 5 (mqttc.Options.ReadPace, ReadPaceBatch): the pause
+	// adapts between linger and this so that a read gathers about
+	// batch_size messages at the rate seen, as what arrives meanwhile is
+	// read with one system call and handed on as one batch: the fewer
+	// reads, the fewer wake-ups of the agent per message at low rates,
+	// for up to this much more latency. At most 1s, like linger: the
+	// group commit fsyncs once a second by default, and a longer pause
+	// would only delay the acks. Its default is 1s, or linger when the
+	// config sets linger and not this (see Validate): a linger set alone
+	// paces the reads at exactly that, as it did before the pace adapted.
+	MaxReadPace time.Duration `yaml:"max_read_pace" max:"1s" doc:"MQTT 5: the longest pause between two reads of the socket; the pause adapts between linger and this to gather about batch_size messages per read, so a message may wait up to this long before the agent reads it; 0 or at most linger: the pause is linger; default 1s, or linger when linger is set"`
 	// MaxPayload is at most 256 MiB, MQTT's own maximum packet size.
 	MaxPayload    agent.ByteSize `yaml:"max_payload" min:"1B" max:"256MiB" doc:"larger payloads are dropped (acked to the broker) and counted"`
 	TopicTemplate string         `yaml:"topic_template" doc:"topic levels to fields: sensors/{site}/{device}/temp; + skips a level, a trailing # the rest"`
@@ -83,9 +96,14 @@ func Defaults() *Config {
 		MaxInFlightBytes: 2 << 20,
 		BatchSize:        500,
 		Linger:           5 * time.Millisecond,
-		MaxPayload:       256 << 10,
-		ProtocolVersion:  "3.1.1",
-		Status:           StatusConfig{Online: "online", Offline: "offline", QoS: 1, Retain: true},
+		// One read a second at 100 msg/s, about four at 2,000 (batch_size
+		// 500): a tenth of the CPU per message of reading each as it
+		// comes (README: CPU per record at low rates), for up to a second
+		// of latency. linger: 5ms alone restores reads as messages come.
+		MaxReadPace:     time.Second,
+		MaxPayload:      256 << 10,
+		ProtocolVersion: "auto",
+		Status:          StatusConfig{Online: "online", Offline: "offline", QoS: 1, Retain: true},
 	}
 }
 
@@ -93,7 +111,14 @@ func Defaults() *Config {
 // tags keep one source's memory bounded: max_in_flight_bytes (or one
 // message up to max_payload, when it is larger) is the most payload it
 // holds at once.
+//
+// A config that sets linger and not max_read_pace gets max_read_pace =
+// linger: reads paced at exactly the linger it asks for, as before the
+// pace adapted (its latency promise), not up to the default second.
 func (c *Config) Validate(n agent.Node) {
+	if n.Field("linger").Present() && !n.Field("max_read_pace").Present() {
+		c.MaxReadPace = c.Linger
+	}
 	if len(c.Brokers) == 0 {
 		n.Field("brokers").Errorf("must list at least one broker URL")
 	}

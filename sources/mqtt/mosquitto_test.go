@@ -278,9 +278,18 @@ func TestMosquittoTLSClientCert(t *testing.T) {
 	cfg.Subscriptions = []Subscription{{Topic: "secure/#", QoS: 1}}
 	cfg.TLS = agent.TLSConfig{CAFile: pki.ca, CertFile: pki.clientCert, KeyFile: pki.clientKey}
 	s := realSource(t, cfg)
-	publishSure(t, publisher(t, mq.URL()), "secure/x", 1, "over tls")
-	if recs := readN(t, s, 1, 10*time.Second); string(recs[0].Raw) != "over tls" {
-		t.Errorf("got %q, want %q", recs[0].Raw, "over tls")
+	// Thirty messages, each its own TLS record, arrive in well under the
+	// 10 s: a Read of a TLS connection returns one record, so a read
+	// pause after each (MQTT 5, paced reads) would take thirty seconds.
+	pub := publisher(t, mq.URL())
+	const n = 30
+	for i := range n {
+		publishSure(t, pub, "secure/x", 1, "over tls "+strconv.Itoa(i))
+	}
+	for i, r := range readN(t, s, n, 10*time.Second) {
+		if want := "over tls " + strconv.Itoa(i); string(r.Raw) != want {
+			t.Errorf("record %d: got %q, want %q", i, r.Raw, want)
+		}
 	}
 
 	// Without the client certificate the broker refuses the handshake.

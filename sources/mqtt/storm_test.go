@@ -138,6 +138,7 @@ func hostileBroker(t *testing.T, bad []byte, sessions int) (url string, calm <-c
 func stormSource(t *testing.T, urls []string, clk *fakeClock, lr *logRecorder, er *errRecorder) (*Source, *runner.Metrics) {
 	t.Helper()
 	cfg := *Defaults()
+	cfg.ProtocolVersion = "3.1.1" // the hostile brokers speak 3.1.1 and answer any CONNECT in it
 	cfg.Brokers = urls
 	cfg.ClientID = "t-storm"
 	cfg.Subscriptions = []Subscription{{Topic: "s/#", QoS: 1}}
@@ -409,6 +410,7 @@ func TestCloseJoinsReader(t *testing.T) {
 		_, _ = io.Copy(io.Discard, r)
 	})
 	cfg := *Defaults()
+	cfg.ProtocolVersion = "3.1.1" // the scripted broker answers any CONNECT in 3.1.1
 	cfg.Brokers = []string{fb.URL()}
 	cfg.ClientID = "t-join"
 	cfg.Subscriptions = []Subscription{{Topic: "s/#", QoS: 1}}
