@@ -100,8 +100,8 @@ func clientOptions(cfg *Config, clientID string, tlsCfg *tls.Config) mqttc.Optio
 		// holds in flight: a group commit then covers what arrived in a
 		// linger, not the broker's own per-client limit.
 		o.ProtocolVersion, o.ReceiveMaximum = 5, uint16(min(cfg.MaxInFlight, 65535))
-		// And so the socket is read after a pause while messages come
-		// closer together than that: what arrived meanwhile is read and
+		// And so the socket is read after a pause while messages keep
+		// coming: what arrived meanwhile is read and
 		// batched at once, one wake-up of the agent instead of one per
 		// message (see mqttc.Options.ReadPace). The pause adapts between
 		// linger and max_read_pace to gather about batch_size messages;
