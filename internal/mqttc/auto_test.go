@@ -77,6 +77,9 @@ func TestAutoFallsBackTo311(t *testing.T) {
 		{"return code 0x01", []byte{packets.Connack << 4, 2, 0, 1}},
 		{"reason code 0x84", []byte{packets.Connack << 4, 3, 0, 0x84, 0}},
 		{"closed without CONNACK", nil},
+		// A 3.1.1 broker that does not check the protocol level accepts
+		// the MQTT 5 CONNECT in 3.1.1's CONNACK (2 bytes, no properties).
+		{"3.1.1 CONNACK accepting it", []byte{packets.Connack << 4, 2, 0, 0}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := mqtttest.StartV311(t, tc.refuse, func(n int, c net.Conn, r *bufio.Reader) {
@@ -235,6 +238,9 @@ func TestAutoFallbackRefusedWhenV5Needed(t *testing.T) {
 	}{
 		{"return code 0x01", []byte{packets.Connack << 4, 2, 0, 1}},
 		{"closed without CONNACK", nil},
+		// A 3.1.1 broker that does not check the protocol level accepts
+		// the MQTT 5 CONNECT in 3.1.1's CONNACK (2 bytes, no properties).
+		{"3.1.1 CONNACK accepting it", []byte{packets.Connack << 4, 2, 0, 0}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			disconnected := make(chan bool, 1)

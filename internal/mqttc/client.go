@@ -185,7 +185,8 @@ type Handlers struct {
 // ProtocolAuto as Options.ProtocolVersion tries MQTT 5 first and falls
 // back to 3.1.1 when the broker refuses the protocol version: a CONNACK
 // with 3.1.1's return code 0x01 or MQTT 5's reason code 0x84, or a
-// connection closed before any CONNACK if a 3.1.1 CONNECT then succeeds.
+// connection closed before any CONNACK or a 3.1.1 CONNACK accepting the
+// MQTT 5 CONNECT, if a 3.1.1 CONNECT then succeeds.
 // Any other refusal (credentials, authorisation), a network error or a
 // timeout is the connect's error, without a retry under 3.1.1. The
 // version a broker took is kept for the client's lifetime, reconnects
@@ -464,14 +465,16 @@ func (c *Client) dialOne(ctx context.Context, u *url.URL) (*session, bool, error
 // broker refusing the protocol version, and whether it surely is: a
 // CONNACK with 3.1.1's return code 0x01 or MQTT 5's 0x84 is; a
 // connection closed before any CONNACK may be (some 3.1.1 brokers close
-// it), and counts only if 3.1.1 then succeeds.
+// it), and so may a 3.1.1 CONNACK that accepts the MQTT 5 CONNECT (a
+// broker that does not check the level): those count only if 3.1.1 then
+// succeeds.
 func versionRefused(err error) (refused, sure bool) {
 	var re *RefusedError
 	if errors.As(err, &re) {
 		v := re.V5 && re.Code == 0x84 || !re.V5 && re.Code == 1
 		return v, v
 	}
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) {
+	if errors.Is(err, errConnack311) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) {
 		return true, false
 	}
 	return false, false

@@ -71,6 +71,12 @@ func noEOF(err error) error {
 // properties: a CONNACK of the right length (3.1.1: 2 bytes; MQTT 5: flags,
 // reason code and properties), a return or reason code of success (else a
 // *RefusedError).
+// errConnack311 is an MQTT 5 CONNECT accepted in 3.1.1's CONNACK (two
+// bytes, no properties): a 3.1.1 broker that did not check the protocol
+// level. Under ProtocolAuto it may be a refusal of MQTT 5 (see
+// versionRefused).
+var errConnack311 = violation("an MQTT 3.1.1 CONNACK (2 bytes, no properties) in answer to an MQTT 5 CONNECT")
+
 func checkConnack(typ byte, n int, body []byte, v5 bool) (props, error) {
 	if v5 && typ == typeConnack && len(body) == 2 && body[1] != 0 {
 		// A refusal without properties: a 3.1.1 broker's return code
@@ -78,6 +84,9 @@ func checkConnack(typ byte, n int, body []byte, v5 bool) (props, error) {
 		// sent in 3.1.1's format, as a server may to a level it does not
 		// speak (§3.1.2.2).
 		return props{}, &RefusedError{Code: body[1], V5: body[1] >= 0x80}
+	}
+	if v5 && typ == typeConnack && len(body) == 2 {
+		return props{}, errConnack311
 	}
 	if typ != typeConnack || body == nil || !v5 && len(body) != 2 || v5 && len(body) < 3 {
 		return props{}, fmt.Errorf("expected CONNACK, got %s of %d bytes", packetName(typ), n)
