@@ -54,7 +54,7 @@ func openConn(uri *url.URL, tc *tls.Config, timeout time.Duration) (*bufConn, er
 	bc := &bufConn{Conn: c, raw: raw,
 		kick: make(chan struct{}, 1), done: make(chan struct{}), ended: make(chan struct{}), asked: make(chan struct{}, 1)}
 	bc.lowat = newLowat(raw)
-	bc.g = &gatherReader{c: c, sleep: time.Sleep, now: time.Now, asked: bc.asked}
+	bc.g = &gatherReader{c: c, layered: raw != c, sleep: time.Sleep, now: time.Now, asked: bc.asked}
 	bc.r = bufio.NewReaderSize(bc.g, connReadBuffer)
 	go bc.sender()
 	return bc, nil
@@ -72,11 +72,17 @@ const readGather = 200 * time.Microsecond
 // the previous one filled less than half of its buffer without having had
 // to wait readGather for its data: a stream that sparse (a few thousand
 // messages/s) gathers nothing in the wait, which would only add a timer
-// wake-up per message.
+// wake-up per message. It never waits over TLS or a websocket (layered): a
+// Read of those returns one TLS record or one websocket message, and
+// mosquitto sends each MQTT message in its own, so every read is small and
+// the wait came before every message: a QoS 0 flood over TLS went at 840
+// messages/s against 81,000 over TCP (20,000 messages from mosquitto,
+// 2026-12-07), 121,000 without the wait.
 type gatherReader struct {
-	c     io.Reader
-	small bool          // the last read filled less than half of its buffer
-	took  time.Duration // how long the last read waited for its data
+	c       io.Reader
+	layered bool          // TLS or a websocket: a small read does not mean a drained socket
+	small   bool          // the last read filled less than half of its buffer
+	took    time.Duration // how long the last read waited for its data
 	// asked is bufConn.asked: emptied before every read, so that what it
 	// holds at a pause is a request made since the last read began.
 	asked <-chan struct{}
@@ -85,7 +91,7 @@ type gatherReader struct {
 }
 
 func (g *gatherReader) Read(p []byte) (int, error) {
-	if g.small && g.took < readGather {
+	if g.small && g.took < readGather && !g.layered {
 		g.sleep(readGather)
 	}
 	select {
@@ -109,7 +115,7 @@ func (c *bufConn) drained() bool { return c.r.Buffered() == 0 && c.g.small }
 // mean the socket is drained (see drained): over TLS or a websocket every
 // message is a small read of its own, and a pause after each would let
 // one message through per pause.
-func (c *bufConn) stream() bool { return c.raw == c.Conn }
+func (c *bufConn) stream() bool { return !c.g.layered }
 
 // sparse reports whether the last read waited d or longer for its data:
 // messages come further apart than d, and a pause of d would gather
