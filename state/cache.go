@@ -1,14 +1,11 @@
 package state
 
-import "encoding/binary"
+import "slices"
 
 // EntryOverhead is the fixed charge of one cached entry against the budget,
 // on top of its key and value bytes: the entry struct (about 80 bytes), its
 // map slot and key string header (about 40 bytes) and allocator rounding.
 const EntryOverhead = 144
-
-// hdr is the size of the write-time header in front of every stored value.
-const hdr = 8
 
 // disk presence of an entry's key in the committed file.
 const (
@@ -17,10 +14,14 @@ const (
 	diskYes
 )
 
-// entry is one cached key. val holds the 8-byte big-endian write time
-// followed by the value, exactly as stored in the file; it is nil when the
-// entry records an absent key (a tombstone when dirty, a negative cache
-// entry when clean).
+// entry is one cached key. val holds the value as stored in the file with
+// its checksum (value.go: the write time with sumFlag, the 4-byte
+// checksum, the value), a value read from a file written before checksums
+// included; it is nil when the entry records an absent key (a tombstone
+// when dirty, a negative cache entry when clean). The checksum bytes are
+// valid only once a checkpoint has written the value (seal): Put leaves
+// them as they were, so that a key changed many times between two
+// checkpoints is summed once.
 type entry struct {
 	key        string
 	val        []byte
@@ -36,7 +37,13 @@ type entry struct {
 
 func (e *entry) absent() bool { return e.val == nil }
 
-func (e *entry) writeTime() int64 { return int64(binary.BigEndian.Uint64(e.val[:hdr])) }
+func (e *entry) writeTime() int64 { return wtimeOf(e.val) }
+
+// valBuf returns an empty buffer for a cached value of n bytes whose
+// capacity is the allocator's size class, so that the charge (cap) is what
+// the buffer takes: a 20-byte value (8 bytes under a 12-byte header) takes
+// 24.
+func valBuf(n int) []byte { return slices.Grow([]byte(nil), n) }
 
 func (e *entry) charge() int64 {
 	return EntryOverhead + int64(len(e.key)) + int64(cap(e.val))
@@ -87,13 +94,13 @@ func (db *DB) setVal(e *entry, wtime int64, n int, absent bool) []byte {
 		e.val = nil
 		e.pinned = false
 	case e.pinned || cap(e.val) < hdr+n || cap(e.val) > 2*(hdr+n)+64:
-		e.val = make([]byte, hdr+n)
+		e.val = valBuf(hdr + n)[:hdr+n]
 		e.pinned = false
 	default:
 		e.val = e.val[:hdr+n]
 	}
 	if !absent {
-		binary.BigEndian.PutUint64(e.val, uint64(wtime))
+		putHeader(e.val, wtime)
 	}
 	d := e.charge() - old
 	db.used += d

@@ -251,7 +251,7 @@ func (p *boltPending) Commit() (CheckpointStats, error) {
 			e.pinned = false
 			e.disk = diskNo
 			if s.val != nil {
-				e.disk, e.diskT = diskYes, int64(binary.BigEndian.Uint64(s.val))
+				e.disk, e.diskT = diskYes, wtimeOf(s.val)
 			}
 			if e.ver == s.ver && !e.queued {
 				db.markClean(e)
@@ -269,6 +269,7 @@ func (p *boltPending) Commit() (CheckpointStats, error) {
 		}
 	}
 	db.last = CheckpointInfo{Seq: p.seq, Time: st.Time, Meta: p.meta}
+	db.boundStored = true
 	db.warned = false
 	db.evict()
 	return st, nil
@@ -349,7 +350,7 @@ func (p *boltPending) writeTable(tx *bolt.Tx, pt *pendTable, st *CheckpointStats
 		idx.FillPercent = fillPercent
 		n := 0
 		for _, s := range pt.ents {
-			n += hdr + len(s.key)
+			n += 8 + len(s.key)
 		}
 		arena = make([]byte, 0, n)
 	}
@@ -363,10 +364,11 @@ func (p *boltPending) writeTable(tx *bolt.Tx, pt *pendTable, st *CheckpointStats
 		if s.disk == diskUnknown {
 			old := b.Get(k)
 			if had = old != nil; had {
-				if len(old) < hdr {
-					return 0, nil, fmt.Errorf("key %s: stored value is %d bytes, shorter than its header", showKey(k), len(old))
+				wt, _, _, err := checkStored(k, old, t.db.legacyBound)
+				if err != nil {
+					return 0, nil, err
 				}
-				oldT = binary.BigEndian.Uint64(old)
+				oldT = uint64(wt)
 			}
 		}
 		if idx != nil && had {
@@ -385,6 +387,9 @@ func (p *boltPending) writeTable(tx *bolt.Tx, pt *pendTable, st *CheckpointStats
 			st.Deleted++
 			continue
 		}
+		// The value is pinned: only the checksum bytes of its header are
+		// written, which no other reader of the cache looks at.
+		seal(k, s.val)
 		if err := b.Put(k, s.val); err != nil {
 			return 0, nil, err
 		}
@@ -394,7 +399,7 @@ func (p *boltPending) writeTable(tx *bolt.Tx, pt *pendTable, st *CheckpointStats
 		st.Written++
 		if idx != nil {
 			start := len(arena)
-			arena = indexKey(arena, binary.BigEndian.Uint64(s.val), k)
+			arena = indexKey(arena, uint64(wtimeOf(s.val)), k)
 			if err := idx.Put(arena[start:], nil); err != nil {
 				return 0, nil, err
 			}
@@ -408,7 +413,7 @@ func (p *boltPending) writeTable(tx *bolt.Tx, pt *pendTable, st *CheckpointStats
 	var due [][]byte
 	c := idx.Cursor()
 	for ik, _ := c.First(); ik != nil; ik, _ = c.Next() {
-		if len(ik) < hdr || int64(binary.BigEndian.Uint64(ik)) > cutoff {
+		if len(ik) < 8 || int64(binary.BigEndian.Uint64(ik)) > cutoff {
 			break
 		}
 		due = append(due, bytes.Clone(ik))
@@ -418,9 +423,16 @@ func (p *boltPending) writeTable(tx *bolt.Tx, pt *pendTable, st *CheckpointStats
 		if err := idx.Delete(ik); err != nil {
 			return 0, nil, err
 		}
-		k := ik[hdr:]
+		k := ik[8:]
 		v := b.Get(k)
-		if v == nil || len(v) < hdr || !bytes.Equal(v[:hdr], ik[:hdr]) {
+		if v == nil {
+			continue // stale index entry
+		}
+		wt, _, _, err := checkStored(k, v, t.db.legacyBound)
+		if err != nil {
+			return 0, nil, err
+		}
+		if uint64(wt) != binary.BigEndian.Uint64(ik) {
 			continue // stale index entry
 		}
 		if err := b.Delete(k); err != nil {
@@ -460,6 +472,11 @@ func (p *boltPending) writeMeta(tx *bolt.Tx) error {
 	cb, err := tx.CreateBucketIfNotExists(bucketCkpt)
 	if err != nil {
 		return err
+	}
+	if !p.db.boundStored {
+		if err := cb.Put(keyLegacy, binary.BigEndian.AppendUint64(nil, uint64(p.db.legacyBound))); err != nil {
+			return err
+		}
 	}
 	if err := cb.Put(keySeq, binary.BigEndian.AppendUint64(nil, p.seq)); err != nil {
 		return err

@@ -49,6 +49,9 @@ var (
 	bucketMeta = []byte("ckpt.meta") // caller metadata of the last checkpoint
 	keySeq     = []byte("seq")
 	keyTime    = []byte("time")
+	// keyLegacy holds the file's legacy bound (value.go), 8 bytes
+	// big-endian, written by the first checkpoint that writes checksums.
+	keyLegacy = []byte("legacy")
 )
 
 // Options configures Open. The zero value is valid: every field has a default.
@@ -116,6 +119,12 @@ type DB struct {
 
 	// clock is the state clock; see nowNanos.
 	clock stateClock
+
+	// legacyBound is the file's legacy bound (value.go), fixed at Open.
+	legacyBound int64
+	// boundStored says that the file records legacyBound (keyLegacy). Only
+	// the holder of ckpt uses it.
+	boundStored bool
 }
 
 // CheckpointInfo describes the last committed checkpoint.
@@ -170,7 +179,7 @@ func Open(path string, opts Options) (*DB, error) {
 		log.Warn("state: one of the file's two meta pages is invalid (a commit torn by a power cut, or damage); opening at the other",
 			"path", path, "transaction", rep.txid, "err", rep.badMeta)
 	}
-	bdb, info, err := openBolt(path, opts.LockTimeout)
+	bdb, info, bound, err := openBolt(path, opts.LockTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("state: open %s: %w", path, err)
 	}
@@ -193,6 +202,7 @@ func Open(path string, opts Options) (*DB, error) {
 	}
 	db.lru.next, db.lru.prev = &db.lru, &db.lru
 	db.last = info
+	db.legacyBound, db.boundStored = bound.bound, bound.stored
 	db.clock = newStateClock(opts.Now)
 	if info.Seq > 0 {
 		// Resume the state clock where the last checkpoint left it, whatever
@@ -202,9 +212,15 @@ func Open(path string, opts Options) (*DB, error) {
 	return db, nil
 }
 
+// fileBound is the legacy bound of a file and whether the file records it.
+type fileBound struct {
+	bound  int64
+	stored bool
+}
+
 // openBolt opens the bbolt file and reads the last checkpoint's record,
 // guarded against a damaged file.
-func openBolt(path string, lockTimeout time.Duration) (bdb *bolt.DB, info CheckpointInfo, err error) {
+func openBolt(path string, lockTimeout time.Duration) (bdb *bolt.DB, info CheckpointInfo, fb fileBound, err error) {
 	defer func() { // runs after guard has turned a panic into err
 		if err != nil && bdb != nil {
 			_ = bdb.Close()
@@ -221,13 +237,43 @@ func openBolt(path string, lockTimeout time.Duration) (bdb *bolt.DB, info Checkp
 		err = fmt.Errorf("bbolt: %w: %w", err, ErrCorrupt)
 	}
 	if err != nil {
-		return nil, info, err
+		return nil, info, fb, err
 	}
 	err = bdb.View(func(tx *bolt.Tx) error {
 		info, err = readInfo(tx)
+		if err != nil {
+			return err
+		}
+		var lv, tv []byte
+		b := tx.Bucket(bucketCkpt)
+		if b != nil {
+			lv, tv = b.Get(keyLegacy), b.Get(keyTime)
+		}
+		fb.stored = lv != nil
+		fb.bound, err = legacyBound(lv, tv, b != nil)
 		return err
 	})
-	return bdb, info, err
+	return bdb, info, fb, err
+}
+
+// legacyBound returns the legacy bound (value.go) of a file whose
+// checkpoint record holds lv under keyLegacy and tv under keyTime (nil when
+// absent); hasCkpt says whether the file has that record. A file that
+// records no bound was written before checksums: its values were all
+// written by its last checkpoint. A file without any checkpoint holds no
+// value.
+func legacyBound(lv, tv []byte, hasCkpt bool) (int64, error) {
+	switch {
+	case lv != nil && len(lv) != 8:
+		return 0, corruptf("checkpoint record: legacy bound of %d bytes", len(lv))
+	case lv != nil:
+		return int64(binary.BigEndian.Uint64(lv)), nil
+	case !hasCkpt:
+		return 0, nil
+	case len(tv) != 8:
+		return 0, corruptf("checkpoint record is damaged")
+	}
+	return int64(binary.BigEndian.Uint64(tv)), nil
 }
 
 func readInfo(tx *bolt.Tx) (CheckpointInfo, error) {

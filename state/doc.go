@@ -79,8 +79,33 @@
 // the DB refuses to checkpoint from then on, and Close leaves a note so
 // that the next Open fails the same way. The caller then moves the file
 // aside (MoveAside keeps the MaxAside newest copies) and starts from an
-// empty one. bbolt keeps no checksum of its data: a flipped byte inside a
-// value, whose page still parses, is not detected here.
+// empty one.
+//
+// bbolt keeps no checksum of its data, so every stored value carries its
+// own: a CRC-32C of its key, its write time and its bytes (value.go has
+// the layout and why CRC-32C). It is written by the checkpoint that writes
+// the value and checked wherever a value is read from the file: by Open's
+// and Check's read through the file (which name the table and key), a Get
+// that misses the cache, Range's reads of the file, the checkpoint that
+// overwrites a key it has not read or expires a key, and the TTL index
+// built when a table first opens with a TTL. A flipped byte in a value, its
+// header or its key therefore ends as ErrCorrupt, never as a wrong value;
+// a flipped key byte, read while the DB is open, is first a key Get does
+// not find, until a read of the file meets it. A file written before
+// checksums opens and reads as it is: its values gain their checksum when
+// they are next written, and until then are not checked. A value without
+// checksum is accepted only if written no later than the file's last
+// checkpoint before checksums began (recorded in the file by the first
+// checkpoint after): in a file created with checksums, a flip that clears a
+// value's marker is caught; in an upgraded file, it is missed when the
+// flipped byte (the header's first) also gives a write time at or before
+// that checkpoint: 24 of the 255 other values that byte can take in 2026
+// (a single flipped bit never does: the marker bit leaves the write time,
+// later than the bound, and any other bit is the checksum's to catch).
+// The flip of a single byte in the record of that bound, in a file created
+// with checksums, widens it (no wrong value; a second flip could then pass
+// as above). Damage the checksum misses: one chance in 2^32 for damage
+// wider than 32 bits.
 //
 // # Concurrency
 //

@@ -554,7 +554,7 @@ func TestSuitePrepareWaits(t *testing.T) {
 }
 
 // TestSuiteBudget: both stores charge an entry alike (EntryOverhead, the
-// key, the value and its 8-byte write time), so the state that fits one
+// key, the value and its header: write time and checksum), so the state that fits one
 // budget fits the other. Writing 4 times the budget: a store with a hard
 // budget refuses what does not fit with ErrFull and keeps the rest; the
 // other takes everything and is back within the budget after a checkpoint.
@@ -567,14 +567,14 @@ func TestSuiteBudget(t *testing.T) {
 		tb := table(t, s, "op1.window", 0)
 		val := bytes.Repeat([]byte("v"), 100)
 		put(t, tb, "first", string(val))
-		if st := s.Stats(); st.CacheBytes != EntryOverhead+5+8+100 || st.Budget != budget {
-			t.Errorf("one entry: Stats = %+v; want CacheBytes %d, Budget %d", st, EntryOverhead+5+8+100, budget)
+		if st := s.Stats(); st.CacheBytes != EntryOverhead+5+hdr+100 || st.Budget != budget {
+			t.Errorf("one entry: Stats = %+v; want CacheBytes %d, Budget %d", st, EntryOverhead+5+hdr+100, budget)
 		}
 		if err := tb.Delete([]byte("first")); err != nil {
 			t.Fatal(err)
 		}
 		commit(t, s, nil)
-		per := int64(EntryOverhead + 8 + 8 + len(val))
+		per := int64(EntryOverhead + 8 + hdr + len(val))
 		n := int(4 * budget / per)
 		var accepted []string
 		refused := 0

@@ -85,10 +85,11 @@ func (db *DB) table(name string, ttl time.Duration) (*boltTable, error) {
 				return err
 			}
 			return b.ForEach(func(k, v []byte) error {
-				if len(v) < hdr {
-					return fmt.Errorf("key %s: stored value is %d bytes, shorter than its header", showKey(k), len(v))
+				wt, _, _, err := checkStored(k, v, db.legacyBound)
+				if err != nil {
+					return err
 				}
-				return ix.Put(indexKey(nil, binary.BigEndian.Uint64(v), k), nil)
+				return ix.Put(indexKey(nil, uint64(wt), k), nil)
 			})
 		}
 		return nil
@@ -210,7 +211,7 @@ func (t *boltTable) checkKey(op string, key []byte) error {
 // expired reports whether a stored value (header included) has outlived the
 // table's TTL.
 func (t *boltTable) expired(stored []byte) bool {
-	return t.ttl > 0 && int64(binary.BigEndian.Uint64(stored)) <= t.db.nowNanos()-t.ttl
+	return t.ttl > 0 && wtimeOf(stored) <= t.db.nowNanos()-t.ttl
 }
 
 // Get appends the value of key to dst and returns the extended slice and
@@ -259,11 +260,12 @@ func (t *boltTable) load(key []byte) (*entry, error) {
 		if v == nil {
 			return nil
 		}
-		if len(v) < hdr {
-			return fmt.Errorf("stored value is %d bytes, shorter than its header", len(v))
+		wt, body, legacy, err := checkStored(key, v, t.db.legacyBound)
+		if err != nil {
+			return err
 		}
-		e.val = append(make([]byte, 0, len(v)), v...)
-		e.disk, e.diskT = diskYes, e.writeTime()
+		e.val = appendCached(valBuf(hdr+len(body)), v, wt, body, legacy)
+		e.disk, e.diskT = diskYes, wt
 		return nil
 	})
 	if err != nil {
@@ -349,7 +351,15 @@ func (t *boltTable) Range(fn func(k, v []byte) bool) error {
 	}
 	for _, e := range t.m {
 		if e.dirty {
-			ovs = append(ovs, overlay{[]byte(e.key), bytes.Clone(e.val)})
+			var v []byte
+			if e.val != nil {
+				// Not the checksum bytes, which a running checkpoint
+				// may be writing (seal).
+				v = make([]byte, len(e.val))
+				copy(v[:8], e.val)
+				copy(v[hdr:], e.val[hdr:])
+			}
+			ovs = append(ovs, overlay{[]byte(e.key), v})
 		}
 	}
 	now := db.nowNanos()
@@ -357,7 +367,7 @@ func (t *boltTable) Range(fn func(k, v []byte) bool) error {
 	slices.SortFunc(ovs, func(a, b overlay) int { return bytes.Compare(a.k, b.k) })
 
 	live := func(v []byte) bool {
-		return v != nil && (t.ttl == 0 || int64(binary.BigEndian.Uint64(v)) > now-t.ttl)
+		return v != nil && (t.ttl == 0 || wtimeOf(v) > now-t.ttl)
 	}
 	fc := &fileChunks{t: t}
 	dk, dv, err := fc.peek()
@@ -374,9 +384,6 @@ func (t *boltTable) Range(fn func(k, v []byte) bool) error {
 		default: // overlay only
 			k, v = ovs[0].k, ovs[0].v
 			ovs = ovs[1:]
-		}
-		if v != nil && len(v) < hdr {
-			return fmt.Errorf("state: table %q: range: key %s: stored value is %d bytes, shorter than its header", t.name, showKey(k), len(v))
 		}
 		if live(v) && !fn(k, v[hdr:]) {
 			return nil
@@ -437,8 +444,12 @@ func (f *fileChunks) fill() error {
 			k, v = c.Next()
 		}
 		for ; k != nil && len(f.buf) < rangeChunk; k, v = c.Next() {
+			wt, body, legacy, err := checkStored(k, v, db.legacyBound)
+			if err != nil {
+				return err
+			}
 			start := len(f.arena)
-			f.arena = append(append(f.arena, k...), v...)
+			f.arena = appendCached(append(f.arena, k...), v, wt, body, legacy)
 			kv := f.arena[start:]
 			f.buf = append(f.buf, overlay{kv[:len(k):len(k)], kv[len(k):]})
 			f.last = append(f.last[:0], k...)

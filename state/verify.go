@@ -32,10 +32,13 @@ import (
 //     bolt.MaxKeySize, strictly increasing in each page and within the
 //     range their parent's branch keys give them; keys and values one
 //     after the other, never overlapping; leaf flags known; bucket values
-//     well formed, inline pages included (with no bucket inside them).
+//     well formed, inline pages included (with no bucket inside them);
+//   - every value of every table: its checksum, or, for a value written
+//     before checksums, that its write time is within the file's legacy
+//     bound (value.go), naming the table and key that fail.
 //
-// That is the structure every bbolt tree walk relies on. It cannot see a
-// flipped byte inside a value: bbolt keeps no checksum of its data.
+// That is the structure every bbolt tree walk relies on, and the checksums
+// of the state it holds.
 //
 // The layout is bbolt's file format version 2 (go.etcd.io/bbolt
 // internal/common: page.go, meta.go, bucket.go), in native byte order.
@@ -150,7 +153,7 @@ func verifyData(r io.ReaderAt, size int64) (fileReport, error) {
 	if err := v.tree(m.root); err != nil {
 		return rep, err
 	}
-	return rep, nil
+	return rep, v.legacy()
 }
 
 // readMetas reads both meta pages the way bbolt does and returns the one it
@@ -232,6 +235,43 @@ type verifier struct {
 	used []byte // bitmap: page reachable (meta, freelist, tree)
 	free []byte // bitmap: page listed in the freelist
 	buf  []byte
+
+	// ckpt holds the values of the checkpoint record (bucketCkpt) by key.
+	ckpt map[string][]byte
+	// oldest is the latest write time of a value without checksum, and
+	// where it is ("" when there is none).
+	oldest      int64
+	oldestWhere string
+}
+
+// legacy checks the values without checksum against the file's legacy
+// bound, known once the walk has read the checkpoint record.
+func (v *verifier) legacy() error {
+	if v.oldestWhere == "" {
+		return nil
+	}
+	bound, err := legacyBound(v.ckpt[string(keyLegacy)], v.ckpt[string(keyTime)], v.ckpt != nil)
+	if err != nil {
+		return err
+	}
+	if bound <= 0 || v.oldest > bound {
+		return corruptf("%s: stored value has no checksum, but was written after checksums began (write time %d, bound %d)", v.oldestWhere, v.oldest, bound)
+	}
+	return nil
+}
+
+// checkValue checks the value val of key k in the table bucket named table.
+func (v *verifier) checkValue(table, k, val []byte) error {
+	if len(val) >= legacyHdr && binary.BigEndian.Uint64(val)&sumFlag == 0 {
+		if wt := wtimeOf(val); v.oldestWhere == "" || wt > v.oldest {
+			v.oldest, v.oldestWhere = wt, fmt.Sprintf("table %q: key %s", table, showKey(k))
+		}
+		return nil
+	}
+	if _, _, _, err := checkStored(k, val, 0); err != nil {
+		return fmt.Errorf("table %q: %w", table, err)
+	}
+	return nil
 }
 
 func (v *verifier) mark(bm []byte, id uint64) { bm[id/8] |= 1 << (id % 8) }
@@ -311,18 +351,28 @@ func (v *verifier) freelist(id uint64) error {
 
 // node is a page still to visit: a page id, or the bytes of an inline
 // bucket's page, with the range its keys must be in (lo <= key < hi; nil
-// bounds are open).
+// bounds are open), and what its bucket holds.
 type node struct {
 	id     uint64
 	inline []byte
 	lo, hi []byte
+	kind   uint8
+	table  []byte // the table's name, for kindTable
 }
+
+// What a bucket holds, for the checks of its values.
+const (
+	kindRoot  uint8 = iota // the root bucket: the buckets below
+	kindTable              // a table's data: checksummed values
+	kindCkpt               // the checkpoint record
+	kindOther              // values not checked (TTL index, metadata)
+)
 
 // tree walks the root bucket and every bucket under it, iteratively: each
 // page is read once, so a cycle or a shared page is reported, never
 // followed.
 func (v *verifier) tree(root uint64) error {
-	stack := []node{{id: root}}
+	stack := []node{{id: root, kind: kindRoot}}
 	var keys [][]byte
 	for len(stack) > 0 {
 		n := stack[len(stack)-1]
@@ -374,29 +424,53 @@ func (v *verifier) tree(root uint64) error {
 				return corruptf("%s: element %d: key outside the range of its parent", where, i)
 			}
 			keys = append(keys, k)
-			if branch || native.Uint32(p[e:])&flagBucket == 0 {
+			if branch {
+				continue
+			}
+			val := p[uint64(e)+pos+ksize : uint64(e)+pos+ksize+vsize]
+			if native.Uint32(p[e:])&flagBucket == 0 {
+				switch n.kind {
+				case kindTable:
+					if err := v.checkValue(n.table, k, val); err != nil {
+						return err
+					}
+				case kindCkpt:
+					if v.ckpt == nil {
+						v.ckpt = make(map[string][]byte)
+					}
+					v.ckpt[string(k)] = bytes.Clone(val)
+				}
 				continue
 			}
 			if n.inline != nil {
 				// bbolt inlines only buckets without buckets in them.
 				return corruptf("%s: element %d: a bucket inside an inline bucket", where, i)
 			}
-			val := p[uint64(e)+pos+ksize : uint64(e)+pos+ksize+vsize]
 			if len(val) < bucketHdrSize {
 				return corruptf("%s: element %d: bucket value of %d bytes", where, i, len(val))
 			}
-			if r := native.Uint64(val); r != 0 {
-				stack = append(stack, node{id: r})
-			} else {
-				stack = append(stack, node{inline: bytes.Clone(val[bucketHdrSize:])})
+			c := node{kind: kindOther}
+			if n.kind == kindRoot {
+				switch name, ok := bytes.CutPrefix(k, []byte("t/")); {
+				case ok:
+					c.kind, c.table = kindTable, bytes.Clone(name)
+				case bytes.Equal(k, bucketCkpt):
+					c.kind = kindCkpt
+				}
 			}
+			if r := native.Uint64(val); r != 0 {
+				c.id = r
+			} else {
+				c.inline = bytes.Clone(val[bucketHdrSize:])
+			}
+			stack = append(stack, c)
 		}
 		if !branch {
 			continue
 		}
 		for i := range count {
 			e := pageHeaderSize + elemSize*i
-			c := node{id: native.Uint64(p[e+8:]), lo: bytes.Clone(keys[i]), hi: n.hi}
+			c := node{id: native.Uint64(p[e+8:]), lo: bytes.Clone(keys[i]), hi: n.hi, kind: n.kind, table: n.table}
 			if i+1 < count {
 				c.hi = bytes.Clone(keys[i+1])
 			}
