@@ -1,8 +1,10 @@
 package runner_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/pspf/pspf-edge/agent"
 	"github.com/pspf/pspf-edge/agent/agenttest"
@@ -160,6 +164,8 @@ var damageTable = []struct {
 			t.Fatal(err)
 		}
 	}, false, true, "state file missing or empty"},
+	{"a byte of a value changed", func(t *testing.T, path string) { changeValue(t, path) },
+		true, true, `stored value fails its checksum`},
 	{"the newest meta page flipped", func(t *testing.T, path string) {
 		// bbolt opens at the older meta page: the previous checkpoint,
 		// recovered as after a crash.
@@ -169,6 +175,39 @@ var damageTable = []struct {
 		}
 		flipBytes(t, path, off+16, off+80)
 	}, false, false, "meta pages is invalid"},
+}
+
+// changeValue changes the last byte of the first value of the first
+// table in the bbolt file at path, through bbolt: the pages stay well
+// formed, only the value's checksum (state/value.go) can tell. It returns
+// the table and the key, in hex.
+func changeValue(t *testing.T, path string) (table, key string) {
+	t.Helper()
+	bdb, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bdb.Close()
+	err = bdb.Update(func(tx *bolt.Tx) error {
+		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+			tname, ok := strings.CutPrefix(string(name), "t/")
+			if !ok || table != "" {
+				return nil
+			}
+			k, v := b.Cursor().First()
+			if k == nil {
+				return nil
+			}
+			table, key = tname, hex.EncodeToString(k)
+			v = bytes.Clone(v)
+			v[len(v)-1] ^= 0x5a
+			return b.Put(bytes.Clone(k), v)
+		})
+	})
+	if err != nil || table == "" {
+		t.Fatalf("change a value: %v (table %q)", err, table)
+	}
+	return table, key
 }
 
 // metaFieldOf reads the 8-byte field at off in meta page i of the bbolt
@@ -276,6 +315,27 @@ func TestStatefulStateDamage(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestStatefulValueDamageNamed: the WARN of a reset for a value whose
+// checksum fails names the table and the key, so that the operator who
+// reads it knows what state was damaged.
+func TestStatefulValueDamageNamed(t *testing.T) {
+	h := newStateHarness(t, "")
+	h.run(readings(0, 400))
+	table, key := changeValue(t, filepath.Join(h.dir, "state.db"))
+	if st := h.run(readings(400, 200)); st.StateResets != 1 {
+		t.Errorf("state_resets %d, want 1", st.StateResets)
+	}
+	for _, line := range strings.Split(h.logs.String(), "\n") {
+		if strings.Contains(line, "state file damaged: moved aside") {
+			if want := fmt.Sprintf(`table \"%s\": key %s: stored value fails its checksum`, table, key); !strings.Contains(line, want) {
+				t.Errorf("WARN does not name the table and key (%s):\n%s", want, line)
+			}
+			return
+		}
+	}
+	t.Errorf("no WARN of the reset:\n%s", h.logs)
 }
 
 // TestStatefulStateDamageShortLog damages state.db when the pipeline log no
