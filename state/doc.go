@@ -88,12 +88,16 @@
 // and Check's read through the file (which name the table and key), a Get
 // that misses the cache, Range's reads of the file, the checkpoint that
 // overwrites a key it has not read or expires a key, and the TTL index
-// built when a table first opens with a TTL. A flipped byte in a value, its
-// header or its key therefore ends as ErrCorrupt, never as a wrong value;
-// a flipped key byte, read while the DB is open, is first a key Get does
-// not find, until a read of the file meets it. A file written before
-// checksums opens and reads as it is: its values gain their checksum when
-// they are next written, and until then are not checked. A value without
+// built when a table first opens with a TTL. A flipped byte in a value or
+// its header therefore ends as ErrCorrupt, never as a wrong value. A
+// flipped key byte is caught the same way when the file is read through
+// (Open, Check) or the entry is read (Range, expiry); while the DB is
+// open, until then, Get does not find that key, and a checkpoint writing
+// keys into a page whose key order the flip broke may leave bbolt's search
+// finding an older version of a key. A file written before checksums opens
+// and reads as it is: its values gain their checksum when they are next
+// written, and until then are not checked; a version before checksums
+// cannot read a file written since (move it aside first). A value without
 // checksum is accepted only if written no later than the file's last
 // checkpoint before checksums began (recorded in the file by the first
 // checkpoint after): in a file created with checksums, a flip that clears a

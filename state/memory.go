@@ -73,7 +73,8 @@ type memEntry struct {
 }
 
 // charge is what the entry costs against the budget: what DB charges for
-// the same key and value (its stored value carries the write time).
+// the same key and value (its stored value carries the write time and
+// checksum, hdr).
 func (e *memEntry) charge() int64 {
 	return EntryOverhead + int64(len(e.key)) + hdr + int64(cap(e.val))
 }
