@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -232,8 +233,9 @@ func TestLegacyBound(t *testing.T) {
 				t.Fatal(err)
 			}
 			_ = os.Remove(path + noteSuffix)
-			if _, err := Open(path, clk.opts(4<<10)); !errors.Is(err, ErrCorrupt) {
-				t.Errorf("Open = %v, want an error wrapping ErrCorrupt", err)
+			_, err = Open(path, clk.opts(4<<10))
+			if where := fmt.Sprintf("table %q: key %x:", "op1.window", k); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), where) {
+				t.Errorf("Open = %v, want an error wrapping ErrCorrupt that says %s", err, where)
 			}
 		})
 	}

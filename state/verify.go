@@ -239,15 +239,15 @@ type verifier struct {
 	// ckpt holds the values of the checkpoint record (bucketCkpt) by key.
 	ckpt map[string][]byte
 	// oldest is the latest write time of a value without checksum, and
-	// where it is ("" when there is none).
-	oldest      int64
-	oldestWhere string
+	// where it is (oldestTable nil when there is none).
+	oldest                 int64
+	oldestTable, oldestKey []byte
 }
 
 // legacy checks the values without checksum against the file's legacy
 // bound, known once the walk has read the checkpoint record.
 func (v *verifier) legacy() error {
-	if v.oldestWhere == "" {
+	if v.oldestTable == nil {
 		return nil
 	}
 	bound, err := legacyBound(v.ckpt[string(keyLegacy)], v.ckpt[string(keyTime)], v.ckpt != nil)
@@ -255,16 +255,19 @@ func (v *verifier) legacy() error {
 		return err
 	}
 	if bound <= 0 || v.oldest > bound {
-		return corruptf("%s: stored value has no checksum, but was written after checksums began (write time %d, bound %d)", v.oldestWhere, v.oldest, bound)
+		return corruptf("table %q: key %s: stored value has no checksum, but was written after checksums began (write time %d, bound %d)", v.oldestTable, showKey(v.oldestKey), v.oldest, bound)
 	}
 	return nil
 }
 
 // checkValue checks the value val of key k in the table bucket named table.
+// The latest value without checksum is only noted (its key copied, not
+// formatted: an old file may hold a million of them in write order) and
+// judged by legacy once the walk is done.
 func (v *verifier) checkValue(table, k, val []byte) error {
 	if len(val) >= legacyHdr && binary.BigEndian.Uint64(val)&sumFlag == 0 {
-		if wt := wtimeOf(val); v.oldestWhere == "" || wt > v.oldest {
-			v.oldest, v.oldestWhere = wt, fmt.Sprintf("table %q: key %s", table, showKey(k))
+		if wt := wtimeOf(val); v.oldestTable == nil || wt > v.oldest {
+			v.oldest, v.oldestTable, v.oldestKey = wt, table, append(v.oldestKey[:0], k...)
 		}
 		return nil
 	}
