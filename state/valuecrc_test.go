@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -132,7 +133,8 @@ type flipOutcome struct {
 	other    error    // an error not wrapping ErrCorrupt
 }
 
-// readChecked runs op and sorts its error into o; it reports whether to go on.
+// check sorts the error of the step what into o; it reports whether to go
+// on.
 func (o *flipOutcome) check(what string, err error) bool {
 	switch {
 	case err == nil:
@@ -153,7 +155,7 @@ func readBack(db *DB, want flipContent, o *flipOutcome) bool {
 		if !o.check("table", err) {
 			return false
 		}
-		for _, k := range slices.Sorted(mapKeys(want[ft.name])) {
+		for _, k := range slices.Sorted(maps.Keys(want[ft.name])) {
 			v, ok, err := tb.Get([]byte(k), nil)
 			if !o.check("get", err) {
 				return false
@@ -198,16 +200,6 @@ func rangeBack(db *DB, want flipContent, o *flipOutcome) bool {
 		}
 	}
 	return true
-}
-
-func mapKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // blindCheckpoint overwrites every key of the tables without a TTL
