@@ -55,6 +55,7 @@ func openConn(uri *url.URL, tc *tls.Config, timeout time.Duration) (*bufConn, er
 		kick: make(chan struct{}, 1), done: make(chan struct{}), ended: make(chan struct{}), asked: make(chan struct{}, 1)}
 	bc.lowat = newLowat(raw)
 	bc.g = &gatherReader{c: c, layered: raw != c, sleep: time.Sleep, now: time.Now, asked: bc.asked}
+	bc.markAt = bc.g.now()
 	bc.r = bufio.NewReaderSize(bc.g, connReadBuffer)
 	go bc.sender()
 	return bc, nil
@@ -83,6 +84,7 @@ type gatherReader struct {
 	layered bool          // TLS or a websocket: a small read does not mean a drained socket
 	small   bool          // the last read filled less than half of its buffer
 	took    time.Duration // how long the last read waited for its data
+	read    int64         // bytes read so far
 	// asked is bufConn.asked: emptied before every read, so that what it
 	// holds at a pause is a request made since the last read began.
 	asked <-chan struct{}
@@ -100,6 +102,7 @@ func (g *gatherReader) Read(p []byte) (int, error) {
 	}
 	start := g.now()
 	n, err := g.c.Read(p)
+	g.read += int64(max(n, 0))
 	g.small = n > 0 && n < len(p)/2
 	g.took = g.now().Sub(start)
 	return n, err
@@ -131,10 +134,10 @@ func (c *bufConn) sparse(d time.Duration) bool { return c.g.took >= d }
 // woken, the Go runtime's monitor woken by the read's system call, a batch
 // through the pipeline) far more than to per-message ones, so fewer,
 // fuller bursts cost less CPU per message. Meanwhile the socket's receive
-// low-water mark is raised (Linux), so that the messages arriving do not
-// each wake the runtime's network poller. PUBACKs do not end a pause:
-// they come once per group commit, and would otherwise cut every pause
-// short into a batch of one.
+// low-water mark is raised (Linux, see pauseMark), so that the messages
+// arriving do not each wake the runtime's network poller. PUBACKs do not
+// end a pause: they come once per group commit, and would otherwise cut
+// every pause short into a batch of one.
 func (c *bufConn) pause(d time.Duration) {
 	c.g.small = false // the wait is done: no readGather on top
 	if c.pauseT == nil {
@@ -142,7 +145,9 @@ func (c *bufConn) pause(d time.Duration) {
 	} else {
 		c.pauseT.Reset(d)
 	}
-	c.lowat.set(pauseLowat)
+	now := c.g.now()
+	c.lowat.set(pauseMark(c.g.read-c.markRead, now.Sub(c.markAt), d))
+	c.markRead, c.markAt = c.g.read, now
 	select {
 	case <-c.pauseT.C:
 	case <-c.asked:
@@ -150,6 +155,37 @@ func (c *bufConn) pause(d time.Duration) {
 	}
 	c.pauseT.Stop()
 	c.lowat.set(1)
+}
+
+// Bounds of a pause's receive low-water mark (see pauseMark).
+const (
+	// minPauseLowat is the mark of a pause after reads that brought
+	// little, or of the first pause: half a read buffer.
+	minPauseLowat = connReadBuffer / 2
+	// maxPauseLowat bounds the mark, and with it how far the kernel
+	// raises the socket's receive buffer to fit it (tcp_set_rcvlowat: to
+	// about twice the mark, or more for small segments; a limit the
+	// buffer grows to as data waits, not memory taken). The kernel caps
+	// the mark itself at half of net.ipv4.tcp_rmem's maximum.
+	maxPauseLowat = 1 << 20
+)
+
+// pauseMark is the socket's receive low-water mark for a pause of d, when
+// the reads since the previous pause began brought n bytes in el: twice
+// what the pause brings at that rate, within [minPauseLowat,
+// maxPauseLowat]. Once the mark is reached every segment that arrives
+// wakes the poller again (the kernel wakes it on every arrival over the
+// mark; a mark of a fixed half read buffer let about 20 segments a second
+// do so at 100 msg/s, and a few hundred at 2,000), so the mark must hold
+// for the whole pause; twice the expected bytes leaves room for a rate
+// that doubles. The kernel still wakes the poller below the mark when its
+// receive buffer or window runs short, and at the connection's end.
+func pauseMark(n int64, el, d time.Duration) int {
+	if n <= 0 || el <= 0 || d <= 0 {
+		return minPauseLowat
+	}
+	m := 2 * float64(n) * float64(d) / float64(el)
+	return int(min(max(m, minPauseLowat), maxPauseLowat))
 }
 
 // ask notes a request whose answer the client waits for (SUBSCRIBE, a QoS 1
@@ -192,6 +228,8 @@ type bufConn struct {
 	asked     chan struct{} // capacity 1: a request awaits its answer (ends a read pause)
 	pauseT    *time.Timer   // the reader's pause timer; the reader's alone
 	lowat     lowat         // the socket's receive low-water mark, raised during a pause
+	markRead  int64         // g.read when the last pause began (see pauseMark)
+	markAt    time.Time     // when it began, or the connection opened; the reader's alone
 	done      chan struct{} // closed by Close
 	ended     chan struct{} // closed when the sender has returned
 	closeOnce sync.Once

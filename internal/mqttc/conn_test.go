@@ -243,3 +243,30 @@ func TestPauseFor(t *testing.T) {
 		}
 	}
 }
+
+// TestPauseMark checks a pause's low-water mark: twice the bytes the pause
+// brings at the rate of the reads since the previous pause began, within
+// its bounds.
+func TestPauseMark(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		n     int64
+		el, d time.Duration
+		want  int
+	}{
+		{"100 msg/s of 230 B, pause 1 s", 23000, time.Second, time.Second, 46000},
+		{"2,000 msg/s, pause 250 ms", 460000 / 4, 250 * time.Millisecond, 250 * time.Millisecond, 230000},
+		{"a shorter pause than the last", 46000, time.Second, 500 * time.Millisecond, 46000},
+		{"little data", 100, time.Second, time.Second, minPauseLowat},
+		{"nothing read yet", 0, time.Second, time.Second, minPauseLowat},
+		{"no time elapsed", 1000, 0, time.Second, minPauseLowat},
+		{"a flood", 100 << 20, time.Second, time.Second, maxPauseLowat},
+		{"a huge rate does not overflow", 1 << 62, time.Nanosecond, time.Second, maxPauseLowat},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := pauseMark(tc.n, tc.el, tc.d); got != tc.want {
+				t.Errorf("pauseMark(%d, %s, %s) = %d, want %d", tc.n, tc.el, tc.d, got, tc.want)
+			}
+		})
+	}
+}

@@ -5,13 +5,6 @@ import (
 	"syscall"
 )
 
-// pauseLowat is the socket's receive low-water mark while the reader
-// pauses: the kernel wakes the Go runtime's network poller only once this
-// many bytes wait (or the connection ends), not for every message that
-// arrives meanwhile. Nobody reads the socket during a pause, so those
-// wake-ups would each cost a thread woken for nothing.
-const pauseLowat = connReadBuffer / 2
-
 // lowat sets a TCP connection's receive low-water mark (SO_RCVLOWAT): its
 // readiness, and the kernel's wake-ups of whoever polls it, wait for n
 // bytes. A non-blocking read still returns what is there. It does nothing

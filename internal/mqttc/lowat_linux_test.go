@@ -1,9 +1,17 @@
 package mqttc
 
 import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"runtime"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestPauseRaisesLowat checks that a read pause raises the socket's
@@ -13,17 +21,7 @@ import (
 func TestPauseRaisesLowat(t *testing.T) {
 	c, srv := dialTest(t)
 	bc := c.(*bufConn)
-	get := func() int {
-		t.Helper()
-		var v int
-		var gerr error
-		if err := bc.lowat.rc.Control(func(fd uintptr) {
-			v, gerr = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVLOWAT)
-		}); err != nil || gerr != nil {
-			t.Fatalf("getsockopt: %v %v", err, gerr)
-		}
-		return v
-	}
+	get := func() int { return lowatOf(t, bc) }
 	if got := get(); got != 1 {
 		t.Fatalf("low-water mark before the pause %d, want 1", got)
 	}
@@ -32,9 +30,9 @@ func TestPauseRaisesLowat(t *testing.T) {
 		bc.pause(time.Minute)
 		close(done)
 	}()
-	for deadline := time.Now().Add(10 * time.Second); get() != pauseLowat; {
+	for deadline := time.Now().Add(10 * time.Second); get() != minPauseLowat; { // nothing read yet
 		if time.Now().After(deadline) {
-			t.Fatalf("low-water mark during the pause %d, want %d", get(), pauseLowat)
+			t.Fatalf("low-water mark during the pause %d, want %d", get(), minPauseLowat)
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -59,4 +57,113 @@ func TestPauseRaisesLowat(t *testing.T) {
 	if _, err := bc.Read(buf); err != nil || buf[0] != typePingresp<<4 {
 		t.Fatalf("read after the pause: %x %v", buf, err)
 	}
+}
+
+// TestPauseMarkHoldsForThePause counts the socket's wake-ups of a poller
+// (an edge-triggered epoll of the test's own, woken as the runtime's is)
+// while a pause lets messages gather: as many bytes as the last minute of
+// reads brought arrive during a pause of a minute, one segment at a time,
+// and none of them wakes the poller. A mark of a fixed 8 KiB let every
+// segment after the first 8 KiB wake it (64 of these 100). The pause then
+// ends on a request and the reader gets every byte.
+func TestPauseMarkHoldsForThePause(t *testing.T) {
+	c, srv := dialTest(t)
+	bc := c.(*bufConn)
+	const seg, segs = 230, 100 // a 100 msg/s stream, four messages a segment: the bench's
+	if tc, ok := srv.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	var fd int
+	if err := bc.lowat.rc.Control(func(f uintptr) { fd = int(f) }); err != nil {
+		t.Fatal(err)
+	}
+	inq := func() int {
+		t.Helper()
+		n, err := unix.IoctlGetInt(fd, unix.SIOCINQ)
+		if err != nil {
+			t.Fatalf("SIOCINQ: %v", err)
+		}
+		return n
+	}
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(ep)
+	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET, Fd: int32(fd)}); err != nil {
+		t.Fatal(err)
+	}
+	wakes := func() int {
+		t.Helper()
+		ev := make([]unix.EpollEvent, 1)
+		n, err := unix.EpollWait(ep, ev, 0)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			t.Fatalf("epoll_wait: %v", err)
+		}
+		return n
+	}
+
+	// The last minute of reads: segs segments' worth of bytes.
+	base := time.Now()
+	var adv atomic.Int64
+	bc.g.now = func() time.Time { return base.Add(time.Duration(adv.Load())) }
+	msg := bytes.Repeat([]byte{'m'}, seg)
+	if _, err := srv.Write(bytes.Repeat(msg, segs)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(bc, make([]byte, seg*segs)); err != nil {
+		t.Fatal(err)
+	}
+	adv.Store(int64(time.Minute))
+	wakes() // what the reads left
+
+	done := make(chan struct{})
+	go func() {
+		bc.pause(time.Minute)
+		close(done)
+	}()
+	for deadline := time.Now().Add(10 * time.Second); lowatOf(t, bc) == 1; {
+		if time.Now().After(deadline) {
+			t.Fatal("the pause did not raise the low-water mark")
+		}
+		runtime.Gosched()
+	}
+	woken := 0
+	for i := range segs {
+		if _, err := srv.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(10 * time.Second); inq() < (i+1)*seg; {
+			if time.Now().After(deadline) {
+				t.Fatalf("segment %d did not arrive", i)
+			}
+			runtime.Gosched()
+		}
+		woken += wakes()
+	}
+	if woken != 0 {
+		t.Errorf("%d of %d segments woke the poller during the pause (mark %d), want 0", woken, segs, lowatOf(t, bc))
+	}
+	bc.ask()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a request did not end the pause")
+	}
+	if _, err := io.ReadFull(bc, make([]byte, seg*segs)); err != nil {
+		t.Fatalf("read after the pause: %v", err)
+	}
+}
+
+// lowatOf is the socket's receive low-water mark.
+func lowatOf(t *testing.T, bc *bufConn) int {
+	t.Helper()
+	var v int
+	var gerr error
+	if err := bc.lowat.rc.Control(func(fd uintptr) {
+		v, gerr = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVLOWAT)
+	}); err != nil || gerr != nil {
+		t.Fatalf("getsockopt: %v %v", err, gerr)
+	}
+	return v
 }

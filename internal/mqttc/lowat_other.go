@@ -4,11 +4,8 @@ package mqttc
 
 import "net"
 
-// pauseLowat is unused where SO_RCVLOWAT does not hold back the poller's
-// wake-ups: every message that arrives during a pause wakes it.
-const pauseLowat = 1
-
-// lowat does nothing outside Linux.
+// lowat does nothing outside Linux: there every message that arrives
+// during a pause wakes the poller.
 type lowat struct{}
 
 func newLowat(net.Conn) lowat { return lowat{} }
