@@ -20,7 +20,7 @@ import (
 
 // dialTest opens a bufConn to a fresh loopback listener and returns it
 // with the accepted server side.
-func dialTest(t *testing.T) (net.Conn, net.Conn) {
+func dialTest(t testing.TB) (net.Conn, net.Conn) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
