@@ -5,7 +5,10 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -166,4 +169,59 @@ func lowatOf(t *testing.T, bc *bufConn) int {
 		t.Fatalf("getsockopt: %v %v", err, gerr)
 	}
 	return v
+}
+
+// TestPauseEndsWithHighMark checks that a pause whose mark nothing reaches
+// still ends on its timer, and that the connection's end that came during
+// it is then seen after the bytes before it.
+func TestPauseEndsWithHighMark(t *testing.T) {
+	c, srv := dialTest(t)
+	bc := c.(*bufConn)
+	base := time.Now()
+	var adv atomic.Int64
+	bc.g.now = func() time.Time { return base.Add(time.Duration(adv.Load())) }
+	if _, err := srv.Write(make([]byte, 64<<10)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(bc, make([]byte, 64<<10)); err != nil {
+		t.Fatal(err)
+	}
+	adv.Store(int64(time.Millisecond)) // 64 KiB a millisecond: the mark is the largest
+	if _, err := srv.Write([]byte("last")); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		bc.pause(time.Second)
+		close(done)
+	}()
+	for deadline := time.Now().Add(10 * time.Second); lowatOf(t, bc) == 1; {
+		if time.Now().After(deadline) {
+			t.Fatal("the pause did not raise the low-water mark")
+		}
+		runtime.Gosched()
+	}
+	want := maxPauseLowat
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_rmem"); err == nil { // the kernel's cap: half its maximum
+		if f := strings.Fields(string(b)); len(f) == 3 {
+			if m, err := strconv.Atoi(f[2]); err == nil {
+				want = min(want, m/2)
+			}
+		}
+	}
+	if got := lowatOf(t, bc); got != want {
+		t.Fatalf("low-water mark %d, want %d", got, want)
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the pause did not end on its timer")
+	}
+	got, err := io.ReadAll(bc)
+	if err != nil || string(got) != "last" {
+		t.Fatalf("after the pause: %q, %v; want \"last\" and the end", got, err)
+	}
 }
