@@ -18,17 +18,33 @@ type Metrics struct {
 
 	mu     sync.Mutex
 	gauges map[string]*atomic.Pointer[func() float64] // by full name: the function a gauge reads now
+	// counters indexes the counters by name, then by full name (with
+	// labels), for sumByLabel: the status reads a pipeline's drops once a
+	// second, and going through every metric of the set for them (a sorted
+	// copy of all names, each looked up again) was most of a status.
+	counters map[string]map[string]*agent.Counter
 }
 
 // NewMetrics returns an empty metrics set.
 func NewMetrics() *Metrics {
-	return &Metrics{set: metrics.NewSet(), gauges: map[string]*atomic.Pointer[func() float64]{}}
+	return &Metrics{set: metrics.NewSet(), gauges: map[string]*atomic.Pointer[func() float64]{},
+		counters: map[string]map[string]*agent.Counter{}}
 }
 
 // Counter returns the counter with the given name and labels, given as pairs of
 // label name and value, created on first use.
 func (m *Metrics) Counter(name string, labels ...string) *agent.Counter {
-	return m.set.GetOrCreateCounter(metricName(name, labels))
+	n := metricName(name, labels)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c := m.set.GetOrCreateCounter(n)
+	byName := m.counters[name]
+	if byName == nil {
+		byName = map[string]*agent.Counter{}
+		m.counters[name] = byName
+	}
+	byName[n] = c
+	return c
 }
 
 // Gauge registers f as the value of the named gauge. A later call with the
@@ -59,6 +75,18 @@ func (m *Metrics) Unregister(label, value string) {
 		if hasLabel(n, label, value) {
 			m.set.UnregisterMetric(n)
 			delete(m.gauges, n)
+			m.forgetCounterLocked(n)
+		}
+	}
+}
+
+// forgetCounterLocked drops the counter with full name n from the index.
+func (m *Metrics) forgetCounterLocked(n string) {
+	name, _, _ := strings.Cut(n, "{")
+	if byName := m.counters[name]; byName != nil {
+		delete(byName, n)
+		if len(byName) == 0 {
+			delete(m.counters, name)
 		}
 	}
 }

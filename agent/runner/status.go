@@ -1,7 +1,6 @@
 package runner
 
 import (
-	"strings"
 	"time"
 
 	"github.com/pspf/pspf-edge/buffer"
@@ -324,12 +323,14 @@ func addDrops(m map[string]uint64, d buffer.DropCounts) {
 // exactly value, grouped by the value of label by.
 func (m *Metrics) sumByLabel(name, match, value, by string) map[string]uint64 {
 	out := map[string]uint64{}
-	for _, n := range m.set.ListMetricNames() {
-		if !strings.HasPrefix(n, name+"{") || !hasLabel(n, match, value) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for n, c := range m.counters[name] {
+		if !hasLabel(n, match, value) {
 			continue
 		}
 		key, _ := labelValue(n, by)
-		out[key] += m.set.GetOrCreateCounter(n).Get()
+		out[key] += c.Get()
 	}
 	return out
 }
@@ -343,4 +344,5 @@ func (m *Metrics) Remove(name string, labels ...string) {
 	defer m.mu.Unlock()
 	m.set.UnregisterMetric(n)
 	delete(m.gauges, n)
+	m.forgetCounterLocked(n)
 }
