@@ -170,12 +170,11 @@ type runOptions struct {
 	Secrets *agent.Secrets
 }
 
-// pageReleaseInterval is how often at most the executable's pages are
-// released again after the start-up release, at a garbage collection
-// (pageout_linux.go, rereleasePages). In the e2e benchmark's Kafka
-// outage, code run only then (retries, the drain) kept about 2 MB more of the
-// binary resident; releasing again every 30 s bounds that, for the major
-// faults that bring the working set back (about 2,000 pages each time).
+// pageReleaseInterval is how often at most the agent looks, at a garbage
+// collection, whether the executable's pages should be released again after
+// the start-up release (rereleasePages: when its resident code grew). In the
+// e2e benchmark's Kafka outage, code run only then (retries, the drain) kept
+// about 2 MB more of the binary resident; releasing it again bounds that.
 const pageReleaseInterval = 30 * time.Second
 
 // startupSettle is how long after READY the start-up pages are released:
@@ -292,7 +291,7 @@ func runAgent(ctx context.Context, o runOptions) error {
 			return
 		}
 		releaseStartupPages(pagesCtx, startupSettle, 0, o.Logger)
-		rereleasePages(pagesCtx, pageReleaseInterval, pageGCs, func() { releaseExecutablePages(o.Logger) })
+		rereleasePages(pagesCtx, pageReleaseInterval, pageGCs, func() { releaseExecutablePages(o.Logger) }, executableResident)
 	})
 	// A burst's memory goes back to the system once it is over (memory.go).
 	bursts := &burstReleaser{read: heapAllocs, log: o.Logger, free: func() {

@@ -184,13 +184,17 @@ func TestNotifyGCs(t *testing.T) {
 
 // TestRereleasePagesAtCollections: the pages are released again only at a
 // collection, and at most once per interval; no collection, no wake-up.
+// (The resident size is unknown here: every look releases.)
 func TestRereleasePagesAtCollections(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx, cancel := context.WithCancel(t.Context())
 		gcs := make(chan struct{})
 		var released atomic.Int32
 		done := make(chan struct{})
-		go func() { rereleasePages(ctx, 30*time.Second, gcs, func() { released.Add(1) }); close(done) }()
+		go func() {
+			rereleasePages(ctx, 30*time.Second, gcs, func() { released.Add(1) }, func() int64 { return -1 })
+			close(done)
+		}()
 		time.Sleep(time.Hour) // no collection: nothing
 		synctest.Wait()
 		if got := released.Load(); got != 0 {
@@ -207,6 +211,60 @@ func TestRereleasePagesAtCollections(t *testing.T) {
 		synctest.Wait()
 		if got := released.Load(); got != 2 {
 			t.Fatalf("a collection an interval later: %d releases, want 2", got)
+		}
+		cancel()
+		<-done
+	})
+}
+
+// TestRereleasePagesOnlyWhenCodeGrew: a steady agent, whose resident code
+// stays what it keeps running, is not released again at every interval
+// (which made it fault its working set back in each time); once more code
+// is resident (a rare path ran), the next look releases it, and the look
+// after that learns the working set anew.
+func TestRereleasePagesOnlyWhenCodeGrew(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(t.Context())
+		gcs := make(chan struct{})
+		var released, resident atomic.Int64
+		resident.Store(5 << 20)
+		done := make(chan struct{})
+		go func() {
+			rereleasePages(ctx, 30*time.Second, gcs, func() { released.Add(1); resident.Store(0) }, resident.Load)
+			close(done)
+		}()
+		look := func() {
+			time.Sleep(30 * time.Second)
+			gcs <- struct{}{}
+			synctest.Wait()
+		}
+		look() // learns 5 MiB
+		for i := range 10 {
+			resident.Add(100 << 10) // drift, well under 1 MiB in all
+			if i%2 == 0 {
+				resident.Add(-100 << 10)
+			}
+			look()
+		}
+		if got := released.Load(); got != 0 {
+			t.Fatalf("steady resident code: %d releases in 11 intervals, want 0", got)
+		}
+		resident.Add(2 << 20) // an outage's code
+		look()
+		if got := released.Load(); got != 1 {
+			t.Fatalf("2 MiB more resident: %d releases, want 1", got)
+		}
+		resident.Store(4 << 20) // the working set back
+		look()                  // learns it
+		resident.Add(512 << 10)
+		look()
+		if got := released.Load(); got != 1 {
+			t.Fatalf("512 KiB over the working set learnt after the release: %d releases, want still 1", got)
+		}
+		resident.Add(1 << 20)
+		look()
+		if got := released.Load(); got != 2 {
+			t.Fatalf("1.5 MiB over it: %d releases, want 2", got)
 		}
 		cancel()
 		<-done

@@ -88,3 +88,42 @@ func releaseExecutablePages(logger *slog.Logger) {
 		logger.Debug("start-up pages of the executable released", "bytes", released)
 	}
 }
+
+// executableResident returns the bytes of the running executable's
+// read-only mappings that are resident (their Rss in /proc/self/smaps), or
+// -1 if that cannot be read.
+func executableResident() int64 {
+	exe, err := os.Readlink("/proc/self/exe")
+	if err != nil {
+		return -1
+	}
+	f, err := os.Open("/proc/self/smaps")
+	if err != nil {
+		return -1
+	}
+	defer f.Close()
+	var kb int64
+	in, found := false, false
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) == 0 {
+			continue
+		}
+		// A mapping's first line: 00400000-00b1f000 r-xp 00000000 fd:00 123 /usr/bin/pspf-edge
+		if !strings.HasSuffix(fields[0], ":") && strings.Contains(fields[0], "-") {
+			in = len(fields) >= 6 && fields[5] == exe && !strings.Contains(fields[1], "w")
+			found = found || in
+			continue
+		}
+		if in && fields[0] == "Rss:" && len(fields) >= 2 {
+			if n, err := strconv.ParseInt(fields[1], 10, 64); err == nil {
+				kb += n
+			}
+		}
+	}
+	if sc.Err() != nil || !found {
+		return -1
+	}
+	return kb << 10
+}

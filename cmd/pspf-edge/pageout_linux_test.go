@@ -78,3 +78,21 @@ func TestReleaseStartupPagesPeriodicEndsWithContext(t *testing.T) {
 		}
 	})
 }
+
+// TestExecutableResident: the resident part of the test binary's read-only
+// mappings is found and sane (some code runs, so some is resident; no more
+// than the binary).
+func TestExecutableResident(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := executableResident()
+	if got <= 0 || got > fi.Size()+1<<20 {
+		t.Fatalf("executableResident() = %d, want between 1 and the binary's %d bytes", got, fi.Size())
+	}
+}
