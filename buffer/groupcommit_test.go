@@ -515,3 +515,83 @@ func startCommitter(t *testing.T, l *Log) (chan<- uint64, <-chan struct{}) {
 	}()
 	return commits, done
 }
+
+// TestGroupCommitSlowBatchesSyncAtOnce: a writer that hands over a batch a
+// little more than SyncInterval apart (an MQTT source with linger: 1s)
+// gets each fsync as soon as it waits for it, once two gaps showed the
+// pace, not at the deadline: no other Append is expected before the
+// deadline, so waiting would cover nothing more. (Before, each fsync came
+// SyncInterval after its batch, a wake-up of its own, and the ack that
+// late.) Still one fsync per batch, no more.
+func TestGroupCommitSlowBatchesSyncAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const interval, pace = time.Second, time.Second + 5*time.Millisecond
+		l := openT(t, t.TempDir(), Options{SyncInterval: interval})
+		var fsyncs atomic.Int32
+		l.fsyncHook = func(f *os.File) error { fsyncs.Add(1); return f.Sync() }
+		ctx := context.Background()
+		seq := uint64(1)
+		const batches = 10
+		var waits []time.Duration
+		for range batches {
+			start := time.Now()
+			batch := make([][]byte, 100)
+			for i := range batch {
+				batch[i] = payload(seq)
+				seq++
+			}
+			last, err := l.Append(ctx, batch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Sync(ctx, last); err != nil {
+				t.Fatal(err)
+			}
+			waits = append(waits, time.Since(start))
+			time.Sleep(pace - time.Since(start))
+		}
+		for i, w := range waits[2:] {
+			if w != 0 {
+				t.Errorf("batch %d waited %v for its fsync, want 0 (waits %v)", i+2, w, waits)
+				break
+			}
+		}
+		if got := fsyncs.Load(); got > batches {
+			t.Fatalf("%d fsyncs for %d batches, want at most %d", got, batches, batches)
+		}
+	})
+}
+
+// TestGroupCommitRandomStreamNotSyncedPerAppend: a random stream of single
+// records, 100 a second, whose writer waits for each fsync from another
+// goroutine (the commit), is still fsynced about once per SyncInterval:
+// two gaps longer than the time left to the deadline in a row are too rare
+// in it to fsync early.
+func TestGroupCommitRandomStreamNotSyncedPerAppend(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := openT(t, t.TempDir(), Options{SyncInterval: time.Second})
+		var fsyncs atomic.Int32
+		l.fsyncHook = func(f *os.File) error { fsyncs.Add(1); return f.Sync() }
+		ctx := context.Background()
+		rng := rand.New(rand.NewPCG(1, 2))
+		var wg sync.WaitGroup
+		const seconds = 20
+		end := time.Now().Add(seconds * time.Second)
+		for seq := uint64(1); time.Now().Before(end); seq++ {
+			last, err := l.Append(ctx, [][]byte{payload(seq)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			wg.Go(func() {
+				if err := l.Sync(ctx, last); err != nil {
+					t.Error(err)
+				}
+			})
+			time.Sleep(time.Duration(rng.ExpFloat64() * float64(10*time.Millisecond)))
+		}
+		wg.Wait()
+		if got := fsyncs.Load(); got > seconds*3/2 {
+			t.Fatalf("%d fsyncs in %d s of a random 100/s stream, want at most %d", got, seconds, seconds*3/2)
+		}
+	})
+}

@@ -75,14 +75,15 @@ type Log struct {
 	dirtyBytes  int64
 	syncWaiters int
 	lastAppend  time.Time
-	gapAvg      time.Duration // moving average of the time between Appends
-	roundStart  time.Time     // the first Append since the active segment's last fsync
-	roundN      int           // Appends since then (their mean gap: quietLocked)
-	roundEnd    time.Time     // when the last fsync round of the active segment ended
-	fsyncs      uint64        // segment fsyncs done (Stats.Fsyncs)
-	next        uint64        // sequence after the last record appended (Stats.NextSeq)
-	resume      uint64        // after a crash: the next Append starts here (0: at next)
-	reserved    uint64        // no sequence >= reserved may be issued yet (reserve.go)
+	gapAvg      time.Duration    // moving average of the time between Appends
+	lastGaps    [2]time.Duration // the last two times between Appends, as they were (0: not yet)
+	roundStart  time.Time        // the first Append since the active segment's last fsync
+	roundN      int              // Appends since then (their mean gap: quietLocked)
+	roundEnd    time.Time        // when the last fsync round of the active segment ended
+	fsyncs      uint64           // segment fsyncs done (Stats.Fsyncs)
+	next        uint64           // sequence after the last record appended (Stats.NextSeq)
+	resume      uint64           // after a crash: the next Append starts here (0: at next)
+	reserved    uint64           // no sequence >= reserved may be issued yet (reserve.go)
 	res         *reserveFile
 	salt        uint32 // seeds the frame CRCs of the segments this Log creates
 	diskNext    uint64 // sequence after the last record written to a file

@@ -92,9 +92,12 @@ type Options struct {
 	// SyncInterval bounds, in SyncInterval mode, how long a record waits
 	// for its fsync: a round starts SyncInterval after the first write it
 	// covers at the latest (default 1 s). It starts sooner once 256 KiB
-	// wait, and while a Sync caller waits, once 32 KiB wait or the Appends
+	// wait, and while a Sync caller waits, once 32 KiB wait, the Appends
 	// pause for eight times their usual gap (writers that wait for their
-	// acks append nothing more). A slow stream thus gets one fsync per
+	// acks append nothing more), or the last two gaps between Appends were
+	// each longer than the time left (a writer that hands over a batch
+	// about once per SyncInterval: the next one would come too late to
+	// share the fsync). A slow stream thus gets one fsync per
 	// SyncInterval, and each fsync rewrites at least the page it ends in,
 	// so a longer interval means fewer, fuller writes to the flash; records
 	// not yet fsynced are lost by a power cut (not by a crash of the

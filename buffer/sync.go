@@ -16,8 +16,8 @@ import (
 //   - interval: it waits for the group commit of upkeep, which fsyncs
 //     once the first record not yet fsynced has waited
 //     Options.SyncInterval; sooner once 256 KiB are waiting, or while a
-//     caller waits, once 32 KiB are or the Appends have paused (see
-//     Options.SyncInterval);
+//     caller waits, once 32 KiB are, the Appends have paused or they come
+//     further apart than the time left (see Options.SyncInterval);
 //   - none: it returns at once.
 //
 // For the Memory kind, records still held in memory count as stored: Sync

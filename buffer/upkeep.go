@@ -129,6 +129,7 @@ func (l *Log) paceLocked(now time.Time) {
 		}
 		gap := min(now.Sub(from), l.opts.SyncInterval/quietGaps)
 		l.gapAvg += (gap - l.gapAvg) / 4
+		l.lastGaps[1], l.lastGaps[0] = l.lastGaps[0], now.Sub(l.lastAppend)
 	}
 	l.lastAppend = now
 	if l.roundN == 0 {
@@ -170,8 +171,10 @@ func (l *Log) dirtyLocked() bool {
 
 // syncDueAtLocked returns when upkeep's next fsync round is due (ok false:
 // none is). In interval mode that is SyncInterval after the first write it
-// covers, at once when syncFillBytes are waiting, or once the Appends have
-// paused for quietLocked while a Sync caller waits. In batch mode only
+// covers, at once when syncFillBytes are waiting, or while a Sync caller
+// waits, once the Appends have paused for quietLocked, or at once when the
+// last two gaps between Appends were each longer than the time left. In
+// batch mode only
 // sealed segments and the directory are left to upkeep, SyncInterval
 // after they became due.
 func (l *Log) syncDueAtLocked(now time.Time) (at time.Time, ok bool) {
@@ -192,6 +195,12 @@ func (l *Log) syncDueAtLocked(now time.Time) (at time.Time, ok bool) {
 		if l.syncWaiters > 0 && l.activeDirty {
 			if q := l.lastAppend.Add(l.quietLocked()); q.Before(at) {
 				at = q
+			}
+			// Appends slower than the time left: the next one is not
+			// expected before the deadline, so waiting for it would cover
+			// nothing more (a source that hands over a batch a second).
+			if g := min(l.lastGaps[0], l.lastGaps[1]); g > 0 && !l.lastAppend.Add(g).Before(at) {
+				return now, true
 			}
 		}
 	}
