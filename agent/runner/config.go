@@ -268,7 +268,7 @@ type BufferConfig struct {
 	MaxAge       time.Duration  `yaml:"max_age" doc:"records older than this are dropped; 0 keeps them"`
 	Overflow     string         `yaml:"overflow" enum:"block,drop_oldest,drop_newest" doc:"what happens when the cap is reached"`
 	Sync         string         `yaml:"sync" enum:"batch,interval,none" doc:"fsync per batch, per interval, or never"`
-	SyncInterval time.Duration  `yaml:"sync_interval" doc:"sync: interval: the longest a record waits for its fsync (and its source for the ack); sooner when 32 KiB wait or the sources pause for their acks"`
+	SyncInterval time.Duration  `yaml:"sync_interval" doc:"sync: interval: the longest a record waits for its fsync (and its source for the ack); sooner when 32 KiB wait, the sources pause for their acks or their batches come further apart than the time left"`
 	AckInterval  time.Duration  `yaml:"ack_interval" doc:"how often each sink's acked position is written to disk while it moves by 1,000 records or more (ten intervals for a smaller move): a longer interval writes less to the flash; after a crash or power cut a sink sends again at most 1,000 records or those it acked in the last interval, whichever is more"`
 	SegmentBytes agent.ByteSize `yaml:"segment_bytes" doc:"size at which a segment file is sealed"`
 	MemoryBytes  agent.ByteSize `yaml:"memory_bytes" doc:"memory budget of a type: memory log"`
