@@ -95,13 +95,13 @@ type Options struct {
 	// wait, and while a Sync caller waits, once 32 KiB wait, the Appends
 	// pause for eight times their usual gap (writers that wait for their
 	// acks append nothing more), or the last two gaps between Appends were
-	// each longer than the time left (a writer that hands over a batch
-	// about once per SyncInterval: the next one would come too late to
-	// share the fsync). A slow stream thus gets one fsync per
-	// SyncInterval, and each fsync rewrites at least the page it ends in,
-	// so a longer interval means fewer, fuller writes to the flash; records
-	// not yet fsynced are lost by a power cut (not by a crash of the
-	// process). In Batch mode it is how long sealed segments and the
+	// each longer than the time left and than SyncInterval/8 (a writer
+	// that hands over a batch about once per SyncInterval: the next one
+	// would come too late to share the fsync). A slow stream thus gets one
+	// fsync per SyncInterval, and each fsync rewrites at least the page it
+	// ends in, so a longer interval means fewer, fuller writes to the
+	// flash; records not yet fsynced are lost by a power cut (not by a
+	// crash of the process). In Batch mode it is how long sealed segments and the
 	// directory wait for their fsync. Minimum 1 ms.
 	SyncInterval time.Duration
 	// AckInterval is how often a reader's acked position (its cursor) is

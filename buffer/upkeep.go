@@ -173,7 +173,8 @@ func (l *Log) dirtyLocked() bool {
 // none is). In interval mode that is SyncInterval after the first write it
 // covers, at once when syncFillBytes are waiting, or while a Sync caller
 // waits, once the Appends have paused for quietLocked, or at once when the
-// last two gaps between Appends were each longer than the time left. In
+// last two gaps between Appends were each longer than the time left and
+// than SyncInterval/quietGaps. In
 // batch mode only
 // sealed segments and the directory are left to upkeep, SyncInterval
 // after they became due.
@@ -199,7 +200,10 @@ func (l *Log) syncDueAtLocked(now time.Time) (at time.Time, ok bool) {
 			// Appends slower than the time left: the next one is not
 			// expected before the deadline, so waiting for it would cover
 			// nothing more (a source that hands over a batch a second).
-			if g := min(l.lastGaps[0], l.lastGaps[1]); g > 0 && !l.lastAppend.Add(g).Before(at) {
+			// Only for gaps the pause detection cannot tell apart
+			// (SyncInterval/quietGaps and more, see paceLocked): faster
+			// writers keep the group commit they had.
+			if g := min(l.lastGaps[0], l.lastGaps[1]); g >= l.opts.SyncInterval/quietGaps && !l.lastAppend.Add(g).Before(at) {
 				return now, true
 			}
 		}
