@@ -174,10 +174,8 @@ func (l *Log) dirtyLocked() bool {
 // covers, at once when syncFillBytes are waiting, or while a Sync caller
 // waits, once the Appends have paused for quietLocked, or at once when the
 // last two gaps between Appends were each longer than the time left and
-// than SyncInterval/quietGaps. In
-// batch mode only
-// sealed segments and the directory are left to upkeep, SyncInterval
-// after they became due.
+// than SyncInterval/quietGaps. In batch mode only sealed segments and the
+// directory are left to upkeep, SyncInterval after they became due.
 func (l *Log) syncDueAtLocked(now time.Time) (at time.Time, ok bool) {
 	if !l.dirtyLocked() {
 		return time.Time{}, false
