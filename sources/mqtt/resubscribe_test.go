@@ -187,6 +187,13 @@ func TestSubscribeRetriedAfterReconnect(t *testing.T) {
 			if n := b.Settled(t); n != granted {
 				t.Errorf("got %d connections, want %d (the SUBSCRIBE retried on the same one)", n, granted)
 			}
+			// The episode ends on the setup goroutine once the SUBACK is in
+			// and the birth message sent; the message the broker published
+			// right after its SUBACK may be read before that.
+			wait.Until(10*time.Second, func() bool {
+				errs := sr.all()
+				return len(errs) > 0 && errs[len(errs)-1] == "nil"
+			})
 			logs, _ := lr.text()
 			if w := subscribeWarns(lr); len(w) != 1 || !strings.Contains(w[0], tc.warn) {
 				t.Errorf("got WARN lines about the subscription %q, want 1 naming %q; log:\n%s", w, tc.warn, logs)
