@@ -119,7 +119,7 @@ func readLegacy(t *testing.T, db *DB, want flipContent) {
 // The first checkpoint records the file's legacy bound: a value without a
 // checksum written after it is damage.
 func TestLegacyValues(t *testing.T) {
-	clk := newTestClock()
+	clk := newClock()
 	path := filepath.Join(t.TempDir(), "state.db")
 	ckptTime := clk.ns.Load() - int64(time.Minute)
 	want := writeLegacyFile(t, path, ckptTime)
@@ -147,7 +147,7 @@ func TestLegacyValues(t *testing.T) {
 		}
 		delete(want[name], name+"/old2")
 	}
-	clk.add(time.Minute)
+	clk.Advance(time.Minute)
 	if _, err := db.Checkpoint(nil); err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +185,7 @@ func TestLegacyValues(t *testing.T) {
 	}
 	readLegacy(t, db, want)
 	// The TTL expires old and new values alike.
-	clk.add(2 * time.Hour)
+	clk.Advance(2 * time.Hour)
 	st, err := db.Checkpoint(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -205,7 +205,7 @@ func TestLegacyValues(t *testing.T) {
 // looks like) is damage, at Open and when read while open; in a file
 // created with checksums (bound 0), every value without one is.
 func TestLegacyBound(t *testing.T) {
-	clk := newTestClock()
+	clk := newClock()
 	for _, legacyFile := range []bool{true, false} {
 		t.Run(fmt.Sprint("legacy file ", legacyFile), func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "state.db")

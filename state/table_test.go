@@ -21,6 +21,9 @@ func newClock() *clock {
 func (c *clock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
 func (c *clock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 
+// opts returns Options with the clock and a cache budget.
+func (c *clock) opts(cache int64) Options { return Options{CacheBytes: cache, Now: c.Now} }
+
 func openDB(t testing.TB, path string, budget int64, now func() time.Time) *DB {
 	t.Helper()
 	if path == "" {

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
@@ -31,19 +30,6 @@ var flipTables = []struct {
 	{"op3.sum", 0, []int{5, 4500}},
 }
 
-// testClock is a settable clock for Options.Now.
-type testClock struct{ ns atomic.Int64 }
-
-func newTestClock() *testClock {
-	c := &testClock{}
-	c.ns.Store(time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC).UnixNano())
-	return c
-}
-
-func (c *testClock) now() time.Time           { return time.Unix(0, c.ns.Load()) }
-func (c *testClock) add(d time.Duration)      { c.ns.Add(int64(d)) }
-func (c *testClock) opts(cache int64) Options { return Options{CacheBytes: cache, Now: c.now} }
-
 // flipContent is the content of the fixture: table -> key -> value.
 type flipContent map[string]map[string][]byte
 
@@ -60,7 +46,7 @@ func (c flipContent) clone() flipContent {
 
 // writeFlipFixture writes a closed state file holding flipTables, with
 // two keys of each size per table, over two checkpoints.
-func writeFlipFixture(t *testing.T, path string, clk *testClock) flipContent {
+func writeFlipFixture(t *testing.T, path string, clk *clock) flipContent {
 	t.Helper()
 	want := flipContent{}
 	db, err := Open(path, clk.opts(0))
@@ -85,7 +71,7 @@ func writeFlipFixture(t *testing.T, path string, clk *testClock) flipContent {
 				want[ft.name][k] = v
 			}
 		}
-		clk.add(time.Minute)
+		clk.Advance(time.Minute)
 		if _, err := db.Checkpoint(map[string][]byte{"cursor": {byte(round)}}); err != nil {
 			t.Fatal(err)
 		}
@@ -206,7 +192,7 @@ func rangeBack(db *DB, want flipContent, o *flipOutcome) bool {
 // without reading them (the checkpoint reads the file's version for the
 // TTL index), moves the clock past the TTL so that the checkpoint expires
 // every key of the TTL table, and checkpoints. It updates want.
-func blindCheckpoint(db *DB, clk *testClock, want flipContent, o *flipOutcome) bool {
+func blindCheckpoint(db *DB, clk *clock, want flipContent, o *flipOutcome) bool {
 	for _, ft := range flipTables {
 		tb, err := db.Table(ft.name, ft.ttl)
 		if !o.check("table", err) {
@@ -224,7 +210,7 @@ func blindCheckpoint(db *DB, clk *testClock, want flipContent, o *flipOutcome) b
 			want[ft.name][k] = v
 		}
 	}
-	clk.add(2 * time.Hour)
+	clk.Advance(2 * time.Hour)
 	_, err := db.Checkpoint(map[string][]byte{"cursor": {9}})
 	return o.check("checkpoint", err)
 }
@@ -233,7 +219,7 @@ func blindCheckpoint(db *DB, clk *testClock, want flipContent, o *flipOutcome) b
 // set, damage is applied (by damage) while the DB is open with an empty
 // cache, else before Open. first picks the first reader: 0 Get, 1 Range,
 // 2 a checkpoint that overwrites blind and expires, 3 Check.
-func useDamaged(t *testing.T, path string, clk *testClock, want flipContent, damage func(), open bool, first int) flipOutcome {
+func useDamaged(t *testing.T, path string, clk *clock, want flipContent, damage func(), open bool, first int) flipOutcome {
 	var o flipOutcome
 	if !open {
 		damage()
@@ -293,7 +279,7 @@ func useDamaged(t *testing.T, path string, clk *testClock, want flipContent, dam
 func TestValueDamage(t *testing.T) {
 	dir := t.TempDir()
 	clean := filepath.Join(dir, "clean.db")
-	clk := newTestClock()
+	clk := newClock()
 	want := writeFlipFixture(t, clean, clk)
 	pristine, err := os.ReadFile(clean)
 	if err != nil {
@@ -355,7 +341,7 @@ func TestValueDamage(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			c := &testClock{}
+			c := &clock{}
 			c.ns.Store(clk.ns.Load())
 			o := useDamaged(t, path, c, want, damage, open, i/4%4)
 			where := fmt.Sprintf("%s flipped before open", f.what)
