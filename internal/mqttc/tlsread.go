@@ -116,8 +116,10 @@ func (rr *recordReader) fill() error {
 }
 
 // drained reports whether all the ciphertext read from the socket has
-// been handed to crypto/tls, and the last socket read came up short.
-func (rr *recordReader) drained() bool { return rr.r == rr.w && rr.short }
+// been handed to crypto/tls, at a record's end (after a read that failed
+// midway, crypto/tls may keep a part of a record), and the last socket
+// read came up short.
+func (rr *recordReader) drained() bool { return rr.r == rr.w && rr.left == 0 && rr.short }
 
 // dialTLS opens a TLS connection to addr as tls.DialWithDialer does (the
 // server name from addr unless tc names one; dial and handshake within

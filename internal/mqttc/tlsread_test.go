@@ -140,3 +140,50 @@ func FuzzRecordReader(f *testing.F) {
 		checkRecordReader(t, data, ends, toInts(chunks, 1), toInts(asks, 7))
 	})
 }
+
+// TestRecordReaderDrained checks drained: not while a record is handed on
+// in part (crypto/tls then holds that part), nor while bytes are
+// buffered, nor after a socket read that filled half of the buffer; yes
+// at a record's end with the buffer empty after a short read.
+func TestRecordReaderDrained(t *testing.T) {
+	all, _ := records([]int{10, 10})
+	rr := newRecordReader(&chunkConn{data: all})
+	p := make([]byte, 8)
+	if n, err := rr.Read(p); n != 8 || err != nil {
+		t.Fatalf("read %d %v, want 8", n, err)
+	}
+	if rr.drained() {
+		t.Fatal("drained with a record handed on in part and another buffered")
+	}
+	p = make([]byte, 100)
+	if n, err := rr.Read(p); n != 7 || err != nil {
+		t.Fatalf("read %d %v, want the first record's last 7 bytes", n, err)
+	}
+	if rr.drained() {
+		t.Fatal("drained with the second record buffered")
+	}
+	if n, err := rr.Read(p); n != 15 || err != nil {
+		t.Fatalf("read %d %v, want the second record, 15 bytes", n, err)
+	}
+	if !rr.drained() {
+		t.Fatal("not drained at a record's end, buffer empty, after a short socket read")
+	}
+
+	big, _ := records([]int{connReadBuffer}) // fills the buffer: not a short read
+	rr = newRecordReader(&chunkConn{data: big})
+	if _, err := rr.Read(make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	if rr.drained() {
+		t.Fatal("drained after a socket read that filled the buffer")
+	}
+
+	// A read that fails midway through a record leaves crypto/tls a part.
+	rr = newRecordReader(&chunkConn{data: all[:8]})
+	if n, err := rr.Read(make([]byte, 100)); n != 8 || err != nil {
+		t.Fatalf("read %d %v, want 8", n, err)
+	}
+	if rr.drained() {
+		t.Fatal("drained in the middle of a record")
+	}
+}
