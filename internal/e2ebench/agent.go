@@ -22,6 +22,8 @@ const DefaultAgentCmd = "bin/pspf-edge run -p {pipeline} --data-dir {data} --adm
 //	{pipeline}  pipelines/bench/KIND.yaml (absolute path)
 //	{kind}      passthrough or window
 //	{mqtt}      tcp://127.0.0.1:PORT of the MQTT broker ({mqtt_addr}: host:port)
+//	{mqtt_tls}  ssl://127.0.0.1:PORT of its TLS listener (Config.MQTTTLS; else empty)
+//	{mqtt_ca}   the PEM file of the CA of that listener's certificate
 //	{kafka}     host:port of the Kafka broker
 //	{topic}     the Kafka topic the counter reads
 //	{data}      an empty data directory for this session
@@ -29,8 +31,8 @@ const DefaultAgentCmd = "bin/pspf-edge run -p {pipeline} --data-dir {data} --adm
 //	            /api/v1/pipelines (backlog); without {admin} no backlog is read
 //	{dir}       the session's scratch directory
 //
-// The same values are in the environment as PSPF_BENCH_MQTT, PSPF_BENCH_KAFKA
-// and PSPF_BENCH_TOPIC. The command must exec the agent itself (its CPU and
+// The same values are in the environment as PSPF_BENCH_MQTT, PSPF_BENCH_KAFKA,
+// PSPF_BENCH_TOPIC, PSPF_BENCH_MQTT_TLS and PSPF_BENCH_MQTT_CA. The command must exec the agent itself (its CPU and
 // memory are read from /proc of the process started).
 type AgentSpec struct {
 	Name string `json:"name"`
@@ -61,13 +63,17 @@ func startAgent(ctx context.Context, spec AgentSpec, kind, pipelinesDir, dir str
 	vars := map[string]string{
 		"pipeline": pipeline, "kind": kind, "mqtt": "tcp://" + mq.addr(), "mqtt_addr": mq.addr(),
 		"kafka": kb.addr(), "topic": topic, "data": data, "dir": dir,
-		"admin": "127.0.0.1:" + strconv.Itoa(adminPort),
+		"admin": "127.0.0.1:" + strconv.Itoa(adminPort), "mqtt_tls": "", "mqtt_ca": mq.caFile,
+	}
+	if mq.tlsPort != 0 {
+		vars["mqtt_tls"] = "ssl://127.0.0.1:" + strconv.Itoa(mq.tlsPort)
 	}
 	argv := strings.Fields(expand(spec.Cmd, vars))
 	if len(argv) == 0 {
 		return nil, fmt.Errorf("e2ebench: agent %q: empty command", spec.Name)
 	}
-	env := []string{"PSPF_BENCH_MQTT=" + vars["mqtt"], "PSPF_BENCH_KAFKA=" + vars["kafka"], "PSPF_BENCH_TOPIC=" + topic}
+	env := []string{"PSPF_BENCH_MQTT=" + vars["mqtt"], "PSPF_BENCH_KAFKA=" + vars["kafka"], "PSPF_BENCH_TOPIC=" + topic,
+		"PSPF_BENCH_MQTT_TLS=" + vars["mqtt_tls"], "PSPF_BENCH_MQTT_CA=" + vars["mqtt_ca"]}
 	p, err := startProc(spec.Name, argv, env, filepath.Join(dir, "agent.log"))
 	if err != nil {
 		return nil, err

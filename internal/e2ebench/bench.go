@@ -29,6 +29,11 @@ type Config struct {
 	// client sets its own Receive Maximum); 0 means 1000. mosquitto's own
 	// default is 20.
 	MosquittoInflight int `json:"mosquitto_inflight,omitempty"`
+	// MQTTTLS gives mosquitto a TLS listener too, for the agent: its
+	// address and CA are {mqtt_tls} and {mqtt_ca} (PSPF_BENCH_MQTT_TLS,
+	// PSPF_BENCH_MQTT_CA) for a pipeline to subscribe over TLS; the
+	// publishers stay on the plain listener.
+	MQTTTLS bool `json:"mqtt_tls,omitempty"`
 	// MaxQoS0 and MaxQoS1 are the messages of a max-rate run.
 	MaxQoS0 uint64 `json:"max_qos0_messages"`
 	MaxQoS1 uint64 `json:"max_qos1_messages"`
@@ -252,7 +257,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 
 // ceiling measures mosquitto to a bare subscriber at QoS 0 and 1.
 func (b *bench) ceiling(ctx context.Context, dir string) error {
-	mq, err := startMosquitto(ctx, filepath.Join(dir, "mosquitto"), b.cfg.MosquittoInflight)
+	mq, err := startMosquitto(ctx, filepath.Join(dir, "mosquitto"), b.cfg.MosquittoInflight, false)
 	if err != nil {
 		return err
 	}
@@ -294,7 +299,7 @@ func (b *bench) session(ctx context.Context, spec AgentSpec, kind, dir string, o
 	if kind == "window" {
 		topic = "telemetry-1s"
 	}
-	mq, err := startMosquitto(ctx, filepath.Join(dir, "mosquitto"), b.cfg.MosquittoInflight)
+	mq, err := startMosquitto(ctx, filepath.Join(dir, "mosquitto"), b.cfg.MosquittoInflight, b.cfg.MQTTTLS)
 	if err != nil {
 		return err
 	}

@@ -144,7 +144,7 @@ func Flood(ctx context.Context, cfg FloodConfig) (*FloodResult, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return res, fmt.Errorf("e2ebench: %w", err)
 	}
-	mq, err := startMosquitto(ctx, filepath.Join(cfg.Dir, "mosquitto"), 0)
+	mq, err := startMosquitto(ctx, filepath.Join(cfg.Dir, "mosquitto"), 0, false)
 	if err != nil {
 		return res, err
 	}

@@ -188,7 +188,7 @@ func (a *agentProc) fsyncs(ctx context.Context) int64 {
 // start, the idle agent, then every rate × QoS × connections.
 func (b *bench) lowRate(ctx context.Context, spec AgentSpec, dir string) error {
 	lr := b.cfg.LowRate
-	mq, err := startMosquitto(ctx, filepath.Join(dir, "mosquitto"), b.cfg.MosquittoInflight)
+	mq, err := startMosquitto(ctx, filepath.Join(dir, "mosquitto"), b.cfg.MosquittoInflight, b.cfg.MQTTTLS)
 	if err != nil {
 		return err
 	}

@@ -116,15 +116,20 @@ func findMosquitto() (string, error) {
 
 // mosquitto is a broker on a free loopback port, without persistence (it
 // is never restarted), with an in-flight window of 1000 and unbounded
-// queues, the same for the ceiling and the agent.
+// queues, the same for the ceiling and the agent; with a TLS listener on
+// a second port when asked (Config.MQTTTLS).
 type mosquitto struct {
 	*proc
-	port int
+	port    int
+	tlsPort int    // 0: no TLS listener
+	caFile  string // the PEM CA of the TLS listener's certificate
 }
 
 // startMosquitto starts a mosquitto with max_inflight_messages inflight
-// (QoS 1 messages sent to one client and not yet acked; 0 means 1000).
-func startMosquitto(ctx context.Context, dir string, inflight int) (*mosquitto, error) {
+// (QoS 1 messages sent to one client and not yet acked; 0 means 1000),
+// and with withTLS a TLS listener too, its certificate signed by a
+// throw-away CA written into dir.
+func startMosquitto(ctx context.Context, dir string, inflight int, withTLS bool) (*mosquitto, error) {
 	if inflight <= 0 {
 		inflight = 1000
 	}
@@ -142,6 +147,18 @@ func startMosquitto(ctx context.Context, dir string, inflight int) (*mosquitto, 
 	conf := fmt.Sprintf("per_listener_settings false\nallow_anonymous true\npersistence false\n"+
 		"max_inflight_messages %d\nmax_queued_messages 0\nmax_queued_bytes 0\n"+
 		"log_dest stderr\nlog_type error\nlog_type warning\nlistener %d 127.0.0.1\n", inflight, port)
+	m := &mosquitto{port: port}
+	if withTLS {
+		ca, cert, key, err := writeTLSCerts(dir)
+		if err != nil {
+			return nil, err
+		}
+		if m.tlsPort, err = freePort(); err != nil {
+			return nil, err
+		}
+		m.caFile = ca
+		conf += fmt.Sprintf("listener %d 127.0.0.1\ncafile %s\ncertfile %s\nkeyfile %s\n", m.tlsPort, ca, cert, key)
+	}
 	if os.Geteuid() == 0 {
 		conf = "user root\n" + conf
 	}
@@ -153,11 +170,17 @@ func startMosquitto(ctx context.Context, dir string, inflight int) (*mosquitto, 
 	if err != nil {
 		return nil, err
 	}
-	if err := waitListening(ctx, p, port, 10*time.Second); err != nil {
-		p.stop(time.Second)
-		return nil, err
+	for _, lp := range []int{port, m.tlsPort} {
+		if lp == 0 {
+			continue
+		}
+		if err := waitListening(ctx, p, lp, 10*time.Second); err != nil {
+			p.stop(time.Second)
+			return nil, err
+		}
 	}
-	return &mosquitto{proc: p, port: port}, nil
+	m.proc = p
+	return m, nil
 }
 
 func (m *mosquitto) addr() string { return "127.0.0.1:" + strconv.Itoa(m.port) }

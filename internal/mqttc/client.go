@@ -130,10 +130,11 @@ type Options struct {
 	// one run. A message then waits up to ReadPace longer in the socket. A
 	// read that had to wait the pause or longer for its data is not
 	// followed by a pause: messages that sparse would gather nothing.
-	// Reads pause only under MQTT 5 over a bare TCP connection (a Read
-	// of TLS returns one record, of a websocket one message, and mosquitto
-	// sends each message in its own: a pause after each would let one
-	// through per pause), and while fewer than half of
+	// Reads pause only under MQTT 5 over a bare TCP or a TLS connection
+	// (over TLS the socket's reads are judged under crypto/tls, see
+	// recordReader; not over a websocket: its Read returns one websocket
+	// message, mosquitto sends each MQTT message in its own, and a pause
+	// after each would let one through per pause), and while fewer than half of
 	// ReceiveMaximum messages await our ack, and a pause is shortened so
 	// that, at the rate of the last read's messages, it brings no more
 	// than that half: a broker that withholds messages until earlier ones
@@ -944,8 +945,8 @@ func (s *session) readLoop() error {
 	limit := 2 + 65535 + 2 + maxPayload // the longest topic, an id, the payload
 	stop := s.c.bg.Done()
 	pacer := newReadPacer(s.c.cfg.ReadPaceBatch, s.c.cfg.ReadPaceMin, s.c.cfg.ReadPace)
-	// Under 3.1.1 the broker's in-flight limit is unknown, and over TLS or
-	// a websocket a small read does not mean the socket is drained (see
+	// Under 3.1.1 the broker's in-flight limit is unknown, and over a
+	// websocket a small read does not mean the socket is drained (see
 	// ReadPace).
 	paced := s.c.cfg.ReadPace > 0 && s.v5 && s.bc.stream()
 	paceMax := int64(65535) // while fewer await our ack, reads may pause

@@ -28,13 +28,14 @@ func openConn(uri *url.URL, tc *tls.Config, timeout time.Duration) (*bufConn, er
 	d := &net.Dialer{Timeout: timeout}
 	var (
 		c   net.Conn
+		rr  *recordReader // under crypto/tls
 		err error
 	)
 	switch uri.Scheme {
 	case "mqtt", "tcp":
 		c, err = proxy.FromEnvironmentUsing(d).Dial("tcp", uri.Host)
 	case "ssl", "tls", "mqtts", "mqtt+ssl", "tcps":
-		c, err = tls.DialWithDialer(d, "tcp", uri.Host, tc)
+		c, rr, err = dialTLS(d, uri.Host, tc, timeout)
 	case "ws", "wss":
 		u := *uri // the websocket dialer refuses URLs with user info
 		u.User = nil
@@ -49,13 +50,18 @@ func openConn(uri *url.URL, tc *tls.Config, timeout time.Duration) (*bufConn, er
 		return nil, err
 	}
 	raw := c
-	if nc, ok := c.(interface{ NetConn() net.Conn }); ok { // TLS, websocket
+	if rr != nil {
+		raw = rr.Conn
+	} else if nc, ok := c.(interface{ NetConn() net.Conn }); ok { // websocket
 		raw = nc.NetConn()
 	}
 	bc := &bufConn{Conn: c, raw: raw,
 		kick: make(chan struct{}, 1), done: make(chan struct{}), ended: make(chan struct{}), asked: make(chan struct{}, 1)}
 	bc.lowat = newLowat(raw)
-	bc.g = &gatherReader{c: c, layered: raw != c, sleep: time.Sleep, now: time.Now, asked: bc.asked}
+	bc.g = &gatherReader{c: c, layered: raw != c, rec: rr, sleep: time.Sleep, now: time.Now, asked: bc.asked}
+	if rr != nil {
+		rr.asked = bc.asked
+	}
 	bc.markAt = bc.g.now()
 	bc.r = bufio.NewReaderSize(bc.g, connReadBuffer)
 	go bc.sender()
@@ -80,14 +86,20 @@ const readGather = 200 * time.Microsecond
 // the wait came before every message: a QoS 0 flood over TLS went at 840
 // messages/s against 81,000 over TCP (20,000 messages from mosquitto,
 // 2026-12-07), 121,000 without the wait.
+//
+// Over TLS, rec is the recordReader under crypto/tls, which knows about
+// the socket's reads; small then means that the last Read delivered all
+// the plaintext crypto/tls held (it returned less than asked).
 type gatherReader struct {
 	c       io.Reader
 	layered bool          // TLS or a websocket: a small read does not mean a drained socket
-	small   bool          // the last read filled less than half of its buffer
+	rec     *recordReader // under crypto/tls; nil for TCP or a websocket
+	small   bool          // the last read filled less than half of its buffer (over TLS: less than all)
 	took    time.Duration // how long the last read waited for its data
-	read    int64         // bytes read so far
+	read    int64         // bytes read so far (over TLS: from the socket, by rec)
 	// asked is bufConn.asked: emptied before every read, so that what it
-	// holds at a pause is a request made since the last read began.
+	// holds at a pause is a request made since the last read began (over
+	// TLS, by rec before every socket read instead).
 	asked <-chan struct{}
 	sleep func(time.Duration) // time.Sleep; tests record it
 	now   func() time.Time    // time.Now; tests set it
@@ -96,6 +108,12 @@ type gatherReader struct {
 func (g *gatherReader) Read(p []byte) (int, error) {
 	if g.small && g.took < readGather && !g.layered {
 		g.sleep(readGather)
+	}
+	if g.rec != nil {
+		n, err := g.c.Read(p)
+		g.small = n > 0 && n < len(p)
+		g.read = g.rec.read // the socket's bytes, for the pause's mark
+		return n, err
 	}
 	select {
 	case <-g.asked:
@@ -111,20 +129,30 @@ func (g *gatherReader) Read(p []byte) (int, error) {
 
 // drained reports whether the data read so far is all the socket had: the
 // last read filled less than half of its buffer, and the buffer is empty.
-func (c *bufConn) drained() bool { return c.r.Buffered() == 0 && c.g.small }
+// Over TLS: the buffer is empty, crypto/tls delivered all the plaintext it
+// had, and the recordReader under it holds no ciphertext and its last
+// socket read filled less than half of its buffer.
+func (c *bufConn) drained() bool {
+	return c.r.Buffered() == 0 && c.g.small && (c.g.rec == nil || c.g.rec.drained())
+}
 
-// stream reports whether a Read of the connection returns all the socket
-// holds, up to the buffer: a bare TCP connection, not TLS (a Read returns
-// one record) nor a websocket (one message). Only then does a small read
-// mean the socket is drained (see drained): over TLS or a websocket every
-// message is a small read of its own, and a pause after each would let
-// one message through per pause.
-func (c *bufConn) stream() bool { return !c.g.layered }
+// stream reports whether drained can tell a drained socket: over bare TCP
+// or TLS (through the recordReader under crypto/tls), not over a
+// websocket, whose Read returns one websocket message (mosquitto sends
+// each MQTT message in its own) from a buffer of gorilla/websocket's that
+// the client cannot see: a pause after each small read would let one
+// message through per pause.
+func (c *bufConn) stream() bool { return !c.g.layered || c.g.rec != nil }
 
-// sparse reports whether the last read waited d or longer for its data:
-// messages come further apart than d, and a pause of d would gather
+// sparse reports whether the last socket read waited d or longer for its
+// data: messages come further apart than d, and a pause of d would gather
 // nothing but add a timer wake-up.
-func (c *bufConn) sparse(d time.Duration) bool { return c.g.took >= d }
+func (c *bufConn) sparse(d time.Duration) bool {
+	if c.g.rec != nil {
+		return c.g.rec.took >= d
+	}
+	return c.g.took >= d
+}
 
 // pause waits d before the next read, or less if the client makes a
 // request meanwhile (see ask) or the connection is closed. It runs on the

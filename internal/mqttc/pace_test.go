@@ -3,9 +3,13 @@ package mqttc_test
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
+	"net/http/httptest"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -61,9 +65,18 @@ func (p paceEvents) next(t *testing.T, n int) []string {
 // every publication on send, each with its own write, and signals written
 // after each; what the client sends it reads and drops.
 func pacedBroker(t *testing.T) (url string, send chan<- *mqttc.Publication, written <-chan struct{}) {
+	return pacedBrokerOn(t, nil)
+}
+
+// pacedBrokerOn is pacedBroker over TLS with the server configuration tc
+// (each write one TLS record, as mosquitto sends), or TCP if tc is nil.
+// A nil publication on send closes the connection (over TLS with a
+// close_notify).
+func pacedBrokerOn(t *testing.T, tc *tls.Config) (url string, send chan<- *mqttc.Publication, written <-chan struct{}) {
 	in := make(chan *mqttc.Publication)
 	out := make(chan struct{}, 10)
-	url = mqtttest.StartV5(t, []byte{packets.Connack << 4, 3, 0, 0, 0}, func(_ int, c net.Conn, r *bufio.Reader) {
+	connack := []byte{packets.Connack << 4, 3, 0, 0, 0}
+	script := func(_ int, c net.Conn, r *bufio.Reader) {
 		go func() {
 			for {
 				if _, _, _, _, err := mqttc.ReadPacket(r, 1<<20); err != nil {
@@ -72,14 +85,93 @@ func pacedBroker(t *testing.T) (url string, send chan<- *mqttc.Publication, writ
 			}
 		}()
 		for p := range in {
+			if p == nil {
+				return
+			}
 			if _, err := c.Write(mqttc.EncodePublish(true, p, 1)); err != nil {
 				return
 			}
 			out <- struct{}{}
 		}
-	}).URL()
+	}
+	if tc == nil {
+		url = mqtttest.StartV5(t, connack, script).URL()
+	} else {
+		url = mqtttest.StartV5TLS(t, tc, connack, script).URL()
+	}
 	t.Cleanup(func() { close(in) })
 	return url, in, out
+}
+
+// testTLS returns a server TLS configuration with a certificate for
+// 127.0.0.1 and a client configuration that trusts it.
+func testTLS(t *testing.T) (server, client *tls.Config) {
+	hs := httptest.NewUnstartedServer(nil)
+	hs.StartTLS() // for its certificate, valid for 127.0.0.1
+	t.Cleanup(hs.Close)
+	roots := x509.NewCertPool()
+	roots.AddCert(hs.Certificate())
+	return hs.TLS, &tls.Config{RootCAs: roots}
+}
+
+// TestReadPaceGathersTLS checks that reads over TLS pause as over TCP,
+// although the broker sends each message in its own TLS record: the
+// CONNACK is followed by Drained (a pause), five messages sent one by one
+// during the pause are handed on together before the next Drained (not
+// one message per pause), and a connection the broker closes during a
+// pause (with a close_notify) is seen as closed by the broker when the
+// pause ends.
+func TestReadPaceGathersTLS(t *testing.T) {
+	stc, ctc := testTLS(t)
+	url, send, written := pacedBrokerOn(t, stc)
+	ev := newPaceEvents()
+	lost := make(chan string, 10)
+	h := ev.handlers()
+	h.Lost = func(cause string, _ error) { lost <- cause }
+	o := testOptions(url)
+	o.ProtocolVersion, o.ReadPace, o.TLS = 5, time.Minute, ctc
+	c := mqttc.New(o, h)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Connect(ctx); err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	defer c.Disconnect(0)
+	if got := ev.next(t, 1); !slices.Equal(got, []string{"drained"}) {
+		t.Fatalf("events after connect %q, want [drained] (reads over TLS not paced)", got)
+	}
+	request := func() { // a QoS 1 PUBLISH, whose PUBACK never comes: ends the pause
+		t.Helper()
+		if _, err := c.PublishAsync(ctx, &mqttc.Publication{Topic: "x", QoS: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var want []string
+	for i := range 5 {
+		p := strconv.Itoa(i)
+		send <- &mqttc.Publication{Topic: "t", Payload: []byte(p)}
+		<-written
+		want = append(want, "m:"+p)
+	}
+	request()
+	want = append(want, "drained")
+	if got := ev.next(t, len(want)); !slices.Equal(got, want) {
+		t.Fatalf("events %q, want %q: all five messages of the pause in one burst", got, want)
+	}
+	// The reader pauses a minute; the broker closes the connection. A
+	// request ends the pause, and the next read finds the end.
+	send <- nil
+	request()
+	select {
+	case cause := <-lost:
+		// The broker accepts the reconnect at once: a takeover by its
+		// rule (see mqttc's takeover), else closed_by_broker.
+		if cause != "takeover" && cause != "closed_by_broker" {
+			t.Errorf("connection lost with cause %q, want a close by the broker", cause)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the connection's end was not seen after the pause")
+	}
 }
 
 // TestReadPaceGathers checks that under MQTT 5 with ReadPace a read that

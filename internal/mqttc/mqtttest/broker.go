@@ -9,6 +9,7 @@ package mqtttest
 
 import (
 	"bufio"
+	"crypto/tls"
 	"net"
 	"slices"
 	"sync"
@@ -35,7 +36,9 @@ type Script func(n int, c net.Conn, r *bufio.Reader)
 // the test ends. A script still running then ends when its connection
 // does (the client's Disconnect).
 type Broker struct {
-	l       net.Listener
+	l      net.Listener
+	scheme string // of URL: tcp, or ssl for StartV5TLS
+
 	conns   atomic.Int32
 	refused *atomic.Int32 // StartV311's refusals of a CONNECT of another level
 	mu      sync.Mutex
@@ -47,7 +50,7 @@ type Broker struct {
 // connection, each on a goroutine of its own.
 func Start(t testing.TB, serve Script) *Broker {
 	t.Helper()
-	return start(t, func(c net.Conn, r *bufio.Reader) bool { return Handshake(c, r) }, serve)
+	return start(t, listen(t, nil), func(c net.Conn, r *bufio.Reader) bool { return Handshake(c, r) }, serve)
 }
 
 // StartV5 is Start for MQTT 5 clients: it takes only a CONNECT of protocol
@@ -55,14 +58,45 @@ func Start(t testing.TB, serve Script) *Broker {
 // code and properties are the test's).
 func StartV5(t testing.TB, connack []byte, serve Script) *Broker {
 	t.Helper()
-	return start(t, func(c net.Conn, r *bufio.Reader) bool {
+	return start(t, listen(t, nil), acceptV5(connack), serve)
+}
+
+// StartV5TLS is StartV5 over TLS with the server configuration tc: each
+// Write of a script is one TLS record, as mosquitto sends each packet.
+// URL is then an ssl:// URL.
+func StartV5TLS(t testing.TB, tc *tls.Config, connack []byte, serve Script) *Broker {
+	t.Helper()
+	b := start(t, listen(t, tc), acceptV5(connack), serve)
+	b.scheme = "ssl"
+	return b
+}
+
+// acceptV5 takes only a CONNECT of protocol level 5 and answers it with
+// connack.
+func acceptV5(connack []byte) func(c net.Conn, r *bufio.Reader) bool {
+	return func(c net.Conn, r *bufio.Reader) bool {
 		typ, _, _, body, err := mqttc.ReadPacket(r, MaxPacket)
 		if err != nil || typ != packets.Connect || len(body) < 7 || body[6] != 5 {
 			return false
 		}
 		_, err = c.Write(connack)
 		return err == nil
-	}, serve)
+	}
+}
+
+// listen listens on a loopback port, over TLS with tc unless it is nil,
+// until the test ends.
+func listen(t testing.TB, tc *tls.Config) net.Listener {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	if tc != nil {
+		l = tls.NewListener(l, tc)
+	}
+	return l
 }
 
 // RefuseVersion returns a 3.1.1 broker's answer to an MQTT 5 CONNECT, for
@@ -78,7 +112,7 @@ func RefuseVersion() []byte { return []byte{packets.Connack << 4, 2, 0, 1} }
 func StartV311(t testing.TB, refuse []byte, serve Script) *Broker {
 	t.Helper()
 	refused := new(atomic.Int32)
-	b := start(t, func(c net.Conn, r *bufio.Reader) bool {
+	b := start(t, listen(t, nil), func(c net.Conn, r *bufio.Reader) bool {
 		typ, _, _, body, err := mqttc.ReadPacket(r, MaxPacket)
 		if err != nil || typ != packets.Connect || len(body) < 7 {
 			return false
@@ -105,14 +139,9 @@ func (b *Broker) Refused() int {
 	return int(b.refused.Load())
 }
 
-func start(t testing.TB, accept func(c net.Conn, r *bufio.Reader) bool, serve Script) *Broker {
+func start(t testing.TB, l net.Listener, accept func(c net.Conn, r *bufio.Reader) bool, serve Script) *Broker {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &Broker{l: l}
-	t.Cleanup(func() { l.Close() })
+	b := &Broker{l: l, scheme: "tcp"}
 	go func() {
 		for {
 			c, err := l.Accept()
@@ -135,8 +164,8 @@ func start(t testing.TB, accept func(c net.Conn, r *bufio.Reader) bool, serve Sc
 	return b
 }
 
-// URL is the broker's address as a tcp:// URL.
-func (b *Broker) URL() string { return "tcp://" + b.l.Addr().String() }
+// URL is the broker's address as a tcp:// URL (ssl:// for StartV5TLS).
+func (b *Broker) URL() string { return b.scheme + "://" + b.l.Addr().String() }
 
 // Conns returns how many connections the broker has accepted so far
 // (Settled's marker connections included).

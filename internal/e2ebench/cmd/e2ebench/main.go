@@ -51,7 +51,7 @@ func main() {
 func run() int {
 	cfg := e2ebench.DefaultConfig()
 	var agents agentsFlag
-	flag.Var(&agents, "agent", "agent under test, NAME=COMMAND or COMMAND; repeatable (default: pspf-edge=\""+e2ebench.DefaultAgentCmd+"\"). Placeholders: {pipeline} {kind} {mqtt} {mqtt_addr} {kafka} {topic} {data} {admin} {dir}")
+	flag.Var(&agents, "agent", "agent under test, NAME=COMMAND or COMMAND; repeatable (default: pspf-edge=\""+e2ebench.DefaultAgentCmd+"\"). Placeholders: {pipeline} {kind} {mqtt} {mqtt_addr} {mqtt_tls} {mqtt_ca} {kafka} {topic} {data} {admin} {dir}")
 	flag.Var(&agents, "agent-cmd", "same as -agent")
 	flag.StringVar(&cfg.OutDir, "out", cfg.OutDir, "directory for results.json, table.txt, outage.svg and work files")
 	flag.StringVar(&cfg.PipelinesDir, "pipelines", cfg.PipelinesDir, "directory with passthrough.yaml and window.yaml")
@@ -64,6 +64,7 @@ func run() int {
 	flag.Uint64Var(&cfg.WindowMessages, "window", cfg.WindowMessages, "messages of a window-pipeline run (0: no window session)")
 	flag.IntVar(&cfg.Conns, "conns", cfg.Conns, "publishing connections")
 	flag.IntVar(&cfg.MosquittoInflight, "mosquitto-inflight", 1000, "mosquitto's max_inflight_messages (its own default: 20; an MQTT 5 client sets its own Receive Maximum)")
+	flag.BoolVar(&cfg.MQTTTLS, "mqtt-tls", false, "give mosquitto a TLS listener too (a throw-away CA): the agent's pipeline can subscribe over TLS with brokers [\"${PSPF_BENCH_MQTT_TLS}\"] and tls: {ca_file: \"${PSPF_BENCH_MQTT_CA}\"}; publishers stay on plain TCP")
 	flag.IntVar(&cfg.Sensors, "sensors", cfg.Sensors, "sensors (topics)")
 	flag.IntVar(&cfg.Size, "size", cfg.Size, "payload bytes")
 	flag.Float64Var(&cfg.Mix.Filtered, "filtered", cfg.Mix.Filtered, "share of readings the filter drops")
