@@ -26,6 +26,37 @@ func TestParseStatCPU(t *testing.T) {
 	}
 }
 
+func TestParseSchedstat(t *testing.T) {
+	for in, want := range map[string]int64{"123456789 5000 42\n": 123456789, "": 0, "x 1 2": 0} {
+		if got := parseSchedstat([]byte(in)); got != want {
+			t.Errorf("%q: got %d, want %d", in, got, want)
+		}
+	}
+}
+
+// TestThreadsCPU: the threads' sum for this process is within two ticks
+// of the stat's count, after some work of its own.
+func TestThreadsCPU(t *testing.T) {
+	x := 0
+	for i := range 20_000_000 { // some milliseconds of CPU
+		x ^= i * i
+	}
+	_ = x
+	stat, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ticks, err := parseStatCPU(stat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := threadsCPU(os.Getpid())
+	const tick = 1_000_000 / clockTicks
+	if sum <= 0 || sum < ticks-2*tick || sum > ticks+2*tick+100_000 {
+		t.Errorf("threads' sum %d µs, stat %d µs: want more than 0 and within two ticks", sum, ticks)
+	}
+}
+
 func TestParseStatusMem(t *testing.T) {
 	in := "Name:\tpspf-edge\nVmPeak:\t 1262140 kB\nVmHWM:\t   12040 kB\nVmRSS:\t    5800 kB\nRssAnon:\t    2100 kB\nRssFile:\t    3700 kB\nThreads:\t8\n"
 	rss, hwm, anon := parseStatusMem([]byte(in))
