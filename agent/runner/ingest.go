@@ -238,6 +238,9 @@ func (s *sourceRun) chunk(ctx context.Context, recs []agent.Record, now time.Tim
 	if err != nil {
 		return 0, dead, 0, fmt.Errorf("append to log: %w", err)
 	}
+	if f := s.p.deps.Appended; f != nil {
+		f()
+	}
 	return last, dead, len(pays), nil
 }
 

@@ -53,6 +53,12 @@ type PipelineDeps struct {
 	// one generation of the pipeline to the next; nil: every generation
 	// starts with empty state.
 	States *StateKeeper
+	// Appended, if set, is called after every chunk of records a source
+	// appended to the pipeline's log (its input log, for a stateful
+	// pipeline), on the source's goroutine: it must not block. The
+	// supervisor samples the backlogs on it, in the wake-up the records
+	// bring.
+	Appended func()
 }
 
 // Pipeline is one running pipeline: its sources feed the stateless operators,

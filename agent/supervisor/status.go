@@ -3,6 +3,7 @@ package supervisor
 import (
 	"maps"
 	"math"
+	"sync/atomic"
 	"time"
 
 	"github.com/pspf/pspf-edge/agent/runner"
@@ -182,6 +183,111 @@ func (s *Supervisor) nextSample(prev time.Duration, moved bool) time.Duration {
 		return s.d.SampleEvery
 	}
 	return max(s.d.SampleEvery, min(2*prev, idleSampleMax))
+}
+
+// sampleClock decides when backlogs are sampled. Besides its timer, a
+// pipeline's append asks for a sample once nine tenths of SampleEvery have
+// passed since the last one (appended): at low rates the records then
+// bring the sample with them, in the wake-up they cause anyway. At 100
+// msg/s with reads paced to one a second, the timer's own wake-up was a
+// second episode of activity each second (a thread and the runtime's
+// monitor woken: about a tenth of the agent's CPU).
+//
+// After a sample an append asked for, the timer is set 1.5 SampleEvery
+// later than usual, so that records coming up to 2.5 s apart keep bringing
+// the samples. When the timer fires while records came since the last
+// sample (too early to ask: the timer is just ahead of them), it waits
+// once more, up to 1.5 SampleEvery, for the next append to ask: so
+// sampling moves into the records' rhythm. The timer still samples a
+// backlog that moves with no appends (a sink draining) and backs off while
+// nothing moves (nextSample).
+type sampleClock struct {
+	every time.Duration // SampleEvery
+	start time.Time     // the origin of askAfter, for a monotonic int64
+	// askAfter is when, in ns since start, an append may next ask.
+	askAfter atomic.Int64
+	seen     atomic.Bool   // an append came since the last sample
+	ask      chan struct{} // cap 1: a sample is asked for
+	last     time.Time     // the last sample (loop only)
+	waited   bool          // the timer waits for an append (loop only)
+}
+
+func newSampleClock(every time.Duration) *sampleClock {
+	return &sampleClock{every: every, start: time.Now(), ask: make(chan struct{}, 1)}
+}
+
+// appended is called after every append of a pipeline (any goroutine): it
+// asks for a sample if one is due. It does not block.
+func (c *sampleClock) appended() {
+	if int64(time.Since(c.start)) < c.askAfter.Load() {
+		if !c.seen.Load() {
+			c.seen.Store(true)
+		}
+		return
+	}
+	select {
+	case c.ask <- struct{}{}:
+	default:
+	}
+}
+
+// due reports whether an asked-for sample is due (loop only): an ask that
+// raced with the previous sample is not.
+func (c *sampleClock) due() bool {
+	return c.waited || time.Since(c.last) >= c.soon()
+}
+
+// wait is called when the timer fires (loop only): if records came since
+// the last sample and the timer has not waited yet, the gate opens at once
+// and it returns the time to wait for an append, 1.5 SampleEvery; else
+// false: sample now.
+func (c *sampleClock) wait() (time.Duration, bool) {
+	if c.waited || !c.seen.Load() {
+		return 0, false
+	}
+	c.waited = true
+	c.askAfter.Store(0)
+	return c.every * 3 / 2, true
+}
+
+// sampleOnTimer is the loop's answer to its sample timer t: it waits for
+// an append (sampleClock.wait) or runs sample. every is the interval
+// nextSample last gave; it returns the next.
+func (s *Supervisor) sampleOnTimer(t *time.Timer, every time.Duration, sample func() bool) time.Duration {
+	if d, ok := s.clock.wait(); ok {
+		t.Reset(d)
+		return every
+	}
+	every = s.nextSample(every, sample())
+	t.Reset(s.clock.sampled(every, false))
+	return every
+}
+
+// sampleOnAsk is the loop's answer to an append's ask: sample if due.
+func (s *Supervisor) sampleOnAsk(t *time.Timer, every time.Duration, sample func() bool) time.Duration {
+	if !s.clock.due() {
+		return every
+	}
+	every = s.nextSample(every, sample())
+	t.Reset(s.clock.sampled(every, true))
+	return every
+}
+
+// soon is how long after a sample an append may ask for the next one.
+func (c *sampleClock) soon() time.Duration { return c.every * 9 / 10 }
+
+// sampled notes a sample and returns the time to the next one on the
+// timer: next (nextSample's), or 1.5 SampleEvery more after a sample an
+// append asked for.
+func (c *sampleClock) sampled(next time.Duration, asked bool) time.Duration {
+	c.last = time.Now()
+	c.waited = false
+	c.seen.Store(false)
+	c.askAfter.Store(int64(c.last.Add(c.soon()).Sub(c.start)))
+	if asked {
+		return next + c.every*3/2
+	}
+	return next
 }
 
 // Views returns every pipeline's view, in name order: what the admin API's

@@ -100,12 +100,13 @@ type Supervisor struct {
 	// pipeline to the next.
 	states runner.StateKeeper
 
-	mu       sync.Mutex // guards what follows and every managed's fields
-	cfg      runner.AgentConfig
-	cfgHash  string
-	pipes    map[string]*managed
-	recheck  bool // a file went missing: look again after the debounce
-	sampleAt time.Time
+	mu      sync.Mutex // guards what follows and every managed's fields
+	cfg     runner.AgentConfig
+	cfgHash string
+	pipes   map[string]*managed
+	recheck bool // a file went missing: look again after the debounce
+
+	clock *sampleClock // when backlogs are sampled
 }
 
 // managed is one pipeline name's history: the generation running, the last
@@ -197,7 +198,7 @@ func New(d Deps) *Supervisor {
 		d.Now = time.Now
 	}
 	s := &Supervisor{d: d, dataDir: d.Config.DataDir, cfg: d.Config, pipes: map[string]*managed{}, setupFailed: make(chan *managed),
-		restartWake: make(chan struct{}, 1)}
+		restartWake: make(chan struct{}, 1), clock: newSampleClock(d.SampleEvery)}
 	s.agentFailures = d.Metrics.Counter("pspf_agent_config_reload_failures_total")
 	if d.ConfigFile != "" {
 		if data, err := os.ReadFile(d.ConfigFile); err == nil {
@@ -271,6 +272,7 @@ func (s *Supervisor) Run(ctx context.Context, hup <-chan os.Signal) error {
 	sampleEvery := s.d.SampleEvery
 	sample := time.NewTimer(sampleEvery)
 	defer sample.Stop()
+	s.clock.sampled(sampleEvery, false)
 	var recheck <-chan time.Time
 	restartC := s.restartTimer()
 	for {
@@ -303,8 +305,9 @@ func (s *Supervisor) Run(ctx context.Context, hup <-chan os.Signal) error {
 		case <-restartC:
 			s.restartDue(ctx)
 		case <-sample.C:
-			sampleEvery = s.nextSample(sampleEvery, s.sample())
-			sample.Reset(sampleEvery)
+			sampleEvery = s.sampleOnTimer(sample, sampleEvery, s.sample)
+		case <-s.clock.ask:
+			sampleEvery = s.sampleOnAsk(sample, sampleEvery, s.sample)
 		}
 		s.mu.Lock()
 		if s.recheck && recheck == nil {
@@ -698,6 +701,7 @@ func (s *Supervisor) start(ctx context.Context, m *managed, spec *runner.Pipelin
 		Secrets:         s.d.Secrets,
 		States:          &s.states,
 		Now:             s.d.Now,
+		Appended:        s.clock.appended,
 	})
 	if err != nil {
 		return nil, err
