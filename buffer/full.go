@@ -22,8 +22,19 @@ const (
 // hovers at its cap is one episode, not one per segment.
 const fullQuiet = 5 * time.Second
 
-// freeEvery is how often upkeep asks the file system for its free space.
-const freeEvery = time.Second
+// freeEvery is how often upkeep asks the file system for its free space
+// while it is short (freeShort) or a full episode is on; freeEveryRoomy
+// otherwise. At 100 msg/s the statfs of a log and of its dead-letter log
+// each second, cold, were 2-3 % of the agent's CPU in a perf profile.
+const (
+	freeEvery      = time.Second
+	freeEveryRoomy = 10 * time.Second
+)
+
+// freeShort is the free space under which it is read every freeEvery: 256
+// MiB or four segments, whichever is more. A log that writes faster than
+// that in freeEveryRoomy meets a full disk as before: by its write error.
+func (l *Log) freeShort() int64 { return max(256<<20, 4*l.opts.SegmentBytes) }
 
 // FullStats describes the log's current full episode: from the first
 // Append that met the cap (or a full disk) until the log has room again —
@@ -177,11 +188,11 @@ func (l *Log) fullStatsLocked() FullStats {
 		Dropped: ep.dropped + ep.refused, Err: ep.err}
 }
 
-// refreshFree asks the file system how much space is free, at most every
-// freeEvery, outside l.mu.
+// refreshFree asks the file system how much space is free, outside l.mu,
+// if it is due (freeDueLocked).
 func (l *Log) refreshFree() {
 	l.mu.Lock()
-	due := time.Since(l.freeAt) >= freeEvery
+	due := l.freeDueLocked(time.Now())
 	l.mu.Unlock()
 	if !due {
 		return
@@ -190,4 +201,15 @@ func (l *Log) refreshFree() {
 	l.mu.Lock()
 	l.diskFree, l.freeAt = free, time.Now()
 	l.mu.Unlock()
+}
+
+// freeDueLocked reports whether the free space is to be read again at now:
+// freeEvery after the last read while it is short, unknown or a full
+// episode is on, else freeEveryRoomy after.
+func (l *Log) freeDueLocked(now time.Time) bool {
+	since := now.Sub(l.freeAt)
+	if since < freeEvery {
+		return false
+	}
+	return since >= freeEveryRoomy || !l.full.since.IsZero() || l.diskFree < l.freeShort()
 }

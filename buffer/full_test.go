@@ -129,3 +129,43 @@ func TestFullEpisodeAtCap(t *testing.T) {
 		})
 	}
 }
+
+// TestFreeSpaceReadLessWhenRoomy: the free space is read again a second
+// after the last read while it is short (under freeShort), unknown or a
+// full episode is on, and only every freeEveryRoomy while there is room.
+func TestFreeSpaceReadLessWhenRoomy(t *testing.T) {
+	l := openT(t, t.TempDir(), Options{})
+	short := l.freeShort()
+	if short != 256<<20 {
+		t.Fatalf("freeShort with 16 MiB segments: got %d, want 256 MiB", short)
+	}
+	now := time.Now()
+	for _, tc := range []struct {
+		name  string
+		free  int64
+		full  bool
+		since time.Duration
+		want  bool
+	}{
+		{"just read", 1 << 40, false, 500 * time.Millisecond, false},
+		{"roomy, a second ago", 1 << 40, false, 2 * time.Second, false},
+		{"roomy, 10 s ago", 1 << 40, false, freeEveryRoomy, true},
+		{"short, a second ago", short - 1, false, freeEvery, true},
+		{"short, just read", short - 1, false, 900 * time.Millisecond, false},
+		{"unknown, a second ago", -1, false, freeEvery, true},
+		{"roomy but full, a second ago", 1 << 40, true, freeEvery, true},
+	} {
+		l.mu.Lock()
+		l.diskFree, l.freeAt = tc.free, now.Add(-tc.since)
+		l.full.since = time.Time{}
+		if tc.full {
+			l.full.since = now
+		}
+		got := l.freeDueLocked(now)
+		l.full.since = time.Time{}
+		l.mu.Unlock()
+		if got != tc.want {
+			t.Errorf("%s: due %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

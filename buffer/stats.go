@@ -68,7 +68,8 @@ type Stats struct {
 	// full); its Since is zero when the log is not full.
 	Full FullStats
 	// DiskFree is what the file system holding the log still has for it
-	// (statfs, refreshed about once a second), -1 if unknown.
+	// (statfs, read again every second while it is under 256 MiB or four
+	// segments or the log is full, else every 10 s), -1 if unknown.
 	DiskFree int64
 }
 
