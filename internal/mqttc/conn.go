@@ -167,23 +167,69 @@ func (c *bufConn) sparse(d time.Duration) bool {
 // arriving do not each wake the runtime's network poller. PUBACKs do not
 // end a pause: they come once per group commit, and would otherwise cut
 // every pause short into a batch of one.
+//
+// Where the socket can be waited on (Linux), a pause also ends once the
+// mark's bytes are queued: a flood that begins after a quiet spell, when
+// the rate estimate still gives a long pause, is read as soon as twice
+// what the pause was to bring has come, instead of waiting out the pause
+// with the broker's window full (the first pause of such a flood cost up
+// to max_read_pace of standstill).
 func (c *bufConn) pause(d time.Duration) {
 	c.g.small = false // the wait is done: no readGather on top
-	if c.pauseT == nil {
-		c.pauseT = time.NewTimer(d)
-	} else {
-		c.pauseT.Reset(d)
-	}
 	now := c.g.now()
-	c.lowat.set(pauseMark(c.g.read-c.markRead, now.Sub(c.markAt), d))
+	mark := pauseMark(c.g.read-c.markRead, now.Sub(c.markAt), d)
+	c.lowat.set(mark)
 	c.markRead, c.markAt = c.g.read, now
-	select {
-	case <-c.pauseT.C:
-	case <-c.asked:
-	case <-c.done:
+	if c.lowat.canWait() {
+		c.waitMark(time.Now().Add(d), mark)
+	} else {
+		if c.pauseT == nil {
+			c.pauseT = time.NewTimer(d)
+		} else {
+			c.pauseT.Reset(d)
+		}
+		select {
+		case <-c.pauseT.C:
+		case <-c.asked:
+		case <-c.done:
+		}
+		c.pauseT.Stop()
 	}
-	c.pauseT.Stop()
 	c.lowat.set(1)
+}
+
+// waitMark waits until the socket holds mark bytes, or until, or until a
+// request or Close ends the pause (interruptPause): the wait is a read of
+// the socket's readiness with until as its read deadline.
+func (c *bufConn) waitMark(until time.Time, mark int) {
+	c.pmu.Lock()
+	select {
+	case <-c.asked: // a request already awaits its answer
+		c.pmu.Unlock()
+		return
+	case <-c.done:
+		c.pmu.Unlock()
+		return
+	default:
+	}
+	c.pausing = true
+	_ = c.raw.SetReadDeadline(until)
+	c.pmu.Unlock()
+	_ = c.lowat.waitQueued(mark) // a deadline, a close or the mark: read on
+	c.pmu.Lock()
+	c.pausing = false
+	_ = c.raw.SetReadDeadline(time.Time{})
+	c.pmu.Unlock()
+}
+
+// interruptPause ends a waitMark in progress, by moving its deadline into
+// the past.
+func (c *bufConn) interruptPause() {
+	c.pmu.Lock()
+	if c.pausing {
+		_ = c.raw.SetReadDeadline(time.Unix(1, 0))
+	}
+	c.pmu.Unlock()
 }
 
 // Bounds of a pause's receive low-water mark (see pauseMark).
@@ -202,13 +248,13 @@ const (
 // pauseMark is the socket's receive low-water mark for a pause of d, when
 // the reads since the previous pause began brought n bytes in el: twice
 // what the pause brings at that rate, within [minPauseLowat,
-// maxPauseLowat]. Once the mark is reached every segment that arrives
-// wakes the poller again (the kernel wakes it on every arrival over the
-// mark; a mark of a fixed half read buffer let about 20 segments a second
-// do so at 100 msg/s, and a few hundred at 2,000), so the mark must hold
-// for the whole pause; twice the expected bytes leaves room for a rate
-// that doubles. The kernel still wakes the poller below the mark when its
-// receive buffer or window runs short, and at the connection's end.
+// maxPauseLowat]. Reaching the mark ends the pause (waitMark), so it must
+// hold for the whole pause at a steady rate (a mark of a fixed half read
+// buffer was reached about 20 times a second at 100 msg/s, and a few
+// hundred at 2,000); twice the expected bytes leaves room for a rate that
+// doubles, and a flood after a quiet spell reaches it at once. The kernel
+// still wakes the poller below the mark when its receive buffer or window
+// runs short, and at the connection's end: the pause then goes on.
 func pauseMark(n int64, el, d time.Duration) int {
 	if n <= 0 || el <= 0 || d <= 0 {
 		return minPauseLowat
@@ -225,6 +271,7 @@ func (c *bufConn) ask() {
 	case c.asked <- struct{}{}:
 	default:
 	}
+	c.interruptPause()
 }
 
 // writeDelay is how long written packets may wait to be sent together
@@ -256,7 +303,9 @@ type bufConn struct {
 
 	kick      chan struct{} // capacity 1: something is pending
 	asked     chan struct{} // capacity 1: a request awaits its answer (ends a read pause)
-	pauseT    *time.Timer   // the reader's pause timer; the reader's alone
+	pauseT    *time.Timer   // the reader's pause timer (no waitMark); the reader's alone
+	pmu       sync.Mutex    // guards pausing and the read deadline it sets
+	pausing   bool          // the reader is in waitMark
 	lowat     lowat         // the socket's receive low-water mark, raised during a pause
 	markRead  int64         // g.read when the last pause began (see pauseMark)
 	markAt    time.Time     // when it began, or the connection opened; the reader's alone
@@ -381,7 +430,10 @@ func (c *bufConn) Close() error {
 	c.closeOnce.Do(func() {
 		c.lastSend = time.Now().Add(time.Second)
 		_ = c.raw.SetWriteDeadline(c.lastSend) // ends a send in progress to a stuck peer
+		c.pmu.Lock()
 		close(c.done)
+		c.pmu.Unlock()
+		c.interruptPause()
 	})
 	<-c.ended
 	return c.Conn.Close()

@@ -225,3 +225,81 @@ func TestPauseEndsWithHighMark(t *testing.T) {
 		t.Fatalf("after the pause: %q, %v; want \"last\" and the end", got, err)
 	}
 }
+
+// TestPauseEndsAtMark: a long pause ends once the socket holds its mark's
+// bytes (a flood after a quiet spell is read then, not after the pause
+// the rate estimate gave), and not before; a request (ask) and Close end
+// it too. The mark of a first pause is minPauseLowat.
+func TestPauseEndsAtMark(t *testing.T) {
+	start := func(t *testing.T) (*bufConn, net.Conn, chan time.Duration) {
+		c, srv := dialTest(t)
+		bc := c.(*bufConn)
+		ended := make(chan time.Duration, 1)
+		go func() {
+			t0 := time.Now()
+			bc.pause(20 * time.Second)
+			ended <- time.Since(t0)
+		}()
+		for deadline := time.Now().Add(10 * time.Second); lowatOf(t, bc) == 1; {
+			if time.Now().After(deadline) {
+				t.Fatal("the pause did not raise the low-water mark")
+			}
+			runtime.Gosched()
+		}
+		if got := lowatOf(t, bc); got != minPauseLowat {
+			t.Fatalf("low-water mark %d, want %d", got, minPauseLowat)
+		}
+		return bc, srv, ended
+	}
+	waitEnd := func(t *testing.T, ended chan time.Duration, why string) {
+		t.Helper()
+		select {
+		case d := <-ended:
+			if d > 10*time.Second {
+				t.Fatalf("the pause ended after %v, on its timer, not on %s", d, why)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the pause did not end on %s", why)
+		}
+	}
+
+	t.Run("mark", func(t *testing.T) {
+		bc, srv, ended := start(t)
+		if _, err := srv.Write(make([]byte, minPauseLowat/2)); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case d := <-ended:
+			t.Fatalf("the pause ended after %v with half its mark queued", d)
+		case <-time.After(300 * time.Millisecond):
+		}
+		if _, err := srv.Write(make([]byte, minPauseLowat)); err != nil {
+			t.Fatal(err)
+		}
+		waitEnd(t, ended, "its mark")
+		if lowatOf(t, bc) != 1 {
+			t.Fatal("the low-water mark was not set back after the pause")
+		}
+		if _, err := io.ReadFull(bc, make([]byte, minPauseLowat*3/2)); err != nil {
+			t.Fatalf("reading what came during the pause: %v", err)
+		}
+	})
+	t.Run("ask", func(t *testing.T) {
+		bc, srv, ended := start(t)
+		bc.ask()
+		waitEnd(t, ended, "a request")
+		// The pause's deadline is gone: a read waits for the answer.
+		go func() {
+			time.Sleep(100 * time.Millisecond)
+			_, _ = srv.Write([]byte("answer"))
+		}()
+		if _, err := io.ReadFull(bc, make([]byte, 6)); err != nil {
+			t.Fatalf("reading after an interrupted pause: %v", err)
+		}
+	})
+	t.Run("close", func(t *testing.T) {
+		bc, _, ended := start(t)
+		go bc.Close()
+		waitEnd(t, ended, "Close")
+	})
+}

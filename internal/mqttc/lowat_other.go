@@ -11,3 +11,7 @@ type lowat struct{}
 func newLowat(net.Conn) lowat { return lowat{} }
 
 func (lowat) set(int) {}
+
+func (lowat) canWait() bool { return false }
+
+func (lowat) waitQueued(int) error { return nil }
