@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/proxy"
@@ -203,30 +204,38 @@ func (c *bufConn) pause(d time.Duration) {
 // the socket's readiness with until as its read deadline.
 func (c *bufConn) waitMark(until time.Time, mark int) {
 	c.pmu.Lock()
+	// pausing is set before asked is looked at, and ask sends before it
+	// looks at pausing: one of the two sees the other.
+	c.pausing.Store(true)
 	select {
 	case <-c.asked: // a request already awaits its answer
+		c.pausing.Store(false)
 		c.pmu.Unlock()
 		return
 	case <-c.done:
+		c.pausing.Store(false)
 		c.pmu.Unlock()
 		return
 	default:
 	}
-	c.pausing = true
 	_ = c.raw.SetReadDeadline(until)
 	c.pmu.Unlock()
 	_ = c.lowat.waitQueued(mark) // a deadline, a close or the mark: read on
 	c.pmu.Lock()
-	c.pausing = false
+	c.pausing.Store(false)
 	_ = c.raw.SetReadDeadline(time.Time{})
 	c.pmu.Unlock()
 }
 
 // interruptPause ends a waitMark in progress, by moving its deadline into
-// the past.
+// the past. Outside a pause it costs an atomic load: ask calls it for
+// every QoS 1 or 2 PUBLISH.
 func (c *bufConn) interruptPause() {
+	if !c.pausing.Load() {
+		return
+	}
 	c.pmu.Lock()
-	if c.pausing {
+	if c.pausing.Load() {
 		_ = c.raw.SetReadDeadline(time.Unix(1, 0))
 	}
 	c.pmu.Unlock()
@@ -304,8 +313,8 @@ type bufConn struct {
 	kick      chan struct{} // capacity 1: something is pending
 	asked     chan struct{} // capacity 1: a request awaits its answer (ends a read pause)
 	pauseT    *time.Timer   // the reader's pause timer (no waitMark); the reader's alone
-	pmu       sync.Mutex    // guards pausing and the read deadline it sets
-	pausing   bool          // the reader is in waitMark
+	pmu       sync.Mutex    // orders pausing's changes and the read deadline they set
+	pausing   atomic.Bool   // the reader is in waitMark (set under pmu)
 	lowat     lowat         // the socket's receive low-water mark, raised during a pause
 	markRead  int64         // g.read when the last pause began (see pauseMark)
 	markAt    time.Time     // when it began, or the connection opened; the reader's alone
