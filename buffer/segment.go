@@ -1,7 +1,6 @@
 package buffer
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -59,8 +58,15 @@ func (s *segment) countOnce(r seqSpan) uint64 {
 		}
 		merged = seqSpan{min(merged.From, c.From), max(merged.To, c.To)}
 	}
-	out = append(out, merged)
-	slices.SortFunc(out, func(a, b seqSpan) int { return cmp.Compare(a.From, b.From) })
+	// out is sorted and disjoint from merged: put merged in its place (not
+	// slices.SortFunc: a generic sort of a struct is 12 KB of code).
+	i := 0
+	for i < len(out) && out[i].From < merged.From {
+		i++
+	}
+	out = append(out, seqSpan{})
+	copy(out[i+1:], out[i:])
+	out[i] = merged
 	s.counted = out
 	return n
 }
