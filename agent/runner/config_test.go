@@ -411,3 +411,35 @@ func TestAgentMemorySettings(t *testing.T) {
 		})
 	}
 }
+
+func TestAgentTimerSlack(t *testing.T) {
+	tests := []struct {
+		name, yaml string
+		want       time.Duration
+		err        string
+	}{
+		{name: "default", yaml: "name: a\n", want: runner.DefaultTimerSlack},
+		{name: "as started", yaml: "timer_slack: 0\n", want: 0},
+		{name: "set", yaml: "timer_slack: 5ms\n", want: 5 * time.Millisecond},
+		{name: "too large", yaml: "timer_slack: 200ms\n", err: `:1: timer_slack: must be between 0 (as started) and 100ms, got "200ms"`},
+		{name: "negative", yaml: "timer_slack: -1ms\n", err: `:1: timer_slack: must be a duration like 500ms, 10s or 5m, got "-1ms"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "agent.yaml")
+			if err := os.WriteFile(path, []byte(tt.yaml), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := runner.LoadAgentConfig(path)
+			if tt.err != "" {
+				if err == nil || !strings.HasPrefix(err.Error(), path+tt.err) {
+					t.Fatalf("got %v, want an error starting %q", err, path+tt.err)
+				}
+				return
+			}
+			if err != nil || cfg.TimerSlack != tt.want {
+				t.Errorf("got timer_slack %v, %v; want %v", cfg.TimerSlack, err, tt.want)
+			}
+		})
+	}
+}

@@ -88,6 +88,22 @@ func TestStatusFindsAgentWithoutFlags(t *testing.T) {
 		return resp.StatusCode == http.StatusOK
 	}, &logs)
 
+	// The agent executed itself again for its timer slack: the process
+	// started (its id published) has it on every thread, the runtime's
+	// monitor thread included.
+	slacks, err := threadTimerSlacks(cmd.Process.Pid)
+	if err != nil || len(slacks) < 2 {
+		t.Errorf("threads' timer slack: got %v, %v; want at least two threads", slacks, err)
+	}
+	for tid, d := range slacks {
+		if d != time.Millisecond {
+			t.Errorf("thread %d has timer slack %v, want the default 1ms (all: %v)", tid, d, slacks)
+		}
+	}
+	if strings.Contains(logs.String(), "timer slack") {
+		t.Errorf("got a timer slack line:\n%s", logs.String())
+	}
+
 	code, out, errb := run(t, "status")
 	if code != exitOK || !strings.Contains(out, "demo") {
 		t.Errorf("status: got exit %d:\n%s%s\nwant 0 and the demo pipeline", code, out, errb)

@@ -21,6 +21,12 @@ import (
 )
 
 func cmdRun(args []string, stdout, stderr io.Writer) int {
+	return runCommand(args, stdout, stderr, realTimerSlackOS())
+}
+
+// runCommand is cmdRun with the system calls that give the agent its timer
+// slack (adoptTimerSlack) given: tests give ones that do not execute.
+func runCommand(args []string, stdout, stderr io.Writer, slack timerSlackOS) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("c", "", "agent config file (default: built-in defaults)")
@@ -67,6 +73,10 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitUsage
+	}
+	// Before anything opens: on success this executes the agent again.
+	if err := adoptTimerSlack(cfg.TimerSlack, os.Environ(), slack); err != nil {
+		logger.Warn("timer slack not set: the agent wakes more often than it needs to", "err", err)
 	}
 	// Every line the agent logs, its own and its pipelines', has the
 	// pipelines' secrets masked (docs/security.md).
@@ -221,7 +231,8 @@ func runAgent(ctx context.Context, o runOptions) error {
 	}
 	limit, gcPercent := applyMemorySettings(cfg, os.Getenv)
 	procs := applyMaxProcs(cfg, os.Getenv)
-	o.Logger.Debug("go runtime", "memory_limit", limit, "gc_percent", gcPercent, "max_procs", procs)
+	slack, _ := realTimerSlackOS().get()
+	o.Logger.Debug("go runtime", "memory_limit", limit, "gc_percent", gcPercent, "max_procs", procs, "timer_slack", slack)
 	metrics := runner.NewMetrics()
 	// Under systemd: READY=1, RELOADING=1 around a SIGHUP, watchdog pings
 	// from the supervisor's loop, STOPPING=1 (systemd_linux.go).

@@ -39,7 +39,7 @@ func TestRunEndsEveryGoroutineOnSignal(t *testing.T) {
 	var stdout, stderr agenttest.LogBuffer
 	code := make(chan int, 1)
 	go func() {
-		code <- cmdRun([]string{"-p", pipes, "--data-dir", filepath.Join(dir, "data"), "--admin", ""}, &stdout, &stderr)
+		code <- runCommand([]string{"-p", pipes, "--data-dir", filepath.Join(dir, "data"), "--admin", ""}, &stdout, &stderr, noExecTimerSlack(t))
 	}()
 	agenttest.Eventually(t, 10*time.Second, "the agent's start", func() bool { return strings.Contains(stderr.String(), "supervisor watching") }, &stderr)
 	// The agent's handler is in place (it logged after installing it): the
