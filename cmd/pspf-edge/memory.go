@@ -146,13 +146,16 @@ func notifyGCs(ctx context.Context, cs ...chan<- struct{}) {
 			if ctx.Err() != nil {
 				return
 			}
+			// Armed before the signal: whoever gets it and collects again
+			// is signalled again (armed after, a collection could come
+			// between the two and pass unseen).
+			arm()
 			for _, c := range cs {
 				select {
 				case c <- struct{}{}:
 				default:
 				}
 			}
-			arm()
 		}, struct{}{})
 	}
 	arm()
