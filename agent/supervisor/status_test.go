@@ -46,8 +46,8 @@ func TestSecondsToCap(t *testing.T) {
 	}
 }
 
-// Labels and the fleet section are read at start: a change of either is
-// reported as needing a restart, and nothing else.
+// Labels, the fleet section and the runtime's settings are read at start:
+// a change of any is reported as needing a restart, and nothing else.
 func TestRestartNeededFleet(t *testing.T) {
 	parse := func(y string) runner.AgentConfig {
 		cfg := runner.DefaultAgentConfig()
@@ -66,6 +66,7 @@ func TestRestartNeededFleet(t *testing.T) {
 		{"labels: {site: p1}\nfleet: {channel: mqtt}\n", ""},
 		{"labels: {site: p2}\nfleet: {channel: mqtt}\n", "labels"},
 		{"labels: {site: p1}\nfleet: {channel: kafka}\n", "fleet"},
+		{"labels: {site: p1}\nfleet: {channel: mqtt}\nmax_procs: 2\ntimer_slack: 5ms\n", "max_procs,timer_slack"},
 	} {
 		if got := strings.Join(restartNeeded(a, parse(c.y)), ","); got != c.want {
 			t.Errorf("%q: got %q, want %q", c.y, got, c.want)

@@ -447,6 +447,12 @@ func restartNeeded(a, b runner.AgentConfig) []string {
 	if a.GCPercent != b.GCPercent {
 		out = append(out, "gc_percent")
 	}
+	if a.MaxProcs != b.MaxProcs {
+		out = append(out, "max_procs")
+	}
+	if a.TimerSlack != b.TimerSlack {
+		out = append(out, "timer_slack")
+	}
 	return out
 }
 
