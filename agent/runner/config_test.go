@@ -384,19 +384,9 @@ func TestAgentMemorySettings(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "agent.yaml")
-			if err := os.WriteFile(path, []byte(tt.yaml), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			cfg, err := runner.LoadAgentConfig(path)
-			if tt.err != "" {
-				if err == nil || !strings.HasPrefix(err.Error(), path+tt.err) {
-					t.Fatalf("got %v, want an error starting %q", err, path+tt.err)
-				}
+			cfg, ok := loadAgentYAML(t, tt.yaml, tt.err)
+			if !ok {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if cfg.MemoryLimit != tt.limit || cfg.GCPercent != tt.gc {
 				t.Errorf("got memory_limit %d gc_percent %d, want %d and %d", cfg.MemoryLimit, cfg.GCPercent, tt.limit, tt.gc)
@@ -426,20 +416,31 @@ func TestAgentTimerSlack(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "agent.yaml")
-			if err := os.WriteFile(path, []byte(tt.yaml), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			cfg, err := runner.LoadAgentConfig(path)
-			if tt.err != "" {
-				if err == nil || !strings.HasPrefix(err.Error(), path+tt.err) {
-					t.Fatalf("got %v, want an error starting %q", err, path+tt.err)
-				}
-				return
-			}
-			if err != nil || cfg.TimerSlack != tt.want {
-				t.Errorf("got timer_slack %v, %v; want %v", cfg.TimerSlack, err, tt.want)
+			if cfg, ok := loadAgentYAML(t, tt.yaml, tt.err); ok && cfg.TimerSlack != tt.want {
+				t.Errorf("got timer_slack %v, want %v", cfg.TimerSlack, tt.want)
 			}
 		})
 	}
+}
+
+// loadAgentYAML loads text as an agent file. With wantErr set, the load must
+// fail with an error starting with the file's path and wantErr, and ok is
+// false; otherwise it must succeed.
+func loadAgentYAML(t *testing.T, text, wantErr string) (cfg runner.AgentConfig, ok bool) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "agent.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := runner.LoadAgentConfig(path)
+	if wantErr != "" {
+		if err == nil || !strings.HasPrefix(err.Error(), path+wantErr) {
+			t.Fatalf("got %v, want an error starting %q", err, path+wantErr)
+		}
+		return cfg, false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg, true
 }
