@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"runtime"
@@ -212,6 +213,9 @@ func threadTimerSlacks(pid int) (map[int]time.Duration, error) {
 		b, err := os.ReadFile("/proc/" + e.Name() + "/timerslack_ns")
 		if errors.Is(err, os.ErrNotExist) {
 			continue // the thread ended meanwhile
+		}
+		if errors.Is(err, os.ErrPermission) {
+			return nil, fmt.Errorf("%w (another thread's timer slack is readable with CAP_SYS_NICE only: run the tests as root)", err)
 		}
 		if err != nil {
 			return nil, err
