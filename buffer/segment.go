@@ -59,7 +59,8 @@ func (s *segment) countOnce(r seqSpan) uint64 {
 		merged = seqSpan{min(merged.From, c.From), max(merged.To, c.To)}
 	}
 	// out is sorted and disjoint from merged: put merged in its place (not
-	// slices.SortFunc: a generic sort of a struct is 12 KB of code).
+	// slices.SortFunc: its copy of the generic sort for seqSpan was 8 KB
+	// of the stripped binary).
 	i := 0
 	for i < len(out) && out[i].From < merged.From {
 		i++

@@ -64,7 +64,7 @@ type AgentConfig struct {
 	MaxProcs int `yaml:"max_procs" doc:"CPUs that run the agent's code at once (GOMAXPROCS); 0: all; GOMAXPROCS wins"`
 	// TimerSlack is how late the kernel may end the agent's timed sleeps,
 	// to end several with one wake-up (Linux's timer slack, systemd's
-	// TimerSlackNSec). The default, 1ms, takes about a fifth off the CPU
+	// TimerSlackNSec). The default, 1ms, takes about a sixth off the CPU
 	// per record at low rates: the Go runtime's monitor thread sleeps 20 µs
 	// at a time while the agent works, and with the kernel's default of
 	// 50 µs each of those sleeps is a wake-up of its own. The agent's own

@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -57,7 +59,7 @@ func realTimerSlackOS() timerSlackOS {
 // sleep to end it together with other wake-ups. The Go runtime's monitor
 // thread sleeps 20 µs at a time while any goroutine runs or waits in a
 // system call; each of those sleeps is a wake-up of its own, with the
-// kernel's default slack of 50 µs. At low rates that was a fifth of the
+// kernel's default slack of 50 µs. At low rates that was a sixth of the
 // agent's CPU (README, "CPU per record at low rates"). A thread's slack is
 // its own, set by itself, and a new thread starts with its creator's: the
 // monitor thread is created before any of the agent's code runs, so the
@@ -83,10 +85,8 @@ func adoptTimerSlack(want time.Duration, environ []string, sys timerSlackOS) err
 	if have == want {
 		return nil
 	}
-	for _, kv := range environ {
-		if len(kv) > len(timerSlackExecEnv) && kv[:len(timerSlackExecEnv)+1] == timerSlackExecEnv+"=" {
-			return fmt.Errorf("timer slack: %v after executing again for %v", have, want)
-		}
+	if slices.ContainsFunc(environ, func(kv string) bool { return strings.HasPrefix(kv, timerSlackExecEnv+"=") }) {
+		return fmt.Errorf("timer slack: %v after executing again for %v", have, want)
 	}
 	if err := sys.set(want); err != nil {
 		return fmt.Errorf("timer slack: set %v: %w", want, err)
