@@ -42,6 +42,11 @@ func TestRunEndsEveryGoroutineOnSignal(t *testing.T) {
 		code <- runCommand([]string{"-p", pipes, "--data-dir", filepath.Join(dir, "data"), "--admin", ""}, &stdout, &stderr, noExecTimerSlack(t))
 	}()
 	agenttest.Eventually(t, 10*time.Second, "the agent's start", func() bool { return strings.Contains(stderr.String(), "supervisor watching") }, &stderr)
+	// The execution for the timer slack failed (noExecTimerSlack): one WARN
+	// says so, and the agent runs on.
+	if n := strings.Count(stderr.String(), "timer slack not set"); n != 1 {
+		t.Errorf("got %d timer slack WARNs, want 1:\n%s", n, stderr.String())
+	}
 	// The agent's handler is in place (it logged after installing it): the
 	// signal stops it instead of the test binary.
 	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
@@ -60,9 +65,9 @@ func TestRunEndsEveryGoroutineOnSignal(t *testing.T) {
 	ended := wait.Until(5*time.Second, func() bool {
 		gs, left = goroutines(), ""
 		for _, g := range gs {
-			// A goroutine cmdRun started, or one of its own frames (the
-			// test's goroutine mentions neither).
-			if strings.Contains(g, "pspf-edge.cmdRun") || strings.Contains(g, "pspf-edge.exitOnSecondSignal") {
+			// A goroutine runCommand (cmdRun's body) started, or one of
+			// its own frames (the test's goroutine mentions neither).
+			if strings.Contains(g, "pspf-edge.runCommand") || strings.Contains(g, "pspf-edge.cmdRun") || strings.Contains(g, "pspf-edge.exitOnSecondSignal") {
 				left = g
 			}
 		}
